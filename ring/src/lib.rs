@@ -1,0 +1,41 @@
+//! # rim-ring: rimd's shared-memory rings
+//!
+//! Guarantees first:
+//! * **The producer never blocks and never allocates** after its ring is opened:
+//!   [`spsc::Producer::try_publish_event`] archives into a buffer sized at start-up and
+//!   either commits or says why not ([`spsc::PublishError`]: full, too large, invalid,
+//!   quarantined, closed).
+//! * **The consumer trusts nothing in the segment.** It keeps its own copy of the ring's
+//!   geometry, bounds-checks every record header, copies each record into private memory
+//!   before reading it, and validates it with rkyv's bytecheck plus the data model's rules
+//!   ([`event::EventView::decode`]). A corrupt segment is quarantined with a reason; nothing
+//!   a producer writes can make the consumer fault, and segments are sealed memfds whose size
+//!   no one can change ([`segment`]).
+//! * **A record is visible only whole**: its header word, stored last with release
+//!   ordering, is the commit ([`spsc`] explains the protocol; `tests/loom_spsc.rs` checks it).
+//! * **Dead peers are detected** by pidfd ([`liveness`]), and wake-ups cost a syscall only
+//!   when the other side said it sleeps ([`wait`]).
+//! * **Decisions fan out** through a broadcast ring ([`broadcast`]) that readers follow at
+//!   their own pace and that tells a lapped reader how much it missed.
+//!
+//! The crate knows nothing of the daemon: it is the contract between a feed handler and
+//! rimd, and can be linked by either alone.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+#[cfg(not(loom))]
+pub mod attach;
+pub mod broadcast;
+pub mod clock;
+pub mod event;
+mod header;
+pub mod liveness;
+pub mod segment;
+pub mod spsc;
+mod sync;
+pub mod wait;
+
+pub use event::{EventError, EventRef, EventView, NodeIdError, RimFastEvent, RimNodeId};
+pub use header::HEADER_BYTES;
+pub use segment::{Segment, SegmentError};
+pub use spsc::{Consumer, PollError, Producer, PublishError};

@@ -1,0 +1,348 @@
+//! Segments: the memory a ring lives in, and how it is created, sealed, mapped and shared.
+//!
+//! A segment is either a sealed memfd (shared between processes) or a heap buffer (tests,
+//! in-process rings). Cross-process segments are memfds sealed against shrinking and
+//! growing (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`) *before* anyone else sees them, so
+//! no process holding the fd can truncate the mapping under the other side and make it
+//! fault with SIGBUS. A plain file in `/dev/shm` cannot give that guarantee (its writer
+//! can always `ftruncate` it), which is why segments travel as fds over a Unix socket
+//! (see [`crate::attach`]) rather than as paths; [`Segment::from_fd`] refuses an fd that
+//! lacks the seals.
+//!
+//! All access goes through [`Region`]: atomics for the protocol words, and plain copies
+//! for record bodies into or out of memory that the protocol hands to one side at a time.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use thiserror::Error;
+
+use crate::sync::AtomicU64;
+
+/// Why a segment could not be created, received or opened.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// A system call failed.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The fd lacks the seals that make its size immutable.
+    #[error("segment fd is not sealed against shrink and grow (seals {seals:#x}); refusing to map it")]
+    NotSealed {
+        /// The seals it has.
+        seals: i32,
+    },
+    /// The segment is smaller than its header says or than any ring needs.
+    #[error("segment is {len} bytes, but {needed} are needed")]
+    Truncated {
+        /// Its size.
+        len: usize,
+        /// The size needed.
+        needed: usize,
+    },
+    /// The segment's header is not one this version understands.
+    #[error("segment header is invalid: {0}")]
+    BadHeader(&'static str),
+    /// A requested size is out of range.
+    #[error("invalid segment size {bytes}: {why}")]
+    BadSize {
+        /// The size asked for.
+        bytes: usize,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+pub(crate) fn os_err(call: &'static str) -> SegmentError {
+    SegmentError::Os { call, source: io::Error::last_os_error() }
+}
+
+/// Largest segment this crate creates or maps (1 GiB): a bound on what a peer can ask for.
+pub const SEGMENT_BYTES_MAX: usize = 1 << 30;
+
+/// One cache line of zeroed heap memory; heap segments are built from these so that they
+/// are 64-byte aligned like a mapping.
+#[cfg(not(loom))]
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+#[cfg(not(loom))]
+enum Backing {
+    Heap(#[allow(dead_code)] Box<[Line]>),
+    Shm {
+        #[allow(dead_code)]
+        map: memmap2::MmapRaw,
+        fd: OwnedFd,
+    },
+}
+
+/// Memory a ring lives in. Shared by both ends (`Arc<Segment>` in one process, a mapping
+/// of the same memfd in two).
+pub struct Segment {
+    #[cfg(not(loom))]
+    ptr: NonNull<u8>,
+    #[cfg(not(loom))]
+    len: usize,
+    #[cfg(not(loom))]
+    backing: Backing,
+    #[cfg(loom)]
+    words: Box<[AtomicU64]>,
+}
+
+// SAFETY: the region is only reached through `Region`'s methods: atomics for every word
+// both sides touch, and copies of bytes that the ring protocol has handed to one side
+// exclusively (the producer's claimed space, a consumer's private copy). The backing
+// (heap box or mapping) lives as long as the Segment, and neither is tied to a thread.
+#[cfg(not(loom))]
+unsafe impl Send for Segment {}
+// SAFETY: as for Send: all shared access is atomic or to exclusively-owned ranges.
+#[cfg(not(loom))]
+unsafe impl Sync for Segment {}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment").field("len", &self.len()).finish_non_exhaustive()
+    }
+}
+
+fn check_size(bytes: usize) -> Result<(), SegmentError> {
+    if bytes == 0 || bytes % 64 != 0 {
+        return Err(SegmentError::BadSize { bytes, why: "must be a positive multiple of 64" });
+    }
+    if bytes > SEGMENT_BYTES_MAX {
+        return Err(SegmentError::BadSize { bytes, why: "larger than SEGMENT_BYTES_MAX" });
+    }
+    Ok(())
+}
+
+impl Segment {
+    /// A zeroed heap segment of `bytes` (a multiple of 64): for in-process rings and tests.
+    pub fn heap(bytes: usize) -> Result<Self, SegmentError> {
+        check_size(bytes)?;
+        Ok(Self::heap_unchecked(bytes))
+    }
+
+    #[cfg(not(loom))]
+    fn heap_unchecked(bytes: usize) -> Self {
+        let mut lines = vec![Line([0; 64]); bytes / 64].into_boxed_slice();
+        let ptr = NonNull::from(&mut lines[..]).cast::<u8>();
+        Self { ptr, len: bytes, backing: Backing::Heap(lines) }
+    }
+
+    #[cfg(loom)]
+    fn heap_unchecked(bytes: usize) -> Self {
+        let words = (0..bytes / 8).map(|_| AtomicU64::new(0)).collect();
+        Self { words }
+    }
+
+    /// Creates a memfd of `bytes` (a multiple of 64), seals it against shrink, grow and
+    /// further sealing, and maps it. `name` shows in `/proc/<pid>/fd` as `memfd:<name>`.
+    #[cfg(not(loom))]
+    pub fn create_memfd(name: &str, bytes: usize) -> Result<Self, SegmentError> {
+        check_size(bytes)?;
+        let fd = memfd_create(name)?;
+        let file = File::from(fd);
+        file.set_len(bytes as u64).map_err(|source| SegmentError::Os { call: "ftruncate", source })?;
+        let fd = OwnedFd::from(file);
+        add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL)?;
+        Self::map(fd, bytes)
+    }
+
+    /// Maps a segment fd received from another process. Refuses an fd whose size can still
+    /// change (no `F_SEAL_SHRINK` and `F_SEAL_GROW`), or whose size is out of range.
+    #[cfg(not(loom))]
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, SegmentError> {
+        let seals = get_seals(fd.as_fd())?;
+        let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+        if seals & needed != needed {
+            return Err(SegmentError::NotSealed { seals });
+        }
+        let file = File::from(fd);
+        let len = file.metadata().map_err(|source| SegmentError::Os { call: "fstat", source })?.len();
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        check_size(len).map_err(|_| SegmentError::Truncated { len, needed: 64 })?;
+        Self::map(OwnedFd::from(file), len)
+    }
+
+    #[cfg(not(loom))]
+    fn map(fd: OwnedFd, len: usize) -> Result<Self, SegmentError> {
+        let map = memmap2::MmapOptions::new()
+            .len(len)
+            .map_raw(&fd)
+            .map_err(|source| SegmentError::Os { call: "mmap", source })?;
+        let ptr = NonNull::new(map.as_mut_ptr()).ok_or(SegmentError::BadHeader("null mapping"))?;
+        Ok(Self { ptr, len, backing: Backing::Shm { map, fd } })
+    }
+
+    /// The memfd behind a shared segment, to hand to another process; `None` for heap.
+    #[cfg(not(loom))]
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Shm { fd, .. } => Some(fd.as_fd()),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        #[cfg(not(loom))]
+        {
+            self.len
+        }
+        #[cfg(loom)]
+        {
+            self.words.len() * 8
+        }
+    }
+
+    /// Always false: a segment has at least one cache line.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The 8-byte word at `off`. `off` comes from the ring's own masked arithmetic, never
+    /// from the segment's contents; the assert guards against a bug in that arithmetic.
+    #[inline]
+    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.len(), "ring offset {off} out of bounds");
+        #[cfg(not(loom))]
+        {
+            // SAFETY: `off + 8 <= len` and `off` is 8-aligned within a 64-aligned region that
+            // lives as long as `self`; AtomicU64 has the size and alignment of u64, and every
+            // access to protocol words on both sides is atomic.
+            unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU64>() }
+        }
+        #[cfg(loom)]
+        {
+            &self.words[off / 8]
+        }
+    }
+
+    /// Copies `src` into the segment at `off`. The caller must own `[off, off + len)` under
+    /// the ring protocol (claimed and not yet committed).
+    #[inline]
+    pub(crate) fn copy_in(&self, off: usize, src: &[u8]) {
+        assert!(off % 8 == 0 && off + src.len() <= self.len(), "copy_in out of bounds");
+        #[cfg(not(loom))]
+        {
+            // SAFETY: bounds checked above; the range is owned by the writer under the ring
+            // protocol, so no one reads it until a release store publishes it; `src` is a
+            // private buffer that cannot overlap the shared segment.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len()) }
+        }
+        #[cfg(loom)]
+        {
+            use crate::sync::Ordering;
+            for (i, chunk) in src.chunks(8).enumerate() {
+                let mut w = [0u8; 8];
+                w[..chunk.len()].copy_from_slice(chunk);
+                self.words[off / 8 + i].store(u64::from_le_bytes(w), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Copies `dst.len()` bytes at `off` into the reader's private `dst`. The bytes may be
+    /// changed concurrently by a faulty peer; the copy is then garbage that validation of
+    /// the private copy refuses, never a fault: nothing is read through the shared bytes.
+    #[inline]
+    pub(crate) fn copy_out(&self, off: usize, dst: &mut [u8]) {
+        assert!(off % 8 == 0 && off + dst.len() <= self.len(), "copy_out out of bounds");
+        #[cfg(not(loom))]
+        {
+            // SAFETY: bounds checked above; `dst` is private memory of the reader and cannot
+            // overlap the segment; the source range is within the live mapping.
+            unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len()) }
+        }
+        #[cfg(loom)]
+        {
+            use crate::sync::Ordering;
+            for (i, chunk) in dst.chunks_mut(8).enumerate() {
+                let w = self.words[off / 8 + i].load(Ordering::Relaxed).to_le_bytes();
+                chunk.copy_from_slice(&w[..chunk.len()]);
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+fn memfd_create(name: &str) -> Result<OwnedFd, SegmentError> {
+    let mut cname = [0u8; 250];
+    let name = name.as_bytes();
+    let n = name.len().min(cname.len() - 1);
+    cname[..n].copy_from_slice(&name[..n]);
+    if cname[..n].contains(&0) {
+        return Err(SegmentError::BadHeader("memfd name contains a NUL byte"));
+    }
+    // SAFETY: `cname` is NUL-terminated (zero-filled past `n`, n < len) and outlives the call.
+    let raw = unsafe {
+        libc::memfd_create(cname.as_ptr().cast(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    };
+    if raw < 0 {
+        return Err(os_err("memfd_create"));
+    }
+    // SAFETY: memfd_create returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+#[cfg(not(loom))]
+fn add_seals(fd: BorrowedFd<'_>, seals: i32) -> Result<(), SegmentError> {
+    // SAFETY: fcntl on a valid borrowed fd with integer arguments.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    if rc < 0 {
+        return Err(os_err("fcntl(F_ADD_SEALS)"));
+    }
+    Ok(())
+}
+
+#[cfg(not(loom))]
+fn get_seals(fd: BorrowedFd<'_>) -> Result<i32, SegmentError> {
+    // SAFETY: fcntl on a valid borrowed fd with no pointer arguments.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if rc < 0 {
+        // EINVAL: not a sealable file (a regular file, a pipe...): no seals at all.
+        return Ok(0);
+    }
+    Ok(rc)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memfd_cannot_be_truncated_or_grown() {
+        let seg = Segment::create_memfd("rim-test", 4096).expect("memfd");
+        let fd = seg.fd().expect("shm").try_clone_to_owned().expect("dup");
+        let file = File::from(fd);
+        assert!(file.set_len(64).is_err(), "shrink must be refused");
+        assert!(file.set_len(8192).is_err(), "grow must be refused");
+        let again = Segment::from_fd(OwnedFd::from(file)).expect("sealed fd maps");
+        assert_eq!(again.len(), 4096);
+    }
+
+    #[test]
+    fn unsealed_fd_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rim-seg-{}", std::process::id()));
+        let file = File::create(&dir).expect("file");
+        file.set_len(4096).expect("len");
+        let err = Segment::from_fd(OwnedFd::from(file)).expect_err("plain file");
+        assert!(matches!(err, SegmentError::NotSealed { .. }), "{err}");
+        let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        assert!(Segment::heap(0).is_err());
+        assert!(Segment::heap(100).is_err());
+        assert!(Segment::heap(SEGMENT_BYTES_MAX + 64).is_err());
+        assert_eq!(Segment::heap(128).expect("ok").len(), 128);
+    }
+}

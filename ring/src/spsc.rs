@@ -1,0 +1,700 @@
+//! The single-producer single-consumer record ring: one per producer, producer in one
+//! process, consumer (the daemon) in another, or both in one process over a heap segment.
+//!
+//! # Protocol
+//! Positions are byte counts since the ring was created; `pos & (capacity - 1)` is the
+//! offset in the data area. Every record starts 8-byte aligned with an 8-byte header word:
+//!
+//! ```text
+//! bits 63..32  tag  = lap + 1, lap = pos / capacity (wrapping u32)
+//! bits 31..24  kind = DATA (1) or PAD (2)
+//! bits 23..0   len  = payload bytes (DATA) or bytes to the end of the area minus 8 (PAD)
+//! ```
+//!
+//! * **claim → write → commit**: the producer checks space against its cached copy of the
+//!   consumer's position (re-reading the real one only when the ring looks full), copies the
+//!   payload after the header slot, then stores the header with `Release`. The header store
+//!   *is* the commit: the consumer loads it with `Acquire`, and a header whose tag is not the
+//!   current lap's is "nothing yet" (a stale record from an earlier lap or untouched
+//!   memory). A record is therefore visible only whole; a producer that dies mid-write leaves
+//!   a record that never becomes visible, and nothing has to be skipped.
+//! * **wrap**: a record never straddles the end; the producer writes a PAD header covering
+//!   the rest of the area and starts the record at offset 0 of the next lap. A payload may
+//!   be at most half the capacity, so a record always fits once the consumer catches up.
+//! * **release**: the consumer copies each record into private memory before anything reads
+//!   it (a faulty producer cannot change it between validation and use), then stores its
+//!   position with `Release` once per batch; the producer's `Acquire` load of it orders
+//!   the consumer's reads before the producer's reuse of the space.
+//! * **untrusted**: every header the consumer reads is checked (kind, length against the
+//!   space to the end of the area). A bad one quarantines the segment with a reason: the
+//!   consumer stops reading it and the flag tells the producer; nothing faults.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::event::{Encoder, EventError, EventRef, EventView, Metric, RECORD_BYTES_MAX};
+use crate::header::{self, Identity, HEADER_BYTES};
+use crate::segment::{Segment, SegmentError};
+use crate::sync::{fence, Ordering};
+
+const KIND_DATA: u64 = 1;
+const KIND_PAD: u64 = 2;
+const RECORD_HEADER_BYTES: usize = 8;
+const LEN_MASK: u64 = 0x00ff_ffff;
+
+/// Smallest data area: room for the header word and a few small records.
+pub const CAPACITY_BYTES_MIN: usize = 64;
+/// Largest payload any ring accepts, whatever its capacity.
+pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+/// How often an event-publishing producer refreshes its heartbeat.
+pub const HEARTBEAT_INTERVAL_NS: u64 = 1_000_000;
+
+/// Why `try_publish` refused. The producer never blocks: it gets one of these and decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// No room until the consumer catches up. Counted in the header (`refused_full`).
+    #[error("ring full: {free_bytes} bytes free, {needed_bytes} needed")]
+    Full {
+        /// Bytes free right now.
+        free_bytes: usize,
+        /// Bytes the record needs (with header and any wrap padding).
+        needed_bytes: usize,
+    },
+    /// The payload is empty or larger than this ring takes.
+    #[error("record of {len} bytes does not fit this ring (1..={max} bytes)")]
+    TooLarge {
+        /// Payload bytes.
+        len: usize,
+        /// The largest payload this ring takes.
+        max: usize,
+    },
+    /// The event breaks a rule of the data model.
+    #[error("invalid event: {0}")]
+    Invalid(#[from] EventError),
+    /// The consumer quarantined this segment; nothing more will be read from it.
+    #[error("the consumer quarantined this ring")]
+    Quarantined,
+    /// The consumer closed the ring.
+    #[error("the consumer closed this ring")]
+    Closed,
+}
+
+/// Why the consumer stopped reading a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// A header with the current lap's tag has an unknown kind.
+    #[error("record header has unknown kind {kind}")]
+    UnknownKind {
+        /// The kind found.
+        kind: u8,
+    },
+    /// A record runs past the end of the data area or exceeds the payload limit.
+    #[error("record length {len} does not fit ({room} bytes to the end of the area)")]
+    BadLength {
+        /// Length found.
+        len: u32,
+        /// Room left before the end.
+        room: usize,
+    },
+    /// A PAD record does not reach exactly the end of the area.
+    #[error("padding record of {len} bytes does not end at the end of the area")]
+    BadPadding {
+        /// Length found.
+        len: u32,
+    },
+}
+
+impl Corruption {
+    fn code(self) -> u64 {
+        match self {
+            Corruption::UnknownKind { kind } => 1 | (u64::from(kind) << 8),
+            Corruption::BadLength { len, .. } => 2 | (u64::from(len) << 8),
+            Corruption::BadPadding { len } => 3 | (u64::from(len) << 8),
+        }
+    }
+}
+
+/// Why polling stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PollError {
+    /// The segment is corrupt and quarantined; it will not be read again.
+    #[error("segment quarantined at position {position}: {reason}")]
+    Quarantined {
+        /// Ring position of the bad header.
+        position: u64,
+        /// What was wrong.
+        reason: Corruption,
+    },
+}
+
+/// Capacity and derived limits, fixed at creation. The consumer keeps its own copy and
+/// never re-reads the header's capacity, which a faulty producer could overwrite.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    capacity: usize,
+    mask: u64,
+    payload_max: usize,
+}
+
+impl Geometry {
+    fn new(capacity: usize) -> Result<Self, SegmentError> {
+        if !capacity.is_power_of_two() || capacity < CAPACITY_BYTES_MIN {
+            return Err(SegmentError::BadSize {
+                bytes: capacity,
+                why: "ring capacity must be a power of two of at least 64 bytes",
+            });
+        }
+        let payload_max = (capacity / 2 - RECORD_HEADER_BYTES).min(PAYLOAD_BYTES_MAX);
+        Ok(Self { capacity, mask: capacity as u64 - 1, payload_max })
+    }
+
+    fn offset(&self, pos: u64) -> usize {
+        // Masked by a capacity that fits in usize: the cast cannot truncate.
+        (pos & self.mask) as usize
+    }
+
+    fn tag(&self, pos: u64) -> u64 {
+        ((pos / self.capacity as u64) as u32).wrapping_add(1) as u64
+    }
+}
+
+fn record_bytes(len: usize) -> usize {
+    RECORD_HEADER_BYTES + len.next_multiple_of(8)
+}
+
+fn header_word(tag: u64, kind: u64, len: usize) -> u64 {
+    (tag << 32) | (kind << 24) | (len as u64 & LEN_MASK)
+}
+
+/// Total segment bytes for a ring of `capacity` data bytes.
+pub fn segment_bytes(capacity: usize) -> usize {
+    HEADER_BYTES + capacity
+}
+
+/// Writes a fresh SPSC header into `seg`, with a data area filling the rest. Done once by
+/// whoever creates the segment (the daemon), before it is shared.
+pub fn init(seg: &Segment) -> Result<(), SegmentError> {
+    let capacity = seg.len().checked_sub(HEADER_BYTES).unwrap_or(0);
+    Geometry::new(capacity)?;
+    header::init(seg, &Identity { kind: header::KIND_SPSC, capacity: capacity as u64, slot_bytes: 0 });
+    Ok(())
+}
+
+/// Creates a heap-backed ring and returns both ends: for in-process use and tests.
+pub fn heap_pair(capacity: usize) -> Result<(Producer, Consumer), SegmentError> {
+    let seg = Arc::new(Segment::heap(segment_bytes(capacity))?);
+    init(&seg)?;
+    Ok((Producer::open(seg.clone())?, Consumer::open(seg)?))
+}
+
+fn open_geometry(seg: &Segment) -> Result<Geometry, SegmentError> {
+    let id = header::read_identity(seg, header::KIND_SPSC)?;
+    let capacity = usize::try_from(id.capacity).map_err(|_| SegmentError::BadHeader("capacity"))?;
+    let geo = Geometry::new(capacity)?;
+    if segment_bytes(capacity) > seg.len() {
+        return Err(SegmentError::Truncated { len: seg.len(), needed: segment_bytes(capacity) });
+    }
+    Ok(geo)
+}
+
+/// The producing end. Never blocks, never allocates after [`Producer::open`].
+pub struct Producer {
+    seg: Arc<Segment>,
+    geo: Geometry,
+    tail: u64,
+    head_cache: u64,
+    encoder: Encoder,
+    heartbeat_ns: u64,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("tail", &self.tail).field("capacity", &self.geo.capacity).finish()
+    }
+}
+
+impl Producer {
+    /// Opens the producing end of an initialised segment and stamps this process's pid.
+    pub fn open(seg: Arc<Segment>) -> Result<Self, SegmentError> {
+        let geo = open_geometry(&seg)?;
+        // One producer per segment for its whole life: a second one would reuse positions.
+        if seg.word(header::WRITER_PID_OFF).swap(header::own_pid(), Ordering::AcqRel) != 0 {
+            return Err(SegmentError::BadHeader("segment already has a producer"));
+        }
+        let mut p = Self { seg, geo, tail: 0, head_cache: 0, encoder: Encoder::new(), heartbeat_ns: 0 };
+        p.heartbeat();
+        Ok(p)
+    }
+
+    /// Largest payload this ring accepts.
+    pub fn payload_max(&self) -> usize {
+        self.geo.payload_max
+    }
+
+    /// Validates and archives `ev`, stamps `publish_ns` (if 0) and publishes it.
+    /// Returns the ring position just past the record (compare with
+    /// [`Producer::consumed_position`] and [`Producer::durable_position`]).
+    pub fn try_publish_event<M: Metric>(&mut self, ev: &EventRef<'_, M>) -> Result<u64, PublishError> {
+        let now = crate::clock::monotonic_ns();
+        let mut ev = *ev;
+        if ev.publish_ns == 0 {
+            ev.publish_ns = now;
+        }
+        if now.wrapping_sub(self.heartbeat_ns) >= HEARTBEAT_INTERVAL_NS {
+            self.store_heartbeat(now);
+        }
+        let bytes = match self.encoder.encode(&ev) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.count(header::REFUSED_INVALID_OFF);
+                return Err(PublishError::Invalid(e));
+            }
+        };
+        publish_into(&self.seg, &self.geo, &mut self.tail, &mut self.head_cache, bytes)
+    }
+
+    /// Publishes raw bytes (any payload of 1..=[`Producer::payload_max`] bytes).
+    pub fn try_publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        publish_into(&self.seg, &self.geo, &mut self.tail, &mut self.head_cache, payload)
+    }
+
+    fn count(&self, off: usize) {
+        header::bump(self.seg.word(off), 1);
+    }
+
+    /// Refreshes the heartbeat; call it when idle so the daemon can tell silent from dead.
+    pub fn heartbeat(&mut self) {
+        self.store_heartbeat(crate::clock::monotonic_ns());
+    }
+
+    fn store_heartbeat(&mut self, now: u64) {
+        self.heartbeat_ns = now;
+        self.seg.word(header::WRITER_HEARTBEAT_OFF).store(now, Ordering::Relaxed);
+        self.seg.word(header::WRITER_POSITION_OFF).store(self.tail, Ordering::Relaxed);
+    }
+
+    /// Position just past the last record published.
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// How far the consumer has read.
+    pub fn consumed_position(&self) -> u64 {
+        self.seg.word(header::HEAD_OFF).load(Ordering::Acquire)
+    }
+
+    /// How far the daemon has made this producer's records durable.
+    pub fn durable_position(&self) -> u64 {
+        self.seg.word(header::DURABLE_OFF).load(Ordering::Acquire)
+    }
+
+    /// Records the consumer refused as invalid.
+    pub fn rejected(&self) -> u64 {
+        self.seg.word(header::REJECTED_OFF).load(Ordering::Relaxed)
+    }
+
+    /// The consumer's pid as it wrote it (0 until a consumer opened the ring).
+    pub fn consumer_pid(&self) -> u32 {
+        u32::try_from(self.seg.word(header::READER_PID_OFF).load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Is the consumer process still there? (It is the daemon: its header is trusted.)
+    pub fn consumer_state(&self) -> crate::liveness::PeerState {
+        match self.consumer_pid() {
+            0 => crate::liveness::PeerState::Unknown,
+            pid => crate::liveness::PidWatch::new(pid).state(),
+        }
+    }
+
+    /// Says that no more records will come, so the consumer can drain and reclaim at once.
+    pub fn close(self) {
+        self.seg.word(header::WRITER_POSITION_OFF).store(self.tail, Ordering::Relaxed);
+        header::set_flags(&self.seg, header::FLAG_WRITER_CLOSED);
+    }
+}
+
+/// The producer's publish, apart from its struct so the encoder's borrow of the payload
+/// and the position updates do not conflict.
+fn publish_into(
+    seg: &Segment,
+    geo: &Geometry,
+    tail: &mut u64,
+    head_cache: &mut u64,
+    payload: &[u8],
+) -> Result<u64, PublishError> {
+    let len = payload.len();
+    if len == 0 || len > geo.payload_max {
+        header::bump(seg.word(header::REFUSED_TOO_LARGE_OFF), 1);
+        return Err(PublishError::TooLarge { len, max: geo.payload_max });
+    }
+    let rec = record_bytes(len);
+    let off = geo.offset(*tail);
+    let to_end = geo.capacity - off;
+    let needed = if rec > to_end { to_end + rec } else { rec };
+    reserve(seg, geo, *tail, head_cache, needed)?;
+    let mut pos = *tail;
+    let mut off = off;
+    if rec > to_end {
+        let pad = header_word(geo.tag(pos), KIND_PAD, to_end - RECORD_HEADER_BYTES);
+        seg.word(HEADER_BYTES + off).store(pad, Ordering::Release);
+        pos += to_end as u64;
+        off = 0;
+    }
+    seg.copy_in(HEADER_BYTES + off + RECORD_HEADER_BYTES, payload);
+    seg.word(HEADER_BYTES + off).store(header_word(geo.tag(pos), KIND_DATA, len), Ordering::Release);
+    *tail = pos + rec as u64;
+    // Producer-owned line: plain stores, read by the consumer only for stats.
+    seg.word(header::WRITER_POSITION_OFF).store(*tail, Ordering::Relaxed);
+    header::bump(seg.word(header::PUBLISHED_OFF), 1);
+    wake_consumer_if_sleeping(seg);
+    Ok(*tail)
+}
+
+/// Makes sure `needed` bytes are free, re-reading the consumer's position only when the
+/// cached one says the ring is full (the common case touches no shared line).
+fn reserve(seg: &Segment, geo: &Geometry, tail: u64, head_cache: &mut u64, needed: usize) -> Result<(), PublishError> {
+    let cap = geo.capacity as u64;
+    if tail + needed as u64 - *head_cache <= cap {
+        return Ok(());
+    }
+    let flags = header::flags(seg);
+    if flags & header::FLAG_QUARANTINED != 0 {
+        return Err(PublishError::Quarantined);
+    }
+    if flags & header::FLAG_READER_CLOSED != 0 {
+        return Err(PublishError::Closed);
+    }
+    let head = seg.word(header::HEAD_OFF).load(Ordering::Acquire);
+    // A head outside [tail - cap, tail] would be a broken consumer; treat as full.
+    if head <= tail && tail - head <= cap {
+        *head_cache = head;
+    }
+    let used = tail - *head_cache;
+    if used + needed as u64 <= cap {
+        return Ok(());
+    }
+    header::bump(seg.word(header::REFUSED_FULL_OFF), 1);
+    Err(PublishError::Full { free_bytes: (cap - used) as usize, needed_bytes: needed })
+}
+
+/// Dekker-style hand-off with a consumer that may park: the consumer stores "sleeping"
+/// then re-checks for data; the producer stores the record then checks "sleeping". The
+/// SeqCst fence keeps the producer's check from moving before its commit, so one of the
+/// two always sees the other. The wake itself (a syscall) happens only when the consumer
+/// said it sleeps.
+#[inline]
+fn wake_consumer_if_sleeping(seg: &Segment) {
+    fence(Ordering::SeqCst);
+    let word = seg.word(header::READER_SLEEPING_OFF);
+    if word.load(Ordering::Relaxed) != 0 {
+        word.store(0, Ordering::SeqCst);
+        crate::wait::wake_all(word);
+    }
+}
+
+/// Counters and positions of a ring as the consumer sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// Records the producer published.
+    pub published: u64,
+    /// Records the consumer delivered.
+    pub delivered: u64,
+    /// Records the consumer refused as invalid.
+    pub rejected: u64,
+    /// Publishes refused because the ring was full.
+    pub refused_full: u64,
+    /// Publishes refused as too large.
+    pub refused_too_large: u64,
+    /// Publishes refused as invalid by the producer.
+    pub refused_invalid: u64,
+    /// Bytes published but not consumed.
+    pub depth_bytes: u64,
+}
+
+/// The consuming end: reads records into private memory, validates them, hands them on.
+pub struct Consumer {
+    seg: Arc<Segment>,
+    geo: Geometry,
+    head: u64,
+    scratch: Box<[u64]>,
+    quarantine: Option<(u64, Corruption)>,
+    producer: Option<crate::liveness::PidWatch>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .field("capacity", &self.geo.capacity)
+            .field("quarantine", &self.quarantine)
+            .finish()
+    }
+}
+
+/// A record the consumer delivers from an event ring.
+pub type EventResult<'a> = Result<EventView<'a>, EventError>;
+
+impl Consumer {
+    /// Opens the consuming end of a segment, checking its header, and stamps this pid.
+    pub fn open(seg: Arc<Segment>) -> Result<Self, SegmentError> {
+        let geo = open_geometry(&seg)?;
+        let head = seg.word(header::HEAD_OFF).load(Ordering::Acquire);
+        seg.word(header::READER_PID_OFF).store(header::own_pid(), Ordering::Relaxed);
+        seg.word(header::READER_HEARTBEAT_OFF).store(crate::clock::monotonic_ns(), Ordering::Relaxed);
+        let scratch_words = geo.payload_max.max(RECORD_BYTES_MAX).div_ceil(8);
+        Ok(Self { seg, geo, head, scratch: vec![0u64; scratch_words].into_boxed_slice(), quarantine: None, producer: None })
+    }
+
+    /// Watches the producer process `pid` (take it from `SO_PEERCRED`, not the header).
+    pub fn watch_producer(&mut self, pid: u32) {
+        self.producer = Some(crate::liveness::PidWatch::new(pid));
+    }
+
+    /// Is the producer still there? `Unknown` until [`Consumer::watch_producer`].
+    pub fn producer_state(&self) -> crate::liveness::PeerState {
+        self.producer.as_ref().map_or(crate::liveness::PeerState::Unknown, |w| w.state())
+    }
+
+    /// Producer's last heartbeat (CLOCK_MONOTONIC ns), as it wrote it.
+    pub fn producer_heartbeat_ns(&self) -> u64 {
+        self.seg.word(header::WRITER_HEARTBEAT_OFF).load(Ordering::Relaxed)
+    }
+
+    /// Did the producer close the ring cleanly?
+    pub fn producer_closed(&self) -> bool {
+        header::flags(&self.seg) & header::FLAG_WRITER_CLOSED != 0
+    }
+
+    /// The quarantine, if the segment was found corrupt.
+    pub fn quarantined(&self) -> Option<PollError> {
+        self.quarantine.map(|(position, reason)| PollError::Quarantined { position, reason })
+    }
+
+    /// Position just past the last record consumed.
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// Publishes how far this producer's records are durable (the daemon's journal).
+    pub fn set_durable_position(&self, pos: u64) {
+        self.seg.word(header::DURABLE_OFF).store(pos, Ordering::Release);
+    }
+
+    /// Is a committed record waiting? (One acquire load; what a spinning waiter polls.)
+    #[inline]
+    pub fn has_data(&self) -> bool {
+        if self.quarantine.is_some() {
+            return false;
+        }
+        let off = self.geo.offset(self.head);
+        let word = self.seg.word(HEADER_BYTES + off).load(Ordering::Acquire);
+        word >> 32 == self.geo.tag(self.head)
+    }
+
+    /// Delivers up to `limit` raw records to `f`, in order, each as private 8-byte
+    /// aligned bytes. Returns how many were delivered.
+    pub fn poll(&mut self, limit: usize, mut f: impl FnMut(&[u8])) -> Result<usize, PollError> {
+        self.poll_inner(limit, |bytes| {
+            f(bytes);
+            true
+        })
+    }
+
+    /// Delivers up to `limit` records as validated events. An invalid record is passed on
+    /// as its error (so the caller can count it by reason) and counted in the header's
+    /// `rejected`, which the producer reads; the records after it still flow.
+    pub fn poll_events(&mut self, limit: usize, mut f: impl FnMut(EventResult<'_>)) -> Result<usize, PollError> {
+        let mut rejected = 0u64;
+        let n = self.poll_inner(limit, |bytes| {
+            let ev = EventView::decode(bytes);
+            rejected += u64::from(ev.is_err());
+            f(ev);
+            true
+        })?;
+        if rejected > 0 {
+            header::bump(self.seg.word(header::REJECTED_OFF), rejected);
+        }
+        Ok(n)
+    }
+
+    fn poll_inner(&mut self, limit: usize, mut f: impl FnMut(&[u8]) -> bool) -> Result<usize, PollError> {
+        if let Some(q) = self.quarantined() {
+            return Err(q);
+        }
+        let start = self.head;
+        let mut delivered = 0;
+        let mut result = Ok(());
+        while delivered < limit {
+            match self.next_record() {
+                Ok(Some(len)) => {
+                    let bytes = &bytemuck_bytes(&self.scratch)[..len];
+                    delivered += 1;
+                    if !f(bytes) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if self.head != start {
+            self.seg.word(header::HEAD_OFF).store(self.head, Ordering::Release);
+            header::bump(self.seg.word(header::DELIVERED_OFF), delivered as u64);
+        }
+        result.map(|()| delivered)
+    }
+
+    /// Reads the record at `head` into scratch and advances past it (and past a PAD).
+    /// `Ok(None)`: nothing committed yet.
+    fn next_record(&mut self) -> Result<Option<usize>, PollError> {
+        loop {
+            let off = self.geo.offset(self.head);
+            let word = self.seg.word(HEADER_BYTES + off).load(Ordering::Acquire);
+            if word >> 32 != self.geo.tag(self.head) {
+                return Ok(None);
+            }
+            let room = self.geo.capacity - off - RECORD_HEADER_BYTES;
+            let len = (word & LEN_MASK) as usize;
+            match (word >> 24) & 0xff {
+                KIND_PAD if len == room => {
+                    self.head += (room + RECORD_HEADER_BYTES) as u64;
+                }
+                KIND_PAD => return Err(self.quarantine_at(Corruption::BadPadding { len: len as u32 })),
+                KIND_DATA if len > 0 && len <= self.geo.payload_max && record_bytes(len) <= room + RECORD_HEADER_BYTES => {
+                    let dst = &mut bytemuck_bytes_mut(&mut self.scratch)[..len];
+                    self.seg.copy_out(HEADER_BYTES + off + RECORD_HEADER_BYTES, dst);
+                    self.head += record_bytes(len) as u64;
+                    return Ok(Some(len));
+                }
+                KIND_DATA => return Err(self.quarantine_at(Corruption::BadLength { len: len as u32, room })),
+                kind => return Err(self.quarantine_at(Corruption::UnknownKind { kind: kind as u8 })),
+            }
+        }
+    }
+
+    fn quarantine_at(&mut self, reason: Corruption) -> PollError {
+        self.quarantine = Some((self.head, reason));
+        self.seg.word(header::QUARANTINE_REASON_OFF).store(reason.code(), Ordering::Relaxed);
+        self.seg.word(header::QUARANTINE_POS_OFF).store(self.head, Ordering::Relaxed);
+        header::set_flags(&self.seg, header::FLAG_QUARANTINED);
+        PollError::Quarantined { position: self.head, reason }
+    }
+
+    /// Counters and positions, for stats.
+    pub fn stats(&self) -> RingStats {
+        let r = |off| self.seg.word(off).load(Ordering::Relaxed);
+        RingStats {
+            published: r(header::PUBLISHED_OFF),
+            delivered: r(header::DELIVERED_OFF),
+            rejected: r(header::REJECTED_OFF),
+            refused_full: r(header::REFUSED_FULL_OFF),
+            refused_too_large: r(header::REFUSED_TOO_LARGE_OFF),
+            refused_invalid: r(header::REFUSED_INVALID_OFF),
+            depth_bytes: r(header::WRITER_POSITION_OFF).saturating_sub(self.head),
+        }
+    }
+
+    /// Blocks until a record is committed or `timeout_ns` passes: spin for `spin_ns`, then
+    /// park on a futex the producer wakes only because this consumer said it sleeps.
+    /// Returns whether data is waiting.
+    pub fn wait(&self, spin_ns: u64, timeout_ns: u64) -> bool {
+        crate::wait::wait_until(
+            || self.has_data() || self.quarantine.is_some(),
+            self.seg.word(header::READER_SLEEPING_OFF),
+            spin_ns,
+            timeout_ns,
+        )
+    }
+
+    /// Says this consumer will read no more; the producer's next publish that needs the
+    /// consumer's position gets [`PublishError::Closed`].
+    pub fn close(self) {
+        header::set_flags(&self.seg, header::FLAG_READER_CLOSED);
+    }
+}
+
+/// Views the consumer's private scratch as bytes.
+fn bytemuck_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: u64 has no padding and every byte pattern is a valid u8; the byte slice covers
+    // exactly the words' memory and borrows them immutably for its lifetime.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) }
+}
+
+fn bytemuck_bytes_mut(words: &mut [u64]) -> &mut [u8] {
+    // SAFETY: as above, and the unique borrow of `words` makes the byte view unique too.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_in_order_across_many_wraps() {
+        let (mut p, mut c) = heap_pair(256).expect("ring");
+        let mut next_expected = 0u32;
+        for i in 0u32..10_000 {
+            let len = 1 + (i as usize * 7) % 60;
+            let payload: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+            loop {
+                match p.try_publish(&payload) {
+                    Ok(_) => break,
+                    Err(PublishError::Full { .. }) => {
+                        c.poll(usize::MAX, |b| {
+                            let want = 1 + (next_expected as usize * 7) % 60;
+                            assert_eq!(b.len(), want);
+                            assert_eq!(b[0], next_expected as u8);
+                            next_expected += 1;
+                        })
+                        .expect("poll");
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        c.poll(usize::MAX, |_| next_expected += 1).expect("drain");
+        assert_eq!(next_expected, 10_000);
+        assert_eq!(c.stats().published, 10_000);
+        assert_eq!(c.stats().delivered, 10_000);
+    }
+
+    #[test]
+    fn full_and_too_large_are_refused_and_counted() {
+        let (mut p, c) = heap_pair(128).expect("ring");
+        assert_eq!(p.payload_max(), 56);
+        assert!(matches!(p.try_publish(&[0; 57]), Err(PublishError::TooLarge { len: 57, max: 56 })));
+        assert!(matches!(p.try_publish(&[]), Err(PublishError::TooLarge { .. })));
+        p.try_publish(&[1; 56]).expect("first");
+        p.try_publish(&[1; 56]).expect("second");
+        assert!(matches!(p.try_publish(&[1; 8]), Err(PublishError::Full { .. })));
+        let s = c.stats();
+        assert_eq!((s.refused_full, s.refused_too_large, s.published), (1, 2, 2));
+    }
+
+    #[test]
+    fn a_corrupt_header_quarantines_with_a_reason() {
+        let (mut p, mut c) = heap_pair(256).expect("ring");
+        p.try_publish(&[7; 16]).expect("publish");
+        // Overwrite the committed header with a current-lap tag and an absurd length.
+        let seg = &c.seg;
+        seg.word(HEADER_BYTES).store(header_word(1, KIND_DATA, 4000), Ordering::Release);
+        let err = c.poll(10, |_| panic!("nothing valid to deliver")).expect_err("corrupt");
+        assert!(matches!(err, PollError::Quarantined { position: 0, reason: Corruption::BadLength { len: 4000, .. } }));
+        assert_eq!(c.poll(10, |_| {}), Err(err), "stays quarantined");
+        assert_eq!(p.try_publish(&[0; 200]), Err(PublishError::TooLarge { len: 200, max: 120 }));
+        for _ in 0..20 {
+            if let Err(e) = p.try_publish(&[0; 64]) {
+                assert_eq!(e, PublishError::Quarantined);
+                return;
+            }
+        }
+        panic!("producer never learned of the quarantine");
+    }
+}
