@@ -5,20 +5,21 @@ use core_affinity::CoreId;
 
 use crate::error::BenchError;
 
-/// Pins the calling thread to core `core` (an id as `core_affinity` reports it).
+/// Pins the calling thread to core `core`.
 pub fn pin_current_thread(core: usize) -> Result<(), BenchError> {
-    let available = available_cores();
-    if !available.contains(&core) || !core_affinity::set_for_current(CoreId { id: core }) {
-        return Err(BenchError::Pin { core, available });
+    if core_affinity::set_for_current(CoreId { id: core }) {
+        return Ok(());
     }
-    Ok(())
+    Err(BenchError::Pin {
+        core,
+        online: online_cores(),
+    })
 }
 
-/// The core ids this process may run on.
-pub fn available_cores() -> Vec<usize> {
-    core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|core| core.id)
-        .collect()
+/// How many cores the machine has online. (Not `core_affinity::get_core_ids`, which lists
+/// only the cores the calling thread may already run on: after pinning, just one.)
+fn online_cores() -> usize {
+    // SAFETY: sysconf has no preconditions; a negative result means "unknown".
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(online).unwrap_or(0)
 }

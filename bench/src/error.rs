@@ -17,6 +17,24 @@ pub enum BenchError {
         known: String,
     },
 
+    /// `--rows` named a row the suite does not have.
+    #[error("suite `{suite}` has no row `{name}`; its rows are: {known}")]
+    UnknownRow {
+        /// The suite.
+        suite: &'static str,
+        /// The row asked for.
+        name: String,
+        /// The suite's rows, comma-separated.
+        known: String,
+    },
+
+    /// The client and the peer were given the same core; two spinners there never progress.
+    #[error("the client and the peer must be on different cores (both on {core})")]
+    SameCore {
+        /// The core given to both.
+        core: usize,
+    },
+
     /// A `__peer` kind that no suite runs (a harness bug or a hand-made command line).
     #[error("unknown peer kind `{kind}`")]
     UnknownPeer {
@@ -24,20 +42,13 @@ pub enum BenchError {
         kind: String,
     },
 
-    /// The row or peer has not been written yet.
-    #[error("not implemented yet: {what}")]
-    NotImplemented {
-        /// What is missing.
-        what: &'static str,
-    },
-
     /// A thread could not be pinned to the core it was given.
-    #[error("cannot pin to core {core}: the cores here are {available:?}")]
+    #[error("cannot pin to core {core} ({online} cores online)")]
     Pin {
         /// The core asked for.
         core: usize,
-        /// The core ids core_affinity reports.
-        available: Vec<usize>,
+        /// How many cores the machine has online.
+        online: usize,
     },
 
     /// An operating-system call failed.
@@ -136,11 +147,7 @@ impl BenchError {
     }
 
     /// A [`BenchError::Transport`] from any library error that displays.
-    pub fn transport(
-        transport: &'static str,
-        what: &'static str,
-        detail: impl std::fmt::Display,
-    ) -> Self {
+    pub fn transport(transport: &'static str, what: &'static str, detail: impl std::fmt::Display) -> Self {
         Self::Transport {
             transport,
             what,

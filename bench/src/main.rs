@@ -1,1 +1,182 @@
-fn main(){ let _ = (rtrb::RingBuffer::<u8>::new(2), hdrhistogram::Histogram::<u64>::new(3), core_affinity::get_core_ids(), serde_json::json!({})); }
+//! `rim-bench`: rimd's benchmark harness.
+//!
+//! `rim-bench <suite> [--quick] [--json PATH]` runs one suite, prints its table and, with
+//! `--json`, writes `{"suite", "quick", "results": [{"name", <figures>}]}`. Suites live in
+//! one module each and are listed in [`suite::SUITES`]. `rim-bench __peer <kind> ...` (hidden)
+//! is the other end of a two-process measurement, started by the harness itself.
+//!
+//! Module map: `suite` (registry, running a suite), `report` (rows, table, JSON),
+//! `peer` (peer processes), `watchdog` (bounded spinning), `latency` (HDR percentiles),
+//! `clock`, `affinity`, `payload` (the bytes every row moves), `error`; suites: `ring`.
+
+mod affinity;
+mod clock;
+mod error;
+mod latency;
+mod payload;
+mod peer;
+mod report;
+mod ring;
+mod suite;
+mod watchdog;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::error::BenchError;
+use crate::peer::{PeerArgs, PEER_SUBCOMMAND};
+use crate::report::{render_table, Report};
+use crate::suite::{find_peer, find_suite, run_suite, RunOpts, RunSize};
+
+/// Run one of rimd's benchmark suites.
+#[derive(Debug, Parser)]
+#[command(name = "rim-bench", version, after_help = after_help())]
+struct Cli {
+    /// The suite to run.
+    suite: String,
+    /// The short run: the whole suite in under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// A tiny run that only checks every row works (for tests; figures meaningless).
+    #[arg(long, hide = true, conflicts_with = "quick")]
+    smoke: bool,
+    /// Also write the results as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Run only these rows (comma-separated names).
+    #[arg(long, value_delimiter = ',', value_name = "ROW,...")]
+    rows: Vec<String>,
+    /// Core of the measuring thread.
+    #[arg(long, default_value_t = 0)]
+    client_core: usize,
+    /// Core of the peer thread or process.
+    #[arg(long, default_value_t = 1)]
+    peer_core: usize,
+    /// Seconds any single wait for a peer may last before its row fails.
+    #[arg(long, default_value_t = 30)]
+    peer_timeout_s: u64,
+}
+
+/// `rim-bench __peer <kind> ...`: the hidden peer entry point.
+#[derive(Debug, Parser)]
+#[command(name = "rim-bench __peer", hide = true)]
+struct PeerCli {
+    #[command(flatten)]
+    args: PeerArgs,
+}
+
+fn after_help() -> String {
+    let suites = suite::SUITES
+        .iter()
+        .map(|suite| format!("  {:<10} {}", suite.name, suite.about))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!("Suites:\n{suites}")
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let outcome = if argv.get(1).is_some_and(|arg| arg == PEER_SUBCOMMAND) {
+        let cli = PeerCli::parse_from(argv.iter().skip(1));
+        peer_main(&cli.args)
+    } else {
+        harness_main(&Cli::parse_from(&argv))
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rim-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn peer_main(args: &PeerArgs) -> Result<(), BenchError> {
+    let run = find_peer(&args.kind)?;
+    peer::run_peer(args, run)
+}
+
+fn harness_main(cli: &Cli) -> Result<(), BenchError> {
+    let suite = find_suite(&cli.suite)?;
+    check_rows(suite, &cli.rows)?;
+    let opts = run_opts(cli)?;
+    let rows = run_suite(suite, &opts, &cli.rows);
+    print!("{}", render_table(suite.columns, &rows));
+    if let Some(path) = &cli.json {
+        let report = Report {
+            suite: suite.name,
+            quick: cli.quick,
+            results: &rows,
+        };
+        report.write_json(path)?;
+    }
+    Ok(())
+}
+
+/// Every name in `--rows` must be a row of the suite.
+fn check_rows(suite: &suite::Suite, wanted: &[String]) -> Result<(), BenchError> {
+    let known: Vec<&str> = suite.rows.iter().map(|row| row.name).collect();
+    match wanted.iter().find(|name| !known.contains(&name.as_str())) {
+        None => Ok(()),
+        Some(name) => Err(BenchError::UnknownRow {
+            suite: suite.name,
+            name: name.clone(),
+            known: known.join(", "),
+        }),
+    }
+}
+
+fn run_opts(cli: &Cli) -> Result<RunOpts, BenchError> {
+    if cli.client_core == cli.peer_core {
+        return Err(BenchError::SameCore { core: cli.client_core });
+    }
+    let size = match (cli.quick, cli.smoke) {
+        (_, true) => RunSize::Smoke,
+        (true, false) => RunSize::Quick,
+        (false, false) => RunSize::Full,
+    };
+    Ok(RunOpts {
+        size,
+        client_core: cli.client_core,
+        peer_core: cli.peer_core,
+        peer_timeout: Duration::from_secs(cli.peer_timeout_s),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::suite_names;
+
+    #[test]
+    fn the_command_line_parses() {
+        let cli = Cli::parse_from(["rim-bench", "ring", "--quick", "--json", "/tmp/x.json"]);
+        assert_eq!(cli.suite, "ring");
+        assert!(cli.quick);
+        let names = suite_names();
+        assert!(names.contains("ring"), "{names}");
+    }
+
+    #[test]
+    fn the_peer_command_line_parses() {
+        let cli = PeerCli::parse_from([
+            "__peer",
+            "uds-echo",
+            "--core",
+            "1",
+            "--count",
+            "5",
+            "--endpoint",
+            "3",
+            "--timeout-ms",
+            "100",
+            "--parent-pid",
+            "1",
+        ]);
+        assert_eq!(cli.args.kind, "uds-echo");
+        assert_eq!(cli.args.count, 5);
+    }
+}

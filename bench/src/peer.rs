@@ -184,9 +184,7 @@ impl PeerProcess {
         let Some(child) = &self.child else {
             return true;
         };
-        let Ok(pid) = libc::id_t::try_from(child.id()) else {
-            return true;
-        };
+        let pid: libc::id_t = child.id();
         // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
@@ -211,16 +209,13 @@ impl PeerProcess {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let status = match wait_bounded(&mut child, self.timeout)? {
-            Some(status) => status,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(BenchError::PeerHung {
-                    kind: self.kind.clone(),
-                    timeout: self.timeout,
-                });
-            }
+        let Some(status) = wait_bounded(&mut child, self.timeout)? else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BenchError::PeerHung {
+                kind: self.kind.clone(),
+                timeout: self.timeout,
+            });
         };
         if status.success() {
             return Ok(());

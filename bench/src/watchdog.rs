@@ -37,11 +37,6 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// The longest a single wait may last.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// A new wait for `waiting_for` (named in the error if it fails).
     #[inline]
     pub fn spin(&self, waiting_for: &'static str) -> Spin<'a> {
@@ -83,9 +78,7 @@ impl Spin<'_> {
         self.check_peer()?;
         let now_ns = monotonic_ns();
         let timeout_ns = u64::try_from(self.watch.timeout.as_nanos()).unwrap_or(u64::MAX);
-        let deadline_ns = *self
-            .deadline_ns
-            .get_or_insert(now_ns.saturating_add(timeout_ns));
+        let deadline_ns = *self.deadline_ns.get_or_insert(now_ns.saturating_add(timeout_ns));
         if now_ns > deadline_ns {
             return Err(BenchError::Timeout {
                 waiting_for: self.waiting_for,
@@ -133,9 +126,6 @@ mod tests {
         let watch = Watch::with_peer(Duration::from_secs(3600), &gone);
         let mut spin = watch.spin("a dead peer");
         let outcome = (0..u64::MAX).try_for_each(|_| spin.tick());
-        assert!(matches!(
-            outcome,
-            Err(crate::error::BenchError::PeerGone { .. })
-        ));
+        assert!(matches!(outcome, Err(crate::error::BenchError::PeerGone { .. })));
     }
 }

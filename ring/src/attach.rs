@@ -215,6 +215,24 @@ fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<Seg
     }
 }
 
+/// Hands `seg` to the process at the other end of `stream` (any connected Unix stream
+/// socket, for example one end of `UnixStream::pair()` inherited by a child): for setups
+/// that do not go through a daemon's attach socket, such as benchmarks and tests.
+pub fn send_segment(stream: &UnixStream, seg: &Segment) -> Result<(), AttachError> {
+    let fd = seg.fd().ok_or(AttachError::Protocol("a heap segment cannot be shared"))?;
+    send_reply(stream, STATUS_OK, "segment", Some(fd))
+}
+
+/// Receives a segment sent with [`send_segment`], checking its seals.
+pub fn recv_segment(stream: &UnixStream) -> Result<Segment, AttachError> {
+    let (reply, fd) = recv_reply(stream)?;
+    if u64::from_le_bytes(reply[0..8].try_into().unwrap_or([0; 8])) != REPLY_MAGIC {
+        return Err(AttachError::Protocol("bad reply magic"));
+    }
+    let fd = fd.ok_or(AttachError::Protocol("message carried no segment fd"))?;
+    Ok(Segment::from_fd(fd)?)
+}
+
 fn send_reply(stream: &UnixStream, status: u32, message: &str, fd: Option<BorrowedFd<'_>>) -> Result<(), AttachError> {
     let mut msg = [0u8; MESSAGE_BYTES];
     msg[0..8].copy_from_slice(&REPLY_MAGIC.to_le_bytes());

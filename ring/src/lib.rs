@@ -8,7 +8,8 @@
 //! * **The consumer trusts nothing in the segment.** It keeps its own copy of the ring's
 //!   geometry, bounds-checks every record header, copies each record into private memory
 //!   before reading it, and validates it with rkyv's bytecheck plus the data model's rules
-//!   ([`event::EventView::decode`]). A corrupt segment is quarantined with a reason; nothing
+//!   ([`wire::Decoder::decode`]). Strings cross a ring once, as numbered symbols
+//!   ([`wire`]), so the hot path validates numbers, not text. A corrupt segment is quarantined with a reason; nothing
 //!   a producer writes can make the consumer fault, and segments are sealed memfds whose size
 //!   no one can change ([`segment`]).
 //! * **A record is visible only whole**: its header word, stored last with release
@@ -22,6 +23,8 @@
 //! rimd, and can be linked by either alone.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+// Under loom only the protocol core is built; the OS-facing helpers go unused.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(loom))]
 pub mod attach;
@@ -34,8 +37,10 @@ pub mod segment;
 pub mod spsc;
 mod sync;
 pub mod wait;
+pub mod wire;
 
-pub use event::{EventError, EventRef, EventView, NodeIdError, RimFastEvent, RimNodeId};
+pub use event::{EventError, EventRef, NodeIdError, RimFastEvent, RimNodeId};
+pub use wire::{EventView, Sym, SymEvent, SymbolKind};
 pub use header::HEADER_BYTES;
 pub use segment::{Segment, SegmentError};
 pub use spsc::{Consumer, PollError, Producer, PublishError};

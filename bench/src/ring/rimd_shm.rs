@@ -1,0 +1,265 @@
+//! Row `rimd-shm`: rimd's own shared-memory ring (crate `rim-ring`) between two processes,
+//! one SPSC ring each way, carrying real RimFastEvents (4 metrics).
+//!
+//! Unlike the baseline rows, which move opaque bytes, every message here is published as a
+//! RimFastEvent through [`Producer::try_publish_sym`] (archived with rkyv into the ring) and
+//! read with [`Consumer::poll_events`], which copies the record out of shared memory and
+//! validates it (rkyv bytecheck, symbol references, finite numbers, unique metric names)
+//! before the harness sees it. The node id, status and metric names are interned once at
+//! set-up, as a feed handler would, so their `Define` records cross the ring before the
+//! measurement starts.
+//!
+//! The harness's messages map onto the event exactly: word 0 (the stamp) travels in
+//! `timestamp`, and the 32-bit halves of words 1–3 (the sink's report uses them) in
+//! `price`, `volume`, `stress` and three of the metric values, so every event carries
+//! changing numbers, as a market feed does. `publish_ns` is stamped from a clock read once per
+//! [`CLOCK_READ_EVERY`] sends, as a feed handler stamping one packet's updates would: the
+//! harness measures latency with its own stamp, so this only spares the stream a ~30 ns
+//! clock read per event.
+//!
+//! The client creates both segments (sealed memfds) and hands them to the peer over a Unix
+//! socket pair whose other end the peer inherits ([`rim_ring::attach::send_segment`]).
+
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use rim_ring::attach::{recv_segment, send_segment};
+use rim_ring::spsc::{self, Consumer, Producer, PublishError};
+use rim_ring::{Segment, Sym, SymEvent, SymbolKind};
+
+use super::link::{Link, Message};
+use super::process::{run_process_row, serve_peer, PeerEnd, ProcessTransport, Role};
+use super::RingCfg;
+use crate::error::BenchError;
+use crate::payload::{read_stamp, sample_message, write_stamp, PAYLOAD_LEN};
+use crate::peer::PeerArgs;
+use crate::report::Row;
+
+/// The row's name.
+pub const NAME: &str = "rimd-shm";
+
+/// Sends between two clock reads for `publish_ns`.
+pub const CLOCK_READ_EVERY: u32 = 16;
+
+/// Bytes of ring per queued message: a 144-byte archived event plus its 8-byte header,
+/// rounded up.
+const RING_BYTES_PER_MESSAGE: usize = 160;
+
+/// The strings every event refers to, interned once per ring.
+const NODE_ID: &str = "rim:equity:nyse:AAPL.O";
+const STATUS: &str = "OK";
+const METRIC_NAMES: [&str; 4] = ["bid", "ask", "spread", "depth"];
+const METRIC_VALUES: [f64; 4] = [101.25, 101.5, 0.25, 1200.0];
+
+/// The transport marker for [`run_process_row`].
+pub struct RimdShm;
+
+/// One end: a producer towards the other process, a consumer from it.
+pub struct RimdShmEnd {
+    producer: Producer,
+    consumer: Consumer,
+    node: Sym,
+    status: Sym,
+    metrics: [(Sym, f64); 4],
+    clock_ns: u64,
+    sends_since_clock: u32,
+    _control: UnixStream,
+}
+
+impl RimdShmEnd {
+    fn new(producer: Producer, consumer: Consumer, control: UnixStream) -> Result<Self, BenchError> {
+        let mut end = Self {
+            producer,
+            consumer,
+            node: Sym::default(),
+            status: Sym::default(),
+            metrics: [(Sym::default(), 0.0); 4],
+            clock_ns: 0,
+            sends_since_clock: 0,
+            _control: control,
+        };
+        end.node = end.intern(SymbolKind::NodeId, NODE_ID)?;
+        end.status = end.intern(SymbolKind::Status, STATUS)?;
+        for (i, name) in METRIC_NAMES.iter().enumerate() {
+            end.metrics[i] = (end.intern(SymbolKind::MetricName, name)?, METRIC_VALUES[i]);
+        }
+        Ok(end)
+    }
+
+    fn intern(&mut self, kind: SymbolKind, text: &str) -> Result<Sym, BenchError> {
+        self.producer.intern(kind, text).map_err(|e| integrity(format!("interning {text:?}: {e}")))
+    }
+
+    fn publish_ns(&mut self) -> u64 {
+        if self.sends_since_clock == 0 {
+            self.clock_ns = rim_ring::clock::monotonic_ns();
+        }
+        self.sends_since_clock = (self.sends_since_clock + 1) % CLOCK_READ_EVERY;
+        self.clock_ns
+    }
+}
+
+fn integrity(what: String) -> BenchError {
+    BenchError::Integrity { what }
+}
+
+fn word(msg: &Message, i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&msg[i * 8..i * 8 + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// The six 32-bit halves of message words 1–3, each exact as an f64.
+fn halves(msg: &Message) -> [f64; 6] {
+    let mut out = [0.0; 6];
+    for (i, w) in (1..4).map(|i| word(msg, i)).enumerate() {
+        out[2 * i] = (w & 0xffff_ffff) as f64;
+        out[2 * i + 1] = (w >> 32) as f64;
+    }
+    out
+}
+
+fn unhalve(lo: f64, hi: f64) -> u64 {
+    (lo as u64 & 0xffff_ffff) | ((hi as u64) << 32)
+}
+
+impl Link for RimdShmEnd {
+    fn send(&mut self, msg: &Message) -> Result<bool, BenchError> {
+        let stamp = read_stamp(msg).ok_or_else(|| integrity("message shorter than its stamp".into()))?;
+        let publish_ns = self.publish_ns();
+        let h = halves(msg);
+        self.metrics[0].1 = h[3];
+        self.metrics[1].1 = h[4];
+        self.metrics[2].1 = h[5];
+        let ev = SymEvent {
+            node: self.node,
+            event_id: None,
+            timestamp: stamp as i64,
+            metrics: &self.metrics,
+            price: Some(h[0]),
+            volume: Some(h[1]),
+            stress: Some(h[2]),
+            status: self.status,
+            source_topic: None,
+            publish_ns,
+        };
+        match self.producer.try_publish_sym(&ev) {
+            Ok(_) => Ok(true),
+            Err(PublishError::Full { .. }) => Ok(false),
+            Err(e) => Err(integrity(format!("publishing into the rimd ring: {e}"))),
+        }
+    }
+
+    fn recv(&mut self, buf: &mut Message) -> Result<Option<usize>, BenchError> {
+        let mut got: Option<(u64, [f64; 6], usize)> = None;
+        let mut refused = None;
+        self.consumer
+            .poll_events(1, |r| match r {
+                Ok(ev) => {
+                    let mut h = [0.0; 6];
+                    h[0] = ev.price().unwrap_or(f64::NAN);
+                    h[1] = ev.volume().unwrap_or(f64::NAN);
+                    h[2] = ev.stress().unwrap_or(f64::NAN);
+                    for (slot, (_, v)) in h[3..].iter_mut().zip(ev.metrics()) {
+                        *slot = v;
+                    }
+                    got = Some((ev.timestamp() as u64, h, ev.metric_count()));
+                }
+                Err(e) => refused = Some(e),
+            })
+            .map_err(|e| integrity(format!("rimd ring: {e}")))?;
+        if let Some(e) = refused {
+            return Err(integrity(format!("rimd ring refused a record: {e}")));
+        }
+        let Some((stamp, h, metrics)) = got else { return Ok(None) };
+        if metrics != METRIC_NAMES.len() || h.iter().any(|v| v.is_nan()) {
+            return Err(integrity(format!("event arrived incomplete ({metrics} metrics, fields {h:?})")));
+        }
+        *buf = sample_message();
+        write_stamp(buf, stamp);
+        for i in 0..3 {
+            let w = unhalve(h[2 * i], h[2 * i + 1]);
+            buf[(i + 1) * 8..(i + 2) * 8].copy_from_slice(&w.to_le_bytes());
+        }
+        Ok(Some(PAYLOAD_LEN))
+    }
+}
+
+fn shm_err(what: &'static str) -> impl Fn(rim_ring::attach::AttachError) -> BenchError {
+    move |e| integrity(format!("{what}: {e}"))
+}
+
+fn segment_err(e: rim_ring::SegmentError) -> BenchError {
+    integrity(format!("rimd segment: {e}"))
+}
+
+fn new_ring(name: &str, capacity: usize) -> Result<Arc<Segment>, BenchError> {
+    let seg = Segment::create_memfd(name, spsc::segment_bytes(capacity)).map_err(segment_err)?;
+    spsc::init(&seg).map_err(segment_err)?;
+    Ok(Arc::new(seg))
+}
+
+impl ProcessTransport for RimdShm {
+    const NAME: &'static str = NAME;
+    type End = RimdShmEnd;
+
+    fn client_end(cfg: &RingCfg) -> Result<(RimdShmEnd, PeerEnd), BenchError> {
+        let capacity = (cfg.queue_depth_messages * RING_BYTES_PER_MESSAGE).next_power_of_two();
+        let to_peer = new_ring("rim-bench-to-peer", capacity)?;
+        let from_peer = new_ring("rim-bench-from-peer", capacity)?;
+        let (mine, theirs) = UnixStream::pair().map_err(|e| integrity(format!("socket pair: {e}")))?;
+        send_segment(&mine, &to_peer).map_err(shm_err("handing over the ring to the peer"))?;
+        send_segment(&mine, &from_peer).map_err(shm_err("handing over the ring from the peer"))?;
+        let producer = Producer::open(to_peer).map_err(segment_err)?;
+        let consumer = Consumer::open(from_peer).map_err(segment_err)?;
+        let theirs = OwnedFd::from(theirs);
+        let peer_end = PeerEnd { endpoint: theirs.as_raw_fd().to_string(), fd: Some(theirs) };
+        Ok((RimdShmEnd::new(producer, consumer, mine)?, peer_end))
+    }
+
+    fn peer_end(args: &PeerArgs) -> Result<RimdShmEnd, BenchError> {
+        let control = adopt_inherited_stream(&args.endpoint)?;
+        let from_client = recv_segment(&control).map_err(shm_err("receiving the ring from the client"))?;
+        let to_client = recv_segment(&control).map_err(shm_err("receiving the ring to the client"))?;
+        let consumer = Consumer::open(Arc::new(from_client)).map_err(segment_err)?;
+        let producer = Producer::open(Arc::new(to_client)).map_err(segment_err)?;
+        RimdShmEnd::new(producer, consumer, control)
+    }
+}
+
+/// Takes ownership of the Unix stream socket inherited from the parent, after checking
+/// the number names one.
+fn adopt_inherited_stream(endpoint: &str) -> Result<UnixStream, BenchError> {
+    let not_a_socket = || integrity(format!("`--endpoint {endpoint}` is not an inherited Unix stream socket"));
+    let fd: RawFd = endpoint.parse().map_err(|_| not_a_socket())?;
+    if fd < 0 {
+        return Err(not_a_socket());
+    }
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid, writable and sized as SO_TYPE requires; an fd that
+    // is not an open socket makes the call fail, nothing more.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut kind as *mut libc::c_int).cast(), &mut len) };
+    if rc != 0 || kind != libc::SOCK_STREAM {
+        return Err(not_a_socket());
+    }
+    // SAFETY: the fd is an open socket this process inherited and nothing else in it owns
+    // (the parent passed it to exactly this peer).
+    Ok(UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Measures the row.
+pub fn run(cfg: &RingCfg) -> Result<Row, BenchError> {
+    run_process_row::<RimdShm>(cfg)
+}
+
+/// `__peer rimd-shm-echo`.
+pub fn peer_echo(args: &PeerArgs) -> Result<(), BenchError> {
+    serve_peer::<RimdShm>(args, Role::Echo)
+}
+
+/// `__peer rimd-shm-sink`.
+pub fn peer_sink(args: &PeerArgs) -> Result<(), BenchError> {
+    serve_peer::<RimdShm>(args, Role::Sink)
+}

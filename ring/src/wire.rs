@@ -1,0 +1,817 @@
+//! The archived (rkyv) form of ring records, and the per-ring symbol table that keeps
+//! strings out of the hot path.
+//!
+//! # Why symbols
+//! FLOORS.md measured that the archived layout decides most of the cost: a record of
+//! strings and a metric map costs ~40–50 ns to validate, a fixed layout with interned ids
+//! ~3 ns. A feed handler publishes the same node ids, statuses and metric names over and
+//! over, so each string crosses the ring **once**, in a `Define` record that gives it a
+//! number, and is validated once, on arrival (a RimNodeId against its pattern, a metric
+//! name against its limit). An `Event` record then carries only numbers: symbol ids,
+//! the schema's numeric fields, and the metrics as `(name symbol, value)` pairs. The only
+//! per-event string left is the optional `event_id`, which is unique by nature.
+//!
+//! Symbols belong to one ring (one producer) and are numbered 1, 2, 3… in publish order,
+//! so a consumer that reads the ring in order always knows a symbol before it is used.
+//! Every field of the RimFastEvent schema survives: [`EventView`] resolves symbols back to
+//! the strings, and `to_owned_event` rebuilds the whole event.
+//!
+//! # Trust
+//! The [`Decoder`] (consumer side) trusts nothing: rkyv `access` (bytecheck) validates the
+//! record's structure, then every symbol reference is checked against the table (defined,
+//! of the right kind, valid), every number for finiteness, metric names for uniqueness,
+//! and `event_id` for UTF-8 and length. The table is bounded ([`SYMBOLS_MAX`],
+//! [`SYMBOL_TEXT_BYTES_MAX`]); a producer cannot make it grow without limit.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::mem::MaybeUninit;
+
+use rkyv::api::low::{access, to_bytes_in_with_alloc};
+use rkyv::rancor::Failure;
+use rkyv::ser::allocator::SubAllocator;
+use rkyv::ser::writer::Buffer;
+use rkyv::with::InlineAsBox;
+
+use crate::event::{
+    check_len, check_optional_finite, EventError, EventRef, Metric, RimFastEvent, RimNodeId, EVENT_ID_BYTES_MAX,
+    METRICS_MAX, METRIC_NAME_BYTES_MAX, NODE_ID_BYTES_MAX, RECORD_BYTES_MAX, SOURCE_TOPIC_BYTES_MAX, STATUS_BYTES_MAX,
+};
+
+/// Most symbols one ring may define.
+pub const SYMBOLS_MAX: usize = 1 << 20;
+/// Most bytes of symbol text one ring may define (64 MiB).
+pub const SYMBOL_TEXT_BYTES_MAX: usize = 64 << 20;
+
+/// What a symbol names; it decides how the text is validated and where it may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SymbolKind {
+    /// A `rim_node_id`.
+    NodeId = 1,
+    /// A `critical_metrics` name.
+    MetricName = 2,
+    /// A `status`.
+    Status = 3,
+    /// A `source_topic`.
+    SourceTopic = 4,
+}
+
+impl SymbolKind {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::NodeId),
+            2 => Some(Self::MetricName),
+            3 => Some(Self::Status),
+            4 => Some(Self::SourceTopic),
+            _ => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize - 1
+    }
+
+    /// Checks `text` against this kind's rules.
+    pub fn validate(self, text: &str) -> Result<(), EventError> {
+        match self {
+            Self::NodeId => {
+                check_len("rim_node_id", text.len(), NODE_ID_BYTES_MAX)?;
+                RimNodeId::parse(text)?;
+            }
+            Self::MetricName => {
+                if text.is_empty() {
+                    return Err(EventError::EmptyMetricName { index: 0 });
+                }
+                check_len("critical_metrics name", text.len(), METRIC_NAME_BYTES_MAX)?;
+            }
+            Self::Status => check_len("status", text.len(), STATUS_BYTES_MAX)?,
+            Self::SourceTopic => check_len("source_topic", text.len(), SOURCE_TOPIC_BYTES_MAX)?,
+        }
+        Ok(())
+    }
+}
+
+/// A string defined in a ring, by number (1-based; the default, 0, names nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(u32);
+
+impl Sym {
+    /// The symbol's number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// An event whose strings are already symbols: what a hot producer publishes.
+#[derive(Debug, Clone, Copy)]
+pub struct SymEvent<'a> {
+    /// `rim_node_id` (a [`SymbolKind::NodeId`] symbol).
+    pub node: Sym,
+    /// `event_id`.
+    pub event_id: Option<&'a str>,
+    /// `timestamp`, epoch ms.
+    pub timestamp: i64,
+    /// `critical_metrics` as (name symbol, value), names unique.
+    pub metrics: &'a [(Sym, f64)],
+    /// `price`.
+    pub price: Option<f64>,
+    /// `volume`.
+    pub volume: Option<f64>,
+    /// `stress`.
+    pub stress: Option<f64>,
+    /// `status` (a [`SymbolKind::Status`] symbol).
+    pub status: Sym,
+    /// `source_topic` (a [`SymbolKind::SourceTopic`] symbol).
+    pub source_topic: Option<Sym>,
+    /// Producer's CLOCK_MONOTONIC at publish, ns; the producer stamps it when 0.
+    pub publish_ns: u64,
+}
+
+const HAS_EVENT_ID: u32 = 1;
+const HAS_PRICE: u32 = 1 << 1;
+const HAS_VOLUME: u32 = 1 << 2;
+const HAS_STRESS: u32 = 1 << 3;
+const HAS_SOURCE_TOPIC: u32 = 1 << 4;
+const KNOWN_FLAGS: u32 = HAS_EVENT_ID | HAS_PRICE | HAS_VOLUME | HAS_STRESS | HAS_SOURCE_TOPIC;
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+enum WireRecord<'a> {
+    Define(WireDefine<'a>),
+    Event(WireEvent<'a>),
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct WireDefine<'a> {
+    sym: u32,
+    kind: u8,
+    #[rkyv(with = InlineAsBox)]
+    text: &'a [u8],
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct WireEvent<'a> {
+    publish_ns: u64,
+    timestamp: i64,
+    price: f64,
+    volume: f64,
+    stress: f64,
+    node: u32,
+    status: u32,
+    source_topic: u32,
+    flags: u32,
+    #[rkyv(with = InlineAsBox)]
+    metrics: &'a [WireMetric],
+    #[rkyv(with = InlineAsBox)]
+    event_id: &'a [u8],
+}
+
+/// One metric on the wire. The explicit `reserved` word leaves no implicit padding.
+#[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy, Default)]
+struct WireMetric {
+    value: f64,
+    name: u32,
+    reserved: u32,
+}
+
+/// A record-sized buffer aligned for rkyv.
+#[repr(C, align(16))]
+pub struct AlignedRecord(pub [u8; RECORD_BYTES_MAX]);
+
+/// FxHash: the producer's own strings are the keys, so speed matters and flooding does not.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Producer-side encoder: its symbol table and buffers, allocated once; only a new symbol
+/// allocates (its table entry).
+pub struct Encoder {
+    symbols: [FxMap<Box<str>, Sym>; 4],
+    kinds: Vec<SymbolKind>,
+    text_bytes: usize,
+    metrics: Box<[WireMetric; METRICS_MAX]>,
+    syms: Box<[(Sym, f64); METRICS_MAX]>,
+    out: Box<AlignedRecord>,
+    scratch: Box<[MaybeUninit<u8>; 256]>,
+}
+
+impl fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encoder").field("symbols", &self.kinds.len()).finish_non_exhaustive()
+    }
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A symbol the encoder would define: publish its record, then [`Encoder::commit_define`].
+#[derive(Debug, Clone, Copy)]
+pub struct PendingDefine {
+    /// The number it will have.
+    pub sym: Sym,
+    /// Its kind.
+    pub kind: SymbolKind,
+}
+
+impl Encoder {
+    /// Allocates the buffers encoding needs, once.
+    pub fn new() -> Self {
+        Self {
+            symbols: Default::default(),
+            kinds: Vec::with_capacity(1024),
+            text_bytes: 0,
+            metrics: Box::new([WireMetric::default(); METRICS_MAX]),
+            syms: Box::new([(Sym(0), 0.0); METRICS_MAX]),
+            out: Box::new(AlignedRecord([0; RECORD_BYTES_MAX])),
+            scratch: Box::new([MaybeUninit::uninit(); 256]),
+        }
+    }
+
+    /// The symbol already defined for `text`, if any.
+    #[inline]
+    pub fn lookup(&self, kind: SymbolKind, text: &str) -> Option<Sym> {
+        self.symbols[kind.index()].get(text).copied()
+    }
+
+    /// Symbols defined so far.
+    pub fn symbol_count(&self) -> usize {
+        self.kinds.len()
+    }
+
+    /// Validates `text` and archives the `Define` record that would give it the next
+    /// number. Nothing is recorded until [`Encoder::commit_define`]: if publishing the
+    /// record fails, the symbol simply does not exist yet.
+    pub fn encode_define(&mut self, kind: SymbolKind, text: &str) -> Result<(PendingDefine, &[u8]), EventError> {
+        kind.validate(text)?;
+        if self.kinds.len() >= SYMBOLS_MAX || self.text_bytes + text.len() > SYMBOL_TEXT_BYTES_MAX {
+            return Err(EventError::TooManySymbols { max: SYMBOLS_MAX });
+        }
+        let sym = Sym(self.kinds.len() as u32 + 1);
+        let rec = WireRecord::Define(WireDefine { sym: sym.0, kind: kind as u8, text: text.as_bytes() });
+        let len = archive(&rec, &mut self.out, &mut self.scratch)?;
+        Ok((PendingDefine { sym, kind }, &self.out.0[..len]))
+    }
+
+    /// Records a symbol whose `Define` record was published.
+    pub fn commit_define(&mut self, pending: PendingDefine, text: &str) {
+        self.kinds.push(pending.kind);
+        self.text_bytes += text.len();
+        self.symbols[pending.kind.index()].insert(text.into(), pending.sym);
+    }
+
+    /// Validates and archives an event whose strings are symbols of this encoder.
+    pub fn encode_event(&mut self, ev: &SymEvent<'_>) -> Result<&[u8], EventError> {
+        check_event(&self.kinds, ev)?;
+        let len = archive_event(&mut self.metrics, &mut self.out, &mut self.scratch, ev)?;
+        Ok(&self.out.0[..len])
+    }
+
+    /// The symbol for `text`, defining it through `publish` if it is new (`publish` gets
+    /// the `Define` record; if it fails, the symbol stays undefined).
+    pub fn intern<E>(
+        &mut self,
+        kind: SymbolKind,
+        text: &str,
+        publish: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<Sym, EncodeRefError<E>> {
+        if let Some(sym) = self.lookup(kind, text) {
+            return Ok(sym);
+        }
+        let (pending, bytes) = self.encode_define(kind, text).map_err(EncodeRefError::Invalid)?;
+        publish(bytes).map_err(EncodeRefError::Publish)?;
+        self.commit_define(pending, text);
+        Ok(pending.sym)
+    }
+
+    /// Resolves an event's strings to symbols, defining the missing ones through
+    /// `publish`, then archives the event. Steady state (no new strings): a few hash
+    /// lookups and no allocation. Every rule of [`EventRef::validate`] still holds: new
+    /// strings are validated when they are defined, the rest by the symbol event's checks.
+    pub fn encode_ref<M: Metric, E>(
+        &mut self,
+        ev: &EventRef<'_, M>,
+        mut publish: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<&[u8], EncodeRefError<E>> {
+        if ev.critical_metrics.len() > METRICS_MAX {
+            let count = ev.critical_metrics.len();
+            return Err(EncodeRefError::Invalid(EventError::TooManyMetrics { count, max: METRICS_MAX }));
+        }
+        let node = self.intern(SymbolKind::NodeId, ev.rim_node_id, &mut publish)?;
+        let status = self.intern(SymbolKind::Status, ev.status, &mut publish)?;
+        let source_topic = match ev.source_topic {
+            Some(t) => Some(self.intern(SymbolKind::SourceTopic, t, &mut publish)?),
+            None => None,
+        };
+        let count = ev.critical_metrics.len().min(METRICS_MAX);
+        for (i, m) in ev.critical_metrics.iter().enumerate().take(METRICS_MAX) {
+            self.syms[i] = (self.intern(SymbolKind::MetricName, m.name(), &mut publish)?, m.value());
+        }
+        let sym_ev = SymEvent {
+            node,
+            event_id: ev.event_id,
+            timestamp: ev.timestamp,
+            metrics: &self.syms[..count],
+            price: ev.price,
+            volume: ev.volume,
+            stress: ev.stress,
+            status,
+            source_topic,
+            publish_ns: ev.publish_ns,
+        };
+        check_event(&self.kinds, &sym_ev).map_err(EncodeRefError::Invalid)?;
+        let len = archive_event(&mut self.metrics, &mut self.out, &mut self.scratch, &sym_ev)
+            .map_err(EncodeRefError::Invalid)?;
+        Ok(&self.out.0[..len])
+    }
+}
+
+fn check_sym(kinds: &[SymbolKind], sym: Sym, kind: SymbolKind, field: &'static str) -> Result<(), EventError> {
+    match sym.0.checked_sub(1).and_then(|i| kinds.get(i as usize)) {
+        Some(&k) if k == kind => Ok(()),
+        _ => Err(EventError::BadSymbol { field }),
+    }
+}
+
+fn check_event(kinds: &[SymbolKind], ev: &SymEvent<'_>) -> Result<(), EventError> {
+    check_sym(kinds, ev.node, SymbolKind::NodeId, "rim_node_id")?;
+    check_sym(kinds, ev.status, SymbolKind::Status, "status")?;
+    if let Some(topic) = ev.source_topic {
+        check_sym(kinds, topic, SymbolKind::SourceTopic, "source_topic")?;
+    }
+    if let Some(id) = ev.event_id {
+        check_len("event_id", id.len(), EVENT_ID_BYTES_MAX)?;
+    }
+    check_optional_finite("price", ev.price)?;
+    check_optional_finite("volume", ev.volume)?;
+    check_optional_finite("stress", ev.stress)?;
+    if ev.metrics.len() > METRICS_MAX {
+        return Err(EventError::TooManyMetrics { count: ev.metrics.len(), max: METRICS_MAX });
+    }
+    for (index, &(name, value)) in ev.metrics.iter().enumerate() {
+        check_sym(kinds, name, SymbolKind::MetricName, "critical_metrics name")?;
+        if !value.is_finite() {
+            return Err(EventError::NotFinite { field: "critical_metrics value" });
+        }
+        if ev.metrics[..index].iter().any(|&(earlier, _)| earlier == name) {
+            return Err(EventError::DuplicateMetric { index });
+        }
+    }
+    Ok(())
+}
+
+fn archive_event(
+    metrics: &mut [WireMetric; METRICS_MAX],
+    out: &mut AlignedRecord,
+    scratch: &mut [MaybeUninit<u8>; 256],
+    ev: &SymEvent<'_>,
+) -> Result<usize, EventError> {
+    for (slot, &(name, value)) in metrics.iter_mut().zip(ev.metrics) {
+        *slot = WireMetric { value, name: name.0, reserved: 0 };
+    }
+    let count = ev.metrics.len().min(METRICS_MAX);
+    let rec = WireRecord::Event(WireEvent {
+        publish_ns: ev.publish_ns,
+        timestamp: ev.timestamp,
+        price: ev.price.unwrap_or(0.0),
+        volume: ev.volume.unwrap_or(0.0),
+        stress: ev.stress.unwrap_or(0.0),
+        node: ev.node.0,
+        status: ev.status.0,
+        source_topic: ev.source_topic.map_or(0, |s| s.0),
+        flags: presence_flags(ev),
+        metrics: &metrics[..count],
+        event_id: ev.event_id.unwrap_or("").as_bytes(),
+    });
+    archive(&rec, out, scratch)
+}
+
+/// Why [`Encoder::encode_ref`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodeRefError<E> {
+    /// The event breaks a rule of the data model.
+    Invalid(EventError),
+    /// Publishing a `Define` record failed.
+    Publish(E),
+}
+
+fn presence_flags(ev: &SymEvent<'_>) -> u32 {
+    let mut flags = 0;
+    if ev.event_id.is_some() {
+        flags |= HAS_EVENT_ID;
+    }
+    if ev.price.is_some() {
+        flags |= HAS_PRICE;
+    }
+    if ev.volume.is_some() {
+        flags |= HAS_VOLUME;
+    }
+    if ev.stress.is_some() {
+        flags |= HAS_STRESS;
+    }
+    if ev.source_topic.is_some() {
+        flags |= HAS_SOURCE_TOPIC;
+    }
+    flags
+}
+
+fn archive(rec: &WireRecord<'_>, out: &mut AlignedRecord, scratch: &mut [MaybeUninit<u8>; 256]) -> Result<usize, EventError> {
+    to_bytes_in_with_alloc::<_, _, Failure>(rec, Buffer::from(&mut out.0[..]), SubAllocator::new(&mut scratch[..]))
+        .map(|buf| buf.len())
+        .map_err(|_| EventError::RecordTooLarge { max: RECORD_BYTES_MAX })
+}
+
+/// One symbol as the consumer knows it: where its text is, its kind, and whether its
+/// text passed validation (an invalid definition still takes its number, so that the
+/// events using it are refused with the definition's own error).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    start: u32,
+    len: u32,
+    kind: SymbolKind,
+    error: Option<EventError>,
+}
+
+/// Consumer-side decoder of one ring's records: holds that ring's symbol table.
+#[derive(Debug)]
+pub struct Decoder {
+    entries: Vec<Entry>,
+    text: String,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one record was.
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// A symbol definition, now in the table.
+    Defined {
+        /// Its number.
+        sym: Sym,
+        /// Its kind.
+        kind: SymbolKind,
+    },
+    /// An event.
+    Event(EventView<'a>),
+}
+
+impl Decoder {
+    /// An empty table with room for typical use; it grows only on new definitions, up to
+    /// [`SYMBOLS_MAX`] and [`SYMBOL_TEXT_BYTES_MAX`].
+    pub fn new() -> Self {
+        Self { entries: Vec::with_capacity(1024), text: String::with_capacity(64 * 1024) }
+    }
+
+    /// Symbols defined so far.
+    pub fn symbol_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The text of a valid symbol of `kind`.
+    pub fn resolve(&self, sym: Sym, kind: SymbolKind) -> Option<&str> {
+        self.entry(sym, kind, "").ok().and_then(|e| self.text.get(e.start as usize..(e.start + e.len) as usize))
+    }
+
+    fn entry(&self, sym: Sym, kind: SymbolKind, field: &'static str) -> Result<Entry, EventError> {
+        let e = sym.0.checked_sub(1).and_then(|i| self.entries.get(i as usize)).ok_or(EventError::BadSymbol { field })?;
+        if e.kind != kind {
+            return Err(EventError::BadSymbol { field });
+        }
+        match e.error {
+            Some(err) => Err(err),
+            None => Ok(*e),
+        }
+    }
+
+    fn text_of(&self, e: Entry) -> &str {
+        // Entries are only created for ranges just appended to `text` at char boundaries;
+        // `get` keeps this total anyway.
+        self.text.get(e.start as usize..(e.start + e.len) as usize).unwrap_or("")
+    }
+
+    /// Validates one record from an untrusted producer (it must start 8-byte aligned, as
+    /// ring records do) and applies it: a definition enters the table, an event is
+    /// checked against the table and returned as a view.
+    pub fn decode<'a>(&'a mut self, bytes: &'a [u8]) -> Result<Decoded<'a>, EventError> {
+        if bytes.len() > RECORD_BYTES_MAX {
+            return Err(EventError::RecordTooLarge { max: RECORD_BYTES_MAX });
+        }
+        let rec = access::<ArchivedWireRecord<'_>, Failure>(bytes)
+            .map_err(|_| EventError::Malformed("rkyv validation failed"))?;
+        match rec {
+            ArchivedWireRecord::Define(d) => self.define(d),
+            ArchivedWireRecord::Event(ev) => Ok(Decoded::Event(EventView::check(ev, self)?)),
+        }
+    }
+
+    fn define(&mut self, d: &ArchivedWireDefine<'_>) -> Result<Decoded<'_>, EventError> {
+        let kind = SymbolKind::from_u8(d.kind).ok_or(EventError::Malformed("unknown symbol kind"))?;
+        let expected = self.entries.len() as u32 + 1;
+        if d.sym.to_native() != expected {
+            return Err(EventError::Malformed("symbol defined out of order"));
+        }
+        let bytes = d.text.get();
+        if self.entries.len() >= SYMBOLS_MAX || self.text.len() + bytes.len() > SYMBOL_TEXT_BYTES_MAX {
+            return Err(EventError::TooManySymbols { max: SYMBOLS_MAX });
+        }
+        let (text, error) = match std::str::from_utf8(bytes) {
+            Ok(t) => (t, kind.validate(t).err()),
+            Err(_) => ("", Some(EventError::Malformed("symbol text is not UTF-8"))),
+        };
+        let start = self.text.len() as u32;
+        self.text.push_str(text);
+        self.entries.push(Entry { start, len: text.len() as u32, kind, error });
+        let sym = Sym(expected);
+        match error {
+            Some(e) => Err(e),
+            None => Ok(Decoded::Defined { sym, kind }),
+        }
+    }
+}
+
+/// A validated event: every accessor is infallible.
+#[derive(Clone, Copy)]
+pub struct EventView<'a> {
+    wire: &'a ArchivedWireEvent<'a>,
+    dict: &'a Decoder,
+    node_id: &'a str,
+    status: &'a str,
+    source_topic: Option<&'a str>,
+    event_id: Option<&'a str>,
+}
+
+impl<'a> EventView<'a> {
+    fn check(wire: &'a ArchivedWireEvent<'a>, dict: &'a Decoder) -> Result<Self, EventError> {
+        let flags = wire.flags.to_native();
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(EventError::Malformed("unknown presence flags"));
+        }
+        let node = dict.entry(Sym(wire.node.to_native()), SymbolKind::NodeId, "rim_node_id")?;
+        let status = dict.entry(Sym(wire.status.to_native()), SymbolKind::Status, "status")?;
+        let source_topic = if flags & HAS_SOURCE_TOPIC != 0 {
+            Some(dict.text_of(dict.entry(Sym(wire.source_topic.to_native()), SymbolKind::SourceTopic, "source_topic")?))
+        } else {
+            None
+        };
+        let event_id = Self::check_event_id(wire, flags)?;
+        let view = Self { wire, dict, node_id: dict.text_of(node), status: dict.text_of(status), source_topic, event_id };
+        view.check_numbers()?;
+        view.check_metrics()?;
+        Ok(view)
+    }
+
+    fn check_event_id(wire: &'a ArchivedWireEvent<'a>, flags: u32) -> Result<Option<&'a str>, EventError> {
+        let raw = wire.event_id.get();
+        if flags & HAS_EVENT_ID == 0 {
+            return if raw.is_empty() { Ok(None) } else { Err(EventError::Malformed("event_id bytes without its flag")) };
+        }
+        check_len("event_id", raw.len(), EVENT_ID_BYTES_MAX)?;
+        std::str::from_utf8(raw).map(Some).map_err(|_| EventError::Malformed("event_id is not UTF-8"))
+    }
+
+    fn check_numbers(&self) -> Result<(), EventError> {
+        check_optional_finite("price", self.price())?;
+        check_optional_finite("volume", self.volume())?;
+        check_optional_finite("stress", self.stress())
+    }
+
+    fn check_metrics(&self) -> Result<(), EventError> {
+        let metrics = self.wire.metrics.get();
+        if metrics.len() > METRICS_MAX {
+            return Err(EventError::TooManyMetrics { count: metrics.len(), max: METRICS_MAX });
+        }
+        for (index, m) in metrics.iter().enumerate() {
+            self.dict.entry(Sym(m.name.to_native()), SymbolKind::MetricName, "critical_metrics name")?;
+            if !m.value.to_native().is_finite() {
+                return Err(EventError::NotFinite { field: "critical_metrics value" });
+            }
+            if metrics[..index].iter().any(|e| e.name == m.name) {
+                return Err(EventError::DuplicateMetric { index });
+            }
+        }
+        Ok(())
+    }
+
+    fn has(&self, flag: u32) -> bool {
+        self.wire.flags.to_native() & flag != 0
+    }
+
+    /// `rim_node_id`.
+    pub fn rim_node_id(&self) -> &'a str {
+        self.node_id
+    }
+    /// The ring-local symbol of `rim_node_id`: a dense number for indexing per-node state
+    /// without hashing the string.
+    pub fn node_sym(&self) -> Sym {
+        Sym(self.wire.node.to_native())
+    }
+    /// `event_id`.
+    pub fn event_id(&self) -> Option<&'a str> {
+        self.event_id
+    }
+    /// `timestamp`, epoch ms.
+    pub fn timestamp(&self) -> i64 {
+        self.wire.timestamp.to_native()
+    }
+    /// `price`.
+    pub fn price(&self) -> Option<f64> {
+        self.has(HAS_PRICE).then(|| self.wire.price.to_native())
+    }
+    /// `volume`.
+    pub fn volume(&self) -> Option<f64> {
+        self.has(HAS_VOLUME).then(|| self.wire.volume.to_native())
+    }
+    /// `stress`.
+    pub fn stress(&self) -> Option<f64> {
+        self.has(HAS_STRESS).then(|| self.wire.stress.to_native())
+    }
+    /// `status`.
+    pub fn status(&self) -> &'a str {
+        self.status
+    }
+    /// `source_topic`.
+    pub fn source_topic(&self) -> Option<&'a str> {
+        self.source_topic
+    }
+    /// Producer's CLOCK_MONOTONIC at publish, ns.
+    pub fn publish_ns(&self) -> u64 {
+        self.wire.publish_ns.to_native()
+    }
+    /// Number of `critical_metrics` entries.
+    pub fn metric_count(&self) -> usize {
+        self.wire.metrics.get().len()
+    }
+    /// `critical_metrics` in the producer's order.
+    pub fn metrics(&self) -> Metrics<'a> {
+        Metrics { dict: self.dict, inner: self.wire.metrics.get().iter() }
+    }
+    /// Copies the event into its owned form.
+    pub fn to_owned_event(&self) -> RimFastEvent {
+        RimFastEvent {
+            rim_node_id: self.node_id.to_owned(),
+            event_id: self.event_id.map(str::to_owned),
+            timestamp: self.timestamp(),
+            critical_metrics: self.metrics().map(|(n, v)| (n.to_owned(), v)).collect(),
+            price: self.price(),
+            volume: self.volume(),
+            stress: self.stress(),
+            status: self.status.to_owned(),
+            source_topic: self.source_topic.map(str::to_owned),
+            publish_ns: self.publish_ns(),
+        }
+    }
+}
+
+impl fmt::Debug for EventView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventView")
+            .field("rim_node_id", &self.node_id)
+            .field("timestamp", &self.timestamp())
+            .field("metrics", &self.metric_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Iterator over a validated event's metrics, in order, names resolved.
+#[derive(Clone)]
+pub struct Metrics<'a> {
+    dict: &'a Decoder,
+    inner: std::slice::Iter<'a, ArchivedWireMetric>,
+}
+
+impl<'a> Iterator for Metrics<'a> {
+    type Item = (&'a str, f64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let m = self.inner.next()?;
+        let name = self
+            .dict
+            .entry(Sym(m.name.to_native()), SymbolKind::MetricName, "")
+            .map(|e| self.dict.text_of(e))
+            .unwrap_or("");
+        Some((name, m.value.to_native()))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Metrics<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RimFastEvent {
+        RimFastEvent {
+            rim_node_id: "rim:equity:nyse:AAPL.O".into(),
+            event_id: Some("e-1".into()),
+            timestamp: 1_764_000_000_000,
+            critical_metrics: vec![("bid".into(), 1.5), ("ask".into(), 1.6), ("λ".into(), -3.0)],
+            price: Some(101.25),
+            volume: None,
+            stress: Some(0.5),
+            status: "OK".into(),
+            source_topic: Some("rim.fast-path".into()),
+            publish_ns: 42,
+        }
+    }
+
+    /// Encodes `ev`, feeding every record (definitions, then the event) to a decoder.
+    fn round_trip(enc: &mut Encoder, dec: &mut Decoder, ev: &RimFastEvent) -> (usize, RimFastEvent) {
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let bytes = enc
+            .encode_ref(&ev.as_ref(), |r: &[u8]| {
+                records.push(r.to_vec());
+                Ok::<(), ()>(())
+            })
+            .expect("encode")
+            .to_vec();
+        let defines = records.len();
+        records.push(bytes);
+        let mut last = None;
+        for r in &records {
+            let mut aligned = Box::new(AlignedRecord([0; RECORD_BYTES_MAX]));
+            aligned.0[..r.len()].copy_from_slice(r);
+            if let Decoded::Event(v) = dec.decode(&aligned.0[..r.len()]).expect("decode") {
+                last = Some(v.to_owned_event());
+            }
+        }
+        (defines, last.expect("an event"))
+    }
+
+    #[test]
+    fn every_field_survives_and_strings_cross_once() {
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new());
+        let ev = sample();
+        let (defines, back) = round_trip(&mut enc, &mut dec, &ev);
+        assert_eq!(back, ev);
+        assert_eq!(defines, 6, "node, status, topic and three metric names");
+        let (defines, back) = round_trip(&mut enc, &mut dec, &ev);
+        assert_eq!((defines, back), (0, ev), "the second time, only the event crosses");
+    }
+
+    #[test]
+    fn events_with_unknown_or_wrong_kind_symbols_are_refused() {
+        let mut enc = Encoder::new();
+        let mut sink = |_: &[u8]| Ok::<(), ()>(());
+        let node = enc.intern(SymbolKind::NodeId, "rim:a:b:c", &mut sink).expect("node");
+        let ev = SymEvent {
+            node,
+            event_id: None,
+            timestamp: 1,
+            metrics: &[],
+            price: None,
+            volume: None,
+            stress: None,
+            status: node,
+            source_topic: None,
+            publish_ns: 1,
+        };
+        assert_eq!(enc.encode_event(&ev).err(), Some(EventError::BadSymbol { field: "status" }));
+        let bad = SymEvent { status: Sym(99), ..ev };
+        assert_eq!(enc.encode_event(&bad).err(), Some(EventError::BadSymbol { field: "status" }));
+    }
+
+    #[test]
+    fn an_invalid_definition_poisons_only_its_symbol() {
+        let mut dec = Decoder::new();
+        let rec = WireRecord::Define(WireDefine { sym: 1, kind: SymbolKind::NodeId as u8, text: b"rim:BAD:x:y" });
+        let mut out = Box::new(AlignedRecord([0; RECORD_BYTES_MAX]));
+        let mut scratch = Box::new([MaybeUninit::uninit(); 256]);
+        let len = archive(&rec, &mut out, &mut scratch).expect("archive");
+        let err = dec.decode(&out.0[..len]).expect_err("invalid node id");
+        assert!(matches!(err, EventError::NodeId(_)), "{err}");
+        assert_eq!(dec.symbol_count(), 1, "the number is taken");
+        assert!(dec.resolve(Sym(1), SymbolKind::NodeId).is_none());
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: every crate's unit and integration tests, then the
+# loom model of the ring protocols (its own target directory: --cfg loom rebuilds
+# everything, and sharing target/ would throw the normal build away each time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test --workspace"
+cargo test --workspace --all-targets
+
+echo "== loom model of the ring protocols"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -p rim-ring --test loom_protocol --release
