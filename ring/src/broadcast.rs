@@ -72,6 +72,11 @@ impl Geometry {
         if slot_bytes == 0 || slot_bytes % 8 != 0 || slot_bytes > SLOT_BYTES_MAX {
             return Err(SegmentError::BadSize { bytes: slot_bytes, why: "slot size must be a multiple of 8 up to 64 KiB" });
         }
+        // Bounds the size arithmetic below: no header can make it overflow.
+        let slots_max = (crate::segment::SEGMENT_BYTES_MAX - HEADER_BYTES) / (SLOT_HEADER_BYTES + slot_bytes);
+        if slots > slots_max as u64 {
+            return Err(SegmentError::BadSize { bytes: slots as usize, why: "too many slots for the largest segment" });
+        }
         Ok(Self { slots, slot_bytes })
     }
 

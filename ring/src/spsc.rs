@@ -141,6 +141,7 @@ pub enum PollError {
 struct Geometry {
     capacity: usize,
     mask: u64,
+    lap_shift: u32,
     payload_max: usize,
 }
 
@@ -155,7 +156,7 @@ impl Geometry {
         // A record plus the next header slot fits in half the area, so once the consumer
         // catches up it always fits on one side of the wrap.
         let payload_max = (capacity / 2 - 2 * RECORD_HEADER_BYTES).min(PAYLOAD_BYTES_MAX);
-        Ok(Self { capacity, mask: capacity as u64 - 1, payload_max })
+        Ok(Self { capacity, mask: capacity as u64 - 1, lap_shift: capacity.trailing_zeros(), payload_max })
     }
 
     fn offset(&self, pos: u64) -> usize {
@@ -163,9 +164,11 @@ impl Geometry {
         (pos & self.mask) as usize
     }
 
-    /// Lap number plus one, never 0 (a cleared slot reads 0).
+    /// Lap number plus one, never 0 (a cleared slot reads 0). A shift, not a division:
+    /// this runs for every record on both sides.
+    #[inline]
     fn tag(&self, pos: u64) -> u64 {
-        (pos / self.capacity as u64) % u64::from(u32::MAX) + 1
+        (pos >> self.lap_shift) % u64::from(u32::MAX) + 1
     }
 }
 
@@ -396,8 +399,10 @@ fn publish_into(
     clear_header_slot(seg, geo, pos + rec as u64);
     seg.word(HEADER_BYTES + off).store(header_word(geo.tag(pos), KIND_DATA, len), Ordering::Release);
     *tail = pos + rec as u64;
-    // Producer-owned line: plain stores, read by the consumer only for stats.
-    seg.word(header::WRITER_POSITION_OFF).store(*tail, Ordering::Relaxed);
+    // Producer-owned line. The consumer reads it as a hint of how far to look (it still
+    // checks every header), so that a caught-up consumer polls this word rather than the
+    // data line the producer is writing.
+    seg.word(header::WRITER_POSITION_OFF).store(*tail, Ordering::Release);
     header::bump(seg.word(header::PUBLISHED_OFF), 1);
     wake_consumer_if_sleeping(seg);
     Ok(*tail)
@@ -483,6 +488,9 @@ pub struct Consumer {
     quarantine: Option<(u64, Corruption)>,
     producer: Option<crate::liveness::PidWatch>,
     decoder: Decoder,
+    /// The producer's last published position as last read: a hint, never trusted for
+    /// bounds (a record is taken only if its header checks out).
+    tail_hint: u64,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -503,6 +511,10 @@ impl Consumer {
     pub fn open(seg: Arc<Segment>) -> Result<Self, SegmentError> {
         let geo = open_geometry(&seg)?;
         let head = seg.word(header::HEAD_OFF).load(Ordering::Acquire);
+        // Records start 8-byte aligned: any other consumed position is not one we wrote.
+        if head % RECORD_HEADER_BYTES as u64 != 0 {
+            return Err(SegmentError::BadHeader("consumed position is not record-aligned"));
+        }
         seg.word(header::READER_PID_OFF).store(header::own_pid(), Ordering::Relaxed);
         seg.word(header::READER_HEARTBEAT_OFF).store(crate::clock::monotonic_ns(), Ordering::Relaxed);
         let scratch_words = geo.payload_max.max(RECORD_BYTES_MAX).div_ceil(8);
@@ -514,6 +526,7 @@ impl Consumer {
             quarantine: None,
             producer: None,
             decoder: Decoder::new(),
+            tail_hint: head,
         })
     }
 
@@ -556,6 +569,9 @@ impl Consumer {
     #[inline]
     pub fn has_data(&self) -> bool {
         if self.quarantine.is_some() {
+            return false;
+        }
+        if self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Acquire) == self.head {
             return false;
         }
         let off = self.geo.offset(self.head);
@@ -630,6 +646,12 @@ impl Consumer {
     /// `Ok(None)`: nothing committed yet.
     fn next_record(&mut self) -> Result<Option<usize>, PollError> {
         loop {
+            if self.head == self.tail_hint {
+                self.tail_hint = self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Acquire);
+                if self.tail_hint == self.head {
+                    return Ok(None);
+                }
+            }
             let off = self.geo.offset(self.head);
             let word = self.seg.word(HEADER_BYTES + off).load(Ordering::Acquire);
             if word >> 32 != self.geo.tag(self.head) {

@@ -229,9 +229,9 @@ impl Default for Encoder {
     }
 }
 
-/// A symbol the encoder would define: publish its record, then [`Encoder::commit_define`].
+/// A symbol the encoder would define, once its record is published.
 #[derive(Debug, Clone, Copy)]
-pub struct PendingDefine {
+struct PendingDefine {
     /// The number it will have.
     pub sym: Sym,
     /// Its kind.
@@ -264,9 +264,9 @@ impl Encoder {
     }
 
     /// Validates `text` and archives the `Define` record that would give it the next
-    /// number. Nothing is recorded until [`Encoder::commit_define`]: if publishing the
+    /// number. Nothing is recorded until `commit_define`: if publishing the
     /// record fails, the symbol simply does not exist yet.
-    pub fn encode_define(&mut self, kind: SymbolKind, text: &str) -> Result<(PendingDefine, &[u8]), EventError> {
+    fn encode_define(&mut self, kind: SymbolKind, text: &str) -> Result<(PendingDefine, &[u8]), EventError> {
         kind.validate(text)?;
         if self.kinds.len() >= SYMBOLS_MAX || self.text_bytes + text.len() > SYMBOL_TEXT_BYTES_MAX {
             return Err(EventError::TooManySymbols { max: SYMBOLS_MAX });
@@ -278,7 +278,7 @@ impl Encoder {
     }
 
     /// Records a symbol whose `Define` record was published.
-    pub fn commit_define(&mut self, pending: PendingDefine, text: &str) {
+    fn commit_define(&mut self, pending: PendingDefine, text: &str) {
         self.kinds.push(pending.kind);
         self.text_bytes += text.len();
         self.symbols[pending.kind.index()].insert(text.into(), pending.sym);
@@ -461,6 +461,10 @@ struct Entry {
 pub struct Decoder {
     entries: Vec<Entry>,
     text: String,
+    /// Texts already defined, per kind: a second definition of the same text would let
+    /// two metric symbols name one metric. Keys come from the producer, so this map keeps
+    /// std's keyed (flood-resistant) hasher; it is touched only by definitions.
+    defined: [HashMap<Box<str>, Sym>; 4],
 }
 
 impl Default for Decoder {
@@ -487,7 +491,7 @@ impl Decoder {
     /// An empty table with room for typical use; it grows only on new definitions, up to
     /// [`SYMBOLS_MAX`] and [`SYMBOL_TEXT_BYTES_MAX`].
     pub fn new() -> Self {
-        Self { entries: Vec::with_capacity(1024), text: String::with_capacity(64 * 1024) }
+        Self { entries: Vec::with_capacity(1024), text: String::with_capacity(64 * 1024), defined: Default::default() }
     }
 
     /// Symbols defined so far.
@@ -542,10 +546,13 @@ impl Decoder {
         if self.entries.len() >= SYMBOLS_MAX || self.text.len() + bytes.len() > SYMBOL_TEXT_BYTES_MAX {
             return Err(EventError::TooManySymbols { max: SYMBOLS_MAX });
         }
-        let (text, error) = match std::str::from_utf8(bytes) {
+        let (text, mut error) = match std::str::from_utf8(bytes) {
             Ok(t) => (t, kind.validate(t).err()),
             Err(_) => ("", Some(EventError::Malformed("symbol text is not UTF-8"))),
         };
+        if error.is_none() && self.defined[kind.index()].insert(text.into(), Sym(expected)).is_some() {
+            error = Some(EventError::Malformed("symbol text defined twice"));
+        }
         let start = self.text.len() as u32;
         self.text.push_str(text);
         self.entries.push(Entry { start, len: text.len() as u32, kind, error });
