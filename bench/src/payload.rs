@@ -29,7 +29,11 @@ pub fn sample_payload() -> Vec<u8> {
     let status = sym(&mut enc, SymbolKind::Status, "OK");
     let names = ["bid", "ask", "spread", "depth"];
     let values = [101.25, 101.5, 0.25, 1200.0];
-    let metrics: Vec<_> = names.iter().zip(values).map(|(n, v)| (sym(&mut enc, SymbolKind::MetricName, n), v)).collect();
+    let metrics: Vec<_> = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| (sym(&mut enc, SymbolKind::MetricName, n), v))
+        .collect();
     let ev = SymEvent {
         node,
         event_id: None,
@@ -84,7 +88,10 @@ mod tests {
         let status = enc.intern(SymbolKind::Status, "OK", &mut discard).expect("status");
         let mut metrics = Vec::new();
         for name in ["w", "x", "y", "z"] {
-            metrics.push((enc.intern(SymbolKind::MetricName, name, &mut discard).expect("metric"), 1.0));
+            metrics.push((
+                enc.intern(SymbolKind::MetricName, name, &mut discard).expect("metric"),
+                1.0,
+            ));
         }
         let ev = SymEvent {
             node,

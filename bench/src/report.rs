@@ -214,7 +214,12 @@ mod tests {
                 "fast",
                 vec![Figure::int("p50_ns", 300), Figure::real("events_per_s", 1.5e7)],
             ),
-            Row::failed("broken", &BenchError::Integrity { what: "the broken row".into() }),
+            Row::failed(
+                "broken",
+                &BenchError::Integrity {
+                    what: "the broken row".into(),
+                },
+            ),
         ]
     }
 
@@ -226,7 +231,7 @@ mod tests {
         assert!(lines[0].starts_with("name"));
         assert!(lines[1].contains("300") && lines[1].contains("15000000"));
         assert!(lines[2].starts_with("broken") && lines[2].contains('-'));
-        assert!(lines[3].contains("not implemented yet"));
+        assert!(lines[3].contains("integrity: the broken row"));
     }
 
     #[test]
@@ -242,7 +247,7 @@ mod tests {
             text,
             "{\"suite\":\"demo\",\"quick\":true,\"results\":[\
              {\"name\":\"fast\",\"p50_ns\":300,\"events_per_s\":15000000.0},\
-             {\"name\":\"broken\",\"error\":\"not implemented yet: the broken row\"}]}"
+             {\"name\":\"broken\",\"error\":\"integrity: the broken row\"}]}"
         );
         Ok(())
     }

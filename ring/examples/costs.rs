@@ -16,7 +16,10 @@ fn per_event(n: u64, mut f: impl FnMut(u64)) -> f64 {
 }
 
 fn main() {
-    let n: u64 = std::env::var("COSTS_N").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
+    let n: u64 = std::env::var("COSTS_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000_000);
     let metrics = [("bid", 101.0), ("ask", 101.5), ("spread", 0.5), ("depth", 1200.0)];
     let ev = |i: u64| EventRef {
         rim_node_id: "rim:equity:nyse:AAPL.O",
@@ -45,7 +48,9 @@ fn main() {
         dec.decode(&rec.0[..d.len()]).expect("define");
     }
     let mut never = |_: &[u8]| Err::<(), ()>(());
-    let node = enc.intern(SymbolKind::NodeId, "rim:equity:nyse:AAPL.O", &mut never).expect("node");
+    let node = enc
+        .intern(SymbolKind::NodeId, "rim:equity:nyse:AAPL.O", &mut never)
+        .expect("node");
     let status = enc.intern(SymbolKind::Status, "OK", &mut never).expect("status");
     let syms: Vec<_> = metrics
         .iter()

@@ -45,7 +45,9 @@ fn main() {
     });
     pin(0);
     let names = ["bid", "ask", "spread", "depth"];
-    let node = producer.intern(SymbolKind::NodeId, "rim:equity:nyse:AAPL.O").expect("node");
+    let node = producer
+        .intern(SymbolKind::NodeId, "rim:equity:nyse:AAPL.O")
+        .expect("node");
     let status = producer.intern(SymbolKind::Status, "OK").expect("status");
     let mut metrics = [(node, 0.0); 4];
     for (slot, name) in metrics.iter_mut().zip(names) {

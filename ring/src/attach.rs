@@ -100,13 +100,23 @@ pub struct Request {
 /// reply and an `Err`; the listener is unaffected.
 pub fn accept(listener: &UnixListener) -> Result<Request, AttachError> {
     let (stream, _) = listener.accept().map_err(io_err("accept"))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io_err("set timeout"))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io_err("set timeout"))?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(io_err("set timeout"))?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(io_err("set timeout"))?;
     let peer_pid = peer_pid(stream.as_fd())?;
     let mut msg = [0u8; MESSAGE_BYTES];
     (&stream).read_exact(&mut msg).map_err(io_err("read request"))?;
     match parse_request(&msg) {
-        Ok((role, capacity, name)) => Ok(Request { stream, peer_pid, role, capacity, name }),
+        Ok((role, capacity, name)) => Ok(Request {
+            stream,
+            peer_pid,
+            role,
+            capacity,
+            name,
+        }),
         Err(e) => {
             let _ = send_reply(&stream, STATUS_REFUSED, "malformed request", None);
             Err(e)
@@ -115,8 +125,16 @@ pub fn accept(listener: &UnixListener) -> Result<Request, AttachError> {
 }
 
 fn parse_request(msg: &[u8; MESSAGE_BYTES]) -> Result<(Role, usize, String), AttachError> {
-    let u64_at = |o: usize| msg.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-    let u32_at = |o: usize| msg.get(o..o + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+    let u64_at = |o: usize| {
+        msg.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let u32_at = |o: usize| {
+        msg.get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
     if u64_at(0) != Some(REQUEST_MAGIC) {
         return Err(AttachError::Protocol("bad request magic"));
     }
@@ -128,7 +146,9 @@ fn parse_request(msg: &[u8; MESSAGE_BYTES]) -> Result<(Role, usize, String), Att
         Some(2) => Role::Subscriber,
         _ => return Err(AttachError::Protocol("unknown role")),
     };
-    let capacity = u64_at(16).and_then(|c| usize::try_from(c).ok()).ok_or(AttachError::Protocol("capacity"))?;
+    let capacity = u64_at(16)
+        .and_then(|c| usize::try_from(c).ok())
+        .ok_or(AttachError::Protocol("capacity"))?;
     let raw_name = &msg[24..24 + NAME_BYTES];
     let end = raw_name.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
     let name = &raw_name[..end];
@@ -145,7 +165,8 @@ impl Request {
         if self.role != Role::Producer {
             return Err(self.refuse("this socket hands out producer rings only"));
         }
-        if !self.capacity.is_power_of_two() || self.capacity < spsc::CAPACITY_BYTES_MIN || self.capacity > capacity_max {
+        if !self.capacity.is_power_of_two() || self.capacity < spsc::CAPACITY_BYTES_MIN || self.capacity > capacity_max
+        {
             return Err(self.refuse("capacity must be a power of two within the daemon's limits"));
         }
         let seg = Segment::create_memfd(&format!("rimd-{}", self.name), spsc::segment_bytes(self.capacity))?;
@@ -190,8 +211,12 @@ pub fn attach_subscriber(socket: &Path, name: &str) -> Result<broadcast::Reader,
 
 fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<Segment, AttachError> {
     let stream = UnixStream::connect(socket).map_err(io_err("connect"))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io_err("set timeout"))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io_err("set timeout"))?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(io_err("set timeout"))?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(io_err("set timeout"))?;
     let mut msg = [0u8; MESSAGE_BYTES];
     msg[0..8].copy_from_slice(&REQUEST_MAGIC.to_le_bytes());
     msg[8..12].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
@@ -219,7 +244,9 @@ fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<Seg
 /// socket, for example one end of `UnixStream::pair()` inherited by a child): for setups
 /// that do not go through a daemon's attach socket, such as benchmarks and tests.
 pub fn send_segment(stream: &UnixStream, seg: &Segment) -> Result<(), AttachError> {
-    let fd = seg.fd().ok_or(AttachError::Protocol("a heap segment cannot be shared"))?;
+    let fd = seg
+        .fd()
+        .ok_or(AttachError::Protocol("a heap segment cannot be shared"))?;
     send_reply(stream, STATUS_OK, "segment", Some(fd))
 }
 
@@ -247,7 +274,10 @@ fn send_reply(stream: &UnixStream, status: u32, message: &str, fd: Option<Borrow
 struct CmsgBuf([u8; 64]);
 
 fn send_with_fd(stream: &UnixStream, msg: &[u8; MESSAGE_BYTES], fd: Option<BorrowedFd<'_>>) -> Result<(), AttachError> {
-    let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut libc::c_void, iov_len: msg.len() };
+    let mut iov = libc::iovec {
+        iov_base: msg.as_ptr() as *mut libc::c_void,
+        iov_len: msg.len(),
+    };
     let mut cmsg = CmsgBuf([0; 64]);
     // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -272,7 +302,10 @@ fn send_with_fd(stream: &UnixStream, msg: &[u8; MESSAGE_BYTES], fd: Option<Borro
     // SAFETY: `hdr` points at live buffers (`iov` → `msg`, control → `cmsg`) for the call.
     let rc = unsafe { libc::sendmsg(stream.as_raw_fd(), &hdr, libc::MSG_NOSIGNAL) };
     if rc < 0 {
-        return Err(AttachError::Io { op: "sendmsg", source: io::Error::last_os_error() });
+        return Err(AttachError::Io {
+            op: "sendmsg",
+            source: io::Error::last_os_error(),
+        });
     }
     if rc as usize != msg.len() {
         return Err(AttachError::Protocol("short write of reply"));
@@ -282,7 +315,10 @@ fn send_with_fd(stream: &UnixStream, msg: &[u8; MESSAGE_BYTES], fd: Option<Borro
 
 fn recv_reply(stream: &UnixStream) -> Result<([u8; MESSAGE_BYTES], Option<OwnedFd>), AttachError> {
     let mut msg = [0u8; MESSAGE_BYTES];
-    let mut iov = libc::iovec { iov_base: msg.as_mut_ptr().cast(), iov_len: msg.len() };
+    let mut iov = libc::iovec {
+        iov_base: msg.as_mut_ptr().cast(),
+        iov_len: msg.len(),
+    };
     let mut cmsg = CmsgBuf([0; 64]);
     // SAFETY: all-zero msghdr is valid; pointers are filled in below.
     let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -294,7 +330,10 @@ fn recv_reply(stream: &UnixStream) -> Result<([u8; MESSAGE_BYTES], Option<OwnedF
     // makes any received fd close-on-exec.
     let rc = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC | libc::MSG_WAITALL) };
     if rc < 0 {
-        return Err(AttachError::Io { op: "recvmsg", source: io::Error::last_os_error() });
+        return Err(AttachError::Io {
+            op: "recvmsg",
+            source: io::Error::last_os_error(),
+        });
     }
     let fd = take_fd(&hdr);
     if rc as usize != MESSAGE_BYTES {
@@ -338,10 +377,19 @@ fn peer_pid(fd: BorrowedFd<'_>) -> Result<u32, AttachError> {
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid for writes of the sizes given.
     let rc = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
     };
     if rc < 0 {
-        return Err(AttachError::Io { op: "getsockopt(SO_PEERCRED)", source: io::Error::last_os_error() });
+        return Err(AttachError::Io {
+            op: "getsockopt(SO_PEERCRED)",
+            source: io::Error::last_os_error(),
+        });
     }
     u32::try_from(cred.pid).map_err(|_| AttachError::Protocol("peer pid"))
 }
@@ -351,12 +399,18 @@ pub fn listen(path: &Path) -> Result<UnixListener, AttachError> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err("create ring directory"))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err("chmod ring directory"))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err("chmod ring directory"))?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(AttachError::Io { op: "remove stale socket", source: e }),
+        Err(e) => {
+            return Err(AttachError::Io {
+                op: "remove stale socket",
+                source: e,
+            })
+        }
     }
     let listener = UnixListener::bind(path).map_err(io_err("bind"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod socket"))?;
@@ -372,11 +426,20 @@ mod tests {
         let mut msg = [0xffu8; MESSAGE_BYTES];
         assert!(parse_request(&msg).is_err());
         msg[0..8].copy_from_slice(&REQUEST_MAGIC.to_le_bytes());
-        assert!(matches!(parse_request(&msg), Err(AttachError::Protocol("unsupported protocol version"))));
+        assert!(matches!(
+            parse_request(&msg),
+            Err(AttachError::Protocol("unsupported protocol version"))
+        ));
         msg[8..12].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-        assert!(matches!(parse_request(&msg), Err(AttachError::Protocol("unknown role"))));
+        assert!(matches!(
+            parse_request(&msg),
+            Err(AttachError::Protocol("unknown role"))
+        ));
         msg[12..16].copy_from_slice(&1u32.to_le_bytes());
-        assert!(matches!(parse_request(&msg), Err(AttachError::Protocol("name must be printable ASCII"))));
+        assert!(matches!(
+            parse_request(&msg),
+            Err(AttachError::Protocol("name must be printable ASCII"))
+        ));
         msg[24..].fill(0);
         msg[24..28].copy_from_slice(b"feed");
         let (role, _, name) = parse_request(&msg).expect("valid");
@@ -393,7 +456,10 @@ mod tests {
             std::thread::spawn(move || attach_producer(&path, "feed-1", 4096))
         };
         let req = accept(&listener).expect("request");
-        assert_eq!((req.role, req.capacity, req.name.as_str()), (Role::Producer, 4096, "feed-1"));
+        assert_eq!(
+            (req.role, req.capacity, req.name.as_str()),
+            (Role::Producer, 4096, "feed-1")
+        );
         assert_eq!(req.peer_pid, std::process::id());
         let mut consumer = req.grant_producer(1 << 20).expect("grant");
         let mut producer = client.join().expect("thread").expect("attach");

@@ -67,15 +67,24 @@ struct Geometry {
 impl Geometry {
     fn new(slots: u64, slot_bytes: usize) -> Result<Self, SegmentError> {
         if !slots.is_power_of_two() || slots < 2 {
-            return Err(SegmentError::BadSize { bytes: slots as usize, why: "slot count must be a power of two >= 2" });
+            return Err(SegmentError::BadSize {
+                bytes: slots as usize,
+                why: "slot count must be a power of two >= 2",
+            });
         }
         if slot_bytes == 0 || slot_bytes % 8 != 0 || slot_bytes > SLOT_BYTES_MAX {
-            return Err(SegmentError::BadSize { bytes: slot_bytes, why: "slot size must be a multiple of 8 up to 64 KiB" });
+            return Err(SegmentError::BadSize {
+                bytes: slot_bytes,
+                why: "slot size must be a multiple of 8 up to 64 KiB",
+            });
         }
         // Bounds the size arithmetic below: no header can make it overflow.
         let slots_max = (crate::segment::SEGMENT_BYTES_MAX - HEADER_BYTES) / (SLOT_HEADER_BYTES + slot_bytes);
         if slots > slots_max as u64 {
-            return Err(SegmentError::BadSize { bytes: slots as usize, why: "too many slots for the largest segment" });
+            return Err(SegmentError::BadSize {
+                bytes: slots as usize,
+                why: "too many slots for the largest segment",
+            });
         }
         Ok(Self { slots, slot_bytes })
     }
@@ -102,9 +111,19 @@ pub fn segment_bytes(slots: u64, slot_bytes: usize) -> Result<usize, SegmentErro
 pub fn init(seg: &Segment, slots: u64, slot_bytes: usize) -> Result<(), SegmentError> {
     let geo = Geometry::new(slots, slot_bytes)?;
     if geo.segment_bytes() > seg.len() {
-        return Err(SegmentError::Truncated { len: seg.len(), needed: geo.segment_bytes() });
+        return Err(SegmentError::Truncated {
+            len: seg.len(),
+            needed: geo.segment_bytes(),
+        });
     }
-    header::init(seg, &Identity { kind: header::KIND_BROADCAST, capacity: slots, slot_bytes: slot_bytes as u64 });
+    header::init(
+        seg,
+        &Identity {
+            kind: header::KIND_BROADCAST,
+            capacity: slots,
+            slot_bytes: slot_bytes as u64,
+        },
+    );
     Ok(())
 }
 
@@ -113,7 +132,10 @@ fn open_geometry(seg: &Segment) -> Result<Geometry, SegmentError> {
     let slot_bytes = usize::try_from(id.slot_bytes).map_err(|_| SegmentError::BadHeader("slot size"))?;
     let geo = Geometry::new(id.capacity, slot_bytes)?;
     if geo.segment_bytes() > seg.len() {
-        return Err(SegmentError::Truncated { len: seg.len(), needed: geo.segment_bytes() });
+        return Err(SegmentError::Truncated {
+            len: seg.len(),
+            needed: geo.segment_bytes(),
+        });
     }
     Ok(geo)
 }
@@ -137,7 +159,11 @@ impl Writer {
     /// Opens the writing end of an initialised segment.
     pub fn open(seg: Arc<Segment>) -> Result<Self, SegmentError> {
         let geo = open_geometry(&seg)?;
-        if seg.word(header::WRITER_PID_OFF).swap(header::own_pid(), Ordering::AcqRel) != 0 {
+        if seg
+            .word(header::WRITER_PID_OFF)
+            .swap(header::own_pid(), Ordering::AcqRel)
+            != 0
+        {
             return Err(SegmentError::BadHeader("broadcast segment already has a writer"));
         }
         Ok(Self { seg, geo, next: 0 })
@@ -151,7 +177,10 @@ impl Writer {
     /// Publishes one record; never waits. Returns its sequence number.
     pub fn publish(&mut self, bytes: &[u8]) -> Result<u64, WriteError> {
         if bytes.len() > self.geo.slot_bytes {
-            return Err(WriteError::TooLarge { len: bytes.len(), slot_bytes: self.geo.slot_bytes });
+            return Err(WriteError::TooLarge {
+                len: bytes.len(),
+                slot_bytes: self.geo.slot_bytes,
+            });
         }
         let s = self.next;
         let off = self.geo.slot_off(s);
@@ -162,11 +191,15 @@ impl Writer {
         for (i, chunk) in bytes.chunks(8).enumerate() {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);
-            self.seg.word(off + SLOT_HEADER_BYTES + i * 8).store(u64::from_le_bytes(w), Ordering::Relaxed);
+            self.seg
+                .word(off + SLOT_HEADER_BYTES + i * 8)
+                .store(u64::from_le_bytes(w), Ordering::Relaxed);
         }
         seq.store(2 * s + 2, Ordering::Release);
         self.next = s + 1;
-        self.seg.word(header::WRITER_POSITION_OFF).store(self.next, Ordering::Release);
+        self.seg
+            .word(header::WRITER_POSITION_OFF)
+            .store(self.next, Ordering::Release);
         self.wake_readers();
         Ok(s)
     }
@@ -198,7 +231,12 @@ impl Reader {
     pub fn open(seg: Arc<Segment>) -> Result<Self, SegmentError> {
         let geo = open_geometry(&seg)?;
         let next = seg.word(header::WRITER_POSITION_OFF).load(Ordering::Acquire);
-        Ok(Self { seg, geo, next, missed: 0 })
+        Ok(Self {
+            seg,
+            geo,
+            next,
+            missed: 0,
+        })
     }
 
     /// Opens a reader that starts with the oldest record still in the ring.
@@ -225,7 +263,10 @@ impl Reader {
 
     /// Records published but not yet read by this reader.
     pub fn lag(&self) -> u64 {
-        self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Acquire).saturating_sub(self.next)
+        self.seg
+            .word(header::WRITER_POSITION_OFF)
+            .load(Ordering::Acquire)
+            .saturating_sub(self.next)
     }
 
     /// Copies the next record into `buf`. `Ok(None)`: nothing new. `Err(Lapped)`: records
@@ -233,7 +274,10 @@ impl Reader {
     /// next call goes on from there.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
         if buf.len() < self.geo.slot_bytes {
-            return Err(ReadError::BufferTooSmall { len: buf.len(), slot_bytes: self.geo.slot_bytes });
+            return Err(ReadError::BufferTooSmall {
+                len: buf.len(),
+                slot_bytes: self.geo.slot_bytes,
+            });
         }
         let s = self.next;
         let off = self.geo.slot_off(s);
@@ -248,7 +292,11 @@ impl Reader {
         let len = self.seg.word(off + 8).load(Ordering::Relaxed) as usize;
         let len = len.min(self.geo.slot_bytes);
         for (i, chunk) in buf[..len].chunks_mut(8).enumerate() {
-            let w = self.seg.word(off + SLOT_HEADER_BYTES + i * 8).load(Ordering::Relaxed).to_le_bytes();
+            let w = self
+                .seg
+                .word(off + SLOT_HEADER_BYTES + i * 8)
+                .load(Ordering::Relaxed)
+                .to_le_bytes();
             chunk.copy_from_slice(&w[..chunk.len()]);
         }
         fence(Ordering::Acquire);
@@ -276,7 +324,13 @@ impl Reader {
     pub fn wait(&self, spin_ns: u64, timeout_ns: u64) -> bool {
         let tail = self.seg.word(header::WRITER_POSITION_OFF);
         let sleepers = self.seg.word(header::READER_SLEEPING_OFF);
-        crate::wait::wait_for_change(|| tail.load(Ordering::Acquire) > self.next, tail, sleepers, spin_ns, timeout_ns)
+        crate::wait::wait_for_change(
+            || tail.load(Ordering::Acquire) > self.next,
+            tail,
+            sleepers,
+            spin_ns,
+            timeout_ns,
+        )
     }
 }
 
@@ -322,6 +376,9 @@ mod tests {
         let mut w = heap(4, 8).expect("ring");
         assert_eq!(w.publish(&[0; 9]), Err(WriteError::TooLarge { len: 9, slot_bytes: 8 }));
         let mut r = Reader::open(w.segment().clone()).expect("reader");
-        assert_eq!(r.read(&mut [0; 4]), Err(ReadError::BufferTooSmall { len: 4, slot_bytes: 8 }));
+        assert_eq!(
+            r.read(&mut [0; 4]),
+            Err(ReadError::BufferTooSmall { len: 4, slot_bytes: 8 })
+        );
     }
 }

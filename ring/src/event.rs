@@ -82,13 +82,22 @@ impl<'a> RimNodeId<'a> {
         let c2 = after.iter().position(|&x| x == b':').ok_or(NodeIdError::Shape)?;
         let (node_type, namespace, local) = (&b[..c1], &after[..c2], &after[c2 + 1..]);
         if !class_ok(node_type, PART, NODE_TYPE_BYTES_MAX) {
-            return Err(NodeIdError::Part { part: "nodeType", pattern: NODE_PART_PATTERN });
+            return Err(NodeIdError::Part {
+                part: "nodeType",
+                pattern: NODE_PART_PATTERN,
+            });
         }
         if !class_ok(namespace, PART, NAMESPACE_BYTES_MAX) {
-            return Err(NodeIdError::Part { part: "namespace", pattern: NODE_PART_PATTERN });
+            return Err(NodeIdError::Part {
+                part: "namespace",
+                pattern: NODE_PART_PATTERN,
+            });
         }
         if !class_ok(local, LOCAL, LOCAL_ID_BYTES_MAX) {
-            return Err(NodeIdError::Part { part: "localId", pattern: LOCAL_ID_PATTERN });
+            return Err(NodeIdError::Part {
+                part: "localId",
+                pattern: LOCAL_ID_PATTERN,
+            });
         }
         // Split at ASCII ':' bytes, which are char boundaries.
         let ns_start = c1 + 1;
@@ -268,7 +277,10 @@ impl<M: Metric> EventRef<'_, M> {
         check_optional_finite("price", self.price)?;
         check_optional_finite("volume", self.volume)?;
         check_optional_finite("stress", self.stress)?;
-        check_metrics(self.critical_metrics.iter().map(|m| (m.name(), m.value())), self.critical_metrics.len())
+        check_metrics(
+            self.critical_metrics.iter().map(|m| (m.name(), m.value())),
+            self.critical_metrics.len(),
+        )
     }
 }
 
@@ -291,12 +303,12 @@ pub(crate) fn check_optional_finite(field: &'static str, v: Option<f64>) -> Resu
 /// key (length and first 7 bytes) against the earlier names and looks at whole names only
 /// when keys match: quadratic over at most [`METRICS_MAX`] names, ~2k key compares at the
 /// limit, a handful of integer compares for the usual 4.
-fn check_metrics<'m>(
-    metrics: impl Iterator<Item = (&'m str, f64)> + Clone,
-    count: usize,
-) -> Result<(), EventError> {
+fn check_metrics<'m>(metrics: impl Iterator<Item = (&'m str, f64)> + Clone, count: usize) -> Result<(), EventError> {
     if count > METRICS_MAX {
-        return Err(EventError::TooManyMetrics { count, max: METRICS_MAX });
+        return Err(EventError::TooManyMetrics {
+            count,
+            max: METRICS_MAX,
+        });
     }
     // Keys for the first few names: the common case needs no second pass over names.
     let mut keys = [0u64; KEYED_METRICS];
@@ -306,7 +318,9 @@ fn check_metrics<'m>(
         }
         check_len("critical_metrics name", name.len(), METRIC_NAME_BYTES_MAX)?;
         if !value.is_finite() {
-            return Err(EventError::NotFinite { field: "critical_metrics value" });
+            return Err(EventError::NotFinite {
+                field: "critical_metrics value",
+            });
         }
         let maybe_dup = match keys.get_mut(index) {
             Some(slot) => {
@@ -457,7 +471,14 @@ mod tests {
     #[test]
     fn json_uses_the_avro_field_names() {
         let json = serde_json::to_value(sample()).expect("json");
-        for key in ["rim_node_id", "event_id", "timestamp", "critical_metrics", "price", "status"] {
+        for key in [
+            "rim_node_id",
+            "event_id",
+            "timestamp",
+            "critical_metrics",
+            "price",
+            "status",
+        ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         // Through text (a Value would sort the map's keys): order is kept.
@@ -479,15 +500,24 @@ mod tests {
         assert_eq!(RimNodeId::parse("rim:a:b"), Err(NodeIdError::Shape));
         assert_eq!(
             RimNodeId::parse("rim:A:b:c"),
-            Err(NodeIdError::Part { part: "nodeType", pattern: NODE_PART_PATTERN })
+            Err(NodeIdError::Part {
+                part: "nodeType",
+                pattern: NODE_PART_PATTERN
+            })
         );
         assert_eq!(
             RimNodeId::parse("rim:a::c"),
-            Err(NodeIdError::Part { part: "namespace", pattern: NODE_PART_PATTERN })
+            Err(NodeIdError::Part {
+                part: "namespace",
+                pattern: NODE_PART_PATTERN
+            })
         );
         assert_eq!(
             RimNodeId::parse("rim:a:b:c d"),
-            Err(NodeIdError::Part { part: "localId", pattern: LOCAL_ID_PATTERN })
+            Err(NodeIdError::Part {
+                part: "localId",
+                pattern: LOCAL_ID_PATTERN
+            })
         );
         let ok = RimNodeId::parse("rim:a-1:b_2:X.y:z").expect("valid");
         assert_eq!(ok.local_id, "X.y:z");
@@ -499,7 +529,10 @@ mod tests {
     fn limits_are_enforced() {
         let mut ev = sample();
         ev.status = "s".repeat(STATUS_BYTES_MAX + 1);
-        assert!(matches!(ev.validate(), Err(EventError::TooLong { field: "status", .. })));
+        assert!(matches!(
+            ev.validate(),
+            Err(EventError::TooLong { field: "status", .. })
+        ));
         let mut ev = sample();
         ev.critical_metrics = (0..=METRICS_MAX).map(|i| (format!("m{i}"), 1.0)).collect();
         assert!(matches!(ev.validate(), Err(EventError::TooManyMetrics { .. })));

@@ -61,7 +61,6 @@ pub(crate) const DELIVERED_OFF: usize = 168;
 
 pub(crate) const READER_SLEEPING_OFF: usize = 192;
 
-
 /// Bytes before the data area.
 pub const HEADER_BYTES: usize = 256;
 
@@ -93,7 +92,10 @@ pub(crate) fn init(seg: &Segment, id: &Identity) {
 /// Reads and checks the identity of a segment that may come from anyone.
 pub(crate) fn read_identity(seg: &Segment, kind: u64) -> Result<Identity, SegmentError> {
     if seg.len() < HEADER_BYTES {
-        return Err(SegmentError::Truncated { len: seg.len(), needed: HEADER_BYTES });
+        return Err(SegmentError::Truncated {
+            len: seg.len(),
+            needed: HEADER_BYTES,
+        });
     }
     if seg.word(MAGIC_OFF).load(Ordering::Acquire) != MAGIC {
         return Err(SegmentError::BadHeader("magic is not RIMDRING"));

@@ -40,7 +40,7 @@ pub mod wait;
 pub mod wire;
 
 pub use event::{EventError, EventRef, NodeIdError, RimFastEvent, RimNodeId};
-pub use wire::{EventView, Sym, SymEvent, SymbolKind};
 pub use header::HEADER_BYTES;
 pub use segment::{Segment, SegmentError};
 pub use spsc::{Consumer, PollError, Producer, PublishError};
+pub use wire::{EventView, Sym, SymEvent, SymbolKind};

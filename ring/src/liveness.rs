@@ -29,7 +29,10 @@ impl PidWatch {
     /// Starts watching `pid`. Call this while the process is known to be alive (for
     /// example right after reading it from `SO_PEERCRED`), so the pidfd names the right one.
     pub fn new(pid: u32) -> Self {
-        Self { pid, pidfd: pidfd_open(pid) }
+        Self {
+            pid,
+            pidfd: pidfd_open(pid),
+        }
     }
 
     /// The watched pid.
@@ -56,7 +59,11 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
 }
 
 fn pidfd_state(fd: &OwnedFd) -> PeerState {
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd, zero timeout: poll only reads and writes `pfd`.
     let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
     if rc > 0 && pfd.revents & libc::POLLIN != 0 {
@@ -67,7 +74,9 @@ fn pidfd_state(fd: &OwnedFd) -> PeerState {
 }
 
 fn kill_probe(pid: u32) -> PeerState {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return PeerState::Unknown };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return PeerState::Unknown;
+    };
     if pid <= 0 {
         return PeerState::Unknown;
     }
@@ -86,7 +95,10 @@ mod tests {
 
     #[test]
     fn a_killed_unreaped_child_is_dead() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
         let watch = PidWatch::new(child.id());
         assert_eq!(watch.state(), PeerState::Alive);
         child.kill().expect("kill");

@@ -61,7 +61,10 @@ pub enum SegmentError {
 }
 
 pub(crate) fn os_err(call: &'static str) -> SegmentError {
-    SegmentError::Os { call, source: io::Error::last_os_error() }
+    SegmentError::Os {
+        call,
+        source: io::Error::last_os_error(),
+    }
 }
 
 /// Largest segment this crate creates or maps (1 GiB): a bound on what a peer can ask for.
@@ -109,16 +112,24 @@ unsafe impl Sync for Segment {}
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segment").field("len", &self.len()).finish_non_exhaustive()
+        f.debug_struct("Segment")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
     }
 }
 
 fn check_size(bytes: usize) -> Result<(), SegmentError> {
     if bytes == 0 || bytes % 64 != 0 {
-        return Err(SegmentError::BadSize { bytes, why: "must be a positive multiple of 64" });
+        return Err(SegmentError::BadSize {
+            bytes,
+            why: "must be a positive multiple of 64",
+        });
     }
     if bytes > SEGMENT_BYTES_MAX {
-        return Err(SegmentError::BadSize { bytes, why: "larger than SEGMENT_BYTES_MAX" });
+        return Err(SegmentError::BadSize {
+            bytes,
+            why: "larger than SEGMENT_BYTES_MAX",
+        });
     }
     Ok(())
 }
@@ -134,7 +145,11 @@ impl Segment {
     fn heap_unchecked(bytes: usize) -> Self {
         let mut lines = vec![Line([0; 64]); bytes / 64].into_boxed_slice();
         let ptr = NonNull::from(&mut lines[..]).cast::<u8>();
-        Self { ptr, len: bytes, backing: Backing::Heap(lines) }
+        Self {
+            ptr,
+            len: bytes,
+            backing: Backing::Heap(lines),
+        }
     }
 
     #[cfg(loom)]
@@ -150,7 +165,10 @@ impl Segment {
         check_size(bytes)?;
         let fd = memfd_create(name)?;
         let file = File::from(fd);
-        file.set_len(bytes as u64).map_err(|source| SegmentError::Os { call: "ftruncate", source })?;
+        file.set_len(bytes as u64).map_err(|source| SegmentError::Os {
+            call: "ftruncate",
+            source,
+        })?;
         let fd = OwnedFd::from(file);
         add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL)?;
         Self::map(fd, bytes)
@@ -166,7 +184,10 @@ impl Segment {
             return Err(SegmentError::NotSealed { seals });
         }
         let file = File::from(fd);
-        let len = file.metadata().map_err(|source| SegmentError::Os { call: "fstat", source })?.len();
+        let len = file
+            .metadata()
+            .map_err(|source| SegmentError::Os { call: "fstat", source })?
+            .len();
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         check_size(len).map_err(|_| SegmentError::Truncated { len, needed: 64 })?;
         Self::map(OwnedFd::from(file), len)
@@ -179,7 +200,11 @@ impl Segment {
             .map_raw(&fd)
             .map_err(|source| SegmentError::Os { call: "mmap", source })?;
         let ptr = NonNull::new(map.as_mut_ptr()).ok_or(SegmentError::BadHeader("null mapping"))?;
-        Ok(Self { ptr, len, backing: Backing::Shm { map, fd } })
+        Ok(Self {
+            ptr,
+            len,
+            backing: Backing::Shm { map, fd },
+        })
     }
 
     /// The memfd behind a shared segment, to hand to another process; `None` for heap.
@@ -282,9 +307,7 @@ fn memfd_create(name: &str) -> Result<OwnedFd, SegmentError> {
         return Err(SegmentError::BadHeader("memfd name contains a NUL byte"));
     }
     // SAFETY: `cname` is NUL-terminated (zero-filled past `n`, n < len) and outlives the call.
-    let raw = unsafe {
-        libc::memfd_create(cname.as_ptr().cast(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    };
+    let raw = unsafe { libc::memfd_create(cname.as_ptr().cast(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
         return Err(os_err("memfd_create"));
     }

@@ -37,10 +37,10 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::event::{EventError, EventRef, Metric, RECORD_BYTES_MAX};
-use crate::wire::{Decoded, Decoder, EncodeRefError, Encoder, EventView, Sym, SymEvent, SymbolKind};
 use crate::header::{self, Identity, HEADER_BYTES};
 use crate::segment::{Segment, SegmentError};
 use crate::sync::{fence, Ordering};
+use crate::wire::{Decoded, Decoder, EncodeRefError, Encoder, EventView, Sym, SymEvent, SymbolKind};
 
 const KIND_DATA: u64 = 1;
 const KIND_PAD: u64 = 2;
@@ -156,7 +156,12 @@ impl Geometry {
         // A record plus the next header slot fits in half the area, so once the consumer
         // catches up it always fits on one side of the wrap.
         let payload_max = (capacity / 2 - 2 * RECORD_HEADER_BYTES).min(PAYLOAD_BYTES_MAX);
-        Ok(Self { capacity, mask: capacity as u64 - 1, lap_shift: capacity.trailing_zeros(), payload_max })
+        Ok(Self {
+            capacity,
+            mask: capacity as u64 - 1,
+            lap_shift: capacity.trailing_zeros(),
+            payload_max,
+        })
     }
 
     fn offset(&self, pos: u64) -> usize {
@@ -190,7 +195,14 @@ pub fn segment_bytes(capacity: usize) -> usize {
 pub fn init(seg: &Segment) -> Result<(), SegmentError> {
     let capacity = seg.len().saturating_sub(HEADER_BYTES);
     Geometry::new(capacity)?;
-    header::init(seg, &Identity { kind: header::KIND_SPSC, capacity: capacity as u64, slot_bytes: 0 });
+    header::init(
+        seg,
+        &Identity {
+            kind: header::KIND_SPSC,
+            capacity: capacity as u64,
+            slot_bytes: 0,
+        },
+    );
     Ok(())
 }
 
@@ -206,7 +218,10 @@ fn open_geometry(seg: &Segment) -> Result<Geometry, SegmentError> {
     let capacity = usize::try_from(id.capacity).map_err(|_| SegmentError::BadHeader("capacity"))?;
     let geo = Geometry::new(capacity)?;
     if segment_bytes(capacity) > seg.len() {
-        return Err(SegmentError::Truncated { len: seg.len(), needed: segment_bytes(capacity) });
+        return Err(SegmentError::Truncated {
+            len: seg.len(),
+            needed: segment_bytes(capacity),
+        });
     }
     Ok(geo)
 }
@@ -223,7 +238,10 @@ pub struct Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer").field("tail", &self.tail).field("capacity", &self.geo.capacity).finish()
+        f.debug_struct("Producer")
+            .field("tail", &self.tail)
+            .field("capacity", &self.geo.capacity)
+            .finish()
     }
 }
 
@@ -232,10 +250,21 @@ impl Producer {
     pub fn open(seg: Arc<Segment>) -> Result<Self, SegmentError> {
         let geo = open_geometry(&seg)?;
         // One producer per segment for its whole life: a second one would reuse positions.
-        if seg.word(header::WRITER_PID_OFF).swap(header::own_pid(), Ordering::AcqRel) != 0 {
+        if seg
+            .word(header::WRITER_PID_OFF)
+            .swap(header::own_pid(), Ordering::AcqRel)
+            != 0
+        {
             return Err(SegmentError::BadHeader("segment already has a producer"));
         }
-        let mut p = Self { seg, geo, tail: 0, head_cache: 0, encoder: Encoder::new(), heartbeat_ns: 0 };
+        let mut p = Self {
+            seg,
+            geo,
+            tail: 0,
+            head_cache: 0,
+            encoder: Encoder::new(),
+            heartbeat_ns: 0,
+        };
         p.heartbeat();
         Ok(p)
     }
@@ -255,9 +284,9 @@ impl Producer {
         let mut ev = *ev;
         ev.publish_ns = self.stamp(ev.publish_ns);
         let (seg, geo, tail, head_cache) = (&self.seg, &self.geo, &mut self.tail, &mut self.head_cache);
-        let result = self
-            .encoder
-            .encode_ref(&ev, |define| publish_into(seg, geo, tail, head_cache, define).map(|_| ()));
+        let result = self.encoder.encode_ref(&ev, |define| {
+            publish_into(seg, geo, tail, head_cache, define).map(|_| ())
+        });
         let bytes = match result {
             Ok(bytes) => bytes,
             Err(EncodeRefError::Publish(e)) => return Err(e),
@@ -308,7 +337,11 @@ impl Producer {
     /// and pass it in every event, saving the ~30 ns clock read per event.
     #[inline]
     fn stamp(&mut self, publish_ns: u64) -> u64 {
-        let now = if publish_ns == 0 { crate::clock::monotonic_ns() } else { publish_ns };
+        let now = if publish_ns == 0 {
+            crate::clock::monotonic_ns()
+        } else {
+            publish_ns
+        };
         if now.wrapping_sub(self.heartbeat_ns) >= HEARTBEAT_INTERVAL_NS {
             self.store_heartbeat(now);
         }
@@ -322,8 +355,12 @@ impl Producer {
 
     fn store_heartbeat(&mut self, now: u64) {
         self.heartbeat_ns = now;
-        self.seg.word(header::WRITER_HEARTBEAT_OFF).store(now, Ordering::Relaxed);
-        self.seg.word(header::WRITER_POSITION_OFF).store(self.tail, Ordering::Relaxed);
+        self.seg
+            .word(header::WRITER_HEARTBEAT_OFF)
+            .store(now, Ordering::Relaxed);
+        self.seg
+            .word(header::WRITER_POSITION_OFF)
+            .store(self.tail, Ordering::Relaxed);
     }
 
     /// Position just past the last record published.
@@ -361,7 +398,9 @@ impl Producer {
 
     /// Says that no more records will come, so the consumer can drain and reclaim at once.
     pub fn close(self) {
-        self.seg.word(header::WRITER_POSITION_OFF).store(self.tail, Ordering::Relaxed);
+        self.seg
+            .word(header::WRITER_POSITION_OFF)
+            .store(self.tail, Ordering::Relaxed);
         header::set_flags(&self.seg, header::FLAG_WRITER_CLOSED);
     }
 }
@@ -378,7 +417,10 @@ fn publish_into(
     let len = payload.len();
     if len == 0 || len > geo.payload_max {
         header::bump(seg.word(header::REFUSED_TOO_LARGE_OFF), 1);
-        return Err(PublishError::TooLarge { len, max: geo.payload_max });
+        return Err(PublishError::TooLarge {
+            len,
+            max: geo.payload_max,
+        });
     }
     let rec = record_bytes(len);
     let off = geo.offset(*tail);
@@ -397,7 +439,8 @@ fn publish_into(
     }
     seg.copy_in(HEADER_BYTES + off + RECORD_HEADER_BYTES, payload);
     clear_header_slot(seg, geo, pos + rec as u64);
-    seg.word(HEADER_BYTES + off).store(header_word(geo.tag(pos), KIND_DATA, len), Ordering::Release);
+    seg.word(HEADER_BYTES + off)
+        .store(header_word(geo.tag(pos), KIND_DATA, len), Ordering::Release);
     *tail = pos + rec as u64;
     // Producer-owned line. The consumer reads it as a hint of how far to look (it still
     // checks every header), so that a caught-up consumer polls this word rather than the
@@ -442,7 +485,10 @@ fn reserve(seg: &Segment, geo: &Geometry, tail: u64, head_cache: &mut u64, neede
         return Ok(());
     }
     header::bump(seg.word(header::REFUSED_FULL_OFF), 1);
-    Err(PublishError::Full { free_bytes: (cap - used) as usize, needed_bytes: needed })
+    Err(PublishError::Full {
+        free_bytes: (cap - used) as usize,
+        needed_bytes: needed,
+    })
 }
 
 /// Dekker-style hand-off with a consumer that may park: the consumer stores "sleeping"
@@ -515,8 +561,10 @@ impl Consumer {
         if head % RECORD_HEADER_BYTES as u64 != 0 {
             return Err(SegmentError::BadHeader("consumed position is not record-aligned"));
         }
-        seg.word(header::READER_PID_OFF).store(header::own_pid(), Ordering::Relaxed);
-        seg.word(header::READER_HEARTBEAT_OFF).store(crate::clock::monotonic_ns(), Ordering::Relaxed);
+        seg.word(header::READER_PID_OFF)
+            .store(header::own_pid(), Ordering::Relaxed);
+        seg.word(header::READER_HEARTBEAT_OFF)
+            .store(crate::clock::monotonic_ns(), Ordering::Relaxed);
         let scratch_words = geo.payload_max.max(RECORD_BYTES_MAX).div_ceil(8);
         Ok(Self {
             seg,
@@ -537,7 +585,9 @@ impl Consumer {
 
     /// Is the producer still there? `Unknown` until [`Consumer::watch_producer`].
     pub fn producer_state(&self) -> crate::liveness::PeerState {
-        self.producer.as_ref().map_or(crate::liveness::PeerState::Unknown, |w| w.state())
+        self.producer
+            .as_ref()
+            .map_or(crate::liveness::PeerState::Unknown, |w| w.state())
     }
 
     /// Producer's last heartbeat (CLOCK_MONOTONIC ns), as it wrote it.
@@ -552,7 +602,8 @@ impl Consumer {
 
     /// The quarantine, if the segment was found corrupt.
     pub fn quarantined(&self) -> Option<PollError> {
-        self.quarantine.map(|(position, reason)| PollError::Quarantined { position, reason })
+        self.quarantine
+            .map(|(position, reason)| PollError::Quarantined { position, reason })
     }
 
     /// Position just past the last record consumed.
@@ -664,7 +715,9 @@ impl Consumer {
                     self.head += (room + RECORD_HEADER_BYTES) as u64;
                 }
                 KIND_PAD => return Err(self.quarantine_at(Corruption::BadPadding { len: len as u32 })),
-                KIND_DATA if len > 0 && len <= self.geo.payload_max && record_bytes(len) <= room + RECORD_HEADER_BYTES => {
+                KIND_DATA
+                    if len > 0 && len <= self.geo.payload_max && record_bytes(len) <= room + RECORD_HEADER_BYTES =>
+                {
                     let dst = &mut bytemuck_bytes_mut(&mut self.scratch)[..len];
                     self.seg.copy_out(HEADER_BYTES + off + RECORD_HEADER_BYTES, dst);
                     self.head += record_bytes(len) as u64;
@@ -678,10 +731,17 @@ impl Consumer {
 
     fn quarantine_at(&mut self, reason: Corruption) -> PollError {
         self.quarantine = Some((self.head, reason));
-        self.seg.word(header::QUARANTINE_REASON_OFF).store(reason.code(), Ordering::Relaxed);
-        self.seg.word(header::QUARANTINE_POS_OFF).store(self.head, Ordering::Relaxed);
+        self.seg
+            .word(header::QUARANTINE_REASON_OFF)
+            .store(reason.code(), Ordering::Relaxed);
+        self.seg
+            .word(header::QUARANTINE_POS_OFF)
+            .store(self.head, Ordering::Relaxed);
         header::set_flags(&self.seg, header::FLAG_QUARANTINED);
-        PollError::Quarantined { position: self.head, reason }
+        PollError::Quarantined {
+            position: self.head,
+            reason,
+        }
     }
 
     /// This ring's symbol table (node ids, statuses, metric names defined so far).
@@ -771,7 +831,10 @@ mod tests {
     fn full_and_too_large_are_refused_and_counted() {
         let (mut p, c) = heap_pair(128).expect("ring");
         assert_eq!(p.payload_max(), 48);
-        assert!(matches!(p.try_publish(&[0; 49]), Err(PublishError::TooLarge { len: 49, max: 48 })));
+        assert!(matches!(
+            p.try_publish(&[0; 49]),
+            Err(PublishError::TooLarge { len: 49, max: 48 })
+        ));
         assert!(matches!(p.try_publish(&[]), Err(PublishError::TooLarge { .. })));
         p.try_publish(&[1; 48]).expect("first");
         p.try_publish(&[1; 48]).expect("second");
@@ -786,11 +849,21 @@ mod tests {
         p.try_publish(&[7; 16]).expect("publish");
         // Overwrite the committed header with a current-lap tag and an absurd length.
         let seg = &c.seg;
-        seg.word(HEADER_BYTES).store(header_word(1, KIND_DATA, 4000), Ordering::Release);
+        seg.word(HEADER_BYTES)
+            .store(header_word(1, KIND_DATA, 4000), Ordering::Release);
         let err = c.poll(10, |_| panic!("nothing valid to deliver")).expect_err("corrupt");
-        assert!(matches!(err, PollError::Quarantined { position: 0, reason: Corruption::BadLength { len: 4000, .. } }));
+        assert!(matches!(
+            err,
+            PollError::Quarantined {
+                position: 0,
+                reason: Corruption::BadLength { len: 4000, .. }
+            }
+        ));
         assert_eq!(c.poll(10, |_| {}), Err(err), "stays quarantined");
-        assert_eq!(p.try_publish(&[0; 200]), Err(PublishError::TooLarge { len: 200, max: 112 }));
+        assert_eq!(
+            p.try_publish(&[0; 200]),
+            Err(PublishError::TooLarge { len: 200, max: 112 })
+        );
         for _ in 0..20 {
             if let Err(e) = p.try_publish(&[0; 64]) {
                 assert_eq!(e, PublishError::Quarantined);

@@ -80,7 +80,13 @@ fn futex_wait(word: &AtomicU64, expected: u32, timeout_ns: u64) {
     // outlives this call); FUTEX_WAIT only reads it and compares it to `expected`; `ts` is a
     // valid relative timeout. Spurious returns are handled by the caller's loop.
     unsafe {
-        libc::syscall(libc::SYS_futex, futex_word(word), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec);
+        libc::syscall(
+            libc::SYS_futex,
+            futex_word(word),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
     }
 }
 

@@ -219,7 +219,9 @@ pub struct Encoder {
 
 impl fmt::Debug for Encoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Encoder").field("symbols", &self.kinds.len()).finish_non_exhaustive()
+        f.debug_struct("Encoder")
+            .field("symbols", &self.kinds.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -272,7 +274,11 @@ impl Encoder {
             return Err(EventError::TooManySymbols { max: SYMBOLS_MAX });
         }
         let sym = Sym(self.kinds.len() as u32 + 1);
-        let rec = WireRecord::Define(WireDefine { sym: sym.0, kind: kind as u8, text: text.as_bytes() });
+        let rec = WireRecord::Define(WireDefine {
+            sym: sym.0,
+            kind: kind as u8,
+            text: text.as_bytes(),
+        });
         let len = archive(&rec, &mut self.out, &mut self.scratch)?;
         Ok((PendingDefine { sym, kind }, &self.out.0[..len]))
     }
@@ -319,7 +325,10 @@ impl Encoder {
     ) -> Result<&[u8], EncodeRefError<E>> {
         if ev.critical_metrics.len() > METRICS_MAX {
             let count = ev.critical_metrics.len();
-            return Err(EncodeRefError::Invalid(EventError::TooManyMetrics { count, max: METRICS_MAX }));
+            return Err(EncodeRefError::Invalid(EventError::TooManyMetrics {
+                count,
+                max: METRICS_MAX,
+            }));
         }
         let node = self.intern(SymbolKind::NodeId, ev.rim_node_id, &mut publish)?;
         let status = self.intern(SymbolKind::Status, ev.status, &mut publish)?;
@@ -370,12 +379,17 @@ fn check_event(kinds: &[SymbolKind], ev: &SymEvent<'_>) -> Result<(), EventError
     check_optional_finite("volume", ev.volume)?;
     check_optional_finite("stress", ev.stress)?;
     if ev.metrics.len() > METRICS_MAX {
-        return Err(EventError::TooManyMetrics { count: ev.metrics.len(), max: METRICS_MAX });
+        return Err(EventError::TooManyMetrics {
+            count: ev.metrics.len(),
+            max: METRICS_MAX,
+        });
     }
     for (index, &(name, value)) in ev.metrics.iter().enumerate() {
         check_sym(kinds, name, SymbolKind::MetricName, "critical_metrics name")?;
         if !value.is_finite() {
-            return Err(EventError::NotFinite { field: "critical_metrics value" });
+            return Err(EventError::NotFinite {
+                field: "critical_metrics value",
+            });
         }
         if ev.metrics[..index].iter().any(|&(earlier, _)| earlier == name) {
             return Err(EventError::DuplicateMetric { index });
@@ -391,7 +405,11 @@ fn archive_event(
     ev: &SymEvent<'_>,
 ) -> Result<usize, EventError> {
     for (slot, &(name, value)) in metrics.iter_mut().zip(ev.metrics) {
-        *slot = WireMetric { value, name: name.0, reserved: 0 };
+        *slot = WireMetric {
+            value,
+            name: name.0,
+            reserved: 0,
+        };
     }
     let count = ev.metrics.len().min(METRICS_MAX);
     let rec = WireRecord::Event(WireEvent {
@@ -439,7 +457,11 @@ fn presence_flags(ev: &SymEvent<'_>) -> u32 {
     flags
 }
 
-fn archive(rec: &WireRecord<'_>, out: &mut AlignedRecord, scratch: &mut [MaybeUninit<u8>; 256]) -> Result<usize, EventError> {
+fn archive(
+    rec: &WireRecord<'_>,
+    out: &mut AlignedRecord,
+    scratch: &mut [MaybeUninit<u8>; 256],
+) -> Result<usize, EventError> {
     to_bytes_in_with_alloc::<_, _, Failure>(rec, Buffer::from(&mut out.0[..]), SubAllocator::new(&mut scratch[..]))
         .map(|buf| buf.len())
         .map_err(|_| EventError::RecordTooLarge { max: RECORD_BYTES_MAX })
@@ -491,7 +513,11 @@ impl Decoder {
     /// An empty table with room for typical use; it grows only on new definitions, up to
     /// [`SYMBOLS_MAX`] and [`SYMBOL_TEXT_BYTES_MAX`].
     pub fn new() -> Self {
-        Self { entries: Vec::with_capacity(1024), text: String::with_capacity(64 * 1024), defined: Default::default() }
+        Self {
+            entries: Vec::with_capacity(1024),
+            text: String::with_capacity(64 * 1024),
+            defined: Default::default(),
+        }
     }
 
     /// Symbols defined so far.
@@ -501,11 +527,17 @@ impl Decoder {
 
     /// The text of a valid symbol of `kind`.
     pub fn resolve(&self, sym: Sym, kind: SymbolKind) -> Option<&str> {
-        self.entry(sym, kind, "").ok().and_then(|e| self.text.get(e.start as usize..(e.start + e.len) as usize))
+        self.entry(sym, kind, "")
+            .ok()
+            .and_then(|e| self.text.get(e.start as usize..(e.start + e.len) as usize))
     }
 
     fn entry(&self, sym: Sym, kind: SymbolKind, field: &'static str) -> Result<Entry, EventError> {
-        let e = sym.0.checked_sub(1).and_then(|i| self.entries.get(i as usize)).ok_or(EventError::BadSymbol { field })?;
+        let e = sym
+            .0
+            .checked_sub(1)
+            .and_then(|i| self.entries.get(i as usize))
+            .ok_or(EventError::BadSymbol { field })?;
         if e.kind != kind {
             return Err(EventError::BadSymbol { field });
         }
@@ -518,7 +550,9 @@ impl Decoder {
     fn text_of(&self, e: Entry) -> &str {
         // Entries are only created for ranges just appended to `text` at char boundaries;
         // `get` keeps this total anyway.
-        self.text.get(e.start as usize..(e.start + e.len) as usize).unwrap_or("")
+        self.text
+            .get(e.start as usize..(e.start + e.len) as usize)
+            .unwrap_or("")
     }
 
     /// Validates one record from an untrusted producer (it must start 8-byte aligned, as
@@ -555,7 +589,12 @@ impl Decoder {
         }
         let start = self.text.len() as u32;
         self.text.push_str(text);
-        self.entries.push(Entry { start, len: text.len() as u32, kind, error });
+        self.entries.push(Entry {
+            start,
+            len: text.len() as u32,
+            kind,
+            error,
+        });
         let sym = Sym(expected);
         match error {
             Some(e) => Err(e),
@@ -584,12 +623,23 @@ impl<'a> EventView<'a> {
         let node = dict.entry(Sym(wire.node.to_native()), SymbolKind::NodeId, "rim_node_id")?;
         let status = dict.entry(Sym(wire.status.to_native()), SymbolKind::Status, "status")?;
         let source_topic = if flags & HAS_SOURCE_TOPIC != 0 {
-            Some(dict.text_of(dict.entry(Sym(wire.source_topic.to_native()), SymbolKind::SourceTopic, "source_topic")?))
+            Some(dict.text_of(dict.entry(
+                Sym(wire.source_topic.to_native()),
+                SymbolKind::SourceTopic,
+                "source_topic",
+            )?))
         } else {
             None
         };
         let event_id = Self::check_event_id(wire, flags)?;
-        let view = Self { wire, dict, node_id: dict.text_of(node), status: dict.text_of(status), source_topic, event_id };
+        let view = Self {
+            wire,
+            dict,
+            node_id: dict.text_of(node),
+            status: dict.text_of(status),
+            source_topic,
+            event_id,
+        };
         view.check_numbers()?;
         view.check_metrics()?;
         Ok(view)
@@ -598,10 +648,16 @@ impl<'a> EventView<'a> {
     fn check_event_id(wire: &'a ArchivedWireEvent<'a>, flags: u32) -> Result<Option<&'a str>, EventError> {
         let raw = wire.event_id.get();
         if flags & HAS_EVENT_ID == 0 {
-            return if raw.is_empty() { Ok(None) } else { Err(EventError::Malformed("event_id bytes without its flag")) };
+            return if raw.is_empty() {
+                Ok(None)
+            } else {
+                Err(EventError::Malformed("event_id bytes without its flag"))
+            };
         }
         check_len("event_id", raw.len(), EVENT_ID_BYTES_MAX)?;
-        std::str::from_utf8(raw).map(Some).map_err(|_| EventError::Malformed("event_id is not UTF-8"))
+        std::str::from_utf8(raw)
+            .map(Some)
+            .map_err(|_| EventError::Malformed("event_id is not UTF-8"))
     }
 
     fn check_numbers(&self) -> Result<(), EventError> {
@@ -613,12 +669,18 @@ impl<'a> EventView<'a> {
     fn check_metrics(&self) -> Result<(), EventError> {
         let metrics = self.wire.metrics.get();
         if metrics.len() > METRICS_MAX {
-            return Err(EventError::TooManyMetrics { count: metrics.len(), max: METRICS_MAX });
+            return Err(EventError::TooManyMetrics {
+                count: metrics.len(),
+                max: METRICS_MAX,
+            });
         }
         for (index, m) in metrics.iter().enumerate() {
-            self.dict.entry(Sym(m.name.to_native()), SymbolKind::MetricName, "critical_metrics name")?;
+            self.dict
+                .entry(Sym(m.name.to_native()), SymbolKind::MetricName, "critical_metrics name")?;
             if !m.value.to_native().is_finite() {
-                return Err(EventError::NotFinite { field: "critical_metrics value" });
+                return Err(EventError::NotFinite {
+                    field: "critical_metrics value",
+                });
             }
             if metrics[..index].iter().any(|e| e.name == m.name) {
                 return Err(EventError::DuplicateMetric { index });
@@ -678,7 +740,10 @@ impl<'a> EventView<'a> {
     }
     /// `critical_metrics` in the producer's order.
     pub fn metrics(&self) -> Metrics<'a> {
-        Metrics { dict: self.dict, inner: self.wire.metrics.get().iter() }
+        Metrics {
+            dict: self.dict,
+            inner: self.wire.metrics.get().iter(),
+        }
     }
     /// Copies the event into its owned form.
     pub fn to_owned_event(&self) -> RimFastEvent {
@@ -804,15 +869,25 @@ mod tests {
             source_topic: None,
             publish_ns: 1,
         };
-        assert_eq!(enc.encode_event(&ev).err(), Some(EventError::BadSymbol { field: "status" }));
+        assert_eq!(
+            enc.encode_event(&ev).err(),
+            Some(EventError::BadSymbol { field: "status" })
+        );
         let bad = SymEvent { status: Sym(99), ..ev };
-        assert_eq!(enc.encode_event(&bad).err(), Some(EventError::BadSymbol { field: "status" }));
+        assert_eq!(
+            enc.encode_event(&bad).err(),
+            Some(EventError::BadSymbol { field: "status" })
+        );
     }
 
     #[test]
     fn an_invalid_definition_poisons_only_its_symbol() {
         let mut dec = Decoder::new();
-        let rec = WireRecord::Define(WireDefine { sym: 1, kind: SymbolKind::NodeId as u8, text: b"rim:BAD:x:y" });
+        let rec = WireRecord::Define(WireDefine {
+            sym: 1,
+            kind: SymbolKind::NodeId as u8,
+            text: b"rim:BAD:x:y",
+        });
         let mut out = Box::new(AlignedRecord([0; RECORD_BYTES_MAX]));
         let mut scratch = Box::new([MaybeUninit::uninit(); 256]);
         let len = archive(&rec, &mut out, &mut scratch).expect("archive");

@@ -567,7 +567,11 @@ fn a_producer_cannot_smuggle_duplicate_metric_names_past_the_consumer() {
         first.push(r.to_vec());
         Ok::<(), ()>(())
     };
-    for (kind, text) in [(SymbolKind::NodeId, "rim:equity:nyse:AAPL"), (SymbolKind::Status, "OK"), (SymbolKind::MetricName, "bid")] {
+    for (kind, text) in [
+        (SymbolKind::NodeId, "rim:equity:nyse:AAPL"),
+        (SymbolKind::Status, "OK"),
+        (SymbolKind::MetricName, "bid"),
+    ] {
         enc.intern(kind, text, &mut sink).expect("define");
     }
     let mut enc2 = Encoder::new();
@@ -575,7 +579,9 @@ fn a_producer_cannot_smuggle_duplicate_metric_names_past_the_consumer() {
         second.push(r.to_vec());
         Ok::<(), ()>(())
     };
-    let node = enc2.intern(SymbolKind::NodeId, "rim:equity:nyse:AAPL", &mut sink2).expect("node");
+    let node = enc2
+        .intern(SymbolKind::NodeId, "rim:equity:nyse:AAPL", &mut sink2)
+        .expect("node");
     let status = enc2.intern(SymbolKind::Status, "OK", &mut sink2).expect("status");
     let x = enc2.intern(SymbolKind::MetricName, "x", &mut sink2).expect("x");
     let bid = enc2.intern(SymbolKind::MetricName, "bid", &mut sink2).expect("bid");

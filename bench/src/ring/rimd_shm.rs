@@ -64,6 +64,8 @@ pub struct RimdShmEnd {
     metrics: [(Sym, f64); 4],
     clock_ns: u64,
     sends_since_clock: u32,
+    /// The message body received messages are rebuilt on, made once.
+    template: Message,
     _control: UnixStream,
 }
 
@@ -77,6 +79,7 @@ impl RimdShmEnd {
             metrics: [(Sym::default(), 0.0); 4],
             clock_ns: 0,
             sends_since_clock: 0,
+            template: sample_message(),
             _control: control,
         };
         end.node = end.intern(SymbolKind::NodeId, NODE_ID)?;
@@ -88,7 +91,9 @@ impl RimdShmEnd {
     }
 
     fn intern(&mut self, kind: SymbolKind, text: &str) -> Result<Sym, BenchError> {
-        self.producer.intern(kind, text).map_err(|e| integrity(format!("interning {text:?}: {e}")))
+        self.producer
+            .intern(kind, text)
+            .map_err(|e| integrity(format!("interning {text:?}: {e}")))
     }
 
     fn publish_ns(&mut self) -> u64 {
@@ -172,11 +177,15 @@ impl Link for RimdShmEnd {
         if let Some(e) = refused {
             return Err(integrity(format!("rimd ring refused a record: {e}")));
         }
-        let Some((stamp, h, metrics)) = got else { return Ok(None) };
+        let Some((stamp, h, metrics)) = got else {
+            return Ok(None);
+        };
         if metrics != METRIC_NAMES.len() || h.iter().any(|v| v.is_nan()) {
-            return Err(integrity(format!("event arrived incomplete ({metrics} metrics, fields {h:?})")));
+            return Err(integrity(format!(
+                "event arrived incomplete ({metrics} metrics, fields {h:?})"
+            )));
         }
-        *buf = sample_message();
+        *buf = self.template;
         write_stamp(buf, stamp);
         for i in 0..3 {
             let w = unhalve(h[2 * i], h[2 * i + 1]);
@@ -214,7 +223,10 @@ impl ProcessTransport for RimdShm {
         let producer = Producer::open(to_peer).map_err(segment_err)?;
         let consumer = Consumer::open(from_peer).map_err(segment_err)?;
         let theirs = OwnedFd::from(theirs);
-        let peer_end = PeerEnd { endpoint: theirs.as_raw_fd().to_string(), fd: Some(theirs) };
+        let peer_end = PeerEnd {
+            endpoint: theirs.as_raw_fd().to_string(),
+            fd: Some(theirs),
+        };
         Ok((RimdShmEnd::new(producer, consumer, mine)?, peer_end))
     }
 
@@ -231,7 +243,11 @@ impl ProcessTransport for RimdShm {
 /// Takes ownership of the Unix stream socket inherited from the parent, after checking
 /// the number names one.
 fn adopt_inherited_stream(endpoint: &str) -> Result<UnixStream, BenchError> {
-    let not_a_socket = || integrity(format!("`--endpoint {endpoint}` is not an inherited Unix stream socket"));
+    let not_a_socket = || {
+        integrity(format!(
+            "`--endpoint {endpoint}` is not an inherited Unix stream socket"
+        ))
+    };
     let fd: RawFd = endpoint.parse().map_err(|_| not_a_socket())?;
     if fd < 0 {
         return Err(not_a_socket());
@@ -240,7 +256,15 @@ fn adopt_inherited_stream(endpoint: &str) -> Result<UnixStream, BenchError> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `kind` and `len` are valid, writable and sized as SO_TYPE requires; an fd that
     // is not an open socket makes the call fail, nothing more.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut kind as *mut libc::c_int).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
     if rc != 0 || kind != libc::SOCK_STREAM {
         return Err(not_a_socket());
     }
