@@ -108,7 +108,7 @@ pub fn accept(listener: &UnixListener) -> Result<Request, AttachError> {
         .map_err(io_err("set timeout"))?;
     let peer_pid = peer_pid(stream.as_fd())?;
     let mut msg = [0u8; MESSAGE_BYTES];
-    (&stream).read_exact(&mut msg).map_err(io_err("read request"))?;
+    read_exact_by(&stream, &mut msg, IO_TIMEOUT)?;
     match parse_request(&msg) {
         Ok((role, capacity, name)) => Ok(Request {
             stream,
@@ -122,6 +122,30 @@ pub fn accept(listener: &UnixListener) -> Result<Request, AttachError> {
             Err(e)
         }
     }
+}
+
+/// Reads exactly `buf.len()` bytes within `timeout` in total: a peer trickling a byte at a
+/// time cannot hold the caller longer than that.
+fn read_exact_by(stream: &UnixStream, buf: &mut [u8], timeout: Duration) -> Result<(), AttachError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut done = 0;
+    while done < buf.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(AttachError::Protocol("request not received in time"));
+        }
+        stream.set_read_timeout(Some(left)).map_err(io_err("set timeout"))?;
+        match (&*stream).read(&mut buf[done..]) {
+            Ok(0) => return Err(AttachError::Protocol("peer closed before a whole request")),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(AttachError::Protocol("request not received in time"));
+            }
+            Err(source) => return Err(AttachError::Io { op: "read request", source }),
+        }
+    }
+    Ok(())
 }
 
 fn parse_request(msg: &[u8; MESSAGE_BYTES]) -> Result<(Role, usize, String), AttachError> {
@@ -198,19 +222,23 @@ impl Request {
 /// Connects to the owner at `socket`, asks for a producer ring of `capacity` data bytes
 /// (a power of two) and opens its producing end.
 pub fn attach_producer(socket: &Path, name: &str, capacity: usize) -> Result<Producer, AttachError> {
-    let seg = request(socket, Role::Producer, name, capacity)?;
-    Ok(Producer::open(Arc::new(seg))?)
+    let (seg, owner_pid) = request(socket, Role::Producer, name, capacity)?;
+    let mut producer = Producer::open(Arc::new(seg))?;
+    producer.watch_consumer(owner_pid);
+    Ok(producer)
 }
 
 /// Connects to the owner at `socket` and opens a reader of its broadcast ring, starting
 /// with the next record published.
 pub fn attach_subscriber(socket: &Path, name: &str) -> Result<broadcast::Reader, AttachError> {
-    let seg = request(socket, Role::Subscriber, name, 0)?;
+    let (seg, _) = request(socket, Role::Subscriber, name, 0)?;
     Ok(broadcast::Reader::open(Arc::new(seg))?)
 }
 
-fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<Segment, AttachError> {
+/// Asks the owner for a segment; returns it with the owner's pid (from the kernel).
+fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<(Segment, u32), AttachError> {
     let stream = UnixStream::connect(socket).map_err(io_err("connect"))?;
+    let owner_pid = peer_pid(stream.as_fd())?;
     stream
         .set_read_timeout(Some(IO_TIMEOUT))
         .map_err(io_err("set timeout"))?;
@@ -234,7 +262,7 @@ fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<Seg
     let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
     let message = String::from_utf8_lossy(&text[..end]).into_owned();
     match (status, fd) {
-        (STATUS_OK, Some(fd)) => Ok(Segment::from_fd(fd)?),
+        (STATUS_OK, Some(fd)) => Ok((Segment::from_fd(fd)?, owner_pid)),
         (STATUS_OK, None) => Err(AttachError::Protocol("reply carried no segment fd")),
         _ => Err(AttachError::Refused(message)),
     }

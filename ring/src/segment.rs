@@ -79,7 +79,9 @@ struct Line([u8; 64]);
 
 #[cfg(not(loom))]
 enum Backing {
-    Heap(#[allow(dead_code)] Box<[Line]>),
+    /// Owned through `Segment::ptr` (from `Box::into_raw`); freed in `Drop`. Keeping the
+    /// box itself would invalidate the raw pointer when the box moves (Stacked Borrows).
+    Heap { lines: usize },
     Shm {
         #[allow(dead_code)]
         map: memmap2::MmapRaw,
@@ -143,13 +145,11 @@ impl Segment {
 
     #[cfg(not(loom))]
     fn heap_unchecked(bytes: usize) -> Self {
-        let mut lines = vec![Line([0; 64]); bytes / 64].into_boxed_slice();
-        let ptr = NonNull::from(&mut lines[..]).cast::<u8>();
-        Self {
-            ptr,
-            len: bytes,
-            backing: Backing::Heap(lines),
-        }
+        let lines = bytes / 64;
+        let raw: *mut [Line] = Box::into_raw(vec![Line([0; 64]); lines].into_boxed_slice());
+        // Box::into_raw never returns null.
+        let ptr = NonNull::new(raw.cast::<u8>()).unwrap_or(NonNull::dangling());
+        Self { ptr, len: bytes, backing: Backing::Heap { lines } }
     }
 
     #[cfg(loom)]
@@ -212,7 +212,7 @@ impl Segment {
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.backing {
             Backing::Shm { fd, .. } => Some(fd.as_fd()),
-            Backing::Heap(_) => None,
+            Backing::Heap { .. } => None,
         }
     }
 
@@ -274,25 +274,28 @@ impl Segment {
         }
     }
 
-    /// Copies `dst.len()` bytes at `off` into the reader's private `dst`. The bytes may be
-    /// changed concurrently by a faulty peer; the copy is then garbage that validation of
-    /// the private copy refuses, never a fault: nothing is read through the shared bytes.
+    /// Copies whole words at `off` into the reader's private `dst`, with relaxed atomic
+    /// loads: a faulty peer may be writing the same bytes, and atomic loads make that a
+    /// well-defined race (the copy is then garbage that validation refuses), where a
+    /// `memcpy` would be a data race. On x86_64 they are plain moves.
     #[inline]
-    pub(crate) fn copy_out(&self, off: usize, dst: &mut [u8]) {
-        assert!(off % 8 == 0 && off + dst.len() <= self.len(), "copy_out out of bounds");
-        #[cfg(not(loom))]
-        {
-            // SAFETY: bounds checked above; `dst` is private memory of the reader and cannot
-            // overlap the segment; the source range is within the live mapping.
-            unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len()) }
+    pub(crate) fn copy_out(&self, off: usize, dst: &mut [u64]) {
+        use crate::sync::Ordering;
+        assert!(off % 8 == 0 && off + dst.len() * 8 <= self.len(), "copy_out out of bounds");
+        for (i, w) in dst.iter_mut().enumerate() {
+            *w = self.word(off + i * 8).load(Ordering::Relaxed);
         }
-        #[cfg(loom)]
-        {
-            use crate::sync::Ordering;
-            for (i, chunk) in dst.chunks_mut(8).enumerate() {
-                let w = self.words[off / 8 + i].load(Ordering::Relaxed).to_le_bytes();
-                chunk.copy_from_slice(&w[..chunk.len()]);
-            }
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Backing::Heap { lines } = self.backing {
+            let raw = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr().cast::<Line>(), lines);
+            // SAFETY: `raw` is exactly the pointer and length `Box::into_raw` gave in
+            // `heap_unchecked`, and nothing else frees it: the segment is dropped once.
+            drop(unsafe { Box::from_raw(raw) });
         }
     }
 }

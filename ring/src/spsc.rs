@@ -229,6 +229,7 @@ fn open_geometry(seg: &Segment) -> Result<Geometry, SegmentError> {
 /// The producing end. Never blocks, never allocates after [`Producer::open`].
 pub struct Producer {
     seg: Arc<Segment>,
+    consumer: Option<crate::liveness::PidWatch>,
     geo: Geometry,
     tail: u64,
     head_cache: u64,
@@ -259,6 +260,7 @@ impl Producer {
         }
         let mut p = Self {
             seg,
+            consumer: None,
             geo,
             tail: 0,
             head_cache: 0,
@@ -388,12 +390,22 @@ impl Producer {
         u32::try_from(self.seg.word(header::READER_PID_OFF).load(Ordering::Relaxed)).unwrap_or(0)
     }
 
-    /// Is the consumer process still there? (It is the daemon: its header is trusted.)
-    pub fn consumer_state(&self) -> crate::liveness::PeerState {
-        match self.consumer_pid() {
-            0 => crate::liveness::PeerState::Unknown,
-            pid => crate::liveness::PidWatch::new(pid).state(),
+    /// Watches the consumer process `pid` (from `SO_PEERCRED`: [`crate::attach`] does
+    /// this), so that [`Producer::consumer_state`] follows that very process.
+    pub fn watch_consumer(&mut self, pid: u32) {
+        self.consumer = Some(crate::liveness::PidWatch::new(pid));
+    }
+
+    /// Is the consumer process still there? Uses the watched pid, else (a ring set up
+    /// without attach) starts watching the pid the consumer wrote into the header.
+    pub fn consumer_state(&mut self) -> crate::liveness::PeerState {
+        if self.consumer.is_none() {
+            match self.consumer_pid() {
+                0 => return crate::liveness::PeerState::Unknown,
+                pid => self.watch_consumer(pid),
+            }
         }
+        self.consumer.as_ref().map_or(crate::liveness::PeerState::Unknown, |w| w.state())
     }
 
     /// Says that no more records will come, so the consumer can drain and reclaim at once.
@@ -464,16 +476,18 @@ fn clear_header_slot(seg: &Segment, geo: &Geometry, pos: u64) {
 /// Makes sure `needed` bytes are free, re-reading the consumer's position only when the
 /// cached one says the ring is full (the common case touches no shared line).
 fn reserve(seg: &Segment, geo: &Geometry, tail: u64, head_cache: &mut u64, needed: usize) -> Result<(), PublishError> {
-    let cap = geo.capacity as u64;
-    if tail + needed as u64 - *head_cache <= cap {
-        return Ok(());
-    }
-    let flags = header::flags(seg);
+    // Checked on every publish, so nothing is accepted into a ring no one will read. The
+    // flags line is written only on quarantine or close: this load hits the local cache.
+    let flags = seg.word(header::FLAGS_OFF).load(Ordering::Relaxed);
     if flags & header::FLAG_QUARANTINED != 0 {
         return Err(PublishError::Quarantined);
     }
     if flags & header::FLAG_READER_CLOSED != 0 {
         return Err(PublishError::Closed);
+    }
+    let cap = geo.capacity as u64;
+    if tail + needed as u64 - *head_cache <= cap {
+        return Ok(());
     }
     let head = seg.word(header::HEAD_OFF).load(Ordering::Acquire);
     // A head outside [tail - cap, tail] would be a broken consumer; treat as full.
@@ -689,7 +703,9 @@ impl Consumer {
     /// Reads the record at `head` into scratch and advances past it (and past a PAD).
     /// `Ok(None)`: nothing committed yet.
     fn next_record(&mut self) -> Result<Option<usize>, PollError> {
-        loop {
+        // An honest producer writes at most one PAD before a record; bounding the loop
+        // keeps a producer that races PAD words from holding the consumer here.
+        for _ in 0..2 {
             let off = self.geo.offset(self.head);
             let word = self.seg.word(HEADER_BYTES + off).load(Ordering::Acquire);
             if word >> 32 != self.geo.tag(self.head) {
@@ -705,7 +721,7 @@ impl Consumer {
                 KIND_DATA
                     if len > 0 && len <= self.geo.payload_max && record_bytes(len) <= room + RECORD_HEADER_BYTES =>
                 {
-                    let dst = &mut bytemuck_bytes_mut(&mut self.scratch)[..len];
+                    let dst = &mut self.scratch[..len.div_ceil(8)];
                     self.seg.copy_out(HEADER_BYTES + off + RECORD_HEADER_BYTES, dst);
                     self.head += record_bytes(len) as u64;
                     return Ok(Some(len));
@@ -714,6 +730,7 @@ impl Consumer {
                 kind => return Err(self.quarantine_at(Corruption::UnknownKind { kind: kind as u8 })),
             }
         }
+        Ok(None)
     }
 
     fn quarantine_at(&mut self, reason: Corruption) -> PollError {
@@ -776,10 +793,6 @@ fn bytemuck_bytes(words: &[u64]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) }
 }
 
-fn bytemuck_bytes_mut(words: &mut [u64]) -> &mut [u8] {
-    // SAFETY: as above, and the unique borrow of `words` makes the byte view unique too.
-    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) }
-}
 
 #[cfg(all(test, not(loom)))]
 mod tests {

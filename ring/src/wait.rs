@@ -18,6 +18,9 @@ pub(crate) fn wait_until(ready: impl Fn() -> bool, sleeping: &AtomicU64, spin_ns
         // Announce sleep, then re-check: the Dekker half that pairs with the publisher's
         // fence-then-check, so a commit between our check and our sleep is never missed.
         sleeping.store(1, Ordering::SeqCst);
+        // The store must be ordered before the re-check's loads (StoreLoad): SeqCst on the
+        // store alone does not promise that for an Acquire load in the Rust model.
+        crate::sync::fence(Ordering::SeqCst);
         if !ready() {
             futex_wait(sleeping, 1, remaining_ns);
         }
