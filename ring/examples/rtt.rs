@@ -26,7 +26,11 @@ struct Syms {
 
 fn intern(p: &mut Producer, event: bool) -> Syms {
     if !event {
-        return Syms { node: Sym::default(), status: Sym::default(), metrics: [(Sym::default(), 0.0); 4] };
+        return Syms {
+            node: Sym::default(),
+            status: Sym::default(),
+            metrics: [(Sym::default(), 0.0); 4],
+        };
     }
     let node = p.intern(SymbolKind::NodeId, "rim:equity:nyse:AAPL.O").expect("node");
     let status = p.intern(SymbolKind::Status, "OK").expect("status");
@@ -63,9 +67,11 @@ fn recv(c: &mut Consumer, event: bool) -> u64 {
     let mut stamp = None;
     while stamp.is_none() {
         if event {
-            c.poll_events(1, |r| stamp = r.ok().map(|e| e.publish_ns())).expect("poll");
+            c.poll_events(1, |r| stamp = r.ok().map(|e| e.publish_ns()))
+                .expect("poll");
         } else {
-            c.poll(1, |b| stamp = Some(u64::from_le_bytes(b[..8].try_into().expect("8")))).expect("poll");
+            c.poll(1, |b| stamp = Some(u64::from_le_bytes(b[..8].try_into().expect("8"))))
+                .expect("poll");
         }
     }
     stamp.unwrap_or(0)

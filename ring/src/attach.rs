@@ -142,7 +142,12 @@ fn read_exact_by(stream: &UnixStream, buf: &mut [u8], timeout: Duration) -> Resu
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(AttachError::Protocol("request not received in time"));
             }
-            Err(source) => return Err(AttachError::Io { op: "read request", source }),
+            Err(source) => {
+                return Err(AttachError::Io {
+                    op: "read request",
+                    source,
+                })
+            }
         }
     }
     Ok(())
@@ -202,7 +207,8 @@ impl Request {
         Ok(consumer)
     }
 
-    /// Hands an existing broadcast segment to a subscriber.
+    /// Hands an existing broadcast segment to a subscriber. Create it with
+    /// [`Segment::create_memfd_for_readers`], so the subscriber can only map it read-only.
     pub fn grant_subscriber(self, seg: &Segment) -> Result<(), AttachError> {
         if self.role != Role::Subscriber {
             return Err(self.refuse("expected a subscriber request"));
@@ -231,12 +237,19 @@ pub fn attach_producer(socket: &Path, name: &str, capacity: usize) -> Result<Pro
 /// Connects to the owner at `socket` and opens a reader of its broadcast ring, starting
 /// with the next record published.
 pub fn attach_subscriber(socket: &Path, name: &str) -> Result<broadcast::Reader, AttachError> {
-    let (seg, _) = request(socket, Role::Subscriber, name, 0)?;
+    let (fd, _) = request_fd(socket, Role::Subscriber, name, 0)?;
+    let seg = Segment::from_fd_read_only(fd)?;
     Ok(broadcast::Reader::open(Arc::new(seg))?)
 }
 
 /// Asks the owner for a segment; returns it with the owner's pid (from the kernel).
 fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<(Segment, u32), AttachError> {
+    let (fd, owner_pid) = request_fd(socket, role, name, capacity)?;
+    Ok((Segment::from_fd(fd)?, owner_pid))
+}
+
+/// Asks the owner for a segment fd; returns it with the owner's pid (from the kernel).
+fn request_fd(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<(OwnedFd, u32), AttachError> {
     let stream = UnixStream::connect(socket).map_err(io_err("connect"))?;
     let owner_pid = peer_pid(stream.as_fd())?;
     stream
@@ -262,7 +275,7 @@ fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<(Se
     let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
     let message = String::from_utf8_lossy(&text[..end]).into_owned();
     match (status, fd) {
-        (STATUS_OK, Some(fd)) => Ok((Segment::from_fd(fd)?, owner_pid)),
+        (STATUS_OK, Some(fd)) => Ok((fd, owner_pid)),
         (STATUS_OK, None) => Err(AttachError::Protocol("reply carried no segment fd")),
         _ => Err(AttachError::Refused(message)),
     }

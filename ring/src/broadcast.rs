@@ -11,6 +11,12 @@
 //! anything newer means lapped. It copies the record out, fences (`Acquire`), and re-reads
 //! the sequence; if it moved, the copy may be torn and the reader was lapped. Every word is
 //! accessed atomically, so a racing copy is garbage that is detected, never undefined.
+//!
+//! Subscribers in other processes map the segment read-only (it is created with
+//! [`Segment::create_memfd_for_readers`], sealed with `F_SEAL_FUTURE_WRITE`), so no
+//! subscriber can forge a record for the others. They therefore cannot announce that
+//! they sleep either: a parked reader sleeps in slices of
+//! [`crate::wait::READ_ONLY_PARK_NS`] and the writer never makes a wake-up syscall.
 
 use std::sync::Arc;
 
@@ -200,20 +206,12 @@ impl Writer {
         self.seg
             .word(header::WRITER_POSITION_OFF)
             .store(self.next, Ordering::Release);
-        self.wake_readers();
         Ok(s)
     }
 
     /// Records published so far.
     pub fn position(&self) -> u64 {
         self.next
-    }
-
-    fn wake_readers(&self) {
-        fence(Ordering::SeqCst);
-        if self.seg.word(header::READER_SLEEPING_OFF).load(Ordering::Relaxed) != 0 {
-            crate::wait::wake_all(self.seg.word(header::WRITER_POSITION_OFF));
-        }
     }
 }
 
@@ -283,10 +281,13 @@ impl Reader {
         let off = self.geo.slot_off(s);
         let seq = self.seg.word(off);
         let v1 = seq.load(Ordering::Acquire);
-        if v1 < 2 * s + 2 {
+        // Sequence words come from the writer's memory: wrapping arithmetic, so that no
+        // value found there can make a reader panic.
+        let ready = s.wrapping_mul(2).wrapping_add(2);
+        if v1 < ready {
             return Ok(None);
         }
-        if v1 > 2 * s + 2 {
+        if v1 > ready {
             return Err(self.skip_after_lap());
         }
         let len = self.seg.word(off + 8).load(Ordering::Relaxed) as usize;
@@ -303,7 +304,7 @@ impl Reader {
         if seq.load(Ordering::Relaxed) != v1 {
             return Err(self.skip_after_lap());
         }
-        self.next = s + 1;
+        self.next = s.wrapping_add(1);
         Ok(Some(len))
     }
 
@@ -313,24 +314,17 @@ impl Reader {
         let tail = self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Acquire);
         // Leave one slot of margin: the writer may already be writing slot `tail`.
         let oldest = tail.saturating_sub(self.geo.slots - 1);
-        let target = oldest.max(self.next + 1);
+        let target = oldest.max(self.next.saturating_add(1));
         let missed = target - self.next;
         self.next = target;
-        self.missed += missed;
+        self.missed = self.missed.saturating_add(missed);
         ReadError::Lapped { missed }
     }
 
     /// Waits up to `timeout_ns` for a record newer than this reader's position.
     pub fn wait(&self, spin_ns: u64, timeout_ns: u64) -> bool {
         let tail = self.seg.word(header::WRITER_POSITION_OFF);
-        let sleepers = self.seg.word(header::READER_SLEEPING_OFF);
-        crate::wait::wait_for_change(
-            || tail.load(Ordering::Acquire) > self.next,
-            tail,
-            sleepers,
-            spin_ns,
-            timeout_ns,
-        )
+        crate::wait::wait_read_only(|| tail.load(Ordering::Acquire) > self.next, tail, spin_ns, timeout_ns)
     }
 }
 

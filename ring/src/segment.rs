@@ -86,6 +86,7 @@ enum Backing {
         #[allow(dead_code)]
         map: memmap2::MmapRaw,
         fd: OwnedFd,
+        writable: bool,
     },
 }
 
@@ -149,7 +150,11 @@ impl Segment {
         let raw: *mut [Line] = Box::into_raw(vec![Line([0; 64]); lines].into_boxed_slice());
         // Box::into_raw never returns null.
         let ptr = NonNull::new(raw.cast::<u8>()).unwrap_or(NonNull::dangling());
-        Self { ptr, len: bytes, backing: Backing::Heap { lines } }
+        Self {
+            ptr,
+            len: bytes,
+            backing: Backing::Heap { lines },
+        }
     }
 
     #[cfg(loom)]
@@ -171,39 +176,74 @@ impl Segment {
         })?;
         let fd = OwnedFd::from(file);
         add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL)?;
-        Self::map(fd, bytes)
+        Self::map(fd, bytes, true)
+    }
+
+    /// Creates a segment that readers in other processes may map but never write: a
+    /// memfd sealed against shrink and grow, mapped writable here, then sealed with
+    /// `F_SEAL_FUTURE_WRITE`, so every later mapping (the subscribers') is read-only. For
+    /// the decision broadcast ring.
+    #[cfg(not(loom))]
+    pub fn create_memfd_for_readers(name: &str, bytes: usize) -> Result<Self, SegmentError> {
+        check_size(bytes)?;
+        let fd = memfd_create(name)?;
+        let file = File::from(fd);
+        file.set_len(bytes as u64).map_err(|source| SegmentError::Os {
+            call: "ftruncate",
+            source,
+        })?;
+        let fd = OwnedFd::from(file);
+        add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)?;
+        let seg = Self::map(fd, bytes, true)?;
+        if let Some(fd) = seg.fd() {
+            add_seals(fd, libc::F_SEAL_FUTURE_WRITE | libc::F_SEAL_SEAL)?;
+        }
+        Ok(seg)
     }
 
     /// Maps a segment fd received from another process. Refuses an fd whose size can still
     /// change (no `F_SEAL_SHRINK` and `F_SEAL_GROW`), or whose size is out of range.
     #[cfg(not(loom))]
     pub fn from_fd(fd: OwnedFd) -> Result<Self, SegmentError> {
-        let seals = get_seals(fd.as_fd())?;
-        let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
-        if seals & needed != needed {
-            return Err(SegmentError::NotSealed { seals });
+        let len = sealed_len(&fd)?;
+        Self::map(fd, len, true)
+    }
+
+    /// Maps a received segment read-only (subscribers of a broadcast ring), after the
+    /// same checks as [`Segment::from_fd`]. Only readers can be opened on it.
+    #[cfg(not(loom))]
+    pub fn from_fd_read_only(fd: OwnedFd) -> Result<Self, SegmentError> {
+        let len = sealed_len(&fd)?;
+        Self::map(fd, len, false)
+    }
+
+    /// Whether this process may write the segment.
+    pub fn writable(&self) -> bool {
+        #[cfg(not(loom))]
+        {
+            !matches!(self.backing, Backing::Shm { writable: false, .. })
         }
-        let file = File::from(fd);
-        let len = file
-            .metadata()
-            .map_err(|source| SegmentError::Os { call: "fstat", source })?
-            .len();
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        check_size(len).map_err(|_| SegmentError::Truncated { len, needed: 64 })?;
-        Self::map(OwnedFd::from(file), len)
+        #[cfg(loom)]
+        {
+            true
+        }
     }
 
     #[cfg(not(loom))]
-    fn map(fd: OwnedFd, len: usize) -> Result<Self, SegmentError> {
-        let map = memmap2::MmapOptions::new()
-            .len(len)
-            .map_raw(&fd)
-            .map_err(|source| SegmentError::Os { call: "mmap", source })?;
+    fn map(fd: OwnedFd, len: usize, writable: bool) -> Result<Self, SegmentError> {
+        let mut options = memmap2::MmapOptions::new();
+        options.len(len);
+        let map = if writable {
+            options.map_raw(&fd)
+        } else {
+            options.map_raw_read_only(&fd)
+        };
+        let map = map.map_err(|source| SegmentError::Os { call: "mmap", source })?;
         let ptr = NonNull::new(map.as_mut_ptr()).ok_or(SegmentError::BadHeader("null mapping"))?;
         Ok(Self {
             ptr,
             len,
-            backing: Backing::Shm { map, fd },
+            backing: Backing::Shm { map, fd, writable },
         })
     }
 
@@ -281,7 +321,10 @@ impl Segment {
     #[inline]
     pub(crate) fn copy_out(&self, off: usize, dst: &mut [u64]) {
         use crate::sync::Ordering;
-        assert!(off % 8 == 0 && off + dst.len() * 8 <= self.len(), "copy_out out of bounds");
+        assert!(
+            off % 8 == 0 && off + dst.len() * 8 <= self.len(),
+            "copy_out out of bounds"
+        );
         for (i, w) in dst.iter_mut().enumerate() {
             *w = self.word(off + i * 8).load(Ordering::Relaxed);
         }
@@ -318,6 +361,27 @@ fn memfd_create(name: &str) -> Result<OwnedFd, SegmentError> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// The size of a received fd, after checking that no one can change it.
+#[cfg(not(loom))]
+fn sealed_len(fd: &OwnedFd) -> Result<usize, SegmentError> {
+    let seals = get_seals(fd.as_fd())?;
+    let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    if seals & needed != needed {
+        return Err(SegmentError::NotSealed { seals });
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a full `stat` into the buffer on success, which we check
+    // before reading it.
+    let rc = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(os_err("fstat"));
+    }
+    // SAFETY: fstat succeeded, so the struct is initialised.
+    let len = usize::try_from(unsafe { st.assume_init() }.st_size).unwrap_or(usize::MAX);
+    check_size(len).map_err(|_| SegmentError::Truncated { len, needed: 64 })?;
+    Ok(len)
+}
+
 #[cfg(not(loom))]
 fn add_seals(fd: BorrowedFd<'_>, seals: i32) -> Result<(), SegmentError> {
     // SAFETY: fcntl on a valid borrowed fd with integer arguments.
@@ -352,6 +416,30 @@ mod tests {
         assert!(file.set_len(8192).is_err(), "grow must be refused");
         let again = Segment::from_fd(OwnedFd::from(file)).expect("sealed fd maps");
         assert_eq!(again.len(), 4096);
+    }
+
+    #[test]
+    fn readers_of_a_reader_segment_cannot_map_it_writable() {
+        let seg = Segment::create_memfd_for_readers("rim-test-ro", 4096).expect("memfd");
+        seg.word(64).store(7, crate::sync::Ordering::Relaxed);
+        let fd = seg.fd().expect("shm").try_clone_to_owned().expect("dup");
+        let writable = memmap2::MmapOptions::new().len(4096).map_raw(&fd);
+        assert!(
+            writable.is_err(),
+            "F_SEAL_FUTURE_WRITE must refuse a writable shared mapping"
+        );
+        let ro = Segment::from_fd_read_only(fd).expect("read-only mapping");
+        assert!(!ro.writable());
+        assert_eq!(
+            ro.word(64).load(crate::sync::Ordering::Relaxed),
+            7,
+            "sees the owner's writes"
+        );
+        let fd = seg.fd().expect("shm").try_clone_to_owned().expect("dup");
+        assert!(
+            Segment::from_fd(fd).is_err(),
+            "a writable open of a reader segment fails"
+        );
     }
 
     #[test]

@@ -405,7 +405,9 @@ impl Producer {
                 pid => self.watch_consumer(pid),
             }
         }
-        self.consumer.as_ref().map_or(crate::liveness::PeerState::Unknown, |w| w.state())
+        self.consumer
+            .as_ref()
+            .map_or(crate::liveness::PeerState::Unknown, |w| w.state())
     }
 
     /// Says that no more records will come, so the consumer can drain and reclaim at once.
@@ -792,7 +794,6 @@ fn bytemuck_bytes(words: &[u64]) -> &[u8] {
     // exactly the words' memory and borrows them immutably for its lifetime.
     unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) }
 }
-
 
 #[cfg(all(test, not(loom)))]
 mod tests {

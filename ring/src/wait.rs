@@ -28,26 +28,20 @@ pub(crate) fn wait_until(ready: impl Fn() -> bool, sleeping: &AtomicU64, spin_ns
     })
 }
 
-/// For many waiters on one counter (broadcast readers): spins on `ready`, then parks on
-/// `word` while it still holds the value seen, counted in `sleepers` so that the writer
-/// makes the wake syscall only when someone sleeps. The kernel compares the word before
-/// sleeping, so a change between our check and the wait is never missed.
-pub(crate) fn wait_for_change(
-    ready: impl Fn() -> bool,
-    word: &AtomicU64,
-    sleepers: &AtomicU64,
-    spin_ns: u64,
-    timeout_ns: u64,
-) -> bool {
+/// For readers that may not write the segment (broadcast subscribers): spins on `ready`,
+/// then sleeps on `word` in slices of at most [`READ_ONLY_PARK_NS`]. The writer never
+/// pays a wake-up for them, so a parked reader notices a new record within one slice.
+pub(crate) fn wait_read_only(ready: impl Fn() -> bool, word: &AtomicU64, spin_ns: u64, timeout_ns: u64) -> bool {
     spin_then_park(&ready, spin_ns, timeout_ns, |remaining_ns| {
-        sleepers.fetch_add(1, Ordering::SeqCst);
-        let seen = word.load(Ordering::SeqCst);
+        let seen = word.load(Ordering::Acquire);
         if !ready() {
-            futex_wait(word, seen as u32, remaining_ns);
+            futex_wait(word, seen as u32, remaining_ns.min(READ_ONLY_PARK_NS));
         }
-        sleepers.fetch_sub(1, Ordering::SeqCst);
     })
 }
+
+/// Longest sleep of a parked read-only waiter before it looks again, ns.
+pub const READ_ONLY_PARK_NS: u64 = 100_000;
 
 fn spin_then_park(ready: &impl Fn() -> bool, spin_ns: u64, timeout_ns: u64, park: impl Fn(u64)) -> bool {
     let start = crate::clock::monotonic_ns();

@@ -223,7 +223,7 @@ const SUBSCRIBER_SPAN: u64 = 50_000;
 
 #[test]
 fn a_subscriber_process_reads_at_its_own_pace_and_counts_what_it_missed() {
-    let seg = Segment::create_memfd(
+    let seg = Segment::create_memfd_for_readers(
         "rim-broadcast",
         broadcast::segment_bytes(SLOTS, SLOT_BYTES).expect("size"),
     )

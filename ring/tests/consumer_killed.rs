@@ -54,14 +54,21 @@ fn a_killed_consumer_is_reported_dead_and_the_producer_never_blocks() {
         producer.try_publish(&[i; 16]).expect("publish");
     }
     while producer.consumed_position() < producer.position() {
-        assert!(Instant::now() < deadline, "watchdog: the owner never consumed\n{}", child.log());
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: the owner never consumed\n{}",
+            child.log()
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(producer.consumer_state(), PeerState::Alive);
 
     child.kill();
     while producer.consumer_state() != PeerState::Dead {
-        assert!(Instant::now() < deadline, "watchdog: the killed consumer still looks alive");
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: the killed consumer still looks alive"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     // Nobody reads any more: publishing fills the ring, then says Full, and never waits.

@@ -217,13 +217,14 @@ fn park_until_cleared(word: &AtomicU64, round: u64) {
     }
 }
 
+/// Broadcast readers map the segment read-only and cannot announce sleep, so they park
+/// in bounded slices instead: a parked reader must still see every record.
 #[test]
-fn a_parked_broadcast_reader_is_woken_by_each_publish() {
+fn a_parked_broadcast_reader_sees_each_publish() {
     let seg =
-        Segment::create_memfd("rim-wakeup", broadcast::segment_bytes(16, RAW_BYTES_MAX).expect("size")).expect("memfd");
+        Segment::create_memfd_for_readers("rim-wakeup", broadcast::segment_bytes(16, RAW_BYTES_MAX).expect("size"))
+            .expect("memfd");
     broadcast::init(&seg, 16, RAW_BYTES_MAX).expect("init");
-    // In a broadcast segment the word counts the readers that sleep.
-    let sleepers = SleepWord::of(&seg);
     let mut w = broadcast::Writer::open(Arc::new(seg)).expect("writer");
     let mut r = Reader::open(w.segment().clone()).expect("reader");
     let done = AtomicU64::new(0);
@@ -233,10 +234,7 @@ fn a_parked_broadcast_reader_is_woken_by_each_publish() {
         let reader = s.spawn(move || {
             let mut buf = [0u8; RAW_BYTES_MAX];
             for round in 0..ROUNDS {
-                assert!(
-                    r.wait(SPIN_NS, WAIT_TIMEOUT_NS),
-                    "round {round}: wait timed out: the wake-up was lost"
-                );
+                assert!(r.wait(SPIN_NS, WAIT_TIMEOUT_NS), "round {round}: wait timed out");
                 let len = r.read(&mut buf).expect("not lapped").expect("a record");
                 if let Err(e) = check_raw(round, &buf[..len]) {
                     panic!("{e}");
@@ -247,12 +245,12 @@ fn a_parked_broadcast_reader_is_woken_by_each_publish() {
         let mut buf = [0u8; RAW_BYTES_MAX];
         for round in 0..ROUNDS {
             until_done(done, round, &reader);
-            delay_before_publish(&mut rng, round, &sleepers);
+            // Sometimes long enough for the reader to have parked.
+            std::thread::sleep(Duration::from_micros(rng.below(300)));
             let len = raw_record(round, &mut buf);
             assert_eq!(w.publish(&buf[..len]), Ok(round));
         }
         until_done(done, ROUNDS, &reader);
         reader.join().expect("reader");
     });
-    assert_eq!(sleepers.word().load(Ordering::SeqCst), 0, "no reader sleeps at the end");
 }
