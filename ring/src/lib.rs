@@ -1,10 +1,11 @@
 //! # rim-ring: rimd's shared-memory rings
 //!
 //! Guarantees first:
-//! * **The producer never blocks and never allocates** after its ring is opened:
-//!   [`spsc::Producer::try_publish_event`] archives into a buffer sized at start-up and
-//!   either commits or says why not ([`spsc::PublishError`]: full, too large, invalid,
-//!   quarantined, closed).
+//! * **The producer never blocks**: [`spsc::Producer::try_publish_event`] either commits or
+//!   says why not ([`spsc::PublishError`]: full, too large, invalid, quarantined, closed).
+//! * **Neither side allocates per event.** Buffers are sized when a ring is opened; the
+//!   only allocation afterwards is a symbol-table entry when a ring carries a string for
+//!   the first time (a new node id, status, source topic or metric name), on both sides.
 //! * **The consumer trusts nothing in the segment.** It keeps its own copy of the ring's
 //!   geometry, bounds-checks every record header, copies each record into private memory
 //!   before reading it, and validates it with rkyv's bytecheck plus the data model's rules

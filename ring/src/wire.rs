@@ -40,9 +40,10 @@ use crate::event::{
 };
 
 /// Most symbols one ring may define.
-pub const SYMBOLS_MAX: usize = 1 << 20;
-/// Most bytes of symbol text one ring may define (64 MiB).
-pub const SYMBOL_TEXT_BYTES_MAX: usize = 64 << 20;
+pub const SYMBOLS_MAX: usize = 1 << 18;
+/// Most bytes of symbol text one ring may define (16 MiB). With [`SYMBOLS_MAX`], a
+/// consumer's table for one ring stays under ~40 MiB whatever the producer sends.
+pub const SYMBOL_TEXT_BYTES_MAX: usize = 16 << 20;
 
 /// What a symbol names; it decides how the text is validated and where it may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -476,6 +477,8 @@ struct Entry {
     len: u32,
     kind: SymbolKind,
     error: Option<EventError>,
+    /// The previous valid symbol whose (kind, text) hashes alike (0: none).
+    next_same_hash: u32,
 }
 
 /// Consumer-side decoder of one ring's records: holds that ring's symbol table.
@@ -483,10 +486,12 @@ struct Entry {
 pub struct Decoder {
     entries: Vec<Entry>,
     text: String,
-    /// Texts already defined, per kind: a second definition of the same text would let
-    /// two metric symbols name one metric. Keys come from the producer, so this map keeps
-    /// std's keyed (flood-resistant) hasher; it is touched only by definitions.
-    defined: [HashMap<Box<str>, Sym>; 4],
+    /// Valid symbols by the hash of (kind, text), chained through `next_same_hash`: a
+    /// second definition of a text would let two metric symbols name one metric. The text
+    /// itself is kept once, in `text`. Keys come from the producer, so the hasher is std's
+    /// keyed (flood-resistant) one; this is touched only by definitions.
+    defined: HashMap<u64, u32>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Default for Decoder {
@@ -516,7 +521,8 @@ impl Decoder {
         Self {
             entries: Vec::with_capacity(1024),
             text: String::with_capacity(64 * 1024),
-            defined: Default::default(),
+            defined: HashMap::with_capacity(1024),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -545,6 +551,17 @@ impl Decoder {
             Some(err) => Err(err),
             None => Ok(*e),
         }
+    }
+
+    /// Whether the hash chain starting at symbol `sym` holds `text` of `kind`.
+    fn chain_has(&self, mut sym: u32, kind: SymbolKind, text: &str) -> bool {
+        while let Some(e) = sym.checked_sub(1).and_then(|i| self.entries.get(i as usize)) {
+            if e.kind == kind && self.text_of(*e) == text {
+                return true;
+            }
+            sym = e.next_same_hash;
+        }
+        false
     }
 
     fn text_of(&self, e: Entry) -> &str {
@@ -584,8 +601,16 @@ impl Decoder {
             Ok(t) => (t, kind.validate(t).err()),
             Err(_) => ("", Some(EventError::Malformed("symbol text is not UTF-8"))),
         };
-        if error.is_none() && self.defined[kind.index()].insert(text.into(), Sym(expected)).is_some() {
-            error = Some(EventError::Malformed("symbol text defined twice"));
+        let mut next_same_hash = 0;
+        if error.is_none() {
+            let hash = std::hash::BuildHasher::hash_one(&self.hasher, (kind as u8, text));
+            next_same_hash = self.defined.get(&hash).copied().unwrap_or(0);
+            if self.chain_has(next_same_hash, kind, text) {
+                error = Some(EventError::Malformed("symbol text defined twice"));
+                next_same_hash = 0;
+            } else {
+                self.defined.insert(hash, expected);
+            }
         }
         let start = self.text.len() as u32;
         self.text.push_str(text);
@@ -594,6 +619,7 @@ impl Decoder {
             len: text.len() as u32,
             kind,
             error,
+            next_same_hash,
         });
         let sym = Sym(expected);
         match error {
