@@ -9,7 +9,7 @@
 //! (see [`crate::attach`]) rather than as paths; [`Segment::from_fd`] refuses an fd that
 //! lacks the seals.
 //!
-//! All access goes through [`Region`]: atomics for the protocol words, and plain copies
+//! All access goes through [`Segment`]'s methods: atomics for the protocol words, copies
 //! for record bodies into or out of memory that the protocol hands to one side at a time.
 
 use std::fs::File;
@@ -103,10 +103,11 @@ pub struct Segment {
     words: Box<[AtomicU64]>,
 }
 
-// SAFETY: the region is only reached through `Region`'s methods: atomics for every word
-// both sides touch, and copies of bytes that the ring protocol has handed to one side
-// exclusively (the producer's claimed space, a consumer's private copy). The backing
-// (heap box or mapping) lives as long as the Segment, and neither is tied to a thread.
+// SAFETY: the region is only reached through `Segment`'s methods: atomic loads and stores
+// for every word a reader touches (protocol words and record copies alike), and a plain
+// copy only into space the ring protocol has handed to the writer alone (claimed, not yet
+// committed). The backing (heap allocation or mapping) lives as long as the Segment, and
+// neither is tied to a thread.
 #[cfg(not(loom))]
 unsafe impl Send for Segment {}
 // SAFETY: as for Send: all shared access is atomic or to exclusively-owned ranges.
@@ -325,8 +326,17 @@ impl Segment {
             off % 8 == 0 && off + dst.len() * 8 <= self.len(),
             "copy_out out of bounds"
         );
-        for (i, w) in dst.iter_mut().enumerate() {
-            *w = self.word(off + i * 8).load(Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let src: &[AtomicU64] = {
+            // SAFETY: `off` is 8-aligned in a 64-aligned region and `off + 8 * dst.len()`
+            // is within it (checked above), so these are `dst.len()` valid, aligned
+            // AtomicU64s living as long as `self`; every access to them is atomic.
+            unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(off).cast::<AtomicU64>(), dst.len()) }
+        };
+        #[cfg(loom)]
+        let src = &self.words[off / 8..off / 8 + dst.len()];
+        for (w, a) in dst.iter_mut().zip(src) {
+            *w = a.load(Ordering::Relaxed);
         }
     }
 }
