@@ -78,6 +78,16 @@ pub enum AttachError {
     Segment(#[from] SegmentError),
 }
 
+/// Bounds every read and write on `stream` by [`IO_TIMEOUT`].
+fn bound_io(stream: &UnixStream) -> Result<(), AttachError> {
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(io_err("set timeout"))?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(io_err("set timeout"))
+}
+
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> AttachError {
     move |source| AttachError::Io { op, source }
 }
@@ -100,12 +110,7 @@ pub struct Request {
 /// reply and an `Err`; the listener is unaffected.
 pub fn accept(listener: &UnixListener) -> Result<Request, AttachError> {
     let (stream, _) = listener.accept().map_err(io_err("accept"))?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(io_err("set timeout"))?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(io_err("set timeout"))?;
+    bound_io(&stream)?;
     let peer_pid = peer_pid(stream.as_fd())?;
     let mut msg = [0u8; MESSAGE_BYTES];
     read_exact_by(&stream, &mut msg, IO_TIMEOUT)?;
@@ -252,12 +257,7 @@ fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<(Se
 fn request_fd(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<(OwnedFd, u32), AttachError> {
     let stream = UnixStream::connect(socket).map_err(io_err("connect"))?;
     let owner_pid = peer_pid(stream.as_fd())?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(io_err("set timeout"))?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(io_err("set timeout"))?;
+    bound_io(&stream)?;
     let mut msg = [0u8; MESSAGE_BYTES];
     msg[0..8].copy_from_slice(&REQUEST_MAGIC.to_le_bytes());
     msg[8..12].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());

@@ -165,13 +165,7 @@ impl Writer {
     /// Opens the writing end of an initialised segment.
     pub fn open(seg: Arc<Segment>) -> Result<Self, SegmentError> {
         let geo = open_geometry(&seg)?;
-        if seg
-            .word(header::WRITER_PID_OFF)
-            .swap(header::own_pid(), Ordering::AcqRel)
-            != 0
-        {
-            return Err(SegmentError::BadHeader("broadcast segment already has a writer"));
-        }
+        header::claim_writer(&seg, "broadcast segment already has a writer")?;
         Ok(Self { seg, geo, next: 0 })
     }
 

@@ -449,23 +449,29 @@ fn de_metrics<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, f64)>, D::
     d.deserialize_map(MetricsVisitor)
 }
 
+/// An event with most fields set, for unit tests across the crate.
+#[cfg(test)]
+pub(crate) fn sample_event() -> RimFastEvent {
+    RimFastEvent {
+        rim_node_id: "rim:equity:nyse:AAPL.O".into(),
+        event_id: Some("e-1".into()),
+        timestamp: 1_764_000_000_000,
+        critical_metrics: vec![("bid".into(), 1.5), ("ask".into(), 1.6), ("λ".into(), -3.0)],
+        price: Some(101.25),
+        volume: None,
+        stress: Some(0.5),
+        status: "OK".into(),
+        source_topic: None,
+        publish_ns: 42,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sample() -> RimFastEvent {
-        RimFastEvent {
-            rim_node_id: "rim:equity:nyse:AAPL.O".into(),
-            event_id: Some("e-1".into()),
-            timestamp: 1_764_000_000_000,
-            critical_metrics: vec![("bid".into(), 1.5), ("ask".into(), 1.6), ("λ".into(), -3.0)],
-            price: Some(101.25),
-            volume: None,
-            stress: Some(0.5),
-            status: "OK".into(),
-            source_topic: None,
-            publish_ns: 42,
-        }
+        sample_event()
     }
 
     #[test]

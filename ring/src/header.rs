@@ -114,6 +114,15 @@ pub(crate) fn read_identity(seg: &Segment, kind: u64) -> Result<Identity, Segmen
     })
 }
 
+/// Stamps this process as the segment's one writer for its whole life (a second writer
+/// would reuse positions); refuses if another already did.
+pub(crate) fn claim_writer(seg: &Segment, taken: &'static str) -> Result<(), SegmentError> {
+    if seg.word(WRITER_PID_OFF).swap(own_pid(), Ordering::AcqRel) != 0 {
+        return Err(SegmentError::BadHeader(taken));
+    }
+    Ok(())
+}
+
 /// A relaxed counter increment by the only side that writes it: a load and a store, no
 /// locked instruction.
 #[inline]

@@ -168,15 +168,7 @@ impl Segment {
     /// further sealing, and maps it. `name` shows in `/proc/<pid>/fd` as `memfd:<name>`.
     #[cfg(not(loom))]
     pub fn create_memfd(name: &str, bytes: usize) -> Result<Self, SegmentError> {
-        check_size(bytes)?;
-        let fd = memfd_create(name)?;
-        let file = File::from(fd);
-        file.set_len(bytes as u64).map_err(|source| SegmentError::Os {
-            call: "ftruncate",
-            source,
-        })?;
-        let fd = OwnedFd::from(file);
-        add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL)?;
+        let fd = sized_memfd(name, bytes, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL)?;
         Self::map(fd, bytes, true)
     }
 
@@ -186,15 +178,7 @@ impl Segment {
     /// the decision broadcast ring.
     #[cfg(not(loom))]
     pub fn create_memfd_for_readers(name: &str, bytes: usize) -> Result<Self, SegmentError> {
-        check_size(bytes)?;
-        let fd = memfd_create(name)?;
-        let file = File::from(fd);
-        file.set_len(bytes as u64).map_err(|source| SegmentError::Os {
-            call: "ftruncate",
-            source,
-        })?;
-        let fd = OwnedFd::from(file);
-        add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)?;
+        let fd = sized_memfd(name, bytes, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)?;
         let seg = Self::map(fd, bytes, true)?;
         if let Some(fd) = seg.fd() {
             add_seals(fd, libc::F_SEAL_FUTURE_WRITE | libc::F_SEAL_SEAL)?;
@@ -369,6 +353,20 @@ fn memfd_create(name: &str) -> Result<OwnedFd, SegmentError> {
     }
     // SAFETY: memfd_create returned a fresh fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A memfd of `bytes`, sealed with `seals`.
+#[cfg(not(loom))]
+fn sized_memfd(name: &str, bytes: usize, seals: i32) -> Result<OwnedFd, SegmentError> {
+    check_size(bytes)?;
+    let file = File::from(memfd_create(name)?);
+    file.set_len(bytes as u64).map_err(|source| SegmentError::Os {
+        call: "ftruncate",
+        source,
+    })?;
+    let fd = OwnedFd::from(file);
+    add_seals(fd.as_fd(), seals)?;
+    Ok(fd)
 }
 
 /// The size of a received fd, after checking that no one can change it.

@@ -250,14 +250,7 @@ impl Producer {
     /// Opens the producing end of an initialised segment and stamps this process's pid.
     pub fn open(seg: Arc<Segment>) -> Result<Self, SegmentError> {
         let geo = open_geometry(&seg)?;
-        // One producer per segment for its whole life: a second one would reuse positions.
-        if seg
-            .word(header::WRITER_PID_OFF)
-            .swap(header::own_pid(), Ordering::AcqRel)
-            != 0
-        {
-            return Err(SegmentError::BadHeader("segment already has a producer"));
-        }
+        header::claim_writer(&seg, "segment already has a producer")?;
         let mut p = Self {
             seg,
             consumer: None,

@@ -831,16 +831,8 @@ mod tests {
 
     fn sample() -> RimFastEvent {
         RimFastEvent {
-            rim_node_id: "rim:equity:nyse:AAPL.O".into(),
-            event_id: Some("e-1".into()),
-            timestamp: 1_764_000_000_000,
-            critical_metrics: vec![("bid".into(), 1.5), ("ask".into(), 1.6), ("λ".into(), -3.0)],
-            price: Some(101.25),
-            volume: None,
-            stress: Some(0.5),
-            status: "OK".into(),
             source_topic: Some("rim.fast-path".into()),
-            publish_ns: 42,
+            ..crate::event::sample_event()
         }
     }
 

@@ -20,7 +20,7 @@
 //! The client creates both segments (sealed memfds) and hands them to the peer over a Unix
 //! socket pair whose other end the peer inherits ([`rim_ring::attach::send_segment`]).
 
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
@@ -231,46 +231,13 @@ impl ProcessTransport for RimdShm {
     }
 
     fn peer_end(args: &PeerArgs) -> Result<RimdShmEnd, BenchError> {
-        let control = adopt_inherited_stream(&args.endpoint)?;
+        let control = UnixStream::from(super::uds::adopt_inherited_socket(&args.endpoint, libc::SOCK_STREAM)?);
         let from_client = recv_segment(&control).map_err(shm_err("receiving the ring from the client"))?;
         let to_client = recv_segment(&control).map_err(shm_err("receiving the ring to the client"))?;
         let consumer = Consumer::open(Arc::new(from_client)).map_err(segment_err)?;
         let producer = Producer::open(Arc::new(to_client)).map_err(segment_err)?;
         RimdShmEnd::new(producer, consumer, control)
     }
-}
-
-/// Takes ownership of the Unix stream socket inherited from the parent, after checking
-/// the number names one.
-fn adopt_inherited_stream(endpoint: &str) -> Result<UnixStream, BenchError> {
-    let not_a_socket = || {
-        integrity(format!(
-            "`--endpoint {endpoint}` is not an inherited Unix stream socket"
-        ))
-    };
-    let fd: RawFd = endpoint.parse().map_err(|_| not_a_socket())?;
-    if fd < 0 {
-        return Err(not_a_socket());
-    }
-    let mut kind: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `kind` and `len` are valid, writable and sized as SO_TYPE requires; an fd that
-    // is not an open socket makes the call fail, nothing more.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut kind as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 || kind != libc::SOCK_STREAM {
-        return Err(not_a_socket());
-    }
-    // SAFETY: the fd is an open socket this process inherited and nothing else in it owns
-    // (the parent passed it to exactly this peer).
-    Ok(UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Measures the row.

@@ -96,7 +96,7 @@ impl ProcessTransport for Uds {
     }
 
     fn peer_end(args: &PeerArgs) -> Result<UdsEnd, BenchError> {
-        let fd = adopt_inherited_socket(&args.endpoint)?;
+        let fd = adopt_inherited_socket(&args.endpoint, libc::SOCK_SEQPACKET)?;
         bound_waits(&fd)?;
         Ok(UdsEnd { fd })
     }
@@ -120,10 +120,10 @@ fn socket_pair() -> Result<(OwnedFd, OwnedFd), BenchError> {
 }
 
 /// Takes ownership of the socket inherited from the parent, after checking the number
-/// names a SEQPACKET socket.
-fn adopt_inherited_socket(endpoint: &str) -> Result<OwnedFd, BenchError> {
+/// names a socket of `kind` (`SOCK_SEQPACKET`, `SOCK_STREAM`).
+pub(super) fn adopt_inherited_socket(endpoint: &str, kind_wanted: libc::c_int) -> Result<OwnedFd, BenchError> {
     let not_a_socket = || BenchError::Integrity {
-        what: format!("`--endpoint {endpoint}` is not an inherited SEQPACKET socket"),
+        what: format!("`--endpoint {endpoint}` is not an inherited socket of type {kind_wanted}"),
     };
     let fd: RawFd = endpoint.parse().map_err(|_| not_a_socket())?;
     if fd < 0 {
@@ -142,7 +142,7 @@ fn adopt_inherited_socket(endpoint: &str) -> Result<OwnedFd, BenchError> {
             &mut len,
         )
     };
-    if rc != 0 || kind != libc::SOCK_SEQPACKET {
+    if rc != 0 || kind != kind_wanted {
         return Err(not_a_socket());
     }
     // SAFETY: the fd is an open socket this process inherited and nothing else in it
