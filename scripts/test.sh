@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== cargo build -p rim-ring (librim_ring.so for the C ABI test)"
+cargo build -p rim-ring
+
 echo "== cargo test --workspace"
 cargo test --workspace --all-targets
 

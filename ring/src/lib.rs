@@ -32,6 +32,8 @@ pub mod attach;
 pub mod broadcast;
 pub mod clock;
 pub mod event;
+#[cfg(not(loom))]
+pub mod ffi;
 mod header;
 pub mod liveness;
 pub mod segment;

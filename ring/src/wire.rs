@@ -99,6 +99,11 @@ impl SymbolKind {
 pub struct Sym(u32);
 
 impl Sym {
+    /// A symbol from its number (the C ABI passes numbers; publishing checks them).
+    pub(crate) fn from_raw(n: u32) -> Self {
+        Self(n)
+    }
+
     /// The symbol's number.
     pub fn get(self) -> u32 {
         self.0
