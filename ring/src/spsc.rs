@@ -302,7 +302,10 @@ impl Producer {
         match self.encoder.intern(kind, text, &mut publish) {
             Ok(sym) => Ok(sym),
             Err(EncodeRefError::Publish(e)) => Err(e),
-            Err(EncodeRefError::Invalid(e)) => Err(PublishError::Invalid(e)),
+            Err(EncodeRefError::Invalid(e)) => {
+                header::bump(self.seg.word(header::REFUSED_INVALID_OFF), 1);
+                Err(PublishError::Invalid(e))
+            }
         }
     }
 
