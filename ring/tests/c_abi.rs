@@ -97,8 +97,8 @@ fn a_c_feed_handler_publishes_through_the_c_abi() {
     assert!(consumer.producer_closed(), "rim_producer_close closed the ring");
     let stats = consumer.stats();
     assert_eq!(
-        stats.refused_invalid, 3,
-        "the three invalid events were refused by the producer"
+        stats.refused_invalid, 4,
+        "one invalid node id and three invalid events, refused by the producer"
     );
     let _ = std::fs::remove_dir_all(dir);
 }
