@@ -23,7 +23,7 @@
 //! 160              rejected records            reader
 //! 168              delivered records           reader
 //! 192  wake        reader sleeping (futex)     reader / writer
-//! 200              reserved (writer sleeping, for durability waits)
+//! 200              reader may park (set once, before its first park) reader
 //! 256  data
 //! ```
 
@@ -60,6 +60,7 @@ pub(crate) const REJECTED_OFF: usize = 160;
 pub(crate) const DELIVERED_OFF: usize = 168;
 
 pub(crate) const READER_SLEEPING_OFF: usize = 192;
+pub(crate) const READER_MAY_PARK_OFF: usize = 200;
 
 /// Bytes before the data area.
 pub const HEADER_BYTES: usize = 256;

@@ -503,13 +503,21 @@ fn reserve(seg: &Segment, geo: &Geometry, tail: u64, head_cache: &mut u64, neede
     })
 }
 
-/// Dekker-style hand-off with a consumer that may park: the consumer stores "sleeping"
-/// then re-checks for data; the producer stores the record then checks "sleeping". The
-/// SeqCst fence keeps the producer's check from moving before its commit, so one of the
-/// two always sees the other. The wake itself (a syscall) happens only when the consumer
-/// said it sleeps.
+/// Dekker-style hand-off with a consumer that may park: the consumer stores "sleeping",
+/// fences, then re-checks for data; the producer stores the record, fences, then checks
+/// "sleeping", so one of the two always sees the other. The wake itself (a syscall)
+/// happens only when the consumer said it sleeps.
+///
+/// A consumer that never parks (a busy-polling shard) never set "may park", and the
+/// producer skips the fence: measured at 15–20% of event throughput, since the fence waits
+/// for the record's stores to reach the other core. The one window this opens is the
+/// consumer's very first park, which may then sleep one bounded slice (1 ms) past a record
+/// published at that instant; "may park" stays set afterwards.
 #[inline]
 fn wake_consumer_if_sleeping(seg: &Segment) {
+    if seg.word(header::READER_MAY_PARK_OFF).load(Ordering::Relaxed) == 0 {
+        return;
+    }
     fence(Ordering::SeqCst);
     let word = seg.word(header::READER_SLEEPING_OFF);
     if word.load(Ordering::Relaxed) != 0 {
@@ -769,12 +777,23 @@ impl Consumer {
     /// park on a futex the producer wakes only because this consumer said it sleeps.
     /// Returns whether data is waiting.
     pub fn wait(&self, spin_ns: u64, timeout_ns: u64) -> bool {
+        self.enable_parking();
         crate::wait::wait_until(
             || self.has_data() || self.quarantine.is_some(),
             self.seg.word(header::READER_SLEEPING_OFF),
             spin_ns,
             timeout_ns,
         )
+    }
+
+    /// Tells the producer this consumer may park, so that its commits check for a sleeper
+    /// from now on ([`Consumer::wait`] calls this; a consumer that only spins never does,
+    /// and its producer saves a fence per record).
+    pub fn enable_parking(&self) {
+        let word = self.seg.word(header::READER_MAY_PARK_OFF);
+        if word.load(Ordering::Relaxed) == 0 {
+            word.store(1, Ordering::SeqCst);
+        }
     }
 
     /// Says this consumer will read no more; the producer's next publish that needs the

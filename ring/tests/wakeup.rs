@@ -155,6 +155,7 @@ fn a_parked_consumer_is_woken_by_each_publish() {
 #[test]
 fn the_commit_wakes_a_waiter_parked_on_the_sleep_word() {
     let (mut p, mut c, word) = memfd_ring(4096);
+    c.enable_parking();
     let done = AtomicU64::new(0);
     let mut rng = XorShift::new(7);
     std::thread::scope(|s| {
