@@ -65,7 +65,7 @@ impl Spin<'_> {
     pub fn tick(&mut self) -> Result<(), BenchError> {
         std::hint::spin_loop();
         self.spins = self.spins.wrapping_add(1);
-        if self.spins % SPINS_PER_CHECK != 0 {
+        if !self.spins.is_multiple_of(SPINS_PER_CHECK) {
             return Ok(());
         }
         self.check()

@@ -78,7 +78,7 @@ impl Geometry {
                 why: "slot count must be a power of two >= 2",
             });
         }
-        if slot_bytes == 0 || slot_bytes % 8 != 0 || slot_bytes > SLOT_BYTES_MAX {
+        if slot_bytes == 0 || !slot_bytes.is_multiple_of(8) || slot_bytes > SLOT_BYTES_MAX {
             return Err(SegmentError::BadSize {
                 bytes: slot_bytes,
                 why: "slot size must be a multiple of 8 up to 64 KiB",

@@ -123,7 +123,7 @@ impl std::fmt::Debug for Segment {
 }
 
 fn check_size(bytes: usize) -> Result<(), SegmentError> {
-    if bytes == 0 || bytes % 64 != 0 {
+    if bytes == 0 || !bytes.is_multiple_of(64) {
         return Err(SegmentError::BadSize {
             bytes,
             why: "must be a positive multiple of 64",
@@ -262,7 +262,10 @@ impl Segment {
     /// from the segment's contents; the assert guards against a bug in that arithmetic.
     #[inline]
     pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.len(), "ring offset {off} out of bounds");
+        assert!(
+            off.is_multiple_of(8) && off + 8 <= self.len(),
+            "ring offset {off} out of bounds"
+        );
         #[cfg(not(loom))]
         {
             // SAFETY: `off + 8 <= len` and `off` is 8-aligned within a 64-aligned region that
@@ -280,7 +283,10 @@ impl Segment {
     /// the ring protocol (claimed and not yet committed).
     #[inline]
     pub(crate) fn copy_in(&self, off: usize, src: &[u8]) {
-        assert!(off % 8 == 0 && off + src.len() <= self.len(), "copy_in out of bounds");
+        assert!(
+            off.is_multiple_of(8) && off + src.len() <= self.len(),
+            "copy_in out of bounds"
+        );
         #[cfg(not(loom))]
         {
             // SAFETY: bounds checked above; the range is owned by the writer under the ring
@@ -307,7 +313,7 @@ impl Segment {
     pub(crate) fn copy_out(&self, off: usize, dst: &mut [u64]) {
         use crate::sync::Ordering;
         assert!(
-            off % 8 == 0 && off + dst.len() * 8 <= self.len(),
+            off.is_multiple_of(8) && off + dst.len() * 8 <= self.len(),
             "copy_out out of bounds"
         );
         #[cfg(not(loom))]

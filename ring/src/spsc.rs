@@ -575,7 +575,7 @@ impl Consumer {
         let geo = open_geometry(&seg)?;
         let head = seg.word(header::HEAD_OFF).load(Ordering::Acquire);
         // Records start 8-byte aligned: any other consumed position is not one we wrote.
-        if head % RECORD_HEADER_BYTES as u64 != 0 {
+        if !head.is_multiple_of(RECORD_HEADER_BYTES as u64) {
             return Err(SegmentError::BadHeader("consumed position is not record-aligned"));
         }
         seg.word(header::READER_PID_OFF)

@@ -206,7 +206,7 @@ fn child_publishes_until_killed() {
                 Ok(_) => break,
                 Err(PublishError::Full { .. }) => {
                     attempt += 1;
-                    if attempt % 4096 == 0 {
+                    if attempt.is_multiple_of(4096) {
                         assert_eq!(p.consumer_state(), PeerState::Alive, "consumer gone");
                         assert!(Instant::now() < give_up, "never killed");
                     }

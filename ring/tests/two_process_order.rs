@@ -196,7 +196,7 @@ fn publish_retrying(
             Err(PublishError::Full { .. }) => {
                 *full += 1;
                 attempt += 1;
-                if attempt % (1 << 16) == 0 {
+                if attempt.is_multiple_of(1 << 16) {
                     assert_eq!(
                         p.consumer_state(),
                         PeerState::Alive,

@@ -213,14 +213,14 @@ fn template(k: usize) -> Template {
     };
     let event_id = match k {
         6 => Some(ascii(&mut rng, "evt-", rim_ring::event::EVENT_ID_BYTES_MAX)),
-        _ if k % 3 == 0 => None,
+        _ if k.is_multiple_of(3) => None,
         _ if k % 7 == 1 => Some(String::new()),
         _ => Some(ascii_len(&mut rng, "evt-", 1, 40)),
     };
     let status = match k {
         7 => ascii(&mut rng, "STATUS", rim_ring::event::STATUS_BYTES_MAX),
         8 => String::new(),
-        _ if k % 5 == 0 => "dégradé ✓".to_owned(),
+        _ if k.is_multiple_of(5) => "dégradé ✓".to_owned(),
         _ => ascii_len(&mut rng, "OK", 1, 20),
     };
     let source_topic = match k {
@@ -235,7 +235,7 @@ fn template(k: usize) -> Template {
     let count = k % 7;
     let names = (0..count)
         .map(|j| {
-            let base = if (k + j) % 4 == 0 { "λ" } else { "m" };
+            let base = if (k + j).is_multiple_of(4) { "λ" } else { "m" };
             let len = base.len() + 1 + rng.below(10) as usize;
             let mut n = format!("{base}{j}");
             while n.len() < len {
@@ -277,7 +277,7 @@ pub fn timestamp(i: u64) -> i64 {
 }
 
 pub fn price(i: u64) -> f64 {
-    if i % 13 == 0 {
+    if i.is_multiple_of(13) {
         SPECIAL[(i / 13 % 8) as usize]
     } else {
         100.0 + (i % 10_000) as f64 * 0.01
@@ -295,7 +295,7 @@ pub fn stress(i: u64) -> f64 {
 /// Value of metric `j` of event `i`: finite, all over the range.
 pub fn metric_value(i: u64, j: usize) -> f64 {
     let bits = splitmix64(i.wrapping_mul(METRICS_BUF as u64).wrapping_add(j as u64));
-    if bits % 17 == 0 {
+    if bits.is_multiple_of(17) {
         SPECIAL[(bits >> 8) as usize % 8]
     } else {
         (bits >> 11) as f64 / (1u64 << 53) as f64 * 2e6 - 1e6
