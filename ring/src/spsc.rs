@@ -226,7 +226,9 @@ fn open_geometry(seg: &Segment) -> Result<Geometry, SegmentError> {
     Ok(geo)
 }
 
-/// The producing end. Never blocks, never allocates after [`Producer::open`].
+/// The producing end. Never blocks; allocates only when a string is defined in the ring
+/// for the first time. `publish_ns` values passed in must be CLOCK_MONOTONIC
+/// nanoseconds (they also refresh the heartbeat).
 pub struct Producer {
     seg: Arc<Segment>,
     consumer: Option<crate::liveness::PidWatch>,
@@ -659,7 +661,7 @@ impl Consumer {
     /// Returns how many records were read (definitions included).
     pub fn poll_events(&mut self, limit: usize, mut f: impl FnMut(EventResult<'_>)) -> Result<usize, PollError> {
         let mut rejected = 0u64;
-        let n = self.poll_inner(limit, |bytes, decoder| {
+        let result = self.poll_inner(limit, |bytes, decoder| {
             match decoder.decode(bytes) {
                 Ok(Decoded::Event(ev)) => f(Ok(ev)),
                 Ok(Decoded::Defined { .. }) => {}
@@ -669,11 +671,12 @@ impl Consumer {
                 }
             }
             true
-        })?;
+        });
+        // Counted even when the batch ended in a quarantine: those refusals happened.
         if rejected > 0 {
             header::bump(self.seg.word(header::REJECTED_OFF), rejected);
         }
-        Ok(n)
+        result
     }
 
     fn poll_inner(&mut self, limit: usize, mut f: impl FnMut(&[u8], &mut Decoder) -> bool) -> Result<usize, PollError> {
