@@ -10,15 +10,18 @@
 //!   geometry, bounds-checks every record header, copies each record into private memory
 //!   before reading it, and validates it with rkyv's bytecheck plus the data model's rules
 //!   ([`wire::Decoder::decode`]). Strings cross a ring once, as numbered symbols
-//!   ([`wire`]), so the hot path validates numbers, not text. A corrupt segment is quarantined with a reason; nothing
-//!   a producer writes can make the consumer fault, and segments are sealed memfds whose size
-//!   no one can change ([`segment`]).
+//!   ([`wire`]), so the hot path validates numbers, not text. A corrupt segment is
+//!   quarantined with a reason; nothing a producer writes can make the consumer fault, and
+//!   segments are sealed memfds whose size no one can change ([`segment`]).
 //! * **A record is visible only whole**: its header word, stored last with release
-//!   ordering, is the commit ([`spsc`] explains the protocol; `tests/loom_spsc.rs` checks it).
+//!   ordering, is the commit ([`spsc`] explains the protocol; `tests/loom_protocol.rs`
+//!   model-checks it).
 //! * **Dead peers are detected** by pidfd ([`liveness`]), and wake-ups cost a syscall only
 //!   when the other side said it sleeps ([`wait`]).
 //! * **Decisions fan out** through a broadcast ring ([`broadcast`]) that readers follow at
-//!   their own pace and that tells a lapped reader how much it missed.
+//!   their own pace, read-only, and that tells a lapped reader how much it missed.
+//! * **C and C++ feed handlers** publish through the C ABI in [`ffi`]
+//!   (`include/rim_ring.h`).
 //!
 //! The crate knows nothing of the daemon: it is the contract between a feed handler and
 //! rimd, and can be linked by either alone.
