@@ -494,6 +494,57 @@ mod tests {
     }
 
     #[test]
+    fn garbage_json_is_refused_with_a_message_naming_the_problem() {
+        let cases = [
+            ("", "EOF"),
+            ("[]", "struct RimFastEvent"),
+            (r#"{"timestamp":1,"critical_metrics":{},"status":"s"}"#, "rim_node_id"),
+            (
+                r#"{"rim_node_id":"rim:a:b:c","timestamp":"x","critical_metrics":{},"status":"s"}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"rim_node_id":"rim:a:b:c","timestamp":1,"critical_metrics":[],"status":"s"}"#,
+                "metric name",
+            ),
+            (
+                r#"{"rim_node_id":"rim:a:b:c","timestamp":1,"critical_metrics":{"x":"1"},"status":"s"}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"rim_node_id":"rim:a:b:c","timestamp":1,"critical_metrics":{},"status":"s","extra":1}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"rim_node_id":"rim:a:b:c","timestamp":1e400,"critical_metrics":{},"status":"s"}"#,
+                "",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = serde_json::from_str::<RimFastEvent>(text).expect_err(text).to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let too_many: String = (0..=METRICS_MAX)
+            .map(|i| format!("\"m{i}\":1"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let text =
+            format!(r#"{{"rim_node_id":"rim:a:b:c","timestamp":1,"critical_metrics":{{{too_many}}},"status":"s"}}"#);
+        let err = serde_json::from_str::<RimFastEvent>(&text)
+            .expect_err("65 metrics")
+            .to_string();
+        assert!(err.contains("more than 64"), "{err}");
+        // Parsed but invalid: the model's rules still apply after JSON.
+        let ev: RimFastEvent =
+            serde_json::from_str(r#"{"rim_node_id":"rim:A:b:c","timestamp":1,"critical_metrics":{},"status":"s"}"#)
+                .expect("well-formed JSON");
+        assert!(matches!(
+            ev.validate(),
+            Err(EventError::NodeId(NodeIdError::Part { part: "nodeType", .. }))
+        ));
+    }
+
+    #[test]
     fn json_refuses_duplicate_metric_names() {
         let text = r#"{"rim_node_id":"rim:a:b:c","timestamp":1,"critical_metrics":{"x":1,"x":2},"status":"s"}"#;
         let err = serde_json::from_str::<RimFastEvent>(text).expect_err("duplicate");
