@@ -265,8 +265,7 @@ impl<M: Metric> Copy for EventRef<'_, M> {}
 impl<M: Metric> EventRef<'_, M> {
     /// Checks every rule of the data model; the same rules the consumer applies.
     pub fn validate(&self) -> Result<(), EventError> {
-        check_len("rim_node_id", self.rim_node_id.len(), NODE_ID_BYTES_MAX)?;
-        RimNodeId::parse(self.rim_node_id)?;
+        check_node_id(self.rim_node_id)?;
         if let Some(id) = self.event_id {
             check_len("event_id", id.len(), EVENT_ID_BYTES_MAX)?;
         }
@@ -277,11 +276,15 @@ impl<M: Metric> EventRef<'_, M> {
         check_optional_finite("price", self.price)?;
         check_optional_finite("volume", self.volume)?;
         check_optional_finite("stress", self.stress)?;
-        check_metrics(
-            self.critical_metrics.iter().map(|m| (m.name(), m.value())),
-            self.critical_metrics.len(),
-        )
+        check_metrics(self.critical_metrics)
     }
+}
+
+/// `rim_node_id` within its byte limit and matching the RimNodeId pattern.
+pub(crate) fn check_node_id(id: &str) -> Result<(), EventError> {
+    check_len("rim_node_id", id.len(), NODE_ID_BYTES_MAX)?;
+    RimNodeId::parse(id)?;
+    Ok(())
 }
 
 pub(crate) fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), EventError> {
@@ -299,56 +302,32 @@ pub(crate) fn check_optional_finite(field: &'static str, v: Option<f64>) -> Resu
     }
 }
 
-/// Checks count, name lengths, finiteness and uniqueness. Uniqueness compares a cheap
-/// key (length and first 7 bytes) against the earlier names and looks at whole names only
-/// when keys match: quadratic over at most [`METRICS_MAX`] names, ~2k key compares at the
-/// limit, a handful of integer compares for the usual 4.
-fn check_metrics<'m>(metrics: impl Iterator<Item = (&'m str, f64)> + Clone, count: usize) -> Result<(), EventError> {
-    if count > METRICS_MAX {
+/// Checks count, name lengths, finiteness and uniqueness (quadratic over at most
+/// [`METRICS_MAX`] short names). Not on the ring's hot path: a ring checks each name once,
+/// when it defines it, and compares symbol numbers per event.
+fn check_metrics<M: Metric>(metrics: &[M]) -> Result<(), EventError> {
+    if metrics.len() > METRICS_MAX {
         return Err(EventError::TooManyMetrics {
-            count,
+            count: metrics.len(),
             max: METRICS_MAX,
         });
     }
-    // Keys for the first few names: the common case needs no second pass over names.
-    let mut keys = [0u64; KEYED_METRICS];
-    for (index, (name, value)) in metrics.clone().enumerate().take(METRICS_MAX) {
+    for (index, m) in metrics.iter().enumerate() {
+        let name = m.name();
         if name.is_empty() {
             return Err(EventError::EmptyMetricName { index });
         }
         check_len("critical_metrics name", name.len(), METRIC_NAME_BYTES_MAX)?;
-        if !value.is_finite() {
+        if !m.value().is_finite() {
             return Err(EventError::NotFinite {
                 field: "critical_metrics value",
             });
         }
-        let maybe_dup = match keys.get_mut(index) {
-            Some(slot) => {
-                let key = name_key(name);
-                *slot = key;
-                keys[..index].contains(&key)
-            }
-            None => true,
-        };
-        if maybe_dup && metrics.clone().take(index).any(|(earlier, _)| earlier == name) {
+        if metrics[..index].iter().any(|earlier| earlier.name() == name) {
             return Err(EventError::DuplicateMetric { index });
         }
     }
     Ok(())
-}
-
-const KEYED_METRICS: usize = 8;
-
-/// Length (≤ 64, so 7 bits) in the top byte, the first 7 bytes below: equal names have
-/// equal keys.
-#[inline]
-fn name_key(name: &str) -> u64 {
-    let b = name.as_bytes();
-    let mut key = (b.len() as u64) << 56;
-    for (i, &c) in b.iter().take(7).enumerate() {
-        key |= u64::from(c) << (8 * i);
-    }
-    key
 }
 
 /// A RimFastEvent that owns its data: the JSON form (field names exactly as the Avro

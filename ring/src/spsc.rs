@@ -358,9 +358,6 @@ impl Producer {
         self.seg
             .word(header::WRITER_HEARTBEAT_OFF)
             .store(now, Ordering::Relaxed);
-        self.seg
-            .word(header::WRITER_POSITION_OFF)
-            .store(self.tail, Ordering::Relaxed);
     }
 
     /// Position just past the last record published.
@@ -410,9 +407,6 @@ impl Producer {
 
     /// Says that no more records will come, so the consumer can drain and reclaim at once.
     pub fn close(self) {
-        self.seg
-            .word(header::WRITER_POSITION_OFF)
-            .store(self.tail, Ordering::Relaxed);
         header::set_flags(&self.seg, header::FLAG_WRITER_CLOSED);
     }
 }
@@ -478,7 +472,7 @@ fn clear_header_slot(seg: &Segment, geo: &Geometry, pos: u64) {
 fn reserve(seg: &Segment, geo: &Geometry, tail: u64, head_cache: &mut u64, needed: usize) -> Result<(), PublishError> {
     // Checked on every publish, so nothing is accepted into a ring no one will read. The
     // flags line is written only on quarantine or close: this load hits the local cache.
-    let flags = seg.word(header::FLAGS_OFF).load(Ordering::Relaxed);
+    let flags = header::flags(seg);
     if flags & header::FLAG_QUARANTINED != 0 {
         return Err(PublishError::Quarantined);
     }

@@ -35,8 +35,8 @@ use rkyv::ser::writer::Buffer;
 use rkyv::with::InlineAsBox;
 
 use crate::event::{
-    check_len, check_optional_finite, EventError, EventRef, Metric, RimFastEvent, RimNodeId, EVENT_ID_BYTES_MAX,
-    METRICS_MAX, METRIC_NAME_BYTES_MAX, NODE_ID_BYTES_MAX, RECORD_BYTES_MAX, SOURCE_TOPIC_BYTES_MAX, STATUS_BYTES_MAX,
+    check_len, check_node_id, check_optional_finite, EventError, EventRef, Metric, RimFastEvent, EVENT_ID_BYTES_MAX,
+    METRICS_MAX, METRIC_NAME_BYTES_MAX, RECORD_BYTES_MAX, SOURCE_TOPIC_BYTES_MAX, STATUS_BYTES_MAX,
 };
 
 /// Most symbols one ring may define.
@@ -77,10 +77,7 @@ impl SymbolKind {
     /// Checks `text` against this kind's rules.
     pub fn validate(self, text: &str) -> Result<(), EventError> {
         match self {
-            Self::NodeId => {
-                check_len("rim_node_id", text.len(), NODE_ID_BYTES_MAX)?;
-                RimNodeId::parse(text)?;
-            }
+            Self::NodeId => check_node_id(text)?,
             Self::MetricName => {
                 if text.is_empty() {
                     return Err(EventError::EmptyMetricName { index: 0 });
@@ -538,9 +535,7 @@ impl Decoder {
 
     /// The text of a valid symbol of `kind`.
     pub fn resolve(&self, sym: Sym, kind: SymbolKind) -> Option<&str> {
-        self.entry(sym, kind, "")
-            .ok()
-            .and_then(|e| self.text.get(e.start as usize..(e.start + e.len) as usize))
+        self.entry(sym, kind, "").ok().map(|e| self.text_of(e))
     }
 
     fn entry(&self, sym: Sym, kind: SymbolKind, field: &'static str) -> Result<Entry, EventError> {
