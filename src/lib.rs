@@ -1,2 +1,16 @@
-//! rimd: the daemon. Its modules follow the data: ingest → reflex → persist → api/bridge.
-#![forbid(unsafe_code)]
+//! rimd: the daemon. Its modules follow the data: producers attach and [`ingest`] polls
+//! their rings, routes each event as a [`tick`] to the [`reflex`] shard that owns its
+//! partition, which keeps per-node state, evaluates rules and publishes decisions; the
+//! [`stats`] of every stage go to a shared-memory segment. [`daemon`] assembles the
+//! threads from the [`config`]; [`agent`] is the shard work loop.
+#![deny(unsafe_code)]
+
+pub mod agent;
+pub mod config;
+pub mod daemon;
+pub mod ingest;
+pub mod memory;
+pub mod reflex;
+pub mod report;
+pub mod stats;
+pub mod tick;

@@ -7,18 +7,23 @@
 //!
 //! Module map: `suite` (registry, running a suite), `report` (rows, table, JSON),
 //! `peer` (peer processes), `watchdog` (bounded spinning), `latency` (HDR percentiles),
-//! `clock`, `affinity`, `payload` (the bytes every row moves), `error`; suites: `ring`.
+//! `clock`, `affinity`, `payload` (the bytes every row moves), `error`; suites: `ring`, `reflex`, `ingest` (`daemon` runs a real rimd for the last two, `workload`
+//! is their rules and nodes).
 
 mod affinity;
 mod clock;
+mod daemon;
 mod error;
+mod ingest;
 mod latency;
 mod payload;
 mod peer;
+mod reflex;
 mod report;
 mod ring;
 mod suite;
 mod watchdog;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,7 +84,10 @@ fn after_help() -> String {
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let outcome = if argv.get(1).is_some_and(|arg| arg == PEER_SUBCOMMAND) {
+    let outcome = if argv.get(1).is_some_and(|arg| arg == daemon::DAEMON_SUBCOMMAND) {
+        let sets: Vec<String> = argv.iter().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        daemon::daemon_main(&sets)
+    } else if argv.get(1).is_some_and(|arg| arg == PEER_SUBCOMMAND) {
         let cli = PeerCli::parse_from(argv.iter().skip(1));
         peer_main(&cli.args)
     } else {

@@ -68,7 +68,7 @@ pub struct Suite {
 }
 
 /// Every suite the harness knows.
-pub const SUITES: &[&Suite] = &[&crate::ring::SUITE];
+pub const SUITES: &[&Suite] = &[&crate::ring::SUITE, &crate::reflex::SUITE, &crate::ingest::SUITE];
 
 /// The suite called `name`.
 pub fn find_suite(name: &str) -> Result<&'static Suite, BenchError> {

@@ -541,6 +541,21 @@ pub struct RingStats {
     pub depth_bytes: u64,
 }
 
+/// Counters and positions read from a segment's header alone (the depth from the consumed
+/// position it published), so a thread other than the consumer's can report them.
+pub fn stats_of(seg: &Segment) -> RingStats {
+    let r = |off| seg.word(off).load(Ordering::Relaxed);
+    RingStats {
+        published: r(header::PUBLISHED_OFF),
+        delivered: r(header::DELIVERED_OFF),
+        rejected: r(header::REJECTED_OFF),
+        refused_full: r(header::REFUSED_FULL_OFF),
+        refused_too_large: r(header::REFUSED_TOO_LARGE_OFF),
+        refused_invalid: r(header::REFUSED_INVALID_OFF),
+        depth_bytes: r(header::WRITER_POSITION_OFF).saturating_sub(r(header::HEAD_OFF)),
+    }
+}
+
 /// The consuming end: reads records into private memory, validates them, hands them on.
 pub struct Consumer {
     seg: Arc<Segment>,
@@ -754,6 +769,16 @@ impl Consumer {
     /// This ring's symbol table (node ids, statuses, metric names defined so far).
     pub fn symbols(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// Data bytes the ring holds.
+    pub fn capacity(&self) -> usize {
+        self.geo.capacity
+    }
+
+    /// The segment, for readers of its counters on another thread ([`stats_of`]).
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
     }
 
     /// Counters and positions, for stats.

@@ -728,6 +728,19 @@ impl<'a> EventView<'a> {
     pub fn node_sym(&self) -> Sym {
         Sym(self.wire.node.to_native())
     }
+    /// The ring-local symbol of `status`.
+    pub fn status_sym(&self) -> Sym {
+        Sym(self.wire.status.to_native())
+    }
+    /// `critical_metrics` as (ring-local name symbol, value), in the producer's order:
+    /// for consumers that cache per-symbol facts instead of hashing names per event.
+    pub fn metric_syms(&self) -> impl ExactSizeIterator<Item = (Sym, f64)> + 'a {
+        self.wire
+            .metrics
+            .get()
+            .iter()
+            .map(|m| (Sym(m.name.to_native()), m.value.to_native()))
+    }
     /// `event_id`.
     pub fn event_id(&self) -> Option<&'a str> {
         self.event_id

@@ -1,6 +1,60 @@
 //! rimctl: operate and inspect rimd.
+//!
+//! - `produce`: a load generator (or a scripted publisher) through the ring API;
+//! - `tail`: decisions live from the broadcast ring, optionally verifying the hash chain;
+//! - `stats`: the daemon's stats segment;
+//! - `rules check FILE`: compile a rule file the way the daemon would.
 #![forbid(unsafe_code)]
 
-fn main() {
-    println!("rimctl {}", env!("CARGO_PKG_VERSION"));
+mod produce;
+mod rules;
+mod stats;
+mod tail;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Operate and inspect rimd.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// The daemon's run directory (control socket, stats segment).
+    #[arg(long, global = true, env = "RIMD_DAEMON_RUN_DIR", default_value = "/dev/shm/rimd")]
+    run_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Publish events through a producer ring: generated load, or a script of JSON lines.
+    Produce(produce::Args),
+    /// Print decisions as they are published.
+    Tail(tail::Args),
+    /// Show the daemon's statistics.
+    Stats(stats::Args),
+    /// Rule files.
+    Rules {
+        #[command(subcommand)]
+        command: rules::Command,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Produce(a) => produce::run(&cli.run_dir, a),
+        Command::Tail(a) => tail::run(&cli.run_dir, a),
+        Command::Stats(a) => stats::run(&cli.run_dir, a),
+        Command::Rules { command } => rules::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rimctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

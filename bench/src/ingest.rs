@@ -1,0 +1,106 @@
+//! Suite `ingest`: sustained throughput through the daemon with the 100 rules of
+//! [`crate::workload`] on, and nothing lost.
+//!
+//! Rows: `rimd-ingest` (one producer publishes as fast as its ring takes events, round
+//! robin over 10,000 nodes; the clock stops when the daemon has consumed the last one;
+//! `lost` = published − applied by reflex, checked after it settles; `daemon_rss_bytes` from
+//! the daemon's own stats), and beside it in the same run `rimd-shm`, the bare ring
+//! streaming the same 144-byte events to a sink process (the ceiling one producer ring
+//! allows).
+
+use std::time::{Duration, Instant};
+
+use crate::affinity::pin_current_thread;
+use crate::daemon::DaemonProc;
+use crate::error::BenchError;
+use crate::report::{Figure, Row};
+use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
+use crate::workload::{self, Publisher};
+
+/// The `ingest` suite.
+pub const SUITE: Suite = Suite {
+    name: "ingest",
+    about: "sustained events/s through the daemon with 100 rules on, nothing lost",
+    columns: &["events_per_s", "lost", "daemon_rss_bytes"],
+    rows: &[
+        RowSpec {
+            name: "rimd-ingest",
+            run: run_ingest,
+        },
+        RowSpec {
+            name: "rimd-shm",
+            run: |opts| crate::ring::rimd_shm::run(&crate::ring::RingCfg::new(opts)),
+        },
+    ],
+    peers: &[],
+};
+
+fn events(size: RunSize) -> u64 {
+    match size {
+        RunSize::Full => 20_000_000,
+        RunSize::Quick => 4_000_000,
+        RunSize::Smoke => 50_000,
+    }
+}
+
+fn applied(s: &rim_stats::Snapshot) -> u64 {
+    s.counters.get("reflex.events_applied").copied().unwrap_or(0)
+}
+
+fn run_ingest(opts: &RunOpts) -> Result<Row, BenchError> {
+    let n = events(opts.size);
+    let daemon = DaemonProc::start(
+        &workload::rules(),
+        &workload::daemon_sets(opts.client_core, opts.peer_core),
+        Duration::from_secs(20),
+    )?;
+    pin_current_thread(opts.client_core)?;
+    let producer = rim_ring::attach::attach_producer(&daemon.socket(), "bench-ingest", 1 << 24)
+        .map_err(|e| BenchError::transport("rim-ring", "attach producer", e))?;
+    let mut p = Publisher::new(producer)?;
+    let nodes = workload::nodes();
+    let now = workload::unix_ms();
+    for i in 0..nodes {
+        p.publish(i, false, now, 0)?;
+    }
+    let warm = nodes as u64;
+    daemon.wait_stats(opts.peer_timeout, |s| applied(s) >= warm)?;
+    p.full_retries = 0;
+
+    let started = Instant::now();
+    let mut ts = workload::unix_ms();
+    for i in 0..n {
+        if i.is_multiple_of(4096) {
+            ts = workload::unix_ms();
+        }
+        p.publish(i as usize % nodes, false, ts, 0)?;
+    }
+    let end = p.producer.position();
+    while p.producer.consumed_position() < end {
+        if started.elapsed() > opts.peer_timeout * 4 {
+            return Err(BenchError::Timeout {
+                waiting_for: "the daemon to consume the stream",
+                timeout: opts.peer_timeout * 4,
+            });
+        }
+        std::hint::spin_loop();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let settled = daemon.wait_stats(Duration::from_secs(10), |s| applied(s) >= warm + n);
+    let stats = match settled {
+        Ok(s) => s,
+        Err(_) => daemon.stats()?,
+    };
+    let lost = (warm + n).saturating_sub(applied(&stats));
+    let rss = stats.gauges.get("rss_bytes").copied().unwrap_or(0).max(0) as u64;
+    eprint!("(producer saw the ring full {} times) ", p.full_retries);
+    daemon.stop()?;
+    Ok(Row::new(
+        "rimd-ingest",
+        vec![
+            Figure::real("events_per_s", n as f64 / secs),
+            Figure::int("lost", lost),
+            Figure::int("daemon_rss_bytes", rss),
+        ],
+    ))
+}

@@ -1,0 +1,159 @@
+//! Suite `reflex`: tick to decision. A producer publishes an event that a rule fires on
+//! and reads the decision back from the daemon's broadcast ring, one at a time, with the
+//! 100 rules over 10,000 nodes of [`crate::workload`] loaded and every node's state warm.
+//!
+//! Rows: `rimd-reflex` (through the daemon: ring, ingest, reflex ring, state update, two
+//! rules, decision encoding and SHA-256 chaining, broadcast), and beside it in the same run
+//! `rimd-shm`, the bare shared-memory ring's echo round trip between two processes with the
+//! same 144-byte event (the floor the daemon's path is built on).
+
+use std::time::{Duration, Instant};
+
+use rim_ring::broadcast::ReadError;
+
+use crate::affinity::pin_current_thread;
+use crate::clock::monotonic_ns;
+use crate::daemon::DaemonProc;
+use crate::error::BenchError;
+use crate::latency::{LatencyRecorder, RTT};
+use crate::report::Row;
+use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
+use crate::workload::{self, Publisher};
+
+/// The `reflex` suite.
+pub const SUITE: Suite = Suite {
+    name: "reflex",
+    about: "tick to decision through the daemon (100 rules, 10k nodes), beside the bare ring",
+    columns: &[RTT.p50, RTT.p99, RTT.p999, RTT.max],
+    rows: &[
+        RowSpec {
+            name: "rimd-reflex",
+            run: run_reflex,
+        },
+        RowSpec {
+            name: "rimd-shm",
+            run: |opts| crate::ring::rimd_shm::run(&crate::ring::RingCfg::new(opts)),
+        },
+    ],
+    peers: &[],
+};
+
+/// Offset of the triggering event's sequence in a decision record.
+const EVENT_SEQ_OFF: usize = 40;
+
+fn plan(size: RunSize) -> (u64, u64) {
+    match size {
+        RunSize::Full => (20_000, 1_000_000),
+        RunSize::Quick => (10_000, 200_000),
+        RunSize::Smoke => (1_000, 2_000),
+    }
+}
+
+fn run_reflex(opts: &RunOpts) -> Result<Row, BenchError> {
+    let (warmup, measured) = plan(opts.size);
+    let daemon = DaemonProc::start(
+        &workload::rules(),
+        &workload::daemon_sets(opts.client_core, opts.peer_core),
+        Duration::from_secs(20),
+    )?;
+    pin_current_thread(opts.client_core)?;
+    let socket = daemon.socket();
+    let producer = rim_ring::attach::attach_producer(&socket, "bench-reflex", 1 << 22)
+        .map_err(|e| BenchError::transport("rim-ring", "attach producer", e))?;
+    let mut reader = rim_ring::attach::attach_subscriber(&socket, "decisions")
+        .map_err(|e| BenchError::transport("rim-ring", "attach subscriber", e))?;
+    let mut p = Publisher::new(producer)?;
+    let nodes = workload::nodes();
+
+    // Every node's state and rule list built, with no decision.
+    let now = workload::unix_ms();
+    for i in 0..nodes * 2 {
+        p.publish(i, false, now, 0)?;
+    }
+    let mut seq = (nodes * 2) as u64;
+    daemon.wait_stats(opts.peer_timeout, |s| {
+        s.counters.get("reflex.events_applied").copied().unwrap_or(0) >= seq
+    })?;
+
+    let mut buf = vec![0u8; reader.slot_bytes()];
+    let mut hist = LatencyRecorder::new();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..warmup + measured {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let node = (x % nodes as u64) as usize;
+        let t0 = monotonic_ns();
+        p.publish(node, true, workload::unix_ms(), t0)?;
+        seq += 1;
+        let len = read_decision(&mut reader, &mut buf, opts.peer_timeout)?;
+        let t1 = monotonic_ns();
+        let got = buf
+            .get(EVENT_SEQ_OFF..EVENT_SEQ_OFF + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes);
+        if len < EVENT_SEQ_OFF + 8 || got != Some(seq) {
+            return Err(BenchError::Integrity {
+                what: format!("decision for event seq {seq} expected, got {got:?} ({len} bytes)"),
+            });
+        }
+        if i >= warmup {
+            hist.record(t1 - t0);
+        }
+    }
+    let want = warmup + measured;
+    let probe = |s: &rim_stats::Snapshot| s.counters.get("decisions.rule.probe").copied().unwrap_or(0);
+    let decisions = match daemon.wait_stats(Duration::from_secs(5), |s| probe(s) >= want) {
+        Ok(s) => probe(&s),
+        Err(_) => probe(&daemon.stats()?),
+    };
+    if let Ok(s) = daemon.stats() {
+        eprint!("(daemon's own view, p50/p99 ns:");
+        for (name, q) in &s.stages {
+            eprint!(" {name} {}/{}", q.p50, q.p99);
+        }
+        eprint!(") ");
+    }
+    daemon.stop()?;
+    if decisions < warmup + measured {
+        return Err(BenchError::Integrity {
+            what: format!(
+                "the daemon counted {decisions} probe decisions, expected {}",
+                warmup + measured
+            ),
+        });
+    }
+    Ok(Row::new("rimd-reflex", hist.summary().figures(&RTT).to_vec()))
+}
+
+fn read_decision(
+    reader: &mut rim_ring::broadcast::Reader,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> Result<usize, BenchError> {
+    let mut spins = 0u32;
+    let mut started: Option<Instant> = None;
+    loop {
+        match reader.read(buf) {
+            Ok(Some(n)) => return Ok(n),
+            Ok(None) => {}
+            Err(ReadError::Lapped { missed }) => {
+                return Err(BenchError::Integrity {
+                    what: format!("the decision reader was lapped ({missed} missed)"),
+                })
+            }
+            Err(e) => return Err(BenchError::transport("rim-ring", "read decision", e)),
+        }
+        spins += 1;
+        if spins.is_multiple_of(4096) {
+            let s = *started.get_or_insert_with(Instant::now);
+            if s.elapsed() > timeout {
+                return Err(BenchError::Timeout {
+                    waiting_for: "a decision",
+                    timeout,
+                });
+            }
+        }
+        std::hint::spin_loop();
+    }
+}

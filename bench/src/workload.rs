@@ -1,0 +1,158 @@
+//! The workload of the `reflex` and `ingest` suites: 10,000 nodes in 99 groups and 100
+//! rules, as DESIGN's reflex benchmark asks.
+//!
+//! Rule g (g < 99) watches group g's nodes (`rim:bench:gNN:*`) with one of four kinds of
+//! condition in turn (a metric threshold, a change over 1 s, an EWMA z-score, a status and
+//! stress conjunction), with thresholds the steady load never reaches, so they are
+//! evaluated on every event of their group but do not fire. Rule 99, `probe`, watches every
+//! node and fires on events that carry `probe > 0`. So each event evaluates two rules
+//! (its group's and `probe`): the per-event work of a node that 2 of 100 rules match.
+
+use std::fmt::Write as _;
+
+use rim_ring::{Producer, PublishError, Sym, SymEvent, SymbolKind};
+
+use crate::error::BenchError;
+
+/// Nodes.
+pub const NODES: usize = 10_000;
+
+/// Nodes used by this run: [`NODES`], or `RIM_BENCH_NODES` (for experiments on how the
+/// working set drives the latency; the published figures use the default).
+pub fn nodes() -> usize {
+    std::env::var("RIM_BENCH_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(NODES)
+        .clamp(1, NODES)
+}
+/// Groups (one rule each).
+pub const GROUPS: usize = 99;
+
+/// Node `i`'s id.
+pub fn node_id(i: usize) -> String {
+    format!("rim:bench:g{:02}:n{i}", i % GROUPS)
+}
+
+/// The 100-rule file.
+pub fn rules() -> String {
+    let mut s = String::new();
+    for g in 0..GROUPS {
+        let when = match g % 4 {
+            0 => "metric.temp > 90",
+            1 => "change(metric.temp, 1s) > 20",
+            2 => "zscore(metric.load) > 50",
+            _ => "status == \"DEGRADED\" and stress > 0.8",
+        };
+        let _ = write!(
+            s,
+            "[[rule]]\nid = \"group-{g:02}\"\nnodes = \"rim:bench:g{g:02}:*\"\nwhen = '{when}'\nseverity = \"medium\"\ncooldown = \"1s\"\n\n"
+        );
+    }
+    s.push_str("[[rule]]\nid = \"probe\"\nnodes = \"rim:bench:*\"\nwhen = \"metric.probe > 0\"\nseverity = \"info\"\n");
+    s
+}
+
+/// A producer with every node and metric interned.
+pub struct Publisher {
+    /// The ring.
+    pub producer: Producer,
+    nodes: Vec<Sym>,
+    temp: Sym,
+    load: Sym,
+    probe: Sym,
+    extra: Sym,
+    ok: Sym,
+    /// Publishes refused as full (retried).
+    pub full_retries: u64,
+    x: u64,
+}
+
+impl Publisher {
+    /// Interns the workload's strings in `producer`'s ring.
+    pub fn new(mut producer: Producer) -> Result<Self, BenchError> {
+        let mut intern = |kind, text: &str| loop {
+            match producer.intern(kind, text) {
+                Ok(s) => return Ok(s),
+                Err(PublishError::Full { .. }) => std::thread::yield_now(),
+                Err(e) => return Err(BenchError::transport("rim-ring", "intern", e)),
+            }
+        };
+        let nodes = (0..NODES)
+            .map(|i| intern(SymbolKind::NodeId, &node_id(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let temp = intern(SymbolKind::MetricName, "temp")?;
+        let load = intern(SymbolKind::MetricName, "load")?;
+        let probe = intern(SymbolKind::MetricName, "probe")?;
+        let extra = intern(SymbolKind::MetricName, "m3")?;
+        let ok = intern(SymbolKind::Status, "OK")?;
+        Ok(Self {
+            producer,
+            nodes,
+            temp,
+            load,
+            probe,
+            extra,
+            ok,
+            full_retries: 0,
+            x: 0x9E37_79B9_7F4A_7C15,
+        })
+    }
+
+    fn noise(&mut self) -> f64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        (self.x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    }
+
+    /// Publishes one event for node `node` (4 metrics: temp, load, probe, m3), retrying
+    /// while the ring is full. `publish_ns` 0 lets the ring stamp it.
+    pub fn publish(&mut self, node: usize, probe: bool, timestamp_ms: i64, publish_ns: u64) -> Result<(), BenchError> {
+        let metrics = [
+            (self.temp, 50.0 + self.noise()),
+            (self.load, 0.5 + self.noise() * 0.1),
+            (self.probe, if probe { 1.0 } else { 0.0 }),
+            (self.extra, self.noise()),
+        ];
+        let ev = SymEvent {
+            node: self.nodes[node % NODES],
+            event_id: None,
+            timestamp: timestamp_ms,
+            metrics: &metrics,
+            price: Some(100.0),
+            volume: Some(1.0),
+            stress: Some(0.1),
+            status: self.ok,
+            source_topic: None,
+            publish_ns,
+        };
+        loop {
+            match self.producer.try_publish_sym(&ev) {
+                Ok(_) => return Ok(()),
+                Err(PublishError::Full { .. }) => {
+                    self.full_retries += 1;
+                    std::hint::spin_loop();
+                }
+                Err(e) => return Err(BenchError::transport("rim-ring", "publish", e)),
+            }
+        }
+    }
+}
+
+/// The daemon settings of both suites: the hot shard on the peer core, the control plane
+/// on the client's core (where it sleeps), stats every 50 ms.
+pub fn daemon_sets(client_core: usize, peer_core: usize) -> Vec<String> {
+    vec![
+        format!("topology.hot_core={peer_core}"),
+        format!("topology.cold_core={client_core}"),
+        "stats.interval_ms=50".into(),
+    ]
+}
+
+/// Epoch ms now.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,674 @@
+//! Configuration: the TOML file, `RIMD_*` environment overrides and `--set` overrides,
+//! merged in that order over the embedded defaults, then checked as a whole.
+//!
+//! Every setting has a default right for a 2-core machine, so `rimd` runs with no file.
+//! Checks that involve more than one setting (cores, shard counts, ring and slot sizes)
+//! happen in [`Config::validate`], once, before any thread starts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why the configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TOML (file, environment or `--set`) does not parse or does not fit the schema.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// Where the bad text came from.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An override names no setting.
+    #[error("{origin}: no setting called `{key}` (settings look like `reflex.nodes_max`)")]
+    UnknownKey {
+        /// Where the override came from.
+        origin: String,
+        /// The key.
+        key: String,
+    },
+    /// Settings that parse but do not make sense together.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// How a busy-polling shard waits when it found no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleStrategy {
+    /// Spin on the core (lowest latency; the core is the shard's alone).
+    Spin,
+    /// Spin, then yield, then sleep in growing steps up to 1 ms (a shared core).
+    Backoff,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Files and sockets.
+    pub daemon: DaemonConfig,
+    /// Cores and shards.
+    pub topology: TopologyConfig,
+    /// Producer rings and ingest.
+    pub ingest: IngestConfig,
+    /// Present state and rules.
+    pub reflex: ReflexConfig,
+    /// The decision broadcast ring.
+    pub decisions: DecisionsConfig,
+    /// The stats segment.
+    pub stats: StatsConfig,
+}
+
+/// Files and sockets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Directory of the control socket and the stats segment (created 0700 if missing).
+    pub run_dir: PathBuf,
+    /// Log filter (`tracing` env-filter syntax); `RUST_LOG` wins when set.
+    pub log: String,
+}
+
+/// Cores and shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    /// Core of the hot shard (ingest and reflex shard 0), which busy-polls.
+    pub hot_core: usize,
+    /// Core shared by the control plane (attach, stats, rule reload; later persist, HTTP,
+    /// Kafka), which sleeps when idle.
+    pub cold_core: usize,
+    /// Reflex shards. Shard 0 runs on the hot core beside ingest; shards 1.. run on
+    /// `reflex_cores`.
+    pub reflex_shards: usize,
+    /// Cores of reflex shards 1.. (one each).
+    pub reflex_cores: Vec<usize>,
+    /// Node partitions (the platform's partition count); each belongs to one reflex shard.
+    pub partitions: u32,
+    /// How the hot shards wait when idle.
+    pub idle: IdleStrategy,
+    /// Pin threads to their cores (off only for machines where pinning is not allowed).
+    pub pin: bool,
+}
+
+/// Producer rings and ingest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Producers attached at once; more are refused at attach.
+    pub producers_max: usize,
+    /// Largest ring a producer may ask for, bytes (power of two).
+    pub ring_capacity_max: usize,
+    /// Records taken from one ring before the next ring's turn (fairness).
+    pub poll_budget: usize,
+    /// Last event ids remembered per node for dedup.
+    pub dedup_window: usize,
+    /// Slots (32 B each) of each ingest → reflex ring.
+    pub reflex_ring_slots: usize,
+}
+
+/// Present state and rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReflexConfig {
+    /// Nodes with state, allocated up front; a node past this is refused and counted.
+    pub nodes_max: usize,
+    /// Rules in one rule set.
+    pub rules_max: usize,
+    /// Rule file; empty = the embedded default rules. Reloaded on change and on SIGHUP.
+    pub rules_file: PathBuf,
+    /// How often the rule file's modification time is checked, ms.
+    pub rules_poll_ms: u64,
+    /// Series (price, volume, stress, metrics) tracked per node; more are counted and skipped.
+    pub series_per_node: usize,
+    /// Spacing of the checkpoints `change()` looks back through, ms.
+    pub window_step_ms: u64,
+    /// Checkpoints kept per series; the longest window is `(points - 1) * step`.
+    pub window_points: usize,
+    /// EWMA weight of a new sample (0 < alpha ≤ 1).
+    pub ewma_alpha: f64,
+    /// Samples before `zscore()` is known.
+    pub zscore_min_samples: u32,
+    /// Entries of the (rule, node) cooldown table.
+    pub cooldown_slots: usize,
+    /// How often the staleness sweep visits every node, ms.
+    pub stale_sweep_ms: u64,
+}
+
+/// The decision broadcast ring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionsConfig {
+    /// Slots of each reflex shard's broadcast ring (power of two).
+    pub slots: u64,
+    /// Bytes per slot; must hold the largest decision record.
+    pub slot_bytes: usize,
+}
+
+/// The stats segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    /// How often shards report and the segment is rewritten, ms.
+    pub interval_ms: u64,
+    /// Size of the stats segment, bytes.
+    pub segment_bytes: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            run_dir: PathBuf::from("/dev/shm/rimd"),
+            log: "info".into(),
+        }
+    }
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        Self {
+            hot_core: 1,
+            cold_core: 0,
+            reflex_shards: 1,
+            reflex_cores: Vec::new(),
+            partitions: 12,
+            idle: IdleStrategy::Spin,
+            pin: true,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            producers_max: 64,
+            ring_capacity_max: 64 << 20,
+            poll_budget: 256,
+            dedup_window: 16,
+            reflex_ring_slots: 1 << 16,
+        }
+    }
+}
+
+impl Default for ReflexConfig {
+    fn default() -> Self {
+        Self {
+            nodes_max: 100_000,
+            rules_max: 1_000,
+            rules_file: PathBuf::new(),
+            rules_poll_ms: 500,
+            series_per_node: 8,
+            window_step_ms: 500,
+            window_points: 32,
+            ewma_alpha: 0.1,
+            zscore_min_samples: 20,
+            cooldown_slots: 1 << 18,
+            stale_sweep_ms: 100,
+        }
+    }
+}
+
+impl Default for DecisionsConfig {
+    fn default() -> Self {
+        Self {
+            slots: 8192,
+            slot_bytes: 2048,
+        }
+    }
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 100,
+            segment_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Environment variables that override settings start with this: `RIMD_REFLEX_NODES_MAX`
+/// sets `reflex.nodes_max`.
+pub const ENV_PREFIX: &str = "RIMD_";
+
+/// Bytes of the largest config file read.
+const FILE_BYTES_MAX: u64 = 1 << 20;
+
+impl Config {
+    /// Builds the configuration: defaults, then `file`, then the environment, then `sets`
+    /// (`section.key=value`, the value in TOML syntax or a bare string).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut table = to_table(&Config::default())?;
+        if let Some(path) = file {
+            let text = read_bounded(path)?;
+            let from_file: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            merge(&mut table, from_file, &path.display().to_string())?;
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let origin = format!("environment variable {name}");
+            let key = env_key(&table, rest).ok_or_else(|| ConfigError::UnknownKey {
+                origin: origin.clone(),
+                key: rest.to_ascii_lowercase(),
+            })?;
+            set_key(&mut table, &key, &value, &origin)?;
+        }
+        for set in sets {
+            let origin = format!("--set {set}");
+            let (key, value) = set.split_once('=').ok_or_else(|| ConfigError::Parse {
+                origin: origin.clone(),
+                message: "expected section.key=value".into(),
+            })?;
+            set_key(&mut table, key.trim(), value.trim(), &origin)?;
+        }
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            origin: "(merged)".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML (`rimd --print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Cores on this machine.
+    pub fn cores_online() -> usize {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+
+    /// Checks the relations between settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_topology(Self::cores_online())?;
+        self.validate_sizes()
+    }
+
+    fn validate_topology(&self, cores: usize) -> Result<(), ConfigError> {
+        let t = &self.topology;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (name, core) in [("topology.hot_core", t.hot_core), ("topology.cold_core", t.cold_core)]
+            .into_iter()
+            .chain(t.reflex_cores.iter().map(|&c| ("topology.reflex_cores", c)))
+        {
+            if core >= cores {
+                return bad(format!("{name} = {core}, but this machine has cores 0..{}", cores - 1));
+            }
+        }
+        if t.idle == IdleStrategy::Spin && t.hot_core == t.cold_core && cores > 1 {
+            return bad(format!(
+                "topology.hot_core and topology.cold_core are both {}: a spinning shard would starve the control plane \
+                 (give them different cores, or set topology.idle = \"backoff\")",
+                t.hot_core
+            ));
+        }
+        if t.reflex_shards == 0 || t.reflex_shards > 64 {
+            return bad(format!("topology.reflex_shards = {} (1..=64)", t.reflex_shards));
+        }
+        if t.reflex_cores.len() != t.reflex_shards - 1 {
+            return bad(format!(
+                "topology.reflex_shards = {} needs {} entries in topology.reflex_cores (shard 0 shares the hot core), found {}",
+                t.reflex_shards,
+                t.reflex_shards - 1,
+                t.reflex_cores.len()
+            ));
+        }
+        let mut used = vec![t.hot_core, t.cold_core];
+        for &c in &t.reflex_cores {
+            if used.contains(&c) {
+                return bad(format!(
+                    "topology.reflex_cores: core {c} is already taken (hot {}, cold {}, reflex {:?}); a busy-polling shard needs its own core",
+                    t.hot_core, t.cold_core, t.reflex_cores
+                ));
+            }
+            used.push(c);
+        }
+        if t.partitions == 0 || t.partitions > 4096 {
+            return bad(format!("topology.partitions = {} (1..=4096)", t.partitions));
+        }
+        if (t.partitions as usize) < t.reflex_shards {
+            return bad(format!(
+                "topology.partitions = {} is fewer than topology.reflex_shards = {}: a shard would own no partition",
+                t.partitions, t.reflex_shards
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_sizes(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let i = &self.ingest;
+        let r = &self.reflex;
+        let d = &self.decisions;
+        if i.producers_max == 0 || i.producers_max > 4096 {
+            return bad(format!("ingest.producers_max = {} (1..=4096)", i.producers_max));
+        }
+        if !i.ring_capacity_max.is_power_of_two() || i.ring_capacity_max < 4096 || i.ring_capacity_max > 1 << 29 {
+            return bad(format!(
+                "ingest.ring_capacity_max = {} (a power of two, 4 KiB..=512 MiB)",
+                i.ring_capacity_max
+            ));
+        }
+        if i.poll_budget == 0 || i.poll_budget > 65_536 {
+            return bad(format!("ingest.poll_budget = {} (1..=65536)", i.poll_budget));
+        }
+        if i.dedup_window > 256 {
+            return bad(format!("ingest.dedup_window = {} (0..=256)", i.dedup_window));
+        }
+        let slots_min = crate::tick::SLOTS_PER_RECORD_MAX * 4;
+        if !i.reflex_ring_slots.is_power_of_two() || i.reflex_ring_slots < slots_min || i.reflex_ring_slots > 1 << 24 {
+            return bad(format!(
+                "ingest.reflex_ring_slots = {} (a power of two, {slots_min}..=16777216)",
+                i.reflex_ring_slots
+            ));
+        }
+        if r.nodes_max == 0 || r.nodes_max > 10_000_000 {
+            return bad(format!("reflex.nodes_max = {} (1..=10000000)", r.nodes_max));
+        }
+        if r.rules_max == 0 || r.rules_max > 65_535 {
+            return bad(format!("reflex.rules_max = {} (1..=65535)", r.rules_max));
+        }
+        if r.series_per_node == 0 || r.series_per_node > 64 {
+            return bad(format!("reflex.series_per_node = {} (1..=64)", r.series_per_node));
+        }
+        if r.window_step_ms == 0 || r.window_points < 2 || r.window_points > 1024 {
+            return bad(format!(
+                "reflex.window_step_ms = {} and reflex.window_points = {} (step ≥ 1, points 2..=1024)",
+                r.window_step_ms, r.window_points
+            ));
+        }
+        if !(r.ewma_alpha > 0.0 && r.ewma_alpha <= 1.0) {
+            return bad(format!("reflex.ewma_alpha = {} (0 < alpha ≤ 1)", r.ewma_alpha));
+        }
+        if !r.cooldown_slots.is_power_of_two() || r.cooldown_slots < 64 {
+            return bad(format!(
+                "reflex.cooldown_slots = {} (a power of two ≥ 64)",
+                r.cooldown_slots
+            ));
+        }
+        if r.stale_sweep_ms == 0 || r.rules_poll_ms == 0 || self.stats.interval_ms == 0 {
+            return bad("reflex.stale_sweep_ms, reflex.rules_poll_ms and stats.interval_ms must be ≥ 1".into());
+        }
+        if !d.slots.is_power_of_two() || d.slots < 2 {
+            return bad(format!("decisions.slots = {} (a power of two ≥ 2)", d.slots));
+        }
+        if d.slot_bytes < crate::reflex::decision::RECORD_BYTES_MAX || d.slot_bytes > 64 * 1024 {
+            return bad(format!(
+                "decisions.slot_bytes = {} must hold the largest decision record ({} bytes) and be ≤ 65536",
+                d.slot_bytes,
+                crate::reflex::decision::RECORD_BYTES_MAX
+            ));
+        }
+        if self.stats.segment_bytes < 4096 || self.stats.segment_bytes > 64 << 20 {
+            return bad(format!(
+                "stats.segment_bytes = {} (4 KiB..=64 MiB)",
+                self.stats.segment_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The longest window `change()` can look back through, ms.
+    pub fn window_max_ms(&self) -> u64 {
+        self.reflex.window_step_ms * (self.reflex.window_points as u64 - 1)
+    }
+
+    /// Path of the control (attach) socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.daemon.run_dir.join("rimd.sock")
+    }
+
+    /// Path of the stats segment.
+    pub fn stats_path(&self) -> PathBuf {
+        self.daemon.run_dir.join("stats")
+    }
+}
+
+fn read_bounded(path: &std::path::Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_err = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    file.take(FILE_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > FILE_BYTES_MAX {
+        return Err(ConfigError::Parse {
+            origin: path.display().to_string(),
+            message: format!("larger than {FILE_BYTES_MAX} bytes"),
+        });
+    }
+    Ok(text)
+}
+
+fn to_table(config: &Config) -> Result<toml::Table, ConfigError> {
+    toml::Table::try_from(config).map_err(|e| ConfigError::Parse {
+        origin: "(defaults)".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Lays `over` onto `base` section by section; unknown sections and keys are refused here,
+/// with the origin named, rather than by the final schema check.
+fn merge(base: &mut toml::Table, over: toml::Table, origin: &str) -> Result<(), ConfigError> {
+    for (section, value) in over {
+        let Some(toml::Value::Table(dst)) = base.get_mut(&section) else {
+            return Err(ConfigError::UnknownKey {
+                origin: origin.into(),
+                key: section,
+            });
+        };
+        let toml::Value::Table(src) = value else {
+            return Err(ConfigError::Parse {
+                origin: origin.into(),
+                message: format!("`{section}` must be a table ([{section}])"),
+            });
+        };
+        for (key, v) in src {
+            if !dst.contains_key(&key) {
+                return Err(ConfigError::UnknownKey {
+                    origin: origin.into(),
+                    key: format!("{section}.{key}"),
+                });
+            }
+            dst.insert(key, v);
+        }
+    }
+    Ok(())
+}
+
+/// Finds the `section.key` an environment suffix such as `REFLEX_NODES_MAX` names.
+fn env_key(table: &toml::Table, rest: &str) -> Option<String> {
+    let lower = rest.to_ascii_lowercase();
+    table.iter().find_map(|(section, v)| {
+        let key = lower.strip_prefix(section.as_str())?.strip_prefix('_')?;
+        let toml::Value::Table(t) = v else { return None };
+        t.contains_key(key).then(|| format!("{section}.{key}"))
+    })
+}
+
+fn set_key(table: &mut toml::Table, key: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
+    let unknown = || ConfigError::UnknownKey {
+        origin: origin.into(),
+        key: key.into(),
+    };
+    let (section, name) = key.split_once('.').ok_or_else(unknown)?;
+    let Some(toml::Value::Table(t)) = table.get_mut(section) else {
+        return Err(unknown());
+    };
+    let old = t.get(name).ok_or_else(unknown)?;
+    let value = parse_value(raw, old);
+    t.insert(name.into(), value);
+    Ok(())
+}
+
+/// A value in TOML syntax (`42`, `true`, `[1, 2]`, `"x"`), or else the raw text as a
+/// string; the schema check then says if it is the wrong type.
+fn parse_value(raw: &str, old: &toml::Value) -> toml::Value {
+    if matches!(old, toml::Value::String(_)) && !raw.starts_with('"') {
+        return toml::Value::String(raw.into());
+    }
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+/// Settings as flat `section.key = value` pairs (for logs at start-up).
+pub fn flat(config: &Config) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(table) = to_table(config) {
+        for (section, v) in table {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    out.insert(format!("{section}.{k}"), v.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)], sets: &[&str]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "rimd-config-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let path = dir.join("rimd.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load(file.map(|_| path.as_path()), env, &sets)
+    }
+
+    #[test]
+    fn defaults_validate_on_this_machine() {
+        let c = load(None, &[], &[]).expect("defaults");
+        assert_eq!(c.topology.partitions, 12);
+        assert_eq!(c.reflex.nodes_max, 100_000);
+        assert_eq!(c.reflex.rules_max, 1_000);
+    }
+
+    #[test]
+    fn file_then_env_then_set_in_that_order() {
+        let c = load(
+            Some("[reflex]\nnodes_max = 10\nrules_max = 20\n[ingest]\npoll_budget = 7\n"),
+            &[("RIMD_REFLEX_NODES_MAX", "30"), ("OTHER", "x")],
+            &["ingest.poll_budget=9"],
+        )
+        .expect("load");
+        assert_eq!(c.reflex.nodes_max, 30);
+        assert_eq!(c.reflex.rules_max, 20);
+        assert_eq!(c.ingest.poll_budget, 9);
+    }
+
+    #[test]
+    fn strings_and_enums_from_env() {
+        let c = load(
+            None,
+            &[("RIMD_DAEMON_RUN_DIR", "/tmp/x y"), ("RIMD_TOPOLOGY_IDLE", "backoff")],
+            &[],
+        )
+        .expect("load");
+        assert_eq!(c.daemon.run_dir, PathBuf::from("/tmp/x y"));
+        assert_eq!(c.topology.idle, IdleStrategy::Backoff);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = load(Some("[reflex]\nnodes = 1\n"), &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("reflex.nodes"), "{e}");
+        let e = load(Some("[nope]\nx = 1\n"), &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = load(None, &[("RIMD_REFLEX_NODEZ", "1")], &[]).unwrap_err().to_string();
+        assert!(e.contains("RIMD_REFLEX_NODEZ"), "{e}");
+        let e = load(None, &[], &["reflex.x=1"]).unwrap_err().to_string();
+        assert!(e.contains("reflex.x"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_syntax_are_clear() {
+        let e = load(Some("[reflex]\nnodes_max = \"many\"\n"), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nodes_max"), "{e}");
+        let e = load(Some("[reflex\n"), &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+        let e = load(None, &[], &["noequals"]).unwrap_err().to_string();
+        assert!(e.contains("section.key=value"), "{e}");
+    }
+
+    #[test]
+    fn relations_are_checked() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["topology.hot_core=99"], "hot_core = 99"),
+            (&["topology.reflex_shards=2"], "reflex_cores"),
+            (&["topology.partitions=0"], "partitions"),
+            (&["ingest.ring_capacity_max=1000"], "power of two"),
+            (&["decisions.slot_bytes=64"], "largest decision"),
+            (&["reflex.ewma_alpha=0"], "ewma_alpha"),
+            (&["reflex.cooldown_slots=100"], "cooldown_slots"),
+            (&["ingest.reflex_ring_slots=3"], "reflex_ring_slots"),
+        ];
+        for (sets, want) in cases {
+            let e = load(None, &[], sets).unwrap_err().to_string();
+            assert!(e.contains(want), "{sets:?}: {e}");
+        }
+        if Config::cores_online() > 1 {
+            let e = load(None, &[], &["topology.hot_core=0"]).unwrap_err().to_string();
+            assert!(e.contains("starve"), "{e}");
+            load(None, &[], &["topology.hot_core=0", "topology.idle=backoff"]).expect("backoff may share");
+        }
+    }
+
+    #[test]
+    fn garbage_files_never_panic() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..300 {
+            let len = (x % 200) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    b"[]=\".\n abcreflx_01"[(x % 18) as usize]
+                })
+                .collect();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let _ = load(Some(&text), &[], &[]);
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! Assembles the daemon from its configuration and runs it until SIGTERM/SIGINT.
+//!
+//! Threads (the 2-core default):
+//! - `rimd-hot` on `topology.hot_core`: a glommio executor whose one task busy-polls
+//!   ingest and reflex shard 0;
+//! - `rimd-reflex-K` on `topology.reflex_cores[K-1]`: the same for reflex shard K (only
+//!   with more than one shard);
+//! - the main thread, on `topology.cold_core`: a glommio executor for the control plane
+//!   (stats, rule reloads, reclaiming rings), asleep between timers;
+//! - `rimd-attach`, also on the cold core: the control socket, asleep in `poll(2)`.
+//!
+//! Shutdown: the signal sets a flag; attach stops taking producers; the hot shards drain
+//! every ring they own until empty (bounded by [`DRAIN_DEADLINE`]), send a final report,
+//! and hand their rings back; the cold shard publishes a final stats snapshot with
+//! `running = false`, and `rimd` exits 0.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use rim_ring::{broadcast, clock::monotonic_ns, Segment};
+use rim_rules::{Limits, RuleSet};
+use rim_stats::ColdEnd;
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::agent::{pin, Idle, Turns};
+use crate::config::Config;
+use crate::ingest::{self, attach, Ingest, IngestSetup, Retired};
+use crate::reflex::{self, state::Shape, Compiled, Reflex, ReflexSetup};
+use crate::report::{Report, Reporter};
+use crate::stats::Aggregator;
+use crate::tick::Slot;
+
+/// Longest the hot shards keep draining at shutdown.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// Upkeep period of the hot shards.
+const UPKEEP_NS: u64 = 1_000_000;
+/// Records a reflex duty takes per turn.
+const REFLEX_BATCH: usize = 4096;
+/// Stage latencies are sampled for one event in this many.
+const SAMPLE_EVERY: u64 = 8;
+
+/// Why the daemon could not start or stopped badly.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// A file or socket operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The rule file does not compile (start-up refuses it; reloads keep the old set).
+    #[error("rule file {path} does not compile:\n{errors}")]
+    Rules {
+        /// The file.
+        path: String,
+        /// The compile errors, one per line.
+        errors: String,
+    },
+    /// A ring could not be set up.
+    #[error("ring setup: {0}")]
+    Ring(String),
+    /// The control socket could not be opened.
+    #[error("control socket {path}: {message}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A thread or executor failed.
+    #[error("{0}")]
+    Thread(String),
+}
+
+impl DaemonError {
+    /// Whether the operator's input (rule file) is at fault rather than the machine.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, DaemonError::Rules { .. })
+            || matches!(self, DaemonError::Io { what, .. } if what.contains("rule file"))
+    }
+}
+
+/// The rules compiled in when no file is configured.
+pub const DEFAULT_RULES: &str = include_str!("../config/default-rules.toml");
+
+/// Rule-compile limits from the configuration.
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        rules_max: config.reflex.rules_max,
+        window_min_ms: config.reflex.window_step_ms,
+        window_max_ms: config.window_max_ms(),
+        stale_rules_max: 64,
+    }
+}
+
+/// The rule text in force at start: the configured file, or the embedded defaults.
+pub fn read_rules(config: &Config) -> Result<(String, String), DaemonError> {
+    let path = &config.reflex.rules_file;
+    if path.as_os_str().is_empty() {
+        return Ok(("(embedded default rules)".into(), DEFAULT_RULES.to_owned()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| DaemonError::Io {
+        what: "cannot read rule file",
+        path: path.clone(),
+        source,
+    })?;
+    Ok((path.display().to_string(), text))
+}
+
+/// Compiles rule text, rendering errors one per line.
+pub fn compile(text: &str, config: &Config, previous: Option<&RuleSet>) -> Result<RuleSet, String> {
+    rim_rules::compile_toml(text, &limits(config), previous).map_err(|errs| errs.to_string())
+}
+
+/// Everything one hot shard thread owns.
+struct HotShard {
+    name: String,
+    core: usize,
+    ingest: Option<Ingest>,
+    reflex: Reflex,
+}
+
+/// Runs the daemon until a signal stops it.
+pub fn run(config: Config) -> Result<(), DaemonError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    register_signals(&stop, &reload)?;
+    prepare_run_dir(&config)?;
+
+    let (rules_origin, rules_text) = read_rules(&config)?;
+    let initial = compile(&rules_text, &config, None).map_err(|errors| DaemonError::Rules {
+        path: rules_origin.clone(),
+        errors,
+    })?;
+    info!(rules = initial.len(), generation = initial.generation(), origin = %rules_origin, "rules loaded");
+    let compiled = Compiled::new(initial);
+
+    let t = &config.topology;
+    let shards = t.reflex_shards;
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+
+    // Rings between the parts.
+    let mut ticks_tx = Vec::new();
+    let mut ticks_rx = Vec::new();
+    for _ in 0..shards {
+        let (mut tx, mut rx) = rtrb::RingBuffer::<Slot>::new(config.ingest.reflex_ring_slots);
+        prefault(&mut tx, &mut rx);
+        ticks_tx.push(tx);
+        ticks_rx.push(rx);
+    }
+    let (control_tx, control_rx) = rtrb::RingBuffer::new(config.ingest.producers_max.max(16));
+    let (retired_tx, retired_rx) = rtrb::RingBuffer::<Retired>::new(config.ingest.producers_max.max(16) * 2);
+
+    let (ingest_reporter, ingest_reports) = Reporter::new(ingest::C_COUNT, 0);
+    let ingest_duty = Ingest::new(IngestSetup {
+        nodes_max: config.reflex.nodes_max,
+        partitions: t.partitions,
+        outs: ticks_tx,
+        budget: config.ingest.poll_budget,
+        dedup_window: config.ingest.dedup_window,
+        producers_max: config.ingest.producers_max,
+        sample_every: SAMPLE_EVERY,
+        control: control_rx,
+        retired: retired_tx,
+        reporter: ingest_reporter,
+    });
+
+    let shape = Shape {
+        nodes: config.reflex.nodes_max,
+        series: config.reflex.series_per_node,
+        points: config.reflex.window_points,
+        step_ms: config.reflex.window_step_ms,
+        alpha: config.reflex.ewma_alpha,
+        zscore_min: config.reflex.zscore_min_samples,
+    };
+    let mut decision_segments = Vec::new();
+    let mut reflex_reports: Vec<ColdEnd<Report>> = Vec::new();
+    let mut rules_in = Vec::new();
+    let mut rules_back = Vec::new();
+    let mut hot = Vec::new();
+    let mut ingest_slot = Some(ingest_duty);
+    for (k, input) in ticks_rx.into_iter().enumerate() {
+        let seg = decision_segment(&config, k)?;
+        let writer = broadcast::Writer::open(seg.clone()).map_err(|e| DaemonError::Ring(e.to_string()))?;
+        decision_segments.push(seg);
+        let (reporter, cold) = Reporter::new(reflex::C_COUNT, config.reflex.rules_max);
+        reflex_reports.push(cold);
+        let (rtx, rrx) = rtrb::RingBuffer::new(4);
+        let (btx, brx) = rtrb::RingBuffer::new(16);
+        rules_in.push(rtx);
+        rules_back.push(brx);
+        let duty = Reflex::new(ReflexSetup {
+            shard: k as u32,
+            input,
+            shape,
+            rules_max: config.reflex.rules_max,
+            cooldown_slots: config.reflex.cooldown_slots,
+            out: writer,
+            rules: compiled.clone(),
+            rules_in: rrx,
+            rules_out: btx,
+            reporter,
+            sweep_ms: config.reflex.stale_sweep_ms,
+            epoch,
+        });
+        let (name, core) = if k == 0 {
+            ("rimd-hot".to_owned(), t.hot_core)
+        } else {
+            (format!("rimd-reflex-{k}"), t.reflex_cores[k - 1])
+        };
+        hot.push(HotShard {
+            name,
+            core,
+            ingest: if k == 0 { ingest_slot.take() } else { None },
+            reflex: duty,
+        });
+    }
+
+    let registry = Arc::new(attach::Registry::default());
+    let socket = config.socket_path();
+    let listener = rim_ring::attach::listen(&socket).map_err(|e| DaemonError::Socket {
+        path: socket.clone(),
+        message: e.to_string(),
+    })?;
+    let attach_thread = attach::spawn(attach::AttachSetup {
+        listener,
+        producers_max: config.ingest.producers_max,
+        capacity_max: config.ingest.ring_capacity_max,
+        control: control_tx,
+        registry: registry.clone(),
+        decisions: decision_segments.clone(),
+        stop: stop.clone(),
+        core: t.pin.then_some(t.cold_core),
+    })
+    .map_err(|e| DaemonError::Thread(format!("cannot start the attach thread: {e}")))?;
+
+    let running = Arc::new(AtomicUsize::new(hot.len()));
+    let mut threads = Vec::new();
+    for shard in hot {
+        threads.push(spawn_hot(shard, &config, stop.clone(), running.clone())?);
+    }
+    info!(
+        socket = %socket.display(),
+        stats = %config.stats_path().display(),
+        shards,
+        partitions = t.partitions,
+        hot_core = t.hot_core,
+        cold_core = t.cold_core,
+        "rimd running"
+    );
+
+    let aggregator = Aggregator::new(&config, registry.clone(), decision_segments, epoch)
+        .map_err(|e| DaemonError::Ring(e.to_string()))?;
+    let cold = ColdShard {
+        config: config.clone(),
+        stop: stop.clone(),
+        reload,
+        running: running.clone(),
+        aggregator,
+        ingest_reports,
+        reflex_reports,
+        retired: retired_rx,
+        rules_in,
+        rules_back,
+        registry,
+        current: compiled,
+        rules_origin,
+        rules_mtime: rules_mtime(&config),
+        rules_tried: rules_text,
+    };
+    let cold_result = run_cold(cold, &config);
+
+    stop.store(true, Ordering::SeqCst);
+    for th in threads {
+        if th.join().is_err() {
+            error!("a hot shard thread panicked");
+        }
+    }
+    let _ = attach_thread.join();
+    let _ = std::fs::remove_file(&socket);
+    cold_result?;
+    info!("rimd stopped");
+    Ok(())
+}
+
+/// Writes and reads every slot once, so the ring's pages are resident before the first
+/// event instead of faulting in on the hot path.
+fn prefault(tx: &mut rtrb::Producer<Slot>, rx: &mut rtrb::Consumer<Slot>) {
+    let n = tx.slots();
+    if let Ok(chunk) = tx.write_chunk_uninit(n) {
+        chunk.fill_from_iter(std::iter::repeat([0u64; 4]));
+    }
+    if let Ok(chunk) = rx.read_chunk(n) {
+        chunk.commit_all();
+    }
+}
+
+fn register_signals(stop: &Arc<AtomicBool>, reload: &Arc<AtomicBool>) -> Result<(), DaemonError> {
+    let io = |source| DaemonError::Io {
+        what: "cannot install a signal handler",
+        path: PathBuf::from("(signals)"),
+        source,
+    };
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).map_err(io)?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).map_err(io)?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()).map_err(io)?;
+    Ok(())
+}
+
+fn prepare_run_dir(config: &Config) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = &config.daemon.run_dir;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| DaemonError::Io {
+                what: "cannot create run directory",
+                path: dir.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn decision_segment(config: &Config, shard: usize) -> Result<Arc<Segment>, DaemonError> {
+    let d = &config.decisions;
+    let bytes = broadcast::segment_bytes(d.slots, d.slot_bytes).map_err(|e| DaemonError::Ring(e.to_string()))?;
+    let seg = Segment::create_memfd_for_readers(&format!("rimd-decisions-{shard}"), bytes)
+        .map_err(|e| DaemonError::Ring(e.to_string()))?;
+    broadcast::init(&seg, d.slots, d.slot_bytes).map_err(|e| DaemonError::Ring(e.to_string()))?;
+    Ok(Arc::new(seg))
+}
+
+fn spawn_hot(
+    mut shard: HotShard,
+    config: &Config,
+    stop: Arc<AtomicBool>,
+    running: Arc<AtomicUsize>,
+) -> Result<std::thread::JoinHandle<()>, DaemonError> {
+    let idle = config.topology.idle;
+    let pin_enabled = config.topology.pin;
+    let report_ns = config.stats.interval_ms * 1_000_000;
+    std::thread::Builder::new()
+        .name(shard.name.clone())
+        .spawn(move || {
+            let pinned = pin(shard.core, pin_enabled);
+            info!(shard = %shard.name, core = shard.core, pinned, "shard started");
+            let ex = LocalExecutorBuilder::new(Placement::Unbound).name(&shard.name).make();
+            match ex {
+                Ok(ex) => ex.run(hot_loop(&mut shard, idle, report_ns, &stop)),
+                Err(e) => {
+                    error!(shard = %shard.name, error = %e, "cannot start the glommio executor; running the loop bare");
+                    futures_block_on(hot_loop(&mut shard, idle, report_ns, &stop));
+                }
+            }
+            running.fetch_sub(1, Ordering::SeqCst);
+        })
+        .map_err(|e| DaemonError::Thread(format!("cannot start shard thread: {e}")))
+}
+
+/// Drives a future that never waits on I/O (the hot loop only yields) without an executor.
+fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+/// The hot shard's loop: poll, upkeep every millisecond, idle, drain at stop.
+async fn hot_loop(shard: &mut HotShard, idle: crate::config::IdleStrategy, report_ns: u64, stop: &AtomicBool) {
+    let mut idle = Idle::new(idle);
+    let mut turns = Turns::default();
+    let mut upkeep_at = monotonic_ns();
+    let mut report_at = upkeep_at;
+    let mut draining_since: Option<Instant> = None;
+    loop {
+        let mut work = 0;
+        if let Some(ingest) = shard.ingest.as_mut() {
+            work += ingest.poll();
+        }
+        work += shard.reflex.poll(REFLEX_BATCH);
+        let now = monotonic_ns();
+        turns.turn(now, work);
+        if now >= upkeep_at {
+            let elapsed_ms = (now - upkeep_at + UPKEEP_NS) / 1_000_000;
+            upkeep_at = now + UPKEEP_NS;
+            let report_due = now >= report_at;
+            if report_due {
+                report_at = now + report_ns;
+            }
+            let fig = turns.figures;
+            if let Some(ingest) = shard.ingest.as_mut() {
+                ingest.maintain(now, report_due, fig);
+            }
+            shard.reflex.maintain(elapsed_ms, report_due, fig);
+            glommio::yield_if_needed().await;
+        }
+        if stop.load(Ordering::Relaxed) {
+            let since = *draining_since.get_or_insert_with(Instant::now);
+            let pending = shard.ingest.as_ref().is_some_and(|i| i.has_data()) || shard.reflex.has_data();
+            if !pending || since.elapsed() > DRAIN_DEADLINE {
+                if pending {
+                    warn!(shard = %shard.name, "drain deadline passed with records still queued");
+                }
+                break;
+            }
+        }
+        if idle.after(work) {
+            turns.rebase(monotonic_ns());
+        }
+    }
+    finish(shard, turns.figures);
+}
+
+/// Final reports (retried until a box is free) and rings handed back.
+fn finish(shard: &mut HotShard, fig: crate::report::ShardFigures) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    if let Some(ingest) = shard.ingest.as_mut() {
+        ingest.maintain(monotonic_ns(), false, fig);
+        while !ingest.report_now(fig) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ingest.retire_all();
+    }
+    shard.reflex.maintain(0, false, fig);
+    while !shard.reflex.report(fig) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    info!(shard = %shard.name, loops = fig.loops, stalls = fig.stalls, "shard drained");
+}
+
+/// The control plane's state.
+struct ColdShard {
+    config: Config,
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    running: Arc<AtomicUsize>,
+    aggregator: Aggregator,
+    ingest_reports: ColdEnd<Report>,
+    reflex_reports: Vec<ColdEnd<Report>>,
+    retired: rtrb::Consumer<Retired>,
+    rules_in: Vec<rtrb::Producer<Arc<Compiled>>>,
+    rules_back: Vec<rtrb::Consumer<Arc<Compiled>>>,
+    registry: Arc<attach::Registry>,
+    current: Arc<Compiled>,
+    rules_origin: String,
+    rules_mtime: Option<std::time::SystemTime>,
+    /// The rule text last tried (compiled or refused), so an unchanged file is not
+    /// recompiled and a file rewritten within one mtime tick is still noticed.
+    rules_tried: String,
+}
+
+fn run_cold(mut cold: ColdShard, config: &Config) -> Result<(), DaemonError> {
+    let pinned = pin(config.topology.cold_core, config.topology.pin);
+    info!(core = config.topology.cold_core, pinned, "control plane started");
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("rimd-cold")
+        .make()
+        .map_err(|e| DaemonError::Thread(format!("cannot start the cold glommio executor: {e}")))?;
+    ex.run(async move {
+        let tick = Duration::from_millis(config.stats.interval_ms.min(config.reflex.rules_poll_ms).clamp(1, 100));
+        let mut last_rules_check = Instant::now();
+        loop {
+            glommio::timer::sleep(tick).await;
+            cold.reclaim();
+            if cold.reload.swap(false, Ordering::Relaxed)
+                || last_rules_check.elapsed() >= Duration::from_millis(config.reflex.rules_poll_ms)
+                    && cold.rules_changed()
+            {
+                cold.reload_rules();
+            }
+            if last_rules_check.elapsed() >= Duration::from_millis(config.reflex.rules_poll_ms) {
+                last_rules_check = Instant::now();
+            }
+            cold.publish_stats(true);
+            if cold.stop.load(Ordering::Relaxed) && cold.running.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+        }
+        cold.reclaim();
+        cold.publish_stats(false);
+    });
+    Ok(())
+}
+
+fn rules_mtime(config: &Config) -> Option<std::time::SystemTime> {
+    let p = &config.reflex.rules_file;
+    if p.as_os_str().is_empty() {
+        return None;
+    }
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl ColdShard {
+    /// Frees what the hot shards handed back: drained rings and replaced rule sets.
+    fn reclaim(&mut self) {
+        while let Ok(r) = self.retired.pop() {
+            let stats = r.ring.consumer.stats();
+            info!(
+                id = r.ring.id,
+                name = %r.ring.name,
+                pid = r.ring.pid,
+                reason = ?r.reason,
+                delivered = stats.delivered,
+                rejected = stats.rejected,
+                "producer ring reclaimed"
+            );
+            self.registry.remove(r.ring.id);
+            self.aggregator.ring_retired(&r);
+            r.ring.consumer.close();
+        }
+        for back in &mut self.rules_back {
+            while back.pop().is_ok() {}
+        }
+    }
+
+    /// The file changed: its modification time moved, or (editors that rewrite in place
+    /// within one mtime tick) its content differs from what was last tried.
+    fn rules_changed(&mut self) -> bool {
+        let now = rules_mtime(&self.config);
+        if now != self.rules_mtime {
+            self.rules_mtime = now;
+            return true;
+        }
+        match read_rules(&self.config) {
+            Ok((_, text)) => text != self.rules_tried,
+            Err(_) => false,
+        }
+    }
+
+    /// Reads and compiles the rule file; a good set goes to every shard, a bad one is
+    /// logged with its positions and the running set stays.
+    fn reload_rules(&mut self) {
+        let (origin, text) = match read_rules(&self.config) {
+            Ok(r) => {
+                self.rules_tried.clone_from(&r.1);
+                r
+            }
+            Err(e) => {
+                self.aggregator.rules_reload_failed(&e.to_string());
+                error!(error = %e, "rule reload failed; the running rules stay");
+                return;
+            }
+        };
+        match compile(&text, &self.config, Some(&self.current.set)) {
+            Ok(set) => {
+                let compiled = Compiled::new(set);
+                for tx in &mut self.rules_in {
+                    if tx.push(compiled.clone()).is_err() {
+                        warn!("a shard has not taken the previous rule set yet; it will take this one next");
+                    }
+                }
+                info!(origin = %origin, rules = compiled.set.len(), generation = compiled.set.generation(), "rules reloaded");
+                self.aggregator.rules_loaded(&compiled);
+                self.current = compiled;
+                self.rules_origin = origin;
+            }
+            Err(errors) => {
+                self.aggregator.rules_reload_failed(&errors);
+                error!(origin = %origin, "rule reload refused; the running rules stay:\n{errors}");
+            }
+        }
+    }
+
+    fn publish_stats(&mut self, running: bool) {
+        let agg = &mut self.aggregator;
+        self.ingest_reports.drain(|r| agg.ingest_report(r));
+        for (k, cold) in self.reflex_reports.iter_mut().enumerate() {
+            cold.drain(|r| agg.reflex_report(k, r));
+        }
+        if let Err(e) = agg.publish(&self.current, running) {
+            warn!(error = %e, "stats segment not updated");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Dedup by `event_id`: the last `window` event ids of each node, as 64-bit hashes.
+//!
+//! Bounded by construction (`nodes_max × window` hashes, allocated zeroed up front so only
+//! the pages of nodes that appear become resident). An event id seen again within its
+//! node's window is a duplicate; older ids have left the window and pass, which is the
+//! documented bound. Events without an `event_id` are never deduplicated.
+
+/// Per-node windows of recent event-id hashes.
+pub struct Dedup {
+    window: usize,
+    hashes: Vec<u64>,
+    cursor: Vec<u16>,
+}
+
+impl Dedup {
+    /// Windows of `window` ids for `nodes` nodes (`window` 0 turns dedup off).
+    pub fn new(nodes: usize, window: usize) -> Self {
+        Self {
+            window,
+            hashes: crate::memory::table(0, nodes * window),
+            cursor: vec![0; if window == 0 { 0 } else { nodes }],
+        }
+    }
+
+    /// A non-zero 64-bit hash of an event id.
+    pub fn hash(id: &str) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h | 1
+    }
+
+    /// True if `id` was seen in `node`'s window; otherwise remembers it and returns false.
+    pub fn seen(&mut self, node: u32, id: &str) -> bool {
+        if self.window == 0 {
+            return false;
+        }
+        let h = Self::hash(id);
+        let base = node as usize * self.window;
+        let Some(win) = self.hashes.get_mut(base..base + self.window) else {
+            return false;
+        };
+        if win.contains(&h) {
+            return true;
+        }
+        let c = &mut self.cursor[node as usize];
+        win[*c as usize] = h;
+        *c = ((*c as usize + 1) % self.window) as u16;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_inside_the_window_are_caught_and_old_ones_pass() {
+        let mut d = Dedup::new(4, 3);
+        assert!(!d.seen(0, "a"));
+        assert!(!d.seen(0, "b"));
+        assert!(d.seen(0, "a"));
+        assert!(!d.seen(1, "a"), "windows are per node");
+        assert!(!d.seen(0, "c"));
+        assert!(!d.seen(0, "d")); // evicts "a"
+        assert!(!d.seen(0, "a"));
+        assert!(d.seen(0, "d"));
+    }
+
+    #[test]
+    fn window_zero_is_off() {
+        let mut d = Dedup::new(4, 0);
+        assert!(!d.seen(0, "a"));
+        assert!(!d.seen(0, "a"));
+    }
+}

@@ -1,0 +1,491 @@
+//! Ingest: owns the producers' rings once attached. Polls them fairly, validates (the ring
+//! crate checks every record), drops duplicates, gives each node a dense index and a
+//! partition, and writes each event once, as a [`crate::tick`] record, into the ring of
+//! the reflex shard that owns its partition.
+//!
+//! Fairness: rings take turns, each turn at most `ingest.poll_budget` records, and the
+//! first ring of the next round rotates, so a flooding producer gets its budget and no
+//! more while the others keep flowing. Back-pressure: a ring is only polled when every
+//! reflex ring has room for a whole budget's worst case, so an event once read is always
+//! routed; when reflex falls behind, producers see `Full` on their own ring.
+
+pub mod attach;
+pub mod dedup;
+pub mod nodes;
+
+use rim_ring::{liveness::PeerState, Consumer, EventError, EventView};
+
+use crate::report::{Reporter, ShardFigures, STAGE_RING_HOP};
+use crate::tick::{self, Slot, TickHead, NODE_ID_BYTES_MAX, SLOTS_PER_RECORD_MAX};
+use dedup::Dedup;
+use nodes::{NodeTable, NO_NODE};
+
+/// Counter: events accepted and routed.
+pub const C_ACCEPTED: usize = 0;
+/// Counter: duplicates dropped.
+pub const C_DUPLICATES: usize = 1;
+/// Counter: events refused because the node table is full.
+pub const C_NODES_REFUSED: usize = 2;
+/// Counter: turns that stopped because a reflex ring had no room.
+pub const C_BACKPRESSURE: usize = 3;
+/// Counter: rings attached.
+pub const C_ATTACHED: usize = 4;
+/// Counter: rings reclaimed after their producer died or closed.
+pub const C_RECLAIMED: usize = 5;
+/// Counter: rings quarantined as corrupt.
+pub const C_QUARANTINED: usize = 6;
+/// Counter: events lost inside the daemon (must stay 0; checked by tests).
+pub const C_LOST: usize = 7;
+/// Counter: rejected records, first of [`REJECT_REASONS`].
+pub const C_REJECTED_BASE: usize = 8;
+/// Reasons a record is rejected, in counter order.
+pub const REJECT_REASONS: &[&str] = &[
+    "node_id",
+    "too_long",
+    "too_many_metrics",
+    "empty_metric_name",
+    "duplicate_metric",
+    "not_finite",
+    "record_too_large",
+    "bad_symbol",
+    "too_many_symbols",
+    "malformed",
+    "other",
+];
+/// Counters of ingest.
+pub const COUNTER_NAMES: &[&str] = &[
+    "events_accepted",
+    "duplicates",
+    "nodes_refused",
+    "backpressure_turns",
+    "producers_attached",
+    "producers_reclaimed",
+    "producers_quarantined",
+    "events_lost",
+];
+/// Counter (a level, not a count): nodes known.
+pub const C_NODES: usize = C_REJECTED_BASE + 11;
+/// Number of ingest counters.
+pub const C_COUNT: usize = C_NODES + 1;
+
+fn reject_reason(e: &EventError) -> usize {
+    match e {
+        EventError::NodeId(_) => 0,
+        EventError::TooLong { .. } => 1,
+        EventError::TooManyMetrics { .. } => 2,
+        EventError::EmptyMetricName { .. } => 3,
+        EventError::DuplicateMetric { .. } => 4,
+        EventError::NotFinite { .. } => 5,
+        EventError::RecordTooLarge { .. } => 6,
+        EventError::BadSymbol { .. } => 7,
+        EventError::TooManySymbols { .. } => 8,
+        EventError::Malformed(_) => 9,
+        _ => 10,
+    }
+}
+
+/// A producer's ring as ingest holds it.
+pub struct ProducerRing {
+    /// Registry id.
+    pub id: u64,
+    /// The name the producer gave.
+    pub name: String,
+    /// The producer's pid (from the kernel).
+    pub pid: u32,
+    /// The consuming end.
+    pub consumer: Consumer,
+    node_of: Vec<u32>,
+    hash_of: Vec<u64>,
+}
+
+impl ProducerRing {
+    /// Wraps a granted ring.
+    pub fn new(id: u64, name: String, pid: u32, consumer: Consumer) -> Self {
+        Self {
+            id,
+            name,
+            pid,
+            consumer,
+            node_of: Vec::new(),
+            hash_of: Vec::new(),
+        }
+    }
+}
+
+/// Control messages into ingest (from the attach thread).
+pub enum Control {
+    /// A newly attached producer.
+    Add(Box<ProducerRing>),
+}
+
+/// Why a ring left ingest.
+#[derive(Debug, Clone)]
+pub enum RetireReason {
+    /// The producer closed its end.
+    Closed,
+    /// The producer process exited.
+    Dead,
+    /// The ring was corrupt.
+    Quarantined(String),
+    /// The daemon is stopping.
+    Shutdown,
+    /// Over the producer limit.
+    Refused,
+}
+
+/// A ring handed back to the cold shard to be dropped and reported.
+pub struct Retired {
+    /// The ring, drained.
+    pub ring: Box<ProducerRing>,
+    /// Why.
+    pub reason: RetireReason,
+}
+
+/// Where routed events go and the per-node facts ingest keeps.
+struct Router {
+    nodes: NodeTable,
+    /// Per node: bit k set once its id was sent to reflex shard k.
+    defined: Vec<u64>,
+    dedup: Dedup,
+    outs: Vec<rtrb::Producer<Slot>>,
+    part_shard: Vec<u16>,
+    seq: u64,
+    sample_mask: u64,
+    counters: [u64; C_COUNT],
+    reporter: Reporter,
+    /// Wall clock, epoch ms, refreshed by `maintain` (about every millisecond).
+    now_ms: u64,
+}
+
+/// The ingest duty.
+pub struct Ingest {
+    // Boxed: rings arrive and leave as boxes through the control and retire rings, and
+    // stay put while ingest reorders its list.
+    #[allow(clippy::vec_box)]
+    rings: Vec<Box<ProducerRing>>,
+    next: usize,
+    budget: usize,
+    producers_max: usize,
+    router: Router,
+    control: rtrb::Consumer<Control>,
+    retired: rtrb::Producer<Retired>,
+    pending_retire: Vec<Retired>,
+    liveness_due_ns: u64,
+}
+
+/// Worst case of one event in a reflex ring: its node definition and its tick.
+const EVENT_SLOTS_MAX: usize = SLOTS_PER_RECORD_MAX + 1 + NODE_ID_BYTES_MAX / 32;
+/// How often producers' liveness is checked (a syscall per ring).
+const LIVENESS_INTERVAL_NS: u64 = 20_000_000;
+
+/// What ingest needs at start.
+pub struct IngestSetup {
+    /// Node limit.
+    pub nodes_max: usize,
+    /// Partitions.
+    pub partitions: u32,
+    /// Reflex shards' rings, by shard.
+    pub outs: Vec<rtrb::Producer<Slot>>,
+    /// Records per ring per turn.
+    pub budget: usize,
+    /// Dedup window per node.
+    pub dedup_window: usize,
+    /// Producer limit.
+    pub producers_max: usize,
+    /// Stage latencies are recorded for one event in this many (a power of two).
+    pub sample_every: u64,
+    /// From the attach thread.
+    pub control: rtrb::Consumer<Control>,
+    /// To the cold shard.
+    pub retired: rtrb::Producer<Retired>,
+    /// To the cold shard.
+    pub reporter: Reporter,
+}
+
+impl Ingest {
+    /// Builds ingest, allocating every table up front.
+    pub fn new(s: IngestSetup) -> Self {
+        let shards = s.outs.len().max(1);
+        // Partition p belongs to shard p mod shards: contiguous ownership is not needed,
+        // only that each partition has exactly one owner.
+        let part_shard = (0..s.partitions).map(|p| (p as usize % shards) as u16).collect();
+        Self {
+            rings: Vec::with_capacity(s.producers_max),
+            next: 0,
+            budget: s.budget,
+            producers_max: s.producers_max,
+            router: Router {
+                nodes: NodeTable::new(s.nodes_max, s.partitions),
+                defined: crate::memory::table(0, s.nodes_max),
+                dedup: Dedup::new(s.nodes_max, s.dedup_window),
+                outs: s.outs,
+                part_shard,
+                seq: 0,
+                sample_mask: s.sample_every.max(1).next_power_of_two() - 1,
+                counters: [0; C_COUNT],
+                reporter: s.reporter,
+                now_ms: unix_ms(),
+            },
+            control: s.control,
+            retired: s.retired,
+            pending_retire: Vec::with_capacity(s.producers_max),
+            liveness_due_ns: 0,
+        }
+    }
+
+    /// One fair round over the rings. Returns records read.
+    pub fn poll(&mut self) -> usize {
+        let n = self.rings.len();
+        if n == 0 {
+            return 0;
+        }
+        let mut work = 0;
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let room = self.router.room_events();
+            if room == 0 {
+                self.router.counters[C_BACKPRESSURE] += 1;
+                break;
+            }
+            let limit = room.min(self.budget);
+            let ring = &mut self.rings[i];
+            let ProducerRing {
+                consumer,
+                node_of,
+                hash_of,
+                ..
+            } = &mut **ring;
+            let router = &mut self.router;
+            let source = i as u32;
+            let result = consumer.poll_events(limit, |res| match res {
+                Ok(ev) => router.route(source, node_of, hash_of, &ev),
+                Err(e) => router.counters[C_REJECTED_BASE + reject_reason(&e)] += 1,
+            });
+            // A quarantined ring stops delivering; `maintain` retires it within 1 ms.
+            if let Ok(read) = result {
+                work += read;
+            }
+        }
+        self.next = (self.next + 1) % n;
+        work
+    }
+
+    /// Rings that have data waiting.
+    pub fn has_data(&self) -> bool {
+        self.rings.iter().any(|r| r.consumer.has_data())
+    }
+
+    /// Off-the-hot-path upkeep: new rings, dead and corrupt ones, reports.
+    pub fn maintain(&mut self, now_ns: u64, report_due: bool, shard: ShardFigures) {
+        while let Ok(Control::Add(ring)) = self.control.pop() {
+            if self.rings.len() >= self.producers_max {
+                self.pending_retire.push(Retired {
+                    ring,
+                    reason: RetireReason::Refused,
+                });
+            } else {
+                self.router.counters[C_ATTACHED] += 1;
+                self.rings.push(ring);
+            }
+        }
+        self.retire_quarantined();
+        if now_ns >= self.liveness_due_ns {
+            self.liveness_due_ns = now_ns + LIVENESS_INTERVAL_NS;
+            self.reclaim_gone();
+        }
+        self.flush_retired();
+        self.router.now_ms = unix_ms();
+        if report_due {
+            self.report_now(shard);
+        }
+    }
+
+    fn retire_quarantined(&mut self) {
+        let mut i = 0;
+        while i < self.rings.len() {
+            if let Some(q) = self.rings[i].consumer.quarantined() {
+                let ring = self.rings.swap_remove(i);
+                self.router.counters[C_QUARANTINED] += 1;
+                self.pending_retire.push(Retired {
+                    ring,
+                    reason: RetireReason::Quarantined(q.to_string()),
+                });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Rings whose producer closed or exited: drained to the end, then handed back.
+    fn reclaim_gone(&mut self) {
+        let mut i = 0;
+        while i < self.rings.len() {
+            let c = &self.rings[i].consumer;
+            let reason = if c.producer_closed() {
+                Some(RetireReason::Closed)
+            } else if c.producer_state() == PeerState::Dead {
+                Some(RetireReason::Dead)
+            } else {
+                None
+            };
+            match reason {
+                // A gone producer writes nothing more: once its ring reads empty it is done.
+                Some(reason) if !self.rings[i].consumer.has_data() => {
+                    let ring = self.rings.swap_remove(i);
+                    self.router.counters[C_RECLAIMED] += 1;
+                    self.pending_retire.push(Retired { ring, reason });
+                }
+                _ => i += 1,
+            }
+        }
+    }
+
+    fn flush_retired(&mut self) {
+        while let Some(r) = self.pending_retire.pop() {
+            if let Err(rtrb::PushError::Full(r)) = self.retired.push(r) {
+                self.pending_retire.push(r);
+                break;
+            }
+        }
+    }
+
+    /// At shutdown: hands every ring back (after the caller drained them).
+    pub fn retire_all(&mut self) {
+        while let Some(ring) = self.rings.pop() {
+            self.pending_retire.push(Retired {
+                ring,
+                reason: RetireReason::Shutdown,
+            });
+        }
+        self.flush_retired();
+    }
+
+    /// Rings attached.
+    pub fn ring_count(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// A counter's value.
+    pub fn counter(&self, c: usize) -> u64 {
+        self.router.counters.get(c).copied().unwrap_or(0)
+    }
+
+    /// Sends the current report now (at shutdown); false if no box was free.
+    pub fn report_now(&mut self, shard: ShardFigures) -> bool {
+        let r = &mut self.router;
+        r.counters[C_NODES] = r.nodes.len() as u64;
+        r.reporter.send(&r.counters, 0, &[], shard)
+    }
+}
+
+impl Router {
+    /// Events every reflex ring can take for sure.
+    fn room_events(&self) -> usize {
+        self.outs
+            .iter()
+            .map(|o| tick::room(o) / EVENT_SLOTS_MAX)
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn route(&mut self, source: u32, node_of: &mut Vec<u32>, hash_of: &mut Vec<u64>, ev: &EventView<'_>) {
+        let node = match self.node_index(node_of, ev) {
+            Some(n) => n,
+            None => {
+                self.counters[C_NODES_REFUSED] += 1;
+                return;
+            }
+        };
+        if let Some(id) = ev.event_id() {
+            if self.dedup.seen(node, id) {
+                self.counters[C_DUPLICATES] += 1;
+                return;
+            }
+        }
+        let shard = self.part_shard[self.nodes.partition(node) as usize % self.part_shard.len()] as usize;
+        let Some(out) = self.outs.get_mut(shard) else {
+            self.counters[C_LOST] += 1;
+            return;
+        };
+        let bit = 1u64 << (shard % 64);
+        if self.defined[node as usize] & bit == 0 {
+            if !tick::push_node(out, node, self.nodes.name(node)) {
+                self.counters[C_LOST] += 1;
+                return;
+            }
+            self.defined[node as usize] |= bit;
+        }
+        self.seq += 1;
+        let sampled = self.seq & self.sample_mask == 0;
+        let ingest_ns = if sampled {
+            let now = rim_ring::clock::monotonic_ns();
+            let publish = ev.publish_ns();
+            if publish != 0 && publish <= now {
+                self.reporter.current.hists.record(STAGE_RING_HOP, now - publish);
+            }
+            now
+        } else {
+            0
+        };
+        let head = TickHead {
+            seq: self.seq,
+            node,
+            source,
+            timestamp: ev.timestamp(),
+            publish_ns: ev.publish_ns(),
+            ingest_ns,
+            received_ms: self.now_ms,
+            price: ev.price(),
+            volume: ev.volume(),
+            stress: ev.stress(),
+            status: cached_hash(hash_of, ev.status_sym().get(), || ev.status()),
+        };
+        let metrics = ev.metric_syms().enumerate().map(|(i, (sym, v))| {
+            let key = cached_hash(hash_of, sym.get(), || ev.metrics().nth(i).map_or("", |m| m.0));
+            (key, v)
+        });
+        if tick::push_tick(out, &head, metrics) {
+            self.counters[C_ACCEPTED] += 1;
+        } else {
+            self.counters[C_LOST] += 1;
+        }
+    }
+
+    fn node_index(&mut self, node_of: &mut Vec<u32>, ev: &EventView<'_>) -> Option<u32> {
+        let sym = ev.node_sym().get() as usize;
+        if let Some(&n) = node_of.get(sym) {
+            if n != NO_NODE {
+                return Some(n);
+            }
+        }
+        let (n, _) = self.nodes.intern(ev.rim_node_id())?;
+        if node_of.len() <= sym {
+            node_of.resize(sym + 1, NO_NODE);
+        }
+        node_of[sym] = n;
+        Some(n)
+    }
+}
+
+/// The `name_hash` of a ring symbol's text, cached per ring by symbol number.
+fn cached_hash<'t>(cache: &mut Vec<u64>, sym: u32, text: impl FnOnce() -> &'t str) -> u64 {
+    let i = sym as usize;
+    if let Some(&h) = cache.get(i) {
+        if h != 0 {
+            return h;
+        }
+    }
+    let h = rim_rules::name_hash(text()).max(1);
+    if cache.len() <= i {
+        cache.resize(i + 1, 0);
+    }
+    cache[i] = h;
+    h
+}
+
+/// Wall clock, epoch ms.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,168 @@
+//! The node table of ingest: RimNodeId text → dense index, and each node's partition.
+//!
+//! Sized once from `reflex.nodes_max`: an open-addressing index (twice the node limit, so
+//! probes stay short) and the id texts in one arena. A node past the limit is refused and
+//! counted by the caller; nothing here allocates after start-up except the arena growing
+//! past its initial reservation for unusually long ids.
+
+/// "No node": the index refused or not yet known.
+pub const NO_NODE: u32 = u32::MAX;
+
+/// Kafka's murmur2 (the Java client's default partitioner), so that a node's partition
+/// here is the partition the platform's producers key it to on `rim.fast-path`.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// Kafka's partition for a key: `toPositive(murmur2(key)) % partitions`.
+pub fn partition_of(node_id: &str, partitions: u32) -> u32 {
+    (murmur2(node_id.as_bytes()) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// RimNodeId → dense index, with each node's partition.
+pub struct NodeTable {
+    slots: Vec<u32>,
+    mask: usize,
+    spans: Vec<(u32, u32)>,
+    partitions: Vec<u32>,
+    arena: String,
+    limit: usize,
+    partition_count: u32,
+}
+
+impl NodeTable {
+    /// A table for `limit` nodes over `partitions` partitions.
+    pub fn new(limit: usize, partitions: u32) -> Self {
+        let cap = (limit * 2).next_power_of_two().max(16);
+        Self {
+            slots: crate::memory::table(NO_NODE, cap),
+            mask: cap - 1,
+            spans: Vec::with_capacity(limit),
+            partitions: Vec::with_capacity(limit),
+            arena: String::with_capacity(limit.saturating_mul(48)),
+            limit,
+            partition_count: partitions,
+        }
+    }
+
+    fn hash(id: &str) -> usize {
+        // FNV-1a: short keys, no DoS concern (ids come from local producers that already
+        // hold a ring), and one pass.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h as usize
+    }
+
+    /// The index of `id`, adding it if new. `None` when the table is full.
+    pub fn intern(&mut self, id: &str) -> Option<(u32, bool)> {
+        let mut i = Self::hash(id) & self.mask;
+        loop {
+            let n = self.slots[i];
+            if n == NO_NODE {
+                break;
+            }
+            if self.name(n) == id {
+                return Some((n, false));
+            }
+            i = (i + 1) & self.mask;
+        }
+        if self.spans.len() >= self.limit {
+            return None;
+        }
+        let n = self.spans.len() as u32;
+        let start = self.arena.len() as u32;
+        self.arena.push_str(id);
+        self.spans.push((start, id.len() as u32));
+        self.partitions.push(partition_of(id, self.partition_count));
+        self.slots[i] = n;
+        Some((n, true))
+    }
+
+    /// The id text of node `n` ("" when unknown).
+    pub fn name(&self, n: u32) -> &str {
+        self.spans
+            .get(n as usize)
+            .and_then(|&(s, l)| self.arena.get(s as usize..(s + l) as usize))
+            .unwrap_or("")
+    }
+
+    /// The partition of node `n`.
+    pub fn partition(&self, n: u32) -> u32 {
+        self.partitions.get(n as usize).copied().unwrap_or(0)
+    }
+
+    /// Nodes known.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// No nodes yet.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafkas_reference_values() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+
+    #[test]
+    fn interning_is_stable_and_bounded() {
+        let mut t = NodeTable::new(100, 12);
+        let ids: Vec<String> = (0..100).map(|i| format!("rim:sensor:ns:n{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(t.intern(id), Some((i as u32, true)));
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(t.intern(id), Some((i as u32, false)));
+            assert_eq!(t.name(i as u32), id);
+            assert!(t.partition(i as u32) < 12);
+        }
+        assert_eq!(t.intern("rim:sensor:ns:one-too-many"), None);
+        assert_eq!(t.len(), 100);
+    }
+}

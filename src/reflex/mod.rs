@@ -1,0 +1,468 @@
+//! Reflex: one shard's share of the nodes (the partitions ingest routes to it). For each
+//! event it updates the node's present state, evaluates the rules whose node pattern
+//! matches, and publishes what fires as a hash-chained decision on the shard's broadcast
+//! ring. A staleness sweep visits the shard's nodes to fire `stale()` rules for nodes that
+//! went quiet.
+//!
+//! Rule sets arrive compiled from the cold shard and are swapped between events; the old
+//! one goes back to be freed there, so no allocation or free happens here. Which rules
+//! match a node is a bitset per node, rebuilt lazily the first time the node is seen under
+//! a new rule-set generation (one glob match per rule, once).
+
+pub mod cooldown;
+pub mod decision;
+pub mod state;
+
+use std::sync::Arc;
+
+use rim_ring::broadcast;
+use rim_rules::{Evidence, RuleSet};
+
+use crate::report::{Reporter, ShardFigures, STAGE_INGEST_TO_REFLEX, STAGE_PUBLISH_TO_DECISION, STAGE_RULE_EVAL};
+use crate::tick::{self, Record, Slot, TickView, NODE_ID_BYTES_MAX};
+use cooldown::{Cooldowns, Gate};
+use decision::{Chain, Draft, FLAG_SWEEP, RECORD_BYTES_MAX};
+use state::{NodeState, Shape};
+
+/// Counter: events applied.
+pub const C_TICKS: usize = 0;
+/// Counter: decisions published.
+pub const C_DECISIONS: usize = 1;
+/// Counter: firings held back by a cooldown.
+pub const C_COOLDOWN_QUIET: usize = 2;
+/// Counter: firings whose cooldown could not be recorded (table set full).
+pub const C_COOLDOWN_OVERFLOW: usize = 3;
+/// Counter: decisions the broadcast ring refused (must stay 0).
+pub const C_PUBLISH_FAILED: usize = 4;
+/// Counter: series not tracked because a node's series slots were full.
+pub const C_SERIES_REFUSED: usize = 5;
+/// Counter: rule sets swapped in.
+pub const C_RULE_SWAPS: usize = 6;
+/// Counter: decisions from the staleness sweep.
+pub const C_SWEEP_DECISIONS: usize = 7;
+/// Counter: records with a node index out of range (must stay 0).
+pub const C_BAD_NODE: usize = 8;
+/// Counter: rule evaluations.
+pub const C_EVALUATIONS: usize = 9;
+/// Number of reflex counters.
+pub const C_COUNT: usize = 10;
+/// Counter names, in order.
+pub const COUNTER_NAMES: &[&str] = &[
+    "events_applied",
+    "decisions",
+    "cooldown_quiet",
+    "cooldown_overflow",
+    "decisions_publish_failed",
+    "series_refused",
+    "rule_swaps",
+    "sweep_decisions",
+    "bad_node",
+    "rule_evaluations",
+];
+
+/// A rule set as the shards use it, with what they precompute from it.
+pub struct Compiled {
+    /// The rules.
+    pub set: RuleSet,
+    /// Each rule's id hash (cooldown keys survive reloads).
+    pub id_hash: Vec<u64>,
+    /// Indices of rules that use `stale()`.
+    pub stale: Vec<usize>,
+}
+
+impl Compiled {
+    /// Wraps a compiled set (on the cold shard: this allocates).
+    pub fn new(set: RuleSet) -> Arc<Self> {
+        let id_hash = set.rules().map(|r| rim_rules::name_hash(r.id())).collect();
+        let stale = (0..set.len()).filter(|&i| set.rule(i).uses_stale()).collect();
+        Arc::new(Self { set, id_hash, stale })
+    }
+}
+
+/// What a reflex shard needs at start.
+pub struct ReflexSetup {
+    /// Shard number.
+    pub shard: u32,
+    /// From ingest.
+    pub input: rtrb::Consumer<Slot>,
+    /// State shape.
+    pub shape: Shape,
+    /// Rule limit (bitset width).
+    pub rules_max: usize,
+    /// Cooldown table size.
+    pub cooldown_slots: usize,
+    /// The decision ring.
+    pub out: broadcast::Writer,
+    /// Initial rules.
+    pub rules: Arc<Compiled>,
+    /// New rule sets from the cold shard.
+    pub rules_in: rtrb::Consumer<Arc<Compiled>>,
+    /// Old rule sets back to the cold shard.
+    pub rules_out: rtrb::Producer<Arc<Compiled>>,
+    /// Reports.
+    pub reporter: Reporter,
+    /// Full staleness sweep period, ms.
+    pub sweep_ms: u64,
+    /// Chain epoch (unix ns).
+    pub epoch: u64,
+}
+
+/// Where fired rules go: cooldowns, the chain, the ring, the counts.
+struct Emitter {
+    shard: u32,
+    cooldowns: Cooldowns,
+    chain: Chain,
+    out: broadcast::Writer,
+    buf: Box<[u8]>,
+    counters: [u64; C_COUNT],
+    rule_counts: Vec<u64>,
+    reporter: Reporter,
+}
+
+/// The reflex duty of one shard.
+pub struct Reflex {
+    input: rtrb::Consumer<Slot>,
+    state: NodeState,
+    rules: Arc<Compiled>,
+    matches: Vec<u64>,
+    words: usize,
+    evidence: Evidence,
+    emit: Emitter,
+    rules_in: rtrb::Consumer<Arc<Compiled>>,
+    rules_out: rtrb::Producer<Arc<Compiled>>,
+    pending: Option<Arc<Compiled>>,
+    scratch: [u8; NODE_ID_BYTES_MAX],
+    now_ms: u64,
+    nodes_high: u32,
+    sweep_cursor: u32,
+    sweep_ms: u64,
+}
+
+/// The event a decision is about.
+struct Trigger {
+    node: u32,
+    seq: u64,
+    timestamp: i64,
+    publish_ns: u64,
+    ingest_ns: u64,
+    flags: u8,
+}
+
+impl Reflex {
+    /// Builds the shard's state, allocating everything up front.
+    pub fn new(s: ReflexSetup) -> Self {
+        let words = s.rules_max.div_ceil(64).max(1);
+        let rules_max = s.rules_max;
+        Self {
+            input: s.input,
+            state: NodeState::new(s.shape),
+            rules: s.rules,
+            matches: crate::memory::table(0, s.shape.nodes * words),
+            words,
+            evidence: Evidence::new(),
+            emit: Emitter {
+                shard: s.shard,
+                cooldowns: Cooldowns::new(s.cooldown_slots),
+                chain: Chain::new(s.epoch),
+                out: s.out,
+                buf: vec![0u8; RECORD_BYTES_MAX].into_boxed_slice(),
+                counters: [0; C_COUNT],
+                rule_counts: vec![0; rules_max],
+                reporter: s.reporter,
+            },
+            rules_in: s.rules_in,
+            rules_out: s.rules_out,
+            pending: None,
+            scratch: [0; NODE_ID_BYTES_MAX],
+            now_ms: crate::ingest::unix_ms(),
+            nodes_high: 0,
+            sweep_cursor: 0,
+            sweep_ms: s.sweep_ms.max(1),
+        }
+    }
+
+    /// Reads and handles one record. Returns false when the ring is empty.
+    pub fn step(&mut self) -> bool {
+        let Self {
+            input,
+            scratch,
+            state,
+            rules,
+            matches,
+            words,
+            evidence,
+            emit,
+            now_ms,
+            nodes_high,
+            ..
+        } = self;
+        tick::pop(input, scratch, |r| match r {
+            Record::Node { node, id } => {
+                if state.contains(node) {
+                    state.define(node, id);
+                    *nodes_high = (*nodes_high).max(node + 1);
+                } else {
+                    emit.counters[C_BAD_NODE] += 1;
+                }
+            }
+            Record::Tick(t) => on_tick(state, rules, matches, *words, evidence, emit, *now_ms, &t),
+        })
+    }
+
+    /// Handles up to `limit` records. Returns how many.
+    pub fn poll(&mut self, limit: usize) -> usize {
+        let mut n = 0;
+        while n < limit && self.step() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Whether ingest has records waiting for this shard.
+    pub fn has_data(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    /// Upkeep between work: the wall clock, rule swaps, the staleness sweep, reports.
+    pub fn maintain(&mut self, elapsed_ms: u64, report_due: bool, shard: ShardFigures) {
+        self.now_ms = crate::ingest::unix_ms();
+        self.swap_rules(shard);
+        if !self.rules.stale.is_empty() {
+            self.sweep(elapsed_ms);
+        }
+        self.emit.counters[C_SERIES_REFUSED] = self.state.series_refused;
+        self.emit.counters[C_COOLDOWN_OVERFLOW] = self.emit.cooldowns.overflow;
+        if report_due {
+            self.report(shard);
+        }
+    }
+
+    /// Sends the current report; false if no box was free.
+    pub fn report(&mut self, shard: ShardFigures) -> bool {
+        let e = &mut self.emit;
+        e.reporter
+            .send(&e.counters, self.rules.set.generation(), &e.rule_counts, shard)
+    }
+
+    /// Takes a new rule set if one came. The per-rule counts of the old set are reported
+    /// first, so the cold shard's totals lose nothing across the swap.
+    fn swap_rules(&mut self, shard: ShardFigures) {
+        if self.pending.is_none() {
+            self.pending = self.rules_in.pop().ok();
+        }
+        let Some(new) = self.pending.take() else { return };
+        if !self.report(shard) {
+            self.pending = Some(new);
+            return;
+        }
+        let old = std::mem::replace(&mut self.rules, new);
+        self.emit.rule_counts.iter_mut().for_each(|c| *c = 0);
+        self.emit.counters[C_RULE_SWAPS] += 1;
+        // The cold shard drains this ring every tick; if it is full the old set is freed
+        // here, off the event path (between events), which is rare and bounded.
+        let _ = self.rules_out.push(old);
+    }
+
+    /// Visits a slice of the nodes so that every node is visited once per `sweep_ms`.
+    fn sweep(&mut self, elapsed_ms: u64) {
+        let high = self.nodes_high;
+        if high == 0 {
+            return;
+        }
+        let chunk = ((u64::from(high) * elapsed_ms.max(1)).div_ceil(self.sweep_ms) as u32).clamp(1, high);
+        for _ in 0..chunk {
+            let n = self.sweep_cursor % high;
+            self.sweep_cursor = (n + 1) % high;
+            self.sweep_node(n);
+        }
+    }
+
+    fn sweep_node(&mut self, n: u32) {
+        let Some((seq, ts)) = self.state.last_event(n) else {
+            return;
+        };
+        let silent = self.now_ms.saturating_sub(self.state.seen_ms(n));
+        refresh_matches(&mut self.state, &self.rules, &mut self.matches, self.words, n);
+        let fired = self.state.stale_fired(n);
+        for k in 0..self.rules.stale.len() {
+            let i = self.rules.stale[k];
+            let rule = self.rules.set.rule(i);
+            let ordinal = rule.stale_ordinal().unwrap_or(0);
+            if fired & 1 << (ordinal % 64) != 0 || !bit(&self.matches, self.words, n, i) {
+                continue;
+            }
+            self.evidence.clear();
+            let inputs = self.state.sweep_inputs(n, silent);
+            self.emit.counters[C_EVALUATIONS] += 1;
+            if self.rules.set.eval(i, &inputs, &mut self.evidence) {
+                let trigger = Trigger {
+                    node: n,
+                    seq,
+                    timestamp: ts,
+                    publish_ns: 0,
+                    ingest_ns: 0,
+                    flags: FLAG_SWEEP,
+                };
+                if self.emit.fire(&self.rules, i, &self.state, &trigger, &self.evidence) {
+                    self.emit.counters[C_SWEEP_DECISIONS] += 1;
+                }
+                self.state.mark_stale_fired(n, ordinal);
+            }
+        }
+    }
+
+    /// A counter's value.
+    pub fn counter(&self, c: usize) -> u64 {
+        self.emit.counters.get(c).copied().unwrap_or(0)
+    }
+}
+
+fn bit(matches: &[u64], words: usize, n: u32, i: usize) -> bool {
+    matches
+        .get(n as usize * words + i / 64)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+/// Rebuilds node `n`'s rule bitset if it was built for another generation.
+fn refresh_matches(state: &mut NodeState, rules: &Compiled, matches: &mut [u64], words: usize, n: u32) {
+    let generation = rules.set.generation();
+    if state.rules_generation(n) == generation {
+        return;
+    }
+    let row = &mut matches[n as usize * words..(n as usize + 1) * words];
+    row.iter_mut().for_each(|w| *w = 0);
+    let name = state.name(n);
+    for i in 0..rules.set.len().min(words * 64) {
+        if rules.set.rule(i).matches(name) {
+            row[i / 64] |= 1 << (i % 64);
+        }
+    }
+    state.set_rules_generation(n, generation);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn on_tick(
+    state: &mut NodeState,
+    rules: &Compiled,
+    matches: &mut [u64],
+    words: usize,
+    evidence: &mut Evidence,
+    emit: &mut Emitter,
+    now_ms: u64,
+    t: &TickView<'_>,
+) {
+    let head = t.head();
+    if !state.contains(head.node) {
+        emit.counters[C_BAD_NODE] += 1;
+        return;
+    }
+    let sampled = head.ingest_ns != 0;
+    let t0 = if sampled {
+        let now = rim_ring::clock::monotonic_ns();
+        emit.reporter
+            .current
+            .hists
+            .record(STAGE_INGEST_TO_REFLEX, now.saturating_sub(head.ingest_ns));
+        now
+    } else {
+        0
+    };
+    let gap = state.apply(t, head.seq, head.timestamp, now_ms);
+    emit.counters[C_TICKS] += 1;
+    if rules.set.is_empty() {
+        return;
+    }
+    refresh_matches(state, rules, matches, words, head.node);
+    let state = &*state;
+    let inputs = state.event_inputs(t, &head, gap);
+    let trigger = Trigger {
+        node: head.node,
+        seq: head.seq,
+        timestamp: head.timestamp,
+        publish_ns: head.publish_ns,
+        ingest_ns: head.ingest_ns,
+        flags: 0,
+    };
+    let row = &matches[head.node as usize * words..(head.node as usize + 1) * words];
+    for (w, &word) in row.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            let i = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            evidence.clear();
+            emit.counters[C_EVALUATIONS] += 1;
+            if rules.set.eval(i, &inputs, evidence) {
+                emit.fire(rules, i, state, &trigger, evidence);
+            }
+        }
+    }
+    if sampled {
+        let now = rim_ring::clock::monotonic_ns();
+        emit.reporter
+            .current
+            .hists
+            .record(STAGE_RULE_EVAL, now.saturating_sub(t0));
+    }
+}
+
+impl Emitter {
+    /// Publishes rule `i`'s decision unless its cooldown holds it. True if published.
+    /// The node's id is looked up only here: most events fire nothing, and the lookup is
+    /// a cache miss on a large node set.
+    fn fire(&mut self, rules: &Compiled, i: usize, state: &NodeState, t: &Trigger, evidence: &Evidence) -> bool {
+        let node_id = state.name(t.node);
+        let rule = rules.set.rule(i);
+        if t.flags & FLAG_SWEEP == 0 {
+            match self
+                .cooldowns
+                .check(rules.id_hash[i], t.node, t.timestamp, rule.cooldown_ms())
+            {
+                Gate::Quiet => {
+                    self.counters[C_COOLDOWN_QUIET] += 1;
+                    return false;
+                }
+                Gate::Fire | Gate::FireUntracked => {}
+            }
+        }
+        let decided_ns = rim_ring::clock::monotonic_ns();
+        let from = if t.publish_ns != 0 && t.publish_ns <= decided_ns {
+            t.publish_ns
+        } else if t.ingest_ns != 0 {
+            t.ingest_ns
+        } else {
+            decided_ns
+        };
+        let draft = Draft {
+            shard: self.shard,
+            rule_id: rule.id(),
+            rule_version: rule.version(),
+            rule_generation: rules.set.generation(),
+            severity: rule.severity() as u8,
+            flags: t.flags,
+            node: t.node,
+            node_id,
+            event_seq: t.seq,
+            event_timestamp: t.timestamp,
+            publish_ns: t.publish_ns,
+            decided_ns,
+            latency_ns: decided_ns - from,
+        };
+        let ev = evidence.iter().map(|(l, v)| (rule.label(l), v));
+        let len = self.chain.append(&draft, evidence.len(), ev, &mut self.buf);
+        if self.out.publish(&self.buf[..len]).is_err() {
+            self.counters[C_PUBLISH_FAILED] += 1;
+            return false;
+        }
+        if from == t.publish_ns && t.publish_ns != 0 {
+            self.reporter
+                .current
+                .hists
+                .record(STAGE_PUBLISH_TO_DECISION, decided_ns - from);
+        }
+        self.counters[C_DECISIONS] += 1;
+        if let Some(c) = self.rule_counts.get_mut(i) {
+            *c += 1;
+        }
+        true
+    }
+}

@@ -1,0 +1,409 @@
+//! Present state per node, owned by one reflex shard: the last event's facts, and per
+//! series (price, volume, stress, each metric) the last value, an EWMA with its variance,
+//! and a ring of checkpoints that `change()` looks back through.
+//!
+//! Everything is allocated once, zeroed, from `reflex.nodes_max`: plain arrays of numbers
+//! (all-zero means "empty"), so the kernel maps pages only for the nodes that appear and
+//! RSS follows the nodes in use, not the limit. A node has `series_per_node` series
+//! slots, taken first come; a series past that is counted and not tracked.
+//!
+//! Checkpoints: a series records (time, value) when its last checkpoint is at least
+//! `window_step_ms` old, into a ring of `window_points`. `change(x, W)` compares the value
+//! now with the newest checkpoint at or before `now - W`, so its look-back is between W
+//! and W + step; the rule compiler refuses windows shorter than one step or longer than
+//! the ring covers.
+
+use rim_rules::{Field, Inputs, MetricKey, Series};
+
+use crate::memory::table;
+use crate::tick::TickView;
+
+/// Per-node words.
+const M_LAST_SEQ: usize = 0;
+const M_LAST_TS: usize = 1;
+const M_EVENTS: usize = 2;
+const M_SEEN_MS: usize = 3;
+const M_RULES_GEN: usize = 4;
+const M_STALE_SEQ: usize = 5;
+const M_STALE_MASK: usize = 6;
+const M_STATUS: usize = 7;
+
+/// Per-series floats.
+const S_LAST: usize = 0;
+const S_EWMA: usize = 1;
+const S_VAR: usize = 2;
+const S_EWMA_PREV: usize = 3;
+const S_VAR_PREV: usize = 4;
+const S_COUNT: usize = 5;
+const S_HEAD: usize = 6;
+const S_POINT_TS: usize = 7;
+
+/// The key a series is stored under (0 means an empty slot).
+pub fn series_key(s: Series) -> u64 {
+    match s {
+        Series::Price => 1,
+        Series::Volume => 2,
+        Series::Stress => 3,
+        Series::Metric(MetricKey(h)) => metric_key(h),
+    }
+}
+
+/// The stored key of a metric whose name hashes to `h` (clear of the field keys).
+pub fn metric_key(h: u64) -> u64 {
+    if h <= 3 {
+        h + 4
+    } else {
+        h
+    }
+}
+
+/// Shape of the state.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Nodes.
+    pub nodes: usize,
+    /// Series slots per node.
+    pub series: usize,
+    /// Checkpoints per series.
+    pub points: usize,
+    /// Checkpoint spacing, ms.
+    pub step_ms: u64,
+    /// EWMA weight.
+    pub alpha: f64,
+    /// Samples before a z-score is known.
+    pub zscore_min: u32,
+}
+
+/// All nodes' present state in one shard.
+pub struct NodeState {
+    shape: Shape,
+    /// One block per node, so that an event's reads and writes fall on adjacent cache
+    /// lines of one page: 8 meta words, then `series` keys, then 8 words per series
+    /// (floats stored as their bits).
+    blocks: Vec<u64>,
+    stride: usize,
+    points: Vec<[f64; 2]>,
+    names: Vec<(u32, u32)>,
+    arena: String,
+    /// Series not tracked because a node's slots were full.
+    pub series_refused: u64,
+}
+
+impl NodeState {
+    /// Allocates (zeroed) state of `shape`.
+    pub fn new(shape: Shape) -> Self {
+        let s = shape.nodes * shape.series;
+        let stride = 8 + shape.series * 9;
+        Self {
+            shape,
+            blocks: table(0, shape.nodes * stride),
+            stride,
+            points: table([0.0; 2], s * shape.points),
+            names: table((0, 0), shape.nodes),
+            arena: String::with_capacity(shape.nodes.saturating_mul(40)),
+            series_refused: 0,
+        }
+    }
+
+    fn meta(&self, n: usize) -> &[u64] {
+        &self.blocks[n * self.stride..n * self.stride + 8]
+    }
+
+    fn meta_mut(&mut self, n: usize) -> &mut [u64] {
+        &mut self.blocks[n * self.stride..n * self.stride + 8]
+    }
+
+    /// Series `i` (= node × series + slot): its key's word index.
+    fn key_at(&self, i: usize) -> usize {
+        let (n, slot) = (i / self.shape.series, i % self.shape.series);
+        n * self.stride + 8 + slot
+    }
+
+    /// Series `i`'s value words' first index.
+    fn vals_at(&self, i: usize) -> usize {
+        let (n, slot) = (i / self.shape.series, i % self.shape.series);
+        n * self.stride + 8 + self.shape.series + slot * 8
+    }
+
+    fn val(&self, i: usize, f: usize) -> f64 {
+        f64::from_bits(self.blocks[self.vals_at(i) + f])
+    }
+
+    /// Records node `n`'s id.
+    pub fn define(&mut self, n: u32, id: &str) {
+        if let Some(slot) = self.names.get_mut(n as usize) {
+            let start = self.arena.len() as u32;
+            self.arena.push_str(id);
+            *slot = (start, id.len() as u32);
+        }
+    }
+
+    /// Node `n`'s id ("" if never defined).
+    pub fn name(&self, n: u32) -> &str {
+        self.names
+            .get(n as usize)
+            .and_then(|&(s, l)| self.arena.get(s as usize..(s + l) as usize))
+            .unwrap_or("")
+    }
+
+    /// Whether `n` is a node index this state holds.
+    pub fn contains(&self, n: u32) -> bool {
+        (n as usize) < self.shape.nodes
+    }
+
+    /// Applies an event to its node. Returns the gap to the node's previous event (ms),
+    /// if it had one. `now_ms` is the shard's wall clock.
+    pub fn apply(&mut self, t: &TickView<'_>, seq: u64, ts: i64, now_ms: u64) -> Option<f64> {
+        let n = t.node() as usize;
+        let head = t.head();
+        let m = self.meta_mut(n);
+        let gap = (m[M_EVENTS] > 0).then(|| (ts - m[M_LAST_TS] as i64) as f64);
+        m[M_LAST_SEQ] = seq;
+        m[M_LAST_TS] = ts as u64;
+        m[M_EVENTS] += 1;
+        m[M_SEEN_MS] = now_ms;
+        m[M_STATUS] = head.status;
+        for (key, v) in [(1, head.price), (2, head.volume), (3, head.stress)] {
+            if let Some(v) = v {
+                self.observe(n, key, v, ts);
+            }
+        }
+        for i in 0..t.metric_count() {
+            let (h, v) = t.metric(i);
+            self.observe(n, metric_key(h), v, ts);
+        }
+        gap
+    }
+
+    fn slot(&self, n: usize, key: u64) -> Option<usize> {
+        let base = n * self.shape.series;
+        (base..base + self.shape.series).find(|&i| self.blocks[self.key_at(i)] == key)
+    }
+
+    fn slot_or_take(&mut self, n: usize, key: u64) -> Option<usize> {
+        let base = n * self.shape.series;
+        for i in base..base + self.shape.series {
+            let k = self.key_at(i);
+            if self.blocks[k] == key {
+                return Some(i);
+            }
+            if self.blocks[k] == 0 {
+                self.blocks[k] = key;
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn observe(&mut self, n: usize, key: u64, x: f64, ts: i64) {
+        let Some(i) = self.slot_or_take(n, key) else {
+            self.series_refused += 1;
+            return;
+        };
+        let alpha = self.shape.alpha;
+        let at = self.vals_at(i);
+        let mut s = [0.0f64; 8];
+        for (f, w) in s.iter_mut().zip(&self.blocks[at..at + 8]) {
+            *f = f64::from_bits(*w);
+        }
+        s[S_EWMA_PREV] = s[S_EWMA];
+        s[S_VAR_PREV] = s[S_VAR];
+        if s[S_COUNT] == 0.0 {
+            s[S_EWMA] = x;
+            s[S_VAR] = 0.0;
+        } else {
+            // West's exponentially weighted mean and variance.
+            let diff = x - s[S_EWMA];
+            let incr = alpha * diff;
+            s[S_EWMA] += incr;
+            s[S_VAR] = (1.0 - alpha) * (s[S_VAR] + diff * incr);
+        }
+        s[S_LAST] = x;
+        s[S_COUNT] += 1.0;
+        let due = s[S_COUNT] == 1.0 || ts as f64 - s[S_POINT_TS] >= self.shape.step_ms as f64;
+        if due {
+            let p = self.shape.points;
+            let head = if s[S_COUNT] == 1.0 {
+                0
+            } else {
+                (s[S_HEAD] as usize + 1) % p
+            };
+            s[S_HEAD] = head as f64;
+            s[S_POINT_TS] = ts as f64;
+            self.points[i * p + head] = [ts as f64, x];
+        }
+        for (w, f) in self.blocks[at..at + 8].iter_mut().zip(s) {
+            *w = f.to_bits();
+        }
+    }
+
+    fn last(&self, n: usize, key: u64) -> Option<f64> {
+        self.slot(n, key).map(|i| self.val(i, S_LAST))
+    }
+
+    fn change(&self, n: usize, key: u64, window_ms: u64, now_ts: i64) -> Option<(f64, f64)> {
+        let i = self.slot(n, key)?;
+        let p = self.shape.points;
+        let target = now_ts as f64 - window_ms as f64;
+        let head = self.val(i, S_HEAD) as usize;
+        let count = (self.val(i, S_COUNT) as usize).min(p);
+        let last = self.val(i, S_LAST);
+        (0..count)
+            .map(|k| self.points[i * p + (head + p - k) % p])
+            .find(|pt| pt[0] != 0.0 && pt[0] <= target)
+            .map(|pt| (pt[1], last))
+    }
+
+    fn zscore(&self, n: usize, key: u64) -> Option<f64> {
+        let i = self.slot(n, key)?;
+        let (count, var_prev) = (self.val(i, S_COUNT), self.val(i, S_VAR_PREV));
+        if count - 1.0 < f64::from(self.shape.zscore_min) || var_prev <= 0.0 {
+            return None;
+        }
+        Some((self.val(i, S_LAST) - self.val(i, S_EWMA_PREV)) / var_prev.sqrt())
+    }
+
+    fn ewma(&self, n: usize, key: u64) -> Option<f64> {
+        let i = self.slot(n, key)?;
+        (self.val(i, S_COUNT) > 0.0).then(|| self.val(i, S_EWMA))
+    }
+
+    /// The rule-set generation node `n`'s rule list was built for.
+    pub fn rules_generation(&self, n: u32) -> u64 {
+        self.meta(n as usize)[M_RULES_GEN]
+    }
+
+    /// Marks node `n`'s rule list as built for `g`.
+    pub fn set_rules_generation(&mut self, n: u32, g: u64) {
+        self.meta_mut(n as usize)[M_RULES_GEN] = g;
+    }
+
+    /// Node `n`'s last event (seq, event time), if it has had one.
+    pub fn last_event(&self, n: u32) -> Option<(u64, i64)> {
+        let m = self.meta(n as usize);
+        (m[M_EVENTS] > 0).then(|| (m[M_LAST_SEQ], m[M_LAST_TS] as i64))
+    }
+
+    /// Wall ms node `n` was last seen.
+    pub fn seen_ms(&self, n: u32) -> u64 {
+        self.meta(n as usize)[M_SEEN_MS]
+    }
+
+    /// Stale rules that fired for node `n` since its last event (bit = stale ordinal).
+    pub fn stale_fired(&self, n: u32) -> u64 {
+        let m = self.meta(n as usize);
+        if m[M_STALE_SEQ] == m[M_LAST_SEQ] {
+            m[M_STALE_MASK]
+        } else {
+            0
+        }
+    }
+
+    /// Records that stale rule `ordinal` fired for node `n` during its current silence.
+    pub fn mark_stale_fired(&mut self, n: u32, ordinal: u8) {
+        let fired = self.stale_fired(n);
+        let m = self.meta_mut(n as usize);
+        m[M_STALE_SEQ] = m[M_LAST_SEQ];
+        m[M_STALE_MASK] = fired | 1 << (ordinal % 64);
+    }
+
+    /// The event-time view of node `n` for rules, during tick `t`.
+    pub fn event_inputs<'s>(
+        &'s self,
+        t: &'s TickView<'s>,
+        head: &'s crate::tick::TickHead,
+        gap: Option<f64>,
+    ) -> EventInputs<'s> {
+        EventInputs {
+            state: self,
+            tick: t,
+            head,
+            gap,
+        }
+    }
+
+    /// The sweep's view of node `n`: its last values, silent for `silent_ms`.
+    pub fn sweep_inputs(&self, n: u32, silent_ms: u64) -> SweepInputs<'_> {
+        SweepInputs {
+            state: self,
+            node: n as usize,
+            silent_ms,
+        }
+    }
+}
+
+/// Rule inputs while an event is evaluated: fields and metrics from the event, series
+/// statistics from the state it just updated.
+pub struct EventInputs<'s> {
+    state: &'s NodeState,
+    tick: &'s TickView<'s>,
+    head: &'s crate::tick::TickHead,
+    gap: Option<f64>,
+}
+
+impl Inputs for EventInputs<'_> {
+    fn field(&self, f: Field) -> Option<f64> {
+        match f {
+            Field::Price => self.head.price,
+            Field::Volume => self.head.volume,
+            Field::Stress => self.head.stress,
+            Field::Gap => self.gap,
+        }
+    }
+    fn status_hash(&self) -> u64 {
+        self.head.status
+    }
+    fn metric(&self, key: MetricKey) -> Option<f64> {
+        self.tick.find_metric(key.0.max(1))
+    }
+    fn change(&self, s: Series, window_ms: u64) -> Option<(f64, f64)> {
+        self.state
+            .change(self.head.node as usize, series_key(s), window_ms, self.head.timestamp)
+    }
+    fn zscore(&self, s: Series) -> Option<f64> {
+        self.state.zscore(self.head.node as usize, series_key(s))
+    }
+    fn ewma(&self, s: Series) -> Option<f64> {
+        self.state.ewma(self.head.node as usize, series_key(s))
+    }
+    fn silent_ms(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Rule inputs in the staleness sweep: the node's last values.
+pub struct SweepInputs<'s> {
+    state: &'s NodeState,
+    node: usize,
+    silent_ms: u64,
+}
+
+impl Inputs for SweepInputs<'_> {
+    fn field(&self, f: Field) -> Option<f64> {
+        match f {
+            Field::Price => self.state.last(self.node, 1),
+            Field::Volume => self.state.last(self.node, 2),
+            Field::Stress => self.state.last(self.node, 3),
+            Field::Gap => Some(self.silent_ms as f64),
+        }
+    }
+    fn status_hash(&self) -> u64 {
+        self.state.meta(self.node)[M_STATUS]
+    }
+    fn metric(&self, key: MetricKey) -> Option<f64> {
+        self.state.last(self.node, metric_key(key.0.max(1)))
+    }
+    fn change(&self, s: Series, window_ms: u64) -> Option<(f64, f64)> {
+        let ts = self.state.meta(self.node)[M_LAST_TS] as i64;
+        self.state.change(self.node, series_key(s), window_ms, ts)
+    }
+    fn zscore(&self, s: Series) -> Option<f64> {
+        self.state.zscore(self.node, series_key(s))
+    }
+    fn ewma(&self, s: Series) -> Option<f64> {
+        self.state.ewma(self.node, series_key(s))
+    }
+    fn silent_ms(&self) -> Option<u64> {
+        Some(self.silent_ms)
+    }
+}

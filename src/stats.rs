@@ -1,0 +1,275 @@
+//! The daemon's statistics on the cold shard: folds the hot duties' reports into
+//! cumulative figures and rewrites the stats segment (`{run_dir}/stats`) every
+//! `stats.interval_ms`, which `rimctl stats` reads while the daemon runs and the HTTP
+//! `/metrics` will render. Allocation is fine here: this is the cold core.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rim_ring::Segment;
+use rim_stats::{RingSnapshot, ShardSnapshot, Snapshot, StageHistograms, StatsError, StatsWriter};
+
+use crate::config::Config;
+use crate::ingest::{self, attach::Registry, Retired};
+use crate::reflex::{self, Compiled};
+use crate::report::{Report, ShardFigures, STAGES};
+
+/// Cumulative figures and the segment they are written to.
+pub struct Aggregator {
+    writer: StatsWriter,
+    pid: u32,
+    started_ms: u64,
+    stages: StageHistograms,
+    ingest: Vec<u64>,
+    hot: ShardFigures,
+    reflex: Vec<Vec<u64>>,
+    reflex_shards: Vec<ShardFigures>,
+    live_rules: Vec<Option<(u64, Vec<u64>)>>,
+    rule_totals: BTreeMap<String, u64>,
+    sets: BTreeMap<u64, Arc<Compiled>>,
+    reloads: u64,
+    reload_failures: u64,
+    last_reload_error: String,
+    registry: Arc<Registry>,
+    decisions: Vec<Arc<Segment>>,
+    retired_delivered: u64,
+    retired_rejected: u64,
+    cores: (usize, usize, Vec<usize>),
+}
+
+impl Aggregator {
+    /// Creates the stats segment.
+    pub fn new(
+        config: &Config,
+        registry: Arc<Registry>,
+        decisions: Vec<Arc<Segment>>,
+        _epoch: u64,
+    ) -> Result<Self, StatsError> {
+        let writer = StatsWriter::create(&config.stats_path(), config.stats.segment_bytes, 0o600)?;
+        let shards = config.topology.reflex_shards;
+        Ok(Self {
+            writer,
+            pid: std::process::id(),
+            started_ms: ingest::unix_ms(),
+            stages: StageHistograms::new(STAGES),
+            ingest: vec![0; ingest::C_COUNT],
+            hot: ShardFigures::default(),
+            reflex: vec![vec![0; reflex::C_COUNT]; shards],
+            reflex_shards: vec![ShardFigures::default(); shards],
+            live_rules: vec![None; shards],
+            rule_totals: BTreeMap::new(),
+            sets: BTreeMap::new(),
+            reloads: 0,
+            reload_failures: 0,
+            last_reload_error: String::new(),
+            registry,
+            decisions,
+            retired_delivered: 0,
+            retired_rejected: 0,
+            cores: (
+                config.topology.hot_core,
+                config.topology.cold_core,
+                config.topology.reflex_cores.clone(),
+            ),
+        })
+    }
+
+    /// Folds an ingest report (its histograms are then reset for reuse).
+    pub fn ingest_report(&mut self, r: &mut Report) {
+        self.stages.add(&r.hists);
+        r.hists.reset();
+        self.ingest.clone_from(&r.counters);
+        self.hot = r.shard;
+    }
+
+    /// Folds reflex shard `k`'s report.
+    pub fn reflex_report(&mut self, k: usize, r: &mut Report) {
+        self.stages.add(&r.hists);
+        r.hists.reset();
+        if let Some(c) = self.reflex.get_mut(k) {
+            c.clone_from(&r.counters);
+        }
+        if k > 0 {
+            if let Some(s) = self.reflex_shards.get_mut(k) {
+                *s = r.shard;
+            }
+        }
+        let Some(live) = self.live_rules.get_mut(k) else { return };
+        if let Some((generation, counts)) = live.take() {
+            if generation != r.rule_generation {
+                // The shard moved to a new set: its last counts under the old one are final.
+                if let Some(set) = self.sets.get(&generation) {
+                    for (i, rule) in set.set.rules().enumerate() {
+                        *self.rule_totals.entry(rule.id().to_owned()).or_default() +=
+                            counts.get(i).copied().unwrap_or(0);
+                    }
+                }
+            }
+        }
+        *live = Some((r.rule_generation, r.rule_counts.clone()));
+    }
+
+    /// A ring left: its counters stay in the totals.
+    pub fn ring_retired(&mut self, r: &Retired) {
+        let s = r.ring.consumer.stats();
+        self.retired_delivered += s.delivered;
+        self.retired_rejected += s.rejected;
+    }
+
+    /// A new rule set is in force.
+    pub fn rules_loaded(&mut self, set: &Arc<Compiled>) {
+        self.reloads += 1;
+        self.sets.insert(set.set.generation(), set.clone());
+    }
+
+    /// A reload was refused.
+    pub fn rules_reload_failed(&mut self, why: &str) {
+        self.reload_failures += 1;
+        self.last_reload_error = why.chars().take(2000).collect();
+    }
+
+    /// Builds the snapshot and writes it to the segment.
+    pub fn publish(&mut self, current: &Arc<Compiled>, running: bool) -> Result<(), StatsError> {
+        self.sets
+            .entry(current.set.generation())
+            .or_insert_with(|| current.clone());
+        let in_use: Vec<u64> = self.live_rules.iter().flatten().map(|(g, _)| *g).collect();
+        let keep_from = in_use.iter().copied().min().unwrap_or(current.set.generation());
+        self.sets
+            .retain(|&g, _| g >= keep_from || g == current.set.generation());
+        let snap = self.snapshot(current, running);
+        self.writer.publish(&snap)
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self, current: &Arc<Compiled>, running: bool) -> Snapshot {
+        let mut counters = BTreeMap::new();
+        for (i, name) in ingest::COUNTER_NAMES.iter().enumerate() {
+            counters.insert(format!("ingest.{name}"), self.ingest[i]);
+        }
+        let mut rejected = 0;
+        for (i, reason) in ingest::REJECT_REASONS.iter().enumerate() {
+            let v = self.ingest[ingest::C_REJECTED_BASE + i];
+            rejected += v;
+            counters.insert(format!("ingest.rejected.{reason}"), v);
+        }
+        counters.insert("ingest.rejected".into(), rejected);
+        let events_in = self.ingest[ingest::C_ACCEPTED]
+            + self.ingest[ingest::C_DUPLICATES]
+            + self.ingest[ingest::C_NODES_REFUSED]
+            + rejected;
+        counters.insert("ingest.events_in".into(), events_in);
+        for (i, name) in reflex::COUNTER_NAMES.iter().enumerate() {
+            counters.insert(format!("reflex.{name}"), self.reflex.iter().map(|c| c[i]).sum());
+        }
+        let mut per_rule = self.rule_totals.clone();
+        for (generation, counts) in self.live_rules.iter().flatten() {
+            if let Some(set) = self.sets.get(generation) {
+                for (i, rule) in set.set.rules().enumerate() {
+                    *per_rule.entry(rule.id().to_owned()).or_default() += counts.get(i).copied().unwrap_or(0);
+                }
+            }
+        }
+        for (id, n) in per_rule {
+            counters.insert(format!("decisions.rule.{id}"), n);
+        }
+        counters.insert("rules.reloads".into(), self.reloads);
+        counters.insert("rules.reload_failures".into(), self.reload_failures);
+
+        let entries = self.registry.entries();
+        let mut gauges = BTreeMap::new();
+        gauges.insert("nodes".into(), self.ingest[ingest::C_NODES] as i64);
+        gauges.insert("producers".into(), entries.len() as i64);
+        gauges.insert("rules".into(), current.set.len() as i64);
+        gauges.insert("rules.generation".into(), current.set.generation() as i64);
+        gauges.insert("rss_bytes".into(), rss_bytes() as i64);
+
+        let mut rings: Vec<RingSnapshot> = entries
+            .iter()
+            .map(|e| {
+                let s = rim_ring::spsc::stats_of(&e.segment);
+                RingSnapshot {
+                    name: e.name.clone(),
+                    kind: "producer".into(),
+                    pid: e.pid,
+                    state: "attached".into(),
+                    depth: s.depth_bytes,
+                    capacity: e.capacity as u64,
+                    delivered: s.delivered,
+                    rejected: s.rejected,
+                    refused_full: s.refused_full,
+                }
+            })
+            .collect();
+        for (k, seg) in self.decisions.iter().enumerate() {
+            let published = self.reflex.get(k).map_or(0, |c| c[reflex::C_DECISIONS]);
+            rings.push(RingSnapshot {
+                name: format!("decisions:{k}"),
+                kind: "decisions".into(),
+                pid: self.pid,
+                state: "broadcasting".into(),
+                depth: 0,
+                capacity: seg.len() as u64,
+                delivered: published,
+                rejected: 0,
+                refused_full: 0,
+            });
+        }
+
+        let mut shards = vec![shard("rimd-hot", Some(self.cores.0), &self.hot)];
+        for (k, s) in self.reflex_shards.iter().enumerate().skip(1) {
+            shards.push(shard(&format!("rimd-reflex-{k}"), self.cores.2.get(k - 1).copied(), s));
+        }
+        let mut stages = BTreeMap::new();
+        for (i, name) in STAGES.iter().enumerate() {
+            stages.insert((*name).to_owned(), self.stages.quantiles(i));
+        }
+        let _ = self.cores.1;
+        Snapshot {
+            pid: self.pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            running,
+            started_unix_ms: self.started_ms,
+            taken_unix_ms: ingest::unix_ms(),
+            counters,
+            gauges,
+            stages,
+            rings,
+            shards,
+        }
+    }
+
+    /// The last refused reload's errors ("" if none).
+    pub fn last_reload_error(&self) -> &str {
+        &self.last_reload_error
+    }
+
+    /// Records delivered by rings that have since left.
+    pub fn retired_delivered(&self) -> (u64, u64) {
+        (self.retired_delivered, self.retired_rejected)
+    }
+}
+
+fn shard(name: &str, core: Option<usize>, f: &ShardFigures) -> ShardSnapshot {
+    ShardSnapshot {
+        name: name.into(),
+        core,
+        idle: String::new(),
+        loops: f.loops,
+        work: f.work,
+        stalls: f.stalls,
+        max_stall_ns: f.max_stall_ns,
+    }
+}
+
+/// Resident set size from `/proc/self/status` (0 where unavailable).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

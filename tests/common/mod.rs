@@ -1,0 +1,626 @@
+//! Helpers for the daemon's integration tests: a real `rimd` process in a private run
+//! directory, its stats segment, producers and subscribers attached over its control
+//! socket, and the plumbing for tests that need a second process of their own (a
+//! re-execution of the test binary).
+//!
+//! Every daemon runs with `topology.idle=backoff` and `topology.pin=false` (tests run in
+//! parallel on a 2-core machine: a spinning daemon per test would starve the rest) and
+//! small tables unless a test asks for more. Timeouts are generous and nothing asserts on
+//! timing; event times are the test's own, so rule windows and cooldowns are exact.
+//!
+//! Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rim_ring::broadcast::{ReadError, Reader};
+use rim_ring::{attach, Producer, PublishError, RimFastEvent};
+use rim_stats::{Snapshot, StatsReader};
+use rimd::reflex::decision::{decode, Decision};
+
+/// How long a daemon may take to come up (a cold start on a loaded machine).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default wait for something the daemon should do "soon".
+pub const SOON: Duration = Duration::from_secs(20);
+
+/// Settings every test daemon starts with (the test's own `--set`s come after and win).
+pub const BASE_SETS: &[&str] = &[
+    "topology.idle=backoff",
+    "topology.pin=false",
+    "reflex.nodes_max=1000",
+    "ingest.reflex_ring_slots=4096",
+    "ingest.producers_max=16",
+    "decisions.slots=1024",
+    "reflex.cooldown_slots=1024",
+    "stats.segment_bytes=262144",
+];
+
+/// Event time base of the scripts: a fixed instant, so windows and cooldowns are exact.
+pub const T0: i64 = 1_760_000_000_000;
+
+// ---------------------------------------------------------------------------------------
+// Temp dirs
+
+/// A private directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("rimd-it-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Replaces `path` atomically (write a sibling, rename), so a reader never sees half a file.
+pub fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write temp file");
+    std::fs::rename(&tmp, path).expect("rename into place");
+}
+
+// ---------------------------------------------------------------------------------------
+// The daemon
+
+/// The `rimd` binary under test.
+pub fn rimd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rimd")
+}
+
+/// A `rimd` command with a clean environment for its settings (no `RUST_LOG`, no
+/// `RIMD_*` from the caller's shell).
+pub fn rimd_command() -> Command {
+    let mut cmd = Command::new(rimd_bin());
+    cmd.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RIMD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A running `rimd` in its own run directory; killed (and its directory removed) on drop.
+/// A panicking test prints the daemon's log.
+pub struct Daemon {
+    child: Option<Child>,
+    status: Option<ExitStatus>,
+    dir: TempDir,
+    log: PathBuf,
+    rules: Option<PathBuf>,
+    reader: Option<StatsReader>,
+}
+
+impl Daemon {
+    /// Starts `rimd` with [`BASE_SETS`], then `sets`, and (if given) `rules` written to a
+    /// rule file in the run directory; returns once the control socket exists and the
+    /// stats segment reads.
+    pub fn start(sets: &[&str], rules: Option<&str>) -> Daemon {
+        let dir = TempDir::new("d");
+        let log = dir.path().join("rimd.log");
+        let run_dir = dir.path().join("run");
+        let mut cmd = rimd_command();
+        cmd.arg("--run-dir").arg(&run_dir);
+        for s in BASE_SETS.iter().chain(sets) {
+            cmd.arg("--set").arg(s);
+        }
+        let rules_path = rules.map(|text| {
+            let p = dir.path().join("rules.toml");
+            std::fs::write(&p, text).expect("write rule file");
+            p
+        });
+        if let Some(p) = &rules_path {
+            cmd.arg("--rules").arg(p);
+        }
+        let out = File::create(&log).expect("daemon log");
+        let err = out.try_clone().expect("daemon log");
+        cmd.stdout(out).stderr(err);
+        let child = cmd.spawn().expect("spawn rimd");
+        let mut d = Daemon {
+            child: Some(child),
+            status: None,
+            dir,
+            log,
+            rules: rules_path,
+            reader: None,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(s) = d.try_exited() {
+                panic!("rimd exited during start-up with {s}\n{}", d.log_text());
+            }
+            if d.socket().exists() {
+                if let Ok(r) = StatsReader::open(&d.stats_path()) {
+                    if r.read().is_ok() {
+                        d.reader = Some(r);
+                        return d;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rimd did not come up within {START_TIMEOUT:?}\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("rimd.sock")
+    }
+
+    pub fn stats_path(&self) -> PathBuf {
+        self.run_dir().join("stats")
+    }
+
+    /// The rule file the daemon was started with.
+    pub fn rules_path(&self) -> &Path {
+        self.rules.as_deref().expect("daemon started without a rule file")
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The latest stats snapshot (works after the daemon exited: the segment stays).
+    pub fn stats(&mut self) -> Snapshot {
+        if self.reader.is_none() {
+            self.reader = Some(StatsReader::open(&self.stats_path()).expect("open stats segment"));
+        }
+        let r = self.reader.as_ref().expect("reader");
+        let mut last = None;
+        for _ in 0..100 {
+            match r.read() {
+                Ok(s) => return s,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("stats segment unreadable: {last:?}\n{}", self.log_text());
+    }
+
+    /// Polls the stats until `cond` holds; fails after `timeout` with the last snapshot
+    /// and the daemon's log.
+    #[track_caller]
+    pub fn wait_for(&mut self, timeout: Duration, what: &str, mut cond: impl FnMut(&Snapshot) -> bool) -> Snapshot {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.stats();
+            if cond(&s) {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for: {what}\ncounters: {:#?}\ngauges: {:#?}\nrings: {:#?}\n--- rimd log ---\n{}",
+                    s.counters,
+                    s.gauges,
+                    s.rings,
+                    self.log_text()
+                );
+            }
+            if let Some(st) = self.try_exited() {
+                panic!("rimd exited ({st}) while waiting for: {what}\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `sig` to the daemon.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) with a pid this test spawned (not yet reaped: `child` is Some).
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed: {}", std::io::Error::last_os_error());
+    }
+
+    /// The exit status if the daemon has exited (reaps it).
+    pub fn try_exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(c) = self.child.as_mut() {
+                self.status = c.try_wait().expect("try_wait");
+            }
+        }
+        self.status
+    }
+
+    /// Waits for the daemon to exit, failing after `timeout`.
+    #[track_caller]
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exited() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rimd still running {timeout:?} after being told to stop\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (up to a minute: the drain is bounded at 5 s).
+    #[track_caller]
+    pub fn sigterm(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(60))
+    }
+
+    /// Attaches a producer ring of `capacity` bytes named `name`.
+    pub fn producer(&self, name: &str, capacity: usize) -> Feed {
+        let p = attach::attach_producer(&self.socket(), name, capacity)
+            .unwrap_or_else(|e| panic!("attach producer {name}: {e}\n{}", self.log_text()));
+        Feed::new(p)
+    }
+
+    /// Attaches a subscriber to reflex shard 0's decisions.
+    pub fn subscriber(&self) -> Subscriber {
+        let r = attach::attach_subscriber(&self.socket(), "decisions")
+            .unwrap_or_else(|e| panic!("attach subscriber: {e}\n{}", self.log_text()));
+        Subscriber::new(r)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if self.status.is_none() && matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- rimd log ({}) ---\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// A counter of the snapshot; fails if the daemon does not publish it (a renamed counter
+/// must break the tests, not make them read 0).
+#[track_caller]
+pub fn counter(s: &Snapshot, name: &str) -> u64 {
+    *s.counters
+        .get(name)
+        .unwrap_or_else(|| panic!("no counter {name:?} in the snapshot; counters: {:?}", s.counters.keys()))
+}
+
+/// A gauge of the snapshot; fails if it is missing.
+#[track_caller]
+pub fn gauge(s: &Snapshot, name: &str) -> i64 {
+    *s.gauges
+        .get(name)
+        .unwrap_or_else(|| panic!("no gauge {name:?} in the snapshot; gauges: {:?}", s.gauges.keys()))
+}
+
+/// The producer ring called `name` in the snapshot, if it is attached.
+pub fn ring<'s>(s: &'s Snapshot, name: &str) -> Option<&'s rim_stats::RingSnapshot> {
+    s.rings.iter().find(|r| r.kind == "producer" && r.name == name)
+}
+
+// ---------------------------------------------------------------------------------------
+// Producers
+
+/// How long a publish keeps retrying a full ring before the test fails.
+pub const FULL_WATCHDOG: Duration = Duration::from_secs(60);
+
+/// A producer ring with publishing that retries while the ring is full.
+pub struct Feed {
+    pub p: Producer,
+    /// Publishes refused with `Full` (and retried).
+    pub full_retries: u64,
+    /// Events and raw records published.
+    pub published: u64,
+}
+
+impl Feed {
+    pub fn new(p: Producer) -> Self {
+        Self {
+            p,
+            full_retries: 0,
+            published: 0,
+        }
+    }
+
+    /// Publishes `ev`, retrying while the ring is full.
+    #[track_caller]
+    pub fn publish(&mut self, ev: &RimFastEvent) {
+        let r = ev.as_ref();
+        let p = &mut self.p;
+        self.full_retries += retry_full(|| p.try_publish_event(&r));
+        self.published += 1;
+    }
+
+    /// Publishes raw bytes (garbage, or a hand-made record), retrying while full.
+    #[track_caller]
+    pub fn publish_raw(&mut self, bytes: &[u8]) {
+        let p = &mut self.p;
+        self.full_retries += retry_full(|| p.try_publish(bytes));
+        self.published += 1;
+    }
+
+    /// Waits until the daemon has read everything published; false on timeout.
+    pub fn wait_consumed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.p.consumed_position() < self.p.position() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+/// Calls `publish` until it is not refused as full; returns the refusals. Any other error
+/// fails the test.
+#[track_caller]
+pub fn retry_full(mut publish: impl FnMut() -> Result<u64, PublishError>) -> u64 {
+    let mut refused = 0u64;
+    let mut since: Option<Instant> = None;
+    loop {
+        match publish() {
+            Ok(_) => return refused,
+            Err(PublishError::Full { .. }) => {
+                refused += 1;
+                let t = *since.get_or_insert_with(Instant::now);
+                assert!(t.elapsed() < FULL_WATCHDOG, "ring full for {FULL_WATCHDOG:?}");
+                if refused < 64 {
+                    std::hint::spin_loop();
+                } else if refused < 1024 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+            Err(e) => panic!("publish failed: {e}"),
+        }
+    }
+}
+
+/// An event of `node` at event time `ts` with `metrics` and status "OK"; set the other
+/// fields on the result.
+pub fn event(node: &str, ts: i64, metrics: &[(&str, f64)]) -> RimFastEvent {
+    RimFastEvent {
+        rim_node_id: node.to_owned(),
+        event_id: None,
+        timestamp: ts,
+        critical_metrics: metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        price: None,
+        volume: None,
+        stress: None,
+        status: "OK".to_owned(),
+        source_topic: None,
+        publish_ns: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscribers
+
+/// A reader of a decision ring.
+pub struct Subscriber {
+    r: Reader,
+    buf: Vec<u8>,
+}
+
+impl Subscriber {
+    pub fn new(r: Reader) -> Self {
+        let buf = vec![0u8; r.slot_bytes()];
+        Self { r, buf }
+    }
+
+    /// The next record's bytes, waiting up to `timeout`. A lap fails the test (these
+    /// tests never publish enough decisions to lap a reader).
+    pub fn next_raw(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.r.read(&mut self.buf) {
+                Ok(Some(n)) => return Some(self.buf[..n].to_vec()),
+                Ok(None) => {}
+                Err(ReadError::Lapped { missed }) => panic!("subscriber lapped: {missed} decisions missed"),
+                Err(e) => panic!("decision ring read: {e}"),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let left = (deadline - now).min(Duration::from_millis(50));
+            self.r.wait(10_000, left.as_nanos() as u64);
+        }
+    }
+
+    /// The next decision, decoded, waiting up to `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Option<Decision> {
+        self.next_raw(timeout)
+            .map(|b| decode(&b).unwrap_or_else(|e| panic!("undecodable decision: {e}")))
+    }
+
+    /// Exactly `n` records (fails if they do not come within `timeout`).
+    #[track_caller]
+    pub fn take_raw(&mut self, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_raw(left) {
+                Some(b) => out.push(b),
+                None => {
+                    let got: Vec<String> = out
+                        .iter()
+                        .map(|b| decode(b).map(|d| short(&d)).unwrap_or_else(|e| e.to_string()))
+                        .collect();
+                    panic!("only {} of {n} decisions within {timeout:?}: {got:#?}", out.len());
+                }
+            }
+        }
+        out
+    }
+
+    /// Fails if a decision arrives within `quiet`.
+    #[track_caller]
+    pub fn expect_none(&mut self, quiet: Duration, context: &str) {
+        if let Some(b) = self.next_raw(quiet) {
+            let d = decode(&b).map(|d| format!("{d:#?}")).unwrap_or_else(|e| e.to_string());
+            panic!("unexpected decision ({context}): {d}");
+        }
+    }
+}
+
+/// A decision in one line, for failure messages.
+pub fn short(d: &Decision) -> String {
+    format!(
+        "{} {} seq={} ts={} sev={} sweep={} ev={:?}",
+        d.rule_id, d.rim_node_id, d.event_seq, d.event_timestamp, d.severity, d.sweep, d.evidence
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Second processes
+
+/// Names the role a re-executed test binary plays; absent in a normal run.
+pub const CHILD_ROLE_ENV: &str = "RIMD_IT_CHILD_ROLE";
+/// The control socket the child attaches to.
+pub const CHILD_SOCKET_ENV: &str = "RIMD_IT_SOCKET";
+
+/// In a child-role test: the socket to attach to if this process was started for `role`,
+/// `None` (the test returns at once) in a normal run.
+pub fn child_socket(role: &str) -> Option<PathBuf> {
+    match std::env::var(CHILD_ROLE_ENV) {
+        Ok(r) if r == role => Some(PathBuf::from(std::env::var(CHILD_SOCKET_ENV).expect("socket env var"))),
+        _ => None,
+    }
+}
+
+/// A child process running one test of this binary in a role; killed and reaped on drop.
+pub struct ChildProc {
+    child: Option<Child>,
+    status: Option<ExitStatus>,
+    log: PathBuf,
+    pid: u32,
+}
+
+impl ChildProc {
+    /// Re-executes this test binary to run `test_name` (a child-role test) as `role`,
+    /// with its output in `<dir>/<role>.log`.
+    pub fn spawn(test_name: &str, role: &str, dir: &Path, socket: &Path) -> Self {
+        let log = dir.join(format!("{role}.log"));
+        let out = File::create(&log).expect("child log");
+        let err = out.try_clone().expect("child log");
+        let child = Command::new(std::env::current_exe().expect("current exe"))
+            .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ROLE_ENV, role)
+            .env(CHILD_SOCKET_ENV, socket)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn child test process");
+        let pid = child.id();
+        Self {
+            child: Some(child),
+            status: None,
+            log,
+            pid,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// The child's exit status if it has exited (reaps it).
+    pub fn try_exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                self.status = child.try_wait().expect("try_wait");
+            }
+        }
+        self.status
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("child");
+        child.kill().expect("kill child");
+        let s = child.wait().expect("reap child");
+        self.status = Some(s);
+        s
+    }
+
+    /// What the child printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Value of a `KEY=value` the child printed.
+    pub fn reported(&self, key: &str) -> Option<String> {
+        let prefix = format!("{key}=");
+        let log = self.log();
+        let at = log.find(&prefix)? + prefix.len();
+        log[at..].split_whitespace().next().map(str::to_owned)
+    }
+
+    /// Waits until the child printed `KEY=value`; fails if it exits first or on timeout.
+    #[track_caller]
+    pub fn wait_reported(&mut self, key: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.reported(key) {
+                return v;
+            }
+            if let Some(s) = self.try_exited() {
+                panic!("child exited ({s}) before reporting {key}\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child did not report {key} within {timeout:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.status.is_none() && matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
