@@ -336,9 +336,11 @@ impl Config {
         }
         let mut used = vec![t.hot_core, t.cold_core];
         for &c in &t.reflex_cores {
-            if used.contains(&c) {
+            // Shards that back off when idle may share cores (small machines, tests);
+            // spinning ones may not.
+            if used.contains(&c) && t.idle == IdleStrategy::Spin {
                 return bad(format!(
-                    "topology.reflex_cores: core {c} is already taken (hot {}, cold {}, reflex {:?}); a busy-polling shard needs its own core",
+                    "topology.reflex_cores: core {c} is already taken (hot {}, cold {}, reflex {:?}); a spinning shard needs its own core (or set topology.idle = \"backoff\")",
                     t.hot_core, t.cold_core, t.reflex_cores
                 ));
             }

@@ -130,7 +130,12 @@ struct HotShard {
 
 /// Runs the daemon until a signal stops it.
 pub fn run(config: Config) -> Result<(), DaemonError> {
-    let stop = Arc::new(AtomicBool::new(false));
+    run_with(config, Arc::new(AtomicBool::new(false)))
+}
+
+/// Runs the daemon until a signal (or `stop`) stops it; SIGTERM/SIGINT set `stop`, so
+/// threads started beside the daemon can watch the same flag.
+pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let reload = Arc::new(AtomicBool::new(false));
     register_signals(&stop, &reload)?;
     prepare_run_dir(&config)?;

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod ingest;
 pub mod memory;
 pub mod reflex;

@@ -32,6 +32,10 @@ struct Cli {
     /// Check the configuration and the rules, then exit.
     #[arg(long)]
     check: bool,
+    /// Also run a demo: a producer publishing 1,000 sensor events/s with anomalies, and
+    /// every decision printed on stdout (both through the daemon's socket and rings).
+    #[arg(long)]
+    demo: bool,
 }
 
 fn main() -> ExitCode {
@@ -71,7 +75,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    match rimd::daemon::run(config) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if cli.demo {
+        rimd::demo::spawn(config.socket_path(), stop.clone());
+    }
+    match rimd::daemon::run_with(config, stop) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -35,6 +35,7 @@ pub struct Aggregator {
     retired_delivered: u64,
     retired_rejected: u64,
     cores: (usize, usize, Vec<usize>),
+    reflex_ring_bytes: u64,
 }
 
 impl Aggregator {
@@ -71,6 +72,7 @@ impl Aggregator {
                 config.topology.cold_core,
                 config.topology.reflex_cores.clone(),
             ),
+            reflex_ring_bytes: config.ingest.reflex_ring_slots as u64 * crate::tick::SLOT_BYTES,
         })
     }
 
@@ -160,7 +162,9 @@ impl Aggregator {
             + rejected;
         counters.insert("ingest.events_in".into(), events_in);
         for (i, name) in reflex::COUNTER_NAMES.iter().enumerate() {
-            counters.insert(format!("reflex.{name}"), self.reflex.iter().map(|c| c[i]).sum());
+            if i != reflex::C_INPUT_DEPTH {
+                counters.insert(format!("reflex.{name}"), self.reflex.iter().map(|c| c[i]).sum());
+            }
         }
         let mut per_rule = self.rule_totals.clone();
         for (generation, counts) in self.live_rules.iter().flatten() {
@@ -216,6 +220,19 @@ impl Aggregator {
             });
         }
 
+        for (k, c) in self.reflex.iter().enumerate() {
+            rings.push(RingSnapshot {
+                name: format!("reflex:{k}"),
+                kind: "reflex".into(),
+                pid: self.pid,
+                state: "in-process".into(),
+                depth: c[reflex::C_INPUT_DEPTH] * crate::tick::SLOT_BYTES,
+                capacity: self.reflex_ring_bytes,
+                delivered: c[reflex::C_TICKS],
+                rejected: 0,
+                refused_full: self.ingest[ingest::C_BACKPRESSURE],
+            });
+        }
         let mut shards = vec![shard("rimd-hot", Some(self.cores.0), &self.hot)];
         for (k, s) in self.reflex_shards.iter().enumerate().skip(1) {
             shards.push(shard(&format!("rimd-reflex-{k}"), self.cores.2.get(k - 1).copied(), s));

@@ -14,6 +14,8 @@
 
 /// One ring slot.
 pub type Slot = [u64; 4];
+/// Bytes of a slot.
+pub const SLOT_BYTES: u64 = 32;
 
 const KIND_TICK: u64 = 1;
 const KIND_NODE: u64 = 2;

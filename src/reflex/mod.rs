@@ -44,8 +44,10 @@ pub const C_SWEEP_DECISIONS: usize = 7;
 pub const C_BAD_NODE: usize = 8;
 /// Counter: rule evaluations.
 pub const C_EVALUATIONS: usize = 9;
+/// Counter (a level): slots waiting in the ingest → reflex ring at the last upkeep.
+pub const C_INPUT_DEPTH: usize = 10;
 /// Number of reflex counters.
-pub const C_COUNT: usize = 10;
+pub const C_COUNT: usize = 11;
 /// Counter names, in order.
 pub const COUNTER_NAMES: &[&str] = &[
     "events_applied",
@@ -58,6 +60,7 @@ pub const COUNTER_NAMES: &[&str] = &[
     "sweep_decisions",
     "bad_node",
     "rule_evaluations",
+    "input_depth_slots",
 ];
 
 /// A rule set as the shards use it, with what they precompute from it.
@@ -232,6 +235,7 @@ impl Reflex {
         }
         self.emit.counters[C_SERIES_REFUSED] = self.state.series_refused;
         self.emit.counters[C_COOLDOWN_OVERFLOW] = self.emit.cooldowns.overflow;
+        self.emit.counters[C_INPUT_DEPTH] = self.input.slots() as u64;
         if report_due {
             self.report(shard);
         }

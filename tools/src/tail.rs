@@ -14,9 +14,9 @@ use rimd::reflex::decision::{self, Verifier};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Reflex shards to read (the daemon's topology.reflex_shards).
-    #[arg(long, default_value_t = 1)]
-    shards: usize,
+    /// Reflex shards to read (default: as many as the daemon's stats list).
+    #[arg(long)]
+    shards: Option<usize>,
     /// Stop after this many decisions.
     #[arg(long)]
     count: Option<u64>,
@@ -40,7 +40,12 @@ pub struct Args {
 pub fn run(run_dir: &Path, args: Args) -> Result<ExitCode, String> {
     let socket = run_dir.join("rimd.sock");
     let mut readers: Vec<(Reader, Verifier)> = Vec::new();
-    for k in 0..args.shards.max(1) {
+    let shards = args.shards.unwrap_or_else(|| {
+        rim_stats::StatsReader::open(&run_dir.join("stats"))
+            .and_then(|r| r.read())
+            .map_or(1, |s| s.shards.len().max(1))
+    });
+    for k in 0..shards.max(1) {
         let name = if k == 0 {
             "decisions".to_owned()
         } else {
