@@ -1,0 +1,226 @@
+//! rimctl against a real daemon: `rules check`, `produce --script`, `tail --verify`,
+//! `stats --json`, each as its own process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn rimctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rimctl"))
+}
+
+/// `rimd` is built beside `rimctl` by `cargo test --workspace`.
+fn rimd_path() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_rimctl")).with_file_name("rimd");
+    assert!(
+        p.exists(),
+        "{} is missing: run the workspace's tests (./scripts/test.sh) or `cargo build -p rimd` first",
+        p.display()
+    );
+    p
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("rimctl-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn rules_check_reports_rules_or_positions() {
+    let dir = Dir::new("rules");
+    let good = dir.0.join("good.toml");
+    std::fs::write(
+        &good,
+        "[[rule]]\nid = \"hot\"\nwhen = \"metric.temp > 90\"\nseverity = \"high\"\ncooldown = \"5s\"\n",
+    )
+    .expect("write");
+    let o = rimctl()
+        .args(["rules", "check"])
+        .arg(&good)
+        .output()
+        .expect("run rimctl");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("1 rules ok") && out.contains("hot") && out.contains("5000 ms"),
+        "{out}"
+    );
+
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\nid = \"hot\"\nwhen = \"metric.temp >> 90\"\nseverity = \"high\"\n",
+    )
+    .expect("write");
+    let o = rimctl()
+        .args(["rules", "check"])
+        .arg(&bad)
+        .output()
+        .expect("run rimctl");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line 3, column"), "{err}");
+
+    let o = rimctl()
+        .args(["rules", "check"])
+        .arg(dir.0.join("missing.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn produce_tail_and_stats_against_a_daemon() {
+    let dir = Dir::new("e2e");
+    let run = dir.0.join("run");
+    let log = std::fs::File::create(dir.0.join("rimd.log")).expect("log");
+    let _daemon = Daemon(
+        Command::new(rimd_path())
+            .arg("--run-dir")
+            .arg(&run)
+            .args(["--set", "topology.idle=backoff", "--set", "topology.pin=false"])
+            .args(["--set", "reflex.nodes_max=1000", "--set", "stats.interval_ms=20"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rimd"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(run.join("rimd.sock").exists() && run.join("stats").exists()) {
+        assert!(Instant::now() < deadline, "rimd did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let tail = rimctl()
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["tail", "--count", "3", "--verify", "--timeout", "30", "--ready"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tail");
+    // Attached once "ready" is printed; give it a moment rather than parse stderr here.
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Three overheating sensors (the embedded rule temp-high: metric.temp > 90), and
+    // one event of a pump that no default rule watches with these values.
+    let script = dir.0.join("events.jsonl");
+    let mut lines = String::new();
+    for i in 0..3 {
+        lines.push_str(&format!(
+            "{{\"rim_node_id\":\"rim:sensor:t:s{i}\",\"timestamp\":{},\"critical_metrics\":{{\"temp\":95.5}},\"status\":\"OK\"}}\n",
+            1_700_000_000_000i64 + i
+        ));
+    }
+    lines.push_str("{\"rim_node_id\":\"rim:pump:t:p1\",\"timestamp\":1700000000100,\"critical_metrics\":{\"flow\":1.0},\"status\":\"OK\"}\n");
+    lines.push_str("{\"garbage\": 5}\n");
+    std::fs::write(&script, lines).expect("script");
+    let o = rimctl()
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["produce", "--script"])
+        .arg(&script)
+        .output()
+        .expect("run produce");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("produce prints JSON");
+    assert_eq!(summary["published"], 4, "{summary}");
+    assert_eq!(summary["garbage"], 5, "{summary}");
+    assert_eq!(summary["consumed"], true, "{summary}");
+    assert_eq!(summary["rejected_by_daemon"], 5, "{summary}");
+
+    let o = tail.wait_with_output().expect("tail");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let decisions: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON decision per line"))
+        .collect();
+    assert_eq!(decisions.len(), 3, "{}", text(&o));
+    for (i, d) in decisions.iter().enumerate() {
+        assert_eq!(d["rule_id"], "temp-high");
+        assert_eq!(d["rim_node_id"], format!("rim:sensor:t:s{i}"));
+        assert_eq!(d["severity"], "high");
+        assert_eq!(d["chain_seq"], i as u64 + 1);
+        assert_eq!(d["evidence"][0][0], "metric.temp");
+        assert_eq!(d["evidence"][0][1], 95.5);
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = rimctl()
+            .arg("--run-dir")
+            .arg(&run)
+            .args(["stats", "--json"])
+            .output()
+            .expect("stats");
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stats JSON");
+        let c = &s["counters"];
+        if c["ingest.events_accepted"] == 4 && c["decisions.rule.temp-high"] == 3 {
+            assert_eq!(c["ingest.rejected"], 5, "{s}");
+            assert_eq!(s["running"], true);
+            break;
+        }
+        assert!(Instant::now() < deadline, "stats never showed the events: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = rimctl()
+        .arg("--run-dir")
+        .arg(&run)
+        .arg("stats")
+        .output()
+        .expect("stats");
+    let human = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        human.contains("publish_to_decision") && human.contains("rimd-hot"),
+        "{human}"
+    );
+}
+
+#[test]
+fn commands_without_a_daemon_say_so() {
+    let dir = Dir::new("none");
+    for args in [
+        &["stats"][..],
+        &["tail", "--timeout", "1"],
+        &["produce", "--count", "1"],
+    ] {
+        let o = rimctl().arg("--run-dir").arg(&dir.0).args(args).output().expect("run");
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("is rimd running?"),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+}
