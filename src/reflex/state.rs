@@ -74,6 +74,15 @@ pub struct Shape {
     pub zscore_min: u32,
 }
 
+/// Where one series' words are.
+#[derive(Clone, Copy)]
+struct Ser {
+    /// Index of its 8 value words in `blocks`.
+    vals: usize,
+    /// Index of its first checkpoint in `points`.
+    points: usize,
+}
+
 /// All nodes' present state in one shard.
 pub struct NodeState {
     shape: Shape,
@@ -113,20 +122,19 @@ impl NodeState {
         &mut self.blocks[n * self.stride..n * self.stride + 8]
     }
 
-    /// Series `i` (= node × series + slot): its key's word index.
-    fn key_at(&self, i: usize) -> usize {
-        let (n, slot) = (i / self.shape.series, i % self.shape.series);
-        n * self.stride + 8 + slot
+    /// Where series `slot` of node `n` lives (multiplications only: this runs several
+    /// times per event, and a division by the runtime series count would cost more than
+    /// the rest of the lookup).
+    fn ser(&self, n: usize, slot: usize) -> Ser {
+        let b = n * self.stride;
+        Ser {
+            vals: b + 8 + self.shape.series + slot * 8,
+            points: (n * self.shape.series + slot) * self.shape.points,
+        }
     }
 
-    /// Series `i`'s value words' first index.
-    fn vals_at(&self, i: usize) -> usize {
-        let (n, slot) = (i / self.shape.series, i % self.shape.series);
-        n * self.stride + 8 + self.shape.series + slot * 8
-    }
-
-    fn val(&self, i: usize, f: usize) -> f64 {
-        f64::from_bits(self.blocks[self.vals_at(i) + f])
+    fn val(&self, s: Ser, f: usize) -> f64 {
+        f64::from_bits(self.blocks[s.vals + f])
     }
 
     /// Records node `n`'s id.
@@ -175,33 +183,27 @@ impl NodeState {
         gap
     }
 
-    fn slot(&self, n: usize, key: u64) -> Option<usize> {
-        let base = n * self.shape.series;
-        (base..base + self.shape.series).find(|&i| self.blocks[self.key_at(i)] == key)
+    fn slot(&self, n: usize, key: u64) -> Option<Ser> {
+        let b = n * self.stride + 8;
+        let keys = &self.blocks[b..b + self.shape.series];
+        keys.iter().position(|&k| k == key).map(|slot| self.ser(n, slot))
     }
 
-    fn slot_or_take(&mut self, n: usize, key: u64) -> Option<usize> {
-        let base = n * self.shape.series;
-        for i in base..base + self.shape.series {
-            let k = self.key_at(i);
-            if self.blocks[k] == key {
-                return Some(i);
-            }
-            if self.blocks[k] == 0 {
-                self.blocks[k] = key;
-                return Some(i);
-            }
-        }
-        None
+    fn slot_or_take(&mut self, n: usize, key: u64) -> Option<Ser> {
+        let b = n * self.stride + 8;
+        let keys = &mut self.blocks[b..b + self.shape.series];
+        let slot = keys.iter().position(|&k| k == key || k == 0)?;
+        keys[slot] = key;
+        Some(self.ser(n, slot))
     }
 
     fn observe(&mut self, n: usize, key: u64, x: f64, ts: i64) {
-        let Some(i) = self.slot_or_take(n, key) else {
+        let Some(ser) = self.slot_or_take(n, key) else {
             self.series_refused += 1;
             return;
         };
         let alpha = self.shape.alpha;
-        let at = self.vals_at(i);
+        let at = ser.vals;
         let mut s = [0.0f64; 8];
         for (f, w) in s.iter_mut().zip(&self.blocks[at..at + 8]) {
             *f = f64::from_bits(*w);
@@ -222,15 +224,15 @@ impl NodeState {
         s[S_COUNT] += 1.0;
         let due = s[S_COUNT] == 1.0 || ts as f64 - s[S_POINT_TS] >= self.shape.step_ms as f64;
         if due {
-            let p = self.shape.points;
-            let head = if s[S_COUNT] == 1.0 {
+            let next = s[S_HEAD] as usize + 1;
+            let head = if s[S_COUNT] == 1.0 || next == self.shape.points {
                 0
             } else {
-                (s[S_HEAD] as usize + 1) % p
+                next
             };
             s[S_HEAD] = head as f64;
             s[S_POINT_TS] = ts as f64;
-            self.points[i * p + head] = [ts as f64, x];
+            self.points[ser.points + head] = [ts as f64, x];
         }
         for (w, f) in self.blocks[at..at + 8].iter_mut().zip(s) {
             *w = f.to_bits();
@@ -238,34 +240,40 @@ impl NodeState {
     }
 
     fn last(&self, n: usize, key: u64) -> Option<f64> {
-        self.slot(n, key).map(|i| self.val(i, S_LAST))
+        self.slot(n, key).map(|s| self.val(s, S_LAST))
     }
 
     fn change(&self, n: usize, key: u64, window_ms: u64, now_ts: i64) -> Option<(f64, f64)> {
-        let i = self.slot(n, key)?;
+        let s = self.slot(n, key)?;
         let p = self.shape.points;
         let target = now_ts as f64 - window_ms as f64;
-        let head = self.val(i, S_HEAD) as usize;
-        let count = (self.val(i, S_COUNT) as usize).min(p);
-        let last = self.val(i, S_LAST);
-        (0..count)
-            .map(|k| self.points[i * p + (head + p - k) % p])
+        let head = self.val(s, S_HEAD) as usize;
+        let count = (self.val(s, S_COUNT) as usize).min(p);
+        let last = self.val(s, S_LAST);
+        let ring = &self.points[s.points..s.points + p];
+        // Newest first: `head` down to 0, then from the end of the ring down past `head`.
+        let (to_head, after_head) = ring.split_at((head + 1).min(p));
+        to_head
+            .iter()
+            .rev()
+            .chain(after_head.iter().rev())
+            .take(count)
             .find(|pt| pt[0] != 0.0 && pt[0] <= target)
             .map(|pt| (pt[1], last))
     }
 
     fn zscore(&self, n: usize, key: u64) -> Option<f64> {
-        let i = self.slot(n, key)?;
-        let (count, var_prev) = (self.val(i, S_COUNT), self.val(i, S_VAR_PREV));
+        let s = self.slot(n, key)?;
+        let (count, var_prev) = (self.val(s, S_COUNT), self.val(s, S_VAR_PREV));
         if count - 1.0 < f64::from(self.shape.zscore_min) || var_prev <= 0.0 {
             return None;
         }
-        Some((self.val(i, S_LAST) - self.val(i, S_EWMA_PREV)) / var_prev.sqrt())
+        Some((self.val(s, S_LAST) - self.val(s, S_EWMA_PREV)) / var_prev.sqrt())
     }
 
     fn ewma(&self, n: usize, key: u64) -> Option<f64> {
-        let i = self.slot(n, key)?;
-        (self.val(i, S_COUNT) > 0.0).then(|| self.val(i, S_EWMA))
+        let s = self.slot(n, key)?;
+        (self.val(s, S_COUNT) > 0.0).then(|| self.val(s, S_EWMA))
     }
 
     /// The rule-set generation node `n`'s rule list was built for.
@@ -405,5 +413,62 @@ impl Inputs for SweepInputs<'_> {
     }
     fn silent_ms(&self) -> Option<u64> {
         Some(self.silent_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(points: usize) -> Shape {
+        Shape {
+            nodes: 4,
+            series: 2,
+            points,
+            step_ms: 100,
+            alpha: 0.5,
+            zscore_min: 2,
+        }
+    }
+
+    #[test]
+    fn change_looks_back_through_checkpoints_across_the_ring_wrap() {
+        let mut st = NodeState::new(shape(4));
+        // Checkpoints at 0, 100, …, 900 ms (values = ms / 10); the ring keeps the last 4.
+        for t in (0..=900).step_by(50) {
+            st.observe(1, 7, t as f64 / 10.0, 1_000 + t);
+        }
+        // now = 1900 (value 90). 250 ms back → newest checkpoint at or before 1650 is 1600.
+        assert_eq!(st.change(1, 7, 250, 1_900), Some((60.0, 90.0)));
+        // 1 ms back → 1899: the checkpoint at 1900 is too new, 1800 (value 80) is taken.
+        assert_eq!(st.change(1, 7, 1, 1_900), Some((80.0, 90.0)));
+        // Only 1600..=1900 remain: 300 ms back reaches 1600, 350 ms back is unknown.
+        assert_eq!(st.change(1, 7, 300, 1_900), Some((60.0, 90.0)));
+        assert_eq!(st.change(1, 7, 350, 1_900), None);
+        assert_eq!(st.change(1, 8, 100, 1_900), None, "unknown series");
+        assert_eq!(st.change(2, 7, 100, 1_900), None, "other node");
+    }
+
+    #[test]
+    fn ewma_and_zscore_use_the_state_before_the_sample() {
+        let mut st = NodeState::new(shape(4));
+        for (i, x) in [10.0, 12.0, 10.0, 12.0].into_iter().enumerate() {
+            st.observe(0, 5, x, i as i64 * 1_000);
+        }
+        // EWMA (alpha 0.5): 10 → 11 → 10.5 → 11.25; variance (West) before the last: 0.75.
+        assert_eq!(st.ewma(0, 5), Some(11.25));
+        let z = st.zscore(0, 5).expect("known after 3 samples");
+        assert!((z - (12.0 - 10.5) / 0.75f64.sqrt()).abs() < 1e-12, "{z}");
+    }
+
+    #[test]
+    fn a_node_takes_at_most_its_series_slots() {
+        let mut st = NodeState::new(shape(4));
+        st.observe(3, 100, 1.0, 0);
+        st.observe(3, 101, 1.0, 0);
+        st.observe(3, 102, 1.0, 0);
+        assert_eq!(st.series_refused, 1);
+        assert_eq!(st.last(3, 101), Some(1.0));
+        assert_eq!(st.last(3, 102), None);
     }
 }
