@@ -673,7 +673,7 @@ fn fair_between_producers() {
         .map(|k| event(&format!("rim:sensor:flood:n{k}"), T0, &[("v", 1.0)]))
         .collect();
 
-    d.signal(libc::SIGSTOP);
+    d.pause();
     let mut backlog_events = 0u64;
     while flood
         .p
@@ -1035,5 +1035,102 @@ fn two_reflex_shards_split_the_nodes() {
     });
     assert_eq!(counter(&s, "decisions.rule.all"), total as u64);
     assert_eq!(s.shards.len(), 2, "the snapshot lists both shard loops");
+    assert_eq!(d.sigterm().code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. A corrupt ring is quarantined while the others flow. The test rewrites a committed
+//     record's frame in the shared memory (as a buggy or hostile producer could), while
+//     the daemon is stopped, so the daemon reads exactly that frame.
+
+/// Maps the memfd this process holds under `memfd:{name}` (the producer's own ring).
+fn map_own_memfd(name: &str) -> (*mut u8, usize) {
+    let want = format!("/memfd:{name} (deleted)");
+    for entry in std::fs::read_dir("/proc/self/fd").expect("fd dir").flatten() {
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if link.to_string_lossy() != want {
+            continue;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(entry.path())
+            .expect("reopen the memfd");
+        let len = file.metadata().expect("memfd size").len() as usize;
+        // SAFETY: a fresh shared mapping of a file we opened read-write, of its full
+        // length; nothing else in this process aliases it as a Rust reference.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap the memfd");
+        return (ptr.cast(), len);
+    }
+    panic!("no memfd called {name} in this process");
+}
+
+#[test]
+fn corrupt_ring_is_quarantined_while_others_flow() {
+    let rules = "[[rule]]\nid = \"all\"\nwhen = \"metric.v >= 0\"\nseverity = \"info\"\n";
+    let mut d = Daemon::start(&[], Some(rules));
+    let mut sub = d.subscriber();
+    let victim = format!("victim-{}", std::process::id());
+    let mut bad = d.producer(&victim, 1 << 16);
+    let mut good = d.producer("bystander", 1 << 16);
+    bad.publish(&event("rim:sensor:q:bad", T0, &[("v", 1.0)]));
+    good.publish(&event("rim:sensor:q:good", T0, &[("v", 1.0)]));
+    assert!(bad.wait_consumed(SOON) && good.wait_consumed(SOON));
+    assert_eq!(sub.take_raw(2, SOON).len(), 2);
+
+    // Stop the daemon, publish one more record on the victim ring, and give its frame a
+    // length no record may have (keeping the commit tag and kind, so it reads as committed).
+    d.pause();
+    let at = bad.p.position();
+    bad.publish_raw(&[7u8; 16]);
+    let (base, len) = map_own_memfd(&format!("rimd-{victim}"));
+    let capacity = 1u64 << 16;
+    let off = rim_ring::HEADER_BYTES + (at % capacity) as usize;
+    assert!(off + 8 <= len);
+    // SAFETY: `off` is 8-aligned (records are) and inside the mapping; the word is shared
+    // with the (stopped) daemon, so it is written atomically.
+    let word = unsafe { &*(base.add(off) as *const std::sync::atomic::AtomicU64) };
+    let committed = word.load(std::sync::atomic::Ordering::Acquire);
+    assert_ne!(committed >> 32, 0, "the record is committed");
+    word.store(
+        (committed & !0x00ff_ffff) | 0x00ff_fff0,
+        std::sync::atomic::Ordering::Release,
+    );
+    d.signal(libc::SIGCONT);
+
+    // The victim is quarantined and told so; the bystander keeps flowing.
+    let s = d.wait_for(Duration::from_secs(10), "the victim quarantined", |s| {
+        counter(s, "ingest.producers_quarantined") == 1
+    });
+    assert!(ring(&s, &victim).is_none(), "the quarantined ring left the registry");
+    let r = bad.p.try_publish(&[1u8; 8]);
+    assert!(matches!(r, Err(rim_ring::PublishError::Quarantined)), "{r:?}");
+    for i in 1..=100 {
+        good.publish(&event("rim:sensor:q:good", T0 + i, &[("v", i as f64)]));
+    }
+    assert_eq!(
+        sub.take_raw(100, Duration::from_secs(10)).len(),
+        100,
+        "the bystander's decisions"
+    );
+    let s = d.wait_for(Duration::from_secs(10), "the bystander's events", |s| {
+        counter(s, "ingest.events_accepted") == 102
+    });
+    assert_eq!(counter(&s, "ingest.producers_quarantined"), 1);
+    assert!(d.log_text().contains("Quarantined"), "the log names the quarantine");
+    // SAFETY: unmapping the mapping made above, no longer used.
+    unsafe { libc::munmap(base.cast(), len) };
     assert_eq!(d.sigterm().code(), Some(0));
 }

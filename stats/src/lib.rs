@@ -10,6 +10,8 @@
 //!   `/metrics` renders).
 //! - [`segment`]: the stats segment, a shared-memory file the daemon rewrites about every
 //!   100 ms under a seqlock, and its reader.
+//! - [`seqlock`]: the segment's protocol over any array of atomic words (model-checked with
+//!   loom).
 //! - [`prometheus`]: Prometheus text exposition of a snapshot.
 //! - [`error`]: the crate's one error type.
 
@@ -17,17 +19,21 @@ pub mod error;
 pub mod handoff;
 pub mod hist;
 pub mod prometheus;
+#[cfg(not(loom))]
 pub mod segment;
+pub mod seqlock;
 pub mod snapshot;
 
 pub use error::StatsError;
 pub use handoff::{handoff, ColdEnd, HotEnd};
 pub use hist::{StageHistograms, HIGHEST_NS, LOWEST_NS, SIGNIFICANT_DIGITS};
 pub use prometheus::render_prometheus;
-pub use segment::{StatsReader, StatsWriter, DEFAULT_MODE, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
+#[cfg(not(loom))]
+pub use segment::{StatsReader, StatsWriter, DEFAULT_MODE, LAYOUT_VERSION, MAGIC};
+pub use seqlock::HEADER_BYTES;
 pub use snapshot::{Quantiles, RingSnapshot, ShardSnapshot, Snapshot};
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     /// The daemon moves these to the threads that use them.
     #[test]

@@ -44,19 +44,20 @@ use std::fs::{File, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::StatsError;
+pub use crate::seqlock::HEADER_BYTES;
+use crate::seqlock::{self, Attempt};
+use crate::seqlock::{LEN_OFF, SEQ_OFF};
 use crate::snapshot::Snapshot;
 
 /// The first 8 bytes of every stats segment.
 pub const MAGIC: [u8; 8] = *b"RIMSTAT1";
 /// The layout this build writes and reads.
 pub const LAYOUT_VERSION: u32 = 1;
-/// Bytes before the payload.
-pub const HEADER_BYTES: usize = 64;
 /// Default file mode: the daemon's user only.
 pub const DEFAULT_MODE: u32 = 0o600;
 /// Smallest segment [`StatsWriter::create`] accepts: the header and one cache line.
@@ -68,8 +69,6 @@ pub const READ_RETRIES: u32 = 1000;
 
 const MAGIC_OFF: usize = 0;
 const VERSION_PID_OFF: usize = 8;
-const SEQ_OFF: usize = 16;
-const LEN_OFF: usize = 24;
 
 /// A mapping viewed as 8-byte words, every access atomic. Both ends go through this and
 /// nothing else, so no Rust reference to the shared bytes themselves ever exists.
@@ -124,25 +123,14 @@ impl Words {
         // Low half is bytes 8..12 (version), high half bytes 12..16 (pid): little-endian.
         ((v & 0xffff_ffff) as u32, (v >> 32) as u32)
     }
+}
 
-    /// Stores `bytes` as the payload, word by word, the last word zero-padded.
-    fn store_payload(&self, bytes: &[u8]) {
-        for (i, chunk) in bytes.chunks(8).enumerate() {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.word(HEADER_BYTES + i * 8)
-                .store(u64::from_ne_bytes(w), Ordering::Relaxed);
-        }
+impl seqlock::Words for Words {
+    fn word(&self, off: usize) -> &AtomicU64 {
+        Words::word(self, off)
     }
-
-    /// Copies `len` payload bytes (`len <= payload_cap()`) into a private buffer.
-    fn load_payload(&self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len.div_ceil(8) * 8);
-        for i in 0..len.div_ceil(8) {
-            out.extend_from_slice(&self.word(HEADER_BYTES + i * 8).load(Ordering::Relaxed).to_ne_bytes());
-        }
-        out.truncate(len);
-        out
+    fn payload_cap(&self) -> usize {
+        Words::payload_cap(self)
     }
 }
 
@@ -211,20 +199,10 @@ impl StatsWriter {
 
     /// The seqlock write of `self.json`, which fits.
     fn write_locked(&mut self) {
-        let odd = self.seq.wrapping_add(1);
-        self.words.store(SEQ_OFF, odd);
-        // Orders the odd sequence before the payload stores: a reader that sees any new
-        // payload word (and then fences) also sees the sequence moved.
-        fence(Ordering::Release);
-        self.words.store_payload(&self.json);
-        self.words.store(LEN_OFF, self.json.len() as u64);
-        let even = odd.wrapping_add(1);
-        // Release: a reader that sees the even sequence sees the whole payload.
-        self.words.word(SEQ_OFF).store(even.to_le(), Ordering::Release);
-        self.seq = even;
+        self.seq = seqlock::write(&self.words, self.seq, &self.json);
     }
 
-    /// Where the segment lives.
+    /// The segment's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -408,36 +386,12 @@ impl StatsReader {
     /// One seqlock attempt: `Ok(Some(payload))` when the copy is consistent, `Ok(None)`
     /// when the writer was busy, an error when the stable header itself is wrong.
     fn try_read(&self) -> Result<Option<Vec<u8>>, StatsError> {
-        let seq = self.words.load(SEQ_OFF);
-        // Pairs with the writer's release store of the even sequence.
-        fence(Ordering::Acquire);
-        if seq % 2 == 1 {
-            return Ok(None);
+        match seqlock::try_read(&self.words) {
+            Attempt::Busy => Ok(None),
+            Attempt::Empty => Err(StatsError::Empty),
+            Attempt::Payload(p) => Ok(Some(p)),
+            Attempt::OutOfBounds { len, cap } => Err(StatsError::LengthOutOfBounds { len, cap: cap as u64 }),
         }
-        if seq == 0 {
-            return Err(StatsError::Empty);
-        }
-        let len = self.words.load(LEN_OFF);
-        let cap = self.words.payload_cap();
-        let Some(len) = usize::try_from(len).ok().filter(|&l| l <= cap) else {
-            // Only an error if the header was stable while we read it; otherwise it is a
-            // writer mid-update and worth another try.
-            return if self.unchanged_since(seq) {
-                Err(StatsError::LengthOutOfBounds { len, cap: cap as u64 })
-            } else {
-                Ok(None)
-            };
-        };
-        let payload = self.words.load_payload(len);
-        Ok(self.unchanged_since(seq).then_some(payload))
-    }
-
-    /// Whether the sequence is still `seq` after everything read so far.
-    fn unchanged_since(&self, seq: u64) -> bool {
-        // Orders the payload loads before the re-load: if any of them saw a newer write,
-        // this load sees the writer's odd (or later) sequence.
-        fence(Ordering::Acquire);
-        self.words.load(SEQ_OFF) == seq
     }
 
     /// The pid recorded by the segment's writer.

@@ -246,6 +246,31 @@ impl Daemon {
     }
 
     /// The exit status if the daemon has exited (reaps it).
+    /// SIGSTOP, then waits until every thread of the daemon is actually stopped (signal
+    /// delivery is asynchronous: a running thread may take a few more steps).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+        let deadline = Instant::now() + SOON;
+        let tasks = format!("/proc/{}/task", self.pid());
+        loop {
+            let all_stopped = std::fs::read_dir(&tasks)
+                .map(|dir| {
+                    dir.flatten().all(|t| {
+                        std::fs::read_to_string(t.path().join("stat"))
+                            .ok()
+                            .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+                            .unwrap_or(true)
+                    })
+                })
+                .unwrap_or(false);
+            if all_stopped {
+                return;
+            }
+            assert!(Instant::now() < deadline, "rimd did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     pub fn try_exited(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             if let Some(c) = self.child.as_mut() {
