@@ -145,8 +145,12 @@ fn path_cost(nodes: usize, rules: &str) {
         }
         t.elapsed().as_nanos() as f64 / count as f64
     };
+    let n: usize = std::env::var("COSTS_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     run(0.0, nodes * 3);
-    let quiet = run(0.0, 200_000);
-    let firing = run(1.0, 200_000);
+    let quiet = run(0.0, n);
+    let firing = run(1.0, n);
     println!("path over {nodes} nodes: {quiet:.0} ns/event without a decision, {firing:.0} ns/event with one");
 }

@@ -78,6 +78,16 @@ pub enum DaemonError {
     /// A thread or executor failed.
     #[error("{0}")]
     Thread(String),
+    /// Another daemon holds the run directory.
+    #[error(
+        "another rimd (pid {pid}) is running with run directory {run_dir}; stop it or choose another daemon.run_dir"
+    )]
+    AlreadyRunning {
+        /// The directory.
+        run_dir: PathBuf,
+        /// The pid written in its lock file ("?" if unreadable).
+        pid: String,
+    },
 }
 
 impl DaemonError {
@@ -139,6 +149,9 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     let reload = Arc::new(AtomicBool::new(false));
     register_signals(&stop, &reload)?;
     prepare_run_dir(&config)?;
+    // Held until return: a second daemon on this directory would take over the socket and
+    // the stats segment of the first.
+    let _lock = lock_run_dir(&config)?;
 
     let (rules_origin, rules_text) = read_rules(&config)?;
     let initial = compile(&rules_text, &config, None).map_err(|errors| DaemonError::Rules {
@@ -337,6 +350,45 @@ fn prepare_run_dir(config: &Config) -> Result<(), DaemonError> {
             })?;
     }
     Ok(())
+}
+
+/// Takes `{run_dir}/rimd.lock` (an advisory lock the kernel drops when the process dies,
+/// so a crashed daemon never leaves it held) and writes this pid into it.
+fn lock_run_dir(config: &Config) -> Result<std::fs::File, DaemonError> {
+    use std::io::{Read, Seek, Write};
+    let path = config.daemon.run_dir.join("rimd.lock");
+    let io = |what: &'static str, path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| DaemonError::Io { what, path, source }
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io("cannot open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(DaemonError::AlreadyRunning {
+                run_dir: config.daemon.run_dir.clone(),
+                pid: if pid.is_empty() {
+                    "?".into()
+                } else {
+                    pid.chars().take(16).collect()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io("cannot lock", &path)(e)),
+    }
+    file.set_len(0).map_err(io("cannot write lock file", &path))?;
+    file.rewind().map_err(io("cannot write lock file", &path))?;
+    writeln!(file, "{}", std::process::id()).map_err(io("cannot write lock file", &path))?;
+    Ok(file)
 }
 
 fn decision_segment(config: &Config, shard: usize) -> Result<Arc<Segment>, DaemonError> {

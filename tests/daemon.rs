@@ -1134,3 +1134,51 @@ fn corrupt_ring_is_quarantined_while_others_flow() {
     unsafe { libc::munmap(base.cast(), len) };
     assert_eq!(d.sigterm().code(), Some(0));
 }
+
+// ---------------------------------------------------------------------------------------
+// 11. One daemon per run directory: a second is refused (the first keeps its socket and
+//     stats); after the first dies by SIGKILL, its stale socket and lock do not stop a new one.
+
+#[test]
+fn one_daemon_per_run_directory() {
+    let mut d = Daemon::start(&[], Some(""));
+    let out = rimd_command()
+        .arg("--run-dir")
+        .arg(d.run_dir())
+        .args(["--set", "topology.idle=backoff", "--set", "topology.pin=false"])
+        .output()
+        .expect("run a second rimd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("another rimd (pid {})", d.pid())), "{err}");
+    // The first is untouched: it still takes producers and publishes stats.
+    let mut p = d.producer("still-here", 1 << 16);
+    p.publish(&event("rim:sensor:lock:n1", T0, &[("v", 1.0)]));
+    d.wait_for(SOON, "the first daemon's stats", |s| {
+        counter(s, "ingest.events_accepted") == 1
+    });
+
+    d.signal(libc::SIGKILL);
+    let _ = d.wait_exit(SOON);
+    let mut again = rimd_command()
+        .arg("--run-dir")
+        .arg(d.run_dir())
+        .args(["--set", "topology.idle=backoff", "--set", "topology.pin=false"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a new rimd");
+    let deadline = Instant::now() + SOON;
+    let attached = loop {
+        if let Ok(p) = rim_ring::attach::attach_producer(&d.socket(), "after-crash", 1 << 16) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a new daemon did not take over the directory"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(attached);
+    let _ = again.kill();
+    let _ = again.wait();
+}
