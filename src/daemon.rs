@@ -277,8 +277,8 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         "rimd running"
     );
 
-    let aggregator = Aggregator::new(&config, registry.clone(), decision_segments, epoch)
-        .map_err(|e| DaemonError::Ring(e.to_string()))?;
+    let aggregator =
+        Aggregator::new(&config, registry.clone(), decision_segments).map_err(|e| DaemonError::Ring(e.to_string()))?;
     let cold = ColdShard {
         config: config.clone(),
         stop: stop.clone(),
@@ -579,7 +579,6 @@ impl ColdShard {
                 "producer ring reclaimed"
             );
             self.registry.remove(r.ring.id);
-            self.aggregator.ring_retired(&r);
             r.ring.consumer.close();
         }
         for back in &mut self.rules_back {
@@ -610,7 +609,7 @@ impl ColdShard {
                 r
             }
             Err(e) => {
-                self.aggregator.rules_reload_failed(&e.to_string());
+                self.aggregator.rules_reload_failed();
                 error!(error = %e, "rule reload failed; the running rules stay");
                 return;
             }
@@ -629,7 +628,7 @@ impl ColdShard {
                 self.rules_origin = origin;
             }
             Err(errors) => {
-                self.aggregator.rules_reload_failed(&errors);
+                self.aggregator.rules_reload_failed();
                 error!(origin = %origin, "rule reload refused; the running rules stay:\n{errors}");
             }
         }

@@ -10,7 +10,7 @@ use rim_ring::Segment;
 use rim_stats::{RingSnapshot, ShardSnapshot, Snapshot, StageHistograms, StatsError, StatsWriter};
 
 use crate::config::Config;
-use crate::ingest::{self, attach::Registry, Retired};
+use crate::ingest::{self, attach::Registry};
 use crate::reflex::{self, Compiled};
 use crate::report::{Report, ShardFigures, STAGES};
 
@@ -29,23 +29,15 @@ pub struct Aggregator {
     sets: BTreeMap<u64, Arc<Compiled>>,
     reloads: u64,
     reload_failures: u64,
-    last_reload_error: String,
     registry: Arc<Registry>,
     decisions: Vec<Arc<Segment>>,
-    retired_delivered: u64,
-    retired_rejected: u64,
-    cores: (usize, usize, Vec<usize>),
+    cores: (usize, Vec<usize>),
     reflex_ring_bytes: u64,
 }
 
 impl Aggregator {
     /// Creates the stats segment.
-    pub fn new(
-        config: &Config,
-        registry: Arc<Registry>,
-        decisions: Vec<Arc<Segment>>,
-        _epoch: u64,
-    ) -> Result<Self, StatsError> {
+    pub fn new(config: &Config, registry: Arc<Registry>, decisions: Vec<Arc<Segment>>) -> Result<Self, StatsError> {
         let writer = StatsWriter::create(&config.stats_path(), config.stats.segment_bytes, 0o600)?;
         let shards = config.topology.reflex_shards;
         Ok(Self {
@@ -62,16 +54,9 @@ impl Aggregator {
             sets: BTreeMap::new(),
             reloads: 0,
             reload_failures: 0,
-            last_reload_error: String::new(),
             registry,
             decisions,
-            retired_delivered: 0,
-            retired_rejected: 0,
-            cores: (
-                config.topology.hot_core,
-                config.topology.cold_core,
-                config.topology.reflex_cores.clone(),
-            ),
+            cores: (config.topology.hot_core, config.topology.reflex_cores.clone()),
             reflex_ring_bytes: config.ingest.reflex_ring_slots as u64 * crate::tick::SLOT_BYTES,
         })
     }
@@ -111,23 +96,15 @@ impl Aggregator {
         *live = Some((r.rule_generation, r.rule_counts.clone()));
     }
 
-    /// A ring left: its counters stay in the totals.
-    pub fn ring_retired(&mut self, r: &Retired) {
-        let s = r.ring.consumer.stats();
-        self.retired_delivered += s.delivered;
-        self.retired_rejected += s.rejected;
-    }
-
     /// A new rule set is in force.
     pub fn rules_loaded(&mut self, set: &Arc<Compiled>) {
         self.reloads += 1;
         self.sets.insert(set.set.generation(), set.clone());
     }
 
-    /// A reload was refused.
-    pub fn rules_reload_failed(&mut self, why: &str) {
+    /// A reload was refused (the errors are in the log).
+    pub fn rules_reload_failed(&mut self) {
         self.reload_failures += 1;
-        self.last_reload_error = why.chars().take(2000).collect();
     }
 
     /// Builds the snapshot and writes it to the segment.
@@ -235,13 +212,12 @@ impl Aggregator {
         }
         let mut shards = vec![shard("rimd-hot", Some(self.cores.0), &self.hot)];
         for (k, s) in self.reflex_shards.iter().enumerate().skip(1) {
-            shards.push(shard(&format!("rimd-reflex-{k}"), self.cores.2.get(k - 1).copied(), s));
+            shards.push(shard(&format!("rimd-reflex-{k}"), self.cores.1.get(k - 1).copied(), s));
         }
         let mut stages = BTreeMap::new();
         for (i, name) in STAGES.iter().enumerate() {
             stages.insert((*name).to_owned(), self.stages.quantiles(i));
         }
-        let _ = self.cores.1;
         Snapshot {
             pid: self.pid,
             version: env!("CARGO_PKG_VERSION").into(),
@@ -254,16 +230,6 @@ impl Aggregator {
             rings,
             shards,
         }
-    }
-
-    /// The last refused reload's errors ("" if none).
-    pub fn last_reload_error(&self) -> &str {
-        &self.last_reload_error
-    }
-
-    /// Records delivered by rings that have since left.
-    pub fn retired_delivered(&self) -> (u64, u64) {
-        (self.retired_delivered, self.retired_rejected)
     }
 }
 

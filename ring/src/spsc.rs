@@ -781,17 +781,13 @@ impl Consumer {
         &self.seg
     }
 
-    /// Counters and positions, for stats.
+    /// Counters and positions, for stats (the depth from this consumer's own position,
+    /// which may be ahead of the one it last published).
     pub fn stats(&self) -> RingStats {
-        let r = |off| self.seg.word(off).load(Ordering::Relaxed);
+        let writer = self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Relaxed);
         RingStats {
-            published: r(header::PUBLISHED_OFF),
-            delivered: r(header::DELIVERED_OFF),
-            rejected: r(header::REJECTED_OFF),
-            refused_full: r(header::REFUSED_FULL_OFF),
-            refused_too_large: r(header::REFUSED_TOO_LARGE_OFF),
-            refused_invalid: r(header::REFUSED_INVALID_OFF),
-            depth_bytes: r(header::WRITER_POSITION_OFF).saturating_sub(self.head),
+            depth_bytes: writer.saturating_sub(self.head),
+            ..stats_of(&self.seg)
         }
     }
 
