@@ -657,6 +657,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rimd.example.toml");
+        let c = Config::load(Some(&path), std::iter::empty(), &[]).expect("example config loads");
+        assert_eq!(c, Config::default(), "config/rimd.example.toml drifted from the defaults");
+    }
+
+    #[test]
     fn garbage_files_never_panic() {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..300 {
