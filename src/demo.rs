@@ -250,13 +250,20 @@ impl XorShift {
 
 /// `rimd --demo`: once the daemon's socket answers, a producer thread publishes the demo
 /// load (1,000 events/s over 100 sensors, anomalies on, until the daemon stops) and a
-/// printer thread writes each decision on stdout, one short line each.
-pub fn spawn(socket: PathBuf, stop: Arc<AtomicBool>) {
+/// printer thread writes each decision on stdout, one short line each. Both are pinned to
+/// `core` (the control plane's) when given, so they never take the hot shard's core.
+pub fn spawn(socket: PathBuf, stop: Arc<AtomicBool>, core: Option<usize>) {
     let s2 = socket.clone();
     let stop2 = stop.clone();
+    let pin = move || {
+        if let Some(id) = core {
+            core_affinity::set_for_current(core_affinity::CoreId { id });
+        }
+    };
     let _ = std::thread::Builder::new()
         .name("rimd-demo-tail".into())
         .spawn(move || {
+            pin();
             if let Some(mut reader) = wait_for(&s2, &stop2, |s| attach::attach_subscriber(s, "decisions").ok()) {
                 print_decisions(&mut reader, &stop2);
             }
@@ -264,6 +271,7 @@ pub fn spawn(socket: PathBuf, stop: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new()
         .name("rimd-demo-feed".into())
         .spawn(move || {
+            pin();
             let Some(mut p) = wait_for(&socket, &stop, |s| attach::attach_producer(s, "demo", 1 << 20).ok()) else {
                 return;
             };

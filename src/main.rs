@@ -77,7 +77,8 @@ fn main() -> ExitCode {
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if cli.demo {
-        rimd::demo::spawn(config.socket_path(), stop.clone());
+        let core = config.topology.pin.then_some(config.topology.cold_core);
+        rimd::demo::spawn(config.socket_path(), stop.clone(), core);
     }
     match rimd::daemon::run_with(config, stop) {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,12 +31,14 @@ pub enum Gate {
 }
 
 impl Cooldowns {
-    /// A table of `slots` entries (a power of two ≥ 16).
+    /// A table of `slots` entries (a power of two ≥ 16), written through once so that
+    /// every page is resident: firings land on random sets, and a first-touch page fault
+    /// (tens of µs in a VM) on a decision's path would be paid by that decision.
     pub fn new(slots: usize) -> Self {
         let slots = slots.max(WAYS).next_power_of_two();
         Self {
-            keys: vec![0; slots],
-            until: vec![0; slots],
+            keys: resident(slots, 0),
+            until: resident(slots, 0),
             sets: slots / WAYS,
             overflow: 0,
         }
@@ -79,6 +81,14 @@ impl Cooldowns {
             }
         }
     }
+}
+
+/// A vector of `n` copies of `zero` whose pages are all written now (`Vec::resize` fills
+/// element by element, where `vec![0; n]` would hand back untouched zero pages).
+fn resident<T: Copy>(n: usize, zero: T) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, zero);
+    v
 }
 
 #[cfg(test)]
