@@ -145,6 +145,9 @@ pub struct ReflexConfig {
     pub cooldown_slots: usize,
     /// How often the staleness sweep visits every node, ms.
     pub stale_sweep_ms: u64,
+    /// Write every page of the per-node tables at start (RSS = full capacity; a node's
+    /// first event then pays no page faults).
+    pub prefault: bool,
 }
 
 /// The decision broadcast ring.
@@ -216,6 +219,7 @@ impl Default for ReflexConfig {
             zscore_min_samples: 20,
             cooldown_slots: 1 << 18,
             stale_sweep_ms: 100,
+            prefault: false,
         }
     }
 }

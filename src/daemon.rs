@@ -148,6 +148,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let reload = Arc::new(AtomicBool::new(false));
     register_signals(&stop, &reload)?;
+    crate::memory::set_prefault(config.reflex.prefault);
     prepare_run_dir(&config)?;
     // Held until return: a second daemon on this directory would take over the socket and
     // the stats segment of the first.

@@ -1,6 +1,20 @@
 //! Large tables allocated once: zeroed (so untouched pages cost nothing) and advised to
 //! the kernel as huge-page candidates (`MADV_HUGEPAGE`), because per-node state is read at
 //! random across tens of megabytes and 4 KiB pages would make most lookups a TLB miss.
+//!
+//! With `reflex.prefault` the tables are instead written through at start: every page is
+//! resident before the first event (RSS is then the full capacity), so a node's first
+//! event pays no page faults, which cost tens of µs each in a VM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static PREFAULT: AtomicBool = AtomicBool::new(false);
+
+/// Makes later [`table`] calls write their pages through (set once, at start-up, before
+/// the shards allocate).
+pub fn set_prefault(on: bool) {
+    PREFAULT.store(on, Ordering::Relaxed);
+}
 
 /// Advises the kernel to back `v`'s memory with transparent huge pages where it can.
 /// Harmless where THP is off or the range is small: the advice is then ignored.
@@ -24,10 +38,23 @@ pub fn advise_huge<T>(v: &mut [T]) {
     }
 }
 
-/// A zeroed vector of `n` copies of `zero` (which must be all-zero bits for the
-/// allocation to stay lazy), advised for huge pages.
+/// A vector of `n` copies of `zero` (all-zero bits, so the allocation stays lazy), advised
+/// for huge pages; written through when prefaulting is on.
 pub fn table<T: Clone>(zero: T, n: usize) -> Vec<T> {
+    if PREFAULT.load(Ordering::Relaxed) {
+        let mut v: Vec<T> = Vec::with_capacity(n);
+        advise_spare(&mut v);
+        // `resize` writes element by element (not a lazily zeroed allocation).
+        v.resize(n, zero);
+        return v;
+    }
     let mut v = vec![zero; n];
     advise_huge(&mut v);
     v
+}
+
+/// [`advise_huge`] for a vector's reserved (not yet initialised) capacity.
+fn advise_spare<T>(v: &mut Vec<T>) {
+    let spare = v.spare_capacity_mut();
+    advise_huge(spare);
 }
