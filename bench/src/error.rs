@@ -122,6 +122,17 @@ pub enum BenchError {
         detail: String,
     },
 
+    /// Some rows failed (each printed with its error; the others were measured).
+    #[error("{failed} of {total} rows failed: {names}")]
+    RowsFailed {
+        /// Rows that failed.
+        failed: usize,
+        /// Rows run.
+        total: usize,
+        /// Their names.
+        names: String,
+    },
+
     /// The report could not be written.
     #[error("writing the JSON report to {path}: {source}")]
     Report {

@@ -121,6 +121,18 @@ fn harness_main(cli: &Cli) -> Result<(), BenchError> {
         };
         report.write_json(path)?;
     }
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Err(BenchError::RowsFailed {
+            failed: failed.len(),
+            total: rows.len(),
+            names: failed.join(", "),
+        });
+    }
     Ok(())
 }
 
