@@ -293,9 +293,8 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         rules_back,
         registry,
         current: compiled,
-        rules_origin,
-        rules_mtime: rules_mtime(&config),
         rules_tried: rules_text,
+        rules_read_error: None,
     };
     let cold_result = run_cold(cold, &config);
 
@@ -517,11 +516,12 @@ struct ColdShard {
     rules_back: Vec<rtrb::Consumer<Arc<Compiled>>>,
     registry: Arc<attach::Registry>,
     current: Arc<Compiled>,
-    rules_origin: String,
-    rules_mtime: Option<std::time::SystemTime>,
-    /// The rule text last tried (compiled or refused), so an unchanged file is not
-    /// recompiled and a file rewritten within one mtime tick is still noticed.
+    /// The rule text last tried (compiled or refused): a reload happens when the file's
+    /// content differs (which also catches a rewrite within one mtime tick) or on SIGHUP.
     rules_tried: String,
+    /// The last error reading the rule file, so a missing file is reported once, not
+    /// every poll.
+    rules_read_error: Option<String>,
 }
 
 fn run_cold(mut cold: ColdShard, config: &Config) -> Result<(), DaemonError> {
@@ -532,21 +532,22 @@ fn run_cold(mut cold: ColdShard, config: &Config) -> Result<(), DaemonError> {
         .make()
         .map_err(|e| DaemonError::Thread(format!("cannot start the cold glommio executor: {e}")))?;
     ex.run(async move {
-        let tick = Duration::from_millis(config.stats.interval_ms.min(config.reflex.rules_poll_ms).clamp(1, 100));
-        let mut last_rules_check = Instant::now();
+        let stats_every = Duration::from_millis(config.stats.interval_ms);
+        let rules_every = Duration::from_millis(config.reflex.rules_poll_ms);
+        let tick = stats_every.min(rules_every).min(Duration::from_millis(100));
+        let (mut stats_at, mut rules_at) = (Instant::now(), Instant::now());
         loop {
             glommio::timer::sleep(tick).await;
             cold.reclaim();
-            if cold.reload.swap(false, Ordering::Relaxed)
-                || last_rules_check.elapsed() >= Duration::from_millis(config.reflex.rules_poll_ms)
-                    && cold.rules_changed()
-            {
-                cold.reload_rules();
+            let sighup = cold.reload.swap(false, Ordering::Relaxed);
+            if sighup || rules_at.elapsed() >= rules_every {
+                rules_at = Instant::now();
+                cold.poll_rules(sighup);
             }
-            if last_rules_check.elapsed() >= Duration::from_millis(config.reflex.rules_poll_ms) {
-                last_rules_check = Instant::now();
+            if stats_at.elapsed() >= stats_every {
+                stats_at = Instant::now();
+                cold.publish_stats(true);
             }
-            cold.publish_stats(true);
             if cold.stop.load(Ordering::Relaxed) && cold.running.load(Ordering::SeqCst) == 0 {
                 break;
             }
@@ -555,14 +556,6 @@ fn run_cold(mut cold: ColdShard, config: &Config) -> Result<(), DaemonError> {
         cold.publish_stats(false);
     });
     Ok(())
-}
-
-fn rules_mtime(config: &Config) -> Option<std::time::SystemTime> {
-    let p = &config.reflex.rules_file;
-    if p.as_os_str().is_empty() {
-        return None;
-    }
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
 impl ColdShard {
@@ -587,35 +580,31 @@ impl ColdShard {
         }
     }
 
-    /// The file changed: its modification time moved, or (editors that rewrite in place
-    /// within one mtime tick) its content differs from what was last tried.
-    fn rules_changed(&mut self) -> bool {
-        let now = rules_mtime(&self.config);
-        if now != self.rules_mtime {
-            self.rules_mtime = now;
-            return true;
-        }
-        match read_rules(&self.config) {
-            Ok((_, text)) => text != self.rules_tried,
-            Err(_) => false,
-        }
-    }
-
-    /// Reads and compiles the rule file; a good set goes to every shard, a bad one is
-    /// logged with its positions and the running set stays.
-    fn reload_rules(&mut self) {
+    /// Reads the rule file once and, if its text changed (or `forced`, on SIGHUP),
+    /// compiles it: a good set goes to every shard, a bad one is logged with its positions
+    /// and the running set stays.
+    fn poll_rules(&mut self, forced: bool) {
         let (origin, text) = match read_rules(&self.config) {
             Ok(r) => {
-                self.rules_tried.clone_from(&r.1);
+                self.rules_read_error = None;
                 r
             }
             Err(e) => {
-                self.aggregator.rules_reload_failed();
-                error!(error = %e, "rule reload failed; the running rules stay");
+                let e = e.to_string();
+                if forced || self.rules_read_error.as_deref() != Some(e.as_str()) {
+                    self.aggregator.rules_reload_failed();
+                    error!(error = %e, "rule reload failed; the running rules stay");
+                }
+                self.rules_read_error = Some(e);
                 return;
             }
         };
-        match compile(&text, &self.config, Some(&self.current.set)) {
+        if !forced && text == self.rules_tried {
+            return;
+        }
+        let result = compile(&text, &self.config, Some(&self.current.set));
+        self.rules_tried = text;
+        match result {
             Ok(set) => {
                 let compiled = Compiled::new(set);
                 for tx in &mut self.rules_in {
@@ -626,7 +615,6 @@ impl ColdShard {
                 info!(origin = %origin, rules = compiled.set.len(), generation = compiled.set.generation(), "rules reloaded");
                 self.aggregator.rules_loaded(&compiled);
                 self.current = compiled;
-                self.rules_origin = origin;
             }
             Err(errors) => {
                 self.aggregator.rules_reload_failed();
