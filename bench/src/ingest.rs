@@ -10,12 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::affinity::pin_current_thread;
-use crate::daemon::DaemonProc;
 use crate::error::BenchError;
 use crate::report::{Figure, Row};
 use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
-use crate::workload::{self, Publisher};
+use crate::workload::{self, applied};
 
 /// The `ingest` suite.
 pub const SUITE: Suite = Suite {
@@ -43,29 +41,10 @@ fn events(size: RunSize) -> u64 {
     }
 }
 
-fn applied(s: &rim_stats::Snapshot) -> u64 {
-    s.counters.get("reflex.events_applied").copied().unwrap_or(0)
-}
-
 fn run_ingest(opts: &RunOpts) -> Result<Row, BenchError> {
     let n = events(opts.size);
-    let daemon = DaemonProc::start(
-        &workload::rules(),
-        &workload::daemon_sets(opts.client_core, opts.peer_core),
-        Duration::from_secs(20),
-    )?;
-    pin_current_thread(opts.client_core)?;
-    let producer = rim_ring::attach::attach_producer(&daemon.socket(), "bench-ingest", 1 << 24)
-        .map_err(|e| BenchError::transport("rim-ring", "attach producer", e))?;
-    let mut p = Publisher::new(producer)?;
+    let (daemon, mut p, warm) = workload::start(opts, "bench-ingest", 1 << 24, 1)?;
     let nodes = workload::nodes();
-    let now = workload::unix_ms();
-    for i in 0..nodes {
-        p.publish(i, false, now, 0)?;
-    }
-    let warm = nodes as u64;
-    daemon.wait_stats(opts.peer_timeout, |s| applied(s) >= warm)?;
-    p.full_retries = 0;
 
     let started = Instant::now();
     let mut ts = workload::unix_ms();

@@ -11,14 +11,12 @@ use std::time::{Duration, Instant};
 
 use rim_ring::broadcast::ReadError;
 
-use crate::affinity::pin_current_thread;
 use crate::clock::monotonic_ns;
-use crate::daemon::DaemonProc;
 use crate::error::BenchError;
 use crate::latency::{LatencyRecorder, RTT};
 use crate::report::Row;
 use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
-use crate::workload::{self, Publisher};
+use crate::workload;
 
 /// The `reflex` suite.
 pub const SUITE: Suite = Suite {
@@ -51,29 +49,11 @@ fn plan(size: RunSize) -> (u64, u64) {
 
 fn run_reflex(opts: &RunOpts) -> Result<Row, BenchError> {
     let (warmup, measured) = plan(opts.size);
-    let daemon = DaemonProc::start(
-        &workload::rules(),
-        &workload::daemon_sets(opts.client_core, opts.peer_core),
-        Duration::from_secs(20),
-    )?;
-    pin_current_thread(opts.client_core)?;
-    let socket = daemon.socket();
-    let producer = rim_ring::attach::attach_producer(&socket, "bench-reflex", 1 << 22)
-        .map_err(|e| BenchError::transport("rim-ring", "attach producer", e))?;
-    let mut reader = rim_ring::attach::attach_subscriber(&socket, "decisions")
-        .map_err(|e| BenchError::transport("rim-ring", "attach subscriber", e))?;
-    let mut p = Publisher::new(producer)?;
+    // Every node's state and rule list built (two events each), with no decision.
+    let (daemon, mut p, mut seq) = workload::start(opts, "bench-reflex", 1 << 22, 2)?;
     let nodes = workload::nodes();
-
-    // Every node's state and rule list built, with no decision.
-    let now = workload::unix_ms();
-    for i in 0..nodes * 2 {
-        p.publish(i, false, now, 0)?;
-    }
-    let mut seq = (nodes * 2) as u64;
-    daemon.wait_stats(opts.peer_timeout, |s| {
-        s.counters.get("reflex.events_applied").copied().unwrap_or(0) >= seq
-    })?;
+    let mut reader = rim_ring::attach::attach_subscriber(&daemon.socket(), "decisions")
+        .map_err(|e| BenchError::transport("rim-ring", "attach subscriber", e))?;
 
     let mut buf = vec![0u8; reader.slot_bytes()];
     let mut hist = LatencyRecorder::new();

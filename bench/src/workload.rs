@@ -140,6 +140,39 @@ impl Publisher {
     }
 }
 
+/// Events the daemon's reflex shards have applied, from its stats.
+pub fn applied(s: &rim_stats::Snapshot) -> u64 {
+    s.counters.get("reflex.events_applied").copied().unwrap_or(0)
+}
+
+/// What both suites start from: a daemon with the workload's rules, this thread pinned to
+/// the client core, a producer with every string interned, and every node's state and rule
+/// list built by `rounds` events each (none fires). Returns the events published.
+pub fn start(
+    opts: &crate::suite::RunOpts,
+    name: &str,
+    ring_bytes: usize,
+    rounds: usize,
+) -> Result<(crate::daemon::DaemonProc, Publisher, u64), BenchError> {
+    let daemon = crate::daemon::DaemonProc::start(
+        &rules(),
+        &daemon_sets(opts.client_core, opts.peer_core),
+        std::time::Duration::from_secs(20),
+    )?;
+    crate::affinity::pin_current_thread(opts.client_core)?;
+    let producer = rim_ring::attach::attach_producer(&daemon.socket(), name, ring_bytes)
+        .map_err(|e| BenchError::transport("rim-ring", "attach producer", e))?;
+    let mut p = Publisher::new(producer)?;
+    let warm = nodes() * rounds;
+    let now = unix_ms();
+    for i in 0..warm {
+        p.publish(i, false, now, 0)?;
+    }
+    daemon.wait_stats(opts.peer_timeout, |s| applied(s) >= warm as u64)?;
+    p.full_retries = 0;
+    Ok((daemon, p, warm as u64))
+}
+
 /// The daemon settings of both suites: the hot shard on the peer core, the control plane
 /// on the client's core (where it sleeps), stats every 50 ms.
 pub fn daemon_sets(client_core: usize, peer_core: usize) -> Vec<String> {
