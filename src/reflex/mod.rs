@@ -371,7 +371,7 @@ fn on_tick(
     } else {
         0
     };
-    let gap = state.apply(t, head.seq, head.timestamp, now_ms);
+    let gap = state.apply(t, &head, now_ms);
     emit.counters[C_TICKS] += 1;
     if rules.set.is_empty() {
         return;

@@ -159,11 +159,12 @@ impl NodeState {
         (n as usize) < self.shape.nodes
     }
 
-    /// Applies an event to its node. Returns the gap to the node's previous event (ms),
-    /// if it had one. `now_ms` is the shard's wall clock.
-    pub fn apply(&mut self, t: &TickView<'_>, seq: u64, ts: i64, now_ms: u64) -> Option<f64> {
-        let n = t.node() as usize;
-        let head = t.head();
+    /// Applies an event (`t`, whose head the caller decoded as `head`) to its node. Returns
+    /// the gap to the node's previous event (ms), if it had one. `now_ms` is the shard's
+    /// wall clock.
+    pub fn apply(&mut self, t: &TickView<'_>, head: &crate::tick::TickHead, now_ms: u64) -> Option<f64> {
+        let n = head.node as usize;
+        let (seq, ts) = (head.seq, head.timestamp);
         let m = self.meta_mut(n);
         let gap = (m[M_EVENTS] > 0).then(|| (ts - m[M_LAST_TS] as i64) as f64);
         m[M_LAST_SEQ] = seq;
