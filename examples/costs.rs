@@ -68,6 +68,7 @@ fn path_cost(nodes: usize, rules: &str) {
         control: control_rx,
         retired: retired_tx,
         reporter: rep,
+        journal: None,
     });
     let _ = control_tx.push(rimd::ingest::Control::Add(Box::new(ProducerRing::new(
         1,
@@ -106,6 +107,8 @@ fn path_cost(nodes: usize, rules: &str) {
         reporter: rrep,
         sweep_ms: 100,
         epoch: 1,
+        resume: None,
+        persist: None,
     });
     ingest.maintain(0, false, Default::default());
     let syms: Vec<_> = (0..nodes)

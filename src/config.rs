@@ -69,6 +69,8 @@ pub struct Config {
     pub decisions: DecisionsConfig,
     /// The stats segment.
     pub stats: StatsConfig,
+    /// The journal and the CAPSULE store.
+    pub persist: PersistConfig,
 }
 
 /// Files and sockets.
@@ -168,6 +170,121 @@ pub struct StatsConfig {
     pub interval_ms: u64,
     /// Size of the stats segment, bytes.
     pub segment_bytes: usize,
+}
+
+/// The journal and the CAPSULE store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistConfig {
+    /// Journal and store on (off: nothing is durable and producers' durable position
+    /// never moves).
+    pub enabled: bool,
+    /// Where the journal (`journal/`) and the store (`capsules.redb`) live.
+    pub data_dir: PathBuf,
+    /// Bytes of each journal segment file.
+    pub segment_bytes: u64,
+    /// Longest an appended record waits for its sync, µs (the journal syncs sooner when
+    /// its input ring runs dry).
+    pub commit_interval_us: u64,
+    /// Bytes appended that force a sync.
+    pub commit_bytes: u64,
+    /// Journal retention by age, hours.
+    pub retention_hours: u64,
+    /// Journal retention by size, bytes per partition.
+    pub retention_bytes: u64,
+    /// Bytes of the ring from ingest to the journal thread (a power of two).
+    pub journal_ring_bytes: usize,
+    /// Bytes of each reflex shard's ring to the journal thread (decisions, predictions).
+    pub reflex_ring_bytes: usize,
+    /// Roll-up resolutions, seconds.
+    pub resolutions: Vec<u32>,
+    /// Capsule retention per resolution, hours (same order as `resolutions`).
+    pub resolution_retention_hours: Vec<u64>,
+    /// A node's open window closes this long (processing time) after its end when no
+    /// later event closed it, ms.
+    pub grace_ms: u64,
+    /// Most time between store transactions, ms (the store commits sooner when a batch
+    /// reaches `store_batch_max`).
+    pub store_interval_ms: u64,
+    /// Capsules per store transaction at most.
+    pub store_batch_max: usize,
+    /// Predict each node's next window (the EWMA predictor).
+    pub predict: bool,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            data_dir: PathBuf::from("/var/tmp/rimd"),
+            segment_bytes: 64 << 20,
+            commit_interval_us: 1_000,
+            commit_bytes: 1 << 20,
+            retention_hours: 7 * 24,
+            retention_bytes: 16 << 30,
+            journal_ring_bytes: 16 << 20,
+            reflex_ring_bytes: 4 << 20,
+            resolutions: vec![1, 60],
+            resolution_retention_hours: vec![24, 30 * 24],
+            grace_ms: 2_000,
+            store_interval_ms: 20,
+            store_batch_max: 10_000,
+            predict: true,
+        }
+    }
+}
+
+impl PersistConfig {
+    /// The journal's directory.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+
+    /// The store's file.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("capsules.redb")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.segment_bytes < 64 << 10 || self.segment_bytes > 1 << 30 {
+            return bad(format!("persist.segment_bytes = {} (64 KiB..=1 GiB)", self.segment_bytes));
+        }
+        if self.commit_interval_us == 0 || self.commit_interval_us > 1_000_000 {
+            return bad(format!("persist.commit_interval_us = {} (1..=1000000)", self.commit_interval_us));
+        }
+        if self.commit_bytes < 4096 {
+            return bad(format!("persist.commit_bytes = {} (≥ 4096)", self.commit_bytes));
+        }
+        for (name, v) in [
+            ("persist.journal_ring_bytes", self.journal_ring_bytes),
+            ("persist.reflex_ring_bytes", self.reflex_ring_bytes),
+        ] {
+            if !v.is_power_of_two() || v < 1 << 16 || v > 1 << 30 {
+                return bad(format!("{name} = {v} (a power of two, 64 KiB..=1 GiB)"));
+            }
+        }
+        if self.resolutions.is_empty() || self.resolutions.len() > 8 {
+            return bad(format!("persist.resolutions = {:?} (1 to 8 resolutions)", self.resolutions));
+        }
+        if self.resolutions.iter().any(|&r| r == 0 || r > 86_400) {
+            return bad(format!("persist.resolutions = {:?} (each 1..=86400 s)", self.resolutions));
+        }
+        if self.resolution_retention_hours.len() != self.resolutions.len() {
+            return bad(format!(
+                "persist.resolution_retention_hours has {} entries, persist.resolutions {}: one retention per resolution",
+                self.resolution_retention_hours.len(),
+                self.resolutions.len()
+            ));
+        }
+        if self.store_batch_max == 0 || self.store_batch_max > 1_000_000 || self.store_interval_ms == 0 {
+            return bad(format!(
+                "persist.store_batch_max = {} (1..=1000000) and persist.store_interval_ms = {} (≥ 1)",
+                self.store_batch_max, self.store_interval_ms
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for DaemonConfig {
@@ -306,7 +423,8 @@ impl Config {
     /// Checks the relations between settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_topology(Self::cores_online())?;
-        self.validate_sizes()
+        self.validate_sizes()?;
+        self.persist.validate()
     }
 
     fn validate_topology(&self, cores: usize) -> Result<(), ConfigError> {

@@ -7,11 +7,17 @@
 //!   with more than one shard);
 //! - the main thread, on `topology.cold_core`: a glommio executor for the control plane
 //!   (stats, rule reloads, reclaiming rings), asleep between timers;
-//! - `rimd-attach`, also on the cold core: the control socket, asleep in `poll(2)`.
+//! - `rimd-attach`, also on the cold core: the control socket, asleep in `poll(2)`;
+//! - `rimd-journal` and `rimd-store`, also on the cold core: the journal (append, group
+//!   commit, roll-ups) and the redb writer ([`crate::persist`]).
+//!
+//! Start: the journal and the store are opened and recovered (torn tails cut, state
+//! rebuilt from the journal since the store's watermarks) before any producer attaches.
 //!
 //! Shutdown: the signal sets a flag; attach stops taking producers; the hot shards drain
 //! every ring they own until empty (bounded by [`DRAIN_DEADLINE`]), send a final report,
-//! and hand their rings back; the cold shard publishes a final stats snapshot with
+//! and hand their rings back; the journal thread drains, syncs and hands its last batch
+//! to the store writer, which commits it; the cold shard publishes a final stats snapshot with
 //! `running = false`, and `rimd` exits 0.
 
 use std::path::PathBuf;
@@ -78,6 +84,9 @@ pub enum DaemonError {
     /// A thread or executor failed.
     #[error("{0}")]
     Thread(String),
+    /// The journal or the store could not be opened, recovered or started.
+    #[error("persist: {0}")]
+    Persist(#[from] crate::persist::PersistError),
     /// Another daemon holds the run directory.
     #[error(
         "another rimd (pid {pid}) is running with run directory {run_dir}; stop it or choose another daemon.run_dir"
@@ -180,6 +189,27 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     let (control_tx, control_rx) = rtrb::RingBuffer::new(config.ingest.producers_max.max(16));
     let (retired_tx, retired_rx) = rtrb::RingBuffer::<Retired>::new(config.ingest.producers_max.max(16) * 2);
 
+    // Durability: open and cut the journal, open the store, before anything attaches.
+    let mut opened = if config.persist.enabled {
+        Some(crate::persist::open(&config)?)
+    } else {
+        None
+    };
+    let durable_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (journal_out, journal_in) = if opened.is_some() {
+        let (tx, rx) = rtrb::RingBuffer::<u8>::new(config.persist.journal_ring_bytes);
+        (
+            Some(ingest::JournalOut {
+                ring: tx,
+                durable_marker: durable_marker.clone(),
+            }),
+            Some(rx),
+        )
+    } else {
+        (None, None)
+    };
+    let mut persist_rx = Vec::new();
+
     let (ingest_reporter, ingest_reports) = Reporter::new(ingest::C_COUNT, 0);
     let ingest_duty = Ingest::new(IngestSetup {
         nodes_max: config.reflex.nodes_max,
@@ -192,6 +222,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         control: control_rx,
         retired: retired_tx,
         reporter: ingest_reporter,
+        journal: journal_out,
     });
 
     let shape = Shape {
@@ -218,6 +249,19 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         let (btx, brx) = rtrb::RingBuffer::new(16);
         rules_in.push(rtx);
         rules_back.push(brx);
+        let persist = opened.as_ref().map(|_| {
+            let (tx, rx) = rtrb::RingBuffer::<u8>::new(config.persist.reflex_ring_bytes);
+            persist_rx.push(rx);
+            reflex::PersistOut {
+                ring: tx,
+                resolutions: if config.persist.predict {
+                    config.persist.resolutions.clone()
+                } else {
+                    Vec::new()
+                },
+            }
+        });
+        let resume = opened.as_mut().and_then(|o| o.chains.get_mut(k).and_then(Option::take));
         let duty = Reflex::new(ReflexSetup {
             shard: k as u32,
             input,
@@ -231,6 +275,8 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
             reporter,
             sweep_ms: config.reflex.stale_sweep_ms,
             epoch,
+            resume,
+            persist,
         });
         let (name, core) = if k == 0 {
             ("rimd-hot".to_owned(), t.hot_core)
@@ -243,6 +289,32 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
             ingest: if k == 0 { ingest_slot.take() } else { None },
             reflex: duty,
         });
+    }
+
+    // Recovery: replay the journal since the watermarks into ingest (node table, dedup)
+    // and the reflex shards (state), on this thread, before the shards start.
+    let persist_stop = Arc::new(AtomicBool::new(false));
+    let mut persist_threads = Vec::new();
+    let mut persist_stats = None;
+    if let (Some(mut o), Some(journal_rx)) = (opened.take(), journal_in) {
+        let mut ingest_duty = hot[0].ingest.take();
+        if let Some(ingest_duty) = ingest_duty.as_mut() {
+            let mut reflexes: Vec<&mut Reflex> = hot.iter_mut().map(|h| &mut h.reflex).collect();
+            crate::persist::recover(&mut o, ingest_duty, &mut reflexes)?;
+        }
+        hot[0].ingest = ingest_duty;
+        o.stats.ready.store(1, Ordering::Relaxed);
+        persist_stats = Some(o.stats.clone());
+        persist_threads = crate::persist::spawn(
+            o,
+            crate::persist::JournalInputs {
+                ingest: journal_rx,
+                reflex: persist_rx,
+                durable_marker,
+            },
+            persist_stop.clone(),
+            t.pin.then_some(t.cold_core),
+        )?;
     }
 
     let registry = Arc::new(attach::Registry::default());
@@ -278,8 +350,11 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         "rimd running"
     );
 
-    let aggregator =
+    let mut aggregator =
         Aggregator::new(&config, registry.clone(), decision_segments).map_err(|e| DaemonError::Ring(e.to_string()))?;
+    if let Some(stats) = persist_stats {
+        aggregator.attach_persist(stats);
+    }
     let cold = ColdShard {
         config: config.clone(),
         stop: stop.clone(),
@@ -305,6 +380,14 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         }
     }
     let _ = attach_thread.join();
+    // The hot shards are drained: the journal thread drains what they sent, syncs, and
+    // hands its last batch to the writer.
+    persist_stop.store(true, Ordering::SeqCst);
+    for th in persist_threads {
+        if th.join().is_err() {
+            error!("a persist thread panicked");
+        }
+    }
     let _ = std::fs::remove_file(&socket);
     cold_result?;
     info!("rimd stopped");

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 pub mod ingest;
 pub mod memory;
+pub mod persist;
 pub mod reflex;
 pub mod report;
 pub mod stats;

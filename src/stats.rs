@@ -33,6 +33,7 @@ pub struct Aggregator {
     decisions: Vec<Arc<Segment>>,
     cores: (usize, Vec<usize>),
     reflex_ring_bytes: u64,
+    persist: Option<Arc<crate::persist::PersistStats>>,
 }
 
 impl Aggregator {
@@ -58,7 +59,13 @@ impl Aggregator {
             decisions,
             cores: (config.topology.hot_core, config.topology.reflex_cores.clone()),
             reflex_ring_bytes: config.ingest.reflex_ring_slots as u64 * crate::tick::SLOT_BYTES,
+            persist: None,
         })
+    }
+
+    /// Reports the persist path's counters from now on.
+    pub fn attach_persist(&mut self, stats: Arc<crate::persist::PersistStats>) {
+        self.persist = Some(stats);
     }
 
     /// Folds an ingest report (its histograms are then reset for reuse).
@@ -164,6 +171,11 @@ impl Aggregator {
         gauges.insert("rules".into(), current.set.len() as i64);
         gauges.insert("rules.generation".into(), current.set.generation() as i64);
         gauges.insert("rss_bytes".into(), rss_bytes() as i64);
+        if let Some(p) = &self.persist {
+            for (name, v) in p.fields() {
+                counters.insert(format!("persist.{name}"), v);
+            }
+        }
 
         let mut rings: Vec<RingSnapshot> = entries
             .iter()

@@ -32,6 +32,8 @@ pub const SLOTS_PER_RECORD_MAX: usize = HEAD_SLOTS + METRICS_MAX / 2;
 const HAS_PRICE: u64 = 1;
 const HAS_VOLUME: u64 = 1 << 1;
 const HAS_STRESS: u64 = 1 << 2;
+/// Replayed from the journal at start: applied to state, decides nothing.
+const REPLAY: u64 = 1 << 3;
 
 /// The fixed part of a tick.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -58,6 +60,8 @@ pub struct TickHead {
     pub stress: Option<f64>,
     /// `name_hash(status)`.
     pub status: u64,
+    /// Replayed from the journal at start (state only: no rules, no predictions).
+    pub replay: bool,
 }
 
 /// Slots a tick with `metrics` metrics takes.
@@ -82,7 +86,10 @@ pub fn push_tick(
         return false;
     };
     let flags =
-        u64::from(head.price.is_some()) | u64::from(head.volume.is_some()) << 1 | u64::from(head.stress.is_some()) << 2;
+        u64::from(head.price.is_some())
+            | u64::from(head.volume.is_some()) << 1
+            | u64::from(head.stress.is_some()) << 2
+            | u64::from(head.replay) << 3;
     let words: [u64; HEAD_WORDS] = [
         KIND_TICK | (n as u64) << 8 | flags << 16 | (slots as u64) << 32,
         head.seq,
@@ -198,6 +205,7 @@ impl<'a> TickView<'a> {
             volume: opt(HAS_VOLUME, 8),
             stress: opt(HAS_STRESS, 9),
             status: self.word(10),
+            replay: flags & REPLAY != 0,
         }
     }
 
@@ -283,6 +291,7 @@ mod tests {
             volume: None,
             stress: Some(-2.0),
             status: 99,
+            replay: seq % 2 == 0,
         }
     }
 

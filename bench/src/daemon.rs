@@ -37,6 +37,9 @@ impl DaemonProc {
         cmd.arg(DAEMON_SUBCOMMAND)
             .arg(format!("daemon.run_dir=\"{}\"", run_dir.display()))
             .arg(format!("reflex.rules_file=\"{}\"", rules_path.display()))
+            // The journal and store live with the run (a suite that keeps them across
+            // restarts sets its own data_dir, which comes later and wins).
+            .arg(format!("persist.data_dir=\"{}\"", run_dir.join("data").display()))
             .args(sets)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -114,6 +117,12 @@ impl DaemonProc {
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.run_dir.join("rimd.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no drain, no final sync or commit (a crash).
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then waits for exit.

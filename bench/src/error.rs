@@ -111,6 +111,10 @@ pub enum BenchError {
         what: String,
     },
 
+    /// A row could not set up what it measures.
+    #[error("setup: {0}")]
+    Setup(String),
+
     /// A transport library (iceoryx2, rim-ring) reported an error.
     #[error("{transport}: {what}: {detail}")]
     Transport {

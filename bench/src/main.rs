@@ -18,6 +18,7 @@ mod ingest;
 mod latency;
 mod payload;
 mod peer;
+mod persist;
 mod reflex;
 mod report;
 mod ring;

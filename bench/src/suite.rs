@@ -68,7 +68,12 @@ pub struct Suite {
 }
 
 /// Every suite the harness knows.
-pub const SUITES: &[&Suite] = &[&crate::ring::SUITE, &crate::reflex::SUITE, &crate::ingest::SUITE];
+pub const SUITES: &[&Suite] = &[
+    &crate::ring::SUITE,
+    &crate::reflex::SUITE,
+    &crate::ingest::SUITE,
+    &crate::persist::SUITE,
+];
 
 /// The suite called `name`.
 pub fn find_suite(name: &str) -> Result<&'static Suite, BenchError> {

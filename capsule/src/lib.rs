@@ -1,1 +1,84 @@
-//! placeholder
+//! # rim-capsule — rimd's CAPSULE store
+//!
+//! Owns the capsule model and its idempotency key, the observed roll-up arithmetic,
+//! prediction scoring, and the redb tables that persist capsules, decisions, accuracy and
+//! journal watermarks. It knows nothing of the daemon, rings or the journal: journal positions
+//! are plain `u64`s and partitions plain `u32`s.
+//!
+//! ## Guarantees
+//! - **Idempotent capsules.** A capsule's id is SHA-256 over `scope_id|timestamp|resolution|vantage`
+//!   ([`CapsuleKey::id`]). Writing the same key with the same content again is a success that
+//!   writes nothing; with different content it is a conflict and the stored capsule is kept.
+//!   `created_ms` is not content.
+//! - **All or nothing per batch.** [`Store::write`] is one redb write transaction with
+//!   `Durability::Immediate`: when it returns `Ok`, the whole batch is durable; after a crash
+//!   at any point, either all of a batch is present or none of it (`tests/crash_consistency.rs`).
+//! - **Bytes from the file are not trusted.** Every value read back is validated (rkyv with
+//!   bytecheck, then the model's invariants) and a bad one is a [`StoreError::Corrupt`], never
+//!   a panic (`tests/garbage.rs`).
+//! - **Bounded work.** History queries, retention passes and decision reads take limits.
+//!
+//! ## Table layout
+//! Following the redb measurements (rising integer keys insert far faster than random
+//! hashes), capsules live under a rising sequence number and the 32-byte id is only an index:
+//!
+//! | table | key → value | why |
+//! |---|---|---|
+//! | `capsules` | `u64` seq → rkyv bytes of [`Capsule`] | appends at the right edge of the B-tree |
+//! | `by_id` | `[u8; 32]` id → seq | the idempotency lookup (one `get` per put) and `get` by id |
+//! | `by_scope` | `(scope &str, resolution u32, vantage &str, window start i64)` → seq | history range scans, in time order |
+//! | `by_expiry` | `(expires_at_ms i64, seq u64)` → `()` | retention deletes oldest-first with bounded work |
+//! | `decisions` | `(shard u16, seq u64)` → opaque record bytes | per-shard append/read/last |
+//! | `accuracy` | `(scope, predictor, series)` → 40-byte [`AccuracyAgg`] | read-modify-write per batch |
+//! | `watermarks` | partition `u32` → `(replay_from, committed_to)` | where journal recovery restarts |
+//! | `meta` | `&str` → `u64` | `format_version` ([`store::FORMAT_VERSION`]), `next_seq` |
+//!
+//! A capsule's expiry (window start + retention for its resolution; API-created capsules use
+//! the 30-day default) is fixed when it is written, so changing the retention configuration
+//! affects new capsules only.
+//!
+//! ## Storage encoding
+//! rkyv 0.8 archives, validated with bytecheck on every read (see [`codec`]). rkyv was kept
+//! over a hand-written codec: the derive covers every model type, validation is complete
+//! (UTF-8, enum tags, lengths within the buffer), and the only cost is one copy into an aligned
+//! buffer on read, since redb hands out values at arbitrary offsets.
+//!
+//! ## Write protocol
+//! For each capsule of a batch: validate it against the model ([`Capsule::validate`]; invalid
+//! ones are listed and skipped), look its id up in `by_id`; if present, decode the stored
+//! capsule and compare content (existing or conflict); if absent, encode and insert the four
+//! rows under the next sequence number. Then decisions, accuracy (the batch's scores are summed
+//! per key first so each row is read and written once), watermarks, the new `next_seq`, and one
+//! commit. redb's commit protocol makes the transaction atomic; a crash before the commit's
+//! sync leaves the previous state.
+//!
+//! ## Modules
+//! - [`model`]: the capsule, its key and id, bodies, JSON shape.
+//! - [`rollup`]: observed roll-ups per node and resolution, late events, replay positions.
+//! - [`accuracy`]: scoring a prediction against the observed window.
+//! - [`store`]: the redb store.
+//! - [`raw`]: the benchmark baseline and a corruption seam for tests.
+//! - [`faulty`]: a storage backend with live and durable images for crash tests.
+
+#![forbid(unsafe_code)]
+
+pub mod accuracy;
+pub mod codec;
+pub mod error;
+pub mod faulty;
+pub mod model;
+pub mod raw;
+pub mod rollup;
+pub mod store;
+
+pub use accuracy::{score, AccuracyAgg, Score, SeriesScore};
+pub use error::{ModelError, StoreError};
+pub use faulty::FaultyBackend;
+pub use model::{
+    Capsule, CapsuleBody, CapsuleId, CapsuleKey, CapsuleRequest, MetricStats, ObservedStats, Ohlc, PredictedSeries,
+    Prediction, Vantage, PAYLOAD_BYTES_MAX,
+};
+pub use rollup::{Observation, PushOutcome, Rollup, RollupConfig};
+pub use store::{
+    Batch, BatchOutcome, HistoryQuery, PutOutcome, RetainReport, Store, StoreConfig, StoreCounts, Watermark,
+};

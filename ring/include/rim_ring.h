@@ -73,6 +73,10 @@ int rim_producer_publish(rim_producer *p, const rim_event *ev);
 /* Ring position just past the last record published / consumed by the daemon. */
 uint64_t rim_producer_position(const rim_producer *p);
 uint64_t rim_producer_consumed_position(const rim_producer *p);
+/* How far the daemon has made this ring's records durable (journaled and synced). */
+uint64_t rim_producer_durable_position(const rim_producer *p);
+/* Wait up to timeout_ns until every record before pos is durable: 1 when it is, 0 on timeout. */
+int rim_producer_wait_durable(const rim_producer *p, uint64_t pos, uint64_t timeout_ns);
 /* Say no more records will come, and free the producer. */
 void rim_producer_close(rim_producer *p);
 /* A static description of a status code. */

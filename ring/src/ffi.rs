@@ -271,6 +271,32 @@ pub unsafe extern "C" fn rim_producer_consumed_position(p: *const rim_producer) 
     unsafe { p.as_ref() }.map_or(0, |p| p.inner.consumed_position())
 }
 
+/// How far the daemon has made this ring's records durable (0 for a null producer).
+///
+/// # Safety
+/// As for `rim_producer_position`.
+#[no_mangle]
+pub unsafe extern "C" fn rim_producer_durable_position(p: *const rim_producer) -> u64 {
+    // SAFETY: null-checked; live by the caller's contract.
+    unsafe { p.as_ref() }.map_or(0, |p| p.inner.durable_position())
+}
+
+/// Waits up to `timeout_ns` until every record before `pos` (a position from
+/// `rim_producer_position` after a publish) is durable in the daemon's journal. Spins
+/// about 50 µs, then sleeps in slices of at most 100 µs. Returns 1 when durable, 0 on
+/// timeout or for a null producer.
+///
+/// # Safety
+/// As for `rim_producer_position`.
+#[no_mangle]
+pub unsafe extern "C" fn rim_producer_wait_durable(p: *const rim_producer, pos: u64, timeout_ns: u64) -> c_int {
+    // SAFETY: null-checked; live by the caller's contract.
+    let Some(p) = (unsafe { p.as_ref() }) else {
+        return 0;
+    };
+    c_int::from(p.inner.wait_durable(pos, crate::wait::SPIN_NS_DEFAULT, timeout_ns))
+}
+
 /// Says no more records will come and frees the producer. Null is ignored.
 ///
 /// # Safety

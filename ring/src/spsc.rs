@@ -375,6 +375,16 @@ impl Producer {
         self.seg.word(header::DURABLE_OFF).load(Ordering::Acquire)
     }
 
+    /// Waits until the daemon reports every record before `pos` durable (in its journal,
+    /// synced to disk; refused and duplicate records count as settled), spinning `spin_ns`
+    /// and then sleeping in slices of at most [`crate::wait::READ_ONLY_PARK_NS`]: the daemon
+    /// never pays a wake-up for a waiting producer. `pos` is what a publish returned.
+    /// Returns whether it is durable; false after `timeout_ns`.
+    pub fn wait_durable(&self, pos: u64, spin_ns: u64, timeout_ns: u64) -> bool {
+        let word = self.seg.word(header::DURABLE_OFF);
+        crate::wait::wait_read_only(|| word.load(Ordering::Acquire) >= pos, word, spin_ns, timeout_ns)
+    }
+
     /// Records the consumer refused as invalid.
     pub fn rejected(&self) -> u64 {
         self.seg.word(header::REJECTED_OFF).load(Ordering::Relaxed)

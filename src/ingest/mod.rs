@@ -13,8 +13,14 @@ pub mod attach;
 pub mod dedup;
 pub mod nodes;
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rim_journal::event::{EventHead, EventRecord, EVENT_BYTES_MAX};
 use rim_ring::{liveness::PeerState, Consumer, EventError, EventView};
 
+use crate::persist::entry::{self, HEAD_BYTES, KIND_EVENT, KIND_MARKER};
 use crate::report::{Reporter, ShardFigures, STAGE_RING_HOP};
 use crate::tick::{self, Slot, TickHead, NODE_ID_BYTES_MAX, SLOTS_PER_RECORD_MAX};
 use dedup::Dedup;
@@ -96,7 +102,14 @@ pub struct ProducerRing {
     pub consumer: Consumer,
     node_of: Vec<u32>,
     hash_of: Vec<u64>,
+    /// (marker sequence, ring position): once the journal thread reports the marker
+    /// durable, everything before the position is, and the producer is told so.
+    acks: VecDeque<(u64, u64)>,
 }
+
+/// Durability markers a ring may have outstanding; past this the newest is moved
+/// forward instead (the producer hears a little later, never too early).
+const ACKS_MAX: usize = 64;
 
 impl ProducerRing {
     /// Wraps a granted ring.
@@ -108,6 +121,7 @@ impl ProducerRing {
             consumer,
             node_of: Vec::new(),
             hash_of: Vec::new(),
+            acks: VecDeque::with_capacity(ACKS_MAX),
         }
     }
 }
@@ -155,6 +169,80 @@ struct Router {
     reporter: Reporter,
     /// Wall clock, epoch ms, refreshed by `maintain` (about every millisecond).
     now_ms: u64,
+    journal: Option<JournalSide>,
+}
+
+/// Ingest's end of the journal: the byte ring to the journal thread, and the marker
+/// sequence the journal thread reports durable.
+pub struct JournalOut {
+    /// Events and markers, to the journal thread.
+    pub ring: rtrb::Producer<u8>,
+    /// The last marker whose entries (and every entry before) are synced.
+    pub durable_marker: Arc<AtomicU64>,
+}
+
+struct JournalSide {
+    out: JournalOut,
+    /// One entry being built: head, then the encoded event.
+    scratch: Box<[u8]>,
+    marker_seq: u64,
+    settled_marker: u64,
+}
+
+/// Bytes of the largest entry ingest pushes.
+const JOURNAL_ENTRY_MAX: usize = HEAD_BYTES + EVENT_BYTES_MAX;
+
+impl JournalSide {
+    /// Encodes an accepted event and pushes it; false when it cannot (counted as lost by
+    /// the caller; room was checked before the turn, so this does not happen).
+    fn append<'m>(
+        &mut self,
+        partition: u32,
+        head: &EventHead<'_>,
+        metrics: impl Iterator<Item = (&'m str, f64)>,
+    ) -> bool {
+        let Ok(n) = rim_journal::event::encode(head, metrics, &mut self.scratch[HEAD_BYTES..]) else {
+            return false;
+        };
+        entry::Head {
+            len: n as u32,
+            kind: KIND_EVENT,
+            partition: partition as u16,
+            aux: head.received_ms,
+        }
+        .put(&mut self.scratch[..HEAD_BYTES]);
+        entry::push(&mut self.out.ring, &self.scratch[..HEAD_BYTES + n])
+    }
+
+    /// After a turn on a ring: a marker, and the ring's position remembered under it.
+    fn mark(&mut self, acks: &mut VecDeque<(u64, u64)>, position: u64) {
+        let seq = self.marker_seq + 1;
+        let mut raw = [0u8; HEAD_BYTES];
+        entry::Head {
+            len: 0,
+            kind: KIND_MARKER,
+            partition: 0,
+            aux: seq,
+        }
+        .put(&mut raw);
+        if !entry::push(&mut self.out.ring, &raw) {
+            // The next turn's marker covers this position too.
+            return;
+        }
+        self.marker_seq = seq;
+        if acks.len() >= ACKS_MAX {
+            if let Some(last) = acks.back_mut() {
+                *last = (seq, position);
+            }
+        } else {
+            acks.push_back((seq, position));
+        }
+    }
+
+    /// Events the ring can take for sure.
+    fn room_events(&self) -> usize {
+        self.out.ring.slots().saturating_sub(HEAD_BYTES) / JOURNAL_ENTRY_MAX
+    }
 }
 
 /// The ingest duty.
@@ -200,6 +288,8 @@ pub struct IngestSetup {
     pub retired: rtrb::Producer<Retired>,
     /// To the cold shard.
     pub reporter: Reporter,
+    /// To the journal thread (None: nothing is journaled).
+    pub journal: Option<JournalOut>,
 }
 
 impl Ingest {
@@ -225,6 +315,12 @@ impl Ingest {
                 counters: [0; C_COUNT],
                 reporter: s.reporter,
                 now_ms: unix_ms(),
+                journal: s.journal.map(|out| JournalSide {
+                    out,
+                    scratch: vec![0u8; JOURNAL_ENTRY_MAX].into_boxed_slice(),
+                    marker_seq: 0,
+                    settled_marker: 0,
+                }),
             },
             control: s.control,
             retired: s.retired,
@@ -239,6 +335,7 @@ impl Ingest {
         if n == 0 {
             return 0;
         }
+        self.settle_durable();
         let mut work = 0;
         for k in 0..n {
             let i = (self.next + k) % n;
@@ -253,6 +350,7 @@ impl Ingest {
                 consumer,
                 node_of,
                 hash_of,
+                acks,
                 ..
             } = &mut **ring;
             let router = &mut self.router;
@@ -264,10 +362,51 @@ impl Ingest {
             // A quarantined ring stops delivering; `maintain` retires it within 1 ms.
             if let Ok(read) = result {
                 work += read;
+                if read > 0 {
+                    if let Some(j) = router.journal.as_mut() {
+                        j.mark(acks, consumer.position());
+                    }
+                }
             }
         }
         self.next = (self.next + 1) % n;
         work
+    }
+
+    /// Tells producers how far their records are durable, from the markers the journal
+    /// thread has synced (one atomic load per turn when nothing moved).
+    fn settle_durable(&mut self) {
+        let Some(j) = self.router.journal.as_mut() else {
+            return;
+        };
+        let durable = j.out.durable_marker.load(Ordering::Acquire);
+        if durable == j.settled_marker {
+            return;
+        }
+        j.settled_marker = durable;
+        for ring in &mut self.rings {
+            let mut pos = None;
+            while let Some(&(seq, p)) = ring.acks.front() {
+                if seq > durable {
+                    break;
+                }
+                pos = Some(p);
+                ring.acks.pop_front();
+            }
+            if let Some(p) = pos {
+                ring.consumer.set_durable_position(p);
+            }
+        }
+    }
+
+    /// Feeds one journaled event back through routing at start (recovery): node index,
+    /// dedup window, and the reflex shard's state; nothing is journaled again and nothing
+    /// is decided. False when the reflex ring lacks room (drain it and retry).
+    pub fn replay(&mut self, rec: &EventRecord<'_>) -> ReplayOutcome {
+        if self.router.room_events() == 0 {
+            return ReplayOutcome::Full;
+        }
+        self.router.route_replay(rec)
     }
 
     /// Rings that have data waiting.
@@ -381,11 +520,77 @@ impl Ingest {
 impl Router {
     /// Events every reflex ring can take for sure.
     fn room_events(&self) -> usize {
-        self.outs
+        let reflex = self
+            .outs
             .iter()
             .map(|o| tick::room(o) / EVENT_SLOTS_MAX)
             .min()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        // One marker per turn rides along; a whole entry's worth of margin covers it.
+        let journal = self.journal.as_ref().map_or(usize::MAX, |j| j.room_events().saturating_sub(1));
+        reflex.min(journal)
+    }
+
+    /// Dedup, then the node's definition to its shard if it is new there. Returns the
+    /// shard, or None when the event stops here (counted).
+    fn admit(&mut self, node: u32, event_id: Option<&str>) -> Option<usize> {
+        if let Some(id) = event_id {
+            if self.dedup.seen(node, id) {
+                self.counters[C_DUPLICATES] += 1;
+                return None;
+            }
+        }
+        let shard = self.part_shard[self.nodes.partition(node) as usize % self.part_shard.len()] as usize;
+        let Some(out) = self.outs.get_mut(shard) else {
+            self.counters[C_LOST] += 1;
+            return None;
+        };
+        let bit = 1u64 << (shard % 64);
+        if self.defined[node as usize] & bit == 0 {
+            if !tick::push_node(out, node, self.nodes.name(node)) {
+                self.counters[C_LOST] += 1;
+                return None;
+            }
+            self.defined[node as usize] |= bit;
+        }
+        Some(shard)
+    }
+
+    fn route_replay(&mut self, rec: &EventRecord<'_>) -> ReplayOutcome {
+        let Some((node, _)) = self.nodes.intern(rec.rim_node_id) else {
+            self.counters[C_NODES_REFUSED] += 1;
+            return ReplayOutcome::Refused;
+        };
+        let Some(shard) = self.admit(node, rec.event_id) else {
+            return ReplayOutcome::Refused;
+        };
+        self.seq += 1;
+        let head = TickHead {
+            seq: self.seq,
+            node,
+            source: u32::MAX,
+            timestamp: rec.timestamp,
+            publish_ns: 0,
+            ingest_ns: 0,
+            received_ms: rec.received_ms,
+            price: rec.price,
+            volume: rec.volume,
+            stress: rec.stress,
+            status: rim_rules::name_hash(rec.status).max(1),
+            replay: true,
+        };
+        let mut metrics = [(0u64, 0.0f64); tick::METRICS_MAX];
+        let mut n = 0;
+        for (slot, (name, v)) in metrics.iter_mut().zip(rec.metrics()) {
+            *slot = (rim_rules::name_hash(name).max(1), v);
+            n += 1;
+        }
+        if tick::push_tick(&mut self.outs[shard], &head, metrics[..n].iter().copied()) {
+            ReplayOutcome::Applied
+        } else {
+            self.counters[C_LOST] += 1;
+            ReplayOutcome::Refused
+        }
     }
 
     fn route(&mut self, source: u32, node_of: &mut Vec<u32>, hash_of: &mut Vec<u64>, ev: &EventView<'_>) {
@@ -396,24 +601,26 @@ impl Router {
                 return;
             }
         };
-        if let Some(id) = ev.event_id() {
-            if self.dedup.seen(node, id) {
-                self.counters[C_DUPLICATES] += 1;
-                return;
-            }
-        }
-        let shard = self.part_shard[self.nodes.partition(node) as usize % self.part_shard.len()] as usize;
-        let Some(out) = self.outs.get_mut(shard) else {
-            self.counters[C_LOST] += 1;
+        let Some(shard) = self.admit(node, ev.event_id()) else {
             return;
         };
-        let bit = 1u64 << (shard % 64);
-        if self.defined[node as usize] & bit == 0 {
-            if !tick::push_node(out, node, self.nodes.name(node)) {
+        if let Some(j) = self.journal.as_mut() {
+            let head = EventHead {
+                rim_node_id: ev.rim_node_id(),
+                event_id: ev.event_id(),
+                timestamp: ev.timestamp(),
+                publish_ns: ev.publish_ns(),
+                received_ms: self.now_ms,
+                price: ev.price(),
+                volume: ev.volume(),
+                stress: ev.stress(),
+                status: ev.status(),
+                source_topic: ev.source_topic(),
+            };
+            if !j.append(self.nodes.partition(node), &head, ev.metrics()) {
                 self.counters[C_LOST] += 1;
                 return;
             }
-            self.defined[node as usize] |= bit;
         }
         self.seq += 1;
         let sampled = self.seq & self.sample_mask == 0;
@@ -439,12 +646,13 @@ impl Router {
             volume: ev.volume(),
             stress: ev.stress(),
             status: cached_hash(hash_of, ev.status_sym().get(), || ev.status()),
+            replay: false,
         };
         let metrics = ev.metric_syms().enumerate().map(|(i, (sym, v))| {
             let key = cached_hash(hash_of, sym.get(), || ev.metrics().nth(i).map_or("", |m| m.0));
             (key, v)
         });
-        if tick::push_tick(out, &head, metrics) {
+        if tick::push_tick(&mut self.outs[shard], &head, metrics) {
             self.counters[C_ACCEPTED] += 1;
         } else {
             self.counters[C_LOST] += 1;
@@ -465,6 +673,17 @@ impl Router {
         node_of[sym] = n;
         Some(n)
     }
+}
+
+/// What became of a replayed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    /// Routed to its shard.
+    Applied,
+    /// Dropped (duplicate, node limit): counted like a live one.
+    Refused,
+    /// The reflex ring is full: drain it and offer the event again.
+    Full,
 }
 
 /// The `name_hash` of a ring symbol's text, cached per ring by symbol number.

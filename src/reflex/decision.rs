@@ -148,6 +148,20 @@ impl Chain {
         }
     }
 
+    /// The chain that continues after `last`, a record read back from the audit log: the
+    /// same epoch, the next sequence, linked to its hash. A restarted daemon resumes its
+    /// shards' chains this way, so the audit log verifies across restarts.
+    pub fn resume_after(last: &[u8]) -> Result<Self, DecodeError> {
+        let d = decode(last)?;
+        let mut prev = [0u8; 32];
+        prev.copy_from_slice(&last[last.len() - 32..]);
+        Ok(Self {
+            epoch: d.epoch,
+            seq: d.chain_seq,
+            prev,
+        })
+    }
+
     /// Decisions in the chain so far.
     pub fn len(&self) -> u64 {
         self.seq

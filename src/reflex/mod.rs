@@ -18,6 +18,8 @@ use std::sync::Arc;
 use rim_ring::broadcast;
 use rim_rules::{Evidence, RuleSet};
 
+use crate::persist::entry::{self, HEAD_BYTES, KIND_DECISION, KIND_PREDICTION};
+use crate::persist::predict::{self, SeriesGuess};
 use crate::report::{Reporter, ShardFigures, STAGE_INGEST_TO_REFLEX, STAGE_PUBLISH_TO_DECISION, STAGE_RULE_EVAL};
 use crate::tick::{self, Record, Slot, TickView, NODE_ID_BYTES_MAX};
 use cooldown::{Cooldowns, Gate};
@@ -46,8 +48,16 @@ pub const C_BAD_NODE: usize = 8;
 pub const C_EVALUATIONS: usize = 9;
 /// Counter (a level): slots waiting in the ingest → reflex ring at the last upkeep.
 pub const C_INPUT_DEPTH: usize = 10;
+/// Counter: decisions the audit ring to the journal thread had no room for (must stay 0).
+pub const C_AUDIT_DROPPED: usize = 11;
+/// Counter: predictions sent to the journal thread.
+pub const C_PREDICTIONS: usize = 12;
+/// Counter: predictions the ring had no room for (shed: a prediction is advisory).
+pub const C_PREDICTIONS_DROPPED: usize = 13;
+/// Counter: replayed events applied at start.
+pub const C_REPLAYED: usize = 14;
 /// Number of reflex counters.
-pub const C_COUNT: usize = 11;
+pub const C_COUNT: usize = 15;
 /// Counter names, in order.
 pub const COUNTER_NAMES: &[&str] = &[
     "events_applied",
@@ -61,6 +71,10 @@ pub const COUNTER_NAMES: &[&str] = &[
     "bad_node",
     "rule_evaluations",
     "input_depth_slots",
+    "audit_dropped",
+    "predictions",
+    "predictions_dropped",
+    "events_replayed",
 ];
 
 /// A rule set as the shards use it, with what they precompute from it.
@@ -108,6 +122,110 @@ pub struct ReflexSetup {
     pub sweep_ms: u64,
     /// Chain epoch (unix ns).
     pub epoch: u64,
+    /// The chain to continue (from the audit log), instead of a new one.
+    pub resume: Option<Chain>,
+    /// Decisions and predictions to the journal thread (None: not persisted).
+    pub persist: Option<PersistOut>,
+}
+
+/// A reflex shard's end of the ring to the journal thread.
+pub struct PersistOut {
+    /// Decisions (for the audit log) and predictions.
+    pub ring: rtrb::Producer<u8>,
+    /// Resolutions to predict the next window of, seconds (empty: no predictions).
+    pub resolutions: Vec<u32>,
+}
+
+/// The audit copy of decisions and the predictor's per-node window tracking.
+struct Persisted {
+    ring: rtrb::Producer<u8>,
+    /// Preallocated to the largest entry, so pushing never allocates.
+    scratch: Vec<u8>,
+    /// Resolutions, ms.
+    resolutions_ms: Vec<i64>,
+    /// Per node and resolution: the start of the window its last event fell in
+    /// (`i64::MIN` = none yet).
+    windows: Vec<i64>,
+    guesses: Vec<SeriesGuess>,
+    record: Box<[u8]>,
+}
+
+impl Persisted {
+    fn new(out: PersistOut, nodes: usize) -> Self {
+        let r = out.resolutions.len();
+        Self {
+            ring: out.ring,
+            scratch: Vec::with_capacity(HEAD_BYTES + RECORD_BYTES_MAX.max(predict::RECORD_BYTES_MAX)),
+            resolutions_ms: out.resolutions.iter().map(|&s| i64::from(s) * 1000).collect(),
+            windows: crate::memory::table(i64::MIN, nodes * r),
+            guesses: Vec::with_capacity(predict::SERIES_MAX),
+            record: vec![0u8; predict::RECORD_BYTES_MAX].into_boxed_slice(),
+        }
+    }
+
+    fn push(&mut self, kind: u8, aux: u64, payload: &[u8]) -> bool {
+        let head = entry::Head {
+            len: payload.len() as u32,
+            kind,
+            partition: 0,
+            aux,
+        };
+        entry::push_parts(&mut self.ring, head, payload, &mut self.scratch)
+    }
+
+    /// At an event of node `n` at `ts`: for each resolution whose window changed, the
+    /// next window's prediction (none for replayed events, which only move the windows).
+    fn on_event(&mut self, state: &NodeState, n: u32, ts: i64, replay: bool, counters: &mut [u64; C_COUNT]) {
+        let r = self.resolutions_ms.len();
+        for k in 0..r {
+            let res = self.resolutions_ms[k];
+            let w = ts.div_euclid(res) * res;
+            let slot = n as usize * r + k;
+            let Some(seen) = self.windows.get_mut(slot) else { return };
+            if *seen == w {
+                continue;
+            }
+            *seen = w;
+            if replay {
+                continue;
+            }
+            if self.predict(state, n, w + res, (res / 1000) as u32, ts) {
+                counters[C_PREDICTIONS] += 1;
+            } else {
+                counters[C_PREDICTIONS_DROPPED] += 1;
+            }
+        }
+    }
+
+    fn predict(&mut self, state: &NodeState, n: u32, window_ms: i64, resolution: u32, ts: i64) -> bool {
+        self.guesses.clear();
+        let mut conf = 0.0;
+        for (key, count, ewma, var, last) in state.series(n).take(predict::SERIES_MAX) {
+            self.guesses.push(SeriesGuess {
+                key,
+                value: ewma,
+                base: last,
+            });
+            conf += predict::series_confidence(count, ewma, var);
+        }
+        if self.guesses.is_empty() {
+            return true;
+        }
+        let confidence = conf / self.guesses.len() as f64;
+        let len = predict::encode(
+            state.name(n),
+            window_ms,
+            resolution,
+            ts,
+            confidence,
+            &self.guesses,
+            &mut self.record,
+        );
+        let record = std::mem::take(&mut self.record);
+        let ok = len > 0 && self.push(KIND_PREDICTION, 0, &record[..len]);
+        self.record = record;
+        ok
+    }
 }
 
 /// Where fired rules go: cooldowns, the chain, the ring, the counts.
@@ -120,6 +238,7 @@ struct Emitter {
     counters: [u64; C_COUNT],
     rule_counts: Vec<u64>,
     reporter: Reporter,
+    persisted: Option<Persisted>,
 }
 
 /// The reflex duty of one shard.
@@ -166,12 +285,13 @@ impl Reflex {
             emit: Emitter {
                 shard: s.shard,
                 cooldowns: Cooldowns::new(s.cooldown_slots),
-                chain: Chain::new(s.epoch),
+                chain: s.resume.unwrap_or_else(|| Chain::new(s.epoch)),
                 out: s.out,
                 buf: vec![0u8; RECORD_BYTES_MAX].into_boxed_slice(),
                 counters: [0; C_COUNT],
                 rule_counts: vec![0; rules_max],
                 reporter: s.reporter,
+                persisted: s.persist.map(|p| Persisted::new(p, s.shape.nodes)),
             },
             rules_in: s.rules_in,
             rules_out: s.rules_out,
@@ -373,6 +493,13 @@ fn on_tick(
     };
     let gap = state.apply(t, &head, now_ms);
     emit.counters[C_TICKS] += 1;
+    if let Some(p) = emit.persisted.as_mut() {
+        p.on_event(state, head.node, head.timestamp, head.replay, &mut emit.counters);
+    }
+    if head.replay {
+        emit.counters[C_REPLAYED] += 1;
+        return;
+    }
     if rules.set.is_empty() {
         return;
     }
@@ -453,6 +580,11 @@ impl Emitter {
         };
         let ev = evidence.iter().map(|(l, v)| (rule.label(l), v));
         let len = self.chain.append(&draft, evidence.len(), ev, &mut self.buf);
+        if let Some(p) = self.persisted.as_mut() {
+            if !p.push(KIND_DECISION, u64::from(self.shard), &self.buf[..len]) {
+                self.counters[C_AUDIT_DROPPED] += 1;
+            }
+        }
         if self.out.publish(&self.buf[..len]).is_err() {
             self.counters[C_PUBLISH_FAILED] += 1;
             return false;

@@ -277,6 +277,21 @@ impl NodeState {
         (self.val(s, S_COUNT) > 0.0).then(|| self.val(s, S_EWMA))
     }
 
+    /// Node `n`'s series as (key, samples, EWMA, EWMA variance, last value), for the
+    /// predictor.
+    pub fn series(&self, n: u32) -> impl Iterator<Item = (u64, f64, f64, f64, f64)> + '_ {
+        let n = n as usize;
+        let b = n * self.stride + 8;
+        self.blocks[b..b + self.shape.series]
+            .iter()
+            .enumerate()
+            .filter(|(_, &k)| k != 0)
+            .map(move |(slot, &k)| {
+                let s = self.ser(n, slot);
+                (k, self.val(s, S_COUNT), self.val(s, S_EWMA), self.val(s, S_VAR), self.val(s, S_LAST))
+            })
+    }
+
     /// The rule-set generation node `n`'s rule list was built for.
     pub fn rules_generation(&self, n: u32) -> u64 {
         self.meta(n as usize)[M_RULES_GEN]

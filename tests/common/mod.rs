@@ -37,6 +37,9 @@ pub const BASE_SETS: &[&str] = &[
     "decisions.slots=1024",
     "reflex.cooldown_slots=1024",
     "stats.segment_bytes=262144",
+    "persist.segment_bytes=1048576",
+    "persist.journal_ring_bytes=1048576",
+    "persist.reflex_ring_bytes=1048576",
 ];
 
 /// Event time base of the scripts: a fixed instant, so windows and cooldowns are exact.
@@ -103,7 +106,7 @@ pub fn rimd_command() -> Command {
 pub struct Daemon {
     child: Option<Child>,
     status: Option<ExitStatus>,
-    dir: TempDir,
+    dir: Option<TempDir>,
     log: PathBuf,
     rules: Option<PathBuf>,
     reader: Option<StatsReader>,
@@ -114,12 +117,21 @@ impl Daemon {
     /// rule file in the run directory; returns once the control socket exists and the
     /// stats segment reads.
     pub fn start(sets: &[&str], rules: Option<&str>) -> Daemon {
-        let dir = TempDir::new("d");
+        Self::start_in(TempDir::new("d"), sets, rules)
+    }
+
+    /// As [`Daemon::start`], in `dir` (which may hold a previous daemon's journal and
+    /// store under `data/`: a restart).
+    pub fn start_in(dir: TempDir, sets: &[&str], rules: Option<&str>) -> Daemon {
         let log = dir.path().join("rimd.log");
         let run_dir = dir.path().join("run");
+        let data = format!("persist.data_dir={}", dir.path().join("data").display());
+        // A killed predecessor's socket and stats would look like this daemon being up.
+        let _ = std::fs::remove_file(run_dir.join("rimd.sock"));
+        let _ = std::fs::remove_file(run_dir.join("stats"));
         let mut cmd = rimd_command();
         cmd.arg("--run-dir").arg(&run_dir);
-        for s in BASE_SETS.iter().chain(sets) {
+        for s in BASE_SETS.iter().copied().chain([data.as_str()]).chain(sets.iter().copied()) {
             cmd.arg("--set").arg(s);
         }
         let rules_path = rules.map(|text| {
@@ -137,7 +149,7 @@ impl Daemon {
         let mut d = Daemon {
             child: Some(child),
             status: None,
-            dir,
+            dir: Some(dir),
             log,
             rules: rules_path,
             reader: None,
@@ -169,11 +181,11 @@ impl Daemon {
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_ref().expect("daemon dir").path()
     }
 
     pub fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
+        self.dir().join("run")
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -302,6 +314,26 @@ impl Daemon {
     pub fn sigterm(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
         self.wait_exit(Duration::from_secs(60))
+    }
+
+    /// The journal and store directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
+    /// SIGKILLs the daemon (no drain, no final commit) and waits for it to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            self.status = c.wait().ok();
+        }
+    }
+
+    /// Stops the daemon if it still runs (SIGKILL) and hands back its directory, with the
+    /// journal and the store, for a restart.
+    pub fn into_dir(mut self) -> TempDir {
+        self.kill9();
+        self.dir.take().expect("daemon dir")
     }
 
     /// Attaches a producer ring of `capacity` bytes named `name`.

@@ -3,10 +3,12 @@
 //! - `produce`: a load generator (or a scripted publisher) through the ring API;
 //! - `tail`: decisions live from the broadcast ring, optionally verifying the hash chain;
 //! - `stats`: the daemon's stats segment;
-//! - `rules check FILE`: compile a rule file the way the daemon would.
+//! - `rules check FILE`: compile a rule file the way the daemon would;
+//! - `replay`: the journal back as JSON lines, or into a daemon.
 #![forbid(unsafe_code)]
 
 mod produce;
+mod replay;
 mod rules;
 mod stats;
 mod tail;
@@ -35,6 +37,8 @@ enum Command {
     Tail(tail::Args),
     /// Show the daemon's statistics.
     Stats(stats::Args),
+    /// Read the journal back (JSON lines, or into a daemon).
+    Replay(replay::Args),
     /// Rule files.
     Rules {
         #[command(subcommand)]
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Produce(a) => produce::run(&cli.run_dir, a),
         Command::Tail(a) => tail::run(&cli.run_dir, a),
         Command::Stats(a) => stats::run(&cli.run_dir, a),
+        Command::Replay(a) => replay::run(&cli.run_dir, a),
         Command::Rules { command } => rules::run(command),
     };
     match result {

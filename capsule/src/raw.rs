@@ -1,0 +1,98 @@
+//! The benchmark baseline and a test seam, both working on the store's own tables.
+//!
+//! [`write_raw`] is "plain batched redb inserts of the same records": the same four rows per
+//! capsule (`capsules`, `by_id`, `by_scope`, `by_expiry`) in one `Durability::Immediate`
+//! transaction, but with no idempotency lookup and no encoding (values are pre-encoded by
+//! [`rows_from_capsules`] outside the timed part). `Store::write` is measured against it.
+//!
+//! [`overwrite_capsule_bytes`] replaces a stored capsule's value with arbitrary bytes, so
+//! tests can check that corrupt rows surface as `StoreError::Corrupt`.
+
+use redb::ReadableTable;
+
+use crate::codec;
+use crate::error::StoreError;
+use crate::model::{Capsule, CapsuleId};
+use crate::store::{CapsuleTables, Store};
+
+/// One capsule's rows, ready to insert.
+#[derive(Clone, Debug)]
+pub struct RawRow {
+    pub id: [u8; 32],
+    pub scope_id: String,
+    pub resolution: u32,
+    pub vantage: String,
+    pub timestamp: i64,
+    pub expires_at_ms: i64,
+    pub value: Vec<u8>,
+}
+
+/// Pre-computes ids and encodings (not part of the baseline's timed work).
+pub fn rows_from_capsules(store: &Store, capsules: &[Capsule]) -> Result<Vec<RawRow>, StoreError> {
+    capsules
+        .iter()
+        .map(|c| {
+            Ok(RawRow {
+                id: c.id().0,
+                scope_id: c.key.scope_id.clone(),
+                resolution: c.key.resolution,
+                vantage: c.key.vantage.as_str().to_owned(),
+                timestamp: c.key.timestamp,
+                expires_at_ms: store.config().expires_at_ms(c),
+                value: codec::encode_capsule(c)?,
+            })
+        })
+        .collect()
+}
+
+/// Inserts the rows in one immediate transaction, without checking for existing ids.
+pub fn write_raw(store: &Store, rows: &[RawRow]) -> Result<(), StoreError> {
+    let mut txn = store.db().begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    {
+        let mut t = CapsuleTables::open(&txn)?;
+        let mut seq = t.next_seq()?;
+        // The same key-ordered insertion as `Store::write`, so the comparison measures the
+        // idempotency lookup and the encoding, not the insertion order.
+        let first = seq;
+        for r in rows {
+            t.capsules.insert(seq, r.value.as_slice())?;
+            t.by_expiry.insert((r.expires_at_ms, seq), ())?;
+            seq += 1;
+        }
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_unstable_by(|a, b| rows[*a].id.cmp(&rows[*b].id));
+        for &i in &order {
+            t.by_id.insert(&rows[i].id, first + i as u64)?;
+        }
+        order.sort_unstable_by(|a, b| scope(&rows[*a]).cmp(&scope(&rows[*b])));
+        for &i in &order {
+            t.by_scope.insert(scope(&rows[i]), first + i as u64)?;
+        }
+        t.set_next_seq(seq)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn scope(r: &RawRow) -> (&str, u32, &str, i64) {
+    (r.scope_id.as_str(), r.resolution, r.vantage.as_str(), r.timestamp)
+}
+
+/// Test seam: replaces the stored value of capsule `id` with `bytes`. False when absent.
+pub fn overwrite_capsule_bytes(store: &Store, id: &CapsuleId, bytes: &[u8]) -> Result<bool, StoreError> {
+    let txn = store.db().begin_write()?;
+    let found = {
+        let mut t = CapsuleTables::open(&txn)?;
+        let seq = t.by_id.get(id.as_bytes())?.map(|g| g.value());
+        match seq {
+            Some(seq) => {
+                t.capsules.insert(seq, bytes)?;
+                true
+            }
+            None => false,
+        }
+    };
+    txn.commit()?;
+    Ok(found)
+}

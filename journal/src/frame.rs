@@ -1,0 +1,173 @@
+//! Record framing: `[u32 len LE][u32 crc32c LE][payload][zero padding to 8 bytes]`.
+//!
+//! The CRC covers the four length bytes and the payload, so a torn length word is caught
+//! as surely as a torn payload. A zero length word means "end of data": segments are
+//! preallocated zeroed and cut tails are zeroed, so the first unwritten frame reads as zero.
+//! Any failed check (length 0 or over [`RECORD_BYTES_MAX`], frame past the buffer, CRC
+//! mismatch) ends the valid data there; [`read`] never panics on any input.
+
+use thiserror::Error;
+
+/// Bytes of the frame header (length and CRC).
+pub const FRAME_HEADER_BYTES: usize = 8;
+/// Frames start and end on this alignment.
+pub const FRAME_ALIGN_BYTES: usize = 8;
+/// Largest payload of one record, in bytes (64 KiB).
+pub const RECORD_BYTES_MAX: usize = 64 * 1024;
+
+/// Why the bytes at a position are not a whole valid frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Fewer than [`FRAME_HEADER_BYTES`] remain.
+    #[error("frame header needs {FRAME_HEADER_BYTES} bytes, {have} remain")]
+    ShortHeader {
+        /// Bytes remaining.
+        have: usize,
+    },
+    /// The length word exceeds [`RECORD_BYTES_MAX`].
+    #[error("record length {len} exceeds the maximum of {RECORD_BYTES_MAX}")]
+    TooLong {
+        /// The length word.
+        len: usize,
+    },
+    /// The frame runs past the end of the buffer (segment).
+    #[error("frame of {frame} bytes runs past the end ({have} bytes remain)")]
+    PastEnd {
+        /// Bytes the frame needs.
+        frame: usize,
+        /// Bytes remaining.
+        have: usize,
+    },
+    /// The CRC does not match.
+    #[error("crc32c mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc {
+        /// The CRC in the frame.
+        stored: u32,
+        /// The CRC of the bytes.
+        computed: u32,
+    },
+}
+
+/// Bytes a frame of `payload_len` payload bytes takes, padding included.
+#[inline]
+pub const fn encoded_len(payload_len: usize) -> usize {
+    (FRAME_HEADER_BYTES + payload_len + FRAME_ALIGN_BYTES - 1) & !(FRAME_ALIGN_BYTES - 1)
+}
+
+/// CRC of a frame: over the little-endian length word, then the payload.
+#[inline]
+pub fn checksum(payload: &[u8]) -> u32 {
+    let len = (payload.len() as u32).to_le_bytes();
+    crc32c::crc32c_append(crc32c::crc32c(&len), payload)
+}
+
+/// The 8 header bytes of a frame for `payload`.
+#[inline]
+pub fn header(payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
+    let mut h = [0u8; FRAME_HEADER_BYTES];
+    h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[4..].copy_from_slice(&checksum(payload).to_le_bytes());
+    h
+}
+
+/// Writes the frame of `payload` (header, payload, zero padding) at the start of `buf`
+/// and returns its length, [`encoded_len`]`(payload.len())`.
+///
+/// # Panics
+/// If `buf` is shorter than the frame or the payload is empty or longer than
+/// [`RECORD_BYTES_MAX`]: both are the caller's bugs, checked by the journal before it gets here.
+pub fn write(buf: &mut [u8], payload: &[u8]) -> usize {
+    assert!(
+        !payload.is_empty() && payload.len() <= RECORD_BYTES_MAX,
+        "payload of {} bytes is outside 1..={RECORD_BYTES_MAX}",
+        payload.len()
+    );
+    let n = encoded_len(payload.len());
+    let frame = &mut buf[..n];
+    frame[..FRAME_HEADER_BYTES].copy_from_slice(&header(payload));
+    let body_end = FRAME_HEADER_BYTES + payload.len();
+    frame[FRAME_HEADER_BYTES..body_end].copy_from_slice(payload);
+    frame[body_end..].fill(0);
+    n
+}
+
+/// Reads the length word at the start of `buf`: `Ok(None)` for the zero end marker,
+/// `Ok(Some(len))` for a plausible length (1..=[`RECORD_BYTES_MAX`]).
+#[inline]
+pub fn read_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(word) = buf.get(..4) else {
+        return Err(FrameError::ShortHeader { have: buf.len() });
+    };
+    let mut le = [0u8; 4];
+    le.copy_from_slice(word);
+    let len = u32::from_le_bytes(le) as usize;
+    match len {
+        0 => Ok(None),
+        l if l > RECORD_BYTES_MAX => Err(FrameError::TooLong { len: l }),
+        l => Ok(Some(l)),
+    }
+}
+
+/// Reads the frame at the start of `buf`: `Ok(None)` at the end marker, otherwise the
+/// payload and the frame's length in bytes (padding included). The padding itself is not
+/// checked: it is outside the CRC and carries nothing.
+pub fn read(buf: &[u8]) -> Result<Option<(&[u8], usize)>, FrameError> {
+    if buf.len() < FRAME_HEADER_BYTES {
+        // A zero word in a short tail is still the end marker.
+        return match read_len(buf) {
+            Ok(None) => Ok(None),
+            _ => Err(FrameError::ShortHeader { have: buf.len() }),
+        };
+    }
+    let Some(len) = read_len(buf)? else {
+        return Ok(None);
+    };
+    let frame = encoded_len(len);
+    if frame > buf.len() {
+        return Err(FrameError::PastEnd { frame, have: buf.len() });
+    }
+    let payload = &buf[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len];
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&buf[4..8]);
+    let stored = u32::from_le_bytes(crc);
+    let computed = checksum(payload);
+    if stored != computed {
+        return Err(FrameError::Crc { stored, computed });
+    }
+    Ok(Some((payload, frame)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_padding() {
+        for len in [1usize, 7, 8, 9, 100, RECORD_BYTES_MAX] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            let mut buf = vec![0xAAu8; encoded_len(len) + 8];
+            let n = write(&mut buf, &payload);
+            assert_eq!(n % FRAME_ALIGN_BYTES, 0);
+            assert_eq!(n, encoded_len(len));
+            let (p, m) = read(&buf).expect("valid").expect("record");
+            assert_eq!((p, m), (&payload[..], n));
+        }
+    }
+
+    #[test]
+    fn zero_word_is_end_and_short_input_does_not_panic() {
+        assert_eq!(read(&[0u8; 16]), Ok(None));
+        assert_eq!(read(&[]), Err(FrameError::ShortHeader { have: 0 }));
+        assert_eq!(read(&[0, 0, 0, 0]), Ok(None));
+        assert!(read(&[1, 0, 0, 0, 9]).is_err());
+        assert!(matches!(
+            read(&[255, 255, 255, 255, 0, 0, 0, 0]),
+            Err(FrameError::TooLong { .. })
+        ));
+        assert!(matches!(
+            read(&[9, 0, 0, 0, 0, 0, 0, 0, 1]),
+            Err(FrameError::PastEnd { .. })
+        ));
+    }
+}

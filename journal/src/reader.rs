@@ -1,0 +1,257 @@
+//! [`Reader`]: reads one partition from a position, independently of any live
+//! [`crate::Journal`] (possibly in another process, while a daemon writes). It trusts
+//! nothing: every frame is checked; in the newest segment the first frame that is not
+//! (yet) whole and valid ends the data for now, and a later call looks again; in an
+//! older segment a bad frame is reported as [`JournalError::Corrupt`], never skipped.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::JournalError;
+use crate::segment::{self, SegmentHeader, Step, Window, HEADER_BYTES};
+use crate::storage::{Fs, Storage, StorageFile};
+use crate::Pos;
+
+struct Current<F> {
+    base: Pos,
+    path: PathBuf,
+    file: F,
+    file_len: u64,
+}
+
+/// Sequential reader of one partition; see the module docs.
+pub struct Reader<S: Storage = Fs> {
+    storage: S,
+    dir: PathBuf,
+    partition: u32,
+    current: Option<Current<S::File>>,
+    pos: Pos,
+    window: Window,
+}
+
+impl<S: Storage> std::fmt::Debug for Reader<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("dir", &self.dir)
+            .field("partition", &self.partition)
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> Reader<S> {
+    /// Opens partition `partition` of the journal under `dir` at `from`: a position before
+    /// the oldest retained one starts there; a position inside a record, or past the end
+    /// of valid data, is an error.
+    pub fn open(dir: &Path, partition: u32, from: Pos, storage: S) -> Result<Self, JournalError> {
+        let pdir = segment::partition_dir(dir, partition);
+        let (bases, _) = segment::list_segments(&storage, &pdir)?;
+        let mut reader = Self {
+            storage,
+            dir: pdir,
+            partition,
+            current: None,
+            pos: 0,
+            window: Window::default(),
+        };
+        let Some(&start) = bases.first() else {
+            if from > 0 {
+                return Err(JournalError::PastEnd {
+                    partition,
+                    pos: from,
+                    end: 0,
+                });
+            }
+            return Ok(reader);
+        };
+        let from = from.max(start);
+        let idx = bases.iter().rposition(|&b| b <= from).unwrap_or(0);
+        reader.pos = bases[idx];
+        if !reader.enter(bases[idx])? {
+            return if from == bases[idx] {
+                Ok(reader)
+            } else {
+                Err(JournalError::PastEnd {
+                    partition,
+                    pos: from,
+                    end: bases[idx],
+                })
+            };
+        }
+        reader.skip_to(from, bases.get(idx + 1).copied())?;
+        Ok(reader)
+    }
+
+    /// The position of the next record to be read.
+    pub fn position(&self) -> Pos {
+        self.pos
+    }
+
+    /// The partition read.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Opens the segment at `base` as the current one. False if its header is blank (it
+    /// is being created, or was never finished and recovery has not run yet).
+    fn enter(&mut self, base: Pos) -> Result<bool, JournalError> {
+        let path = self.dir.join(segment::segment_name(base));
+        let file = self
+            .storage
+            .open_file(&path, false)
+            .map_err(|e| JournalError::io(&path, e))?;
+        let raw = segment::read_header(&file).map_err(|e| JournalError::io(&path, e))?;
+        let header = match SegmentHeader::decode(&raw, file.len()) {
+            Ok(h) => h,
+            Err(_) if raw.iter().all(|&b| b == 0) => return Ok(false),
+            Err(reason) => return Err(JournalError::corrupt(self.partition, base, path, reason)),
+        };
+        if header.partition != self.partition || header.base != base {
+            return Err(JournalError::corrupt(
+                self.partition,
+                base,
+                path,
+                format!(
+                    "header says partition {} base {}, expected partition {} base {base}",
+                    header.partition, header.base, self.partition
+                ),
+            ));
+        }
+        self.window.invalidate();
+        self.current = Some(Current {
+            base,
+            path,
+            file_len: file.len(),
+            file,
+        });
+        Ok(true)
+    }
+
+    /// Walks records of the current segment up to `from`, which must be a record start.
+    fn skip_to(&mut self, from: Pos, next_base: Option<Pos>) -> Result<(), JournalError> {
+        while self.pos < from {
+            let Some(cur) = &self.current else {
+                break;
+            };
+            let off = HEADER_BYTES + (self.pos - cur.base);
+            let step = self
+                .window
+                .frame_at(&cur.file, off, cur.file_len)
+                .map_err(|e| JournalError::io(&cur.path, e))?;
+            match step {
+                Step::Record { frame, .. } => {
+                    let after = self.pos + frame as u64;
+                    if after > from {
+                        return Err(JournalError::NotRecordStart {
+                            partition: self.partition,
+                            pos: from,
+                            before: self.pos,
+                            after,
+                        });
+                    }
+                    self.pos = after;
+                }
+                Step::End | Step::Invalid(_) => {
+                    return Err(match next_base {
+                        Some(next) => JournalError::corrupt(
+                            self.partition,
+                            self.pos,
+                            cur.path.clone(),
+                            format!("valid records end before the next segment at {next}"),
+                        ),
+                        None => JournalError::PastEnd {
+                            partition: self.partition,
+                            pos: from,
+                            end: self.pos,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next whole, CRC-valid record and its position; `None` at the end of valid data
+    /// (a later call may find more).
+    // Not an Iterator: the record is lent from the reader's buffer until the next call.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<(Pos, &[u8])>, JournalError> {
+        // Bounded: each round either returns or enters a later segment.
+        loop {
+            if self.current.is_none() && !self.enter_next_at_pos()? {
+                return Ok(None);
+            }
+            let Some(cur) = &self.current else {
+                return Ok(None);
+            };
+            let off = HEADER_BYTES + (self.pos - cur.base);
+            let step = self
+                .window
+                .frame_at(&cur.file, off, cur.file_len)
+                .map_err(|e| JournalError::io(&cur.path, e))?;
+            match step {
+                Step::Record { start, len, frame } => {
+                    let pos = self.pos;
+                    self.pos += frame as u64;
+                    return Ok(Some((pos, &self.window.bytes()[start..start + len])));
+                }
+                Step::End | Step::Invalid(_) => {
+                    if !self.after_segment_end(step)? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// With no current segment, enters the one that starts at the position, if it exists.
+    fn enter_next_at_pos(&mut self) -> Result<bool, JournalError> {
+        let (bases, _) = segment::list_segments(&self.storage, &self.dir)?;
+        if bases.contains(&self.pos) {
+            return self.enter(self.pos);
+        }
+        Ok(false)
+    }
+
+    /// The current segment shows no valid record at the position. True if the reader moved
+    /// on to the next segment; false if this is the end of the data for now.
+    fn after_segment_end(&mut self, first: Step) -> Result<bool, JournalError> {
+        self.window.invalidate();
+        let (bases, _) = segment::list_segments(&self.storage, &self.dir)?;
+        let Some(cur) = &self.current else {
+            return Ok(false);
+        };
+        let Some(&next) = bases.iter().find(|&&b| b > cur.base) else {
+            return Ok(false); // the newest segment: wait for more
+        };
+        if next == self.pos {
+            return self.enter(next);
+        }
+        // Listed after the read: a record may have landed (and the writer rotated) in
+        // between. Look once more before calling it corrupt.
+        let off = HEADER_BYTES + (self.pos - cur.base);
+        let again = self
+            .window
+            .frame_at(&cur.file, off, cur.file_len)
+            .map_err(|e| JournalError::io(&cur.path, e))?;
+        if matches!(again, Step::Record { .. }) {
+            return Ok(true);
+        }
+        if bases.first().is_some_and(|&b| b > self.pos) {
+            return Err(JournalError::Retained {
+                partition: self.partition,
+                pos: self.pos,
+                start: bases[0],
+            });
+        }
+        let reason = match first {
+            Step::Invalid(e) => format!("{e}, before the next segment at {next}"),
+            _ => format!("end marker before the next segment at {next}"),
+        };
+        Err(JournalError::corrupt(
+            self.partition,
+            self.pos,
+            cur.path.clone(),
+            reason,
+        ))
+    }
+}

@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: a seeded PRNG, temp dirs, payloads.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rim_journal::{Pos, Reader, Storage};
+
+/// splitmix64.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in lo..=hi.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A unique directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "rim-journal-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A payload that names its partition and sequence number, `len` bytes long.
+pub fn payload(partition: u32, seq: u64, len: usize) -> Vec<u8> {
+    let mut r = Rng(u64::from(partition) << 40 ^ seq ^ 0x5EED);
+    let mut p = r.bytes(len);
+    let tag = [partition.to_le_bytes().as_slice(), seq.to_le_bytes().as_slice()].concat();
+    let n = tag.len().min(len);
+    p[..n].copy_from_slice(&tag[..n]);
+    p
+}
+
+/// Every record of a partition from `from`, with positions.
+pub fn read_all<S: Storage>(dir: &Path, partition: u32, from: Pos, storage: S) -> Vec<(Pos, Vec<u8>)> {
+    let mut r = Reader::open(dir, partition, from, storage).expect("reader open");
+    let mut out = Vec::new();
+    while let Some((pos, p)) = r.next().expect("reader next") {
+        out.push((pos, p.to_vec()));
+    }
+    out
+}

@@ -1,0 +1,425 @@
+//! The journal thread: drains ingest's and the reflex shards' rings, appends, syncs,
+//! acknowledges, rolls up, and hands synced batches to the store writer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rim_capsule::{
+    Batch, Capsule, CapsuleBody, CapsuleKey, Observation, PredictedSeries, Prediction, PushOutcome,
+    Rollup, Vantage, Watermark,
+};
+use rim_journal::event::EventRecord;
+use rim_journal::{Fs, Journal};
+use tracing::{error, info, warn};
+
+use super::entry::{self, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
+use super::predict;
+use super::{writer, Opened, PersistError, PersistStats};
+use crate::ingest::unix_ms;
+
+/// Entries handled per ring per loop turn, so one busy ring cannot starve a sync.
+const TURN_ENTRIES: usize = 4096;
+/// Sleep when there was nothing to do.
+const IDLE_SLEEP: Duration = Duration::from_micros(50);
+/// Journal retention runs this often.
+const RETAIN_EVERY: Duration = Duration::from_secs(60);
+/// Metrics per event at most (the data model's limit).
+const METRICS_MAX: usize = 64;
+
+/// The rings the journal thread reads.
+pub struct JournalInputs {
+    /// From ingest: events and markers.
+    pub ingest: rtrb::Consumer<u8>,
+    /// From each reflex shard: decisions and predictions.
+    pub reflex: Vec<rtrb::Consumer<u8>>,
+    /// Where the last synced marker is published for ingest.
+    pub durable_marker: Arc<AtomicU64>,
+}
+
+struct JournalThread {
+    journal: Journal<Fs>,
+    rollup: Rollup,
+    names: HashMap<u64, String>,
+    inputs: JournalInputs,
+    stats: Arc<PersistStats>,
+    batch: Batch,
+    closed: Vec<Capsule>,
+    /// Predictions waiting for their observed window: (node, window start, resolution).
+    waiting: HashMap<(String, i64, u32), Prediction>,
+    waiting_max: usize,
+    to_writer: SyncSender<Batch>,
+    payload: Vec<u8>,
+    last_marker: u64,
+    unsynced_bytes: u64,
+    unsynced_since: Option<Instant>,
+    commit_interval: Duration,
+    commit_bytes: u64,
+    store_interval: Duration,
+    store_batch_max: usize,
+    handed_at: Instant,
+    retained_at: Instant,
+    partitions: u32,
+}
+
+/// Starts the journal thread and the store writer. They run until `stop` is set and
+/// every ring is drained, synced and committed.
+pub fn spawn(
+    o: Opened,
+    inputs: JournalInputs,
+    stop: Arc<AtomicBool>,
+    core: Option<usize>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, PersistError> {
+    let p = &o.config.persist;
+    let (tx, rx) = sync_channel::<Batch>(64);
+    let store = o.store.clone();
+    let stats = o.stats.clone();
+    let writer = std::thread::Builder::new()
+        .name("rimd-store".into())
+        .spawn(move || {
+            if let Some(c) = core {
+                let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
+            }
+            writer::run(&store, rx, &stats);
+        })
+        .map_err(|e| PersistError::Thread("store writer", e))?;
+    let partitions = o.journal.partitions();
+    let mut t = JournalThread {
+        journal: o.journal,
+        rollup: o.rollup,
+        names: o.names,
+        inputs,
+        stats: o.stats,
+        batch: Batch::default(),
+        closed: Vec::new(),
+        waiting: HashMap::new(),
+        waiting_max: o.config.reflex.nodes_max.saturating_mul(p.resolutions.len()).saturating_mul(2),
+        to_writer: tx,
+        payload: Vec::with_capacity(entry::PAYLOAD_BYTES_MAX),
+        last_marker: 0,
+        unsynced_bytes: 0,
+        unsynced_since: None,
+        commit_interval: Duration::from_micros(p.commit_interval_us),
+        commit_bytes: p.commit_bytes,
+        store_interval: Duration::from_millis(p.store_interval_ms),
+        store_batch_max: p.store_batch_max,
+        handed_at: Instant::now(),
+        retained_at: Instant::now(),
+        partitions,
+    };
+    let journal = std::thread::Builder::new()
+        .name("rimd-journal".into())
+        .spawn(move || {
+            if let Some(c) = core {
+                let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
+            }
+            t.run(&stop);
+        })
+        .map_err(|e| PersistError::Thread("journal", e))?;
+    Ok(vec![journal, writer])
+}
+
+impl JournalThread {
+    fn run(&mut self, stop: &AtomicBool) {
+        info!("journal thread started");
+        loop {
+            // How much each reflex ring holds *before* ingest's ring is drained: every
+            // prediction counted here was made after its event's journal entry was
+            // pushed, so the metric names it uses are known by the time it is read.
+            let reflex_ready: Vec<usize> = self.inputs.reflex.iter().map(|r| r.slots()).collect();
+            let mut work = self.drain_ingest();
+            for (k, ready) in reflex_ready.into_iter().enumerate() {
+                work += self.drain_reflex(k, ready);
+            }
+            let ingest_dry = self.inputs.ingest.is_empty();
+            if self.unsynced_bytes > 0 && (ingest_dry || self.sync_due()) {
+                self.sync();
+            }
+            let stopping = stop.load(Ordering::Relaxed);
+            if self.unsynced_bytes == 0 && (stopping || self.handoff_due()) {
+                self.hand_off();
+            }
+            if self.retained_at.elapsed() >= RETAIN_EVERY {
+                self.retained_at = Instant::now();
+                if let Err(e) = self.journal.retain(unix_ms()) {
+                    warn!(error = %e, "journal retention failed");
+                }
+            }
+            if stopping && work == 0 && ingest_dry && self.unsynced_bytes == 0 && self.reflex_dry() {
+                self.hand_off();
+                break;
+            }
+            if work == 0 {
+                std::thread::sleep(IDLE_SLEEP);
+            }
+        }
+        // Dropping the sender ends the writer after it committed what it has.
+        info!("journal thread stopped");
+    }
+
+    fn reflex_dry(&self) -> bool {
+        self.inputs.reflex.iter().all(|r| r.is_empty())
+    }
+
+    fn sync_due(&self) -> bool {
+        self.unsynced_bytes >= self.commit_bytes || self.unsynced_since.is_some_and(|t| t.elapsed() >= self.commit_interval)
+    }
+
+    fn handoff_due(&self) -> bool {
+        let pending = self.batch.capsules.len() + self.batch.decisions.len() + self.batch.scores.len();
+        pending >= self.store_batch_max || (self.handed_at.elapsed() >= self.store_interval)
+    }
+
+    fn drain_ingest(&mut self) -> usize {
+        let mut n = 0;
+        while n < TURN_ENTRIES {
+            let head = match entry::pop(&mut self.inputs.ingest, &mut self.payload) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    error!(error = %e, "ingest's journal ring is corrupt (a bug); its content is skipped");
+                    break;
+                }
+            };
+            n += 1;
+            match head.kind {
+                KIND_EVENT => self.append(u32::from(head.partition), head.aux),
+                KIND_MARKER => self.last_marker = head.aux,
+                other => warn!(kind = other, "unexpected entry on ingest's journal ring"),
+            }
+        }
+        n
+    }
+
+    fn append(&mut self, partition: u32, time_ms: u64) {
+        let payload = std::mem::take(&mut self.payload);
+        let pos = loop {
+            match self.journal.append(partition, &payload, time_ms) {
+                Ok(pos) => break pos,
+                Err(e) => {
+                    // Disk full or an I/O error: the event is not acknowledged (the marker
+                    // waits behind it), ingest backs up, producers see Full. Retry.
+                    self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                    error!(error = %e, partition, "journal append failed; retrying in 100 ms");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        self.stats.journal_events.fetch_add(1, Ordering::Relaxed);
+        self.stats.journal_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.unsynced_bytes += payload.len() as u64;
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        match rim_journal::event::decode(&payload) {
+            Ok(rec) => {
+                learn_names(&mut self.names, &rec);
+                roll(&mut self.rollup, partition, pos, &rec, &mut self.closed, &self.stats);
+            }
+            Err(e) => error!(error = %e, partition, pos, "journaled event does not decode (a bug)"),
+        }
+        self.payload = payload;
+        self.score_closed();
+    }
+
+    /// Moves closed observed capsules into the batch, scoring the predictions of their
+    /// windows.
+    fn score_closed(&mut self) {
+        for c in self.closed.drain(..) {
+            if let CapsuleBody::Observed(obs) = &c.body {
+                let key = (c.key.scope_id.clone(), c.key.timestamp, c.key.resolution);
+                if let Some(pred) = self.waiting.remove(&key) {
+                    let scores = rim_capsule::score(&pred, obs);
+                    self.batch.scores.push((c.key.scope_id.clone(), pred.predictor.clone(), scores));
+                    self.stats.scored.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.batch.capsules.push(c);
+        }
+    }
+
+    fn drain_reflex(&mut self, k: usize, ready: usize) -> usize {
+        let mut n = 0;
+        let mut consumed = 0;
+        while consumed < ready && n < TURN_ENTRIES {
+            let head = match entry::pop(&mut self.inputs.reflex[k], &mut self.payload) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    error!(shard = k, error = %e, "reflex ring to the journal is corrupt (a bug)");
+                    break;
+                }
+            };
+            consumed += entry::HEAD_BYTES + head.len as usize;
+            n += 1;
+            match head.kind {
+                KIND_DECISION => self.batch.decisions.push((head.aux as u16, decision_seq(&self.payload), self.payload.clone())),
+                KIND_PREDICTION => self.take_prediction(),
+                other => warn!(kind = other, "unexpected entry on a reflex ring"),
+            }
+        }
+        n
+    }
+
+    fn take_prediction(&mut self) {
+        let guess = match predict::decode(&self.payload) {
+            Ok(g) => g,
+            Err(e) => {
+                error!(error = %e, "prediction does not decode (a bug)");
+                return;
+            }
+        };
+        let series = guess
+            .series
+            .iter()
+            .map(|s| PredictedSeries {
+                name: series_name(&self.names, s.key),
+                value: s.value,
+                base: s.base,
+            })
+            .collect();
+        let window_end = guess.window_ms + i64::from(guess.resolution) * 1000;
+        let prediction = Prediction {
+            predictor: predict::PREDICTOR.to_owned(),
+            made_at_ms: guess.made_at_ms,
+            horizon_ms: (window_end - guess.made_at_ms).max(0) as u64,
+            confidence: guess.confidence,
+            series,
+        };
+        if self.waiting.len() >= self.waiting_max {
+            // Predictions whose windows never closed (nodes that went quiet): the oldest
+            // half goes.
+            let mut starts: Vec<i64> = self.waiting.keys().map(|k| k.1).collect();
+            starts.sort_unstable();
+            let cut = starts[starts.len() / 2];
+            self.waiting.retain(|k, _| k.1 > cut);
+        }
+        let key = CapsuleKey {
+            scope_id: guess.node_id.to_owned(),
+            timestamp: guess.window_ms,
+            resolution: guess.resolution,
+            vantage: Vantage::Predicted,
+        };
+        self.waiting.insert(
+            (guess.node_id.to_owned(), guess.window_ms, guess.resolution),
+            prediction.clone(),
+        );
+        self.batch.capsules.push(Capsule {
+            key,
+            body: CapsuleBody::Predicted(prediction),
+            created_ms: unix_ms() as i64,
+        });
+        self.stats.predictions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sync(&mut self) {
+        let t0 = Instant::now();
+        loop {
+            match self.journal.sync() {
+                Ok(_) => break,
+                Err(e) => {
+                    self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                    error!(error = %e, "journal sync failed; retrying in 100 ms (nothing is acknowledged meanwhile)");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let ns = t0.elapsed().as_nanos() as u64;
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.sync_ns.fetch_add(ns, Ordering::Relaxed);
+        self.stats.sync_ns_max.fetch_max(ns, Ordering::Relaxed);
+        self.unsynced_bytes = 0;
+        self.unsynced_since = None;
+        self.inputs.durable_marker.store(self.last_marker, Ordering::Release);
+    }
+
+    /// Sends the batch (everything in it is synced) with the watermarks.
+    fn hand_off(&mut self) {
+        self.handed_at = Instant::now();
+        self.rollup.flush_idle(unix_ms(), &mut self.closed);
+        self.score_closed();
+        self.batch.watermarks = (0..self.partitions)
+            .map(|p| {
+                let end = self.journal.durable(p);
+                Watermark {
+                    partition: p,
+                    replay_from: self.rollup.replay_from(p).unwrap_or(end).min(end),
+                    committed_to: end,
+                }
+            })
+            .collect();
+        self.stats.late_events.store(self.rollup.late(), Ordering::Relaxed);
+        let batch = std::mem::take(&mut self.batch);
+        self.stats
+            .store_pending
+            .fetch_add(batch.capsules.len() as u64, Ordering::Relaxed);
+        match self.to_writer.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(batch)) => {
+                // The writer lags: wait for it (the rings back up behind us, producers
+                // see Full; nothing is dropped).
+                if self.to_writer.send(batch).is_err() {
+                    error!("store writer is gone; capsules are not being stored");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => error!("store writer is gone; capsules are not being stored"),
+        }
+    }
+}
+
+/// Remembers the names of an event's metrics by hash (predictions name series by hash).
+pub(super) fn learn_names(names: &mut HashMap<u64, String>, rec: &EventRecord<'_>) {
+    for (name, _) in rec.metrics() {
+        // The key the reflex state stores the series under, as predictions carry it.
+        let h = crate::reflex::state::metric_key(rim_rules::name_hash(name).max(1));
+        if !names.contains_key(&h) {
+            names.insert(h, name.to_owned());
+        }
+    }
+}
+
+/// Rolls one journaled event up.
+pub(super) fn roll(
+    rollup: &mut Rollup,
+    partition: u32,
+    pos: u64,
+    rec: &EventRecord<'_>,
+    out: &mut Vec<Capsule>,
+    stats: &PersistStats,
+) {
+    let mut metrics: [(&str, f64); METRICS_MAX] = [("", 0.0); METRICS_MAX];
+    let mut n = 0;
+    for m in rec.metrics().take(METRICS_MAX) {
+        metrics[n] = m;
+        n += 1;
+    }
+    let obs = Observation {
+        timestamp: rec.timestamp,
+        price: rec.price,
+        volume: rec.volume,
+        stress: rec.stress,
+        status: rec.status,
+        metrics: &metrics[..n],
+    };
+    // Late events are counted by the roll-up itself (`Rollup::late`).
+    let _: PushOutcome = rollup.push(partition, rec.rim_node_id, pos, rec.received_ms, &obs, out);
+    let _ = stats;
+}
+
+fn series_name(names: &HashMap<u64, String>, key: u64) -> String {
+    match key {
+        1 => "price".into(),
+        2 => "volume".into(),
+        3 => "stress".into(),
+        k => names.get(&k).cloned().unwrap_or_else(|| format!("metric#{k:016x}")),
+    }
+}
+
+/// The chain sequence of a decision record (bytes 8..16), 0 if it is too short.
+fn decision_seq(b: &[u8]) -> u64 {
+    b.get(8..16).map_or(0, |s| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(s);
+        u64::from_le_bytes(w)
+    })
+}
