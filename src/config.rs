@@ -208,6 +208,10 @@ pub struct PersistConfig {
     pub store_interval_ms: u64,
     /// Capsules per store transaction at most.
     pub store_batch_max: usize,
+    /// How often the roll-up's open windows are checkpointed into the store with the
+    /// journal positions they are complete to, ms; recovery reads the journal from the
+    /// last checkpoint, so this bounds what it replays.
+    pub checkpoint_ms: u64,
     /// Predict each node's next window (the EWMA predictor).
     pub predict: bool,
 }
@@ -219,7 +223,7 @@ impl Default for PersistConfig {
             data_dir: PathBuf::from("/var/tmp/rimd"),
             segment_bytes: 64 << 20,
             commit_interval_us: 1_000,
-            commit_bytes: 1 << 20,
+            commit_bytes: 8 << 20,
             retention_hours: 7 * 24,
             retention_bytes: 16 << 30,
             journal_ring_bytes: 16 << 20,
@@ -227,8 +231,9 @@ impl Default for PersistConfig {
             resolutions: vec![1, 60],
             resolution_retention_hours: vec![24, 30 * 24],
             grace_ms: 2_000,
-            store_interval_ms: 20,
+            store_interval_ms: 100,
             store_batch_max: 10_000,
+            checkpoint_ms: 2_000,
             predict: true,
         }
     }
@@ -248,10 +253,16 @@ impl PersistConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.segment_bytes < 64 << 10 || self.segment_bytes > 1 << 30 {
-            return bad(format!("persist.segment_bytes = {} (64 KiB..=1 GiB)", self.segment_bytes));
+            return bad(format!(
+                "persist.segment_bytes = {} (64 KiB..=1 GiB)",
+                self.segment_bytes
+            ));
         }
         if self.commit_interval_us == 0 || self.commit_interval_us > 1_000_000 {
-            return bad(format!("persist.commit_interval_us = {} (1..=1000000)", self.commit_interval_us));
+            return bad(format!(
+                "persist.commit_interval_us = {} (1..=1000000)",
+                self.commit_interval_us
+            ));
         }
         if self.commit_bytes < 4096 {
             return bad(format!("persist.commit_bytes = {} (≥ 4096)", self.commit_bytes));
@@ -265,10 +276,16 @@ impl PersistConfig {
             }
         }
         if self.resolutions.is_empty() || self.resolutions.len() > 8 {
-            return bad(format!("persist.resolutions = {:?} (1 to 8 resolutions)", self.resolutions));
+            return bad(format!(
+                "persist.resolutions = {:?} (1 to 8 resolutions)",
+                self.resolutions
+            ));
         }
         if self.resolutions.iter().any(|&r| r == 0 || r > 86_400) {
-            return bad(format!("persist.resolutions = {:?} (each 1..=86400 s)", self.resolutions));
+            return bad(format!(
+                "persist.resolutions = {:?} (each 1..=86400 s)",
+                self.resolutions
+            ));
         }
         if self.resolution_retention_hours.len() != self.resolutions.len() {
             return bad(format!(
@@ -276,6 +293,9 @@ impl PersistConfig {
                 self.resolution_retention_hours.len(),
                 self.resolutions.len()
             ));
+        }
+        if self.checkpoint_ms < 100 {
+            return bad(format!("persist.checkpoint_ms = {} (≥ 100)", self.checkpoint_ms));
         }
         if self.store_batch_max == 0 || self.store_batch_max > 1_000_000 || self.store_interval_ms == 0 {
             return bad(format!(

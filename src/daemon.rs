@@ -196,12 +196,14 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         None
     };
     let durable_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let settled_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (journal_out, journal_in) = if opened.is_some() {
         let (tx, rx) = rtrb::RingBuffer::<u8>::new(config.persist.journal_ring_bytes);
         (
             Some(ingest::JournalOut {
                 ring: tx,
                 durable_marker: durable_marker.clone(),
+                settled_marker: settled_marker.clone(),
             }),
             Some(rx),
         )
@@ -311,6 +313,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
                 ingest: journal_rx,
                 reflex: persist_rx,
                 durable_marker,
+                settled_marker,
             },
             persist_stop.clone(),
             t.pin.then_some(t.cold_core),

@@ -85,11 +85,10 @@ pub fn push_tick(
     let Ok(chunk) = ring.write_chunk_uninit(slots) else {
         return false;
     };
-    let flags =
-        u64::from(head.price.is_some())
-            | u64::from(head.volume.is_some()) << 1
-            | u64::from(head.stress.is_some()) << 2
-            | u64::from(head.replay) << 3;
+    let flags = u64::from(head.price.is_some())
+        | u64::from(head.volume.is_some()) << 1
+        | u64::from(head.stress.is_some()) << 2
+        | u64::from(head.replay) << 3;
     let words: [u64; HEAD_WORDS] = [
         KIND_TICK | (n as u64) << 8 | flags << 16 | (slots as u64) << 32,
         head.seq,

@@ -20,7 +20,12 @@ const NODES: u64 = 40;
 /// per node, inside the dedup window set below, so a resent event that did reach the
 /// journal before the kill is recognised as a duplicate after the restart.
 const INFLIGHT_MAX: usize = 2_000;
-const SETS: &[&str] = &["ingest.dedup_window=256", "persist.grace_ms=200"];
+/// Checkpoints every 100 ms, so that kills fall both before and after checkpoints.
+const SETS: &[&str] = &[
+    "ingest.dedup_window=256",
+    "persist.grace_ms=200",
+    "persist.checkpoint_ms=100",
+];
 
 fn node(id: u64) -> String {
     format!("rim:sensor:crash:n{}", id % NODES)
@@ -114,7 +119,11 @@ fn read_journal(data: &std::path::Path) -> (HashMap<u64, u32>, BTreeMap<(String,
         let mut r = rim_journal::Reader::open(&dir, part, 0, rim_journal::Fs::new()).expect("reader");
         while let Some((pos, bytes)) = r.next().expect("journal reads") {
             let rec = rim_journal::event::decode(bytes).unwrap_or_else(|e| panic!("p{part}@{pos}: {e}"));
-            let id: u64 = rec.event_id.and_then(|s| s.strip_prefix('e')).and_then(|s| s.parse().ok()).expect("id");
+            let id: u64 = rec
+                .event_id
+                .and_then(|s| s.strip_prefix('e'))
+                .and_then(|s| s.parse().ok())
+                .expect("id");
             *ids.entry(id).or_insert(0) += 1;
             *windows
                 .entry((rec.rim_node_id.to_owned(), rec.timestamp.div_euclid(1000) * 1000))
@@ -127,17 +136,34 @@ fn read_journal(data: &std::path::Path) -> (HashMap<u64, u32>, BTreeMap<(String,
 fn check_ledger(round: usize, ids: &HashMap<u64, u32>, acked: &HashSet<u64>) {
     let lost: Vec<u64> = acked.iter().filter(|id| !ids.contains_key(id)).copied().collect();
     let dup: Vec<(u64, u32)> = ids.iter().filter(|(_, &n)| n > 1).map(|(&i, &n)| (i, n)).collect();
-    assert!(lost.is_empty(), "round {round}: {} acknowledged events lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
-    assert!(dup.is_empty(), "round {round}: {} events journaled twice, e.g. {:?}", dup.len(), &dup[..dup.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "round {round}: {} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        dup.is_empty(),
+        "round {round}: {} events journaled twice, e.g. {:?}",
+        dup.len(),
+        &dup[..dup.len().min(5)]
+    );
 }
 
 #[test]
 fn sigkill_loop_loses_no_acknowledged_event() {
-    let kills: usize = std::env::var("RIM_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let kills: usize = std::env::var("RIM_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let seed: u64 = std::env::var("RIM_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
     eprintln!("sigkill loop: {kills} kills, RIM_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let mut dir = TempDir::new("crash");
@@ -151,6 +177,32 @@ fn sigkill_loop_loses_no_acknowledged_event() {
         dir = d.into_dir();
         // After every kill: what the producer holds as acknowledged is in the journal once.
         let (ids, _) = read_journal(&data);
+        if std::env::var("RIM_DEBUG").is_ok() && ids.values().any(|&n| n > 1) {
+            let dir = data.join("journal");
+            let dups: HashSet<u64> = ids.iter().filter(|(_, &n)| n > 1).map(|(&i, _)| i).take(3).collect();
+            for part in rim_journal::list_partitions(&dir).unwrap() {
+                let mut r = rim_journal::Reader::open(&dir, part, 0, rim_journal::Fs::new()).unwrap();
+                while let Some((pos, bytes)) = r.next().unwrap() {
+                    let rec = rim_journal::event::decode(bytes).unwrap();
+                    let id: u64 = rec.event_id.unwrap()[1..].parse().unwrap();
+                    if dups.contains(&id) {
+                        eprintln!("dup {id} at p{part}@{pos} recv {}", rec.received_ms);
+                    }
+                }
+            }
+            let store =
+                rim_capsule::Store::open(&data.join("capsules.redb"), rim_capsule::StoreConfig::default()).unwrap();
+            eprintln!("watermarks {:?}", store.watermarks().unwrap());
+            eprintln!(
+                "log:\n{}",
+                std::fs::read_to_string(dir.parent().unwrap().parent().unwrap().join("rimd.log"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.contains("producer attached"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
         check_ledger(round, &ids, &acked);
     }
     // A last life: resend what is left, wait until everything is acknowledged, stop cleanly.
@@ -169,12 +221,17 @@ fn sigkill_loop_loses_no_acknowledged_event() {
     let (ids, windows) = read_journal(&data);
     check_ledger(kills, &ids, &acked);
     assert_eq!(ids.len() as u64, total_before, "every event published is journaled");
-    eprintln!("sigkill loop: {} events, {} acknowledged, 0 lost, 0 duplicates", ids.len(), acked.len());
+    eprintln!(
+        "sigkill loop: {} events, {} acknowledged, 0 lost, 0 duplicates",
+        ids.len(),
+        acked.len()
+    );
 
     // Roll-ups: no committed observed 1 s capsule counts more than its window's journaled
     // events (nothing rolled up twice; it may count fewer: a resent event whose window
     // had already closed is late and not rolled up).
-    let store = rim_capsule::Store::open(&data.join("capsules.redb"), rim_capsule::StoreConfig::default()).expect("store");
+    let store =
+        rim_capsule::Store::open(&data.join("capsules.redb"), rim_capsule::StoreConfig::default()).expect("store");
     let (mut checked, mut exact) = (0, 0);
     for n in 0..NODES {
         let scope = node(n);

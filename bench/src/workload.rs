@@ -132,7 +132,13 @@ impl Publisher {
                 Ok(_) => return Ok(()),
                 Err(PublishError::Full { .. }) => {
                     self.full_retries += 1;
-                    std::hint::spin_loop();
+                    // The daemon's journal and store threads share this core: a producer
+                    // spinning on a full ring would take the time they need to drain it.
+                    if self.full_retries.is_multiple_of(64) {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
                 }
                 Err(e) => return Err(BenchError::transport("rim-ring", "publish", e)),
             }

@@ -78,7 +78,7 @@ pub use model::{
     Capsule, CapsuleBody, CapsuleId, CapsuleKey, CapsuleRequest, MetricStats, ObservedStats, Ohlc, PredictedSeries,
     Prediction, Vantage, PAYLOAD_BYTES_MAX,
 };
-pub use rollup::{Observation, PushOutcome, Rollup, RollupConfig};
+pub use rollup::{CheckpointError, Observation, PushOutcome, Rollup, RollupConfig};
 pub use store::{
     Batch, BatchOutcome, HistoryQuery, PutOutcome, RetainReport, Store, StoreConfig, StoreCounts, Watermark,
 };

@@ -27,6 +27,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::{Capsule, CapsuleBody, CapsuleKey, MetricStats, ObservedStats, Ohlc, Vantage};
 
 /// One event as the roll-up sees it.
@@ -75,7 +77,7 @@ pub enum PushOutcome {
     NodesFull,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct MetricAcc {
     name: String,
     count: u64,
@@ -85,7 +87,7 @@ struct MetricAcc {
     last: f64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Window {
     start_ms: i64,
     first_pos: u64,
@@ -219,14 +221,14 @@ impl Window {
 }
 
 /// One (node, resolution): the open window, and where closed windows end (for lateness).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Slot {
     open: Option<Window>,
     /// End (exclusive) of the newest window that closed; events before it are late.
     closed_until_ms: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Node {
     partition: u32,
     slots: Vec<Slot>,
@@ -241,6 +243,47 @@ pub struct Rollup {
     late_events: u64,
     late_by_resolution: Vec<u64>,
     refused_nodes_full: u64,
+}
+
+const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    version: u32,
+    resolutions: &'a [u32],
+    late_events: u64,
+    nodes: &'a HashMap<String, Node>,
+}
+
+#[derive(Deserialize)]
+struct Checkpoint {
+    version: u32,
+    resolutions: Vec<u32>,
+    late_events: u64,
+    nodes: HashMap<String, Node>,
+}
+
+/// Why a roll-up checkpoint was not restored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The bytes are not a checkpoint.
+    #[error("roll-up checkpoint does not parse: {0}")]
+    Parse(String),
+    /// Written by another format version.
+    #[error("roll-up checkpoint version {0} is not supported")]
+    Version(u32),
+    /// Written with other resolutions.
+    #[error("roll-up checkpoint has resolutions {stored:?}, the configuration {configured:?}")]
+    Resolutions {
+        /// In the checkpoint.
+        stored: Vec<u32>,
+        /// Configured now.
+        configured: Vec<u32>,
+    },
+    /// More nodes than `nodes_max`.
+    #[error("roll-up checkpoint holds {0} nodes, more than allowed")]
+    TooManyNodes(usize),
 }
 
 /// Window start of `ts` at a window length of `res_ms` (floor, also for negative times).
@@ -275,6 +318,53 @@ impl Rollup {
         &self.cfg
     }
 
+    /// Every node's open windows and lateness bounds, serialised: stored with the journal
+    /// positions it corresponds to, it lets recovery start from there instead of from the
+    /// first event of the oldest open window (up to the coarsest resolution back).
+    pub fn checkpoint(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let cp = CheckpointRef {
+            version: CHECKPOINT_VERSION,
+            resolutions: &self.cfg.resolutions,
+            late_events: self.late_events,
+            nodes: &self.nodes,
+        };
+        serde_json::to_vec(&cp)
+    }
+
+    /// Rebuilds a roll-up from [`Rollup::checkpoint`]'s bytes. Refused (a typed error, the
+    /// caller starts empty and replays further back) if the bytes do not parse, are of
+    /// another version, were made with other resolutions, or hold more nodes than allowed.
+    pub fn restore(cfg: RollupConfig, bytes: &[u8]) -> Result<Self, CheckpointError> {
+        let cp: Checkpoint = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Parse(e.to_string()))?;
+        let mut r = Rollup::new(cfg);
+        if cp.version != CHECKPOINT_VERSION {
+            return Err(CheckpointError::Version(cp.version));
+        }
+        if cp.resolutions != r.cfg.resolutions {
+            return Err(CheckpointError::Resolutions {
+                stored: cp.resolutions,
+                configured: r.cfg.resolutions.clone(),
+            });
+        }
+        if cp.nodes.len() > r.cfg.nodes_max {
+            return Err(CheckpointError::TooManyNodes(cp.nodes.len()));
+        }
+        if cp.nodes.values().any(|n| n.slots.len() != r.cfg.resolutions.len()) {
+            return Err(CheckpointError::Parse(
+                "a node's slots do not match the resolutions".into(),
+            ));
+        }
+        r.open_windows = cp
+            .nodes
+            .values()
+            .flat_map(|n| &n.slots)
+            .filter(|s| s.open.is_some())
+            .count();
+        r.late_events = cp.late_events;
+        r.nodes = cp.nodes;
+        Ok(r)
+    }
+
     /// Adds one event of node `scope_id` (in `partition`), read from journal position `pos`,
     /// arriving at processing time `arrival_ms`. Closed windows are appended to `out`.
     pub fn push(
@@ -286,7 +376,8 @@ impl Rollup {
         obs: &Observation<'_>,
         out: &mut Vec<Capsule>,
     ) -> PushOutcome {
-        if !self.nodes.contains_key(scope_id) {
+        // One hash lookup for a known node (the common case); the insert path is rare.
+        if self.nodes.get(scope_id).is_none() {
             if self.nodes.len() >= self.cfg.nodes_max {
                 self.refused_nodes_full += 1;
                 return PushOutcome::NodesFull;
@@ -334,11 +425,14 @@ impl Rollup {
     }
 
     /// Closes every open window whose last arrival is more than `resolution + grace` before
-    /// `now_ms` (processing time), and forgets nodes left with no open window.
+    /// `now_ms` (processing time). Nodes are kept (see the body).
     pub fn flush_idle(&mut self, now_ms: u64, out: &mut Vec<Capsule>) {
         let grace_ms = self.cfg.grace_ms;
         let resolutions = &self.cfg.resolutions;
         let mut closed = 0usize;
+        // Nodes stay (bounded by nodes_max): a node's `closed_until_ms` is what makes a
+        // later event for a window already closed count as late instead of opening the
+        // window again.
         self.nodes.retain(|scope_id, node| {
             let mut any_open = false;
             for (slot, &resolution) in node.slots.iter_mut().zip(resolutions) {
@@ -353,7 +447,8 @@ impl Rollup {
                 }
                 any_open |= slot.open.is_some();
             }
-            any_open
+            let _ = any_open;
+            true
         });
         self.open_windows -= closed;
     }
@@ -381,6 +476,21 @@ impl Rollup {
             .flat_map(|n| n.slots.iter())
             .filter_map(|s| s.open.as_ref().map(|w| w.first_pos))
             .min()
+    }
+
+    /// [`Rollup::replay_from`] of partitions `0..partitions` in one pass over the nodes
+    /// (the journal thread computes every partition's watermark at each hand-off).
+    pub fn replay_from_all(&self, partitions: u32) -> Vec<Option<u64>> {
+        let mut out = vec![None; partitions as usize];
+        for n in self.nodes.values() {
+            let Some(slot) = out.get_mut(n.partition as usize) else {
+                continue;
+            };
+            for w in n.slots.iter().filter_map(|s| s.open.as_ref()) {
+                *slot = Some(slot.map_or(w.first_pos, |p: u64| p.min(w.first_pos)));
+            }
+        }
+        out
     }
 
     /// Capsules of the windows open now (not emitted; for "present" views and tests), sorted

@@ -22,6 +22,8 @@ pub(crate) const BY_EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::n
 const DECISIONS: TableDefinition<(u16, u64), &[u8]> = TableDefinition::new("decisions");
 const ACCURACY: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("accuracy");
 const WATERMARKS: TableDefinition<u32, (u64, u64)> = TableDefinition::new("watermarks");
+/// The roll-up checkpoint that goes with the watermarks (one row, key 0).
+const CHECKPOINT: TableDefinition<u32, &[u8]> = TableDefinition::new("rollup_checkpoint");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
@@ -92,6 +94,9 @@ pub struct Batch {
     /// (scope, predictor, scores) to fold into the accuracy aggregates.
     pub scores: Vec<(String, String, Vec<SeriesScore>)>,
     pub watermarks: Vec<Watermark>,
+    /// The roll-up's open windows as of the watermarks (written with them, so the two
+    /// always match).
+    pub checkpoint: Option<Vec<u8>>,
 }
 
 impl Batch {
@@ -101,6 +106,7 @@ impl Batch {
         self.decisions.clear();
         self.scores.clear();
         self.watermarks.clear();
+        self.checkpoint = None;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -257,6 +263,7 @@ impl Store {
             txn.open_table(DECISIONS)?;
             txn.open_table(ACCURACY)?;
             txn.open_table(WATERMARKS)?;
+            txn.open_table(CHECKPOINT)?;
         }
         txn.commit()?;
         Ok(Store { db, cfg })
@@ -283,6 +290,9 @@ impl Store {
         write_decisions(&txn, &batch.decisions)?;
         fold_scores(&txn, &batch.scores)?;
         write_watermarks(&txn, &batch.watermarks)?;
+        if let Some(cp) = &batch.checkpoint {
+            txn.open_table(CHECKPOINT)?.insert(0, cp.as_slice())?;
+        }
         txn.commit()?;
         Ok(outcome)
     }
@@ -456,6 +466,13 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The roll-up checkpoint stored with the watermarks, if any.
+    pub fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(CHECKPOINT)?;
+        Ok(table.get(0)?.map(|v| v.value().to_vec()))
     }
 
     pub fn watermarks(&self) -> Result<Vec<Watermark>, StoreError> {

@@ -47,6 +47,7 @@ fn batches(seed: u64) -> Vec<Batch> {
                     replay_from: b as u64,
                     committed_to: b as u64 + 1,
                 }],
+                checkpoint: Some(format!("checkpoint {}", b + 1).into_bytes()),
             }
         })
         .collect()
@@ -151,6 +152,10 @@ fn every_acknowledged_batch_survives_and_none_is_partial() {
             committed_to, present_batches as u64,
             "seed {seed} k {allowed}: watermark"
         );
+        // The roll-up checkpoint is the one written with those watermarks.
+        let cp = store.checkpoint().unwrap();
+        let expected_cp = (present_batches > 0).then(|| format!("checkpoint {present_batches}").into_bytes());
+        assert_eq!(cp, expected_cp, "seed {seed} k {allowed}: checkpoint");
         let expected: usize = batches[..present_batches].iter().map(|b| b.capsules.len()).sum();
         assert_eq!(store.counts().unwrap().capsules, expected as u64);
 

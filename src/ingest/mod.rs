@@ -179,6 +179,10 @@ pub struct JournalOut {
     pub ring: rtrb::Producer<u8>,
     /// The last marker whose entries (and every entry before) are synced.
     pub durable_marker: Arc<AtomicU64>,
+    /// The last durable marker whose positions ingest has written into the producers'
+    /// headers (the journal thread keeps the journal positions each marker stood for, and
+    /// recovery replays at least from there).
+    pub settled_marker: Arc<AtomicU64>,
 }
 
 struct JournalSide {
@@ -331,11 +335,11 @@ impl Ingest {
 
     /// One fair round over the rings. Returns records read.
     pub fn poll(&mut self) -> usize {
+        self.settle_durable();
         let n = self.rings.len();
         if n == 0 {
             return 0;
         }
-        self.settle_durable();
         let mut work = 0;
         for k in 0..n {
             let i = (self.next + k) % n;
@@ -397,6 +401,7 @@ impl Ingest {
                 ring.consumer.set_durable_position(p);
             }
         }
+        j.out.settled_marker.store(durable, Ordering::Release);
     }
 
     /// Feeds one journaled event back through routing at start (recovery): node index,
@@ -527,7 +532,10 @@ impl Router {
             .min()
             .unwrap_or(0);
         // One marker per turn rides along; a whole entry's worth of margin covers it.
-        let journal = self.journal.as_ref().map_or(usize::MAX, |j| j.room_events().saturating_sub(1));
+        let journal = self
+            .journal
+            .as_ref()
+            .map_or(usize::MAX, |j| j.room_events().saturating_sub(1));
         reflex.min(journal)
     }
 

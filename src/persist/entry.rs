@@ -120,9 +120,13 @@ pub fn pop(ring: &mut rtrb::Consumer<u8>, payload: &mut Vec<u8>) -> Result<Optio
     };
     payload.clear();
     let (a, b) = chunk.as_slices();
-    payload.extend_from_slice(a);
-    payload.extend_from_slice(b);
-    payload.drain(..HEAD_BYTES);
+    // Skip the head, which may straddle the wrap.
+    if a.len() >= HEAD_BYTES {
+        payload.extend_from_slice(&a[HEAD_BYTES..]);
+        payload.extend_from_slice(b);
+    } else {
+        payload.extend_from_slice(&b[HEAD_BYTES - a.len()..]);
+    }
     chunk.commit_all();
     Ok(Some(head))
 }

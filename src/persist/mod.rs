@@ -10,13 +10,17 @@
 //!                          ▼
 //!      store writer thread: one redb transaction per batch (coalesced when it lags)
 //! ```
-//! The journal thread never hands the writer anything that is not synced, and each
-//! batch carries the partitions' watermarks (`replay_from`: the first journal position
-//! of the oldest open roll-up window; `committed_to`: the synced end), written in the
-//! same transaction as the capsules. Recovery reads the journal from `replay_from` and
-//! rebuilds the reflex state, the dedup windows and the open roll-up windows; a window
-//! it closes again that was already committed is refused by the store as a conflict and
-//! the committed one stays (counted as `persist.capsules_kept`).
+//! The journal thread never hands the writer anything that is not synced. Every
+//! `persist.checkpoint_ms` (and at shutdown) a batch also carries a **checkpoint** of the
+//! roll-up's open windows and the partitions' watermarks (`committed_to`: the synced
+//! end, which the checkpoint is complete to; `replay_from`: the previous checkpoint's
+//! end), written in the same transaction as the capsules. Recovery restores the
+//! checkpoint and reads the journal from `replay_from`: into ingest (node table, dedup
+//! windows, so that an event synced just before a crash but never seen acknowledged is
+//! recognised when its producer resends it) and the reflex state, and from
+//! `committed_to` on also into the roll-up; a window it closes again that was
+//! already committed comes back identical (counted as `persist.capsules_existing`), or,
+//! if it differs, the committed one stays (`persist.capsules_kept`).
 
 pub mod entry;
 pub mod predict;
@@ -164,7 +168,9 @@ pub struct Opened {
     pub store: Arc<Store>,
     /// Roll-up state (rebuilt by [`recover`]).
     pub rollup: Rollup,
-    /// Per partition: (replay from, committed to).
+    /// Per partition: (replay from, roll up from): recovery feeds events from the first
+    /// to ingest and reflex, and from the second also to the roll-up (restored from its
+    /// checkpoint up to there).
     pub marks: Vec<(u64, u64)>,
     /// Per reflex shard: the chain to continue.
     pub chains: Vec<Option<Chain>>,
@@ -214,7 +220,12 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
             if w.replay_from <= end && w.committed_to <= end {
                 *m = (w.replay_from.max(journal.start(w.partition)), w.committed_to);
             } else {
-                warn!(partition = w.partition, replay_from = w.replay_from, end, "watermark past the journal's end; replaying the whole partition");
+                warn!(
+                    partition = w.partition,
+                    replay_from = w.replay_from,
+                    end,
+                    "watermark past the journal's end; replaying the whole partition"
+                );
             }
         }
     }
@@ -232,11 +243,37 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
         };
         chains.push(chain);
     }
-    let rollup = Rollup::new(RollupConfig {
+    let rcfg = RollupConfig {
         resolutions: p.resolutions.clone(),
         grace_ms: p.grace_ms,
         nodes_max: config.reflex.nodes_max,
-    });
+    };
+    let has_checkpoint = store.checkpoint()?.is_some();
+    if !has_checkpoint {
+        // No checkpoint: the roll-up starts empty and takes every replayed event.
+        for m in &mut marks {
+            m.1 = m.0;
+        }
+    }
+    let rollup = match store.checkpoint()? {
+        Some(bytes) => match Rollup::restore(rcfg.clone(), &bytes) {
+            Ok(r) => {
+                info!(open_windows = r.open_windows(), "roll-up restored from its checkpoint");
+                r
+            }
+            Err(e) => {
+                // Without the open windows, the watermarks say too little: replay every
+                // partition from its start (closed windows come back as "existing").
+                warn!(error = %e, "roll-up checkpoint not restored; replaying the whole journal");
+                for (part, m) in marks.iter_mut().enumerate() {
+                    let start = journal.start(part as u32);
+                    *m = (start, start);
+                }
+                Rollup::new(rcfg)
+            }
+        },
+        None => Rollup::new(rcfg),
+    };
     Ok(Opened {
         journal,
         store,
@@ -269,7 +306,7 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
     let mut batch = Batch::default();
     let dir = o.config.persist.journal_dir();
     for part in 0..o.journal.partitions() {
-        let (from, _) = o.marks[part as usize];
+        let (from, rolled_to) = o.marks[part as usize];
         let mut reader = Reader::open(&dir, part, from, Fs::new())?;
         while let Some((pos, bytes)) = reader.next()? {
             let rec = rim_journal::event::decode(bytes).map_err(|e| PersistError::Record {
@@ -278,7 +315,10 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
                 message: e.to_string(),
             })?;
             thread::learn_names(&mut o.names, &rec);
-            thread::roll(&mut o.rollup, part, pos, &rec, &mut out, &o.stats);
+            // Before the checkpoint's position the roll-up already has the event.
+            if pos >= rolled_to {
+                thread::roll(&mut o.rollup, part, pos, &rec, &mut out, &o.stats);
+            }
             loop {
                 match ingest.replay(&rec) {
                     ReplayOutcome::Full => {
@@ -308,6 +348,11 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
     done.ms = started.elapsed().as_millis() as u64;
     o.stats.recovered_events.store(done.events, Ordering::Relaxed);
     o.stats.recovery_ms.store(done.ms, Ordering::Relaxed);
-    info!(events = done.events, capsules = done.capsules, ms = done.ms, "recovery done");
+    info!(
+        events = done.events,
+        capsules = done.capsules,
+        ms = done.ms,
+        "recovery done"
+    );
     Ok(done)
 }

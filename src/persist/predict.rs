@@ -165,7 +165,10 @@ mod tests {
         let n = encode("rim:a:b:c", 1_000, 1, 999, 0.5, &series, &mut buf);
         let g = decode(&buf[..n]).expect("decodes");
         assert_eq!(g.node_id, "rim:a:b:c");
-        assert_eq!((g.window_ms, g.resolution, g.made_at_ms, g.confidence), (1_000, 1, 999, 0.5));
+        assert_eq!(
+            (g.window_ms, g.resolution, g.made_at_ms, g.confidence),
+            (1_000, 1, 999, 0.5)
+        );
         assert_eq!(g.series, series);
         for cut in 0..n {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rim_capsule::{
-    Batch, Capsule, CapsuleBody, CapsuleKey, Observation, PredictedSeries, Prediction, PushOutcome,
-    Rollup, Vantage, Watermark,
+    Batch, Capsule, CapsuleBody, CapsuleKey, Observation, PredictedSeries, Prediction, PushOutcome, Rollup, Vantage,
+    Watermark,
 };
 use rim_journal::event::EventRecord;
 use rim_journal::{Fs, Journal};
@@ -26,6 +26,10 @@ const TURN_ENTRIES: usize = 4096;
 const IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// Journal retention runs this often.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
+/// How often open windows of quiet nodes are looked for.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Durable markers remembered for `replay_from` (thinned beyond this).
+const MARKER_ENDS_MAX: usize = 4096;
 /// Metrics per event at most (the data model's limit).
 const METRICS_MAX: usize = 64;
 
@@ -37,6 +41,8 @@ pub struct JournalInputs {
     pub reflex: Vec<rtrb::Consumer<u8>>,
     /// Where the last synced marker is published for ingest.
     pub durable_marker: Arc<AtomicU64>,
+    /// The last marker ingest has acknowledged to producers.
+    pub settled_marker: Arc<AtomicU64>,
 }
 
 struct JournalThread {
@@ -54,12 +60,20 @@ struct JournalThread {
     payload: Vec<u8>,
     last_marker: u64,
     unsynced_bytes: u64,
-    unsynced_since: Option<Instant>,
-    commit_interval: Duration,
     commit_bytes: u64,
     store_interval: Duration,
     store_batch_max: usize,
     handed_at: Instant,
+    flushed_at: Instant,
+    checkpointed_at: Instant,
+    checkpoint_every: Duration,
+    /// Journal ends of the last checkpoint (the next one's `replay_from`).
+    checkpoint_ends: Vec<u64>,
+    /// Markers published durable, with the journal's ends when they were.
+    marker_ends: std::collections::VecDeque<(u64, Vec<u64>)>,
+    published_marker: u64,
+    /// The ends as of the last marker known acknowledged (replay never starts later).
+    replay_floor: Vec<u64>,
     retained_at: Instant,
     partitions: u32,
 }
@@ -95,17 +109,27 @@ pub fn spawn(
         batch: Batch::default(),
         closed: Vec::new(),
         waiting: HashMap::new(),
-        waiting_max: o.config.reflex.nodes_max.saturating_mul(p.resolutions.len()).saturating_mul(2),
+        waiting_max: o
+            .config
+            .reflex
+            .nodes_max
+            .saturating_mul(p.resolutions.len())
+            .saturating_mul(2),
         to_writer: tx,
         payload: Vec::with_capacity(entry::PAYLOAD_BYTES_MAX),
         last_marker: 0,
         unsynced_bytes: 0,
-        unsynced_since: None,
-        commit_interval: Duration::from_micros(p.commit_interval_us),
         commit_bytes: p.commit_bytes,
         store_interval: Duration::from_millis(p.store_interval_ms),
         store_batch_max: p.store_batch_max,
         handed_at: Instant::now(),
+        flushed_at: Instant::now(),
+        checkpointed_at: Instant::now(),
+        checkpoint_every: Duration::from_millis(p.checkpoint_ms),
+        checkpoint_ends: o.marks.iter().map(|m| m.1).collect(),
+        marker_ends: std::collections::VecDeque::new(),
+        published_marker: 0,
+        replay_floor: o.marks.iter().map(|m| m.0).collect(),
         retained_at: Instant::now(),
         partitions,
     };
@@ -134,12 +158,16 @@ impl JournalThread {
                 work += self.drain_reflex(k, ready);
             }
             let ingest_dry = self.inputs.ingest.is_empty();
-            if self.unsynced_bytes > 0 && (ingest_dry || self.sync_due()) {
+            if self.unsynced_bytes > 0 {
                 self.sync();
+            } else {
+                // Markers after turns that journaled nothing (duplicates, refusals): all
+                // before them is already synced.
+                self.publish_marker();
             }
             let stopping = stop.load(Ordering::Relaxed);
             if self.unsynced_bytes == 0 && (stopping || self.handoff_due()) {
-                self.hand_off();
+                self.hand_off(false);
             }
             if self.retained_at.elapsed() >= RETAIN_EVERY {
                 self.retained_at = Instant::now();
@@ -148,7 +176,7 @@ impl JournalThread {
                 }
             }
             if stopping && work == 0 && ingest_dry && self.unsynced_bytes == 0 && self.reflex_dry() {
-                self.hand_off();
+                self.hand_off(true);
                 break;
             }
             if work == 0 {
@@ -163,18 +191,17 @@ impl JournalThread {
         self.inputs.reflex.iter().all(|r| r.is_empty())
     }
 
-    fn sync_due(&self) -> bool {
-        self.unsynced_bytes >= self.commit_bytes || self.unsynced_since.is_some_and(|t| t.elapsed() >= self.commit_interval)
-    }
-
     fn handoff_due(&self) -> bool {
         let pending = self.batch.capsules.len() + self.batch.decisions.len() + self.batch.scores.len();
         pending >= self.store_batch_max || (self.handed_at.elapsed() >= self.store_interval)
     }
 
+    /// Drains ingest's ring until it is dry or `commit_bytes` are waiting for a sync:
+    /// everything that arrived while the last sync ran goes into the next one (group
+    /// commit), however long that sync took.
     fn drain_ingest(&mut self) -> usize {
         let mut n = 0;
-        while n < TURN_ENTRIES {
+        while self.unsynced_bytes < self.commit_bytes {
             let head = match entry::pop(&mut self.inputs.ingest, &mut self.payload) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
@@ -208,9 +235,10 @@ impl JournalThread {
             }
         };
         self.stats.journal_events.fetch_add(1, Ordering::Relaxed);
-        self.stats.journal_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.stats
+            .journal_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         self.unsynced_bytes += payload.len() as u64;
-        self.unsynced_since.get_or_insert_with(Instant::now);
         match rim_journal::event::decode(&payload) {
             Ok(rec) => {
                 learn_names(&mut self.names, &rec);
@@ -230,7 +258,9 @@ impl JournalThread {
                 let key = (c.key.scope_id.clone(), c.key.timestamp, c.key.resolution);
                 if let Some(pred) = self.waiting.remove(&key) {
                     let scores = rim_capsule::score(&pred, obs);
-                    self.batch.scores.push((c.key.scope_id.clone(), pred.predictor.clone(), scores));
+                    self.batch
+                        .scores
+                        .push((c.key.scope_id.clone(), pred.predictor.clone(), scores));
                     self.stats.scored.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -253,7 +283,11 @@ impl JournalThread {
             consumed += entry::HEAD_BYTES + head.len as usize;
             n += 1;
             match head.kind {
-                KIND_DECISION => self.batch.decisions.push((head.aux as u16, decision_seq(&self.payload), self.payload.clone())),
+                KIND_DECISION => {
+                    self.batch
+                        .decisions
+                        .push((head.aux as u16, decision_seq(&self.payload), self.payload.clone()))
+                }
                 KIND_PREDICTION => self.take_prediction(),
                 other => warn!(kind = other, "unexpected entry on a reflex ring"),
             }
@@ -329,25 +363,92 @@ impl JournalThread {
         self.stats.sync_ns.fetch_add(ns, Ordering::Relaxed);
         self.stats.sync_ns_max.fetch_max(ns, Ordering::Relaxed);
         self.unsynced_bytes = 0;
-        self.unsynced_since = None;
+        self.publish_marker();
+    }
+
+    /// Tells ingest the last marker read is durable (everything before it is synced), and
+    /// remembers the journal's ends under it.
+    fn publish_marker(&mut self) {
+        if self.last_marker == self.published_marker {
+            return;
+        }
+        self.published_marker = self.last_marker;
+        if self.marker_ends.len() >= MARKER_ENDS_MAX {
+            // Keep the oldest and thin the rest: replay_from only needs a position at or
+            // before the settled marker's.
+            self.marker_ends.remove(1);
+        }
+        let ends = (0..self.partitions).map(|p| self.journal.durable(p)).collect();
+        self.marker_ends.push_back((self.last_marker, ends));
         self.inputs.durable_marker.store(self.last_marker, Ordering::Release);
     }
 
-    /// Sends the batch (everything in it is synced) with the watermarks.
-    fn hand_off(&mut self) {
+    /// The journal ends as of the newest marker ingest has acknowledged to producers: an
+    /// event after them may be synced but not yet acknowledged, so its producer may send
+    /// it again after a crash, and recovery must replay it into the dedup windows.
+    fn settled_ends(&mut self) -> Option<Vec<u64>> {
+        let settled = self.inputs.settled_marker.load(Ordering::Acquire);
+        let mut found = None;
+        while let Some((m, _)) = self.marker_ends.front() {
+            if *m > settled {
+                break;
+            }
+            found = self.marker_ends.pop_front().map(|(_, ends)| ends);
+        }
+        if let Some(ends) = &found {
+            // Keep it as the floor for the next checkpoint too.
+            self.marker_ends.push_front((settled, ends.clone()));
+        }
+        found
+    }
+
+    /// Sends the batch (everything in it is synced), with a roll-up checkpoint and the
+    /// watermarks when one is due (and always at the end: `final_`).
+    fn hand_off(&mut self, final_: bool) {
         self.handed_at = Instant::now();
-        self.rollup.flush_idle(unix_ms(), &mut self.closed);
-        self.score_closed();
-        self.batch.watermarks = (0..self.partitions)
-            .map(|p| {
-                let end = self.journal.durable(p);
-                Watermark {
-                    partition: p,
-                    replay_from: self.rollup.replay_from(p).unwrap_or(end).min(end),
-                    committed_to: end,
+        // A scan of every node: idle windows need closing within the grace, not at every
+        // hand-off.
+        // A scan of every node: idle windows need closing within the grace, not at every
+        // hand-off.
+        if self.flushed_at.elapsed() >= FLUSH_EVERY {
+            self.flushed_at = Instant::now();
+            self.rollup.flush_idle(unix_ms(), &mut self.closed);
+            self.score_closed();
+        }
+        // The roll-up's open windows with the positions they are complete to (everything
+        // appended is synced here): recovery restores them and reads the journal only
+        // from there.
+        if final_ || self.checkpointed_at.elapsed() >= self.checkpoint_every {
+            self.checkpointed_at = Instant::now();
+            match self.rollup.checkpoint() {
+                Ok(bytes) => {
+                    self.batch.checkpoint = Some(bytes);
+                    let ends: Vec<u64> = (0..self.partitions).map(|p| self.journal.durable(p)).collect();
+                    // replay_from is the previous checkpoint's end: recovery feeds the
+                    // events from there to ingest's dedup windows and the reflex state
+                    // (not to the roll-up, which the checkpoint restores), so an event
+                    // synced just before a crash but never seen acknowledged by its
+                    // producer is recognised when the producer sends it again.
+                    let previous = std::mem::replace(&mut self.checkpoint_ends, ends);
+                    // And never past what producers have been told is durable.
+                    let settled = self.settled_ends().unwrap_or_else(|| self.replay_floor.clone());
+                    self.replay_floor.clone_from(&settled);
+                    self.batch.watermarks = (0..self.partitions)
+                        .map(|p| {
+                            let i = p as usize;
+                            let end = self.checkpoint_ends[i];
+                            let from = previous.get(i).copied().unwrap_or(end).min(end);
+                            Watermark {
+                                partition: p,
+                                replay_from: from.min(settled.get(i).copied().unwrap_or(0)),
+                                committed_to: end,
+                            }
+                        })
+                        .collect();
                 }
-            })
-            .collect();
+                Err(e) => error!(error = %e, "roll-up checkpoint failed; recovery will read further back"),
+            }
+        }
         self.stats.late_events.store(self.rollup.late(), Ordering::Relaxed);
         let batch = std::mem::take(&mut self.batch);
         self.stats

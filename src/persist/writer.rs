@@ -42,8 +42,12 @@ fn merge(into: &mut Batch, mut more: Batch) {
     into.capsules.append(&mut more.capsules);
     into.decisions.append(&mut more.decisions);
     into.scores.append(&mut more.scores);
-    // Later watermarks supersede earlier ones.
-    into.watermarks = more.watermarks;
+    // A later checkpoint supersedes an earlier one, with its watermarks (the two stay a
+    // pair).
+    if more.checkpoint.is_some() {
+        into.checkpoint = more.checkpoint;
+        into.watermarks = more.watermarks;
+    }
 }
 
 /// Writes one batch (retrying), counts the outcome and clears it.
@@ -53,10 +57,18 @@ pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
         match store.write(batch) {
             Ok(out) => {
                 stats.store_commits.fetch_add(1, Ordering::Relaxed);
-                stats.capsules_inserted.fetch_add(out.inserted as u64, Ordering::Relaxed);
-                stats.capsules_existing.fetch_add(out.existing as u64, Ordering::Relaxed);
-                stats.capsules_kept.fetch_add(out.conflicts.len() as u64, Ordering::Relaxed);
-                stats.decisions_logged.fetch_add(batch.decisions.len() as u64, Ordering::Relaxed);
+                stats
+                    .capsules_inserted
+                    .fetch_add(out.inserted as u64, Ordering::Relaxed);
+                stats
+                    .capsules_existing
+                    .fetch_add(out.existing as u64, Ordering::Relaxed);
+                stats
+                    .capsules_kept
+                    .fetch_add(out.conflicts.len() as u64, Ordering::Relaxed);
+                stats
+                    .decisions_logged
+                    .fetch_add(batch.decisions.len() as u64, Ordering::Relaxed);
                 if !out.conflicts.is_empty() {
                     warn!(
                         conflicts = out.conflicts.len(),
@@ -71,7 +83,10 @@ pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
                 error!(error = %e, attempt, "store write failed");
                 if attempt == TRIES {
                     stats.store_batches_dropped.fetch_add(1, Ordering::Relaxed);
-                    error!(capsules, "batch dropped after {TRIES} tries; a restart rebuilds it from the journal");
+                    error!(
+                        capsules,
+                        "batch dropped after {TRIES} tries; a restart rebuilds it from the journal"
+                    );
                 } else {
                     std::thread::sleep(Duration::from_millis(50 << attempt));
                 }
@@ -79,7 +94,9 @@ pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
         }
     }
     let pending = stats.store_pending.load(Ordering::Relaxed);
-    stats.store_pending.store(pending.saturating_sub(capsules), Ordering::Relaxed);
+    stats
+        .store_pending
+        .store(pending.saturating_sub(capsules), Ordering::Relaxed);
     batch.clear();
 }
 

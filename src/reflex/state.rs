@@ -288,7 +288,13 @@ impl NodeState {
             .filter(|(_, &k)| k != 0)
             .map(move |(slot, &k)| {
                 let s = self.ser(n, slot);
-                (k, self.val(s, S_COUNT), self.val(s, S_EWMA), self.val(s, S_VAR), self.val(s, S_LAST))
+                (
+                    k,
+                    self.val(s, S_COUNT),
+                    self.val(s, S_EWMA),
+                    self.val(s, S_VAR),
+                    self.val(s, S_LAST),
+                )
             })
     }
 

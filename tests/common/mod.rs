@@ -131,7 +131,12 @@ impl Daemon {
         let _ = std::fs::remove_file(run_dir.join("stats"));
         let mut cmd = rimd_command();
         cmd.arg("--run-dir").arg(&run_dir);
-        for s in BASE_SETS.iter().copied().chain([data.as_str()]).chain(sets.iter().copied()) {
+        for s in BASE_SETS
+            .iter()
+            .copied()
+            .chain([data.as_str()])
+            .chain(sets.iter().copied())
+        {
             cmd.arg("--set").arg(s);
         }
         let rules_path = rules.map(|text| {

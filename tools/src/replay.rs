@@ -58,8 +58,8 @@ pub fn run(run_dir: &Path, args: Args) -> Result<ExitCode, String> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut count = 0u64;
     for part in partitions {
-        let mut reader = Reader::open(&dir, part, args.from_pos, Fs::new())
-            .map_err(|e| format!("journal partition {part}: {e}"))?;
+        let mut reader =
+            Reader::open(&dir, part, args.from_pos, Fs::new()).map_err(|e| format!("journal partition {part}: {e}"))?;
         while let Some((pos, bytes)) = reader.next().map_err(|e| format!("journal partition {part}: {e}"))? {
             let rec = rim_journal::event::decode(bytes).map_err(|e| format!("partition {part} position {pos}: {e}"))?;
             if args.from_ms.is_some_and(|t| rec.timestamp < t) || args.to_ms.is_some_and(|t| rec.timestamp >= t) {
