@@ -271,7 +271,7 @@ impl PersistConfig {
             ("persist.journal_ring_bytes", self.journal_ring_bytes),
             ("persist.reflex_ring_bytes", self.reflex_ring_bytes),
         ] {
-            if !v.is_power_of_two() || v < 1 << 16 || v > 1 << 30 {
+            if !v.is_power_of_two() || !(1 << 16..=1 << 30).contains(&v) {
                 return bad(format!("{name} = {v} (a power of two, 64 KiB..=1 GiB)"));
             }
         }

@@ -290,7 +290,7 @@ mod tests {
             volume: None,
             stress: Some(-2.0),
             status: 99,
-            replay: seq % 2 == 0,
+            replay: seq.is_multiple_of(2),
         }
     }
 

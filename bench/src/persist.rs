@@ -185,11 +185,15 @@ fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64, keep: bool) -> Re
     let journaled = stats.counters.get("persist.journal_events").copied().unwrap_or(0);
     let syncs = stats.counters.get("persist.syncs").copied().unwrap_or(0);
     let sync_ns = stats.counters.get("persist.sync_ns").copied().unwrap_or(0);
+    let sync_max = stats.counters.get("persist.sync_ns_max").copied().unwrap_or(0);
+    let commits = stats.counters.get("persist.store_commits").copied().unwrap_or(0);
     eprint!(
-        "(producer saw the ring full {} times; {} syncs, mean {} µs) ",
+        "(producer saw the ring full {} times; {} syncs, mean {} µs, max {} µs; {} store commits) ",
         p.full_retries,
         syncs,
-        sync_ns / syncs.max(1) / 1000
+        sync_ns / syncs.max(1) / 1000,
+        sync_max / 1000,
+        commits
     );
     // Hand the data to the recovery row: SIGKILL, as a crash would.
     daemon.kill9();

@@ -235,7 +235,7 @@ struct Node {
 }
 
 /// The roll-up state of every tracked node. Single-threaded (owned by the journal thread).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Rollup {
     cfg: RollupConfig,
     nodes: HashMap<String, Node>,
@@ -376,8 +376,7 @@ impl Rollup {
         obs: &Observation<'_>,
         out: &mut Vec<Capsule>,
     ) -> PushOutcome {
-        // One hash lookup for a known node (the common case); the insert path is rare.
-        if self.nodes.get(scope_id).is_none() {
+        if !self.nodes.contains_key(scope_id) {
             if self.nodes.len() >= self.cfg.nodes_max {
                 self.refused_nodes_full += 1;
                 return PushOutcome::NodesFull;

@@ -201,13 +201,14 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
     if cut > 0 {
         warn!(bytes = cut, "journal: torn tails cut");
     }
-    let mut scfg = StoreConfig::default();
-    scfg.retention_ms_by_resolution = p
-        .resolutions
-        .iter()
-        .zip(&p.resolution_retention_hours)
-        .map(|(&r, &h)| (r, h.saturating_mul(3_600_000)))
-        .collect();
+    let scfg = StoreConfig {
+        retention_ms_by_resolution: p
+            .resolutions
+            .iter()
+            .zip(&p.resolution_retention_hours)
+            .map(|(&r, &h)| (r, h.saturating_mul(3_600_000)))
+            .collect(),
+    };
     let store = Arc::new(Store::open(&p.store_path(), scfg)?);
     let mut marks: Vec<(u64, u64)> = (0..config.topology.partitions)
         .map(|part| (journal.start(part), journal.start(part)))
@@ -319,14 +320,9 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
             if pos >= rolled_to {
                 thread::roll(&mut o.rollup, part, pos, &rec, &mut out, &o.stats);
             }
-            loop {
-                match ingest.replay(&rec) {
-                    ReplayOutcome::Full => {
-                        for r in reflexes.iter_mut() {
-                            r.poll(usize::MAX);
-                        }
-                    }
-                    ReplayOutcome::Applied | ReplayOutcome::Refused => break,
+            while ingest.replay(&rec) == ReplayOutcome::Full {
+                for r in reflexes.iter_mut() {
+                    r.poll(usize::MAX);
                 }
             }
             done.events += 1;

@@ -28,10 +28,34 @@ const IDLE_SLEEP: Duration = Duration::from_micros(50);
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 /// How often open windows of quiet nodes are looked for.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Nice value of the store writer thread (the journal thread keeps 0).
+const WRITER_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority (Linux: `setpriority` on a thread id
+/// affects that thread only). Failure only costs latency; it is logged.
+fn lower_priority(nice: i32) {
+    #[allow(unsafe_code)]
+    // SAFETY: gettid takes nothing; setpriority takes plain integers and touches no memory.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if rc != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "cannot lower the store writer's priority");
+    }
+}
+
 /// Durable markers remembered for `replay_from` (thinned beyond this).
 const MARKER_ENDS_MAX: usize = 4096;
 /// Metrics per event at most (the data model's limit).
 const METRICS_MAX: usize = 64;
+
+/// What the journal thread hands the writer: a batch of synced records and, when a
+/// checkpoint is due, a copy of the roll-up for the writer to serialise into it.
+pub(super) struct Handoff {
+    pub(super) batch: Batch,
+    pub(super) rollup: Option<Box<Rollup>>,
+}
 
 /// The rings the journal thread reads.
 pub struct JournalInputs {
@@ -55,8 +79,11 @@ struct JournalThread {
     closed: Vec<Capsule>,
     /// Predictions waiting for their observed window: (node, window start, resolution).
     waiting: HashMap<(String, i64, u32), Prediction>,
+    /// Observed windows closed before their prediction was read.
+    unscored: HashMap<(String, i64, u32), rim_capsule::ObservedStats>,
     waiting_max: usize,
-    to_writer: SyncSender<Batch>,
+    predicting: bool,
+    to_writer: SyncSender<Handoff>,
     payload: Vec<u8>,
     last_marker: u64,
     unsynced_bytes: u64,
@@ -87,7 +114,7 @@ pub fn spawn(
     core: Option<usize>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, PersistError> {
     let p = &o.config.persist;
-    let (tx, rx) = sync_channel::<Batch>(64);
+    let (tx, rx) = sync_channel::<Handoff>(64);
     let store = o.store.clone();
     let stats = o.stats.clone();
     let writer = std::thread::Builder::new()
@@ -96,6 +123,10 @@ pub fn spawn(
             if let Some(c) = core {
                 let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
             }
+            // The writer shares the cold core with the journal thread: when both can run,
+            // the journal (what producers wait on) goes first. A redb commit of thousands
+            // of capsules is CPU-bound for milliseconds.
+            lower_priority(WRITER_NICE);
             writer::run(&store, rx, &stats);
         })
         .map_err(|e| PersistError::Thread("store writer", e))?;
@@ -109,6 +140,8 @@ pub fn spawn(
         batch: Batch::default(),
         closed: Vec::new(),
         waiting: HashMap::new(),
+        unscored: HashMap::new(),
+        predicting: p.predict,
         waiting_max: o
             .config
             .reflex
@@ -262,6 +295,11 @@ impl JournalThread {
                         .scores
                         .push((c.key.scope_id.clone(), pred.predictor.clone(), scores));
                     self.stats.scored.fetch_add(1, Ordering::Relaxed);
+                } else if self.predicting {
+                    // Its prediction may still be on the reflex ring (ingest's ring is
+                    // drained first): keep the observation until it comes.
+                    bound(&mut self.unscored, self.waiting_max);
+                    self.unscored.insert(key, obs.clone());
                 }
             }
             self.batch.capsules.push(c);
@@ -320,13 +358,17 @@ impl JournalThread {
             confidence: guess.confidence,
             series,
         };
-        if self.waiting.len() >= self.waiting_max {
-            // Predictions whose windows never closed (nodes that went quiet): the oldest
-            // half goes.
-            let mut starts: Vec<i64> = self.waiting.keys().map(|k| k.1).collect();
-            starts.sort_unstable();
-            let cut = starts[starts.len() / 2];
-            self.waiting.retain(|k, _| k.1 > cut);
+        let wkey = (guess.node_id.to_owned(), guess.window_ms, guess.resolution);
+        if let Some(obs) = self.unscored.remove(&wkey) {
+            // The window closed before its prediction was read: score it now.
+            let scores = rim_capsule::score(&prediction, &obs);
+            self.batch
+                .scores
+                .push((wkey.0.clone(), prediction.predictor.clone(), scores));
+            self.stats.scored.fetch_add(1, Ordering::Relaxed);
+        } else {
+            bound(&mut self.waiting, self.waiting_max);
+            self.waiting.insert(wkey, prediction.clone());
         }
         let key = CapsuleKey {
             scope_id: guess.node_id.to_owned(),
@@ -334,10 +376,6 @@ impl JournalThread {
             resolution: guess.resolution,
             vantage: Vantage::Predicted,
         };
-        self.waiting.insert(
-            (guess.node_id.to_owned(), guess.window_ms, guess.resolution),
-            prediction.clone(),
-        );
         self.batch.capsules.push(Capsule {
             key,
             body: CapsuleBody::Predicted(prediction),
@@ -364,6 +402,31 @@ impl JournalThread {
         self.stats.sync_ns_max.fetch_max(ns, Ordering::Relaxed);
         self.unsynced_bytes = 0;
         self.publish_marker();
+    }
+
+    /// The watermarks of a checkpoint taken now (everything appended is synced):
+    /// `committed_to` = the journal's ends, which the roll-up copy is complete to;
+    /// `replay_from` = the previous checkpoint's ends, so that recovery feeds the events
+    /// from there to ingest's dedup windows and the reflex state, and never later than
+    /// the ends as of the last marker producers were told is durable: an event synced just
+    /// before a crash but not yet acknowledged is recognised when its producer resends it.
+    fn checkpoint_watermarks(&mut self) -> Vec<Watermark> {
+        let ends: Vec<u64> = (0..self.partitions).map(|p| self.journal.durable(p)).collect();
+        let previous = std::mem::replace(&mut self.checkpoint_ends, ends);
+        let settled = self.settled_ends().unwrap_or_else(|| self.replay_floor.clone());
+        self.replay_floor.clone_from(&settled);
+        (0..self.partitions)
+            .map(|p| {
+                let i = p as usize;
+                let end = self.checkpoint_ends[i];
+                let from = previous.get(i).copied().unwrap_or(end).min(end);
+                Watermark {
+                    partition: p,
+                    replay_from: from.min(settled.get(i).copied().unwrap_or(0)),
+                    committed_to: end,
+                }
+            })
+            .collect()
     }
 
     /// Tells ingest the last marker read is durable (everything before it is synced), and
@@ -406,6 +469,7 @@ impl JournalThread {
     /// watermarks when one is due (and always at the end: `final_`).
     fn hand_off(&mut self, final_: bool) {
         self.handed_at = Instant::now();
+        let mut rollup_copy = None;
         // A scan of every node: idle windows need closing within the grace, not at every
         // hand-off.
         // A scan of every node: idle windows need closing within the grace, not at every
@@ -420,46 +484,26 @@ impl JournalThread {
         // from there.
         if final_ || self.checkpointed_at.elapsed() >= self.checkpoint_every {
             self.checkpointed_at = Instant::now();
-            match self.rollup.checkpoint() {
-                Ok(bytes) => {
-                    self.batch.checkpoint = Some(bytes);
-                    let ends: Vec<u64> = (0..self.partitions).map(|p| self.journal.durable(p)).collect();
-                    // replay_from is the previous checkpoint's end: recovery feeds the
-                    // events from there to ingest's dedup windows and the reflex state
-                    // (not to the roll-up, which the checkpoint restores), so an event
-                    // synced just before a crash but never seen acknowledged by its
-                    // producer is recognised when the producer sends it again.
-                    let previous = std::mem::replace(&mut self.checkpoint_ends, ends);
-                    // And never past what producers have been told is durable.
-                    let settled = self.settled_ends().unwrap_or_else(|| self.replay_floor.clone());
-                    self.replay_floor.clone_from(&settled);
-                    self.batch.watermarks = (0..self.partitions)
-                        .map(|p| {
-                            let i = p as usize;
-                            let end = self.checkpoint_ends[i];
-                            let from = previous.get(i).copied().unwrap_or(end).min(end);
-                            Watermark {
-                                partition: p,
-                                replay_from: from.min(settled.get(i).copied().unwrap_or(0)),
-                                committed_to: end,
-                            }
-                        })
-                        .collect();
-                }
-                Err(e) => error!(error = %e, "roll-up checkpoint failed; recovery will read further back"),
-            }
+            // A copy (milliseconds) goes to the writer, which serialises it (tens of
+            // milliseconds for 10k nodes) off this thread.
+            rollup_copy = Some(Box::new(self.rollup.clone()));
+            self.batch.watermarks = self.checkpoint_watermarks();
         }
         self.stats.late_events.store(self.rollup.late(), Ordering::Relaxed);
         let batch = std::mem::take(&mut self.batch);
         self.stats
             .store_pending
             .fetch_add(batch.capsules.len() as u64, Ordering::Relaxed);
-        match self.to_writer.try_send(batch) {
+        let handoff = Handoff {
+            batch,
+            rollup: rollup_copy,
+        };
+        match self.to_writer.try_send(handoff) {
             Ok(()) => {}
-            Err(TrySendError::Full(batch)) => {
+            Err(TrySendError::Full(handoff)) => {
                 // The writer lags: wait for it (the rings back up behind us, producers
                 // see Full; nothing is dropped).
-                if self.to_writer.send(batch).is_err() {
+                if self.to_writer.send(handoff).is_err() {
                     error!("store writer is gone; capsules are not being stored");
                 }
             }
@@ -468,14 +512,24 @@ impl JournalThread {
     }
 }
 
+/// Keeps a map of windows under `max` entries: when full, the older half (by window
+/// start) goes — predictions or observations whose other half never came.
+fn bound<V>(map: &mut HashMap<(String, i64, u32), V>, max: usize) {
+    if map.len() < max.max(2) {
+        return;
+    }
+    let mut starts: Vec<i64> = map.keys().map(|k| k.1).collect();
+    starts.sort_unstable();
+    let cut = starts[starts.len() / 2];
+    map.retain(|k, _| k.1 > cut);
+}
+
 /// Remembers the names of an event's metrics by hash (predictions name series by hash).
 pub(super) fn learn_names(names: &mut HashMap<u64, String>, rec: &EventRecord<'_>) {
     for (name, _) in rec.metrics() {
         // The key the reflex state stores the series under, as predictions carry it.
         let h = crate::reflex::state::metric_key(rim_rules::name_hash(name).max(1));
-        if !names.contains_key(&h) {
-            names.insert(h, name.to_owned());
-        }
+        names.entry(h).or_insert_with(|| name.to_owned());
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rim_capsule::{Batch, Store};
 use tracing::{error, warn};
 
+use super::thread::Handoff;
 use super::PersistStats;
 use crate::ingest::unix_ms;
 
@@ -21,13 +22,29 @@ const TRIES: u32 = 3;
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// Commits batches until the journal thread hangs up.
-pub(super) fn run(store: &Store, rx: Receiver<Batch>, stats: &PersistStats) {
+pub(super) fn run(store: &Store, rx: Receiver<Handoff>, stats: &PersistStats) {
     let mut retained_at = Instant::now();
-    while let Ok(mut batch) = rx.recv() {
+    while let Ok(first) = rx.recv() {
+        let (mut batch, mut rollup) = (first.batch, first.rollup);
         while batch.capsules.len() < MERGE_CAPSULES_MAX {
             match rx.try_recv() {
-                Ok(more) => merge(&mut batch, more),
+                Ok(more) => {
+                    if more.rollup.is_some() {
+                        rollup = more.rollup;
+                    }
+                    merge(&mut batch, more.batch);
+                }
                 Err(_) => break,
+            }
+        }
+        if let Some(r) = rollup {
+            match r.checkpoint() {
+                Ok(bytes) => batch.checkpoint = Some(bytes),
+                Err(e) => {
+                    // Without its checkpoint the watermarks must not move either.
+                    error!(error = %e, "roll-up checkpoint failed; recovery will read further back");
+                    batch.watermarks.clear();
+                }
             }
         }
         commit(store, &mut batch, stats);
@@ -42,10 +59,9 @@ fn merge(into: &mut Batch, mut more: Batch) {
     into.capsules.append(&mut more.capsules);
     into.decisions.append(&mut more.decisions);
     into.scores.append(&mut more.scores);
-    // A later checkpoint supersedes an earlier one, with its watermarks (the two stay a
-    // pair).
-    if more.checkpoint.is_some() {
-        into.checkpoint = more.checkpoint;
+    // Later watermarks (always sent with a roll-up copy) supersede earlier ones; the
+    // checkpoint made from that copy goes with them.
+    if !more.watermarks.is_empty() {
         into.watermarks = more.watermarks;
     }
 }
