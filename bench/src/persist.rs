@@ -14,8 +14,8 @@
 //!   10,000 per transaction, idempotency check and encoding included), and beside it
 //!   `redb-raw`: the same rows, pre-encoded, plainly inserted into the same tables with
 //!   no idempotency read (rim_capsule::raw), in a fresh store, same run.
-//! - `recovery`: the `journal` row's daemon is SIGKILLed and a new one started on its
-//!   data: `ready_ms` from spawn until it serves (control socket and stats up);
+//! - `recovery`: the `journal` row's daemon is SIGKILLed (once its store has caught up
+//!   with the journal, plus one checkpoint period) and a new one started on its data: `ready_ms` from spawn until it serves (control socket and stats up);
 //!   `events` = events in the journal; `replayed` = records recovery read (since the
 //!   store's watermarks); and `full_replay_ms` with the store deleted, so recovery reads
 //!   the whole journal.
@@ -195,7 +195,19 @@ fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64, keep: bool) -> Re
         sync_max / 1000,
         commits
     );
-    // Hand the data to the recovery row: SIGKILL, as a crash would.
+    // Hand the data to the recovery row: SIGKILL, as a crash would, once the store has
+    // caught up with the journal (under overload it lags by seconds, and recovery then
+    // replays that much more: see the closing notes).
+    if keep {
+        let caught_up = daemon.wait_stats(Duration::from_secs(120), |s| {
+            s.counters.get("persist.store_pending").copied().unwrap_or(1) == 0
+        });
+        if caught_up.is_err() {
+            eprint!("(the store had not caught up after 120 s) ");
+        }
+        // One more checkpoint period, so the last checkpoint is of the quiet journal.
+        std::thread::sleep(Duration::from_millis(2_500));
+    }
     daemon.kill9();
     if keep {
         *KEPT.lock().map_err(|_| BenchError::Setup("lock".into()))? = Some(Kept {
