@@ -1,7 +1,7 @@
 //! Guards the C ABI (`ring/include/rim_ring.h`): a C program compiled with the system C
 //! compiler and linked against `librim_ring.so` attaches, interns, publishes events with
-//! every field, and sees each refusal with the right status; the Rust consumer receives
-//! exactly those events. Needs `target/<profile>/librim_ring.so` (`scripts/test.sh` builds
+//! every field, sees each refusal with the right status, and waits for durability
+//! (`rim_producer_wait_durable`); the Rust consumer receives exactly those events. Needs `target/<profile>/librim_ring.so` (`scripts/test.sh` builds
 //! it first with `cargo build -p rim-ring`).
 
 use std::path::PathBuf;
@@ -84,6 +84,9 @@ fn a_c_feed_handler_publishes_through_the_c_abi() {
             })
             .expect("poll");
     }
+    // Everything read: tell the producer it is durable (what the daemon's journal does
+    // after its sync); the C program waits for exactly this with rim_producer_wait_durable.
+    consumer.set_durable_position(consumer.position());
     let out = child.wait_with_output().expect("wait");
     assert!(
         out.status.success(),

@@ -77,6 +77,17 @@ int main(int argc, char **argv) {
     ev.price = 1.0 / 0.0;
     CHECK(rim_producer_publish(p, &ev), RIM_ERR_INVALID);
     CHECK(rim_producer_publish(p, NULL), RIM_ERR_ARGUMENT);
+    /* Durability: a position never reached times out; the end becomes durable once the
+       consumer (the test, standing in for the daemon's journal) says so. */
+    uint64_t end = rim_producer_position(p);
+    CHECK(rim_producer_wait_durable(p, end + 4096, 1000000ULL), 0);
+    CHECK(rim_producer_wait_durable(NULL, end, 1000ULL), 0);
+    CHECK(rim_producer_wait_durable(p, end, 30000000000ULL), 1);
+    if (rim_producer_durable_position(p) < end) {
+        fprintf(stderr, "durable position %llu < %llu\n", (unsigned long long)rim_producer_durable_position(p),
+                (unsigned long long)end);
+        return 1;
+    }
     printf("position=%llu\n", (unsigned long long)rim_producer_position(p));
     rim_producer_close(p);
     return 0;
