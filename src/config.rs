@@ -183,10 +183,8 @@ pub struct PersistConfig {
     pub data_dir: PathBuf,
     /// Bytes of each journal segment file.
     pub segment_bytes: u64,
-    /// Longest an appended record waits for its sync, µs (the journal syncs sooner when
-    /// its input ring runs dry).
-    pub commit_interval_us: u64,
-    /// Bytes appended that force a sync.
+    /// Bytes appended that force a sync (group commit: the journal thread syncs as soon
+    /// as its input ring runs dry, or when this many bytes wait, whichever is first).
     pub commit_bytes: u64,
     /// Journal retention by age, hours.
     pub retention_hours: u64,
@@ -222,7 +220,6 @@ impl Default for PersistConfig {
             enabled: true,
             data_dir: PathBuf::from("/var/tmp/rimd"),
             segment_bytes: 64 << 20,
-            commit_interval_us: 1_000,
             commit_bytes: 8 << 20,
             retention_hours: 7 * 24,
             retention_bytes: 16 << 30,
@@ -256,12 +253,6 @@ impl PersistConfig {
             return bad(format!(
                 "persist.segment_bytes = {} (64 KiB..=1 GiB)",
                 self.segment_bytes
-            ));
-        }
-        if self.commit_interval_us == 0 || self.commit_interval_us > 1_000_000 {
-            return bad(format!(
-                "persist.commit_interval_us = {} (1..=1000000)",
-                self.commit_interval_us
             ));
         }
         if self.commit_bytes < 4096 {

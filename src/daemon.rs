@@ -579,6 +579,8 @@ fn finish(shard: &mut HotShard, fig: crate::report::ShardFigures) {
         while !ingest.report_now(fig) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
+        // The journal thread still runs: the producers' last durable positions.
+        ingest.settle_final(DRAIN_DEADLINE);
         ingest.retire_all();
     }
     shard.reflex.maintain(0, false, fig);

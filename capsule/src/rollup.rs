@@ -145,7 +145,7 @@ impl Window {
             });
         }
         if let Some(v) = obs.volume {
-            self.volume_sum = Some(self.volume_sum.unwrap_or(0.0) + v);
+            self.volume_sum = Some((self.volume_sum.unwrap_or(0.0) + v).clamp(f64::MIN, f64::MAX));
         }
         if let Some(s) = obs.stress {
             self.stress_max = Some(self.stress_max.map_or(s, |m| m.max(s)));
@@ -167,7 +167,9 @@ impl Window {
                 m.count += 1;
                 m.min = m.min.min(value);
                 m.max = m.max.max(value);
-                m.sum += value;
+                // Sums of finite inputs can still overflow: saturate, so every stored
+                // number (and the checkpoint, JSON) stays finite.
+                m.sum = (m.sum + value).clamp(f64::MIN, f64::MAX);
                 m.last = value;
             }
             Err(i) => self.metrics.insert(

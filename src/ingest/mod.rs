@@ -493,6 +493,24 @@ impl Ingest {
         }
     }
 
+    /// At shutdown, after the rings are drained: waits (up to `timeout`) until the
+    /// journal thread has synced the last marker, and tells the producers, so that a
+    /// producer waiting for durability hears about its last events before rimd exits.
+    pub fn settle_final(&mut self, timeout: std::time::Duration) {
+        let Some(last) = self.router.journal.as_ref().map(|j| j.marker_seq) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.settle_durable();
+            let settled = self.router.journal.as_ref().map_or(last, |j| j.settled_marker);
+            if settled >= last || std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// At shutdown: hands every ring back (after the caller drained them).
     pub fn retire_all(&mut self) {
         while let Some(ring) = self.rings.pop() {

@@ -73,6 +73,14 @@ pub enum PersistError {
         /// What is wrong.
         message: String,
     },
+    /// Another daemon uses this data directory.
+    #[error("another rimd (pid {pid}) uses the data directory {path}; stop it or choose another persist.data_dir")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// The pid in its lock file ("?" if unreadable).
+        pid: String,
+    },
     /// A thread could not start.
     #[error("cannot start the {0} thread: {1}")]
     Thread(&'static str, std::io::Error),
@@ -108,11 +116,9 @@ pub struct PersistStats {
     pub scored: AtomicU64,
     /// Store transactions.
     pub store_commits: AtomicU64,
-    /// Store write failures (the batch is retried, then dropped; the journal keeps the
-    /// events and a restart rebuilds from the last watermark).
+    /// Store write failures (the batch is retried for 30 s, then rimd exits and a restart
+    /// rebuilds from the last checkpoint: a batch is never dropped).
     pub store_errors: AtomicU64,
-    /// Batches dropped after the retries failed.
-    pub store_batches_dropped: AtomicU64,
     /// Late events (before their node's open window) not rolled up.
     pub late_events: AtomicU64,
     /// Journal records the recovery replayed at start.
@@ -148,7 +154,6 @@ impl PersistStats {
             ("scored", r(&self.scored)),
             ("store_commits", r(&self.store_commits)),
             ("store_errors", r(&self.store_errors)),
-            ("store_batches_dropped", r(&self.store_batches_dropped)),
             ("late_events", r(&self.late_events)),
             ("recovered_events", r(&self.recovered_events)),
             ("recovery_ms", r(&self.recovery_ms)),
@@ -162,6 +167,8 @@ impl PersistStats {
 
 /// Journal and store opened at start, before recovery.
 pub struct Opened {
+    /// The data directory's lock, held for the daemon's life.
+    pub _lock: std::fs::File,
     /// The journal, tails cut.
     pub journal: Journal<Fs>,
     /// The store.
@@ -190,6 +197,7 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
         path: p.data_dir.clone(),
         source,
     })?;
+    let lock = lock_data_dir(&p.data_dir)?;
     let stats = Arc::new(PersistStats::default());
     let mut jcfg = JournalConfig::new(p.journal_dir(), config.topology.partitions);
     jcfg.segment_bytes = p.segment_bytes;
@@ -213,6 +221,7 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
     let mut marks: Vec<(u64, u64)> = (0..config.topology.partitions)
         .map(|part| (journal.start(part), journal.start(part)))
         .collect();
+    let mut rejected = false;
     for w in store.watermarks()? {
         if let Some(m) = marks.get_mut(w.partition as usize) {
             // A watermark past the journal's end (a journal lost or replaced under a
@@ -227,6 +236,7 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
                     end,
                     "watermark past the journal's end; replaying the whole partition"
                 );
+                rejected = true;
             }
         }
     }
@@ -249,14 +259,23 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
         grace_ms: p.grace_ms,
         nodes_max: config.reflex.nodes_max,
     };
-    let has_checkpoint = store.checkpoint()?.is_some();
+    // A checkpoint is only good with all of its watermarks: one rejected, and the roll-up
+    // starts empty and takes every replayed event (replay from the start everywhere).
+    let has_checkpoint = !rejected && store.checkpoint()?.is_some();
+    if rejected {
+        for (part, m) in marks.iter_mut().enumerate() {
+            let start = journal.start(part as u32);
+            *m = (start, start);
+        }
+    }
     if !has_checkpoint {
         // No checkpoint: the roll-up starts empty and takes every replayed event.
         for m in &mut marks {
             m.1 = m.0;
         }
     }
-    let rollup = match store.checkpoint()? {
+    let stored = if has_checkpoint { store.checkpoint()? } else { None };
+    let rollup = match stored {
         Some(bytes) => match Rollup::restore(rcfg.clone(), &bytes) {
             Ok(r) => {
                 info!(open_windows = r.open_windows(), "roll-up restored from its checkpoint");
@@ -276,6 +295,7 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
         None => Rollup::new(rcfg),
     };
     Ok(Opened {
+        _lock: lock,
         journal,
         store,
         rollup,
@@ -285,6 +305,41 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
         stats,
         config: config.clone(),
     })
+}
+
+/// Takes `{data_dir}/rimd.lock` (flock) before the journal is touched: a second daemon
+/// on the same data would otherwise "repair" the first one's live segment at open.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, PersistError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("rimd.lock");
+    let io = |source| PersistError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid: String = pid.trim().chars().take(16).collect();
+            return Err(PersistError::Locked {
+                path: dir.to_owned(),
+                pid: if pid.is_empty() { "?".into() } else { pid },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 /// What recovery did.

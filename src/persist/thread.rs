@@ -28,6 +28,19 @@ const IDLE_SLEEP: Duration = Duration::from_micros(50);
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 /// How often open windows of quiet nodes are looked for.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Exit code when the persist path cannot go on (as `EX_IOERR`).
+pub(super) const EXIT_PERSIST: i32 = 74;
+
+/// Ends the process: after a failed sync the kernel may have dropped the dirty pages
+/// (the journal refuses all further writes), and the roll-up holds events that are not
+/// synced, so going on in this process is not safe. What was acknowledged is on disk; a
+/// restart recovers from it, exactly as after a crash.
+pub(super) fn fatal(what: &str, e: &dyn std::fmt::Display) -> ! {
+    error!(error = %e, "{what}; rimd exits so that a restart recovers from the journal");
+    eprintln!("rimd: {what}: {e}; exiting (code {EXIT_PERSIST}) so that a restart recovers from the journal");
+    std::process::exit(EXIT_PERSIST);
+}
+
 /// Nice value of the store writer thread (the journal thread keeps 0).
 const WRITER_NICE: i32 = 10;
 
@@ -99,6 +112,8 @@ struct JournalThread {
     /// Markers published durable, with the journal's ends when they were.
     marker_ends: std::collections::VecDeque<(u64, Vec<u64>)>,
     published_marker: u64,
+    /// The journal's ends when the last marker was read.
+    last_marker_ends: Vec<u64>,
     /// The ends as of the last marker known acknowledged (replay never starts later).
     replay_floor: Vec<u64>,
     retained_at: Instant,
@@ -162,6 +177,7 @@ pub fn spawn(
         checkpoint_ends: o.marks.iter().map(|m| m.1).collect(),
         marker_ends: std::collections::VecDeque::new(),
         published_marker: 0,
+        last_marker_ends: vec![0; partitions as usize],
         replay_floor: o.marks.iter().map(|m| m.0).collect(),
         retained_at: Instant::now(),
         partitions,
@@ -199,7 +215,7 @@ impl JournalThread {
                 self.publish_marker();
             }
             let stopping = stop.load(Ordering::Relaxed);
-            if self.unsynced_bytes == 0 && (stopping || self.handoff_due()) {
+            if self.unsynced_bytes == 0 && !stopping && self.handoff_due() {
                 self.hand_off(false);
             }
             if self.retained_at.elapsed() >= RETAIN_EVERY {
@@ -226,7 +242,10 @@ impl JournalThread {
 
     fn handoff_due(&self) -> bool {
         let pending = self.batch.capsules.len() + self.batch.decisions.len() + self.batch.scores.len();
-        pending >= self.store_batch_max || (self.handed_at.elapsed() >= self.store_interval)
+        let checkpoint_due = self.checkpointed_at.elapsed() >= self.checkpoint_every;
+        // An empty batch is not worth an fsync, unless a checkpoint is due.
+        pending >= self.store_batch_max
+            || (self.handed_at.elapsed() >= self.store_interval && (pending > 0 || checkpoint_due))
     }
 
     /// Drains ingest's ring until it is dry or `commit_bytes` are waiting for a sync:
@@ -238,15 +257,19 @@ impl JournalThread {
             let head = match entry::pop(&mut self.inputs.ingest, &mut self.payload) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
-                Err(e) => {
-                    error!(error = %e, "ingest's journal ring is corrupt (a bug); its content is skipped");
-                    break;
-                }
+                Err(e) => fatal("ingest's journal ring is corrupt (a bug)", &e),
             };
             n += 1;
             match head.kind {
                 KIND_EVENT => self.append(u32::from(head.partition), head.aux),
-                KIND_MARKER => self.last_marker = head.aux,
+                KIND_MARKER => {
+                    self.last_marker = head.aux;
+                    // What this marker stands for: the journal as it is now, not as it
+                    // will be at the sync (more events may be appended before it).
+                    for (p, end) in self.last_marker_ends.iter_mut().enumerate() {
+                        *end = self.journal.end(p as u32);
+                    }
+                }
                 other => warn!(kind = other, "unexpected entry on ingest's journal ring"),
             }
         }
@@ -255,16 +278,11 @@ impl JournalThread {
 
     fn append(&mut self, partition: u32, time_ms: u64) {
         let payload = std::mem::take(&mut self.payload);
-        let pos = loop {
-            match self.journal.append(partition, &payload, time_ms) {
-                Ok(pos) => break pos,
-                Err(e) => {
-                    // Disk full or an I/O error: the event is not acknowledged (the marker
-                    // waits behind it), ingest backs up, producers see Full. Retry.
-                    self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
-                    error!(error = %e, partition, "journal append failed; retrying in 100 ms");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+        let pos = match self.journal.append(partition, &payload, time_ms) {
+            Ok(pos) => pos,
+            Err(e) => {
+                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                fatal("journal append failed", &e);
             }
         };
         self.stats.journal_events.fetch_add(1, Ordering::Relaxed);
@@ -313,10 +331,7 @@ impl JournalThread {
             let head = match entry::pop(&mut self.inputs.reflex[k], &mut self.payload) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
-                Err(e) => {
-                    error!(shard = k, error = %e, "reflex ring to the journal is corrupt (a bug)");
-                    break;
-                }
+                Err(e) => fatal("a reflex ring to the journal is corrupt (a bug)", &e),
             };
             consumed += entry::HEAD_BYTES + head.len as usize;
             n += 1;
@@ -350,11 +365,11 @@ impl JournalThread {
                 base: s.base,
             })
             .collect();
-        let window_end = guess.window_ms + i64::from(guess.resolution) * 1000;
+        let window_end = guess.window_ms.saturating_add(i64::from(guess.resolution) * 1000);
         let prediction = Prediction {
             predictor: predict::PREDICTOR.to_owned(),
             made_at_ms: guess.made_at_ms,
-            horizon_ms: (window_end - guess.made_at_ms).max(0) as u64,
+            horizon_ms: window_end.saturating_sub(guess.made_at_ms).max(0) as u64,
             confidence: guess.confidence,
             series,
         };
@@ -386,15 +401,9 @@ impl JournalThread {
 
     fn sync(&mut self) {
         let t0 = Instant::now();
-        loop {
-            match self.journal.sync() {
-                Ok(_) => break,
-                Err(e) => {
-                    self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
-                    error!(error = %e, "journal sync failed; retrying in 100 ms (nothing is acknowledged meanwhile)");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
+        if let Err(e) = self.journal.sync() {
+            self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+            fatal("journal sync failed", &e);
         }
         let ns = t0.elapsed().as_nanos() as u64;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -441,8 +450,8 @@ impl JournalThread {
             // before the settled marker's.
             self.marker_ends.remove(1);
         }
-        let ends = (0..self.partitions).map(|p| self.journal.durable(p)).collect();
-        self.marker_ends.push_back((self.last_marker, ends));
+        self.marker_ends
+            .push_back((self.last_marker, self.last_marker_ends.clone()));
         self.inputs.durable_marker.store(self.last_marker, Ordering::Release);
     }
 

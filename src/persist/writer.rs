@@ -16,8 +16,9 @@ use crate::ingest::unix_ms;
 
 /// Capsules merged into one transaction at most.
 const MERGE_CAPSULES_MAX: usize = 50_000;
-/// Tries per batch before it is dropped (the journal still has its events).
-const TRIES: u32 = 3;
+/// How long a batch is retried before the process gives up: dropping it would let later
+/// watermarks pass capsules (and audit records) that were never written.
+const RETRY_FOR: Duration = Duration::from_secs(30);
 /// Store retention runs this often.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
@@ -69,7 +70,10 @@ fn merge(into: &mut Batch, mut more: Batch) {
 /// Writes one batch (retrying), counts the outcome and clears it.
 pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
     let capsules = batch.capsules.len() as u64;
-    for attempt in 1..=TRIES {
+    let started = std::time::Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         match store.write(batch) {
             Ok(out) => {
                 stats.store_commits.fetch_add(1, Ordering::Relaxed);
@@ -89,23 +93,18 @@ pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
                     warn!(
                         conflicts = out.conflicts.len(),
                         first = %out.conflicts[0],
-                        "capsules already committed with other content were kept (a window closed again after a restart)"
+                        "capsules already committed with other content were kept"
                     );
                 }
                 break;
             }
             Err(e) => {
                 stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                error!(error = %e, attempt, "store write failed");
-                if attempt == TRIES {
-                    stats.store_batches_dropped.fetch_add(1, Ordering::Relaxed);
-                    error!(
-                        capsules,
-                        "batch dropped after {TRIES} tries; a restart rebuilds it from the journal"
-                    );
-                } else {
-                    std::thread::sleep(Duration::from_millis(50 << attempt));
+                error!(error = %e, attempt, "store write failed; retrying");
+                if started.elapsed() >= RETRY_FOR {
+                    super::thread::fatal("the store refuses writes", &e);
                 }
+                std::thread::sleep(Duration::from_millis((50u64 << attempt.min(4)).min(1_000)));
             }
         }
     }

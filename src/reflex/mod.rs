@@ -136,6 +136,12 @@ pub struct PersistOut {
     pub resolutions: Vec<u32>,
 }
 
+/// Room the persist ring must have before an event is taken: 16 decisions and 8
+/// predictions of the largest size (an event firing more than 16 rules with the ring
+/// nearly full can still lose audit records; they are counted in `audit_dropped`).
+const PERSIST_ROOM_PER_EVENT: usize =
+    16 * (HEAD_BYTES + RECORD_BYTES_MAX) + 8 * (HEAD_BYTES + predict::RECORD_BYTES_MAX);
+
 /// The audit copy of decisions and the predictor's per-node window tracking.
 struct Persisted {
     ring: rtrb::Producer<u8>,
@@ -179,7 +185,11 @@ impl Persisted {
         let r = self.resolutions_ms.len();
         for k in 0..r {
             let res = self.resolutions_ms[k];
-            let w = ts.div_euclid(res) * res;
+            // Event times come from producers: any i64. Windows that do not fit are not
+            // predicted.
+            let Some(w) = ts.div_euclid(res).checked_mul(res) else {
+                continue;
+            };
             let slot = n as usize * r + k;
             let Some(seen) = self.windows.get_mut(slot) else { return };
             if *seen == w {
@@ -189,15 +199,17 @@ impl Persisted {
             if replay {
                 continue;
             }
-            if self.predict(state, n, w + res, (res / 1000) as u32, ts) {
-                counters[C_PREDICTIONS] += 1;
-            } else {
-                counters[C_PREDICTIONS_DROPPED] += 1;
+            let Some(next) = w.checked_add(res) else { continue };
+            match self.predict(state, n, next, (res / 1000) as u32, ts) {
+                Some(true) => counters[C_PREDICTIONS] += 1,
+                Some(false) => counters[C_PREDICTIONS_DROPPED] += 1,
+                None => {}
             }
         }
     }
 
-    fn predict(&mut self, state: &NodeState, n: u32, window_ms: i64, resolution: u32, ts: i64) -> bool {
+    /// Sends the prediction: Some(sent), or None when the node has no series yet.
+    fn predict(&mut self, state: &NodeState, n: u32, window_ms: i64, resolution: u32, ts: i64) -> Option<bool> {
         self.guesses.clear();
         let mut conf = 0.0;
         for (key, count, ewma, var, last) in state.series(n).take(predict::SERIES_MAX) {
@@ -209,7 +221,7 @@ impl Persisted {
             conf += predict::series_confidence(count, ewma, var);
         }
         if self.guesses.is_empty() {
-            return true;
+            return None;
         }
         let confidence = conf / self.guesses.len() as f64;
         let len = predict::encode(
@@ -224,7 +236,7 @@ impl Persisted {
         let record = std::mem::take(&mut self.record);
         let ok = len > 0 && self.push(KIND_PREDICTION, 0, &record[..len]);
         self.record = record;
-        ok
+        Some(ok)
     }
 }
 
@@ -306,6 +318,14 @@ impl Reflex {
 
     /// Reads and handles one record. Returns false when the ring is empty.
     pub fn step(&mut self) -> bool {
+        // Back-pressure from the journal thread: an event is only taken when its audit
+        // records and predictions fit, so a lagging store slows ingest (producers see
+        // Full) instead of losing audit records.
+        if let Some(p) = self.emit.persisted.as_ref() {
+            if p.ring.slots() < PERSIST_ROOM_PER_EVENT {
+                return false;
+            }
+        }
         let Self {
             input,
             scratch,
