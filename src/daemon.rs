@@ -441,40 +441,19 @@ fn prepare_run_dir(config: &Config) -> Result<(), DaemonError> {
 /// Takes `{run_dir}/rimd.lock` (an advisory lock the kernel drops when the process dies,
 /// so a crashed daemon never leaves it held) and writes this pid into it.
 fn lock_run_dir(config: &Config) -> Result<std::fs::File, DaemonError> {
-    use std::io::{Read, Seek, Write};
     let path = config.daemon.run_dir.join("rimd.lock");
-    let io = |what: &'static str, path: &std::path::Path| {
-        let path = path.to_owned();
-        move |source| DaemonError::Io { what, path, source }
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io("cannot open lock file", &path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            return Err(DaemonError::AlreadyRunning {
-                run_dir: config.daemon.run_dir.clone(),
-                pid: if pid.is_empty() {
-                    "?".into()
-                } else {
-                    pid.chars().take(16).collect()
-                },
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io("cannot lock", &path)(e)),
+    match crate::lockfile::try_lock(&path) {
+        Ok(crate::lockfile::Lock::Held(file)) => Ok(file),
+        Ok(crate::lockfile::Lock::Busy(pid)) => Err(DaemonError::AlreadyRunning {
+            run_dir: config.daemon.run_dir.clone(),
+            pid,
+        }),
+        Err(source) => Err(DaemonError::Io {
+            what: "cannot lock",
+            path,
+            source,
+        }),
     }
-    file.set_len(0).map_err(io("cannot write lock file", &path))?;
-    file.rewind().map_err(io("cannot write lock file", &path))?;
-    writeln!(file, "{}", std::process::id()).map_err(io("cannot write lock file", &path))?;
-    Ok(file)
 }
 
 fn decision_segment(config: &Config, shard: usize) -> Result<Arc<Segment>, DaemonError> {

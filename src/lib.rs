@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod ingest;
+pub mod lockfile;
 pub mod memory;
 pub mod persist;
 pub mod reflex;

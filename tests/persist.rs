@@ -196,3 +196,25 @@ fn capsules_predictions_audit_and_restart() {
         .expect("final stats");
     assert_eq!(counter(&s, "persist.capsules_kept"), 0, "no window came back different");
 }
+
+/// A second daemon on the same data directory (another run directory) is refused before
+/// it touches the journal, naming the directory and the first daemon's pid.
+#[test]
+fn one_daemon_per_data_directory() {
+    let d = Daemon::start(&[], None);
+    let other = TempDir::new("second");
+    let out = rimd_command()
+        .arg("--run-dir")
+        .arg(other.path().join("run"))
+        .args(["--set", "topology.idle=backoff", "--set", "topology.pin=false"])
+        .arg("--set")
+        .arg(format!("persist.data_dir={}", d.data_dir().display()))
+        .output()
+        .expect("run a second rimd");
+    assert!(!out.status.success(), "a second daemon started on the same data");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&d.data_dir().display().to_string()) && err.contains(&d.pid().to_string()),
+        "{err}"
+    );
+}

@@ -310,36 +310,15 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
 /// Takes `{data_dir}/rimd.lock` (flock) before the journal is touched: a second daemon
 /// on the same data would otherwise "repair" the first one's live segment at open.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, PersistError> {
-    use std::io::{Read, Seek, Write};
     let path = dir.join("rimd.lock");
-    let io = |source| PersistError::DataDir {
-        path: path.clone(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid: String = pid.trim().chars().take(16).collect();
-            return Err(PersistError::Locked {
-                path: dir.to_owned(),
-                pid: if pid.is_empty() { "?".into() } else { pid },
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    match crate::lockfile::try_lock(&path) {
+        Ok(crate::lockfile::Lock::Held(file)) => Ok(file),
+        Ok(crate::lockfile::Lock::Busy(pid)) => Err(PersistError::Locked {
+            path: dir.to_owned(),
+            pid,
+        }),
+        Err(source) => Err(PersistError::DataDir { path, source }),
     }
-    file.set_len(0).map_err(io)?;
-    file.rewind().map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(file)
 }
 
 /// What recovery did.

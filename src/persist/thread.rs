@@ -83,6 +83,8 @@ pub struct JournalInputs {
 }
 
 struct JournalThread {
+    /// The data directory's lock: held while the journal is written.
+    _lock: std::fs::File,
     journal: Journal<Fs>,
     rollup: Rollup,
     names: HashMap<u64, String>,
@@ -147,6 +149,7 @@ pub fn spawn(
         .map_err(|e| PersistError::Thread("store writer", e))?;
     let partitions = o.journal.partitions();
     let mut t = JournalThread {
+        _lock: o._lock,
         journal: o.journal,
         rollup: o.rollup,
         names: o.names,
