@@ -71,6 +71,10 @@ pub struct Config {
     pub stats: StatsConfig,
     /// The journal and the CAPSULE store.
     pub persist: PersistConfig,
+    /// The HTTP API.
+    pub api: crate::api::config::ApiConfig,
+    /// The Kafka bridge.
+    pub bridge: crate::bridge::config::BridgeConfig,
 }
 
 /// Files and sockets.

@@ -6,6 +6,8 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod api;
+pub mod bridge;
 pub mod config;
 pub mod daemon;
 pub mod demo;

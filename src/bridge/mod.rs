@@ -1,0 +1,2 @@
+//! The Kafka bridge (DESIGN "Kafka bridge").
+pub mod config;
