@@ -109,6 +109,7 @@ fn path_cost(nodes: usize, rules: &str) {
         epoch: 1,
         resume: None,
         persist: None,
+        queries: None,
     });
     ingest.maintain(0, false, Default::default());
     let syms: Vec<_> = (0..nodes)

@@ -123,6 +123,9 @@ pub struct IngestConfig {
     pub dedup_window: usize,
     /// Slots (32 B each) of each ingest → reflex ring.
     pub reflex_ring_slots: usize,
+    /// Bytes of each in-process intake ring (the HTTP API's and the Kafka bridge's way
+    /// into ingest; a power of two).
+    pub intake_ring_bytes: usize,
 }
 
 /// Present state and rules.
@@ -333,6 +336,7 @@ impl Default for IngestConfig {
             poll_budget: 256,
             dedup_window: 16,
             reflex_ring_slots: 1 << 16,
+            intake_ring_bytes: 8 << 20,
         }
     }
 }
@@ -516,6 +520,12 @@ impl Config {
             return bad(format!("ingest.dedup_window = {} (0..=256)", i.dedup_window));
         }
         let slots_min = crate::tick::SLOTS_PER_RECORD_MAX * 4;
+        if !i.intake_ring_bytes.is_power_of_two() || !(1 << 16..=1 << 30).contains(&i.intake_ring_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "ingest.intake_ring_bytes = {} (a power of two, 65536..=1073741824)",
+                i.intake_ring_bytes
+            )));
+        }
         if !i.reflex_ring_slots.is_power_of_two() || i.reflex_ring_slots < slots_min || i.reflex_ring_slots > 1 << 24 {
             return bad(format!(
                 "ingest.reflex_ring_slots = {} (a power of two, {slots_min}..=16777216)",

@@ -33,8 +33,11 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::agent::{pin, Idle, Turns};
+use crate::api::context::QUERIES_IN_FLIGHT;
 use crate::config::Config;
 use crate::ingest::{self, attach, Ingest, IngestSetup, Retired};
+use crate::plane::{ReplaceError, RulePlane, RulesSource};
+use crate::reflex::query::{query_rings, QueryClient, QueryPort};
 use crate::reflex::{self, state::Shape, Compiled, Reflex, ReflexSetup};
 use crate::report::{Report, Reporter};
 use crate::stats::Aggregator;
@@ -235,6 +238,17 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         alpha: config.reflex.ewma_alpha,
         zscore_min: config.reflex.zscore_min_samples,
     };
+    // Live-state queries from the HTTP thread, one pair of rings per shard.
+    let (query_clients, mut query_ports): (Vec<QueryClient>, Vec<Option<QueryPort>>) = if config.api.enabled {
+        (0..shards)
+            .map(|_| {
+                let (c, p) = query_rings(QUERIES_IN_FLIGHT);
+                (c, Some(p))
+            })
+            .unzip()
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let mut decision_segments = Vec::new();
     let mut reflex_reports: Vec<ColdEnd<Report>> = Vec::new();
     let mut rules_in = Vec::new();
@@ -279,6 +293,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
             epoch,
             resume,
             persist,
+            queries: query_ports.get_mut(k).and_then(Option::take),
         });
         let (name, core) = if k == 0 {
             ("rimd-hot".to_owned(), t.hot_core)
@@ -293,11 +308,61 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         });
     }
 
+    let plane = Arc::new(RulePlane::new(
+        config.clone(),
+        compiled.clone(),
+        RulesSource {
+            origin: rules_origin.clone(),
+            format: "toml",
+            text: rules_text.clone(),
+        },
+        rules_in,
+    ));
+
+    let registry = Arc::new(attach::Registry::default());
+    let mut control_tx = control_tx;
+    let intake = |name: &str, control: &mut rtrb::Producer<ingest::Control>| {
+        attach::local_intake(name, config.ingest.intake_ring_bytes, &registry, control).map_err(DaemonError::Ring)
+    };
+    let api_intake = if config.api.enabled {
+        Some(intake("http", &mut control_tx)?)
+    } else {
+        None
+    };
+    let bridge_intake = if config.bridge.enabled {
+        Some(intake("kafka", &mut control_tx)?)
+    } else {
+        None
+    };
+    // The HTTP API starts before recovery, so that liveness answers during a long replay
+    // and readiness says why it is not ready yet.
+    let running = Arc::new(AtomicUsize::new(0));
+    let mut side_threads = Vec::new();
+    let bridge_health: Option<Arc<crate::bridge::BridgeHealth>> = bridge_intake
+        .as_ref()
+        .map(|_| Arc::new(crate::bridge::BridgeHealth::new()));
+    if let Some(producer) = api_intake {
+        let parts = crate::api::context::ContextParts {
+            config: config.clone(),
+            store: opened.as_ref().map(|o| o.store.clone()),
+            producer: Some(producer),
+            decisions: decision_segments.clone(),
+            queries: query_clients,
+            plane: plane.clone(),
+            persist: opened.as_ref().map(|o| o.stats.clone()),
+            running: running.clone(),
+            shards,
+            bridge: bridge_health.clone().map(|h| h as Arc<dyn crate::api::context::Health>),
+        };
+        side_threads.extend(spawn_api(parts, stop.clone(), t.pin.then_some(t.cold_core))?);
+    }
+
     // Recovery: replay the journal since the watermarks into ingest (node table, dedup)
     // and the reflex shards (state), on this thread, before the shards start.
     let persist_stop = Arc::new(AtomicBool::new(false));
     let mut persist_threads = Vec::new();
     let mut persist_stats = None;
+    let mut store = None;
     if let (Some(mut o), Some(journal_rx)) = (opened.take(), journal_in) {
         let mut ingest_duty = hot[0].ingest.take();
         if let Some(ingest_duty) = ingest_duty.as_mut() {
@@ -306,6 +371,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         }
         hot[0].ingest = ingest_duty;
         o.stats.ready.store(1, Ordering::Relaxed);
+        store = Some(o.store.clone());
         persist_stats = Some(o.stats.clone());
         persist_threads = crate::persist::spawn(
             o,
@@ -320,7 +386,6 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         )?;
     }
 
-    let registry = Arc::new(attach::Registry::default());
     let socket = config.socket_path();
     let listener = rim_ring::attach::listen(&socket).map_err(|e| DaemonError::Socket {
         path: socket.clone(),
@@ -338,10 +403,13 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     })
     .map_err(|e| DaemonError::Thread(format!("cannot start the attach thread: {e}")))?;
 
-    let running = Arc::new(AtomicUsize::new(hot.len()));
+    running.store(hot.len(), Ordering::SeqCst);
     let mut threads = Vec::new();
     for shard in hot {
         threads.push(spawn_hot(shard, &config, stop.clone(), running.clone())?);
+    }
+    if let (Some(producer), Some(health)) = (bridge_intake, bridge_health) {
+        side_threads.extend(spawn_bridge(&config, producer, store.clone(), stop.clone(), health)?);
     }
     info!(
         socket = %socket.display(),
@@ -355,7 +423,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
 
     let mut aggregator =
         Aggregator::new(&config, registry.clone(), decision_segments).map_err(|e| DaemonError::Ring(e.to_string()))?;
-    if let Some(stats) = persist_stats {
+    if let Some(stats) = persist_stats.clone() {
         aggregator.attach_persist(stats);
     }
     let cold = ColdShard {
@@ -367,10 +435,10 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         ingest_reports,
         reflex_reports,
         retired: retired_rx,
-        rules_in,
         rules_back,
         registry,
-        current: compiled,
+        plane: plane.clone(),
+        reported_generation: plane.current().set.generation(),
         rules_tried: rules_text,
         rules_read_error: None,
     };
@@ -383,6 +451,11 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         }
     }
     let _ = attach_thread.join();
+    for th in side_threads {
+        if th.join().is_err() {
+            error!("an API or bridge thread panicked");
+        }
+    }
     // The hot shards are drained: the journal thread drains what they sent, syncs, and
     // hands its last batch to the writer.
     persist_stop.store(true, Ordering::SeqCst);
@@ -395,6 +468,37 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     cold_result?;
     info!("rimd stopped");
     Ok(())
+}
+
+/// Starts the HTTP API's thread (returns once it is listening).
+fn spawn_api(
+    parts: crate::api::context::ContextParts,
+    stop: Arc<AtomicBool>,
+    core: Option<usize>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, DaemonError> {
+    let handle =
+        crate::api::server::spawn(parts, stop, core).map_err(|e| DaemonError::Thread(format!("HTTP API: {e}")))?;
+    Ok(vec![handle])
+}
+
+/// Starts the Kafka bridge's threads (on the cold core).
+fn spawn_bridge(
+    config: &Config,
+    producer: rim_ring::Producer,
+    store: Option<Arc<rim_capsule::Store>>,
+    stop: Arc<AtomicBool>,
+    health: Arc<crate::bridge::BridgeHealth>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, DaemonError> {
+    crate::bridge::spawn(crate::bridge::BridgeSetup {
+        config: config.bridge.clone(),
+        producer,
+        durable: config.persist.enabled,
+        store,
+        stop,
+        health,
+        core: config.topology.pin.then_some(config.topology.cold_core),
+    })
+    .map_err(|e| DaemonError::Thread(format!("Kafka bridge: {e}")))
 }
 
 /// Writes and reads every slot once, so the ring's pages are resident before the first
@@ -517,6 +621,7 @@ async fn hot_loop(shard: &mut HotShard, idle: crate::config::IdleStrategy, repor
             work += ingest.poll();
         }
         work += shard.reflex.poll(REFLEX_BATCH);
+        work += shard.reflex.answer_queries();
         let now = monotonic_ns();
         turns.turn(now, work);
         if now >= upkeep_at {
@@ -579,10 +684,11 @@ struct ColdShard {
     ingest_reports: ColdEnd<Report>,
     reflex_reports: Vec<ColdEnd<Report>>,
     retired: rtrb::Consumer<Retired>,
-    rules_in: Vec<rtrb::Producer<Arc<Compiled>>>,
     rules_back: Vec<rtrb::Consumer<Arc<Compiled>>>,
     registry: Arc<attach::Registry>,
-    current: Arc<Compiled>,
+    plane: Arc<RulePlane>,
+    /// Generation of the set the aggregator was last told about.
+    reported_generation: u64,
     /// The rule text last tried (compiled or refused): a reload happens when the file's
     /// content differs (which also catches a rewrite within one mtime tick) or on SIGHUP.
     rules_tried: String,
@@ -669,23 +775,23 @@ impl ColdShard {
         if !forced && text == self.rules_tried {
             return;
         }
-        let result = compile(&text, &self.config, Some(&self.current.set));
-        self.rules_tried = text;
-        match result {
-            Ok(set) => {
-                let compiled = Compiled::new(set);
-                for tx in &mut self.rules_in {
-                    if tx.push(compiled.clone()).is_err() {
-                        warn!("a shard has not taken the previous rule set yet; it will take this one next");
-                    }
-                }
+        self.rules_tried = text.clone();
+        let format = if origin.ends_with(".json") { "json" } else { "toml" };
+        match self.plane.replace(RulesSource {
+            origin: origin.clone(),
+            format,
+            text,
+        }) {
+            Ok(compiled) => {
                 info!(origin = %origin, rules = compiled.set.len(), generation = compiled.set.generation(), "rules reloaded");
-                self.aggregator.rules_loaded(&compiled);
-                self.current = compiled;
             }
-            Err(errors) => {
+            Err(e) => {
                 self.aggregator.rules_reload_failed();
-                error!(origin = %origin, "rule reload refused; the running rules stay:\n{errors}");
+                error!(origin = %origin, "rule reload refused; the running rules stay:\n{e}");
+                if matches!(e, ReplaceError::Busy) {
+                    // Not the file's fault: try it again at the next poll.
+                    self.rules_tried.clear();
+                }
             }
         }
     }
@@ -696,7 +802,12 @@ impl ColdShard {
         for (k, cold) in self.reflex_reports.iter_mut().enumerate() {
             cold.drain(|r| agg.reflex_report(k, r));
         }
-        if let Err(e) = agg.publish(&self.current, running) {
+        let current = self.plane.current();
+        if current.set.generation() != self.reported_generation {
+            self.reported_generation = current.set.generation();
+            agg.rules_loaded(&current);
+        }
+        if let Err(e) = agg.publish(&current, running) {
             warn!(error = %e, "stats segment not updated");
         }
     }

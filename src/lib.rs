@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod lockfile;
 pub mod memory;
 pub mod persist;
+pub mod plane;
 pub mod reflex;
 pub mod report;
 pub mod stats;

@@ -167,7 +167,7 @@ impl Aggregator {
         let entries = self.registry.entries();
         let mut gauges = BTreeMap::new();
         gauges.insert("nodes".into(), self.ingest[ingest::C_NODES] as i64);
-        gauges.insert("producers".into(), entries.len() as i64);
+        gauges.insert("producers".into(), entries.iter().filter(|e| !e.local).count() as i64);
         gauges.insert("rules".into(), current.set.len() as i64);
         gauges.insert("rules.generation".into(), current.set.generation() as i64);
         gauges.insert("rss_bytes".into(), rss_bytes() as i64);
@@ -183,7 +183,7 @@ impl Aggregator {
                 let s = rim_ring::spsc::stats_of(&e.segment);
                 RingSnapshot {
                     name: e.name.clone(),
-                    kind: "producer".into(),
+                    kind: if e.local { "intake" } else { "producer" }.into(),
                     pid: e.pid,
                     state: "attached".into(),
                     depth: s.depth_bytes,

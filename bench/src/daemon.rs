@@ -40,6 +40,8 @@ impl DaemonProc {
             // The journal and store live with the run (a suite that keeps them across
             // restarts sets its own data_dir, which comes later and wins).
             .arg(format!("persist.data_dir=\"{}\"", run_dir.join("data").display()))
+            // A port of its own (the bound address is in {run_dir}/http.addr).
+            .arg("api.listen=\"127.0.0.1:0\"")
             .args(sets)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

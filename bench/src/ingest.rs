@@ -31,6 +31,7 @@ pub const SUITE: Suite = Suite {
         },
     ],
     peers: &[],
+    finish: None,
 };
 
 fn events(size: RunSize) -> u64 {

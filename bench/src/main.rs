@@ -7,14 +7,17 @@
 //!
 //! Module map: `suite` (registry, running a suite), `report` (rows, table, JSON),
 //! `peer` (peer processes), `watchdog` (bounded spinning), `latency` (HDR percentiles),
-//! `clock`, `affinity`, `payload` (the bytes every row moves), `error`; suites: `ring`, `reflex`, `ingest` (`daemon` runs a real rimd for the last two, `workload`
-//! is their rules and nodes).
+//! `clock`, `affinity`, `payload` (the bytes every row moves), `error`; suites: `ring`,
+//! `reflex`, `ingest`, `persist`, `http`, `kafka` (`daemon` runs a real rimd for all but `ring`,
+//! `workload` is their rules and nodes).
 
 mod affinity;
 mod clock;
 mod daemon;
 mod error;
+mod http;
 mod ingest;
+mod kafka;
 mod latency;
 mod payload;
 mod peer;

@@ -71,6 +71,7 @@ pub const SUITE: Suite = Suite {
         },
     ],
     peers: &[],
+    finish: None,
 };
 
 /// The journal row's data, kept for the recovery row.

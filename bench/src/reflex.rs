@@ -34,6 +34,7 @@ pub const SUITE: Suite = Suite {
         },
     ],
     peers: &[],
+    finish: None,
 };
 
 /// Offset of the triggering event's sequence in a decision record.

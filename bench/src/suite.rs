@@ -65,6 +65,9 @@ pub struct Suite {
     pub rows: &'static [RowSpec],
     /// The peer kinds its rows spawn.
     pub peers: &'static [PeerSpec],
+    /// Runs after the last row, whichever rows ran: releases what rows shared (a daemon
+    /// kept running from one row to the next).
+    pub finish: Option<fn()>,
 }
 
 /// Every suite the harness knows.
@@ -73,6 +76,8 @@ pub const SUITES: &[&Suite] = &[
     &crate::reflex::SUITE,
     &crate::ingest::SUITE,
     &crate::persist::SUITE,
+    &crate::http::SUITE,
+    &crate::kafka::SUITE,
 ];
 
 /// The suite called `name`.
@@ -102,16 +107,20 @@ pub fn suite_names() -> String {
     SUITES.iter().map(|suite| suite.name).collect::<Vec<_>>().join(", ")
 }
 
-/// Runs the suite's rows in order (all, or those named in `only`). A row that fails
-/// becomes a row with its error and no figures; the others still run. Progress goes to
-/// stderr.
+/// Runs the suite's rows in order (all, or those named in `only`), then its finish hook.
+/// A row that fails becomes a row with its error and no figures; the others still run.
+/// Progress goes to stderr.
 pub fn run_suite(suite: &Suite, opts: &RunOpts, only: &[String]) -> Vec<Row> {
-    suite
+    let rows = suite
         .rows
         .iter()
         .filter(|row| only.is_empty() || only.iter().any(|name| name == row.name))
         .map(|row| run_row(suite, row, opts))
-        .collect()
+        .collect();
+    if let Some(finish) = suite.finish {
+        finish();
+    }
+    rows
 }
 
 fn run_row(suite: &Suite, row: &RowSpec, opts: &RunOpts) -> Row {

@@ -109,10 +109,23 @@ impl Publisher {
     /// Publishes one event for node `node` (4 metrics: temp, load, probe, m3), retrying
     /// while the ring is full. `publish_ns` 0 lets the ring stamp it.
     pub fn publish(&mut self, node: usize, probe: bool, timestamp_ms: i64, publish_ns: u64) -> Result<(), BenchError> {
+        self.publish_probe(node, if probe { 1.0 } else { 0.0 }, timestamp_ms, publish_ns)
+    }
+
+    /// [`Publisher::publish`] with `metric.probe` set to `probe`: the `probe` rule fires
+    /// when it is above 0 and its decision carries the value as evidence, so a distinct
+    /// value per event tells the event's decision apart (suite `kafka`).
+    pub fn publish_probe(
+        &mut self,
+        node: usize,
+        probe: f64,
+        timestamp_ms: i64,
+        publish_ns: u64,
+    ) -> Result<(), BenchError> {
         let metrics = [
             (self.temp, 50.0 + self.noise()),
             (self.load, 0.5 + self.noise() * 0.1),
-            (self.probe, if probe { 1.0 } else { 0.0 }),
+            (self.probe, probe),
             (self.extra, self.noise()),
         ];
         let ev = SymEvent {

@@ -646,3 +646,160 @@ fn write_watermarks(txn: &WriteTransaction, marks: &[Watermark]) -> Result<(), S
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------
+// The Kafka bridge's outbox: what it reads from the store and where it stands.
+//
+// The store is the outbox: capsules under their rising sequence and the decisions' audit
+// log are read in order from a cursor, and the cursors (the next sequence not yet delivered,
+// per stream) live in their own small table, written with `Durability::Immediate` so that a
+// restarted bridge resumes exactly where the delivery reports left it.
+
+/// Outbox cursors: stream name → the next sequence to deliver.
+const OUTBOX_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("outbox_cursors");
+
+/// Rows one [`Store::capsules_since`] call returns at most, whatever the limit asked.
+pub const OUTBOX_ROWS_MAX: usize = 10_000;
+
+impl Store {
+    /// Capsules with a sequence number at or after `seq`, in sequence order, at most `limit`
+    /// (capped at [`OUTBOX_ROWS_MAX`]). Sequences of deleted capsules are skipped.
+    pub fn capsules_since(&self, seq: u64, limit: usize) -> Result<Vec<(u64, Capsule)>, StoreError> {
+        let limit = limit.min(OUTBOX_ROWS_MAX);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let txn = self.read()?;
+        let capsules = txn.open_table(CAPSULES)?;
+        for entry in capsules.range(seq..)? {
+            let (k, v) = entry?;
+            out.push((k.value(), codec::decode_capsule(v.value())?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The shards that have decisions in the audit log, ascending.
+    pub fn decision_shards(&self) -> Result<Vec<u16>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(DECISIONS)?;
+        let mut out = Vec::new();
+        let mut next: u32 = 0;
+        // One range lookup per shard present: skip straight to the next shard's first key.
+        while let Ok(shard) = u16::try_from(next) {
+            let Some(entry) = table.range((shard, 0)..)?.next() else {
+                break;
+            };
+            let found = entry?.0.value().0;
+            out.push(found);
+            next = u32::from(found) + 1;
+        }
+        Ok(out)
+    }
+
+    /// The outbox cursor of `stream`, if one was ever set.
+    pub fn outbox_cursor(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.read()?;
+        let table = match txn.open_table(OUTBOX_CURSORS) {
+            Ok(t) => t,
+            // Created by the first `set_outbox_cursors`; a store that never had one has none.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table.get(stream)?.map(|g| g.value()))
+    }
+
+    /// Sets several outbox cursors in one durable transaction.
+    pub fn set_outbox_cursors(&self, cursors: &[(&str, u64)]) -> Result<(), StoreError> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        let txn = immediate_write(&self.db)?;
+        {
+            let mut table = txn.open_table(OUTBOX_CURSORS)?;
+            for (stream, value) in cursors {
+                table.insert(*stream, *value)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+    use crate::model::{CapsuleBody, CapsuleKey};
+
+    fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("rim-capsule-outbox-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = Store::open(&dir.join("store.redb"), StoreConfig::default()).expect("open");
+        (store, dir)
+    }
+
+    fn named(scope: &str, ts: i64) -> Capsule {
+        Capsule {
+            key: CapsuleKey {
+                scope_id: scope.into(),
+                timestamp: ts,
+                resolution: 60,
+                vantage: Vantage::Named("API".into()),
+            },
+            body: CapsuleBody::Payload("{}".into()),
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn capsules_since_reads_in_sequence_order_from_the_cursor_and_skips_deleted_rows() {
+        let (store, dir) = temp_store("since");
+        for ts in 0..5 {
+            store.put(&named("rim:a:b:c", ts * 60_000)).expect("put");
+        }
+        let all = store.capsules_since(0, 100).expect("since 0");
+        assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(all[3].1.key.timestamp, 180_000);
+        let tail = store.capsules_since(3, 1).expect("since 3");
+        assert_eq!(tail.len(), 1);
+        assert_eq!(tail[0].0, 3);
+        assert!(store.delete(&all[3].1.id()).expect("delete"));
+        let after = store.capsules_since(3, 100).expect("since 3 after delete");
+        assert_eq!(after.iter().map(|r| r.0).collect::<Vec<_>>(), vec![4]);
+        assert!(store.capsules_since(5, 100).expect("past the end").is_empty());
+        assert!(store.capsules_since(0, 0).expect("limit 0").is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn cursors_are_absent_until_set_and_survive_a_reopen() {
+        let (store, dir) = temp_store("cursor");
+        assert_eq!(store.outbox_cursor("capsules").expect("get"), None);
+        store
+            .set_outbox_cursors(&[("capsules", 7), ("decisions:0", 3)])
+            .expect("set");
+        drop(store);
+        let store = Store::open(&dir.join("store.redb"), StoreConfig::default()).expect("reopen");
+        assert_eq!(store.outbox_cursor("capsules").expect("get"), Some(7));
+        assert_eq!(store.outbox_cursor("decisions:0").expect("get"), Some(3));
+        assert_eq!(store.outbox_cursor("decisions:1").expect("get"), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn decision_shards_lists_each_shard_once() {
+        let (store, dir) = temp_store("shards");
+        assert!(store.decision_shards().expect("empty").is_empty());
+        let mut batch = Batch::default();
+        for (shard, seq) in [(0u16, 1u64), (0, 2), (3, 1), (u16::MAX, 9)] {
+            batch.decisions.push((shard, seq, vec![1, 2, 3]));
+        }
+        store.write(&batch).expect("write");
+        assert_eq!(store.decision_shards().expect("shards"), vec![0, 3, u16::MAX]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,4 +1,5 @@
-//! `[api]` settings.
+//! `[api]` settings: where the HTTP server listens, who may call it, how much it takes
+//! and how often, and the defaults of the temporal slice.
 use serde::{Deserialize, Serialize};
 
 /// `[api]`: the HTTP server.
@@ -7,8 +8,47 @@ use serde::{Deserialize, Serialize};
 pub struct ApiConfig {
     /// Serve the HTTP API.
     pub enabled: bool,
-    /// Listen address (loopback by default).
+    /// Listen address (loopback by default; port 0 picks a free port, written to
+    /// `{run_dir}/http.addr` once bound).
     pub listen: String,
+    /// Bearer-token file (empty: no authentication). Must be mode 0600 (no group or other
+    /// bits). One token per line: `<scope> <token>` with scope `read` or `admin`; `#`
+    /// starts a comment.
+    pub tokens_file: String,
+    /// Largest request body, bytes (413 above), for every route but `POST /events`.
+    pub body_bytes_max: usize,
+    /// Largest `POST /events` body, bytes: large enough for a full batch.
+    pub events_body_bytes_max: usize,
+    /// Events in one `POST /events` batch at most.
+    pub batch_events_max: usize,
+    /// Query requests (GET) per client per minute; 0 = unlimited.
+    pub rate_query_per_min: u32,
+    /// Command requests (POST, PUT, DELETE) per client per minute; 0 = unlimited.
+    pub rate_command_per_min: u32,
+    /// Clients tracked by the rate limiter at most (the oldest windows are forgotten first).
+    pub rate_clients_max: usize,
+    /// How long `POST /events` keeps retrying a full intake ring before 503, ms.
+    pub publish_wait_ms: u64,
+    /// How long `POST /events?wait=durable` waits for the journal before 504, ms.
+    pub durable_wait_ms: u64,
+    /// Decisions queued per WebSocket client before it starts missing them.
+    pub ws_queue_len: usize,
+    /// WebSocket clients at most.
+    pub ws_clients_max: usize,
+    /// How often the decision poller looks at the broadcast rings when idle, µs.
+    pub ws_poll_us: u64,
+    /// Default lookback of `GET /temporal/slice`, seconds.
+    pub slice_lookback_s: u64,
+    /// Default resolution of `GET /temporal/slice`, seconds.
+    pub slice_resolution_s: u32,
+    /// Half-life of the slice's freshness (the present's weight halves with each), ms.
+    pub freshness_half_life_ms: u64,
+    /// Page size when a request gives none.
+    pub page_size_default: usize,
+    /// Largest page size.
+    pub page_size_max: usize,
+    /// On stop: how long in-flight requests may take to finish, ms.
+    pub drain_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -16,6 +56,55 @@ impl Default for ApiConfig {
         Self {
             enabled: true,
             listen: "127.0.0.1:7070".into(),
+            tokens_file: String::new(),
+            body_bytes_max: 1 << 20,
+            events_body_bytes_max: 8 << 20,
+            batch_events_max: 10_000,
+            rate_query_per_min: 1_000,
+            rate_command_per_min: 100,
+            rate_clients_max: 10_000,
+            publish_wait_ms: 2_000,
+            durable_wait_ms: 5_000,
+            ws_queue_len: 1_024,
+            ws_clients_max: 256,
+            ws_poll_us: 1_000,
+            slice_lookback_s: 3_600,
+            slice_resolution_s: 60,
+            freshness_half_life_ms: 60_000,
+            page_size_default: 20,
+            page_size_max: 1_000,
+            drain_ms: 500,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Checks the settings against each other; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks: [(bool, &str); 7] = [
+            (self.body_bytes_max > 0, "api.body_bytes_max must be at least 1"),
+            (
+                self.events_body_bytes_max > 0,
+                "api.events_body_bytes_max must be at least 1",
+            ),
+            (
+                (1..=1_000_000).contains(&self.batch_events_max),
+                "api.batch_events_max must be in 1..=1000000",
+            ),
+            (self.ws_queue_len > 0, "api.ws_queue_len must be at least 1"),
+            (
+                self.slice_resolution_s > 0 && self.slice_lookback_s > 0,
+                "api.slice_resolution_s and api.slice_lookback_s must be at least 1",
+            ),
+            (
+                self.page_size_default > 0 && self.page_size_default <= self.page_size_max,
+                "api.page_size_default must be in 1..=api.page_size_max",
+            ),
+            (self.rate_clients_max > 0, "api.rate_clients_max must be at least 1"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err((*msg).to_owned()),
+            None => Ok(()),
         }
     }
 }

@@ -7,12 +7,20 @@
 //! and the HTTP thread turns them into a context.
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use rim_capsule::Store;
+use rim_capsule::{Capsule, CapsuleBody, HistoryQuery, Store, Vantage};
 use rim_ring::{event::RimFastEvent, PublishError, Segment};
+use rim_stats::StatsReader;
 
 use crate::config::Config;
+use crate::ingest::nodes::partition_of;
+use crate::persist::PersistStats;
+use crate::plane::{ReplaceError, RulePlane, RulesSource};
+use crate::reflex::query::{PresentQuery, QueryClient};
 
 /// The daemon's side of the API, handed to the HTTP thread.
 pub struct ContextParts {
@@ -24,6 +32,18 @@ pub struct ContextParts {
     pub producer: Option<rim_ring::Producer>,
     /// Decision broadcast rings, one per reflex shard.
     pub decisions: Vec<Arc<Segment>>,
+    /// Live-state query rings, one per reflex shard.
+    pub queries: Vec<QueryClient>,
+    /// The rule plane.
+    pub plane: Arc<RulePlane>,
+    /// Persistence counters (readiness: recovery done).
+    pub persist: Option<Arc<PersistStats>>,
+    /// Hot shard threads still running.
+    pub running: Arc<AtomicUsize>,
+    /// Hot shard threads started.
+    pub shards: usize,
+    /// The Kafka bridge's health (None: no bridge).
+    pub bridge: Option<Arc<dyn Health>>,
 }
 
 /// The daemon as the HTTP thread sees it.
@@ -32,7 +52,63 @@ pub struct Context {
     store: Option<Arc<Store>>,
     producer: RefCell<Option<rim_ring::Producer>>,
     decisions: Vec<Arc<Segment>>,
+    queries: RefCell<Queries>,
+    plane: Arc<RulePlane>,
+    persist: Option<Arc<PersistStats>>,
+    running: Arc<AtomicUsize>,
+    shards: usize,
+    bridge: Option<Arc<dyn Health>>,
+    stats: RefCell<Option<StatsReader>>,
+    /// Series key → metric name, learned from observed capsules.
+    names: RefCell<HashMap<u64, String>>,
 }
+
+/// Live-state queries in flight, and boxes to reuse.
+struct Queries {
+    clients: Vec<QueryClient>,
+    in_flight: Vec<usize>,
+    depth: usize,
+    series: usize,
+    // Boxed: queries travel through the rings as boxes, so the shard moves a pointer
+    // and never allocates or frees.
+    #[allow(clippy::vec_box)]
+    pool: Vec<Box<PresentQuery>>,
+    answered: HashMap<u64, Box<PresentQuery>>,
+    abandoned: HashSet<u64>,
+    next_tag: u64,
+}
+
+impl Queries {
+    /// Moves every answer off the reply rings.
+    fn collect(&mut self) {
+        for (k, c) in self.clients.iter_mut().enumerate() {
+            while let Ok(q) = c.replies.pop() {
+                self.in_flight[k] = self.in_flight[k].saturating_sub(1);
+                if self.abandoned.remove(&q.tag) {
+                    self.pool.push(q);
+                } else {
+                    self.answered.insert(q.tag, q);
+                }
+            }
+        }
+    }
+}
+
+/// A component that reports its own health (the Kafka bridge).
+pub trait Health: Send + Sync {
+    /// `up`, `degraded` or `down`, and why.
+    fn state_and_reason(&self) -> (String, String);
+    /// Appends its counters as Prometheus text, names starting with `prefix`.
+    fn render_prometheus(&self, prefix: &str, out: &mut String);
+}
+
+/// Live-state queries in flight per shard (the query rings' depth).
+pub const QUERIES_IN_FLIGHT: usize = 256;
+
+/// How long a live-state query may take before the slice answers without it.
+const PRESENT_TIMEOUT: Duration = Duration::from_millis(100);
+/// Polls of the reply ring by yielding before the wait sleeps between polls.
+const PRESENT_SPINS: u32 = 16;
 
 /// A node's live state, read from its reflex shard.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -117,11 +193,30 @@ pub struct Readiness {
 impl Context {
     /// Builds the context on the HTTP thread.
     pub fn new(parts: ContextParts) -> Self {
+        let shards = parts.queries.len();
+        let depth = QUERIES_IN_FLIGHT;
         Self {
+            queries: RefCell::new(Queries {
+                clients: parts.queries,
+                in_flight: vec![0; shards],
+                depth,
+                series: parts.config.reflex.series_per_node,
+                pool: Vec::new(),
+                answered: HashMap::new(),
+                abandoned: HashSet::new(),
+                next_tag: 1,
+            }),
             config: parts.config,
             store: parts.store,
             producer: RefCell::new(parts.producer),
             decisions: parts.decisions,
+            plane: parts.plane,
+            persist: parts.persist,
+            running: parts.running,
+            shards: parts.shards,
+            bridge: parts.bridge,
+            stats: RefCell::new(None),
+            names: RefCell::new(HashMap::new()),
         }
     }
 
@@ -135,9 +230,10 @@ impl Context {
         self.store.as_ref()
     }
 
-    /// Publishes one validated-or-not event into ingest. `Full` means: wait (asynchronously)
-    /// and retry; `Invalid` carries the field that broke the data model. Returns the ring
-    /// position just past the event (compare with [`Context::durable_position`]).
+    /// Publishes one event into ingest (validated here first, so that a bad event gets
+    /// its field named). `Full` means: wait (asynchronously) and retry; `Invalid` carries
+    /// the field that broke the data model. Returns the ring position just past the event
+    /// (compare with [`Context::durable_position`]).
     pub fn publish(&self, ev: &RimFastEvent) -> Result<u64, PublishError> {
         let mut p = self.producer.borrow_mut();
         match p.as_mut() {
@@ -151,44 +247,242 @@ impl Context {
         self.producer.borrow().as_ref().map_or(0, |p| p.consumed_position())
     }
 
-    /// How far the intake ring's events are journaled (equal to consumed when
-    /// persistence is off).
+    /// How far the intake ring's events are journaled (with persistence off, how far
+    /// ingest has taken them).
     pub fn durable_position(&self) -> u64 {
-        self.producer.borrow().as_ref().map_or(0, |p| p.durable_position())
+        let p = self.producer.borrow();
+        match (p.as_ref(), self.persist.is_some()) {
+            (Some(p), true) => p.durable_position(),
+            (Some(p), false) => p.consumed_position(),
+            (None, _) => 0,
+        }
     }
 
-    /// A node's live state from its reflex shard; `Ok(None)` if the node is unknown.
-    pub async fn present(&self, _node_id: &str) -> Result<Option<Present>, PresentError> {
-        Err(PresentError::Busy)
+    /// A node's live state from its reflex shard; `Ok(None)` if the shard has not seen
+    /// the node. Waits asynchronously (yielding, then sleeping 50 µs between polls) for
+    /// at most 100 ms.
+    pub async fn present(&self, node_id: &str) -> Result<Option<Present>, PresentError> {
+        let tag = self.ask(node_id)?;
+        let deadline = Instant::now() + PRESENT_TIMEOUT;
+        let mut polls = 0u32;
+        let answer = loop {
+            {
+                let mut q = self.queries.borrow_mut();
+                q.collect();
+                if let Some(a) = q.answered.remove(&tag) {
+                    break a;
+                }
+                if Instant::now() >= deadline {
+                    q.abandoned.insert(tag);
+                    return Err(PresentError::Timeout(PRESENT_TIMEOUT.as_millis() as u64));
+                }
+            }
+            polls += 1;
+            if polls < PRESENT_SPINS {
+                futures_lite::future::yield_now().await;
+            } else {
+                glommio::timer::sleep(Duration::from_micros(50)).await;
+            }
+        };
+        let present = answer.found.then(|| self.describe(&answer));
+        self.queries.borrow_mut().pool.push(answer);
+        Ok(present)
+    }
+
+    /// Sends a query for `node_id` to the shard that owns it. Returns its tag.
+    fn ask(&self, node_id: &str) -> Result<u64, PresentError> {
+        let mut q = self.queries.borrow_mut();
+        let shards = q.clients.len();
+        if shards == 0 {
+            return Err(PresentError::Busy);
+        }
+        let shard = partition_of(node_id, self.config.topology.partitions) as usize % shards;
+        if q.in_flight[shard] >= q.depth {
+            return Err(PresentError::Busy);
+        }
+        let series = q.series;
+        let mut query = q.pool.pop().unwrap_or_else(|| PresentQuery::with_capacity(series));
+        let tag = q.next_tag;
+        q.next_tag += 1;
+        query.tag = tag;
+        query.node.clear();
+        query.node.push_str(node_id);
+        if q.clients[shard].requests.push(query).is_err() {
+            return Err(PresentError::Busy);
+        }
+        q.in_flight[shard] += 1;
+        Ok(tag)
+    }
+
+    /// Turns an answer into its API form, naming metric series from observed capsules.
+    fn describe(&self, a: &PresentQuery) -> Present {
+        if a.series
+            .iter()
+            .any(|s| s.0 > 3 && !self.names.borrow().contains_key(&s.0))
+        {
+            self.learn_names(&a.node);
+        }
+        let names = self.names.borrow();
+        let series = a
+            .series
+            .iter()
+            .map(|&(key, samples, ewma, var, last)| PresentSeries {
+                name: series_name(&names, key),
+                samples: samples as u64,
+                last,
+                ewma,
+                stddev: var.max(0.0).sqrt(),
+            })
+            .collect();
+        let (seq, ts) = a.last_event.unwrap_or((0, 0));
+        Present {
+            rim_node_id: a.node.clone(),
+            last_event_seq: seq,
+            last_event_timestamp: ts,
+            seen_ms: a.seen_ms,
+            series,
+        }
+    }
+
+    /// Learns the metric names of `node` from its newest observed capsule, or, when no
+    /// window has closed yet, from its newest prediction.
+    fn learn_names(&self, node: &str) {
+        let Some(store) = self.store.as_ref() else { return };
+        let Some(&resolution) = self.config.persist.resolutions.first() else {
+            return;
+        };
+        let now = crate::ingest::unix_ms() as i64;
+        for vantage in [Vantage::Observed, Vantage::Predicted] {
+            let q = HistoryQuery {
+                scope_id: node.to_owned(),
+                resolution,
+                vantage,
+                from_ms: 0,
+                to_ms: now + 86_400_000,
+                limit: 1,
+                descending: true,
+            };
+            if let Ok(caps) = store.history(&q) {
+                if let Some(c) = caps.first() {
+                    self.learn_capsule(c);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Learns the metric names an observed or predicted capsule carries (so that live
+    /// series, which the shard knows by name hash only, can be named).
+    pub fn learn_capsule(&self, c: &Capsule) {
+        let mut names = self.names.borrow_mut();
+        if names.len() > NAMES_MAX {
+            names.clear();
+        }
+        let mut learn = |name: &str| {
+            let key = crate::reflex::state::metric_key(rim_rules::name_hash(name).max(1));
+            names.entry(key).or_insert_with(|| name.to_owned());
+        };
+        match &c.body {
+            CapsuleBody::Observed(o) => o.metrics.iter().for_each(|m| learn(&m.name)),
+            CapsuleBody::Predicted(p) => p
+                .series
+                .iter()
+                .filter(|s| !matches!(s.name.as_str(), "price" | "volume" | "stress"))
+                .for_each(|s| learn(&s.name)),
+            CapsuleBody::Payload(_) => {}
+        }
     }
 
     /// The rule set in force.
     pub fn rules(&self) -> RulesView {
+        let (compiled, source) = self.plane.view();
         RulesView {
-            generation: 0,
-            count: 0,
-            origin: String::new(),
-            text: String::new(),
-            format: "toml".into(),
+            generation: compiled.set.generation(),
+            count: compiled.set.len(),
+            origin: source.origin,
+            text: source.text,
+            format: source.format.to_owned(),
         }
     }
 
     /// Compiles `text` (`format` = `toml` or `json`) and, if it compiles, replaces the
     /// rule set on every shard at once.
-    pub fn put_rules(&self, _text: &str, _format: &str) -> Result<RulesView, RulesRefused> {
-        Err(RulesRefused::Unavailable("not wired".into()))
+    pub fn put_rules(&self, text: &str, format: &str) -> Result<RulesView, RulesRefused> {
+        let format = if format.eq_ignore_ascii_case("json") {
+            "json"
+        } else {
+            "toml"
+        };
+        let source = RulesSource {
+            origin: "api".into(),
+            format,
+            text: text.to_owned(),
+        };
+        match self.plane.replace(source) {
+            Ok(_) => Ok(self.rules()),
+            Err(ReplaceError::Compile(errors)) => Err(RulesRefused::Compile(errors)),
+            Err(e @ ReplaceError::Busy) => Err(RulesRefused::Unavailable(e.to_string())),
+        }
     }
 
-    /// Prometheus text exposition of the latest stats.
+    /// Prometheus text exposition of the latest stats snapshot (published by the cold
+    /// shard every `stats.interval_ms`), plus the bridge's counters.
     pub fn metrics_text(&self) -> String {
-        String::new()
+        let mut out = String::with_capacity(32 * 1024);
+        if let Some(snap) = self.snapshot() {
+            rim_stats::render_prometheus(&snap, "rimd", &mut out);
+        }
+        if let Some(b) = self.bridge.as_ref() {
+            b.render_prometheus("rimd_bridge", &mut out);
+        }
+        out
     }
 
-    /// Readiness.
+    /// The latest stats snapshot, if the segment can be read.
+    pub fn snapshot(&self) -> Option<rim_stats::Snapshot> {
+        let mut reader = self.stats.borrow_mut();
+        if reader.is_none() {
+            *reader = StatsReader::open(&self.config.stats_path()).ok();
+        }
+        reader.as_ref().and_then(|r| r.read().ok())
+    }
+
+    /// Readiness: recovery done and every hot shard running; the bridge may be degraded
+    /// without making rimd unready (the shared-memory path does not need it).
     pub fn readiness(&self) -> Readiness {
+        let mut components = Vec::new();
+        let running = self.running.load(Ordering::Relaxed);
+        let shards_up = running == self.shards && self.shards > 0;
+        components.push((
+            "shards".to_owned(),
+            if shards_up { "up" } else { "down" }.to_owned(),
+            format!("{running} of {} hot shards running", self.shards),
+        ));
+        let recovered = match self.persist.as_ref() {
+            Some(p) => {
+                let ready = p.ready.load(Ordering::Relaxed) == 1;
+                components.push((
+                    "persist".to_owned(),
+                    if ready { "up" } else { "down" }.to_owned(),
+                    if ready { "recovered" } else { "recovering" }.to_owned(),
+                ));
+                ready
+            }
+            None => {
+                components.push(("persist".to_owned(), "disabled".to_owned(), String::new()));
+                true
+            }
+        };
+        match self.bridge.as_ref() {
+            Some(b) => {
+                let (state, reason) = b.state_and_reason();
+                components.push(("bridge".to_owned(), state, reason));
+            }
+            None => components.push(("bridge".to_owned(), "disabled".to_owned(), String::new())),
+        }
         Readiness {
-            ready: false,
-            components: Vec::new(),
+            ready: shards_up && recovered,
+            components,
         }
     }
 
@@ -197,5 +491,22 @@ impl Context {
     /// `crate::reflex::decision::decode`).
     pub fn decision_segments(&self) -> &[Arc<Segment>] {
         &self.decisions
+    }
+}
+
+/// Metric names remembered at most (a cache: cleared when full).
+const NAMES_MAX: usize = 65_536;
+
+/// `price`, `volume`, `stress`, `metric.{name}`, or `metric.#{key:x}` when the name is
+/// not known yet.
+fn series_name(names: &HashMap<u64, String>, key: u64) -> String {
+    match key {
+        1 => "price".into(),
+        2 => "volume".into(),
+        3 => "stress".into(),
+        k => match names.get(&k) {
+            Some(n) => format!("metric.{n}"),
+            None => format!("metric.#{k:016x}"),
+        },
     }
 }

@@ -32,6 +32,8 @@ pub struct RingEntry {
     pub capacity: usize,
     /// The segment (for its header counters).
     pub segment: Arc<Segment>,
+    /// An in-process intake ring (HTTP API, Kafka bridge), not an attached producer.
+    pub local: bool,
 }
 
 /// Rings attached now, shared by the attach thread and the stats task (both cold).
@@ -172,6 +174,7 @@ fn grant_producer(s: &mut AttachSetup, req: attach::Request) {
         pid,
         capacity,
         segment,
+        local: false,
     });
     if s.control.push(Control::Add(ring)).is_err() {
         // Checked for room above and this thread is the only sender.
@@ -180,6 +183,36 @@ fn grant_producer(s: &mut AttachSetup, req: attach::Request) {
         return;
     }
     info!(pid, name, id, capacity, "producer attached");
+}
+
+/// Creates an in-process producer ring called `name` (the HTTP API's or the Kafka
+/// bridge's way into ingest), registers it and hands its consumer to ingest like an
+/// attached producer's. Called before the attach thread takes `control`.
+pub fn local_intake(
+    name: &str,
+    capacity: usize,
+    registry: &Registry,
+    control: &mut rtrb::Producer<Control>,
+) -> Result<rim_ring::Producer, String> {
+    let (producer, consumer) = rim_ring::spsc::heap_pair(capacity).map_err(|e| e.to_string())?;
+    let id = registry.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let pid = std::process::id();
+    registry.add(RingEntry {
+        id,
+        name: name.to_owned(),
+        pid,
+        capacity: consumer.capacity(),
+        segment: consumer.segment().clone(),
+        local: true,
+    });
+    let mut ring = Box::new(ProducerRing::new(id, name.to_owned(), pid, consumer));
+    ring.local = true;
+    if control.push(Control::Add(ring)).is_err() {
+        registry.remove(id);
+        return Err("control ring full".into());
+    }
+    info!(name, id, capacity, "in-process intake ring ready");
+    Ok(producer)
 }
 
 /// `decisions` → 0, `decisions:K` → K, if that shard exists.

@@ -100,6 +100,9 @@ pub struct ProducerRing {
     pub pid: u32,
     /// The consuming end.
     pub consumer: Consumer,
+    /// An in-process intake ring (HTTP API, Kafka bridge): not counted as an attached
+    /// producer.
+    pub local: bool,
     node_of: Vec<u32>,
     hash_of: Vec<u64>,
     /// (marker sequence, ring position): once the journal thread reports the marker
@@ -119,6 +122,7 @@ impl ProducerRing {
             name,
             pid,
             consumer,
+            local: false,
             node_of: Vec::new(),
             hash_of: Vec::new(),
             acks: VecDeque::with_capacity(ACKS_MAX),
@@ -428,7 +432,9 @@ impl Ingest {
                     reason: RetireReason::Refused,
                 });
             } else {
-                self.router.counters[C_ATTACHED] += 1;
+                if !ring.local {
+                    self.router.counters[C_ATTACHED] += 1;
+                }
                 self.rings.push(ring);
             }
         }

@@ -11,6 +11,7 @@
 
 pub mod cooldown;
 pub mod decision;
+pub mod query;
 pub mod state;
 
 use std::sync::Arc;
@@ -126,6 +127,8 @@ pub struct ReflexSetup {
     pub resume: Option<Chain>,
     /// Decisions and predictions to the journal thread (None: not persisted).
     pub persist: Option<PersistOut>,
+    /// Live-state queries from the HTTP thread (None: no API).
+    pub queries: Option<query::QueryPort>,
 }
 
 /// A reflex shard's end of the ring to the journal thread.
@@ -270,6 +273,11 @@ pub struct Reflex {
     nodes_high: u32,
     sweep_cursor: u32,
     sweep_ms: u64,
+    queries: Option<query::QueryPort>,
+    /// An answer the reply ring had no room for (cannot happen while the asker keeps no
+    /// more in flight than the ring holds; kept rather than dropped, so the hot path never
+    /// frees).
+    unsent: Option<Box<query::PresentQuery>>,
 }
 
 /// The event a decision is about.
@@ -313,7 +321,35 @@ impl Reflex {
             nodes_high: 0,
             sweep_cursor: 0,
             sweep_ms: s.sweep_ms.max(1),
+            queries: s.queries,
+            unsent: None,
         }
+    }
+
+    /// Answers up to [`query::ANSWERS_PER_TURN`] live-state queries. Returns how many.
+    pub fn answer_queries(&mut self) -> usize {
+        let Some(port) = self.queries.as_mut() else {
+            return 0;
+        };
+        if let Some(q) = self.unsent.take() {
+            if let Err(rtrb::PushError::Full(q)) = port.replies.push(q) {
+                self.unsent = Some(q);
+                return 0;
+            }
+        }
+        let mut n = 0;
+        while n < query::ANSWERS_PER_TURN {
+            let Ok(mut q) = port.requests.pop() else {
+                break;
+            };
+            q.answer(&self.state);
+            n += 1;
+            if let Err(rtrb::PushError::Full(q)) = port.replies.push(q) {
+                self.unsent = Some(q);
+                break;
+            }
+        }
+        n
     }
 
     /// Reads and handles one record. Returns false when the ring is empty.

@@ -28,6 +28,9 @@ const M_STALE_SEQ: usize = 5;
 const M_STALE_MASK: usize = 6;
 const M_STATUS: usize = 7;
 
+/// An empty slot of the id lookup table.
+const NO_INDEX: u32 = u32::MAX;
+
 /// Per-series floats.
 const S_LAST: usize = 0;
 const S_EWMA: usize = 1;
@@ -93,6 +96,8 @@ pub struct NodeState {
     stride: usize,
     points: Vec<[f64; 2]>,
     names: Vec<(u32, u32)>,
+    /// Open-addressed id → node index (for live-state queries by id), `NO_INDEX` = empty.
+    lookup: Vec<u32>,
     arena: String,
     /// Series not tracked because a node's slots were full.
     pub series_refused: u64,
@@ -109,6 +114,7 @@ impl NodeState {
             stride,
             points: table([0.0; 2], s * shape.points),
             names: table((0, 0), shape.nodes),
+            lookup: table(NO_INDEX, (shape.nodes * 2).next_power_of_two().max(16)),
             arena: String::with_capacity(shape.nodes.saturating_mul(40)),
             series_refused: 0,
         }
@@ -139,11 +145,47 @@ impl NodeState {
 
     /// Records node `n`'s id.
     pub fn define(&mut self, n: u32, id: &str) {
+        if self.name(n) == id {
+            return;
+        }
         if let Some(slot) = self.names.get_mut(n as usize) {
             let start = self.arena.len() as u32;
             self.arena.push_str(id);
             *slot = (start, id.len() as u32);
+            self.index(n, id);
         }
+    }
+
+    /// Enters `id` → `n` in the lookup table (a node index is defined once per id per
+    /// run, and the table has twice as many slots as nodes, so it never fills).
+    fn index(&mut self, n: u32, id: &str) {
+        let mask = self.lookup.len() - 1;
+        let mut i = rim_rules::name_hash(id) as usize & mask;
+        for _ in 0..self.lookup.len() {
+            let m = self.lookup[i];
+            if m == NO_INDEX || m == n || self.name(m) == id {
+                self.lookup[i] = n;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The index of the node called `id`, if this shard has defined it.
+    pub fn find(&self, id: &str) -> Option<u32> {
+        let mask = self.lookup.len() - 1;
+        let mut i = rim_rules::name_hash(id) as usize & mask;
+        for _ in 0..self.lookup.len() {
+            let m = self.lookup[i];
+            if m == NO_INDEX {
+                return None;
+            }
+            if self.name(m) == id {
+                return Some(m);
+            }
+            i = (i + 1) & mask;
+        }
+        None
     }
 
     /// Node `n`'s id ("" if never defined).
@@ -469,6 +511,44 @@ mod tests {
         assert_eq!(st.change(1, 7, 350, 1_900), None);
         assert_eq!(st.change(1, 8, 100, 1_900), None, "unknown series");
         assert_eq!(st.change(2, 7, 100, 1_900), None, "other node");
+    }
+
+    #[test]
+    fn nodes_are_found_by_id_once_defined() {
+        let mut st = NodeState::new(shape(4));
+        let ids: Vec<String> = (0..st.shape.nodes as u32)
+            .map(|n| format!("rim:sensor:t:n{n}"))
+            .collect();
+        assert_eq!(st.find(&ids[0]), None, "nothing defined yet");
+        for (n, id) in ids.iter().enumerate() {
+            st.define(n as u32, id);
+        }
+        // Defining again (ingest re-sends a definition after a ring was full) keeps one entry.
+        st.define(3, &ids[3]);
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(st.find(id), Some(n as u32), "{id}");
+        }
+        assert_eq!(st.find("rim:sensor:t:unknown"), None);
+        assert_eq!(st.find(""), None);
+    }
+
+    #[test]
+    fn a_query_is_answered_without_growing_its_buffers() {
+        let mut st = NodeState::new(shape(4));
+        st.define(2, "rim:sensor:t:a");
+        st.observe(2, 7, 5.0, 1_000);
+        st.observe(2, 8, 6.0, 1_000);
+        let mut q = crate::reflex::query::PresentQuery::with_capacity(1);
+        q.node.push_str("rim:sensor:t:a");
+        q.answer(&st);
+        assert!(q.found);
+        assert_eq!(q.series.len(), 1, "capped at the reserved capacity");
+        assert_eq!(q.series.capacity(), 1);
+        q.node.clear();
+        q.node.push_str("rim:sensor:t:b");
+        q.answer(&st);
+        assert!(!q.found);
+        assert!(q.series.is_empty());
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub const BASE_SETS: &[&str] = &[
     "persist.segment_bytes=1048576",
     "persist.journal_ring_bytes=1048576",
     "persist.reflex_ring_bytes=1048576",
+    // Tests run in parallel: each daemon's HTTP API on a port of its own.
+    "api.listen=\"127.0.0.1:0\"",
 ];
 
 /// Event time base of the scripts: a fixed instant, so windows and cooldowns are exact.
@@ -685,4 +687,317 @@ impl Drop for ChildProc {
             let _ = child.wait();
         }
     }
+}
+
+// =======================================================================================
+// HTTP API helpers (tests/http.rs): a plain HTTP/1.1 client and a minimal WebSocket
+// client over std::net::TcpStream, and the daemon's bound HTTP address.
+// =======================================================================================
+
+/// Settings of a daemon whose HTTP API listens on a free loopback port.
+pub const HTTP_SETS: &[&str] = &["api.enabled=true", "api.listen=127.0.0.1:0"];
+
+impl Daemon {
+    /// The HTTP API's bound address, from `{run_dir}/http.addr` (waits for it).
+    #[track_caller]
+    pub fn http_addr(&mut self) -> String {
+        let path = self.run_dir().join("http.addr");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let t = text.trim();
+                if !t.is_empty() {
+                    return t.to_owned();
+                }
+            }
+            if let Some(s) = self.try_exited() {
+                panic!(
+                    "rimd exited ({s}) before writing {}\n{}",
+                    path.display(),
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {} within {START_TIMEOUT:?}\n{}",
+                path.display(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A header's value (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (fails the test if it is not).
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole response.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> HttpResponse {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    if let Some(b) = body {
+        bytes.extend_from_slice(b);
+    }
+    http_raw(addr, &bytes)
+}
+
+/// GET with no headers.
+pub fn get(addr: &str, path: &str) -> HttpResponse {
+    http(addr, "GET", path, &[], None)
+}
+
+/// POST/PUT of a JSON value.
+pub fn send_json(addr: &str, method: &str, path: &str, value: &serde_json::Value) -> HttpResponse {
+    let body = serde_json::to_vec(value).expect("json");
+    http(addr, method, path, &[("Content-Type", "application/json")], Some(&body))
+}
+
+/// Writes `request` as is and reads the response until the server closes.
+pub fn http_raw(addr: &str, request: &[u8]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(SOON)).expect("timeout");
+    // The server may answer (413) and close before taking all of a large body.
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if buf.is_empty() => {
+                let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
+                panic!("no response from {addr} to {}: {e}", String::from_utf8_lossy(line))
+            }
+            Err(_) => break,
+        }
+        if let Some(r) = parse_response(&buf) {
+            return r;
+        }
+    }
+    parse_response(&buf).unwrap_or_else(|| panic!("incomplete response: {}", String::from_utf8_lossy(&buf)))
+}
+
+/// A whole response at the front of `buf`, if it is complete.
+fn parse_response(buf: &[u8]) -> Option<HttpResponse> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let rest = &buf[end + 4..];
+    let find = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if rest.len() < len {
+            return None;
+        }
+        rest[..len].to_vec()
+    } else if status == 101 || status == 204 || status == 304 {
+        Vec::new()
+    } else {
+        return None;
+    };
+    Some(HttpResponse { status, headers, body })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).ok()?.trim(), 16).ok()?;
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if b.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+/// Asserts the error envelope: `status`, `error.code`, a message, `meta.requestId`
+/// (also echoed in `X-Request-ID`) and `meta.timestamp`. Returns the body.
+#[track_caller]
+pub fn assert_error(r: &HttpResponse, status: u16, code: &str, what: &str) -> serde_json::Value {
+    assert_eq!(r.status, status, "{what}: status; body {}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], code, "{what}: code; body {v}");
+    assert!(
+        v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: message; {v}"
+    );
+    assert!(v["error"]["details"].is_array(), "{what}: details; {v}");
+    let rid = v["meta"]["requestId"].as_str().unwrap_or_default();
+    assert!(!rid.is_empty(), "{what}: meta.requestId; {v}");
+    assert_eq!(
+        r.header("x-request-id"),
+        Some(rid),
+        "{what}: X-Request-ID echoes meta.requestId"
+    );
+    assert!(
+        v["meta"]["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{what}: meta.timestamp; {v}"
+    );
+    v
+}
+
+/// A minimal WebSocket client (RFC 6455): masked frames out, unmasked frames in.
+pub struct WsClient {
+    s: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl WsClient {
+    /// Opens `path` (with its query) and checks the 101 and `Sec-WebSocket-Accept`.
+    #[track_caller]
+    pub fn connect(addr: &str, path: &str, headers: &[(&str, &str)]) -> WsClient {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).expect("send handshake");
+        let mut buf = Vec::new();
+        let deadline = Instant::now() + SOON;
+        let end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "no handshake answer");
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk) {
+                Ok(0) => panic!("closed during handshake: {}", String::from_utf8_lossy(&buf)),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "wrong accept key: {head}"
+        );
+        let rest = buf[end + 4..].to_vec();
+        WsClient { s, buf: rest }
+    }
+
+    /// Sends a masked frame.
+    pub fn send(&mut self, opcode: u8, payload: &[u8]) {
+        use std::io::Write;
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.s.write_all(&f).expect("send frame");
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send(0x1, text.as_bytes());
+    }
+
+    /// The next frame (opcode, payload) within `timeout`.
+    pub fn next_frame(&mut self, timeout: Duration) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((op, payload, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some((op, payload));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let mut chunk = [0u8; 16384];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The next text message as JSON or text, skipping control frames.
+    pub fn next_text(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (op, payload) = self.next_frame(left)?;
+            if op == 0x1 {
+                return Some(String::from_utf8_lossy(&payload).into_owned());
+            }
+        }
+    }
+}
+
+fn parse_server_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let op = b[0] & 0x0f;
+    let (len, at) = match b[1] & 0x7f {
+        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
+        127 => (u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize, 10),
+        n => (n as usize, 2),
+    };
+    let payload = b.get(at..at + len)?.to_vec();
+    Some((op, payload, at + len))
 }

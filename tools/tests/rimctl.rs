@@ -110,6 +110,7 @@ fn produce_tail_and_stats_against_a_daemon() {
             .arg("--run-dir")
             .arg(&run)
             .args(["--set", "topology.idle=backoff", "--set", "topology.pin=false"])
+            .args(["--set", "api.listen=127.0.0.1:0"])
             .args(["--set", "reflex.nodes_max=1000", "--set", "stats.interval_ms=20"])
             .arg("--set")
             .arg(format!("persist.data_dir={}", dir.0.join("data").display()))

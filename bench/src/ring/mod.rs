@@ -81,6 +81,7 @@ pub const SUITE: Suite = Suite {
             run: |args| serve_peer::<iceoryx2_ipc::Iceoryx2>(args, Role::Sink),
         },
     ],
+    finish: None,
 };
 
 /// Round trips and stream of a full run. The budgets bound a slow transport: `uds` pays a

@@ -1,0 +1,289 @@
+//! Suite `http`: the HTTP API under load, on a daemon holding 10,000 nodes with history.
+//!
+//! One daemon serves every row (started by the first, seeded through a shared-memory
+//! producer with one event per node per minute over the past hour (15 minutes with
+//! `--quick`), measured once its capsule store has caught up, stopped at the end). Rows:
+//! - `bare`: `GET /api/v1/ping`, the cheapest route: what the server's HTTP path costs
+//!   alone, beside the others in the same run.
+//! - `slice`: `GET /api/v1/temporal/slice/{nodeId}` of a node drawn at random per request
+//!   (the store's past capsules, the reflex shard's present, the predictions), saturating:
+//!   `req_per_s` is the most it answers; `vs_bare` = slice / bare `req_per_s`.
+//! - `slice-50k`: the same offered at a fixed 50,000 requests/s, latency counted from each
+//!   request's due time (the p99-at-50k figure; `offered_per_s` beside `req_per_s`).
+//! - `events-post`: `POST /api/v1/events` of JSON batches of 2,000 RimFastEvents over 4
+//!   connections, saturating: `events_per_s`, the request latencies, and `lost` = events
+//!   answered 2xx that reflex had not applied once the daemon settled.
+//!
+//! Every row reports `errors`: non-2xx answers and requests lost with their connection,
+//! kept out of the latencies (the rate limiter is off: `api.rate_*_per_min = 0`).
+//!
+//! The load generator ([`loadgen`]) is part of this binary: one thread, keep-alive
+//! HTTP/1.1 connections (64 for the GET rows), one request in flight per connection,
+//! epoll, HDR latencies per request. Where it runs matters on two cores: the daemon's hot
+//! shard busy-polls `--peer-core`, and the generator is pinned to `--client-core`, which
+//! is the daemon's cold core, where the HTTP server and persistence run. So the server
+//! shares its core with its load: the figures are what one core gives server and client
+//! together, a floor for the server alone. `client_cpu` says how much of that core the
+//! generator itself used during the run (FLOORS: hyper on glommio alone on a core, with
+//! wrk on the other, ~190k req/s).
+
+pub mod loadgen;
+pub mod requests;
+pub mod server;
+pub mod wire;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::error::BenchError;
+use crate::latency::LatencyNames;
+use crate::report::{Figure, Row};
+use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
+use crate::workload::applied;
+use loadgen::{LoadGen, Pace, Plan, Tally};
+use requests::{EventBatches, Fixed, RandomSlices, RequestSource};
+use server::{with_server, Server};
+
+/// Request latency figures.
+const LATENCY: LatencyNames = LatencyNames {
+    p50: "p50_ns",
+    p99: "p99_ns",
+    p999: "p999_ns",
+    max: "max_ns",
+};
+
+/// The `http` suite.
+pub const SUITE: Suite = Suite {
+    name: "http",
+    about: "HTTP API: temporal slice and ping req/s and latency, batched JSON ingest",
+    columns: &[
+        "req_per_s",
+        LATENCY.p50,
+        LATENCY.p99,
+        LATENCY.p999,
+        LATENCY.max,
+        "errors",
+        "offered_per_s",
+        "events_per_s",
+        "lost",
+        "vs_bare",
+        "resp_bytes",
+        "client_cpu",
+    ],
+    rows: &[
+        RowSpec {
+            name: "bare",
+            run: run_bare,
+        },
+        RowSpec {
+            name: "slice",
+            run: run_slice,
+        },
+        RowSpec {
+            name: "slice-50k",
+            run: run_slice_rate,
+        },
+        RowSpec {
+            name: "events-post",
+            run: run_events,
+        },
+    ],
+    peers: &[],
+    finish: Some(server::shut_down),
+};
+
+/// The `bare` row's rate, for the `slice` row's `vs_bare`.
+static BARE_REQ_PER_S: Mutex<Option<f64>> = Mutex::new(None);
+
+/// Offered rate of the `slice-50k` row.
+const SLICE_RATE_PER_S: u64 = 50_000;
+/// Connections of the GET rows (as FLOORS measured hyper).
+const GET_CONNECTIONS: usize = 64;
+/// Events per `POST /events` request.
+const BATCH_EVENTS: usize = 2_000;
+/// Connections of the `events-post` row.
+const POST_CONNECTIONS: usize = 4;
+
+/// How long a row offers load, and how long it warms up first (connections open,
+/// caches and the allocator settled), seconds.
+fn seconds(size: RunSize) -> (f64, f64) {
+    match size {
+        RunSize::Full => (10.0, 2.0),
+        RunSize::Quick => (4.0, 1.0),
+        RunSize::Smoke => (0.2, 0.05),
+    }
+}
+
+/// Connections, shrunk for `--smoke` (a debug daemon in a test).
+fn connections(opts: &RunOpts, n: usize) -> usize {
+    match opts.size {
+        RunSize::Smoke => n.min(4),
+        _ => n,
+    }
+}
+
+/// How long a rate-controlled run waits for its backlog after the offered time: a server
+/// that keeps up has none; one that does not would otherwise be waited out for as long
+/// as it fell behind. What is left then counts as errors.
+const RATE_DRAIN: Duration = Duration::from_secs(2);
+
+fn plan(opts: &RunOpts, pace: Pace, warm: bool) -> Plan {
+    let (run, warm_up) = seconds(opts.size);
+    Plan {
+        pace,
+        duration: Duration::from_secs_f64(if warm { warm_up } else { run }),
+        drain: match pace {
+            Pace::Saturate => opts.peer_timeout,
+            Pace::Rate(_) => RATE_DRAIN.min(opts.peer_timeout),
+        },
+    }
+}
+
+/// Warms up, then measures, with `source` over `connections` connections.
+fn measure(
+    server: &Server,
+    opts: &RunOpts,
+    connections: usize,
+    pace: Pace,
+    source: &mut dyn RequestSource,
+) -> Result<Tally, BenchError> {
+    crate::affinity::pin_current_thread(opts.client_core)?;
+    let mut gen = LoadGen::connect(server.addr, connections)?;
+    gen.run(source, &plan(opts, pace, true))?;
+    let tally = gen.run(source, &plan(opts, pace, false))?;
+    if let Some(first) = &tally.first_error {
+        eprint!("({} errors; the first: {first}) ", tally.errors);
+    }
+    if tally.ok == 0 {
+        return Err(BenchError::Setup(format!(
+            "no request succeeded: {}",
+            tally.first_error.as_deref().unwrap_or("no response")
+        )));
+    }
+    Ok(tally)
+}
+
+/// One request before the clock starts: the route answers 2xx (fail early and say why).
+fn check(server: &Server, request: &[u8]) -> Result<usize, BenchError> {
+    let (status, body) = loadgen::fetch(server.addr, request, Duration::from_secs(5))?;
+    if !(200..300).contains(&status) {
+        let text = String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned();
+        return Err(BenchError::Setup(format!("the route answered {status}: {text}")));
+    }
+    Ok(body.len())
+}
+
+/// The figures every row shares: rate, latencies, errors, the generator's CPU share.
+fn common(t: &Tally) -> Vec<Figure> {
+    let mut figures = vec![Figure::real("req_per_s", t.per_s(t.ok))];
+    figures.extend(t.latency.summary().figures(&LATENCY));
+    figures.push(Figure::int("errors", t.errors));
+    figures
+}
+
+fn run_bare(opts: &RunOpts) -> Result<Row, BenchError> {
+    with_server(opts, |server| {
+        check(server, &wire::get(wire::PING_PATH))?;
+        let mut source = Fixed::get(wire::PING_PATH);
+        let t = measure(
+            server,
+            opts,
+            connections(opts, GET_CONNECTIONS),
+            Pace::Saturate,
+            &mut source,
+        )?;
+        *BARE_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))? = Some(t.per_s(t.ok));
+        let mut figures = common(&t);
+        figures.push(Figure::real("resp_bytes", t.body_bytes as f64 / t.ok.max(1) as f64));
+        figures.push(Figure::real("client_cpu", t.cpu_share()));
+        Ok(Row::new("bare", figures))
+    })
+}
+
+fn run_slice(opts: &RunOpts) -> Result<Row, BenchError> {
+    with_server(opts, |server| {
+        check(server, &wire::get(&wire::slice_path(&crate::workload::node_id(0))))?;
+        let mut source = RandomSlices::new(server.nodes, 0x51CE);
+        let t = measure(
+            server,
+            opts,
+            connections(opts, GET_CONNECTIONS),
+            Pace::Saturate,
+            &mut source,
+        )?;
+        let mut figures = common(&t);
+        let bare = *BARE_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))?;
+        if let Some(bare) = bare {
+            figures.push(Figure::real("vs_bare", t.per_s(t.ok) / bare.max(1.0)));
+        }
+        figures.push(Figure::real("resp_bytes", t.body_bytes as f64 / t.ok.max(1) as f64));
+        figures.push(Figure::real("client_cpu", t.cpu_share()));
+        Ok(Row::new("slice", figures))
+    })
+}
+
+fn run_slice_rate(opts: &RunOpts) -> Result<Row, BenchError> {
+    let rate = match opts.size {
+        RunSize::Smoke => SLICE_RATE_PER_S / 25,
+        _ => SLICE_RATE_PER_S,
+    };
+    with_server(opts, |server| {
+        let mut source = RandomSlices::new(server.nodes, 0x50C0);
+        let t = measure(
+            server,
+            opts,
+            connections(opts, GET_CONNECTIONS),
+            Pace::Rate(rate),
+            &mut source,
+        )?;
+        let mut figures = common(&t);
+        figures.push(Figure::real("offered_per_s", rate as f64));
+        figures.push(Figure::real("client_cpu", t.cpu_share()));
+        Ok(Row::new("slice-50k", figures))
+    })
+}
+
+fn run_events(opts: &RunOpts) -> Result<Row, BenchError> {
+    let batch = match opts.size {
+        RunSize::Smoke => 100,
+        _ => BATCH_EVENTS,
+    };
+    with_server(opts, |server| {
+        let mut source = EventBatches::new(server.nodes, batch);
+        let mut probe = Vec::new();
+        source.next(&mut probe);
+        check(server, &probe)?;
+        let before = applied(&server.daemon.stats()?);
+        crate::affinity::pin_current_thread(opts.client_core)?;
+        let mut gen = LoadGen::connect(server.addr, connections(opts, POST_CONNECTIONS))?;
+        let warm = gen.run(&mut source, &plan(opts, Pace::Saturate, true))?;
+        let t = gen.run(&mut source, &plan(opts, Pace::Saturate, false))?;
+        if let Some(first) = &t.first_error {
+            eprint!("({} errors; the first: {first}) ", t.errors);
+        }
+        // Every event answered 2xx (the probe, the warm-up's and the run's) must reach
+        // reflex.
+        let answered = source.batch() as u64 + warm.items + t.items;
+        let lost = lost_events(server, before, answered, opts.peer_timeout)?;
+        eprint!(
+            "({} events per request, {} KiB) ",
+            source.batch(),
+            source.request_bytes() / 1024
+        );
+        let mut figures = common(&t);
+        figures.push(Figure::real("events_per_s", t.per_s(t.items)));
+        figures.push(Figure::int("lost", lost));
+        figures.push(Figure::real("client_cpu", t.cpu_share()));
+        Ok(Row::new("events-post", figures))
+    })
+}
+
+/// Events of `answered` that reflex has not applied since `before` once it settles.
+fn lost_events(server: &Server, before: u64, answered: u64, timeout: Duration) -> Result<u64, BenchError> {
+    let settled = server.daemon.wait_stats(timeout, |s| applied(s) >= before + answered);
+    let now = match settled {
+        Ok(s) => applied(&s),
+        Err(_) => applied(&server.daemon.stats()?),
+    };
+    Ok(answered.saturating_sub(now.saturating_sub(before)))
+}

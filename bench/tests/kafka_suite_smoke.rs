@@ -1,0 +1,63 @@
+//! `rim-bench kafka --smoke` on the real binary: the suite starts its broker and daemon,
+//! every row measures (every event's decision came back, matched by its tag), the
+//! latencies are ordered, and the Kafka rows are slower than the shared-memory ones.
+//!
+//! Needs the Kafka venv (`scripts/pyenv.sh`, as `tests/kafka.rs`): without it the test
+//! fails and says so, it is never skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const ROWS: [&str; 4] = ["kafka-in", "kafka-in-50k", "shm", "shm-50k"];
+
+fn venv() -> PathBuf {
+    std::env::var_os("RIM_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv-kafka"))
+}
+
+#[test]
+fn every_kafka_row_measures() {
+    let tansu = venv().join("bin/tansu");
+    assert!(
+        tansu.exists(),
+        "no Kafka broker at {}: run scripts/pyenv.sh first (RIM_PYENV overrides the venv)",
+        tansu.display()
+    );
+    let path = std::env::temp_dir().join(format!("rim-bench-kafka-smoke-{}.json", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_rim-bench"))
+        .args(["kafka", "--smoke", "--json"])
+        .arg(&path)
+        .output()
+        .expect("run rim-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "rim-bench kafka failed:\n{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&path).expect("read the JSON report");
+    let _ = std::fs::remove_file(&path);
+    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
+    assert_eq!(report["suite"], "kafka");
+    let rows = report["results"].as_array().expect("results is an array");
+    let names: Vec<&str> = rows.iter().filter_map(|row| row["name"].as_str()).collect();
+    assert_eq!(names, ROWS);
+    for row in rows {
+        let value = |name: &str| {
+            row.get(name)
+                .and_then(Value::as_f64)
+                .unwrap_or_else(|| panic!("{name}: {row}"))
+        };
+        assert!(row.get("error").is_none(), "{row}");
+        assert!(value("events_per_s") > 0.0, "{row}");
+        assert!(value("events") > 0.0, "{row}");
+        assert!(value("p50_ns") > 0.0, "{row}");
+        assert!(value("p50_ns") <= value("p99_ns"), "{row}");
+        assert!(value("p99_ns") <= value("p999_ns"), "{row}");
+        assert!(value("p999_ns") <= value("max_ns"), "{row}");
+    }
+    let p50 = |i: usize| rows[i]["p50_ns"].as_f64().unwrap_or(0.0);
+    // A broker round trip (linger, fetch) against a ring hand-over: if this fails, the
+    // rows measure the wrong path.
+    assert!(p50(1) > p50(3), "kafka-in-50k p50 {} vs shm-50k p50 {}", p50(1), p50(3));
+}

@@ -1,0 +1,258 @@
+//! `POST /events`: one RimFastEvent (a JSON object) or a batch (a JSON array of at most
+//! `api.batch_events_max`), field names exactly as the Avro schema.
+//!
+//! All or nothing at validation: every item is parsed and checked against the data model
+//! first, and if any fails the answer is 400 with one detail per failing item (its
+//! `index`, the `field` and what is wrong; at most [`ITEM_ERRORS_MAX`]) and nothing is
+//! published. Valid batches go into the daemon's intake ring in order, the same path as
+//! shared-memory producers (ingest → journal → reflex → capsules). A full ring is waited
+//! out asynchronously (100 µs steps, other requests keep being served) up to
+//! `api.publish_wait_ms`, then 503 says how many of the batch were taken.
+//!
+//! `?wait=durable` answers only once the journal holds the last event (bounded by
+//! `api.durable_wait_ms`, then 504).
+
+use std::time::{Duration, Instant};
+
+use hyper::{Response, StatusCode};
+use rim_ring::event::{EventError, RimFastEvent};
+use rim_ring::PublishError;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::envelope::{self, Body, Code, Detail, Meta, Problem};
+use super::query::Query;
+use super::server::App;
+
+/// Per-item errors reported at most.
+pub const ITEM_ERRORS_MAX: usize = 100;
+/// Wait between publish retries on a full ring.
+const FULL_RETRY: Duration = Duration::from_micros(100);
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    accepted: usize,
+    /// Intake ring position just past the last event.
+    position: u64,
+    /// The journal holds them (only with `?wait=durable`).
+    durable: bool,
+}
+
+/// Handles `POST /events`.
+pub async fn post(app: &App, meta: &Meta, q: &Query<'_>, body: &[u8]) -> Result<Response<Body>, Problem> {
+    let durable = match q.get("wait") {
+        None => false,
+        Some("durable") => true,
+        Some(_) => return Err(Problem::invalid("wait", "the only value is durable")),
+    };
+    let events = parse(body, app.cfg.batch_events_max)?;
+    let position = publish_all(app, &events).await?;
+    if durable {
+        wait_durable(app, position).await?;
+    }
+    let a = Accepted {
+        accepted: events.len(),
+        position,
+        durable,
+    };
+    Ok(envelope::data(meta, StatusCode::ACCEPTED, &a, None))
+}
+
+/// Parses and validates the body; every failing item becomes a detail.
+fn parse(body: &[u8], batch_max: usize) -> Result<Vec<RimFastEvent>, Problem> {
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    // Fast path: a well-formed batch is parsed once, straight into events. Only a body
+    // that fails goes through the per-item path below, which says which items failed.
+    if first == Some(b'[') {
+        if let Ok(events) = serde_json::from_slice::<Vec<RimFastEvent>>(body) {
+            if !events.is_empty() && events.len() <= batch_max && events.iter().all(|e| e.validate().is_ok()) {
+                return Ok(events);
+            }
+        }
+    }
+    let items: Vec<&RawValue> = match first {
+        Some(b'[') => serde_json::from_slice(body).map_err(|e| bad_json(&e))?,
+        Some(b'{') => vec![serde_json::from_slice(body).map_err(|e| bad_json(&e))?],
+        _ => {
+            return Err(Problem::invalid(
+                "body",
+                "expected a RimFastEvent object or an array of them",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(Problem::invalid("body", "the batch is empty"));
+    }
+    if items.len() > batch_max {
+        return Err(Problem::invalid(
+            "body",
+            format!("batch of {} events exceeds the maximum of {batch_max}", items.len()),
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    let mut failed = 0usize;
+    for (index, raw) in items.iter().enumerate() {
+        match item(raw.get()) {
+            Ok(ev) => events.push(ev),
+            Err((field, message)) => {
+                failed += 1;
+                if errors.len() < ITEM_ERRORS_MAX {
+                    errors.push(Detail {
+                        field,
+                        index: Some(index),
+                        message,
+                    });
+                }
+            }
+        }
+    }
+    if failed == 0 {
+        return Ok(events);
+    }
+    let mut p = Problem::new(
+        Code::Validation,
+        format!("{failed} of {} events are invalid; none was accepted", items.len()),
+    );
+    p.details = errors;
+    Err(p)
+}
+
+fn bad_json(e: &serde_json::Error) -> Problem {
+    Problem::new(Code::Validation, format!("malformed JSON: {e}")).with(Detail::field("body", e.to_string()))
+}
+
+/// One event: JSON shape, then the data model.
+fn item(text: &str) -> Result<RimFastEvent, (Option<String>, String)> {
+    let ev: RimFastEvent = serde_json::from_str(text).map_err(|e| (json_field(&e), e.to_string()))?;
+    ev.validate()
+        .map_err(|e| (Some(event_field(&e).to_owned()), e.to_string()))?;
+    Ok(ev)
+}
+
+/// The field a serde error names (`missing field `x``, `unknown field `x``), if any.
+fn json_field(e: &serde_json::Error) -> Option<String> {
+    let msg = e.to_string();
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(msg[start..start + len].to_owned())
+}
+
+/// The schema field an event error is about.
+fn event_field(e: &EventError) -> &'static str {
+    match e {
+        EventError::NodeId(_) => "rim_node_id",
+        EventError::TooLong { field, .. } | EventError::NotFinite { field } | EventError::BadSymbol { field } => field,
+        EventError::TooManyMetrics { .. } | EventError::EmptyMetricName { .. } | EventError::DuplicateMetric { .. } => {
+            "critical_metrics"
+        }
+        _ => "event",
+    }
+}
+
+/// Publishes every event in order, waiting out a full ring; returns the position past
+/// the last one.
+async fn publish_all(app: &App, events: &[RimFastEvent]) -> Result<u64, Problem> {
+    let deadline = Instant::now() + Duration::from_millis(app.cfg.publish_wait_ms);
+    let mut position = 0;
+    for (index, ev) in events.iter().enumerate() {
+        loop {
+            match app.ctx.publish(ev) {
+                Ok(p) => {
+                    position = p;
+                    break;
+                }
+                Err(PublishError::Full { .. }) if Instant::now() < deadline => {
+                    glommio::timer::sleep(FULL_RETRY).await;
+                }
+                Err(e) => return Err(publish_problem(&e, index)),
+            }
+        }
+    }
+    Ok(position)
+}
+
+fn publish_problem(e: &PublishError, index: usize) -> Problem {
+    let taken = Detail {
+        field: None,
+        index: Some(index),
+        message: format!("the first {index} events were accepted; this one and the rest were not"),
+    };
+    match e {
+        PublishError::Invalid(err) => Problem::new(Code::Validation, format!("event {index} refused: {err}"))
+            .with(Detail {
+                field: Some(event_field(err).to_owned()),
+                index: Some(index),
+                message: err.to_string(),
+            })
+            .with(taken),
+        PublishError::TooLarge { .. } => {
+            Problem::new(Code::Validation, format!("event {index} refused: {e}")).with(taken)
+        }
+        PublishError::Full { .. } => Problem::new(
+            Code::Unavailable,
+            "the intake ring stayed full; retry later (ingest is behind)",
+        )
+        .with(taken),
+        _ => Problem::new(Code::Unavailable, format!("ingest is not available: {e}")).with(taken),
+    }
+}
+
+/// Waits until the journal holds everything up to `position`.
+async fn wait_durable(app: &App, position: u64) -> Result<(), Problem> {
+    let deadline = Instant::now() + Duration::from_millis(app.cfg.durable_wait_ms);
+    let mut step = Duration::from_micros(100);
+    while app.ctx.durable_position() < position {
+        if Instant::now() >= deadline {
+            return Err(Problem::new(
+                Code::Timeout,
+                format!(
+                    "the events were accepted but not durable within {} ms (durable position {} < {position})",
+                    app.cfg.durable_wait_ms,
+                    app.ctx.durable_position()
+                ),
+            ));
+        }
+        glommio::timer::sleep(step).await;
+        step = (step * 2).min(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"{"rim_node_id":"rim:sensor:a:n1","timestamp":1,"critical_metrics":{"t":1.5},"status":"OK"}"#;
+
+    #[test]
+    fn one_event_or_a_batch_parses() {
+        assert_eq!(parse(OK.as_bytes(), 10).expect("one").len(), 1);
+        let batch = format!("[{OK},{OK}]");
+        assert_eq!(parse(batch.as_bytes(), 10).expect("two").len(), 2);
+    }
+
+    #[test]
+    fn every_bad_item_is_named_and_nothing_is_accepted() {
+        let bad_node = r#"{"rim_node_id":"nope","timestamp":1,"critical_metrics":{},"status":"OK"}"#;
+        let unknown = r#"{"rim_node_id":"rim:a:b:c","timestamp":1,"critical_metrics":{},"status":"OK","x":1}"#;
+        let batch = format!("[{OK},{bad_node},{unknown}]");
+        let p = parse(batch.as_bytes(), 10).expect_err("refused");
+        assert_eq!(p.code, Code::Validation);
+        assert_eq!(p.details.len(), 2);
+        assert_eq!(p.details[0].index, Some(1));
+        assert_eq!(p.details[0].field.as_deref(), Some("rim_node_id"));
+        assert_eq!(p.details[1].index, Some(2));
+        assert_eq!(p.details[1].field.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn oversized_empty_and_malformed_batches_are_refused() {
+        let batch = format!("[{OK},{OK},{OK}]");
+        assert!(parse(batch.as_bytes(), 2).is_err());
+        assert!(parse(b"[]", 2).is_err());
+        assert!(parse(b"[{", 2).is_err());
+        assert!(parse(b"42", 2).is_err());
+    }
+}

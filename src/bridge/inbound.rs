@@ -1,0 +1,725 @@
+//! The inbound side: a consumer group on the inbound topic; each message is decoded
+//! (Confluent frame, writer schema by id, Avro resolved to the platform schema) and
+//! published on the in-process ring into ingest, or sent to the DLQ.
+//!
+//! Offsets: a message's offset is stored (and then committed, every
+//! `commit_interval_ms`) only once it is *settled*: its event is durable (the ring's
+//! durable position has passed it; its consumed position when persistence is off), or its
+//! DLQ copy was acknowledged by the broker. Messages settle in consumption order, so the
+//! committed offset of a partition never passes an unsettled message. A crash therefore
+//! redelivers at most what was not yet committed; ingest drops the redelivered events whose
+//! `event_id` is still in its node's dedup window (rebuilt from the journal on restart).
+//!
+//! Order: one thread publishes every message in partition order into one SPSC ring, and a
+//! message that waits (retry with backoff, a full ring) holds back the ones after it, so
+//! per-node order is kept.
+//!
+//! Rebalances: before partitions are revoked, the bridge waits (bounded) for their messages
+//! to settle and commits synchronously, so the next owner starts after them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+use rim_ring::{EventError, PublishError, RimFastEvent};
+use thiserror::Error;
+use tracing::{debug, error, info, warn};
+
+use super::avro::Schema;
+use super::clients::{forward_log, on_error, OutContext, Report};
+use super::config::BridgeConfig;
+use super::health::{BridgeHealth, Side};
+use super::registry::{RegistryError, Schemas};
+use super::trace::{TraceIds, Traces};
+use super::wire::{self, WireError};
+
+/// Longest a revoke waits for the revoked partitions' messages to settle.
+const REVOKE_WAIT: Duration = Duration::from_secs(3);
+/// Longest shutdown waits for everything handed to ingest to settle.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// How often a degraded consumer asks the brokers for metadata to see if they are back.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a message went to the DLQ.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// Not a Confluent frame, or the Avro body does not decode.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The writer schema could not be had.
+    #[error(transparent)]
+    Schema(#[from] RegistryError),
+    /// Decoded, but breaks the data model (RimNodeId pattern, limits).
+    #[error("invalid event: {0}")]
+    Invalid(#[from] EventError),
+    /// The ring cannot carry the event (too large for it).
+    #[error("event cannot be published: {0}")]
+    Unpublishable(String),
+}
+
+impl Failure {
+    /// A short, stable name for the `dlq.error.kind` header.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Wire(WireError::Truncated(_)) | Failure::Wire(WireError::BadMagic(_)) => "bad-frame",
+            Failure::Wire(_) => "bad-avro",
+            Failure::Schema(RegistryError::Unreachable(_)) => "registry-unreachable",
+            Failure::Schema(RegistryError::UnknownId(_)) => "unknown-schema",
+            Failure::Schema(_) => "bad-schema",
+            Failure::Invalid(_) => "invalid-event",
+            Failure::Unpublishable(_) => "unpublishable",
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        matches!(self, Failure::Schema(e) if e.is_transient())
+    }
+}
+
+/// When a consumed message's offset may be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Once the ring's durable (or consumed) position reaches this.
+    Ring(u64),
+    /// Once the DLQ copy with this token is acknowledged.
+    Dlq(u64),
+    /// Now.
+    Done,
+}
+
+#[derive(Debug)]
+struct Pending {
+    partition: i32,
+    offset: i64,
+    settle: Settle,
+}
+
+/// A DLQ message kept until the broker acknowledges it (sent again if it fails).
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    sent: bool,
+}
+
+/// Everything between consuming a message and committing its offset. Lives in the
+/// consumer's context so that the revoke callback (run inside `poll`, on the same thread)
+/// can settle and commit too.
+pub(crate) struct Tracker {
+    ring: rim_ring::Producer,
+    durable: bool,
+    topic: String,
+    pending: VecDeque<Pending>,
+    dlq: BaseProducer<OutContext>,
+    dlq_topic: String,
+    dead: HashMap<u64, DeadLetter>,
+    next_token: u64,
+    reports: Vec<Report>,
+    health: Arc<BridgeHealth>,
+    /// Offsets were stored since the last commit.
+    stored: bool,
+}
+
+impl Tracker {
+    fn settled_position(&self) -> u64 {
+        if self.durable {
+            self.ring.durable_position()
+        } else {
+            self.ring.consumed_position()
+        }
+    }
+
+    /// Serves DLQ delivery reports, sends failed DLQ copies again, pops every settled
+    /// message from the front and stores its offset. Returns how many settled.
+    fn settle(&mut self, consumer: &BaseConsumer<InContext>) -> usize {
+        self.dlq.poll(Duration::ZERO);
+        self.dlq.context().take_reports(&mut self.reports);
+        for r in std::mem::take(&mut self.reports) {
+            match r.result {
+                Ok(()) => {
+                    if self.dead.remove(&r.token).is_some() {
+                        BridgeHealth::bump(&self.health.dlq, 1);
+                    }
+                    for p in self.pending.iter_mut() {
+                        if p.settle == Settle::Dlq(r.token) {
+                            p.settle = Settle::Done;
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!("dlq delivery failed, sending again: {e}");
+                    if let Some(d) = self.dead.get_mut(&r.token) {
+                        d.sent = false;
+                    }
+                }
+            }
+        }
+        self.send_dead_letters();
+        let position = self.settled_position();
+        let mut highest: Vec<(i32, i64)> = Vec::new();
+        let mut n = 0;
+        while let Some(front) = self.pending.front() {
+            let settled = match front.settle {
+                Settle::Ring(pos) => position >= pos,
+                Settle::Dlq(_) => false,
+                Settle::Done => true,
+            };
+            if !settled {
+                break;
+            }
+            if let Some(p) = self.pending.pop_front() {
+                match highest.iter_mut().find(|(part, _)| *part == p.partition) {
+                    Some(h) => h.1 = h.1.max(p.offset),
+                    None => highest.push((p.partition, p.offset)),
+                }
+                n += 1;
+            }
+        }
+        for (partition, offset) in highest {
+            // librdkafka's (legacy) offset store takes the message's offset and commits the
+            // next one, `offset + 1`, itself.
+            match consumer.store_offset(&self.topic, partition, offset) {
+                Ok(()) => self.stored = true,
+                // The partition was revoked meanwhile: its next owner reads it again.
+                Err(e) => debug!(partition, offset, "offset not stored: {e}"),
+            }
+        }
+        n
+    }
+
+    fn send_dead_letters(&mut self) {
+        for (token, d) in self.dead.iter_mut().filter(|(_, d)| !d.sent) {
+            let mut headers = OwnedHeaders::new_with_capacity(d.headers.len());
+            for (k, v) in &d.headers {
+                headers = headers.insert(Header {
+                    key: k.as_str(),
+                    value: v.as_deref(),
+                });
+            }
+            let mut record: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(&self.dlq_topic, *token as usize).headers(headers);
+            if let Some(k) = &d.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(p) = &d.payload {
+                record = record.payload(p.as_slice());
+            }
+            match self.dlq.send(record) {
+                Ok(()) => d.sent = true,
+                // Queue full or broker trouble: tried again at the next settle.
+                Err((e, _)) => debug!("dlq send deferred: {e}"),
+            }
+        }
+    }
+
+    /// Forgets the pending messages of revoked partitions (their next owner reads them
+    /// again from the committed offset).
+    fn forget(&mut self, partitions: &[i32]) -> usize {
+        let before = self.pending.len();
+        self.pending.retain(|p| !partitions.contains(&p.partition));
+        before - self.pending.len()
+    }
+
+    fn pending_in(&self, partitions: &[i32]) -> usize {
+        self.pending
+            .iter()
+            .filter(|p| partitions.contains(&p.partition))
+            .count()
+    }
+}
+
+/// The consumer's context: health, and the tracker.
+pub(crate) struct InContext {
+    health: Arc<BridgeHealth>,
+    tracker: Mutex<Tracker>,
+}
+
+impl InContext {
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        // A panic while holding the lock cannot leave the tracker half-updated in a way
+        // that matters more than stopping the bridge would: keep going with its state.
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ClientContext for InContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(Side::In, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        on_error(&self.health, Side::In, &error, reason);
+    }
+}
+
+impl ConsumerContext for InContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts = partitions(tpl);
+                let mut t = self.tracker();
+                let deadline = Instant::now() + REVOKE_WAIT;
+                while t.pending_in(&parts) > 0 && Instant::now() < deadline {
+                    if t.settle(consumer) == 0 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => BridgeHealth::bump(&self.health.commits, 1),
+                    Err(e) => debug!("commit at revoke: {e}"),
+                }
+                t.stored = false;
+                let dropped = t.forget(&parts);
+                if dropped > 0 {
+                    warn!(
+                        dropped,
+                        "partitions revoked before {dropped} messages were durable: their next owner reads them again"
+                    );
+                }
+                info!(partitions = ?parts, "kafka: partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                info!(partitions = ?partitions(tpl), "kafka: partitions assigned");
+                self.health.ok(Side::In);
+            }
+            Rebalance::Error(e) => on_error(&self.health, Side::In, e, "rebalance"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                BridgeHealth::bump(&self.health.commits, 1);
+                self.health.ok(Side::In);
+            }
+            // Nothing stored since the last commit: not a failure.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => on_error(&self.health, Side::In, &e, "offset commit"),
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// What the inbound thread owns.
+pub(crate) struct Inbound {
+    consumer: BaseConsumer<InContext>,
+    w: Worker,
+}
+
+/// Everything but the consumer (a consumed message borrows the consumer while the worker
+/// handles it).
+struct Worker {
+    cfg: BridgeConfig,
+    schemas: Schemas,
+    reader: Schema,
+    traces: Arc<Mutex<Traces>>,
+    stop: Arc<AtomicBool>,
+    health: Arc<BridgeHealth>,
+}
+
+type InConsumer = BaseConsumer<InContext>;
+
+/// A message's headers, copied: (name, value).
+type HeaderList = Vec<HeaderPair>;
+
+/// One header: name and value.
+type HeaderPair = (String, Option<Vec<u8>>);
+
+/// What [`Inbound::new`] needs.
+pub(crate) struct InboundSetup {
+    pub cfg: BridgeConfig,
+    pub ring: rim_ring::Producer,
+    pub durable: bool,
+    pub schemas: Schemas,
+    pub traces: Arc<Mutex<Traces>>,
+    pub stop: Arc<AtomicBool>,
+    pub health: Arc<BridgeHealth>,
+}
+
+impl Inbound {
+    /// Creates the consumer and the DLQ producer and subscribes.
+    pub(crate) fn new(s: InboundSetup) -> Result<Self, super::BridgeError> {
+        let dlq = super::clients::producer(&s.cfg, OutContext::new(s.health.clone()))?;
+        let tracker = Tracker {
+            ring: s.ring,
+            durable: s.durable,
+            topic: s.cfg.in_topic.clone(),
+            pending: VecDeque::new(),
+            dlq,
+            dlq_topic: s.cfg.dlq_topic(),
+            dead: HashMap::new(),
+            next_token: 0,
+            reports: Vec::new(),
+            health: s.health.clone(),
+            stored: false,
+        };
+        let ctx = InContext {
+            health: s.health.clone(),
+            tracker: Mutex::new(tracker),
+        };
+        let consumer = super::clients::consumer(&s.cfg, ctx)?;
+        consumer
+            .subscribe(&[s.cfg.in_topic.as_str()])
+            .map_err(super::BridgeError::Kafka)?;
+        Ok(Self {
+            consumer,
+            w: Worker {
+                reader: wire::reader_schema(),
+                cfg: s.cfg,
+                schemas: s.schemas,
+                traces: s.traces,
+                stop: s.stop,
+                health: s.health,
+            },
+        })
+    }
+
+    /// The thread's loop, until `stop`.
+    pub(crate) fn run(mut self) {
+        info!(topic = %self.w.cfg.in_topic, group = %self.w.cfg.group_id, "kafka bridge: consuming");
+        let commit_every = Duration::from_millis(self.w.cfg.commit_interval_ms);
+        let mut last_commit = Instant::now();
+        let mut last_probe = Instant::now();
+        while !self.w.stopping() {
+            let pending = {
+                let mut t = self.consumer.context().tracker();
+                t.settle(&self.consumer);
+                t.pending.len()
+            };
+            if last_commit.elapsed() >= commit_every {
+                self.commit(false);
+                last_commit = Instant::now();
+            }
+            if !self.w.health.is_ok(Side::In) && last_probe.elapsed() >= PROBE_INTERVAL {
+                self.probe();
+                last_probe = Instant::now();
+            }
+            if pending >= self.w.cfg.in_flight_max {
+                // Ingest or the journal is behind: wait for it rather than read more.
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            match self.consumer.poll(Duration::from_millis(50)) {
+                None => {}
+                Some(Ok(msg)) => {
+                    BridgeHealth::bump(&self.w.health.consumed, 1);
+                    self.w.health.ok(Side::In);
+                    self.w.handle(&self.consumer, &msg);
+                }
+                Some(Err(e)) => {
+                    on_error(&self.w.health, Side::In, &e, "consume");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        self.shut_down();
+    }
+
+    /// Commits the stored offsets, synchronously: the result is known here (librdkafka's
+    /// asynchronous commit results do not reach a `BaseConsumer`'s poll), and the thread has
+    /// nothing better to do for the round trip. Skipped while the consumer side is degraded
+    /// (the offsets stay stored and go with the first commit after recovery).
+    fn commit(&self, force: bool) {
+        let mut t = self.consumer.context().tracker();
+        if !t.stored || (!force && !self.w.health.is_ok(Side::In)) {
+            return;
+        }
+        t.stored = false;
+        drop(t);
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => BridgeHealth::bump(&self.w.health.commits, 1),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                // The offsets stay stored in librdkafka: the next round commits them.
+                self.consumer.context().tracker().stored = true;
+                on_error(&self.w.health, Side::In, &e, "offset commit");
+            }
+        }
+    }
+
+    fn probe(&self) {
+        match self
+            .consumer
+            .fetch_metadata(Some(self.w.cfg.in_topic.as_str()), Duration::from_secs(1))
+        {
+            Ok(_) => self.w.health.ok(Side::In),
+            Err(e) => on_error(&self.w.health, Side::In, &e, "metadata probe"),
+        }
+    }
+
+    /// Waits (bounded) for what was handed to ingest to settle, commits, and closes.
+    fn shut_down(self) {
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        loop {
+            let left = {
+                let mut t = self.consumer.context().tracker();
+                t.settle(&self.consumer);
+                t.pending.len()
+            };
+            if left == 0 || Instant::now() >= deadline {
+                if left > 0 {
+                    warn!(
+                        left,
+                        "kafka bridge: stopping with messages not yet durable; they will be read again"
+                    );
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.commit(true);
+        {
+            let t = self.consumer.context().tracker();
+            let _ = t.dlq.flush(Duration::from_secs(2));
+        }
+        info!("kafka bridge: consumer stopped");
+        // Dropping the consumer leaves the group (its revoke callback commits again).
+    }
+}
+
+impl Worker {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    fn handle(&mut self, consumer: &InConsumer, msg: &BorrowedMessage<'_>) {
+        let headers = read_headers(msg);
+        match self.decode_with_retries(consumer, msg.payload()) {
+            Ok(ev) => {
+                self.remember_trace(&ev, headers.as_deref());
+                self.publish(consumer, msg, headers, &ev);
+            }
+            Err((failure, retries)) => self.dead_letter(consumer, msg, headers, &failure, retries),
+        }
+    }
+
+    fn decode(&mut self, payload: Option<&[u8]>) -> Result<RimFastEvent, Failure> {
+        let (id, body) = wire::split(payload.unwrap_or(&[]))?;
+        let writer = self.schemas.get(id)?;
+        Ok(wire::decode_event(body, &writer, &self.reader)?)
+    }
+
+    /// Decodes, retrying what may pass (the registry unreachable) with exponential
+    /// backoff; returns the failure and the retries made otherwise.
+    fn decode_with_retries(
+        &mut self,
+        consumer: &InConsumer,
+        payload: Option<&[u8]>,
+    ) -> Result<RimFastEvent, (Failure, u32)> {
+        let mut retries = 0u32;
+        loop {
+            match self.decode(payload) {
+                Ok(ev) => return Ok(ev),
+                Err(f) if f.is_transient() && retries < self.cfg.retries_max && !self.stopping() => {
+                    let delay = backoff(retries, &self.cfg);
+                    retries += 1;
+                    BridgeHealth::bump(&self.health.retries, 1);
+                    self.health.error(&format!("{f} (retry {retries} in {delay:?})"));
+                    warn!(retry = retries, ?delay, "kafka bridge: {f}");
+                    self.sleep_settling(consumer, delay);
+                }
+                Err(f) => return Err((f, retries)),
+            }
+        }
+    }
+
+    /// Sleeps up to `d` in short slices, settling and watching `stop`.
+    fn sleep_settling(&self, consumer: &InConsumer, d: Duration) {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline && !self.stopping() {
+            consumer.context().tracker().settle(consumer);
+            std::thread::sleep(Duration::from_millis(10).min(deadline.saturating_duration_since(Instant::now())));
+        }
+    }
+
+    /// Publishes on the ring, waiting while it is full.
+    fn publish(
+        &mut self,
+        consumer: &InConsumer,
+        msg: &BorrowedMessage<'_>,
+        headers: Option<HeaderList>,
+        ev: &RimFastEvent,
+    ) {
+        let mut waits = 0u32;
+        loop {
+            let result = {
+                let mut t = consumer.context().tracker();
+                let r = t.ring.try_publish_event(&ev.as_ref());
+                if let Ok(pos) = r {
+                    t.pending.push_back(Pending {
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        settle: Settle::Ring(pos),
+                    });
+                }
+                r
+            };
+            match result {
+                Ok(_) => {
+                    BridgeHealth::bump(&self.health.ingested, 1);
+                    return;
+                }
+                Err(PublishError::Full { .. }) => {
+                    if waits == 0 {
+                        BridgeHealth::bump(&self.health.ring_full, 1);
+                    }
+                    waits = waits.saturating_add(1);
+                    if self.stopping() {
+                        // Not settled, so not committed: read again after a restart.
+                        return;
+                    }
+                    consumer.context().tracker().settle(consumer);
+                    std::thread::sleep(Duration::from_micros(if waits < 100 { 50 } else { 1000 }));
+                }
+                Err(PublishError::Invalid(e)) => {
+                    return self.dead_letter(consumer, msg, headers, &Failure::Invalid(e), 0)
+                }
+                Err(e @ PublishError::TooLarge { .. }) => {
+                    return self.dead_letter(consumer, msg, headers, &Failure::Unpublishable(e.to_string()), 0)
+                }
+                Err(e) => {
+                    // Quarantined or closed: the daemon is going away; leave uncommitted.
+                    error!("kafka bridge: ring into ingest refused: {e}");
+                    self.stop.store(true, Ordering::Release);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn dead_letter(
+        &mut self,
+        consumer: &InConsumer,
+        msg: &BorrowedMessage<'_>,
+        headers: Option<HeaderList>,
+        failure: &Failure,
+        retries: u32,
+    ) {
+        warn!(
+            partition = msg.partition(),
+            offset = msg.offset(),
+            kind = failure.kind(),
+            retries,
+            "kafka bridge: to the DLQ: {failure}"
+        );
+        self.health.error(&format!("dead-lettered: {failure}"));
+        let mut all = headers.unwrap_or_default();
+        all.extend(dlq_headers(msg, failure, retries, &self.cfg.in_topic));
+        let mut t = consumer.context().tracker();
+        let token = t.next_token;
+        t.next_token += 1;
+        t.dead.insert(
+            token,
+            DeadLetter {
+                key: msg.key().map(<[u8]>::to_vec),
+                payload: msg.payload().map(<[u8]>::to_vec),
+                headers: all,
+                sent: false,
+            },
+        );
+        t.pending.push_back(Pending {
+            partition: msg.partition(),
+            offset: msg.offset(),
+            settle: Settle::Dlq(token),
+        });
+        t.send_dead_letters();
+    }
+
+    fn remember_trace(&self, ev: &RimFastEvent, headers: Option<&[HeaderPair]>) {
+        let Some(ids) = headers.and_then(TraceIds::from_headers) else {
+            return;
+        };
+        if let Ok(mut t) = self.traces.lock() {
+            t.insert(&ev.rim_node_id, ev.timestamp, ids);
+        }
+    }
+}
+
+/// The message's headers, copied. librdkafka hands header names as C strings and the
+/// client library panics on one that is not UTF-8 (bytes from any producer): that panic is
+/// caught here and the headers are treated as absent.
+fn read_headers(msg: &BorrowedMessage<'_>) -> Option<HeaderList> {
+    let hs = msg.headers()?;
+    let copy = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        hs.iter()
+            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect::<Vec<_>>()
+    }));
+    match copy {
+        Ok(v) => Some(v),
+        Err(_) => {
+            warn!(
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "message headers unreadable (a name is not UTF-8); ignored"
+            );
+            None
+        }
+    }
+}
+
+/// The headers a DLQ copy carries besides the original's.
+fn dlq_headers(msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32, topic: &str) -> HeaderList {
+    let h = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
+    vec![
+        h("dlq.error", failure.to_string()),
+        h("dlq.error.kind", failure.kind().to_owned()),
+        h("dlq.retry.count", retries.to_string()),
+        h("dlq.original.topic", topic.to_owned()),
+        h("dlq.original.partition", msg.partition().to_string()),
+        h("dlq.original.offset", msg.offset().to_string()),
+        h(
+            "dlq.original.timestamp",
+            msg.timestamp().to_millis().unwrap_or(-1).to_string(),
+        ),
+        h("dlq.timestamp", crate::ingest::unix_ms().to_string()),
+    ]
+}
+
+/// The delay before retry `n` (0-based): `retry_backoff_ms × 2ⁿ`, capped.
+pub(crate) fn backoff(n: u32, cfg: &BridgeConfig) -> Duration {
+    let ms = cfg
+        .retry_backoff_ms
+        .saturating_mul(1u64.checked_shl(n).unwrap_or(u64::MAX))
+        .min(cfg.retry_backoff_max_ms);
+    Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let cfg = BridgeConfig {
+            retry_backoff_ms: 1_000,
+            retry_backoff_max_ms: 30_000,
+            ..BridgeConfig::default()
+        };
+        let got: Vec<u64> = (0..7).map(|n| backoff(n, &cfg).as_millis() as u64).collect();
+        assert_eq!(got, vec![1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
+        assert_eq!(backoff(200, &cfg), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn failure_kinds_name_the_cause() {
+        assert_eq!(Failure::Wire(WireError::BadMagic(1)).kind(), "bad-frame");
+        assert_eq!(Failure::Schema(RegistryError::UnknownId(3)).kind(), "unknown-schema");
+        assert!(Failure::Schema(RegistryError::Unreachable("x".into())).is_transient());
+        assert!(!Failure::Schema(RegistryError::UnknownId(3)).is_transient());
+        assert!(!Failure::Wire(WireError::Truncated(0)).is_transient());
+    }
+}
