@@ -441,6 +441,12 @@ impl Config {
 
     /// Checks the relations between settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.api
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("api: {e}")))?;
+        self.bridge
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("bridge: {e}")))?;
         self.validate_topology(Self::cores_online())?;
         self.validate_sizes()?;
         self.persist.validate()

@@ -137,9 +137,23 @@ pub fn read_rules(config: &Config) -> Result<(String, String), DaemonError> {
     Ok((path.display().to_string(), text))
 }
 
-/// Compiles rule text, rendering errors one per line.
-pub fn compile(text: &str, config: &Config, previous: Option<&RuleSet>) -> Result<RuleSet, String> {
-    rim_rules::compile_toml(text, &limits(config), previous).map_err(|errs| errs.to_string())
+/// The format of a rule file, by its name: `json` for `*.json`, else `toml`.
+pub fn rules_format(origin: &str) -> &'static str {
+    if origin.ends_with(".json") {
+        "json"
+    } else {
+        "toml"
+    }
+}
+
+/// Compiles rule text from `origin` (its format by [`rules_format`]), rendering errors one
+/// per line.
+pub fn compile(text: &str, origin: &str, config: &Config, previous: Option<&RuleSet>) -> Result<RuleSet, String> {
+    let compiled = match rules_format(origin) {
+        "json" => rim_rules::compile_json(text, &limits(config), previous),
+        _ => rim_rules::compile_toml(text, &limits(config), previous),
+    };
+    compiled.map_err(|errs| errs.to_string())
 }
 
 /// Everything one hot shard thread owns.
@@ -167,7 +181,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     let _lock = lock_run_dir(&config)?;
 
     let (rules_origin, rules_text) = read_rules(&config)?;
-    let initial = compile(&rules_text, &config, None).map_err(|errors| DaemonError::Rules {
+    let initial = compile(&rules_text, &rules_origin, &config, None).map_err(|errors| DaemonError::Rules {
         path: rules_origin.clone(),
         errors,
     })?;
@@ -313,7 +327,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         compiled.clone(),
         RulesSource {
             origin: rules_origin.clone(),
-            format: "toml",
+            format: rules_format(&rules_origin),
             text: rules_text.clone(),
         },
         rules_in,
@@ -776,7 +790,7 @@ impl ColdShard {
             return;
         }
         self.rules_tried = text.clone();
-        let format = if origin.ends_with(".json") { "json" } else { "toml" };
+        let format = rules_format(&origin);
         match self.plane.replace(RulesSource {
             origin: origin.clone(),
             format,
@@ -810,5 +824,27 @@ impl ColdShard {
         if let Err(e) = agg.publish(&current, running) {
             warn!(error = %e, "stats segment not updated");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_file_compiles_in_the_format_its_name_says() {
+        let config = Config::default();
+        let json = r#"{"rule":[{"id":"hot","nodes":"rim:sensor:*","when":"metric.temp > 90","severity":"high"}]}"#;
+        let set = compile(json, "/etc/rimd/rules.json", &config, None).expect("JSON by extension");
+        assert_eq!(set.len(), 1);
+        assert!(
+            compile(json, "/etc/rimd/rules.toml", &config, None).is_err(),
+            "JSON is not TOML"
+        );
+        let toml = "[[rule]]\nid = \"hot\"\nwhen = \"metric.temp > 90\"\nseverity = \"high\"\n";
+        assert_eq!(
+            compile(toml, "(embedded default rules)", &config, None).map(|s| s.len()),
+            Ok(1)
+        );
     }
 }
