@@ -23,3 +23,26 @@ fn online_cores() -> usize {
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     usize::try_from(online).unwrap_or(0)
 }
+
+/// Makes a process the harness spawns die with the harness (`PR_SET_PDEATHSIG`) and free
+/// to run on every core: the harness thread that spawns it may be pinned, and a daemon
+/// checks its topology against the cores it sees and pins its own threads.
+pub fn child_of_harness(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; prctl and sched_setaffinity are plain
+    // syscalls (async-signal-safe) and nothing here allocates; `all` is a local, fully
+    // initialised cpu_set_t.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut all: libc::cpu_set_t = std::mem::zeroed();
+            for c in 0..libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c, &mut all);
+            }
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
+            Ok(())
+        });
+    }
+}

@@ -3,7 +3,6 @@
 //! `rimd` binary's `main` after argument parsing) with its own run directory, rule file and
 //! settings. It dies with the harness (`PR_SET_PDEATHSIG`) and is stopped with SIGTERM.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,24 +46,7 @@ impl DaemonProc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: runs in the forked child before exec; prctl and sched_setaffinity are
-        // plain syscalls (async-signal-safe) and nothing here allocates; `all` is a local,
-        // fully initialised cpu_set_t.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The harness thread may be pinned; the daemon must see every core (it
-                // checks its topology against them and pins its own threads).
-                let mut all: libc::cpu_set_t = std::mem::zeroed();
-                for c in 0..libc::CPU_SETSIZE as usize {
-                    libc::CPU_SET(c, &mut all);
-                }
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
-                Ok(())
-            });
-        }
+        crate::affinity::child_of_harness(&mut cmd);
         let child = cmd.spawn().map_err(io("spawning the daemon"))?;
         let mut d = Self { child, run_dir };
         d.wait_ready(timeout)?;

@@ -2,7 +2,6 @@
 //! `scripts/pyenv.sh` builds, on a free loopback port, with the inbound topic and its DLQ
 //! created. The same broker and start-up as `tests/kafka.rs`.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -171,21 +170,6 @@ fn spawn(tansu: &Path, port: u16, log: &Path) -> Result<Child, BenchError> {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    // SAFETY: runs in the forked child before exec; prctl and sched_setaffinity are plain
-    // syscalls (async-signal-safe) and nothing here allocates; `all` is a local, fully
-    // initialised cpu_set_t.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut all: libc::cpu_set_t = std::mem::zeroed();
-            for c in 0..libc::CPU_SETSIZE as usize {
-                libc::CPU_SET(c, &mut all);
-            }
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
-            Ok(())
-        });
-    }
+    crate::affinity::child_of_harness(&mut cmd);
     cmd.spawn().map_err(io("spawning the tansu broker"))
 }
