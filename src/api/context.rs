@@ -105,6 +105,32 @@ pub trait Health: Send + Sync {
 /// Live-state queries in flight per shard (the query rings' depth).
 pub const QUERIES_IN_FLIGHT: usize = 256;
 
+/// A query someone waits for. If the wait ends without the answer (a timeout, or the
+/// request's future dropped because its client went away), the answer is recycled when
+/// it comes instead of being kept forever.
+struct Waiting<'a> {
+    queries: &'a RefCell<Queries>,
+    tag: u64,
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(mut q) = self.queries.try_borrow_mut() else {
+            return;
+        };
+        match q.answered.remove(&self.tag) {
+            Some(a) => q.pool.push(a),
+            None => {
+                q.abandoned.insert(self.tag);
+            }
+        }
+    }
+}
+
 /// How long a live-state query may take before the slice answers without it.
 const PRESENT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Polls of the reply ring by yielding before the wait sleeps between polls.
@@ -262,18 +288,22 @@ impl Context {
     /// the node. Waits asynchronously (yielding, then sleeping 50 µs between polls) for
     /// at most 100 ms.
     pub async fn present(&self, node_id: &str) -> Result<Option<Present>, PresentError> {
-        let tag = self.ask(node_id)?;
+        let mut waiting = Waiting {
+            queries: &self.queries,
+            tag: self.ask(node_id)?,
+            done: false,
+        };
         let deadline = Instant::now() + PRESENT_TIMEOUT;
         let mut polls = 0u32;
         let answer = loop {
             {
                 let mut q = self.queries.borrow_mut();
                 q.collect();
-                if let Some(a) = q.answered.remove(&tag) {
+                if let Some(a) = q.answered.remove(&waiting.tag) {
+                    waiting.done = true;
                     break a;
                 }
                 if Instant::now() >= deadline {
-                    q.abandoned.insert(tag);
                     return Err(PresentError::Timeout(PRESENT_TIMEOUT.as_millis() as u64));
                 }
             }
