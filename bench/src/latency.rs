@@ -32,6 +32,14 @@ pub const RTT: LatencyNames = LatencyNames {
     max: "rtt_max_ns",
 };
 
+/// One-way figures without a prefix: `p50_ns`, `p99_ns`, `p999_ns`, `max_ns`.
+pub const PLAIN: LatencyNames = LatencyNames {
+    p50: "p50_ns",
+    p99: "p99_ns",
+    p999: "p999_ns",
+    max: "max_ns",
+};
+
 /// Nanosecond latencies recorded one by one.
 pub struct LatencyRecorder {
     histogram: Histogram<u64>,

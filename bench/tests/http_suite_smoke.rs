@@ -2,27 +2,15 @@
 //! row measures (no error, no non-2xx answer), the latencies are ordered, and no event
 //! posted over HTTP is lost on its way to reflex.
 
-use std::process::Command;
-
 use serde_json::Value;
+
+mod common;
 
 const ROWS: [&str; 4] = ["bare", "slice", "slice-50k", "events-post"];
 
 #[test]
 fn every_http_row_measures_without_errors() {
-    let path = std::env::temp_dir().join(format!("rim-bench-http-smoke-{}.json", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_rim-bench"))
-        .args(["http", "--smoke", "--json"])
-        .arg(&path)
-        .output()
-        .expect("run rim-bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "rim-bench http failed:\n{stdout}\n{stderr}");
-    let text = std::fs::read_to_string(&path).expect("read the JSON report");
-    let _ = std::fs::remove_file(&path);
-    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
-    assert_eq!(report["suite"], "http");
+    let report = common::smoke_report("http");
     let rows = report["results"].as_array().expect("results is an array");
     let names: Vec<&str> = rows.iter().filter_map(|row| row["name"].as_str()).collect();
     assert_eq!(names, ROWS);

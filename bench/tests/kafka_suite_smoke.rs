@@ -6,9 +6,10 @@
 //! fails and says so, it is never skipped.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
+
+mod common;
 
 const ROWS: [&str; 4] = ["kafka-in", "kafka-in-50k", "shm", "shm-50k"];
 
@@ -26,19 +27,7 @@ fn every_kafka_row_measures() {
         "no Kafka broker at {}: run scripts/pyenv.sh first (RIM_PYENV overrides the venv)",
         tansu.display()
     );
-    let path = std::env::temp_dir().join(format!("rim-bench-kafka-smoke-{}.json", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_rim-bench"))
-        .args(["kafka", "--smoke", "--json"])
-        .arg(&path)
-        .output()
-        .expect("run rim-bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "rim-bench kafka failed:\n{stdout}\n{stderr}");
-    let text = std::fs::read_to_string(&path).expect("read the JSON report");
-    let _ = std::fs::remove_file(&path);
-    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
-    assert_eq!(report["suite"], "kafka");
+    let report = common::smoke_report("kafka");
     let rows = report["results"].as_array().expect("results is an array");
     let names: Vec<&str> = rows.iter().filter_map(|row| row["name"].as_str()).collect();
     assert_eq!(names, ROWS);

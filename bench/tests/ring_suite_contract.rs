@@ -2,37 +2,13 @@
 //! failing row is reported, not fatal), the JSON report has the promised shape, the
 //! baseline rows measure, and an unknown suite is refused with the list of suites.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use serde_json::Value;
+
+mod common;
 
 const FIGURES: [&str; 5] = ["rtt_p50_ns", "rtt_p99_ns", "rtt_p999_ns", "rtt_max_ns", "events_per_s"];
 const ROWS: [&str; 4] = ["rimd-shm", "rtrb-threads", "uds", "iceoryx2"];
 const BASELINES: [&str; 3] = ["rtrb-threads", "uds", "iceoryx2"];
-
-fn rim_bench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rim-bench"))
-}
-
-fn report_path() -> PathBuf {
-    std::env::temp_dir().join(format!("rim-bench-contract-{}.json", std::process::id()))
-}
-
-/// Runs `ring --smoke` and returns the parsed report.
-fn smoke_report() -> Value {
-    let path = report_path();
-    let output = rim_bench()
-        .args(["ring", "--smoke", "--json"])
-        .arg(&path)
-        .output()
-        .expect("run rim-bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "rim-bench failed: {stderr}");
-    let text = std::fs::read_to_string(&path).expect("read the JSON report");
-    let _ = std::fs::remove_file(&path);
-    serde_json::from_str(&text).expect("the report is JSON")
-}
 
 fn figure(row: &Value, name: &str) -> Option<f64> {
     row.get(name).and_then(Value::as_f64)
@@ -40,7 +16,7 @@ fn figure(row: &Value, name: &str) -> Option<f64> {
 
 #[test]
 fn every_ring_row_reports_its_figures_or_its_error() {
-    let report = smoke_report();
+    let report = common::smoke_report("ring");
     assert_eq!(report["suite"], "ring");
     assert_eq!(report["quick"], false);
     let rows = report["results"].as_array().expect("results is an array");
@@ -67,7 +43,10 @@ fn every_ring_row_reports_its_figures_or_its_error() {
 
 #[test]
 fn an_unknown_suite_is_refused_with_the_list_of_suites() {
-    let output = rim_bench().arg("no-such-suite").output().expect("run rim-bench");
+    let output = common::rim_bench()
+        .arg("no-such-suite")
+        .output()
+        .expect("run rim-bench");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no-such-suite") && stderr.contains("ring"), "{stderr}");

@@ -45,12 +45,7 @@ use requests::{EventBatches, Fixed, RandomSlices, RequestSource};
 use server::{with_server, Server};
 
 /// Request latency figures.
-const LATENCY: LatencyNames = LatencyNames {
-    p50: "p50_ns",
-    p99: "p99_ns",
-    p999: "p999_ns",
-    max: "max_ns",
-};
+const LATENCY: LatencyNames = crate::latency::PLAIN;
 
 /// The `http` suite.
 pub const SUITE: Suite = Suite {

@@ -49,12 +49,7 @@ use measure::{Decisions, Outcome, Phase, Sender, Tags};
 use produce::{KafkaProducer, Sent};
 
 /// Produce (publish) → decision figures.
-const LATENCY: LatencyNames = LatencyNames {
-    p50: "p50_ns",
-    p99: "p99_ns",
-    p999: "p999_ns",
-    max: "max_ns",
-};
+const LATENCY: LatencyNames = crate::latency::PLAIN;
 
 /// The `kafka` suite.
 pub const SUITE: Suite = Suite {

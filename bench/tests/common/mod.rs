@@ -1,0 +1,29 @@
+//! What the suite tests share: running a suite's `--smoke` on the real binary.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The harness binary.
+pub fn rim_bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rim-bench"))
+}
+
+/// Runs `rim-bench SUITE --smoke --json` and returns the parsed report, after checking
+/// that it exited 0 and reports that suite.
+pub fn smoke_report(suite: &str) -> Value {
+    let path = std::env::temp_dir().join(format!("rim-bench-{suite}-smoke-{}.json", std::process::id()));
+    let output = rim_bench()
+        .args([suite, "--smoke", "--json"])
+        .arg(&path)
+        .output()
+        .expect("run rim-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "rim-bench {suite} failed:\n{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&path).expect("read the JSON report");
+    let _ = std::fs::remove_file(&path);
+    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
+    assert_eq!(report["suite"], suite);
+    report
+}
