@@ -149,11 +149,20 @@ pub fn rules_format(origin: &str) -> &'static str {
 /// Compiles rule text from `origin` (its format by [`rules_format`]), rendering errors one
 /// per line.
 pub fn compile(text: &str, origin: &str, config: &Config, previous: Option<&RuleSet>) -> Result<RuleSet, String> {
-    let compiled = match rules_format(origin) {
+    compile_as(text, rules_format(origin), config, previous).map_err(|errs| errs.to_string())
+}
+
+/// Compiles rule text in `format` (`json`, else TOML).
+pub fn compile_as(
+    text: &str,
+    format: &str,
+    config: &Config,
+    previous: Option<&RuleSet>,
+) -> Result<RuleSet, rim_rules::CompileErrors> {
+    match format {
         "json" => rim_rules::compile_json(text, &limits(config), previous),
         _ => rim_rules::compile_toml(text, &limits(config), previous),
-    };
-    compiled.map_err(|errs| errs.to_string())
+    }
 }
 
 /// Everything one hot shard thread owns.

@@ -94,12 +94,7 @@ impl RulePlane {
         if g.to_shards.iter().any(|tx| tx.slots() == 0) {
             return Err(ReplaceError::Busy);
         }
-        let limits = crate::daemon::limits(&self.config);
-        let previous = Some(&g.current.set);
-        let compiled = match source.format {
-            "json" => rim_rules::compile_json(&source.text, &limits, previous),
-            _ => rim_rules::compile_toml(&source.text, &limits, previous),
-        };
+        let compiled = crate::daemon::compile_as(&source.text, source.format, &self.config, Some(&g.current.set));
         let set: RuleSet =
             compiled.map_err(|errs| ReplaceError::Compile(errs.to_string().lines().map(str::to_owned).collect()))?;
         let compiled = Compiled::new(set);
