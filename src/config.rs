@@ -190,8 +190,9 @@ pub struct PersistConfig {
     pub data_dir: PathBuf,
     /// Bytes of each journal segment file.
     pub segment_bytes: u64,
-    /// Bytes appended that force a sync (group commit: the journal thread syncs as soon
-    /// as its input ring runs dry, or when this many bytes wait, whichever is first).
+    /// Most bytes one group commit writes per journal stream: the journal's buffer. A
+    /// commit starts as soon as the previous one completed, so this bounds only the queue
+    /// ahead of a slow sync (then the rings fill and producers see `Full`).
     pub commit_bytes: u64,
     /// Journal retention by age, hours.
     pub retention_hours: u64,
@@ -219,6 +220,9 @@ pub struct PersistConfig {
     pub checkpoint_ms: u64,
     /// Predict each node's next window (the EWMA predictor).
     pub predict: bool,
+    /// Bytes of the store's page cache (redb's own default, 1 GiB, would be the daemon's
+    /// largest memory use).
+    pub store_cache_bytes: usize,
 }
 
 impl Default for PersistConfig {
@@ -227,10 +231,10 @@ impl Default for PersistConfig {
             enabled: true,
             data_dir: PathBuf::from("/var/tmp/rimd"),
             segment_bytes: 64 << 20,
-            commit_bytes: 8 << 20,
+            commit_bytes: 2 << 20,
             retention_hours: 7 * 24,
             retention_bytes: 16 << 30,
-            journal_ring_bytes: 16 << 20,
+            journal_ring_bytes: 4 << 20,
             reflex_ring_bytes: 4 << 20,
             resolutions: vec![1, 60],
             resolution_retention_hours: vec![24, 30 * 24],
@@ -239,6 +243,7 @@ impl Default for PersistConfig {
             store_batch_max: 10_000,
             checkpoint_ms: 2_000,
             predict: true,
+            store_cache_bytes: 64 << 20,
         }
     }
 }
@@ -262,8 +267,20 @@ impl PersistConfig {
                 self.segment_bytes
             ));
         }
-        if self.commit_bytes < 4096 {
-            return bad(format!("persist.commit_bytes = {} (≥ 4096)", self.commit_bytes));
+        let buffer = rim_journal::BUFFER_BYTES_MIN as u64..=rim_journal::BUFFER_BYTES_MAX as u64;
+        if !buffer.contains(&self.commit_bytes) {
+            return bad(format!(
+                "persist.commit_bytes = {} ({}..={})",
+                self.commit_bytes,
+                buffer.start(),
+                buffer.end()
+            ));
+        }
+        if self.store_cache_bytes < 1 << 20 {
+            return bad(format!(
+                "persist.store_cache_bytes = {} (≥ 1 MiB)",
+                self.store_cache_bytes
+            ));
         }
         for (name, v) in [
             ("persist.journal_ring_bytes", self.journal_ring_bytes),

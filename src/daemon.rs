@@ -223,11 +223,16 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     };
     let durable_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let settled_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let journal_wake = Arc::new(crate::persist::wake::Wake::new());
+    let durable_seqs: Vec<Arc<std::sync::atomic::AtomicU64>> = (0..shards)
+        .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)))
+        .collect();
     let (journal_out, journal_in) = if opened.is_some() {
         let (tx, rx) = rtrb::RingBuffer::<u8>::new(config.persist.journal_ring_bytes);
         (
             Some(ingest::JournalOut {
                 ring: tx,
+                wake: journal_wake.clone(),
                 durable_marker: durable_marker.clone(),
                 settled_marker: settled_marker.clone(),
             }),
@@ -293,6 +298,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
             persist_rx.push(rx);
             reflex::PersistOut {
                 ring: tx,
+                durable_seq: durable_seqs[k].clone(),
                 resolutions: if config.persist.predict {
                     config.persist.resolutions.clone()
                 } else {
@@ -300,7 +306,6 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
                 },
             }
         });
-        let resume = opened.as_mut().and_then(|o| o.chains.get_mut(k).and_then(Option::take));
         let duty = Reflex::new(ReflexSetup {
             shard: k as u32,
             input,
@@ -314,7 +319,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
             reporter,
             sweep_ms: config.reflex.stale_sweep_ms,
             epoch,
-            resume,
+            resume: None,
             persist,
             queries: query_ports.get_mut(k).and_then(Option::take),
         });
@@ -393,6 +398,14 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
             crate::persist::recover(&mut o, ingest_duty, &mut reflexes)?;
         }
         hot[0].ingest = ingest_duty;
+        // Each chain continues after its last durable decision (the sequence numbers a
+        // subscriber may have seen and lost are skipped).
+        for (k, h) in hot.iter_mut().enumerate() {
+            if let Some(chain) = o.chains.get_mut(k).and_then(Option::take) {
+                durable_seqs[k].store(chain.last_seq(), Ordering::Release);
+                h.reflex.resume_chain(chain);
+            }
+        }
         o.stats.ready.store(1, Ordering::Relaxed);
         store = Some(o.store.clone());
         persist_stats = Some(o.stats.clone());
@@ -403,6 +416,8 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
                 reflex: persist_rx,
                 durable_marker,
                 settled_marker,
+                durable_seqs,
+                wake: journal_wake,
             },
             persist_stop.clone(),
             t.pin.then_some(t.cold_core),
@@ -516,7 +531,7 @@ fn spawn_bridge(
         config: config.bridge.clone(),
         producer,
         durable: config.persist.enabled,
-        store,
+        log: store.map(|s| crate::persist::audit::DecisionLog::new(&config.persist.journal_dir(), s)),
         stop,
         health,
         core: config.topology.pin.then_some(config.topology.cold_core),

@@ -115,10 +115,11 @@ fn read_journal(data: &std::path::Path) -> (HashMap<u64, u32>, BTreeMap<(String,
     let dir = data.join("journal");
     let mut ids = HashMap::new();
     let mut windows = BTreeMap::new();
-    for part in rim_journal::list_partitions(&dir).expect("partitions") {
+    {
+        let part = rimd::persist::audit::STREAM_EVENTS;
         let mut r = rim_journal::Reader::open(&dir, part, 0, rim_journal::Fs::new()).expect("reader");
         while let Some((pos, bytes)) = r.next().expect("journal reads") {
-            let rec = rim_journal::event::decode(bytes).unwrap_or_else(|e| panic!("p{part}@{pos}: {e}"));
+            let rec = rim_journal::event::decode(bytes).unwrap_or_else(|e| panic!("s{part}@{pos}: {e}"));
             let id: u64 = rec
                 .event_id
                 .and_then(|s| s.strip_prefix('e'))
@@ -180,7 +181,8 @@ fn sigkill_loop_loses_no_acknowledged_event() {
         if std::env::var("RIM_DEBUG").is_ok() && ids.values().any(|&n| n > 1) {
             let dir = data.join("journal");
             let dups: HashSet<u64> = ids.iter().filter(|(_, &n)| n > 1).map(|(&i, _)| i).take(3).collect();
-            for part in rim_journal::list_partitions(&dir).unwrap() {
+            {
+                let part = rimd::persist::audit::STREAM_EVENTS;
                 let mut r = rim_journal::Reader::open(&dir, part, 0, rim_journal::Fs::new()).unwrap();
                 while let Some((pos, bytes)) = r.next().unwrap() {
                     let rec = rim_journal::event::decode(bytes).unwrap();

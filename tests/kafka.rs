@@ -432,7 +432,7 @@ fn init_logs() {
 }
 
 impl LibBridge {
-    fn start(config: BridgeConfig, store: Option<Arc<Store>>) -> LibBridge {
+    fn start(config: BridgeConfig, log: Option<rimd::persist::audit::DecisionLog>) -> LibBridge {
         init_logs();
         let (tx, rx) = rim_ring::spsc::heap_pair(1 << 20).expect("ring");
         let stop = Arc::new(AtomicBool::new(false));
@@ -444,7 +444,7 @@ impl LibBridge {
             config,
             producer: tx,
             durable: true,
-            store,
+            log,
             stop: stop.clone(),
             health: health.clone(),
             core: None,
@@ -497,6 +497,33 @@ fn named_capsule(scope: &str, ts: i64) -> Capsule {
 }
 
 /// Two decision records of shard 0, a real hash chain.
+/// Writes `records` (shard 0) into a decision log under `dir/journal` and indexes them in
+/// `store`, as the journal thread does; returns the log for the bridge.
+fn decision_log(dir: &Path, store: &Arc<Store>, records: &[(u16, u64, Vec<u8>)]) -> rimd::persist::audit::DecisionLog {
+    use rimd::persist::audit::{RunBuilder, LOG_DECISION, STREAMS, STREAM_DECISIONS};
+    let journal_dir = dir.join("journal");
+    let (mut j, _) = rim_journal::Journal::open(
+        rim_journal::JournalConfig::new(&journal_dir, STREAMS),
+        rim_journal::Fs::new(),
+    )
+    .expect("journal");
+    let mut runs = RunBuilder::default();
+    for (shard, seq, record) in records {
+        let pos = j
+            .append_parts(STREAM_DECISIONS, &[&[LOG_DECISION], record], 1)
+            .expect("append");
+        runs.add(*shard, *seq, pos);
+    }
+    j.close().expect("sync the log");
+    store
+        .write(&Batch {
+            decision_runs: runs.take_changed(),
+            ..Batch::default()
+        })
+        .expect("index");
+    rimd::persist::audit::DecisionLog::new(&journal_dir, store.clone())
+}
+
 fn decision_records(node: &str) -> Vec<(u16, u64, Vec<u8>)> {
     use rimd::reflex::decision::{Chain, Draft, RECORD_BYTES_MAX};
     let mut chain = Chain::new(1);
@@ -541,14 +568,9 @@ fn bridge_reads_an_independent_encoder_dead_letters_garbage_and_publishes_the_ou
     let store = Arc::new(Store::open(&dir.path().join("store.redb"), StoreConfig::default()).expect("store"));
     store.put(&named_capsule("rim:sensor:plant:s1", 60_000)).expect("put");
     store.put(&named_capsule("rim:sensor:plant:s2", 60_000)).expect("put");
-    store
-        .write(&Batch {
-            decisions: decision_records("rim:sensor:plant:s1"),
-            ..Batch::default()
-        })
-        .expect("decisions");
+    let log = decision_log(dir.path(), &store, &decision_records("rim:sensor:plant:s1"));
 
-    let mut bridge = LibBridge::start(bridge_config(&broker, &registry.url, "lib"), Some(store.clone()));
+    let mut bridge = LibBridge::start(bridge_config(&broker, &registry.url, "lib"), Some(log.clone()));
 
     // 20 events in v1 over 4 nodes (with trace headers on the first), 5 in v2.
     let mut v1_lines = Vec::new();
@@ -723,7 +745,7 @@ fn bridge_reads_an_independent_encoder_dead_letters_garbage_and_publishes_the_ou
     // A second bridge in the same group with the same store: offsets were committed after
     // durability and the cursors stored, so nothing comes in again and nothing goes out again.
     store.put(&named_capsule("rim:sensor:plant:s3", 120_000)).expect("put");
-    let mut again = LibBridge::start(bridge_config(&broker, &registry.url, "lib"), Some(store.clone()));
+    let mut again = LibBridge::start(bridge_config(&broker, &registry.url, "lib"), Some(log.clone()));
     produce(
         &broker,
         &registry,
@@ -807,22 +829,17 @@ when = "metric.temp > 90"
 severity = "high"
 "#;
 
-/// Every journaled event id of a data directory, with how often it appears, and the
-/// partitions (of the journal) each node was written to.
+/// Every journaled event id of a data directory, with how often it appears.
 fn journal_ids(data_dir: &Path) -> BTreeMap<String, usize> {
     let dir = data_dir.join("journal");
     let mut out = BTreeMap::new();
-    let Ok(parts) = rim_journal::list_partitions(&dir) else {
+    let stream = rimd::persist::audit::STREAM_EVENTS;
+    let Ok(mut r) = rim_journal::Reader::open(&dir, stream, 0, rim_journal::Fs::new()) else {
         return out;
     };
-    for p in parts {
-        let Ok(mut r) = rim_journal::Reader::open(&dir, p, 0, rim_journal::Fs::new()) else {
-            continue;
-        };
-        while let Ok(Some((_, bytes))) = r.next() {
-            if let Ok(rec) = rim_journal::event::decode(bytes) {
-                *out.entry(rec.event_id.unwrap_or("").to_owned()).or_insert(0) += 1;
-            }
+    while let Ok(Some((_, bytes))) = r.next() {
+        if let Ok(rec) = rim_journal::event::decode(bytes) {
+            *out.entry(rec.event_id.unwrap_or("").to_owned()).or_insert(0) += 1;
         }
     }
     out

@@ -143,3 +143,57 @@ pub fn decode_accuracy(bytes: &[u8]) -> Result<AccuracyAgg, StoreError> {
     }
     Ok(agg)
 }
+
+/// Encodes a node's accuracy row: `u32 count`, then per series `u16 len + predictor`,
+/// `u16 len + series name`, and the 40-byte aggregate.
+pub fn encode_accuracy_row(predictor: &str, rows: &[(String, AccuracyAgg)], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    for (series, agg) in rows {
+        for s in [predictor, series.as_str()] {
+            let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+            out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        out.extend_from_slice(&encode_accuracy(agg));
+    }
+}
+
+/// Decodes [`encode_accuracy_row`]'s bytes: (predictor, series, aggregate) per entry.
+pub fn decode_accuracy_row(bytes: &[u8]) -> Result<Vec<(String, String, AccuracyAgg)>, StoreError> {
+    let bad = |at: usize, what: &str| StoreError::Corrupt {
+        table: "accuracy",
+        reason: format!("row of {} bytes: {what} at byte {at}", bytes.len()),
+    };
+    let take = |at: &mut usize, n: usize| -> Result<&[u8], StoreError> {
+        let s = bytes
+            .get(*at..at.saturating_add(n))
+            .ok_or_else(|| bad(*at, "truncated"))?;
+        *at += n;
+        Ok(s)
+    };
+    let mut at = 0usize;
+    let mut w4 = [0u8; 4];
+    w4.copy_from_slice(take(&mut at, 4)?);
+    let count = u32::from_le_bytes(w4) as usize;
+    let mut out = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let mut texts = [String::new(), String::new()];
+        for t in &mut texts {
+            let mut w2 = [0u8; 2];
+            w2.copy_from_slice(take(&mut at, 2)?);
+            let n = u16::from_le_bytes(w2) as usize;
+            let raw = take(&mut at, n)?;
+            *t = std::str::from_utf8(raw)
+                .map_err(|_| bad(at - n, "a name is not UTF-8"))?
+                .to_owned();
+        }
+        let agg = decode_accuracy(take(&mut at, ACCURACY_BYTES)?)?;
+        let [predictor, series] = texts;
+        out.push((predictor, series, agg));
+    }
+    if at != bytes.len() {
+        return Err(bad(at, "trailing bytes"));
+    }
+    Ok(out)
+}

@@ -78,7 +78,11 @@ pub use model::{
     Capsule, CapsuleBody, CapsuleId, CapsuleKey, CapsuleRequest, MetricStats, ObservedStats, Ohlc, PredictedSeries,
     Prediction, Vantage, PAYLOAD_BYTES_MAX,
 };
-pub use rollup::{CheckpointError, Observation, PushOutcome, Rollup, RollupConfig};
+pub use rollup::{
+    Checkpoint, CheckpointError, Expected, Names, Observation, PushOutcome, Rollup, RollupConfig, Texts, KEY_PRICE,
+    KEY_STRESS, KEY_VOLUME,
+};
 pub use store::{
-    Batch, BatchOutcome, HistoryQuery, PutOutcome, RetainReport, Store, StoreConfig, StoreCounts, Watermark,
+    Batch, BatchOutcome, DecisionRun, HistoryQuery, PutOutcome, RetainReport, Store, StoreConfig, StoreCounts,
+    Watermark,
 };

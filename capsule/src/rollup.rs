@@ -1,46 +1,152 @@
-//! Observed roll-ups: events of one node folded into one window per configured resolution.
+//! Observed roll-ups, prediction scoring and accuracy, per node, by the node's dense index.
 //!
+//! The roll-up runs once per journaled event on the cold core, so it is built around what
+//! ingest already knows: the node's dense index (rows are array slots, no lookup), and
+//! integer keys for series (`1` price, `2` volume, `3` stress, else the metric name's hash)
+//! and for the status text. Nothing per event hashes, compares or allocates a string: a
+//! node's name, a metric's name and a status text are asked for once, the first time the
+//! roll-up meets them ([`Texts`]), and kept in [`Names`]. Capsules (strings and all) are
+//! built once per closed window.
+//!
+//! ## Windows
 //! A node's window at resolution `r` is `[floor(ts / (r·1000)) · r·1000, +r·1000)` in event
 //! time. Per (node, resolution) at most one window is open:
 //! - an event in the open window is folded in;
 //! - an event in a later window closes the open one (it is emitted as an OBSERVED capsule)
 //!   and opens its own;
 //! - an event in an earlier window — or, when no window is open, in a window that already
-//!   closed — is **late**: not folded in, counted, and reported. Resolutions are judged
-//!   independently: an event can be late at 1 s and still belong to the open 60 s window.
+//!   closed — is **late**: not folded in, counted. Resolutions are judged independently: an
+//!   event can be late at 1 s and still belong to the open 60 s window.
 //!
 //! [`Rollup::flush_idle`] closes windows whose node went quiet (processing time), so an idle
-//! node's last capsule lands. A node whose windows are all closed is forgotten by the flush to
-//! keep memory bounded; a late event for a forgotten node's already-landed window then builds
-//! a capsule with the same key and different content, which the store refuses and lists as a
-//! conflict — it never overwrites.
+//! node's last capsule lands. Nodes are never forgotten (bounded by `nodes_max`): a node's
+//! lateness bound is what makes an event for a window already closed count as late instead
+//! of opening it again.
 //!
 //! Within a window, values are taken in **arrival order**: `open`/`close` and every `last` are
 //! the first/last arrived, while `first_ts`/`last_ts` are the smallest/largest event times.
+//! Sums saturate, so every stored number stays finite.
 //!
-//! Recovery: [`Rollup::replay_from`] is the smallest journal position of the first event of
-//! any open window of a partition. Replaying the partition from there into a fresh `Rollup`
-//! rebuilds every open window exactly. Windows of that stretch that had already closed (and
-//! landed) are rebuilt too; those rebuilt whole come out identical (the store answers
-//! "existing"), those whose first events lie before the replay point come out partial and the
-//! store refuses them as conflicts, keeping the complete capsule that landed first.
+//! ## Predictions and accuracy
+//! [`Rollup::expect`] files a prediction of a node's window; when that window closes, each
+//! predicted series with an observed value is scored ([`crate::accuracy`]) and folded into
+//! the node's accuracy per series. A prediction whose window already closed, or that is
+//! displaced by newer ones ([`PREDICTIONS_PER_SLOT`] per node and resolution), is counted
+//! unscored.
+//!
+//! ## Checkpoints
+//! [`Rollup::checkpoint`] encodes, in a compact little-endian format, a header (resolutions,
+//! counters, the names of series keys and statuses) and the rows of every *chunk* of
+//! [`CHUNK_NODES`] nodes that changed since the previous checkpoint: per node its name, its
+//! series keys, its windows, its accuracy and its pending predictions. Nothing changed,
+//! nothing is encoded. [`Rollup::restore`] takes the header and every chunk back, places
+//! each node by name through the caller's index (so a restart that numbers nodes
+//! differently still restores), and refuses anything malformed with a typed error.
+//!
+//! Memory: one row per node index up to the highest seen (about 1 KiB for two resolutions),
+//! grown on demand; series past [`INLINE_METRICS`] per node live in an overflow map.
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
+use crate::accuracy::{AccuracyAgg, SeriesScore, REL_ERR_FLOOR};
 use crate::model::{Capsule, CapsuleBody, CapsuleKey, MetricStats, ObservedStats, Ohlc, Vantage};
+
+/// Series key of `price`.
+pub const KEY_PRICE: u64 = 1;
+/// Series key of `volume`.
+pub const KEY_VOLUME: u64 = 2;
+/// Series key of `stress`.
+pub const KEY_STRESS: u64 = 3;
+/// Metric series kept in a node's row; more go to an overflow map (slower, still exact).
+pub const INLINE_METRICS: usize = 8;
+/// Nodes per checkpoint chunk.
+pub const CHUNK_NODES: usize = 1024;
+/// Pending predictions kept per node and resolution.
+pub const PREDICTIONS_PER_SLOT: usize = 2;
+/// Series in one prediction at most.
+pub const PREDICTED_SERIES_MAX: usize = 64;
+/// Resolutions at most.
+pub const RESOLUTIONS_MAX: usize = 8;
+/// The predictor whose accuracy is kept (rimd has one).
+pub const PREDICTOR: &str = "ewma";
+
+/// The name of a fixed series key, if it is one.
+pub fn fixed_series_name(key: u64) -> Option<&'static str> {
+    match key {
+        KEY_PRICE => Some("price"),
+        KEY_VOLUME => Some("volume"),
+        KEY_STRESS => Some("stress"),
+        _ => None,
+    }
+}
 
 /// One event as the roll-up sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Observation<'a> {
     /// Event time, epoch ms.
     pub timestamp: i64,
+    /// `price`.
     pub price: Option<f64>,
+    /// `volume`.
     pub volume: Option<f64>,
+    /// `stress`.
     pub stress: Option<f64>,
-    pub status: &'a str,
-    pub metrics: &'a [(&'a str, f64)],
+    /// Key of the status text.
+    pub status: u64,
+    /// (series key, value) per metric, in the event's order; keys are never 1..=3.
+    pub metrics: &'a [(u64, f64)],
+}
+
+/// The texts of the event being pushed, asked for only when the roll-up meets a node or a
+/// key for the first time.
+pub trait Texts {
+    /// The node's id.
+    fn node_id(&self) -> &str;
+    /// The status text.
+    fn status(&self) -> &str;
+    /// The name of metric `i` of the observation.
+    fn metric_name(&self, i: usize) -> &str;
+}
+
+/// Names the roll-up learned: node ids by index, series names and status texts by key.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    nodes: Vec<Option<Box<str>>>,
+    keys: HashMap<u64, Box<str>>,
+}
+
+impl Names {
+    /// The id of node `node`.
+    pub fn node(&self, node: u32) -> Option<&str> {
+        self.nodes.get(node as usize).and_then(|n| n.as_deref())
+    }
+
+    /// The name of a series key (fixed ones included) or a status key.
+    pub fn key(&self, key: u64) -> Option<&str> {
+        fixed_series_name(key).or_else(|| self.keys.get(&key).map(|s| &**s))
+    }
+
+    /// A series' name, or a stand-in naming its key.
+    pub fn series_name(&self, key: u64) -> String {
+        self.key(key)
+            .map_or_else(|| format!("metric#{key:016x}"), str::to_owned)
+    }
+
+    fn learn_key(&mut self, key: u64, text: &str) {
+        if fixed_series_name(key).is_none() {
+            self.keys.entry(key).or_insert_with(|| text.into());
+        }
+    }
+
+    fn learn_node(&mut self, node: u32, id: &str) {
+        let i = node as usize;
+        if self.nodes.len() <= i {
+            self.nodes.resize(i + 1, None);
+        }
+        if self.nodes[i].as_deref() != Some(id) {
+            self.nodes[i] = Some(id.into());
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -50,7 +156,7 @@ pub struct RollupConfig {
     /// How long after a node's last arrival (beyond the resolution) an open window is closed
     /// by [`Rollup::flush_idle`].
     pub grace_ms: u64,
-    /// Most nodes tracked at once; events of further nodes are refused (counted).
+    /// Most nodes tracked at once; events of node indices at or past it are refused (counted).
     pub nodes_max: usize,
 }
 
@@ -73,13 +179,13 @@ pub enum PushOutcome {
     PartlyLate,
     /// Late at every resolution: not rolled up.
     Late,
-    /// The node is new and `nodes_max` nodes are already tracked: not rolled up.
+    /// The node index is at or past `nodes_max`: not rolled up.
     NodesFull,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct MetricAcc {
-    name: String,
+/// Running count/min/max/sum/last of one series in one window.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Acc {
     count: u64,
     min: f64,
     max: f64,
@@ -87,182 +193,215 @@ struct MetricAcc {
     last: f64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Window {
+impl Acc {
+    #[inline]
+    fn fold(&mut self, v: f64) {
+        if self.count == 0 {
+            *self = Acc {
+                count: 1,
+                min: v,
+                max: v,
+                sum: v,
+                last: v,
+            };
+            return;
+        }
+        self.count += 1;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        // Sums of finite inputs can still overflow: saturate, so every stored number
+        // (and the checkpoint, JSON) stays finite.
+        self.sum = (self.sum + v).clamp(f64::MIN, f64::MAX);
+        self.last = v;
+    }
+
+    fn stats(&self, name: String) -> MetricStats {
+        MetricStats {
+            name,
+            count: self.count,
+            min: self.min,
+            max: self.max,
+            mean: self.sum / self.count as f64,
+            last: self.last,
+        }
+    }
+}
+
+const F_PRICE: u8 = 1;
+const F_VOLUME: u8 = 2;
+const F_STRESS: u8 = 4;
+
+/// One (node, resolution): the open window, and where closed windows end.
+#[derive(Clone, Copy, Debug)]
+struct Win {
+    open: bool,
     start_ms: i64,
+    /// End (exclusive) of the newest window that closed; events before it are late.
+    closed_until_ms: i64,
     first_pos: u64,
     last_arrival_ms: u64,
     count: u64,
     first_ts: i64,
     last_ts: i64,
-    metrics: Vec<MetricAcc>,
-    price: Option<Ohlc>,
-    volume_sum: Option<f64>,
-    stress_max: Option<f64>,
-    stress_last: Option<f64>,
-    last_status: String,
+    flags: u8,
+    /// open, high, low, close.
+    ohlc: [f64; 4],
+    volume_sum: f64,
+    stress_max: f64,
+    stress_last: f64,
+    status: u64,
+    m: [Acc; INLINE_METRICS],
 }
 
-impl Window {
-    fn open(start_ms: i64, pos: u64, arrival_ms: u64, obs: &Observation<'_>) -> Self {
-        let mut w = Window {
+impl Default for Win {
+    fn default() -> Self {
+        Win {
+            open: false,
+            start_ms: 0,
+            closed_until_ms: i64::MIN,
+            first_pos: 0,
+            last_arrival_ms: 0,
+            count: 0,
+            first_ts: 0,
+            last_ts: 0,
+            flags: 0,
+            ohlc: [0.0; 4],
+            volume_sum: 0.0,
+            stress_max: 0.0,
+            stress_last: 0.0,
+            status: 0,
+            m: [Acc::default(); INLINE_METRICS],
+        }
+    }
+}
+
+impl Win {
+    fn open_at(&mut self, start_ms: i64, pos: u64, arrival_ms: u64, ts: i64) {
+        let closed_until_ms = self.closed_until_ms;
+        *self = Win {
+            open: true,
             start_ms,
+            closed_until_ms,
             first_pos: pos,
             last_arrival_ms: arrival_ms,
-            count: 0,
-            first_ts: obs.timestamp,
-            last_ts: obs.timestamp,
-            metrics: Vec::with_capacity(obs.metrics.len()),
-            price: None,
-            volume_sum: None,
-            stress_max: None,
-            stress_last: None,
-            last_status: String::new(),
+            first_ts: ts,
+            last_ts: ts,
+            ..Win::default()
         };
-        w.fold(arrival_ms, obs);
-        w
     }
 
-    fn fold(&mut self, arrival_ms: u64, obs: &Observation<'_>) {
+    #[inline]
+    fn fold_head(&mut self, arrival_ms: u64, obs: &Observation<'_>) {
         self.count += 1;
         self.last_arrival_ms = self.last_arrival_ms.max(arrival_ms);
         self.first_ts = self.first_ts.min(obs.timestamp);
         self.last_ts = self.last_ts.max(obs.timestamp);
         if let Some(p) = obs.price {
-            self.price = Some(match self.price {
-                None => Ohlc {
-                    open: p,
-                    high: p,
-                    low: p,
-                    close: p,
-                },
-                Some(o) => Ohlc {
-                    open: o.open,
-                    high: o.high.max(p),
-                    low: o.low.min(p),
-                    close: p,
-                },
-            });
+            if self.flags & F_PRICE == 0 {
+                self.ohlc = [p; 4];
+                self.flags |= F_PRICE;
+            } else {
+                self.ohlc[1] = self.ohlc[1].max(p);
+                self.ohlc[2] = self.ohlc[2].min(p);
+                self.ohlc[3] = p;
+            }
         }
         if let Some(v) = obs.volume {
-            self.volume_sum = Some((self.volume_sum.unwrap_or(0.0) + v).clamp(f64::MIN, f64::MAX));
+            let sum = if self.flags & F_VOLUME == 0 {
+                0.0
+            } else {
+                self.volume_sum
+            };
+            self.volume_sum = (sum + v).clamp(f64::MIN, f64::MAX);
+            self.flags |= F_VOLUME;
         }
         if let Some(s) = obs.stress {
-            self.stress_max = Some(self.stress_max.map_or(s, |m| m.max(s)));
-            self.stress_last = Some(s);
+            self.stress_max = if self.flags & F_STRESS == 0 {
+                s
+            } else {
+                self.stress_max.max(s)
+            };
+            self.stress_last = s;
+            self.flags |= F_STRESS;
         }
-        if self.last_status != obs.status {
-            self.last_status.clear();
-            self.last_status.push_str(obs.status);
-        }
-        for &(name, value) in obs.metrics {
-            self.fold_metric(name, value);
-        }
+        self.status = obs.status;
     }
 
-    fn fold_metric(&mut self, name: &str, value: f64) {
-        match self.metrics.binary_search_by(|m| m.name.as_str().cmp(name)) {
-            Ok(i) => {
-                let m = &mut self.metrics[i];
-                m.count += 1;
-                m.min = m.min.min(value);
-                m.max = m.max.max(value);
-                // Sums of finite inputs can still overflow: saturate, so every stored
-                // number (and the checkpoint, JSON) stays finite.
-                m.sum = (m.sum + value).clamp(f64::MIN, f64::MAX);
-                m.last = value;
+    /// The observed value a series is scored against (see [`crate::accuracy`]).
+    fn observed(&self, slot: Option<usize>, key: u64, over: Option<&Acc>) -> Option<f64> {
+        match key {
+            KEY_PRICE => (self.flags & F_PRICE != 0).then_some(self.ohlc[3]),
+            KEY_VOLUME => (self.flags & F_VOLUME != 0).then_some(self.volume_sum),
+            KEY_STRESS => (self.flags & F_STRESS != 0).then_some(self.stress_last),
+            _ => {
+                let acc = match slot {
+                    Some(i) => &self.m[i],
+                    None => over?,
+                };
+                (acc.count > 0).then(|| acc.sum / acc.count as f64)
             }
-            Err(i) => self.metrics.insert(
-                i,
-                MetricAcc {
-                    name: name.to_owned(),
-                    count: 1,
-                    min: value,
-                    max: value,
-                    sum: value,
-                    last: value,
-                },
-            ),
-        }
-    }
-
-    fn to_capsule(&self, scope_id: &str, resolution: u32, created_ms: i64) -> Capsule {
-        let metrics = self
-            .metrics
-            .iter()
-            .map(|m| MetricStats {
-                name: m.name.clone(),
-                count: m.count,
-                min: m.min,
-                max: m.max,
-                mean: m.sum / m.count as f64,
-                last: m.last,
-            })
-            .collect();
-        Capsule {
-            key: CapsuleKey {
-                scope_id: scope_id.to_owned(),
-                timestamp: self.start_ms,
-                resolution,
-                vantage: Vantage::Observed,
-            },
-            body: CapsuleBody::Observed(ObservedStats {
-                count: self.count,
-                first_ts: self.first_ts,
-                last_ts: self.last_ts,
-                metrics,
-                price: self.price,
-                volume_sum: self.volume_sum,
-                stress_max: self.stress_max,
-                stress_last: self.stress_last,
-                last_status: self.last_status.clone(),
-            }),
-            created_ms,
         }
     }
 }
 
-/// One (node, resolution): the open window, and where closed windows end (for lateness).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Slot {
-    open: Option<Window>,
-    /// End (exclusive) of the newest window that closed; events before it are late.
-    closed_until_ms: i64,
+/// One node's row: whether it was seen, and the keys of its inline metric series.
+#[derive(Clone, Copy, Debug, Default)]
+struct Row {
+    seen: bool,
+    keys_len: u8,
+    /// The last status key whose text is known (saves a lookup per event).
+    status_known: u64,
+    keys: [u64; INLINE_METRICS],
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Node {
-    partition: u32,
-    slots: Vec<Slot>,
+impl Row {
+    #[inline]
+    fn slot_of(&self, key: u64) -> Option<usize> {
+        self.keys[..self.keys_len as usize].iter().position(|&k| k == key)
+    }
 }
 
-/// The roll-up state of every tracked node. Single-threaded (owned by the journal thread).
+/// A prediction waiting for its window to close.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expected {
+    /// The predicted window's start, epoch ms.
+    pub window_ms: i64,
+    /// (series key, predicted value, base).
+    pub series: Vec<(u64, f64, f64)>,
+}
+
+/// A node's accuracy, per series key.
+type AccuracyRow = Vec<(u64, AccuracyAgg)>;
+
+/// The roll-up state of every node. Single-threaded (owned by the journal thread).
 #[derive(Clone, Debug)]
 pub struct Rollup {
     cfg: RollupConfig,
-    nodes: HashMap<String, Node>,
+    res_ms: Vec<i64>,
+    rows: Vec<Row>,
+    /// `rows.len() × resolutions` windows, node-major.
+    wins: Vec<Win>,
+    /// Accumulators of series past the inline ones: node → (key, one per resolution).
+    overflow: HashMap<u32, Vec<(u64, Vec<Acc>)>>,
+    names: Names,
+    accuracy: HashMap<u32, AccuracyRow>,
+    /// (node, resolution index) → pending predictions, oldest first.
+    expected: HashMap<(u32, u8), Vec<Expected>>,
+    /// Chunks changed since the last checkpoint.
+    dirty: Vec<bool>,
+    names_dirty: bool,
     open_windows: usize,
+    nodes_seen: usize,
     late_events: u64,
     late_by_resolution: Vec<u64>,
     refused_nodes_full: u64,
-}
-
-const CHECKPOINT_VERSION: u32 = 1;
-
-#[derive(Serialize)]
-struct CheckpointRef<'a> {
-    version: u32,
-    resolutions: &'a [u32],
-    late_events: u64,
-    nodes: &'a HashMap<String, Node>,
-}
-
-#[derive(Deserialize)]
-struct Checkpoint {
-    version: u32,
-    resolutions: Vec<u32>,
-    late_events: u64,
-    nodes: HashMap<String, Node>,
+    scored: u64,
+    unscored: u64,
+    /// Pending predictions kept per node and resolution (raised during recovery).
+    expect_capacity: usize,
+    /// What windows that closed before their prediction arrived observed, per series key.
+    closed_unscored: HashMap<(u32, u8, i64), Vec<(u64, f64)>>,
+    keep_unscored: bool,
 }
 
 /// Why a roll-up checkpoint was not restored.
@@ -283,12 +422,13 @@ pub enum CheckpointError {
         /// Configured now.
         configured: Vec<u32>,
     },
-    /// More nodes than `nodes_max`.
-    #[error("roll-up checkpoint holds {0} nodes, more than allowed")]
-    TooManyNodes(usize),
+    /// More nodes than `nodes_max`, or a node the caller could not place.
+    #[error("roll-up checkpoint node {0:?} cannot be placed (node table full)")]
+    NodeNotPlaced(String),
 }
 
-/// Window start of `ts` at a window length of `res_ms` (floor, also for negative times).
+/// Window start of `ts` at a resolution of `resolution` seconds (floor, also for negative
+/// times).
 pub fn window_start(ts: i64, resolution: u32) -> i64 {
     let res_ms = i64::from(resolution.max(1)) * 1000;
     ts.div_euclid(res_ms).saturating_mul(res_ms)
@@ -298,6 +438,19 @@ fn ms_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
+/// One encoded checkpoint: a header and the chunks that changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    /// Resolutions, counters and names.
+    pub header: Vec<u8>,
+    /// (chunk number, rows) of every chunk that changed since the previous checkpoint.
+    pub chunks: Vec<(u32, Vec<u8>)>,
+    /// Chunks the roll-up spans now: stored chunks at or past this are stale.
+    pub chunk_count: u32,
+    /// Nodes whose accuracy changed, with it: (node id, [(series name, aggregate)]).
+    pub accuracy: Vec<(String, Vec<(String, AccuracyAgg)>)>,
+}
+
 impl Rollup {
     pub fn new(cfg: RollupConfig) -> Self {
         let mut cfg = cfg;
@@ -305,116 +458,163 @@ impl Rollup {
         for r in &mut cfg.resolutions {
             *r = (*r).max(1);
         }
+        cfg.resolutions.truncate(RESOLUTIONS_MAX);
         let n = cfg.resolutions.len();
         Rollup {
+            res_ms: cfg.resolutions.iter().map(|&r| i64::from(r) * 1000).collect(),
             cfg,
-            nodes: HashMap::new(),
+            rows: Vec::new(),
+            wins: Vec::new(),
+            overflow: HashMap::new(),
+            names: Names::default(),
+            accuracy: HashMap::new(),
+            expected: HashMap::new(),
+            dirty: Vec::new(),
+            names_dirty: false,
             open_windows: 0,
+            nodes_seen: 0,
             late_events: 0,
             late_by_resolution: vec![0; n],
             refused_nodes_full: 0,
+            scored: 0,
+            unscored: 0,
+            expect_capacity: PREDICTIONS_PER_SLOT,
+            closed_unscored: HashMap::new(),
+            keep_unscored: true,
         }
+    }
+
+    /// Pending predictions kept per node and resolution: recovery files a whole stretch of
+    /// the decision log's predictions before replaying the events they predict, so it
+    /// raises this, and sets it back (to [`PREDICTIONS_PER_SLOT`]) afterwards, which drops
+    /// the oldest beyond it (counted unscored).
+    pub fn set_expect_capacity(&mut self, n: usize) {
+        self.expect_capacity = n.max(1);
+        let cap = self.expect_capacity;
+        let mut dropped = 0u64;
+        for list in self.expected.values_mut() {
+            while list.len() > cap {
+                list.remove(0);
+                dropped += 1;
+            }
+        }
+        self.unscored += dropped;
     }
 
     pub fn config(&self) -> &RollupConfig {
         &self.cfg
     }
 
-    /// Every node's open windows and lateness bounds, serialised: stored with the journal
-    /// positions it corresponds to, it lets recovery start from there instead of from the
-    /// first event of the oldest open window (up to the coarsest resolution back).
-    pub fn checkpoint(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let cp = CheckpointRef {
-            version: CHECKPOINT_VERSION,
-            resolutions: &self.cfg.resolutions,
-            late_events: self.late_events,
-            nodes: &self.nodes,
-        };
-        serde_json::to_vec(&cp)
+    /// What the roll-up learned to call nodes and keys.
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
-    /// Rebuilds a roll-up from [`Rollup::checkpoint`]'s bytes. Refused (a typed error, the
-    /// caller starts empty and replays further back) if the bytes do not parse, are of
-    /// another version, were made with other resolutions, or hold more nodes than allowed.
-    pub fn restore(cfg: RollupConfig, bytes: &[u8]) -> Result<Self, CheckpointError> {
-        let cp: Checkpoint = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Parse(e.to_string()))?;
-        let mut r = Rollup::new(cfg);
-        if cp.version != CHECKPOINT_VERSION {
-            return Err(CheckpointError::Version(cp.version));
-        }
-        if cp.resolutions != r.cfg.resolutions {
-            return Err(CheckpointError::Resolutions {
-                stored: cp.resolutions,
-                configured: r.cfg.resolutions.clone(),
-            });
-        }
-        if cp.nodes.len() > r.cfg.nodes_max {
-            return Err(CheckpointError::TooManyNodes(cp.nodes.len()));
-        }
-        if cp.nodes.values().any(|n| n.slots.len() != r.cfg.resolutions.len()) {
-            return Err(CheckpointError::Parse(
-                "a node's slots do not match the resolutions".into(),
-            ));
-        }
-        r.open_windows = cp
-            .nodes
-            .values()
-            .flat_map(|n| &n.slots)
-            .filter(|s| s.open.is_some())
-            .count();
-        r.late_events = cp.late_events;
-        r.nodes = cp.nodes;
-        Ok(r)
+    fn resolutions(&self) -> usize {
+        self.res_ms.len()
     }
 
-    /// Adds one event of node `scope_id` (in `partition`), read from journal position `pos`,
-    /// arriving at processing time `arrival_ms`. Closed windows are appended to `out`.
+    /// Makes room for node `node`; false past `nodes_max`.
+    fn ensure(&mut self, node: u32) -> bool {
+        let i = node as usize;
+        if i >= self.cfg.nodes_max {
+            return false;
+        }
+        if i >= self.rows.len() {
+            let n = (i + 1).next_power_of_two().min(self.cfg.nodes_max).max(i + 1);
+            self.rows.resize(n, Row::default());
+            self.wins.resize(n * self.resolutions(), Win::default());
+        }
+        let chunk = i / CHUNK_NODES;
+        if chunk >= self.dirty.len() {
+            self.dirty.resize(chunk + 1, false);
+        }
+        true
+    }
+
+    #[inline]
+    fn mark(&mut self, node: u32) {
+        if let Some(d) = self.dirty.get_mut(node as usize / CHUNK_NODES) {
+            *d = true;
+        }
+    }
+
+    /// Adds one event of node `node`, read from journal position `pos`, arriving at
+    /// processing time `arrival_ms`. Closed windows are appended to `out`.
     pub fn push(
         &mut self,
-        partition: u32,
-        scope_id: &str,
+        node: u32,
         pos: u64,
         arrival_ms: u64,
         obs: &Observation<'_>,
+        texts: &dyn Texts,
         out: &mut Vec<Capsule>,
     ) -> PushOutcome {
-        if !self.nodes.contains_key(scope_id) {
-            if self.nodes.len() >= self.cfg.nodes_max {
-                self.refused_nodes_full += 1;
-                return PushOutcome::NodesFull;
-            }
-            let slots = self
-                .cfg
-                .resolutions
-                .iter()
-                .map(|_| Slot {
-                    open: None,
-                    closed_until_ms: i64::MIN,
-                })
-                .collect();
-            self.nodes.insert(scope_id.to_owned(), Node { partition, slots });
-        }
-        let Some(node) = self.nodes.get_mut(scope_id) else {
+        if !self.ensure(node) {
+            self.refused_nodes_full += 1;
             return PushOutcome::NodesFull;
-        };
-        node.partition = partition;
+        }
+        self.mark(node);
+        let n = node as usize;
+        if !self.rows[n].seen {
+            self.rows[n].seen = true;
+            self.nodes_seen += 1;
+            self.names.learn_node(node, texts.node_id());
+            self.names_dirty = true;
+        }
+        if self.rows[n].status_known != obs.status {
+            if !self.names.keys.contains_key(&obs.status) {
+                self.names.learn_key(obs.status, texts.status());
+                self.names_dirty = true;
+            }
+            self.rows[n].status_known = obs.status;
+        }
+        // Series slots first (a new key is learned once per node).
+        let mut slots = [usize::MAX; 64];
+        for (i, &(key, _)) in obs.metrics.iter().enumerate().take(slots.len()) {
+            slots[i] = self.slot_for(node, key, || texts.metric_name(i));
+        }
+        let r_count = self.resolutions();
         let mut late_at = 0usize;
-        for (i, slot) in node.slots.iter_mut().enumerate() {
-            let resolution = self.cfg.resolutions[i];
-            let start = window_start(obs.timestamp, resolution);
-            match push_slot(slot, resolution, scope_id, start, pos, arrival_ms, obs, out) {
-                SlotPush::Folded => {}
-                SlotPush::Opened => self.open_windows += 1,
-                SlotPush::Rolled => {}
-                SlotPush::Late => {
-                    late_at += 1;
-                    self.late_by_resolution[i] += 1;
+        for r in 0..r_count {
+            let res_ms = self.res_ms[r];
+            let w = n * r_count + r;
+            let win = &self.wins[w];
+            // Most events fall in the open window: no division on that path.
+            let start = if win.open && obs.timestamp >= win.start_ms && obs.timestamp - win.start_ms < res_ms {
+                win.start_ms
+            } else {
+                obs.timestamp.div_euclid(res_ms).saturating_mul(res_ms)
+            };
+            let win = &self.wins[w];
+            if win.open && start < win.start_ms || !win.open && start < win.closed_until_ms {
+                late_at += 1;
+                self.late_by_resolution[r] += 1;
+                continue;
+            }
+            if win.open && start > win.start_ms {
+                self.close(node, r, ms_i64(arrival_ms), out);
+            }
+            let win = &mut self.wins[w];
+            if !win.open {
+                win.open_at(start, pos, arrival_ms, obs.timestamp);
+                self.open_windows += 1;
+            }
+            win.fold_head(arrival_ms, obs);
+            for (i, &(key, v)) in obs.metrics.iter().enumerate().take(slots.len()) {
+                match slots[i] {
+                    s if s < INLINE_METRICS => win.m[s].fold(v),
+                    _ => {
+                        if let Some(a) = overflow_acc(&mut self.overflow, node, key) {
+                            a[r].fold(v);
+                        }
+                    }
                 }
             }
         }
         match late_at {
             0 => PushOutcome::Accepted,
-            n if n == self.cfg.resolutions.len() => {
+            k if k == r_count => {
                 self.late_events += 1;
                 PushOutcome::Late
             }
@@ -425,86 +625,275 @@ impl Rollup {
         }
     }
 
-    /// Closes every open window whose last arrival is more than `resolution + grace` before
-    /// `now_ms` (processing time). Nodes are kept (see the body).
-    pub fn flush_idle(&mut self, now_ms: u64, out: &mut Vec<Capsule>) {
-        let grace_ms = self.cfg.grace_ms;
-        let resolutions = &self.cfg.resolutions;
-        let mut closed = 0usize;
-        // Nodes stay (bounded by nodes_max): a node's `closed_until_ms` is what makes a
-        // later event for a window already closed count as late instead of opening the
-        // window again.
-        self.nodes.retain(|scope_id, node| {
-            let mut any_open = false;
-            for (slot, &resolution) in node.slots.iter_mut().zip(resolutions) {
-                let idle_ms = u64::from(resolution) * 1000 + grace_ms;
-                let expired = slot
-                    .open
-                    .as_ref()
-                    .is_some_and(|w| now_ms.saturating_sub(w.last_arrival_ms) > idle_ms);
-                if expired {
-                    close_slot(slot, resolution, scope_id, ms_i64(now_ms), out);
-                    closed += 1;
-                }
-                any_open |= slot.open.is_some();
-            }
-            let _ = any_open;
-            true
-        });
-        self.open_windows -= closed;
+    /// The inline slot of `key` for `node`, taking a free one for a new key; `usize::MAX`
+    /// for a series in the overflow map (created there if new).
+    #[inline]
+    fn slot_for<'t>(&mut self, node: u32, key: u64, name: impl FnOnce() -> &'t str) -> usize {
+        let row = &mut self.rows[node as usize];
+        if let Some(s) = row.slot_of(key) {
+            return s;
+        }
+        if overflow_acc(&mut self.overflow, node, key).is_some() {
+            return usize::MAX;
+        }
+        if !self.names.keys.contains_key(&key) {
+            self.names.learn_key(key, name());
+            self.names_dirty = true;
+        }
+        let row = &mut self.rows[node as usize];
+        if (row.keys_len as usize) < INLINE_METRICS {
+            row.keys[row.keys_len as usize] = key;
+            row.keys_len += 1;
+            return row.keys_len as usize - 1;
+        }
+        let r = self.resolutions();
+        self.overflow
+            .entry(node)
+            .or_default()
+            .push((key, vec![Acc::default(); r]));
+        usize::MAX
     }
 
-    /// Closes every open window now (shutdown), and forgets all nodes.
-    pub fn flush_all(&mut self, now_ms: u64, out: &mut Vec<Capsule>) {
-        for (scope_id, node) in &mut self.nodes {
-            for (slot, &resolution) in node.slots.iter_mut().zip(&self.cfg.resolutions) {
-                if slot.open.is_some() {
-                    close_slot(slot, resolution, scope_id, ms_i64(now_ms), out);
-                }
+    /// Closes the open window of (`node`, resolution `r`): emits its capsule, scores the
+    /// prediction of that window if one is pending.
+    fn close(&mut self, node: u32, r: usize, created_ms: i64, out: &mut Vec<Capsule>) {
+        let w = node as usize * self.resolutions() + r;
+        if !self.wins[w].open {
+            return;
+        }
+        let res_ms = self.res_ms[r];
+        let win = self.wins[w];
+        self.score(node, r, &win);
+        if let Some(c) = self.capsule_of(node, r, &win, created_ms) {
+            out.push(c);
+        }
+        // Clear the window's accumulators (the overflow ones too) for the next.
+        let wm = &mut self.wins[w];
+        wm.open = false;
+        wm.closed_until_ms = win.start_ms.saturating_add(res_ms);
+        wm.m = [Acc::default(); INLINE_METRICS];
+        if let Some(list) = self.overflow.get_mut(&node) {
+            for (_, accs) in list {
+                accs[r] = Acc::default();
             }
         }
-        self.nodes.clear();
-        self.open_windows = 0;
+        self.open_windows = self.open_windows.saturating_sub(1);
+        self.mark(node);
     }
 
-    /// Where recovery must start reading `partition` so that every open window is rebuilt:
-    /// the smallest position of the first event of any open window of a node in it; `None`
-    /// when none is open (everything read so far is in closed capsules).
-    pub fn replay_from(&self, partition: u32) -> Option<u64> {
-        self.nodes
-            .values()
-            .filter(|n| n.partition == partition)
-            .flat_map(|n| n.slots.iter())
-            .filter_map(|s| s.open.as_ref().map(|w| w.first_pos))
-            .min()
+    fn capsule_of(&self, node: u32, r: usize, win: &Win, created_ms: i64) -> Option<Capsule> {
+        let scope_id = self.names.node(node)?.to_owned();
+        let row = &self.rows[node as usize];
+        let mut metrics: Vec<MetricStats> = Vec::with_capacity(row.keys_len as usize);
+        for (s, &key) in row.keys[..row.keys_len as usize].iter().enumerate() {
+            if win.m[s].count > 0 {
+                metrics.push(win.m[s].stats(self.names.series_name(key)));
+            }
+        }
+        for (key, accs) in self.overflow.get(&node).map_or(&[][..], |v| &v[..]) {
+            if accs[r].count > 0 {
+                metrics.push(accs[r].stats(self.names.series_name(*key)));
+            }
+        }
+        metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        let flag = |f: u8| win.flags & f != 0;
+        Some(Capsule {
+            key: CapsuleKey {
+                scope_id,
+                timestamp: win.start_ms,
+                resolution: self.cfg.resolutions[r],
+                vantage: Vantage::Observed,
+            },
+            body: CapsuleBody::Observed(ObservedStats {
+                count: win.count,
+                first_ts: win.first_ts,
+                last_ts: win.last_ts,
+                metrics,
+                price: flag(F_PRICE).then_some(Ohlc {
+                    open: win.ohlc[0],
+                    high: win.ohlc[1],
+                    low: win.ohlc[2],
+                    close: win.ohlc[3],
+                }),
+                volume_sum: flag(F_VOLUME).then_some(win.volume_sum),
+                stress_max: flag(F_STRESS).then_some(win.stress_max),
+                stress_last: flag(F_STRESS).then_some(win.stress_last),
+                last_status: self.names.key(win.status).unwrap_or_default().to_owned(),
+            }),
+            created_ms,
+        })
     }
 
-    /// [`Rollup::replay_from`] of partitions `0..partitions` in one pass over the nodes
-    /// (the journal thread computes every partition's watermark at each hand-off).
-    pub fn replay_from_all(&self, partitions: u32) -> Vec<Option<u64>> {
-        let mut out = vec![None; partitions as usize];
-        for n in self.nodes.values() {
-            let Some(slot) = out.get_mut(n.partition as usize) else {
+    /// Files a prediction of `node`'s window starting at `window_ms` at `resolution`
+    /// seconds. Returns whether it was filed: not when that window already closed (it is
+    /// then scored at once against what the window observed, if that is still kept, else
+    /// counted unscored), nor when the resolution is not rolled up (unscored).
+    pub fn expect(&mut self, node: u32, resolution: u32, window_ms: i64, series: Vec<(u64, f64, f64)>) -> bool {
+        let Some(r) = self.cfg.resolutions.iter().position(|&x| x == resolution) else {
+            self.unscored += 1;
+            return false;
+        };
+        if !self.ensure(node) {
+            self.unscored += 1;
+            return false;
+        }
+        let win = &self.wins[node as usize * self.resolutions() + r];
+        let closed = if win.open {
+            window_ms < win.start_ms
+        } else {
+            window_ms < win.closed_until_ms
+        };
+        if closed {
+            // The window closed before its prediction was read: score it now, if what it
+            // observed is still kept.
+            let mut series = series;
+            series.retain(|(_, v, b)| v.is_finite() && b.is_finite());
+            match self.closed_unscored.remove(&(node, r as u8, window_ms)) {
+                Some(observed) => self.fold_scores(node, &series, &observed),
+                None => self.unscored += 1,
+            }
+            return false;
+        }
+        self.mark(node);
+        let mut series = series;
+        series.retain(|(_, v, b)| v.is_finite() && b.is_finite());
+        series.truncate(PREDICTED_SERIES_MAX);
+        let pending = self.expected.entry((node, r as u8)).or_default();
+        pending.retain(|e| e.window_ms != window_ms);
+        pending.push(Expected { window_ms, series });
+        pending.sort_by_key(|e| e.window_ms);
+        while pending.len() > self.expect_capacity {
+            pending.remove(0);
+            self.unscored += 1;
+        }
+        true
+    }
+
+    /// Scores the pending prediction of the window `win` closes, if there is one; else
+    /// keeps what the window observed for a prediction still on its way.
+    fn score(&mut self, node: u32, r: usize, win: &Win) {
+        let found = self.expected.get_mut(&(node, r as u8)).and_then(|pending| {
+            // Predictions of windows before this one can no longer be scored.
+            let before = pending.len();
+            pending.retain(|e| e.window_ms >= win.start_ms);
+            self.unscored += (before - pending.len()) as u64;
+            let i = pending.iter().position(|e| e.window_ms == win.start_ms)?;
+            Some(pending.remove(i))
+        });
+        if self.expected.get(&(node, r as u8)).is_some_and(Vec::is_empty) {
+            self.expected.remove(&(node, r as u8));
+        }
+        let observed = self.observed_of(node, r, win);
+        match found {
+            Some(e) => self.fold_scores(node, &e.series, &observed),
+            None if self.keep_unscored => {
+                self.bound_unscored();
+                self.closed_unscored.insert((node, r as u8, win.start_ms), observed);
+            }
+            None => {}
+        }
+    }
+
+    /// What a closed window observed, per series key (see [`crate::accuracy`]).
+    fn observed_of(&self, node: u32, r: usize, win: &Win) -> Vec<(u64, f64)> {
+        let row = &self.rows[node as usize];
+        let fixed = [KEY_PRICE, KEY_VOLUME, KEY_STRESS];
+        let inline = row.keys[..row.keys_len as usize].iter().copied();
+        let over = self.overflow.get(&node).map_or(&[][..], |v| &v[..]);
+        fixed
+            .into_iter()
+            .chain(inline)
+            .chain(over.iter().map(|(k, _)| *k))
+            .filter_map(|key| {
+                let slot = row.slot_of(key);
+                let acc = over.iter().find(|(k, _)| *k == key).map(|(_, a)| &a[r]);
+                win.observed(slot, key, acc).map(|v| (key, v))
+            })
+            .collect()
+    }
+
+    fn fold_scores(&mut self, node: u32, series: &[(u64, f64, f64)], observed: &[(u64, f64)]) {
+        let acc_row = self.accuracy.entry(node).or_default();
+        for &(key, predicted, base) in series {
+            let Some(&(_, obs)) = observed.iter().find(|(k, _)| *k == key) else {
                 continue;
             };
-            for w in n.slots.iter().filter_map(|s| s.open.as_ref()) {
-                *slot = Some(slot.map_or(w.first_pos, |p: u64| p.min(w.first_pos)));
+            let s = score_one(predicted, base, obs);
+            match acc_row.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, agg)) => agg.add(&s),
+                None => {
+                    let mut agg = AccuracyAgg::default();
+                    agg.add(&s);
+                    acc_row.push((key, agg));
+                }
             }
         }
-        out
+        self.scored += 1;
+        self.mark(node);
+    }
+
+    /// Keeps the closed-but-unscored windows under a bound: when full, the older half (by
+    /// window start) goes.
+    fn bound_unscored(&mut self) {
+        let max = (self.cfg.nodes_max.saturating_mul(self.resolutions()) * 2).clamp(1024, 1 << 22);
+        if self.closed_unscored.len() < max {
+            return;
+        }
+        let mut starts: Vec<i64> = self.closed_unscored.keys().map(|k| k.2).collect();
+        starts.sort_unstable();
+        let cut = starts[starts.len() / 2];
+        self.closed_unscored.retain(|k, _| k.2 > cut);
+    }
+
+    /// Whether predictions come (then a window that closes before its prediction arrived
+    /// keeps what it observed until it does). On by default.
+    pub fn set_predicting(&mut self, on: bool) {
+        self.keep_unscored = on;
+        if !on {
+            self.closed_unscored.clear();
+        }
+    }
+
+    /// Closes every open window whose last arrival is more than `resolution + grace` before
+    /// `now_ms` (processing time).
+    pub fn flush_idle(&mut self, now_ms: u64, out: &mut Vec<Capsule>) {
+        let r_count = self.resolutions();
+        for n in 0..self.rows.len() {
+            if !self.rows[n].seen {
+                continue;
+            }
+            for r in 0..r_count {
+                let win = &self.wins[n * r_count + r];
+                let idle_ms = u64::from(self.cfg.resolutions[r]) * 1000 + self.cfg.grace_ms;
+                if win.open && now_ms.saturating_sub(win.last_arrival_ms) > idle_ms {
+                    self.close(n as u32, r, ms_i64(now_ms), out);
+                }
+            }
+        }
+    }
+
+    /// Closes every open window now (shutdown).
+    pub fn flush_all(&mut self, now_ms: u64, out: &mut Vec<Capsule>) {
+        let r_count = self.resolutions();
+        for n in 0..self.rows.len() {
+            for r in 0..r_count {
+                self.close(n as u32, r, ms_i64(now_ms), out);
+            }
+        }
     }
 
     /// Capsules of the windows open now (not emitted; for "present" views and tests), sorted
     /// by (scope, resolution, window start).
     pub fn open_capsules(&self, created_ms: i64) -> Vec<Capsule> {
-        let mut out: Vec<Capsule> = self
-            .nodes
-            .iter()
-            .flat_map(|(scope_id, node)| {
-                node.slots
-                    .iter()
-                    .zip(&self.cfg.resolutions)
-                    .filter_map(move |(slot, &r)| slot.open.as_ref().map(|w| w.to_capsule(scope_id, r, created_ms)))
+        let r_count = self.resolutions();
+        let mut out: Vec<Capsule> = (0..self.rows.len())
+            .flat_map(|n| (0..r_count).map(move |r| (n, r)))
+            .filter_map(|(n, r)| {
+                let win = &self.wins[n * r_count + r];
+                if !win.open {
+                    return None;
+                }
+                self.capsule_of(n as u32, r, win, created_ms)
             })
             .collect();
         out.sort_by(|a, b| {
@@ -515,6 +904,21 @@ impl Rollup {
             ))
         });
         out
+    }
+
+    /// The smallest journal position of the first event of any open window (where a replay
+    /// into an empty roll-up must start to rebuild every open window), `None` when none is
+    /// open.
+    pub fn replay_from(&self) -> Option<u64> {
+        self.wins.iter().filter(|w| w.open).map(|w| w.first_pos).min()
+    }
+
+    /// A node's accuracy per series name.
+    pub fn accuracy_of(&self, node: u32) -> Vec<(String, AccuracyAgg)> {
+        self.accuracy
+            .get(&node)
+            .map(|row| row.iter().map(|(k, a)| (self.names.series_name(*k), *a)).collect())
+            .unwrap_or_default()
     }
 
     pub fn open_windows(&self) -> usize {
@@ -531,58 +935,504 @@ impl Rollup {
         &self.late_by_resolution
     }
 
-    /// Events refused because `nodes_max` nodes were tracked.
+    /// Events refused because their node index is at or past `nodes_max`.
     pub fn refused_nodes_full(&self) -> u64 {
         self.refused_nodes_full
     }
 
+    /// Windows scored against a prediction.
+    pub fn scored(&self) -> u64 {
+        self.scored
+    }
+
+    /// Predictions that could not be scored (their window closed first, or newer ones
+    /// displaced them).
+    pub fn unscored(&self) -> u64 {
+        self.unscored
+    }
+
+    /// Nodes seen.
     pub fn nodes(&self) -> usize {
-        self.nodes.len()
+        self.nodes_seen
+    }
+
+    /// True if anything changed since the last [`Rollup::checkpoint`].
+    pub fn changed(&self) -> bool {
+        self.names_dirty || self.dirty.iter().any(|&d| d)
+    }
+
+    /// Encodes the header and every chunk that changed since the last call (all of them
+    /// the first time), and forgets the changes.
+    pub fn checkpoint(&mut self) -> Checkpoint {
+        let mut cp = Checkpoint {
+            header: self.encode_header(),
+            chunk_count: self.dirty.len() as u32,
+            ..Checkpoint::default()
+        };
+        for c in 0..self.dirty.len() {
+            if !std::mem::take(&mut self.dirty[c]) {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            let lo = c * CHUNK_NODES;
+            let hi = ((c + 1) * CHUNK_NODES).min(self.rows.len());
+            let mut count = 0u32;
+            put_u32(&mut bytes, CHECKPOINT_VERSION);
+            put_u32(&mut bytes, 0);
+            for n in lo..hi {
+                if self.encode_node(n as u32, &mut bytes) {
+                    count += 1;
+                    let Some(name) = self.names.node(n as u32) else {
+                        continue;
+                    };
+                    let acc = self.accuracy_of(n as u32);
+                    if !acc.is_empty() {
+                        cp.accuracy.push((name.to_owned(), acc));
+                    }
+                }
+            }
+            bytes[4..8].copy_from_slice(&count.to_le_bytes());
+            cp.chunks.push((c as u32, bytes));
+        }
+        self.names_dirty = false;
+        cp
+    }
+
+    /// Marks every chunk changed, so the next checkpoint writes them all.
+    pub fn mark_all_changed(&mut self) {
+        self.dirty.iter_mut().for_each(|d| *d = true);
+        self.names_dirty = true;
+    }
+
+    fn encode_header(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        put_u32(&mut b, CHECKPOINT_VERSION);
+        put_u32(&mut b, self.cfg.resolutions.len() as u32);
+        for &r in &self.cfg.resolutions {
+            put_u32(&mut b, r);
+        }
+        put_u64(&mut b, self.late_events);
+        for &l in &self.late_by_resolution {
+            put_u64(&mut b, l);
+        }
+        put_u64(&mut b, self.scored);
+        put_u64(&mut b, self.unscored);
+        put_u32(&mut b, self.names.keys.len() as u32);
+        let mut keys: Vec<(&u64, &Box<str>)> = self.names.keys.iter().collect();
+        keys.sort_by_key(|(k, _)| **k);
+        for (k, text) in keys {
+            put_u64(&mut b, *k);
+            put_str(&mut b, text);
+        }
+        b
+    }
+
+    /// One node's state; false (nothing written) for a node never seen.
+    fn encode_node(&self, node: u32, b: &mut Vec<u8>) -> bool {
+        let n = node as usize;
+        let row = &self.rows[n];
+        let Some(name) = self.names.node(node) else {
+            return false;
+        };
+        if !row.seen {
+            return false;
+        }
+        put_str(b, name);
+        b.push(row.keys_len);
+        for &k in &row.keys[..row.keys_len as usize] {
+            put_u64(b, k);
+        }
+        let r_count = self.resolutions();
+        for r in 0..r_count {
+            encode_win(&self.wins[n * r_count + r], row.keys_len as usize, b);
+        }
+        let over = self.overflow.get(&node).map_or(&[][..], |v| &v[..]);
+        put_u32(b, over.len() as u32);
+        for (k, accs) in over {
+            put_u64(b, *k);
+            for a in accs {
+                encode_acc(a, b);
+            }
+        }
+        let acc = self.accuracy.get(&node).map_or(&[][..], |v| &v[..]);
+        put_u32(b, acc.len() as u32);
+        for (k, a) in acc {
+            put_u64(b, *k);
+            put_u64(b, a.count);
+            put_f64(b, a.abs_err_sum);
+            put_f64(b, a.rel_err_sum);
+            put_u64(b, a.hits);
+            put_u64(b, a.directional);
+        }
+        for r in 0..r_count {
+            let pending = self.expected.get(&(node, r as u8)).map_or(&[][..], |v| &v[..]);
+            b.push(pending.len() as u8);
+            for e in pending {
+                put_i64(b, e.window_ms);
+                put_u32(b, e.series.len() as u32);
+                for &(k, v, base) in &e.series {
+                    put_u64(b, k);
+                    put_f64(b, v);
+                    put_f64(b, base);
+                }
+            }
+        }
+        true
+    }
+
+    /// Rebuilds a roll-up from a checkpoint's header and all of its chunks. `index_of`
+    /// places each node (by its id) at an index, or refuses it (node table full). Refused,
+    /// with a typed error (the caller starts empty and replays further back), if anything
+    /// does not parse, is of another version or was made with other resolutions.
+    pub fn restore<'c>(
+        cfg: RollupConfig,
+        header: &[u8],
+        chunks: impl IntoIterator<Item = &'c [u8]>,
+        index_of: &mut dyn FnMut(&str) -> Option<u32>,
+    ) -> Result<Self, CheckpointError> {
+        let mut r = Rollup::new(cfg);
+        r.decode_header(header)?;
+        for chunk in chunks {
+            let mut rd = Rd::new(chunk);
+            let version = rd.u32()?;
+            if version != CHECKPOINT_VERSION {
+                return Err(CheckpointError::Version(version));
+            }
+            let count = rd.u32()?;
+            for _ in 0..count {
+                r.decode_node(&mut rd, index_of)?;
+            }
+            rd.end()?;
+        }
+        r.open_windows = r.wins.iter().filter(|w| w.open).count();
+        r.mark_all_changed();
+        Ok(r)
+    }
+
+    fn decode_header(&mut self, header: &[u8]) -> Result<(), CheckpointError> {
+        let mut rd = Rd::new(header);
+        let version = rd.u32()?;
+        if version != CHECKPOINT_VERSION {
+            return Err(CheckpointError::Version(version));
+        }
+        let n = rd.len(RESOLUTIONS_MAX)?;
+        let stored = (0..n).map(|_| rd.u32()).collect::<Result<Vec<_>, _>>()?;
+        if stored != self.cfg.resolutions {
+            return Err(CheckpointError::Resolutions {
+                stored,
+                configured: self.cfg.resolutions.clone(),
+            });
+        }
+        self.late_events = rd.u64()?;
+        for l in &mut self.late_by_resolution {
+            *l = rd.u64()?;
+        }
+        self.scored = rd.u64()?;
+        self.unscored = rd.u64()?;
+        let keys = rd.len(1 << 24)?;
+        for _ in 0..keys {
+            let k = rd.u64()?;
+            let text = rd.str()?;
+            self.names.keys.insert(k, text.into());
+        }
+        rd.end()
+    }
+
+    fn decode_node(
+        &mut self,
+        rd: &mut Rd<'_>,
+        index_of: &mut dyn FnMut(&str) -> Option<u32>,
+    ) -> Result<(), CheckpointError> {
+        let name = rd.str()?;
+        let node = index_of(name)
+            .filter(|&i| (i as usize) < self.cfg.nodes_max)
+            .ok_or_else(|| CheckpointError::NodeNotPlaced(name.chars().take(300).collect()))?;
+        if !self.ensure(node) {
+            return Err(CheckpointError::NodeNotPlaced(name.to_owned()));
+        }
+        let n = node as usize;
+        if self.rows[n].seen {
+            return Err(CheckpointError::Parse(format!("node {name:?} appears twice")));
+        }
+        self.names.learn_node(node, name);
+        let keys_len = rd.u8()? as usize;
+        if keys_len > INLINE_METRICS {
+            return Err(CheckpointError::Parse(format!("{keys_len} inline series")));
+        }
+        let mut row = Row {
+            seen: true,
+            keys_len: keys_len as u8,
+            status_known: 0,
+            keys: [0; INLINE_METRICS],
+        };
+        for k in &mut row.keys[..keys_len] {
+            *k = rd.u64()?;
+        }
+        self.rows[n] = row;
+        self.nodes_seen += 1;
+        let r_count = self.resolutions();
+        for r in 0..r_count {
+            self.wins[n * r_count + r] = decode_win(rd, keys_len)?;
+        }
+        let over = rd.len(1 << 16)?;
+        for _ in 0..over {
+            let k = rd.u64()?;
+            let accs = (0..r_count).map(|_| decode_acc(rd)).collect::<Result<Vec<_>, _>>()?;
+            self.overflow.entry(node).or_default().push((k, accs));
+        }
+        let acc = rd.len(1 << 16)?;
+        let mut acc_row = Vec::with_capacity(acc);
+        for _ in 0..acc {
+            let k = rd.u64()?;
+            acc_row.push((
+                k,
+                AccuracyAgg {
+                    count: rd.u64()?,
+                    abs_err_sum: rd.f64()?,
+                    rel_err_sum: rd.f64()?,
+                    hits: rd.u64()?,
+                    directional: rd.u64()?,
+                },
+            ));
+        }
+        if !acc_row.is_empty() {
+            self.accuracy.insert(node, acc_row);
+        }
+        for r in 0..r_count {
+            let pending = rd.u8()? as usize;
+            if pending > PREDICTIONS_PER_SLOT {
+                return Err(CheckpointError::Parse(format!("{pending} pending predictions")));
+            }
+            let mut list = Vec::with_capacity(pending);
+            for _ in 0..pending {
+                let window_ms = rd.i64()?;
+                let s = rd.len(PREDICTED_SERIES_MAX)?;
+                let series = (0..s)
+                    .map(|_| Ok((rd.u64()?, rd.f64()?, rd.f64()?)))
+                    .collect::<Result<Vec<_>, CheckpointError>>()?;
+                list.push(Expected { window_ms, series });
+            }
+            if !list.is_empty() {
+                self.expected.insert((node, r as u8), list);
+            }
+        }
+        Ok(())
     }
 }
 
-enum SlotPush {
-    Folded,
-    Opened,
-    /// Closed the open window and opened the event's.
-    Rolled,
-    Late,
+/// The accumulators of an overflow series of `node`, if it has one under `key`.
+fn overflow_acc(overflow: &mut HashMap<u32, Vec<(u64, Vec<Acc>)>>, node: u32, key: u64) -> Option<&mut Vec<Acc>> {
+    overflow
+        .get_mut(&node)?
+        .iter_mut()
+        .find(|(k, _)| *k == key)
+        .map(|(_, a)| a)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn push_slot(
-    slot: &mut Slot,
-    resolution: u32,
-    scope_id: &str,
-    start: i64,
-    pos: u64,
-    arrival_ms: u64,
-    obs: &Observation<'_>,
-    out: &mut Vec<Capsule>,
-) -> SlotPush {
-    match &mut slot.open {
-        Some(w) if start == w.start_ms => {
-            w.fold(arrival_ms, obs);
-            SlotPush::Folded
-        }
-        Some(w) if start < w.start_ms => SlotPush::Late,
-        Some(_) => {
-            close_slot(slot, resolution, scope_id, ms_i64(arrival_ms), out);
-            slot.open = Some(Window::open(start, pos, arrival_ms, obs));
-            SlotPush::Rolled
-        }
-        None if start < slot.closed_until_ms => SlotPush::Late,
-        None => {
-            slot.open = Some(Window::open(start, pos, arrival_ms, obs));
-            SlotPush::Opened
-        }
+fn score_one(predicted: f64, base: f64, observed: f64) -> SeriesScore {
+    let abs_err = (predicted - observed).abs();
+    let rel_err = abs_err / observed.abs().max(REL_ERR_FLOOR);
+    let direction_hit = if predicted == base || observed == base {
+        None
+    } else {
+        Some((predicted > base) == (observed > base))
+    };
+    SeriesScore {
+        name: String::new(),
+        predicted,
+        observed,
+        abs_err,
+        rel_err,
+        direction_hit,
     }
 }
 
-fn close_slot(slot: &mut Slot, resolution: u32, scope_id: &str, created_ms: i64, out: &mut Vec<Capsule>) {
-    if let Some(w) = slot.open.take() {
-        let res_ms = i64::from(resolution) * 1000;
-        slot.closed_until_ms = w.start_ms.saturating_add(res_ms);
-        out.push(w.to_capsule(scope_id, resolution, created_ms));
+const CHECKPOINT_VERSION: u32 = 2;
+
+fn put_u32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put_i64(b: &mut Vec<u8>, v: i64) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put_f64(b: &mut Vec<u8>, v: f64) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    b.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    b.extend_from_slice(s);
+}
+
+fn encode_acc(a: &Acc, b: &mut Vec<u8>) {
+    put_u64(b, a.count);
+    put_f64(b, a.min);
+    put_f64(b, a.max);
+    put_f64(b, a.sum);
+    put_f64(b, a.last);
+}
+
+fn decode_acc(rd: &mut Rd<'_>) -> Result<Acc, CheckpointError> {
+    Ok(Acc {
+        count: rd.u64()?,
+        min: rd.f64()?,
+        max: rd.f64()?,
+        sum: rd.f64()?,
+        last: rd.f64()?,
+    })
+}
+
+/// A window: a flag byte (bit 0 open), the lateness bound, and for an open one its fields
+/// and its `keys_len` inline accumulators.
+fn encode_win(w: &Win, keys_len: usize, b: &mut Vec<u8>) {
+    b.push(u8::from(w.open));
+    put_i64(b, w.closed_until_ms);
+    if !w.open {
+        return;
+    }
+    put_i64(b, w.start_ms);
+    put_u64(b, w.first_pos);
+    put_u64(b, w.last_arrival_ms);
+    put_u64(b, w.count);
+    put_i64(b, w.first_ts);
+    put_i64(b, w.last_ts);
+    b.push(w.flags);
+    for v in w.ohlc {
+        put_f64(b, v);
+    }
+    put_f64(b, w.volume_sum);
+    put_f64(b, w.stress_max);
+    put_f64(b, w.stress_last);
+    put_u64(b, w.status);
+    for a in &w.m[..keys_len] {
+        encode_acc(a, b);
+    }
+}
+
+fn decode_win(rd: &mut Rd<'_>, keys_len: usize) -> Result<Win, CheckpointError> {
+    let open = match rd.u8()? {
+        0 => false,
+        1 => true,
+        f => return Err(CheckpointError::Parse(format!("window flag {f}"))),
+    };
+    let mut w = Win {
+        closed_until_ms: rd.i64()?,
+        ..Win::default()
+    };
+    if !open {
+        return Ok(w);
+    }
+    w.open = true;
+    w.start_ms = rd.i64()?;
+    w.first_pos = rd.u64()?;
+    w.last_arrival_ms = rd.u64()?;
+    w.count = rd.u64()?;
+    w.first_ts = rd.i64()?;
+    w.last_ts = rd.i64()?;
+    w.flags = rd.u8()?;
+    if w.flags & !(F_PRICE | F_VOLUME | F_STRESS) != 0 {
+        return Err(CheckpointError::Parse(format!("window flags {:#x}", w.flags)));
+    }
+    for v in &mut w.ohlc {
+        *v = rd.f64()?;
+    }
+    w.volume_sum = rd.f64()?;
+    w.stress_max = rd.f64()?;
+    w.stress_last = rd.f64()?;
+    w.status = rd.u64()?;
+    for a in &mut w.m[..keys_len] {
+        *a = decode_acc(rd)?;
+    }
+    Ok(w)
+}
+
+/// A bounds-checked little-endian reader: every read fails cleanly past the end.
+struct Rd<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Rd<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Self { b, at: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CheckpointError> {
+        let s = self
+            .b
+            .get(self.at..self.at.saturating_add(n))
+            .ok_or_else(|| CheckpointError::Parse(format!("truncated at byte {} of {}", self.at, self.b.len())))?;
+        self.at += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, CheckpointError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn word(&mut self) -> Result<[u8; 8], CheckpointError> {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(self.take(8)?);
+        Ok(w)
+    }
+
+    fn u32(&mut self) -> Result<u32, CheckpointError> {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(w))
+    }
+
+    fn u64(&mut self) -> Result<u64, CheckpointError> {
+        Ok(u64::from_le_bytes(self.word()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, CheckpointError> {
+        Ok(i64::from_le_bytes(self.word()?))
+    }
+
+    fn f64(&mut self) -> Result<f64, CheckpointError> {
+        let v = f64::from_le_bytes(self.word()?);
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(CheckpointError::Parse(format!(
+                "a number at byte {} is not finite",
+                self.at - 8
+            )))
+        }
+    }
+
+    /// A count, at most `max`.
+    fn len(&mut self, max: usize) -> Result<usize, CheckpointError> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(CheckpointError::Parse(format!(
+                "count {n} over {max} at byte {}",
+                self.at - 4
+            )));
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, CheckpointError> {
+        let mut w = [0u8; 2];
+        w.copy_from_slice(self.take(2)?);
+        let n = u16::from_le_bytes(w) as usize;
+        std::str::from_utf8(self.take(n)?)
+            .map_err(|_| CheckpointError::Parse(format!("text at byte {} is not UTF-8", self.at - n)))
+    }
+
+    fn end(&self) -> Result<(), CheckpointError> {
+        if self.at == self.b.len() {
+            Ok(())
+        } else {
+            Err(CheckpointError::Parse(format!(
+                "{} trailing bytes",
+                self.b.len() - self.at
+            )))
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! The redb store. See the crate docs for the table layout and the write protocol.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{
@@ -9,27 +8,36 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::{AccuracyAgg, SeriesScore};
+use crate::accuracy::AccuracyAgg;
 use crate::codec;
 use crate::error::{ModelError, StoreError};
 use crate::model::{Capsule, CapsuleId, Vantage};
+use crate::rollup::Checkpoint;
 
 pub(crate) const CAPSULES: TableDefinition<u64, &[u8]> = TableDefinition::new("capsules");
 pub(crate) const BY_ID: TableDefinition<&[u8; 32], u64> = TableDefinition::new("by_id");
 pub(crate) type ScopeKey<'a> = (&'a str, u32, &'a str, i64);
 pub(crate) const BY_SCOPE: TableDefinition<ScopeKey<'static>, u64> = TableDefinition::new("by_scope");
 pub(crate) const BY_EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::new("by_expiry");
-const DECISIONS: TableDefinition<(u16, u64), &[u8]> = TableDefinition::new("decisions");
-const ACCURACY: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("accuracy");
+/// The decision log's index: (shard, first chain seq of a run) → (log position of the
+/// run's first record, last chain seq, records in the run).
+const DECISION_INDEX: TableDefinition<(u16, u64), (u64, u64, u32)> = TableDefinition::new("decision_index");
+/// Accuracy per node: scope → the node's aggregates (see [`codec::encode_accuracy_row`]).
+const ACCURACY: TableDefinition<&str, &[u8]> = TableDefinition::new("accuracy");
+/// Per journal stream: (replay_from, committed_to).
 const WATERMARKS: TableDefinition<u32, (u64, u64)> = TableDefinition::new("watermarks");
-/// The roll-up checkpoint that goes with the watermarks (one row, key 0).
+/// The roll-up checkpoint that goes with the watermarks: chunk → rows, and
+/// [`CHECKPOINT_HEADER`] → the header.
 const CHECKPOINT: TableDefinition<u32, &[u8]> = TableDefinition::new("rollup_checkpoint");
+/// Key of the checkpoint's header row.
+const CHECKPOINT_HEADER: u32 = u32::MAX;
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_NEXT_SEQ: &str = "next_seq";
-/// Version of the table layout and value encodings written by this build.
-pub const FORMAT_VERSION: u64 = 1;
+/// Version of the table layout and value encodings written by this build (2: decisions
+/// live in the decision log and are indexed here; accuracy per node; chunked checkpoint).
+pub const FORMAT_VERSION: u64 = 2;
 
 /// Rows one [`Store::retain`] call deletes at most (bounded work per call).
 pub const RETAIN_ROWS_MAX: usize = 10_000;
@@ -44,6 +52,9 @@ pub struct StoreConfig {
     /// resolutions, and every API-created (named vantage) capsule, keep
     /// [`StoreConfig::DEFAULT_RETENTION_MS`]. A capsule's expiry is fixed when it is written.
     pub retention_ms_by_resolution: Vec<(u32, u64)>,
+    /// Bytes of redb's page cache (redb's own default is 1 GiB, which the daemon's RSS
+    /// would show).
+    pub cache_bytes: usize,
 }
 
 impl StoreConfig {
@@ -70,47 +81,94 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             retention_ms_by_resolution: vec![(1, DAY_MS), (60, 30 * DAY_MS)],
+            cache_bytes: 64 << 20,
         }
     }
 }
 
-/// How far a journal partition is safely persisted.
+/// How far a journal stream is safely persisted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Watermark {
-    pub partition: u32,
-    /// Recovery re-reads the partition from here to rebuild open windows.
+    /// The journal stream.
+    pub stream: u32,
+    /// Recovery re-reads the stream from here (state that is not checkpointed).
     pub replay_from: u64,
-    /// Everything before this position is reflected in committed capsules or open windows.
+    /// Everything before this position is reflected in committed capsules and the
+    /// checkpoint committed with this watermark.
     pub committed_to: u64,
 }
 
-/// One group commit's worth of writes.
+/// A run of one shard's decisions in the decision log, indexed per commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecisionRun {
+    /// The reflex shard.
+    pub shard: u16,
+    /// Chain seq of the run's first decision.
+    pub first_seq: u64,
+    /// Chain seq of its last.
+    pub last_seq: u64,
+    /// Log position of its first record.
+    pub pos: u64,
+    /// Records in the run.
+    pub count: u32,
+}
+
+/// One hand-off's worth of writes, committed in one transaction.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     pub capsules: Vec<Capsule>,
-    /// (shard, seq, opaque record); a later write of the same (shard, seq) replaces it.
-    pub decisions: Vec<(u16, u64, Vec<u8>)>,
-    /// (scope, predictor, scores) to fold into the accuracy aggregates.
-    pub scores: Vec<(String, String, Vec<SeriesScore>)>,
+    /// Index entries of decisions made durable in the decision log.
+    pub decision_runs: Vec<DecisionRun>,
     pub watermarks: Vec<Watermark>,
-    /// The roll-up's open windows as of the watermarks (written with them, so the two
-    /// always match).
-    pub checkpoint: Option<Vec<u8>>,
+    /// The roll-up's state as of the watermarks (written with them, so the two always match).
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl Batch {
     /// Empties the batch, keeping its allocations.
     pub fn clear(&mut self) {
         self.capsules.clear();
-        self.decisions.clear();
-        self.scores.clear();
+        self.decision_runs.clear();
         self.watermarks.clear();
         self.checkpoint = None;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.capsules.is_empty() && self.decisions.is_empty() && self.scores.is_empty() && self.watermarks.is_empty()
+        self.capsules.is_empty()
+            && self.decision_runs.is_empty()
+            && self.watermarks.is_empty()
+            && self.checkpoint.is_none()
+    }
+
+    /// Moves `more` into this batch: capsules and runs appended; later watermarks and
+    /// checkpoint chunks supersede earlier ones (a chunk written twice keeps the later).
+    pub fn merge(&mut self, mut more: Batch) {
+        self.capsules.append(&mut more.capsules);
+        self.decision_runs.append(&mut more.decision_runs);
+        if !more.watermarks.is_empty() {
+            self.watermarks = more.watermarks;
+        }
+        match (&mut self.checkpoint, more.checkpoint) {
+            (Some(cp), Some(newer)) => {
+                cp.header = newer.header;
+                cp.chunk_count = newer.chunk_count;
+                for (c, bytes) in newer.chunks {
+                    match cp.chunks.iter_mut().find(|(k, _)| *k == c) {
+                        Some(slot) => slot.1 = bytes,
+                        None => cp.chunks.push((c, bytes)),
+                    }
+                }
+                for (scope, rows) in newer.accuracy {
+                    match cp.accuracy.iter_mut().find(|(s, _)| *s == scope) {
+                        Some(slot) => slot.1 = rows,
+                        None => cp.accuracy.push((scope, rows)),
+                    }
+                }
+            }
+            (slot @ None, Some(newer)) => *slot = Some(newer),
+            (_, None) => {}
+        }
     }
 }
 
@@ -157,7 +215,8 @@ pub struct RetainReport {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreCounts {
     pub capsules: u64,
-    pub decisions: u64,
+    /// Runs in the decision index.
+    pub decision_runs: u64,
     pub accuracy_rows: u64,
 }
 
@@ -230,12 +289,16 @@ fn missing_row(table: &'static str, what: String) -> StoreError {
 impl Store {
     /// Opens the file, creating it (and the tables) when absent.
     pub fn open(path: &Path, cfg: StoreConfig) -> Result<Self, StoreError> {
-        Self::init(Database::create(path)?, cfg)
+        let db = Database::builder().set_cache_size(cfg.cache_bytes).create(path)?;
+        Self::init(db, cfg)
     }
 
     /// Opens a store over any redb backend (crash tests use [`crate::faulty::FaultyBackend`]).
     pub fn open_with_backend(backend: impl redb::StorageBackend, cfg: StoreConfig) -> Result<Self, StoreError> {
-        Self::init(Database::builder().create_with_backend(backend)?, cfg)
+        let db = Database::builder()
+            .set_cache_size(cfg.cache_bytes)
+            .create_with_backend(backend)?;
+        Self::init(db, cfg)
     }
 
     fn init(db: Database, cfg: StoreConfig) -> Result<Self, StoreError> {
@@ -260,7 +323,7 @@ impl Store {
             txn.open_table(BY_ID)?;
             txn.open_table(BY_SCOPE)?;
             txn.open_table(BY_EXPIRY)?;
-            txn.open_table(DECISIONS)?;
+            txn.open_table(DECISION_INDEX)?;
             txn.open_table(ACCURACY)?;
             txn.open_table(WATERMARKS)?;
             txn.open_table(CHECKPOINT)?;
@@ -279,7 +342,8 @@ impl Store {
 
     /// Commits the whole batch in one `Durability::Immediate` transaction: capsules put
     /// idempotently (conflicts and invalid capsules listed, not written; the rest commits),
-    /// decisions written, scores folded into the accuracy aggregates, watermarks set.
+    /// decision runs indexed, the checkpoint (and the accuracy it carries) and the
+    /// watermarks set.
     pub fn write(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let txn = immediate_write(&self.db)?;
@@ -287,12 +351,11 @@ impl Store {
             let mut tables = CapsuleTables::open(&txn)?;
             self.put_all(&mut tables, &batch.capsules, &mut outcome)?;
         }
-        write_decisions(&txn, &batch.decisions)?;
-        fold_scores(&txn, &batch.scores)?;
-        write_watermarks(&txn, &batch.watermarks)?;
+        write_decision_runs(&txn, &batch.decision_runs)?;
         if let Some(cp) = &batch.checkpoint {
-            txn.open_table(CHECKPOINT)?.insert(0, cp.as_slice())?;
+            write_checkpoint(&txn, cp)?;
         }
+        write_watermarks(&txn, &batch.watermarks)?;
         txn.commit()?;
         Ok(outcome)
     }
@@ -345,13 +408,15 @@ impl Store {
         let mut new_rows: Vec<usize> = Vec::with_capacity(pending.len());
         for (id, i) in &pending {
             let c = &caps[*i];
-            let found = t.by_id.get(id.as_bytes())?.map(|g| g.value());
+            // One insert does the idempotency check: it returns the seq already there, if
+            // any, and then the mapping is put back as it was.
+            let found = t.by_id.insert(id.as_bytes(), seq)?.map(|g| g.value());
             let Some(existing_seq) = found else {
-                t.by_id.insert(id.as_bytes(), seq)?;
                 new_rows.push(*i);
                 seq = seq.checked_add(1).ok_or(StoreError::SequenceExhausted)?;
                 continue;
             };
+            t.by_id.insert(id.as_bytes(), existing_seq)?;
             let same = match existing_seq.checked_sub(first_seq) {
                 // Inserted earlier in this batch (a duplicate inside the batch).
                 Some(k) if existing_seq < seq => caps[new_rows[k as usize]].same_content(c),
@@ -468,11 +533,20 @@ impl Store {
         Ok(out)
     }
 
-    /// The roll-up checkpoint stored with the watermarks, if any.
-    pub fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The roll-up checkpoint stored with the watermarks, if any: its header and every
+    /// chunk, in chunk order.
+    pub fn checkpoint(&self) -> Result<Option<(Vec<u8>, Vec<Vec<u8>>)>, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(CHECKPOINT)?;
-        Ok(table.get(0)?.map(|v| v.value().to_vec()))
+        let Some(header) = table.get(CHECKPOINT_HEADER)?.map(|v| v.value().to_vec()) else {
+            return Ok(None);
+        };
+        let mut chunks = Vec::new();
+        for entry in table.range(..CHECKPOINT_HEADER)? {
+            let (_, v) = entry?;
+            chunks.push(v.value().to_vec());
+        }
+        Ok(Some((header, chunks)))
     }
 
     pub fn watermarks(&self) -> Result<Vec<Watermark>, StoreError> {
@@ -483,7 +557,7 @@ impl Store {
             let (k, v) = entry?;
             let (replay_from, committed_to) = v.value();
             out.push(Watermark {
-                partition: k.value(),
+                stream: k.value(),
                 replay_from,
                 committed_to,
             });
@@ -491,54 +565,56 @@ impl Store {
         Ok(out)
     }
 
-    /// Decision records of `shard` from `from_seq` on, in sequence order, at most `limit`.
-    pub fn decisions(&self, shard: u16, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    /// Runs of `shard`'s decisions in the decision log, from the run that holds `from_seq`
+    /// (or the first after it) on, in sequence order, at most `limit`.
+    pub fn decision_runs(&self, shard: u16, from_seq: u64, limit: usize) -> Result<Vec<DecisionRun>, StoreError> {
         let txn = self.read()?;
-        let table = txn.open_table(DECISIONS)?;
+        let table = txn.open_table(DECISION_INDEX)?;
         let mut out = Vec::new();
         if limit == 0 {
             return Ok(out);
         }
-        for entry in table.range((shard, from_seq)..=(shard, u64::MAX))? {
-            let (k, v) = entry?;
-            out.push((k.value().1, v.value().to_vec()));
+        // The run that holds `from_seq` starts at or before it.
+        let first = table
+            .range((shard, 0)..=(shard, from_seq))?
+            .next_back()
+            .transpose()?
+            .map(|(k, v)| run_of(k.value(), v.value()))
+            .filter(|r| r.last_seq >= from_seq);
+        let after = from_seq.saturating_add(1);
+        out.extend(first);
+        if after == 0 || from_seq == u64::MAX {
+            return Ok(out);
+        }
+        for entry in table.range((shard, after)..=(shard, u64::MAX))? {
             if out.len() >= limit {
                 break;
             }
+            let (k, v) = entry?;
+            out.push(run_of(k.value(), v.value()));
         }
+        out.truncate(limit);
         Ok(out)
     }
 
-    pub fn last_decision(&self, shard: u16) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    /// The newest indexed run of `shard`.
+    pub fn last_decision_run(&self, shard: u16) -> Result<Option<DecisionRun>, StoreError> {
         let txn = self.read()?;
-        let table = txn.open_table(DECISIONS)?;
-        let last = table.range((shard, 0)..=(shard, u64::MAX))?.next_back();
-        match last {
-            None => Ok(None),
-            Some(entry) => {
-                let (k, v) = entry?;
-                Ok(Some((k.value().1, v.value().to_vec())))
-            }
-        }
+        let table = txn.open_table(DECISION_INDEX)?;
+        let last = table.range((shard, 0)..=(shard, u64::MAX))?.next_back().transpose()?;
+        Ok(last.map(|(k, v)| run_of(k.value(), v.value())))
     }
 
-    /// Accuracy aggregates of one scope: (predictor, series, aggregate), sorted.
+    /// Accuracy aggregates of one scope as of the last checkpoint: (predictor, series,
+    /// aggregate), sorted.
     pub fn accuracy(&self, scope_id: &str) -> Result<Vec<(String, String, AccuracyAgg)>, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(ACCURACY)?;
-        let mut out = Vec::new();
-        for entry in table.range((scope_id, "", "")..)? {
-            let (k, v) = entry?;
-            let (scope, predictor, series) = k.value();
-            if scope != scope_id {
-                break;
-            }
-            out.push((
-                predictor.to_owned(),
-                series.to_owned(),
-                codec::decode_accuracy(v.value())?,
-            ));
-        }
+        let Some(row) = table.get(scope_id)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = codec::decode_accuracy_row(row.value())?;
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         Ok(out)
     }
 
@@ -587,7 +663,7 @@ impl Store {
         let txn = self.read()?;
         Ok(StoreCounts {
             capsules: txn.open_table(CAPSULES)?.len()?,
-            decisions: txn.open_table(DECISIONS)?.len()?,
+            decision_runs: txn.open_table(DECISION_INDEX)?.len()?,
             accuracy_rows: txn.open_table(ACCURACY)?.len()?,
         })
     }
@@ -600,38 +676,47 @@ fn load(capsules: &redb::ReadOnlyTable<u64, &[u8]>, seq: u64) -> Result<Capsule,
     codec::decode_capsule(row.value())
 }
 
-fn write_decisions(txn: &WriteTransaction, decisions: &[(u16, u64, Vec<u8>)]) -> Result<(), StoreError> {
-    if decisions.is_empty() {
+fn run_of(k: (u16, u64), v: (u64, u64, u32)) -> DecisionRun {
+    DecisionRun {
+        shard: k.0,
+        first_seq: k.1,
+        pos: v.0,
+        last_seq: v.1,
+        count: v.2,
+    }
+}
+
+fn write_decision_runs(txn: &WriteTransaction, runs: &[DecisionRun]) -> Result<(), StoreError> {
+    if runs.is_empty() {
         return Ok(());
     }
-    let mut table = txn.open_table(DECISIONS)?;
-    for (shard, seq, record) in decisions {
-        table.insert((*shard, *seq), record.as_slice())?;
+    let mut table = txn.open_table(DECISION_INDEX)?;
+    for r in runs {
+        table.insert((r.shard, r.first_seq), (r.pos, r.last_seq, r.count))?;
     }
     Ok(())
 }
 
-/// Sums the batch's scores per key first, so each aggregate row is read and written once.
-fn fold_scores(txn: &WriteTransaction, scores: &[(String, String, Vec<SeriesScore>)]) -> Result<(), StoreError> {
-    if scores.is_empty() {
-        return Ok(());
+/// The checkpoint's header and changed chunks, the rows of chunks past its end removed,
+/// and the accuracy rows it carries.
+fn write_checkpoint(txn: &WriteTransaction, cp: &Checkpoint) -> Result<(), StoreError> {
+    let mut table = txn.open_table(CHECKPOINT)?;
+    table.insert(CHECKPOINT_HEADER, cp.header.as_slice())?;
+    for (c, bytes) in &cp.chunks {
+        table.insert(*c, bytes.as_slice())?;
     }
-    let mut sums: BTreeMap<(&str, &str, &str), AccuracyAgg> = BTreeMap::new();
-    for (scope, predictor, series) in scores {
-        for s in series {
-            sums.entry((scope.as_str(), predictor.as_str(), s.name.as_str()))
-                .or_default()
-                .add(s);
-        }
+    let stale: Vec<u32> = table
+        .range(cp.chunk_count..CHECKPOINT_HEADER)?
+        .map(|e| e.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()?;
+    for c in stale {
+        table.remove(c)?;
     }
-    let mut table = txn.open_table(ACCURACY)?;
-    for (key, add) in sums {
-        let mut agg = match table.get(key)? {
-            Some(row) => codec::decode_accuracy(row.value())?,
-            None => AccuracyAgg::default(),
-        };
-        agg.merge(&add);
-        table.insert(key, codec::encode_accuracy(&agg).as_slice())?;
+    let mut acc = txn.open_table(ACCURACY)?;
+    let mut buf = Vec::new();
+    for (scope, rows) in &cp.accuracy {
+        codec::encode_accuracy_row(crate::rollup::PREDICTOR, rows, &mut buf);
+        acc.insert(scope.as_str(), buf.as_slice())?;
     }
     Ok(())
 }
@@ -642,7 +727,7 @@ fn write_watermarks(txn: &WriteTransaction, marks: &[Watermark]) -> Result<(), S
     }
     let mut table = txn.open_table(WATERMARKS)?;
     for w in marks {
-        table.insert(w.partition, (w.replay_from, w.committed_to))?;
+        table.insert(w.stream, (w.replay_from, w.committed_to))?;
     }
     Ok(())
 }
@@ -685,7 +770,7 @@ impl Store {
     /// The shards that have decisions in the audit log, ascending.
     pub fn decision_shards(&self) -> Result<Vec<u16>, StoreError> {
         let txn = self.read()?;
-        let table = txn.open_table(DECISIONS)?;
+        let table = txn.open_table(DECISION_INDEX)?;
         let mut out = Vec::new();
         let mut next: u32 = 0;
         // One range lookup per shard present: skip straight to the next shard's first key.
@@ -796,7 +881,13 @@ mod outbox_tests {
         assert!(store.decision_shards().expect("empty").is_empty());
         let mut batch = Batch::default();
         for (shard, seq) in [(0u16, 1u64), (0, 2), (3, 1), (u16::MAX, 9)] {
-            batch.decisions.push((shard, seq, vec![1, 2, 3]));
+            batch.decision_runs.push(DecisionRun {
+                shard,
+                first_seq: seq,
+                last_seq: seq,
+                pos: seq * 100,
+                count: 1,
+            });
         }
         store.write(&batch).expect("write");
         assert_eq!(store.decision_shards().expect("shards"), vec![0, 3, u16::MAX]);

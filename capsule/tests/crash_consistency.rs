@@ -6,8 +6,7 @@
 mod common;
 
 use common::{observed, predicted, Rng};
-use rim_capsule::accuracy::SeriesScore;
-use rim_capsule::{Batch, FaultyBackend, Store, StoreConfig, Watermark};
+use rim_capsule::{AccuracyAgg, Batch, Checkpoint, DecisionRun, FaultyBackend, Store, StoreConfig, Watermark};
 
 const BATCHES: usize = 10;
 const SCOPE: &str = "rim:crash:test:1";
@@ -29,25 +28,34 @@ fn batches(seed: u64) -> Vec<Batch> {
             }
             Batch {
                 capsules,
-                decisions: vec![(0, b as u64, format!("decision {b}").into_bytes())],
-                scores: vec![(
-                    SCOPE.into(),
-                    "ewma".into(),
-                    vec![SeriesScore {
-                        name: "price".into(),
-                        predicted: 1.0,
-                        observed: 2.0,
-                        abs_err: 1.0,
-                        rel_err: 0.5,
-                        direction_hit: Some(true),
-                    }],
-                )],
+                decision_runs: vec![DecisionRun {
+                    shard: 0,
+                    first_seq: b as u64,
+                    last_seq: b as u64,
+                    pos: b as u64 * 64,
+                    count: 1,
+                }],
                 watermarks: vec![Watermark {
-                    partition: 0,
+                    stream: 0,
                     replay_from: b as u64,
                     committed_to: b as u64 + 1,
                 }],
-                checkpoint: Some(format!("checkpoint {}", b + 1).into_bytes()),
+                // The checkpoint carries the accuracy so far: batch b has b + 1 scores.
+                checkpoint: Some(Checkpoint {
+                    header: format!("checkpoint {}", b + 1).into_bytes(),
+                    chunks: vec![(b as u32 % 3, format!("chunk of batch {b}").into_bytes())],
+                    chunk_count: 3,
+                    accuracy: vec![(
+                        SCOPE.into(),
+                        vec![(
+                            "price".into(),
+                            AccuracyAgg {
+                                count: b as u64 + 1,
+                                ..AccuracyAgg::default()
+                            },
+                        )],
+                    )],
+                }),
             }
         })
         .collect()
@@ -66,8 +74,8 @@ fn presence(store: &Store, b: usize, batch: &Batch) -> (usize, usize, bool) {
             None => false,
         })
         .count();
-    let decision = !store.decisions(0, b as u64, 1).expect("read decisions").is_empty()
-        && store.decisions(0, b as u64, 1).unwrap()[0].0 == b as u64;
+    let runs = store.decision_runs(0, b as u64, 1).expect("read the decision index");
+    let decision = runs.first().is_some_and(|r| r.first_seq == b as u64);
     (present, batch.capsules.len(), decision)
 }
 
@@ -142,7 +150,7 @@ fn every_acknowledged_batch_survives_and_none_is_partial() {
                 present_batches += 1;
             }
         }
-        // The read-modify-write aggregate and the watermark moved with their batches.
+        // The accuracy and the watermark moved with their batches.
         let acc = store.accuracy(SCOPE).unwrap();
         let count = acc.first().map_or(0, |(_, _, a)| a.count);
         assert_eq!(count, present_batches as u64, "seed {seed} k {allowed}: accuracy");
@@ -152,9 +160,21 @@ fn every_acknowledged_batch_survives_and_none_is_partial() {
             committed_to, present_batches as u64,
             "seed {seed} k {allowed}: watermark"
         );
-        // The roll-up checkpoint is the one written with those watermarks.
+        // The roll-up checkpoint is the one written with those watermarks: its header, and
+        // each chunk as the newest batch that wrote it left it.
         let cp = store.checkpoint().unwrap();
-        let expected_cp = (present_batches > 0).then(|| format!("checkpoint {present_batches}").into_bytes());
+        let expected_cp = (present_batches > 0).then(|| {
+            let header = format!("checkpoint {present_batches}").into_bytes();
+            let chunks = (0..3u32)
+                .filter_map(|c| {
+                    (0..present_batches)
+                        .rev()
+                        .find(|b| *b as u32 % 3 == c)
+                        .map(|b| format!("chunk of batch {b}").into_bytes())
+                })
+                .collect::<Vec<_>>();
+            (header, chunks)
+        });
         assert_eq!(cp, expected_cp, "seed {seed} k {allowed}: checkpoint");
         let expected: usize = batches[..present_batches].iter().map(|b| b.capsules.len()).sum();
         assert_eq!(store.counts().unwrap().capsules, expected as u64);

@@ -1,7 +1,9 @@
 //! Guards the roll-up arithmetic against a straightforward reference: random seeded event
-//! streams over several nodes and resolutions must give the same capsules (group by node and
-//! window, then count/min/max/mean/last/OHLC/volume/stress/status), the same late counts, and
-//! `replay_from` must be a position from which a fresh roll-up rebuilds the open windows.
+//! streams over several nodes and resolutions (some nodes with more metrics than a row keeps
+//! inline) must give the same capsules (group by node and window, then
+//! count/min/max/mean/last/OHLC/volume/stress/status), the same late counts; `replay_from`
+//! must be a position from which a fresh roll-up rebuilds the open windows; a checkpoint
+//! restored (even under other node indices) must continue exactly like the original.
 
 mod common;
 
@@ -11,15 +13,18 @@ use common::Rng;
 use rim_capsule::rollup::window_start;
 use rim_capsule::{
     Capsule, CapsuleBody, CheckpointError, MetricStats, Observation, ObservedStats, Ohlc, PushOutcome, Rollup,
-    RollupConfig,
+    RollupConfig, Texts,
 };
 
 const RESOLUTIONS: [u32; 3] = [1, 5, 60];
-const PARTITIONS: u32 = 3;
+/// More names than a row keeps inline, so some series go to the overflow map.
+const METRIC_NAMES: [&str; 11] = [
+    "alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa", "lambda",
+];
 
 #[derive(Clone, Debug)]
 struct Event {
-    partition: u32,
+    node_index: u32,
     node: String,
     pos: u64,
     arrival_ms: u64,
@@ -34,7 +39,6 @@ struct Event {
 fn gen_stream(seed: u64, n: usize, nodes: usize) -> Vec<Event> {
     let mut rng = Rng(seed);
     let mut clock: Vec<i64> = (0..nodes).map(|i| 1_700_000_000_000 + i as i64 * 37).collect();
-    let names = ["alpha", "beta", "gamma", "delta"];
     (0..n)
         .map(|i| {
             let node = rng.below(nodes as u64) as usize;
@@ -46,13 +50,19 @@ fn gen_stream(seed: u64, n: usize, nodes: usize) -> Vec<Event> {
             };
             clock[node] += step;
             let mut metrics = Vec::new();
+            // Node 0 uses every name (overflow); the others the first four.
+            let names = if node == 0 {
+                &METRIC_NAMES[..]
+            } else {
+                &METRIC_NAMES[..4]
+            };
             for m in names {
                 if rng.chance(0.5) {
                     metrics.push((m.to_string(), (rng.f64() * 200.0 - 100.0).round() / 4.0));
                 }
             }
             Event {
-                partition: node as u32 % PARTITIONS,
+                node_index: node as u32,
                 node: format!("rim:sensor:ns:{node}"),
                 pos: i as u64,
                 arrival_ms: 10_000 + i as u64,
@@ -67,17 +77,59 @@ fn gen_stream(seed: u64, n: usize, nodes: usize) -> Vec<Event> {
         .collect()
 }
 
-fn push(rollup: &mut Rollup, e: &Event, out: &mut Vec<Capsule>) -> PushOutcome {
-    let metrics: Vec<(&str, f64)> = e.metrics.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+/// The key a text gets (as ingest's name hash would give it): never 1..=3.
+fn key(text: &str) -> u64 {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    h.max(4)
+}
+
+struct EventTexts<'a>(&'a Event);
+
+impl Texts for EventTexts<'_> {
+    fn node_id(&self) -> &str {
+        &self.0.node
+    }
+    fn status(&self) -> &str {
+        &self.0.status
+    }
+    fn metric_name(&self, i: usize) -> &str {
+        &self.0.metrics[i].0
+    }
+}
+
+fn push_at(rollup: &mut Rollup, index: u32, e: &Event, out: &mut Vec<Capsule>) -> PushOutcome {
+    let metrics: Vec<(u64, f64)> = e.metrics.iter().map(|(n, v)| (key(n), *v)).collect();
     let obs = Observation {
         timestamp: e.ts,
         price: e.price,
         volume: e.volume,
         stress: e.stress,
-        status: &e.status,
+        status: key(&e.status),
         metrics: &metrics,
     };
-    rollup.push(e.partition, &e.node, e.pos, e.arrival_ms, &obs, out)
+    rollup.push(index, e.pos, e.arrival_ms, &obs, &EventTexts(e), out)
+}
+
+fn push(rollup: &mut Rollup, e: &Event, out: &mut Vec<Capsule>) -> PushOutcome {
+    push_at(rollup, e.node_index, e, out)
+}
+
+/// An event of node `node` (index = the number) with the given metrics.
+fn simple(node: u32, pos: u64, arrival_ms: u64, ts: i64, price: Option<f64>, metrics: &[(&str, f64)]) -> Event {
+    Event {
+        node_index: node,
+        node: format!("rim:a:b:{node}"),
+        pos,
+        arrival_ms,
+        ts,
+        price,
+        volume: None,
+        stress: None,
+        status: "OK".into(),
+        metrics: metrics.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+    }
 }
 
 /// The reference: per (node, resolution) remember the open window start; group accepted
@@ -252,9 +304,7 @@ fn rollup_matches_reference() {
         assert_eq!(rollup.open_windows(), 0);
         // Nodes are kept after their windows closed (their lateness bound stays).
         assert!(rollup.nodes() > 0);
-        for p in 0..PARTITIONS {
-            assert_eq!(rollup.replay_from(p), None);
-        }
+        assert_eq!(rollup.replay_from(), None);
     }
 }
 
@@ -272,41 +322,27 @@ fn replay_from_rebuilds_the_open_windows() {
             for e in &events[..cut] {
                 push(&mut rollup, e, &mut sink);
             }
-            for p in 0..PARTITIONS {
-                let want: Vec<Capsule> = rollup
-                    .open_capsules(0)
-                    .into_iter()
-                    .filter(|c| events.iter().any(|e| e.node == c.key.scope_id && e.partition == p))
-                    .collect();
-                let Some(from) = rollup.replay_from(p) else {
-                    assert!(want.is_empty());
-                    continue;
-                };
-                let first_positions: Vec<u64> = events[..cut]
-                    .iter()
-                    .filter(|e| e.partition == p)
-                    .map(|e| e.pos)
-                    .collect();
-                assert!(
-                    first_positions.contains(&from),
-                    "replay_from is a position of the partition"
-                );
-                let mut fresh = Rollup::new(cfg());
-                for e in events[..cut].iter().filter(|e| e.partition == p && e.pos >= from) {
-                    push(&mut fresh, e, &mut sink);
-                }
-                assert_eq!(fresh.open_capsules(0), want, "seed {seed} cut {cut} partition {p}");
-                // Starting one event later would lose a window's first event.
-                let mut short = Rollup::new(cfg());
-                for e in events[..cut].iter().filter(|e| e.partition == p && e.pos > from) {
-                    push(&mut short, e, &mut sink);
-                }
-                assert_ne!(
-                    short.open_capsules(0),
-                    want,
-                    "replay_from is the smallest such position"
-                );
+            let want = rollup.open_capsules(0);
+            let Some(from) = rollup.replay_from() else {
+                assert!(want.is_empty());
+                continue;
+            };
+            assert!(events[..cut].iter().any(|e| e.pos == from), "replay_from is a position");
+            let mut fresh = Rollup::new(cfg());
+            for e in events[..cut].iter().filter(|e| e.pos >= from) {
+                push(&mut fresh, e, &mut sink);
             }
+            assert_eq!(fresh.open_capsules(0), want, "seed {seed} cut {cut}");
+            // Starting one event later would lose a window's first event.
+            let mut short = Rollup::new(cfg());
+            for e in events[..cut].iter().filter(|e| e.pos > from) {
+                push(&mut short, e, &mut sink);
+            }
+            assert_ne!(
+                short.open_capsules(0),
+                want,
+                "replay_from is the smallest such position"
+            );
         }
     }
 }
@@ -319,24 +355,17 @@ fn flush_idle_waits_for_resolution_plus_grace() {
         nodes_max: 10,
     });
     let mut out = Vec::new();
-    let obs = Observation {
-        timestamp: 5_500,
-        price: Some(1.0),
-        volume: None,
-        stress: None,
-        status: "OK",
-        metrics: &[],
-    };
-    rollup.push(0, "rim:a:b:1", 7, 100_000, &obs, &mut out);
+    let e = simple(0, 7, 100_000, 5_500, Some(1.0), &[]);
+    push(&mut rollup, &e, &mut out);
     assert_eq!(rollup.open_windows(), 2);
     rollup.flush_idle(100_000 + 3_000, &mut out);
     assert!(out.is_empty(), "1 s + 2 s grace not yet exceeded");
     rollup.flush_idle(100_000 + 3_001, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].key.resolution, out[0].key.timestamp), (1, 5_000));
-    assert_eq!(rollup.replay_from(0), Some(7), "the 60 s window is still open");
+    assert_eq!(rollup.replay_from(), Some(7), "the 60 s window is still open");
     // The closed 1 s window is not reopened by a late event for it.
-    let late = rollup.push(0, "rim:a:b:1", 8, 103_002, &obs, &mut out);
+    let late = push(&mut rollup, &simple(0, 8, 103_002, 5_500, Some(1.0), &[]), &mut out);
     assert_eq!(late, PushOutcome::PartlyLate);
     rollup.flush_idle(103_002 + 62_001, &mut out);
     assert_eq!(out.len(), 2);
@@ -352,82 +381,160 @@ fn nodes_max_is_enforced() {
         nodes_max: 2,
     });
     let mut out = Vec::new();
-    let obs = Observation {
-        timestamp: 0,
-        price: None,
-        volume: None,
-        stress: None,
-        status: "OK",
-        metrics: &[],
-    };
-    assert_eq!(rollup.push(0, "rim:a:b:1", 0, 0, &obs, &mut out), PushOutcome::Accepted);
-    assert_eq!(rollup.push(0, "rim:a:b:2", 1, 0, &obs, &mut out), PushOutcome::Accepted);
-    assert_eq!(
-        rollup.push(0, "rim:a:b:3", 2, 0, &obs, &mut out),
-        PushOutcome::NodesFull
-    );
+    for (node, pos, want) in [
+        (0, 0, PushOutcome::Accepted),
+        (1, 1, PushOutcome::Accepted),
+        (2, 2, PushOutcome::NodesFull),
+        (0, 3, PushOutcome::Accepted),
+    ] {
+        assert_eq!(push(&mut rollup, &simple(node, pos, 0, 0, None, &[]), &mut out), want);
+    }
     assert_eq!(rollup.refused_nodes_full(), 1);
-    assert_eq!(rollup.push(0, "rim:a:b:1", 3, 0, &obs, &mut out), PushOutcome::Accepted);
 }
 
-/// A checkpoint restored into a new roll-up continues exactly as the original: the same
-/// capsules close from the same later events, and garbage is refused, not trusted.
+/// A prediction filed for a window is scored when that window closes (price against the
+/// close, a metric against its mean), once; one for a window already closed is not.
 #[test]
-fn checkpoint_restores_open_windows() {
+fn predictions_are_scored_when_their_window_closes() {
+    let mut r = Rollup::new(RollupConfig {
+        resolutions: vec![1],
+        grace_ms: 0,
+        nodes_max: 10,
+    });
+    let mut out = Vec::new();
+    push(&mut r, &simple(3, 0, 0, 1_000, Some(10.0), &[("temp", 1.0)]), &mut out);
+    assert!(r.expect(
+        3,
+        1,
+        2_000,
+        vec![(rim_capsule::KEY_PRICE, 12.0, 10.0), (key("temp"), 2.0, 1.0)]
+    ));
+    push(&mut r, &simple(3, 1, 0, 2_100, Some(11.0), &[("temp", 3.0)]), &mut out);
+    push(&mut r, &simple(3, 2, 0, 2_900, Some(13.0), &[("temp", 5.0)]), &mut out);
+    assert_eq!(r.scored(), 0, "window 2000 is still open");
+    push(&mut r, &simple(3, 3, 0, 3_000, Some(13.0), &[]), &mut out);
+    assert_eq!(r.scored(), 1);
+    let acc = r.accuracy_of(3);
+    let price = acc.iter().find(|(n, _)| n == "price").expect("price scored").1;
+    assert_eq!(
+        (price.count, price.abs_err_sum, price.hits, price.directional),
+        (1, 1.0, 1, 1)
+    );
+    let temp = acc.iter().find(|(n, _)| n == "temp").expect("temp scored").1;
+    assert_eq!((temp.count, temp.abs_err_sum), (1, 2.0), "mean of 3 and 5 is 4");
+    assert!(
+        !r.expect(3, 1, 2_000, vec![(rim_capsule::KEY_PRICE, 1.0, 1.0)]),
+        "window closed"
+    );
+    assert_eq!(r.unscored(), 1);
+    // A prediction read after its window closed (a burst of events ahead of it) is scored
+    // against what the window observed.
+    push(&mut r, &simple(3, 4, 0, 4_000, Some(20.0), &[]), &mut out);
+    assert!(!r.expect(3, 1, 3_000, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)]));
+    assert_eq!((r.scored(), r.unscored()), (2, 1));
+    let price = r
+        .accuracy_of(3)
+        .into_iter()
+        .find(|(n, _)| n == "price")
+        .expect("price")
+        .1;
+    assert_eq!(
+        (price.count, price.abs_err_sum),
+        (2, 2.0),
+        "close of window 3000 was 13"
+    );
+}
+
+fn restore_all(
+    cfg: RollupConfig,
+    cps: &[rim_capsule::Checkpoint],
+    index_of: &mut dyn FnMut(&str) -> Option<u32>,
+) -> Result<Rollup, CheckpointError> {
+    // The store keeps the newest bytes of each chunk and the newest header.
+    let mut chunks: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    for cp in cps {
+        for (c, b) in &cp.chunks {
+            chunks.insert(*c, b.clone());
+        }
+    }
+    let header = &cps.last().expect("a checkpoint").header;
+    Rollup::restore(cfg, header, chunks.values().map(Vec::as_slice), index_of)
+}
+
+/// A checkpoint restored into a new roll-up (here with the nodes numbered differently)
+/// continues exactly as the original: the same capsules close from the same later events,
+/// the same predictions are scored; garbage is refused, not trusted.
+#[test]
+fn checkpoint_restores_windows_predictions_and_accuracy() {
     let cfg = RollupConfig {
         resolutions: vec![1, 60],
         grace_ms: 2_000,
-        nodes_max: 1_000,
+        nodes_max: 4_000,
     };
-    let metrics = [("load", 1.0), ("temp", 2.0)];
-    let obs = |ts: i64, v: f64| Observation {
-        timestamp: ts,
-        price: Some(v),
-        volume: Some(1.0),
-        stress: None,
-        status: "OK",
-        metrics: &metrics,
-    };
+    let events = gen_stream(seed() + 7, 6000, 7);
     let mut a = Rollup::new(cfg.clone());
     let mut out_a = Vec::new();
-    for i in 0..500i64 {
-        a.push(
-            0,
-            &format!("rim:a:b:n{}", i % 7),
-            i as u64,
-            0,
-            &obs(1_000_000 + i * 37, i as f64),
-            &mut out_a,
-        );
+    let mut cps = Vec::new();
+    for (i, e) in events[..4000].iter().enumerate() {
+        push(&mut a, e, &mut out_a);
+        if i % 97 == 0 {
+            let next = rim_capsule::rollup::window_start(e.ts, 1) + 1000;
+            a.expect(e.node_index, 1, next, vec![(rim_capsule::KEY_PRICE, 100.0, 99.0)]);
+        }
+        if i % 1000 == 999 {
+            cps.push(a.checkpoint());
+        }
     }
-    let bytes = a.checkpoint().expect("serialises");
-    let mut b = Rollup::restore(cfg.clone(), &bytes).expect("restores");
+    assert!(a.scored() > 0);
+    assert!(!a.changed());
+    // Node i of the original is placed at 2000 + i: restoring must not depend on indices.
+    let mut index_of = |name: &str| name.rsplit(':').next()?.parse::<u32>().ok().map(|i| 2000 + i);
+    let mut b = restore_all(cfg.clone(), &cps, &mut index_of).expect("restores");
     assert_eq!(b.open_windows(), a.open_windows());
+    assert_eq!((b.scored(), b.late()), (a.scored(), a.late()));
+    for n in 0..7u32 {
+        assert_eq!(b.accuracy_of(2000 + n), a.accuracy_of(n), "node {n}");
+    }
     let (mut tail_a, mut tail_b) = (Vec::new(), Vec::new());
-    for i in 500..900i64 {
-        let n = format!("rim:a:b:n{}", i % 7);
-        a.push(0, &n, i as u64, 0, &obs(1_000_000 + i * 37, i as f64), &mut tail_a);
-        b.push(0, &n, i as u64, 0, &obs(1_000_000 + i * 37, i as f64), &mut tail_b);
+    for e in &events[4000..] {
+        let pa = push(&mut a, e, &mut tail_a);
+        let pb = push_at(&mut b, 2000 + e.node_index, e, &mut tail_b);
+        assert_eq!(pa, pb);
     }
     assert!(!tail_a.is_empty());
     assert_eq!(tail_a.len(), tail_b.len());
     for (x, y) in tail_a.iter().zip(&tail_b) {
         assert!(x.same_content(y), "{x:?} vs {y:?}");
     }
+    assert_eq!(b.scored(), a.scored());
+
     let other = RollupConfig {
         resolutions: vec![1],
         ..cfg.clone()
     };
+    let mut same = |name: &str| name.rsplit(':').next()?.parse::<u32>().ok();
     assert!(matches!(
-        Rollup::restore(other, &bytes),
+        restore_all(other, &cps, &mut same),
         Err(CheckpointError::Resolutions { .. })
     ));
-    for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
-        assert!(Rollup::restore(cfg.clone(), &bytes[..cut]).is_err(), "cut at {cut}");
+    // Every truncation of the header and of a chunk is refused, never a panic.
+    let full = a.checkpoint();
+    let mut all = cps.clone();
+    all.push(full);
+    let last = all.last().expect("one").clone();
+    for cut in [0, 1, last.header.len() / 2, last.header.len() - 1] {
+        let r = Rollup::restore(cfg.clone(), &last.header[..cut], std::iter::empty(), &mut same);
+        assert!(r.is_err(), "header cut at {cut}");
     }
-    assert!(Rollup::restore(
-        cfg,
-        b"{\"version\":9,\"resolutions\":[1,60],\"late_events\":0,\"nodes\":{}}"
-    )
-    .is_err());
+    let chunk = &last.chunks[0].1;
+    for cut in (0..chunk.len()).step_by(chunk.len() / 50 + 1) {
+        let r = Rollup::restore(cfg.clone(), &last.header, [&chunk[..cut]], &mut same);
+        assert!(r.is_err(), "chunk cut at {cut}");
+    }
+    // A node the caller cannot place (its node table is full) is an error.
+    let mut none = |_: &str| None;
+    assert!(matches!(
+        Rollup::restore(cfg, &last.header, [&chunk[..]], &mut none),
+        Err(CheckpointError::NodeNotPlaced(_))
+    ));
 }

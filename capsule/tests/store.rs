@@ -1,12 +1,11 @@
 //! Guards the store's query surface: history ranges (bounds, order, limit, isolation between
-//! scopes/resolutions/vantages), get by id, decisions, accuracy across batches, watermarks,
+//! scopes/resolutions/vantages), get by id, the decision index, accuracy and checkpoint rows, watermarks,
 //! retention per resolution, and counts.
 
 mod common;
 
 use common::{mem_store, named, observed, predicted};
-use rim_capsule::accuracy::SeriesScore;
-use rim_capsule::{Batch, HistoryQuery, Store, StoreConfig, Vantage, Watermark};
+use rim_capsule::{AccuracyAgg, Batch, Checkpoint, DecisionRun, HistoryQuery, Store, StoreConfig, Vantage, Watermark};
 
 const S: &str = "rim:sensor:plant:1";
 
@@ -122,86 +121,126 @@ fn get_by_id_and_delete() {
     assert_eq!(store.counts().unwrap().capsules, 63);
 }
 
-#[test]
-fn decisions_append_read_and_last() {
-    let store = mem_store();
-    assert!(store.last_decision(0).unwrap().is_none());
-    let mut batch = Batch::default();
-    for seq in 0..10u64 {
-        batch.decisions.push((0, seq, format!("d0-{seq}").into_bytes()));
-        batch.decisions.push((1, seq * 2, format!("d1-{seq}").into_bytes()));
+fn run(shard: u16, first_seq: u64, last_seq: u64, pos: u64) -> DecisionRun {
+    DecisionRun {
+        shard,
+        first_seq,
+        last_seq,
+        pos,
+        count: (last_seq - first_seq + 1) as u32,
     }
+}
+
+#[test]
+fn the_decision_index_finds_the_run_holding_a_seq() {
+    let store = mem_store();
+    assert!(store.last_decision_run(0).unwrap().is_none());
+    let mut batch = Batch::default();
+    batch.decision_runs.push(run(0, 1, 10, 0));
+    batch.decision_runs.push(run(1, 1, 4, 64));
     store.write(&batch).unwrap();
     batch.clear();
-    batch.decisions.push((0, 10, b"d0-10".to_vec()));
+    batch.decision_runs.push(run(0, 11, 30, 4096));
+    batch.decision_runs.push(run(0, 31, 31, 9000));
     store.write(&batch).unwrap();
 
-    let got = store.decisions(0, 4, 3).unwrap();
-    assert_eq!(
-        got,
-        vec![(4, b"d0-4".to_vec()), (5, b"d0-5".to_vec()), (6, b"d0-6".to_vec())]
-    );
-    assert_eq!(store.decisions(0, 0, 100).unwrap().len(), 11);
-    assert_eq!(store.decisions(1, 0, 100).unwrap().len(), 10);
-    assert!(store.decisions(2, 0, 100).unwrap().is_empty());
-    assert!(store.decisions(0, 11, 100).unwrap().is_empty());
-    assert_eq!(store.last_decision(0).unwrap(), Some((10, b"d0-10".to_vec())));
-    assert_eq!(store.last_decision(1).unwrap(), Some((18, b"d1-9".to_vec())));
-    assert_eq!(store.counts().unwrap().decisions, 21);
+    // The run that holds seq 12, then the ones after it.
+    let got = store.decision_runs(0, 12, 10).unwrap();
+    assert_eq!(got, vec![run(0, 11, 30, 4096), run(0, 31, 31, 9000)]);
+    assert_eq!(store.decision_runs(0, 0, 10).unwrap().len(), 3);
+    assert_eq!(store.decision_runs(0, 1, 1).unwrap(), vec![run(0, 1, 10, 0)]);
+    assert!(store.decision_runs(0, 32, 10).unwrap().is_empty());
+    assert!(store.decision_runs(2, 0, 10).unwrap().is_empty());
+    assert_eq!(store.decision_runs(1, 3, 10).unwrap(), vec![run(1, 1, 4, 64)]);
+    assert_eq!(store.last_decision_run(0).unwrap(), Some(run(0, 31, 31, 9000)));
+    assert_eq!(store.decision_shards().unwrap(), vec![0, 1]);
+    assert_eq!(store.counts().unwrap().decision_runs, 4);
 }
 
-fn score(name: &str, abs: f64, hit: Option<bool>) -> SeriesScore {
-    SeriesScore {
-        name: name.into(),
-        predicted: 0.0,
-        observed: 0.0,
-        abs_err: abs,
-        rel_err: abs / 10.0,
-        direction_hit: hit,
+fn agg(count: u64, abs: f64, hits: u64, directional: u64) -> AccuracyAgg {
+    AccuracyAgg {
+        count,
+        abs_err_sum: abs,
+        rel_err_sum: abs / 10.0,
+        hits,
+        directional,
     }
 }
 
 #[test]
-fn accuracy_aggregates_across_batches() {
+fn accuracy_rows_come_with_the_checkpoint_and_the_newest_wins() {
     let store = mem_store();
-    let mut batch = Batch::default();
-    batch.scores.push((
+    let cp = |accuracy: Vec<(String, Vec<(String, AccuracyAgg)>)>| Checkpoint {
+        header: b"h".to_vec(),
+        chunks: Vec::new(),
+        chunk_count: 0,
+        accuracy,
+    };
+    let mut batch = Batch {
+        checkpoint: Some(cp(vec![
+            (
+                S.into(),
+                vec![
+                    ("volume".into(), agg(1, 4.0, 0, 0)),
+                    ("price".into(), agg(2, 4.0, 1, 2)),
+                ],
+            ),
+            ("rim:other:x:1".into(), vec![("price".into(), agg(1, 100.0, 1, 1))]),
+        ])),
+        ..Batch::default()
+    };
+    store.write(&batch).unwrap();
+    batch.checkpoint = Some(cp(vec![(
         S.into(),
-        "ewma".into(),
-        vec![score("price", 1.0, Some(true)), score("volume", 4.0, None)],
-    ));
-    batch
-        .scores
-        .push((S.into(), "ewma".into(), vec![score("price", 3.0, Some(false))]));
-    batch.scores.push((
-        "rim:other:x:1".into(),
-        "ewma".into(),
-        vec![score("price", 100.0, Some(true))],
-    ));
-    store.write(&batch).unwrap();
-    batch.clear();
-    batch
-        .scores
-        .push((S.into(), "ewma".into(), vec![score("price", 2.0, Some(true))]));
-    batch
-        .scores
-        .push((S.into(), "last".into(), vec![score("price", 5.0, None)]));
+        vec![
+            ("price".into(), agg(3, 6.0, 2, 3)),
+            ("volume".into(), agg(1, 4.0, 0, 0)),
+        ],
+    )]));
     store.write(&batch).unwrap();
 
     let acc = store.accuracy(S).unwrap();
     let names: Vec<(&str, &str)> = acc.iter().map(|(p, s, _)| (p.as_str(), s.as_str())).collect();
-    assert_eq!(names, vec![("ewma", "price"), ("ewma", "volume"), ("last", "price")]);
+    assert_eq!(names, vec![("ewma", "price"), ("ewma", "volume")]);
     let price = acc[0].2;
     assert_eq!(price.count, 3);
-    assert_eq!(price.abs_err_sum, 6.0);
     assert!((price.mean_abs_err().unwrap() - 2.0).abs() < 1e-12);
-    assert!((price.mean_rel_err().unwrap() - 0.2).abs() < 1e-12);
-    assert_eq!((price.hits, price.directional), (2, 3));
     assert!((price.hit_rate().unwrap() - 2.0 / 3.0).abs() < 1e-12);
     assert_eq!(acc[1].2.hit_rate(), None);
     assert_eq!(store.accuracy("rim:other:x:1").unwrap().len(), 1);
     assert!(store.accuracy("rim:other:x:").unwrap().is_empty());
-    assert_eq!(store.counts().unwrap().accuracy_rows, 4);
+    assert_eq!(store.counts().unwrap().accuracy_rows, 2);
+}
+
+#[test]
+fn checkpoint_chunks_are_replaced_and_stale_ones_dropped() {
+    let store = mem_store();
+    assert!(store.checkpoint().unwrap().is_none());
+    let cp = |chunks: Vec<(u32, &str)>, chunk_count: u32| Checkpoint {
+        header: format!("header {chunk_count}").into_bytes(),
+        chunks: chunks.into_iter().map(|(c, t)| (c, t.as_bytes().to_vec())).collect(),
+        chunk_count,
+        accuracy: Vec::new(),
+    };
+    let write = |c| {
+        store
+            .write(&Batch {
+                checkpoint: Some(c),
+                ..Batch::default()
+            })
+            .unwrap()
+    };
+    write(cp(vec![(0, "a0"), (1, "a1"), (2, "a2")], 3));
+    write(cp(vec![(1, "b1")], 3));
+    let (header, chunks) = store.checkpoint().unwrap().expect("a checkpoint");
+    assert_eq!(header, b"header 3");
+    assert_eq!(chunks, vec![b"a0".to_vec(), b"b1".to_vec(), b"a2".to_vec()]);
+    // A roll-up spanning fewer chunks (a restart that renumbered nodes) drops the rest.
+    write(cp(vec![(0, "c0")], 1));
+    assert_eq!(
+        store.checkpoint().unwrap().expect("a checkpoint").1,
+        vec![b"c0".to_vec()]
+    );
 }
 
 #[test]
@@ -210,19 +249,19 @@ fn watermarks_are_set_and_replaced() {
     assert!(store.watermarks().unwrap().is_empty());
     let mut batch = Batch::default();
     batch.watermarks.push(Watermark {
-        partition: 3,
+        stream: 3,
         replay_from: 10,
         committed_to: 20,
     });
     batch.watermarks.push(Watermark {
-        partition: 1,
+        stream: 1,
         replay_from: 5,
         committed_to: 7,
     });
     store.write(&batch).unwrap();
     batch.clear();
     batch.watermarks.push(Watermark {
-        partition: 3,
+        stream: 3,
         replay_from: 15,
         committed_to: 40,
     });
@@ -231,12 +270,12 @@ fn watermarks_are_set_and_replaced() {
         store.watermarks().unwrap(),
         vec![
             Watermark {
-                partition: 1,
+                stream: 1,
                 replay_from: 5,
                 committed_to: 7
             },
             Watermark {
-                partition: 3,
+                stream: 3,
                 replay_from: 15,
                 committed_to: 40
             },

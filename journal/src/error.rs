@@ -25,13 +25,24 @@ pub enum JournalError {
     /// The configuration was refused.
     #[error("journal configuration: {0}")]
     Config(String),
-    /// No such partition.
-    #[error("partition {partition} does not exist (the journal has {partitions})")]
-    NoPartition {
-        /// The partition asked for.
-        partition: u32,
+    /// No such stream.
+    #[error("stream {stream} does not exist (the journal has {streams})")]
+    NoStream {
+        /// The stream asked for.
+        stream: u32,
         /// How many the journal has.
-        partitions: u32,
+        streams: u32,
+    },
+    /// The stream's commit buffer cannot take the frame until the next commit starts
+    /// (see `Journal::room`).
+    #[error("stream {stream}'s commit buffer has {room} bytes free, the frame needs {need}")]
+    BufferFull {
+        /// The stream.
+        stream: u32,
+        /// Bytes the frame takes.
+        need: usize,
+        /// Bytes free.
+        room: usize,
     },
     /// A payload larger than a record may be (or empty).
     #[error("record payload of {len} bytes is outside 1..={max}")]
@@ -42,10 +53,10 @@ pub enum JournalError {
         max: usize,
     },
     /// Data that was sealed (or a segment header) is not what the journal wrote.
-    #[error("partition {partition} is corrupt at position {pos} ({path}): {reason}")]
+    #[error("stream {stream} is corrupt at position {pos} ({path}): {reason}")]
     Corrupt {
-        /// The partition.
-        partition: u32,
+        /// The stream.
+        stream: u32,
         /// The logical position of the bad data.
         pos: Pos,
         /// The segment file.
@@ -54,10 +65,10 @@ pub enum JournalError {
         reason: String,
     },
     /// A reader was asked to start at a position that is not a record boundary.
-    #[error("position {pos} of partition {partition} is inside a record (records start at {before} and {after})")]
+    #[error("position {pos} of stream {stream} is inside a record (records start at {before} and {after})")]
     NotRecordStart {
-        /// The partition.
-        partition: u32,
+        /// The stream.
+        stream: u32,
         /// The position asked for.
         pos: Pos,
         /// The start of the record that covers `pos`.
@@ -66,20 +77,20 @@ pub enum JournalError {
         after: Pos,
     },
     /// A reader was asked to start after the end of valid data.
-    #[error("position {pos} of partition {partition} is past the end of valid data at {end}")]
+    #[error("position {pos} of stream {stream} is past the end of valid data at {end}")]
     PastEnd {
-        /// The partition.
-        partition: u32,
+        /// The stream.
+        stream: u32,
         /// The position asked for.
         pos: Pos,
         /// The end of valid data.
         end: Pos,
     },
     /// A reader fell behind retention: the segment holding its position was deleted.
-    #[error("position {pos} of partition {partition} was deleted by retention (oldest retained is {start})")]
+    #[error("position {pos} of stream {stream} was deleted by retention (oldest retained is {start})")]
     Retained {
-        /// The partition.
-        partition: u32,
+        /// The stream.
+        stream: u32,
         /// The reader's position.
         pos: Pos,
         /// The oldest retained position.
@@ -100,9 +111,9 @@ impl JournalError {
         }
     }
 
-    pub(crate) fn corrupt(partition: u32, pos: Pos, path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(stream: u32, pos: Pos, path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Self::Corrupt {
-            partition,
+            stream,
             pos,
             path: path.into(),
             reason: reason.into(),
@@ -111,7 +122,7 @@ impl JournalError {
 }
 
 impl From<(u32, Pos, PathBuf, FrameError)> for JournalError {
-    fn from((partition, pos, path, e): (u32, Pos, PathBuf, FrameError)) -> Self {
-        Self::corrupt(partition, pos, path, e.to_string())
+    fn from((stream, pos, path, e): (u32, Pos, PathBuf, FrameError)) -> Self {
+        Self::corrupt(stream, pos, path, e.to_string())
     }
 }

@@ -454,3 +454,96 @@ pub fn decode(bytes: &[u8]) -> Result<EventRecord<'_>, DecodeError> {
         count,
     })
 }
+
+/// The fields of an event record the roll-up reads per event, found without validating
+/// texts: for records this process encoded itself (the daemon's in-process path), where
+/// [`decode`]'s UTF-8 and node-id checks would repeat what [`encode`] just did. Every read
+/// is still bounds-checked, so no input can make it panic; texts are returned as bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scan<'a> {
+    /// `timestamp`: event time, epoch ms.
+    pub timestamp: i64,
+    /// When the daemon accepted the event, epoch ms.
+    pub received_ms: u64,
+    /// `price`.
+    pub price: Option<f64>,
+    /// `volume`.
+    pub volume: Option<f64>,
+    /// `stress`.
+    pub stress: Option<f64>,
+    /// `rim_node_id`, unvalidated.
+    pub node_id: &'a [u8],
+    /// `status`, unvalidated.
+    pub status: &'a [u8],
+    metrics_raw: &'a [u8],
+    count: u8,
+}
+
+impl<'a> Scan<'a> {
+    /// Metric names (unvalidated bytes) and values, in encoded order; stops early at a
+    /// malformed metric.
+    pub fn metrics(&self) -> impl Iterator<Item = (&'a [u8], f64)> + 'a {
+        let mut rest = self.metrics_raw;
+        (0..self.count).map_while(move |_| {
+            let (&len, tail) = rest.split_first()?;
+            let len = usize::from(len);
+            let name = tail.get(..len)?;
+            let value = f64::from_le_bytes(tail.get(len..len + 8)?.try_into().ok()?);
+            rest = tail.get(len + 8..)?;
+            Some((name, value))
+        })
+    }
+
+    /// How many metrics the record says it has.
+    pub fn metric_count(&self) -> usize {
+        usize::from(self.count)
+    }
+}
+
+/// Scans a record this process encoded (see [`Scan`]); `None` if it is malformed.
+pub fn scan(bytes: &[u8]) -> Option<Scan<'_>> {
+    let mut i = In { buf: bytes, at: 0 };
+    fn raw<'b>(i: &mut In<'b>) -> Option<&'b [u8]> {
+        let n = usize::from(i.u8().ok()?);
+        i.take(n).ok()
+    }
+    let f64_if = |i: &mut In<'_>, on: bool| -> Option<Option<f64>> {
+        if on {
+            Some(Some(f64::from_le_bytes(i.array8().ok()?)))
+        } else {
+            Some(None)
+        }
+    };
+    if i.u8().ok()? != EVENT_VERSION {
+        return None;
+    }
+    let flags = i.u8().ok()?;
+    let timestamp = i64::from_le_bytes(i.array8().ok()?);
+    let _publish_ns = i.array8().ok()?;
+    let received_ms = u64::from_le_bytes(i.array8().ok()?);
+    let price = f64_if(&mut i, flags & F_PRICE != 0)?;
+    let volume = f64_if(&mut i, flags & F_VOLUME != 0)?;
+    let stress = f64_if(&mut i, flags & F_STRESS != 0)?;
+    let mut len16 = [0u8; 2];
+    len16.copy_from_slice(i.take(2).ok()?);
+    let node_id = i.take(usize::from(u16::from_le_bytes(len16))).ok()?;
+    if flags & F_EVENT_ID != 0 {
+        raw(&mut i)?;
+    }
+    let status = raw(&mut i)?;
+    if flags & F_SOURCE_TOPIC != 0 {
+        raw(&mut i)?;
+    }
+    let count = i.u8().ok()?;
+    Some(Scan {
+        timestamp,
+        received_ms,
+        price,
+        volume,
+        stress,
+        node_id,
+        status,
+        metrics_raw: bytes.get(i.at..)?,
+        count,
+    })
+}

@@ -2,8 +2,10 @@
 //! page cache holds) and a **durable** image (what survives power loss), for crash tests
 //! here and in the daemon.
 //!
-//! * `sync_files` copies live → durable for each file, and `sync_dir` makes a directory's
-//!   entries (creations, removals) durable, but only while the injected gate allows it:
+//! * A commit ([`crate::storage::Commit`], run by [`FaultyCommitter`] at once) applies its
+//!   writes to the live images, then copies live → durable for each file it syncs, and
+//!   makes each directory's entries (creations, removals) durable, but only while the
+//!   injected gate allows it:
 //!   the gate is called once per file or directory synced, and once it returns false the
 //!   file system is frozen — that sync and every later one still return `Ok` (a lying disk
 //!   just before power loss) but change nothing durable.
@@ -21,7 +23,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::storage::{DirEntry, Storage, StorageFile, SyncMethod};
+use crate::storage::{Commit, Committer, DirEntry, Done, Storage, StorageFile, SyncMethod};
 
 /// Sector size: the unit that is written whole or not at all at a crash.
 pub const SECTOR_BYTES: usize = 512;
@@ -191,6 +193,7 @@ fn crash_image(inode: &Inode, rng: &mut SplitMix) -> Vec<u8> {
 }
 
 /// An open file of [`FaultyFs`]; keeps its inode after removal, like a descriptor.
+#[derive(Clone)]
 pub struct FaultyFile {
     inode: InodeRef,
     writable: bool,
@@ -228,7 +231,7 @@ impl StorageFile for FaultyFile {
         Ok(n)
     }
 
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         if !self.writable {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"));
         }
@@ -238,7 +241,7 @@ impl StorageFile for FaultyFile {
         Ok(())
     }
 
-    fn zero_range(&mut self, offset: u64, len: u64) -> io::Result<()> {
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
         if !self.writable {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"));
         }
@@ -247,10 +250,93 @@ impl StorageFile for FaultyFile {
         inode.live[r].fill(0);
         Ok(())
     }
+
+    fn same_file(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inode, &other.inode)
+    }
+}
+
+impl FaultyFs {
+    fn sync_file(&self, f: &FaultyFile) {
+        let mut st = lock(&self.state);
+        if self.pass_gate(&mut st) {
+            let mut inode = lock(&f.inode);
+            inode.durable = Some(inode.live.clone());
+        }
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        if !st.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        if !self.pass_gate(&mut st) {
+            return Ok(());
+        }
+        st.durable.retain(|p, _| p.parent() != Some(dir));
+        let entries: Vec<(PathBuf, InodeRef)> = st
+            .live
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, i)| (p.clone(), i.clone()))
+            .collect();
+        st.durable.extend(entries);
+        Ok(())
+    }
+
+    fn run(&self, commit: &Commit<FaultyFile>) -> io::Result<()> {
+        for w in &commit.writes {
+            let bytes = commit
+                .bufs
+                .get(w.buf)
+                .and_then(|b| b.get(w.start..w.end))
+                .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
+            w.file.write_at(w.offset, bytes)?;
+        }
+        for f in &commit.syncs {
+            self.sync_file(f);
+        }
+        for d in &commit.dirs {
+            self.sync_dir(d)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`FaultyFs`]'s committer: runs each commit whole inside `start`.
+pub struct FaultyCommitter {
+    fs: FaultyFs,
+    finished: Option<Done<FaultyFile>>,
+}
+
+impl Committer for FaultyCommitter {
+    type File = FaultyFile;
+
+    fn start(&mut self, commit: Commit<FaultyFile>) -> io::Result<()> {
+        if self.finished.is_some() {
+            return Err(io::Error::other("a commit is already in flight"));
+        }
+        let result = self.fs.run(&commit);
+        self.finished = Some(Done { commit, result });
+        Ok(())
+    }
+
+    fn poll(&mut self, _wait: Option<std::time::Duration>) -> io::Result<Option<Done<FaultyFile>>> {
+        Ok(self.finished.take())
+    }
+
+    fn confine_workers(&mut self, _cpus: &[usize]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn in_flight(&self) -> bool {
+        self.finished.is_some()
+    }
 }
 
 impl Storage for FaultyFs {
     type File = FaultyFile;
+    type Committer = FaultyCommitter;
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut st = lock(&self.state);
@@ -315,37 +401,14 @@ impl Storage for FaultyFs {
             .ok_or_else(|| not_found(path))
     }
 
-    fn sync_files(&self, files: &[&FaultyFile]) -> io::Result<()> {
-        let mut st = lock(&self.state);
-        for f in files {
-            if self.pass_gate(&mut st) {
-                let mut inode = lock(&f.inode);
-                inode.durable = Some(inode.live.clone());
-            }
-        }
-        Ok(())
+    fn committer(&self) -> io::Result<FaultyCommitter> {
+        Ok(FaultyCommitter {
+            fs: self.clone(),
+            finished: None,
+        })
     }
 
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut st = lock(&self.state);
-        if !st.dirs.contains(dir) {
-            return Err(not_found(dir));
-        }
-        if !self.pass_gate(&mut st) {
-            return Ok(());
-        }
-        st.durable.retain(|p, _| p.parent() != Some(dir));
-        let entries: Vec<(PathBuf, InodeRef)> = st
-            .live
-            .iter()
-            .filter(|(p, _)| p.parent() == Some(dir))
-            .map(|(p, i)| (p.clone(), i.clone()))
-            .collect();
-        st.durable.extend(entries);
-        Ok(())
-    }
-
-    fn probe_sync(&self) -> SyncMethod {
+    fn sync_method(&self) -> SyncMethod {
         SyncMethod::Memory
     }
 }

@@ -92,6 +92,40 @@ pub fn write(buf: &mut [u8], payload: &[u8]) -> usize {
     n
 }
 
+/// Appends the frame of `payload` (header, payload, zero padding) to `out`, in one pass
+/// over the payload besides its checksum; returns the frame's length.
+///
+/// # Panics
+/// If the payload is empty or longer than [`RECORD_BYTES_MAX`] (the caller's bug, checked
+/// by the journal before it gets here).
+pub fn append(out: &mut Vec<u8>, payload: &[u8]) -> usize {
+    append_parts(out, &[payload])
+}
+
+/// [`append`] of the concatenation of `parts`, without concatenating them first.
+///
+/// # Panics
+/// As [`append`], for the total length.
+pub fn append_parts(out: &mut Vec<u8>, parts: &[&[u8]]) -> usize {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    assert!(
+        len > 0 && len <= RECORD_BYTES_MAX,
+        "payload of {len} bytes is outside 1..={RECORD_BYTES_MAX}"
+    );
+    let n = encoded_len(len);
+    let len_le = (len as u32).to_le_bytes();
+    let crc = parts
+        .iter()
+        .fold(crc32c::crc32c(&len_le), |c, p| crc32c::crc32c_append(c, p));
+    out.extend_from_slice(&len_le);
+    out.extend_from_slice(&crc.to_le_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.resize(out.len() + (n - FRAME_HEADER_BYTES - len), 0);
+    n
+}
+
 /// Reads the length word at the start of `buf`: `Ok(None)` for the zero end marker,
 /// `Ok(Some(len))` for a plausible length (1..=[`RECORD_BYTES_MAX`]).
 #[inline]
@@ -153,6 +187,19 @@ mod tests {
             let (p, m) = read(&buf).expect("valid").expect("record");
             assert_eq!((p, m), (&payload[..], n));
         }
+    }
+
+    #[test]
+    fn parts_frame_like_their_concatenation() {
+        let (a, b, c) = (&b"\x01"[..], &b"decision record"[..], &b""[..]);
+        let mut joined = Vec::new();
+        append(&mut joined, b"\x01decision record");
+        let mut parts = Vec::new();
+        assert_eq!(append_parts(&mut parts, &[a, b, c]), joined.len());
+        assert_eq!(parts, joined);
+        let mut buf = vec![0u8; joined.len()];
+        write(&mut buf, b"\x01decision record");
+        assert_eq!(buf, joined);
     }
 
     #[test]

@@ -1,55 +1,68 @@
-//! The writer: [`Journal`] owns every partition's active segment, appends records, group
-//! commits, rotates, recovers at open and enforces retention. One thread owns it.
+//! The writer: [`Journal`] owns every stream's active segment, appends records into its
+//! own buffers, group-commits them through the storage's [`Committer`] (pipelined: the
+//! next batch is appended while the previous one is written and synced), rotates, recovers
+//! at open and enforces retention. One thread owns it.
 
 use std::collections::VecDeque;
 use std::mem;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::JournalError;
 use crate::frame::{self, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, RECORD_BYTES_MAX};
 use crate::segment::{self, SegmentHeader, Window, HEADER_BYTES};
-use crate::storage::{Fs, Storage, StorageFile, SyncMethod};
+use crate::storage::{Commit, Committer, Fs, Storage, StorageFile, SyncMethod, WriteOp};
 use crate::Pos;
 
 /// Smallest accepted segment file.
 pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
 /// Largest accepted segment file.
 pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
-/// Most partitions a journal may have.
-pub const PARTITIONS_MAX: u32 = 1024;
+/// Most streams a journal may have.
+pub const STREAMS_MAX: u32 = 1024;
+/// Smallest accepted commit buffer: room for the largest frame.
+pub const BUFFER_BYTES_MIN: usize = frame::encoded_len(RECORD_BYTES_MAX);
+/// Largest accepted commit buffer.
+pub const BUFFER_BYTES_MAX: usize = 256 * 1024 * 1024;
 
 /// Where the journal lives and how much it keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalConfig {
     /// Root directory (created if missing).
     pub dir: PathBuf,
-    /// Number of partitions (1..=[`PARTITIONS_MAX`]); must not shrink across restarts.
-    pub partitions: u32,
+    /// Number of streams (1..=[`STREAMS_MAX`]), each its own chain of segment files;
+    /// must not shrink across restarts.
+    pub streams: u32,
     /// Size of each segment file, header included; default 64 MiB, 64 KiB..=1 GiB.
     pub segment_bytes: u64,
     /// Segments whose newest record is older than this are deleted; default 7 days.
     pub retention_ms: u64,
-    /// Per partition, oldest segments are deleted while more than this is kept; default 16 GiB.
+    /// Per stream, oldest segments are deleted while more than this is kept; default 16 GiB.
     pub retention_bytes: u64,
+    /// Bytes of frames a stream buffers between two commits; [`Journal::append`] refuses
+    /// a frame that does not fit ([`Journal::room`] says what does). Two buffers per stream
+    /// exist at most: the one being filled and the one in flight. Default 4 MiB.
+    pub buffer_bytes: usize,
 }
 
 impl JournalConfig {
-    /// The defaults for `partitions` partitions under `dir`.
-    pub fn new(dir: impl Into<PathBuf>, partitions: u32) -> Self {
+    /// The defaults for `streams` streams under `dir`.
+    pub fn new(dir: impl Into<PathBuf>, streams: u32) -> Self {
         Self {
             dir: dir.into(),
-            partitions,
+            streams,
             segment_bytes: 64 * 1024 * 1024,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: 16 * 1024 * 1024 * 1024,
+            buffer_bytes: 4 * 1024 * 1024,
         }
     }
 
     fn check(&self) -> Result<(), JournalError> {
-        if !(1..=PARTITIONS_MAX).contains(&self.partitions) {
+        if !(1..=STREAMS_MAX).contains(&self.streams) {
             return Err(JournalError::Config(format!(
-                "partitions is {}, must be 1..={PARTITIONS_MAX}",
-                self.partitions
+                "streams is {}, must be 1..={STREAMS_MAX}",
+                self.streams
             )));
         }
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
@@ -70,6 +83,12 @@ impl JournalConfig {
                 self.retention_bytes, self.retention_ms
             )));
         }
+        if !(BUFFER_BYTES_MIN..=BUFFER_BYTES_MAX).contains(&self.buffer_bytes) {
+            return Err(JournalError::Config(format!(
+                "buffer_bytes is {}, must be {BUFFER_BYTES_MIN}..={BUFFER_BYTES_MAX}",
+                self.buffer_bytes
+            )));
+        }
         Ok(())
     }
 
@@ -80,11 +99,11 @@ impl JournalConfig {
     }
 }
 
-/// What recovery found in one partition.
+/// What recovery found in one stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PartitionRecovery {
-    /// The partition.
-    pub partition: u32,
+pub struct StreamRecovery {
+    /// The stream.
+    pub stream: u32,
     /// Oldest retained position.
     pub start: Pos,
     /// End of valid data (where the next record goes).
@@ -107,30 +126,39 @@ pub struct PartitionRecovery {
 /// What [`Journal::open`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
-    /// One entry per partition, in order.
-    pub partitions: Vec<PartitionRecovery>,
+    /// One entry per stream, in order.
+    pub streams: Vec<StreamRecovery>,
 }
 
 impl Recovery {
-    /// True if any partition had a torn tail or removed segments.
+    /// True if any stream had a torn tail or removed segments.
     pub fn cut_anything(&self) -> bool {
-        self.partitions
+        self.streams
             .iter()
             .any(|p| p.cut_at.is_some() || p.segments_removed > 0)
     }
 }
 
-/// What one [`Journal::sync`] did.
+/// What one group commit did (one [`Journal::complete`], or all of [`Journal::sync`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    /// Partitions whose durable position advanced.
-    pub partitions: u32,
+    /// Streams whose durable position advanced.
+    pub streams: u32,
     /// Files whose data was synced.
     pub files: u32,
     /// Directories synced.
     pub dirs: u32,
     /// Bytes of log made durable.
     pub bytes: u64,
+}
+
+impl SyncReport {
+    fn add(&mut self, other: SyncReport) {
+        self.streams = self.streams.max(other.streams);
+        self.files += other.files;
+        self.dirs += other.dirs;
+        self.bytes += other.bytes;
+    }
 }
 
 /// What one [`Journal::retain`] did.
@@ -145,12 +173,14 @@ pub struct RetainReport {
 /// Progress of a sealed (rotated-away) segment towards a durable seal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SealState {
-    /// Its last records are not synced yet.
+    /// Some of its records are not durable and not in the commit in flight.
     DataPending,
-    /// Its data is durable; the seal goes into its header at the next sync.
+    /// Its last records are in the commit in flight.
+    DataInFlight,
+    /// Its data is durable; the seal goes into its header with the next commit.
     DataDurable,
-    /// The seal is written, not yet synced.
-    SealWritten,
+    /// The seal is in the commit in flight.
+    SealInFlight,
     /// Seal durable; the file is closed.
     Sealed,
 }
@@ -174,19 +204,31 @@ struct ActiveSeg<F> {
     write_off: u64,
 }
 
-struct Part<F> {
+/// Where a run of the pending buffer goes: `pending[start..end]` to `file` at `offset`.
+struct Extent<F> {
+    file: F,
+    offset: u64,
+    start: usize,
+    end: usize,
+}
+
+struct Stream<F> {
     dir: PathBuf,
     sealed: VecDeque<SealedSeg<F>>,
     active: ActiveSeg<F>,
     end: Pos,
     durable: Pos,
-    /// The active file has unsynced writes.
-    dirty: bool,
-    /// The directory has unsynced creations or removals.
+    /// Frames appended since the last commit started, and where they go.
+    pending: Vec<u8>,
+    extents: Vec<Extent<F>>,
+    /// The active file must be synced by the next commit even without new frames (what
+    /// recovery read may be only in the page cache).
+    needs_sync: bool,
+    /// The directory has creations or removals no commit has synced yet.
     dir_dirty: bool,
 }
 
-impl<F> Part<F> {
+impl<F> Stream<F> {
     fn start(&self) -> Pos {
         self.sealed.front().map_or(self.active.base, |s| s.base)
     }
@@ -197,11 +239,22 @@ impl<F> Part<F> {
     }
 }
 
+/// The commit in flight: what becomes durable when it completes.
+struct InFlight {
+    /// Per stream, the end the commit covers.
+    ends: Vec<Pos>,
+    report: SyncReport,
+}
+
 /// The journal writer; see the crate docs for the format and protocol.
 pub struct Journal<S: Storage = Fs> {
     cfg: JournalConfig,
     storage: S,
-    parts: Vec<Part<S::File>>,
+    committer: S::Committer,
+    streams: Vec<Stream<S::File>>,
+    in_flight: Option<InFlight>,
+    /// Emptied buffers of completed commits, reused as pending buffers.
+    spare: Vec<Vec<u8>>,
     record_bytes_max: usize,
     sync_method: SyncMethod,
     root_dirty: bool,
@@ -217,52 +270,60 @@ impl<S: Storage> std::fmt::Debug for Journal<S> {
     }
 }
 
+/// Adds `file` to `syncs` unless it is there already.
+fn sync_once<F: StorageFile>(syncs: &mut Vec<F>, file: &F) {
+    if !syncs.iter().any(|f| f.same_file(file)) {
+        syncs.push(file.clone());
+    }
+}
+
 impl<S: Storage> Journal<S> {
-    /// Opens (or creates) the journal: per partition finds the end of valid data, cuts a
+    /// Opens (or creates) the journal: per stream finds the end of valid data, cuts a
     /// torn tail, removes half-created segments, and syncs what it changed.
     pub fn open(cfg: JournalConfig, storage: S) -> Result<(Self, Recovery), JournalError> {
         cfg.check()?;
         storage
             .create_dir_all(&cfg.dir)
             .map_err(|e| JournalError::io(&cfg.dir, e))?;
-        let sync_method = storage.probe_sync();
-        let existing = list_partitions_in(&storage, &cfg.dir)?;
-        if let Some(&p) = existing.iter().find(|&&p| p >= cfg.partitions) {
+        let committer = storage.committer().map_err(|e| JournalError::io(&cfg.dir, e))?;
+        let sync_method = storage.sync_method();
+        let existing = list_streams_in(&storage, &cfg.dir)?;
+        if let Some(&p) = existing.iter().find(|&&p| p >= cfg.streams) {
             return Err(JournalError::Config(format!(
-                "{} holds partition {p}, but partitions is {}: the partition count must not shrink",
+                "{} holds stream {p}, but streams is {}: the stream count must not shrink",
                 cfg.dir.display(),
-                cfg.partitions
+                cfg.streams
             )));
         }
-        let mut parts = Vec::with_capacity(cfg.partitions as usize);
+        let mut streams = Vec::with_capacity(cfg.streams as usize);
         let mut recovery = Recovery::default();
         let mut window = Window::default();
-        for p in 0..cfg.partitions {
-            let (part, rec) = recover_partition(&storage, &cfg, p, &mut window)?;
-            parts.push(part);
-            recovery.partitions.push(rec);
+        for p in 0..cfg.streams {
+            let (stream, rec) = recover_stream(&storage, &cfg, p, &mut window)?;
+            streams.push(stream);
+            recovery.streams.push(rec);
         }
         let mut journal = Self {
             record_bytes_max: cfg.record_bytes_max(),
-            root_dirty: existing.len() < cfg.partitions as usize,
+            root_dirty: existing.len() < cfg.streams as usize,
             cfg,
             storage,
-            parts,
+            committer,
+            streams,
+            in_flight: None,
+            spare: Vec::new(),
             sync_method,
             poisoned: false,
         };
         // What recovery read may be only in the page cache (a process crash, not a power
         // loss) and what it cut must stay cut: sync before claiming anything durable.
-        for part in &mut journal.parts {
-            part.dirty = true;
-        }
         journal.sync()?;
         Ok((journal, recovery))
     }
 
-    /// Number of partitions.
-    pub fn partitions(&self) -> u32 {
-        self.cfg.partitions
+    /// Number of streams.
+    pub fn streams(&self) -> u32 {
+        self.cfg.streams
     }
 
     /// The configuration.
@@ -270,7 +331,7 @@ impl<S: Storage> Journal<S> {
         &self.cfg
     }
 
-    /// How syncs reach the disk (io_uring, fdatasync, or memory).
+    /// How commits reach the disk (io_uring, fdatasync, or memory).
     pub fn sync_method(&self) -> SyncMethod {
         self.sync_method
     }
@@ -280,168 +341,241 @@ impl<S: Storage> Journal<S> {
         self.record_bytes_max
     }
 
-    /// Position after the last appended record (0 for an unknown partition).
-    pub fn end(&self, partition: u32) -> Pos {
-        self.parts.get(partition as usize).map_or(0, |p| p.end)
+    /// Position after the last appended record (0 for an unknown stream).
+    pub fn end(&self, stream: u32) -> Pos {
+        self.streams.get(stream as usize).map_or(0, |p| p.end)
     }
 
-    /// Position up to which records are durable (0 for an unknown partition).
-    pub fn durable(&self, partition: u32) -> Pos {
-        self.parts.get(partition as usize).map_or(0, |p| p.durable)
+    /// Position up to which records are durable (0 for an unknown stream).
+    pub fn durable(&self, stream: u32) -> Pos {
+        self.streams.get(stream as usize).map_or(0, |p| p.durable)
     }
 
-    /// Oldest retained position (0 for an unknown partition).
-    pub fn start(&self, partition: u32) -> Pos {
-        self.parts.get(partition as usize).map_or(0, |p| p.start())
+    /// Oldest retained position (0 for an unknown stream).
+    pub fn start(&self, stream: u32) -> Pos {
+        self.streams.get(stream as usize).map_or(0, |p| p.start())
     }
 
-    /// True if something was appended (or sealed) since the last sync.
+    /// Bytes of frames `stream` can still buffer before the next commit starts (a frame
+    /// of `n` payload bytes takes [`frame::encoded_len`]`(n)`).
+    pub fn room(&self, stream: u32) -> usize {
+        self.streams
+            .get(stream as usize)
+            .map_or(0, |p| self.cfg.buffer_bytes.saturating_sub(p.pending.len()))
+    }
+
+    /// Bytes buffered for the next commit, over every stream.
+    pub fn pending_bytes(&self) -> usize {
+        self.streams.iter().map(|p| p.pending.len()).sum()
+    }
+
+    /// True while a commit is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// True if something was appended, sealed or created that no completed commit made
+    /// durable yet.
     pub fn is_dirty(&self) -> bool {
-        self.parts
-            .iter()
-            .any(|p| p.dirty || p.dir_dirty || p.sealed.iter().any(|s| s.file.is_some()))
+        self.in_flight.is_some()
+            || self.root_dirty
+            || self.streams.iter().any(|p| {
+                !p.pending.is_empty()
+                    || p.needs_sync
+                    || p.dir_dirty
+                    || p.sealed.iter().any(|s| s.state != SealState::Sealed)
+            })
     }
 
-    /// Appends one record and returns its start position; rotates to a new segment when
-    /// it does not fit. `time_ms` is the record's time for retention by age.
-    pub fn append(&mut self, partition: u32, payload: &[u8], time_ms: u64) -> Result<Pos, JournalError> {
+    /// Confines the kernel's I/O worker threads of this journal to `cpus` (see
+    /// [`Committer::confine_workers`]).
+    pub fn confine_io_workers(&mut self, cpus: &[usize]) -> Result<(), JournalError> {
+        self.committer
+            .confine_workers(cpus)
+            .map_err(|e| JournalError::io(&self.cfg.dir, e))
+    }
+
+    /// Appends one record into the stream's buffer and returns its start position; rotates
+    /// to a new segment when it does not fit the active one. `time_ms` is the record's time
+    /// for retention by age. The record is durable once a commit that started after this
+    /// call completed ([`Journal::durable`] passed it).
+    pub fn append(&mut self, stream: u32, payload: &[u8], time_ms: u64) -> Result<Pos, JournalError> {
+        self.append_parts(stream, &[payload], time_ms)
+    }
+
+    /// [`Journal::append`] of the concatenation of `parts` (copied once, into the buffer).
+    pub fn append_parts(&mut self, stream: u32, parts: &[&[u8]], time_ms: u64) -> Result<Pos, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
         let max = self.record_bytes_max;
-        if payload.is_empty() || payload.len() > max {
-            return Err(JournalError::RecordTooLarge {
-                len: payload.len(),
-                max,
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len == 0 || len > max {
+            return Err(JournalError::RecordTooLarge { len, max });
+        }
+        let frame_bytes = frame::encoded_len(len);
+        let (storage, cfg) = (&self.storage, &self.cfg);
+        let st = self.streams.get_mut(stream as usize).ok_or(JournalError::NoStream {
+            stream,
+            streams: cfg.streams,
+        })?;
+        if st.pending.len() + frame_bytes > cfg.buffer_bytes {
+            return Err(JournalError::BufferFull {
+                stream,
+                need: frame_bytes,
+                room: cfg.buffer_bytes.saturating_sub(st.pending.len()),
             });
         }
-        let frame_bytes = frame::encoded_len(payload.len()) as u64;
-        let (storage, cfg) = (&self.storage, &self.cfg);
-        let part = self
-            .parts
-            .get_mut(partition as usize)
-            .ok_or(JournalError::NoPartition {
-                partition,
-                partitions: cfg.partitions,
-            })?;
-        if part.active.write_off + frame_bytes > part.active.file_len {
-            rotate(storage, cfg, partition, part, time_ms)?;
+        if st.active.write_off + frame_bytes as u64 > st.active.file_len {
+            rotate(storage, cfg, stream, st, time_ms)?;
         }
-        let pos = part.end;
-        let off = part.active.write_off;
-        let file = &mut part.active.file;
-        // Payload first, header last: a concurrent reader sees either no length word or a
-        // CRC that fails until both are in. Padding is already zero (tail invariant).
-        let path = &part.dir;
-        file.write_at(off + FRAME_HEADER_BYTES as u64, payload)
-            .and_then(|()| file.write_at(off, &frame::header(payload)))
-            .map_err(|e| JournalError::io(path, e))?;
-        part.active.write_off += frame_bytes;
-        part.end += frame_bytes;
-        part.dirty = true;
+        if st.pending.capacity() == 0 {
+            st.pending = self.spare.pop().unwrap_or_default();
+            st.pending.reserve(cfg.buffer_bytes);
+        }
+        let pos = st.end;
+        let off = st.active.write_off;
+        let start = st.pending.len();
+        frame::append_parts(&mut st.pending, parts);
+        let end = st.pending.len();
+        match st.extents.last_mut() {
+            Some(e)
+                if e.end == start
+                    && e.offset + (e.end - e.start) as u64 == off
+                    && e.file.same_file(&st.active.file) =>
+            {
+                e.end = end;
+            }
+            _ => st.extents.push(Extent {
+                file: st.active.file.clone(),
+                offset: off,
+                start,
+                end,
+            }),
+        }
+        st.active.write_off += frame_bytes as u64;
+        st.end += frame_bytes as u64;
         Ok(pos)
     }
 
-    /// Group commit: makes everything appended durable (one batched data sync of every
-    /// dirty segment file, then the directories with new or removed segments), then
-    /// advances [`Journal::durable`]. A failure poisons the journal (see
-    /// [`JournalError::Poisoned`]).
-    pub fn sync(&mut self) -> Result<SyncReport, JournalError> {
+    /// Starts a group commit of everything appended (and every seal and directory entry
+    /// owed) unless one is in flight or there is nothing to commit. Returns whether one
+    /// started. Appending goes on while it runs; [`Journal::complete`] collects it.
+    pub fn commit(&mut self) -> Result<bool, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
-        if let Err(e) = self.write_seals() {
-            self.poisoned = true;
-            return Err(e);
+        if self.in_flight.is_some() {
+            return Ok(false);
         }
+        let mut c = Commit::default();
+        let mut ends = Vec::with_capacity(self.streams.len());
         let mut report = SyncReport::default();
-        let mut dirs: Vec<&Path> = Vec::new();
-        let mut files: Vec<&S::File> = Vec::new();
-        for part in &self.parts {
-            if part.dirty {
-                files.push(&part.active.file);
+        for st in &mut self.streams {
+            if st.durable != st.end {
+                report.streams += 1;
+                report.bytes += st.end - st.durable;
             }
-            for s in &part.sealed {
-                if matches!(s.state, SealState::DataPending | SealState::SealWritten) {
-                    files.extend(s.file.as_ref());
-                }
+            ends.push(st.end);
+            take_pending(st, &mut c);
+            take_seals(st, &mut c);
+            if mem::take(&mut st.needs_sync) {
+                sync_once(&mut c.syncs, &st.active.file);
             }
-            if part.dir_dirty {
-                dirs.push(&part.dir);
+            if mem::take(&mut st.dir_dirty) {
+                c.dirs.push(st.dir.clone());
             }
         }
-        if self.root_dirty {
-            dirs.push(&self.cfg.dir);
+        if mem::take(&mut self.root_dirty) {
+            c.dirs.push(self.cfg.dir.clone());
         }
-        report.files = files.len() as u32;
-        report.dirs = dirs.len() as u32;
-        let synced = self
-            .storage
-            .sync_files(&files)
-            .map_err(|e| JournalError::io(&self.cfg.dir, e))
-            .and_then(|()| {
-                dirs.iter()
-                    .try_for_each(|d| self.storage.sync_dir(d).map_err(|e| JournalError::io(d, e)))
-            });
-        if let Err(e) = synced {
+        if c.is_empty() {
+            return Ok(false);
+        }
+        report.files = c.syncs.len() as u32;
+        report.dirs = c.dirs.len() as u32;
+        if let Err(e) = self.committer.start(c) {
             self.poisoned = true;
-            return Err(e);
+            return Err(JournalError::io(&self.cfg.dir, e));
         }
-        self.root_dirty = false;
-        for part in &mut self.parts {
-            if part.durable != part.end {
-                report.partitions += 1;
-                report.bytes += part.end - part.durable;
-            }
-            part.durable = part.end;
-            part.dirty = false;
-            part.dir_dirty = false;
-            for s in &mut part.sealed {
-                s.state = match s.state {
-                    SealState::DataPending => SealState::DataDurable,
-                    SealState::SealWritten | SealState::Sealed => {
-                        s.file = None;
-                        SealState::Sealed
-                    }
-                    SealState::DataDurable => SealState::DataDurable,
-                };
-            }
-        }
-        Ok(report)
+        self.in_flight = Some(InFlight { ends, report });
+        Ok(true)
     }
 
-    /// Writes the seal of every sealed segment whose data a previous sync made durable.
-    /// Only then: a seal must never be on disk before the records it vouches for.
-    fn write_seals(&mut self) -> Result<(), JournalError> {
-        for part in &mut self.parts {
-            for s in &mut part.sealed {
-                if s.state != SealState::DataDurable {
-                    continue;
-                }
-                let Some(file) = s.file.as_mut() else {
-                    continue;
-                };
-                let (at, seal) = segment::seal_bytes(s.end);
-                file.write_at(at, &seal).map_err(|e| JournalError::io(&s.path, e))?;
-                s.state = SealState::SealWritten;
+    /// Completes the commit in flight once the storage finished it, waiting at most `wait`
+    /// (`None`: not at all), and advances [`Journal::durable`]. `Ok(None)` while it runs or
+    /// when none is in flight. A failure poisons the journal (see
+    /// [`JournalError::Poisoned`]).
+    pub fn complete(&mut self, wait: Option<Duration>) -> Result<Option<SyncReport>, JournalError> {
+        if self.in_flight.is_none() {
+            return Ok(None);
+        }
+        let done = match self.committer.poll(wait) {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.poisoned = true;
+                return Err(JournalError::io(&self.cfg.dir, e));
+            }
+        };
+        let Some(flight) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        for mut buf in done.commit.bufs {
+            if buf.capacity() >= self.cfg.buffer_bytes && self.spare.len() < self.streams.len() {
+                buf.clear();
+                self.spare.push(buf);
             }
         }
-        Ok(())
+        if let Err(e) = done.result {
+            self.poisoned = true;
+            return Err(JournalError::io(&self.cfg.dir, e));
+        }
+        for (st, end) in self.streams.iter_mut().zip(flight.ends) {
+            st.durable = st.durable.max(end);
+            for s in &mut st.sealed {
+                match s.state {
+                    SealState::DataInFlight => s.state = SealState::DataDurable,
+                    SealState::SealInFlight => {
+                        s.file = None;
+                        s.state = SealState::Sealed;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(Some(flight.report))
+    }
+
+    /// Makes everything appended durable and every rotated-away segment sealed: completes
+    /// the commit in flight, then commits until nothing is owed. Blocking.
+    pub fn sync(&mut self) -> Result<SyncReport, JournalError> {
+        let mut report = SyncReport::default();
+        loop {
+            while self.in_flight.is_some() {
+                if let Some(r) = self.complete(Some(Duration::from_secs(1)))? {
+                    report.add(r);
+                }
+            }
+            if !self.commit()? {
+                return Ok(report);
+            }
+        }
     }
 
     /// Deletes whole sealed segments whose newest record is older than `retention_ms`
-    /// before `now_ms`, or that push the partition over `retention_bytes`. Never the
+    /// before `now_ms`, or that push the stream over `retention_bytes`. Never the
     /// active segment, and only segments whose seal is durable.
     pub fn retain(&mut self, now_ms: u64) -> Result<RetainReport, JournalError> {
         let mut report = RetainReport::default();
         let (storage, cfg) = (&self.storage, &self.cfg);
-        for part in &mut self.parts {
-            while let Some(first) = part.sealed.front() {
+        for st in &mut self.streams {
+            while let Some(first) = st.sealed.front() {
                 if first.state != SealState::Sealed {
                     break;
                 }
-                let aged = now_ms.saturating_sub(part.newest_ms(0)) > cfg.retention_ms;
-                let over = part.end - first.base > cfg.retention_bytes;
+                let aged = now_ms.saturating_sub(st.newest_ms(0)) > cfg.retention_ms;
+                let over = st.end - first.base > cfg.retention_bytes;
                 if !aged && !over {
                     break;
                 }
@@ -452,32 +586,81 @@ impl<S: Storage> Journal<S> {
                 }
                 report.segments_removed += 1;
                 report.bytes_removed += first.end - first.base;
-                part.sealed.pop_front();
-                part.dir_dirty = true;
+                st.sealed.pop_front();
+                st.dir_dirty = true;
             }
         }
         Ok(report)
     }
 
-    /// Explicitly seal and sync everything, for a clean shutdown.
+    /// Commits and seals everything, for a clean shutdown.
     pub fn close(mut self) -> Result<(), JournalError> {
-        // Two rounds: data, then the seals of segments rotated since the last sync.
-        self.sync()?;
         self.sync()?;
         Ok(())
     }
 }
 
-/// Seals the active segment and opens a new one at the partition's end.
+/// Moves a stream's buffered frames into the commit: one write per extent, a sync per file.
+fn take_pending<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>) {
+    if st.pending.is_empty() {
+        return;
+    }
+    let buf = c.bufs.len();
+    c.bufs.push(mem::take(&mut st.pending));
+    for e in st.extents.drain(..) {
+        sync_once(&mut c.syncs, &e.file);
+        c.writes.push(WriteOp {
+            file: e.file,
+            offset: e.offset,
+            buf,
+            start: e.start,
+            end: e.end,
+        });
+    }
+}
+
+/// Puts owed seals into the commit: a segment whose data a completed commit made durable
+/// gets its seal written now (never earlier: a seal must never be on disk before the
+/// records it vouches for), and one whose data is not yet durable gets its file synced.
+fn take_seals<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>) {
+    for s in &mut st.sealed {
+        let Some(file) = s.file.as_ref() else {
+            continue;
+        };
+        match s.state {
+            SealState::DataPending => {
+                sync_once(&mut c.syncs, file);
+                s.state = SealState::DataInFlight;
+            }
+            SealState::DataDurable => {
+                let (at, seal) = segment::seal_bytes(s.end);
+                let buf = c.bufs.len();
+                c.bufs.push(seal.to_vec());
+                c.writes.push(WriteOp {
+                    file: file.clone(),
+                    offset: at,
+                    buf,
+                    start: 0,
+                    end: seal.len(),
+                });
+                sync_once(&mut c.syncs, file);
+                s.state = SealState::SealInFlight;
+            }
+            SealState::DataInFlight | SealState::SealInFlight | SealState::Sealed => {}
+        }
+    }
+}
+
+/// Seals the active segment and opens a new one at the stream's end.
 fn rotate<S: Storage>(
     storage: &S,
     cfg: &JournalConfig,
-    partition: u32,
-    part: &mut Part<S::File>,
+    stream: u32,
+    st: &mut Stream<S::File>,
     time_ms: u64,
 ) -> Result<(), JournalError> {
-    let base = part.end;
-    let (file, _) = create_segment(storage, cfg, partition, &part.dir, base, time_ms)?;
+    let base = st.end;
+    let (file, _) = create_segment(storage, cfg, stream, &st.dir, base, time_ms)?;
     let new = ActiveSeg {
         base,
         created_ms: time_ms,
@@ -485,35 +668,36 @@ fn rotate<S: Storage>(
         file,
         write_off: HEADER_BYTES,
     };
-    let old = mem::replace(&mut part.active, new);
-    part.sealed.push_back(SealedSeg {
+    let old = mem::replace(&mut st.active, new);
+    st.sealed.push_back(SealedSeg {
         base: old.base,
         end: base,
         created_ms: old.created_ms,
-        path: part.dir.join(segment::segment_name(old.base)),
+        path: st.dir.join(segment::segment_name(old.base)),
         file: Some(old.file),
-        state: if part.dirty {
-            SealState::DataPending
-        } else {
+        // Its last frames may be buffered, or in the commit in flight: the next commit
+        // syncs it once more either way.
+        state: if st.durable >= base {
             SealState::DataDurable
+        } else {
+            SealState::DataPending
         },
     });
-    part.dirty = true;
-    part.dir_dirty = true;
+    st.dir_dirty = true;
     Ok(())
 }
 
 fn create_segment<S: Storage>(
     storage: &S,
     cfg: &JournalConfig,
-    partition: u32,
+    stream: u32,
     dir: &Path,
     base: Pos,
     created_ms: u64,
 ) -> Result<(S::File, PathBuf), JournalError> {
     let path = dir.join(segment::segment_name(base));
     let head = SegmentHeader {
-        partition,
+        stream,
         base,
         segment_bytes: cfg.segment_bytes,
         created_ms,
@@ -537,12 +721,12 @@ struct Found<F> {
 /// The segments opened at recovery, and the base of a half-created one removed.
 type Opened<F> = (Vec<Found<F>>, Option<Pos>);
 
-/// Opens every segment of a partition, removing leftovers of an interrupted creation.
+/// Opens every segment of a stream, removing leftovers of an interrupted creation.
 fn open_segments<S: Storage>(
     storage: &S,
-    partition: u32,
+    stream: u32,
     dir: &Path,
-    rec: &mut PartitionRecovery,
+    rec: &mut StreamRecovery,
 ) -> Result<Opened<S::File>, JournalError> {
     let (bases, temps) = segment::list_segments(storage, dir)?;
     for t in temps {
@@ -556,10 +740,10 @@ fn open_segments<S: Storage>(
         let file = storage.open_file(&path, true).map_err(|e| JournalError::io(&path, e))?;
         let raw = segment::read_header(&file).map_err(|e| JournalError::io(&path, e))?;
         let checked = SegmentHeader::decode(&raw, file.len()).and_then(|h| {
-            if h.partition != partition || h.base != base {
+            if h.stream != stream || h.base != base {
                 Err(format!(
-                    "header says partition {} base {}, the file name says partition {partition} base {base}",
-                    h.partition, h.base
+                    "header says stream {} base {}, the file name says stream {stream} base {base}",
+                    h.stream, h.base
                 ))
             } else {
                 Ok(h)
@@ -581,25 +765,25 @@ fn open_segments<S: Storage>(
                 rec.segments_removed += 1;
                 discarded_base = Some(base);
             }
-            Err(reason) => return Err(JournalError::corrupt(partition, base, path, reason)),
+            Err(reason) => return Err(JournalError::corrupt(stream, base, path, reason)),
         }
     }
     Ok((found, discarded_base))
 }
 
-fn recover_partition<S: Storage>(
+fn recover_stream<S: Storage>(
     storage: &S,
     cfg: &JournalConfig,
-    partition: u32,
+    stream: u32,
     window: &mut Window,
-) -> Result<(Part<S::File>, PartitionRecovery), JournalError> {
-    let dir = segment::partition_dir(&cfg.dir, partition);
+) -> Result<(Stream<S::File>, StreamRecovery), JournalError> {
+    let dir = segment::stream_dir(&cfg.dir, stream);
     storage.create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
-    let mut rec = PartitionRecovery {
-        partition,
-        ..PartitionRecovery::default()
+    let mut rec = StreamRecovery {
+        stream,
+        ..StreamRecovery::default()
     };
-    let (mut found, discarded) = open_segments(storage, partition, &dir, &mut rec)?;
+    let (mut found, discarded) = open_segments(storage, stream, &dir, &mut rec)?;
     let mut dir_dirty = rec.segments_removed > 0;
     let mut sealed = VecDeque::new();
     let mut active = None;
@@ -623,7 +807,7 @@ fn recover_partition<S: Storage>(
                 continue;
             }
             return Err(JournalError::corrupt(
-                partition,
+                stream,
                 found[0].base,
                 found[0].path.clone(),
                 format!("seal says the records end at {end}, past the next segment's base {next}"),
@@ -650,7 +834,7 @@ fn recover_partition<S: Storage>(
             }
             Some(next) if end_pos > next => {
                 return Err(JournalError::corrupt(
-                    partition,
+                    stream,
                     f.base,
                     f.path.clone(),
                     format!("records run to {end_pos}, past the next segment's base {next}"),
@@ -667,7 +851,7 @@ fn recover_partition<S: Storage>(
             rec.segments_removed += 1;
             dir_dirty = true;
         }
-        let Some(mut f) = found.pop() else {
+        let Some(f) = found.pop() else {
             break;
         };
         let torn_end = segment::nonzero_end(&f.file, scan.end_off).map_err(|e| JournalError::io(&f.path, e))?;
@@ -697,7 +881,7 @@ fn recover_partition<S: Storage>(
                 .map(|s: &SealedSeg<S::File>| s.end)
                 .or(discarded)
                 .unwrap_or(0);
-            let (file, _) = create_segment(storage, cfg, partition, &dir, base, 0)?;
+            let (file, _) = create_segment(storage, cfg, stream, &dir, base, 0)?;
             dir_dirty = true;
             ActiveSeg {
                 base,
@@ -709,19 +893,21 @@ fn recover_partition<S: Storage>(
         }
     };
     let end = active.base + active.write_off - HEADER_BYTES;
-    let part = Part {
+    let st = Stream {
         dir,
         sealed,
         active,
         end,
         durable: 0,
-        dirty: true,
+        pending: Vec::new(),
+        extents: Vec::new(),
+        needs_sync: true,
         dir_dirty,
     };
-    rec.start = part.start();
+    rec.start = st.start();
     rec.end = end;
-    rec.segments = part.sealed.len() as u32 + 1;
-    Ok((part, rec))
+    rec.segments = st.sealed.len() as u32 + 1;
+    Ok((st, rec))
 }
 
 fn sealed_seg<F>(f: Found<F>, end: Pos, state: SealState) -> SealedSeg<F> {
@@ -741,7 +927,7 @@ fn remove_orphans<S: Storage>(
     storage: &S,
     orphan: Found<S::File>,
     sealed: &mut VecDeque<SealedSeg<S::File>>,
-    rec: &mut PartitionRecovery,
+    rec: &mut StreamRecovery,
 ) -> Result<(), JournalError> {
     let paths: Vec<PathBuf> = sealed.drain(..).map(|s| s.path).chain([orphan.path]).collect();
     for p in paths {
@@ -751,19 +937,19 @@ fn remove_orphans<S: Storage>(
     Ok(())
 }
 
-/// Partitions present under a journal directory, through a storage.
-pub fn list_partitions_in<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<u32>, JournalError> {
+/// Streams present under a journal directory, through a storage.
+pub fn list_streams_in<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<u32>, JournalError> {
     let entries = storage.list_dir(dir).map_err(|e| JournalError::io(dir, e))?;
     let mut out: Vec<u32> = entries
         .iter()
         .filter(|e| e.is_dir)
-        .filter_map(|e| segment::parse_partition_dir(&e.name))
+        .filter_map(|e| segment::parse_stream_dir(&e.name))
         .collect();
     out.sort_unstable();
     Ok(out)
 }
 
-/// Partitions present under a journal directory on the real file system.
-pub fn list_partitions(dir: &Path) -> Result<Vec<u32>, JournalError> {
-    list_partitions_in(&Fs::new(), dir)
+/// Streams present under a journal directory on the real file system.
+pub fn list_streams(dir: &Path) -> Result<Vec<u32>, JournalError> {
+    list_streams_in(&Fs::new(), dir)
 }

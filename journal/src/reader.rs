@@ -1,8 +1,11 @@
-//! [`Reader`]: reads one partition from a position, independently of any live
-//! [`crate::Journal`] (possibly in another process, while a daemon writes). It trusts
-//! nothing: every frame is checked; in the newest segment the first frame that is not
-//! (yet) whole and valid ends the data for now, and a later call looks again; in an
-//! older segment a bad frame is reported as [`JournalError::Corrupt`], never skipped.
+//! [`Reader`]: reads one stream from a position, independently of any live
+//! [`crate::Journal`] (possibly in another process, while a daemon writes). It sees what
+//! the writer's commits have written, synced or not (the page cache is shared), never
+//! what still waits in the writer's buffer. It trusts nothing: every frame is checked; in
+//! the newest segment, or an older one not yet sealed (its last records may still be on
+//! their way), the first frame that is not (yet) whole and valid ends the data for now,
+//! and a later call looks again; in a sealed segment a bad frame is reported as
+//! [`JournalError::Corrupt`], never skipped.
 
 use std::path::{Path, PathBuf};
 
@@ -18,11 +21,11 @@ struct Current<F> {
     file_len: u64,
 }
 
-/// Sequential reader of one partition; see the module docs.
+/// Sequential reader of one stream; see the module docs.
 pub struct Reader<S: Storage = Fs> {
     storage: S,
     dir: PathBuf,
-    partition: u32,
+    stream: u32,
     current: Option<Current<S::File>>,
     pos: Pos,
     window: Window,
@@ -32,23 +35,23 @@ impl<S: Storage> std::fmt::Debug for Reader<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
             .field("dir", &self.dir)
-            .field("partition", &self.partition)
+            .field("stream", &self.stream)
             .field("pos", &self.pos)
             .finish_non_exhaustive()
     }
 }
 
 impl<S: Storage> Reader<S> {
-    /// Opens partition `partition` of the journal under `dir` at `from`: a position before
+    /// Opens stream `stream` of the journal under `dir` at `from`: a position before
     /// the oldest retained one starts there; a position inside a record, or past the end
     /// of valid data, is an error.
-    pub fn open(dir: &Path, partition: u32, from: Pos, storage: S) -> Result<Self, JournalError> {
-        let pdir = segment::partition_dir(dir, partition);
+    pub fn open(dir: &Path, stream: u32, from: Pos, storage: S) -> Result<Self, JournalError> {
+        let pdir = segment::stream_dir(dir, stream);
         let (bases, _) = segment::list_segments(&storage, &pdir)?;
         let mut reader = Self {
             storage,
             dir: pdir,
-            partition,
+            stream,
             current: None,
             pos: 0,
             window: Window::default(),
@@ -56,7 +59,7 @@ impl<S: Storage> Reader<S> {
         let Some(&start) = bases.first() else {
             if from > 0 {
                 return Err(JournalError::PastEnd {
-                    partition,
+                    stream,
                     pos: from,
                     end: 0,
                 });
@@ -71,7 +74,7 @@ impl<S: Storage> Reader<S> {
                 Ok(reader)
             } else {
                 Err(JournalError::PastEnd {
-                    partition,
+                    stream,
                     pos: from,
                     end: bases[idx],
                 })
@@ -86,9 +89,9 @@ impl<S: Storage> Reader<S> {
         self.pos
     }
 
-    /// The partition read.
-    pub fn partition(&self) -> u32 {
-        self.partition
+    /// The stream read.
+    pub fn stream(&self) -> u32 {
+        self.stream
     }
 
     /// Opens the segment at `base` as the current one. False if its header is blank (it
@@ -103,16 +106,16 @@ impl<S: Storage> Reader<S> {
         let header = match SegmentHeader::decode(&raw, file.len()) {
             Ok(h) => h,
             Err(_) if raw.iter().all(|&b| b == 0) => return Ok(false),
-            Err(reason) => return Err(JournalError::corrupt(self.partition, base, path, reason)),
+            Err(reason) => return Err(JournalError::corrupt(self.stream, base, path, reason)),
         };
-        if header.partition != self.partition || header.base != base {
+        if header.stream != self.stream || header.base != base {
             return Err(JournalError::corrupt(
-                self.partition,
+                self.stream,
                 base,
                 path,
                 format!(
-                    "header says partition {} base {}, expected partition {} base {base}",
-                    header.partition, header.base, self.partition
+                    "header says stream {} base {}, expected stream {} base {base}",
+                    header.stream, header.base, self.stream
                 ),
             ));
         }
@@ -142,7 +145,7 @@ impl<S: Storage> Reader<S> {
                     let after = self.pos + frame as u64;
                     if after > from {
                         return Err(JournalError::NotRecordStart {
-                            partition: self.partition,
+                            stream: self.stream,
                             pos: from,
                             before: self.pos,
                             after,
@@ -153,13 +156,13 @@ impl<S: Storage> Reader<S> {
                 Step::End | Step::Invalid(_) => {
                     return Err(match next_base {
                         Some(next) => JournalError::corrupt(
-                            self.partition,
+                            self.stream,
                             self.pos,
                             cur.path.clone(),
                             format!("valid records end before the next segment at {next}"),
                         ),
                         None => JournalError::PastEnd {
-                            partition: self.partition,
+                            stream: self.stream,
                             pos: from,
                             end: self.pos,
                         },
@@ -238,20 +241,23 @@ impl<S: Storage> Reader<S> {
         }
         if bases.first().is_some_and(|&b| b > self.pos) {
             return Err(JournalError::Retained {
-                partition: self.partition,
+                stream: self.stream,
                 pos: self.pos,
                 start: bases[0],
             });
+        }
+        // The writer creates the next segment when a record does not fit, before the last
+        // records of this one are written (they wait in its buffer for the next commit):
+        // an unsealed segment that ends early is still being written. Only a sealed one,
+        // whose seal vouches that its records reach `next`, is corrupt here.
+        let raw = segment::read_header(&cur.file).map_err(|e| JournalError::io(&cur.path, e))?;
+        if segment::sealed_end(&raw).is_none() {
+            return Ok(false);
         }
         let reason = match first {
             Step::Invalid(e) => format!("{e}, before the next segment at {next}"),
             _ => format!("end marker before the next segment at {next}"),
         };
-        Err(JournalError::corrupt(
-            self.partition,
-            self.pos,
-            cur.path.clone(),
-            reason,
-        ))
+        Err(JournalError::corrupt(self.stream, self.pos, cur.path.clone(), reason))
     }
 }

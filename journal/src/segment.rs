@@ -14,7 +14,7 @@ pub const HEADER_BYTES: u64 = 128;
 /// Magic at the start of every segment file.
 pub const MAGIC: &[u8; 8] = b"RIMJSEG1";
 const VERSION: u32 = 1;
-/// The fixed part: magic, version, partition, base, segment_bytes, created_ms; CRC at 40.
+/// The fixed part: magic, version, stream, base, segment_bytes, created_ms; CRC at 40.
 const FIXED_CRC_AT: usize = 40;
 /// The seal: sealed end at 64, its CRC at 72.
 const SEAL_AT: usize = 64;
@@ -23,8 +23,8 @@ const SEAL_TAG: &[u8; 4] = b"SEAL";
 /// Decoded fixed header of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
-    /// Partition the segment belongs to.
-    pub partition: u32,
+    /// Stream the segment belongs to.
+    pub stream: u32,
     /// Logical position of its first record.
     pub base: Pos,
     /// File size in bytes, header included.
@@ -51,7 +51,7 @@ impl SegmentHeader {
         let mut h = [0u8; HEADER_BYTES as usize];
         h[..8].copy_from_slice(MAGIC);
         h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        h[12..16].copy_from_slice(&self.partition.to_le_bytes());
+        h[12..16].copy_from_slice(&self.stream.to_le_bytes());
         h[16..24].copy_from_slice(&self.base.to_le_bytes());
         h[24..32].copy_from_slice(&self.segment_bytes.to_le_bytes());
         h[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
@@ -82,7 +82,7 @@ impl SegmentHeader {
             return Err(format!("segment version {version}, this build reads {VERSION}"));
         }
         let hdr = Self {
-            partition: u32_at(h, 12),
+            stream: u32_at(h, 12),
             base: u64_at(h, 16),
             segment_bytes: u64_at(h, 24),
             created_ms: u64_at(h, 32),
@@ -115,8 +115,8 @@ pub fn sealed_end(h: &[u8]) -> Option<Pos> {
 }
 
 /// `p007`.
-pub fn partition_dir(root: &Path, partition: u32) -> PathBuf {
-    root.join(format!("p{partition:03}"))
+pub fn stream_dir(root: &Path, stream: u32) -> PathBuf {
+    root.join(format!("s{stream:03}"))
 }
 
 /// `00000000000000001234.seg`.
@@ -133,16 +133,16 @@ pub fn parse_segment_name(name: &str) -> Option<Pos> {
     digits.parse().ok()
 }
 
-/// The partition of a partition directory name (`p` and at least three digits).
-pub fn parse_partition_dir(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix('p')?;
+/// The stream of a stream directory name (`s` and at least three digits).
+pub fn parse_stream_dir(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix('s')?;
     if digits.len() < 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
-/// Segment bases in a partition directory, ascending, and leftover temporary files.
+/// Segment bases in a stream directory, ascending, and leftover temporary files.
 pub fn list_segments<S: Storage>(storage: &S, dir: &Path) -> Result<(Vec<Pos>, Vec<String>), JournalError> {
     let entries = storage.list_dir(dir).map_err(|e| JournalError::io(dir, e))?;
     let mut bases = Vec::new();
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn header_round_trip_and_seal() {
         let h = SegmentHeader {
-            partition: 3,
+            stream: 3,
             base: 4096,
             segment_bytes: 1 << 20,
             created_ms: 77,
@@ -331,7 +331,7 @@ mod tests {
     fn names() {
         assert_eq!(parse_segment_name(&segment_name(12345)), Some(12345));
         assert_eq!(parse_segment_name("123.seg"), None);
-        assert_eq!(parse_partition_dir("p007"), Some(7));
-        assert_eq!(parse_partition_dir("p7"), None);
+        assert_eq!(parse_stream_dir("s007"), Some(7));
+        assert_eq!(parse_stream_dir("s7"), None);
     }
 }

@@ -2,35 +2,47 @@
 //! [`Storage`], so crash and I/O-fault tests swap the real file system ([`Fs`]) for an
 //! in-memory one that forgets un-synced data ([`crate::faulty::FaultyFs`]).
 //!
-//! [`Fs`] maps writable segment files with a shared `MmapMut` and appends are memory
-//! copies. Durability: on Linux `fdatasync(2)` on the file descriptor writes back every
-//! dirty page of the file's page cache, including pages dirtied through a shared mapping
-//! (they are the same pages), so no `msync` is needed. The fdatasync of all files of one
-//! group commit is submitted to io_uring as one batch of `IORING_OP_FSYNC` entries with
-//! `IORING_FSYNC_DATASYNC`; if io_uring cannot be set up (probed once, `EPERM` under
-//! seccomp, `ENOSYS` on old kernels) each file gets a plain `fdatasync`.
+//! Writes never go through a shared mapping. The journal copies frames into buffers of its
+//! own and hands each group commit to a [`Committer`] as one [`Commit`]: the writes (file,
+//! offset, bytes), then the data sync of every file written, then the directories to sync.
+//! [`Fs`]'s committer submits the whole commit to **io_uring** as one batch: per file a
+//! chain of `IORING_OP_WRITE`s linked (`IOSQE_IO_LINK`) to an `IORING_OP_FSYNC` with
+//! `IORING_FSYNC_DATASYNC`, files in parallel, and returns at once; the journal keeps
+//! appending into its next buffer while the kernel writes and syncs (pipelining), and
+//! collects the completion later with [`Committer::poll`]. Where io_uring cannot be set up
+//! (`EPERM` under seccomp or `io_uring_disabled`, `ENOSYS` on old kernels) the same commit
+//! runs as `pwrite`s and `fdatasync`s inside `start`.
 //!
-//! Readers open files read-only and use `pread`, never a mapping: the journal never
-//! truncates a segment (it zeroes torn tails in place), and a reader that only preads
-//! cannot be hit by `SIGBUS` whatever another process does to the file.
+//! Why not a shared mapping: writeback of a shared mapping flushes the TLBs of every core
+//! the process runs on (inter-processor interrupts into the busy-polling hot shard), and
+//! first touches of fresh segment pages fault on the writer. `pwrite` has neither.
+//!
+//! Buffers are owned by the commit while it is in flight and handed back with its
+//! completion ([`Done`]), so the journal recycles them and a buffer can never be reused or
+//! freed while the kernel still reads it; a committer dropped with a commit in flight waits
+//! for it first.
+//!
+//! Readers open files read-only and use `pread`: the journal never truncates a segment (it
+//! zeroes torn tails in place), and a reader that only preads cannot be hit by `SIGBUS`
+//! whatever another process does to the file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use io_uring::{opcode, types, IoUring};
-use memmap2::{MmapMut, MmapOptions};
+use io_uring::{opcode, squeue, types, IoUring};
 
 /// How a storage makes data durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SyncMethod {
-    /// One io_uring submission of `IORING_OP_FSYNC` (datasync) entries per group commit.
+    /// Writes and `IORING_OP_FSYNC` (datasync) entries submitted to io_uring per group commit.
     IoUring,
-    /// One `fdatasync(2)` per file.
+    /// `pwrite(2)` and one `fdatasync(2)` per file.
     Fdatasync,
     /// An in-memory test file system.
     Memory,
@@ -45,8 +57,9 @@ pub struct DirEntry {
     pub is_dir: bool,
 }
 
-/// An open file of a [`Storage`]. Fixed size from creation on.
-pub trait StorageFile: Send + 'static {
+/// An open file of a [`Storage`]. Fixed size from creation on. A handle is cheap to clone
+/// (clones refer to the same open file), so a commit can hold the files it writes.
+pub trait StorageFile: Clone + Send + 'static {
     /// The file's size in bytes.
     fn len(&self) -> u64;
     /// True if the file is empty.
@@ -55,16 +68,101 @@ pub trait StorageFile: Send + 'static {
     }
     /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes `bytes` at `offset`, inside the file (files never grow). Needs a writable open.
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Writes `bytes` at `offset`, inside the file (files never grow), now. Needs a
+    /// writable open. (Recovery's repairs; appends go through a [`Commit`].)
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
     /// Sets `len` bytes at `offset` to zero (inside the file). Needs a writable open.
-    fn zero_range(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Whether two handles refer to the same open file.
+    fn same_file(&self, other: &Self) -> bool;
+}
+
+/// One write of a [`Commit`]: `bufs[buf][start..end]` goes to `file` at `offset`.
+#[derive(Debug)]
+pub struct WriteOp<F> {
+    /// The file.
+    pub file: F,
+    /// File offset of the first byte.
+    pub offset: u64,
+    /// Index of the buffer in [`Commit::bufs`].
+    pub buf: usize,
+    /// First byte in the buffer.
+    pub start: usize,
+    /// One past the last byte in the buffer.
+    pub end: usize,
+}
+
+/// One group commit: the writes, in order (writes to one file are applied in the order
+/// given), then a data sync of every file in `syncs` (each after all writes to it), and a
+/// sync of every directory in `dirs`. The commit is complete when all of them are.
+#[derive(Debug)]
+pub struct Commit<F> {
+    /// Buffers the writes refer to; owned by the commit until it completes.
+    pub bufs: Vec<Vec<u8>>,
+    /// The writes.
+    pub writes: Vec<WriteOp<F>>,
+    /// Files whose data is synced (every file written must be here to be durable).
+    pub syncs: Vec<F>,
+    /// Directories whose entries are synced.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl<F> Default for Commit<F> {
+    fn default() -> Self {
+        Self {
+            bufs: Vec::new(),
+            writes: Vec::new(),
+            syncs: Vec::new(),
+            dirs: Vec::new(),
+        }
+    }
+}
+
+impl<F> Commit<F> {
+    /// True if the commit would do nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.syncs.is_empty() && self.dirs.is_empty()
+    }
+
+    /// Bytes written.
+    pub fn bytes(&self) -> u64 {
+        self.writes.iter().map(|w| (w.end - w.start) as u64).sum()
+    }
+}
+
+/// A finished commit: its buffers back (for reuse) and the first failure, if any.
+#[derive(Debug)]
+pub struct Done<F> {
+    /// The commit as it was started.
+    pub commit: Commit<F>,
+    /// `Ok` when every write and sync succeeded.
+    pub result: io::Result<()>,
+}
+
+/// Runs group commits, one at a time.
+pub trait Committer: Send + 'static {
+    /// The storage's file handle.
+    type File: StorageFile;
+    /// Starts `commit`. At most one commit is in flight: call again only after
+    /// [`Committer::poll`] returned the previous one. A start that fails submitted nothing
+    /// that will complete (the commit's buffers are dropped).
+    fn start(&mut self, commit: Commit<Self::File>) -> io::Result<()>;
+    /// The commit in flight, once every operation of it finished; waits at most `wait`
+    /// (`None`: does not block). `Ok(None)` while it runs or when none is in flight.
+    fn poll(&mut self, wait: Option<Duration>) -> io::Result<Option<Done<Self::File>>>;
+    /// Confines the kernel's worker threads for this committer's I/O to `cpus` (io_uring's
+    /// io-wq), so they do not run on a busy-polling core. A no-op where not applicable.
+    fn confine_workers(&mut self, cpus: &[usize]) -> io::Result<()>;
+    /// True while a commit is in flight.
+    fn in_flight(&self) -> bool;
 }
 
 /// Every file operation of the journal.
 pub trait Storage: Clone + Send + 'static {
     /// An open file.
     type File: StorageFile;
+    /// Runs group commits over this storage's files.
+    type Committer: Committer<File = Self::File>;
     /// Creates `dir` and its parents.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Lists `dir` (any order).
@@ -76,61 +174,36 @@ pub trait Storage: Clone + Send + 'static {
     fn open_file(&self, path: &Path, writable: bool) -> io::Result<Self::File>;
     /// Removes a file (open handles stay usable).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Makes the data of every file in `files` durable, as one batch where possible.
-    fn sync_files(&self, files: &[&Self::File]) -> io::Result<()>;
-    /// Makes `dir`'s entries (creations, removals) durable.
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Decides once how syncs are done (probing io_uring); called by `Journal::open`.
-    fn probe_sync(&self) -> SyncMethod;
+    /// A committer (probing io_uring once); how it syncs is its [`Storage::sync_method`].
+    fn committer(&self) -> io::Result<Self::Committer>;
+    /// How commits reach the disk (decided when the first committer was made).
+    fn sync_method(&self) -> SyncMethod;
 }
 
-/// The real file system: mmap-backed writable files, io_uring group fdatasync.
-#[derive(Clone, Default)]
+/// The real file system: `pwrite`-backed files, io_uring group commits.
+#[derive(Clone, Debug, Default)]
 pub struct Fs {
-    uring: Arc<Mutex<UringSlot>>,
+    no_io_uring: bool,
 }
-
-#[derive(Default)]
-enum UringSlot {
-    #[default]
-    Unprobed,
-    Ready(Box<IoUring>),
-    Unavailable,
-}
-
-impl std::fmt::Debug for Fs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fs").finish_non_exhaustive()
-    }
-}
-
-/// io_uring queue depth: one group commit syncs at most this many files per submission.
-const URING_ENTRIES: u32 = 64;
 
 impl Fs {
-    /// A real file system handle; io_uring is probed by the first `Journal::open`.
+    /// A real file system handle; io_uring is probed by the first committer.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Forces plain fdatasync (tests of the fallback).
+    /// Forces `pwrite` and plain `fdatasync` (tests of the fallback).
     pub fn without_io_uring() -> Self {
-        Self {
-            uring: Arc::new(Mutex::new(UringSlot::Unavailable)),
-        }
-    }
-
-    fn slot(&self) -> std::sync::MutexGuard<'_, UringSlot> {
-        // A panic while holding the lock leaves only a ring handle behind: still usable.
-        self.uring.lock().unwrap_or_else(|p| p.into_inner())
+        Self { no_io_uring: true }
     }
 }
 
-/// A file of [`Fs`]: a descriptor and, when writable, a shared mapping of the whole file.
+/// A file of [`Fs`]: a shared descriptor and the file's (fixed) size.
+#[derive(Clone)]
 pub struct FsFile {
-    file: File,
-    map: Option<MmapMut>,
+    file: Arc<File>,
     len: u64,
+    writable: bool,
 }
 
 impl std::fmt::Debug for FsFile {
@@ -139,18 +212,11 @@ impl std::fmt::Debug for FsFile {
     }
 }
 
-fn out_of_range(offset: u64, len: usize, file_len: u64) -> io::Error {
+fn out_of_range(offset: u64, len: u64, file_len: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         format!("range {offset}+{len} is outside the file of {file_len} bytes"),
     )
-}
-
-fn map_range(map: &mut MmapMut, offset: u64, len: usize) -> io::Result<&mut [u8]> {
-    let file_len = map.len() as u64;
-    let start = usize::try_from(offset).map_err(|_| out_of_range(offset, len, file_len))?;
-    map.get_mut(start..start.saturating_add(len))
-        .ok_or_else(|| out_of_range(offset, len, file_len))
 }
 
 fn not_writable() -> io::Error {
@@ -158,20 +224,27 @@ fn not_writable() -> io::Error {
 }
 
 impl FsFile {
-    fn open(file: File, writable: bool) -> io::Result<Self> {
+    fn new(file: File, writable: bool) -> io::Result<Self> {
         let len = file.metadata()?.len();
-        let map = if writable && len > 0 {
-            let map_len = usize::try_from(len).map_err(|_| out_of_range(0, 0, len))?;
-            // SAFETY: the mapping aliases the file. Segment files belong to the journal,
-            // which never truncates or shrinks them (torn tails are zeroed in place) and
-            // writes them only through this mapping, so the mapped range stays backed and
-            // no other Rust reference observes the bytes change underneath it. Readers
-            // (possibly other processes) only pread.
-            Some(unsafe { MmapOptions::new().len(map_len).map_mut(&file)? })
-        } else {
-            None
-        };
-        Ok(Self { file, map, len })
+        Ok(Self {
+            file: Arc::new(file),
+            len,
+            writable,
+        })
+    }
+
+    fn check(&self, offset: u64, len: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(not_writable());
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(out_of_range(offset, len, self.len)),
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
     }
 }
 
@@ -182,13 +255,6 @@ impl StorageFile for FsFile {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let want = buf.len().min(self.len.saturating_sub(offset) as usize);
-        if let Some(map) = &self.map {
-            // offset < len here unless want == 0.
-            if want > 0 {
-                buf[..want].copy_from_slice(&map[offset as usize..offset as usize + want]);
-            }
-            return Ok(want);
-        }
         let mut done = 0;
         while done < want {
             match self.file.read_at(&mut buf[done..want], offset + done as u64) {
@@ -201,27 +267,33 @@ impl StorageFile for FsFile {
         Ok(done)
     }
 
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        let map = self.map.as_mut().ok_or_else(not_writable)?;
-        map_range(map, offset, bytes.len())?.copy_from_slice(bytes);
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.check(offset, bytes.len() as u64)?;
+        self.file.write_all_at(bytes, offset)
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(offset, len)?;
+        // Only rewrite blocks that hold something: zeroing clean zero blocks would write
+        // the whole preallocated rest of a segment.
+        const CHUNK: usize = 64 * 1024;
+        let zeros = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; CHUNK];
+        let mut off = offset;
+        let end = offset + len;
+        while off < end {
+            let n = (end - off).min(CHUNK as u64) as usize;
+            let got = self.read_at(off, &mut buf[..n])?;
+            if buf[..got].iter().any(|&b| b != 0) {
+                self.file.write_all_at(&zeros[..n], off)?;
+            }
+            off += n as u64;
+        }
         Ok(())
     }
 
-    fn zero_range(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        let map = self.map.as_mut().ok_or_else(not_writable)?;
-        let range = map_range(
-            map,
-            offset,
-            usize::try_from(len).map_err(|_| out_of_range(offset, 0, len))?,
-        )?;
-        // Only write pages that hold something: zeroing clean zero pages would dirty (and
-        // later write back) the whole preallocated rest of a segment.
-        for chunk in range.chunks_mut(4096) {
-            if chunk.iter().any(|&b| b != 0) {
-                chunk.fill(0);
-            }
-        }
-        Ok(())
+    fn same_file(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.file, &other.file)
     }
 }
 
@@ -258,44 +330,9 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-/// Submits one `IORING_OP_FSYNC` (datasync) per descriptor, per chunk of the queue depth,
-/// and waits for every completion; the first failure is returned after all are reaped.
-fn uring_fdatasync(ring: &mut IoUring, fds: &[RawFd]) -> io::Result<()> {
-    let mut first_err = None;
-    for chunk in fds.chunks(URING_ENTRIES as usize) {
-        {
-            let mut sq = ring.submission();
-            for (i, &fd) in chunk.iter().enumerate() {
-                let entry = opcode::Fsync::new(types::Fd(fd))
-                    .flags(types::FsyncFlags::DATASYNC)
-                    .build()
-                    .user_data(i as u64);
-                // SAFETY: the entry refers to no buffer, only to `fd`, which the caller
-                // keeps open until this function returns, after every completion of this
-                // chunk has been reaped below.
-                unsafe { sq.push(&entry) }.map_err(|_| io::Error::other("io_uring submission queue is full"))?;
-            }
-        }
-        let mut reaped = 0;
-        while reaped < chunk.len() {
-            match ring.submit_and_wait(chunk.len() - reaped) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            for cqe in ring.completion() {
-                reaped += 1;
-                if cqe.result() < 0 && first_err.is_none() {
-                    first_err = Some(io::Error::from_raw_os_error(-cqe.result()));
-                }
-            }
-        }
-    }
-    first_err.map_or(Ok(()), Err)
-}
-
 impl Storage for Fs {
     type File = FsFile;
+    type Committer = FsCommitter;
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
@@ -336,55 +373,333 @@ impl Storage for Fs {
             ));
         }
         fs::rename(&tmp, path)?;
-        FsFile::open(file, true)
+        FsFile::new(file, true)
     }
 
     fn open_file(&self, path: &Path, writable: bool) -> io::Result<FsFile> {
         let file = OpenOptions::new().read(true).write(writable).open(path)?;
-        FsFile::open(file, writable)
+        FsFile::new(file, writable)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
     }
 
-    fn sync_files(&self, files: &[&FsFile]) -> io::Result<()> {
-        let fds: Vec<RawFd> = files.iter().map(|f| f.file.as_raw_fd()).collect();
-        if fds.is_empty() {
-            return Ok(());
-        }
-        let mut slot = self.slot();
-        if matches!(*slot, UringSlot::Unprobed) {
-            *slot = probe_uring();
-        }
-        if let UringSlot::Ready(ring) = &mut *slot {
-            return uring_fdatasync(ring, &fds);
-        }
-        drop(slot);
-        fds.iter().try_for_each(|&fd| fdatasync(fd))
+    fn committer(&self) -> io::Result<FsCommitter> {
+        let ring = if self.no_io_uring { None } else { probe_uring() };
+        Ok(FsCommitter {
+            ring,
+            flight: None,
+            finished: None,
+        })
     }
 
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
-    }
-
-    fn probe_sync(&self) -> SyncMethod {
-        let mut slot = self.slot();
-        if matches!(*slot, UringSlot::Unprobed) {
-            *slot = probe_uring();
-        }
-        match *slot {
-            UringSlot::Ready(_) => SyncMethod::IoUring,
-            _ => SyncMethod::Fdatasync,
+    fn sync_method(&self) -> SyncMethod {
+        if self.no_io_uring || probe_uring().is_none() {
+            SyncMethod::Fdatasync
+        } else {
+            SyncMethod::IoUring
         }
     }
 }
 
-fn probe_uring() -> UringSlot {
+/// io_uring queue depth: the most operations one submission carries (a commit with more
+/// is submitted in several, chain by chain).
+const URING_ENTRIES: u32 = 256;
+
+fn probe_uring() -> Option<Box<IoUring>> {
     // EPERM (seccomp, io_uring_disabled), ENOSYS (old kernel), ENOMEM (memlock): all mean
-    // "use plain fdatasync".
-    match IoUring::new(URING_ENTRIES) {
-        Ok(ring) => UringSlot::Ready(Box::new(ring)),
-        Err(_) => UringSlot::Unavailable,
+    // "use pwrite and plain fdatasync".
+    IoUring::new(URING_ENTRIES).ok().map(Box::new)
+}
+
+/// A commit in the kernel's hands.
+struct Flight {
+    commit: Commit<FsFile>,
+    /// Open directories being synced (kept open until their completion is reaped).
+    dirs: Vec<File>,
+    /// Operations submitted that have not completed yet.
+    outstanding: usize,
+    first_err: Option<io::Error>,
+    /// Expected byte counts of the writes, by user data (a short write is an error).
+    expect: Vec<u32>,
+}
+
+/// [`Fs`]'s committer: io_uring when available, else synchronous `pwrite` + `fdatasync`.
+pub struct FsCommitter {
+    ring: Option<Box<IoUring>>,
+    flight: Option<Flight>,
+    /// A commit done synchronously (no io_uring), waiting to be polled.
+    finished: Option<Done<FsFile>>,
+}
+
+impl std::fmt::Debug for FsCommitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsCommitter")
+            .field("io_uring", &self.ring.is_some())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+/// user_data of a sync (as opposed to a write, whose user_data is its index).
+const SYNC_TAG: u64 = 1 << 63;
+
+/// One file's operations: its writes (indices into `Commit::writes`), then maybe a sync.
+struct Chain {
+    fd: RawFd,
+    writes: Vec<usize>,
+    sync: bool,
+}
+
+fn chains(commit: &Commit<FsFile>) -> Vec<Chain> {
+    let mut out: Vec<Chain> = Vec::new();
+    for (i, w) in commit.writes.iter().enumerate() {
+        match out.iter_mut().find(|c| c.fd == w.file.fd()) {
+            Some(c) => c.writes.push(i),
+            None => out.push(Chain {
+                fd: w.file.fd(),
+                writes: vec![i],
+                sync: false,
+            }),
+        }
+    }
+    for f in &commit.syncs {
+        match out.iter_mut().find(|c| c.fd == f.fd()) {
+            Some(c) => c.sync = true,
+            None => out.push(Chain {
+                fd: f.fd(),
+                writes: Vec::new(),
+                sync: true,
+            }),
+        }
+    }
+    out
+}
+
+impl FsCommitter {
+    fn run_sync(commit: &Commit<FsFile>) -> io::Result<()> {
+        for w in &commit.writes {
+            let bytes = commit
+                .bufs
+                .get(w.buf)
+                .and_then(|b| b.get(w.start..w.end))
+                .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
+            w.file.check(w.offset, bytes.len() as u64)?;
+            w.file.file.write_all_at(bytes, w.offset)?;
+        }
+        for f in &commit.syncs {
+            fdatasync(f.fd())?;
+        }
+        for d in &commit.dirs {
+            File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Pushes every operation of `flight` and submits; entries that do not fit the queue
+    /// are submitted in rounds, a whole chain per round (a link chain must be submitted
+    /// in one go).
+    fn submit(ring: &mut IoUring, flight: &mut Flight) -> io::Result<()> {
+        let commit = &flight.commit;
+        let mut entries: Vec<Vec<squeue::Entry>> = Vec::new();
+        for chain in chains(commit) {
+            let mut ops = Vec::with_capacity(chain.writes.len() + 1);
+            for &i in &chain.writes {
+                let w = &commit.writes[i];
+                let bytes = commit
+                    .bufs
+                    .get(w.buf)
+                    .and_then(|b| b.get(w.start..w.end))
+                    .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
+                w.file.check(w.offset, bytes.len() as u64)?;
+                let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("write over 4 GiB"))?;
+                ops.push(
+                    opcode::Write::new(types::Fd(chain.fd), bytes.as_ptr(), len)
+                        .offset(w.offset)
+                        .build()
+                        .user_data(i as u64),
+                );
+            }
+            if chain.sync {
+                ops.push(
+                    opcode::Fsync::new(types::Fd(chain.fd))
+                        .flags(types::FsyncFlags::DATASYNC)
+                        .build()
+                        .user_data(SYNC_TAG),
+                );
+            }
+            entries.push(ops);
+        }
+        for d in &flight.dirs {
+            entries.push(vec![opcode::Fsync::new(types::Fd(d.as_raw_fd()))
+                .build()
+                .user_data(SYNC_TAG)]);
+        }
+        for mut chain in entries {
+            let last = chain.len() - 1;
+            for e in &mut chain[..last] {
+                *e = e.clone().flags(squeue::Flags::IO_LINK);
+            }
+            if chain.len() > URING_ENTRIES as usize {
+                return Err(io::Error::other("a file's chain is longer than the io_uring queue"));
+            }
+            let room = {
+                let sq = ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if room < chain.len() {
+                ring.submit()?;
+            }
+            let mut sq = ring.submission();
+            for e in &chain {
+                // SAFETY: every write entry points into a buffer of `flight.commit.bufs`
+                // and every entry names a descriptor of a file held by `flight` (writes
+                // and syncs by `commit`, directories by `flight.dirs`). `flight` is kept
+                // in `self.flight` until every one of its completions has been reaped
+                // (`poll`, and `Drop` waits for them), and nothing touches the buffers
+                // meanwhile; moving the `Vec`s does not move their heap bytes.
+                unsafe { sq.push(e) }.map_err(|_| io::Error::other("io_uring submission queue is full"))?;
+            }
+            drop(sq);
+            flight.outstanding += chain.len();
+        }
+        loop {
+            match ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reaps completions of the flight.
+    fn reap(ring: &mut IoUring, flight: &mut Flight) {
+        for cqe in ring.completion() {
+            flight.outstanding = flight.outstanding.saturating_sub(1);
+            let res = cqe.result();
+            let tag = cqe.user_data();
+            let err = if res < 0 {
+                Some(io::Error::from_raw_os_error(-res))
+            } else if tag & SYNC_TAG == 0 {
+                let want = flight.expect.get(tag as usize).copied().unwrap_or(0);
+                (res as u32 != want).then(|| io::Error::other(format!("short write: {res} of {want} bytes")))
+            } else {
+                None
+            };
+            if let Some(e) = err {
+                flight.first_err.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Waits for completions: at most `wait` (None: only what is ready).
+    fn wait(ring: &mut IoUring, wait: Option<Duration>) -> io::Result<()> {
+        let Some(wait) = wait else { return Ok(()) };
+        let ts = types::Timespec::from(wait);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) || e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            // Kernels before 5.11 have no timeout on the wait: wait for one completion.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => ring.submit_and_wait(1).map(|_| ()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Committer for FsCommitter {
+    type File = FsFile;
+
+    fn start(&mut self, commit: Commit<FsFile>) -> io::Result<()> {
+        if self.in_flight() {
+            return Err(io::Error::other("a commit is already in flight"));
+        }
+        let Some(ring) = self.ring.as_mut() else {
+            let result = Self::run_sync(&commit);
+            self.finished = Some(Done { commit, result });
+            return Ok(());
+        };
+        let dirs = commit.dirs.iter().map(File::open).collect::<io::Result<Vec<_>>>()?;
+        let expect = commit.writes.iter().map(|w| (w.end - w.start) as u32).collect();
+        let mut flight = Flight {
+            commit,
+            dirs,
+            outstanding: 0,
+            first_err: None,
+            expect,
+        };
+        let submitted = Self::submit(ring, &mut flight);
+        // Whatever was pushed is the kernel's now: keep the flight until it is reaped.
+        let failed = submitted.err();
+        if let Some(e) = &failed {
+            flight
+                .first_err
+                .get_or_insert(io::Error::new(e.kind(), format!("io_uring submit: {e}")));
+        }
+        self.flight = Some(flight);
+        Ok(())
+    }
+
+    fn poll(&mut self, wait: Option<Duration>) -> io::Result<Option<Done<FsFile>>> {
+        if let Some(done) = self.finished.take() {
+            return Ok(Some(done));
+        }
+        let (Some(ring), Some(flight)) = (self.ring.as_mut(), self.flight.as_mut()) else {
+            return Ok(None);
+        };
+        Self::reap(ring, flight);
+        if flight.outstanding > 0 {
+            Self::wait(ring, wait)?;
+            Self::reap(ring, flight);
+        }
+        if flight.outstanding > 0 {
+            return Ok(None);
+        }
+        let Some(flight) = self.flight.take() else {
+            return Ok(None);
+        };
+        let result = flight.first_err.map_or(Ok(()), Err);
+        Ok(Some(Done {
+            commit: flight.commit,
+            result,
+        }))
+    }
+
+    fn confine_workers(&mut self, cpus: &[usize]) -> io::Result<()> {
+        let Some(ring) = self.ring.as_ref() else {
+            return Ok(());
+        };
+        // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            // SAFETY: `c` is below CPU_SETSIZE, so the bit is inside `set`.
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+        ring.submitter().register_iowq_aff(&set)
+    }
+
+    fn in_flight(&self) -> bool {
+        self.flight.is_some() || self.finished.is_some()
+    }
+}
+
+impl Drop for FsCommitter {
+    fn drop(&mut self) {
+        // The kernel may still read the flight's buffers: wait until it is done with them.
+        while let (Some(ring), Some(flight)) = (self.ring.as_mut(), self.flight.as_mut()) {
+            if flight.outstanding == 0 {
+                break;
+            }
+            if ring.submit_and_wait(1).is_err() {
+                // Nothing more can be learned; leak the buffers rather than free memory
+                // the kernel may still be reading.
+                if let Some(f) = self.flight.take() {
+                    std::mem::forget(f);
+                }
+                break;
+            }
+            Self::reap(ring, flight);
+        }
     }
 }

@@ -35,13 +35,13 @@ fn seed() -> u64 {
 
 /// What the workload did before the crash.
 struct Run {
-    /// Every record appended: (partition, pos) → payload.
+    /// Every record appended: (stream, pos) → payload.
     appended: BTreeMap<(u32, Pos), Vec<u8>>,
-    /// `durable()` per partition before the sync in which durability froze.
+    /// `durable()` per stream before the sync in which durability froze.
     durable_before: Vec<Pos>,
 }
 
-/// Appends, syncs and retains across partitions until the file system freezes (then
+/// Appends, syncs and retains across streams until the file system freezes (then
 /// finishes that sync and appends a few more records, as a machine would before the power
 /// goes), or the workload ends.
 fn workload(fs: &FaultyFs, seed: u64) -> Run {
@@ -67,15 +67,27 @@ fn workload(fs: &FaultyFs, seed: u64) -> Run {
             after_freeze += 1;
             continue;
         }
-        if rng.range(0, 7) == 0 {
-            let before: Vec<Pos> = (0..PARTITIONS).map(|p| j.durable(p)).collect();
-            j.sync().expect("sync");
-            if fs.is_frozen() {
-                frozen = true;
-                durable_before = before;
-            } else {
-                durable_before = (0..PARTITIONS).map(|p| j.durable(p)).collect();
+        // Commits are pipelined as the daemon runs them: one starts, appends go on, and it
+        // completes later; now and then a blocking sync.
+        let before: Vec<Pos> = (0..PARTITIONS).map(|p| j.durable(p)).collect();
+        match rng.range(0, 9) {
+            0 | 1 => {
+                j.commit().expect("commit");
             }
+            2 | 3 => {
+                j.complete(None).expect("complete");
+            }
+            4 => {
+                j.sync().expect("sync");
+            }
+            _ => {}
+        }
+        if fs.is_frozen() {
+            // Durability froze inside this step: what was reported durable before it holds.
+            frozen = true;
+            durable_before = before;
+        } else {
+            durable_before = (0..PARTITIONS).map(|p| j.durable(p)).collect();
         }
         if !frozen && rng.range(0, 29) == 0 {
             j.retain(seq).expect("retain");
@@ -112,7 +124,7 @@ fn check(crashed: FaultyFs, run: &Run, k: u64) {
                 "reader at {expect_pos}: {:?}",
                 r.as_mut().map(|r| r.next().map(|o| o.map(|(p, d)| (p, d.len()))))
             );
-            eprintln!("{:?} start {start}", rec.partitions[p as usize]);
+            eprintln!("{:?} start {start}", rec.streams[p as usize]);
         }
         assert_eq!(
             expect_pos,
@@ -124,7 +136,7 @@ fn check(crashed: FaultyFs, run: &Run, k: u64) {
             "k={k} p={p}: end {} is below durable {} reported before the freeze ({:?})",
             j.end(p),
             run.durable_before[p as usize],
-            rec.partitions[p as usize]
+            rec.streams[p as usize]
         );
         // Every appended record at or after the recovered start and below durable is back.
         let missing = run

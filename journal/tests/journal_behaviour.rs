@@ -1,6 +1,6 @@
 //! Guards the journal's everyday contract on the real file system: positions across
 //! rotation, retention by age and by size, readers from any record start (and refusing
-//! positions inside records), polling a growing journal, list_partitions, config checks.
+//! positions inside records), polling a growing journal, list_streams, config checks.
 
 mod common;
 
@@ -8,16 +8,16 @@ use std::time::Instant;
 
 use common::{payload, read_all, TempDir};
 use rim_journal::frame::encoded_len;
-use rim_journal::{list_partitions, Fs, Journal, JournalConfig, JournalError, Reader};
+use rim_journal::{list_streams, Fs, Journal, JournalConfig, JournalError, Reader};
 
-fn small_cfg(tmp: &TempDir, partitions: u32) -> JournalConfig {
-    let mut c = JournalConfig::new(tmp.path(), partitions);
+fn small_cfg(tmp: &TempDir, streams: u32) -> JournalConfig {
+    let mut c = JournalConfig::new(tmp.path(), streams);
     c.segment_bytes = 64 * 1024;
     c
 }
 
 fn seg_count(tmp: &TempDir, p: u32) -> usize {
-    std::fs::read_dir(tmp.path().join(format!("p{p:03}")))
+    std::fs::read_dir(tmp.path().join(format!("s{p:03}")))
         .expect("dir")
         .filter(|e| {
             e.as_ref()
@@ -30,7 +30,7 @@ fn seg_count(tmp: &TempDir, p: u32) -> usize {
 fn positions_are_contiguous_across_rotation_and_reopen() {
     let tmp = TempDir::new("rotate");
     let (mut j, rec) = Journal::open(small_cfg(&tmp, 2), Fs::new()).expect("open");
-    assert_eq!(rec.partitions.len(), 2);
+    assert_eq!(rec.streams.len(), 2);
     let mut expect = 0;
     let mut written = Vec::new();
     for seq in 0..200 {
@@ -50,10 +50,10 @@ fn positions_are_contiguous_across_rotation_and_reopen() {
     j.close().expect("close");
     let (j, rec) = Journal::open(small_cfg(&tmp, 2), Fs::new()).expect("reopen");
     assert_eq!(
-        rec.partitions[1].segments_scanned, 1,
+        rec.streams[1].segments_scanned, 1,
         "sealed segments are not rescanned: {rec:?}"
     );
-    assert_eq!(rec.partitions[1].cut_at, None);
+    assert_eq!(rec.streams[1].cut_at, None);
     assert_eq!(j.end(1), expect);
     assert_eq!(read_all(tmp.path(), 1, 0, Fs::new()), written);
     // Too large and empty payloads are refused with the numbers.
@@ -64,10 +64,7 @@ fn positions_are_contiguous_across_rotation_and_reopen() {
     assert!(j.append(1, &[], 0).is_err());
     assert!(matches!(
         j.append(9, b"x", 0),
-        Err(JournalError::NoPartition {
-            partition: 9,
-            partitions: 2
-        })
+        Err(JournalError::NoStream { stream: 9, streams: 2 })
     ));
 }
 
@@ -142,10 +139,18 @@ fn a_reader_polls_a_growing_journal_across_rotations() {
     assert!(r.next().expect("next").is_none());
     let mut seen = 0u64;
     for round in 0..30u64 {
-        // Not synced: a reader sees what is written (same page cache), sync or not.
+        // A reader sees what a commit wrote (same page cache), before any sync; what is
+        // still in the journal's buffer it does not see.
         for k in 0..20 {
             j.append(0, &payload(0, round * 20 + k, 900), 0).expect("append");
         }
+        let before = r.position();
+        assert!(
+            r.next().expect("next").is_none(),
+            "buffered frames are not in the file yet"
+        );
+        assert_eq!(r.position(), before);
+        j.sync().expect("sync");
         while let Some((pos, data)) = r.next().expect("next") {
             assert_eq!(data, payload(0, seen, 900).as_slice(), "record {seen} at {pos}");
             seen += 1;
@@ -157,16 +162,16 @@ fn a_reader_polls_a_growing_journal_across_rotations() {
 }
 
 #[test]
-fn list_partitions_and_config_checks() {
+fn list_streams_and_config_checks() {
     let tmp = TempDir::new("list");
     let (j, _) = Journal::open(small_cfg(&tmp, 4), Fs::new()).expect("open");
-    assert_eq!(j.partitions(), 4);
+    assert_eq!(j.streams(), 4);
     drop(j);
-    std::fs::create_dir_all(tmp.path().join("not-a-partition")).expect("mkdir");
-    assert_eq!(list_partitions(tmp.path()).expect("list"), vec![0, 1, 2, 3]);
-    // Fewer partitions than on disk is refused; segment sizes out of range too.
+    std::fs::create_dir_all(tmp.path().join("not-a-stream")).expect("mkdir");
+    assert_eq!(list_streams(tmp.path()).expect("list"), vec![0, 1, 2, 3]);
+    // Fewer streams than on disk is refused; segment sizes out of range too.
     let e = Journal::open(small_cfg(&tmp, 3), Fs::new()).expect_err("shrink");
-    assert!(e.to_string().contains("partition 3"), "{e}");
+    assert!(e.to_string().contains("stream 3"), "{e}");
     let mut c = small_cfg(&tmp, 4);
     c.segment_bytes = 1024;
     assert!(matches!(
@@ -221,7 +226,7 @@ fn figures_append_and_sync_on_the_real_fs() {
     syncs.sort_unstable();
     eprintln!(
         "figures: method {:?}; append {append_ns:.0} ns/record (200 B); first sync of {} MB {:?}; \
-         12-partition group commit p50 {} us p99 {} us",
+         12-stream group commit p50 {} us p99 {} us",
         j.sync_method(),
         n * 208 / 1_000_000,
         big_sync,

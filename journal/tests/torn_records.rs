@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{payload, read_all, Rng, TempDir};
 use rim_journal::faulty::FaultyFs;
 use rim_journal::frame::{encoded_len, FRAME_HEADER_BYTES};
-use rim_journal::segment::{partition_dir, segment_name, HEADER_BYTES};
+use rim_journal::segment::{segment_name, stream_dir, HEADER_BYTES};
 use rim_journal::storage::StorageFile;
 use rim_journal::{Fs, Journal, JournalConfig, JournalError, Pos, Reader, Storage};
 
@@ -35,7 +35,7 @@ fn write_journal<S: Storage>(storage: S, dir: &Path, n: u64) -> Vec<(Pos, Vec<u8
 }
 
 fn seg_path(dir: &Path) -> std::path::PathBuf {
-    partition_dir(dir, 0).join(segment_name(0))
+    stream_dir(dir, 0).join(segment_name(0))
 }
 
 /// Applies `damage` to a copy of `pristine` and checks that reopening cuts exactly the
@@ -49,9 +49,9 @@ fn check_cut(pristine: &FaultyFs, records: &[(Pos, Vec<u8>)], damage: impl FnOnc
     let (last_pos, _) = records.last().expect("records");
     let (j, rec) = Journal::open(cfg(dir), fs.clone()).expect("reopen after damage");
     assert_eq!(j.end(0), *last_pos, "the damaged record must be gone");
-    assert_eq!(rec.partitions[0].end, *last_pos);
-    assert_eq!(rec.partitions[0].cut_at, Some(*last_pos), "{rec:?}");
-    assert!(rec.partitions[0].torn_bytes > 0);
+    assert_eq!(rec.streams[0].end, *last_pos);
+    assert_eq!(rec.streams[0].cut_at, Some(*last_pos), "{rec:?}");
+    assert!(rec.streams[0].torn_bytes > 0);
     let back = read_all(dir, 0, 0, fs);
     assert_eq!(back, records[..records.len() - 1].to_vec(), "earlier records intact");
 }
@@ -104,12 +104,12 @@ fn torn_tail_on_the_real_fs_is_cut_and_appending_continues() {
     let records = write_journal(Fs::new(), tmp.path(), 20);
     let (last_pos, last) = records.last().expect("records").clone();
     {
-        let mut f = Fs::new().open_file(&seg_path(tmp.path()), true).expect("open");
+        let f = Fs::new().open_file(&seg_path(tmp.path()), true).expect("open");
         f.write_at(HEADER_BYTES + last_pos + FRAME_HEADER_BYTES as u64 + 3, &[0xFF])
             .expect("flip");
     }
     let (mut j, rec) = Journal::open(cfg(tmp.path()), Fs::new()).expect("reopen");
-    assert_eq!(rec.partitions[0].cut_at, Some(last_pos));
+    assert_eq!(rec.streams[0].cut_at, Some(last_pos));
     assert_eq!(j.end(0), last_pos);
     let pos = j.append(0, b"after the cut", 1).expect("append");
     assert_eq!(pos, last_pos);
@@ -124,7 +124,7 @@ fn torn_tail_on_the_real_fs_is_cut_and_appending_continues() {
 fn garbage_segment_files_give_clear_errors_never_panics() {
     let mut rng = Rng(0xBAD5E6);
     let dir = Path::new(DIR);
-    let pdir = partition_dir(dir, 0);
+    let pdir = stream_dir(dir, 0);
     for case in 0..300u64 {
         let fs = FaultyFs::reliable();
         let records = write_journal(fs.clone(), dir, 5);
@@ -143,7 +143,7 @@ fn garbage_segment_files_give_clear_errors_never_panics() {
             fs.create_file(&pdir.join(segment_name(end)), g.len() as u64, &g)
                 .expect("create garbage");
         } else {
-            let mut f = fs.open_file(&seg_path(dir), true).expect("open");
+            let f = fs.open_file(&seg_path(dir), true).expect("open");
             let at = rng.range(0, HEADER_BYTES - 1);
             let n = rng.range(1, 16) as usize;
             let b = rng.bytes(n);
@@ -162,7 +162,7 @@ fn garbage_segment_files_give_clear_errors_never_panics() {
                     matches!(e, JournalError::Corrupt { .. }),
                     "case {case}: unexpected error kind {msg}"
                 );
-                assert!(msg.contains("p000"), "case {case}: message names the file: {msg}");
+                assert!(msg.contains("s000"), "case {case}: message names the file: {msg}");
             }
         }
         // A reader on the damaged journal errs or reads; it never panics.
@@ -185,7 +185,7 @@ fn random_bytes_after_the_last_record_are_cut() {
         let records = write_journal(pristine.clone(), Path::new(DIR), 7);
         let end = records.last().map_or(0, |(p, r)| p + encoded_len(r.len()) as u64);
         let fs = pristine.crash(1);
-        let mut f = fs.open_file(&seg_path(Path::new(DIR)), true).expect("open");
+        let f = fs.open_file(&seg_path(Path::new(DIR)), true).expect("open");
         let at = HEADER_BYTES + end + rng.range(0, 4000);
         let n = rng.range(1, 2000) as usize;
         let mut junk = rng.bytes(n);
@@ -194,7 +194,7 @@ fn random_bytes_after_the_last_record_are_cut() {
         drop(f);
         let (j, rec) = Journal::open(cfg(Path::new(DIR)), fs.clone()).expect("reopen");
         assert_eq!(j.end(0), end);
-        assert!(rec.partitions[0].torn_bytes > 0);
+        assert!(rec.streams[0].torn_bytes > 0);
         assert_eq!(read_all(Path::new(DIR), 0, 0, fs), records);
     }
 }

@@ -18,6 +18,7 @@ use serde::{Serialize, Serializer};
 use super::envelope::{self, Body, Code, Detail, Meta, Pagination, Problem};
 use super::query::{decode_path, Paging, Query};
 use super::server::{App, BodyKind};
+use crate::persist::audit::{DecisionLog, LogError};
 use crate::reflex::decision::{self, Decision, Verifier};
 
 /// The API's prefix.
@@ -243,6 +244,19 @@ pub fn store(app: &App) -> Result<&Arc<Store>, Problem> {
             "the capsule store is not available (persistence is off)",
         )
     })
+}
+
+/// The decision log (through the store's index), or 503 when persistence is off.
+fn log(app: &App) -> Result<DecisionLog, Problem> {
+    let store = store(app)?.clone();
+    Ok(DecisionLog::new(&app.ctx.config().persist.journal_dir(), store))
+}
+
+fn log_problem(e: LogError) -> Problem {
+    match e {
+        LogError::Store(e) => store_problem(e),
+        other => Problem::internal("decision log failed", &other),
+    }
 }
 
 /// Checks a RimNodeId, naming the parameter and the pattern.
@@ -549,8 +563,8 @@ fn list_decisions(app: &App, meta: &Meta, q: &Query<'_>) -> Result<Response<Body
         check_node("rimNodeId", n)?;
     }
     let paging = Paging::parse(q, "chainSeq", app.cfg.page_size_default, app.cfg.page_size_max, true)?;
-    let store = store(app)?;
-    let Some((last, _)) = store.last_decision(shard).map_err(store_problem)? else {
+    let log = log(app)?;
+    let Some((last, _)) = log.last_decision(shard).map_err(log_problem)? else {
         return Ok(envelope::data(
             meta,
             StatusCode::OK,
@@ -559,8 +573,8 @@ fn list_decisions(app: &App, meta: &Meta, q: &Query<'_>) -> Result<Response<Body
         ));
     };
     let (rows, total) = match node {
-        None => page_of_chain(store, shard, last, paging)?,
-        Some(n) => filtered(store, shard, last, n, paging)?,
+        None => page_of_chain(&log, shard, last, paging)?,
+        Some(n) => filtered(&log, shard, last, n, paging)?,
     };
     Ok(envelope::data(
         meta,
@@ -583,7 +597,7 @@ fn decode_rows(rows: Vec<(u64, Vec<u8>)>) -> Vec<Decision> {
 }
 
 /// One page of the chain `1..=last` by sequence number.
-fn page_of_chain(store: &Store, shard: u16, last: u64, p: Paging) -> Result<(Vec<Decision>, usize), Problem> {
+fn page_of_chain(log: &DecisionLog, shard: u16, last: u64, p: Paging) -> Result<(Vec<Decision>, usize), Problem> {
     let total = usize::try_from(last).unwrap_or(usize::MAX);
     let offset = p.offset() as u64;
     let size = p.size as u64;
@@ -597,7 +611,8 @@ fn page_of_chain(store: &Store, shard: u16, last: u64, p: Paging) -> Result<(Vec
     } else {
         (offset + 1, size.min(last - offset))
     };
-    let rows = store.decisions(shard, from, n as usize).map_err(store_problem)?;
+    let rows = log.decisions(shard, from, n as usize).map_err(log_problem)?;
+    let rows: Vec<(u64, Vec<u8>)> = rows.into_iter().filter(|(seq, _)| *seq < from + n).collect();
     let mut out = decode_rows(rows);
     if p.descending {
         out.reverse();
@@ -606,21 +621,34 @@ fn page_of_chain(store: &Store, shard: u16, last: u64, p: Paging) -> Result<(Vec
 }
 
 /// One node's decisions, scanning newest first (or oldest first) in chunks.
-fn filtered(store: &Store, shard: u16, last: u64, node: &str, p: Paging) -> Result<(Vec<Decision>, usize), Problem> {
+fn filtered(
+    log: &DecisionLog,
+    shard: u16,
+    last: u64,
+    node: &str,
+    p: Paging,
+) -> Result<(Vec<Decision>, usize), Problem> {
     let mut matched = Vec::new();
     let mut scanned = 0usize;
+    // Chunks of sequence numbers; a restart's gap gives empty chunks, which are skipped.
     let mut cursor: u64 = if p.descending { last } else { 1 };
-    while scanned < DECISION_SCAN_MAX && cursor >= 1 && cursor <= last {
-        let (from, n) = if p.descending {
+    let mut turns = 0usize;
+    while scanned < DECISION_SCAN_MAX && turns < DECISION_SCAN_MAX && cursor >= 1 && cursor <= last {
+        turns += 1;
+        let rows = if p.descending {
             let lo = cursor.saturating_sub(DECISION_CHUNK as u64 - 1).max(1);
-            (lo, cursor - lo + 1)
+            let rows = log.decisions(shard, lo, DECISION_CHUNK).map_err(log_problem)?;
+            let upto = cursor;
+            cursor = lo - 1;
+            rows.into_iter().filter(|(seq, _)| *seq <= upto).collect::<Vec<_>>()
         } else {
-            (cursor, DECISION_CHUNK as u64)
+            let rows = log.decisions(shard, cursor, DECISION_CHUNK).map_err(log_problem)?;
+            let Some(&(next, _)) = rows.last() else {
+                break;
+            };
+            cursor = next.saturating_add(1);
+            rows
         };
-        let rows = store.decisions(shard, from, n as usize).map_err(store_problem)?;
-        if rows.is_empty() {
-            break;
-        }
         scanned += rows.len();
         let mut chunk: Vec<Decision> = decode_rows(rows)
             .into_iter()
@@ -628,9 +656,6 @@ fn filtered(store: &Store, shard: u16, last: u64, node: &str, p: Paging) -> Resu
             .collect();
         if p.descending {
             chunk.reverse();
-            cursor = from.saturating_sub(1);
-        } else {
-            cursor = from + n;
         }
         matched.append(&mut chunk);
     }
@@ -659,7 +684,7 @@ struct Verification {
 }
 
 /// Verifies one shard's stored chain from its oldest record to its newest.
-fn verify_shard(store: &Store, shard: u16) -> Result<ShardVerdict, StoreError> {
+fn verify_shard(log: &DecisionLog, shard: u16) -> Result<ShardVerdict, LogError> {
     let mut v = Verifier::new();
     let mut verdict = ShardVerdict {
         shard,
@@ -671,7 +696,7 @@ fn verify_shard(store: &Store, shard: u16) -> Result<ShardVerdict, StoreError> {
     };
     let mut from = 0u64;
     loop {
-        let rows = store.decisions(shard, from, DECISION_CHUNK)?;
+        let rows = log.decisions(shard, from, DECISION_CHUNK)?;
         let Some((last_seq, _)) = rows.last() else {
             return Ok(verdict);
         };
@@ -695,12 +720,12 @@ fn verify_shard(store: &Store, shard: u16) -> Result<ShardVerdict, StoreError> {
 /// `GET /decisions/verify`: the hash chain of every shard's stored audit log (the same
 /// [`Verifier`] as `rimctl tail --verify`), on the blocking pool.
 async fn verify_decisions(app: &App, meta: &Meta) -> Result<Response<Body>, Problem> {
-    let store = store(app)?.clone();
+    let log = log(app)?;
     let n = shards(app);
     let verdicts = glommio::executor()
-        .spawn_blocking(move || (0..n).map(|k| verify_shard(&store, k)).collect::<Result<Vec<_>, _>>())
+        .spawn_blocking(move || (0..n).map(|k| verify_shard(&log, k)).collect::<Result<Vec<_>, _>>())
         .await
-        .map_err(store_problem)?;
+        .map_err(log_problem)?;
     let v = Verification {
         valid: verdicts.iter().all(|s| s.valid),
         shards: verdicts,

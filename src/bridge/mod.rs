@@ -65,8 +65,9 @@ pub struct BridgeSetup {
     pub producer: rim_ring::Producer,
     /// Persistence is on: offsets wait for the durable position (else the consumed one).
     pub durable: bool,
-    /// The store, the outbox's source; `None` when persistence is off (nothing published).
-    pub store: Option<Arc<rim_capsule::Store>>,
+    /// The store and its decision log, the outbox's source; `None` when persistence is
+    /// off (nothing published).
+    pub log: Option<crate::persist::audit::DecisionLog>,
     /// Set at shutdown; the bridge threads settle, commit and return.
     pub stop: Arc<AtomicBool>,
     /// Shared with readiness and metrics.
@@ -83,7 +84,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
         config,
         producer,
         durable,
-        store,
+        log,
         stop,
         health,
         core,
@@ -110,10 +111,10 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
         None
     };
     let publishes = config.publish_capsules || config.publish_decisions;
-    let outbox = match store {
-        Some(store) if publishes => Some(outbox::Outbox::new(outbox::OutboxSetup {
+    let outbox = match log {
+        Some(log) if publishes => Some(outbox::Outbox::new(outbox::OutboxSetup {
             cfg: config.clone(),
-            store,
+            log,
             traces,
             stop: stop.clone(),
             health: health.clone(),

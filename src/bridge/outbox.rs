@@ -23,6 +23,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rim_capsule::{Capsule, Store};
+
+use crate::persist::audit::DecisionLog;
 use tracing::{error, info, warn};
 
 use super::clients::{OutContext, Report};
@@ -76,7 +78,7 @@ struct Outgoing {
 /// What the outbox thread needs.
 pub(crate) struct OutboxSetup {
     pub cfg: BridgeConfig,
-    pub store: Arc<Store>,
+    pub log: DecisionLog,
     pub traces: Arc<Mutex<Traces>>,
     pub stop: Arc<AtomicBool>,
     pub health: Arc<BridgeHealth>,
@@ -85,6 +87,7 @@ pub(crate) struct OutboxSetup {
 pub(crate) struct Outbox {
     cfg: BridgeConfig,
     store: Arc<Store>,
+    log: DecisionLog,
     traces: Arc<Mutex<Traces>>,
     stop: Arc<AtomicBool>,
     health: Arc<BridgeHealth>,
@@ -106,7 +109,8 @@ impl Outbox {
             next_token: 0,
             reports: Vec::new(),
             cfg: s.cfg,
-            store: s.store,
+            store: s.log.store().clone(),
+            log: s.log,
             traces: s.traces,
             stop: s.stop,
             health: s.health,
@@ -239,7 +243,7 @@ impl Outbox {
     }
 
     fn refresh_shards(&mut self) {
-        let shards = match self.store.decision_shards() {
+        let shards = match self.log.shards() {
             Ok(s) => s,
             Err(e) => {
                 warn!("kafka outbox: reading decision shards: {e}");
@@ -316,7 +320,7 @@ impl Outbox {
     }
 
     fn decisions(&self, shard: u16, from: u64, limit: usize) -> Vec<Outgoing> {
-        let rows = match self.store.decisions(shard, from, limit) {
+        let rows = match self.log.decisions(shard, from, limit) {
             Ok(r) => r,
             Err(e) => {
                 warn!("kafka outbox: reading decisions of shard {shard}: {e}");

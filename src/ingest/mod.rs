@@ -20,7 +20,8 @@ use std::sync::Arc;
 use rim_journal::event::{EventHead, EventRecord, EVENT_BYTES_MAX};
 use rim_ring::{liveness::PeerState, Consumer, EventError, EventView};
 
-use crate::persist::entry::{self, HEAD_BYTES, KIND_EVENT, KIND_MARKER};
+use crate::persist::entry::{self, HEAD_BYTES, KIND_MARKER};
+use crate::persist::wake::Wake;
 use crate::report::{Reporter, ShardFigures, STAGE_RING_HOP};
 use crate::tick::{self, Slot, TickHead, NODE_ID_BYTES_MAX, SLOTS_PER_RECORD_MAX};
 use dedup::Dedup;
@@ -181,6 +182,8 @@ struct Router {
 pub struct JournalOut {
     /// Events and markers, to the journal thread.
     pub ring: rtrb::Producer<u8>,
+    /// Unparks the journal thread when it sleeps (a syscall only then).
+    pub wake: Arc<Wake>,
     /// The last marker whose entries (and every entry before) are synced.
     pub durable_marker: Arc<AtomicU64>,
     /// The last durable marker whose positions ingest has written into the producers'
@@ -191,35 +194,53 @@ pub struct JournalOut {
 
 struct JournalSide {
     out: JournalOut,
-    /// One entry being built: head, then the encoded event.
+    /// One entry being built: head, extras, then the encoded event.
     scratch: Box<[u8]>,
     marker_seq: u64,
     settled_marker: u64,
+    /// Entries pushed since the journal thread was last told.
+    pushed: bool,
 }
 
 /// Bytes of the largest entry ingest pushes.
-const JOURNAL_ENTRY_MAX: usize = HEAD_BYTES + EVENT_BYTES_MAX;
+const JOURNAL_ENTRY_MAX: usize = HEAD_BYTES + entry::EXTRAS_BYTES + entry::KEYS_MAX * 8 + EVENT_BYTES_MAX;
 
 impl JournalSide {
-    /// Encodes an accepted event and pushes it; false when it cannot (counted as lost by
-    /// the caller; room was checked before the turn, so this does not happen).
+    /// Encodes an accepted event, with the roll-up's extras (node index, status and metric
+    /// keys) before it, and pushes it; false when it cannot (counted as lost by the caller;
+    /// room was checked before the turn, so this does not happen).
+    #[allow(clippy::too_many_arguments)]
     fn append<'m>(
         &mut self,
         partition: u32,
+        node: u32,
+        status: u64,
+        keys: &[u64],
         head: &EventHead<'_>,
         metrics: impl Iterator<Item = (&'m str, f64)>,
     ) -> bool {
-        let Ok(n) = rim_journal::event::encode(head, metrics, &mut self.scratch[HEAD_BYTES..]) else {
+        let at = HEAD_BYTES + entry::EXTRAS_BYTES + keys.len().min(entry::KEYS_MAX) * 8;
+        let Ok(n) = rim_journal::event::encode(head, metrics, &mut self.scratch[at..]) else {
             return false;
         };
-        entry::Head {
-            len: n as u32,
-            kind: KIND_EVENT,
-            partition: partition as u16,
-            aux: head.received_ms,
+        let at = entry::put_event_head(
+            &mut self.scratch,
+            partition as u16,
+            head.received_ms,
+            node,
+            status,
+            keys,
+            n,
+        );
+        self.pushed = true;
+        entry::push(&mut self.out.ring, &self.scratch[..at + n])
+    }
+
+    /// Unparks the journal thread if it sleeps and something was pushed since.
+    fn notify(&mut self) {
+        if std::mem::take(&mut self.pushed) {
+            self.out.wake.notify();
         }
-        .put(&mut self.scratch[..HEAD_BYTES]);
-        entry::push(&mut self.out.ring, &self.scratch[..HEAD_BYTES + n])
     }
 
     /// After a turn on a ring: a marker, and the ring's position remembered under it.
@@ -229,6 +250,7 @@ impl JournalSide {
         entry::Head {
             len: 0,
             kind: KIND_MARKER,
+            keys: 0,
             partition: 0,
             aux: seq,
         }
@@ -328,6 +350,7 @@ impl Ingest {
                     scratch: vec![0u8; JOURNAL_ENTRY_MAX].into_boxed_slice(),
                     marker_seq: 0,
                     settled_marker: 0,
+                    pushed: false,
                 }),
             },
             control: s.control,
@@ -378,6 +401,9 @@ impl Ingest {
             }
         }
         self.next = (self.next + 1) % n;
+        if let Some(j) = self.router.journal.as_mut() {
+            j.notify();
+        }
         work
     }
 
@@ -416,6 +442,12 @@ impl Ingest {
             return ReplayOutcome::Full;
         }
         self.router.route_replay(rec)
+    }
+
+    /// The index of node `id`, giving it one if it has none (recovery places checkpointed
+    /// nodes this way, in their old order, before replaying); None past `nodes_max`.
+    pub fn node_index(&mut self, id: &str) -> Option<u32> {
+        self.router.nodes.intern(id).map(|(n, _)| n)
     }
 
     /// Rings that have data waiting.
@@ -618,7 +650,7 @@ impl Router {
             n += 1;
         }
         if tick::push_tick(&mut self.outs[shard], &head, metrics[..n].iter().copied()) {
-            ReplayOutcome::Applied
+            ReplayOutcome::Applied(node)
         } else {
             self.counters[C_LOST] += 1;
             ReplayOutcome::Refused
@@ -636,6 +668,15 @@ impl Router {
         let Some(shard) = self.admit(node, ev.event_id()) else {
             return;
         };
+        // Names as keys, once per event (cached per ring symbol): the tick and the
+        // journal entry's roll-up extras share them.
+        let status = cached_hash(hash_of, ev.status_sym().get(), || ev.status());
+        let mut keys = [0u64; tick::METRICS_MAX];
+        let mut n_keys = 0;
+        for (i, (sym, _)) in ev.metric_syms().enumerate().take(keys.len()) {
+            keys[i] = cached_hash(hash_of, sym.get(), || ev.metrics().nth(i).map_or("", |m| m.0));
+            n_keys = i + 1;
+        }
         if let Some(j) = self.journal.as_mut() {
             let head = EventHead {
                 rim_node_id: ev.rim_node_id(),
@@ -649,7 +690,8 @@ impl Router {
                 status: ev.status(),
                 source_topic: ev.source_topic(),
             };
-            if !j.append(self.nodes.partition(node), &head, ev.metrics()) {
+            let partition = self.nodes.partition(node);
+            if !j.append(partition, node, status, &keys[..n_keys], &head, ev.metrics()) {
                 self.counters[C_LOST] += 1;
                 return;
             }
@@ -677,13 +719,10 @@ impl Router {
             price: ev.price(),
             volume: ev.volume(),
             stress: ev.stress(),
-            status: cached_hash(hash_of, ev.status_sym().get(), || ev.status()),
+            status,
             replay: false,
         };
-        let metrics = ev.metric_syms().enumerate().map(|(i, (sym, v))| {
-            let key = cached_hash(hash_of, sym.get(), || ev.metrics().nth(i).map_or("", |m| m.0));
-            (key, v)
-        });
+        let metrics = ev.metric_syms().zip(&keys[..n_keys]).map(|((_, v), &k)| (k, v));
         if tick::push_tick(&mut self.outs[shard], &head, metrics) {
             self.counters[C_ACCEPTED] += 1;
         } else {
@@ -710,8 +749,8 @@ impl Router {
 /// What became of a replayed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayOutcome {
-    /// Routed to its shard.
-    Applied,
+    /// Routed to its shard; the node's index.
+    Applied(u32),
     /// Dropped (duplicate, node limit): counted like a live one.
     Refused,
     /// The reflex ring is full: drain it and offer the event again.

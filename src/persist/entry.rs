@@ -1,36 +1,51 @@
 //! Entries on the in-process byte rings into the journal thread: ingest's events and
 //! durability markers, the reflex shards' decisions and predictions.
 //!
-//! An entry is a 16-byte head and a payload, pushed whole with one copy
-//! (`push_entire_slice`) and popped whole, so the journal thread never sees half an entry:
+//! An entry is a 16-byte head and a body, pushed whole with one copy and popped whole,
+//! so the journal thread never sees half an entry:
 //! ```text
-//!  0  payload length u32   4  kind u8   5  reserved u8   6  partition u16   8  aux u64
-//! 16  payload
+//!  0  body length u32   4  kind u8   5  metric keys u8 (events)   6  partition u16   8  aux u64
+//! 16  body
 //! ```
 //! `aux` is the event's arrival time (ms) for events, the marker's sequence for markers,
-//! the shard for decisions.
+//! the shard for decisions and predictions.
+//!
+//! An event's body carries, before the journal record, what the roll-up needs that ingest
+//! already computed, so the cold core neither hashes names nor looks nodes up per event:
+//! ```text
+//!  0  node index u32   4  reserved u32   8  status key u64   16  metric name hashes u64 × n
+//!  16 + 8n  the journal record (`rim_journal::event` encoding)
+//! ```
+//! The rings are written and read by this process only; a malformed entry is a bug, and
+//! the journal thread stops the process rather than guess (see [`EntryError`]).
 
 /// Bytes of an entry's head.
 pub const HEAD_BYTES: usize = 16;
-/// An event, encoded by [`rim_journal::event::encode`].
+/// An event: roll-up extras, then the journal record.
 pub const KIND_EVENT: u8 = 1;
 /// A durability marker: every entry before it covers the producer positions ingest
 /// recorded under its sequence.
 pub const KIND_MARKER: u8 = 2;
-/// A decision record (the broadcast ring's bytes), for the audit log.
+/// A decision record (the broadcast ring's bytes), for the decision log.
 pub const KIND_DECISION: u8 = 3;
 /// A prediction (see [`crate::persist::predict`]).
 pub const KIND_PREDICTION: u8 = 4;
-/// Largest payload accepted from a ring (a bound, not a format limit).
-pub const PAYLOAD_BYTES_MAX: usize = 64 << 10;
+/// Largest body accepted from a ring (a bound, not a format limit).
+pub const BODY_BYTES_MAX: usize = 64 << 10;
+/// Bytes of an event's extras before its metric keys.
+pub const EXTRAS_BYTES: usize = 16;
+/// Metric keys an event entry carries at most.
+pub const KEYS_MAX: usize = 64;
 
 /// An entry's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
-    /// Payload bytes.
+    /// Body bytes.
     pub len: u32,
-    /// What the payload is.
+    /// What the body is.
     pub kind: u8,
+    /// Metric keys of an event (0 otherwise).
+    pub keys: u8,
     /// The event's partition (events), else 0.
     pub partition: u16,
     /// Kind-specific word.
@@ -42,7 +57,7 @@ impl Head {
     pub fn put(&self, out: &mut [u8]) {
         out[0..4].copy_from_slice(&self.len.to_le_bytes());
         out[4] = self.kind;
-        out[5] = 0;
+        out[5] = self.keys;
         out[6..8].copy_from_slice(&self.partition.to_le_bytes());
         out[8..16].copy_from_slice(&self.aux.to_le_bytes());
     }
@@ -56,30 +71,109 @@ impl Head {
         Self {
             len: word(0..4) as u32,
             kind: b[4],
+            keys: b[5],
             partition: word(6..8) as u16,
             aux: word(8..16),
         }
     }
 }
 
-/// Pushes a whole entry (`bytes` = head and payload); false, writing nothing, when the
+/// An event's extras and journal record, borrowed from an entry's body.
+#[derive(Debug, Clone, Copy)]
+pub struct EventBody<'a> {
+    /// Ingest's dense node index.
+    pub node: u32,
+    /// The status text's key.
+    pub status: u64,
+    /// The metrics' name hashes (`rim_rules::name_hash`, at least 1), little-endian words,
+    /// in the record's metric order.
+    keys: &'a [u8],
+    /// The journal record.
+    pub record: &'a [u8],
+}
+
+impl EventBody<'_> {
+    /// Metric `i`'s name hash.
+    pub fn key(&self, i: usize) -> Option<u64> {
+        let w = self.keys.get(i * 8..i * 8 + 8)?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        Some(u64::from_le_bytes(b))
+    }
+
+    /// How many keys the entry carries.
+    pub fn key_count(&self) -> usize {
+        self.keys.len() / 8
+    }
+}
+
+/// Splits an event entry's body; `None` if it is shorter than its keys say.
+pub fn event_body<'a>(head: &Head, body: &'a [u8]) -> Option<EventBody<'a>> {
+    let keys_end = EXTRAS_BYTES + usize::from(head.keys) * 8;
+    let word = |r: std::ops::Range<usize>| -> Option<u64> {
+        let mut w = [0u8; 8];
+        let s = body.get(r)?;
+        w[..s.len()].copy_from_slice(s);
+        Some(u64::from_le_bytes(w))
+    };
+    Some(EventBody {
+        node: word(0..4)? as u32,
+        status: word(8..16)?,
+        keys: body.get(EXTRAS_BYTES..keys_end)?,
+        record: body.get(keys_end..)?,
+    })
+}
+
+/// Writes an event entry's head and extras into `out` (at least
+/// `HEAD_BYTES + EXTRAS_BYTES + 8 × keys.len()` bytes) for a record of `record_len` bytes
+/// that the caller places right after; returns where the record goes.
+pub fn put_event_head(
+    out: &mut [u8],
+    partition: u16,
+    received_ms: u64,
+    node: u32,
+    status: u64,
+    keys: &[u64],
+    record_len: usize,
+) -> usize {
+    let keys = &keys[..keys.len().min(KEYS_MAX)];
+    let extras = EXTRAS_BYTES + keys.len() * 8;
+    Head {
+        len: (extras + record_len) as u32,
+        kind: KIND_EVENT,
+        keys: keys.len() as u8,
+        partition,
+        aux: received_ms,
+    }
+    .put(&mut out[..HEAD_BYTES]);
+    let b = &mut out[HEAD_BYTES..HEAD_BYTES + extras];
+    b[0..4].copy_from_slice(&node.to_le_bytes());
+    b[4..8].fill(0);
+    b[8..16].copy_from_slice(&status.to_le_bytes());
+    for (i, k) in keys.iter().enumerate() {
+        b[16 + i * 8..24 + i * 8].copy_from_slice(&k.to_le_bytes());
+    }
+    HEAD_BYTES + extras
+}
+
+/// Pushes a whole entry (`bytes` = head and body); false, writing nothing, when the
 /// ring lacks room.
 pub fn push(ring: &mut rtrb::Producer<u8>, bytes: &[u8]) -> bool {
     ring.push_entire_slice(bytes).is_ok()
 }
 
-/// Pushes head and payload (cold path: copies both into `scratch` first).
-pub fn push_parts(ring: &mut rtrb::Producer<u8>, head: Head, payload: &[u8], scratch: &mut Vec<u8>) -> bool {
+/// Pushes head and body (cold path: copies both into `scratch` first).
+pub fn push_parts(ring: &mut rtrb::Producer<u8>, head: Head, body: &[u8], scratch: &mut Vec<u8>) -> bool {
     scratch.clear();
     scratch.resize(HEAD_BYTES, 0);
     head.put(scratch);
-    scratch.extend_from_slice(payload);
+    scratch.extend_from_slice(body);
     push(ring, scratch)
 }
 
 /// Why a ring's content could not be read (a bug in the writer; the ring is abandoned).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("entry of kind {kind} claims {len} payload bytes (at most {PAYLOAD_BYTES_MAX}, {available} available)")]
+#[error("entry of kind {kind} claims {len} body bytes (at most {BODY_BYTES_MAX}, {available} available)")]
 pub struct EntryError {
     /// The kind read.
     pub kind: u8,
@@ -89,46 +183,63 @@ pub struct EntryError {
     pub available: usize,
 }
 
-/// Pops the next whole entry into `payload`; `Ok(None)` when none is complete.
-pub fn pop(ring: &mut rtrb::Consumer<u8>, payload: &mut Vec<u8>) -> Result<Option<Head>, EntryError> {
+/// The head of the next whole entry, without taking it; `Ok(None)` when none is there.
+pub fn peek(ring: &mut rtrb::Consumer<u8>) -> Result<Option<Head>, EntryError> {
+    let Ok(chunk) = ring.read_chunk(HEAD_BYTES) else {
+        return Ok(None);
+    };
     let mut raw = [0u8; HEAD_BYTES];
-    {
-        let Ok(chunk) = ring.read_chunk(HEAD_BYTES) else {
-            return Ok(None);
-        };
-        let (a, b) = chunk.as_slices();
-        raw[..a.len()].copy_from_slice(a);
-        raw[a.len()..].copy_from_slice(b);
-        // Not committed: the head is consumed with its payload below.
-    }
+    let (a, b) = chunk.as_slices();
+    raw[..a.len()].copy_from_slice(a);
+    raw[a.len()..].copy_from_slice(b);
+    // Not committed: the head is taken with its body.
     let head = Head::get(&raw);
     let available = ring.slots() - HEAD_BYTES;
-    if head.len as usize > PAYLOAD_BYTES_MAX {
+    // The writer pushes head and body in one commit, so a visible head has its body.
+    if head.len as usize > BODY_BYTES_MAX || head.len as usize > available {
         return Err(EntryError {
             kind: head.kind,
             len: head.len,
             available,
         });
     }
-    // The writer pushes head and payload in one commit, so a visible head has its payload.
-    let Ok(chunk) = ring.read_chunk(HEAD_BYTES + head.len as usize) else {
+    Ok(Some(head))
+}
+
+/// Takes the next whole entry and hands its head and body to `f`: straight from the ring
+/// when the body is contiguous there, else through `scratch` (an entry straddling the
+/// ring's end). `Ok(None)` when none is there.
+pub fn take<R>(
+    ring: &mut rtrb::Consumer<u8>,
+    scratch: &mut Vec<u8>,
+    f: impl FnOnce(Head, &[u8]) -> R,
+) -> Result<Option<R>, EntryError> {
+    let Some(head) = peek(ring)? else {
+        return Ok(None);
+    };
+    let total = HEAD_BYTES + head.len as usize;
+    let Ok(chunk) = ring.read_chunk(total) else {
         return Err(EntryError {
             kind: head.kind,
             len: head.len,
-            available,
+            available: ring.slots(),
         });
     };
-    payload.clear();
     let (a, b) = chunk.as_slices();
-    // Skip the head, which may straddle the wrap.
-    if a.len() >= HEAD_BYTES {
-        payload.extend_from_slice(&a[HEAD_BYTES..]);
-        payload.extend_from_slice(b);
+    let out = if a.len() >= total {
+        f(head, &a[HEAD_BYTES..total])
     } else {
-        payload.extend_from_slice(&b[HEAD_BYTES - a.len()..]);
-    }
+        scratch.clear();
+        if a.len() >= HEAD_BYTES {
+            scratch.extend_from_slice(&a[HEAD_BYTES..]);
+            scratch.extend_from_slice(b);
+        } else {
+            scratch.extend_from_slice(&b[HEAD_BYTES - a.len()..]);
+        }
+        f(head, scratch)
+    };
     chunk.commit_all();
-    Ok(Some(head))
+    Ok(Some(out))
 }
 
 #[cfg(test)]
@@ -139,20 +250,20 @@ mod tests {
     fn entries_cross_the_wrap_whole() {
         let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(100);
         let mut scratch = Vec::new();
-        let mut out = Vec::new();
+        let mut buf = Vec::new();
         for i in 0..50u64 {
-            let payload: Vec<u8> = (0..(i % 37) as u8).collect();
+            let body: Vec<u8> = (0..(i % 37) as u8).collect();
             let head = Head {
-                len: payload.len() as u32,
-                kind: KIND_EVENT,
+                len: body.len() as u32,
+                kind: KIND_DECISION,
+                keys: 0,
                 partition: i as u16,
                 aux: i * 7,
             };
-            assert!(push_parts(&mut tx, head, &payload, &mut scratch));
-            let got = pop(&mut rx, &mut out).expect("valid").expect("an entry");
-            assert_eq!(got, head);
-            assert_eq!(out, payload);
-            assert_eq!(pop(&mut rx, &mut out), Ok(None));
+            assert!(push_parts(&mut tx, head, &body, &mut scratch));
+            let got = take(&mut rx, &mut buf, |h, b| (h, b.to_vec())).expect("valid");
+            assert_eq!(got, Some((head, body)));
+            assert_eq!(take(&mut rx, &mut buf, |_, _| ()), Ok(None));
         }
     }
 
@@ -163,14 +274,64 @@ mod tests {
         let head = Head {
             len: 20,
             kind: KIND_DECISION,
+            keys: 0,
             partition: 0,
             aux: 1,
         };
         assert!(push_parts(&mut tx, head, &[1; 20], &mut scratch));
         assert!(!push_parts(&mut tx, head, &[2; 20], &mut scratch));
-        let mut out = Vec::new();
-        assert_eq!(pop(&mut rx, &mut out), Ok(Some(head)));
-        assert_eq!(out, vec![1; 20]);
-        assert_eq!(pop(&mut rx, &mut out), Ok(None));
+        let got = take(&mut rx, &mut scratch, |h, b| (h, b.to_vec())).expect("valid");
+        assert_eq!(got, Some((head, vec![1; 20])));
+        assert_eq!(take(&mut rx, &mut scratch, |_, _| ()), Ok(None));
+    }
+
+    #[test]
+    fn an_event_entry_carries_its_extras() {
+        let mut out = vec![0u8; 256];
+        let at = put_event_head(&mut out, 7, 99, 41, 0xABCD, &[11, 22, 33], 5);
+        out[at..at + 5].copy_from_slice(b"hello");
+        let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(1024);
+        assert!(push(&mut tx, &out[..at + 5]));
+        let mut scratch = Vec::new();
+        let got = take(&mut rx, &mut scratch, |h, b| {
+            let e = event_body(&h, b).expect("an event body");
+            (
+                h.partition,
+                h.aux,
+                e.node,
+                e.status,
+                e.key(2),
+                e.key(3),
+                e.record.to_vec(),
+            )
+        })
+        .expect("valid");
+        assert_eq!(got, Some((7, 99, 41, 0xABCD, Some(33), None, b"hello".to_vec())));
+    }
+
+    #[test]
+    fn a_lying_length_is_an_error_not_a_panic() {
+        let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(64);
+        let mut raw = [0u8; HEAD_BYTES];
+        Head {
+            len: 40,
+            kind: KIND_EVENT,
+            keys: 0,
+            partition: 0,
+            aux: 0,
+        }
+        .put(&mut raw);
+        assert!(push(&mut tx, &raw));
+        let mut scratch = Vec::new();
+        assert!(take(&mut rx, &mut scratch, |_, _| ()).is_err());
+        // An event body shorter than its keys say.
+        let h = Head {
+            len: 8,
+            kind: KIND_EVENT,
+            keys: 4,
+            partition: 0,
+            aux: 0,
+        };
+        assert!(event_body(&h, &[0u8; 8]).is_none());
     }
 }

@@ -3,31 +3,37 @@
 //! ```text
 //! ingest ──(events, markers)──────────┐
 //! reflex k ──(decisions, predictions)─┴─► journal thread (cold core, may block)
-//!      append to the partition's segment · group commit (sync) · durable marker back to
-//!      ingest, which moves producers' durable positions · roll-up of observed capsules ·
-//!      predicted capsules · accuracy scores · audit records
-//!                          │ one Batch per store_interval_ms (only synced data)
+//!      append to the events / decision-log buffers · pipelined group commit (io_uring
+//!      writes + fdatasync) · durable marker back to ingest, durable chain seq back to
+//!      reflex · roll-up by node index · predictions filed and scored · accuracy
+//!                          │ durable work, at most every store_interval_ms
 //!                          ▼
-//!      store writer thread: one redb transaction per batch (coalesced when it lags)
+//!      store writer thread: one redb transaction per hand-off (it grows while one commits)
 //! ```
-//! The journal thread never hands the writer anything that is not synced. Every
-//! `persist.checkpoint_ms` (and at shutdown) a batch also carries a **checkpoint** of the
-//! roll-up's open windows and the partitions' watermarks (`committed_to`: the synced
-//! end, which the checkpoint is complete to; `replay_from`: the previous checkpoint's
-//! end), written in the same transaction as the capsules. Recovery restores the
-//! checkpoint and reads the journal from `replay_from`: into ingest (node table, dedup
-//! windows, so that an event synced just before a crash but never seen acknowledged is
-//! recognised when its producer resends it) and the reflex state, and from
-//! `committed_to` on also into the roll-up; a window it closes again that was
-//! already committed comes back identical (counted as `persist.capsules_existing`), or,
-//! if it differs, the committed one stays (`persist.capsules_kept`).
+//! The journal thread never hands the writer anything that is not durable. Every
+//! `persist.checkpoint_ms` (and at shutdown) the hand-off also carries a **checkpoint**
+//! of the roll-up (the chunks of nodes that changed: open windows, pending predictions,
+//! accuracy) and the streams' watermarks (events: `committed_to`, the end the checkpoint
+//! is complete to, and `replay_from`, the previous checkpoint's end; decision log: its end
+//! then), written in the same transaction as the capsules.
+//!
+//! Recovery restores the checkpoint (placing its nodes in ingest's node table first, in
+//! their old order), reads the decision log from its watermark (decision runs for the
+//! index, the chains' last durable decisions, predictions to score), then reads the events
+//! from `replay_from`: into ingest (node table, dedup windows, so that an event synced
+//! just before a crash but never seen acknowledged is recognised when its producer
+//! resends it) and the reflex state, and from `committed_to` on also into the roll-up; a
+//! window it closes again that was already committed comes back identical (counted as
+//! `persist.capsules_existing`), or, if it differs, the committed one stays
+//! (`persist.capsules_kept`).
 
+pub mod audit;
 pub mod entry;
 pub mod predict;
 mod thread;
+pub mod wake;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +48,7 @@ use crate::config::Config;
 use crate::ingest::{Ingest, ReplayOutcome};
 use crate::reflex::decision::Chain;
 use crate::reflex::Reflex;
+use audit::{RunBuilder, LOG_DECISION, LOG_PREDICTION, LOG_SHUTDOWN, STREAMS, STREAM_DECISIONS, STREAM_EVENTS};
 
 pub use thread::{spawn, JournalInputs};
 
@@ -64,15 +71,18 @@ pub enum PersistError {
     #[error("capsule store: {0}")]
     Store(#[from] rim_capsule::StoreError),
     /// A journal record that passed its CRC does not decode (a bug or a foreign file).
-    #[error("journal partition {partition} position {pos}: {message}")]
+    #[error("journal stream {stream} position {pos}: {message}")]
     Record {
-        /// Partition.
-        partition: u32,
+        /// Stream.
+        stream: u32,
         /// Position.
         pos: u64,
         /// What is wrong.
         message: String,
     },
+    /// The decision log could not be read back.
+    #[error("decision log: {0}")]
+    Log(String),
     /// Another daemon uses this data directory.
     #[error("another rimd (pid {pid}) uses the data directory {path}; stop it or choose another persist.data_dir")]
     Locked {
@@ -93,11 +103,11 @@ pub struct PersistStats {
     pub journal_events: AtomicU64,
     /// Bytes appended (payloads).
     pub journal_bytes: AtomicU64,
-    /// Group commits.
+    /// Group commits completed.
     pub syncs: AtomicU64,
-    /// Time spent in syncs, ns.
+    /// Time from the start of a commit to its completion, summed, ns.
     pub sync_ns: AtomicU64,
-    /// Longest sync, ns.
+    /// Longest commit, ns.
     pub sync_ns_max: AtomicU64,
     /// Journal errors (append or sync); the journal thread retries.
     pub journal_errors: AtomicU64,
@@ -108,12 +118,26 @@ pub struct PersistStats {
     /// Capsules refused because a different one with the same key was committed (after
     /// a restart: the committed one stays).
     pub capsules_kept: AtomicU64,
-    /// Decisions written to the audit log.
+    /// Decisions appended to the decision log.
     pub decisions_logged: AtomicU64,
-    /// Predictions stored.
+    /// Decision runs written to the index.
+    pub decision_runs: AtomicU64,
+    /// Predictions appended to the decision log (and stored as PREDICTED capsules).
     pub predictions: AtomicU64,
-    /// Predictions scored against their observed window.
+    /// Windows scored against their prediction (a level).
     pub scored: AtomicU64,
+    /// Predictions that could not be scored (their window closed first) (a level).
+    pub unscored: AtomicU64,
+    /// Bytes written by group commits (both streams).
+    pub commit_bytes: AtomicU64,
+    /// Checkpoints staged.
+    pub checkpoints: AtomicU64,
+    /// Bytes of checkpoint chunks staged.
+    pub checkpoint_bytes: AtomicU64,
+    /// Journal-thread turns that took nothing because the store was behind.
+    pub store_backpressure_turns: AtomicU64,
+    /// Capsules made but not yet handed to the store writer (a level).
+    pub store_waiting: AtomicU64,
     /// Store transactions.
     pub store_commits: AtomicU64,
     /// Store write failures (the batch is retried for 30 s, then rimd exits and a restart
@@ -150,8 +174,15 @@ impl PersistStats {
             ("capsules_existing", r(&self.capsules_existing)),
             ("capsules_kept", r(&self.capsules_kept)),
             ("decisions_logged", r(&self.decisions_logged)),
+            ("decision_runs", r(&self.decision_runs)),
             ("predictions", r(&self.predictions)),
             ("scored", r(&self.scored)),
+            ("unscored", r(&self.unscored)),
+            ("commit_bytes", r(&self.commit_bytes)),
+            ("checkpoints", r(&self.checkpoints)),
+            ("checkpoint_bytes", r(&self.checkpoint_bytes)),
+            ("store_backpressure_turns", r(&self.store_backpressure_turns)),
+            ("store_waiting", r(&self.store_waiting)),
             ("store_commits", r(&self.store_commits)),
             ("store_errors", r(&self.store_errors)),
             ("late_events", r(&self.late_events)),
@@ -173,16 +204,22 @@ pub struct Opened {
     pub journal: Journal<Fs>,
     /// The store.
     pub store: Arc<Store>,
-    /// Roll-up state (rebuilt by [`recover`]).
+    /// Roll-up state (restored and brought up to date by [`recover`]).
     pub rollup: Rollup,
-    /// Per partition: (replay from, roll up from): recovery feeds events from the first
-    /// to ingest and reflex, and from the second also to the roll-up (restored from its
-    /// checkpoint up to there).
-    pub marks: Vec<(u64, u64)>,
-    /// Per reflex shard: the chain to continue.
+    /// The events' watermark: recovery feeds events from `replay_from` to ingest and
+    /// reflex, and from `committed_to` on also to the roll-up.
+    pub replay_from: u64,
+    /// See `replay_from`.
+    pub committed_to: u64,
+    /// The decision log's watermark: recovery reads it from here.
+    pub log_from: u64,
+    /// The checkpoint to restore (header and chunks), when one was stored with valid
+    /// watermarks.
+    checkpoint: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    /// Per reflex shard: the chain to continue (found by [`recover`]).
     pub chains: Vec<Option<Chain>>,
-    /// Metric names by hash, for predictions.
-    pub names: HashMap<u64, String>,
+    /// The decision index's open runs, for the journal thread to continue.
+    pub runs: RunBuilder,
     /// Counters.
     pub stats: Arc<PersistStats>,
     /// The configuration.
@@ -190,7 +227,7 @@ pub struct Opened {
 }
 
 /// Opens (creating) the journal and the store, cuts torn journal tails and reads the
-/// watermarks and the audit chains' heads.
+/// watermarks and the checkpoint.
 pub fn open(config: &Config) -> Result<Opened, PersistError> {
     let p = &config.persist;
     std::fs::create_dir_all(&p.data_dir).map_err(|source| PersistError::DataDir {
@@ -199,12 +236,13 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
     })?;
     let lock = lock_data_dir(&p.data_dir)?;
     let stats = Arc::new(PersistStats::default());
-    let mut jcfg = JournalConfig::new(p.journal_dir(), config.topology.partitions);
+    let mut jcfg = JournalConfig::new(p.journal_dir(), STREAMS);
     jcfg.segment_bytes = p.segment_bytes;
     jcfg.retention_ms = p.retention_hours.saturating_mul(3_600_000);
     jcfg.retention_bytes = p.retention_bytes;
+    jcfg.buffer_bytes = p.commit_bytes as usize;
     let (journal, recovery) = Journal::open(jcfg, Fs::new())?;
-    let cut: u64 = recovery.partitions.iter().map(|r| r.torn_bytes).sum();
+    let cut: u64 = recovery.streams.iter().map(|r| r.torn_bytes).sum();
     stats.torn_bytes_cut.store(cut, Ordering::Relaxed);
     if cut > 0 {
         warn!(bytes = cut, "journal: torn tails cut");
@@ -216,95 +254,69 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
             .zip(&p.resolution_retention_hours)
             .map(|(&r, &h)| (r, h.saturating_mul(3_600_000)))
             .collect(),
+        cache_bytes: p.store_cache_bytes,
     };
     let store = Arc::new(Store::open(&p.store_path(), scfg)?);
-    let mut marks: Vec<(u64, u64)> = (0..config.topology.partitions)
-        .map(|part| (journal.start(part), journal.start(part)))
-        .collect();
-    let mut rejected = false;
+    let start = journal.start(STREAM_EVENTS);
+    let (mut replay_from, mut committed_to, mut log_from) = (start, start, journal.start(STREAM_DECISIONS));
+    let mut valid = true;
+    let mut seen = false;
     for w in store.watermarks()? {
-        if let Some(m) = marks.get_mut(w.partition as usize) {
-            // A watermark past the journal's end (a journal lost or replaced under a
-            // store) cannot be trusted; replay what there is.
-            let end = journal.end(w.partition);
-            if w.replay_from <= end && w.committed_to <= end {
-                *m = (w.replay_from.max(journal.start(w.partition)), w.committed_to);
-            } else {
-                warn!(
-                    partition = w.partition,
-                    replay_from = w.replay_from,
-                    end,
-                    "watermark past the journal's end; replaying the whole partition"
-                );
-                rejected = true;
+        let end = journal.end(w.stream);
+        // A watermark past the journal's end (a journal lost or replaced under a store)
+        // cannot be trusted; replay what there is.
+        if w.replay_from > end || w.committed_to > end {
+            warn!(
+                stream = w.stream,
+                committed_to = w.committed_to,
+                end,
+                "watermark past the journal's end; replaying the whole journal"
+            );
+            valid = false;
+            continue;
+        }
+        match w.stream {
+            STREAM_EVENTS => {
+                seen = true;
+                replay_from = w.replay_from.max(start);
+                committed_to = w.committed_to.max(start);
             }
+            STREAM_DECISIONS => log_from = w.committed_to.max(journal.start(STREAM_DECISIONS)),
+            _ => {}
         }
     }
-    let mut chains = Vec::new();
-    for shard in 0..config.topology.reflex_shards {
-        let chain = match store.last_decision(shard as u16)? {
-            Some((_, bytes)) => match Chain::resume_after(&bytes) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    warn!(shard, error = %e, "audit log's last decision does not decode; shard starts a new chain");
-                    None
-                }
-            },
-            None => None,
-        };
-        chains.push(chain);
+    let checkpoint = if valid && seen { store.checkpoint()? } else { None };
+    if checkpoint.is_none() {
+        // Without the checkpoint, the watermarks say too little: the roll-up starts empty
+        // and takes every replayed event (closed windows come back as "existing").
+        replay_from = start;
+        committed_to = start;
+        log_from = journal.start(STREAM_DECISIONS);
     }
-    let rcfg = RollupConfig {
-        resolutions: p.resolutions.clone(),
-        grace_ms: p.grace_ms,
-        nodes_max: config.reflex.nodes_max,
-    };
-    // A checkpoint is only good with all of its watermarks: one rejected, and the roll-up
-    // starts empty and takes every replayed event (replay from the start everywhere).
-    let has_checkpoint = !rejected && store.checkpoint()?.is_some();
-    if rejected {
-        for (part, m) in marks.iter_mut().enumerate() {
-            let start = journal.start(part as u32);
-            *m = (start, start);
-        }
-    }
-    if !has_checkpoint {
-        // No checkpoint: the roll-up starts empty and takes every replayed event.
-        for m in &mut marks {
-            m.1 = m.0;
-        }
-    }
-    let stored = if has_checkpoint { store.checkpoint()? } else { None };
-    let rollup = match stored {
-        Some(bytes) => match Rollup::restore(rcfg.clone(), &bytes) {
-            Ok(r) => {
-                info!(open_windows = r.open_windows(), "roll-up restored from its checkpoint");
-                r
-            }
-            Err(e) => {
-                // Without the open windows, the watermarks say too little: replay every
-                // partition from its start (closed windows come back as "existing").
-                warn!(error = %e, "roll-up checkpoint not restored; replaying the whole journal");
-                for (part, m) in marks.iter_mut().enumerate() {
-                    let start = journal.start(part as u32);
-                    *m = (start, start);
-                }
-                Rollup::new(rcfg)
-            }
-        },
-        None => Rollup::new(rcfg),
-    };
+    let mut rollup = Rollup::new(rollup_config(config));
+    rollup.set_predicting(p.predict);
     Ok(Opened {
         _lock: lock,
         journal,
         store,
         rollup,
-        marks,
-        chains,
-        names: HashMap::new(),
+        replay_from,
+        committed_to,
+        log_from,
+        checkpoint,
+        chains: Vec::new(),
+        runs: RunBuilder::default(),
         stats,
         config: config.clone(),
     })
+}
+
+fn rollup_config(config: &Config) -> RollupConfig {
+    RollupConfig {
+        resolutions: config.persist.resolutions.clone(),
+        grace_ms: config.persist.grace_ms,
+        nodes_max: config.reflex.nodes_max,
+    }
 }
 
 /// Takes `{data_dir}/rimd.lock` (flock) before the journal is touched: a second daemon
@@ -324,55 +336,35 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, PersistError> {
 /// What recovery did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Recovered {
-    /// Journal records read.
+    /// Journal records read (events and decision-log records).
     pub events: u64,
-    /// Capsules closed again while replaying (already committed ones are kept).
+    /// Capsules closed or predicted again while replaying (committed ones are kept).
     pub capsules: u64,
     /// Time it took, ms.
     pub ms: u64,
 }
 
-/// Replays every partition from its watermark: roll-up windows, the dedup windows and
-/// node table in ingest, and the reflex shards' state (no decisions, no predictions).
+/// Predictions kept per node and resolution while recovery files the decision log's
+/// before replaying the events they predict.
+const RECOVERY_EXPECT_CAPACITY: usize = 64;
+
+/// Brings the daemon's state back: the roll-up from its checkpoint, the decision log's
+/// tail (index runs, chain heads, predictions), then the events since the watermark into
+/// ingest (node table, dedup windows), the reflex shards' state (nothing is decided or
+/// predicted twice) and the roll-up.
 pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]) -> Result<Recovered, PersistError> {
     let started = Instant::now();
     let mut done = Recovered::default();
-    let mut out = Vec::new();
+    restore_rollup(o, ingest);
     let mut batch = Batch::default();
-    let dir = o.config.persist.journal_dir();
-    for part in 0..o.journal.partitions() {
-        let (from, rolled_to) = o.marks[part as usize];
-        let mut reader = Reader::open(&dir, part, from, Fs::new())?;
-        while let Some((pos, bytes)) = reader.next()? {
-            let rec = rim_journal::event::decode(bytes).map_err(|e| PersistError::Record {
-                partition: part,
-                pos,
-                message: e.to_string(),
-            })?;
-            thread::learn_names(&mut o.names, &rec);
-            // Before the checkpoint's position the roll-up already has the event.
-            if pos >= rolled_to {
-                thread::roll(&mut o.rollup, part, pos, &rec, &mut out, &o.stats);
-            }
-            while ingest.replay(&rec) == ReplayOutcome::Full {
-                for r in reflexes.iter_mut() {
-                    r.poll(usize::MAX);
-                }
-            }
-            done.events += 1;
-            if out.len() >= o.config.persist.store_batch_max {
-                done.capsules += out.len() as u64;
-                batch.capsules.append(&mut out);
-                writer::commit(&o.store, &mut batch, &o.stats);
-            }
-        }
-    }
-    for r in reflexes.iter_mut() {
-        r.poll(usize::MAX);
-    }
-    done.capsules += out.len() as u64;
-    batch.capsules.append(&mut out);
-    if !batch.capsules.is_empty() {
+    o.rollup.set_expect_capacity(RECOVERY_EXPECT_CAPACITY);
+    let (heads, clean) = read_log_tail(o, ingest, &mut batch, &mut done)?;
+    o.chains = chain_heads(o, heads, clean, reflexes.len())?;
+    replay_events(o, ingest, reflexes, &mut batch, &mut done)?;
+    o.rollup.set_expect_capacity(rim_capsule::rollup::PREDICTIONS_PER_SLOT);
+    batch.decision_runs.extend(o.runs.take_changed());
+    done.capsules += batch.capsules.len() as u64;
+    if !batch.is_empty() {
         writer::commit(&o.store, &mut batch, &o.stats);
     }
     done.ms = started.elapsed().as_millis() as u64;
@@ -385,4 +377,183 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
         "recovery done"
     );
     Ok(done)
+}
+
+/// The roll-up from the stored checkpoint, its nodes placed in ingest's table in their old
+/// order; on any failure the roll-up starts empty and recovery reads everything.
+fn restore_rollup(o: &mut Opened, ingest: &mut Ingest) {
+    let Some((header, chunks)) = o.checkpoint.take() else {
+        return;
+    };
+    let mut place = |name: &str| ingest.node_index(name);
+    match Rollup::restore(
+        rollup_config(&o.config),
+        &header,
+        chunks.iter().map(Vec::as_slice),
+        &mut place,
+    ) {
+        Ok(mut r) => {
+            info!(
+                open_windows = r.open_windows(),
+                nodes = r.nodes(),
+                "roll-up restored from its checkpoint"
+            );
+            r.set_predicting(o.config.persist.predict);
+            o.rollup = r;
+        }
+        Err(e) => {
+            warn!(error = %e, "roll-up checkpoint not restored; replaying the whole journal");
+            o.replay_from = o.journal.start(STREAM_EVENTS);
+            o.committed_to = o.replay_from;
+            o.log_from = o.journal.start(STREAM_DECISIONS);
+        }
+    }
+}
+
+/// Reads the decision log from its watermark: runs for the index, each shard's last
+/// decision there, and the predictions (PREDICTED capsules again, filed for scoring).
+/// Also whether the log ends with a clean shutdown.
+fn read_log_tail(
+    o: &mut Opened,
+    ingest: &mut Ingest,
+    batch: &mut Batch,
+    done: &mut Recovered,
+) -> Result<(Vec<Option<Vec<u8>>>, bool), PersistError> {
+    let shards = o.config.topology.reflex_shards;
+    let mut heads: Vec<Option<Vec<u8>>> = vec![None; shards];
+    let indexed = (0..shards)
+        .filter_map(|k| o.store.last_decision_run(k as u16).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    o.runs.resume(indexed);
+    let dir = o.config.persist.journal_dir();
+    let mut reader = Reader::open(&dir, STREAM_DECISIONS, o.log_from, Fs::new())?;
+    let mut clean = false;
+    while let Some((pos, bytes)) = reader.next()? {
+        done.events += 1;
+        clean = bytes == [LOG_SHUTDOWN];
+        match bytes.split_first() {
+            Some((&LOG_DECISION, record)) => {
+                if let Some((shard, seq)) = audit::shard_and_seq(record) {
+                    o.runs.add(shard, seq, pos);
+                    if let Some(h) = heads.get_mut(usize::from(shard)) {
+                        *h = Some(record.to_vec());
+                    }
+                }
+            }
+            Some((&LOG_PREDICTION, record)) => {
+                let node = predict::decode(record).ok().and_then(|g| ingest.node_index(g.node_id));
+                if let Some(c) = node.and_then(|n| thread::predicted(&mut o.rollup, Some(n), record)) {
+                    batch.capsules.push(c);
+                }
+            }
+            Some((&LOG_SHUTDOWN, [])) => {}
+            _ => {
+                return Err(PersistError::Record {
+                    stream: STREAM_DECISIONS,
+                    pos,
+                    message: "not a decision-log record".into(),
+                })
+            }
+        }
+        flush_if_full(o, batch, done);
+    }
+    Ok((heads, clean))
+}
+
+/// Each shard's chain, continued after its last durable decision (from the log's tail, or
+/// else the index), skipping the sequence numbers subscribers may have seen and lost
+/// unless the log ended cleanly (`clean`).
+fn chain_heads(
+    o: &Opened,
+    heads: Vec<Option<Vec<u8>>>,
+    clean: bool,
+    shards: usize,
+) -> Result<Vec<Option<Chain>>, PersistError> {
+    let log = audit::DecisionLog::new(&o.config.persist.journal_dir(), o.store.clone());
+    let mut chains = Vec::with_capacity(shards);
+    for (k, head) in heads.into_iter().enumerate().take(shards) {
+        let last = match head {
+            Some(h) => Some(h),
+            None => log
+                .last_decision(k as u16)
+                .map_err(|e| PersistError::Log(e.to_string()))?
+                .map(|(_, b)| b),
+        };
+        let resumed = if clean {
+            last.map(|b| Chain::resume_after(&b))
+        } else {
+            last.map(|b| Chain::resume_after_gap(&b))
+        };
+        chains.push(resumed.and_then(|r| match r {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!(shard = k, error = %e, "decision log's last decision does not decode; shard starts a new chain");
+                None
+            }
+        }));
+    }
+    Ok(chains)
+}
+
+/// The events from `replay_from`: into ingest and reflex, and from `committed_to` on
+/// also into the roll-up.
+fn replay_events(
+    o: &mut Opened,
+    ingest: &mut Ingest,
+    reflexes: &mut [&mut Reflex],
+    batch: &mut Batch,
+    done: &mut Recovered,
+) -> Result<(), PersistError> {
+    let dir = o.config.persist.journal_dir();
+    let mut reader = Reader::open(&dir, STREAM_EVENTS, o.replay_from, Fs::new())?;
+    let mut closed = Vec::new();
+    let mut keys = [0u64; entry::KEYS_MAX];
+    while let Some((pos, bytes)) = reader.next()? {
+        let rec = rim_journal::event::decode(bytes).map_err(|e| PersistError::Record {
+            stream: STREAM_EVENTS,
+            pos,
+            message: e.to_string(),
+        })?;
+        let node = loop {
+            match ingest.replay(&rec) {
+                ReplayOutcome::Full => reflexes.iter_mut().for_each(|r| {
+                    r.poll(usize::MAX);
+                }),
+                ReplayOutcome::Applied(n) => break Some(n),
+                ReplayOutcome::Refused => break None,
+            }
+        };
+        done.events += 1;
+        // Before the checkpoint's position the roll-up already has the event.
+        if let (Some(n), true) = (node, pos >= o.committed_to) {
+            for (k, (name, _)) in keys.iter_mut().zip(rec.metrics()) {
+                *k = rim_rules::name_hash(name).max(1);
+            }
+            let status = rim_rules::name_hash(rec.status).max(1);
+            thread::roll(
+                &mut o.rollup,
+                n,
+                status,
+                |i| keys.get(i).copied(),
+                pos,
+                bytes,
+                &mut closed,
+            );
+            batch.capsules.append(&mut closed);
+            flush_if_full(o, batch, done);
+        }
+    }
+    for r in reflexes.iter_mut() {
+        r.poll(usize::MAX);
+    }
+    Ok(())
+}
+
+/// Commits what recovery rebuilt so far once it is a batch's worth.
+fn flush_if_full(o: &mut Opened, batch: &mut Batch, done: &mut Recovered) {
+    if batch.capsules.len() >= o.config.persist.store_batch_max {
+        done.capsules += batch.capsules.len() as u64;
+        batch.decision_runs.extend(o.runs.take_changed());
+        writer::commit(&o.store, batch, &o.stats);
+    }
 }

@@ -11,9 +11,10 @@
 //! `n / (n + 10) × 1 / (1 + σ / max(|ewma|, 1e-9))`: low with few samples, low when the
 //! series swings widely around its level (σ = √ of the EWMA variance).
 //!
-//! The record the reflex shard sends (little-endian):
+//! The record the reflex shard sends (little-endian), also kept in the decision log:
 //! ```text
-//! node id: u16 length + bytes   window start i64 (epoch ms)   resolution u32 (s)
+//! node id: u16 length + bytes   node index u32 (ingest's, this run)
+//! window start i64 (epoch ms)   resolution u32 (s)
 //! made at i64 (event time, epoch ms)   confidence f64   series count u8
 //! per series: key u64 (1 price, 2 volume, 3 stress, else the metric's name hash), predicted f64, base f64
 //! ```
@@ -23,7 +24,7 @@ pub const PREDICTOR: &str = "ewma";
 /// Series in one prediction at most.
 pub const SERIES_MAX: usize = 64;
 /// Bytes of the largest record.
-pub const RECORD_BYTES_MAX: usize = 2 + 256 + 8 + 4 + 8 + 8 + 1 + SERIES_MAX * 24;
+pub const RECORD_BYTES_MAX: usize = 2 + 256 + 4 + 8 + 4 + 8 + 8 + 1 + SERIES_MAX * 24;
 
 /// One series' prediction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,6 +42,8 @@ pub struct SeriesGuess {
 pub struct Guess<'a> {
     /// Node id.
     pub node_id: &'a str,
+    /// The node's index in this run (a log read after a restart goes by `node_id`).
+    pub node: u32,
     /// Predicted window's start, epoch ms.
     pub window_ms: i64,
     /// Resolution, seconds.
@@ -61,8 +64,10 @@ pub fn series_confidence(count: f64, ewma: f64, var: f64) -> f64 {
 }
 
 /// Encodes a prediction into `out`; returns the bytes written (0 if `out` is too small).
+#[allow(clippy::too_many_arguments)]
 pub fn encode(
     node_id: &str,
+    node: u32,
     window_ms: i64,
     resolution: u32,
     made_at_ms: i64,
@@ -72,7 +77,7 @@ pub fn encode(
 ) -> usize {
     let id = &node_id.as_bytes()[..node_id.len().min(256)];
     let n = series.len().min(SERIES_MAX);
-    let need = 2 + id.len() + 8 + 4 + 8 + 8 + 1 + n * 24;
+    let need = 2 + id.len() + 4 + 8 + 4 + 8 + 8 + 1 + n * 24;
     if out.len() < need {
         return 0;
     }
@@ -83,6 +88,7 @@ pub fn encode(
     };
     put(&(id.len() as u16).to_le_bytes());
     put(id);
+    put(&node.to_le_bytes());
     put(&window_ms.to_le_bytes());
     put(&resolution.to_le_bytes());
     put(&made_at_ms.to_le_bytes());
@@ -116,6 +122,8 @@ pub fn decode(b: &[u8]) -> Result<Guess<'_>, GuessError> {
     };
     let id_len = u16::from_le_bytes([take(1)?[0], take(1)?[0]]) as usize;
     let node_id = std::str::from_utf8(take(id_len)?).map_err(|_| GuessError(2))?;
+    let ix = take(4)?;
+    let node = u32::from_le_bytes([ix[0], ix[1], ix[2], ix[3]]);
     let window_ms = u64_of(take(8)?) as i64;
     let r = take(4)?;
     let resolution = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
@@ -135,6 +143,7 @@ pub fn decode(b: &[u8]) -> Result<Guess<'_>, GuessError> {
     }
     Ok(Guess {
         node_id,
+        node,
         window_ms,
         resolution,
         made_at_ms,
@@ -162,9 +171,9 @@ mod tests {
             },
         ];
         let mut buf = [0u8; RECORD_BYTES_MAX];
-        let n = encode("rim:a:b:c", 1_000, 1, 999, 0.5, &series, &mut buf);
+        let n = encode("rim:a:b:c", 17, 1_000, 1, 999, 0.5, &series, &mut buf);
         let g = decode(&buf[..n]).expect("decodes");
-        assert_eq!(g.node_id, "rim:a:b:c");
+        assert_eq!((g.node_id, g.node), ("rim:a:b:c", 17));
         assert_eq!(
             (g.window_ms, g.resolution, g.made_at_ms, g.confidence),
             (1_000, 1, 999, 0.5)

@@ -1,33 +1,60 @@
-//! The journal thread: drains ingest's and the reflex shards' rings, appends, syncs,
-//! acknowledges, rolls up, and hands synced batches to the store writer.
+//! The journal thread: drains ingest's and the reflex shards' rings into the journal's
+//! buffers, group-commits them (pipelined: it appends the next batch while the previous
+//! one is written and synced), acknowledges, rolls up, and hands what is durable to the
+//! store writer.
+//!
+//! Per event it does a copy and a CRC (the append) and the roll-up by node index and key
+//! (no decoding, no hashing, no string compare); everything else happens per commit, per
+//! window or per checkpoint.
+//!
+//! ```text
+//!  rings ─► append (buffer) ─► staged ──commit starts──► flying ──commit completes──► ready ─► store writer
+//!           roll-up ─► closed capsules, checkpoints, decision runs ride along the same way
+//! ```
+//! Anything handed to the store is durable first: what the roll-up made from records
+//! appended since the last commit started is *staged*; when a commit starts, the staged
+//! work belongs to it (*flying*); when it completes, the work is *ready*, and is handed to
+//! the writer at most every `store_interval_ms`. A checkpoint taken now is complete to the
+//! journal's end now, which the next commit makes durable, so it travels the same way.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rim_capsule::{
-    Batch, Capsule, CapsuleBody, CapsuleKey, Observation, PredictedSeries, Prediction, PushOutcome, Rollup, Vantage,
-    Watermark,
+    Batch, Capsule, CapsuleBody, CapsuleKey, PredictedSeries, Prediction, Rollup, Texts, Vantage, Watermark,
 };
-use rim_journal::event::EventRecord;
-use rim_journal::{Fs, Journal};
+use rim_journal::event::Scan;
+use rim_journal::{frame, Fs, Journal};
 use tracing::{error, info, warn};
 
-use super::entry::{self, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
+use super::audit::{RunBuilder, LOG_DECISION, LOG_PREDICTION, LOG_SHUTDOWN, STREAM_DECISIONS, STREAM_EVENTS};
+use super::entry::{self, Head, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
 use super::predict;
+use super::wake::Wake;
 use super::{writer, Opened, PersistError, PersistStats};
 use crate::ingest::unix_ms;
 
-/// Entries handled per ring per loop turn, so one busy ring cannot starve a sync.
-const TURN_ENTRIES: usize = 4096;
-/// Sleep when there was nothing to do.
-const IDLE_SLEEP: Duration = Duration::from_micros(50);
+/// Entries taken per ring per loop turn, so one busy ring cannot starve a commit.
+const TURN_ENTRIES: usize = 8192;
 /// Journal retention runs this often.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 /// How often open windows of quiet nodes are looked for.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Longest wait for the commit in flight before other duties are looked at.
+const COMMIT_WAIT: Duration = Duration::from_millis(1);
+/// Idle turns spent yielding before napping.
+const IDLE_YIELDS: u32 = 16;
+/// Nap while idle, before parking.
+const IDLE_NAP: Duration = Duration::from_micros(50);
+/// Idle this long and the thread parks (woken by ingest, or by the timeout for its timers).
+const PARK_AFTER: Duration = Duration::from_millis(5);
+/// Longest park.
+const PARK_FOR: Duration = Duration::from_millis(100);
+/// Capsules waiting for the store past which the journal stops taking entries: the store
+/// is behind, and producers should see `Full` rather than the daemon's heap growing.
+const READY_CAPSULES_MAX: usize = 400_000;
 /// Exit code when the persist path cannot go on (as `EX_IOERR`).
 pub(super) const EXIT_PERSIST: i32 = 74;
 
@@ -60,26 +87,50 @@ fn lower_priority(nice: i32) {
 
 /// Durable markers remembered for `replay_from` (thinned beyond this).
 const MARKER_ENDS_MAX: usize = 4096;
-/// Metrics per event at most (the data model's limit).
-const METRICS_MAX: usize = 64;
 
-/// What the journal thread hands the writer: a batch of synced records and, when a
-/// checkpoint is due, a copy of the roll-up for the writer to serialise into it.
-pub(super) struct Handoff {
-    pub(super) batch: Batch,
-    pub(super) rollup: Option<Box<Rollup>>,
-}
-
-/// The rings the journal thread reads.
+/// The rings the journal thread reads, and what it reports back.
 pub struct JournalInputs {
     /// From ingest: events and markers.
     pub ingest: rtrb::Consumer<u8>,
     /// From each reflex shard: decisions and predictions.
     pub reflex: Vec<rtrb::Consumer<u8>>,
-    /// Where the last synced marker is published for ingest.
+    /// Where the last durable marker is published for ingest.
     pub durable_marker: Arc<AtomicU64>,
     /// The last marker ingest has acknowledged to producers.
     pub settled_marker: Arc<AtomicU64>,
+    /// Per reflex shard, the chain seq of its newest durable decision.
+    pub durable_seqs: Vec<Arc<AtomicU64>>,
+    /// How ingest wakes this thread when it parks.
+    pub wake: Arc<Wake>,
+}
+
+/// The rings alone (the rest of [`JournalInputs`] lives in the thread's state).
+struct Rings {
+    ingest: rtrb::Consumer<u8>,
+    reflex: Vec<rtrb::Consumer<u8>>,
+    settled_marker: Arc<AtomicU64>,
+    wake: Arc<Wake>,
+}
+
+/// Work that rides with one commit: what the roll-up and the logs produced from the
+/// records the commit writes.
+#[derive(Default)]
+struct Stage {
+    batch: Batch,
+    /// Per shard, the newest chain seq among its decisions here (0: none).
+    seqs: Vec<u64>,
+    /// The last marker read before the commit started, and the events' end then.
+    marker: Option<(u64, u64)>,
+}
+
+/// Counters kept locally and published once per turn (an atomic add per event would put
+/// a locked instruction on the per-event path).
+#[derive(Default)]
+struct Tally {
+    events: u64,
+    event_bytes: u64,
+    decisions: u64,
+    predictions: u64,
 }
 
 struct JournalThread {
@@ -87,43 +138,42 @@ struct JournalThread {
     _lock: std::fs::File,
     journal: Journal<Fs>,
     rollup: Rollup,
-    names: HashMap<u64, String>,
-    inputs: JournalInputs,
     stats: Arc<PersistStats>,
-    batch: Batch,
     closed: Vec<Capsule>,
-    /// Predictions waiting for their observed window: (node, window start, resolution).
-    waiting: HashMap<(String, i64, u32), Prediction>,
-    /// Observed windows closed before their prediction was read.
-    unscored: HashMap<(String, i64, u32), rim_capsule::ObservedStats>,
-    waiting_max: usize,
+    staged: Stage,
+    flying: Stage,
+    /// Durable work waiting for the store writer.
+    ready: Batch,
+    runs: RunBuilder,
     predicting: bool,
-    to_writer: SyncSender<Handoff>,
-    payload: Vec<u8>,
-    last_marker: u64,
-    unsynced_bytes: u64,
-    commit_bytes: u64,
+    to_writer: Option<SyncSender<Batch>>,
+    last_marker: Option<(u64, u64)>,
+    commit_started: Instant,
     store_interval: Duration,
     store_batch_max: usize,
     handed_at: Instant,
     flushed_at: Instant,
     checkpointed_at: Instant,
     checkpoint_every: Duration,
-    /// Journal ends of the last checkpoint (the next one's `replay_from`).
-    checkpoint_ends: Vec<u64>,
-    /// Markers published durable, with the journal's ends when they were.
-    marker_ends: std::collections::VecDeque<(u64, Vec<u64>)>,
-    published_marker: u64,
-    /// The journal's ends when the last marker was read.
-    last_marker_ends: Vec<u64>,
-    /// The ends as of the last marker known acknowledged (replay never starts later).
-    replay_floor: Vec<u64>,
+    /// Events' end at the last checkpoint (the next one's `replay_from`).
+    checkpoint_end: u64,
+    /// Durable markers with the events' end when they were read.
+    marker_ends: std::collections::VecDeque<(u64, u64)>,
+    /// The end as of the last marker known acknowledged (replay never starts later).
+    replay_floor: u64,
     retained_at: Instant,
-    partitions: u32,
+    idle_since: Option<Instant>,
+    idle_turns: u32,
+    tally: Tally,
+    shards: usize,
+    durable_marker: Arc<AtomicU64>,
+    durable_seqs: Vec<Arc<AtomicU64>>,
+    /// Where an entry straddling a ring's end is put together.
+    scratch: Vec<u8>,
 }
 
 /// Starts the journal thread and the store writer. They run until `stop` is set and
-/// every ring is drained, synced and committed.
+/// every ring is drained, committed and handed to the store.
 pub fn spawn(
     o: Opened,
     inputs: JournalInputs,
@@ -131,7 +181,7 @@ pub fn spawn(
     core: Option<usize>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, PersistError> {
     let p = &o.config.persist;
-    let (tx, rx) = sync_channel::<Handoff>(64);
+    let (tx, rx) = sync_channel::<Batch>(1);
     let store = o.store.clone();
     let stats = o.stats.clone();
     let writer = std::thread::Builder::new()
@@ -141,452 +191,596 @@ pub fn spawn(
                 let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
             }
             // The writer shares the cold core with the journal thread: when both can run,
-            // the journal (what producers wait on) goes first. A redb commit of thousands
-            // of capsules is CPU-bound for milliseconds.
+            // the journal (what producers wait on) goes first.
             lower_priority(WRITER_NICE);
             writer::run(&store, rx, &stats);
         })
         .map_err(|e| PersistError::Thread("store writer", e))?;
-    let partitions = o.journal.partitions();
+    let shards = inputs.reflex.len();
     let mut t = JournalThread {
         _lock: o._lock,
         journal: o.journal,
         rollup: o.rollup,
-        names: o.names,
-        inputs,
         stats: o.stats,
-        batch: Batch::default(),
         closed: Vec::new(),
-        waiting: HashMap::new(),
-        unscored: HashMap::new(),
+        staged: Stage::default(),
+        flying: Stage::default(),
+        ready: Batch::default(),
+        runs: o.runs,
         predicting: p.predict,
-        waiting_max: o
-            .config
-            .reflex
-            .nodes_max
-            .saturating_mul(p.resolutions.len())
-            .saturating_mul(2),
-        to_writer: tx,
-        payload: Vec::with_capacity(entry::PAYLOAD_BYTES_MAX),
-        last_marker: 0,
-        unsynced_bytes: 0,
-        commit_bytes: p.commit_bytes,
+        to_writer: Some(tx),
+        last_marker: None,
+        commit_started: Instant::now(),
         store_interval: Duration::from_millis(p.store_interval_ms),
         store_batch_max: p.store_batch_max,
         handed_at: Instant::now(),
         flushed_at: Instant::now(),
         checkpointed_at: Instant::now(),
         checkpoint_every: Duration::from_millis(p.checkpoint_ms),
-        checkpoint_ends: o.marks.iter().map(|m| m.1).collect(),
+        checkpoint_end: o.committed_to,
         marker_ends: std::collections::VecDeque::new(),
-        published_marker: 0,
-        last_marker_ends: vec![0; partitions as usize],
-        replay_floor: o.marks.iter().map(|m| m.0).collect(),
+        replay_floor: o.replay_from,
         retained_at: Instant::now(),
-        partitions,
+        idle_since: None,
+        idle_turns: 0,
+        tally: Tally::default(),
+        shards,
+        durable_marker: inputs.durable_marker.clone(),
+        durable_seqs: inputs.durable_seqs.clone(),
+        scratch: Vec::with_capacity(entry::BODY_BYTES_MAX),
     };
+    t.staged.seqs = vec![0; shards];
+    t.flying.seqs = vec![0; shards];
     let journal = std::thread::Builder::new()
         .name("rimd-journal".into())
         .spawn(move || {
             if let Some(c) = core {
                 let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
+                if let Err(e) = t.journal.confine_io_workers(&[c]) {
+                    warn!(error = %e, "cannot confine io_uring workers to the cold core");
+                }
             }
-            t.run(&stop);
+            let mut rings = Rings {
+                ingest: inputs.ingest,
+                reflex: inputs.reflex,
+                settled_marker: inputs.settled_marker,
+                wake: inputs.wake,
+            };
+            rings.wake.register();
+            t.run(&mut rings, &stop);
         })
         .map_err(|e| PersistError::Thread("journal", e))?;
     Ok(vec![journal, writer])
 }
 
+/// The texts of a journaled event, read from its record only when the roll-up asks.
+struct ScanTexts<'a>(&'a Scan<'a>);
+
+impl Texts for ScanTexts<'_> {
+    fn node_id(&self) -> &str {
+        std::str::from_utf8(self.0.node_id).unwrap_or("?")
+    }
+
+    fn status(&self) -> &str {
+        std::str::from_utf8(self.0.status).unwrap_or("?")
+    }
+
+    fn metric_name(&self, i: usize) -> &str {
+        self.0
+            .metrics()
+            .nth(i)
+            .and_then(|(n, _)| std::str::from_utf8(n).ok())
+            .unwrap_or("?")
+    }
+}
+
+/// Rolls one journaled event up (live, and in recovery): `keys` are the metrics' name
+/// hashes in the record's order. Closed windows go to `out`.
+pub(super) fn roll(
+    rollup: &mut Rollup,
+    node: u32,
+    status: u64,
+    keys: impl Fn(usize) -> Option<u64>,
+    pos: u64,
+    record: &[u8],
+    out: &mut Vec<Capsule>,
+) -> bool {
+    let Some(scan) = rim_journal::event::scan(record) else {
+        return false;
+    };
+    let mut metrics = [(0u64, 0.0f64); entry::KEYS_MAX];
+    let mut n = 0;
+    for (i, (_, v)) in scan.metrics().enumerate().take(metrics.len()) {
+        let Some(h) = keys(i) else { break };
+        metrics[i] = (crate::reflex::state::metric_key(h), v);
+        n = i + 1;
+    }
+    let obs = rim_capsule::Observation {
+        timestamp: scan.timestamp,
+        price: scan.price,
+        volume: scan.volume,
+        stress: scan.stress,
+        status: crate::reflex::state::metric_key(status),
+        metrics: &metrics[..n],
+    };
+    rollup.push(node, pos, scan.received_ms, &obs, &ScanTexts(&scan), out);
+    true
+}
+
+/// A PREDICTED capsule from a prediction record, and files it with the roll-up for
+/// scoring when its window closes. None when the record does not decode.
+pub(super) fn predicted(rollup: &mut Rollup, node: Option<u32>, bytes: &[u8]) -> Option<Capsule> {
+    let guess = match predict::decode(bytes) {
+        Ok(g) => g,
+        Err(e) => {
+            error!(error = %e, "prediction does not decode (a bug)");
+            return None;
+        }
+    };
+    let names = rollup.names();
+    let series = guess
+        .series
+        .iter()
+        .map(|s| PredictedSeries {
+            name: names.series_name(s.key),
+            value: s.value,
+            base: s.base,
+        })
+        .collect();
+    let window_end = guess.window_ms.saturating_add(i64::from(guess.resolution) * 1000);
+    let prediction = Prediction {
+        predictor: predict::PREDICTOR.to_owned(),
+        made_at_ms: guess.made_at_ms,
+        horizon_ms: window_end.saturating_sub(guess.made_at_ms).max(0) as u64,
+        confidence: guess.confidence,
+        series,
+    };
+    let filed: Vec<(u64, f64, f64)> = guess.series.iter().map(|s| (s.key, s.value, s.base)).collect();
+    rollup.expect(node.unwrap_or(guess.node), guess.resolution, guess.window_ms, filed);
+    Some(Capsule {
+        key: CapsuleKey {
+            scope_id: guess.node_id.to_owned(),
+            timestamp: guess.window_ms,
+            resolution: guess.resolution,
+            vantage: Vantage::Predicted,
+        },
+        body: CapsuleBody::Predicted(prediction),
+        created_ms: unix_ms() as i64,
+    })
+}
+
 impl JournalThread {
-    fn run(&mut self, stop: &AtomicBool) {
-        info!("journal thread started");
+    fn run(&mut self, inputs: &mut Rings, stop: &AtomicBool) {
+        info!(sync = ?self.journal.sync_method(), "journal thread started");
         loop {
-            // How much each reflex ring holds *before* ingest's ring is drained: every
-            // prediction counted here was made after its event's journal entry was
-            // pushed, so the metric names it uses are known by the time it is read.
-            let reflex_ready: Vec<usize> = self.inputs.reflex.iter().map(|r| r.slots()).collect();
-            let mut work = self.drain_ingest();
-            for (k, ready) in reflex_ready.into_iter().enumerate() {
-                work += self.drain_reflex(k, ready);
-            }
-            let ingest_dry = self.inputs.ingest.is_empty();
-            if self.unsynced_bytes > 0 {
-                self.sync();
-            } else {
-                // Markers after turns that journaled nothing (duplicates, refusals): all
-                // before them is already synced.
-                self.publish_marker();
-            }
+            let mut work = self.complete(None);
+            work += self.drain(inputs);
+            work += self.start_commit();
+            self.publish_tally();
             let stopping = stop.load(Ordering::Relaxed);
-            if self.unsynced_bytes == 0 && !stopping && self.handoff_due() {
-                self.hand_off(false);
-            }
-            if self.retained_at.elapsed() >= RETAIN_EVERY {
-                self.retained_at = Instant::now();
-                if let Err(e) = self.journal.retain(unix_ms()) {
-                    warn!(error = %e, "journal retention failed");
-                }
-            }
-            if stopping && work == 0 && ingest_dry && self.unsynced_bytes == 0 && self.reflex_dry() {
-                self.hand_off(true);
+            work += self.upkeep(inputs, stopping);
+            if stopping && self.quiescent(inputs) {
+                self.finish(inputs);
                 break;
             }
             if work == 0 {
-                std::thread::sleep(IDLE_SLEEP);
+                self.idle(inputs);
+            } else {
+                self.idle_since = None;
+                self.idle_turns = 0;
             }
         }
-        // Dropping the sender ends the writer after it committed what it has.
         info!("journal thread stopped");
     }
 
-    fn reflex_dry(&self) -> bool {
-        self.inputs.reflex.iter().all(|r| r.is_empty())
+    /// Nothing left to take, append, commit or hand over.
+    fn quiescent(&self, inputs: &Rings) -> bool {
+        inputs.ingest.is_empty() && inputs.reflex.iter().all(|r| r.is_empty()) && !self.journal.is_dirty()
     }
 
-    fn handoff_due(&self) -> bool {
-        let pending = self.batch.capsules.len() + self.batch.decisions.len() + self.batch.scores.len();
-        let checkpoint_due = self.checkpointed_at.elapsed() >= self.checkpoint_every;
-        // An empty batch is not worth an fsync, unless a checkpoint is due.
-        pending >= self.store_batch_max
-            || (self.handed_at.elapsed() >= self.store_interval && (pending > 0 || checkpoint_due))
-    }
-
-    /// Drains ingest's ring until it is dry or `commit_bytes` are waiting for a sync:
-    /// everything that arrived while the last sync ran goes into the next one (group
-    /// commit), however long that sync took.
-    fn drain_ingest(&mut self) -> usize {
-        let mut n = 0;
-        while self.unsynced_bytes < self.commit_bytes {
-            let head = match entry::pop(&mut self.inputs.ingest, &mut self.payload) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => fatal("ingest's journal ring is corrupt (a bug)", &e),
-            };
-            n += 1;
-            match head.kind {
-                KIND_EVENT => self.append(u32::from(head.partition), head.aux),
-                KIND_MARKER => {
-                    self.last_marker = head.aux;
-                    // What this marker stands for: the journal as it is now, not as it
-                    // will be at the sync (more events may be appended before it).
-                    for (p, end) in self.last_marker_ends.iter_mut().enumerate() {
-                        *end = self.journal.end(p as u32);
-                    }
-                }
-                other => warn!(kind = other, "unexpected entry on ingest's journal ring"),
+    /// Takes entries while the journal's buffers have room and the store keeps up.
+    fn drain(&mut self, inputs: &mut Rings) -> usize {
+        if self.ready.capsules.len() >= READY_CAPSULES_MAX {
+            // The store is behind: let the rings fill (producers see Full) rather than
+            // the heap. Counted; visible in /metrics.
+            self.stats.store_backpressure_turns.fetch_add(1, Ordering::Relaxed);
+            return 0;
+        }
+        // How much each reflex ring holds before ingest's ring is drained: a prediction
+        // counted here was made after its event's entry was pushed, so the metric names it
+        // uses are known once ingest's ring is drained.
+        let reflex_ready: Vec<usize> = inputs.reflex.iter().map(|r| r.slots()).collect();
+        let (n, ingest_dry) = self.drain_ingest(&mut inputs.ingest);
+        let mut m = 0;
+        if ingest_dry {
+            for (k, ready) in reflex_ready.into_iter().enumerate() {
+                m += self.drain_reflex(&mut inputs.reflex[k], ready);
             }
         }
-        n
+        n + m
     }
 
-    fn append(&mut self, partition: u32, time_ms: u64) {
-        let payload = std::mem::take(&mut self.payload);
-        let pos = match self.journal.append(partition, &payload, time_ms) {
+    /// Room for one more event entry's frame in the events buffer.
+    fn events_room(&self) -> bool {
+        self.journal.room(STREAM_EVENTS) >= frame::encoded_len(rim_journal::event::EVENT_BYTES_MAX)
+    }
+
+    fn drain_ingest(&mut self, ring: &mut rtrb::Consumer<u8>) -> (usize, bool) {
+        let mut n = 0;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while n < TURN_ENTRIES && self.events_room() {
+            match entry::take(ring, &mut scratch, |head, body| self.on_ingest(head, body)) {
+                Ok(Some(())) => n += 1,
+                Ok(None) => break,
+                Err(e) => fatal("ingest's journal ring is corrupt (a bug)", &e),
+            }
+        }
+        self.scratch = scratch;
+        (n, ring.is_empty())
+    }
+
+    fn on_ingest(&mut self, head: Head, body: &[u8]) {
+        match head.kind {
+            KIND_EVENT => self.on_event(head, body),
+            KIND_MARKER => self.last_marker = Some((head.aux, self.journal.end(STREAM_EVENTS))),
+            other => warn!(kind = other, "unexpected entry on ingest's journal ring"),
+        }
+    }
+
+    fn on_event(&mut self, head: Head, body: &[u8]) {
+        let Some(ev) = entry::event_body(&head, body) else {
+            fatal("an event entry is shorter than its keys (a bug)", &head.len);
+        };
+        let pos = match self.journal.append(STREAM_EVENTS, ev.record, head.aux) {
             Ok(pos) => pos,
             Err(e) => {
                 self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
                 fatal("journal append failed", &e);
             }
         };
-        self.stats.journal_events.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .journal_bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        self.unsynced_bytes += payload.len() as u64;
-        match rim_journal::event::decode(&payload) {
-            Ok(rec) => {
-                learn_names(&mut self.names, &rec);
-                roll(&mut self.rollup, partition, pos, &rec, &mut self.closed, &self.stats);
-            }
-            Err(e) => error!(error = %e, partition, pos, "journaled event does not decode (a bug)"),
+        self.tally.events += 1;
+        self.tally.event_bytes += ev.record.len() as u64;
+        if !roll(
+            &mut self.rollup,
+            ev.node,
+            ev.status,
+            |i| ev.key(i),
+            pos,
+            ev.record,
+            &mut self.closed,
+        ) {
+            error!(pos, "journaled event does not scan (a bug)");
         }
-        self.payload = payload;
-        self.score_closed();
+        self.staged.batch.capsules.append(&mut self.closed);
     }
 
-    /// Moves closed observed capsules into the batch, scoring the predictions of their
-    /// windows.
-    fn score_closed(&mut self) {
-        for c in self.closed.drain(..) {
-            if let CapsuleBody::Observed(obs) = &c.body {
-                let key = (c.key.scope_id.clone(), c.key.timestamp, c.key.resolution);
-                if let Some(pred) = self.waiting.remove(&key) {
-                    let scores = rim_capsule::score(&pred, obs);
-                    self.batch
-                        .scores
-                        .push((c.key.scope_id.clone(), pred.predictor.clone(), scores));
-                    self.stats.scored.fetch_add(1, Ordering::Relaxed);
-                } else if self.predicting {
-                    // Its prediction may still be on the reflex ring (ingest's ring is
-                    // drained first): keep the observation until it comes.
-                    bound(&mut self.unscored, self.waiting_max);
-                    self.unscored.insert(key, obs.clone());
-                }
-            }
-            self.batch.capsules.push(c);
-        }
-    }
-
-    fn drain_reflex(&mut self, k: usize, ready: usize) -> usize {
+    fn drain_reflex(&mut self, ring: &mut rtrb::Consumer<u8>, ready: usize) -> usize {
         let mut n = 0;
         let mut consumed = 0;
-        while consumed < ready && n < TURN_ENTRIES {
-            let head = match entry::pop(&mut self.inputs.reflex[k], &mut self.payload) {
-                Ok(Some(h)) => h,
+        let room = frame::encoded_len(1 + crate::reflex::decision::RECORD_BYTES_MAX.max(predict::RECORD_BYTES_MAX));
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while consumed < ready && n < TURN_ENTRIES && self.journal.room(STREAM_DECISIONS) >= room {
+            match entry::take(ring, &mut scratch, |head, body| self.on_reflex(head, body)) {
+                Ok(Some(bytes)) => {
+                    consumed += bytes;
+                    n += 1;
+                }
                 Ok(None) => break,
                 Err(e) => fatal("a reflex ring to the journal is corrupt (a bug)", &e),
-            };
-            consumed += entry::HEAD_BYTES + head.len as usize;
-            n += 1;
-            match head.kind {
-                KIND_DECISION => {
-                    self.batch
-                        .decisions
-                        .push((head.aux as u16, decision_seq(&self.payload), self.payload.clone()))
-                }
-                KIND_PREDICTION => self.take_prediction(),
-                other => warn!(kind = other, "unexpected entry on a reflex ring"),
             }
         }
+        self.scratch = scratch;
         n
     }
 
-    fn take_prediction(&mut self) {
-        let guess = match predict::decode(&self.payload) {
-            Ok(g) => g,
-            Err(e) => {
-                error!(error = %e, "prediction does not decode (a bug)");
-                return;
+    /// One decision or prediction into the log; returns the entry's bytes on the ring.
+    fn on_reflex(&mut self, head: Head, body: &[u8]) -> usize {
+        let kind = match head.kind {
+            KIND_DECISION => LOG_DECISION,
+            KIND_PREDICTION => LOG_PREDICTION,
+            other => {
+                warn!(kind = other, "unexpected entry on a reflex ring");
+                return entry::HEAD_BYTES + body.len();
             }
         };
-        let series = guess
-            .series
-            .iter()
-            .map(|s| PredictedSeries {
-                name: series_name(&self.names, s.key),
-                value: s.value,
-                base: s.base,
-            })
-            .collect();
-        let window_end = guess.window_ms.saturating_add(i64::from(guess.resolution) * 1000);
-        let prediction = Prediction {
-            predictor: predict::PREDICTOR.to_owned(),
-            made_at_ms: guess.made_at_ms,
-            horizon_ms: window_end.saturating_sub(guess.made_at_ms).max(0) as u64,
-            confidence: guess.confidence,
-            series,
+        let pos = match self.journal.append_parts(STREAM_DECISIONS, &[&[kind], body], unix_ms()) {
+            Ok(pos) => pos,
+            Err(e) => {
+                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                fatal("decision log append failed", &e);
+            }
         };
-        let wkey = (guess.node_id.to_owned(), guess.window_ms, guess.resolution);
-        if let Some(obs) = self.unscored.remove(&wkey) {
-            // The window closed before its prediction was read: score it now.
-            let scores = rim_capsule::score(&prediction, &obs);
-            self.batch
-                .scores
-                .push((wkey.0.clone(), prediction.predictor.clone(), scores));
-            self.stats.scored.fetch_add(1, Ordering::Relaxed);
-        } else {
-            bound(&mut self.waiting, self.waiting_max);
-            self.waiting.insert(wkey, prediction.clone());
-        }
-        let key = CapsuleKey {
-            scope_id: guess.node_id.to_owned(),
-            timestamp: guess.window_ms,
-            resolution: guess.resolution,
-            vantage: Vantage::Predicted,
-        };
-        self.batch.capsules.push(Capsule {
-            key,
-            body: CapsuleBody::Predicted(prediction),
-            created_ms: unix_ms() as i64,
-        });
-        self.stats.predictions.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn sync(&mut self) {
-        let t0 = Instant::now();
-        if let Err(e) = self.journal.sync() {
-            self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
-            fatal("journal sync failed", &e);
-        }
-        let ns = t0.elapsed().as_nanos() as u64;
-        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        self.stats.sync_ns.fetch_add(ns, Ordering::Relaxed);
-        self.stats.sync_ns_max.fetch_max(ns, Ordering::Relaxed);
-        self.unsynced_bytes = 0;
-        self.publish_marker();
-    }
-
-    /// The watermarks of a checkpoint taken now (everything appended is synced):
-    /// `committed_to` = the journal's ends, which the roll-up copy is complete to;
-    /// `replay_from` = the previous checkpoint's ends, so that recovery feeds the events
-    /// from there to ingest's dedup windows and the reflex state, and never later than
-    /// the ends as of the last marker producers were told is durable: an event synced just
-    /// before a crash but not yet acknowledged is recognised when its producer resends it.
-    fn checkpoint_watermarks(&mut self) -> Vec<Watermark> {
-        let ends: Vec<u64> = (0..self.partitions).map(|p| self.journal.durable(p)).collect();
-        let previous = std::mem::replace(&mut self.checkpoint_ends, ends);
-        let settled = self.settled_ends().unwrap_or_else(|| self.replay_floor.clone());
-        self.replay_floor.clone_from(&settled);
-        (0..self.partitions)
-            .map(|p| {
-                let i = p as usize;
-                let end = self.checkpoint_ends[i];
-                let from = previous.get(i).copied().unwrap_or(end).min(end);
-                Watermark {
-                    partition: p,
-                    replay_from: from.min(settled.get(i).copied().unwrap_or(0)),
-                    committed_to: end,
+        if kind == LOG_DECISION {
+            self.tally.decisions += 1;
+            if let Some((shard, seq)) = super::audit::shard_and_seq(body) {
+                self.runs.add(shard, seq, pos);
+                if let Some(s) = self.staged.seqs.get_mut(usize::from(shard)) {
+                    *s = (*s).max(seq);
                 }
-            })
-            .collect()
+            }
+        } else if self.predicting {
+            self.tally.predictions += 1;
+            if let Some(c) = predicted(&mut self.rollup, None, body) {
+                self.staged.batch.capsules.push(c);
+            }
+        }
+        entry::HEAD_BYTES + body.len()
     }
 
-    /// Tells ingest the last marker read is durable (everything before it is synced), and
-    /// remembers the journal's ends under it.
-    fn publish_marker(&mut self) {
-        if self.last_marker == self.published_marker {
+    /// Starts a commit of everything appended when none is in flight. The staged work
+    /// goes with it.
+    fn start_commit(&mut self) -> usize {
+        if self.journal.in_flight() {
+            return 0;
+        }
+        self.staged.batch.decision_runs.extend(self.runs.take_changed());
+        self.staged.marker = self.last_marker;
+        match self.journal.commit() {
+            Ok(true) => {
+                self.commit_started = Instant::now();
+                let fresh = self.fresh_stage();
+                self.flying = std::mem::replace(&mut self.staged, fresh);
+                1
+            }
+            // Nothing to write: what is staged depends on nothing that is not durable.
+            Ok(false) => {
+                let fresh = self.fresh_stage();
+                let stage = std::mem::replace(&mut self.staged, fresh);
+                self.land(stage);
+                0
+            }
+            Err(e) => {
+                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                fatal("journal commit failed", &e);
+            }
+        }
+    }
+
+    fn fresh_stage(&self) -> Stage {
+        Stage {
+            seqs: vec![0; self.shards],
+            ..Stage::default()
+        }
+    }
+
+    /// Collects the commit in flight if it is done (waiting at most `wait`); its work
+    /// lands. Returns 1 when one completed.
+    fn complete(&mut self, wait: Option<Duration>) -> usize {
+        match self.journal.complete(wait) {
+            Ok(Some(report)) => {
+                let ns = self.commit_started.elapsed().as_nanos() as u64;
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                self.stats.sync_ns.fetch_add(ns, Ordering::Relaxed);
+                self.stats.sync_ns_max.fetch_max(ns, Ordering::Relaxed);
+                self.stats.commit_bytes.fetch_add(report.bytes, Ordering::Relaxed);
+                let fresh = self.fresh_stage();
+                let stage = std::mem::replace(&mut self.flying, fresh);
+                self.land(stage);
+                1
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                fatal("journal sync failed", &e);
+            }
+        }
+    }
+
+    /// A stage whose records are durable: producers and reflex shards hear it, and its
+    /// work waits for the store writer.
+    fn land(&mut self, stage: Stage) {
+        if let Some((marker, end)) = stage.marker {
+            if self.marker_ends.len() >= MARKER_ENDS_MAX {
+                // Keep the oldest and thin the rest: replay_from only needs a position at
+                // or before the settled marker's.
+                self.marker_ends.remove(1);
+            }
+            self.marker_ends.push_back((marker, end));
+            self.publish_marker(marker);
+        }
+        for (k, &seq) in stage.seqs.iter().enumerate() {
+            if seq > 0 {
+                if let Some(d) = self.durable_seqs.get(k) {
+                    d.fetch_max(seq, Ordering::Release);
+                }
+            }
+        }
+        self.ready.merge(stage.batch);
+    }
+
+    fn publish_tally(&mut self) {
+        let t = std::mem::take(&mut self.tally);
+        if t.events > 0 {
+            self.stats.journal_events.fetch_add(t.events, Ordering::Relaxed);
+            self.stats.journal_bytes.fetch_add(t.event_bytes, Ordering::Relaxed);
+        }
+        if t.decisions > 0 {
+            self.stats.decisions_logged.fetch_add(t.decisions, Ordering::Relaxed);
+        }
+        if t.predictions > 0 {
+            self.stats.predictions.fetch_add(t.predictions, Ordering::Relaxed);
+        }
+    }
+
+    /// Timers: idle windows, checkpoints, hand-off to the store, retention. Returns work.
+    fn upkeep(&mut self, inputs: &Rings, stopping: bool) -> usize {
+        let mut work = 0;
+        if self.flushed_at.elapsed() >= FLUSH_EVERY {
+            self.flushed_at = Instant::now();
+            self.rollup.flush_idle(unix_ms(), &mut self.closed);
+            self.staged.batch.capsules.append(&mut self.closed);
+        }
+        if !stopping && self.checkpointed_at.elapsed() >= self.checkpoint_every {
+            self.checkpoint(inputs);
+        }
+        if !stopping && self.handoff_due() {
+            work += self.hand_off(false);
+        }
+        if self.retained_at.elapsed() >= RETAIN_EVERY {
+            self.retained_at = Instant::now();
+            if let Err(e) = self.journal.retain(unix_ms()) {
+                warn!(error = %e, "journal retention failed");
+            }
+        }
+        self.publish_levels();
+        work
+    }
+
+    fn publish_levels(&self) {
+        let lag = self.journal.end(STREAM_EVENTS) - self.journal.durable(STREAM_EVENTS);
+        self.stats.journal_lag_bytes.store(lag, Ordering::Relaxed);
+        self.stats.late_events.store(self.rollup.late(), Ordering::Relaxed);
+        self.stats.scored.store(self.rollup.scored(), Ordering::Relaxed);
+        self.stats.unscored.store(self.rollup.unscored(), Ordering::Relaxed);
+        let waiting = self.ready.capsules.len() + self.flying.batch.capsules.len() + self.staged.batch.capsules.len();
+        self.stats.store_waiting.store(waiting as u64, Ordering::Relaxed);
+    }
+
+    /// Stages a checkpoint of the roll-up as of the journal's end now, with the watermarks
+    /// it is complete to; skipped when nothing changed.
+    fn checkpoint(&mut self, inputs: &Rings) {
+        self.checkpointed_at = Instant::now();
+        let end = self.journal.end(STREAM_EVENTS);
+        if !self.rollup.changed() && end == self.checkpoint_end {
             return;
         }
-        self.published_marker = self.last_marker;
-        if self.marker_ends.len() >= MARKER_ENDS_MAX {
-            // Keep the oldest and thin the rest: replay_from only needs a position at or
-            // before the settled marker's.
-            self.marker_ends.remove(1);
-        }
-        self.marker_ends
-            .push_back((self.last_marker, self.last_marker_ends.clone()));
-        self.inputs.durable_marker.store(self.last_marker, Ordering::Release);
+        let cp = self.rollup.checkpoint();
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.stats.checkpoint_bytes.fetch_add(
+            cp.chunks.iter().map(|c| c.1.len() as u64).sum::<u64>(),
+            Ordering::Relaxed,
+        );
+        self.staged.batch.watermarks = self.watermarks(inputs, end);
+        self.staged.batch.merge(Batch {
+            checkpoint: Some(cp),
+            ..Batch::default()
+        });
     }
 
-    /// The journal ends as of the newest marker ingest has acknowledged to producers: an
-    /// event after them may be synced but not yet acknowledged, so its producer may send
-    /// it again after a crash, and recovery must replay it into the dedup windows.
-    fn settled_ends(&mut self) -> Option<Vec<u64>> {
-        let settled = self.inputs.settled_marker.load(Ordering::Acquire);
+    /// The watermarks of a checkpoint taken now: the events' `committed_to` = their end
+    /// now (the roll-up copy is complete to it); `replay_from` = the previous checkpoint's
+    /// end, so that recovery feeds the events from there to ingest's dedup windows and the
+    /// reflex state, and never later than the end as of the last marker producers were
+    /// told is durable: an event synced just before a crash but not yet acknowledged is
+    /// recognised when its producer resends it. The decision log's: its end now.
+    fn watermarks(&mut self, inputs: &Rings, end: u64) -> Vec<Watermark> {
+        let previous = std::mem::replace(&mut self.checkpoint_end, end);
+        let settled = self.settled_end(inputs).unwrap_or(self.replay_floor);
+        self.replay_floor = settled;
+        let log_end = self.journal.end(STREAM_DECISIONS);
+        vec![
+            Watermark {
+                stream: STREAM_EVENTS,
+                replay_from: previous.min(end).min(settled),
+                committed_to: end,
+            },
+            Watermark {
+                stream: STREAM_DECISIONS,
+                replay_from: log_end,
+                committed_to: log_end,
+            },
+        ]
+    }
+
+    /// Tells ingest that everything before `marker` is durable.
+    fn publish_marker(&self, marker: u64) {
+        self.durable_marker.store(marker, Ordering::Release);
+    }
+
+    /// The events' end as of the newest marker ingest has acknowledged to producers: an
+    /// event after it may be synced but not yet acknowledged, so its producer may send it
+    /// again after a crash, and recovery must replay it into the dedup windows.
+    fn settled_end(&mut self, inputs: &Rings) -> Option<u64> {
+        let settled = inputs.settled_marker.load(Ordering::Acquire);
         let mut found = None;
-        while let Some((m, _)) = self.marker_ends.front() {
-            if *m > settled {
+        while let Some(&(m, end)) = self.marker_ends.front() {
+            if m > settled {
                 break;
             }
-            found = self.marker_ends.pop_front().map(|(_, ends)| ends);
+            found = Some(end);
+            self.marker_ends.pop_front();
         }
-        if let Some(ends) = &found {
+        if let Some(end) = found {
             // Keep it as the floor for the next checkpoint too.
-            self.marker_ends.push_front((settled, ends.clone()));
+            self.marker_ends.push_front((settled, end));
         }
         found
     }
 
-    /// Sends the batch (everything in it is synced), with a roll-up checkpoint and the
-    /// watermarks when one is due (and always at the end: `final_`).
-    fn hand_off(&mut self, final_: bool) {
-        self.handed_at = Instant::now();
-        let mut rollup_copy = None;
-        // A scan of every node: idle windows need closing within the grace, not at every
-        // hand-off.
-        // A scan of every node: idle windows need closing within the grace, not at every
-        // hand-off.
-        if self.flushed_at.elapsed() >= FLUSH_EVERY {
-            self.flushed_at = Instant::now();
-            self.rollup.flush_idle(unix_ms(), &mut self.closed);
-            self.score_closed();
-        }
-        // The roll-up's open windows with the positions they are complete to (everything
-        // appended is synced here): recovery restores them and reads the journal only
-        // from there.
-        if final_ || self.checkpointed_at.elapsed() >= self.checkpoint_every {
-            self.checkpointed_at = Instant::now();
-            // A copy (milliseconds) goes to the writer, which serialises it (tens of
-            // milliseconds for 10k nodes) off this thread.
-            rollup_copy = Some(Box::new(self.rollup.clone()));
-            self.batch.watermarks = self.checkpoint_watermarks();
-        }
-        self.stats.late_events.store(self.rollup.late(), Ordering::Relaxed);
-        let batch = std::mem::take(&mut self.batch);
-        self.stats
-            .store_pending
-            .fetch_add(batch.capsules.len() as u64, Ordering::Relaxed);
-        let handoff = Handoff {
-            batch,
-            rollup: rollup_copy,
+    fn handoff_due(&self) -> bool {
+        !self.ready.is_empty()
+            && (self.ready.capsules.len() >= self.store_batch_max || self.handed_at.elapsed() >= self.store_interval)
+    }
+
+    /// Offers the ready work to the store writer; when it is busy the work stays and grows
+    /// (it commits the next hand-off as one transaction). `block`: wait for it (shutdown).
+    fn hand_off(&mut self, block: bool) -> usize {
+        let Some(tx) = self.to_writer.as_ref() else {
+            return 0;
         };
-        match self.to_writer.try_send(handoff) {
-            Ok(()) => {}
-            Err(TrySendError::Full(handoff)) => {
-                // The writer lags: wait for it (the rings back up behind us, producers
-                // see Full; nothing is dropped).
-                if self.to_writer.send(handoff).is_err() {
-                    error!("store writer is gone; capsules are not being stored");
-                }
+        self.handed_at = Instant::now();
+        let batch = std::mem::take(&mut self.ready);
+        let n = batch.capsules.len() as u64;
+        self.stats.store_pending.fetch_add(n, Ordering::Relaxed);
+        let sent = if block {
+            tx.send(batch).map_err(|e| TrySendError::Disconnected(e.0))
+        } else {
+            tx.try_send(batch)
+        };
+        match sent {
+            Ok(()) => 1,
+            Err(TrySendError::Full(batch)) => {
+                self.stats.store_pending.fetch_sub(n, Ordering::Relaxed);
+                self.ready = batch;
+                0
             }
-            Err(TrySendError::Disconnected(_)) => error!("store writer is gone; capsules are not being stored"),
+            Err(TrySendError::Disconnected(_)) => {
+                error!("store writer is gone; capsules are not being stored");
+                0
+            }
         }
     }
-}
 
-/// Keeps a map of windows under `max` entries: when full, the older half (by window
-/// start) goes — predictions or observations whose other half never came.
-fn bound<V>(map: &mut HashMap<(String, i64, u32), V>, max: usize) {
-    if map.len() < max.max(2) {
-        return;
+    /// Nothing to do: wait for the commit in flight, or nap, or park until ingest wakes
+    /// this thread (timers still run every [`PARK_FOR`]).
+    fn idle(&mut self, inputs: &mut Rings) {
+        if self.journal.in_flight() {
+            self.complete(Some(COMMIT_WAIT));
+            return;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        self.idle_turns += 1;
+        if self.idle_turns <= IDLE_YIELDS {
+            std::thread::yield_now();
+        } else if since.elapsed() < PARK_AFTER {
+            std::thread::sleep(IDLE_NAP);
+        } else {
+            let (ingest, reflex) = (&inputs.ingest, &inputs.reflex);
+            inputs
+                .wake
+                .park(PARK_FOR, || !ingest.is_empty() || reflex.iter().any(|r| !r.is_empty()));
+        }
     }
-    let mut starts: Vec<i64> = map.keys().map(|k| k.1).collect();
-    starts.sort_unstable();
-    let cut = starts[starts.len() / 2];
-    map.retain(|k, _| k.1 > cut);
-}
 
-/// Remembers the names of an event's metrics by hash (predictions name series by hash).
-pub(super) fn learn_names(names: &mut HashMap<u64, String>, rec: &EventRecord<'_>) {
-    for (name, _) in rec.metrics() {
-        // The key the reflex state stores the series under, as predictions carry it.
-        let h = crate::reflex::state::metric_key(rim_rules::name_hash(name).max(1));
-        names.entry(h).or_insert_with(|| name.to_owned());
+    /// At shutdown, with every ring drained and committed: the last checkpoint, committed,
+    /// and everything handed to the writer, which commits it before it ends.
+    fn finish(&mut self, inputs: &mut Rings) {
+        self.checkpoint(inputs);
+        // After the checkpoint's watermark, so recovery reads it: everything before it is
+        // durable once it is, and the chains may resume without a gap.
+        if let Err(e) = self.journal.append(STREAM_DECISIONS, &[LOG_SHUTDOWN], unix_ms()) {
+            fatal("decision log append failed", &e);
+        }
+        // The checkpoint depends on nothing new (everything is durable): it lands as is.
+        self.start_commit();
+        while self.journal.in_flight() {
+            self.complete(Some(COMMIT_WAIT));
+        }
+        if let Err(e) = self.journal.sync() {
+            fatal("journal sync failed", &e);
+        }
+        self.hand_off(true);
+        // Dropping the sender ends the writer after it committed what it has.
+        self.to_writer = None;
     }
-}
-
-/// Rolls one journaled event up.
-pub(super) fn roll(
-    rollup: &mut Rollup,
-    partition: u32,
-    pos: u64,
-    rec: &EventRecord<'_>,
-    out: &mut Vec<Capsule>,
-    stats: &PersistStats,
-) {
-    let mut metrics: [(&str, f64); METRICS_MAX] = [("", 0.0); METRICS_MAX];
-    let mut n = 0;
-    for m in rec.metrics().take(METRICS_MAX) {
-        metrics[n] = m;
-        n += 1;
-    }
-    let obs = Observation {
-        timestamp: rec.timestamp,
-        price: rec.price,
-        volume: rec.volume,
-        stress: rec.stress,
-        status: rec.status,
-        metrics: &metrics[..n],
-    };
-    // Late events are counted by the roll-up itself (`Rollup::late`).
-    let _: PushOutcome = rollup.push(partition, rec.rim_node_id, pos, rec.received_ms, &obs, out);
-    let _ = stats;
-}
-
-fn series_name(names: &HashMap<u64, String>, key: u64) -> String {
-    match key {
-        1 => "price".into(),
-        2 => "volume".into(),
-        3 => "stress".into(),
-        k => names.get(&k).cloned().unwrap_or_else(|| format!("metric#{k:016x}")),
-    }
-}
-
-/// The chain sequence of a decision record (bytes 8..16), 0 if it is too short.
-fn decision_seq(b: &[u8]) -> u64 {
-    b.get(8..16).map_or(0, |s| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(s);
-        u64::from_le_bytes(w)
-    })
 }

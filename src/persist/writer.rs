@@ -1,7 +1,7 @@
-//! The store writer: one redb transaction per batch, on a thread of its own because a
-//! commit blocks for milliseconds (FLOORS.md). Batches that queued up while it committed
-//! are merged into the next transaction, so a slow disk means bigger transactions, not a
-//! growing queue.
+//! The store writer: one redb transaction per hand-off, on a thread of its own because a
+//! commit blocks for milliseconds (FLOORS.md). While it commits, the journal thread keeps
+//! the next hand-off and lets it grow, so a slow disk means bigger transactions, not a
+//! growing queue (and past a bound, back-pressure on the journal thread).
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -10,60 +10,28 @@ use std::time::{Duration, Instant};
 use rim_capsule::{Batch, Store};
 use tracing::{error, warn};
 
-use super::thread::Handoff;
 use super::PersistStats;
 use crate::ingest::unix_ms;
 
-/// Capsules merged into one transaction at most.
-const MERGE_CAPSULES_MAX: usize = 50_000;
 /// How long a batch is retried before the process gives up: dropping it would let later
-/// watermarks pass capsules (and audit records) that were never written.
+/// watermarks pass capsules (and decision runs) that were never written.
 const RETRY_FOR: Duration = Duration::from_secs(30);
 /// Store retention runs this often.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// Commits batches until the journal thread hangs up.
-pub(super) fn run(store: &Store, rx: Receiver<Handoff>, stats: &PersistStats) {
+pub(super) fn run(store: &Store, rx: Receiver<Batch>, stats: &PersistStats) {
     let mut retained_at = Instant::now();
-    while let Ok(first) = rx.recv() {
-        let (mut batch, mut rollup) = (first.batch, first.rollup);
-        while batch.capsules.len() < MERGE_CAPSULES_MAX {
-            match rx.try_recv() {
-                Ok(more) => {
-                    if more.rollup.is_some() {
-                        rollup = more.rollup;
-                    }
-                    merge(&mut batch, more.batch);
-                }
-                Err(_) => break,
-            }
-        }
-        if let Some(r) = rollup {
-            match r.checkpoint() {
-                Ok(bytes) => batch.checkpoint = Some(bytes),
-                Err(e) => {
-                    // Without its checkpoint the watermarks must not move either.
-                    error!(error = %e, "roll-up checkpoint failed; recovery will read further back");
-                    batch.watermarks.clear();
-                }
-            }
+    while let Ok(mut batch) = rx.recv() {
+        // Anything else queued goes into the same transaction.
+        while let Ok(more) = rx.try_recv() {
+            batch.merge(more);
         }
         commit(store, &mut batch, stats);
         if retained_at.elapsed() >= RETAIN_EVERY {
             retained_at = Instant::now();
             retain(store);
         }
-    }
-}
-
-fn merge(into: &mut Batch, mut more: Batch) {
-    into.capsules.append(&mut more.capsules);
-    into.decisions.append(&mut more.decisions);
-    into.scores.append(&mut more.scores);
-    // Later watermarks (always sent with a roll-up copy) supersede earlier ones; the
-    // checkpoint made from that copy goes with them.
-    if !more.watermarks.is_empty() {
-        into.watermarks = more.watermarks;
     }
 }
 
@@ -87,8 +55,8 @@ pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
                     .capsules_kept
                     .fetch_add(out.conflicts.len() as u64, Ordering::Relaxed);
                 stats
-                    .decisions_logged
-                    .fetch_add(batch.decisions.len() as u64, Ordering::Relaxed);
+                    .decision_runs
+                    .fetch_add(batch.decision_runs.len() as u64, Ordering::Relaxed);
                 if !out.conflicts.is_empty() {
                     warn!(
                         conflicts = out.conflicts.len(),

@@ -3,7 +3,8 @@
 //!
 //! Record layout (little-endian; offsets in bytes):
 //! ```text
-//!   0  magic "RDEC" (u32)      4  version u16        6  severity u8     7  flags u8 (bit 0: staleness sweep)
+//!   0  magic "RDEC" (u32)      4  version u16        6  severity u8     7  flags u8 (bit 0: staleness sweep,
+//!                                                                                   bit 1: chain resumed after a restart)
 //!   8  chain seq u64 (1, 2, … per shard and epoch)   16 epoch u64 (unix ns the chain began)
 //!  24  shard u32              28  rule version u32
 //!  32  rule-set generation u64                        40 event seq u64 (ingest's)
@@ -18,6 +19,14 @@
 //! The first decision of a chain has an all-zero previous hash. Verification recomputes
 //! each hash and checks each link, so a flipped byte anywhere, a dropped record or a
 //! reordered one is found, and says where.
+//!
+//! **Restarts.** A shard's decisions reach subscribers (the broadcast ring) before they are
+//! durable in the decision log, and at most [`IN_FLIGHT_MAX`] of them are ever published
+//! and not yet durable (the shard waits otherwise). After a crash the chain resumes from
+//! the last durable decision: linked to its hash, with the sequence moved on by
+//! [`IN_FLIGHT_MAX`] and the first record flagged [`FLAG_RESUMED`], so no subscriber ever
+//! sees a sequence number again for another decision. The verifier accepts that one jump
+//! on a flagged record, and nothing else.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -39,6 +48,12 @@ pub const RECORD_BYTES_MAX: usize =
     FIXED_BYTES + 2 + RULE_ID_BYTES_MAX + 2 + NODE_ID_BYTES_MAX + EVIDENCE_MAX * (2 + LABEL_BYTES_MAX + 8) + 32;
 /// Flag: fired by the staleness sweep, not by an event.
 pub const FLAG_SWEEP: u8 = 1;
+/// Flag: the first decision after the chain resumed from the decision log at a restart;
+/// its sequence may jump (by at most [`IN_FLIGHT_MAX`]) past the previous one.
+pub const FLAG_RESUMED: u8 = 2;
+/// Most decisions of one shard that are published but not yet durable, and therefore the
+/// sequence numbers a restart skips.
+pub const IN_FLIGHT_MAX: u64 = 1 << 16;
 
 /// Why a record could not be read.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -136,6 +151,8 @@ pub struct Chain {
     epoch: u64,
     seq: u64,
     prev: [u8; 32],
+    /// The next record is the first after a resume.
+    resumed: bool,
 }
 
 impl Chain {
@@ -145,6 +162,7 @@ impl Chain {
             epoch,
             seq: 0,
             prev: [0; 32],
+            resumed: false,
         }
     }
 
@@ -159,7 +177,23 @@ impl Chain {
             epoch: d.epoch,
             seq: d.chain_seq,
             prev,
+            resumed: false,
         })
+    }
+
+    /// The chain that continues after `last`, the newest *durable* decision of a shard
+    /// whose undurable ones may have been seen by subscribers and then lost: linked to
+    /// `last`, its next sequence [`IN_FLIGHT_MAX`] further on, flagged [`FLAG_RESUMED`].
+    pub fn resume_after_gap(last: &[u8]) -> Result<Self, DecodeError> {
+        let mut c = Self::resume_after(last)?;
+        c.seq = c.seq.saturating_add(IN_FLIGHT_MAX);
+        c.resumed = true;
+        Ok(c)
+    }
+
+    /// Sequence number of the last decision appended (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.seq
     }
 
     /// Decisions in the chain so far.
@@ -186,7 +220,8 @@ impl Chain {
         let count = count.min(EVIDENCE_MAX);
         w.put(&MAGIC.to_le_bytes());
         w.put(&VERSION.to_le_bytes());
-        w.put(&[d.severity, d.flags]);
+        let flags = if self.resumed { d.flags | FLAG_RESUMED } else { d.flags };
+        w.put(&[d.severity, flags]);
         w.put(&(self.seq + 1).to_le_bytes());
         w.put(&self.epoch.to_le_bytes());
         w.put(&d.shard.to_le_bytes());
@@ -212,6 +247,7 @@ impl Chain {
         w.put(&hash);
         self.seq += 1;
         self.prev = hash;
+        self.resumed = false;
         w.at
     }
 }
@@ -444,7 +480,9 @@ impl Verifier {
             });
         }
         if let Some((prev, seq)) = self.prev {
-            if d.chain_seq != seq + 1 {
+            let resumed = bytes.get(7).is_some_and(|f| f & FLAG_RESUMED != 0);
+            let jump_ok = resumed && d.chain_seq > seq && d.chain_seq - seq <= IN_FLIGHT_MAX + 1;
+            if d.chain_seq != seq + 1 && !jump_ok {
                 return Err(ChainError::Sequence {
                     index,
                     got: d.chain_seq,

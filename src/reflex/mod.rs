@@ -137,6 +137,9 @@ pub struct PersistOut {
     pub ring: rtrb::Producer<u8>,
     /// Resolutions to predict the next window of, seconds (empty: no predictions).
     pub resolutions: Vec<u32>,
+    /// The chain sequence of this shard's newest durable decision (set by the journal
+    /// thread): the shard keeps fewer than [`decision::IN_FLIGHT_MAX`] beyond it.
+    pub durable_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Room the persist ring must have before an event is taken: 16 decisions and 8
@@ -145,9 +148,14 @@ pub struct PersistOut {
 const PERSIST_ROOM_PER_EVENT: usize =
     16 * (HEAD_BYTES + RECORD_BYTES_MAX) + 8 * (HEAD_BYTES + predict::RECORD_BYTES_MAX);
 
+/// Decisions one event is assumed to fire at most when judging room (see
+/// [`PERSIST_ROOM_PER_EVENT`]).
+const DECISIONS_PER_EVENT_MAX: u64 = 16;
+
 /// The audit copy of decisions and the predictor's per-node window tracking.
 struct Persisted {
     ring: rtrb::Producer<u8>,
+    durable_seq: Arc<std::sync::atomic::AtomicU64>,
     /// Preallocated to the largest entry, so pushing never allocates.
     scratch: Vec<u8>,
     /// Resolutions, ms.
@@ -164,6 +172,7 @@ impl Persisted {
         let r = out.resolutions.len();
         Self {
             ring: out.ring,
+            durable_seq: out.durable_seq,
             scratch: Vec::with_capacity(HEAD_BYTES + RECORD_BYTES_MAX.max(predict::RECORD_BYTES_MAX)),
             resolutions_ms: out.resolutions.iter().map(|&s| i64::from(s) * 1000).collect(),
             windows: crate::memory::table(i64::MIN, nodes * r),
@@ -176,6 +185,7 @@ impl Persisted {
         let head = entry::Head {
             len: payload.len() as u32,
             kind,
+            keys: 0,
             partition: 0,
             aux,
         };
@@ -229,6 +239,7 @@ impl Persisted {
         let confidence = conf / self.guesses.len() as f64;
         let len = predict::encode(
             state.name(n),
+            n,
             window_ms,
             resolution,
             ts,
@@ -326,6 +337,12 @@ impl Reflex {
         }
     }
 
+    /// Continues `chain` (read back from the decision log at recovery) instead of the new
+    /// one the shard started with. Before the shard runs.
+    pub fn resume_chain(&mut self, chain: Chain) {
+        self.emit.chain = chain;
+    }
+
     /// Answers up to [`query::ANSWERS_PER_TURN`] live-state queries. Returns how many.
     pub fn answer_queries(&mut self) -> usize {
         let Some(port) = self.queries.as_mut() else {
@@ -359,6 +376,12 @@ impl Reflex {
         // Full) instead of losing audit records.
         if let Some(p) = self.emit.persisted.as_ref() {
             if p.ring.slots() < PERSIST_ROOM_PER_EVENT {
+                return false;
+            }
+            // Subscribers see decisions before they are durable; a restart skips
+            // IN_FLIGHT_MAX sequence numbers, so never more than that may be in flight.
+            let durable = p.durable_seq.load(std::sync::atomic::Ordering::Acquire);
+            if self.emit.chain.last_seq().saturating_sub(durable) + DECISIONS_PER_EVENT_MAX >= decision::IN_FLIGHT_MAX {
                 return false;
             }
         }

@@ -2,9 +2,10 @@
 //! lines (one RimFastEvent each, the platform's field names) or into a daemon through a
 //! producer ring (whose dedup drops events it already has, by `event_id`).
 //!
-//! Order: partition by partition, each in journal order (per-node order is kept, as a
-//! node lives in one partition); `--partition` picks one. Safe while a daemon writes the
-//! journal: a record not yet whole is where the read stops.
+//! Order: journal order, which keeps each node's order (all partitions share the journal's
+//! events stream; each record's partition is its node's, `murmur2(id) % partitions`);
+//! `--partition` keeps one. Safe while a daemon writes the journal: a record not yet
+//! whole (or still in the daemon's buffer) is where the read stops.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,11 +20,14 @@ pub struct Args {
     /// The daemon's data directory (persist.data_dir); the journal is its `journal/`.
     #[arg(long, env = "RIMD_PERSIST_DATA_DIR", default_value = "/var/tmp/rimd")]
     data_dir: PathBuf,
-    /// Only this partition.
+    /// Only the events of this partition.
     #[arg(long)]
     partition: Option<u32>,
-    /// Start at this journal position (with --partition).
-    #[arg(long, default_value_t = 0, requires = "partition")]
+    /// Partitions the daemon hashes nodes to (topology.partitions).
+    #[arg(long, default_value_t = 12)]
+    partitions: u32,
+    /// Start at this position of the journal's events stream.
+    #[arg(long, default_value_t = 0)]
     from_pos: u64,
     /// Only events whose event time (epoch ms) is at or after this.
     #[arg(long)]
@@ -41,10 +45,9 @@ pub struct Args {
 
 pub fn run(run_dir: &Path, args: Args) -> Result<ExitCode, String> {
     let dir = args.data_dir.join("journal");
-    let partitions = match args.partition {
-        Some(p) => vec![p],
-        None => rim_journal::list_partitions(&dir).map_err(|e| format!("{}: {e}", dir.display()))?,
-    };
+    if args.partitions == 0 {
+        return Err("--partitions must be at least 1".into());
+    }
     let mut producer = if args.into_daemon {
         let socket = run_dir.join("rimd.sock");
         Some(
@@ -57,12 +60,16 @@ pub fn run(run_dir: &Path, args: Args) -> Result<ExitCode, String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut count = 0u64;
-    for part in partitions {
-        let mut reader =
-            Reader::open(&dir, part, args.from_pos, Fs::new()).map_err(|e| format!("journal partition {part}: {e}"))?;
-        while let Some((pos, bytes)) = reader.next().map_err(|e| format!("journal partition {part}: {e}"))? {
-            let rec = rim_journal::event::decode(bytes).map_err(|e| format!("partition {part} position {pos}: {e}"))?;
+    let stream = rimd::persist::audit::STREAM_EVENTS;
+    let mut reader = Reader::open(&dir, stream, args.from_pos, Fs::new()).map_err(|e| format!("journal: {e}"))?;
+    {
+        while let Some((pos, bytes)) = reader.next().map_err(|e| format!("journal: {e}"))? {
+            let rec = rim_journal::event::decode(bytes).map_err(|e| format!("journal position {pos}: {e}"))?;
             if args.from_ms.is_some_and(|t| rec.timestamp < t) || args.to_ms.is_some_and(|t| rec.timestamp >= t) {
+                continue;
+            }
+            let part = rimd::ingest::nodes::partition_of(rec.rim_node_id, args.partitions);
+            if args.partition.is_some_and(|p| p != part) {
                 continue;
             }
             let ev = rec.to_event();

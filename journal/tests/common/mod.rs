@@ -55,19 +55,19 @@ impl Drop for TempDir {
     }
 }
 
-/// A payload that names its partition and sequence number, `len` bytes long.
-pub fn payload(partition: u32, seq: u64, len: usize) -> Vec<u8> {
-    let mut r = Rng(u64::from(partition) << 40 ^ seq ^ 0x5EED);
+/// A payload that names its stream and sequence number, `len` bytes long.
+pub fn payload(stream: u32, seq: u64, len: usize) -> Vec<u8> {
+    let mut r = Rng(u64::from(stream) << 40 ^ seq ^ 0x5EED);
     let mut p = r.bytes(len);
-    let tag = [partition.to_le_bytes().as_slice(), seq.to_le_bytes().as_slice()].concat();
+    let tag = [stream.to_le_bytes().as_slice(), seq.to_le_bytes().as_slice()].concat();
     let n = tag.len().min(len);
     p[..n].copy_from_slice(&tag[..n]);
     p
 }
 
-/// Every record of a partition from `from`, with positions.
-pub fn read_all<S: Storage>(dir: &Path, partition: u32, from: Pos, storage: S) -> Vec<(Pos, Vec<u8>)> {
-    let mut r = Reader::open(dir, partition, from, storage).expect("reader open");
+/// Every record of a stream from `from`, with positions.
+pub fn read_all<S: Storage>(dir: &Path, stream: u32, from: Pos, storage: S) -> Vec<(Pos, Vec<u8>)> {
+    let mut r = Reader::open(dir, stream, from, storage).expect("reader open");
     let mut out = Vec::new();
     while let Some((pos, p)) = r.next().expect("reader next") {
         out.push((pos, p.to_vec()));
