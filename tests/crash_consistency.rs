@@ -114,6 +114,10 @@ struct Stage {
     capsules: Vec<Capsule>,
     /// The index's runs as of the commit's start (they cover what it writes, no more).
     runs: Vec<rim_capsule::DecisionRun>,
+    /// The roll-up's checkpoint and watermarks taken at the commit's start (complete to
+    /// what it writes).
+    checkpoint: Option<rim_capsule::Checkpoint>,
+    watermarks: Vec<Watermark>,
 }
 
 /// Runs the persist path's order of operations until the shared disk freezes.
@@ -152,7 +156,10 @@ fn run(fs: &FaultyFs, backend: FaultyBackend, dir: &Path, seed: u64) -> Outcome 
                 metrics: &metrics,
             };
             rollup.push(n as u32, pos, 1, &obs, &Named(&name), &mut closed);
-            staged.capsules.append(&mut closed);
+            let names = rollup.names();
+            staged
+                .capsules
+                .extend(closed.drain(..).filter_map(|c| names.capsule(&c)));
             out.appended.push(p.clone());
             staged.events.push(p);
             if v > 40.0 {
@@ -193,19 +200,8 @@ fn run(fs: &FaultyFs, backend: FaultyBackend, dir: &Path, seed: u64) -> Outcome 
                     let batch = Batch {
                         capsules: done.capsules,
                         decision_runs: done.runs,
-                        watermarks: vec![
-                            Watermark {
-                                stream: STREAM_EVENTS,
-                                replay_from: journal.durable(STREAM_EVENTS),
-                                committed_to: journal.durable(STREAM_EVENTS),
-                            },
-                            Watermark {
-                                stream: STREAM_DECISIONS,
-                                replay_from: journal.durable(STREAM_DECISIONS),
-                                committed_to: journal.durable(STREAM_DECISIONS),
-                            },
-                        ],
-                        checkpoint: Some(rollup.checkpoint()),
+                        watermarks: done.watermarks,
+                        checkpoint: done.checkpoint,
                     };
                     let ok = store.write(&batch).is_ok();
                     if backend.is_frozen() || !ok {
@@ -221,6 +217,21 @@ fn run(fs: &FaultyFs, backend: FaultyBackend, dir: &Path, seed: u64) -> Outcome 
             match journal.commit() {
                 Ok(true) => {
                     staged.runs = runs.take_changed();
+                    let (end, log_end) = (journal.end(STREAM_EVENTS), journal.end(STREAM_DECISIONS));
+                    staged.checkpoint = Some(rollup.checkpoint_all(end, log_end, 0));
+                    let (committed_to, log_to) = rollup.watermarks(end, log_end);
+                    staged.watermarks = vec![
+                        Watermark {
+                            stream: STREAM_EVENTS,
+                            replay_from: committed_to,
+                            committed_to,
+                        },
+                        Watermark {
+                            stream: STREAM_DECISIONS,
+                            replay_from: log_to,
+                            committed_to: log_to,
+                        },
+                    ];
                     flying = Some(std::mem::take(&mut staged));
                 }
                 Ok(false) => {}
@@ -358,8 +369,13 @@ fn journal_decision_log_and_store_survive_power_loss_at_every_sync() {
         }
         if let Some((header, chunks)) = store.checkpoint().expect("checkpoint") {
             let mut place = |name: &str| name.strip_prefix("rim:t:c:n")?.parse().ok();
-            Rollup::restore(rollup_cfg(), &header, chunks.iter().map(Vec::as_slice), &mut place)
-                .unwrap_or_else(|e| panic!("k {k}: checkpoint does not restore: {e}"));
+            Rollup::restore(
+                rollup_cfg(),
+                &header,
+                chunks.iter().map(|(c, b)| (*c, b.as_slice())),
+                &mut place,
+            )
+            .unwrap_or_else(|e| panic!("k {k}: checkpoint does not restore: {e}"));
         }
         if !froze {
             eprintln!(

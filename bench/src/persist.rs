@@ -1,24 +1,36 @@
-//! Suite `persist`: what durability costs and how fast the daemon comes back.
+//! Suite `persist`: what durability costs, against what the disk can do, and how fast the
+//! daemon comes back.
 //!
-//! Rows:
-//! - `journal`: a real daemon with the workload's 100 rules and persistence on (journal
-//!   in a directory on disk); one producer offers 1M events/s (paced in 1 ms batches)
-//!   over 10,000 nodes. `events_per_s` = events acknowledged durable / time until the
-//!   last one was; `durable_lag` = from publish until the ring's durable position covered
-//!   the event (one event in 64 sampled, HDR), seen by the producer itself, which
-//!   sleeps between batches and looks at its durable position every 100 µs at most (the
-//!   lag figures are therefore up to ~0.1 ms high).
-//! - `journal-100k`: the same at 100k events/s offered, where the journal keeps up: the
-//!   durable lag without queueing.
+//! Rows (a real daemon with the workload's 100 rules and persistence on, its journal in a
+//! directory on disk; one producer over 10,000 nodes, pinned to the client core, which the
+//! daemon's cold side shares):
+//! - `journal-max`: the producer publishes as fast as its ring takes events for the run's
+//!   length; `events_per_s` = events / time until the last one was durable. Its journal's
+//!   commit cadence (bytes per group commit) and bytes per event are kept for `disk-floor`.
+//! - `disk-floor`: the machine's limit at that cadence: the same bytes the journal wrote,
+//!   written sequentially by one thread into preallocated files of the journal's segment
+//!   size, `pwrite` + `fdatasync` per commit's worth, no framing, no daemon. `events_per_s`
+//!   counts them as events of the journal's mean size; `sync_p99_ns` is per commit.
+//! - `journal`: 1M events/s offered (paced in 1 ms batches); `durable_lag` = from publish
+//!   until the ring's durable position covered the event (one event in 64 sampled, HDR),
+//!   seen by the producer itself, which sleeps between batches and looks at its durable
+//!   position every 100 µs at most (the lag figures are therefore up to ~0.1 ms high).
+//! - `journal-100k`: the same at 100k events/s offered.
+//! - `decisions`: every event fires a rule (the workload's `probe`); `decisions_per_s` =
+//!   decisions made durable in the decision log *and* indexed in the store / time, the
+//!   producer publishing as fast as its ring takes events.
 //! - `capsules`: `Store::write` of observed capsules (10,000 nodes × windows, 4 metrics,
 //!   10,000 per transaction, idempotency check and encoding included), and beside it
 //!   `redb-raw`: the same rows, pre-encoded, plainly inserted into the same tables with
-//!   no idempotency read (rim_capsule::raw), in a fresh store, same run.
-//! - `recovery`: the `journal` row's daemon is SIGKILLed (once its store has caught up
-//!   with the journal, plus one checkpoint period) and a new one started on its data: `ready_ms` from spawn until it serves (control socket and stats up);
-//!   `events` = events in the journal; `replayed` = records recovery read (since the
-//!   store's watermarks); and `full_replay_ms` with the store deleted, so recovery reads
+//!   no idempotency check (rim_capsule::raw), in a fresh store, same run.
+//! - `recovery`: 10M events journaled as fast as they go, the store caught up, one
+//!   checkpoint period later the daemon is SIGKILLed and a new one started on its data:
+//!   `ready_ms` from spawn until it serves (control socket and stats up); `replayed` =
+//!   records recovery read; and `full_replay_ms` with the store deleted, so recovery reads
 //!   the whole journal.
+//! - `recovery-lagging`: 1M events/s for 10 s with the store's hand-off held back
+//!   (`persist.store_interval_ms` = 60 s), SIGKILL at 10 s: the store is 10 s behind, and
+//!   recovery replays those 10 s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -35,13 +47,16 @@ use crate::workload::{self, applied};
 /// The `persist` suite.
 pub const SUITE: Suite = Suite {
     name: "persist",
-    about: "journal throughput and durable lag, capsule writes vs plain redb, recovery time",
+    about: "journal throughput and durable lag against the disk's floor, decisions, capsule writes vs plain redb, recovery time",
     columns: &[
         "events_per_s",
+        "decisions_per_s",
         "durable_lag_p50_ns",
         "durable_lag_p99_ns",
         "durable_lag_p999_ns",
         "durable_lag_max_ns",
+        "sync_p99_ns",
+        "bytes_per_sync",
         "records_per_s",
         "events",
         "replayed",
@@ -50,12 +65,24 @@ pub const SUITE: Suite = Suite {
     ],
     rows: &[
         RowSpec {
+            name: "journal-max",
+            run: run_journal_max,
+        },
+        RowSpec {
+            name: "disk-floor",
+            run: run_disk_floor,
+        },
+        RowSpec {
             name: "journal",
             run: run_journal,
         },
         RowSpec {
             name: "journal-100k",
             run: run_journal_100k,
+        },
+        RowSpec {
+            name: "decisions",
+            run: run_decisions,
         },
         RowSpec {
             name: "capsules",
@@ -69,18 +96,27 @@ pub const SUITE: Suite = Suite {
             name: "recovery",
             run: run_recovery,
         },
+        RowSpec {
+            name: "recovery-lagging",
+            run: run_recovery_lagging,
+        },
     ],
     peers: &[],
     finish: None,
 };
 
-/// The journal row's data, kept for the recovery row.
-static KEPT: Mutex<Option<Kept>> = Mutex::new(None);
-
-struct Kept {
-    data: PathBuf,
-    events: u64,
+/// What `journal-max` measured of its journal, for `disk-floor`.
+#[derive(Clone, Copy, Debug)]
+struct Cadence {
+    /// Bytes the group commits wrote.
+    bytes: u64,
+    /// Group commits.
+    syncs: u64,
+    /// Mean journal bytes per event (frame included).
+    bytes_per_event: f64,
 }
+
+static CADENCE: Mutex<Option<Cadence>> = Mutex::new(None);
 
 fn seconds(size: RunSize) -> f64 {
     match size {
@@ -92,6 +128,8 @@ fn seconds(size: RunSize) -> f64 {
 
 const OFFERED_PER_S: u64 = 1_000_000;
 const SAMPLE_EVERY: u64 = 64;
+/// The journal's segment size (the default), for the disk floor's files.
+const SEGMENT_BYTES: u64 = 64 << 20;
 
 fn data_dir() -> Result<PathBuf, BenchError> {
     // On disk (not /dev/shm): fdatasync must mean something.
@@ -113,38 +151,196 @@ fn sets(opts: &RunOpts, data: &Path) -> Vec<String> {
     s
 }
 
-fn run_journal(opts: &RunOpts) -> Result<Row, BenchError> {
-    journal_row(opts, "journal", OFFERED_PER_S, true)
+fn counter(s: &rim_stats::Snapshot, name: &str) -> u64 {
+    s.counters.get(name).copied().unwrap_or(0)
 }
 
-/// The same at a tenth of the offered load: the durable lag when the journal keeps up.
-fn run_journal_100k(opts: &RunOpts) -> Result<Row, BenchError> {
-    journal_row(opts, "journal-100k", OFFERED_PER_S / 10, false)
-}
-
-fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64, keep: bool) -> Result<Row, BenchError> {
+/// A daemon on a fresh data directory, this thread pinned to the client core, a producer
+/// with every string interned, and every node's first event durable.
+fn start(opts: &RunOpts, name: &str, extra: &[&str]) -> Result<(PathBuf, DaemonProc, workload::Publisher), BenchError> {
     let data = data_dir()?;
-    let daemon = DaemonProc::start(&workload::rules(), &sets(opts, &data), Duration::from_secs(60))?;
+    let mut s = sets(opts, &data);
+    s.extend(extra.iter().map(|x| (*x).to_owned()));
+    let daemon = DaemonProc::start(&workload::rules(), &s, Duration::from_secs(60))?;
     crate::affinity::pin_current_thread(opts.client_core)?;
-    let producer = rim_ring::attach::attach_producer(&daemon.socket(), "bench-persist", 1 << 24)
+    let producer = rim_ring::attach::attach_producer(&daemon.socket(), name, 1 << 24)
         .map_err(|e| BenchError::transport("rim-ring", "attach producer", e))?;
     let mut p = workload::Publisher::new(producer)?;
-    let nodes = workload::nodes();
-    // Warm-up: every node once, durable.
     let now = workload::unix_ms();
-    for i in 0..nodes {
+    for i in 0..workload::nodes() {
         p.publish(i, false, now, 0)?;
     }
     wait_durable(&p, p.producer.position(), opts.peer_timeout)?;
+    Ok((data, daemon, p))
+}
 
-    let total = (seconds(opts.size) * offered_per_s as f64) as u64;
-    let batch = offered_per_s / 1000;
-    let mut lag =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| BenchError::Setup(e.to_string()))?;
-    let mut waiting: std::collections::VecDeque<(u64, Instant)> = std::collections::VecDeque::new();
+/// Publishes as fast as the ring takes events for `secs` (or `max` events); returns
+/// (events, seconds until the last was durable).
+fn flood(
+    p: &mut workload::Publisher,
+    secs: f64,
+    max: u64,
+    probe: bool,
+    timeout: Duration,
+) -> Result<(u64, f64), BenchError> {
+    let nodes = workload::nodes();
     let started = Instant::now();
+    let until = started + Duration::from_secs_f64(secs);
     let mut sent = 0u64;
     let mut ts = workload::unix_ms();
+    while sent < max && (!sent.is_multiple_of(4096) || Instant::now() < until) {
+        if sent.is_multiple_of(4096) {
+            ts = ts.max(workload::unix_ms());
+        }
+        p.publish_probe(
+            sent as usize % nodes,
+            if probe { sent as f64 + 1.0 } else { 0.0 },
+            ts,
+            0,
+        )?;
+        sent += 1;
+    }
+    wait_durable(p, p.producer.position(), timeout * 4)?;
+    Ok((sent, started.elapsed().as_secs_f64()))
+}
+
+fn run_journal_max(opts: &RunOpts) -> Result<Row, BenchError> {
+    let (data, daemon, mut p) = start(opts, "bench-journal-max", &[])?;
+    let before = daemon.stats()?;
+    let (sent, secs) = flood(&mut p, seconds(opts.size), u64::MAX, false, opts.peer_timeout)?;
+    let after = daemon.wait_stats(Duration::from_secs(10), |s| {
+        counter(s, "persist.journal_events") >= sent
+    })?;
+    let d = |n: &str| counter(&after, n).saturating_sub(counter(&before, n));
+    let (bytes, syncs, events) = (
+        d("persist.commit_bytes"),
+        d("persist.syncs"),
+        d("persist.journal_events"),
+    );
+    let payload = d("persist.journal_bytes");
+    let cadence = Cadence {
+        bytes,
+        syncs: syncs.max(1),
+        // Each frame adds 8 bytes of header and pads to 8.
+        bytes_per_event: (payload as f64 / events.max(1) as f64 + 8.0 + 4.0).max(1.0),
+    };
+    *CADENCE.lock().map_err(|_| BenchError::Setup("lock".into()))? = Some(cadence);
+    eprint!(
+        "({} commits of {} KiB mean, {:.0} B/event; producer saw the ring full {} times) ",
+        syncs,
+        bytes / syncs.max(1) / 1024,
+        cadence.bytes_per_event,
+        p.full_retries
+    );
+    daemon.stop()?;
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(Row::new(
+        "journal-max",
+        vec![
+            Figure::real("events_per_s", sent as f64 / secs),
+            Figure::int("bytes_per_sync", bytes / syncs.max(1)),
+        ],
+    ))
+}
+
+/// Writes `total` bytes in `chunk`-sized `pwrite` + `fdatasync` rounds into preallocated
+/// segment-sized files; returns (seconds, per-round latency histogram).
+fn write_floor(dir: &Path, total: u64, chunk: u64) -> Result<(f64, Histogram<u64>), BenchError> {
+    use std::os::unix::fs::FileExt;
+    let io = |what: &'static str| move |source| BenchError::Io { what, source };
+    let mut lat =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let buf: Vec<u8> = (0..chunk).map(|i| (i * 131 + 7) as u8).collect();
+    let mut file: Option<std::fs::File> = None;
+    let mut off = SEGMENT_BYTES;
+    let mut written = 0u64;
+    let mut n = 0;
+    let started = Instant::now();
+    while written < total {
+        if off + chunk > SEGMENT_BYTES {
+            let f = std::fs::File::options()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(dir.join(format!("floor-{n}.seg")))
+                .map_err(io("creating a disk-floor file"))?;
+            preallocate(&f, SEGMENT_BYTES).map_err(io("preallocating a disk-floor file"))?;
+            file = Some(f);
+            off = 0;
+            n += 1;
+        }
+        let Some(f) = file.as_ref() else { break };
+        let t0 = Instant::now();
+        f.write_all_at(&buf, off).map_err(io("writing a disk-floor file"))?;
+        f.sync_data().map_err(io("syncing a disk-floor file"))?;
+        let _ = lat.record((t0.elapsed().as_nanos() as u64).max(1));
+        off += chunk;
+        written += chunk;
+    }
+    Ok((started.elapsed().as_secs_f64(), lat))
+}
+
+fn preallocate(f: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fallocate only reads the descriptor number of an open file (as the
+    // journal's own files are preallocated).
+    let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        f.set_len(len)
+    }
+}
+
+fn run_disk_floor(opts: &RunOpts) -> Result<Row, BenchError> {
+    let kept = *CADENCE.lock().map_err(|_| BenchError::Setup("lock".into()))?;
+    let cadence = match kept {
+        Some(c) => c,
+        None => {
+            run_journal_max(opts)?;
+            CADENCE
+                .lock()
+                .map_err(|_| BenchError::Setup("lock".into()))?
+                .ok_or_else(|| BenchError::Setup("journal-max kept no cadence".into()))?
+        }
+    };
+    crate::affinity::pin_current_thread(opts.client_core)?;
+    let dir = data_dir()?;
+    let chunk = (cadence.bytes / cadence.syncs).clamp(4096, SEGMENT_BYTES);
+    let (secs, lat) = write_floor(&dir, cadence.bytes.max(chunk), chunk)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let events = cadence.bytes.max(chunk) as f64 / cadence.bytes_per_event;
+    Ok(Row::new(
+        "disk-floor",
+        vec![
+            Figure::real("events_per_s", events / secs),
+            Figure::int("sync_p99_ns", lat.value_at_quantile(0.99)),
+            Figure::int("bytes_per_sync", chunk),
+        ],
+    ))
+}
+
+fn run_journal(opts: &RunOpts) -> Result<Row, BenchError> {
+    journal_row(opts, "journal", OFFERED_PER_S)
+}
+
+/// The same at a tenth of the offered load.
+fn run_journal_100k(opts: &RunOpts) -> Result<Row, BenchError> {
+    journal_row(opts, "journal-100k", OFFERED_PER_S / 10)
+}
+
+fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64) -> Result<Row, BenchError> {
+    let (data, daemon, mut p) = start(opts, "bench-persist", &[])?;
+    let nodes = workload::nodes();
+    let total = (seconds(opts.size) * offered_per_s as f64) as u64;
+    let mut lag =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let mut waiting = std::collections::VecDeque::new();
+    let started = Instant::now();
+    let mut ts = workload::unix_ms();
+    let batch = (offered_per_s / 1000).max(1);
+    let mut sent = 0u64;
     while sent < total {
         let due = started + Duration::from_nanos(sent * 1_000_000_000 / offered_per_s);
         // Sleep between batches, looking at the durable position every 100 µs at most:
@@ -183,41 +379,16 @@ fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64, keep: bool) -> Re
     settle(&p, &mut waiting, &mut lag);
     let secs = started.elapsed().as_secs_f64();
     let stats = daemon.wait_stats(Duration::from_secs(10), |s| applied(s) >= total + nodes as u64)?;
-    let journaled = stats.counters.get("persist.journal_events").copied().unwrap_or(0);
-    let syncs = stats.counters.get("persist.syncs").copied().unwrap_or(0);
-    let sync_ns = stats.counters.get("persist.sync_ns").copied().unwrap_or(0);
-    let sync_max = stats.counters.get("persist.sync_ns_max").copied().unwrap_or(0);
-    let commits = stats.counters.get("persist.store_commits").copied().unwrap_or(0);
+    let syncs = counter(&stats, "persist.syncs");
     eprint!(
-        "(producer saw the ring full {} times; {} syncs, mean {} µs, max {} µs; {} store commits) ",
+        "(producer saw the ring full {} times; {} commits, mean {} µs, max {} µs) ",
         p.full_retries,
         syncs,
-        sync_ns / syncs.max(1) / 1000,
-        sync_max / 1000,
-        commits
+        counter(&stats, "persist.sync_ns") / syncs.max(1) / 1000,
+        counter(&stats, "persist.sync_ns_max") / 1000,
     );
-    // Hand the data to the recovery row: SIGKILL, as a crash would, once the store has
-    // caught up with the journal (under overload it lags by seconds, and recovery then
-    // replays that much more: see the closing notes).
-    if keep {
-        let caught_up = daemon.wait_stats(Duration::from_secs(120), |s| {
-            s.counters.get("persist.store_pending").copied().unwrap_or(1) == 0
-        });
-        if caught_up.is_err() {
-            eprint!("(the store had not caught up after 120 s) ");
-        }
-        // One more checkpoint period, so the last checkpoint is of the quiet journal.
-        std::thread::sleep(Duration::from_millis(2_500));
-    }
-    daemon.kill9();
-    if keep {
-        *KEPT.lock().map_err(|_| BenchError::Setup("lock".into()))? = Some(Kept {
-            data,
-            events: journaled,
-        });
-    } else {
-        let _ = std::fs::remove_dir_all(&data);
-    }
+    daemon.stop()?;
+    let _ = std::fs::remove_dir_all(&data);
     Ok(Row::new(
         name,
         vec![
@@ -228,6 +399,27 @@ fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64, keep: bool) -> Re
             Figure::int("durable_lag_max_ns", lag.max()),
         ],
     ))
+}
+
+/// Calls `publish(i)` for `total` events at `per_s`, in 1 ms batches, sleeping between
+/// batches (the daemon's cold side shares this core: a spinning producer would take the
+/// time it needs).
+fn paced(total: u64, per_s: u64, mut publish: impl FnMut(u64) -> Result<(), BenchError>) -> Result<(), BenchError> {
+    let batch = (per_s / 1000).max(1);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = started + Duration::from_nanos(sent * 1_000_000_000 / per_s);
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        }
+        for _ in 0..batch.min(total - sent) {
+            publish(sent)?;
+            sent += 1;
+        }
+    }
+    Ok(())
 }
 
 fn settle(p: &workload::Publisher, waiting: &mut std::collections::VecDeque<(u64, Instant)>, lag: &mut Histogram<u64>) {
@@ -250,6 +442,39 @@ fn wait_durable(p: &workload::Publisher, pos: u64, timeout: Duration) -> Result<
             timeout,
         })
     }
+}
+
+fn run_decisions(opts: &RunOpts) -> Result<Row, BenchError> {
+    let (data, daemon, mut p) = start(opts, "bench-decisions", &[])?;
+    let before = counter(&daemon.stats()?, "persist.decisions_indexed");
+    let started = Instant::now();
+    let (sent, _) = flood(&mut p, seconds(opts.size), u64::MAX, true, opts.peer_timeout)?;
+    let deadline = Instant::now() + opts.peer_timeout * 4;
+    let mut indexed;
+    loop {
+        let s = daemon.stats()?;
+        indexed = counter(&s, "persist.decisions_indexed").saturating_sub(before);
+        if indexed >= sent {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout {
+                waiting_for: "every decision durable and indexed",
+                timeout: opts.peer_timeout * 4,
+            });
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    daemon.stop()?;
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(Row::new(
+        "decisions",
+        vec![
+            Figure::real("decisions_per_s", indexed as f64 / secs),
+            Figure::real("events_per_s", sent as f64 / secs),
+        ],
+    ))
 }
 
 fn capsule_count(size: RunSize) -> usize {
@@ -372,27 +597,44 @@ fn run_raw(opts: &RunOpts) -> Result<Row, BenchError> {
     ))
 }
 
+/// Events the recovery row journals (10M, as the target names; a smoke run far fewer).
+fn recovery_events(size: RunSize) -> u64 {
+    match size {
+        RunSize::Smoke => 50_000,
+        _ => 10_000_000,
+    }
+}
+
 fn run_recovery(opts: &RunOpts) -> Result<Row, BenchError> {
-    let kept = KEPT.lock().map_err(|_| BenchError::Setup("lock".into()))?.take();
-    let kept = match kept {
-        Some(k) => k,
-        None => {
-            run_journal(opts)?;
-            KEPT.lock()
-                .map_err(|_| BenchError::Setup("lock".into()))?
-                .take()
-                .ok_or_else(|| BenchError::Setup("the journal row kept no data".into()))?
-        }
-    };
-    let (ready_ms, replayed) = restart(opts, &kept.data)?;
+    let (data, daemon, mut p) = start(opts, "bench-recovery", &[])?;
+    let (sent, _) = flood(
+        &mut p,
+        f64::MAX,
+        recovery_events(opts.size),
+        false,
+        opts.peer_timeout * 4,
+    )?;
+    // SIGKILL, as a crash would, once the store has caught up with the journal and one
+    // more checkpoint period passed.
+    let caught_up = daemon.wait_stats(Duration::from_secs(120), |s| {
+        counter(s, "persist.store_pending") == 0 && counter(s, "persist.store_waiting") == 0
+    });
+    if caught_up.is_err() {
+        eprint!("(the store had not caught up after 120 s) ");
+    }
+    std::thread::sleep(Duration::from_millis(2_500));
+    let journaled = counter(&daemon.stats()?, "persist.journal_events");
+    daemon.kill9();
+    let (ready_ms, replayed) = restart(opts, &data, &[])?;
     // And with no store: recovery replays the whole journal.
-    let _ = std::fs::remove_file(kept.data.join("capsules.redb"));
-    let (full_ms, _) = restart(opts, &kept.data)?;
-    let _ = std::fs::remove_dir_all(&kept.data);
+    let _ = std::fs::remove_file(data.join("capsules.redb"));
+    let (full_ms, _) = restart(opts, &data, &[])?;
+    let _ = std::fs::remove_dir_all(&data);
+    eprint!("({sent} published) ");
     Ok(Row::new(
         "recovery",
         vec![
-            Figure::int("events", kept.events),
+            Figure::int("events", journaled),
             Figure::int("replayed", replayed),
             Figure::real("ready_ms", ready_ms),
             Figure::real("full_replay_ms", full_ms),
@@ -400,13 +642,44 @@ fn run_recovery(opts: &RunOpts) -> Result<Row, BenchError> {
     ))
 }
 
+fn run_recovery_lagging(opts: &RunOpts) -> Result<Row, BenchError> {
+    const HOLD: &str = "persist.store_interval_ms=60000";
+    let (data, daemon, mut p) = start(opts, "bench-recovery-lagging", &[HOLD])?;
+    let lag_s = match opts.size {
+        RunSize::Smoke => 0.05,
+        _ => 10.0,
+    };
+    let nodes = workload::nodes();
+    let total = (lag_s * OFFERED_PER_S as f64) as u64;
+    let mut ts = workload::unix_ms();
+    paced(total, OFFERED_PER_S, |sent| {
+        ts = ts.max(workload::unix_ms());
+        p.publish(sent as usize % nodes, false, ts, 0)
+    })?;
+    wait_durable(&p, p.producer.position(), opts.peer_timeout)?;
+    let journaled = counter(&daemon.stats()?, "persist.journal_events");
+    daemon.kill9();
+    let (ready_ms, replayed) = restart(opts, &data, &[HOLD])?;
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(Row::new(
+        "recovery-lagging",
+        vec![
+            Figure::int("events", journaled),
+            Figure::int("replayed", replayed),
+            Figure::real("ready_ms", ready_ms),
+        ],
+    ))
+}
+
 /// Starts a daemon on `data`; returns ms until it served and the records it replayed.
-fn restart(opts: &RunOpts, data: &Path) -> Result<(f64, u64), BenchError> {
+fn restart(opts: &RunOpts, data: &Path, extra: &[&str]) -> Result<(f64, u64), BenchError> {
     let started = Instant::now();
-    let daemon = DaemonProc::start(&workload::rules(), &sets(opts, data), Duration::from_secs(300))?;
+    let mut s = sets(opts, data);
+    s.extend(extra.iter().map(|x| (*x).to_owned()));
+    let daemon = DaemonProc::start(&workload::rules(), &s, Duration::from_secs(300))?;
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let s = daemon.stats()?;
-    let replayed = s.counters.get("persist.recovered_events").copied().unwrap_or(0);
+    let replayed = counter(&s, "persist.recovered_events");
     daemon.stop()?;
     Ok((ms, replayed))
 }

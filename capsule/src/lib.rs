@@ -79,10 +79,10 @@ pub use model::{
     Prediction, Vantage, PAYLOAD_BYTES_MAX,
 };
 pub use rollup::{
-    Checkpoint, CheckpointError, Expected, Names, Observation, PushOutcome, Rollup, RollupConfig, Texts, KEY_PRICE,
-    KEY_STRESS, KEY_VOLUME,
+    Checkpoint, CheckpointError, Closed, Expected, Names, NamesDelta, Observation, PushOutcome, Rollup, RollupConfig,
+    Texts, KEY_PRICE, KEY_STRESS, KEY_VOLUME,
 };
 pub use store::{
     Batch, BatchOutcome, DecisionRun, HistoryQuery, PutOutcome, RetainReport, Store, StoreConfig, StoreCounts,
-    Watermark,
+    StoredCheckpoint, Watermark,
 };

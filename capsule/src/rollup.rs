@@ -5,15 +5,18 @@
 //! integer keys for series (`1` price, `2` volume, `3` stress, else the metric name's hash)
 //! and for the status text. Nothing per event hashes, compares or allocates a string: a
 //! node's name, a metric's name and a status text are asked for once, the first time the
-//! roll-up meets them ([`Texts`]), and kept in [`Names`]. Capsules (strings and all) are
-//! built once per closed window.
+//! roll-up meets them ([`Texts`]), and kept in [`Names`].
+//!
+//! A window that closes is emitted as a [`Closed`] record, a copy of its numbers and keys:
+//! building the capsule (strings, metrics sorted by name, the idempotency key) is left to
+//! whoever stores it ([`Names::capsule`]), off the path that must keep up with the events.
+//! New names travel the same way, as [`NamesDelta`]s.
 //!
 //! ## Windows
 //! A node's window at resolution `r` is `[floor(ts / (r·1000)) · r·1000, +r·1000)` in event
 //! time. Per (node, resolution) at most one window is open:
 //! - an event in the open window is folded in;
-//! - an event in a later window closes the open one (it is emitted as an OBSERVED capsule)
-//!   and opens its own;
+//! - an event in a later window closes the open one and opens its own;
 //! - an event in an earlier window — or, when no window is open, in a window that already
 //!   closed — is **late**: not folded in, counted. Resolutions are judged independently: an
 //!   event can be late at 1 s and still belong to the open 60 s window.
@@ -30,18 +33,22 @@
 //! ## Predictions and accuracy
 //! [`Rollup::expect`] files a prediction of a node's window; when that window closes, each
 //! predicted series with an observed value is scored ([`crate::accuracy`]) and folded into
-//! the node's accuracy per series. A prediction whose window already closed, or that is
-//! displaced by newer ones ([`PREDICTIONS_PER_SLOT`] per node and resolution), is counted
-//! unscored.
+//! the node's accuracy per series. A window that closes before its prediction arrives keeps
+//! what it observed until it does (bounded). A prediction displaced by newer ones
+//! ([`PREDICTIONS_PER_SLOT`] per node and resolution), or whose window's observation is
+//! gone, is counted unscored.
 //!
-//! ## Checkpoints
-//! [`Rollup::checkpoint`] encodes, in a compact little-endian format, a header (resolutions,
-//! counters, the names of series keys and statuses) and the rows of every *chunk* of
-//! [`CHUNK_NODES`] nodes that changed since the previous checkpoint: per node its name, its
-//! series keys, its windows, its accuracy and its pending predictions. Nothing changed,
-//! nothing is encoded. [`Rollup::restore`] takes the header and every chunk back, places
-//! each node by name through the caller's index (so a restart that numbers nodes
-//! differently still restores), and refuses anything malformed with a typed error.
+//! ## Checkpoints, chunk by chunk
+//! Nodes are grouped in chunks of [`CHUNK_NODES`] by index. [`Rollup::checkpoint_step`]
+//! encodes one changed chunk at a time (so no turn of the caller pays for all nodes at
+//! once): per node its name, the journal positions its state is complete to (events and
+//! decision log, the ends when the chunk was encoded), its series keys, windows, accuracy
+//! and pending predictions. [`Rollup::watermarks`] says from where a replay must start for
+//! every chunk not stored since it changed; a node restored from its entry skips replayed
+//! records its entry already holds ([`Rollup::holds_event`], [`Rollup::holds_log`]).
+//! [`Rollup::restore`] places each node by name through the caller's index (so a restart
+//! that numbers nodes differently still restores), and refuses anything malformed with a
+//! typed error.
 //!
 //! Memory: one row per node index up to the highest seen (about 1 KiB for two resolutions),
 //! grown on demand; series past [`INLINE_METRICS`] per node live in an overflow map.
@@ -51,6 +58,10 @@ use std::collections::HashMap;
 use crate::accuracy::{AccuracyAgg, SeriesScore, REL_ERR_FLOOR};
 use crate::model::{Capsule, CapsuleBody, CapsuleKey, MetricStats, ObservedStats, Ohlc, Vantage};
 
+mod checkpoint;
+
+pub use checkpoint::{Checkpoint, CheckpointError};
+
 /// Series key of `price`.
 pub const KEY_PRICE: u64 = 1;
 /// Series key of `volume`.
@@ -59,8 +70,8 @@ pub const KEY_VOLUME: u64 = 2;
 pub const KEY_STRESS: u64 = 3;
 /// Metric series kept in a node's row; more go to an overflow map (slower, still exact).
 pub const INLINE_METRICS: usize = 8;
-/// Nodes per checkpoint chunk.
-pub const CHUNK_NODES: usize = 1024;
+/// Nodes per checkpoint chunk (one step of [`Rollup::checkpoint_step`] encodes one).
+pub const CHUNK_NODES: usize = 256;
 /// Pending predictions kept per node and resolution.
 pub const PREDICTIONS_PER_SLOT: usize = 2;
 /// Series in one prediction at most.
@@ -108,6 +119,28 @@ pub trait Texts {
     fn metric_name(&self, i: usize) -> &str;
 }
 
+/// Names learned since the last [`Rollup::take_names`]: what a replica of [`Names`] needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamesDelta {
+    /// (node index, node id).
+    pub nodes: Vec<(u32, String)>,
+    /// (key, series name or status text).
+    pub keys: Vec<(u64, String)>,
+}
+
+impl NamesDelta {
+    /// True if nothing was learned.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.keys.is_empty()
+    }
+
+    /// Appends a later delta.
+    pub fn append(&mut self, mut later: NamesDelta) {
+        self.nodes.append(&mut later.nodes);
+        self.keys.append(&mut later.keys);
+    }
+}
+
 /// Names the roll-up learned: node ids by index, series names and status texts by key.
 #[derive(Clone, Debug, Default)]
 pub struct Names {
@@ -132,20 +165,78 @@ impl Names {
             .map_or_else(|| format!("metric#{key:016x}"), str::to_owned)
     }
 
-    fn learn_key(&mut self, key: u64, text: &str) {
-        if fixed_series_name(key).is_none() {
-            self.keys.entry(key).or_insert_with(|| text.into());
+    /// Learns what a [`Rollup`] learned (a replica on another thread).
+    pub fn apply(&mut self, delta: &NamesDelta) {
+        for (n, id) in &delta.nodes {
+            self.learn_node(*n, id);
+        }
+        for (k, text) in &delta.keys {
+            self.learn_key(*k, text);
         }
     }
 
-    fn learn_node(&mut self, node: u32, id: &str) {
+    fn learn_key(&mut self, key: u64, text: &str) -> bool {
+        if fixed_series_name(key).is_some() || self.keys.contains_key(&key) {
+            return false;
+        }
+        self.keys.insert(key, text.into());
+        true
+    }
+
+    fn learn_node(&mut self, node: u32, id: &str) -> bool {
         let i = node as usize;
         if self.nodes.len() <= i {
             self.nodes.resize(i + 1, None);
         }
-        if self.nodes[i].as_deref() != Some(id) {
-            self.nodes[i] = Some(id.into());
+        if self.nodes[i].as_deref() == Some(id) {
+            return false;
         }
+        self.nodes[i] = Some(id.into());
+        true
+    }
+
+    /// The OBSERVED capsule of a closed window; None while its node's name is unknown.
+    pub fn capsule(&self, c: &Closed) -> Option<Capsule> {
+        let scope_id = self.node(c.node)?.to_owned();
+        let win = &c.win;
+        let mut metrics: Vec<MetricStats> = Vec::with_capacity(c.keys_len as usize + c.overflow.len());
+        for (s, &key) in c.keys[..c.keys_len as usize].iter().enumerate() {
+            if win.m[s].count > 0 {
+                metrics.push(win.m[s].stats(self.series_name(key)));
+            }
+        }
+        for (key, acc) in &c.overflow {
+            if acc.count > 0 {
+                metrics.push(acc.stats(self.series_name(*key)));
+            }
+        }
+        metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        let flag = |f: u8| win.flags & f != 0;
+        Some(Capsule {
+            key: CapsuleKey {
+                scope_id,
+                timestamp: win.start_ms,
+                resolution: c.resolution,
+                vantage: Vantage::Observed,
+            },
+            body: CapsuleBody::Observed(ObservedStats {
+                count: win.count,
+                first_ts: win.first_ts,
+                last_ts: win.last_ts,
+                metrics,
+                price: flag(F_PRICE).then_some(Ohlc {
+                    open: win.ohlc[0],
+                    high: win.ohlc[1],
+                    low: win.ohlc[2],
+                    close: win.ohlc[3],
+                }),
+                volume_sum: flag(F_VOLUME).then_some(win.volume_sum),
+                stress_max: flag(F_STRESS).then_some(win.stress_max),
+                stress_last: flag(F_STRESS).then_some(win.stress_last),
+                last_status: self.key(win.status).unwrap_or_default().to_owned(),
+            }),
+            created_ms: c.created_ms,
+        })
     }
 }
 
@@ -224,6 +315,10 @@ impl Acc {
             mean: self.sum / self.count as f64,
             last: self.last,
         }
+    }
+
+    fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
     }
 }
 
@@ -327,24 +422,19 @@ impl Win {
         self.status = obs.status;
     }
 
-    /// The observed value a series is scored against (see [`crate::accuracy`]).
-    fn observed(&self, slot: Option<usize>, key: u64, over: Option<&Acc>) -> Option<f64> {
+    /// The observed value a fixed series is scored against (see [`crate::accuracy`]).
+    fn observed_fixed(&self, key: u64) -> Option<f64> {
         match key {
             KEY_PRICE => (self.flags & F_PRICE != 0).then_some(self.ohlc[3]),
             KEY_VOLUME => (self.flags & F_VOLUME != 0).then_some(self.volume_sum),
             KEY_STRESS => (self.flags & F_STRESS != 0).then_some(self.stress_last),
-            _ => {
-                let acc = match slot {
-                    Some(i) => &self.m[i],
-                    None => over?,
-                };
-                (acc.count > 0).then(|| acc.sum / acc.count as f64)
-            }
+            _ => None,
         }
     }
 }
 
-/// One node's row: whether it was seen, and the keys of its inline metric series.
+/// One node's row: whether it was seen, the keys of its inline metric series, and (after
+/// a restore) the journal positions its restored state is complete to.
 #[derive(Clone, Copy, Debug, Default)]
 struct Row {
     seen: bool,
@@ -352,12 +442,45 @@ struct Row {
     /// The last status key whose text is known (saves a lookup per event).
     status_known: u64,
     keys: [u64; INLINE_METRICS],
+    /// Events before this position are in the restored state (0: none restored).
+    applied_to: u64,
+    /// Decision-log records before this position are in the restored state.
+    applied_log: u64,
 }
 
 impl Row {
     #[inline]
     fn slot_of(&self, key: u64) -> Option<usize> {
         self.keys[..self.keys_len as usize].iter().position(|&k| k == key)
+    }
+}
+
+/// A window that closed: its node, resolution and numbers, to be made a capsule with
+/// [`Names::capsule`].
+#[derive(Clone, Debug)]
+pub struct Closed {
+    /// The node's index.
+    pub node: u32,
+    /// The resolution, seconds.
+    pub resolution: u32,
+    /// When it closed (processing time), epoch ms: the capsule's `created_ms`.
+    pub created_ms: i64,
+    win: Win,
+    keys_len: u8,
+    keys: [u64; INLINE_METRICS],
+    /// Series past the inline ones (empty for almost every node: no allocation).
+    overflow: Vec<(u64, Acc)>,
+}
+
+impl Closed {
+    /// The window's start, epoch ms.
+    pub fn start_ms(&self) -> i64 {
+        self.win.start_ms
+    }
+
+    /// Events in the window.
+    pub fn count(&self) -> u64 {
+        self.win.count
     }
 }
 
@@ -373,6 +496,19 @@ pub struct Expected {
 /// A node's accuracy, per series key.
 type AccuracyRow = Vec<(u64, AccuracyAgg)>;
 
+/// What a chunk's stored entry lacks.
+#[derive(Clone, Copy, Debug, Default)]
+struct ChunkState {
+    /// Changed since it was last encoded.
+    dirty: bool,
+    /// The first event position folded into it since then.
+    unstored_from: Option<u64>,
+    /// The first decision-log position filed into it since then.
+    unstored_log_from: Option<u64>,
+    /// When it was last encoded (caller's clock, ms).
+    encoded_ms: u64,
+}
+
 /// The roll-up state of every node. Single-threaded (owned by the journal thread).
 #[derive(Clone, Debug)]
 pub struct Rollup {
@@ -384,12 +520,17 @@ pub struct Rollup {
     /// Accumulators of series past the inline ones: node → (key, one per resolution).
     overflow: HashMap<u32, Vec<(u64, Vec<Acc>)>>,
     names: Names,
+    /// Names learned since the last `take_names`.
+    delta: NamesDelta,
     accuracy: HashMap<u32, AccuracyRow>,
     /// (node, resolution index) → pending predictions, oldest first.
     expected: HashMap<(u32, u8), Vec<Expected>>,
-    /// Chunks changed since the last checkpoint.
-    dirty: Vec<bool>,
-    names_dirty: bool,
+    /// What windows that closed before their prediction arrived observed, per series key.
+    closed_unscored: HashMap<(u32, u8, i64), Vec<(u64, f64)>>,
+    keep_unscored: bool,
+    chunks: Vec<ChunkState>,
+    /// Where the next checkpoint step looks for a changed chunk.
+    cursor: usize,
     open_windows: usize,
     nodes_seen: usize,
     late_events: u64,
@@ -399,32 +540,6 @@ pub struct Rollup {
     unscored: u64,
     /// Pending predictions kept per node and resolution (raised during recovery).
     expect_capacity: usize,
-    /// What windows that closed before their prediction arrived observed, per series key.
-    closed_unscored: HashMap<(u32, u8, i64), Vec<(u64, f64)>>,
-    keep_unscored: bool,
-}
-
-/// Why a roll-up checkpoint was not restored.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CheckpointError {
-    /// The bytes are not a checkpoint.
-    #[error("roll-up checkpoint does not parse: {0}")]
-    Parse(String),
-    /// Written by another format version.
-    #[error("roll-up checkpoint version {0} is not supported")]
-    Version(u32),
-    /// Written with other resolutions.
-    #[error("roll-up checkpoint has resolutions {stored:?}, the configuration {configured:?}")]
-    Resolutions {
-        /// In the checkpoint.
-        stored: Vec<u32>,
-        /// Configured now.
-        configured: Vec<u32>,
-    },
-    /// More nodes than `nodes_max`, or a node the caller could not place.
-    #[error("roll-up checkpoint node {0:?} cannot be placed (node table full)")]
-    NodeNotPlaced(String),
 }
 
 /// Window start of `ts` at a resolution of `resolution` seconds (floor, also for negative
@@ -436,19 +551,6 @@ pub fn window_start(ts: i64, resolution: u32) -> i64 {
 
 fn ms_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
-/// One encoded checkpoint: a header and the chunks that changed.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Checkpoint {
-    /// Resolutions, counters and names.
-    pub header: Vec<u8>,
-    /// (chunk number, rows) of every chunk that changed since the previous checkpoint.
-    pub chunks: Vec<(u32, Vec<u8>)>,
-    /// Chunks the roll-up spans now: stored chunks at or past this are stale.
-    pub chunk_count: u32,
-    /// Nodes whose accuracy changed, with it: (node id, [(series name, aggregate)]).
-    pub accuracy: Vec<(String, Vec<(String, AccuracyAgg)>)>,
 }
 
 impl Rollup {
@@ -467,10 +569,13 @@ impl Rollup {
             wins: Vec::new(),
             overflow: HashMap::new(),
             names: Names::default(),
+            delta: NamesDelta::default(),
             accuracy: HashMap::new(),
             expected: HashMap::new(),
-            dirty: Vec::new(),
-            names_dirty: false,
+            closed_unscored: HashMap::new(),
+            keep_unscored: true,
+            chunks: Vec::new(),
+            cursor: 0,
             open_windows: 0,
             nodes_seen: 0,
             late_events: 0,
@@ -479,26 +584,7 @@ impl Rollup {
             scored: 0,
             unscored: 0,
             expect_capacity: PREDICTIONS_PER_SLOT,
-            closed_unscored: HashMap::new(),
-            keep_unscored: true,
         }
-    }
-
-    /// Pending predictions kept per node and resolution: recovery files a whole stretch of
-    /// the decision log's predictions before replaying the events they predict, so it
-    /// raises this, and sets it back (to [`PREDICTIONS_PER_SLOT`]) afterwards, which drops
-    /// the oldest beyond it (counted unscored).
-    pub fn set_expect_capacity(&mut self, n: usize) {
-        self.expect_capacity = n.max(1);
-        let cap = self.expect_capacity;
-        let mut dropped = 0u64;
-        for list in self.expected.values_mut() {
-            while list.len() > cap {
-                list.remove(0);
-                dropped += 1;
-            }
-        }
-        self.unscored += dropped;
     }
 
     pub fn config(&self) -> &RollupConfig {
@@ -508,6 +594,11 @@ impl Rollup {
     /// What the roll-up learned to call nodes and keys.
     pub fn names(&self) -> &Names {
         &self.names
+    }
+
+    /// Names learned since the last call.
+    pub fn take_names(&mut self) -> NamesDelta {
+        std::mem::take(&mut self.delta)
     }
 
     fn resolutions(&self) -> usize {
@@ -526,16 +617,28 @@ impl Rollup {
             self.wins.resize(n * self.resolutions(), Win::default());
         }
         let chunk = i / CHUNK_NODES;
-        if chunk >= self.dirty.len() {
-            self.dirty.resize(chunk + 1, false);
+        if chunk >= self.chunks.len() {
+            self.chunks.resize(chunk + 1, ChunkState::default());
         }
         true
     }
 
     #[inline]
     fn mark(&mut self, node: u32) {
-        if let Some(d) = self.dirty.get_mut(node as usize / CHUNK_NODES) {
-            *d = true;
+        if let Some(c) = self.chunks.get_mut(node as usize / CHUNK_NODES) {
+            c.dirty = true;
+        }
+    }
+
+    fn learn_node(&mut self, node: u32, id: &str) {
+        if self.names.learn_node(node, id) {
+            self.delta.nodes.push((node, id.to_owned()));
+        }
+    }
+
+    fn learn_key(&mut self, key: u64, text: &str) {
+        if self.names.learn_key(key, text) {
+            self.delta.keys.push((key, text.to_owned()));
         }
     }
 
@@ -548,24 +651,24 @@ impl Rollup {
         arrival_ms: u64,
         obs: &Observation<'_>,
         texts: &dyn Texts,
-        out: &mut Vec<Capsule>,
+        out: &mut Vec<Closed>,
     ) -> PushOutcome {
         if !self.ensure(node) {
             self.refused_nodes_full += 1;
             return PushOutcome::NodesFull;
         }
-        self.mark(node);
         let n = node as usize;
+        let chunk = &mut self.chunks[n / CHUNK_NODES];
+        chunk.dirty = true;
+        chunk.unstored_from.get_or_insert(pos);
         if !self.rows[n].seen {
             self.rows[n].seen = true;
             self.nodes_seen += 1;
-            self.names.learn_node(node, texts.node_id());
-            self.names_dirty = true;
+            self.learn_node(node, texts.node_id());
         }
         if self.rows[n].status_known != obs.status {
             if !self.names.keys.contains_key(&obs.status) {
-                self.names.learn_key(obs.status, texts.status());
-                self.names_dirty = true;
+                self.learn_key(obs.status, texts.status());
             }
             self.rows[n].status_known = obs.status;
         }
@@ -577,39 +680,9 @@ impl Rollup {
         let r_count = self.resolutions();
         let mut late_at = 0usize;
         for r in 0..r_count {
-            let res_ms = self.res_ms[r];
-            let w = n * r_count + r;
-            let win = &self.wins[w];
-            // Most events fall in the open window: no division on that path.
-            let start = if win.open && obs.timestamp >= win.start_ms && obs.timestamp - win.start_ms < res_ms {
-                win.start_ms
-            } else {
-                obs.timestamp.div_euclid(res_ms).saturating_mul(res_ms)
-            };
-            let win = &self.wins[w];
-            if win.open && start < win.start_ms || !win.open && start < win.closed_until_ms {
+            if !self.push_at(node, r, pos, arrival_ms, obs, &slots, out) {
                 late_at += 1;
                 self.late_by_resolution[r] += 1;
-                continue;
-            }
-            if win.open && start > win.start_ms {
-                self.close(node, r, ms_i64(arrival_ms), out);
-            }
-            let win = &mut self.wins[w];
-            if !win.open {
-                win.open_at(start, pos, arrival_ms, obs.timestamp);
-                self.open_windows += 1;
-            }
-            win.fold_head(arrival_ms, obs);
-            for (i, &(key, v)) in obs.metrics.iter().enumerate().take(slots.len()) {
-                match slots[i] {
-                    s if s < INLINE_METRICS => win.m[s].fold(v),
-                    _ => {
-                        if let Some(a) = overflow_acc(&mut self.overflow, node, key) {
-                            a[r].fold(v);
-                        }
-                    }
-                }
             }
         }
         match late_at {
@@ -625,6 +698,54 @@ impl Rollup {
         }
     }
 
+    /// Folds the event into resolution `r`'s window (closing the open one first when the
+    /// event is in a later window); false when it is late there.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn push_at(
+        &mut self,
+        node: u32,
+        r: usize,
+        pos: u64,
+        arrival_ms: u64,
+        obs: &Observation<'_>,
+        slots: &[usize; 64],
+        out: &mut Vec<Closed>,
+    ) -> bool {
+        let res_ms = self.res_ms[r];
+        let w = node as usize * self.resolutions() + r;
+        let win = &self.wins[w];
+        // Most events fall in the open window: no division on that path.
+        let start = if win.open && obs.timestamp >= win.start_ms && obs.timestamp - win.start_ms < res_ms {
+            win.start_ms
+        } else {
+            obs.timestamp.div_euclid(res_ms).saturating_mul(res_ms)
+        };
+        if win.open && start < win.start_ms || !win.open && start < win.closed_until_ms {
+            return false;
+        }
+        if win.open && start > win.start_ms {
+            self.close(node, r, ms_i64(arrival_ms), out);
+        }
+        let win = &mut self.wins[w];
+        if !win.open {
+            win.open_at(start, pos, arrival_ms, obs.timestamp);
+            self.open_windows += 1;
+        }
+        win.fold_head(arrival_ms, obs);
+        for (i, &(key, v)) in obs.metrics.iter().enumerate().take(slots.len()) {
+            match slots[i] {
+                s if s < INLINE_METRICS => win.m[s].fold(v),
+                _ => {
+                    if let Some(a) = overflow_acc(&mut self.overflow, node, key) {
+                        a[r].fold(v);
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// The inline slot of `key` for `node`, taking a free one for a new key; `usize::MAX`
     /// for a series in the overflow map (created there if new).
     #[inline]
@@ -637,8 +758,7 @@ impl Rollup {
             return usize::MAX;
         }
         if !self.names.keys.contains_key(&key) {
-            self.names.learn_key(key, name());
-            self.names_dirty = true;
+            self.learn_key(key, name());
         }
         let row = &mut self.rows[node as usize];
         if (row.keys_len as usize) < INLINE_METRICS {
@@ -654,9 +774,9 @@ impl Rollup {
         usize::MAX
     }
 
-    /// Closes the open window of (`node`, resolution `r`): emits its capsule, scores the
-    /// prediction of that window if one is pending.
-    fn close(&mut self, node: u32, r: usize, created_ms: i64, out: &mut Vec<Capsule>) {
+    /// Closes the open window of (`node`, resolution `r`): emits it, scores the prediction
+    /// of that window if one is pending.
+    fn close(&mut self, node: u32, r: usize, created_ms: i64, out: &mut Vec<Closed>) {
         let w = node as usize * self.resolutions() + r;
         if !self.wins[w].open {
             return;
@@ -664,9 +784,21 @@ impl Rollup {
         let res_ms = self.res_ms[r];
         let win = self.wins[w];
         self.score(node, r, &win);
-        if let Some(c) = self.capsule_of(node, r, &win, created_ms) {
-            out.push(c);
-        }
+        let row = &self.rows[node as usize];
+        let overflow = self
+            .overflow
+            .get(&node)
+            .map(|list| list.iter().map(|(k, accs)| (*k, accs[r])).collect())
+            .unwrap_or_default();
+        out.push(Closed {
+            node,
+            resolution: self.cfg.resolutions[r],
+            created_ms,
+            win,
+            keys_len: row.keys_len,
+            keys: row.keys,
+            overflow,
+        });
         // Clear the window's accumulators (the overflow ones too) for the next.
         let wm = &mut self.wins[w];
         wm.open = false;
@@ -681,54 +813,19 @@ impl Rollup {
         self.mark(node);
     }
 
-    fn capsule_of(&self, node: u32, r: usize, win: &Win, created_ms: i64) -> Option<Capsule> {
-        let scope_id = self.names.node(node)?.to_owned();
-        let row = &self.rows[node as usize];
-        let mut metrics: Vec<MetricStats> = Vec::with_capacity(row.keys_len as usize);
-        for (s, &key) in row.keys[..row.keys_len as usize].iter().enumerate() {
-            if win.m[s].count > 0 {
-                metrics.push(win.m[s].stats(self.names.series_name(key)));
-            }
-        }
-        for (key, accs) in self.overflow.get(&node).map_or(&[][..], |v| &v[..]) {
-            if accs[r].count > 0 {
-                metrics.push(accs[r].stats(self.names.series_name(*key)));
-            }
-        }
-        metrics.sort_by(|a, b| a.name.cmp(&b.name));
-        let flag = |f: u8| win.flags & f != 0;
-        Some(Capsule {
-            key: CapsuleKey {
-                scope_id,
-                timestamp: win.start_ms,
-                resolution: self.cfg.resolutions[r],
-                vantage: Vantage::Observed,
-            },
-            body: CapsuleBody::Observed(ObservedStats {
-                count: win.count,
-                first_ts: win.first_ts,
-                last_ts: win.last_ts,
-                metrics,
-                price: flag(F_PRICE).then_some(Ohlc {
-                    open: win.ohlc[0],
-                    high: win.ohlc[1],
-                    low: win.ohlc[2],
-                    close: win.ohlc[3],
-                }),
-                volume_sum: flag(F_VOLUME).then_some(win.volume_sum),
-                stress_max: flag(F_STRESS).then_some(win.stress_max),
-                stress_last: flag(F_STRESS).then_some(win.stress_last),
-                last_status: self.names.key(win.status).unwrap_or_default().to_owned(),
-            }),
-            created_ms,
-        })
-    }
-
     /// Files a prediction of `node`'s window starting at `window_ms` at `resolution`
-    /// seconds. Returns whether it was filed: not when that window already closed (it is
-    /// then scored at once against what the window observed, if that is still kept, else
-    /// counted unscored), nor when the resolution is not rolled up (unscored).
-    pub fn expect(&mut self, node: u32, resolution: u32, window_ms: i64, series: Vec<(u64, f64, f64)>) -> bool {
+    /// seconds, read from decision-log position `log_pos`. Returns whether it was filed:
+    /// not when that window already closed (it is then scored at once against what the
+    /// window observed, if that is still kept, else counted unscored), nor when the
+    /// resolution is not rolled up (unscored).
+    pub fn expect(
+        &mut self,
+        node: u32,
+        resolution: u32,
+        window_ms: i64,
+        series: Vec<(u64, f64, f64)>,
+        log_pos: u64,
+    ) -> bool {
         let Some(r) = self.cfg.resolutions.iter().position(|&x| x == resolution) else {
             self.unscored += 1;
             return false;
@@ -737,6 +834,12 @@ impl Rollup {
             self.unscored += 1;
             return false;
         }
+        let mut series = series;
+        series.retain(|(_, v, b)| v.is_finite() && b.is_finite());
+        series.truncate(PREDICTED_SERIES_MAX);
+        let chunk = &mut self.chunks[node as usize / CHUNK_NODES];
+        chunk.dirty = true;
+        chunk.unstored_log_from.get_or_insert(log_pos);
         let win = &self.wins[node as usize * self.resolutions() + r];
         let closed = if win.open {
             window_ms < win.start_ms
@@ -746,18 +849,12 @@ impl Rollup {
         if closed {
             // The window closed before its prediction was read: score it now, if what it
             // observed is still kept.
-            let mut series = series;
-            series.retain(|(_, v, b)| v.is_finite() && b.is_finite());
             match self.closed_unscored.remove(&(node, r as u8, window_ms)) {
                 Some(observed) => self.fold_scores(node, &series, &observed),
                 None => self.unscored += 1,
             }
             return false;
         }
-        self.mark(node);
-        let mut series = series;
-        series.retain(|(_, v, b)| v.is_finite() && b.is_finite());
-        series.truncate(PREDICTED_SERIES_MAX);
         let pending = self.expected.entry((node, r as u8)).or_default();
         pending.retain(|e| e.window_ms != window_ms);
         pending.push(Expected { window_ms, series });
@@ -783,33 +880,43 @@ impl Rollup {
         if self.expected.get(&(node, r as u8)).is_some_and(Vec::is_empty) {
             self.expected.remove(&(node, r as u8));
         }
-        let observed = self.observed_of(node, r, win);
         match found {
-            Some(e) => self.fold_scores(node, &e.series, &observed),
+            Some(e) => {
+                let observed = self.observed_of(node, r, win, &e.series);
+                self.fold_scores(node, &e.series, &observed);
+            }
             None if self.keep_unscored => {
                 self.bound_unscored();
+                let observed = self.observed_of(node, r, win, &[]);
                 self.closed_unscored.insert((node, r as u8, win.start_ms), observed);
             }
             None => {}
         }
     }
 
-    /// What a closed window observed, per series key (see [`crate::accuracy`]).
-    fn observed_of(&self, node: u32, r: usize, win: &Win) -> Vec<(u64, f64)> {
+    /// What a closed window observed, per series key: for the `wanted` keys, or every
+    /// series the node has when `wanted` is empty (see [`crate::accuracy`]).
+    fn observed_of(&self, node: u32, r: usize, win: &Win, wanted: &[(u64, f64, f64)]) -> Vec<(u64, f64)> {
         let row = &self.rows[node as usize];
-        let fixed = [KEY_PRICE, KEY_VOLUME, KEY_STRESS];
-        let inline = row.keys[..row.keys_len as usize].iter().copied();
         let over = self.overflow.get(&node).map_or(&[][..], |v| &v[..]);
-        fixed
-            .into_iter()
-            .chain(inline)
-            .chain(over.iter().map(|(k, _)| *k))
-            .filter_map(|key| {
-                let slot = row.slot_of(key);
-                let acc = over.iter().find(|(k, _)| *k == key).map(|(_, a)| &a[r]);
-                win.observed(slot, key, acc).map(|v| (key, v))
+        let value = |key: u64| -> Option<f64> {
+            win.observed_fixed(key).or_else(|| match row.slot_of(key) {
+                Some(s) => win.m[s].mean(),
+                None => over.iter().find(|(k, _)| *k == key).and_then(|(_, a)| a[r].mean()),
             })
-            .collect()
+        };
+        if wanted.is_empty() {
+            let all = [KEY_PRICE, KEY_VOLUME, KEY_STRESS]
+                .into_iter()
+                .chain(row.keys[..row.keys_len as usize].iter().copied())
+                .chain(over.iter().map(|(k, _)| *k));
+            all.filter_map(|k| value(k).map(|v| (k, v))).collect()
+        } else {
+            wanted
+                .iter()
+                .filter_map(|&(k, _, _)| value(k).map(|v| (k, v)))
+                .collect()
+        }
     }
 
     fn fold_scores(&mut self, node: u32, series: &[(u64, f64, f64)], observed: &[(u64, f64)]) {
@@ -854,9 +961,26 @@ impl Rollup {
         }
     }
 
+    /// Pending predictions kept per node and resolution: recovery files a whole stretch of
+    /// the decision log's predictions before replaying the events they predict, so it
+    /// raises this, and sets it back (to [`PREDICTIONS_PER_SLOT`]) afterwards, which drops
+    /// the oldest beyond it (counted unscored).
+    pub fn set_expect_capacity(&mut self, n: usize) {
+        self.expect_capacity = n.max(1);
+        let cap = self.expect_capacity;
+        let mut dropped = 0u64;
+        for list in self.expected.values_mut() {
+            while list.len() > cap {
+                list.remove(0);
+                dropped += 1;
+            }
+        }
+        self.unscored += dropped;
+    }
+
     /// Closes every open window whose last arrival is more than `resolution + grace` before
     /// `now_ms` (processing time).
-    pub fn flush_idle(&mut self, now_ms: u64, out: &mut Vec<Capsule>) {
+    pub fn flush_idle(&mut self, now_ms: u64, out: &mut Vec<Closed>) {
         let r_count = self.resolutions();
         for n in 0..self.rows.len() {
             if !self.rows[n].seen {
@@ -873,7 +997,7 @@ impl Rollup {
     }
 
     /// Closes every open window now (shutdown).
-    pub fn flush_all(&mut self, now_ms: u64, out: &mut Vec<Capsule>) {
+    pub fn flush_all(&mut self, now_ms: u64, out: &mut Vec<Closed>) {
         let r_count = self.resolutions();
         for n in 0..self.rows.len() {
             for r in 0..r_count {
@@ -893,7 +1017,21 @@ impl Rollup {
                 if !win.open {
                     return None;
                 }
-                self.capsule_of(n as u32, r, win, created_ms)
+                let row = &self.rows[n];
+                let overflow = self
+                    .overflow
+                    .get(&(n as u32))
+                    .map(|list| list.iter().map(|(k, accs)| (*k, accs[r])).collect())
+                    .unwrap_or_default();
+                self.names.capsule(&Closed {
+                    node: n as u32,
+                    resolution: self.cfg.resolutions[r],
+                    created_ms,
+                    win: *win,
+                    keys_len: row.keys_len,
+                    keys: row.keys,
+                    overflow,
+                })
             })
             .collect();
         out.sort_by(|a, b| {
@@ -945,8 +1083,7 @@ impl Rollup {
         self.scored
     }
 
-    /// Predictions that could not be scored (their window closed first, or newer ones
-    /// displaced them).
+    /// Predictions that could not be scored.
     pub fn unscored(&self) -> u64 {
         self.unscored
     }
@@ -954,269 +1091,6 @@ impl Rollup {
     /// Nodes seen.
     pub fn nodes(&self) -> usize {
         self.nodes_seen
-    }
-
-    /// True if anything changed since the last [`Rollup::checkpoint`].
-    pub fn changed(&self) -> bool {
-        self.names_dirty || self.dirty.iter().any(|&d| d)
-    }
-
-    /// Encodes the header and every chunk that changed since the last call (all of them
-    /// the first time), and forgets the changes.
-    pub fn checkpoint(&mut self) -> Checkpoint {
-        let mut cp = Checkpoint {
-            header: self.encode_header(),
-            chunk_count: self.dirty.len() as u32,
-            ..Checkpoint::default()
-        };
-        for c in 0..self.dirty.len() {
-            if !std::mem::take(&mut self.dirty[c]) {
-                continue;
-            }
-            let mut bytes = Vec::new();
-            let lo = c * CHUNK_NODES;
-            let hi = ((c + 1) * CHUNK_NODES).min(self.rows.len());
-            let mut count = 0u32;
-            put_u32(&mut bytes, CHECKPOINT_VERSION);
-            put_u32(&mut bytes, 0);
-            for n in lo..hi {
-                if self.encode_node(n as u32, &mut bytes) {
-                    count += 1;
-                    let Some(name) = self.names.node(n as u32) else {
-                        continue;
-                    };
-                    let acc = self.accuracy_of(n as u32);
-                    if !acc.is_empty() {
-                        cp.accuracy.push((name.to_owned(), acc));
-                    }
-                }
-            }
-            bytes[4..8].copy_from_slice(&count.to_le_bytes());
-            cp.chunks.push((c as u32, bytes));
-        }
-        self.names_dirty = false;
-        cp
-    }
-
-    /// Marks every chunk changed, so the next checkpoint writes them all.
-    pub fn mark_all_changed(&mut self) {
-        self.dirty.iter_mut().for_each(|d| *d = true);
-        self.names_dirty = true;
-    }
-
-    fn encode_header(&self) -> Vec<u8> {
-        let mut b = Vec::new();
-        put_u32(&mut b, CHECKPOINT_VERSION);
-        put_u32(&mut b, self.cfg.resolutions.len() as u32);
-        for &r in &self.cfg.resolutions {
-            put_u32(&mut b, r);
-        }
-        put_u64(&mut b, self.late_events);
-        for &l in &self.late_by_resolution {
-            put_u64(&mut b, l);
-        }
-        put_u64(&mut b, self.scored);
-        put_u64(&mut b, self.unscored);
-        put_u32(&mut b, self.names.keys.len() as u32);
-        let mut keys: Vec<(&u64, &Box<str>)> = self.names.keys.iter().collect();
-        keys.sort_by_key(|(k, _)| **k);
-        for (k, text) in keys {
-            put_u64(&mut b, *k);
-            put_str(&mut b, text);
-        }
-        b
-    }
-
-    /// One node's state; false (nothing written) for a node never seen.
-    fn encode_node(&self, node: u32, b: &mut Vec<u8>) -> bool {
-        let n = node as usize;
-        let row = &self.rows[n];
-        let Some(name) = self.names.node(node) else {
-            return false;
-        };
-        if !row.seen {
-            return false;
-        }
-        put_str(b, name);
-        b.push(row.keys_len);
-        for &k in &row.keys[..row.keys_len as usize] {
-            put_u64(b, k);
-        }
-        let r_count = self.resolutions();
-        for r in 0..r_count {
-            encode_win(&self.wins[n * r_count + r], row.keys_len as usize, b);
-        }
-        let over = self.overflow.get(&node).map_or(&[][..], |v| &v[..]);
-        put_u32(b, over.len() as u32);
-        for (k, accs) in over {
-            put_u64(b, *k);
-            for a in accs {
-                encode_acc(a, b);
-            }
-        }
-        let acc = self.accuracy.get(&node).map_or(&[][..], |v| &v[..]);
-        put_u32(b, acc.len() as u32);
-        for (k, a) in acc {
-            put_u64(b, *k);
-            put_u64(b, a.count);
-            put_f64(b, a.abs_err_sum);
-            put_f64(b, a.rel_err_sum);
-            put_u64(b, a.hits);
-            put_u64(b, a.directional);
-        }
-        for r in 0..r_count {
-            let pending = self.expected.get(&(node, r as u8)).map_or(&[][..], |v| &v[..]);
-            b.push(pending.len() as u8);
-            for e in pending {
-                put_i64(b, e.window_ms);
-                put_u32(b, e.series.len() as u32);
-                for &(k, v, base) in &e.series {
-                    put_u64(b, k);
-                    put_f64(b, v);
-                    put_f64(b, base);
-                }
-            }
-        }
-        true
-    }
-
-    /// Rebuilds a roll-up from a checkpoint's header and all of its chunks. `index_of`
-    /// places each node (by its id) at an index, or refuses it (node table full). Refused,
-    /// with a typed error (the caller starts empty and replays further back), if anything
-    /// does not parse, is of another version or was made with other resolutions.
-    pub fn restore<'c>(
-        cfg: RollupConfig,
-        header: &[u8],
-        chunks: impl IntoIterator<Item = &'c [u8]>,
-        index_of: &mut dyn FnMut(&str) -> Option<u32>,
-    ) -> Result<Self, CheckpointError> {
-        let mut r = Rollup::new(cfg);
-        r.decode_header(header)?;
-        for chunk in chunks {
-            let mut rd = Rd::new(chunk);
-            let version = rd.u32()?;
-            if version != CHECKPOINT_VERSION {
-                return Err(CheckpointError::Version(version));
-            }
-            let count = rd.u32()?;
-            for _ in 0..count {
-                r.decode_node(&mut rd, index_of)?;
-            }
-            rd.end()?;
-        }
-        r.open_windows = r.wins.iter().filter(|w| w.open).count();
-        r.mark_all_changed();
-        Ok(r)
-    }
-
-    fn decode_header(&mut self, header: &[u8]) -> Result<(), CheckpointError> {
-        let mut rd = Rd::new(header);
-        let version = rd.u32()?;
-        if version != CHECKPOINT_VERSION {
-            return Err(CheckpointError::Version(version));
-        }
-        let n = rd.len(RESOLUTIONS_MAX)?;
-        let stored = (0..n).map(|_| rd.u32()).collect::<Result<Vec<_>, _>>()?;
-        if stored != self.cfg.resolutions {
-            return Err(CheckpointError::Resolutions {
-                stored,
-                configured: self.cfg.resolutions.clone(),
-            });
-        }
-        self.late_events = rd.u64()?;
-        for l in &mut self.late_by_resolution {
-            *l = rd.u64()?;
-        }
-        self.scored = rd.u64()?;
-        self.unscored = rd.u64()?;
-        let keys = rd.len(1 << 24)?;
-        for _ in 0..keys {
-            let k = rd.u64()?;
-            let text = rd.str()?;
-            self.names.keys.insert(k, text.into());
-        }
-        rd.end()
-    }
-
-    fn decode_node(
-        &mut self,
-        rd: &mut Rd<'_>,
-        index_of: &mut dyn FnMut(&str) -> Option<u32>,
-    ) -> Result<(), CheckpointError> {
-        let name = rd.str()?;
-        let node = index_of(name)
-            .filter(|&i| (i as usize) < self.cfg.nodes_max)
-            .ok_or_else(|| CheckpointError::NodeNotPlaced(name.chars().take(300).collect()))?;
-        if !self.ensure(node) {
-            return Err(CheckpointError::NodeNotPlaced(name.to_owned()));
-        }
-        let n = node as usize;
-        if self.rows[n].seen {
-            return Err(CheckpointError::Parse(format!("node {name:?} appears twice")));
-        }
-        self.names.learn_node(node, name);
-        let keys_len = rd.u8()? as usize;
-        if keys_len > INLINE_METRICS {
-            return Err(CheckpointError::Parse(format!("{keys_len} inline series")));
-        }
-        let mut row = Row {
-            seen: true,
-            keys_len: keys_len as u8,
-            status_known: 0,
-            keys: [0; INLINE_METRICS],
-        };
-        for k in &mut row.keys[..keys_len] {
-            *k = rd.u64()?;
-        }
-        self.rows[n] = row;
-        self.nodes_seen += 1;
-        let r_count = self.resolutions();
-        for r in 0..r_count {
-            self.wins[n * r_count + r] = decode_win(rd, keys_len)?;
-        }
-        let over = rd.len(1 << 16)?;
-        for _ in 0..over {
-            let k = rd.u64()?;
-            let accs = (0..r_count).map(|_| decode_acc(rd)).collect::<Result<Vec<_>, _>>()?;
-            self.overflow.entry(node).or_default().push((k, accs));
-        }
-        let acc = rd.len(1 << 16)?;
-        let mut acc_row = Vec::with_capacity(acc);
-        for _ in 0..acc {
-            let k = rd.u64()?;
-            acc_row.push((
-                k,
-                AccuracyAgg {
-                    count: rd.u64()?,
-                    abs_err_sum: rd.f64()?,
-                    rel_err_sum: rd.f64()?,
-                    hits: rd.u64()?,
-                    directional: rd.u64()?,
-                },
-            ));
-        }
-        if !acc_row.is_empty() {
-            self.accuracy.insert(node, acc_row);
-        }
-        for r in 0..r_count {
-            let pending = rd.u8()? as usize;
-            if pending > PREDICTIONS_PER_SLOT {
-                return Err(CheckpointError::Parse(format!("{pending} pending predictions")));
-            }
-            let mut list = Vec::with_capacity(pending);
-            for _ in 0..pending {
-                let window_ms = rd.i64()?;
-                let s = rd.len(PREDICTED_SERIES_MAX)?;
-                let series = (0..s)
-                    .map(|_| Ok((rd.u64()?, rd.f64()?, rd.f64()?)))
-                    .collect::<Result<Vec<_>, CheckpointError>>()?;
-                list.push(Expected { window_ms, series });
-            }
-            if !list.is_empty() {
-                self.expected.insert((node, r as u8), list);
-            }
-        }
-        Ok(())
     }
 }
 
@@ -1244,195 +1118,5 @@ fn score_one(predicted: f64, base: f64, observed: f64) -> SeriesScore {
         abs_err,
         rel_err,
         direction_hit,
-    }
-}
-
-const CHECKPOINT_VERSION: u32 = 2;
-
-fn put_u32(b: &mut Vec<u8>, v: u32) {
-    b.extend_from_slice(&v.to_le_bytes());
-}
-fn put_u64(b: &mut Vec<u8>, v: u64) {
-    b.extend_from_slice(&v.to_le_bytes());
-}
-fn put_i64(b: &mut Vec<u8>, v: i64) {
-    b.extend_from_slice(&v.to_le_bytes());
-}
-fn put_f64(b: &mut Vec<u8>, v: f64) {
-    b.extend_from_slice(&v.to_le_bytes());
-}
-fn put_str(b: &mut Vec<u8>, s: &str) {
-    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    b.extend_from_slice(&(s.len() as u16).to_le_bytes());
-    b.extend_from_slice(s);
-}
-
-fn encode_acc(a: &Acc, b: &mut Vec<u8>) {
-    put_u64(b, a.count);
-    put_f64(b, a.min);
-    put_f64(b, a.max);
-    put_f64(b, a.sum);
-    put_f64(b, a.last);
-}
-
-fn decode_acc(rd: &mut Rd<'_>) -> Result<Acc, CheckpointError> {
-    Ok(Acc {
-        count: rd.u64()?,
-        min: rd.f64()?,
-        max: rd.f64()?,
-        sum: rd.f64()?,
-        last: rd.f64()?,
-    })
-}
-
-/// A window: a flag byte (bit 0 open), the lateness bound, and for an open one its fields
-/// and its `keys_len` inline accumulators.
-fn encode_win(w: &Win, keys_len: usize, b: &mut Vec<u8>) {
-    b.push(u8::from(w.open));
-    put_i64(b, w.closed_until_ms);
-    if !w.open {
-        return;
-    }
-    put_i64(b, w.start_ms);
-    put_u64(b, w.first_pos);
-    put_u64(b, w.last_arrival_ms);
-    put_u64(b, w.count);
-    put_i64(b, w.first_ts);
-    put_i64(b, w.last_ts);
-    b.push(w.flags);
-    for v in w.ohlc {
-        put_f64(b, v);
-    }
-    put_f64(b, w.volume_sum);
-    put_f64(b, w.stress_max);
-    put_f64(b, w.stress_last);
-    put_u64(b, w.status);
-    for a in &w.m[..keys_len] {
-        encode_acc(a, b);
-    }
-}
-
-fn decode_win(rd: &mut Rd<'_>, keys_len: usize) -> Result<Win, CheckpointError> {
-    let open = match rd.u8()? {
-        0 => false,
-        1 => true,
-        f => return Err(CheckpointError::Parse(format!("window flag {f}"))),
-    };
-    let mut w = Win {
-        closed_until_ms: rd.i64()?,
-        ..Win::default()
-    };
-    if !open {
-        return Ok(w);
-    }
-    w.open = true;
-    w.start_ms = rd.i64()?;
-    w.first_pos = rd.u64()?;
-    w.last_arrival_ms = rd.u64()?;
-    w.count = rd.u64()?;
-    w.first_ts = rd.i64()?;
-    w.last_ts = rd.i64()?;
-    w.flags = rd.u8()?;
-    if w.flags & !(F_PRICE | F_VOLUME | F_STRESS) != 0 {
-        return Err(CheckpointError::Parse(format!("window flags {:#x}", w.flags)));
-    }
-    for v in &mut w.ohlc {
-        *v = rd.f64()?;
-    }
-    w.volume_sum = rd.f64()?;
-    w.stress_max = rd.f64()?;
-    w.stress_last = rd.f64()?;
-    w.status = rd.u64()?;
-    for a in &mut w.m[..keys_len] {
-        *a = decode_acc(rd)?;
-    }
-    Ok(w)
-}
-
-/// A bounds-checked little-endian reader: every read fails cleanly past the end.
-struct Rd<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Rd<'a> {
-    fn new(b: &'a [u8]) -> Self {
-        Self { b, at: 0 }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CheckpointError> {
-        let s = self
-            .b
-            .get(self.at..self.at.saturating_add(n))
-            .ok_or_else(|| CheckpointError::Parse(format!("truncated at byte {} of {}", self.at, self.b.len())))?;
-        self.at += n;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Result<u8, CheckpointError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn word(&mut self) -> Result<[u8; 8], CheckpointError> {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(self.take(8)?);
-        Ok(w)
-    }
-
-    fn u32(&mut self) -> Result<u32, CheckpointError> {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(self.take(4)?);
-        Ok(u32::from_le_bytes(w))
-    }
-
-    fn u64(&mut self) -> Result<u64, CheckpointError> {
-        Ok(u64::from_le_bytes(self.word()?))
-    }
-
-    fn i64(&mut self) -> Result<i64, CheckpointError> {
-        Ok(i64::from_le_bytes(self.word()?))
-    }
-
-    fn f64(&mut self) -> Result<f64, CheckpointError> {
-        let v = f64::from_le_bytes(self.word()?);
-        if v.is_finite() {
-            Ok(v)
-        } else {
-            Err(CheckpointError::Parse(format!(
-                "a number at byte {} is not finite",
-                self.at - 8
-            )))
-        }
-    }
-
-    /// A count, at most `max`.
-    fn len(&mut self, max: usize) -> Result<usize, CheckpointError> {
-        let n = self.u32()? as usize;
-        if n > max {
-            return Err(CheckpointError::Parse(format!(
-                "count {n} over {max} at byte {}",
-                self.at - 4
-            )));
-        }
-        Ok(n)
-    }
-
-    fn str(&mut self) -> Result<&'a str, CheckpointError> {
-        let mut w = [0u8; 2];
-        w.copy_from_slice(self.take(2)?);
-        let n = u16::from_le_bytes(w) as usize;
-        std::str::from_utf8(self.take(n)?)
-            .map_err(|_| CheckpointError::Parse(format!("text at byte {} is not UTF-8", self.at - n)))
-    }
-
-    fn end(&self) -> Result<(), CheckpointError> {
-        if self.at == self.b.len() {
-            Ok(())
-        } else {
-            Err(CheckpointError::Parse(format!(
-                "{} trailing bytes",
-                self.b.len() - self.at
-            )))
-        }
     }
 }

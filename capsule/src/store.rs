@@ -31,6 +31,9 @@ const WATERMARKS: TableDefinition<u32, (u64, u64)> = TableDefinition::new("water
 const CHECKPOINT: TableDefinition<u32, &[u8]> = TableDefinition::new("rollup_checkpoint");
 /// Key of the checkpoint's header row.
 const CHECKPOINT_HEADER: u32 = u32::MAX;
+
+/// A stored roll-up checkpoint: its header and its chunks (number, bytes) in order.
+pub type StoredCheckpoint = (Vec<u8>, Vec<(u32, Vec<u8>)>);
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
@@ -534,8 +537,8 @@ impl Store {
     }
 
     /// The roll-up checkpoint stored with the watermarks, if any: its header and every
-    /// chunk, in chunk order.
-    pub fn checkpoint(&self) -> Result<Option<(Vec<u8>, Vec<Vec<u8>>)>, StoreError> {
+    /// chunk (number, bytes), in chunk order.
+    pub fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(CHECKPOINT)?;
         let Some(header) = table.get(CHECKPOINT_HEADER)?.map(|v| v.value().to_vec()) else {
@@ -543,8 +546,8 @@ impl Store {
         };
         let mut chunks = Vec::new();
         for entry in table.range(..CHECKPOINT_HEADER)? {
-            let (_, v) = entry?;
-            chunks.push(v.value().to_vec());
+            let (k, v) = entry?;
+            chunks.push((k.value(), v.value().to_vec()));
         }
         Ok(Some((header, chunks)))
     }

@@ -170,7 +170,7 @@ fn every_acknowledged_batch_survives_and_none_is_partial() {
                     (0..present_batches)
                         .rev()
                         .find(|b| *b as u32 % 3 == c)
-                        .map(|b| format!("chunk of batch {b}").into_bytes())
+                        .map(|b| (c, format!("chunk of batch {b}").into_bytes()))
                 })
                 .collect::<Vec<_>>();
             (header, chunks)

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use common::Rng;
 use rim_capsule::rollup::window_start;
 use rim_capsule::{
-    Capsule, CapsuleBody, CheckpointError, MetricStats, Observation, ObservedStats, Ohlc, PushOutcome, Rollup,
+    Capsule, CapsuleBody, CheckpointError, Closed, MetricStats, Observation, ObservedStats, Ohlc, PushOutcome, Rollup,
     RollupConfig, Texts,
 };
 
@@ -109,7 +109,24 @@ fn push_at(rollup: &mut Rollup, index: u32, e: &Event, out: &mut Vec<Capsule>) -
         status: key(&e.status),
         metrics: &metrics,
     };
-    rollup.push(index, e.pos, e.arrival_ms, &obs, &EventTexts(e), out)
+    let mut closed = Vec::new();
+    let outcome = rollup.push(index, e.pos, e.arrival_ms, &obs, &EventTexts(e), &mut closed);
+    out.extend(capsules(rollup, &closed));
+    outcome
+}
+
+/// The capsules of closed windows, as the store writer makes them.
+fn capsules(rollup: &Rollup, closed: &[Closed]) -> Vec<Capsule> {
+    closed
+        .iter()
+        .map(|c| rollup.names().capsule(c).expect("a known node"))
+        .collect()
+}
+
+fn flush_idle(rollup: &mut Rollup, now_ms: u64, out: &mut Vec<Capsule>) {
+    let mut closed = Vec::new();
+    rollup.flush_idle(now_ms, &mut closed);
+    out.extend(capsules(rollup, &closed));
 }
 
 fn push(rollup: &mut Rollup, e: &Event, out: &mut Vec<Capsule>) -> PushOutcome {
@@ -299,7 +316,7 @@ fn rollup_matches_reference() {
 
         // flush_idle far in the future closes everything that is left.
         let mut flushed = Vec::new();
-        rollup.flush_idle(u64::MAX / 2, &mut flushed);
+        flush_idle(&mut rollup, u64::MAX / 2, &mut flushed);
         assert_eq!(flushed.len(), open.len());
         assert_eq!(rollup.open_windows(), 0);
         // Nodes are kept after their windows closed (their lateness bound stays).
@@ -358,16 +375,16 @@ fn flush_idle_waits_for_resolution_plus_grace() {
     let e = simple(0, 7, 100_000, 5_500, Some(1.0), &[]);
     push(&mut rollup, &e, &mut out);
     assert_eq!(rollup.open_windows(), 2);
-    rollup.flush_idle(100_000 + 3_000, &mut out);
+    flush_idle(&mut rollup, 100_000 + 3_000, &mut out);
     assert!(out.is_empty(), "1 s + 2 s grace not yet exceeded");
-    rollup.flush_idle(100_000 + 3_001, &mut out);
+    flush_idle(&mut rollup, 100_000 + 3_001, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].key.resolution, out[0].key.timestamp), (1, 5_000));
     assert_eq!(rollup.replay_from(), Some(7), "the 60 s window is still open");
     // The closed 1 s window is not reopened by a late event for it.
     let late = push(&mut rollup, &simple(0, 8, 103_002, 5_500, Some(1.0), &[]), &mut out);
     assert_eq!(late, PushOutcome::PartlyLate);
-    rollup.flush_idle(103_002 + 62_001, &mut out);
+    flush_idle(&mut rollup, 103_002 + 62_001, &mut out);
     assert_eq!(out.len(), 2);
     assert_eq!(stats_of(&out[1]).count, 2);
     assert_eq!(rollup.open_windows(), 0);
@@ -407,7 +424,8 @@ fn predictions_are_scored_when_their_window_closes() {
         3,
         1,
         2_000,
-        vec![(rim_capsule::KEY_PRICE, 12.0, 10.0), (key("temp"), 2.0, 1.0)]
+        vec![(rim_capsule::KEY_PRICE, 12.0, 10.0), (key("temp"), 2.0, 1.0)],
+        0
     ));
     push(&mut r, &simple(3, 1, 0, 2_100, Some(11.0), &[("temp", 3.0)]), &mut out);
     push(&mut r, &simple(3, 2, 0, 2_900, Some(13.0), &[("temp", 5.0)]), &mut out);
@@ -423,14 +441,14 @@ fn predictions_are_scored_when_their_window_closes() {
     let temp = acc.iter().find(|(n, _)| n == "temp").expect("temp scored").1;
     assert_eq!((temp.count, temp.abs_err_sum), (1, 2.0), "mean of 3 and 5 is 4");
     assert!(
-        !r.expect(3, 1, 2_000, vec![(rim_capsule::KEY_PRICE, 1.0, 1.0)]),
+        !r.expect(3, 1, 2_000, vec![(rim_capsule::KEY_PRICE, 1.0, 1.0)], 0),
         "window closed"
     );
     assert_eq!(r.unscored(), 1);
     // A prediction read after its window closed (a burst of events ahead of it) is scored
     // against what the window observed.
     push(&mut r, &simple(3, 4, 0, 4_000, Some(20.0), &[]), &mut out);
-    assert!(!r.expect(3, 1, 3_000, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)]));
+    assert!(!r.expect(3, 1, 3_000, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)], 0));
     assert_eq!((r.scored(), r.unscored()), (2, 1));
     let price = r
         .accuracy_of(3)
@@ -458,7 +476,7 @@ fn restore_all(
         }
     }
     let header = &cps.last().expect("a checkpoint").header;
-    Rollup::restore(cfg, header, chunks.values().map(Vec::as_slice), index_of)
+    Rollup::restore(cfg, header, chunks.iter().map(|(c, b)| (*c, b.as_slice())), index_of)
 }
 
 /// A checkpoint restored into a new roll-up (here with the nodes numbered differently)
@@ -479,14 +497,21 @@ fn checkpoint_restores_windows_predictions_and_accuracy() {
         push(&mut a, e, &mut out_a);
         if i % 97 == 0 {
             let next = rim_capsule::rollup::window_start(e.ts, 1) + 1000;
-            a.expect(e.node_index, 1, next, vec![(rim_capsule::KEY_PRICE, 100.0, 99.0)]);
+            a.expect(
+                e.node_index,
+                1,
+                next,
+                vec![(rim_capsule::KEY_PRICE, 100.0, 99.0)],
+                i as u64,
+            );
         }
         if i % 1000 == 999 {
-            cps.push(a.checkpoint());
+            cps.push(a.checkpoint_all(e.pos + 1, i as u64 + 1, 0));
         }
     }
     assert!(a.scored() > 0);
     assert!(!a.changed());
+    assert_eq!(a.watermarks(4000, 4000), (4000, 4000), "every chunk is stored");
     // Node i of the original is placed at 2000 + i: restoring must not depend on indices.
     let mut index_of = |name: &str| name.rsplit(':').next()?.parse::<u32>().ok().map(|i| 2000 + i);
     let mut b = restore_all(cfg.clone(), &cps, &mut index_of).expect("restores");
@@ -518,7 +543,8 @@ fn checkpoint_restores_windows_predictions_and_accuracy() {
         Err(CheckpointError::Resolutions { .. })
     ));
     // Every truncation of the header and of a chunk is refused, never a panic.
-    let full = a.checkpoint();
+    a.mark_all_changed();
+    let full = a.checkpoint_all(6000, 6000, 0);
     let mut all = cps.clone();
     all.push(full);
     let last = all.last().expect("one").clone();
@@ -528,13 +554,13 @@ fn checkpoint_restores_windows_predictions_and_accuracy() {
     }
     let chunk = &last.chunks[0].1;
     for cut in (0..chunk.len()).step_by(chunk.len() / 50 + 1) {
-        let r = Rollup::restore(cfg.clone(), &last.header, [&chunk[..cut]], &mut same);
+        let r = Rollup::restore(cfg.clone(), &last.header, [(0, &chunk[..cut])], &mut same);
         assert!(r.is_err(), "chunk cut at {cut}");
     }
     // A node the caller cannot place (its node table is full) is an error.
     let mut none = |_: &str| None;
     assert!(matches!(
-        Rollup::restore(cfg, &last.header, [&chunk[..]], &mut none),
+        Rollup::restore(cfg, &last.header, [(0, &chunk[..])], &mut none),
         Err(CheckpointError::NodeNotPlaced(_))
     ));
 }

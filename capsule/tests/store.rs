@@ -234,12 +234,15 @@ fn checkpoint_chunks_are_replaced_and_stale_ones_dropped() {
     write(cp(vec![(1, "b1")], 3));
     let (header, chunks) = store.checkpoint().unwrap().expect("a checkpoint");
     assert_eq!(header, b"header 3");
-    assert_eq!(chunks, vec![b"a0".to_vec(), b"b1".to_vec(), b"a2".to_vec()]);
+    assert_eq!(
+        chunks,
+        vec![(0, b"a0".to_vec()), (1, b"b1".to_vec()), (2, b"a2".to_vec())]
+    );
     // A roll-up spanning fewer chunks (a restart that renumbered nodes) drops the rest.
     write(cp(vec![(0, "c0")], 1));
     assert_eq!(
         store.checkpoint().unwrap().expect("a checkpoint").1,
-        vec![b"c0".to_vec()]
+        vec![(0, b"c0".to_vec())]
     );
 }
 

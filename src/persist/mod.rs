@@ -122,6 +122,9 @@ pub struct PersistStats {
     pub decisions_logged: AtomicU64,
     /// Decision runs written to the index.
     pub decision_runs: AtomicU64,
+    /// Decisions the index covers: per shard the newest indexed chain seq, summed (a
+    /// level; equals the decisions made when no restart skipped sequence numbers).
+    pub decisions_indexed: AtomicU64,
     /// Predictions appended to the decision log (and stored as PREDICTED capsules).
     pub predictions: AtomicU64,
     /// Windows scored against their prediction (a level).
@@ -175,6 +178,7 @@ impl PersistStats {
             ("capsules_kept", r(&self.capsules_kept)),
             ("decisions_logged", r(&self.decisions_logged)),
             ("decision_runs", r(&self.decision_runs)),
+            ("decisions_indexed", r(&self.decisions_indexed)),
             ("predictions", r(&self.predictions)),
             ("scored", r(&self.scored)),
             ("unscored", r(&self.unscored)),
@@ -215,7 +219,7 @@ pub struct Opened {
     pub log_from: u64,
     /// The checkpoint to restore (header and chunks), when one was stored with valid
     /// watermarks.
-    checkpoint: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    checkpoint: Option<rim_capsule::StoredCheckpoint>,
     /// Per reflex shard: the chain to continue (found by [`recover`]).
     pub chains: Vec<Option<Chain>>,
     /// The decision index's open runs, for the journal thread to continue.
@@ -389,7 +393,7 @@ fn restore_rollup(o: &mut Opened, ingest: &mut Ingest) {
     match Rollup::restore(
         rollup_config(&o.config),
         &header,
-        chunks.iter().map(Vec::as_slice),
+        chunks.iter().map(|(c, b)| (*c, b.as_slice())),
         &mut place,
     ) {
         Ok(mut r) => {
@@ -410,6 +414,9 @@ fn restore_rollup(o: &mut Opened, ingest: &mut Ingest) {
     }
 }
 
+/// Per reflex shard, its last decision record found in the decision log's tail.
+type ChainHeads = Vec<Option<Vec<u8>>>;
+
 /// Reads the decision log from its watermark: runs for the index, each shard's last
 /// decision there, and the predictions (PREDICTED capsules again, filed for scoring).
 /// Also whether the log ends with a clean shutdown.
@@ -418,7 +425,7 @@ fn read_log_tail(
     ingest: &mut Ingest,
     batch: &mut Batch,
     done: &mut Recovered,
-) -> Result<(Vec<Option<Vec<u8>>>, bool), PersistError> {
+) -> Result<(ChainHeads, bool), PersistError> {
     let shards = o.config.topology.reflex_shards;
     let mut heads: Vec<Option<Vec<u8>>> = vec![None; shards];
     let indexed = (0..shards)
@@ -442,7 +449,11 @@ fn read_log_tail(
             }
             Some((&LOG_PREDICTION, record)) => {
                 let node = predict::decode(record).ok().and_then(|g| ingest.node_index(g.node_id));
-                if let Some(c) = node.and_then(|n| thread::predicted(&mut o.rollup, Some(n), record)) {
+                // A node restored from a chunk stored after this record already has it.
+                if let Some(n) = node.filter(|&n| !o.rollup.holds_log(n, pos)) {
+                    thread::expect(&mut o.rollup, Some(n), record, pos);
+                }
+                if let Some(c) = thread::predicted_capsule(o.rollup.names(), record) {
                     batch.capsules.push(c);
                 }
             }
@@ -463,12 +474,7 @@ fn read_log_tail(
 /// Each shard's chain, continued after its last durable decision (from the log's tail, or
 /// else the index), skipping the sequence numbers subscribers may have seen and lost
 /// unless the log ended cleanly (`clean`).
-fn chain_heads(
-    o: &Opened,
-    heads: Vec<Option<Vec<u8>>>,
-    clean: bool,
-    shards: usize,
-) -> Result<Vec<Option<Chain>>, PersistError> {
+fn chain_heads(o: &Opened, heads: ChainHeads, clean: bool, shards: usize) -> Result<Vec<Option<Chain>>, PersistError> {
     let log = audit::DecisionLog::new(&o.config.persist.journal_dir(), o.store.clone());
     let mut chains = Vec::with_capacity(shards);
     for (k, head) in heads.into_iter().enumerate().take(shards) {
@@ -524,8 +530,9 @@ fn replay_events(
             }
         };
         done.events += 1;
-        // Before the checkpoint's position the roll-up already has the event.
-        if let (Some(n), true) = (node, pos >= o.committed_to) {
+        // Before the watermark, or before its node's stored entry was complete, the roll-up
+        // already has the event.
+        if let Some(n) = node.filter(|&n| pos >= o.committed_to && !o.rollup.holds_event(n, pos)) {
             for (k, (name, _)) in keys.iter_mut().zip(rec.metrics()) {
                 *k = rim_rules::name_hash(name).max(1);
             }
@@ -539,7 +546,10 @@ fn replay_events(
                 bytes,
                 &mut closed,
             );
-            batch.capsules.append(&mut closed);
+            let names = o.rollup.names();
+            batch
+                .capsules
+                .extend(closed.drain(..).filter_map(|c| names.capsule(&c)));
             flush_if_full(o, batch, done);
         }
     }

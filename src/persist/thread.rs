@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rim_capsule::{
-    Batch, Capsule, CapsuleBody, CapsuleKey, PredictedSeries, Prediction, Rollup, Texts, Vantage, Watermark,
+    Batch, Capsule, CapsuleBody, CapsuleKey, Closed, Names, NamesDelta, PredictedSeries, Prediction, Rollup, Texts,
+    Vantage, Watermark,
 };
 use rim_journal::event::Scan;
 use rim_journal::{frame, Fs, Journal};
@@ -116,11 +117,69 @@ struct Rings {
 /// records the commit writes.
 #[derive(Default)]
 struct Stage {
-    batch: Batch,
+    work: Handoff,
     /// Per shard, the newest chain seq among its decisions here (0: none).
     seqs: Vec<u64>,
     /// The last marker read before the commit started, and the events' end then.
     marker: Option<(u64, u64)>,
+}
+
+/// What the store writer gets: the batch, and what it makes capsules of (off the journal
+/// thread, so a second's worth of windows closing at once does not hold up a commit).
+#[derive(Default)]
+pub(super) struct Handoff {
+    /// Decision runs, checkpoint, watermarks (and capsules, once made).
+    pub(super) batch: Batch,
+    /// Windows that closed.
+    pub(super) closed: Vec<Closed>,
+    /// Prediction records, back to back; `prediction_ends[i]` is where record `i` ends.
+    pub(super) predictions: Vec<u8>,
+    pub(super) prediction_ends: Vec<usize>,
+    /// Names the roll-up learned, in order, before the windows above closed.
+    pub(super) names: NamesDelta,
+}
+
+impl Handoff {
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty() && self.closed.is_empty() && self.prediction_ends.is_empty() && self.names.is_empty()
+    }
+
+    fn waiting(&self) -> usize {
+        self.closed.len() + self.prediction_ends.len()
+    }
+
+    /// Moves a later hand-off into this one.
+    fn merge(&mut self, mut later: Handoff) {
+        self.batch.merge(later.batch);
+        self.closed.append(&mut later.closed);
+        let base = self.predictions.len();
+        self.predictions.append(&mut later.predictions);
+        self.prediction_ends
+            .extend(later.prediction_ends.iter().map(|e| e + base));
+        self.names.append(later.names);
+    }
+
+    /// Makes the capsules of the closed windows and predictions, with `names` (a replica of
+    /// the roll-up's, brought up to date first), into the batch.
+    pub(super) fn into_batch(self, names: &mut Names) -> Batch {
+        names.apply(&self.names);
+        let mut batch = self.batch;
+        batch
+            .capsules
+            .extend(self.closed.iter().filter_map(|c| names.capsule(c)));
+        let mut start = 0;
+        for &end in &self.prediction_ends {
+            if let Some(c) = self
+                .predictions
+                .get(start..end)
+                .and_then(|b| predicted_capsule(names, b))
+            {
+                batch.capsules.push(c);
+            }
+            start = end;
+        }
+        batch
+    }
 }
 
 /// Counters kept locally and published once per turn (an atomic add per event would put
@@ -139,24 +198,26 @@ struct JournalThread {
     journal: Journal<Fs>,
     rollup: Rollup,
     stats: Arc<PersistStats>,
-    closed: Vec<Capsule>,
+    closed: Vec<Closed>,
     staged: Stage,
     flying: Stage,
     /// Durable work waiting for the store writer.
-    ready: Batch,
+    ready: Handoff,
     runs: RunBuilder,
     predicting: bool,
-    to_writer: Option<SyncSender<Batch>>,
+    to_writer: Option<SyncSender<Handoff>>,
     last_marker: Option<(u64, u64)>,
     commit_started: Instant,
     store_interval: Duration,
     store_batch_max: usize,
     handed_at: Instant,
     flushed_at: Instant,
-    checkpointed_at: Instant,
     checkpoint_every: Duration,
-    /// Events' end at the last checkpoint (the next one's `replay_from`).
-    checkpoint_end: u64,
+    /// The watermarks last staged.
+    staged_marks: (u64, u64, u64),
+    /// Events' `committed_to` over the last `checkpoint_ms` and a little more, oldest
+    /// first: `replay_from` is the one of about a checkpoint interval ago.
+    marks_history: std::collections::VecDeque<(Instant, u64)>,
     /// Durable markers with the events' end when they were read.
     marker_ends: std::collections::VecDeque<(u64, u64)>,
     /// The end as of the last marker known acknowledged (replay never starts later).
@@ -181,9 +242,10 @@ pub fn spawn(
     core: Option<usize>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, PersistError> {
     let p = &o.config.persist;
-    let (tx, rx) = sync_channel::<Batch>(1);
+    let (tx, rx) = sync_channel::<Handoff>(1);
     let store = o.store.clone();
     let stats = o.stats.clone();
+    let names = o.rollup.names().clone();
     let writer = std::thread::Builder::new()
         .name("rimd-store".into())
         .spawn(move || {
@@ -193,7 +255,7 @@ pub fn spawn(
             // The writer shares the cold core with the journal thread: when both can run,
             // the journal (what producers wait on) goes first.
             lower_priority(WRITER_NICE);
-            writer::run(&store, rx, &stats);
+            writer::run(&store, rx, &stats, names);
         })
         .map_err(|e| PersistError::Thread("store writer", e))?;
     let shards = inputs.reflex.len();
@@ -205,7 +267,7 @@ pub fn spawn(
         closed: Vec::new(),
         staged: Stage::default(),
         flying: Stage::default(),
-        ready: Batch::default(),
+        ready: Handoff::default(),
         runs: o.runs,
         predicting: p.predict,
         to_writer: Some(tx),
@@ -215,9 +277,9 @@ pub fn spawn(
         store_batch_max: p.store_batch_max,
         handed_at: Instant::now(),
         flushed_at: Instant::now(),
-        checkpointed_at: Instant::now(),
         checkpoint_every: Duration::from_millis(p.checkpoint_ms),
-        checkpoint_end: o.committed_to,
+        staged_marks: (o.replay_from, o.committed_to, o.log_from),
+        marks_history: std::collections::VecDeque::from([(Instant::now(), o.replay_from)]),
         marker_ends: std::collections::VecDeque::new(),
         replay_floor: o.replay_from,
         retained_at: Instant::now(),
@@ -283,7 +345,7 @@ pub(super) fn roll(
     keys: impl Fn(usize) -> Option<u64>,
     pos: u64,
     record: &[u8],
-    out: &mut Vec<Capsule>,
+    out: &mut Vec<Closed>,
 ) -> bool {
     let Some(scan) = rim_journal::event::scan(record) else {
         return false;
@@ -307,17 +369,31 @@ pub(super) fn roll(
     true
 }
 
-/// A PREDICTED capsule from a prediction record, and files it with the roll-up for
-/// scoring when its window closes. None when the record does not decode.
-pub(super) fn predicted(rollup: &mut Rollup, node: Option<u32>, bytes: &[u8]) -> Option<Capsule> {
+/// Files a prediction record (read from decision-log position `pos`) with the roll-up,
+/// for scoring when its window closes; `node` overrides the record's node index (after a
+/// restart indices are by name). False when the record does not decode.
+pub(super) fn expect(rollup: &mut Rollup, node: Option<u32>, bytes: &[u8], pos: u64) -> bool {
     let guess = match predict::decode(bytes) {
         Ok(g) => g,
         Err(e) => {
             error!(error = %e, "prediction does not decode (a bug)");
-            return None;
+            return false;
         }
     };
-    let names = rollup.names();
+    let filed: Vec<(u64, f64, f64)> = guess.series.iter().map(|s| (s.key, s.value, s.base)).collect();
+    rollup.expect(
+        node.unwrap_or(guess.node),
+        guess.resolution,
+        guess.window_ms,
+        filed,
+        pos,
+    );
+    true
+}
+
+/// The PREDICTED capsule of a prediction record, its series named with `names`.
+pub(super) fn predicted_capsule(names: &Names, bytes: &[u8]) -> Option<Capsule> {
+    let guess = predict::decode(bytes).ok()?;
     let series = guess
         .series
         .iter()
@@ -335,8 +411,6 @@ pub(super) fn predicted(rollup: &mut Rollup, node: Option<u32>, bytes: &[u8]) ->
         confidence: guess.confidence,
         series,
     };
-    let filed: Vec<(u64, f64, f64)> = guess.series.iter().map(|s| (s.key, s.value, s.base)).collect();
-    rollup.expect(node.unwrap_or(guess.node), guess.resolution, guess.window_ms, filed);
     Some(Capsule {
         key: CapsuleKey {
             scope_id: guess.node_id.to_owned(),
@@ -380,7 +454,7 @@ impl JournalThread {
 
     /// Takes entries while the journal's buffers have room and the store keeps up.
     fn drain(&mut self, inputs: &mut Rings) -> usize {
-        if self.ready.capsules.len() >= READY_CAPSULES_MAX {
+        if self.ready.waiting() >= READY_CAPSULES_MAX {
             // The store is behind: let the rings fill (producers see Full) rather than
             // the heap. Counted; visible in /metrics.
             self.stats.store_backpressure_turns.fetch_add(1, Ordering::Relaxed);
@@ -451,7 +525,7 @@ impl JournalThread {
         ) {
             error!(pos, "journaled event does not scan (a bug)");
         }
-        self.staged.batch.capsules.append(&mut self.closed);
+        self.staged.work.closed.append(&mut self.closed);
     }
 
     fn drain_reflex(&mut self, ring: &mut rtrb::Consumer<u8>, ready: usize) -> usize {
@@ -500,8 +574,10 @@ impl JournalThread {
             }
         } else if self.predicting {
             self.tally.predictions += 1;
-            if let Some(c) = predicted(&mut self.rollup, None, body) {
-                self.staged.batch.capsules.push(c);
+            if expect(&mut self.rollup, None, body, pos) {
+                let w = &mut self.staged.work;
+                w.predictions.extend_from_slice(body);
+                w.prediction_ends.push(w.predictions.len());
             }
         }
         entry::HEAD_BYTES + body.len()
@@ -513,7 +589,9 @@ impl JournalThread {
         if self.journal.in_flight() {
             return 0;
         }
-        self.staged.batch.decision_runs.extend(self.runs.take_changed());
+        self.staged.work.batch.decision_runs.extend(self.runs.take_changed());
+        // Names learned so far travel with the windows that closed after they were learned.
+        self.staged.work.names.append(self.rollup.take_names());
         self.staged.marker = self.last_marker;
         match self.journal.commit() {
             Ok(true) => {
@@ -585,7 +663,7 @@ impl JournalThread {
                 }
             }
         }
-        self.ready.merge(stage.batch);
+        self.ready.merge(stage.work);
     }
 
     fn publish_tally(&mut self) {
@@ -608,10 +686,10 @@ impl JournalThread {
         if self.flushed_at.elapsed() >= FLUSH_EVERY {
             self.flushed_at = Instant::now();
             self.rollup.flush_idle(unix_ms(), &mut self.closed);
-            self.staged.batch.capsules.append(&mut self.closed);
+            self.staged.work.closed.append(&mut self.closed);
         }
-        if !stopping && self.checkpointed_at.elapsed() >= self.checkpoint_every {
-            self.checkpoint(inputs);
+        if !stopping {
+            self.checkpoint_step(inputs);
         }
         if !stopping && self.handoff_due() {
             work += self.hand_off(false);
@@ -632,54 +710,87 @@ impl JournalThread {
         self.stats.late_events.store(self.rollup.late(), Ordering::Relaxed);
         self.stats.scored.store(self.rollup.scored(), Ordering::Relaxed);
         self.stats.unscored.store(self.rollup.unscored(), Ordering::Relaxed);
-        let waiting = self.ready.capsules.len() + self.flying.batch.capsules.len() + self.staged.batch.capsules.len();
+        let waiting = self.ready.waiting() + self.flying.work.waiting() + self.staged.work.waiting();
         self.stats.store_waiting.store(waiting as u64, Ordering::Relaxed);
     }
 
-    /// Stages a checkpoint of the roll-up as of the journal's end now, with the watermarks
-    /// it is complete to; skipped when nothing changed.
-    fn checkpoint(&mut self, inputs: &Rings) {
-        self.checkpointed_at = Instant::now();
-        let end = self.journal.end(STREAM_EVENTS);
-        if !self.rollup.changed() && end == self.checkpoint_end {
-            return;
+    /// One step of the rolling checkpoint: the next chunk of the roll-up that changed and
+    /// was not encoded for `checkpoint_ms`, as complete to the journal's ends now, staged
+    /// with the watermarks it allows (only what no stored chunk holds is replayed).
+    fn checkpoint_step(&mut self, inputs: &Rings) {
+        let (end, log_end) = (self.journal.end(STREAM_EVENTS), self.journal.end(STREAM_DECISIONS));
+        let age_ms = self.checkpoint_every.as_millis() as u64;
+        if let Some(cp) = self.rollup.checkpoint_step(end, log_end, unix_ms(), age_ms) {
+            self.stage_checkpoint(cp);
         }
-        let cp = self.rollup.checkpoint();
+        self.stage_watermarks(inputs);
+    }
+
+    fn stage_checkpoint(&mut self, cp: rim_capsule::Checkpoint) {
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.stats.checkpoint_bytes.fetch_add(
             cp.chunks.iter().map(|c| c.1.len() as u64).sum::<u64>(),
             Ordering::Relaxed,
         );
-        self.staged.batch.watermarks = self.watermarks(inputs, end);
-        self.staged.batch.merge(Batch {
+        self.staged.work.batch.merge(Batch {
             checkpoint: Some(cp),
             ..Batch::default()
         });
     }
 
-    /// The watermarks of a checkpoint taken now: the events' `committed_to` = their end
-    /// now (the roll-up copy is complete to it); `replay_from` = the previous checkpoint's
-    /// end, so that recovery feeds the events from there to ingest's dedup windows and the
-    /// reflex state, and never later than the end as of the last marker producers were
-    /// told is durable: an event synced just before a crash but not yet acknowledged is
-    /// recognised when its producer resends it. The decision log's: its end now.
-    fn watermarks(&mut self, inputs: &Rings, end: u64) -> Vec<Watermark> {
-        let previous = std::mem::replace(&mut self.checkpoint_end, end);
+    /// Stages the watermarks when they moved. The events' `committed_to` and the log's:
+    /// where the chunks not stored since they changed need a replay from; the events'
+    /// `replay_from` (ingest's dedup windows and the reflex state): the `committed_to` of a
+    /// checkpoint interval ago (so a restart's dedup windows and reflex state hold about an
+    /// interval of events), and never later than the end as of the last marker producers
+    /// were told is durable, so that an event synced just before a crash but not yet
+    /// acknowledged is recognised when its producer resends it.
+    fn stage_watermarks(&mut self, inputs: &Rings) {
+        let (end, log_end) = (self.journal.end(STREAM_EVENTS), self.journal.end(STREAM_DECISIONS));
+        let (committed_to, log_from) = self.rollup.watermarks(end, log_end);
         let settled = self.settled_end(inputs).unwrap_or(self.replay_floor);
         self.replay_floor = settled;
-        let log_end = self.journal.end(STREAM_DECISIONS);
-        vec![
+        let replay_from = self.interval_ago(committed_to).min(committed_to).min(settled);
+        let marks = (replay_from, committed_to, log_from);
+        if marks == self.staged_marks {
+            return;
+        }
+        self.staged_marks = marks;
+        self.staged.work.batch.watermarks = vec![
             Watermark {
                 stream: STREAM_EVENTS,
-                replay_from: previous.min(end).min(settled),
-                committed_to: end,
+                replay_from,
+                committed_to,
             },
             Watermark {
                 stream: STREAM_DECISIONS,
-                replay_from: log_end,
-                committed_to: log_end,
+                replay_from: log_from,
+                committed_to: log_from,
             },
-        ]
+        ];
+    }
+
+    /// Notes `committed_to` now and returns the one of a checkpoint interval ago (the
+    /// oldest known, when the thread has not run that long).
+    fn interval_ago(&mut self, committed_to: u64) -> u64 {
+        let now = Instant::now();
+        // One note per 10 ms at most keeps the history to a few hundred entries.
+        let moved = self
+            .marks_history
+            .back()
+            .is_none_or(|&(t, c)| c != committed_to && now.duration_since(t) >= Duration::from_millis(10));
+        if moved {
+            self.marks_history.push_back((now, committed_to));
+        }
+        while self.marks_history.len() > 1
+            && self
+                .marks_history
+                .get(1)
+                .is_some_and(|&(t, _)| now.duration_since(t) >= self.checkpoint_every)
+        {
+            self.marks_history.pop_front();
+        }
+        self.marks_history.front().map_or(committed_to, |&(_, c)| c)
     }
 
     /// Tells ingest that everything before `marker` is durable.
@@ -709,7 +820,7 @@ impl JournalThread {
 
     fn handoff_due(&self) -> bool {
         !self.ready.is_empty()
-            && (self.ready.capsules.len() >= self.store_batch_max || self.handed_at.elapsed() >= self.store_interval)
+            && (self.ready.waiting() >= self.store_batch_max || self.handed_at.elapsed() >= self.store_interval)
     }
 
     /// Offers the ready work to the store writer; when it is busy the work stays and grows
@@ -720,7 +831,7 @@ impl JournalThread {
         };
         self.handed_at = Instant::now();
         let batch = std::mem::take(&mut self.ready);
-        let n = batch.capsules.len() as u64;
+        let n = batch.waiting() as u64;
         self.stats.store_pending.fetch_add(n, Ordering::Relaxed);
         let sent = if block {
             tx.send(batch).map_err(|e| TrySendError::Disconnected(e.0))
@@ -765,7 +876,10 @@ impl JournalThread {
     /// At shutdown, with every ring drained and committed: the last checkpoint, committed,
     /// and everything handed to the writer, which commits it before it ends.
     fn finish(&mut self, inputs: &mut Rings) {
-        self.checkpoint(inputs);
+        let (end, log_end) = (self.journal.end(STREAM_EVENTS), self.journal.end(STREAM_DECISIONS));
+        let cp = self.rollup.checkpoint_all(end, log_end, unix_ms());
+        self.stage_checkpoint(cp);
+        self.stage_watermarks(inputs);
         // After the checkpoint's watermark, so recovery reads it: everything before it is
         // durable once it is, and the chains may resume without a gap.
         if let Err(e) = self.journal.append(STREAM_DECISIONS, &[LOG_SHUTDOWN], unix_ms()) {

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use rim_capsule::{Batch, Store};
+use rim_capsule::{Batch, Names, Store};
 use tracing::{error, warn};
 
+use super::thread::Handoff;
 use super::PersistStats;
 use crate::ingest::unix_ms;
 
@@ -19,15 +20,26 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 /// Store retention runs this often.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
-/// Commits batches until the journal thread hangs up.
-pub(super) fn run(store: &Store, rx: Receiver<Batch>, stats: &PersistStats) {
+/// Commits hand-offs until the journal thread hangs up: makes their capsules (with a
+/// replica of the roll-up's names, kept up to date by the hand-offs), then one transaction.
+pub(super) fn run(store: &Store, rx: Receiver<Handoff>, stats: &PersistStats, mut names: Names) {
     let mut retained_at = Instant::now();
-    while let Ok(mut batch) = rx.recv() {
+    let mut indexed: Vec<u64> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch = first.into_batch(&mut names);
         // Anything else queued goes into the same transaction.
         while let Ok(more) = rx.try_recv() {
-            batch.merge(more);
+            batch.merge(more.into_batch(&mut names));
+        }
+        for r in &batch.decision_runs {
+            let k = usize::from(r.shard);
+            if indexed.len() <= k {
+                indexed.resize(k + 1, 0);
+            }
+            indexed[k] = indexed[k].max(r.last_seq);
         }
         commit(store, &mut batch, stats);
+        stats.decisions_indexed.store(indexed.iter().sum(), Ordering::Relaxed);
         if retained_at.elapsed() >= RETAIN_EVERY {
             retained_at = Instant::now();
             retain(store);
