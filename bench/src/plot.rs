@@ -4,9 +4,11 @@
 //!
 //! The plot is drawn the way HdrHistogram's plotter draws a percentile distribution: the
 //! horizontal axis is the percentile on a log scale of `1 / (1 - p)` (0 %, 90 %, 99 %,
-//! 99.9 %, … evenly spaced), the vertical axis the latency, one line per histogram. It is
-//! plain SVG written here (a few lines and labels do not need a plotting library and its
-//! font stack).
+//! 99.9 %, … evenly spaced), the vertical axis the latency, one line per histogram. The
+//! latency axis is linear unless the maximum is more than [`LOG_Y_RATIO`] times the median,
+//! as on a shared machine whose tail reaches milliseconds: then it is logarithmic, so the
+//! body of the distribution does not flatten onto the axis. It is plain SVG written here
+//! (a few lines and labels do not need a plotting library and its font stack).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,63 @@ const TICKS_PER_HALF_DISTANCE: u32 = 5;
 /// Most nines on the horizontal axis (99.9999 %).
 const NINES_MAX: u32 = 6;
 const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+/// Max / median above which the latency axis turns logarithmic.
+const LOG_Y_RATIO: u64 = 50;
+
+/// The latency axis: linear from 0, or logarithmic over whole decades.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum YAxis {
+    /// 0 ..= max ns.
+    Linear { max: f64 },
+    /// 10^lo ..= 10^hi ns.
+    Log { lo: i32, hi: i32 },
+}
+
+impl YAxis {
+    fn for_latencies(latencies: &[Latency]) -> Self {
+        let max = latencies.iter().map(|l| l.histogram.max()).max().unwrap_or(1).max(1);
+        let median = latencies
+            .iter()
+            .map(|l| l.histogram.value_at_quantile(0.5))
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        if max / median > LOG_Y_RATIO {
+            let min = latencies.iter().map(|l| l.histogram.min().max(1)).min().unwrap_or(1);
+            Self::Log {
+                lo: (min as f64).log10().floor() as i32,
+                hi: ((max as f64).log10().ceil() as i32).max(1),
+            }
+        } else {
+            Self::Linear {
+                max: nice_ceiling(max as f64 * 1.05),
+            }
+        }
+    }
+
+    /// Where `ns` lies, 0 (bottom) ..= 1 (top).
+    fn fraction(self, ns: f64) -> f64 {
+        match self {
+            Self::Linear { max } => ns / max,
+            Self::Log { lo, hi } => (ns.max(1.0).log10() - f64::from(lo)) / f64::from(hi - lo).max(1.0),
+        }
+    }
+
+    /// The tick values, ns.
+    fn ticks(self) -> Vec<f64> {
+        match self {
+            Self::Linear { max } => (0..=5).map(|i| max * f64::from(i) / 5.0).collect(),
+            Self::Log { lo, hi } => (lo..=hi).map(|k| 10f64.powi(k)).collect(),
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Linear { .. } => "latency",
+            Self::Log { .. } => "latency (log scale)",
+        }
+    }
+}
 
 /// A file name made of `parts`: letters, digits, `.`, `_` and `-` kept, anything else `_`.
 pub fn file_stem(parts: &[&str]) -> String {
@@ -169,11 +228,11 @@ fn nines_for(latencies: &[Latency]) -> u32 {
 /// The SVG of a percentile distribution plot of `latencies`.
 pub fn percentile_svg(title: &str, latencies: &[Latency]) -> String {
     let x_max = f64::from(nines_for(latencies));
-    let y_max = nice_ceiling(latencies.iter().map(|l| l.histogram.max()).max().unwrap_or(1) as f64 * 1.05);
+    let y_axis = YAxis::for_latencies(latencies);
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let px = |x: f64| LEFT + x / x_max * plot_w;
-    let py = |y: f64| TOP + plot_h - y / y_max * plot_h;
+    let py = |y: f64| TOP + plot_h - y_axis.fraction(y) * plot_h;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -203,9 +262,8 @@ pub fn percentile_svg(title: &str, latencies: &[Latency]) -> String {
         LEFT + plot_w / 2.0,
         TOP + plot_h + 40.0
     );
-    // Vertical axis: five steps of a nice size.
-    for i in 0..=5 {
-        let v = y_max * f64::from(i) / 5.0;
+    // Vertical axis: five steps of a nice size, or one tick per decade.
+    for v in y_axis.ticks() {
         let y = py(v);
         let _ = writeln!(
             s,
@@ -218,8 +276,9 @@ pub fn percentile_svg(title: &str, latencies: &[Latency]) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<text transform="translate(20 {:.1}) rotate(-90)" text-anchor="middle">latency</text>"#,
-        TOP + plot_h / 2.0
+        r#"<text transform="translate(20 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        TOP + plot_h / 2.0,
+        y_axis.title()
     );
     let _ = writeln!(
         s,
@@ -302,6 +361,23 @@ mod tests {
             (1.0, 200.0, 5_000.0)
         );
         assert_eq!(duration_label(1_500.0), "1.5 µs");
+    }
+
+    #[test]
+    fn a_tail_far_above_the_median_gets_a_log_latency_axis() {
+        let narrow = [latency(1_000..=2_000)];
+        assert_eq!(YAxis::for_latencies(&narrow), YAxis::Linear { max: 5_000.0 });
+        let wide = [latency((1..=10_000).map(|v| {
+            if v == 10_000 {
+                30_000_000
+            } else {
+                700 + v % 100
+            }
+        }))];
+        let axis = YAxis::for_latencies(&wide);
+        assert_eq!(axis, YAxis::Log { lo: 2, hi: 8 });
+        assert!((axis.fraction(1e5) - 0.5).abs() < 1e-9);
+        assert_eq!(axis.ticks().len(), 7);
     }
 
     #[test]
