@@ -131,7 +131,9 @@ const char *rim_status_text(int status);
 #define RIM_SEVERITY_CRITICAL 4
 
 /* rim_decision.flags */
-#define RIM_DECISION_SWEEP (1u << 0) /* fired by the staleness sweep, not by an event */
+#define RIM_DECISION_SWEEP (1u << 0)   /* fired by the staleness sweep, not by an event */
+#define RIM_DECISION_RESUMED (1u << 1) /* first after the chain resumed at a daemon restart:
+                                          its chain_seq may jump (RIM_SUB_VERIFY accepts it) */
 
 typedef struct rim_subscriber rim_subscriber;
 

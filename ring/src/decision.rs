@@ -10,7 +10,8 @@
 //!
 //! Layout (little-endian; offsets in bytes):
 //! ```text
-//!   0  magic "RDEC" (u32)      4  version u16        6  severity u8     7  flags u8 (bit 0: staleness sweep)
+//!   0  magic "RDEC" (u32)      4  version u16        6  severity u8     7  flags u8 (bit 0: staleness sweep,
+//!                                                                                   bit 1: chain resumed after a restart)
 //!   8  chain seq u64          16  epoch u64 (unix ns the chain began)
 //!  24  shard u32              28  rule version u32
 //!  32  rule-set generation u64                        40 event seq u64
@@ -21,6 +22,12 @@
 //!      evidence × count: u16 label length + label bytes + value f64 (NaN = unknown)
 //!  end hash [32] = SHA-256 of every byte before it
 //! ```
+//!
+//! After a crash the daemon resumes each chain from its last *durable* decision: the next
+//! record links to that one's hash, is flagged [`FLAG_RESUMED`], and its sequence number
+//! may jump by up to [`IN_FLIGHT_MAX`] (decisions subscribers may have seen and the daemon
+//! lost). [`ChainCheck`] accepts that one jump on a flagged record, as the daemon's own
+//! verifier does.
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -46,6 +53,12 @@ pub const RECORD_BYTES_MAX: usize =
     FIXED_BYTES + 2 + RULE_ID_BYTES_MAX + 2 + NODE_ID_BYTES_MAX + EVIDENCE_MAX * (2 + LABEL_BYTES_MAX + 8) + HASH_BYTES;
 /// `flags` bit: fired by the staleness sweep, not by an event.
 pub const FLAG_SWEEP: u8 = 1;
+/// `flags` bit: the first decision after the chain resumed at a restart; its sequence may
+/// jump past the previous one by up to [`IN_FLIGHT_MAX`].
+pub const FLAG_RESUMED: u8 = 2;
+/// Most decisions of a shard published but not yet durable: the sequence numbers a
+/// restart may skip.
+pub const IN_FLIGHT_MAX: u64 = 1 << 16;
 
 /// Why bytes are not a decision record.
 #[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
@@ -262,6 +275,11 @@ impl<'a> DecisionView<'a> {
         self.flags & FLAG_SWEEP != 0
     }
 
+    /// The first decision after its chain resumed at a daemon restart.
+    pub fn is_resumed(&self) -> bool {
+        self.flags & FLAG_RESUMED != 0
+    }
+
     /// Entries of evidence.
     pub fn evidence_len(&self) -> usize {
         self.evidence_count
@@ -343,8 +361,10 @@ impl ChainCheck {
         if computed != d.hash {
             return Err(ChainError::Hash { seq: d.chain_seq });
         }
+        let jump_ok =
+            |seq: u64| d.is_resumed() && d.chain_seq > seq && d.chain_seq - seq <= IN_FLIGHT_MAX.saturating_add(1);
         match prev {
-            Some((_, seq)) if d.chain_seq != seq.wrapping_add(1) => Err(ChainError::Sequence {
+            Some((_, seq)) if d.chain_seq != seq.wrapping_add(1) && !jump_ok(seq) => Err(ChainError::Sequence {
                 got: d.chain_seq,
                 want: seq.wrapping_add(1),
             }),
@@ -433,6 +453,33 @@ mod tests {
         let mut bad = bytes;
         bad[FIXED_BYTES] = 0xff; // rule id length low byte: beyond the limit
         assert_eq!(DecisionView::parse(&bad).err(), Some(DecodeError::BadField("rule_id")));
+    }
+
+    #[test]
+    fn a_resumed_chain_may_jump_once_by_the_in_flight_bound() {
+        let first = record(1, [0; 32], &[]);
+        let h1 = DecisionView::parse(&first).expect("first").hash;
+        let resumed = |seq: u64, prev: [u8; 32]| {
+            let mut r = record(seq, prev, &[]);
+            r[7] |= FLAG_RESUMED;
+            let n = r.len() - HASH_BYTES;
+            let hash: [u8; 32] = Sha256::digest(&r[..n]).into();
+            r[n..].copy_from_slice(&hash);
+            r
+        };
+        let mut check = ChainCheck::new();
+        check.push(&DecisionView::parse(&first).expect("valid")).expect("first");
+        let jumped = resumed(2 + IN_FLIGHT_MAX, h1);
+        let view = DecisionView::parse(&jumped).expect("valid");
+        assert!(view.is_resumed());
+        assert_eq!(check.push(&view), Ok(()));
+        let mut check = ChainCheck::new();
+        check.push(&DecisionView::parse(&first).expect("valid")).expect("first");
+        let too_far = resumed(3 + IN_FLIGHT_MAX, h1);
+        assert!(matches!(
+            check.push(&DecisionView::parse(&too_far).expect("valid")),
+            Err(ChainError::Sequence { .. })
+        ));
     }
 
     #[test]

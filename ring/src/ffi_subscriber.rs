@@ -82,7 +82,8 @@ pub struct rim_decision {
     pub node_index: u32,
     /// 0 info, 1 low, 2 medium, 3 high, 4 critical (`rim_severity_text`).
     pub severity: u8,
-    /// `RIM_DECISION_SWEEP`: fired by the staleness sweep.
+    /// `RIM_DECISION_SWEEP` (fired by the staleness sweep), `RIM_DECISION_RESUMED`
+    /// (first after the chain resumed at a restart).
     pub flags: u8,
     /// Entries used in `evidence`.
     pub evidence_count: u16,

@@ -585,6 +585,7 @@ mod tests {
             (ring::RECORD_BYTES_MAX, ring::EVIDENCE_MAX, ring::FLAG_SWEEP),
             (RECORD_BYTES_MAX, EVIDENCE_MAX, FLAG_SWEEP)
         );
+        assert_eq!((ring::FLAG_RESUMED, ring::IN_FLIGHT_MAX), (FLAG_RESUMED, IN_FLIGHT_MAX));
         assert_eq!(
             (ring::RULE_ID_BYTES_MAX, ring::NODE_ID_BYTES_MAX, ring::LABEL_BYTES_MAX),
             (RULE_ID_BYTES_MAX, NODE_ID_BYTES_MAX, LABEL_BYTES_MAX)

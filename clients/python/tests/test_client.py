@@ -48,7 +48,7 @@ def test_decisions_come_back_with_every_field(rimd):
         assert s.poll() is None
     assert all(isinstance(d, Decision) for d in got), got
     for i, d in enumerate(got):
-        assert (d.rule_id, d.rim_node_id, d.severity, d.sweep) == ("py-hot", "rim:sensor:py:t1", "high", False)
+        assert (d.rule_id, d.rim_node_id, d.severity, d.sweep, d.resumed) == ("py-hot", "rim:sensor:py:t1", "high", False, False)
         assert d.event_timestamp_ms == t0 + i
         assert d.evidence == (("metric.temp", 90.0 + i),)
         assert d.publish_ns > 0 and d.latency_ns == d.decided_ns - d.publish_ns

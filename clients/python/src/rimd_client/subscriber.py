@@ -33,6 +33,9 @@ class Decision:
     event_timestamp_ms: int
     sweep: bool
     """Fired by the staleness sweep rather than by an event."""
+    resumed: bool
+    """The first decision after its chain resumed at a daemon restart (its ``chain_seq``
+    may jump past the previous one)."""
     evidence: Tuple[Tuple[str, Optional[float]], ...]
     """What the rule read: (label, value), the value None when it was unknown."""
     publish_ns: int
@@ -62,6 +65,7 @@ class Decision:
             event_seq=d.event_seq,
             event_timestamp_ms=d.event_timestamp_ms,
             sweep=bool(d.flags & n.DECISION_SWEEP),
+            resumed=bool(d.flags & n.DECISION_RESUMED),
             evidence=evidence,
             publish_ns=d.publish_ns,
             decided_ns=d.decided_ns,
