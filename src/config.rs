@@ -404,8 +404,21 @@ const FILE_BYTES_MAX: u64 = 1 << 20;
 
 impl Config {
     /// Builds the configuration: defaults, then `file`, then the environment, then `sets`
-    /// (`section.key=value`, the value in TOML syntax or a bare string).
+    /// (`section.key=value`, the value in TOML syntax or a bare string), and checks it
+    /// ([`Config::validate`]).
     pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Self, ConfigError> {
+        let config = Self::load_unchecked(file, env, sets)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// As [`Config::load`], without the checks of settings against each other and the
+    /// machine: for tools that report those checks themselves (`rimctl doctor`).
+    pub fn load_unchecked(
         file: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
         sets: &[String],
@@ -438,12 +451,10 @@ impl Config {
             })?;
             set_key(&mut table, key.trim(), value.trim(), &origin)?;
         }
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+        table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
             origin: "(merged)".into(),
             message: e.to_string(),
-        })?;
-        config.validate()?;
-        Ok(config)
+        })
     }
 
     /// The configuration as TOML (`rimd --print-config`).

@@ -137,14 +137,23 @@ pub enum BenchError {
         names: String,
     },
 
-    /// The report could not be written.
-    #[error("writing the JSON report to {path}: {source}")]
+    /// A report (JSON, plot, interval log, markdown page) could not be written.
+    #[error("writing {path}: {source}")]
     Report {
         /// Where the report was going.
         path: String,
         /// Why it failed.
         #[source]
         source: io::Error,
+    },
+
+    /// `rim-bench report DIR`: a suite's results in DIR cannot be read.
+    #[error("reading results {path}: {detail}")]
+    Results {
+        /// The file or directory.
+        path: String,
+        /// Why.
+        detail: String,
     },
 
     /// The report could not be encoded.

@@ -1,5 +1,6 @@
 //! Latency recording: an HDR histogram of nanoseconds, read back as the percentiles every
-//! suite reports (p50, p99, p99.9, max).
+//! suite reports (p50, p99, p99.9, max). The summary keeps the histogram itself, so a row
+//! can carry it to `--plot` (percentile plot and HdrHistogram interval log).
 
 use hdrhistogram::Histogram;
 
@@ -45,8 +46,8 @@ pub struct LatencyRecorder {
     histogram: Histogram<u64>,
 }
 
-/// The percentiles of a recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The percentiles of a recording, and the recording.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LatencySummary {
     /// Values recorded.
     pub count: u64,
@@ -58,6 +59,8 @@ pub struct LatencySummary {
     pub p999_ns: u64,
     /// Largest, ns.
     pub max_ns: u64,
+    /// Every value recorded.
+    pub histogram: Histogram<u64>,
 }
 
 impl LatencyRecorder {
@@ -83,6 +86,7 @@ impl LatencyRecorder {
             p99_ns: h.value_at_quantile(0.99),
             p999_ns: h.value_at_quantile(0.999),
             max_ns: h.max(),
+            histogram: h.clone(),
         }
     }
 }

@@ -1,11 +1,15 @@
 //! `rim-bench`: rimd's benchmark harness.
 //!
-//! `rim-bench <suite> [--quick] [--json PATH]` runs one suite, prints its table and, with
-//! `--json`, writes `{"suite", "quick", "results": [{"name", <figures>}]}`. Suites live in
-//! one module each and are listed in [`suite::SUITES`]. `rim-bench __peer <kind> ...` (hidden)
-//! is the other end of a two-process measurement, started by the harness itself.
+//! `rim-bench <suite> [--quick] [--json PATH] [--plot DIR]` runs one suite, prints its table
+//! and, with `--json`, writes `{"suite", "quick", "results": [{"name", <figures>}]}`; with
+//! `--plot DIR` it also leaves in DIR the same JSON (`{suite}.json`) and, per latency row,
+//! a percentile plot (`.svg`) and the histogram as an HdrHistogram interval log (`.hlog`).
+//! `rim-bench report DIR` writes `DIR/report.md` from every suite run into DIR. Suites live
+//! in one module each and are listed in [`suite::SUITES`]. `rim-bench __peer <kind> ...`
+//! (hidden) is the other end of a two-process measurement, started by the harness itself.
 //!
-//! Module map: `suite` (registry, running a suite), `report` (rows, table, JSON),
+//! Module map: `suite` (registry, running a suite), `report` (rows, table, JSON), `plot`
+//! (SVG and interval logs), `page` (the markdown report),
 //! `peer` (peer processes), `watchdog` (bounded spinning), `latency` (HDR percentiles),
 //! `clock`, `affinity`, `payload` (the bytes every row moves), `error`; suites: `ring`,
 //! `reflex`, `ingest`, `persist`, `http`, `kafka` (`daemon` runs a real rimd for all but `ring`,
@@ -19,9 +23,11 @@ mod http;
 mod ingest;
 mod kafka;
 mod latency;
+mod page;
 mod payload;
 mod peer;
 mod persist;
+mod plot;
 mod reflex;
 mod report;
 mod ring;
@@ -55,6 +61,10 @@ struct Cli {
     /// Also write the results as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Also leave in DIR the JSON results and, per latency row, an HDR percentile plot
+    /// (SVG) and the histogram as an HdrHistogram interval log (.hlog).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
     /// Run only these rows (comma-separated names).
     #[arg(long, value_delimiter = ',', value_name = "ROW,...")]
     rows: Vec<String>,
@@ -68,6 +78,17 @@ struct Cli {
     #[arg(long, default_value_t = 30)]
     peer_timeout_s: u64,
 }
+
+/// `rim-bench report DIR`: the markdown page of every suite run into DIR.
+#[derive(Debug, Parser)]
+#[command(name = "rim-bench report")]
+struct ReportCli {
+    /// A directory that `rim-bench SUITE --plot DIR` wrote into.
+    dir: PathBuf,
+}
+
+/// The first argument that asks for the report instead of a suite.
+const REPORT_SUBCOMMAND: &str = "report";
 
 /// `rim-bench __peer <kind> ...`: the hidden peer entry point.
 #[derive(Debug, Parser)]
@@ -94,6 +115,9 @@ fn main() -> ExitCode {
     } else if argv.get(1).is_some_and(|arg| arg == PEER_SUBCOMMAND) {
         let cli = PeerCli::parse_from(argv.iter().skip(1));
         peer_main(&cli.args)
+    } else if argv.get(1).is_some_and(|arg| arg == REPORT_SUBCOMMAND) {
+        let cli = ReportCli::parse_from(argv.iter().skip(1));
+        page::write(&cli.dir).map(|path| println!("{}", path.display()))
     } else {
         harness_main(&Cli::parse_from(&argv))
     };
@@ -117,13 +141,16 @@ fn harness_main(cli: &Cli) -> Result<(), BenchError> {
     let opts = run_opts(cli)?;
     let rows = run_suite(suite, &opts, &cli.rows);
     print!("{}", render_table(suite.columns, &rows));
+    let report = Report {
+        suite: suite.name,
+        quick: cli.quick,
+        results: &rows,
+    };
     if let Some(path) = &cli.json {
-        let report = Report {
-            suite: suite.name,
-            quick: cli.quick,
-            results: &rows,
-        };
         report.write_json(path)?;
+    }
+    if let Some(dir) = &cli.plot {
+        write_plots(dir, &report)?;
     }
     let failed: Vec<&str> = rows
         .iter()
@@ -136,6 +163,23 @@ fn harness_main(cli: &Cli) -> Result<(), BenchError> {
             total: rows.len(),
             names: failed.join(", "),
         });
+    }
+    Ok(())
+}
+
+/// `--plot DIR`: the JSON results and each latency row's plot and interval log, listed on
+/// stderr.
+fn write_plots(dir: &std::path::Path, report: &Report<'_>) -> Result<(), BenchError> {
+    std::fs::create_dir_all(dir).map_err(|source| BenchError::Report {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let json = dir.join(format!("{}.json", report.suite));
+    report.write_json(&json)?;
+    let mut files = vec![json];
+    files.extend(plot::write_rows(dir, report.suite, report.results)?);
+    for f in &files {
+        eprintln!("wrote {}", f.display());
     }
     Ok(())
 }
@@ -182,6 +226,10 @@ mod tests {
         assert!(cli.quick);
         let names = suite_names();
         assert!(names.contains("ring"), "{names}");
+        assert!(
+            find_suite(REPORT_SUBCOMMAND).is_err(),
+            "`report` is the page, not a suite"
+        );
     }
 
     #[test]

@@ -104,7 +104,8 @@ fn run_reflex(opts: &RunOpts) -> Result<Row, BenchError> {
             ),
         });
     }
-    Ok(Row::new("rimd-reflex", hist.summary().figures(&RTT).to_vec()))
+    let rtt = hist.summary();
+    Ok(Row::new("rimd-reflex", rtt.figures(&RTT).to_vec()).with_latency("rtt", &rtt))
 }
 
 fn read_decision(

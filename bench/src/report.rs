@@ -2,14 +2,19 @@
 //! table and written as the JSON report
 //! `{"suite": "...", "quick": bool, "results": [{"name": "...", <figures>}]}`.
 //!
-//! A row that failed keeps its name, has no figures and carries `"error"` instead.
+//! A row that failed keeps its name, has no figures and carries `"error"` instead. A row
+//! that measured latency also carries its histograms, for `--plot` ([`crate::plot`]); they
+//! are not part of the JSON.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
+use hdrhistogram::Histogram;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::error::BenchError;
+use crate::latency::LatencySummary;
 
 /// A figure's value. Integers (nanoseconds, counts) print as integers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +52,15 @@ impl Figure {
     }
 }
 
+/// A latency histogram a row measured, named by what it measured (`rtt`, `latency`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latency {
+    /// What was measured; the `Tag` of its interval-log line.
+    pub label: &'static str,
+    /// Nanoseconds, every value recorded.
+    pub histogram: Histogram<u64>,
+}
+
 /// One line of a suite's result: a name and its figures in order, or the error that
 /// stopped it.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +71,10 @@ pub struct Row {
     pub figures: Vec<Figure>,
     /// Why the row has no figures, when it failed.
     pub error: Option<String>,
+    /// The latency histograms behind its percentile figures (none for throughput rows).
+    pub latencies: Vec<Latency>,
+    /// When the row started (wall clock) and how long it ran; set by the suite runner.
+    pub span: Option<(SystemTime, Duration)>,
 }
 
 impl Row {
@@ -66,6 +84,8 @@ impl Row {
             name: name.into(),
             figures,
             error: None,
+            latencies: Vec::new(),
+            span: None,
         }
     }
 
@@ -75,7 +95,18 @@ impl Row {
             name: name.into(),
             figures: Vec::new(),
             error: Some(error.to_string()),
+            latencies: Vec::new(),
+            span: None,
         }
+    }
+
+    /// The row with the histogram behind `summary`'s figures, labelled `label`.
+    pub fn with_latency(mut self, label: &'static str, summary: &LatencySummary) -> Self {
+        self.latencies.push(Latency {
+            label,
+            histogram: summary.histogram.clone(),
+        });
+        self
     }
 
     /// The value of the figure called `name`, if the row has it.

@@ -5,7 +5,7 @@
 //! writing a module that exports such a `SUITE` and listing it in [`SUITES`]; nothing else in
 //! the harness changes.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::BenchError;
 use crate::peer::PeerFn;
@@ -125,12 +125,14 @@ pub fn run_suite(suite: &Suite, opts: &RunOpts, only: &[String]) -> Vec<Row> {
 
 fn run_row(suite: &Suite, row: &RowSpec, opts: &RunOpts) -> Row {
     eprint!("{}/{} ... ", suite.name, row.name);
+    let started_wall = SystemTime::now();
     let started = Instant::now();
     let outcome = (row.run)(opts);
     let elapsed = started.elapsed();
     match outcome {
-        Ok(measured) => {
+        Ok(mut measured) => {
             eprintln!("done in {:.1} s", elapsed.as_secs_f64());
+            measured.span = Some((started_wall, elapsed));
             measured
         }
         Err(error) => {

@@ -234,8 +234,16 @@ impl Reader {
     /// Opens a reader that starts with the oldest record still in the ring.
     pub fn open_oldest(seg: Arc<Segment>) -> Result<Self, SegmentError> {
         let mut r = Self::open(seg)?;
-        r.next = r.next.saturating_sub(r.geo.slots);
+        r.seek_oldest();
         Ok(r)
+    }
+
+    /// Moves back to the oldest record still in the ring (a subscriber that attached
+    /// after the records it wants were published). A record overwritten meanwhile shows
+    /// up as a lap on the next read, as usual.
+    pub fn seek_oldest(&mut self) {
+        let tail = self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Acquire);
+        self.next = tail.saturating_sub(self.geo.slots);
     }
 
     /// Slot size: the buffer given to [`Reader::read`] must be at least this long.

@@ -324,7 +324,7 @@ pub extern "C" fn rim_status_text(status: c_int) -> *const c_char {
         RIM_ERR_ATTACH => c"attach failed",
         RIM_ERR_ARGUMENT => c"bad argument",
         RIM_ERR_INTERNAL => c"internal error",
-        _ => c"unknown status",
+        _ => crate::ffi_subscriber::status_text(status).unwrap_or(c"unknown status"),
     };
     text.as_ptr()
 }

@@ -20,8 +20,9 @@
 //!   when the other side said it sleeps ([`wait`]).
 //! * **Decisions fan out** through a broadcast ring ([`broadcast`]) that readers follow at
 //!   their own pace, read-only, and that tells a lapped reader how much it missed.
-//! * **C and C++ feed handlers** publish through the C ABI in [`ffi`]
-//!   (`include/rim_ring.h`).
+//! * **C and C++ feed handlers** publish through the C ABI in [`ffi`] and read decisions
+//!   through [`ffi_subscriber`] (`include/rim_ring.h`); [`decision`] reads and checks the
+//!   decision record without allocating.
 //!
 //! The crate knows nothing of the daemon: it is the contract between a feed handler and
 //! rimd, and can be linked by either alone.
@@ -34,9 +35,12 @@
 pub mod attach;
 pub mod broadcast;
 pub mod clock;
+pub mod decision;
 pub mod event;
 #[cfg(not(loom))]
 pub mod ffi;
+#[cfg(not(loom))]
+pub mod ffi_subscriber;
 mod header;
 pub mod liveness;
 pub mod segment;

@@ -575,6 +575,52 @@ mod tests {
         }
     }
 
+    /// Subscribers outside the daemon (the C ABI, the Python client) read records with
+    /// `rim_ring::decision`, which cannot depend on this crate: it must read exactly what
+    /// this encoder writes, and check the chain the way [`Verifier`] does.
+    #[test]
+    fn the_ring_crates_reader_reads_what_this_encoder_writes() {
+        use rim_ring::decision as ring;
+        assert_eq!(
+            (ring::RECORD_BYTES_MAX, ring::EVIDENCE_MAX, ring::FLAG_SWEEP),
+            (RECORD_BYTES_MAX, EVIDENCE_MAX, FLAG_SWEEP)
+        );
+        assert_eq!((ring::FLAG_RESUMED, ring::IN_FLIGHT_MAX), (FLAG_RESUMED, IN_FLIGHT_MAX));
+        assert_eq!(
+            (ring::RULE_ID_BYTES_MAX, ring::NODE_ID_BYTES_MAX, ring::LABEL_BYTES_MAX),
+            (RULE_ID_BYTES_MAX, NODE_ID_BYTES_MAX, LABEL_BYTES_MAX)
+        );
+        let mut check = ring::ChainCheck::new();
+        for rec in chain(4) {
+            let view = ring::DecisionView::parse(&rec).expect("the ring crate parses it");
+            check.push(&view).expect("the ring crate verifies the chain");
+            let read = Decision {
+                chain_seq: view.chain_seq,
+                epoch: view.epoch_ns,
+                shard: view.shard,
+                rule_id: view.rule_id.to_owned(),
+                rule_version: view.rule_version,
+                rule_generation: view.rule_generation,
+                severity: ring::severity_name(view.severity).to_owned(),
+                rim_node_id: view.node_id.to_owned(),
+                event_seq: view.event_seq,
+                event_timestamp: view.event_timestamp_ms,
+                sweep: view.is_sweep(),
+                evidence: view
+                    .evidence()
+                    .map(|(l, v)| (l.to_owned(), (!v.is_nan()).then_some(v)))
+                    .collect(),
+                latency_ns: view.latency_ns,
+                publish_ns: view.publish_ns,
+                decided_ns: view.decided_ns,
+                prev_hash: hex(&view.prev_hash),
+                hash: hex(&view.hash),
+                node_index: view.node_index,
+            };
+            assert_eq!(read, decode(&rec).expect("decodes"));
+        }
+    }
+
     #[test]
     fn dropped_and_reordered_records_are_detected() {
         let recs = chain(3);

@@ -4,9 +4,11 @@
 //! - `tail`: decisions live from the broadcast ring, optionally verifying the hash chain;
 //! - `stats`: the daemon's stats segment;
 //! - `rules check FILE`: compile a rule file the way the daemon would;
-//! - `replay`: the journal back as JSON lines, or into a daemon.
+//! - `replay`: the journal back as JSON lines, or into a daemon;
+//! - `doctor`: this host against what the configuration needs.
 #![forbid(unsafe_code)]
 
+mod doctor;
 mod produce;
 mod replay;
 mod rules;
@@ -39,6 +41,8 @@ enum Command {
     Stats(stats::Args),
     /// Read the journal back (JSON lines, or into a daemon).
     Replay(replay::Args),
+    /// Check this host against what rimd's configuration needs (exit 1 when a required check fails).
+    Doctor(doctor::Args),
     /// Rule files.
     Rules {
         #[command(subcommand)]
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Tail(a) => tail::run(&cli.run_dir, a),
         Command::Stats(a) => stats::run(&cli.run_dir, a),
         Command::Replay(a) => replay::run(&cli.run_dir, a),
+        Command::Doctor(a) => doctor::run(a),
         Command::Rules { command } => rules::run(command),
     };
     match result {

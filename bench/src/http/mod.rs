@@ -191,7 +191,7 @@ fn run_bare(opts: &RunOpts) -> Result<Row, BenchError> {
         let mut figures = common(&t);
         figures.push(Figure::real("resp_bytes", t.body_bytes as f64 / t.ok.max(1) as f64));
         figures.push(Figure::real("client_cpu", t.cpu_share()));
-        Ok(Row::new("bare", figures))
+        Ok(Row::new("bare", figures).with_latency("latency", &t.latency.summary()))
     })
 }
 
@@ -213,7 +213,7 @@ fn run_slice(opts: &RunOpts) -> Result<Row, BenchError> {
         }
         figures.push(Figure::real("resp_bytes", t.body_bytes as f64 / t.ok.max(1) as f64));
         figures.push(Figure::real("client_cpu", t.cpu_share()));
-        Ok(Row::new("slice", figures))
+        Ok(Row::new("slice", figures).with_latency("latency", &t.latency.summary()))
     })
 }
 
@@ -234,7 +234,7 @@ fn run_slice_rate(opts: &RunOpts) -> Result<Row, BenchError> {
         let mut figures = common(&t);
         figures.push(Figure::real("offered_per_s", rate as f64));
         figures.push(Figure::real("client_cpu", t.cpu_share()));
-        Ok(Row::new("slice-50k", figures))
+        Ok(Row::new("slice-50k", figures).with_latency("latency", &t.latency.summary()))
     })
 }
 
@@ -269,7 +269,7 @@ fn run_events(opts: &RunOpts) -> Result<Row, BenchError> {
         figures.push(Figure::real("events_per_s", t.per_s(t.items)));
         figures.push(Figure::int("lost", lost));
         figures.push(Figure::real("client_cpu", t.cpu_share()));
-        Ok(Row::new("events-post", figures))
+        Ok(Row::new("events-post", figures).with_latency("latency", &t.latency.summary()))
     })
 }
 

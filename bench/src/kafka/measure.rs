@@ -51,7 +51,7 @@ pub struct Phase {
 }
 
 /// What one phase measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     /// Hand-over → decision read, per event.
     pub latency: LatencySummary,

@@ -195,7 +195,7 @@ fn row(name: &str, phase: &Phase, outcome: &Outcome) -> Row {
         figures.push(Figure::real("offered_per_s", outcome.offered_per_s));
     }
     figures.push(Figure::int("events", phase.events));
-    Row::new(name, figures)
+    Row::new(name, figures).with_latency("latency", &outcome.latency)
 }
 
 /// Stops the daemon, then the broker (the suite's finish hook).

@@ -181,7 +181,7 @@ pub fn ring_row(name: &str, cfg: &RingCfg, rtt: &LatencySummary, stream: &Stream
     let events_per_s = stream.events_per_s;
     let mut figures: Vec<Figure> = rtt.figures(&RTT).to_vec();
     figures.push(Figure::real(EVENTS_PER_S, events_per_s));
-    Row::new(name, figures)
+    Row::new(name, figures).with_latency("rtt", rtt)
 }
 
 /// Combines the client's outcome with the peer's: the client's result when both did

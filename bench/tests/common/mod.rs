@@ -11,11 +11,18 @@ pub fn rim_bench() -> Command {
 
 /// Runs `rim-bench SUITE --smoke --json` and returns the parsed report, after checking
 /// that it exited 0 and reports that suite.
+#[allow(dead_code)] // each test binary uses a part of this module
 pub fn smoke_report(suite: &str) -> Value {
+    smoke_report_with(suite, &[])
+}
+
+/// As [`smoke_report`], with more arguments (`--plot DIR`).
+pub fn smoke_report_with(suite: &str, args: &[&std::ffi::OsStr]) -> Value {
     let path = std::env::temp_dir().join(format!("rim-bench-{suite}-smoke-{}.json", std::process::id()));
     let output = rim_bench()
         .args([suite, "--smoke", "--json"])
         .arg(&path)
+        .args(args)
         .output()
         .expect("run rim-bench");
     let stderr = String::from_utf8_lossy(&output.stderr);
