@@ -251,6 +251,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         retired: retired_tx,
         reporter: ingest_reporter,
         journal: journal_out,
+        bounds: config.time_bounds(),
     });
 
     let shape = Shape {
@@ -416,8 +417,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     })?;
     let attach_thread = attach::spawn(attach::AttachSetup {
         listener,
-        producers_max: config.ingest.producers_max,
-        capacity_max: config.ingest.ring_capacity_max,
+        limits: attach::Limits::from_config(&config.ingest),
         control: control_tx,
         registry: registry.clone(),
         decisions: decision_segments.clone(),
@@ -520,6 +520,7 @@ fn spawn_bridge(
         stop,
         health,
         core: config.topology.pin.then_some(config.topology.cold_core),
+        bounds: config.time_bounds(),
     })
     .map_err(|e| DaemonError::Thread(format!("Kafka bridge: {e}")))
 }

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod ingest;
 pub mod lockfile;
 pub mod memory;
+pub mod peerlog;
 pub mod persist;
 pub mod plane;
 pub mod reflex;

@@ -477,6 +477,11 @@ impl Context {
         reader.as_ref().and_then(|r| r.read().ok())
     }
 
+    /// The accepted event times around the daemon's clock (`[ingest]`).
+    pub fn time_bounds(&self) -> crate::ingest::time::TimeBounds {
+        self.config.time_bounds()
+    }
+
     /// Readiness: recovery done and every hot shard running; the bridge may be degraded
     /// without making rimd unready (the shared-memory path does not need it).
     pub fn readiness(&self) -> Readiness {

@@ -42,6 +42,9 @@ pub const BASE_SETS: &[&str] = &[
     "persist.reflex_ring_bytes=1048576",
     // Tests run in parallel: each daemon's HTTP API on a port of its own.
     "api.listen=\"127.0.0.1:0\"",
+    // Event times are the scripts' own fixed instants (T0, in 2025): no age bound. The
+    // tests of the bounds set their own.
+    "ingest.event_age_ms_max=0",
 ];
 
 /// Event time base of the scripts: a fixed instant, so windows and cooldowns are exact.
@@ -472,6 +475,40 @@ pub fn retry_full(mut publish: impl FnMut() -> Result<u64, PublishError>) -> u64
             Err(e) => panic!("publish failed: {e}"),
         }
     }
+}
+
+/// Maps the memfd this process holds under `memfd:{name}` (the producer's own ring).
+pub fn map_own_memfd(name: &str) -> (*mut u8, usize) {
+    let want = format!("/memfd:{name} (deleted)");
+    for entry in std::fs::read_dir("/proc/self/fd").expect("fd dir").flatten() {
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if link.to_string_lossy() != want {
+            continue;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(entry.path())
+            .expect("reopen the memfd");
+        let len = file.metadata().expect("memfd size").len() as usize;
+        // SAFETY: a fresh shared mapping of a file we opened read-write, of its full
+        // length; nothing else in this process aliases it as a Rust reference.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap the memfd");
+        return (ptr.cast(), len);
+    }
+    panic!("no memfd called {name} in this process");
 }
 
 /// An event of `node` at event time `ts` with `metrics` and status "OK"; set the other
