@@ -449,7 +449,11 @@ impl Reflex {
         if high == 0 {
             return;
         }
-        let chunk = ((u64::from(high) * elapsed_ms.max(1)).div_ceil(self.sweep_ms) as u32).clamp(1, high);
+        let chunk = u64::from(high)
+            .saturating_mul(elapsed_ms.max(1))
+            .div_ceil(self.sweep_ms)
+            .min(u64::from(high)) as u32;
+        let chunk = chunk.max(1);
         for _ in 0..chunk {
             let n = self.sweep_cursor % high;
             self.sweep_cursor = (n + 1) % high;
