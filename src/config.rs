@@ -107,6 +107,9 @@ pub struct TopologyConfig {
     pub idle: IdleStrategy,
     /// Pin threads to their cores (off only for machines where pinning is not allowed).
     pub pin: bool,
+    /// A hot shard whose loop has not advanced for this long makes `/health/ready`
+    /// answer 503, naming it, ms.
+    pub shard_stall_ms_max: u64,
 }
 
 /// Producer rings and ingest.
@@ -342,6 +345,7 @@ impl Default for TopologyConfig {
             partitions: 12,
             idle: IdleStrategy::Spin,
             pin: true,
+            shard_stall_ms_max: 2_000,
         }
     }
 }
@@ -640,6 +644,9 @@ impl Config {
                 "ingest.attach_timeout_ms = {} (1..=60000)",
                 i.attach_timeout_ms
             ));
+        }
+        if self.topology.shard_stall_ms_max == 0 {
+            return bad("topology.shard_stall_ms_max must be ≥ 1".into());
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fault;
 pub mod ingest;
 pub mod lockfile;
 pub mod memory;

@@ -378,6 +378,7 @@ impl Reflex {
         tick::pop(input, scratch, |r| match r {
             Record::Node { node, id } => {
                 if state.contains(node) {
+                    crate::fault::on_node(id);
                     state.define(node, id);
                     *nodes_high = (*nodes_high).max(node + 1);
                 } else {

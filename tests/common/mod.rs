@@ -128,6 +128,17 @@ impl Daemon {
     /// As [`Daemon::start`], in `dir` (which may hold a previous daemon's journal and
     /// store under `data/`: a restart).
     pub fn start_in(dir: TempDir, sets: &[&str], rules: Option<&str>) -> Daemon {
+        Self::start_with(dir, sets, rules, |_| {})
+    }
+
+    /// As [`Daemon::start_in`], with `customize` applied to the command before it is
+    /// spawned (environment, credentials).
+    pub fn start_with(
+        dir: TempDir,
+        sets: &[&str],
+        rules: Option<&str>,
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let log = dir.path().join("rimd.log");
         let run_dir = dir.path().join("run");
         let data = format!("persist.data_dir={}", dir.path().join("data").display());
@@ -155,6 +166,7 @@ impl Daemon {
         let out = File::create(&log).expect("daemon log");
         let err = out.try_clone().expect("daemon log");
         cmd.stdout(out).stderr(err);
+        customize(&mut cmd);
         let child = cmd.spawn().expect("spawn rimd");
         let mut d = Daemon {
             child: Some(child),
