@@ -205,6 +205,11 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     let reload = Arc::new(AtomicBool::new(false));
     register_signals(&stop, &reload)?;
     exit_on_panic();
+    crate::sys::make_undumpable().map_err(|source| DaemonError::Io {
+        what: "cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)",
+        path: PathBuf::from("(prctl)"),
+        source,
+    })?;
     crate::memory::set_prefault(config.reflex.prefault);
     prepare_run_dir(&config)?;
     // Held until return: a second daemon on this directory would take over the socket and

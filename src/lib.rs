@@ -21,4 +21,5 @@ pub mod plane;
 pub mod reflex;
 pub mod report;
 pub mod stats;
+pub mod sys;
 pub mod tick;

@@ -649,18 +649,30 @@ impl ChildProc {
     /// Re-executes this test binary to run `test_name` (a child-role test) as `role`,
     /// with its output in `<dir>/<role>.log`.
     pub fn spawn(test_name: &str, role: &str, dir: &Path, socket: &Path) -> Self {
+        Self::spawn_with(test_name, role, dir, socket, |_| {})
+    }
+
+    /// As [`ChildProc::spawn`], with `customize` applied to the command (environment,
+    /// credentials).
+    pub fn spawn_with(
+        test_name: &str,
+        role: &str,
+        dir: &Path,
+        socket: &Path,
+        customize: impl FnOnce(&mut Command),
+    ) -> Self {
         let log = dir.join(format!("{role}.log"));
         let out = File::create(&log).expect("child log");
         let err = out.try_clone().expect("child log");
-        let child = Command::new(std::env::current_exe().expect("current exe"))
-            .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+        cmd.args(["--exact", test_name, "--nocapture", "--test-threads=1"])
             .env(CHILD_ROLE_ENV, role)
             .env(CHILD_SOCKET_ENV, socket)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn child test process");
+            .stderr(err);
+        customize(&mut cmd);
+        let child = cmd.spawn().expect("spawn child test process");
         let pid = child.id();
         Self {
             child: Some(child),
