@@ -1153,6 +1153,17 @@ mod tests {
     }
 
     #[test]
+    fn lap_tags_follow_the_documented_formula() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/vectors/wire-v1.json")).expect("vectors");
+        for t in v["lap_tags"].as_array().expect("lap tags") {
+            let field = |k: &str| t[k].as_u64().expect("number");
+            let geo = Geometry::new(field("capacity") as usize).expect("geometry");
+            assert_eq!(geo.tag(field("pos")), field("tag"), "{t}");
+        }
+    }
+
+    #[test]
     fn a_consumed_position_out_of_range_is_refused_at_open() {
         let seg = Arc::new(Segment::heap(segment_bytes(256)).expect("heap"));
         init(&seg).expect("init");
