@@ -46,9 +46,7 @@ fn rings_per_process_and_per_user_are_limited() {
     );
     let _a = try_attach(&d.socket(), "mine-1", KIB_64).expect("first ring");
     let _b = try_attach(&d.socket(), "mine-2", KIB_64).expect("second ring");
-    let third = try_attach(&d.socket(), "mine-3", KIB_64)
-        .err()
-        .expect("a third is refused");
+    let third = try_attach(&d.socket(), "mine-3", KIB_64).expect_err("a third is refused");
     assert!(third.contains("rings_per_pid_max"), "{third}");
 
     let mut child = ChildProc::spawn(
@@ -72,7 +70,7 @@ fn ring_bytes_per_process_are_limited() {
         Some(""),
     );
     let _big = try_attach(&d.socket(), "big", 1 << 20).expect("1 MiB fits");
-    let refused = try_attach(&d.socket(), "big-2", 1 << 20).err().expect("2 MiB do not");
+    let refused = try_attach(&d.socket(), "big-2", 1 << 20).expect_err("2 MiB do not");
     assert!(refused.contains("ring_bytes_per_pid_max"), "{refused}");
     let _small = try_attach(&d.socket(), "small", 1 << 18).expect("1.25 MiB fit");
 }
@@ -83,9 +81,7 @@ fn the_intake_rings_are_outside_the_producers_budget() {
     let mut d = Daemon::start(&["ingest.producers_max=1", "api.enabled=true"], Some(""));
     let _ = d.http_addr();
     let _only = try_attach(&d.socket(), "the-one", KIB_64).expect("the one producer slot is free");
-    let refused = try_attach(&d.socket(), "one-too-many", KIB_64)
-        .err()
-        .expect("the second is refused");
+    let refused = try_attach(&d.socket(), "one-too-many", KIB_64).expect_err("the second is refused");
     assert!(refused.contains("producers_max"), "{refused}");
     d.wait_for(SOON, "one producer, the intake not counted", |s| {
         common::gauge(s, "producers") == 1
