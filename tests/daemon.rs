@@ -1126,10 +1126,15 @@ fn one_daemon_per_run_directory() {
 
     d.signal(libc::SIGKILL);
     let _ = d.wait_exit(SOON);
+    // Its own data directory and a free port: the defaults (/var/tmp/rimd, :7070) are
+    // shared with every other daemon on the machine, including other test runs.
     let mut again = rimd_command()
         .arg("--run-dir")
         .arg(d.run_dir())
         .args(["--set", "topology.idle=backoff", "--set", "topology.pin=false"])
+        .args(["--set", "api.listen=127.0.0.1:0"])
+        .arg("--set")
+        .arg(format!("persist.data_dir={}", d.data_dir().display()))
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start a new rimd");
