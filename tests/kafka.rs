@@ -717,14 +717,14 @@ fn bridge_reads_an_independent_encoder_dead_letters_garbage_and_publishes_the_ou
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let h = bridge.health.snapshot();
-        if h.dlq == 7 && h.published == 4 && h.commits > 0 {
+        if h.dlq == 8 && h.published == 4 && h.commits > 0 {
             break;
         }
         assert!(Instant::now() < deadline, "health counters: {h:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
     let h = bridge.health.snapshot();
-    assert_eq!(h.consumed, 32, "{h:?}");
+    assert_eq!(h.consumed, 33, "{h:?}");
     assert_eq!(h.ingested, 25, "{h:?}");
     assert_eq!(h.state, BridgeState::Up, "{h:?}");
     bridge.stop();
