@@ -69,6 +69,7 @@ fn path_cost(nodes: usize, rules: &str) {
         retired: retired_tx,
         reporter: rep,
         journal: None,
+        bounds: rimd::ingest::time::TimeBounds::NONE,
     });
     let _ = control_tx.push(rimd::ingest::Control::Add(Box::new(ProducerRing::new(
         1,

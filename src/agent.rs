@@ -1,6 +1,13 @@
 //! The shard work loop: duties polled in turn, an idle strategy when there was no work,
 //! and stall accounting (a turn longer than [`STALL_NS`] is a stall: something on the
 //! shard took the core away from the rings).
+//!
+//! Each hot shard also shows that it is alive: its loop stores the time into its
+//! [`ShardBeat`] at every upkeep (about every millisecond; one relaxed store), and the
+//! beat is marked ended when its thread ends, however it ends. Readiness reads the beats:
+//! a shard whose loop stopped turning, or whose thread is gone, is named.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::config::IdleStrategy;
 use crate::report::ShardFigures;
@@ -91,6 +98,87 @@ impl Turns {
     }
 }
 
+/// One hot shard's sign of life.
+#[derive(Debug)]
+pub struct ShardBeat {
+    name: String,
+    /// CLOCK_MONOTONIC ns of the loop's last upkeep (0: not started).
+    beat_ns: AtomicU64,
+    ended: AtomicBool,
+}
+
+/// What a beat says about its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeatState {
+    /// The loop has not started yet (recovery, start-up).
+    NotStarted,
+    /// The loop turned within the bound.
+    Running,
+    /// The loop has not turned for this long, ms.
+    Stalled(u64),
+    /// The shard's thread has ended.
+    Ended,
+}
+
+impl std::fmt::Display for BeatState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BeatState::NotStarted => write!(f, "not started"),
+            BeatState::Running => write!(f, "running"),
+            BeatState::Stalled(ms) => write!(f, "stalled: its loop has not turned for {ms} ms"),
+            BeatState::Ended => write!(f, "its thread has ended"),
+        }
+    }
+}
+
+impl ShardBeat {
+    /// The beat of the shard called `name`, not started.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            beat_ns: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    /// The shard's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The loop turned at `now_ns` (CLOCK_MONOTONIC).
+    #[inline]
+    pub fn beat(&self, now_ns: u64) {
+        self.beat_ns.store(now_ns.max(1), Ordering::Relaxed);
+    }
+
+    /// The shard's thread ended.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+    }
+
+    /// The shard's state at `now_ns`, stalled past `stall_ns`.
+    pub fn state(&self, now_ns: u64, stall_ns: u64) -> BeatState {
+        if self.ended.load(Ordering::Acquire) {
+            return BeatState::Ended;
+        }
+        match self.beat_ns.load(Ordering::Relaxed) {
+            0 => BeatState::NotStarted,
+            t if now_ns.saturating_sub(t) > stall_ns => BeatState::Stalled(now_ns.saturating_sub(t) / 1_000_000),
+            _ => BeatState::Running,
+        }
+    }
+}
+
+/// Runs `f` when dropped: at the end of a thread, whether it returned or unwound.
+pub struct OnDrop<F: FnMut()>(pub F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
 /// Pins the calling thread to `core` when asked; says whether it worked.
 pub fn pin(core: usize, enabled: bool) -> bool {
     enabled && core_affinity::set_for_current(core_affinity::CoreId { id: core })
@@ -99,6 +187,20 @@ pub fn pin(core: usize, enabled: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_beat_tells_running_from_stalled_and_ended() {
+        let b = ShardBeat::new("rimd-hot");
+        assert_eq!(b.state(10, 5), BeatState::NotStarted);
+        b.beat(2_000_000);
+        assert_eq!(b.state(2_000_004, 5), BeatState::Running);
+        assert_eq!(b.state(9_000_000, 5), BeatState::Stalled(7));
+        assert_eq!(b.state(0, 5), BeatState::Running, "a clock read before the beat");
+        {
+            let _g = OnDrop(|| b.end());
+        }
+        assert_eq!(b.state(2_000_004, 5), BeatState::Ended);
+    }
 
     #[test]
     fn long_turns_are_stalls() {

@@ -107,14 +107,35 @@ pub struct TopologyConfig {
     pub idle: IdleStrategy,
     /// Pin threads to their cores (off only for machines where pinning is not allowed).
     pub pin: bool,
+    /// A hot shard whose loop has not advanced for this long makes `/health/ready`
+    /// answer 503, naming it, ms.
+    pub shard_stall_ms_max: u64,
 }
 
 /// Producer rings and ingest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// Producers attached at once; more are refused at attach.
+    /// Producers attached at once; more are refused at attach. The in-process intake
+    /// rings of the HTTP API and the Kafka bridge are not counted.
     pub producers_max: usize,
+    /// Rings one process (by the pid the kernel reports for its socket) may hold at once.
+    pub rings_per_pid_max: usize,
+    /// Rings the processes of one user (uid) may hold at once.
+    pub rings_per_uid_max: usize,
+    /// Ring bytes one process may hold at once (the sum of its rings' capacities).
+    pub ring_bytes_per_pid_max: u64,
+    /// Ring bytes the processes of one user may hold at once.
+    pub ring_bytes_per_uid_max: u64,
+    /// Connections to the control socket whose request has not arrived yet, at most;
+    /// more are refused at once ("busy").
+    pub attach_pending_max: usize,
+    /// How long a connection may take to send its whole request before it is dropped, ms.
+    pub attach_timeout_ms: u64,
+    /// Most an event's `timestamp` may be ahead of the daemon's clock, ms (0 = no bound).
+    pub event_ahead_ms_max: u64,
+    /// Most an event's `timestamp` may be behind the daemon's clock, ms (0 = no bound).
+    pub event_age_ms_max: u64,
     /// Largest ring a producer may ask for, bytes (power of two).
     pub ring_capacity_max: usize,
     /// Records taken from one ring before the next ring's turn (fairness).
@@ -341,6 +362,7 @@ impl Default for TopologyConfig {
             partitions: 12,
             idle: IdleStrategy::Spin,
             pin: true,
+            shard_stall_ms_max: 2_000,
         }
     }
 }
@@ -349,6 +371,14 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             producers_max: 64,
+            rings_per_pid_max: 8,
+            rings_per_uid_max: 32,
+            ring_bytes_per_pid_max: 256 << 20,
+            ring_bytes_per_uid_max: 1 << 30,
+            attach_pending_max: 64,
+            attach_timeout_ms: 1_000,
+            event_ahead_ms_max: 5_000,
+            event_age_ms_max: 7 * 24 * 3_600_000,
             ring_capacity_max: 64 << 20,
             poll_budget: 256,
             dedup_window: 16,
@@ -547,6 +577,7 @@ impl Config {
                 i.ring_capacity_max
             ));
         }
+        self.validate_quotas()?;
         if i.poll_budget == 0 || i.poll_budget > 65_536 {
             return bad(format!("ingest.poll_budget = {} (1..=65536)", i.poll_budget));
         }
@@ -610,6 +641,50 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Quotas: each at least one ring of the largest size, the per-process one within
+    /// the per-user one, and attach limits in range.
+    fn validate_quotas(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let i = &self.ingest;
+        if i.rings_per_pid_max == 0 || i.rings_per_pid_max > i.rings_per_uid_max {
+            return bad(format!(
+                "ingest.rings_per_pid_max = {} must be 1..=ingest.rings_per_uid_max ({})",
+                i.rings_per_pid_max, i.rings_per_uid_max
+            ));
+        }
+        if i.ring_bytes_per_pid_max < i.ring_capacity_max as u64 || i.ring_bytes_per_pid_max > i.ring_bytes_per_uid_max
+        {
+            return bad(format!(
+                "ingest.ring_bytes_per_pid_max = {} must be ingest.ring_capacity_max ({})..=ingest.ring_bytes_per_uid_max ({})",
+                i.ring_bytes_per_pid_max, i.ring_capacity_max, i.ring_bytes_per_uid_max
+            ));
+        }
+        if i.attach_pending_max == 0 || i.attach_pending_max > 4096 {
+            return bad(format!(
+                "ingest.attach_pending_max = {} (1..=4096)",
+                i.attach_pending_max
+            ));
+        }
+        if i.attach_timeout_ms == 0 || i.attach_timeout_ms > 60_000 {
+            return bad(format!(
+                "ingest.attach_timeout_ms = {} (1..=60000)",
+                i.attach_timeout_ms
+            ));
+        }
+        if self.topology.shard_stall_ms_max == 0 {
+            return bad("topology.shard_stall_ms_max must be ≥ 1".into());
+        }
+        Ok(())
+    }
+
+    /// The accepted range of event times around the daemon's clock.
+    pub fn time_bounds(&self) -> crate::ingest::time::TimeBounds {
+        crate::ingest::time::TimeBounds {
+            ahead_ms_max: self.ingest.event_ahead_ms_max,
+            age_ms_max: self.ingest.event_age_ms_max,
+        }
     }
 
     /// The longest window `change()` can look back through, ms.
@@ -825,6 +900,9 @@ mod tests {
             (&["reflex.ewma_alpha=0"], "ewma_alpha"),
             (&["reflex.cooldown_slots=100"], "cooldown_slots"),
             (&["ingest.reflex_ring_slots=3"], "reflex_ring_slots"),
+            (&["ingest.rings_per_pid_max=40"], "rings_per_pid_max"),
+            (&["ingest.ring_bytes_per_pid_max=4096"], "ring_bytes_per_pid_max"),
+            (&["ingest.attach_pending_max=0"], "attach_pending_max"),
         ];
         for (sets, want) in cases {
             let e = load(None, &[], sets).unwrap_err().to_string();

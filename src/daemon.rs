@@ -18,7 +18,14 @@
 //! every ring they own until empty (bounded by [`DRAIN_DEADLINE`]), send a final report,
 //! and hand their rings back; the journal thread drains, syncs and hands its last batch
 //! to the store writer, which commits it; the cold shard publishes a final stats snapshot with
-//! `running = false`, and `rimd` exits 0.
+//! `running = false`, and `rimd` exits 0. A hot shard that has not ended
+//! [`SHUTDOWN_DEADLINE`] after the signal is left behind: the rest shuts down as above and
+//! `rimd` exits 1 naming it, so SIGTERM always ends the process.
+//!
+//! A dead shard is never a zombie: a panic on any of the daemon's threads (but the Kafka
+//! bridge's, where the client library's panics on hostile headers are caught by design)
+//! ends the process with code [`EXIT_PANIC`] and a message naming the thread, and
+//! readiness names a hot shard whose loop stopped turning ([`crate::agent::ShardBeat`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,7 +39,7 @@ use rim_stats::ColdEnd;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use crate::agent::{pin, Idle, Turns};
+use crate::agent::{pin, BeatState, Idle, OnDrop, ShardBeat, Turns};
 use crate::api::context::QUERIES_IN_FLIGHT;
 use crate::config::Config;
 use crate::ingest::{self, attach, Ingest, IngestSetup, Retired};
@@ -45,6 +52,12 @@ use crate::tick::Slot;
 
 /// Longest the hot shards keep draining at shutdown.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest the daemon waits for its hot shards to end after the stop signal (their drain,
+/// final reports and the producers' last durable positions take at most ~11 s).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+/// Exit code when a daemon thread panicked (EX_SOFTWARE): a restart recovers from the
+/// journal, as after a crash.
+pub const EXIT_PANIC: i32 = 70;
 /// Upkeep period of the hot shards.
 const UPKEEP_NS: u64 = 1_000_000;
 /// Records a reflex duty takes per turn.
@@ -90,6 +103,14 @@ pub enum DaemonError {
     /// The journal or the store could not be opened, recovered or started.
     #[error("persist: {0}")]
     Persist(#[from] crate::persist::PersistError),
+    /// Hot shards did not end after the stop signal; the daemon exits without them.
+    #[error(
+        "hot shard(s) {shards} did not stop within {SHUTDOWN_DEADLINE:?} of the stop signal; exiting without them (a restart recovers from the journal)"
+    )]
+    ShardsStuck {
+        /// Their names and states.
+        shards: String,
+    },
     /// Another daemon holds the run directory.
     #[error(
         "another rimd (pid {pid}) is running with run directory {run_dir}; stop it or choose another daemon.run_dir"
@@ -183,6 +204,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let reload = Arc::new(AtomicBool::new(false));
     register_signals(&stop, &reload)?;
+    exit_on_panic();
+    crate::sys::make_undumpable().map_err(|source| DaemonError::Io {
+        what: "cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)",
+        path: PathBuf::from("(prctl)"),
+        source,
+    })?;
     crate::memory::set_prefault(config.reflex.prefault);
     prepare_run_dir(&config)?;
     // Held until return: a second daemon on this directory would take over the socket and
@@ -256,6 +283,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         retired: retired_tx,
         reporter: ingest_reporter,
         journal: journal_out,
+        bounds: config.time_bounds(),
     });
 
     let shape = Shape {
@@ -336,6 +364,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         });
     }
 
+    let beats: Arc<Vec<ShardBeat>> = Arc::new(hot.iter().map(|h| ShardBeat::new(h.name.clone())).collect());
     let plane = Arc::new(RulePlane::new(
         config.clone(),
         compiled.clone(),
@@ -378,7 +407,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
             queries: query_clients,
             plane: plane.clone(),
             persist: opened.as_ref().map(|o| o.stats.clone()),
-            running: running.clone(),
+            beats: beats.clone(),
             shards,
             bridge: bridge_health.clone().map(|h| h as Arc<dyn crate::api::context::Health>),
         };
@@ -431,8 +460,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     })?;
     let attach_thread = attach::spawn(attach::AttachSetup {
         listener,
-        producers_max: config.ingest.producers_max,
-        capacity_max: config.ingest.ring_capacity_max,
+        limits: attach::Limits::from_config(&config.ingest),
         control: control_tx,
         registry: registry.clone(),
         decisions: decision_segments.clone(),
@@ -443,8 +471,14 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
 
     running.store(hot.len(), Ordering::SeqCst);
     let mut threads = Vec::new();
-    for shard in hot {
-        threads.push(spawn_hot(shard, &config, stop.clone(), running.clone())?);
+    for (k, shard) in hot.into_iter().enumerate() {
+        threads.push(spawn_hot(
+            shard,
+            &config,
+            stop.clone(),
+            running.clone(),
+            (beats.clone(), k),
+        )?);
     }
     if let (Some(producer), Some(health)) = (bridge_intake, bridge_health) {
         side_threads.extend(spawn_bridge(&config, producer, store.clone(), stop.clone(), health)?);
@@ -483,10 +517,16 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     let cold_result = run_cold(cold, &config);
 
     stop.store(true, Ordering::SeqCst);
-    for th in threads {
-        if th.join().is_err() {
-            error!("a hot shard thread panicked");
+    let stuck = stuck_shards(&beats);
+    if stuck.is_empty() {
+        for th in threads {
+            if th.join().is_err() {
+                error!("a hot shard thread panicked");
+            }
         }
+    } else {
+        // Joining would wait forever: leave them; everything else stops as usual.
+        error!(shards = %stuck, "hot shards did not stop; exiting without them");
     }
     let _ = attach_thread.join();
     for th in side_threads {
@@ -504,8 +544,50 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     }
     let _ = std::fs::remove_file(&socket);
     cold_result?;
+    if !stuck.is_empty() {
+        return Err(DaemonError::ShardsStuck { shards: stuck });
+    }
     info!("rimd stopped");
     Ok(())
+}
+
+/// The hot shards whose threads have not ended, with their states ("" when none).
+fn stuck_shards(beats: &[ShardBeat]) -> String {
+    let now = monotonic_ns();
+    beats
+        .iter()
+        .filter_map(|b| match b.state(now, u64::MAX) {
+            BeatState::Ended => None,
+            s => Some(format!("{} ({s})", b.name())),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Makes a panic on any daemon thread end the process (code [`EXIT_PANIC`]) after the
+/// standard message, instead of leaving a dead thread behind a live process (a hot shard
+/// that panicked would otherwise leave readiness, liveness and the socket answering while
+/// nothing is consumed). The Kafka bridge's threads are the exception: the client library
+/// panics on a header name that is not UTF-8, any Kafka producer can send one, and the
+/// bridge catches that panic and treats the headers as absent.
+fn exit_on_panic() {
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        standard(info);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("(unnamed)");
+        if name.starts_with("rimd-kafka") {
+            return;
+        }
+        error!(
+            thread = name,
+            "a daemon thread panicked: rimd exits (code {EXIT_PANIC}); a restart recovers from the journal"
+        );
+        eprintln!(
+            "rimd: thread {name} panicked; exiting (code {EXIT_PANIC}) so that a restart recovers from the journal"
+        );
+        std::process::exit(EXIT_PANIC);
+    }));
 }
 
 /// Starts the HTTP API's thread (returns once it is listening).
@@ -535,6 +617,7 @@ fn spawn_bridge(
         stop,
         health,
         core: config.topology.pin.then_some(config.topology.cold_core),
+        bounds: config.time_bounds(),
     })
     .map_err(|e| DaemonError::Thread(format!("Kafka bridge: {e}")))
 }
@@ -612,6 +695,7 @@ fn spawn_hot(
     config: &Config,
     stop: Arc<AtomicBool>,
     running: Arc<AtomicUsize>,
+    (beats, k): (Arc<Vec<ShardBeat>>, usize),
 ) -> Result<std::thread::JoinHandle<()>, DaemonError> {
     let idle = config.topology.idle;
     let pin_enabled = config.topology.pin;
@@ -619,17 +703,22 @@ fn spawn_hot(
     std::thread::Builder::new()
         .name(shard.name.clone())
         .spawn(move || {
+            // However the thread ends (returned or unwound), readiness and shutdown hear it.
+            let beat = &beats[k];
+            let _ended = OnDrop(|| {
+                beat.end();
+                running.fetch_sub(1, Ordering::SeqCst);
+            });
             let pinned = pin(shard.core, pin_enabled);
             info!(shard = %shard.name, core = shard.core, pinned, "shard started");
             let ex = LocalExecutorBuilder::new(Placement::Unbound).name(&shard.name).make();
             match ex {
-                Ok(ex) => ex.run(hot_loop(&mut shard, idle, report_ns, &stop)),
+                Ok(ex) => ex.run(hot_loop(&mut shard, idle, report_ns, &stop, beat)),
                 Err(e) => {
                     error!(shard = %shard.name, error = %e, "cannot start the glommio executor; running the loop bare");
-                    futures_block_on(hot_loop(&mut shard, idle, report_ns, &stop));
+                    futures_block_on(hot_loop(&mut shard, idle, report_ns, &stop, beat));
                 }
             }
-            running.fetch_sub(1, Ordering::SeqCst);
         })
         .map_err(|e| DaemonError::Thread(format!("cannot start shard thread: {e}")))
 }
@@ -646,12 +735,19 @@ fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
-/// The hot shard's loop: poll, upkeep every millisecond, idle, drain at stop.
-async fn hot_loop(shard: &mut HotShard, idle: crate::config::IdleStrategy, report_ns: u64, stop: &AtomicBool) {
+/// The hot shard's loop: poll, upkeep every millisecond (with a beat), idle, drain at stop.
+async fn hot_loop(
+    shard: &mut HotShard,
+    idle: crate::config::IdleStrategy,
+    report_ns: u64,
+    stop: &AtomicBool,
+    beat: &ShardBeat,
+) {
     let mut idle = Idle::new(idle);
     let mut turns = Turns::default();
     let mut upkeep_at = monotonic_ns();
     let mut report_at = upkeep_at;
+    beat.beat(upkeep_at);
     let mut draining_since: Option<Instant> = None;
     loop {
         let mut work = 0;
@@ -670,6 +766,7 @@ async fn hot_loop(shard: &mut HotShard, idle: crate::config::IdleStrategy, repor
                 report_at = now + report_ns;
             }
             let fig = turns.figures;
+            beat.beat(now);
             if let Some(ingest) = shard.ingest.as_mut() {
                 ingest.maintain(now, report_due, fig);
             }
@@ -747,6 +844,7 @@ fn run_cold(mut cold: ColdShard, config: &Config) -> Result<(), DaemonError> {
         let rules_every = Duration::from_millis(config.reflex.rules_poll_ms);
         let tick = stats_every.min(rules_every).min(Duration::from_millis(100));
         let (mut stats_at, mut rules_at) = (Instant::now(), Instant::now());
+        let mut stopping_since: Option<Instant> = None;
         loop {
             glommio::timer::sleep(tick).await;
             cold.reclaim();
@@ -759,8 +857,12 @@ fn run_cold(mut cold: ColdShard, config: &Config) -> Result<(), DaemonError> {
                 stats_at = Instant::now();
                 cold.publish_stats(true);
             }
-            if cold.stop.load(Ordering::Relaxed) && cold.running.load(Ordering::SeqCst) == 0 {
-                break;
+            if cold.stop.load(Ordering::Relaxed) {
+                let since = *stopping_since.get_or_insert_with(Instant::now);
+                // A shard that never ends (a stuck loop) must not keep the process alive.
+                if cold.running.load(Ordering::SeqCst) == 0 || since.elapsed() > SHUTDOWN_DEADLINE {
+                    break;
+                }
             }
         }
         cold.reclaim();

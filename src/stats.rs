@@ -10,7 +10,7 @@ use rim_ring::Segment;
 use rim_stats::{RingSnapshot, ShardSnapshot, Snapshot, StageHistograms, StatsError, StatsWriter};
 
 use crate::config::Config;
-use crate::ingest::{self, attach::Registry};
+use crate::ingest::{self, attach::Registry, attach::RingEntry};
 use crate::reflex::{self, Compiled};
 use crate::report::{Report, ShardFigures, STAGES};
 
@@ -140,10 +140,19 @@ impl Aggregator {
             counters.insert(format!("ingest.rejected.{reason}"), v);
         }
         counters.insert("ingest.rejected".into(), rejected);
+        let time_ahead = self.ingest[ingest::C_TIME_AHEAD];
+        let time_too_old = self.ingest[ingest::C_TIME_TOO_OLD];
+        counters.insert("ingest.refused.event_time_ahead".into(), time_ahead);
+        counters.insert("ingest.refused.event_time_too_old".into(), time_too_old);
         let events_in = self.ingest[ingest::C_ACCEPTED]
             + self.ingest[ingest::C_DUPLICATES]
             + self.ingest[ingest::C_NODES_REFUSED]
+            + time_ahead
+            + time_too_old
             + rejected;
+        for (name, v) in self.registry.counters.fields() {
+            counters.insert(format!("attach.{name}"), v);
+        }
         counters.insert("ingest.events_in".into(), events_in);
         for (i, name) in reflex::COUNTER_NAMES.iter().enumerate() {
             if i != reflex::C_INPUT_DEPTH {
@@ -177,23 +186,7 @@ impl Aggregator {
             }
         }
 
-        let mut rings: Vec<RingSnapshot> = entries
-            .iter()
-            .map(|e| {
-                let s = rim_ring::spsc::stats_of(&e.segment);
-                RingSnapshot {
-                    name: e.name.clone(),
-                    kind: if e.local { "intake" } else { "producer" }.into(),
-                    pid: e.pid,
-                    state: "attached".into(),
-                    depth: s.depth_bytes,
-                    capacity: e.capacity as u64,
-                    delivered: s.delivered,
-                    rejected: s.rejected,
-                    refused_full: s.refused_full,
-                }
-            })
-            .collect();
+        let mut rings: Vec<RingSnapshot> = entries.iter().map(producer_ring).collect();
         for (k, seg) in self.decisions.iter().enumerate() {
             let published = self.reflex.get(k).map_or(0, |c| c[reflex::C_DECISIONS]);
             rings.push(RingSnapshot {
@@ -206,6 +199,7 @@ impl Aggregator {
                 delivered: published,
                 rejected: 0,
                 refused_full: 0,
+                ..RingSnapshot::default()
             });
         }
 
@@ -220,6 +214,7 @@ impl Aggregator {
                 delivered: c[reflex::C_TICKS],
                 rejected: 0,
                 refused_full: self.ingest[ingest::C_BACKPRESSURE],
+                ..RingSnapshot::default()
             });
         }
         let mut shards = vec![shard("rimd-hot", Some(self.cores.0), &self.hot)];
@@ -242,6 +237,40 @@ impl Aggregator {
             rings,
             shards,
         }
+    }
+}
+
+/// A producer or intake ring with the daemon's own figures. Only `refused_full` (a
+/// refusal the producer meets before anything reaches the daemon) and the write position
+/// behind `depth` come from the producer's header; the depth is clamped to the capacity.
+fn producer_ring(e: &RingEntry) -> RingSnapshot {
+    let own = e.figures.load();
+    let header = rim_ring::spsc::stats_of(&e.segment);
+    let written = rim_ring::spsc::writer_position(&e.segment);
+    let v = own.verdicts;
+    let refused = [
+        ("duplicate", v.duplicates),
+        ("node_table_full", v.node_table_full),
+        ("event_time_ahead", v.time_ahead),
+        ("event_time_too_old", v.time_too_old),
+        ("node_not_allowed", v.node_not_allowed),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| (k.to_owned(), n))
+    .collect();
+    RingSnapshot {
+        name: e.name.clone(),
+        kind: if e.local { "intake" } else { "producer" }.into(),
+        pid: e.pid,
+        state: "attached".into(),
+        depth: written.saturating_sub(own.consumed).min(e.capacity as u64),
+        capacity: e.capacity as u64,
+        delivered: own.delivered,
+        rejected: v.rejected(),
+        refused_full: header.refused_full,
+        invalid: v.invalid,
+        refused,
     }
 }
 

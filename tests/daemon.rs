@@ -1043,40 +1043,6 @@ fn two_reflex_shards_split_the_nodes() {
 //     record's frame in the shared memory (as a buggy or hostile producer could), while
 //     the daemon is stopped, so the daemon reads exactly that frame.
 
-/// Maps the memfd this process holds under `memfd:{name}` (the producer's own ring).
-fn map_own_memfd(name: &str) -> (*mut u8, usize) {
-    let want = format!("/memfd:{name} (deleted)");
-    for entry in std::fs::read_dir("/proc/self/fd").expect("fd dir").flatten() {
-        let Ok(link) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        if link.to_string_lossy() != want {
-            continue;
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(entry.path())
-            .expect("reopen the memfd");
-        let len = file.metadata().expect("memfd size").len() as usize;
-        // SAFETY: a fresh shared mapping of a file we opened read-write, of its full
-        // length; nothing else in this process aliases it as a Rust reference.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap the memfd");
-        return (ptr.cast(), len);
-    }
-    panic!("no memfd called {name} in this process");
-}
-
 #[test]
 fn corrupt_ring_is_quarantined_while_others_flow() {
     let rules = "[[rule]]\nid = \"all\"\nwhen = \"metric.v >= 0\"\nseverity = \"info\"\n";
@@ -1095,7 +1061,7 @@ fn corrupt_ring_is_quarantined_while_others_flow() {
     d.pause();
     let at = bad.p.position();
     bad.publish_raw(&[7u8; 16]);
-    let (base, len) = map_own_memfd(&format!("rimd-{victim}"));
+    let (base, len) = common::map_own_memfd(&format!("rimd-{victim}"));
     let capacity = 1u64 << 16;
     let off = rim_ring::HEADER_BYTES + (at % capacity) as usize;
     assert!(off + 8 <= len);
@@ -1160,10 +1126,15 @@ fn one_daemon_per_run_directory() {
 
     d.signal(libc::SIGKILL);
     let _ = d.wait_exit(SOON);
+    // Its own data directory and a free port: the defaults (/var/tmp/rimd, :7070) are
+    // shared with every other daemon on the machine, including other test runs.
     let mut again = rimd_command()
         .arg("--run-dir")
         .arg(d.run_dir())
         .args(["--set", "topology.idle=backoff", "--set", "topology.pin=false"])
+        .args(["--set", "api.listen=127.0.0.1:0"])
+        .arg("--set")
+        .arg(format!("persist.data_dir={}", d.data_dir().display()))
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start a new rimd");

@@ -412,6 +412,13 @@ fn fake_ingest(
     })
 }
 
+/// Event-time bounds of the library bridge: the scripts' fixed times are old (no age
+/// bound), and an event more than 5 s ahead of the clock goes to the DLQ.
+const LIB_BOUNDS: rimd::ingest::time::TimeBounds = rimd::ingest::time::TimeBounds {
+    ahead_ms_max: 5_000,
+    age_ms_max: 0,
+};
+
 struct LibBridge {
     stop: Arc<AtomicBool>,
     handles: Vec<std::thread::JoinHandle<()>>,
@@ -448,6 +455,7 @@ impl LibBridge {
             stop: stop.clone(),
             health: health.clone(),
             core: None,
+            bounds: LIB_BOUNDS,
         })
         .expect("spawn bridge");
         LibBridge {
@@ -631,12 +639,15 @@ fn bridge_reads_an_independent_encoder_dead_letters_garbage_and_publishes_the_ou
         .collect();
     produce(&broker, &registry, &v1, &lines);
     // Decodes, but breaks the data model (nodeType upper case): the DLQ, after the ring refused it.
+    // And one an hour ahead of the clock: the DLQ, refused for its event time.
+    let hour_ahead = rimd::ingest::time::now_ms() + 3_600_000;
     produce(
         &broker,
         &registry,
         &v1,
         &[
             json!({"event": event_json("rim:SENSOR:plant:x", "bad-node", T0, 1.0), "headers": {"x-case": "invalid-node"}}),
+            json!({"event": event_json("rim:sensor:plant:s0", "ahead", hour_ahead, 1.0), "headers": {"x-case": "time-ahead"}}),
         ],
     );
 
@@ -670,7 +681,7 @@ fn bridge_reads_an_independent_encoder_dead_letters_garbage_and_publishes_the_ou
     }
 
     // The DLQ: every bad message, its bytes, its header, and why.
-    let dlq = consume(&broker, &["rim.fast-path.dlq"], garbage.len() + 1, 60);
+    let dlq = consume(&broker, &["rim.fast-path.dlq"], garbage.len() + 2, 60);
     let mut kinds = BTreeMap::new();
     for m in &dlq {
         let case = header(m, "x-case").to_owned();
@@ -699,6 +710,7 @@ fn bridge_reads_an_independent_encoder_dead_letters_garbage_and_publishes_the_ou
         ("bad-utf8", "bad-avro"),
         ("huge-length", "bad-avro"),
         ("invalid-node", "invalid-event"),
+        ("time-ahead", "event-time"),
     ]
     .into_iter()
     .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -727,14 +739,14 @@ fn bridge_reads_an_independent_encoder_dead_letters_garbage_and_publishes_the_ou
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let h = bridge.health.snapshot();
-        if h.dlq == 7 && h.published == 4 && h.commits > 0 {
+        if h.dlq == 8 && h.published == 4 && h.commits > 0 {
             break;
         }
         assert!(Instant::now() < deadline, "health counters: {h:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
     let h = bridge.health.snapshot();
-    assert_eq!(h.consumed, 32, "{h:?}");
+    assert_eq!(h.consumed, 33, "{h:?}");
     assert_eq!(h.ingested, 25, "{h:?}");
     assert_eq!(h.state, BridgeState::Up, "{h:?}");
     bridge.stop();

@@ -78,6 +78,18 @@ uint64_t rim_producer_position(const rim_producer *p);
 uint64_t rim_producer_consumed_position(const rim_producer *p);
 /* How far the daemon has made this ring's records durable (journaled and synced). */
 uint64_t rim_producer_durable_position(const rim_producer *p);
+/* What the daemon did not take from this ring, per reason; a record's verdict is counted
+   before the consumed position passes it. */
+typedef struct rim_verdicts {
+    uint64_t rejected;           /* refused for any reason but duplication */
+    uint64_t invalid;            /* failed the daemon's validation */
+    uint64_t duplicates;         /* an event_id already taken for the node: dropped */
+    uint64_t node_table_full;    /* the daemon's node table is full */
+    uint64_t event_time_ahead;   /* timestamp too far ahead of the daemon's clock */
+    uint64_t event_time_too_old; /* timestamp older than the daemon allows */
+    uint64_t node_not_allowed;   /* this ring may not publish for the node (reserved) */
+} rim_verdicts;
+int rim_producer_verdicts(const rim_producer *p, rim_verdicts *out);
 /* Wait up to timeout_ns until every record before pos is durable: 1 when it is, 0 on timeout. */
 int rim_producer_wait_durable(const rim_producer *p, uint64_t pos, uint64_t timeout_ns);
 /* Say no more records will come, and free the producer. */

@@ -13,6 +13,10 @@
 //! request (64 B, little-endian): magic "RIMATTCH" | version u32 | role u32 | capacity u64 | name [u8; 40]
 //! reply   (64 B, little-endian): magic "RIMREPLY" | status u32 | reserved u32 | message [u8; 48]
 //! ```
+//!
+//! An owner that serves many peers at once uses [`accept_incoming`]: a non-blocking
+//! accept whose [`Incoming`] connection collects its request as bytes arrive, so one
+//! silent or trickling peer never holds up another (`docs/design.md`, "Attach").
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -32,8 +36,10 @@ const REPLY_MAGIC: u64 = u64::from_le_bytes(*b"RIMREPLY");
 const PROTOCOL_VERSION: u32 = 1;
 const MESSAGE_BYTES: usize = 64;
 const NAME_BYTES: usize = 40;
-const STATUS_OK: u32 = 0;
-const STATUS_REFUSED: u32 = 1;
+/// Reply status: granted; the reply carries the segment fd.
+pub const STATUS_OK: u32 = 0;
+/// Reply status: refused; the message says why.
+pub const STATUS_REFUSED: u32 = 1;
 /// How long either side waits for the other's message.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -98,6 +104,8 @@ pub struct Request {
     stream: UnixStream,
     /// The peer's pid, from the kernel.
     pub peer_pid: u32,
+    /// The peer's uid, from the kernel.
+    pub peer_uid: u32,
     /// What the peer asks for.
     pub role: Role,
     /// Data bytes asked for (producers).
@@ -111,13 +119,24 @@ pub struct Request {
 pub fn accept(listener: &UnixListener) -> Result<Request, AttachError> {
     let (stream, _) = listener.accept().map_err(io_err("accept"))?;
     bound_io(&stream)?;
-    let peer_pid = peer_pid(stream.as_fd())?;
+    let (peer_pid, peer_uid) = peer_cred(stream.as_fd())?;
     let mut msg = [0u8; MESSAGE_BYTES];
     read_exact_by(&stream, &mut msg, IO_TIMEOUT)?;
-    match parse_request(&msg) {
+    request_from(stream, peer_pid, peer_uid, &msg)
+}
+
+/// Parses a whole request; a malformed one is answered with a refusal.
+fn request_from(
+    stream: UnixStream,
+    peer_pid: u32,
+    peer_uid: u32,
+    msg: &[u8; MESSAGE_BYTES],
+) -> Result<Request, AttachError> {
+    match parse_request(msg) {
         Ok((role, capacity, name)) => Ok(Request {
             stream,
             peer_pid,
+            peer_uid,
             role,
             capacity,
             name,
@@ -126,6 +145,89 @@ pub fn accept(listener: &UnixListener) -> Result<Request, AttachError> {
             let _ = send_reply(&stream, STATUS_REFUSED, "malformed request", None);
             Err(e)
         }
+    }
+}
+
+/// A connection whose request has not fully arrived: the non-blocking side of the
+/// protocol, for owners that serve many peers at once from one thread.
+#[derive(Debug)]
+pub struct Incoming {
+    stream: UnixStream,
+    peer_pid: u32,
+    peer_uid: u32,
+    msg: [u8; MESSAGE_BYTES],
+    got: usize,
+}
+
+/// Accepts one connection if one is waiting (`listener` must be non-blocking), without
+/// reading anything from it. `Ok(None)`: nobody is waiting.
+pub fn accept_incoming(listener: &UnixListener) -> Result<Option<Incoming>, AttachError> {
+    let stream = match listener.accept() {
+        Ok((stream, _)) => stream,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+        Err(source) => return Err(AttachError::Io { op: "accept", source }),
+    };
+    stream.set_nonblocking(true).map_err(io_err("set non-blocking"))?;
+    let (peer_pid, peer_uid) = peer_cred(stream.as_fd())?;
+    Ok(Some(Incoming {
+        stream,
+        peer_pid,
+        peer_uid,
+        msg: [0; MESSAGE_BYTES],
+        got: 0,
+    }))
+}
+
+impl Incoming {
+    /// The peer's pid, from the kernel.
+    pub fn peer_pid(&self) -> u32 {
+        self.peer_pid
+    }
+
+    /// The peer's uid, from the kernel.
+    pub fn peer_uid(&self) -> u32 {
+        self.peer_uid
+    }
+
+    /// The socket, to wait on with `poll(2)`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
+    /// Reads whatever has arrived, never blocking. `Ok(true)`: the whole request is here
+    /// (call [`Incoming::into_request`]); `Ok(false)`: not yet.
+    pub fn read_available(&mut self) -> Result<bool, AttachError> {
+        while self.got < MESSAGE_BYTES {
+            match (&self.stream).read(&mut self.msg[self.got..]) {
+                Ok(0) => return Err(AttachError::Protocol("peer closed before a whole request")),
+                Ok(n) => self.got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(source) => {
+                    return Err(AttachError::Io {
+                        op: "read request",
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The request, once [`Incoming::read_available`] said it is whole; a malformed one
+    /// is answered with a refusal and returned as the error.
+    pub fn into_request(self) -> Result<Request, AttachError> {
+        if self.got < MESSAGE_BYTES {
+            return Err(AttachError::Protocol("request not complete"));
+        }
+        request_from(self.stream, self.peer_pid, self.peer_uid, &self.msg)
+    }
+
+    /// Answers with a refusal (best effort: the reply is small and the socket's buffer
+    /// empty, so it never blocks) and closes the connection.
+    pub fn refuse(self, why: &str) {
+        let _ = send_reply(&self.stream, STATUS_REFUSED, why, None);
     }
 }
 
@@ -221,8 +323,9 @@ impl Request {
         send_reply(&self.stream, STATUS_OK, "ok", seg.fd())
     }
 
-    /// Answers with a refusal the peer will see as [`AttachError::Refused`].
-    pub fn refuse(self, why: &'static str) -> AttachError {
+    /// Answers with a refusal the peer will see as [`AttachError::Refused`] (the message
+    /// is cut to the reply's 48 bytes).
+    pub fn refuse(self, why: &str) -> AttachError {
         match send_reply(&self.stream, STATUS_REFUSED, why, None) {
             Ok(()) => AttachError::Refused(why.to_owned()),
             Err(e) => e,
@@ -256,7 +359,7 @@ fn request(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<(Se
 /// Asks the owner for a segment fd; returns it with the owner's pid (from the kernel).
 fn request_fd(socket: &Path, role: Role, name: &str, capacity: usize) -> Result<(OwnedFd, u32), AttachError> {
     let stream = UnixStream::connect(socket).map_err(io_err("connect"))?;
-    let owner_pid = peer_pid(stream.as_fd())?;
+    let (owner_pid, _) = peer_cred(stream.as_fd())?;
     bound_io(&stream)?;
     let mut msg = [0u8; MESSAGE_BYTES];
     msg[0..8].copy_from_slice(&REQUEST_MAGIC.to_le_bytes());
@@ -341,7 +444,9 @@ fn send_with_fd(stream: &UnixStream, msg: &[u8; MESSAGE_BYTES], fd: Option<Borro
         }
     }
     // SAFETY: `hdr` points at live buffers (`iov` → `msg`, control → `cmsg`) for the call.
-    let rc = unsafe { libc::sendmsg(stream.as_raw_fd(), &hdr, libc::MSG_NOSIGNAL) };
+    // MSG_DONTWAIT: a 64-byte reply always fits a fresh socket's buffer; if a peer ever
+    // made it not fit, this fails instead of holding the owner's thread.
+    let rc = unsafe { libc::sendmsg(stream.as_raw_fd(), &hdr, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
     if rc < 0 {
         return Err(AttachError::Io {
             op: "sendmsg",
@@ -413,7 +518,8 @@ fn take_fd(hdr: &libc::msghdr) -> Option<OwnedFd> {
     first
 }
 
-fn peer_pid(fd: BorrowedFd<'_>) -> Result<u32, AttachError> {
+/// The peer's (pid, uid), from the kernel (`SO_PEERCRED`, as of connect).
+fn peer_cred(fd: BorrowedFd<'_>) -> Result<(u32, u32), AttachError> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid for writes of the sizes given.
@@ -432,7 +538,8 @@ fn peer_pid(fd: BorrowedFd<'_>) -> Result<u32, AttachError> {
             source: io::Error::last_os_error(),
         });
     }
-    u32::try_from(cred.pid).map_err(|_| AttachError::Protocol("peer pid"))
+    let pid = u32::try_from(cred.pid).map_err(|_| AttachError::Protocol("peer pid"))?;
+    Ok((pid, cred.uid))
 }
 
 /// Binds the owner's socket at `path`, 0600, replacing a stale socket file.
@@ -485,6 +592,49 @@ mod tests {
         msg[24..28].copy_from_slice(b"feed");
         let (role, _, name) = parse_request(&msg).expect("valid");
         assert_eq!((role, name.as_str()), (Role::Producer, "feed"));
+    }
+
+    #[test]
+    fn a_silent_peer_does_not_hold_up_the_next_one() {
+        let dir = std::env::temp_dir().join(format!("rim-attach-nb-{}", std::process::id()));
+        let path = dir.join("rimd.sock");
+        let listener = listen(&path).expect("listen");
+        listener.set_nonblocking(true).expect("non-blocking");
+        assert!(accept_incoming(&listener).expect("accept").is_none(), "nobody yet");
+        let silent = UnixStream::connect(&path).expect("connect");
+        let client = {
+            let path = path.clone();
+            std::thread::spawn(move || attach_producer(&path, "feed-nb", 4096))
+        };
+        let mut waiting = Vec::new();
+        let req = loop {
+            if let Some(conn) = accept_incoming(&listener).expect("accept") {
+                waiting.push(conn);
+            }
+            let whole = waiting.iter_mut().position(|c| c.read_available().expect("read"));
+            if let Some(i) = whole {
+                break waiting.swap_remove(i).into_request().expect("request");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!((req.name.as_str(), req.peer_uid), ("feed-nb", own_uid()));
+        let _consumer = req.grant_producer(1 << 20).expect("grant");
+        client
+            .join()
+            .expect("thread")
+            .expect("attached while another peer stays silent");
+        for conn in waiting {
+            assert_eq!(conn.peer_pid(), std::process::id());
+            conn.refuse("request not received in time");
+        }
+        drop(silent);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// This process's uid, from the kernel's view of a socket pair.
+    fn own_uid() -> u32 {
+        let (a, _b) = UnixStream::pair().expect("pair");
+        peer_cred(a.as_fd()).expect("cred").1
     }
 
     #[test]

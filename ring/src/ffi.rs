@@ -281,6 +281,54 @@ pub unsafe extern "C" fn rim_producer_durable_position(p: *const rim_producer) -
     unsafe { p.as_ref() }.map_or(0, |p| p.inner.durable_position())
 }
 
+/// What the daemon did not take from this ring, per reason (`rim_ring.h`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct rim_verdicts {
+    /// Records refused for any reason but duplication.
+    pub rejected: u64,
+    /// Records that failed the daemon's validation.
+    pub invalid: u64,
+    /// Events dropped as duplicates of an `event_id` already taken for the node.
+    pub duplicates: u64,
+    /// Events refused because the daemon's node table is full.
+    pub node_table_full: u64,
+    /// Events refused because their time is too far ahead of the daemon's clock.
+    pub event_time_ahead: u64,
+    /// Events refused because their time is older than the daemon allows.
+    pub event_time_too_old: u64,
+    /// Events refused because this ring may not publish for their node.
+    pub node_not_allowed: u64,
+}
+
+/// Copies what the daemon did not take from this ring into `*out`, per reason. A record's
+/// verdict is counted before the consumed position passes it. Returns `RIM_OK`, or
+/// `RIM_ERR_ARGUMENT` for a null pointer.
+///
+/// # Safety
+/// `p` as for `rim_producer_position`; `out` null or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn rim_producer_verdicts(p: *const rim_producer, out: *mut rim_verdicts) -> c_int {
+    // SAFETY: null-checked; live by the caller's contract.
+    let (Some(p), false) = (unsafe { p.as_ref() }, out.is_null()) else {
+        return RIM_ERR_ARGUMENT;
+    };
+    let v = p.inner.verdicts();
+    let copy = rim_verdicts {
+        rejected: v.rejected(),
+        invalid: v.invalid,
+        duplicates: v.duplicates,
+        node_table_full: v.node_table_full,
+        event_time_ahead: v.time_ahead,
+        event_time_too_old: v.time_too_old,
+        node_not_allowed: v.node_not_allowed,
+    };
+    // SAFETY: `out` is non-null and valid for one write by the caller's contract.
+    unsafe { out.write(copy) };
+    RIM_OK
+}
+
 /// Waits up to `timeout_ns` until every record before `pos` (a position from
 /// `rim_producer_position` after a publish) is durable in the daemon's journal. Spins
 /// about 50 µs, then sleeps in slices of at most 100 µs. Returns 1 when durable, 0 on

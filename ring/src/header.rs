@@ -20,12 +20,25 @@
 //! 136              reader heartbeat ns         reader
 //! 144              consumed position (head)    reader
 //! 152              durable position            reader (the daemon)
-//! 160              rejected records            reader
+//! 160              rejected records (total)    reader
 //! 168              delivered records           reader
+//! 176              duplicates dropped          reader
+//! 184              refused: node table full    reader
 //! 192  wake        reader sleeping (futex)     reader / writer
 //! 200              reader may park (set once, before its first park) reader
+//! 208              refused: event time ahead   reader
+//! 216              refused: event time too old reader
+//! 224              refused: node not allowed   reader
+//! 232              invalid records             reader
 //! 256  data
 //! ```
+//!
+//! The reader's counters (160..=184, 208..=232) are copies of figures the reader keeps
+//! in its own memory: it stores them (never adds to what the header holds) before it
+//! releases the consumed position, so a producer that sees its record consumed sees the
+//! record's verdict counted, and a producer that overwrites them changes only its own
+//! view. The refusal counters share the wake line because the reader line is full; they
+//! change only when a record is refused, so a producer's hot path never misses on them.
 
 use crate::segment::{Segment, SegmentError};
 use crate::sync::{AtomicU64, Ordering};
@@ -58,9 +71,15 @@ pub(crate) const HEAD_OFF: usize = 144;
 pub(crate) const DURABLE_OFF: usize = 152;
 pub(crate) const REJECTED_OFF: usize = 160;
 pub(crate) const DELIVERED_OFF: usize = 168;
+pub(crate) const DUPLICATES_OFF: usize = 176;
+pub(crate) const REFUSED_NODE_TABLE_FULL_OFF: usize = 184;
 
 pub(crate) const READER_SLEEPING_OFF: usize = 192;
 pub(crate) const READER_MAY_PARK_OFF: usize = 200;
+pub(crate) const REFUSED_TIME_AHEAD_OFF: usize = 208;
+pub(crate) const REFUSED_TIME_TOO_OLD_OFF: usize = 216;
+pub(crate) const REFUSED_NODE_NOT_ALLOWED_OFF: usize = 224;
+pub(crate) const INVALID_RECORDS_OFF: usize = 232;
 
 /// Bytes before the data area.
 pub const HEADER_BYTES: usize = 256;

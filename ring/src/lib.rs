@@ -52,5 +52,5 @@ pub mod wire;
 pub use event::{EventError, EventRef, NodeIdError, RimFastEvent, RimNodeId};
 pub use header::HEADER_BYTES;
 pub use segment::{Segment, SegmentError};
-pub use spsc::{Consumer, PollError, Producer, PublishError};
+pub use spsc::{Consumer, PollError, Producer, PublishError, Refusal, Verdict, Verdicts};
 pub use wire::{EventView, Sym, SymEvent, SymbolKind};

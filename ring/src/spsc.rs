@@ -6,7 +6,7 @@
 //! offset in the data area. Every record starts 8-byte aligned with an 8-byte header word:
 //!
 //! ```text
-//! bits 63..32  tag  = lap + 1, lap = pos / capacity (wrapping u32)
+//! bits 63..32  tag  = (lap mod (2^32 - 1)) + 1, lap = pos / capacity: 1..=2^32 - 1, never 0
 //! bits 31..24  kind = DATA (1) or PAD (2)
 //! bits 23..0   len  = payload bytes (DATA) or bytes to the end of the area minus 8 (PAD)
 //! ```
@@ -134,6 +134,103 @@ pub enum PollError {
         reason: Corruption,
     },
 }
+
+/// Why the consumer's owner did not take a valid event. Each is counted per reason in the
+/// owner's memory ([`Consumer::verdicts`]) and copied into the segment header, where the
+/// producer reads it ([`Producer::verdicts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The event repeats an `event_id` the owner already took for its node: dropped as a
+    /// duplicate (an idempotent outcome, so not counted in `rejected`).
+    Duplicate,
+    /// The event names a node the owner does not know, and its node table is full.
+    NodeTableFull,
+    /// The event's `timestamp` is further ahead of the owner's clock than it allows.
+    TimeAhead,
+    /// The event's `timestamp` is older than the owner allows.
+    TimeTooOld,
+    /// This ring may not publish for the event's node.
+    NodeNotAllowed,
+}
+
+/// What the consumer's owner made of one valid event (see [`Consumer::poll_events_judged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Taken.
+    Taken,
+    /// Not taken, for this reason.
+    Refused(Refusal),
+}
+
+/// A ring's records that were not taken, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    /// Records that failed validation (malformed, bad symbol, not finite, …).
+    pub invalid: u64,
+    /// Events dropped as duplicates ([`Refusal::Duplicate`]).
+    pub duplicates: u64,
+    /// [`Refusal::NodeTableFull`].
+    pub node_table_full: u64,
+    /// [`Refusal::TimeAhead`].
+    pub time_ahead: u64,
+    /// [`Refusal::TimeTooOld`].
+    pub time_too_old: u64,
+    /// [`Refusal::NodeNotAllowed`].
+    pub node_not_allowed: u64,
+}
+
+impl Verdicts {
+    /// Records refused for any reason but duplication: the header's `rejected` word.
+    pub fn rejected(&self) -> u64 {
+        self.invalid
+            .saturating_add(self.node_table_full)
+            .saturating_add(self.time_ahead)
+            .saturating_add(self.time_too_old)
+            .saturating_add(self.node_not_allowed)
+    }
+
+    fn count(&mut self, r: Refusal) {
+        let c = match r {
+            Refusal::Duplicate => &mut self.duplicates,
+            Refusal::NodeTableFull => &mut self.node_table_full,
+            Refusal::TimeAhead => &mut self.time_ahead,
+            Refusal::TimeTooOld => &mut self.time_too_old,
+            Refusal::NodeNotAllowed => &mut self.node_not_allowed,
+        };
+        *c = c.saturating_add(1);
+    }
+
+    /// (header offset, value) of each counter, `rejected` included.
+    fn words(&self) -> [(usize, u64); 7] {
+        [
+            (header::REJECTED_OFF, self.rejected()),
+            (header::DUPLICATES_OFF, self.duplicates),
+            (header::REFUSED_NODE_TABLE_FULL_OFF, self.node_table_full),
+            (header::REFUSED_TIME_AHEAD_OFF, self.time_ahead),
+            (header::REFUSED_TIME_TOO_OLD_OFF, self.time_too_old),
+            (header::REFUSED_NODE_NOT_ALLOWED_OFF, self.node_not_allowed),
+            (header::INVALID_RECORDS_OFF, self.invalid),
+        ]
+    }
+
+    /// The counters as a segment header holds them (what the producer sees).
+    fn read(seg: &Segment) -> Self {
+        let r = |off| seg.word(off).load(Ordering::Relaxed);
+        Self {
+            invalid: r(header::INVALID_RECORDS_OFF),
+            duplicates: r(header::DUPLICATES_OFF),
+            node_table_full: r(header::REFUSED_NODE_TABLE_FULL_OFF),
+            time_ahead: r(header::REFUSED_TIME_AHEAD_OFF),
+            time_too_old: r(header::REFUSED_TIME_TOO_OLD_OFF),
+            node_not_allowed: r(header::REFUSED_NODE_NOT_ALLOWED_OFF),
+        }
+    }
+}
+
+/// Positions beyond this are refused when a consumer opens a ring: no ring gets there
+/// (2^62 bytes is 14 years at 10 GB/s), so position arithmetic never overflows.
+pub const POSITION_MAX: u64 = 1 << 62;
 
 /// Capacity and derived limits, fixed at creation. The consumer keeps its own copy and
 /// never re-reads the header's capacity, which a faulty producer could overwrite.
@@ -385,9 +482,18 @@ impl Producer {
         crate::wait::wait_read_only(|| word.load(Ordering::Acquire) >= pos, word, spin_ns, timeout_ns)
     }
 
-    /// Records the consumer refused as invalid.
+    /// Records the consumer refused, for any reason but duplication (invalid records,
+    /// and valid events its owner refused: node table full, event time out of bounds,
+    /// node not allowed). [`Producer::verdicts`] has them per reason.
     pub fn rejected(&self) -> u64 {
         self.seg.word(header::REJECTED_OFF).load(Ordering::Relaxed)
+    }
+
+    /// What the consumer did not take, per reason. Counted before the consumed position
+    /// moves past the record: once [`Producer::consumed_position`] passes a record, its
+    /// refusal (if any) is in here.
+    pub fn verdicts(&self) -> Verdicts {
+        Verdicts::read(&self.seg)
     }
 
     /// The consumer's pid as it wrote it (0 until a consumer opened the ring).
@@ -539,7 +645,7 @@ pub struct RingStats {
     pub published: u64,
     /// Records the consumer delivered.
     pub delivered: u64,
-    /// Records the consumer refused as invalid.
+    /// Records the consumer refused, any reason but duplication (the header's copy).
     pub rejected: u64,
     /// Publishes refused because the ring was full.
     pub refused_full: u64,
@@ -551,8 +657,16 @@ pub struct RingStats {
     pub depth_bytes: u64,
 }
 
+/// The producer's write position as it last stored it in the header (a producer's claim:
+/// clamp before use).
+pub fn writer_position(seg: &Segment) -> u64 {
+    seg.word(header::WRITER_POSITION_OFF).load(Ordering::Relaxed)
+}
+
 /// Counters and positions read from a segment's header alone (the depth from the consumed
-/// position it published), so a thread other than the consumer's can report them.
+/// position it published), so a thread other than the consumer's can report them. Every
+/// word here can be overwritten by the producer: this is the producer's view, not figures
+/// to report as the consumer's (use [`Consumer::delivered`] and [`Consumer::verdicts`]).
 pub fn stats_of(seg: &Segment) -> RingStats {
     let r = |off| seg.word(off).load(Ordering::Relaxed);
     RingStats {
@@ -575,6 +689,13 @@ pub struct Consumer {
     quarantine: Option<(u64, Corruption)>,
     producer: Option<crate::liveness::PidWatch>,
     decoder: Decoder,
+    /// Records delivered, kept here: the header's copy is the producer's to read (and
+    /// could be overwritten by it).
+    delivered: u64,
+    /// What was not taken, kept here for the same reason.
+    verdicts: Verdicts,
+    /// `verdicts` changed since it was last copied into the header.
+    verdicts_dirty: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -599,6 +720,9 @@ impl Consumer {
         if !head.is_multiple_of(RECORD_HEADER_BYTES as u64) {
             return Err(SegmentError::BadHeader("consumed position is not record-aligned"));
         }
+        if head > POSITION_MAX {
+            return Err(SegmentError::BadHeader("consumed position is out of range"));
+        }
         seg.word(header::READER_PID_OFF)
             .store(header::own_pid(), Ordering::Relaxed);
         seg.word(header::READER_HEARTBEAT_OFF)
@@ -612,6 +736,9 @@ impl Consumer {
             quarantine: None,
             producer: None,
             decoder: Decoder::new(),
+            delivered: 0,
+            verdicts: Verdicts::default(),
+            verdicts_dirty: false,
         })
     }
 
@@ -667,113 +794,133 @@ impl Consumer {
     /// Delivers up to `limit` raw records to `f`, in order, each as private 8-byte
     /// aligned bytes. Returns how many were delivered.
     pub fn poll(&mut self, limit: usize, mut f: impl FnMut(&[u8])) -> Result<usize, PollError> {
-        self.poll_inner(limit, |bytes, _| {
-            f(bytes);
-            true
-        })
+        let start = self.head;
+        let (delivered, result) = Self::read_batch(
+            &self.seg,
+            &self.geo,
+            &mut self.head,
+            &mut self.scratch,
+            &mut self.quarantine,
+            &mut self.decoder,
+            limit,
+            |bytes, _| f(bytes),
+        );
+        self.release(start, delivered);
+        result.map(|()| delivered)
     }
 
     /// Reads up to `limit` records of an event ring: symbol definitions go into this
     /// ring's table, events are validated against it and handed to `f`. An invalid record
-    /// is handed on as its error (so the caller can count it by reason) and counted in the
-    /// header's `rejected`, which the producer reads; the records after it still flow.
-    /// Returns how many records were read (definitions included).
+    /// is handed on as its error (so the caller can count it by reason) and counted as
+    /// invalid; the records after it still flow. Every event counts as taken (see
+    /// [`Consumer::poll_events_judged`]). Returns how many records were read (definitions
+    /// included).
     pub fn poll_events(&mut self, limit: usize, mut f: impl FnMut(EventResult<'_>)) -> Result<usize, PollError> {
-        let mut rejected = 0u64;
-        let result = self.poll_inner(limit, |bytes, decoder| {
-            match decoder.decode(bytes) {
-                Ok(Decoded::Event(ev)) => f(Ok(ev)),
-                Ok(Decoded::Defined { .. }) => {}
-                Err(e) => {
-                    rejected += 1;
-                    f(Err(e));
-                }
-            }
-            true
-        });
-        // Counted even when the batch ended in a quarantine: those refusals happened.
-        if rejected > 0 {
-            header::bump(self.seg.word(header::REJECTED_OFF), rejected);
-        }
-        result
+        self.poll_events_judged(limit, |r| {
+            f(r);
+            Verdict::Taken
+        })
     }
 
-    fn poll_inner(&mut self, limit: usize, mut f: impl FnMut(&[u8], &mut Decoder) -> bool) -> Result<usize, PollError> {
-        if let Some(q) = self.quarantined() {
-            return Err(q);
-        }
+    /// As [`Consumer::poll_events`], with `f` saying what became of each valid event: a
+    /// refusal is counted per reason, here and in the header, where the producer reads it
+    /// before the consumed position passes the record. (What `f` returns for an invalid
+    /// record is ignored: it is counted as invalid.)
+    pub fn poll_events_judged(
+        &mut self,
+        limit: usize,
+        mut f: impl FnMut(EventResult<'_>) -> Verdict,
+    ) -> Result<usize, PollError> {
         let start = self.head;
-        let mut delivered = 0;
-        let mut result = Ok(());
-        while delivered < limit {
-            match self.next_record() {
-                Ok(Some(len)) => {
-                    let bytes = &bytemuck_bytes(&self.scratch)[..len];
-                    delivered += 1;
-                    if !f(bytes, &mut self.decoder) {
-                        break;
+        let verdicts = &mut self.verdicts;
+        let mut judged = false;
+        let (delivered, result) = Self::read_batch(
+            &self.seg,
+            &self.geo,
+            &mut self.head,
+            &mut self.scratch,
+            &mut self.quarantine,
+            &mut self.decoder,
+            limit,
+            |bytes, decoder| match decoder.decode(bytes) {
+                Ok(Decoded::Event(ev)) => {
+                    if let Verdict::Refused(r) = f(Ok(ev)) {
+                        verdicts.count(r);
+                        judged = true;
                     }
                 }
-                Ok(None) => break,
+                Ok(Decoded::Defined { .. }) => {}
                 Err(e) => {
-                    result = Err(e);
-                    break;
+                    verdicts.invalid = verdicts.invalid.saturating_add(1);
+                    judged = true;
+                    let _ = f(Err(e));
                 }
-            }
-        }
-        if self.head != start {
-            self.seg.word(header::HEAD_OFF).store(self.head, Ordering::Release);
-            header::bump(self.seg.word(header::DELIVERED_OFF), delivered as u64);
-        }
+            },
+        );
+        // Counted even when the batch ended in a quarantine: those refusals happened.
+        self.verdicts_dirty |= judged;
+        self.release(start, delivered);
         result.map(|()| delivered)
     }
 
-    /// Reads the record at `head` into scratch and advances past it (and past a PAD).
-    /// `Ok(None)`: nothing committed yet.
-    fn next_record(&mut self) -> Result<Option<usize>, PollError> {
-        // An honest producer writes at most one PAD before a record; bounding the loop
-        // keeps a producer that races PAD words from holding the consumer here.
-        for _ in 0..2 {
-            let off = self.geo.offset(self.head);
-            let word = self.seg.word(HEADER_BYTES + off).load(Ordering::Acquire);
-            if word >> 32 != self.geo.tag(self.head) {
-                return Ok(None);
-            }
-            let room = self.geo.capacity - off - RECORD_HEADER_BYTES;
-            let len = (word & LEN_MASK) as usize;
-            match (word >> 24) & 0xff {
-                KIND_PAD if len == room => {
-                    self.head += (room + RECORD_HEADER_BYTES) as u64;
+    /// Reads up to `limit` records into scratch, handing each to `f`; stops at the first
+    /// uncommitted record or corruption. Returns (records read, how it ended).
+    #[allow(clippy::too_many_arguments)]
+    fn read_batch(
+        seg: &Segment,
+        geo: &Geometry,
+        head: &mut u64,
+        scratch: &mut [u64],
+        quarantine: &mut Option<(u64, Corruption)>,
+        decoder: &mut Decoder,
+        limit: usize,
+        mut f: impl FnMut(&[u8], &mut Decoder),
+    ) -> (usize, Result<(), PollError>) {
+        if let Some((position, reason)) = *quarantine {
+            return (0, Err(PollError::Quarantined { position, reason }));
+        }
+        let mut delivered = 0;
+        while delivered < limit {
+            match next_record(seg, geo, head, scratch, quarantine) {
+                Ok(Some(len)) => {
+                    delivered += 1;
+                    f(&bytemuck_bytes(scratch)[..len], decoder);
                 }
-                KIND_PAD => return Err(self.quarantine_at(Corruption::BadPadding { len: len as u32 })),
-                KIND_DATA
-                    if len > 0 && len <= self.geo.payload_max && record_bytes(len) <= room + RECORD_HEADER_BYTES =>
-                {
-                    let dst = &mut self.scratch[..len.div_ceil(8)];
-                    self.seg.copy_out(HEADER_BYTES + off + RECORD_HEADER_BYTES, dst);
-                    self.head += record_bytes(len) as u64;
-                    return Ok(Some(len));
-                }
-                KIND_DATA => return Err(self.quarantine_at(Corruption::BadLength { len: len as u32, room })),
-                kind => return Err(self.quarantine_at(Corruption::UnknownKind { kind: kind as u8 })),
+                Ok(None) => break,
+                Err(e) => return (delivered, Err(e)),
             }
         }
-        Ok(None)
+        (delivered, Ok(()))
     }
 
-    fn quarantine_at(&mut self, reason: Corruption) -> PollError {
-        self.quarantine = Some((self.head, reason));
-        self.seg
-            .word(header::QUARANTINE_REASON_OFF)
-            .store(reason.code(), Ordering::Relaxed);
-        self.seg
-            .word(header::QUARANTINE_POS_OFF)
-            .store(self.head, Ordering::Relaxed);
-        header::set_flags(&self.seg, header::FLAG_QUARANTINED);
-        PollError::Quarantined {
-            position: self.head,
-            reason,
+    /// After a batch: the verdict counters (if they changed), then the delivered count,
+    /// then the consumed position with `Release`, so a producer that sees the position
+    /// sees the counts. Stores, never read-modify-writes of the header: the figures are
+    /// this consumer's own.
+    fn release(&mut self, start: u64, delivered: usize) {
+        if self.verdicts_dirty {
+            self.verdicts_dirty = false;
+            for (off, v) in self.verdicts.words() {
+                self.seg.word(off).store(v, Ordering::Relaxed);
+            }
         }
+        if self.head != start {
+            self.delivered = self.delivered.saturating_add(delivered as u64);
+            self.seg
+                .word(header::DELIVERED_OFF)
+                .store(self.delivered, Ordering::Relaxed);
+            self.seg.word(header::HEAD_OFF).store(self.head, Ordering::Release);
+        }
+    }
+
+    /// Records delivered so far (this consumer's own count, not the header's copy).
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// What was not taken so far, per reason (this consumer's own counts).
+    pub fn verdicts(&self) -> Verdicts {
+        self.verdicts
     }
 
     /// This ring's symbol table (node ids, statuses, metric names defined so far).
@@ -831,6 +978,73 @@ impl Consumer {
     }
 }
 
+/// Reads the record at `head` into `scratch` and advances past it (and past a PAD).
+/// `Ok(None)`: nothing committed yet. Positions stay below [`POSITION_MAX`] plus what the
+/// ring's records add, so the additions cannot overflow.
+fn next_record(
+    seg: &Segment,
+    geo: &Geometry,
+    head: &mut u64,
+    scratch: &mut [u64],
+    quarantine: &mut Option<(u64, Corruption)>,
+) -> Result<Option<usize>, PollError> {
+    // An honest producer writes at most one PAD before a record; bounding the loop
+    // keeps a producer that races PAD words from holding the consumer here.
+    for _ in 0..2 {
+        let off = geo.offset(*head);
+        let word = seg.word(HEADER_BYTES + off).load(Ordering::Acquire);
+        if word >> 32 != geo.tag(*head) {
+            return Ok(None);
+        }
+        let room = geo.capacity - off - RECORD_HEADER_BYTES;
+        let len = (word & LEN_MASK) as usize;
+        match (word >> 24) & 0xff {
+            KIND_PAD if len == room => {
+                *head += (room + RECORD_HEADER_BYTES) as u64;
+            }
+            KIND_PAD => {
+                return Err(quarantine_at(
+                    seg,
+                    *head,
+                    quarantine,
+                    Corruption::BadPadding { len: len as u32 },
+                ))
+            }
+            KIND_DATA if len > 0 && len <= geo.payload_max && record_bytes(len) <= room + RECORD_HEADER_BYTES => {
+                let dst = &mut scratch[..len.div_ceil(8)];
+                seg.copy_out(HEADER_BYTES + off + RECORD_HEADER_BYTES, dst);
+                *head += record_bytes(len) as u64;
+                return Ok(Some(len));
+            }
+            KIND_DATA => {
+                let reason = Corruption::BadLength { len: len as u32, room };
+                return Err(quarantine_at(seg, *head, quarantine, reason));
+            }
+            kind => {
+                let reason = Corruption::UnknownKind { kind: kind as u8 };
+                return Err(quarantine_at(seg, *head, quarantine, reason));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Marks the segment corrupt at `head`: in the consumer (it reads no more) and in the
+/// header (the producer's next publish gets `Quarantined`).
+fn quarantine_at(
+    seg: &Segment,
+    head: u64,
+    quarantine: &mut Option<(u64, Corruption)>,
+    reason: Corruption,
+) -> PollError {
+    *quarantine = Some((head, reason));
+    seg.word(header::QUARANTINE_REASON_OFF)
+        .store(reason.code(), Ordering::Relaxed);
+    seg.word(header::QUARANTINE_POS_OFF).store(head, Ordering::Relaxed);
+    header::set_flags(seg, header::FLAG_QUARANTINED);
+    PollError::Quarantined { position: head, reason }
+}
+
 /// Views the consumer's private scratch as bytes.
 fn bytemuck_bytes(words: &[u64]) -> &[u8] {
     // SAFETY: u64 has no padding and every byte pattern is a valid u8; the byte slice covers
@@ -885,6 +1099,76 @@ mod tests {
         assert!(matches!(p.try_publish(&[1; 8]), Err(PublishError::Full { .. })));
         let s = c.stats();
         assert_eq!((s.refused_full, s.refused_too_large, s.published), (1, 2, 2));
+    }
+
+    #[test]
+    fn verdicts_reach_the_producer_with_the_position_and_stay_the_consumers_own() {
+        let (mut p, mut c) = heap_pair(1 << 14).expect("ring");
+        let ev = crate::event::sample_event();
+        for _ in 0..4 {
+            p.try_publish_event(&ev.as_ref()).expect("publish");
+        }
+        p.try_publish(&[0xAB; 24]).expect("garbage");
+        let end = p.position();
+        let mut verdicts = [
+            Verdict::Refused(Refusal::TimeAhead),
+            Verdict::Refused(Refusal::Duplicate),
+            Verdict::Refused(Refusal::NodeTableFull),
+            Verdict::Taken,
+        ]
+        .into_iter();
+        let mut invalid = 0;
+        c.poll_events_judged(usize::MAX, |r| match r {
+            Ok(_) => verdicts.next().expect("four events"),
+            Err(_) => {
+                invalid += 1;
+                Verdict::Taken
+            }
+        })
+        .expect("poll");
+        assert_eq!((p.consumed_position(), invalid), (end, 1));
+        let want = Verdicts {
+            invalid: 1,
+            duplicates: 1,
+            node_table_full: 1,
+            time_ahead: 1,
+            ..Verdicts::default()
+        };
+        assert_eq!((p.verdicts(), p.rejected()), (want, 3), "duplicates are not rejections");
+        assert_eq!(c.verdicts(), want);
+
+        // A producer that overwrites its header changes only its own view; the
+        // consumer's next verdict puts the real figures back.
+        for off in [header::REJECTED_OFF, header::DELIVERED_OFF, header::DUPLICATES_OFF] {
+            c.seg.word(off).store(u64::MAX, Ordering::Relaxed);
+        }
+        let delivered = c.delivered();
+        assert_eq!((c.verdicts(), c.delivered()), (want, delivered));
+        p.try_publish_event(&ev.as_ref()).expect("publish");
+        c.poll_events_judged(usize::MAX, |_| Verdict::Refused(Refusal::TimeTooOld))
+            .expect("poll");
+        assert_eq!(p.rejected(), 4);
+        assert_eq!(p.verdicts().duplicates, 1);
+        assert_eq!(stats_of(&c.seg).delivered, delivered + 1);
+    }
+
+    #[test]
+    fn lap_tags_follow_the_documented_formula() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/vectors/wire-v1.json")).expect("vectors");
+        for t in v["lap_tags"].as_array().expect("lap tags") {
+            let field = |k: &str| t[k].as_u64().expect("number");
+            let geo = Geometry::new(field("capacity") as usize).expect("geometry");
+            assert_eq!(geo.tag(field("pos")), field("tag"), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_consumed_position_out_of_range_is_refused_at_open() {
+        let seg = Arc::new(Segment::heap(segment_bytes(256)).expect("heap"));
+        init(&seg).expect("init");
+        seg.word(header::HEAD_OFF).store(POSITION_MAX + 8, Ordering::Relaxed);
+        assert!(matches!(Consumer::open(seg), Err(SegmentError::BadHeader(_))));
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Guards the C ABI (`ring/include/rim_ring.h`): a C program compiled with the system C
 //! compiler and linked against `librim_ring.so` attaches, interns, publishes events with
-//! every field, sees each refusal with the right status, and waits for durability
-//! (`rim_producer_wait_durable`); the Rust consumer receives exactly those events. Needs `target/<profile>/librim_ring.so` (`scripts/test.sh` builds
-//! it first with `cargo build -p rim-ring`).
+//! every field, sees each refusal with the right status, waits for durability
+//! (`rim_producer_wait_durable`) and reads back what the consumer refused
+//! (`rim_producer_verdicts`); the Rust consumer receives exactly those events. Needs
+//! `target/<profile>/librim_ring.so` (`scripts/test.sh` builds it first with
+//! `cargo build -p rim-ring`).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rim_ring::attach;
+use rim_ring::{attach, Refusal, Verdict};
 
 const EVENTS: u64 = 5_000;
 
@@ -63,10 +65,16 @@ fn a_c_feed_handler_publishes_through_the_c_abi() {
     let mut consumer = request.grant_producer(1 << 16).expect("grant");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = 0u64;
+    // The consumer refuses some events, as the daemon would: the C producer reads them back.
+    let verdict = |i: u64| match i % 10 {
+        3 => Verdict::Refused(Refusal::TimeAhead),
+        7 => Verdict::Refused(Refusal::Duplicate),
+        _ => Verdict::Taken,
+    };
     while seen < EVENTS {
         assert!(Instant::now() < deadline, "watchdog: {seen} of {EVENTS} events");
         consumer
-            .poll_events(256, |r| {
+            .poll_events_judged(256, |r| {
                 let ev = r.expect("the C producer sends only valid events");
                 let i = seen;
                 assert_eq!(ev.rim_node_id(), "rim:equity:nyse:IBM.N");
@@ -81,6 +89,7 @@ fn a_c_feed_handler_publishes_through_the_c_abi() {
                 assert_eq!(metrics, vec![("bid", 100.0 + i as f64), ("ask", 100.5 + i as f64)]);
                 assert!(ev.publish_ns() > 0, "stamped by the library");
                 seen += 1;
+                verdict(i)
             })
             .expect("poll");
     }
@@ -93,6 +102,14 @@ fn a_c_feed_handler_publishes_through_the_c_abi() {
         "C producer failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    let ahead = (0..EVENTS).filter(|&i| i % 10 == 3).count();
+    let dups = (0..EVENTS).filter(|&i| i % 10 == 7).count();
+    let want = format!("rejected={ahead} duplicates={dups} event_time_ahead={ahead}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&want),
+        "the C producer read its verdicts: {stdout} (want {want})"
     );
     consumer
         .poll_events(usize::MAX, |r| panic!("nothing after the refusals: {r:?}"))

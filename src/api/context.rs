@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use rim_capsule::{Capsule, CapsuleBody, HistoryQuery, Store, Vantage};
 use rim_ring::{event::RimFastEvent, PublishError, Segment};
 use rim_stats::StatsReader;
 
+use crate::agent::{BeatState, ShardBeat};
 use crate::config::Config;
 use crate::ingest::nodes::partition_of;
 use crate::persist::PersistStats;
@@ -38,8 +39,8 @@ pub struct ContextParts {
     pub plane: Arc<RulePlane>,
     /// Persistence counters (readiness: recovery done).
     pub persist: Option<Arc<PersistStats>>,
-    /// Hot shard threads still running.
-    pub running: Arc<AtomicUsize>,
+    /// Each hot shard's sign of life.
+    pub beats: Arc<Vec<ShardBeat>>,
     /// Hot shard threads started.
     pub shards: usize,
     /// The Kafka bridge's health (None: no bridge).
@@ -55,7 +56,7 @@ pub struct Context {
     queries: RefCell<Queries>,
     plane: Arc<RulePlane>,
     persist: Option<Arc<PersistStats>>,
-    running: Arc<AtomicUsize>,
+    beats: Arc<Vec<ShardBeat>>,
     shards: usize,
     bridge: Option<Arc<dyn Health>>,
     stats: RefCell<Option<StatsReader>>,
@@ -238,7 +239,7 @@ impl Context {
             decisions: parts.decisions,
             plane: parts.plane,
             persist: parts.persist,
-            running: parts.running,
+            beats: parts.beats,
             shards: parts.shards,
             bridge: parts.bridge,
             stats: RefCell::new(None),
@@ -477,16 +478,41 @@ impl Context {
         reader.as_ref().and_then(|r| r.read().ok())
     }
 
+    /// The accepted event times around the daemon's clock (`[ingest]`).
+    pub fn time_bounds(&self) -> crate::ingest::time::TimeBounds {
+        self.config.time_bounds()
+    }
+
+    /// Whether every hot shard's loop is turning, and what readiness says about them: the
+    /// count when all run, else each shard that does not, by name (not started, stalled
+    /// past `topology.shard_stall_ms_max`, or its thread ended).
+    fn shards_state(&self) -> (bool, String) {
+        let now = rim_ring::clock::monotonic_ns();
+        let stall_ns = self.config.topology.shard_stall_ms_max.saturating_mul(1_000_000);
+        let down: Vec<String> = self
+            .beats
+            .iter()
+            .filter_map(|b| match b.state(now, stall_ns) {
+                BeatState::Running => None,
+                s => Some(format!("{}: {s}", b.name())),
+            })
+            .collect();
+        if down.is_empty() && self.shards > 0 {
+            (true, format!("{0} of {0} hot shards running", self.shards))
+        } else {
+            (false, down.join("; "))
+        }
+    }
+
     /// Readiness: recovery done and every hot shard running; the bridge may be degraded
     /// without making rimd unready (the shared-memory path does not need it).
     pub fn readiness(&self) -> Readiness {
         let mut components = Vec::new();
-        let running = self.running.load(Ordering::Relaxed);
-        let shards_up = running == self.shards && self.shards > 0;
+        let (shards_up, why) = self.shards_state();
         components.push((
             "shards".to_owned(),
             if shards_up { "up" } else { "down" }.to_owned(),
-            format!("{running} of {} hot shards running", self.shards),
+            why,
         ));
         let recovered = match self.persist.as_ref() {
             Some(p) => {

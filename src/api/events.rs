@@ -2,7 +2,9 @@
 //! `api.batch_events_max`), field names exactly as the Avro schema.
 //!
 //! All or nothing at validation: every item is parsed and checked against the data model
-//! first, and if any fails the answer is 400 with one detail per failing item (its
+//! and its `timestamp` against the daemon's clock (`ingest.event_ahead_ms_max`,
+//! `ingest.event_age_ms_max`: the same bounds as the shared-memory path) first, and if
+//! any fails the answer is 400 with one detail per failing item (its
 //! `index`, the `field` and what is wrong; at most [`ITEM_ERRORS_MAX`]) and nothing is
 //! published. Valid batches go into the daemon's intake ring in order, the same path as
 //! shared-memory producers (ingest → journal → reflex → capsules). A full ring is waited
@@ -23,6 +25,7 @@ use serde_json::value::RawValue;
 use super::envelope::{self, Body, Code, Detail, Meta, Problem};
 use super::query::Query;
 use super::server::App;
+use crate::ingest::time::{self, TimeBounds};
 
 /// Per-item errors reported at most.
 pub const ITEM_ERRORS_MAX: usize = 100;
@@ -46,7 +49,7 @@ pub async fn post(app: &App, meta: &Meta, q: &Query<'_>, body: &[u8]) -> Result<
         Some("durable") => true,
         Some(_) => return Err(Problem::invalid("wait", "the only value is durable")),
     };
-    let events = parse(body, app.cfg.batch_events_max)?;
+    let events = parse(body, app.cfg.batch_events_max, &app.ctx.time_bounds(), time::now_ms())?;
     let position = publish_all(app, &events).await?;
     if durable {
         wait_durable(app, position).await?;
@@ -59,14 +62,16 @@ pub async fn post(app: &App, meta: &Meta, q: &Query<'_>, body: &[u8]) -> Result<
     Ok(envelope::data(meta, StatusCode::ACCEPTED, &a, None))
 }
 
-/// Parses and validates the body; every failing item becomes a detail.
-fn parse(body: &[u8], batch_max: usize) -> Result<Vec<RimFastEvent>, Problem> {
+/// Parses and validates the body (event times against `now_ms`); every failing item
+/// becomes a detail.
+fn parse(body: &[u8], batch_max: usize, bounds: &TimeBounds, now_ms: i64) -> Result<Vec<RimFastEvent>, Problem> {
     let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
     // Fast path: a well-formed batch is parsed once, straight into events. Only a body
     // that fails goes through the per-item path below, which says which items failed.
     if first == Some(b'[') {
         if let Ok(events) = serde_json::from_slice::<Vec<RimFastEvent>>(body) {
-            if !events.is_empty() && events.len() <= batch_max && events.iter().all(|e| e.validate().is_ok()) {
+            let valid = |e: &RimFastEvent| e.validate().is_ok() && bounds.check(e.timestamp, now_ms).is_ok();
+            if !events.is_empty() && events.len() <= batch_max && events.iter().all(valid) {
                 return Ok(events);
             }
         }
@@ -94,7 +99,7 @@ fn parse(body: &[u8], batch_max: usize) -> Result<Vec<RimFastEvent>, Problem> {
     let mut errors = Vec::new();
     let mut failed = 0usize;
     for (index, raw) in items.iter().enumerate() {
-        match item(raw.get()) {
+        match item(raw.get(), bounds, now_ms) {
             Ok(ev) => events.push(ev),
             Err((field, message)) => {
                 failed += 1;
@@ -123,11 +128,14 @@ fn bad_json(e: &serde_json::Error) -> Problem {
     Problem::new(Code::Validation, format!("malformed JSON: {e}")).with(Detail::field("body", e.to_string()))
 }
 
-/// One event: JSON shape, then the data model.
-fn item(text: &str) -> Result<RimFastEvent, (Option<String>, String)> {
+/// One event: JSON shape, then the data model, then its time.
+fn item(text: &str, bounds: &TimeBounds, now_ms: i64) -> Result<RimFastEvent, (Option<String>, String)> {
     let ev: RimFastEvent = serde_json::from_str(text).map_err(|e| (json_field(&e), e.to_string()))?;
     ev.validate()
         .map_err(|e| (Some(event_field(&e).to_owned()), e.to_string()))?;
+    bounds
+        .check(ev.timestamp, now_ms)
+        .map_err(|e| (Some("timestamp".to_owned()), e.to_string()))?;
     Ok(ev)
 }
 
@@ -228,9 +236,9 @@ mod tests {
 
     #[test]
     fn one_event_or_a_batch_parses() {
-        assert_eq!(parse(OK.as_bytes(), 10).expect("one").len(), 1);
+        assert_eq!(parse(OK.as_bytes(), 10, &TimeBounds::NONE, 1).expect("one").len(), 1);
         let batch = format!("[{OK},{OK}]");
-        assert_eq!(parse(batch.as_bytes(), 10).expect("two").len(), 2);
+        assert_eq!(parse(batch.as_bytes(), 10, &TimeBounds::NONE, 1).expect("two").len(), 2);
     }
 
     #[test]
@@ -238,7 +246,7 @@ mod tests {
         let bad_node = r#"{"rim_node_id":"nope","timestamp":1,"critical_metrics":{},"status":"OK"}"#;
         let unknown = r#"{"rim_node_id":"rim:a:b:c","timestamp":1,"critical_metrics":{},"status":"OK","x":1}"#;
         let batch = format!("[{OK},{bad_node},{unknown}]");
-        let p = parse(batch.as_bytes(), 10).expect_err("refused");
+        let p = parse(batch.as_bytes(), 10, &TimeBounds::NONE, 1).expect_err("refused");
         assert_eq!(p.code, Code::Validation);
         assert_eq!(p.details.len(), 2);
         assert_eq!(p.details[0].index, Some(1));
@@ -250,9 +258,27 @@ mod tests {
     #[test]
     fn oversized_empty_and_malformed_batches_are_refused() {
         let batch = format!("[{OK},{OK},{OK}]");
-        assert!(parse(batch.as_bytes(), 2).is_err());
-        assert!(parse(b"[]", 2).is_err());
-        assert!(parse(b"[{", 2).is_err());
-        assert!(parse(b"42", 2).is_err());
+        assert!(parse(batch.as_bytes(), 2, &TimeBounds::NONE, 1).is_err());
+        assert!(parse(b"[]", 2, &TimeBounds::NONE, 1).is_err());
+        assert!(parse(b"[{", 2, &TimeBounds::NONE, 1).is_err());
+        assert!(parse(b"42", 2, &TimeBounds::NONE, 1).is_err());
+    }
+
+    #[test]
+    fn an_event_time_out_of_bounds_names_the_timestamp() {
+        let bounds = TimeBounds {
+            ahead_ms_max: 5,
+            age_ms_max: 10,
+        };
+        // OK's timestamp is 1: at now = 1 it passes, at now = 100 it is 99 ms old.
+        assert!(parse(OK.as_bytes(), 10, &bounds, 1).is_ok());
+        for body in [OK.to_owned(), format!("[{OK}]")] {
+            let p = parse(body.as_bytes(), 10, &bounds, 100).expect_err("too old");
+            assert_eq!(p.code, Code::Validation);
+            assert_eq!(p.details[0].field.as_deref(), Some("timestamp"), "{:?}", p.details);
+            assert!(p.details[0].message.contains("event_age_ms_max"), "{:?}", p.details);
+        }
+        let p = parse(OK.as_bytes(), 10, &bounds, -100).expect_err("ahead");
+        assert!(p.details[0].message.contains("event_ahead_ms_max"), "{:?}", p.details);
     }
 }

@@ -41,6 +41,8 @@ use super::health::{BridgeHealth, Side};
 use super::registry::{RegistryError, Schemas};
 use super::trace::{TraceIds, Traces};
 use super::wire::{self, WireError};
+use crate::ingest::time::{TimeBounds, TimeRefusal};
+use crate::peerlog::{self, PeerLog};
 
 /// Longest a revoke waits for the revoked partitions' messages to settle.
 const REVOKE_WAIT: Duration = Duration::from_secs(3);
@@ -65,6 +67,9 @@ pub enum Failure {
     /// The ring cannot carry the event (too large for it).
     #[error("event cannot be published: {0}")]
     Unpublishable(String),
+    /// The event's time is outside the bounds around the daemon's clock.
+    #[error("event time refused: {0}")]
+    EventTime(#[from] TimeRefusal),
 }
 
 impl Failure {
@@ -78,6 +83,7 @@ impl Failure {
             Failure::Schema(_) => "bad-schema",
             Failure::Invalid(_) => "invalid-event",
             Failure::Unpublishable(_) => "unpublishable",
+            Failure::EventTime(_) => "event-time",
         }
     }
 
@@ -328,6 +334,9 @@ struct Worker {
     traces: Arc<Mutex<Traces>>,
     stop: Arc<AtomicBool>,
     health: Arc<BridgeHealth>,
+    bounds: TimeBounds,
+    /// Rate limit on the per-message dead-letter line.
+    dead_log: PeerLog,
 }
 
 type InConsumer = BaseConsumer<InContext>;
@@ -347,6 +356,7 @@ pub(crate) struct InboundSetup {
     pub traces: Arc<Mutex<Traces>>,
     pub stop: Arc<AtomicBool>,
     pub health: Arc<BridgeHealth>,
+    pub bounds: TimeBounds,
 }
 
 impl Inbound {
@@ -383,6 +393,13 @@ impl Inbound {
                 traces: s.traces,
                 stop: s.stop,
                 health: s.health,
+                bounds: s.bounds,
+                dead_log: PeerLog::new(
+                    "kafka dead-letter",
+                    peerlog::BURST,
+                    peerlog::WINDOW,
+                    Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                ),
             },
         })
     }
@@ -506,10 +523,13 @@ impl Worker {
         }
     }
 
+    /// Decodes a message and checks its event time against the daemon's clock.
     fn decode(&mut self, payload: Option<&[u8]>) -> Result<RimFastEvent, Failure> {
         let (id, body) = wire::split(payload.unwrap_or(&[]))?;
         let writer = self.schemas.get(id)?;
-        Ok(wire::decode_event(body, &writer, &self.reader)?)
+        let ev = wire::decode_event(body, &writer, &self.reader)?;
+        self.bounds.check(ev.timestamp, crate::ingest::time::now_ms())?;
+        Ok(ev)
     }
 
     /// Decodes, retrying what may pass (the registry unreachable) with exponential
@@ -608,13 +628,17 @@ impl Worker {
         failure: &Failure,
         retries: u32,
     ) {
-        warn!(
-            partition = msg.partition(),
-            offset = msg.offset(),
-            kind = failure.kind(),
-            retries,
-            "kafka bridge: to the DLQ: {failure}"
-        );
+        // Any Kafka producer can send bad messages: the line is rate-limited (the DLQ
+        // copy and the health counter still record every one).
+        if self.dead_log.admit() {
+            warn!(
+                partition = msg.partition(),
+                offset = msg.offset(),
+                kind = failure.kind(),
+                retries,
+                "kafka bridge: to the DLQ: {failure}"
+            );
+        }
         self.health.error(&format!("dead-lettered: {failure}"));
         let mut all = headers.unwrap_or_default();
         all.extend(dlq_headers(msg, failure, retries, &self.cfg.in_topic));

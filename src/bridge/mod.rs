@@ -74,6 +74,9 @@ pub struct BridgeSetup {
     pub health: Arc<BridgeHealth>,
     /// Core to pin the bridge threads to (the cold core), if any.
     pub core: Option<usize>,
+    /// Accepted event times around the daemon's clock (`[ingest]`); an event outside goes
+    /// to the DLQ (kind `event-time`).
+    pub bounds: crate::ingest::time::TimeBounds,
 }
 
 /// Starts the bridge's threads (`rimd-kafka-in` when `consume`, `rimd-kafka-out` when
@@ -88,6 +91,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
         stop,
         health,
         core,
+        bounds,
     } = setup;
     config.validate().map_err(BridgeError::Config)?;
     let traces = Arc::new(Mutex::new(trace::Traces::default()));
@@ -105,6 +109,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
             traces: traces.clone(),
             stop: stop.clone(),
             health: health.clone(),
+            bounds,
         })?)
     } else {
         health.not_used(health::Side::In);

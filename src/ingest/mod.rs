@@ -8,24 +8,33 @@
 //! more while the others keep flowing. Back-pressure: a ring is only polled when every
 //! reflex ring has room for a whole budget's worst case, so an event once read is always
 //! routed; when reflex falls behind, producers see `Full` on their own ring.
+//!
+//! Refusals are visible to the producer that caused them: every valid event that is not
+//! taken (event time out of bounds, node table full, duplicate) is counted per reason in
+//! the ring's own counters, which the producer reads in its header before the consumed
+//! position passes the record; the daemon's copies ([`figures`]) are what stats report.
 
 pub mod attach;
 pub mod dedup;
+pub mod figures;
 pub mod nodes;
+pub mod time;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rim_journal::event::{EventHead, EventRecord, EVENT_BYTES_MAX};
-use rim_ring::{liveness::PeerState, Consumer, EventError, EventView};
+use rim_ring::{liveness::PeerState, Consumer, EventError, EventView, Refusal, Verdict};
 
 use crate::persist::entry::{self, HEAD_BYTES, KIND_MARKER};
 use crate::persist::wake::Wake;
 use crate::report::{Reporter, ShardFigures, STAGE_RING_HOP};
 use crate::tick::{self, Slot, TickHead, NODE_ID_BYTES_MAX, SLOTS_PER_RECORD_MAX};
 use dedup::Dedup;
+use figures::RingFigures;
 use nodes::{NodeTable, NO_NODE};
+use time::TimeBounds;
 
 /// Counter: events accepted and routed.
 pub const C_ACCEPTED: usize = 0;
@@ -70,8 +79,12 @@ pub const COUNTER_NAMES: &[&str] = &[
     "producers_quarantined",
     "events_lost",
 ];
+/// Counter: events refused because their time is too far ahead of the daemon's clock.
+pub const C_TIME_AHEAD: usize = C_REJECTED_BASE + 11;
+/// Counter: events refused because their time is older than allowed.
+pub const C_TIME_TOO_OLD: usize = C_TIME_AHEAD + 1;
 /// Counter (a level, not a count): nodes known.
-pub const C_NODES: usize = C_REJECTED_BASE + 11;
+pub const C_NODES: usize = C_TIME_TOO_OLD + 1;
 /// Number of ingest counters.
 pub const C_COUNT: usize = C_NODES + 1;
 
@@ -102,8 +115,11 @@ pub struct ProducerRing {
     /// The consuming end.
     pub consumer: Consumer,
     /// An in-process intake ring (HTTP API, Kafka bridge): not counted as an attached
-    /// producer.
+    /// producer, and its event times were checked by its front door (the HTTP API or
+    /// the bridge) with the same bounds, where the refusal reaches the client.
     pub local: bool,
+    /// The daemon's own counts for this ring, read by stats.
+    pub figures: Arc<RingFigures>,
     node_of: Vec<u32>,
     hash_of: Vec<u64>,
     /// (marker sequence, ring position): once the journal thread reports the marker
@@ -124,6 +140,7 @@ impl ProducerRing {
             pid,
             consumer,
             local: false,
+            figures: Arc::new(RingFigures::default()),
             node_of: Vec::new(),
             hash_of: Vec::new(),
             acks: VecDeque::with_capacity(ACKS_MAX),
@@ -174,6 +191,8 @@ struct Router {
     reporter: Reporter,
     /// Wall clock, epoch ms, refreshed by `maintain` (about every millisecond).
     now_ms: u64,
+    /// Accepted event times around `now_ms`.
+    bounds: TimeBounds,
     journal: Option<JournalSide>,
 }
 
@@ -291,6 +310,9 @@ pub struct Ingest {
     liveness_due_ns: u64,
 }
 
+/// In-process intake rings at most (the HTTP API's and the Kafka bridge's), outside
+/// `ingest.producers_max`.
+pub const LOCAL_RINGS_MAX: usize = 2;
 /// Worst case of one event in a reflex ring: its node definition and its tick.
 const EVENT_SLOTS_MAX: usize = SLOTS_PER_RECORD_MAX + 1 + NODE_ID_BYTES_MAX / 32;
 /// How often producers' liveness is checked (a syscall per ring).
@@ -320,6 +342,8 @@ pub struct IngestSetup {
     pub reporter: Reporter,
     /// To the journal thread (None: nothing is journaled).
     pub journal: Option<JournalOut>,
+    /// Accepted event times around the daemon's clock.
+    pub bounds: TimeBounds,
 }
 
 impl Ingest {
@@ -330,7 +354,8 @@ impl Ingest {
         // only that each partition has exactly one owner.
         let part_shard = (0..s.partitions).map(|p| (p as usize % shards) as u16).collect();
         Self {
-            rings: Vec::with_capacity(s.producers_max),
+            // Attached producers plus the in-process intake rings (HTTP, Kafka).
+            rings: Vec::with_capacity(s.producers_max + LOCAL_RINGS_MAX),
             next: 0,
             budget: s.budget,
             producers_max: s.producers_max,
@@ -345,6 +370,7 @@ impl Ingest {
                 counters: [0; C_COUNT],
                 reporter: s.reporter,
                 now_ms: unix_ms(),
+                bounds: s.bounds,
                 journal: s.journal.map(|out| JournalSide {
                     out,
                     scratch: vec![0u8; JOURNAL_ENTRY_MAX].into_boxed_slice(),
@@ -355,7 +381,7 @@ impl Ingest {
             },
             control: s.control,
             retired: s.retired,
-            pending_retire: Vec::with_capacity(s.producers_max),
+            pending_retire: Vec::with_capacity(s.producers_max + LOCAL_RINGS_MAX),
             liveness_due_ns: 0,
         }
     }
@@ -382,13 +408,18 @@ impl Ingest {
                 node_of,
                 hash_of,
                 acks,
+                local,
                 ..
             } = &mut **ring;
             let router = &mut self.router;
             let source = i as u32;
-            let result = consumer.poll_events(limit, |res| match res {
-                Ok(ev) => router.route(source, node_of, hash_of, &ev),
-                Err(e) => router.counters[C_REJECTED_BASE + reject_reason(&e)] += 1,
+            let check_time = !*local;
+            let result = consumer.poll_events_judged(limit, |res| match res {
+                Ok(ev) => router.route(source, node_of, hash_of, &ev, check_time),
+                Err(e) => {
+                    router.counters[C_REJECTED_BASE + reject_reason(&e)] += 1;
+                    Verdict::Taken
+                }
             });
             // A quarantined ring stops delivering; `maintain` retires it within 1 ms.
             if let Ok(read) = result {
@@ -458,7 +489,10 @@ impl Ingest {
     /// Off-the-hot-path upkeep: new rings, dead and corrupt ones, reports.
     pub fn maintain(&mut self, now_ns: u64, report_due: bool, shard: ShardFigures) {
         while let Ok(Control::Add(ring)) = self.control.pop() {
-            if self.rings.len() >= self.producers_max {
+            // The intake rings are outside the producers' budget (attach enforces both;
+            // this is the backstop).
+            let attached = self.rings.iter().filter(|r| !r.local).count();
+            if !ring.local && attached >= self.producers_max || self.rings.len() == self.rings.capacity() {
                 self.pending_retire.push(Retired {
                     ring,
                     reason: RetireReason::Refused,
@@ -570,8 +604,13 @@ impl Ingest {
         self.router.counters.get(c).copied().unwrap_or(0)
     }
 
-    /// Sends the current report now (at shutdown); false if no box was free.
+    /// Sends the current report now (at shutdown); false if no box was free. Each ring's
+    /// own figures are copied out for stats first.
     pub fn report_now(&mut self, shard: ShardFigures) -> bool {
+        for ring in &self.rings {
+            let c = &ring.consumer;
+            ring.figures.store(c.delivered(), c.position(), &c.verdicts());
+        }
         let r = &mut self.router;
         r.counters[C_NODES] = r.nodes.len() as u64;
         r.reporter.send(&r.counters, 0, &[], shard)
@@ -596,28 +635,45 @@ impl Router {
     }
 
     /// Dedup, then the node's definition to its shard if it is new there. Returns the
-    /// shard, or None when the event stops here (counted).
-    fn admit(&mut self, node: u32, event_id: Option<&str>) -> Option<usize> {
+    /// shard, or why the event stops here (counted): a refusal, or `None` when it was
+    /// lost inside the daemon (counted as lost; cannot happen while room is checked).
+    fn admit(&mut self, node: u32, event_id: Option<&str>) -> Result<usize, Option<Refusal>> {
         if let Some(id) = event_id {
             if self.dedup.seen(node, id) {
                 self.counters[C_DUPLICATES] += 1;
-                return None;
+                return Err(Some(Refusal::Duplicate));
             }
         }
         let shard = self.part_shard[self.nodes.partition(node) as usize % self.part_shard.len()] as usize;
         let Some(out) = self.outs.get_mut(shard) else {
             self.counters[C_LOST] += 1;
-            return None;
+            return Err(None);
         };
         let bit = 1u64 << (shard % 64);
         if self.defined[node as usize] & bit == 0 {
             if !tick::push_node(out, node, self.nodes.name(node)) {
                 self.counters[C_LOST] += 1;
-                return None;
+                return Err(None);
             }
             self.defined[node as usize] |= bit;
         }
-        Some(shard)
+        Ok(shard)
+    }
+
+    /// The event's time against the daemon's clock; a refusal is counted by its side.
+    fn check_time(&mut self, timestamp: i64) -> Result<(), Refusal> {
+        let now = i64::try_from(self.now_ms).unwrap_or(i64::MAX);
+        match self.bounds.check(timestamp, now) {
+            Ok(()) => Ok(()),
+            Err(time::TimeRefusal::Ahead { .. }) => {
+                self.counters[C_TIME_AHEAD] += 1;
+                Err(Refusal::TimeAhead)
+            }
+            Err(_) => {
+                self.counters[C_TIME_TOO_OLD] += 1;
+                Err(Refusal::TimeTooOld)
+            }
+        }
     }
 
     fn route_replay(&mut self, rec: &EventRecord<'_>) -> ReplayOutcome {
@@ -625,7 +681,7 @@ impl Router {
             self.counters[C_NODES_REFUSED] += 1;
             return ReplayOutcome::Refused;
         };
-        let Some(shard) = self.admit(node, rec.event_id) else {
+        let Ok(shard) = self.admit(node, rec.event_id) else {
             return ReplayOutcome::Refused;
         };
         self.seq += 1;
@@ -657,16 +713,32 @@ impl Router {
         }
     }
 
-    fn route(&mut self, source: u32, node_of: &mut Vec<u32>, hash_of: &mut Vec<u64>, ev: &EventView<'_>) {
+    /// Routes one valid event, or says why not. The time check comes first, so that a
+    /// refused event never takes a node slot or a dedup entry.
+    fn route(
+        &mut self,
+        source: u32,
+        node_of: &mut Vec<u32>,
+        hash_of: &mut Vec<u64>,
+        ev: &EventView<'_>,
+        check_time: bool,
+    ) -> Verdict {
+        if check_time {
+            if let Err(r) = self.check_time(ev.timestamp()) {
+                return Verdict::Refused(r);
+            }
+        }
         let node = match self.node_index(node_of, ev) {
             Some(n) => n,
             None => {
                 self.counters[C_NODES_REFUSED] += 1;
-                return;
+                return Verdict::Refused(Refusal::NodeTableFull);
             }
         };
-        let Some(shard) = self.admit(node, ev.event_id()) else {
-            return;
+        let shard = match self.admit(node, ev.event_id()) {
+            Ok(shard) => shard,
+            Err(Some(refusal)) => return Verdict::Refused(refusal),
+            Err(None) => return Verdict::Taken,
         };
         // Names as keys, once per event (cached per ring symbol): the tick and the
         // journal entry's roll-up extras share them.
@@ -693,7 +765,7 @@ impl Router {
             let partition = self.nodes.partition(node);
             if !j.append(partition, node, status, &keys[..n_keys], &head, ev.metrics()) {
                 self.counters[C_LOST] += 1;
-                return;
+                return Verdict::Taken;
             }
         }
         self.seq += 1;
@@ -728,6 +800,7 @@ impl Router {
         } else {
             self.counters[C_LOST] += 1;
         }
+        Verdict::Taken
     }
 
     fn node_index(&mut self, node_of: &mut Vec<u32>, ev: &EventView<'_>) -> Option<u32> {

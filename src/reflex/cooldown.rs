@@ -7,6 +7,10 @@
 //! cache lines. Keys use a hash of the rule's id, so a cooldown survives a rule reload.
 //! When all 16 slots of a set are live, the decision still fires and the overflow is
 //! counted: losing a decision is worse than an extra one.
+//!
+//! Quiet-until times saturate: a cooldown from an event at `i64::MAX` ends at `i64::MAX`,
+//! never wraps into the past. (Ingest's event-time bounds keep such events out; this
+//! keeps the table sound without them.)
 
 const WAYS: usize = 16;
 
@@ -54,6 +58,7 @@ impl Cooldowns {
             return Gate::Fire;
         }
         let key = Self::key(rule, node);
+        let until = now.saturating_add(i64::try_from(cooldown_ms).unwrap_or(i64::MAX));
         let set = (key.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 32) as usize % self.sets;
         let base = set * WAYS;
         let mut free = None;
@@ -62,7 +67,7 @@ impl Cooldowns {
                 if now < self.until[i] {
                     return Gate::Quiet;
                 }
-                self.until[i] = now.saturating_add(cooldown_ms as i64);
+                self.until[i] = until;
                 return Gate::Fire;
             }
             if free.is_none() && (self.keys[i] == 0 || now >= self.until[i]) {
@@ -72,7 +77,7 @@ impl Cooldowns {
         match free {
             Some(i) => {
                 self.keys[i] = key;
-                self.until[i] = now.saturating_add(cooldown_ms as i64);
+                self.until[i] = until;
                 Gate::Fire
             }
             None => {
@@ -104,6 +109,17 @@ mod tests {
         assert_eq!(c.check(8, 1, 1_499, 500), Gate::Fire, "other rule");
         assert_eq!(c.check(7, 1, 1_500, 500), Gate::Fire);
         assert_eq!(c.check(7, 1, 1_600, 0), Gate::Fire, "no cooldown");
+    }
+
+    #[test]
+    fn extreme_times_and_cooldowns_saturate() {
+        let mut c = Cooldowns::new(64);
+        assert_eq!(c.check(1, 1, i64::MAX, u64::MAX), Gate::Fire);
+        assert_eq!(c.check(1, 1, i64::MAX - 1, 1), Gate::Quiet);
+        assert_eq!(c.check(2, 1, i64::MIN, u64::MAX), Gate::Fire);
+        // i64::MIN + (u64::MAX clamped to i64::MAX) = -1.
+        assert_eq!(c.check(2, 1, -2, 1), Gate::Quiet);
+        assert_eq!(c.check(2, 1, -1, 1), Gate::Fire);
     }
 
     #[test]

@@ -401,6 +401,7 @@ impl Reflex {
         tick::pop(input, scratch, |r| match r {
             Record::Node { node, id } => {
                 if state.contains(node) {
+                    crate::fault::on_node(id);
                     state.define(node, id);
                     *nodes_high = (*nodes_high).max(node + 1);
                 } else {
@@ -472,7 +473,11 @@ impl Reflex {
         if high == 0 {
             return;
         }
-        let chunk = ((u64::from(high) * elapsed_ms.max(1)).div_ceil(self.sweep_ms) as u32).clamp(1, high);
+        let chunk = u64::from(high)
+            .saturating_mul(elapsed_ms.max(1))
+            .div_ceil(self.sweep_ms)
+            .min(u64::from(high)) as u32;
+        let chunk = chunk.max(1);
         for _ in 0..chunk {
             let n = self.sweep_cursor % high;
             self.sweep_cursor = (n + 1) % high;

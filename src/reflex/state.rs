@@ -12,6 +12,11 @@
 //! now with the newest checkpoint at or before `now - W`, so its look-back is between W
 //! and W + step; the rule compiler refuses windows shorter than one step or longer than
 //! the ring covers.
+//!
+//! Event times reach here already checked against the daemon's clock (ingest, the HTTP
+//! API and the bridge refuse what is too far ahead or too old), but the arithmetic does
+//! not rely on it: with the bounds turned off, any `i64` timestamp in any order is taken
+//! without overflow (time differences are computed in `i128` or `f64`, counts saturate).
 
 use rim_rules::{Field, Inputs, MetricKey, Series};
 
@@ -208,10 +213,10 @@ impl NodeState {
         let n = head.node as usize;
         let (seq, ts) = (head.seq, head.timestamp);
         let m = self.meta_mut(n);
-        let gap = (m[M_EVENTS] > 0).then(|| (ts - m[M_LAST_TS] as i64) as f64);
+        let gap = (m[M_EVENTS] > 0).then(|| time_gap_ms(m[M_LAST_TS] as i64, ts));
         m[M_LAST_SEQ] = seq;
         m[M_LAST_TS] = ts as u64;
-        m[M_EVENTS] += 1;
+        m[M_EVENTS] = m[M_EVENTS].saturating_add(1);
         m[M_SEEN_MS] = now_ms;
         m[M_STATUS] = head.status;
         for (key, v) in [(1, head.price), (2, head.volume), (3, head.stress)] {
@@ -264,6 +269,7 @@ impl NodeState {
             s[S_VAR] = (1.0 - alpha) * (s[S_VAR] + diff * incr);
         }
         s[S_LAST] = x;
+        // A count in an f64 stops growing at 2^53 rather than wrapping.
         s[S_COUNT] += 1.0;
         let due = s[S_COUNT] == 1.0 || ts as f64 - s[S_POINT_TS] >= self.shape.step_ms as f64;
         if due {
@@ -402,6 +408,13 @@ impl NodeState {
             silent_ms,
         }
     }
+}
+
+/// `to - from` in ms, for any two event times (in `i128`: the difference of two `i64`s
+/// always fits, and the `f64` the rules read is exact for real timestamps).
+#[inline]
+fn time_gap_ms(from: i64, to: i64) -> f64 {
+    (i128::from(to) - i128::from(from)) as f64
 }
 
 /// Rule inputs while an event is evaluated: fields and metrics from the event, series
@@ -561,6 +574,28 @@ mod tests {
         assert_eq!(st.ewma(0, 5), Some(11.25));
         let z = st.zscore(0, 5).expect("known after 3 samples");
         assert!((z - (12.0 - 10.5) / 0.75f64.sqrt()).abs() < 1e-12, "{z}");
+    }
+
+    #[test]
+    fn extreme_event_times_in_any_order_never_overflow() {
+        let mut st = NodeState::new(shape(4));
+        for (i, ts) in [i64::MAX, i64::MIN, 0, i64::MAX, -1, i64::MIN + 1]
+            .into_iter()
+            .enumerate()
+        {
+            for x in [f64::MAX, -f64::MAX, f64::MIN_POSITIVE, 0.0] {
+                st.observe(1, 7, x, ts);
+            }
+            let _ = st.change(1, 7, 1, ts);
+            let _ = st.change(1, 7, u64::MAX, ts);
+            let _ = st.zscore(1, 7);
+            let _ = st.ewma(1, 7);
+            assert_eq!(st.last(1, 7), Some(0.0), "round {i}");
+        }
+        // ±(2^64 - 1), which rounds to ±2^64 in an f64.
+        assert_eq!(time_gap_ms(i64::MAX, i64::MIN), -(2f64.powi(64)));
+        assert_eq!(time_gap_ms(i64::MIN, i64::MAX), 2f64.powi(64));
+        assert_eq!(time_gap_ms(1_000, 1_250), 250.0);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   `_sum` and `_count`, plus `rimd_stage_latency_{min,max}_seconds{stage}` (exact);
 //!   quantiles of an empty stage are `NaN`, as Prometheus clients do;
 //! - rings as `rimd_ring_{depth,capacity}{ring,kind}`, `rimd_ring_{delivered,rejected,
-//!   refused_full}_total{ring,kind}` and `rimd_ring_info{ring,kind,pid,state}`;
+//!   refused_full}_total{ring,kind}`, `rimd_ring_refused_total{ring,kind,reason}` (the
+//!   reasons a ring's events were not taken) and `rimd_ring_info{ring,kind,pid,state}`;
 //! - shards as `rimd_shard_{loops,work,stalls}_total{shard}` and
 //!   `rimd_shard_max_stall_seconds{shard}`.
 //!
@@ -39,6 +40,7 @@ const FIXED_FAMILIES: &[&str] = &[
     "ring_delivered_total",
     "ring_rejected_total",
     "ring_refused_full_total",
+    "ring_refused_total",
     "ring_info",
     "shard_loops_total",
     "shard_work_total",
@@ -218,6 +220,16 @@ impl<'a> Renderer<'a> {
             for ring in rings {
                 self.sample_start(&name, &[("ring", &ring.name), ("kind", &ring.kind)]);
                 emit!(self.out, "{}\n", pick(ring));
+            }
+        }
+        if rings.iter().any(|r| !r.refused.is_empty()) {
+            let name = self.name("ring_refused_total");
+            self.type_line(&name, "counter");
+            for ring in rings {
+                for (reason, n) in &ring.refused {
+                    self.sample_start(&name, &[("ring", &ring.name), ("kind", &ring.kind), ("reason", reason)]);
+                    emit!(self.out, "{n}\n");
+                }
             }
         }
         let name = self.name("ring_info");

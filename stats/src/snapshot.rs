@@ -78,10 +78,20 @@ pub struct RingSnapshot {
     pub capacity: u64,
     /// Records delivered.
     pub delivered: u64,
-    /// Records rejected as invalid.
+    /// Records the daemon refused, any reason but duplication (invalid records and
+    /// refused events; the producer reads the same figure in its header).
     pub rejected: u64,
-    /// Publishes refused because the ring was full.
+    /// Publishes refused because the ring was full, as the producer reports it (the
+    /// daemon never sees these: its own header word, not verified).
     pub refused_full: u64,
+    /// Records the daemon found invalid.
+    #[serde(default)]
+    pub invalid: u64,
+    /// Valid events the daemon did not take, by reason (`duplicate`, `node_table_full`,
+    /// `event_time_ahead`, `event_time_too_old`, `node_not_allowed`); reasons with none
+    /// are left out.
+    #[serde(default)]
+    pub refused: BTreeMap<String, u64>,
 }
 
 /// One shard's work loop.

@@ -38,8 +38,10 @@ fn small_snapshot() -> Snapshot {
             depth: 5,
             capacity: 1024,
             delivered: 100,
-            rejected: 1,
+            rejected: 3,
             refused_full: 4,
+            invalid: 1,
+            refused: BTreeMap::from([("event_time_ahead".into(), 2)]),
         }],
         shards: vec![ShardSnapshot {
             name: "hot-0".into(),
@@ -95,9 +97,11 @@ rimd_ring_capacity{ring="feed-a",kind="spsc"} 1024
 # TYPE rimd_ring_delivered_total counter
 rimd_ring_delivered_total{ring="feed-a",kind="spsc"} 100
 # TYPE rimd_ring_rejected_total counter
-rimd_ring_rejected_total{ring="feed-a",kind="spsc"} 1
+rimd_ring_rejected_total{ring="feed-a",kind="spsc"} 3
 # TYPE rimd_ring_refused_full_total counter
 rimd_ring_refused_full_total{ring="feed-a",kind="spsc"} 4
+# TYPE rimd_ring_refused_total counter
+rimd_ring_refused_total{ring="feed-a",kind="spsc",reason="event_time_ahead"} 2
 # TYPE rimd_ring_info gauge
 rimd_ring_info{ring="feed-a",kind="spsc",pid="77",state="live"} 1
 # TYPE rimd_shard_loops_total counter

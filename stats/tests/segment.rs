@@ -52,6 +52,8 @@ fn full_snapshot() -> Snapshot {
             delivered: 100,
             rejected: 1,
             refused_full: 0,
+            invalid: 1,
+            refused: Default::default(),
         }],
         shards: vec![ShardSnapshot {
             name: "hot-0".into(),

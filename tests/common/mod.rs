@@ -42,6 +42,9 @@ pub const BASE_SETS: &[&str] = &[
     "persist.reflex_ring_bytes=1048576",
     // Tests run in parallel: each daemon's HTTP API on a port of its own.
     "api.listen=\"127.0.0.1:0\"",
+    // Event times are the scripts' own fixed instants (T0, in 2025): no age bound. The
+    // tests of the bounds set their own.
+    "ingest.event_age_ms_max=0",
 ];
 
 /// Event time base of the scripts: a fixed instant, so windows and cooldowns are exact.
@@ -125,6 +128,17 @@ impl Daemon {
     /// As [`Daemon::start`], in `dir` (which may hold a previous daemon's journal and
     /// store under `data/`: a restart).
     pub fn start_in(dir: TempDir, sets: &[&str], rules: Option<&str>) -> Daemon {
+        Self::start_with(dir, sets, rules, |_| {})
+    }
+
+    /// As [`Daemon::start_in`], with `customize` applied to the command before it is
+    /// spawned (environment, credentials).
+    pub fn start_with(
+        dir: TempDir,
+        sets: &[&str],
+        rules: Option<&str>,
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let log = dir.path().join("rimd.log");
         let run_dir = dir.path().join("run");
         let data = format!("persist.data_dir={}", dir.path().join("data").display());
@@ -152,6 +166,7 @@ impl Daemon {
         let out = File::create(&log).expect("daemon log");
         let err = out.try_clone().expect("daemon log");
         cmd.stdout(out).stderr(err);
+        customize(&mut cmd);
         let child = cmd.spawn().expect("spawn rimd");
         let mut d = Daemon {
             child: Some(child),
@@ -474,6 +489,40 @@ pub fn retry_full(mut publish: impl FnMut() -> Result<u64, PublishError>) -> u64
     }
 }
 
+/// Maps the memfd this process holds under `memfd:{name}` (the producer's own ring).
+pub fn map_own_memfd(name: &str) -> (*mut u8, usize) {
+    let want = format!("/memfd:{name} (deleted)");
+    for entry in std::fs::read_dir("/proc/self/fd").expect("fd dir").flatten() {
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if link.to_string_lossy() != want {
+            continue;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(entry.path())
+            .expect("reopen the memfd");
+        let len = file.metadata().expect("memfd size").len() as usize;
+        // SAFETY: a fresh shared mapping of a file we opened read-write, of its full
+        // length; nothing else in this process aliases it as a Rust reference.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap the memfd");
+        return (ptr.cast(), len);
+    }
+    panic!("no memfd called {name} in this process");
+}
+
 /// An event of `node` at event time `ts` with `metrics` and status "OK"; set the other
 /// fields on the result.
 pub fn event(node: &str, ts: i64, metrics: &[(&str, f64)]) -> RimFastEvent {
@@ -600,18 +649,30 @@ impl ChildProc {
     /// Re-executes this test binary to run `test_name` (a child-role test) as `role`,
     /// with its output in `<dir>/<role>.log`.
     pub fn spawn(test_name: &str, role: &str, dir: &Path, socket: &Path) -> Self {
+        Self::spawn_with(test_name, role, dir, socket, |_| {})
+    }
+
+    /// As [`ChildProc::spawn`], with `customize` applied to the command (environment,
+    /// credentials).
+    pub fn spawn_with(
+        test_name: &str,
+        role: &str,
+        dir: &Path,
+        socket: &Path,
+        customize: impl FnOnce(&mut Command),
+    ) -> Self {
         let log = dir.join(format!("{role}.log"));
         let out = File::create(&log).expect("child log");
         let err = out.try_clone().expect("child log");
-        let child = Command::new(std::env::current_exe().expect("current exe"))
-            .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+        cmd.args(["--exact", test_name, "--nocapture", "--test-threads=1"])
             .env(CHILD_ROLE_ENV, role)
             .env(CHILD_SOCKET_ENV, socket)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn child test process");
+            .stderr(err);
+        customize(&mut cmd);
+        let child = cmd.spawn().expect("spawn child test process");
         let pid = child.id();
         Self {
             child: Some(child),

@@ -85,6 +85,9 @@ pub fn run(run_dir: &Path, args: Args) -> Result<ExitCode, String> {
     };
     let drained = wait_consumed(&producer, Duration::from_secs_f64(args.drain_timeout.max(0.0)));
     let secs = started.elapsed().as_secs_f64();
+    // Read after `wait_consumed`: the daemon counts a record's verdict before its consumed
+    // position passes it.
+    let v = producer.verdicts();
     println!(
         "{}",
         json!({
@@ -93,6 +96,14 @@ pub fn run(run_dir: &Path, args: Args) -> Result<ExitCode, String> {
             "invalid": tally.events.invalid,
             "garbage": tally.garbage,
             "rejected_by_daemon": producer.rejected(),
+            "refused_by_daemon": {
+                "invalid": v.invalid,
+                "node_table_full": v.node_table_full,
+                "event_time_ahead": v.time_ahead,
+                "event_time_too_old": v.time_too_old,
+                "node_not_allowed": v.node_not_allowed,
+            },
+            "duplicates_by_daemon": v.duplicates,
             "consumed": drained,
             "seconds": secs,
             "events_per_s": tally.events.published as f64 / secs.max(1e-9),

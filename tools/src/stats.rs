@@ -63,15 +63,25 @@ fn render(s: &Snapshot) -> String {
     for (name, v) in &s.gauges {
         let _ = writeln!(o, "  {name:<40} {v:>14}");
     }
+    // Every figure is the daemon's own count but `full`: publishes the producer says its
+    // ring refused as full (the daemon never sees those).
     let _ = writeln!(
         o,
-        "\nrings                    kind        pid      depth   delivered   rejected  refused_full"
+        "\nrings                    kind        pid      depth   delivered   rejected  full(producer)  refused"
     );
     for r in &s.rings {
+        let refused: Vec<String> = r.refused.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(
             o,
-            "  {:<22} {:<9} {:>6} {:>10} {:>11} {:>10} {:>13}",
-            r.name, r.kind, r.pid, r.depth, r.delivered, r.rejected, r.refused_full
+            "  {:<22} {:<9} {:>6} {:>10} {:>11} {:>10} {:>15}  {}",
+            r.name,
+            r.kind,
+            r.pid,
+            r.depth,
+            r.delivered,
+            r.rejected,
+            r.refused_full,
+            refused.join(" ")
         );
     }
     let _ = writeln!(

@@ -112,6 +112,8 @@ fn produce_tail_and_stats_against_a_daemon() {
             .args(["--set", "topology.idle=backoff", "--set", "topology.pin=false"])
             .args(["--set", "api.listen=127.0.0.1:0"])
             .args(["--set", "reflex.nodes_max=1000", "--set", "stats.interval_ms=20"])
+            // The script's event times are fixed instants in the past.
+            .args(["--set", "ingest.event_age_ms_max=0"])
             .arg("--set")
             .arg(format!("persist.data_dir={}", dir.0.join("data").display()))
             .stdout(Stdio::null())

@@ -88,6 +88,13 @@ int main(int argc, char **argv) {
                 (unsigned long long)end);
         return 1;
     }
+    /* What the consumer refused, read once it has consumed everything. */
+    rim_verdicts v;
+    CHECK(rim_producer_verdicts(NULL, &v), RIM_ERR_ARGUMENT);
+    CHECK(rim_producer_verdicts(p, NULL), RIM_ERR_ARGUMENT);
+    CHECK(rim_producer_verdicts(p, &v), RIM_OK);
+    printf("rejected=%llu duplicates=%llu event_time_ahead=%llu\n", (unsigned long long)v.rejected,
+           (unsigned long long)v.duplicates, (unsigned long long)v.event_time_ahead);
     printf("position=%llu\n", (unsigned long long)rim_producer_position(p));
     rim_producer_close(p);
     return 0;
