@@ -341,7 +341,13 @@ fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64) -> Result<Row, Be
     let mut ts = workload::unix_ms();
     let batch = (offered_per_s / 1000).max(1);
     let mut sent = 0u64;
+    let mut stalls = Stalls::default();
+    let mut looked = Instant::now();
     while sent < total {
+        if looked.elapsed() >= Duration::from_millis(250) {
+            looked = Instant::now();
+            stalls.look(&daemon);
+        }
         let due = started + Duration::from_nanos(sent * 1_000_000_000 / offered_per_s);
         // Sleep between batches, looking at the durable position every 100 µs at most:
         // the daemon's journal and store threads share this core, and a spinning
@@ -379,13 +385,14 @@ fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64) -> Result<Row, Be
     settle(&p, &mut waiting, &mut lag);
     let secs = started.elapsed().as_secs_f64();
     let stats = daemon.wait_stats(Duration::from_secs(10), |s| applied(s) >= total + nodes as u64)?;
+    stalls.look(&daemon);
     let syncs = counter(&stats, "persist.syncs");
     eprint!(
-        "(producer saw the ring full {} times; {} commits, mean {} µs, max {} µs) ",
+        "(producer saw the ring full {} times; {} commits, mean {} µs; {}) ",
         p.full_retries,
         syncs,
         counter(&stats, "persist.sync_ns") / syncs.max(1) / 1000,
-        counter(&stats, "persist.sync_ns_max") / 1000,
+        stalls
     );
     daemon.stop()?;
     let _ = std::fs::remove_dir_all(&data);
@@ -420,6 +427,50 @@ fn paced(total: u64, per_s: u64, mut publish: impl FnMut(u64) -> Result<(), Benc
         }
     }
     Ok(())
+}
+
+/// The journal thread's own account of its stalls, the worst seen over a run (the daemon
+/// publishes each second's).
+#[derive(Default)]
+struct Stalls {
+    turns_slow: u64,
+    turn_max: u64,
+    drain_max: u64,
+    commit_start_max: u64,
+    upkeep_max: u64,
+    commit_p99_max: u64,
+    commit_max: u64,
+}
+
+impl Stalls {
+    fn look(&mut self, daemon: &DaemonProc) {
+        let Ok(s) = daemon.stats() else { return };
+        let c = |n: &str| counter(&s, n);
+        self.turns_slow = c("persist.turns_slow");
+        self.turn_max = self.turn_max.max(c("persist.turn_ns_max"));
+        self.drain_max = self.drain_max.max(c("persist.drain_ns_max"));
+        self.commit_start_max = self.commit_start_max.max(c("persist.commit_start_ns_max"));
+        self.upkeep_max = self.upkeep_max.max(c("persist.upkeep_ns_max"));
+        self.commit_p99_max = self.commit_p99_max.max(c("persist.commit_p99_ns"));
+        self.commit_max = self.commit_max.max(c("persist.commit_max_ns"));
+    }
+}
+
+impl std::fmt::Display for Stalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = |ns: u64| ns / 1000;
+        write!(
+            f,
+            "journal thread: {} turns over 1 ms, longest {} µs (drain {}, commit start {}, upkeep {}); commit p99 {} µs, max {} µs",
+            self.turns_slow,
+            us(self.turn_max),
+            us(self.drain_max),
+            us(self.commit_start_max),
+            us(self.upkeep_max),
+            us(self.commit_p99_max),
+            us(self.commit_max)
+        )
+    }
 }
 
 fn settle(p: &workload::Publisher, waiting: &mut std::collections::VecDeque<(u64, Instant)>, lag: &mut Histogram<u64>) {

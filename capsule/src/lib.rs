@@ -13,6 +13,8 @@
 //! - **All or nothing per batch.** [`Store::write`] is one redb write transaction with
 //!   `Durability::Immediate`: when it returns `Ok`, the whole batch is durable; after a crash
 //!   at any point, either all of a batch is present or none of it (`tests/crash_consistency.rs`).
+//!   [`Store::write_with`] may skip the sync: the store then comes back as of its last
+//!   durable commit, every batch before it whole, none after.
 //! - **Bytes from the file are not trusted.** Every value read back is validated (rkyv with
 //!   bytecheck, then the model's invariants) and a bad one is a [`StoreError::Corrupt`], never
 //!   a panic (`tests/garbage.rs`).

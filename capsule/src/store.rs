@@ -144,8 +144,9 @@ impl Batch {
             && self.checkpoint.is_none()
     }
 
-    /// Moves `more` into this batch: capsules and runs appended; later watermarks and
-    /// checkpoint chunks supersede earlier ones (a chunk written twice keeps the later).
+    /// Moves `more` into this batch: capsules, runs, checkpoint chunks and accuracy rows
+    /// appended (the store writes them in order, so a later chunk or row of the same key
+    /// replaces an earlier one); later watermarks and checkpoint header supersede.
     pub fn merge(&mut self, mut more: Batch) {
         self.capsules.append(&mut more.capsules);
         self.decision_runs.append(&mut more.decision_runs);
@@ -153,21 +154,11 @@ impl Batch {
             self.watermarks = more.watermarks;
         }
         match (&mut self.checkpoint, more.checkpoint) {
-            (Some(cp), Some(newer)) => {
+            (Some(cp), Some(mut newer)) => {
                 cp.header = newer.header;
                 cp.chunk_count = newer.chunk_count;
-                for (c, bytes) in newer.chunks {
-                    match cp.chunks.iter_mut().find(|(k, _)| *k == c) {
-                        Some(slot) => slot.1 = bytes,
-                        None => cp.chunks.push((c, bytes)),
-                    }
-                }
-                for (scope, rows) in newer.accuracy {
-                    match cp.accuracy.iter_mut().find(|(s, _)| *s == scope) {
-                        Some(slot) => slot.1 = rows,
-                        None => cp.accuracy.push((scope, rows)),
-                    }
-                }
+                cp.chunks.append(&mut newer.chunks);
+                cp.accuracy.append(&mut newer.accuracy);
             }
             (slot @ None, Some(newer)) => *slot = Some(newer),
             (_, None) => {}
@@ -348,8 +339,22 @@ impl Store {
     /// decision runs indexed, the checkpoint (and the accuracy it carries) and the
     /// watermarks set.
     pub fn write(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
+        self.write_with(batch, true)
+    }
+
+    /// [`Store::write`], durable when it returns only if `durable`: otherwise the batch is
+    /// visible to readers at once but reaches the disk with the next durable commit (any
+    /// later `write_with(_, true)`, [`Store::put`], cursor write, or retention pass). After
+    /// a crash the store is as of its last durable commit, whole: a caller that can rebuild
+    /// what followed (from a journal) saves a sync per batch.
+    pub fn write_with(&self, batch: &Batch, durable: bool) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
-        let txn = immediate_write(&self.db)?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         {
             let mut tables = CapsuleTables::open(&txn)?;
             self.put_all(&mut tables, &batch.capsules, &mut outcome)?;
@@ -705,8 +710,13 @@ fn write_decision_runs(txn: &WriteTransaction, runs: &[DecisionRun]) -> Result<(
 fn write_checkpoint(txn: &WriteTransaction, cp: &Checkpoint) -> Result<(), StoreError> {
     let mut table = txn.open_table(CHECKPOINT)?;
     table.insert(CHECKPOINT_HEADER, cp.header.as_slice())?;
-    for (c, bytes) in &cp.chunks {
-        table.insert(*c, bytes.as_slice())?;
+    // Merged batches hold a chunk (and a node's accuracy) once per step that wrote it:
+    // only the newest is written.
+    let mut written = std::collections::HashSet::new();
+    for (c, bytes) in cp.chunks.iter().rev() {
+        if written.insert(*c) {
+            table.insert(*c, bytes.as_slice())?;
+        }
     }
     let stale: Vec<u32> = table
         .range(cp.chunk_count..CHECKPOINT_HEADER)?
@@ -717,9 +727,12 @@ fn write_checkpoint(txn: &WriteTransaction, cp: &Checkpoint) -> Result<(), Store
     }
     let mut acc = txn.open_table(ACCURACY)?;
     let mut buf = Vec::new();
-    for (scope, rows) in &cp.accuracy {
-        codec::encode_accuracy_row(crate::rollup::PREDICTOR, rows, &mut buf);
-        acc.insert(scope.as_str(), buf.as_slice())?;
+    let mut scopes = std::collections::HashSet::new();
+    for (scope, rows) in cp.accuracy.iter().rev() {
+        if scopes.insert(scope.as_str()) {
+            codec::encode_accuracy_row(crate::rollup::PREDICTOR, rows, &mut buf);
+            acc.insert(scope.as_str(), buf.as_slice())?;
+        }
     }
     Ok(())
 }

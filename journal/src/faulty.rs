@@ -401,6 +401,27 @@ impl Storage for FaultyFs {
             .ok_or_else(|| not_found(path))
     }
 
+    fn prepare_spare(&self, path: &Path, len: u64) -> io::Result<()> {
+        let _ = self.remove_file(path);
+        self.create_file(path, len, &[]).map(drop)
+    }
+
+    fn adopt_spare(&self, spare: &Path, path: &Path, head: &[u8]) -> io::Result<FaultyFile> {
+        let file = self.open_file(spare, true)?;
+        file.write_at(0, head)?;
+        let mut st = lock(&self.state);
+        if st.live.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
+        }
+        let inode = st.live.remove(spare).ok_or_else(|| not_found(spare))?;
+        st.live.insert(path.to_path_buf(), inode);
+        drop(st);
+        Ok(file)
+    }
+
     fn committer(&self) -> io::Result<FaultyCommitter> {
         Ok(FaultyCommitter {
             fs: self.clone(),

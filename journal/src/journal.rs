@@ -246,11 +246,92 @@ struct InFlight {
     report: SyncReport,
 }
 
+/// Spare segment files, zero-filled ahead by a thread of their own, one per stream at a
+/// time: a rotation renames the stream's spare into place instead of creating a segment
+/// (creation blocks on the file system's journal, and a merely allocated file makes every
+/// later data sync a metadata commit).
+struct Spares {
+    requests: Option<std::sync::mpsc::Sender<(u32, PathBuf)>>,
+    done: std::sync::mpsc::Receiver<(u32, bool)>,
+    /// Per stream: a spare is ready, or one was asked for.
+    ready: Vec<bool>,
+    asked: Vec<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Rotations that took a spare, and that had to create their segment.
+    used: u64,
+    missed: u64,
+}
+
+impl Spares {
+    fn start<S: Storage>(storage: &S, streams: usize, segment_bytes: u64) -> Option<Self> {
+        let (req_tx, req_rx) = std::sync::mpsc::channel::<(u32, PathBuf)>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let storage = storage.clone();
+        let thread = std::thread::Builder::new()
+            .name("rim-journal-spares".into())
+            .spawn(move || {
+                while let Ok((stream, path)) = req_rx.recv() {
+                    let ok = storage.prepare_spare(&path, segment_bytes).is_ok();
+                    if done_tx.send((stream, ok)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            requests: Some(req_tx),
+            done: done_rx,
+            ready: vec![false; streams],
+            asked: vec![false; streams],
+            thread: Some(thread),
+            used: 0,
+            missed: 0,
+        })
+    }
+
+    /// Notes finished spares.
+    fn poll(&mut self) {
+        while let Ok((stream, ok)) = self.done.try_recv() {
+            if let (Some(r), Some(a)) = (self.ready.get_mut(stream as usize), self.asked.get_mut(stream as usize)) {
+                *r = ok;
+                *a = false;
+            }
+        }
+    }
+
+    /// Asks for a spare for `stream` unless one is ready or coming.
+    fn ask(&mut self, stream: u32, dir: &Path) {
+        let i = stream as usize;
+        if self.ready[i] || self.asked[i] {
+            return;
+        }
+        if let Some(tx) = &self.requests {
+            self.asked[i] = tx.send((stream, spare_path(dir))).is_ok();
+        }
+    }
+}
+
+impl Drop for Spares {
+    fn drop(&mut self) {
+        // Hang up, then wait for the spare in the making (its file is ours to finish).
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The spare of a stream's directory (a temporary name: recovery removes it).
+fn spare_path(dir: &Path) -> PathBuf {
+    dir.join("spare.seg.tmp")
+}
+
 /// The journal writer; see the crate docs for the format and protocol.
 pub struct Journal<S: Storage = Fs> {
     cfg: JournalConfig,
     storage: S,
     committer: S::Committer,
+    spares: Option<Spares>,
     streams: Vec<Stream<S::File>>,
     in_flight: Option<InFlight>,
     /// Emptied buffers of completed commits, reused as pending buffers.
@@ -303,12 +384,18 @@ impl<S: Storage> Journal<S> {
             streams.push(stream);
             recovery.streams.push(rec);
         }
+        let spares = if storage.keeps_spares() {
+            Spares::start(&storage, streams.len(), cfg.segment_bytes)
+        } else {
+            None
+        };
         let mut journal = Self {
             record_bytes_max: cfg.record_bytes_max(),
             root_dirty: existing.len() < cfg.streams as usize,
             cfg,
             storage,
             committer,
+            spares,
             streams,
             in_flight: None,
             spare: Vec::new(),
@@ -318,6 +405,11 @@ impl<S: Storage> Journal<S> {
         // What recovery read may be only in the page cache (a process crash, not a power
         // loss) and what it cut must stay cut: sync before claiming anything durable.
         journal.sync()?;
+        if let Some(sp) = journal.spares.as_mut() {
+            for (i, st) in journal.streams.iter().enumerate() {
+                sp.ask(i as u32, &st.dir);
+            }
+        }
         Ok((journal, recovery))
     }
 
@@ -362,6 +454,19 @@ impl<S: Storage> Journal<S> {
         self.streams
             .get(stream as usize)
             .map_or(0, |p| self.cfg.buffer_bytes.saturating_sub(p.pending.len()))
+    }
+
+    /// Whether `stream` has a prepared spare segment waiting for its next rotation.
+    pub fn spare_ready(&mut self, stream: u32) -> bool {
+        self.spares.as_mut().is_some_and(|sp| {
+            sp.poll();
+            sp.ready.get(stream as usize).copied().unwrap_or(false)
+        })
+    }
+
+    /// Rotations that took a prepared spare segment, and that had to create theirs.
+    pub fn spares(&self) -> (u64, u64) {
+        self.spares.as_ref().map_or((0, 0), |s| (s.used, s.missed))
     }
 
     /// Bytes buffered for the next commit, over every stream.
@@ -427,7 +532,20 @@ impl<S: Storage> Journal<S> {
             });
         }
         if st.active.write_off + frame_bytes as u64 > st.active.file_len {
-            rotate(storage, cfg, stream, st, time_ms)?;
+            let spare = self.spares.as_mut().and_then(|sp| {
+                sp.poll();
+                let ready = std::mem::take(&mut sp.ready[stream as usize]);
+                if ready {
+                    sp.used += 1;
+                } else {
+                    sp.missed += 1;
+                }
+                ready.then(|| spare_path(&st.dir))
+            });
+            rotate(storage, cfg, stream, st, time_ms, spare.as_deref())?;
+            if let Some(sp) = self.spares.as_mut() {
+                sp.ask(stream, &st.dir);
+            }
         }
         if st.pending.capacity() == 0 {
             st.pending = self.spare.pop().unwrap_or_default();
@@ -651,16 +769,32 @@ fn take_seals<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>) {
     }
 }
 
-/// Seals the active segment and opens a new one at the stream's end.
+/// Seals the active segment and opens a new one at the stream's end: the prepared `spare`
+/// if there is one, else a segment created now.
 fn rotate<S: Storage>(
     storage: &S,
     cfg: &JournalConfig,
     stream: u32,
     st: &mut Stream<S::File>,
     time_ms: u64,
+    spare: Option<&Path>,
 ) -> Result<(), JournalError> {
     let base = st.end;
-    let (file, _) = create_segment(storage, cfg, stream, &st.dir, base, time_ms)?;
+    let adopted = spare.and_then(|sp| {
+        let path = st.dir.join(segment::segment_name(base));
+        let head = SegmentHeader {
+            stream,
+            base,
+            segment_bytes: cfg.segment_bytes,
+            created_ms: time_ms,
+        }
+        .encode();
+        storage.adopt_spare(sp, &path, &head).ok()
+    });
+    let file = match adopted {
+        Some(f) => f,
+        None => create_segment(storage, cfg, stream, &st.dir, base, time_ms)?.0,
+    };
     let new = ActiveSeg {
         base,
         created_ms: time_ms,

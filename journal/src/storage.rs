@@ -176,6 +176,19 @@ pub trait Storage: Clone + Send + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// A committer (probing io_uring once); how it syncs is its [`Storage::sync_method`].
     fn committer(&self) -> io::Result<Self::Committer>;
+    /// Whether the journal should keep spare segment files, prepared ahead on a thread of
+    /// its own ([`Storage::prepare_spare`]), for rotations to take.
+    fn keeps_spares(&self) -> bool {
+        false
+    }
+    /// Creates `path` (a temporary name) as `len` zero bytes written all the way (not just
+    /// allocated: writes into unwritten extents make every later data sync a metadata
+    /// commit), durable. Blocking; run off the writer's thread.
+    fn prepare_spare(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// Turns a prepared spare into the segment `path`: writes `head` at its start, renames
+    /// it, and opens it writable. The rename becomes durable with the next sync of the
+    /// directory.
+    fn adopt_spare(&self, spare: &Path, path: &Path, head: &[u8]) -> io::Result<Self::File>;
     /// How commits reach the disk (decided when the first committer was made).
     fn sync_method(&self) -> SyncMethod;
 }
@@ -330,6 +343,75 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Bytes per write of a zero fill (and its buffer's alignment, for `O_DIRECT`).
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+const DIRECT_ALIGN: usize = 4096;
+
+/// Writes `len` zero bytes to a new file at `path` and syncs it. With `O_DIRECT` where the
+/// file system takes it: the zeros bypass the page cache (no dirty pages for a later sync
+/// to wait on, no cache pollution) and go at this thread's I/O priority.
+fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
+    let direct = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    let (file, aligned) = match direct {
+        Ok(f) => (f, true),
+        // tmpfs and some others refuse O_DIRECT: buffered zeros then.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(path)?;
+            (f, false)
+        }
+        Err(e) => return Err(e),
+    };
+    preallocate(&file, len)?;
+    let mut raw = vec![0u8; ZERO_CHUNK_BYTES + DIRECT_ALIGN];
+    let start = raw.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+    let zeros = &mut raw[start..start + ZERO_CHUNK_BYTES];
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(ZERO_CHUNK_BYTES as u64) as usize;
+        // O_DIRECT needs whole blocks: a segment's size is a multiple of 8, not of 4096, so
+        // a short last piece goes through the page cache.
+        if aligned && n.is_multiple_of(DIRECT_ALIGN) {
+            file.write_all_at(&zeros[..n], off)?;
+        } else {
+            let tail = OpenOptions::new().write(true).open(path)?;
+            tail.write_all_at(&zeros[..n], off)?;
+            tail.sync_data()?;
+        }
+        off += n as u64;
+    }
+    file.sync_all()
+}
+
+/// Puts the calling thread's I/O in the idle class: the block layer (mq-deadline, bfq)
+/// serves it only when nothing else waits, so a spare's zeros never delay a commit.
+/// Failure only costs latency.
+fn set_idle_io_priority() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: ioprio_set takes three integers (who = this thread, its priority) and
+    // touches no memory of ours.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        )
+    };
+}
+
 impl Storage for Fs {
     type File = FsFile;
     type Committer = FsCommitter;
@@ -392,6 +474,33 @@ impl Storage for Fs {
             flight: None,
             finished: None,
         })
+    }
+
+    fn keeps_spares(&self) -> bool {
+        true
+    }
+
+    fn prepare_spare(&self, path: &Path, len: u64) -> io::Result<()> {
+        let _ = fs::remove_file(path);
+        set_idle_io_priority();
+        let result = zero_fill(path, len);
+        if result.is_err() {
+            let _ = fs::remove_file(path);
+        }
+        result
+    }
+
+    fn adopt_spare(&self, spare: &Path, path: &Path, head: &[u8]) -> io::Result<FsFile> {
+        let file = OpenOptions::new().read(true).write(true).open(spare)?;
+        file.write_all_at(head, 0)?;
+        if path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
+        }
+        fs::rename(spare, path)?;
+        FsFile::new(file, true)
     }
 
     fn sync_method(&self) -> SyncMethod {
@@ -514,10 +623,14 @@ impl FsCommitter {
                     .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
                 w.file.check(w.offset, bytes.len() as u64)?;
                 let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("write over 4 GiB"))?;
+                // IOSQE_ASYNC: straight to the kernel's workers. A buffered write tried inline
+                // can block the submitter for milliseconds (page cache allocation, a sync
+                // holding the inode), and the submitter is the journal thread.
                 ops.push(
                     opcode::Write::new(types::Fd(chain.fd), bytes.as_ptr(), len)
                         .offset(w.offset)
                         .build()
+                        .flags(squeue::Flags::ASYNC)
                         .user_data(i as u64),
                 );
             }
@@ -539,6 +652,7 @@ impl FsCommitter {
         for mut chain in entries {
             let last = chain.len() - 1;
             for e in &mut chain[..last] {
+                // Flags accumulate: a write keeps its ASYNC.
                 *e = e.clone().flags(squeue::Flags::IO_LINK);
             }
             if chain.len() > URING_ENTRIES as usize {

@@ -141,6 +141,23 @@ pub struct PersistStats {
     pub store_backpressure_turns: AtomicU64,
     /// Capsules made but not yet handed to the store writer (a level).
     pub store_waiting: AtomicU64,
+    /// Journal-thread turns that took over 1 ms (a stall of the commit pipeline).
+    pub turns_slow: AtomicU64,
+    /// Longest turn, and its phases' longest, since the last report window (levels, ns).
+    pub turn_ns_max: AtomicU64,
+    /// See `turn_ns_max`.
+    pub drain_ns_max: AtomicU64,
+    /// See `turn_ns_max`.
+    pub commit_start_ns_max: AtomicU64,
+    /// See `turn_ns_max`.
+    pub upkeep_ns_max: AtomicU64,
+    /// Group commit latency (start to completion) over the last report window: p50, p99,
+    /// max (levels, ns).
+    pub commit_p50_ns: AtomicU64,
+    /// See `commit_p50_ns`.
+    pub commit_p99_ns: AtomicU64,
+    /// See `commit_p50_ns`.
+    pub commit_max_ns: AtomicU64,
     /// Store transactions.
     pub store_commits: AtomicU64,
     /// Store write failures (the batch is retried for 30 s, then rimd exits and a restart
@@ -187,6 +204,14 @@ impl PersistStats {
             ("checkpoint_bytes", r(&self.checkpoint_bytes)),
             ("store_backpressure_turns", r(&self.store_backpressure_turns)),
             ("store_waiting", r(&self.store_waiting)),
+            ("turns_slow", r(&self.turns_slow)),
+            ("turn_ns_max", r(&self.turn_ns_max)),
+            ("drain_ns_max", r(&self.drain_ns_max)),
+            ("commit_start_ns_max", r(&self.commit_start_ns_max)),
+            ("upkeep_ns_max", r(&self.upkeep_ns_max)),
+            ("commit_p50_ns", r(&self.commit_p50_ns)),
+            ("commit_p99_ns", r(&self.commit_p99_ns)),
+            ("commit_max_ns", r(&self.commit_max_ns)),
             ("store_commits", r(&self.store_commits)),
             ("store_errors", r(&self.store_errors)),
             ("late_events", r(&self.late_events)),

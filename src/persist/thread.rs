@@ -45,6 +45,12 @@ const RETAIN_EVERY: Duration = Duration::from_secs(60);
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Longest wait for the commit in flight before other duties are looked at.
 const COMMIT_WAIT: Duration = Duration::from_millis(1);
+/// Timers and counters are looked at this often.
+const UPKEEP_EVERY: Duration = Duration::from_micros(250);
+/// A turn that took fewer entries than this while a commit runs waits for the commit (at
+/// most `TRICKLE_WAIT`) before the next.
+const TURN_SMALL: usize = 64;
+const TRICKLE_WAIT: Duration = Duration::from_micros(100);
 /// Idle turns spent yielding before napping.
 const IDLE_YIELDS: u32 = 16;
 /// Nap while idle, before parking.
@@ -139,6 +145,31 @@ pub(super) struct Handoff {
     pub(super) names: NamesDelta,
 }
 
+/// The landed work not yet taken by the writer.
+#[derive(Default)]
+struct Ready {
+    items: Vec<Handoff>,
+    /// Capsules to be made of it.
+    waiting: usize,
+}
+
+impl Ready {
+    fn push(&mut self, h: Handoff) {
+        if !h.is_empty() {
+            self.waiting += h.waiting();
+            self.items.push(h);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn waiting(&self) -> usize {
+        self.waiting
+    }
+}
+
 impl Handoff {
     fn is_empty(&self) -> bool {
         self.batch.is_empty() && self.closed.is_empty() && self.prediction_ends.is_empty() && self.names.is_empty()
@@ -146,17 +177,6 @@ impl Handoff {
 
     fn waiting(&self) -> usize {
         self.closed.len() + self.prediction_ends.len()
-    }
-
-    /// Moves a later hand-off into this one.
-    fn merge(&mut self, mut later: Handoff) {
-        self.batch.merge(later.batch);
-        self.closed.append(&mut later.closed);
-        let base = self.predictions.len();
-        self.predictions.append(&mut later.predictions);
-        self.prediction_ends
-            .extend(later.prediction_ends.iter().map(|e| e + base));
-        self.names.append(later.names);
     }
 
     /// Makes the capsules of the closed windows and predictions, with `names` (a replica of
@@ -201,11 +221,12 @@ struct JournalThread {
     closed: Vec<Closed>,
     staged: Stage,
     flying: Stage,
-    /// Durable work waiting for the store writer.
-    ready: Handoff,
+    /// Durable work waiting for the store writer, one item per landed commit (landing
+    /// never copies a growing buffer).
+    ready: Ready,
     runs: RunBuilder,
     predicting: bool,
-    to_writer: Option<SyncSender<Handoff>>,
+    to_writer: Option<SyncSender<Vec<Handoff>>>,
     last_marker: Option<(u64, u64)>,
     commit_started: Instant,
     store_interval: Duration,
@@ -231,6 +252,70 @@ struct JournalThread {
     durable_seqs: Vec<Arc<AtomicU64>>,
     /// Where an entry straddling a ring's end is put together.
     scratch: Vec<u8>,
+    turns: TurnStats,
+}
+
+/// Where the journal thread's time goes: the longest turn and phases over a window, slow
+/// turns, commit latency. Published into the stats once a window (the agent pattern's
+/// stall counters).
+struct TurnStats {
+    window_started: Instant,
+    turn_max: Duration,
+    drain_max: Duration,
+    commit_max: Duration,
+    upkeep_max: Duration,
+    /// None only if the histogram could not be made (the bounds are constants).
+    commits: Option<hdrhistogram::Histogram<u64>>,
+}
+
+/// How often the turn stats are published (and their maxima reset).
+const TURN_WINDOW: Duration = Duration::from_secs(1);
+
+impl TurnStats {
+    fn new() -> Self {
+        Self {
+            window_started: Instant::now(),
+            turn_max: Duration::ZERO,
+            drain_max: Duration::ZERO,
+            commit_max: Duration::ZERO,
+            upkeep_max: Duration::ZERO,
+            // Three significant digits up to a minute: a fixed allocation made once.
+            commits: hdrhistogram::Histogram::new_with_bounds(1_000, 60_000_000_000, 3).ok(),
+        }
+    }
+
+    fn turn(&mut self, phases: [Duration; 3], stats: &PersistStats) {
+        let total = phases[0] + phases[1] + phases[2];
+        if total > Duration::from_millis(1) {
+            stats.turns_slow.fetch_add(1, Ordering::Relaxed);
+        }
+        self.turn_max = self.turn_max.max(total);
+        self.drain_max = self.drain_max.max(phases[0]);
+        self.commit_max = self.commit_max.max(phases[1]);
+        self.upkeep_max = self.upkeep_max.max(phases[2]);
+        if self.window_started.elapsed() >= TURN_WINDOW {
+            self.publish(stats);
+        }
+    }
+
+    fn publish(&mut self, stats: &PersistStats) {
+        let ns = |d: Duration| d.as_nanos() as u64;
+        stats.turn_ns_max.store(ns(self.turn_max), Ordering::Relaxed);
+        stats.drain_ns_max.store(ns(self.drain_max), Ordering::Relaxed);
+        stats.commit_start_ns_max.store(ns(self.commit_max), Ordering::Relaxed);
+        stats.upkeep_ns_max.store(ns(self.upkeep_max), Ordering::Relaxed);
+        if let Some(h) = self.commits.as_mut().filter(|h| !h.is_empty()) {
+            stats.commit_p50_ns.store(h.value_at_quantile(0.5), Ordering::Relaxed);
+            stats.commit_p99_ns.store(h.value_at_quantile(0.99), Ordering::Relaxed);
+            stats.commit_max_ns.store(h.max(), Ordering::Relaxed);
+            h.reset();
+        }
+        self.window_started = Instant::now();
+        self.turn_max = Duration::ZERO;
+        self.drain_max = Duration::ZERO;
+        self.commit_max = Duration::ZERO;
+        self.upkeep_max = Duration::ZERO;
+    }
 }
 
 /// Starts the journal thread and the store writer. They run until `stop` is set and
@@ -242,10 +327,11 @@ pub fn spawn(
     core: Option<usize>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, PersistError> {
     let p = &o.config.persist;
-    let (tx, rx) = sync_channel::<Handoff>(1);
+    let (tx, rx) = sync_channel::<Vec<Handoff>>(1);
     let store = o.store.clone();
     let stats = o.stats.clone();
     let names = o.rollup.names().clone();
+    let durable_every = Duration::from_millis(p.checkpoint_ms);
     let writer = std::thread::Builder::new()
         .name("rimd-store".into())
         .spawn(move || {
@@ -255,7 +341,7 @@ pub fn spawn(
             // The writer shares the cold core with the journal thread: when both can run,
             // the journal (what producers wait on) goes first.
             lower_priority(WRITER_NICE);
-            writer::run(&store, rx, &stats, names);
+            writer::run(&store, rx, &stats, names, durable_every);
         })
         .map_err(|e| PersistError::Thread("store writer", e))?;
     let shards = inputs.reflex.len();
@@ -267,7 +353,7 @@ pub fn spawn(
         closed: Vec::new(),
         staged: Stage::default(),
         flying: Stage::default(),
-        ready: Handoff::default(),
+        ready: Ready::default(),
         runs: o.runs,
         predicting: p.predict,
         to_writer: Some(tx),
@@ -290,6 +376,7 @@ pub fn spawn(
         durable_marker: inputs.durable_marker.clone(),
         durable_seqs: inputs.durable_seqs.clone(),
         scratch: Vec::with_capacity(entry::BODY_BYTES_MAX),
+        turns: TurnStats::new(),
     };
     t.staged.seqs = vec![0; shards];
     t.flying.seqs = vec![0; shards];
@@ -426,13 +513,24 @@ pub(super) fn predicted_capsule(names: &Names, bytes: &[u8]) -> Option<Capsule> 
 impl JournalThread {
     fn run(&mut self, inputs: &mut Rings, stop: &AtomicBool) {
         info!(sync = ?self.journal.sync_method(), "journal thread started");
+        let mut upkeep_at = Instant::now();
         loop {
+            let t0 = Instant::now();
             let mut work = self.complete(None);
-            work += self.drain(inputs);
+            let drained = self.drain(inputs);
+            work += drained;
+            let t1 = Instant::now();
             work += self.start_commit();
-            self.publish_tally();
+            let t2 = Instant::now();
             let stopping = stop.load(Ordering::Relaxed);
-            work += self.upkeep(inputs, stopping);
+            // Timers and counters at most every UPKEEP_EVERY: a busy turn is a few entries.
+            if stopping || t2.duration_since(upkeep_at) >= UPKEEP_EVERY {
+                upkeep_at = t2;
+                self.publish_tally();
+                work += self.upkeep(inputs, stopping);
+            }
+            let t3 = Instant::now();
+            self.turns.turn([t1 - t0, t2 - t1, t3 - t2], &self.stats);
             if stopping && self.quiescent(inputs) {
                 self.finish(inputs);
                 break;
@@ -442,6 +540,11 @@ impl JournalThread {
             } else {
                 self.idle_since = None;
                 self.idle_turns = 0;
+                if drained < TURN_SMALL && self.journal.in_flight() {
+                    // A trickle while a commit runs: let it gather (it goes to the next
+                    // commit anyway) rather than spin a turn per entry.
+                    self.complete(Some(TRICKLE_WAIT));
+                }
             }
         }
         info!("journal thread stopped");
@@ -627,6 +730,9 @@ impl JournalThread {
         match self.journal.complete(wait) {
             Ok(Some(report)) => {
                 let ns = self.commit_started.elapsed().as_nanos() as u64;
+                if let Some(h) = self.turns.commits.as_mut() {
+                    let _ = h.record(ns.clamp(1_000, 60_000_000_000));
+                }
                 self.stats.syncs.fetch_add(1, Ordering::Relaxed);
                 self.stats.sync_ns.fetch_add(ns, Ordering::Relaxed);
                 self.stats.sync_ns_max.fetch_max(ns, Ordering::Relaxed);
@@ -663,7 +769,7 @@ impl JournalThread {
                 }
             }
         }
-        self.ready.merge(stage.work);
+        self.ready.push(stage.work);
     }
 
     fn publish_tally(&mut self) {
@@ -830,19 +936,22 @@ impl JournalThread {
             return 0;
         };
         self.handed_at = Instant::now();
-        let batch = std::mem::take(&mut self.ready);
-        let n = batch.waiting() as u64;
+        let ready = std::mem::take(&mut self.ready);
+        let n = ready.waiting as u64;
         self.stats.store_pending.fetch_add(n, Ordering::Relaxed);
         let sent = if block {
-            tx.send(batch).map_err(|e| TrySendError::Disconnected(e.0))
+            tx.send(ready.items).map_err(|e| TrySendError::Disconnected(e.0))
         } else {
-            tx.try_send(batch)
+            tx.try_send(ready.items)
         };
         match sent {
             Ok(()) => 1,
-            Err(TrySendError::Full(batch)) => {
+            Err(TrySendError::Full(items)) => {
                 self.stats.store_pending.fetch_sub(n, Ordering::Relaxed);
-                self.ready = batch;
+                self.ready = Ready {
+                    items,
+                    waiting: ready.waiting,
+                };
                 0
             }
             Err(TrySendError::Disconnected(_)) => {

@@ -22,14 +22,26 @@ const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// Commits hand-offs until the journal thread hangs up: makes their capsules (with a
 /// replica of the roll-up's names, kept up to date by the hand-offs), then one transaction.
-pub(super) fn run(store: &Store, rx: Receiver<Handoff>, stats: &PersistStats, mut names: Names) {
+/// Transactions are synced at most once per `durable_every` (and at the end): the journal
+/// is the source of truth, and after a crash redb comes back as of its last synced commit,
+/// whose capsules, decision runs, checkpoint and watermarks agree, and recovery replays
+/// the rest from the journal. A sync per hand-off would cost the disk (and the journal's
+/// own syncs) tens of milliseconds a second.
+pub(super) fn run(
+    store: &Store,
+    rx: Receiver<Vec<Handoff>>,
+    stats: &PersistStats,
+    mut names: Names,
+    durable_every: Duration,
+) {
     let mut retained_at = Instant::now();
+    let mut synced_at = Instant::now();
     let mut indexed: Vec<u64> = Vec::new();
     while let Ok(first) = rx.recv() {
-        let mut batch = first.into_batch(&mut names);
-        // Anything else queued goes into the same transaction.
-        while let Ok(more) = rx.try_recv() {
-            batch.merge(more.into_batch(&mut names));
+        let mut batch = Batch::default();
+        // Anything else queued goes into the same transaction, in order.
+        for h in first.into_iter().chain(rx.try_iter().flatten()) {
+            batch.merge(h.into_batch(&mut names));
         }
         for r in &batch.decision_runs {
             let k = usize::from(r.shard);
@@ -38,23 +50,34 @@ pub(super) fn run(store: &Store, rx: Receiver<Handoff>, stats: &PersistStats, mu
             }
             indexed[k] = indexed[k].max(r.last_seq);
         }
-        commit(store, &mut batch, stats);
+        let durable = synced_at.elapsed() >= durable_every;
+        if durable {
+            synced_at = Instant::now();
+        }
+        commit_with(store, &mut batch, stats, durable);
         stats.decisions_indexed.store(indexed.iter().sum(), Ordering::Relaxed);
         if retained_at.elapsed() >= RETAIN_EVERY {
             retained_at = Instant::now();
             retain(store);
         }
     }
+    // Whatever was committed without a sync reaches the disk now.
+    commit_with(store, &mut Batch::default(), stats, true);
 }
 
-/// Writes one batch (retrying), counts the outcome and clears it.
+/// Writes one batch durably (retrying), counts the outcome and clears it.
 pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
+    commit_with(store, batch, stats, true);
+}
+
+/// Writes one batch (retrying; synced if `durable`), counts the outcome and clears it.
+fn commit_with(store: &Store, batch: &mut Batch, stats: &PersistStats, durable: bool) {
     let capsules = batch.capsules.len() as u64;
     let started = std::time::Instant::now();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match store.write(batch) {
+        match store.write_with(batch, durable) {
             Ok(out) => {
                 stats.store_commits.fetch_add(1, Ordering::Relaxed);
                 stats
