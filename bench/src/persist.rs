@@ -185,10 +185,13 @@ fn flood(
 ) -> Result<(u64, f64), BenchError> {
     let nodes = workload::nodes();
     let started = Instant::now();
-    let until = started + Duration::from_secs_f64(secs);
+    // No deadline when `secs` is too large for a Duration (a run bounded by `max` alone).
+    let until = Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| started.checked_add(d));
     let mut sent = 0u64;
     let mut ts = workload::unix_ms();
-    while sent < max && (!sent.is_multiple_of(4096) || Instant::now() < until) {
+    while sent < max && (!sent.is_multiple_of(4096) || until.is_none_or(|u| Instant::now() < u)) {
         if sent.is_multiple_of(4096) {
             ts = ts.max(workload::unix_ms());
         }

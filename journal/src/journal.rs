@@ -271,7 +271,7 @@ impl Spares {
             .name("rim-journal-spares".into())
             .spawn(move || {
                 while let Ok((stream, path)) = req_rx.recv() {
-                    let ok = storage.prepare_spare(&path, segment_bytes).is_ok();
+                    let ok = storage.prepare_spare(&path, segment_bytes, true).is_ok();
                     if done_tx.send((stream, ok)).is_err() {
                         break;
                     }
@@ -821,6 +821,35 @@ fn rotate<S: Storage>(
     Ok(())
 }
 
+/// A stream's first segment (a new journal, or every segment retired): written zero all
+/// the way when the storage keeps spares, as every later segment is, so that the first
+/// commits are not metadata commits; a plain created segment if that fails.
+fn first_segment<S: Storage>(
+    storage: &S,
+    cfg: &JournalConfig,
+    stream: u32,
+    dir: &Path,
+    base: Pos,
+) -> Result<S::File, JournalError> {
+    if storage.keeps_spares() {
+        let spare = spare_path(dir);
+        if storage.prepare_spare(&spare, cfg.segment_bytes, false).is_ok() {
+            let head = SegmentHeader {
+                stream,
+                base,
+                segment_bytes: cfg.segment_bytes,
+                created_ms: 0,
+            }
+            .encode();
+            if let Ok(f) = storage.adopt_spare(&spare, &dir.join(segment::segment_name(base)), &head) {
+                return Ok(f);
+            }
+        }
+        let _ = storage.remove_file(&spare);
+    }
+    Ok(create_segment(storage, cfg, stream, dir, base, 0)?.0)
+}
+
 fn create_segment<S: Storage>(
     storage: &S,
     cfg: &JournalConfig,
@@ -1015,7 +1044,7 @@ fn recover_stream<S: Storage>(
                 .map(|s: &SealedSeg<S::File>| s.end)
                 .or(discarded)
                 .unwrap_or(0);
-            let (file, _) = create_segment(storage, cfg, stream, &dir, base, 0)?;
+            let file = first_segment(storage, cfg, stream, &dir, base)?;
             dir_dirty = true;
             ActiveSeg {
                 base,

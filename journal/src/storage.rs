@@ -183,8 +183,9 @@ pub trait Storage: Clone + Send + 'static {
     }
     /// Creates `path` (a temporary name) as `len` zero bytes written all the way (not just
     /// allocated: writes into unwritten extents make every later data sync a metadata
-    /// commit), durable. Blocking; run off the writer's thread.
-    fn prepare_spare(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// commit), durable. Blocking; `background` asks for the lowest I/O priority for the
+    /// rest of the calling thread's life (the spares thread), else the thread's own.
+    fn prepare_spare(&self, path: &Path, len: u64, background: bool) -> io::Result<()>;
     /// Turns a prepared spare into the segment `path`: writes `head` at its start, renames
     /// it, and opens it writable. The rename becomes durable with the next sync of the
     /// directory.
@@ -480,9 +481,11 @@ impl Storage for Fs {
         true
     }
 
-    fn prepare_spare(&self, path: &Path, len: u64) -> io::Result<()> {
+    fn prepare_spare(&self, path: &Path, len: u64, background: bool) -> io::Result<()> {
         let _ = fs::remove_file(path);
-        set_idle_io_priority();
+        if background {
+            set_idle_io_priority();
+        }
         let result = zero_fill(path, len);
         if result.is_err() {
             let _ = fs::remove_file(path);
