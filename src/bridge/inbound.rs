@@ -466,9 +466,10 @@ impl Inbound {
     }
 
     /// Commits the stored offsets, synchronously: the result is known here (librdkafka's
-    /// asynchronous commit results do not reach a `BaseConsumer`'s poll), and the thread has
-    /// nothing better to do for the round trip. Skipped while the consumer side is degraded
-    /// (the offsets stay stored and go with the first commit after recovery).
+    /// asynchronous commit results do not reach a `BaseConsumer`'s poll: tried, the commit
+    /// callback never ran), and the thread has nothing better to do for the round trip.
+    /// Skipped while the consumer side is degraded (the offsets stay stored and go with the
+    /// first commit after recovery).
     fn commit(&self, force: bool) {
         let mut t = self.consumer.context().tracker();
         if !t.stored || (!force && !self.w.health.is_ok(Side::In)) {
