@@ -16,7 +16,8 @@
 //! - `broker-floor`: the `kafka-in` row's messages, saturating, through the same broker to
 //!   a topic of their own, read back by a plain librdkafka consumer in the bench that does
 //!   not decode them ([`floor`]): the broker's and the client library's limit here, beside
-//!   which `kafka-in` is judged.
+//!   which `kafka-in` is judged; `broker-floor-50k` the same paced at 50,000 events/s,
+//!   the latency floor of `kafka-in-50k`.
 //! - `kafka-in`: Avro events in the Confluent wire format produced to `rim.fast-path` (12
 //!   partitions, keyed by RimNodeId) with rdkafka (`BaseProducer`, linger 5 ms),
 //!   **saturating**: offered as fast as the producer takes them, with at most
@@ -75,6 +76,10 @@ pub const SUITE: Suite = Suite {
         RowSpec {
             name: "broker-floor",
             run: |opts| run_row(opts, "broker-floor", Way::Floor, None),
+        },
+        RowSpec {
+            name: "broker-floor-50k",
+            run: |opts| run_row(opts, "broker-floor-50k", Way::Floor, Some(PACED_PER_S)),
         },
         RowSpec {
             name: "kafka-in",
