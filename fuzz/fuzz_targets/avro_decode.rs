@@ -2,7 +2,8 @@
 //! decoded by the compiled plan of one of several writer schemas (the platform's, a newer
 //! one with fields to skip, an older one that promotes and defaults, one of unions). Any
 //! bytes: an error or an event, never a panic, never more work than the bytes allow. A
-//! body the platform plan decodes, encoded again, decodes to the same event.
+//! body the platform plan decodes, encoded again, decodes and encodes to the same bytes
+//! (bytes, not events: a NaN is not equal to itself).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -55,6 +56,9 @@ fuzz_target!(|data: &[u8]| {
     if index == 0 {
         let mut again = Vec::new();
         encode::put_event(&ev, &mut again);
-        assert_eq!(plans[0].decode(&again).as_ref(), Ok(&ev), "re-encoded body decodes differently");
+        let decoded = plans[0].decode(&again).expect("a re-encoded body decodes");
+        let mut twice = Vec::new();
+        encode::put_event(&decoded, &mut twice);
+        assert_eq!(again, twice, "a re-encoded body decodes differently");
     }
 });
