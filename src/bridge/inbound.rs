@@ -4,9 +4,11 @@
 //! into ingest, or sent to the DLQ.
 //!
 //! Batches: the thread takes up to `consume_batch_max` messages at a time (the first poll
-//! waits, the rest take only what librdkafka has already fetched), then settles, stores
-//! offsets and maybe commits once for the batch: the clock, the counters and the offset
-//! bookkeeping are per batch, and nothing per message makes a system call.
+//! waits, the rest take only what librdkafka has already fetched), then settles and stores
+//! offsets once for the batch: the clock, the counters and the offset bookkeeping are per
+//! batch, and nothing per message makes a system call. Commits (synchronous, every
+//! `commit_interval_ms`) run on a thread of their own so that their broker round trip
+//! never stalls consumption.
 //!
 //! Offsets: a message's offset is stored (and then committed, every
 //! `commit_interval_ms`) only once it is *settled*: its event is durable (the ring's
@@ -434,98 +436,135 @@ impl Inbound {
         })
     }
 
-    /// The thread's loop, until `stop`: settle, maybe commit, take a batch.
-    pub(crate) fn run(mut self) {
+    /// The thread's loop, until `stop`: settle, take a batch. Offsets are committed every
+    /// `commit_interval_ms` by a thread of its own (`rimd-kafka-commit`, which inherits the
+    /// cold core): a synchronous commit waits a broker round trip, and on the consuming
+    /// thread that wait stalled every message behind it (measured: `kafka-in-50k` p50 25 →
+    /// 19 ms with commits out of the way).
+    pub(crate) fn run(self) {
         info!(topic = %self.w.cfg.in_topic, group = %self.w.cfg.group_id, "kafka bridge: consuming");
-        let commit_every = Duration::from_millis(self.w.cfg.commit_interval_ms);
-        let mut last_commit = Instant::now();
-        let mut last_probe = Instant::now();
-        while !self.w.stopping() {
-            let pending = {
-                let mut t = self.consumer.context().tracker();
-                t.settle(&self.consumer);
-                t.pending.len()
-            };
-            if last_commit.elapsed() >= commit_every {
-                self.commit(false);
-                last_commit = Instant::now();
-            }
-            if !self.w.health.is_ok(Side::In) && last_probe.elapsed() >= PROBE_INTERVAL {
-                self.probe();
-                last_probe = Instant::now();
-            }
-            if pending >= self.w.cfg.in_flight_max {
-                // Ingest or the journal is behind: wait for it rather than read more.
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
-            }
-            let room = (self.w.cfg.in_flight_max - pending).min(self.w.cfg.consume_batch_max);
-            self.w.batch(&self.consumer, room);
-        }
-        self.shut_down();
-    }
-
-    /// Commits the stored offsets, synchronously: the result is known here (librdkafka's
-    /// asynchronous commit results do not reach a `BaseConsumer`'s poll: tried, the commit
-    /// callback never ran), and the thread has nothing better to do for the round trip.
-    /// Skipped while the consumer side is degraded (the offsets stay stored and go with the
-    /// first commit after recovery).
-    fn commit(&self, force: bool) {
-        let mut t = self.consumer.context().tracker();
-        if !t.stored || (!force && !self.w.health.is_ok(Side::In)) {
-            return;
-        }
-        t.stored = false;
-        drop(t);
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => BridgeHealth::bump(&self.w.health.commits, 1),
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                // The offsets stay stored in librdkafka: the next round commits them.
-                self.consumer.context().tracker().stored = true;
-                on_error(&self.w.health, Side::In, &e, "offset commit");
-            }
-        }
-    }
-
-    fn probe(&self) {
-        match self
-            .consumer
-            .fetch_metadata(Some(self.w.cfg.in_topic.as_str()), Duration::from_secs(1))
-        {
-            Ok(_) => self.w.health.ok(Side::In),
-            Err(e) => on_error(&self.w.health, Side::In, &e, "metadata probe"),
-        }
-    }
-
-    /// Waits (bounded) for what was handed to ingest to settle, commits, and closes.
-    fn shut_down(self) {
-        let deadline = Instant::now() + SHUTDOWN_WAIT;
-        loop {
-            let left = {
-                let mut t = self.consumer.context().tracker();
-                t.settle(&self.consumer);
-                t.pending.len()
-            };
-            if left == 0 || Instant::now() >= deadline {
-                if left > 0 {
-                    warn!(
-                        left,
-                        "kafka bridge: stopping with messages not yet durable; they will be read again"
-                    );
+        let Inbound { consumer, mut w } = self;
+        let commit_every = Duration::from_millis(w.cfg.commit_interval_ms);
+        let health = w.health.clone();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let committer = std::thread::Builder::new()
+                .name("rimd-kafka-commit".into())
+                .spawn_scoped(s, || commit_loop(&consumer, &health, commit_every, &done));
+            let inline_commits = match committer {
+                Ok(_) => None,
+                Err(e) => {
+                    warn!("kafka bridge: no commit thread ({e}); committing on the consuming thread");
+                    Some(commit_every)
                 }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        self.commit(true);
-        {
-            let t = self.consumer.context().tracker();
-            let _ = t.dlq.flush(Duration::from_secs(2));
-        }
-        info!("kafka bridge: consumer stopped");
-        // Dropping the consumer leaves the group (its revoke callback commits again).
+            };
+            consume_loop(&consumer, &mut w, inline_commits);
+            done.store(true, Ordering::Release);
+        });
+        shut_down(&consumer, &w);
     }
+}
+
+/// Settles and takes batches until `stop`; commits too when `inline_commits` is given
+/// (no commit thread).
+fn consume_loop(consumer: &InConsumer, w: &mut Worker, inline_commits: Option<Duration>) {
+    let mut last_commit = Instant::now();
+    let mut last_probe = Instant::now();
+    while !w.stopping() {
+        let pending = {
+            let mut t = consumer.context().tracker();
+            t.settle(consumer);
+            t.pending.len()
+        };
+        if inline_commits.is_some_and(|every| last_commit.elapsed() >= every) {
+            commit(consumer, &w.health, false);
+            last_commit = Instant::now();
+        }
+        if !w.health.is_ok(Side::In) && last_probe.elapsed() >= PROBE_INTERVAL {
+            probe(consumer, w);
+            last_probe = Instant::now();
+        }
+        if pending >= w.cfg.in_flight_max {
+            // Ingest or the journal is behind: wait for it rather than read more.
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        let room = (w.cfg.in_flight_max - pending).min(w.cfg.consume_batch_max);
+        w.batch(consumer, room);
+    }
+}
+
+/// Commits what settled every `every`, until `done` (checked every 10 ms at most, so
+/// shutdown does not wait out an interval).
+fn commit_loop(consumer: &InConsumer, health: &BridgeHealth, every: Duration, done: &AtomicBool) {
+    let mut last = Instant::now();
+    while !done.load(Ordering::Acquire) {
+        let left = every.saturating_sub(last.elapsed());
+        if left.is_zero() {
+            commit(consumer, health, false);
+            last = Instant::now();
+        } else {
+            std::thread::sleep(left.min(Duration::from_millis(10)));
+        }
+    }
+}
+
+/// Commits the stored offsets, synchronously: the result is known here (librdkafka's
+/// asynchronous commit results do not reach a `BaseConsumer`'s poll: tried, the commit
+/// callback never ran). Skipped while the consumer side is degraded unless `force`d (the
+/// offsets stay stored and go with the first commit after recovery).
+fn commit(consumer: &InConsumer, health: &BridgeHealth, force: bool) {
+    let mut t = consumer.context().tracker();
+    if !t.stored || (!force && !health.is_ok(Side::In)) {
+        return;
+    }
+    t.stored = false;
+    drop(t);
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => BridgeHealth::bump(&health.commits, 1),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            // The offsets stay stored in librdkafka: the next round commits them.
+            consumer.context().tracker().stored = true;
+            on_error(health, Side::In, &e, "offset commit");
+        }
+    }
+}
+
+fn probe(consumer: &InConsumer, w: &Worker) {
+    match consumer.fetch_metadata(Some(w.cfg.in_topic.as_str()), Duration::from_secs(1)) {
+        Ok(_) => w.health.ok(Side::In),
+        Err(e) => on_error(&w.health, Side::In, &e, "metadata probe"),
+    }
+}
+
+/// Waits (bounded) for what was handed to ingest to settle, commits, and closes.
+fn shut_down(consumer: &InConsumer, w: &Worker) {
+    let deadline = Instant::now() + SHUTDOWN_WAIT;
+    loop {
+        let left = {
+            let mut t = consumer.context().tracker();
+            t.settle(consumer);
+            t.pending.len()
+        };
+        if left == 0 || Instant::now() >= deadline {
+            if left > 0 {
+                warn!(
+                    left,
+                    "kafka bridge: stopping with messages not yet durable; they will be read again"
+                );
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    commit(consumer, &w.health, true);
+    {
+        let t = consumer.context().tracker();
+        let _ = t.dlq.flush(Duration::from_secs(2));
+    }
+    info!("kafka bridge: consumer stopped");
+    // Dropping the consumer leaves the group (its revoke callback commits again).
 }
 
 /// The id of an event without one: its partition and offset, which a redelivered copy of
