@@ -15,10 +15,10 @@
 //!
 //! Why hand-written rather than `apache-avro`: the bridge reads one record type from
 //! untrusted bytes, and what it needs (a plan that fills the intake ring's event in place,
-//! hard bounds, typed errors) is not what that crate offers (a value tree per message); its
-//! schema parser and resolution rules would save ~400 of these lines at the price of its
-//! dependency tree (regex, uuid, bigdecimal, num-bigint, strum, …). The README has the
-//! measurement. The decoder is tested against an independent encoder (Python's fastavro
+//! hard bounds, typed errors) is not what that crate offers (a value tree per message:
+//! ~4–5.5 µs per event here against ~0.3–0.4 µs for a plan); its schema parser and
+//! resolution rules would save only [`schema`] at the price of 50 crates. The README
+//! ("Dependencies beyond the chosen set") has the measurement. The decoder is tested against an independent encoder (Python's fastavro
 //! through confluent-kafka's `AvroSerializer`, `tests/kafka.rs`) and fuzzed (`fuzz/`).
 
 #![forbid(unsafe_code)]
