@@ -8,9 +8,10 @@
 //! resolution of a newer writer schema; malformed messages land in the DLQ with their bytes
 //! and headers; capsules and decisions reach their topics; offsets are committed only after
 //! durability (a restarted or second consumer does not see them again); the outbox cursor
-//! survives restarts; and with the daemon: decisions from Kafka events, a restart losing
-//! nothing, two instances splitting the partitions, a broker outage that degrades only the
-//! bridge.
+//! survives restarts; and with the daemon: decisions from Kafka events, a SIGKILL and
+//! restart that loses nothing and journals every redelivered event once (with or without
+//! an `event_id`), two instances splitting the partitions, a broker outage that degrades
+//! only the bridge.
 //!
 //! The venv must exist (`scripts/pyenv.sh`; `scripts/test.sh` runs it first): a test
 //! without it fails and says so.
@@ -857,6 +858,23 @@ fn journal_ids(data_dir: &Path) -> BTreeMap<String, usize> {
     out
 }
 
+/// Every journaled event as (node, event time), with how often it appears: the outside
+/// view of exactly-once, whether or not the event had an `event_id`.
+fn journal_events(data_dir: &Path) -> BTreeMap<(String, i64), usize> {
+    let dir = data_dir.join("journal");
+    let mut out = BTreeMap::new();
+    let stream = rimd::persist::audit::STREAM_EVENTS;
+    let Ok(mut r) = rim_journal::Reader::open(&dir, stream, 0, rim_journal::Fs::new()) else {
+        return out;
+    };
+    while let Ok(Some((_, bytes))) = r.next() {
+        if let Ok(rec) = rim_journal::event::decode(bytes) {
+            *out.entry((rec.rim_node_id.to_owned(), rec.timestamp)).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
 fn daemon_sets(broker: &Broker, registry: &str, group: &str, extra: &[&str]) -> Vec<String> {
     let mut sets = bridge_sets(broker, registry, group);
     sets.extend(extra.iter().map(|s| (*s).to_owned()));
@@ -877,6 +895,33 @@ fn hot_events(first: usize, n: usize, nodes: usize) -> Vec<Value> {
                    "headers": {"X-Correlation-ID": format!("corr-{k}")}})
         })
         .collect()
+}
+
+/// As [`hot_events`], without `event_id` (null): only their place in Kafka names them.
+fn anonymous_events(first: usize, n: usize, nodes: usize) -> Vec<Value> {
+    let mut lines = hot_events(first, n, nodes);
+    for l in &mut lines {
+        l["event"]["event_id"] = Value::Null;
+    }
+    lines
+}
+
+#[track_caller]
+fn wait_journal_events(d: &Daemon, n: usize) -> BTreeMap<(String, i64), usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = journal_events(&d.data_dir());
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} events journaled\n{}",
+            events.len(),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[track_caller]
@@ -939,6 +984,64 @@ fn kafka_events_become_decisions_and_capsules_and_a_restart_loses_nothing() {
     assert_eq!(ids.keys().cloned().collect::<BTreeSet<_>>(), expected);
     let twice: Vec<_> = ids.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "journaled more than once: {twice:?}");
+}
+
+#[test]
+fn events_without_an_event_id_are_journaled_once_after_a_sigkill() {
+    let dir = TempDir::new("kafka-anon");
+    let broker = Broker::start(dir.path());
+    let registry = Registry::start();
+    let (v1, _) = write_schemas(dir.path());
+    // The first daemon never commits an offset and never checkpoints: after its SIGKILL
+    // every message it took is delivered again, all of them already journaled, and
+    // recovery replays the whole journal into ingest's dedup windows.
+    let first_sets = daemon_sets(
+        &broker,
+        &registry.url,
+        "anon",
+        &[
+            "bridge.commit_interval_ms=600000",
+            "persist.checkpoint_ms=600000",
+            "bridge.publish_capsules=false",
+            "bridge.publish_decisions=false",
+        ],
+    );
+    let d = start_daemon(TempDir::new("kafka-anon-d"), &first_sets);
+    // 40 events without an id and 10 with one, over 10 nodes (5 a node: inside the
+    // default dedup window of 16).
+    let mut lines = anonymous_events(0, 40, 10);
+    lines.extend(hot_events(40, 10, 10));
+    produce(&broker, &registry, &v1, &lines);
+    wait_journal_events(&d, 50);
+    let dir_back = d.into_dir();
+    produce(&broker, &registry, &v1, &anonymous_events(50, 20, 10));
+    let later_sets = daemon_sets(
+        &broker,
+        &registry.url,
+        "anon",
+        &["bridge.publish_capsules=false", "bridge.publish_decisions=false"],
+    );
+    let d = start_daemon(dir_back, &later_sets);
+    let events = wait_journal_events(&d, 70);
+    // The 50 redelivered messages are read before the 20 new ones (partition order), so
+    // once the 20 are in, any duplicate would be too.
+    let expected: BTreeSet<(String, i64)> = (0..70)
+        .map(|k| (format!("rim:sensor:plant:k{}", k % 10), T0 + k as i64 * 250))
+        .collect();
+    assert_eq!(events.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let twice: Vec<_> = events.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "journaled more than once: {twice:?}\n{}",
+        d.log_text()
+    );
+    // The anonymous ones carry their place in Kafka as their id.
+    let named = journal_ids(&d.data_dir());
+    assert_eq!(
+        named.keys().filter(|k| k.starts_with("kafka:")).count(),
+        60,
+        "{named:?}"
+    );
 }
 
 #[test]

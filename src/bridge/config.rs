@@ -26,12 +26,26 @@ pub struct BridgeConfig {
     pub publish_capsules: bool,
     /// Publish decisions.
     pub publish_decisions: bool,
-    /// Schema registry base URL (`http://host:port[/prefix]`); empty for none.
+    /// Schema registry base URL (`http://` or `https://host[:port][/prefix]`); empty for
+    /// none.
     pub schema_registry_url: String,
     /// Local writer schemas, `"ID=PATH.avsc"` each (checked before the registry).
     pub schema_files: Vec<String>,
-    /// Timeout of one registry request, ms.
+    /// Total time of one registry request (resolution, connection, TLS, the whole answer), ms.
     pub registry_timeout_ms: u64,
+    /// Basic-auth user of the registry (empty: no basic auth).
+    pub registry_username: String,
+    /// Basic-auth password of the registry (`RIMD_BRIDGE_REGISTRY_PASSWORD` keeps it out of
+    /// files).
+    pub registry_password: String,
+    /// Bearer token for the registry (empty: none; not together with basic auth).
+    pub registry_bearer_token: String,
+    /// PEM file of the CAs trusted for an `https://` registry (empty: Mozilla's roots).
+    pub registry_ca_file: String,
+    /// Writer schemas from the registry kept compiled, at most (the oldest goes first).
+    pub registry_cache_max: usize,
+    /// How long an id the registry does not know is not asked again, ms.
+    pub registry_negative_ttl_ms: u64,
     /// Retries of a message whose failure may pass (registry unreachable) before the DLQ.
     pub retries_max: u32,
     /// First retry delay, ms (doubling per retry).
@@ -48,6 +62,8 @@ pub struct BridgeConfig {
     pub commit_interval_ms: u64,
     /// Messages handed to ingest and not yet durable, at most (consumption pauses beyond).
     pub in_flight_max: usize,
+    /// Messages taken from the consumer and handled in one batch, at most.
+    pub consume_batch_max: usize,
     /// How often the outbox looks for new capsules and decisions, ms.
     pub outbox_interval_ms: u64,
     /// Rows read per stream per look.
@@ -83,6 +99,12 @@ impl Default for BridgeConfig {
             schema_registry_url: String::new(),
             schema_files: Vec::new(),
             registry_timeout_ms: 5_000,
+            registry_username: String::new(),
+            registry_password: String::new(),
+            registry_bearer_token: String::new(),
+            registry_ca_file: String::new(),
+            registry_cache_max: 1_000,
+            registry_negative_ttl_ms: 30_000,
             retries_max: 3,
             retry_backoff_ms: 1_000,
             retry_backoff_max_ms: 30_000,
@@ -91,6 +113,7 @@ impl Default for BridgeConfig {
             offset_reset: "earliest".into(),
             commit_interval_ms: 200,
             in_flight_max: 10_000,
+            consume_batch_max: 1_024,
             outbox_interval_ms: 100,
             outbox_batch_max: 1_000,
             outbox_in_flight_max: 10_000,
@@ -146,12 +169,17 @@ impl BridgeConfig {
         }
         for (name, v) in [
             ("bridge.in_flight_max", self.in_flight_max),
+            ("bridge.consume_batch_max", self.consume_batch_max),
+            ("bridge.registry_cache_max", self.registry_cache_max),
             ("bridge.outbox_batch_max", self.outbox_batch_max),
             ("bridge.outbox_in_flight_max", self.outbox_in_flight_max),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if self.registry_timeout_ms == 0 {
+            return Err("bridge.registry_timeout_ms must be at least 1".into());
         }
         for kv in &self.librdkafka {
             if !kv.contains('=') {

@@ -1,6 +1,14 @@
 //! The inbound side: a consumer group on the inbound topic; each message is decoded
-//! (Confluent frame, writer schema by id, Avro resolved to the platform schema) and
-//! published on the in-process ring into ingest, or sent to the DLQ.
+//! (Confluent frame, the compiled plan of its writer schema id, straight into the event
+//! the ring takes: no value tree, no allocation) and published on the in-process ring
+//! into ingest, or sent to the DLQ.
+//!
+//! Batches: the thread takes up to `consume_batch_max` messages at a time (the first poll
+//! waits, the rest take only what librdkafka has already fetched), then settles and stores
+//! offsets once for the batch: the clock, the counters and the offset bookkeeping are per
+//! batch, and nothing per message makes a system call. Commits (synchronous, every
+//! `commit_interval_ms`) run on a thread of their own so that their broker round trip
+//! never stalls consumption.
 //!
 //! Offsets: a message's offset is stored (and then committed, every
 //! `commit_interval_ms`) only once it is *settled*: its event is durable (the ring's
@@ -9,6 +17,9 @@
 //! committed offset of a partition never passes an unsettled message. A crash therefore
 //! redelivers at most what was not yet committed; ingest drops the redelivered events whose
 //! `event_id` is still in its node's dedup window (rebuilt from the journal on restart).
+//! An event without an `event_id` gets one from its place in Kafka,
+//! `kafka:{partition}:{offset}` ([`position_id`]): a redelivered copy carries the same
+//! id, so it is de-duplicated by partition and offset the same way.
 //!
 //! Order: one thread publishes every message in partition order into one SPSC ring, and a
 //! message that waits (retry with backoff, a full ring) holds back the ones after it, so
@@ -30,11 +41,10 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
-use rim_ring::{EventError, PublishError, RimFastEvent};
+use rim_ring::{EventError, PublishError};
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
-use super::avro::Schema;
 use super::clients::{forward_log, on_error, OutContext, Report};
 use super::config::BridgeConfig;
 use super::health::{BridgeHealth, Side};
@@ -43,6 +53,7 @@ use super::trace::{TraceIds, Traces};
 use super::wire::{self, WireError};
 use crate::ingest::time::{TimeBounds, TimeRefusal};
 use crate::peerlog::{self, PeerLog};
+use rim_avro::DecodeError;
 
 /// Longest a revoke waits for the revoked partitions' messages to settle.
 const REVOKE_WAIT: Duration = Duration::from_secs(3);
@@ -55,9 +66,12 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Failure {
-    /// Not a Confluent frame, or the Avro body does not decode.
+    /// Not a Confluent frame.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The Avro body does not decode under its writer schema.
+    #[error("Avro body: {0}")]
+    Avro(#[from] DecodeError),
     /// The writer schema could not be had.
     #[error(transparent)]
     Schema(#[from] RegistryError),
@@ -76,9 +90,12 @@ impl Failure {
     /// A short, stable name for the `dlq.error.kind` header.
     pub fn kind(&self) -> &'static str {
         match self {
-            Failure::Wire(WireError::Truncated(_)) | Failure::Wire(WireError::BadMagic(_)) => "bad-frame",
-            Failure::Wire(_) => "bad-avro",
+            Failure::Wire(_) => "bad-frame",
+            // Decodes, but more metrics than the data model allows.
+            Failure::Avro(DecodeError::TooManyMetrics(_)) => "invalid-event",
+            Failure::Avro(_) => "bad-avro",
             Failure::Schema(RegistryError::Unreachable(_)) => "registry-unreachable",
+            Failure::Schema(RegistryError::Refused(_)) => "registry-refused",
             Failure::Schema(RegistryError::UnknownId(_)) => "unknown-schema",
             Failure::Schema(_) => "bad-schema",
             Failure::Invalid(_) => "invalid-event",
@@ -134,6 +151,9 @@ pub(crate) struct Tracker {
     health: Arc<BridgeHealth>,
     /// Offsets were stored since the last commit.
     stored: bool,
+    /// Per partition, the highest offset settled by the current `settle` (kept to reuse
+    /// its allocation).
+    highest: Vec<(i32, i64)>,
 }
 
 impl Tracker {
@@ -172,7 +192,8 @@ impl Tracker {
         }
         self.send_dead_letters();
         let position = self.settled_position();
-        let mut highest: Vec<(i32, i64)> = Vec::new();
+        let mut highest = std::mem::take(&mut self.highest);
+        highest.clear();
         let mut n = 0;
         while let Some(front) = self.pending.front() {
             let settled = match front.settle {
@@ -191,7 +212,7 @@ impl Tracker {
                 n += 1;
             }
         }
-        for (partition, offset) in highest {
+        for &(partition, offset) in &highest {
             // librdkafka's (legacy) offset store takes the message's offset and commits the
             // next one, `offset + 1`, itself.
             match consumer.store_offset(&self.topic, partition, offset) {
@@ -200,6 +221,7 @@ impl Tracker {
                 Err(e) => debug!(partition, offset, "offset not stored: {e}"),
             }
         }
+        self.highest = highest;
         n
     }
 
@@ -330,13 +352,15 @@ pub(crate) struct Inbound {
 struct Worker {
     cfg: BridgeConfig,
     schemas: Schemas,
-    reader: Schema,
     traces: Arc<Mutex<Traces>>,
     stop: Arc<AtomicBool>,
     health: Arc<BridgeHealth>,
     bounds: TimeBounds,
     /// Rate limit on the per-message dead-letter line.
     dead_log: PeerLog,
+    /// The id given to an event without one ([`position_id`]); reused, never reallocated
+    /// after the first.
+    id_buf: String,
 }
 
 type InConsumer = BaseConsumer<InContext>;
@@ -359,6 +383,13 @@ pub(crate) struct InboundSetup {
     pub bounds: TimeBounds,
 }
 
+/// What one batch did, counted once for the batch.
+#[derive(Default)]
+struct BatchCounts {
+    consumed: u64,
+    ingested: u64,
+}
+
 impl Inbound {
     /// Creates the consumer and the DLQ producer and subscribes.
     pub(crate) fn new(s: InboundSetup) -> Result<Self, super::BridgeError> {
@@ -367,7 +398,7 @@ impl Inbound {
             ring: s.ring,
             durable: s.durable,
             topic: s.cfg.in_topic.clone(),
-            pending: VecDeque::new(),
+            pending: VecDeque::with_capacity(s.cfg.in_flight_max.min(1 << 16)),
             dlq,
             dlq_topic: s.cfg.dlq_topic(),
             dead: HashMap::new(),
@@ -375,6 +406,7 @@ impl Inbound {
             reports: Vec::new(),
             health: s.health.clone(),
             stored: false,
+            highest: Vec::new(),
         };
         let ctx = InContext {
             health: s.health.clone(),
@@ -387,7 +419,6 @@ impl Inbound {
         Ok(Self {
             consumer,
             w: Worker {
-                reader: wire::reader_schema(),
                 cfg: s.cfg,
                 schemas: s.schemas,
                 traces: s.traces,
@@ -400,111 +431,149 @@ impl Inbound {
                     peerlog::WINDOW,
                     Arc::new(std::sync::atomic::AtomicU64::new(0)),
                 ),
+                id_buf: String::with_capacity(64),
             },
         })
     }
 
-    /// The thread's loop, until `stop`.
-    pub(crate) fn run(mut self) {
+    /// The thread's loop, until `stop`: settle, take a batch. Offsets are committed every
+    /// `commit_interval_ms` by a thread of its own (`rimd-kafka-commit`, which inherits the
+    /// cold core): a synchronous commit waits a broker round trip, and on the consuming
+    /// thread that wait stalled every message behind it.
+    pub(crate) fn run(self) {
         info!(topic = %self.w.cfg.in_topic, group = %self.w.cfg.group_id, "kafka bridge: consuming");
-        let commit_every = Duration::from_millis(self.w.cfg.commit_interval_ms);
-        let mut last_commit = Instant::now();
-        let mut last_probe = Instant::now();
-        while !self.w.stopping() {
-            let pending = {
-                let mut t = self.consumer.context().tracker();
-                t.settle(&self.consumer);
-                t.pending.len()
+        let Inbound { consumer, mut w } = self;
+        let commit_every = Duration::from_millis(w.cfg.commit_interval_ms);
+        let health = w.health.clone();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let committer = std::thread::Builder::new()
+                .name("rimd-kafka-commit".into())
+                .spawn_scoped(s, || commit_loop(&consumer, &health, commit_every, &done));
+            let inline_commits = match committer {
+                Ok(_) => None,
+                Err(e) => {
+                    warn!("kafka bridge: no commit thread ({e}); committing on the consuming thread");
+                    Some(commit_every)
+                }
             };
-            if last_commit.elapsed() >= commit_every {
-                self.commit(false);
-                last_commit = Instant::now();
-            }
-            if !self.w.health.is_ok(Side::In) && last_probe.elapsed() >= PROBE_INTERVAL {
-                self.probe();
-                last_probe = Instant::now();
-            }
-            if pending >= self.w.cfg.in_flight_max {
-                // Ingest or the journal is behind: wait for it rather than read more.
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
-            }
-            match self.consumer.poll(Duration::from_millis(50)) {
-                None => {}
-                Some(Ok(msg)) => {
-                    BridgeHealth::bump(&self.w.health.consumed, 1);
-                    self.w.health.ok(Side::In);
-                    self.w.handle(&self.consumer, &msg);
-                }
-                Some(Err(e)) => {
-                    on_error(&self.w.health, Side::In, &e, "consume");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-        self.shut_down();
+            consume_loop(&consumer, &mut w, inline_commits);
+            done.store(true, Ordering::Release);
+        });
+        shut_down(&consumer, &w);
     }
+}
 
-    /// Commits the stored offsets, synchronously: the result is known here (librdkafka's
-    /// asynchronous commit results do not reach a `BaseConsumer`'s poll), and the thread has
-    /// nothing better to do for the round trip. Skipped while the consumer side is degraded
-    /// (the offsets stay stored and go with the first commit after recovery).
-    fn commit(&self, force: bool) {
-        let mut t = self.consumer.context().tracker();
-        if !t.stored || (!force && !self.w.health.is_ok(Side::In)) {
-            return;
+/// Settles and takes batches until `stop`; commits too when `inline_commits` is given
+/// (no commit thread).
+fn consume_loop(consumer: &InConsumer, w: &mut Worker, inline_commits: Option<Duration>) {
+    let mut last_commit = Instant::now();
+    let mut last_probe = Instant::now();
+    while !w.stopping() {
+        let pending = {
+            let mut t = consumer.context().tracker();
+            t.settle(consumer);
+            t.pending.len()
+        };
+        if inline_commits.is_some_and(|every| last_commit.elapsed() >= every) {
+            commit(consumer, &w.health, false);
+            last_commit = Instant::now();
         }
-        t.stored = false;
-        drop(t);
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => BridgeHealth::bump(&self.w.health.commits, 1),
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                // The offsets stay stored in librdkafka: the next round commits them.
-                self.consumer.context().tracker().stored = true;
-                on_error(&self.w.health, Side::In, &e, "offset commit");
-            }
+        if !w.health.is_ok(Side::In) && last_probe.elapsed() >= PROBE_INTERVAL {
+            probe(consumer, w);
+            last_probe = Instant::now();
         }
+        if pending >= w.cfg.in_flight_max {
+            // Ingest or the journal is behind: wait for it rather than read more.
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        let room = (w.cfg.in_flight_max - pending).min(w.cfg.consume_batch_max);
+        w.batch(consumer, room);
     }
+}
 
-    fn probe(&self) {
-        match self
-            .consumer
-            .fetch_metadata(Some(self.w.cfg.in_topic.as_str()), Duration::from_secs(1))
-        {
-            Ok(_) => self.w.health.ok(Side::In),
-            Err(e) => on_error(&self.w.health, Side::In, &e, "metadata probe"),
+/// Commits what settled every `every`, until `done` (checked every 10 ms at most, so
+/// shutdown does not wait out an interval).
+fn commit_loop(consumer: &InConsumer, health: &BridgeHealth, every: Duration, done: &AtomicBool) {
+    let mut last = Instant::now();
+    while !done.load(Ordering::Acquire) {
+        let left = every.saturating_sub(last.elapsed());
+        if left.is_zero() {
+            commit(consumer, health, false);
+            last = Instant::now();
+        } else {
+            std::thread::sleep(left.min(Duration::from_millis(10)));
         }
     }
+}
 
-    /// Waits (bounded) for what was handed to ingest to settle, commits, and closes.
-    fn shut_down(self) {
-        let deadline = Instant::now() + SHUTDOWN_WAIT;
-        loop {
-            let left = {
-                let mut t = self.consumer.context().tracker();
-                t.settle(&self.consumer);
-                t.pending.len()
-            };
-            if left == 0 || Instant::now() >= deadline {
-                if left > 0 {
-                    warn!(
-                        left,
-                        "kafka bridge: stopping with messages not yet durable; they will be read again"
-                    );
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        self.commit(true);
-        {
-            let t = self.consumer.context().tracker();
-            let _ = t.dlq.flush(Duration::from_secs(2));
-        }
-        info!("kafka bridge: consumer stopped");
-        // Dropping the consumer leaves the group (its revoke callback commits again).
+/// Commits the stored offsets, synchronously: the result is known here (librdkafka's
+/// asynchronous commit results do not reach a `BaseConsumer`'s poll: tried, the commit
+/// callback never ran). Skipped while the consumer side is degraded unless `force`d (the
+/// offsets stay stored and go with the first commit after recovery).
+fn commit(consumer: &InConsumer, health: &BridgeHealth, force: bool) {
+    let mut t = consumer.context().tracker();
+    if !t.stored || (!force && !health.is_ok(Side::In)) {
+        return;
     }
+    t.stored = false;
+    drop(t);
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => BridgeHealth::bump(&health.commits, 1),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            // The offsets stay stored in librdkafka: the next round commits them.
+            consumer.context().tracker().stored = true;
+            on_error(health, Side::In, &e, "offset commit");
+        }
+    }
+}
+
+fn probe(consumer: &InConsumer, w: &Worker) {
+    match consumer.fetch_metadata(Some(w.cfg.in_topic.as_str()), Duration::from_secs(1)) {
+        Ok(_) => w.health.ok(Side::In),
+        Err(e) => on_error(&w.health, Side::In, &e, "metadata probe"),
+    }
+}
+
+/// Waits (bounded) for what was handed to ingest to settle, commits, and closes.
+fn shut_down(consumer: &InConsumer, w: &Worker) {
+    let deadline = Instant::now() + SHUTDOWN_WAIT;
+    loop {
+        let left = {
+            let mut t = consumer.context().tracker();
+            t.settle(consumer);
+            t.pending.len()
+        };
+        if left == 0 || Instant::now() >= deadline {
+            if left > 0 {
+                warn!(
+                    left,
+                    "kafka bridge: stopping with messages not yet durable; they will be read again"
+                );
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    commit(consumer, &w.health, true);
+    {
+        let t = consumer.context().tracker();
+        let _ = t.dlq.flush(Duration::from_secs(2));
+    }
+    info!("kafka bridge: consumer stopped");
+    // Dropping the consumer leaves the group (its revoke callback commits again).
+}
+
+/// The id of an event without one: its partition and offset, which a redelivered copy of
+/// the message shares (so ingest's dedup drops it), written into `buf`.
+pub fn position_id(partition: i32, offset: i64, buf: &mut String) -> &str {
+    use std::fmt::Write as _;
+    buf.clear();
+    // Writing into a String cannot fail.
+    let _ = write!(buf, "kafka:{partition}:{offset}");
+    buf.as_str()
 }
 
 impl Worker {
@@ -512,47 +581,59 @@ impl Worker {
         self.stop.load(Ordering::Acquire)
     }
 
-    fn handle(&mut self, consumer: &InConsumer, msg: &BorrowedMessage<'_>) {
-        let headers = read_headers(msg);
-        match self.decode_with_retries(consumer, msg.payload()) {
-            Ok(ev) => {
-                self.remember_trace(&ev, headers.as_deref());
-                self.publish(consumer, msg, headers, &ev);
+    /// Takes up to `room` messages: the first poll waits up to 50 ms for one, the rest
+    /// only take what librdkafka has already fetched. Rebalance callbacks run inside these
+    /// polls; each message is handled before the next poll, so none outlives its partition.
+    fn batch(&mut self, consumer: &InConsumer, room: usize) {
+        let mut counts = BatchCounts::default();
+        let now_ms = crate::ingest::time::now_ms();
+        for i in 0..room {
+            let wait = if i == 0 {
+                Duration::from_millis(50)
+            } else {
+                Duration::ZERO
+            };
+            match consumer.poll(wait) {
+                None => break,
+                Some(Ok(msg)) => {
+                    counts.consumed += 1;
+                    self.handle(consumer, &msg, now_ms, &mut counts);
+                }
+                Some(Err(e)) => {
+                    on_error(&self.health, Side::In, &e, "consume");
+                    std::thread::sleep(Duration::from_millis(100));
+                    break;
+                }
             }
-            Err((failure, retries)) => self.dead_letter(consumer, msg, headers, &failure, retries),
+            if self.stopping() {
+                break;
+            }
+        }
+        if counts.consumed > 0 {
+            BridgeHealth::bump(&self.health.consumed, counts.consumed);
+            BridgeHealth::bump(&self.health.ingested, counts.ingested);
+            self.health.ok(Side::In);
         }
     }
 
-    /// Decodes a message and checks its event time against the daemon's clock.
-    fn decode(&mut self, payload: Option<&[u8]>) -> Result<RimFastEvent, Failure> {
-        let (id, body) = wire::split(payload.unwrap_or(&[]))?;
-        let writer = self.schemas.get(id)?;
-        let ev = wire::decode_event(body, &writer, &self.reader)?;
-        self.bounds.check(ev.timestamp, crate::ingest::time::now_ms())?;
-        Ok(ev)
-    }
-
-    /// Decodes, retrying what may pass (the registry unreachable) with exponential
-    /// backoff; returns the failure and the retries made otherwise.
-    fn decode_with_retries(
-        &mut self,
-        consumer: &InConsumer,
-        payload: Option<&[u8]>,
-    ) -> Result<RimFastEvent, (Failure, u32)> {
-        let mut retries = 0u32;
-        loop {
-            match self.decode(payload) {
-                Ok(ev) => return Ok(ev),
-                Err(f) if f.is_transient() && retries < self.cfg.retries_max && !self.stopping() => {
-                    let delay = backoff(retries, &self.cfg);
-                    retries += 1;
-                    BridgeHealth::bump(&self.health.retries, 1);
-                    self.health.error(&format!("{f} (retry {retries} in {delay:?})"));
-                    warn!(retry = retries, ?delay, "kafka bridge: {f}");
-                    self.sleep_settling(consumer, delay);
-                }
-                Err(f) => return Err((f, retries)),
-            }
+    fn handle(&mut self, consumer: &InConsumer, msg: &BorrowedMessage<'_>, now_ms: i64, counts: &mut BatchCounts) {
+        let headers = read_headers(msg);
+        let payload = msg.payload().unwrap_or(&[]);
+        let decoded = match decode_with_retries(self, consumer, payload, now_ms) {
+            Ok(ev) => ev,
+            Err((failure, retries)) => return self.dead_letter(consumer, msg, headers, &failure, retries),
+        };
+        if let Some(h) = headers.as_deref() {
+            self.remember_trace(decoded.rim_node_id, decoded.timestamp, h);
+        }
+        let mut ev = wire::event_ref(&decoded);
+        if ev.event_id.is_none() {
+            ev.event_id = Some(position_id(msg.partition(), msg.offset(), &mut self.id_buf));
+        }
+        match publish(&self.stop, &self.health, consumer, msg, &ev) {
+            Ok(true) => counts.ingested += 1,
+            Ok(false) => {}
+            Err(failure) => self.dead_letter(consumer, msg, headers, &failure, 0),
         }
     }
 
@@ -562,61 +643,6 @@ impl Worker {
         while Instant::now() < deadline && !self.stopping() {
             consumer.context().tracker().settle(consumer);
             std::thread::sleep(Duration::from_millis(10).min(deadline.saturating_duration_since(Instant::now())));
-        }
-    }
-
-    /// Publishes on the ring, waiting while it is full.
-    fn publish(
-        &mut self,
-        consumer: &InConsumer,
-        msg: &BorrowedMessage<'_>,
-        headers: Option<HeaderList>,
-        ev: &RimFastEvent,
-    ) {
-        let mut waits = 0u32;
-        loop {
-            let result = {
-                let mut t = consumer.context().tracker();
-                let r = t.ring.try_publish_event(&ev.as_ref());
-                if let Ok(pos) = r {
-                    t.pending.push_back(Pending {
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        settle: Settle::Ring(pos),
-                    });
-                }
-                r
-            };
-            match result {
-                Ok(_) => {
-                    BridgeHealth::bump(&self.health.ingested, 1);
-                    return;
-                }
-                Err(PublishError::Full { .. }) => {
-                    if waits == 0 {
-                        BridgeHealth::bump(&self.health.ring_full, 1);
-                    }
-                    waits = waits.saturating_add(1);
-                    if self.stopping() {
-                        // Not settled, so not committed: read again after a restart.
-                        return;
-                    }
-                    consumer.context().tracker().settle(consumer);
-                    std::thread::sleep(Duration::from_micros(if waits < 100 { 50 } else { 1000 }));
-                }
-                Err(PublishError::Invalid(e)) => {
-                    return self.dead_letter(consumer, msg, headers, &Failure::Invalid(e), 0)
-                }
-                Err(e @ PublishError::TooLarge { .. }) => {
-                    return self.dead_letter(consumer, msg, headers, &Failure::Unpublishable(e.to_string()), 0)
-                }
-                Err(e) => {
-                    // Quarantined or closed: the daemon is going away; leave uncommitted.
-                    error!("kafka bridge: ring into ingest refused: {e}");
-                    self.stop.store(true, Ordering::Release);
-                    return;
-                }
-            }
         }
     }
 
@@ -662,12 +688,101 @@ impl Worker {
         t.send_dead_letters();
     }
 
-    fn remember_trace(&self, ev: &RimFastEvent, headers: Option<&[HeaderPair]>) {
-        let Some(ids) = headers.and_then(TraceIds::from_headers) else {
+    fn remember_trace(&self, node: &str, timestamp: i64, headers: &[HeaderPair]) {
+        let Some(ids) = TraceIds::from_headers(headers) else {
             return;
         };
         if let Ok(mut t) = self.traces.lock() {
-            t.insert(&ev.rim_node_id, ev.timestamp, ids);
+            t.insert(node, timestamp, ids);
+        }
+    }
+}
+
+/// Decodes a message with the plan of its writer schema and checks its event time
+/// against the daemon's clock (read once per batch).
+fn decode<'m>(
+    schemas: &mut Schemas,
+    bounds: &TimeBounds,
+    payload: &'m [u8],
+    now_ms: i64,
+) -> Result<rim_avro::Event<'m>, Failure> {
+    let (id, body) = wire::split(payload)?;
+    let ev = schemas.get(id)?.decode(body)?;
+    bounds.check(ev.timestamp, now_ms)?;
+    Ok(ev)
+}
+
+/// Decodes, retrying what may pass (the registry unreachable or refusing) with exponential
+/// backoff; returns the failure and the retries made otherwise.
+fn decode_with_retries<'m>(
+    w: &mut Worker,
+    consumer: &InConsumer,
+    payload: &'m [u8],
+    mut now_ms: i64,
+) -> Result<rim_avro::Event<'m>, (Failure, u32)> {
+    let mut retries = 0u32;
+    loop {
+        match decode(&mut w.schemas, &w.bounds, payload, now_ms) {
+            Ok(ev) => return Ok(ev),
+            Err(f) if f.is_transient() && retries < w.cfg.retries_max && !w.stopping() => {
+                let delay = backoff(retries, &w.cfg);
+                retries += 1;
+                BridgeHealth::bump(&w.health.retries, 1);
+                w.health.error(&format!("{f} (retry {retries} in {delay:?})"));
+                warn!(retry = retries, ?delay, "kafka bridge: {f}");
+                w.sleep_settling(consumer, delay);
+                now_ms = crate::ingest::time::now_ms();
+            }
+            Err(f) => return Err((f, retries)),
+        }
+    }
+}
+
+/// Publishes on the ring, waiting while it is full. `Ok(true)`: published; `Ok(false)`:
+/// not, and not to be committed (stopping, or the ring is gone); `Err`: for the DLQ.
+fn publish(
+    stop: &AtomicBool,
+    health: &BridgeHealth,
+    consumer: &InConsumer,
+    msg: &BorrowedMessage<'_>,
+    ev: &rim_ring::event::EventRef<'_>,
+) -> Result<bool, Failure> {
+    let mut waits = 0u32;
+    loop {
+        let result = {
+            let mut t = consumer.context().tracker();
+            let r = t.ring.try_publish_event(ev);
+            if let Ok(pos) = r {
+                t.pending.push_back(Pending {
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    settle: Settle::Ring(pos),
+                });
+            }
+            r
+        };
+        match result {
+            Ok(_) => return Ok(true),
+            Err(PublishError::Full { .. }) => {
+                if waits == 0 {
+                    BridgeHealth::bump(&health.ring_full, 1);
+                }
+                waits = waits.saturating_add(1);
+                if stop.load(Ordering::Acquire) {
+                    // Not settled, so not committed: read again after a restart.
+                    return Ok(false);
+                }
+                consumer.context().tracker().settle(consumer);
+                std::thread::sleep(Duration::from_micros(if waits < 100 { 50 } else { 1000 }));
+            }
+            Err(PublishError::Invalid(e)) => return Err(Failure::Invalid(e)),
+            Err(e @ PublishError::TooLarge { .. }) => return Err(Failure::Unpublishable(e.to_string())),
+            Err(e) => {
+                // Quarantined or closed: the daemon is going away; leave uncommitted.
+                error!("kafka bridge: ring into ingest refused: {e}");
+                stop.store(true, Ordering::Release);
+                return Ok(false);
+            }
         }
     }
 }
@@ -741,9 +856,27 @@ mod tests {
     #[test]
     fn failure_kinds_name_the_cause() {
         assert_eq!(Failure::Wire(WireError::BadMagic(1)).kind(), "bad-frame");
+        assert_eq!(Failure::Avro(DecodeError::BadUtf8(0)).kind(), "bad-avro");
+        assert_eq!(Failure::Avro(DecodeError::TooManyMetrics(64)).kind(), "invalid-event");
         assert_eq!(Failure::Schema(RegistryError::UnknownId(3)).kind(), "unknown-schema");
+        assert_eq!(
+            Failure::Schema(RegistryError::Refused("401".into())).kind(),
+            "registry-refused"
+        );
         assert!(Failure::Schema(RegistryError::Unreachable("x".into())).is_transient());
+        assert!(Failure::Schema(RegistryError::Refused("x".into())).is_transient());
         assert!(!Failure::Schema(RegistryError::UnknownId(3)).is_transient());
         assert!(!Failure::Wire(WireError::Truncated(0)).is_transient());
+    }
+
+    #[test]
+    fn an_event_without_an_id_is_named_by_its_place_in_kafka() {
+        let mut buf = String::new();
+        assert_eq!(position_id(3, 1_234, &mut buf), "kafka:3:1234");
+        assert_eq!(
+            position_id(i32::MAX, i64::MAX, &mut buf),
+            "kafka:2147483647:9223372036854775807"
+        );
+        assert!(buf.len() <= rim_ring::event::EVENT_ID_BYTES_MAX);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - **In** ([`inbound`], thread `rimd-kafka-in`): a consumer group on `bridge.in_topic`;
 //!   Avro RimFastEvents in the Confluent wire format ([`wire`]), writer schemas from local
-//!   files or a schema registry ([`registry`]), resolved to the platform schema ([`avro`]);
+//!   files or a schema registry ([`registry`]), each compiled once into a decoding plan
+//!   against the platform schema (`rim_avro`);
 //!   each event goes into ingest through an in-process SPSC ring like any producer's, and
 //!   its offset is committed only once ingest reports it durable. Messages that cannot be
 //!   decoded or are invalid go to `{in_topic}.dlq` after bounded retries.
@@ -16,7 +17,6 @@
 //! librdkafka runs its own threads for each client; the bridge's threads sleep in
 //! `poll` when idle and never touch the hot shards except through the ring.
 
-pub mod avro;
 pub mod clients;
 pub mod config;
 pub mod health;
@@ -29,7 +29,6 @@ pub mod wire;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use thiserror::Error;
 use tracing::info;
@@ -96,11 +95,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
     config.validate().map_err(BridgeError::Config)?;
     let traces = Arc::new(Mutex::new(trace::Traces::default()));
     let inbound = if config.consume {
-        let schemas = registry::Schemas::new(
-            &config.schema_files,
-            &config.schema_registry_url,
-            Duration::from_millis(config.registry_timeout_ms),
-        )?;
+        let schemas = registry::Schemas::new(&config)?;
         Some(inbound::Inbound::new(inbound::InboundSetup {
             cfg: config.clone(),
             ring: producer,

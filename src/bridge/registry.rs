@@ -1,24 +1,34 @@
-//! Writer schemas by id: from local `.avsc` files mapped to ids in the configuration, or
-//! from a schema registry's REST API (`GET /schemas/ids/{id}`), cached for the life of the
-//! bridge (a registered id never changes its schema).
+//! Writer schemas by id, compiled into decoding plans ([`rim_avro::Plan`]) once: from
+//! local `.avsc` files mapped to ids in the configuration, or from a schema registry's
+//! REST API (`GET {url}/schemas/ids/{id}`).
 //!
-//! The registry client is a minimal HTTP/1.1 client over a `TcpStream` (plain `http://`
-//! only, `Connection: close`, bounded response, timeouts): the bridge makes one request per
-//! new schema id, and a general HTTP stack would be most of the dependency tree.
+//! The registry client is `ureq` (rustls, no OpenSSL): `http://` or `https://` (Mozilla's
+//! roots, or only the CAs of `bridge.registry_ca_file` for a private CA), basic auth
+//! (`registry_username`/`registry_password`) or a bearer token (`registry_bearer_token`),
+//! one total timeout per request (`registry_timeout_ms`: resolution, connection, TLS,
+//! request and the whole response), every resolved address tried in turn, a response
+//! bounded to [`RESPONSE_BYTES_MAX`], no redirects.
+//!
+//! Cache: plans stay while the bridge runs (a registered id never changes its schema), at
+//! most `registry_cache_max` of them from the registry (the oldest goes first; local
+//! files are never evicted); an id the registry does not know is not asked again for
+//! `registry_negative_ttl_ms`, so a stream of messages with a bogus id costs one request,
+//! not one each. Retry policy: an answer that may change (unreachable, timeout, 5xx, 429,
+//! 401/403) is a transient error, which the inbound side retries for that message with
+//! exponential backoff (`retries_max`, `retry_backoff_ms` doubling up to
+//! `retry_backoff_max_ms`) before the DLQ; anything else is final at once.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rim_avro::{Plan, PlanError, Schema, SchemaError};
 use thiserror::Error;
 
-use super::avro::{Schema, SchemaError};
+use super::config::BridgeConfig;
 
 /// Largest registry response read, in bytes.
-pub const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+pub const RESPONSE_BYTES_MAX: u64 = 1024 * 1024;
 
 /// Why a writer schema could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -27,9 +37,13 @@ pub enum RegistryError {
     /// No schema has this id (registry 404, or no local file for it): retrying cannot help.
     #[error("unknown schema id {0}")]
     UnknownId(u32),
-    /// The registry could not be reached or answered 5xx: retrying may help.
+    /// The registry could not be reached, timed out, or answered 5xx or 429: retrying may
+    /// help.
     #[error("schema registry unreachable: {0}")]
     Unreachable(String),
+    /// The registry refused the credentials (401, 403): retrying helps once they are fixed.
+    #[error("schema registry refused the request: {0}")]
+    Refused(String),
     /// The registry answered something that is not a schema response.
     #[error("schema registry answered badly: {0}")]
     BadResponse(String),
@@ -41,11 +55,19 @@ pub enum RegistryError {
         /// Why.
         source: SchemaError,
     },
-    /// A configured local schema file is unreadable or malformed (at start-up).
-    #[error("schema file {path}: {reason}")]
-    File {
-        /// The file.
-        path: String,
+    /// The schema parses but cannot be read as a RimFastEvent.
+    #[error("schema id {id}: {source}")]
+    Plan {
+        /// The id.
+        id: u32,
+        /// Why.
+        source: PlanError,
+    },
+    /// A configured local schema file or a registry setting is unusable (at start-up).
+    #[error("{what}: {reason}")]
+    Config {
+        /// The file or the setting.
+        what: String,
         /// Why.
         reason: String,
     },
@@ -54,279 +76,433 @@ pub enum RegistryError {
 impl RegistryError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, RegistryError::Unreachable(_))
+        matches!(self, RegistryError::Unreachable(_) | RegistryError::Refused(_))
     }
 }
 
-/// Where writer schemas come from.
+/// Compiles schema text into a plan.
+fn compile(id: u32, text: &str) -> Result<Plan, RegistryError> {
+    let schema = Schema::parse(text).map_err(|source| RegistryError::Schema { id, source })?;
+    Plan::compile(&schema).map_err(|source| RegistryError::Plan { id, source })
+}
+
+/// Where writer schemas come from, and the plans made of them.
 pub struct Schemas {
-    cache: HashMap<u32, Arc<Schema>>,
+    plans: HashMap<u32, Plan>,
+    /// Ids fetched from the registry, oldest first (local ones are never evicted).
+    fetched: VecDeque<u32>,
+    /// Ids the registry did not know, and when it said so.
+    unknown: HashMap<u32, Instant>,
     registry: Option<HttpRegistry>,
+    cache_max: usize,
+    negative_ttl: Duration,
 }
 
 impl Schemas {
-    /// Local `ID=PATH` entries (parsed now: a bad file stops the bridge at start) and an
-    /// optional registry URL (empty for none).
-    pub fn new(files: &[String], registry_url: &str, timeout: Duration) -> Result<Self, RegistryError> {
-        let mut cache = HashMap::new();
-        for entry in files {
+    /// Local `ID=PATH` entries (compiled now: a bad file stops the bridge at start) and the
+    /// registry of `cfg` (none when its URL is empty).
+    pub fn new(cfg: &BridgeConfig) -> Result<Self, RegistryError> {
+        let mut plans = HashMap::new();
+        for entry in &cfg.schema_files {
             let (id, path) = parse_file_entry(entry)?;
             let text = read_schema_file(Path::new(path))?;
-            let schema = Schema::parse(&text).map_err(|e| RegistryError::File {
-                path: path.to_owned(),
+            let plan = compile(id, &text).map_err(|e| RegistryError::Config {
+                what: format!("schema file {path}"),
                 reason: e.to_string(),
             })?;
-            cache.insert(id, Arc::new(schema));
+            plans.insert(id, plan);
         }
-        let registry = if registry_url.is_empty() {
+        let registry = if cfg.schema_registry_url.is_empty() {
             None
         } else {
-            Some(HttpRegistry::new(registry_url, timeout)?)
+            Some(HttpRegistry::new(cfg)?)
         };
-        Ok(Self { cache, registry })
+        Ok(Self {
+            plans,
+            fetched: VecDeque::new(),
+            unknown: HashMap::new(),
+            registry,
+            cache_max: cfg.registry_cache_max.max(1),
+            negative_ttl: Duration::from_millis(cfg.registry_negative_ttl_ms),
+        })
     }
 
-    /// The writer schema of `id`.
-    pub fn get(&mut self, id: u32) -> Result<Arc<Schema>, RegistryError> {
-        if let Some(s) = self.cache.get(&id) {
-            return Ok(s.clone());
+    /// The plan of writer schema `id`. Only a new id does any I/O.
+    pub fn get(&mut self, id: u32) -> Result<&Plan, RegistryError> {
+        if !self.plans.contains_key(&id) {
+            self.fetch(id)?;
+        }
+        self.plans.get(&id).ok_or(RegistryError::UnknownId(id))
+    }
+
+    fn fetch(&mut self, id: u32) -> Result<(), RegistryError> {
+        if let Some(at) = self.unknown.get(&id) {
+            if at.elapsed() < self.negative_ttl {
+                return Err(RegistryError::UnknownId(id));
+            }
+            self.unknown.remove(&id);
         }
         let registry = self.registry.as_ref().ok_or(RegistryError::UnknownId(id))?;
-        let text = registry.schema_text(id)?;
-        let schema = Arc::new(Schema::parse(&text).map_err(|source| RegistryError::Schema { id, source })?);
-        self.cache.insert(id, schema.clone());
-        Ok(schema)
+        let text = match registry.schema_text(id) {
+            Ok(text) => text,
+            Err(e @ RegistryError::UnknownId(_)) => {
+                self.remember_unknown(id);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let plan = compile(id, &text)?;
+        if self.fetched.len() >= self.cache_max {
+            if let Some(old) = self.fetched.pop_front() {
+                self.plans.remove(&old);
+            }
+        }
+        self.fetched.push_back(id);
+        self.plans.insert(id, plan);
+        Ok(())
+    }
+
+    /// Bounded like the plans: when full, entries past their time go, then the oldest.
+    fn remember_unknown(&mut self, id: u32) {
+        if self.unknown.len() >= self.cache_max {
+            let ttl = self.negative_ttl;
+            self.unknown.retain(|_, at| at.elapsed() < ttl);
+            if self.unknown.len() >= self.cache_max {
+                if let Some(oldest) = self.unknown.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) {
+                    self.unknown.remove(&oldest);
+                }
+            }
+        }
+        self.unknown.insert(id, Instant::now());
+    }
+}
+
+fn config_error(what: &str, reason: impl Into<String>) -> RegistryError {
+    RegistryError::Config {
+        what: what.to_owned(),
+        reason: reason.into(),
     }
 }
 
 fn parse_file_entry(entry: &str) -> Result<(u32, &str), RegistryError> {
-    let bad = |reason: &str| RegistryError::File {
-        path: entry.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let what = format!("bridge.schema_files entry {entry:?}");
     let (id, path) = entry
         .split_once('=')
-        .ok_or_else(|| bad("expected ID=PATH (bridge.schema_files)"))?;
-    let id = id.trim().parse::<u32>().map_err(|_| bad("the id is not a u32"))?;
+        .ok_or_else(|| config_error(&what, "expected ID=PATH"))?;
+    let id = id
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| config_error(&what, "the id is not a u32"))?;
     Ok((id, path.trim()))
 }
 
 fn read_schema_file(path: &Path) -> Result<String, RegistryError> {
-    let bad = |reason: String| RegistryError::File {
-        path: path.display().to_string(),
-        reason,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    if meta.len() > super::avro::SCHEMA_BYTES_MAX as u64 {
-        return Err(bad(format!("larger than {} bytes", super::avro::SCHEMA_BYTES_MAX)));
+    let what = format!("schema file {}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| config_error(&what, e.to_string()))?;
+    if meta.len() > rim_avro::schema::SCHEMA_BYTES_MAX as u64 {
+        return Err(config_error(
+            &what,
+            format!("larger than {} bytes", rim_avro::schema::SCHEMA_BYTES_MAX),
+        ));
     }
-    std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))
+    std::fs::read_to_string(path).map_err(|e| config_error(&what, e.to_string()))
 }
 
-/// A schema registry at an `http://host:port[/prefix]` URL.
+/// A schema registry at an `http(s)://host[:port][/prefix]` URL.
 struct HttpRegistry {
-    host: String,
-    port: u16,
-    prefix: String,
-    timeout: Duration,
+    agent: ureq::Agent,
+    base: String,
+    /// The `Authorization` header's value, if any.
+    authorization: Option<String>,
 }
 
 impl HttpRegistry {
-    fn new(url: &str, timeout: Duration) -> Result<Self, RegistryError> {
-        let bad = |r: &str| RegistryError::BadResponse(format!("registry URL {url:?}: {r}"));
+    fn new(cfg: &BridgeConfig) -> Result<Self, RegistryError> {
+        let url = cfg.schema_registry_url.trim_end_matches('/');
+        let what = "bridge.schema_registry_url";
         let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("only http:// URLs are supported"))?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
-            None => (authority, 80),
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| config_error(what, format!("{url:?} is not an http:// or https:// URL")))?;
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(config_error(
+                what,
+                "credentials go in bridge.registry_username and registry_password, not in the URL (which is logged)",
+            ));
+        }
+        if authority.is_empty() || authority.starts_with(':') {
+            return Err(config_error(what, format!("{url:?} has no host")));
+        }
+        let port = authority
+            .rsplit_once(']')
+            .map_or(authority, |(_, rest)| rest)
+            .rsplit_once(':');
+        if port.is_some_and(|(_, p)| p.parse::<u16>().is_err()) {
+            return Err(config_error(what, format!("{url:?} has a bad port")));
+        }
+        let parsed: Result<ureq::http::Uri, _> = url.parse();
+        if parsed.is_err() {
+            return Err(config_error(what, format!("{url:?} is not a valid URL")));
         }
         Ok(Self {
-            host: host.to_owned(),
-            port,
-            prefix: prefix.to_owned(),
-            timeout,
+            agent: agent(cfg)?,
+            base: url.to_owned(),
+            authorization: authorization(cfg)?,
         })
     }
 
     fn schema_text(&self, id: u32) -> Result<String, RegistryError> {
-        let path = format!("{}/schemas/ids/{id}", self.prefix);
-        let (status, body) = self.get(&path)?;
+        let url = format!("{}/schemas/ids/{id}", self.base);
+        let (status, body) = self.get(&url)?;
         match status {
             200 => {}
             404 => return Err(RegistryError::UnknownId(id)),
-            s if s >= 500 || s == 429 => return Err(RegistryError::Unreachable(format!("HTTP {s} for {path}"))),
-            s => return Err(RegistryError::BadResponse(format!("HTTP {s} for {path}"))),
+            401 | 403 => {
+                return Err(RegistryError::Refused(format!(
+                    "HTTP {status} for GET {url} (bridge.registry_username/registry_password or registry_bearer_token)"
+                )))
+            }
+            s if s >= 500 || s == 429 || s == 408 => {
+                return Err(RegistryError::Unreachable(format!("HTTP {s} for GET {url}")))
+            }
+            s => return Err(RegistryError::BadResponse(format!("HTTP {s} for GET {url}"))),
         }
-        let json: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| RegistryError::BadResponse(format!("{path}: {e}")))?;
-        if let Some(t) = json.get("schemaType").and_then(|t| t.as_str()) {
-            if t != "AVRO" {
-                return Err(RegistryError::BadResponse(format!("schema {id} is {t}, not AVRO")));
+        schema_of(id, &url, &body)
+    }
+
+    /// One GET: the status and the body (bounded).
+    fn get(&self, url: &str) -> Result<(u16, Vec<u8>), RegistryError> {
+        let mut request = self
+            .agent
+            .get(url)
+            .header("Accept", "application/vnd.schemaregistry.v1+json, application/json");
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        let started = Instant::now();
+        let failed = |e: ureq::Error| {
+            let text = format!("GET {url}: {e} (after {} ms)", started.elapsed().as_millis());
+            match e {
+                ureq::Error::BodyExceedsLimit(_) => RegistryError::BadResponse(text),
+                ureq::Error::BadUri(_) | ureq::Error::Http(_) => RegistryError::BadResponse(text),
+                _ => RegistryError::Unreachable(text),
+            }
+        };
+        let mut response = request.call().map_err(failed)?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(RESPONSE_BYTES_MAX)
+            .read_to_vec()
+            .map_err(failed)?;
+        Ok((status, body))
+    }
+}
+
+/// The client: total timeout, no redirects, statuses as answers (not errors).
+fn agent(cfg: &BridgeConfig) -> Result<ureq::Agent, RegistryError> {
+    let mut config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_millis(cfg.registry_timeout_ms)))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent("rimd");
+    if !cfg.registry_ca_file.is_empty() {
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ca_roots(&cfg.registry_ca_file)?)
+                .build(),
+        );
+    }
+    Ok(config.build().new_agent())
+}
+
+/// The certificates of a PEM file, as the only roots trusted.
+fn ca_roots(path: &str) -> Result<ureq::tls::RootCerts, RegistryError> {
+    let what = format!("bridge.registry_ca_file {path}");
+    let pem = std::fs::read(path).map_err(|e| config_error(&what, e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item.map_err(|e| config_error(&what, e.to_string()))? {
+            ureq::tls::PemItem::Certificate(c) => certs.push(c),
+            _ => continue,
+        }
+    }
+    if certs.is_empty() {
+        return Err(config_error(&what, "holds no PEM certificate"));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
+/// `Basic base64(user:password)` or `Bearer token`, from the settings.
+fn authorization(cfg: &BridgeConfig) -> Result<Option<String>, RegistryError> {
+    let basic = !cfg.registry_username.is_empty() || !cfg.registry_password.is_empty();
+    let bearer = !cfg.registry_bearer_token.is_empty();
+    match (basic, bearer) {
+        (true, true) => Err(config_error(
+            "bridge.registry_bearer_token",
+            "set either it or registry_username/registry_password, not both",
+        )),
+        (true, false) => {
+            let pair = format!("{}:{}", cfg.registry_username, cfg.registry_password);
+            Ok(Some(format!("Basic {}", base64(pair.as_bytes()))))
+        }
+        (false, true) => Ok(Some(format!("Bearer {}", cfg.registry_bearer_token))),
+        (false, false) => Ok(None),
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for the basic-auth header.
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let b = [c[0], c.get(1).copied().unwrap_or(0), c.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(char::from(T[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
             }
         }
-        json.get("schema")
-            .and_then(|s| s.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| RegistryError::BadResponse(format!("{path}: no \"schema\" string")))
     }
-
-    /// One GET; the status and the body (Content-Length, chunked, or to EOF).
-    fn get(&self, path: &str) -> Result<(u16, Vec<u8>), RegistryError> {
-        let unreachable = |e: std::io::Error| RegistryError::Unreachable(format!("{}:{}: {e}", self.host, self.port));
-        let addr = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(unreachable)?
-            .next()
-            .ok_or_else(|| RegistryError::Unreachable(format!("{} resolves to no address", self.host)))?;
-        let mut stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(unreachable)?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(unreachable)?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(unreachable)?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nAccept: application/vnd.schemaregistry.v1+json, application/json\r\nConnection: close\r\nUser-Agent: rimd\r\n\r\n",
-            self.host, self.port
-        );
-        stream.write_all(request.as_bytes()).map_err(unreachable)?;
-        let mut raw = Vec::new();
-        stream
-            .take(RESPONSE_BYTES_MAX as u64 + 1)
-            .read_to_end(&mut raw)
-            .map_err(unreachable)?;
-        if raw.len() > RESPONSE_BYTES_MAX {
-            return Err(RegistryError::BadResponse(format!(
-                "response larger than {RESPONSE_BYTES_MAX} bytes"
-            )));
-        }
-        parse_response(&raw)
-    }
+    out
 }
 
-/// Splits an HTTP/1.x response into status and body.
-fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), RegistryError> {
-    let bad = |r: &str| RegistryError::BadResponse(r.to_owned());
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("headers are not UTF-8"))?;
-    let body = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| bad("no status code"))?;
-    let mut chunked = false;
-    let mut length: Option<usize> = None;
-    for line in lines {
-        let Some((k, v)) = line.split_once(':') else { continue };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-        if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-            chunked = true;
-        } else if k == "content-length" {
-            length = v.parse().ok();
+/// The schema text of a `/schemas/ids/{id}` answer.
+fn schema_of(id: u32, url: &str, body: &[u8]) -> Result<String, RegistryError> {
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| RegistryError::BadResponse(format!("GET {url}: not JSON: {e}")))?;
+    if let Some(t) = json.get("schemaType").and_then(|t| t.as_str()) {
+        if t != "AVRO" {
+            return Err(RegistryError::BadResponse(format!("schema {id} is {t}, not AVRO")));
         }
     }
-    let body = if chunked {
-        dechunk(body)?
-    } else if let Some(n) = length {
-        body.get(..n)
-            .ok_or_else(|| bad("body shorter than Content-Length"))?
-            .to_vec()
-    } else {
-        body.to_vec()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, RegistryError> {
-    let bad = |r: &str| RegistryError::BadResponse(format!("chunked body: {r}"));
-    let mut out = Vec::new();
-    loop {
-        let line_end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("no size line"))?;
-        let size_text = std::str::from_utf8(&body[..line_end]).map_err(|_| bad("size not UTF-8"))?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("size not hex"))?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = body.get(..size).ok_or_else(|| bad("chunk runs past the end"))?;
-        out.extend_from_slice(chunk);
-        body = body.get(size + 2..).ok_or_else(|| bad("chunk without CRLF"))?;
-    }
+    json.get("schema")
+        .and_then(|s| s.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| RegistryError::BadResponse(format!("GET {url}: no \"schema\" string")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn cfg(url: &str) -> BridgeConfig {
+        BridgeConfig {
+            schema_registry_url: url.to_owned(),
+            registry_timeout_ms: 500,
+            ..BridgeConfig::default()
+        }
+    }
+
     #[test]
-    fn responses_parse_with_length_chunked_or_to_eof() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhixx").expect("length");
-        assert_eq!(r, (200, b"hi".to_vec()));
-        let r =
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n1;x=y\r\n!\r\n0\r\n\r\n")
-                .expect("chunked");
-        assert_eq!(r, (200, b"hi!".to_vec()));
-        let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n{}").expect("eof");
-        assert_eq!(r, (404, b"{}".to_vec()));
+    fn base64_matches_rfc_4648() {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(raw.as_bytes()), enc);
+        }
+        assert_eq!(base64(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+    }
+
+    #[test]
+    fn registry_answers_that_are_not_schemas_are_refused() {
+        let url = "http://r/schemas/ids/1";
+        assert_eq!(
+            schema_of(1, url, br#"{"schema":"\"long\""}"#),
+            Ok("\"long\"".to_owned())
+        );
         for garbage in [
             &b""[..],
-            b"HTTP/1.1 200 OK\r\n",
-            b"nonsense\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhi",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\nab",
+            b"<html>",
+            b"{}",
+            br#"{"schema": 5}"#,
+            br#"{"schema":"x","schemaType":"PROTOBUF"}"#,
         ] {
-            assert!(parse_response(garbage).is_err(), "{garbage:?}");
+            assert!(
+                matches!(schema_of(1, url, garbage), Err(RegistryError::BadResponse(_))),
+                "{garbage:?}"
+            );
         }
     }
 
     #[test]
     fn an_unreachable_registry_is_transient_and_an_unknown_id_is_not() {
         // Port 1 on loopback: nothing listens there.
-        let mut s = Schemas::new(&[], "http://127.0.0.1:1", Duration::from_millis(500)).expect("schemas");
+        let mut s = Schemas::new(&cfg("http://127.0.0.1:1")).expect("schemas");
         let err = s.get(5).expect_err("unreachable");
         assert!(err.is_transient(), "{err}");
-        let mut none = Schemas::new(&[], "", Duration::from_millis(500)).expect("schemas");
+        assert!(
+            err.to_string().contains("GET http://127.0.0.1:1/schemas/ids/5"),
+            "{err}"
+        );
+        let mut none = Schemas::new(&cfg("")).expect("schemas");
         let err = none.get(5).expect_err("unknown");
         assert_eq!(err, RegistryError::UnknownId(5));
         assert!(!err.is_transient());
     }
 
     #[test]
-    fn local_files_are_mapped_to_ids_and_bad_entries_refused() {
+    fn local_files_are_mapped_to_ids_and_bad_entries_and_urls_refused() {
         let dir = std::env::temp_dir().join(format!("rimd-registry-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let good = dir.join("e.avsc");
-        std::fs::write(&good, super::super::wire::RIM_FAST_EVENT_AVSC).expect("write");
-        let mut s = Schemas::new(&[format!("7={}", good.display())], "", Duration::from_secs(1)).expect("schemas");
+        std::fs::write(&good, rim_avro::wire::RIM_FAST_EVENT_AVSC).expect("write");
+        let other = dir.join("o.avsc");
+        std::fs::write(&other, r#"{"type":"record","name":"Other","fields":[]}"#).expect("write");
+        let files = |entries: &[String]| BridgeConfig {
+            schema_files: entries.to_vec(),
+            ..BridgeConfig::default()
+        };
+        let mut s = Schemas::new(&files(&[format!("7={}", good.display())])).expect("schemas");
         assert!(s.get(7).is_ok());
         assert_eq!(s.get(8).expect_err("unknown"), RegistryError::UnknownId(8));
-        for entry in ["7", "x=/nope", "7=/does/not/exist.avsc"] {
+        for entry in [
+            "7".to_owned(),
+            "x=/nope".to_owned(),
+            "7=/does/not/exist.avsc".to_owned(),
+            format!("3={}", other.display()),
+        ] {
             assert!(
                 matches!(
-                    Schemas::new(&[entry.to_owned()], "", Duration::from_secs(1)),
-                    Err(RegistryError::File { .. })
+                    Schemas::new(&files(std::slice::from_ref(&entry))),
+                    Err(RegistryError::Config { .. })
                 ),
                 "{entry}"
             );
         }
-        for url in ["https://x", "http://:80", "http://h:notaport"] {
-            assert!(Schemas::new(&[], url, Duration::from_secs(1)).is_err(), "{url}");
+        for url in [
+            "ftp://x",
+            "http://:80",
+            "http://user:pw@h:8081",
+            "https://",
+            "http://h:notaport",
+        ] {
+            assert!(Schemas::new(&cfg(url)).is_err(), "{url}");
         }
+        let both = BridgeConfig {
+            registry_username: "u".into(),
+            registry_bearer_token: "t".into(),
+            ..cfg("https://r:8081")
+        };
+        assert!(Schemas::new(&both).is_err());
+        let no_ca = BridgeConfig {
+            registry_ca_file: dir.join("missing.pem").display().to_string(),
+            ..cfg("https://r:8081")
+        };
+        assert!(Schemas::new(&no_ca).is_err());
+        let not_pem = BridgeConfig {
+            registry_ca_file: good.display().to_string(),
+            ..cfg("https://r:8081")
+        };
+        assert!(Schemas::new(&not_pem).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

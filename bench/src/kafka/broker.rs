@@ -14,9 +14,13 @@ pub const PARTITIONS: u32 = 12;
 /// The inbound topic of the bridge (its default `bridge.in_topic`).
 pub const IN_TOPIC: &str = "rim.fast-path";
 
+/// The `broker-floor` row's topic: the same messages, read by a plain consumer, not rimd.
+pub const FLOOR_TOPIC: &str = "rim.floor";
+
 /// Topics created at start: the inbound topic and its dead-letter topic (a message the
-/// bridge cannot decode goes there, and must not fail for want of the topic).
-const TOPICS: [&str; 2] = [IN_TOPIC, "rim.fast-path.dlq"];
+/// bridge cannot decode goes there, and must not fail for want of the topic), and the
+/// floor's.
+const TOPICS: [&str; 3] = [IN_TOPIC, "rim.fast-path.dlq", FLOOR_TOPIC];
 
 /// How long the broker may take to answer its first request.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

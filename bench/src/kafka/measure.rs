@@ -1,6 +1,9 @@
-//! The measuring loop both paths share: events offered (saturating, or paced at a rate)
-//! through a [`Sender`], their decisions read back from the daemon's broadcast ring, each
-//! decision matched to its event by a tag, latency = decision read − event handed over.
+//! The measuring loop every row shares: events offered (saturating, or paced at a rate)
+//! through a [`Sender`], their completions read back (the daemon's decisions from its
+//! broadcast ring, or for the broker floor the messages themselves from a plain consumer),
+//! each matched to its event by a tag. Latency = completion read − event handed over,
+//! and for a paced row − the event's due time (as wrk2 does: a sender that falls behind
+//! its schedule cannot hide the wait from the figures).
 //!
 //! The tag: every event of the daemon's life carries its own `metric.probe` value (1, 2,
 //! 3, …; exact in an f64). The `probe` rule fires on `metric.probe > 0`, with no cooldown,
@@ -35,6 +38,17 @@ pub trait Sender {
     fn service(&mut self) -> Result<(), BenchError>;
     /// Nothing to do right now: wait a little, leaving the core to the daemon.
     fn idle(&mut self);
+}
+
+/// Where the completions of events are read: [`Completions::drain`] reads up to `max`,
+/// calls `f(tag, read_ns)` for each, and returns (matched, other records skipped).
+pub trait Completions {
+    /// Reads what has completed.
+    fn drain(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(u64, u64) -> Result<(), BenchError>,
+    ) -> Result<(usize, u64), BenchError>;
 }
 
 /// What one phase offers.
@@ -84,13 +98,15 @@ impl Decisions {
         let buf = vec![0u8; reader.slot_bytes()];
         Self { reader, buf }
     }
+}
 
+impl Completions for Decisions {
     /// Reads up to `max` records; calls `f(tag, read_ns)` for each probe decision and
     /// returns (probe decisions, other records).
     fn drain(
         &mut self,
         max: usize,
-        mut f: impl FnMut(u64, u64) -> Result<(), BenchError>,
+        f: &mut dyn FnMut(u64, u64) -> Result<(), BenchError>,
     ) -> Result<(usize, u64), BenchError> {
         let (mut probes, mut other) = (0, 0);
         for _ in 0..max {
@@ -207,10 +223,12 @@ impl Ledger {
         }
     }
 
-    fn sent(&mut self, now_ns: u64) {
-        self.handed_ns[self.sent as usize] = now_ns;
+    /// The next event went out at `now_ns`; its latency counts from `from_ns` (its due
+    /// time when paced, else `now_ns`).
+    fn sent(&mut self, from_ns: u64, now_ns: u64) {
+        self.handed_ns[self.sent as usize] = from_ns;
         if self.sent == 0 {
-            self.first_ns = now_ns;
+            self.first_ns = from_ns;
         }
         self.last_send_ns = now_ns;
         self.sent += 1;
@@ -256,20 +274,21 @@ impl Ledger {
 /// decision.
 pub fn run(
     sender: &mut dyn Sender,
-    decisions: &mut Decisions,
+    completions: &mut dyn Completions,
     tags: &mut Tags,
     phase: &Phase,
 ) -> Result<Outcome, BenchError> {
     let mut ledger = Ledger::new(tags.reserve(phase.events), phase.events);
     let started = Instant::now();
+    let started_ns = monotonic_ns();
     let mut last_progress = Instant::now();
     let mut timestamp_ms = crate::workload::unix_ms();
     while ledger.received < phase.events {
         let due = due(phase, started.elapsed());
         let limit = due.min(ledger.received + phase.window);
-        let offered = offer_burst(sender, tags, &mut ledger, limit, &mut timestamp_ms)?;
+        let offered = offer_burst(sender, tags, &mut ledger, limit, &mut timestamp_ms, phase, started_ns)?;
         sender.service()?;
-        let (read, other) = decisions.drain(DRAIN_MAX, |tag, at| ledger.decided(tag, at))?;
+        let (read, other) = completions.drain(DRAIN_MAX, &mut |tag, at| ledger.decided(tag, at))?;
         ledger.skipped += other;
         if offered > 0 || read > 0 {
             last_progress = Instant::now();
@@ -298,6 +317,13 @@ fn due(phase: &Phase, elapsed: Duration) -> u64 {
     }
 }
 
+/// When event `i` of a paced phase is due: `i / rate` seconds after the start.
+fn due_ns(phase: &Phase, started_ns: u64, i: u64) -> Option<u64> {
+    let rate = phase.rate_per_s?;
+    let offset = u128::from(i) * 1_000_000_000 / u128::from(rate.max(1));
+    Some(started_ns.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX)))
+}
+
 /// Offers events until `limit` are out, a burst is done or the sender refuses one.
 fn offer_burst(
     sender: &mut dyn Sender,
@@ -305,6 +331,8 @@ fn offer_burst(
     ledger: &mut Ledger,
     limit: u64,
     timestamp_ms: &mut i64,
+    phase: &Phase,
+    started_ns: u64,
 ) -> Result<u64, BenchError> {
     let mut n = 0;
     if ledger.sent < limit {
@@ -317,7 +345,8 @@ fn offer_burst(
         if !sender.offer(node, ledger.base + ledger.sent, *timestamp_ms, now_ns)? {
             break;
         }
-        ledger.sent(now_ns);
+        let from_ns = due_ns(phase, started_ns, ledger.sent).unwrap_or(now_ns);
+        ledger.sent(from_ns, now_ns);
         n += 1;
     }
     Ok(n)
@@ -354,7 +383,7 @@ mod tests {
     #[test]
     fn a_decision_counts_once_and_only_for_an_event_handed_over() {
         let mut ledger = Ledger::new(100, 3);
-        ledger.sent(1_000);
+        ledger.sent(1_000, 1_000);
         assert!(ledger.decided(99, 2_000).is_ok(), "an earlier phase's tag is skipped");
         assert_eq!(ledger.skipped, 1);
         assert!(ledger.decided(100, 2_500).is_ok());
@@ -374,5 +403,13 @@ mod tests {
         assert_eq!(due(&phase, Duration::ZERO), 1);
         assert_eq!(due(&phase, Duration::from_millis(1)), 51);
         assert_eq!(due(&phase, Duration::from_secs(1)), 1_000);
+        // Event i is due i / rate after the start, whenever it was actually sent.
+        assert_eq!(due_ns(&phase, 7, 0), Some(7));
+        assert_eq!(due_ns(&phase, 7, 50_000), Some(7 + 1_000_000_000));
+        let saturating = Phase {
+            rate_per_s: None,
+            ..phase
+        };
+        assert_eq!(due_ns(&saturating, 7, 3), None);
     }
 }

@@ -10,15 +10,22 @@
 //! once per event, so every event has exactly one decision and the decision names its
 //! event ([`measure`]).
 //!
-//! Rows (latency = from the instant the bench handed the event over, CLOCK_MONOTONIC, to
-//! the instant it read the event's decision from the broadcast ring):
+//! Rows (latency = from the instant the bench handed the event over, or for a paced row the
+//! instant the event was due, CLOCK_MONOTONIC, to the instant it read the event's decision
+//! from the broadcast ring):
+//! - `broker-floor`: the `kafka-in` row's messages, saturating, through the same broker to
+//!   a topic of their own, read back by a plain librdkafka consumer in the bench that does
+//!   not decode them ([`floor`]): the broker's and the client library's limit here, beside
+//!   which `kafka-in` is judged; `broker-floor-50k` the same paced at 50,000 events/s,
+//!   the latency floor of `kafka-in-50k`.
 //! - `kafka-in`: Avro events in the Confluent wire format produced to `rim.fast-path` (12
 //!   partitions, keyed by RimNodeId) with rdkafka (`BaseProducer`, linger 5 ms),
 //!   **saturating**: offered as fast as the producer takes them, with at most
 //!   [`WINDOW`] events without their decision. `events_per_s` is the throughput; the
 //!   latencies are under that load, queueing included: the backlog grows until the window
 //!   is full, so they come out near `WINDOW / events_per_s` and say little alone.
-//! - `kafka-in-50k`: the same **paced** at 50,000 events/s: the latency without queueing.
+//! - `kafka-in-50k`: the same **paced** at 50,000 events/s: the latency without queueing,
+//!   counted from each event's due time (so a sender that stalls cannot hide latency).
 //! - `shm`, `shm-50k`: the same two through a `rim_ring` producer attached to the same
 //!   daemon (publish to decision).
 //!
@@ -31,6 +38,7 @@
 
 mod avro;
 mod broker;
+mod floor;
 mod measure;
 mod produce;
 
@@ -45,7 +53,7 @@ use crate::report::{Figure, Row};
 use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
 use crate::workload::{self, applied, Publisher};
 use broker::Broker;
-use measure::{Decisions, Outcome, Phase, Sender, Tags};
+use measure::{Completions, Decisions, Outcome, Phase, Sender, Tags};
 use produce::{KafkaProducer, Sent};
 
 /// Produce (publish) → decision figures.
@@ -65,6 +73,14 @@ pub const SUITE: Suite = Suite {
         "events",
     ],
     rows: &[
+        RowSpec {
+            name: "broker-floor",
+            run: |opts| run_row(opts, "broker-floor", Way::Floor, None),
+        },
+        RowSpec {
+            name: "broker-floor-50k",
+            run: |opts| run_row(opts, "broker-floor-50k", Way::Floor, Some(PACED_PER_S)),
+        },
         RowSpec {
             name: "kafka-in",
             run: |opts| run_row(opts, "kafka-in", Way::Kafka, None),
@@ -109,6 +125,8 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Which way events go in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
+    /// The `kafka-in` messages to a plain consumer, not to rimd.
+    Floor,
     Kafka,
     Shm,
 }
@@ -118,15 +136,20 @@ enum Way {
 fn events(size: RunSize, way: Way, paced: bool) -> u64 {
     let seconds_at_pace = |s: f64| (s * PACED_PER_S as f64) as u64;
     match (size, way, paced) {
-        (RunSize::Full, Way::Kafka, false) => 2_000_000,
+        (RunSize::Full, Way::Kafka | Way::Floor, false) => 2_000_000,
         (RunSize::Full, Way::Shm, false) => 5_000_000,
         (RunSize::Full, _, true) => seconds_at_pace(10.0),
-        (RunSize::Quick, Way::Kafka, false) => 400_000,
+        (RunSize::Quick, Way::Kafka | Way::Floor, false) => 400_000,
         (RunSize::Quick, Way::Shm, false) => 1_000_000,
         (RunSize::Quick, _, true) => seconds_at_pace(3.0),
         (RunSize::Smoke, _, false) => 3_000,
         (RunSize::Smoke, _, true) => 1_000,
     }
+}
+
+/// The floor's warm-up: a twentieth of its row, as the Kafka warm-up is of `kafka-in`.
+fn warmup_events_floor(row_events: u64) -> u64 {
+    (row_events / 20).max(100)
 }
 
 fn warmup_events(size: RunSize) -> u64 {
@@ -143,6 +166,8 @@ struct Bench {
     daemon: DaemonProc,
     kafka: KafkaIn,
     shm: ShmIn,
+    /// Started by the floor row's first use (warmed up then).
+    floor: Option<(floor::FloorIn, floor::FloorOut)>,
     decisions: Decisions,
     tags: Tags,
     _broker: Broker,
@@ -235,6 +260,7 @@ impl Bench {
             daemon,
             kafka,
             shm,
+            floor: None,
             decisions: Decisions::new(reader),
             tags: Tags::new(nodes),
             _broker: broker,
@@ -263,11 +289,29 @@ impl Bench {
     }
 
     fn measure(&mut self, way: Way, phase: &Phase) -> Result<Outcome, BenchError> {
-        let sender: &mut dyn Sender = match way {
-            Way::Kafka => &mut self.kafka,
-            Way::Shm => &mut self.shm,
+        if way == Way::Floor && self.floor.is_none() {
+            self.start_floor(phase)?;
+        }
+        let (sender, completions): (&mut dyn Sender, &mut dyn Completions) = match (way, &mut self.floor) {
+            (Way::Floor, Some((tx, rx))) => (tx, rx),
+            (Way::Floor, None) => return Err(BenchError::Setup("the floor consumer did not start".into())),
+            (Way::Kafka, _) => (&mut self.kafka, &mut self.decisions),
+            (Way::Shm, _) => (&mut self.shm, &mut self.decisions),
         };
-        measure::run(sender, &mut self.decisions, &mut self.tags, phase)
+        measure::run(sender, completions, &mut self.tags, phase)
+    }
+
+    /// The floor's producer and consumer, warmed up as the Kafka way is at start.
+    fn start_floor(&mut self, like: &Phase) -> Result<(), BenchError> {
+        let node_ids = (0..workload::NODES).map(workload::node_id).collect();
+        let (mut tx, mut rx) = floor::start(&self.kafka.brokers, node_ids, FETCH_WAIT_MAX_MS)?;
+        let warm = Phase {
+            events: warmup_events_floor(like.events),
+            ..*like
+        };
+        measure::run(&mut tx, &mut rx, &mut self.tags, &warm)?;
+        self.floor = Some((tx, rx));
+        Ok(())
     }
 }
 
@@ -315,6 +359,7 @@ fn experiment_sets() -> Vec<String> {
 /// The Kafka way in: Avro events keyed by node id.
 struct KafkaIn {
     producer: KafkaProducer,
+    brokers: String,
     node_ids: Vec<String>,
     buf: Vec<u8>,
     noise: u64,
@@ -324,6 +369,7 @@ impl KafkaIn {
     fn new(broker: &Broker) -> Result<Self, BenchError> {
         Ok(Self {
             producer: KafkaProducer::new(&broker.addr(), broker::IN_TOPIC)?,
+            brokers: broker.addr(),
             node_ids: (0..workload::NODES).map(workload::node_id).collect(),
             buf: Vec::with_capacity(256),
             noise: 0x9E37_79B9_7F4A_7C15,

@@ -94,6 +94,20 @@ impl KafkaProducer {
         }
     }
 
+    /// Enqueues `payload` keyed by `key` into `partition` (chosen by the caller), without
+    /// blocking.
+    pub fn try_send_to(&self, key: &str, partition: i32, payload: &[u8]) -> Result<Sent, BenchError> {
+        let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic)
+            .key(key)
+            .partition(partition)
+            .payload(payload);
+        match self.inner.send(record) {
+            Ok(()) => Ok(Sent::Queued),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(Sent::QueueFull),
+            Err((e, _)) => Err(BenchError::transport("rdkafka", "send", e)),
+        }
+    }
+
     /// Serves delivery reports (frees librdkafka's queue); fails on any failed delivery.
     pub fn service(&self) -> Result<(), BenchError> {
         self.inner.poll(Duration::ZERO);
