@@ -215,6 +215,10 @@ pub struct PersistConfig {
     /// commit starts as soon as the previous one completed, so this bounds only the queue
     /// ahead of a slow sync (then the rings fill and producers see `Full`).
     pub commit_bytes: u64,
+    /// Group commits in flight at once (1..=4): with more than one, a commit starts beside
+    /// those in flight once the newest has run 250 µs, so records need not wait for the
+    /// slowest sync ahead of them.
+    pub commit_flights: usize,
     /// Journal retention by age, hours.
     pub retention_hours: u64,
     /// Journal retention by size, bytes per partition.
@@ -253,6 +257,7 @@ impl Default for PersistConfig {
             data_dir: PathBuf::from("/var/tmp/rimd"),
             segment_bytes: 64 << 20,
             commit_bytes: 2 << 20,
+            commit_flights: 1,
             retention_hours: 7 * 24,
             retention_bytes: 16 << 30,
             journal_ring_bytes: 4 << 20,
@@ -328,6 +333,13 @@ impl PersistConfig {
                 "persist.resolution_retention_hours has {} entries, persist.resolutions {}: one retention per resolution",
                 self.resolution_retention_hours.len(),
                 self.resolutions.len()
+            ));
+        }
+        if !(1..=rim_journal::FLIGHTS_MAX).contains(&self.commit_flights) {
+            return bad(format!(
+                "persist.commit_flights = {} (1..={})",
+                self.commit_flights,
+                rim_journal::FLIGHTS_MAX
             ));
         }
         if self.checkpoint_ms < 100 {

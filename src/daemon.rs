@@ -211,6 +211,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         source,
     })?;
     crate::memory::set_prefault(config.reflex.prefault);
+    crate::sys::keep_freed_memory();
     prepare_run_dir(&config)?;
     // Held until return: a second daemon on this directory would take over the socket and
     // the stats segment of the first.

@@ -15,7 +15,18 @@
 //!   until the ring's durable position covered the event (one event in 64 sampled, HDR),
 //!   seen by the producer itself, which sleeps between batches and looks at its durable
 //!   position every 100 µs at most (the lag figures are therefore up to ~0.1 ms high).
-//! - `journal-100k`: the same at 100k events/s offered.
+//! - `journal-100k`: the same at 100k events/s offered; `journal-100k-store-quiet` the
+//!   same with the store writer idle for the run (no capsule batch, no checkpoint).
+//! - `sync-floor`, `sync-floor-100k`: the disk's floor under the durable lag of the two
+//!   rows above: every 1 ms, one thread `pwrite`s 1 ms worth of the journal's bytes at 1M
+//!   and 100k events/s into a segment-sized file written zero beforehand (as the journal's
+//!   segments are) and `fdatasync`s it; `durable_lag` = the write and sync (no queueing,
+//!   no framing, no daemon), `sync_p99_ns` the same p99.
+//! - `journal-bare`, `journal-bare-100k`: the floor under the two rows above: the journal
+//!   crate alone on one pinned thread (no daemon, no ring, no roll-up, no store), records of
+//!   the daemon's mean size appended at 1M and 100k/s in 1 ms batches, committed as the
+//!   journal thread does (as soon as the previous commit completed); `durable_lag` from
+//!   append to the completion that covered it, every record counted.
 //! - `decisions`: every event fires a rule (the workload's `probe`); `decisions_per_s` =
 //!   decisions made durable in the decision log *and* indexed in the store / time, the
 //!   producer publishing as fast as its ring takes events.
@@ -81,6 +92,26 @@ pub const SUITE: Suite = Suite {
             run: run_journal_100k,
         },
         RowSpec {
+            name: "journal-100k-store-quiet",
+            run: run_journal_100k_store_quiet,
+        },
+        RowSpec {
+            name: "sync-floor",
+            run: run_sync_floor,
+        },
+        RowSpec {
+            name: "sync-floor-100k",
+            run: run_sync_floor_100k,
+        },
+        RowSpec {
+            name: "journal-bare",
+            run: run_journal_bare,
+        },
+        RowSpec {
+            name: "journal-bare-100k",
+            run: run_journal_bare_100k,
+        },
+        RowSpec {
             name: "decisions",
             run: run_decisions,
         },
@@ -130,6 +161,18 @@ const OFFERED_PER_S: u64 = 1_000_000;
 const SAMPLE_EVERY: u64 = 64;
 /// The journal's segment size (the default), for the disk floor's files.
 const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Removes a row's data and waits until the file system has let go of it: this disk is
+/// mounted with online discard, and the discards of a removed journal, issued at the next
+/// metadata commit, would otherwise land in the next row's syncs.
+fn remove_data(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    #[allow(unsafe_code)]
+    // SAFETY: sync(2) takes no arguments and touches no memory of this process.
+    unsafe {
+        libc::sync();
+    }
+}
 
 fn data_dir() -> Result<PathBuf, BenchError> {
     // On disk (not /dev/shm): fdatasync must mean something.
@@ -236,7 +279,7 @@ fn run_journal_max(opts: &RunOpts) -> Result<Row, BenchError> {
         p.full_retries
     );
     daemon.stop()?;
-    let _ = std::fs::remove_dir_all(&data);
+    remove_data(&data);
     Ok(Row::new(
         "journal-max",
         vec![
@@ -312,7 +355,7 @@ fn run_disk_floor(opts: &RunOpts) -> Result<Row, BenchError> {
     let dir = data_dir()?;
     let chunk = (cadence.bytes / cadence.syncs).clamp(4096, SEGMENT_BYTES);
     let (secs, lat) = write_floor(&dir, cadence.bytes.max(chunk), chunk)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_data(&dir);
     let events = cadence.bytes.max(chunk) as f64 / cadence.bytes_per_event;
     Ok(Row::new(
         "disk-floor",
@@ -333,8 +376,218 @@ fn run_journal_100k(opts: &RunOpts) -> Result<Row, BenchError> {
     journal_row(opts, "journal-100k", OFFERED_PER_S / 10)
 }
 
+/// `journal-100k` with the store writer kept idle (no capsule batch, no checkpoint during
+/// the run): the daemon's journal path alone, to tell its lag from the store's share of
+/// the cold core and the disk.
+fn run_journal_100k_store_quiet(opts: &RunOpts) -> Result<Row, BenchError> {
+    journal_row_with(
+        opts,
+        "journal-100k-store-quiet",
+        OFFERED_PER_S / 10,
+        &[
+            "persist.store_interval_ms=600000",
+            "persist.store_batch_max=1000000",
+            "persist.checkpoint_ms=600000",
+        ],
+    )
+}
+
+fn run_sync_floor(opts: &RunOpts) -> Result<Row, BenchError> {
+    sync_floor_row(opts, "sync-floor", OFFERED_PER_S)
+}
+
+fn run_sync_floor_100k(opts: &RunOpts) -> Result<Row, BenchError> {
+    sync_floor_row(opts, "sync-floor-100k", OFFERED_PER_S / 10)
+}
+
+/// The journal's mean bytes per event (frame included), from `journal-max` when it ran.
+fn bytes_per_event() -> f64 {
+    CADENCE
+        .lock()
+        .ok()
+        .and_then(|c| *c)
+        .map_or(136.0, |c| c.bytes_per_event)
+}
+
+fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchError> {
+    use rim_journal::Storage;
+    use std::os::unix::fs::FileExt;
+    let io = |what: &'static str| move |source| BenchError::Io { what, source };
+    crate::affinity::pin_current_thread(opts.client_core)?;
+    let dir = data_dir()?;
+    let path = dir.join("floor.seg");
+    rim_journal::Fs::new()
+        .prepare_spare(&path, SEGMENT_BYTES, false)
+        .map_err(io("writing a disk-floor file zero"))?;
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening a disk-floor file"))?;
+    let chunk = ((per_s as f64 / 1000.0 * bytes_per_event()) as u64).max(64);
+    let buf: Vec<u8> = (0..chunk).map(|i| (i * 131 + 7) as u8).collect();
+    let mut lat =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let ticks = (seconds(opts.size) * 1000.0) as u64;
+    let started = Instant::now();
+    let mut off = 0u64;
+    for tick in 0..ticks {
+        let due = started + Duration::from_millis(tick);
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        }
+        if off + chunk > SEGMENT_BYTES {
+            off = 0;
+        }
+        let t0 = Instant::now();
+        file.write_all_at(&buf, off).map_err(io("writing a disk-floor file"))?;
+        file.sync_data().map_err(io("syncing a disk-floor file"))?;
+        let _ = lat.record((t0.elapsed().as_nanos() as u64).max(1));
+        off += chunk;
+    }
+    drop(file);
+    remove_data(&dir);
+    Ok(Row::new(
+        name,
+        vec![
+            Figure::int("durable_lag_p50_ns", lat.value_at_quantile(0.5)),
+            Figure::int("durable_lag_p99_ns", lat.value_at_quantile(0.99)),
+            Figure::int("durable_lag_p999_ns", lat.value_at_quantile(0.999)),
+            Figure::int("durable_lag_max_ns", lat.max()),
+            Figure::int("sync_p99_ns", lat.value_at_quantile(0.99)),
+            Figure::int("bytes_per_sync", chunk),
+        ],
+    ))
+}
+
+fn run_journal_bare(opts: &RunOpts) -> Result<Row, BenchError> {
+    bare_row(opts, "journal-bare", OFFERED_PER_S)
+}
+
+fn run_journal_bare_100k(opts: &RunOpts) -> Result<Row, BenchError> {
+    bare_row(opts, "journal-bare-100k", OFFERED_PER_S / 10)
+}
+
+/// The journal crate alone at `per_s`: one thread appends each 1 ms batch, starts a commit
+/// whenever none is in flight, and collects completions between batches.
+fn bare_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchError> {
+    use rim_journal::{Fs, Journal, JournalConfig};
+    let jerr = |what: &'static str| move |e: rim_journal::JournalError| BenchError::transport("journal", what, e);
+    crate::affinity::pin_current_thread(opts.client_core)?;
+    let dir = data_dir()?;
+    let mut cfg = JournalConfig::new(dir.join("journal"), 2);
+    cfg.segment_bytes = SEGMENT_BYTES;
+    cfg.buffer_bytes = 2 << 20;
+    let (mut journal, _) = Journal::open(cfg, Fs::new()).map_err(jerr("open"))?;
+    // The daemon's mean record (its frame adds 8 bytes and pads to 8).
+    let record_len = (bytes_per_event() - 12.0).max(16.0) as usize;
+    let record: Vec<u8> = (0..record_len).map(|i| (i * 31 + 1) as u8).collect();
+    let total = (seconds(opts.size) * per_s as f64) as u64;
+    let batch = (per_s / 1000).max(1);
+    let mut bare = Bare {
+        lag: Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| BenchError::Setup(e.to_string()))?,
+        waiting: std::collections::VecDeque::new(),
+        newest_at: None,
+    };
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = started + Duration::from_nanos(sent * 1_000_000_000 / per_s);
+        loop {
+            bare.turn(&mut journal, Duration::ZERO).map_err(jerr("commit"))?;
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            bare.turn(&mut journal, (due - now).min(Duration::from_micros(100)))
+                .map_err(jerr("commit"))?;
+        }
+        let at = Instant::now();
+        let n = batch.min(total - sent);
+        for _ in 0..n {
+            // A stalled sync can fill the buffer: wait for room as the daemon's thread does.
+            while journal.room(0) < record.len() + 16 {
+                bare.turn(&mut journal, Duration::from_micros(100))
+                    .map_err(jerr("commit"))?;
+            }
+            journal.append(0, &record, 0).map_err(jerr("append"))?;
+        }
+        sent += n;
+        bare.waiting.push_back((journal.end(0), at, n));
+        bare.turn(&mut journal, Duration::ZERO).map_err(jerr("commit"))?;
+    }
+    while !bare.waiting.is_empty() {
+        bare.turn(&mut journal, Duration::from_millis(10))
+            .map_err(jerr("commit"))?;
+    }
+    let lag = bare.lag;
+    let secs = started.elapsed().as_secs_f64();
+    drop(journal);
+    remove_data(&dir);
+    Ok(Row::new(
+        name,
+        vec![
+            Figure::real("events_per_s", total as f64 / secs),
+            Figure::int("durable_lag_p50_ns", lag.value_at_quantile(0.5)),
+            Figure::int("durable_lag_p99_ns", lag.value_at_quantile(0.99)),
+            Figure::int("durable_lag_p999_ns", lag.value_at_quantile(0.999)),
+            Figure::int("durable_lag_max_ns", lag.max()),
+        ],
+    ))
+}
+
+/// The bare journal row's commit loop: the persist thread's policy (a new flight beside the
+/// ones in flight once the newest has run `COMMIT_AGAIN_AFTER`) without the daemon around it.
+struct Bare {
+    lag: Histogram<u64>,
+    /// (end position of a batch, when it was appended, events in it), oldest first.
+    waiting: std::collections::VecDeque<(u64, Instant, u64)>,
+    newest_at: Option<Instant>,
+}
+
+impl Bare {
+    const COMMIT_AGAIN_AFTER: Duration = Duration::from_micros(250);
+
+    /// Lands what completed (waiting up to `wait` when something is in flight), then starts a
+    /// commit when the policy allows one.
+    fn turn(&mut self, journal: &mut rim_journal::Journal, wait: Duration) -> Result<(), rim_journal::JournalError> {
+        if journal.in_flight() {
+            let wait = if wait.is_zero() { None } else { Some(wait) };
+            if journal.complete(wait)?.is_some() {
+                self.settle(journal);
+                if !journal.in_flight() {
+                    self.newest_at = None;
+                }
+            }
+        } else if !wait.is_zero() && !journal.is_dirty() {
+            std::thread::sleep(wait);
+        }
+        let again = self.newest_at.is_none_or(|at| at.elapsed() >= Self::COMMIT_AGAIN_AFTER);
+        if journal.is_dirty() && journal.can_commit() && again && journal.commit()? {
+            self.newest_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, journal: &rim_journal::Journal) {
+        let durable = journal.durable(0);
+        while let Some(&(end, at, n)) = self.waiting.front() {
+            if end > durable {
+                break;
+            }
+            let _ = self.lag.record_n((at.elapsed().as_nanos() as u64).max(1), n);
+            self.waiting.pop_front();
+        }
+    }
+}
+
 fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64) -> Result<Row, BenchError> {
-    let (data, daemon, mut p) = start(opts, "bench-persist", &[])?;
+    journal_row_with(opts, name, offered_per_s, &[])
+}
+
+fn journal_row_with(opts: &RunOpts, name: &str, offered_per_s: u64, extra: &[&str]) -> Result<Row, BenchError> {
+    let (data, daemon, mut p) = start(opts, "bench-persist", extra)?;
     let nodes = workload::nodes();
     let total = (seconds(opts.size) * offered_per_s as f64) as u64;
     let mut lag =
@@ -398,7 +651,7 @@ fn journal_row(opts: &RunOpts, name: &str, offered_per_s: u64) -> Result<Row, Be
         stalls
     );
     daemon.stop()?;
-    let _ = std::fs::remove_dir_all(&data);
+    remove_data(&data);
     Ok(Row::new(
         name,
         vec![
@@ -439,6 +692,8 @@ struct Stalls {
     turns_slow: u64,
     turn_max: u64,
     drain_max: u64,
+    drain_entries: u64,
+    land_max: u64,
     commit_start_max: u64,
     upkeep_max: u64,
     commit_p99_max: u64,
@@ -451,7 +706,11 @@ impl Stalls {
         let c = |n: &str| counter(&s, n);
         self.turns_slow = c("persist.turns_slow");
         self.turn_max = self.turn_max.max(c("persist.turn_ns_max"));
-        self.drain_max = self.drain_max.max(c("persist.drain_ns_max"));
+        if c("persist.drain_ns_max") > self.drain_max {
+            self.drain_max = c("persist.drain_ns_max");
+            self.drain_entries = c("persist.drain_entries_at_max");
+        }
+        self.land_max = self.land_max.max(c("persist.land_ns_max"));
         self.commit_start_max = self.commit_start_max.max(c("persist.commit_start_ns_max"));
         self.upkeep_max = self.upkeep_max.max(c("persist.upkeep_ns_max"));
         self.commit_p99_max = self.commit_p99_max.max(c("persist.commit_p99_ns"));
@@ -464,10 +723,12 @@ impl std::fmt::Display for Stalls {
         let us = |ns: u64| ns / 1000;
         write!(
             f,
-            "journal thread: {} turns over 1 ms, longest {} µs (drain {}, commit start {}, upkeep {}); commit p99 {} µs, max {} µs",
+            "journal thread: {} turns over 1 ms, longest {} µs (land {}, drain {} for {} entries, commit start {}, upkeep {}); commit p99 {} µs, max {} µs",
             self.turns_slow,
             us(self.turn_max),
+            us(self.land_max),
             us(self.drain_max),
+            self.drain_entries,
             us(self.commit_start_max),
             us(self.upkeep_max),
             us(self.commit_p99_max),
@@ -521,7 +782,7 @@ fn run_decisions(opts: &RunOpts) -> Result<Row, BenchError> {
     }
     let secs = started.elapsed().as_secs_f64();
     daemon.stop()?;
-    let _ = std::fs::remove_dir_all(&data);
+    remove_data(&data);
     Ok(Row::new(
         "decisions",
         vec![
@@ -625,7 +886,7 @@ fn run_capsules(opts: &RunOpts) -> Result<Row, BenchError> {
     }
     let secs = started.elapsed().as_secs_f64();
     drop(store);
-    let _ = std::fs::remove_dir_all(dir.parent().unwrap_or(&dir));
+    remove_data(dir.parent().unwrap_or(&dir));
     Ok(Row::new(
         "capsules",
         vec![Figure::real("records_per_s", all.len() as f64 / secs)],
@@ -644,7 +905,7 @@ fn run_raw(opts: &RunOpts) -> Result<Row, BenchError> {
     }
     let secs = started.elapsed().as_secs_f64();
     drop(store);
-    let _ = std::fs::remove_dir_all(dir.parent().unwrap_or(&dir));
+    remove_data(dir.parent().unwrap_or(&dir));
     Ok(Row::new(
         "redb-raw",
         vec![Figure::real("records_per_s", rows.len() as f64 / secs)],
@@ -683,7 +944,7 @@ fn run_recovery(opts: &RunOpts) -> Result<Row, BenchError> {
     // And with no store: recovery replays the whole journal.
     let _ = std::fs::remove_file(data.join("capsules.redb"));
     let (full_ms, _) = restart(opts, &data, &[])?;
-    let _ = std::fs::remove_dir_all(&data);
+    remove_data(&data);
     eprint!("({sent} published) ");
     Ok(Row::new(
         "recovery",
@@ -714,7 +975,7 @@ fn run_recovery_lagging(opts: &RunOpts) -> Result<Row, BenchError> {
     let journaled = counter(&daemon.stats()?, "persist.journal_events");
     daemon.kill9();
     let (ready_ms, replayed) = restart(opts, &data, &[HOLD])?;
-    let _ = std::fs::remove_dir_all(&data);
+    remove_data(&data);
     Ok(Row::new(
         "recovery-lagging",
         vec![

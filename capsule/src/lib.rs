@@ -21,23 +21,28 @@
 //! - **Bounded work.** History queries, retention passes and decision reads take limits.
 //!
 //! ## Table layout
-//! Following the redb measurements (rising integer keys insert far faster than random
-//! hashes), capsules live under a rising sequence number and the 32-byte id is only an index:
+//! Following the redb measurements (rising integer keys insert far faster than random ones,
+//! and every index row of a batch costs a B-tree descent and dirty pages), capsules live
+//! under a rising sequence number and each other table is an index as small as it can be:
 //!
 //! | table | key → value | why |
 //! |---|---|---|
-//! | `capsules` | `u64` seq → rkyv bytes of [`Capsule`] | appends at the right edge of the B-tree |
-//! | `by_id` | `[u8; 32]` id → seq | the idempotency lookup (one `get` per put) and `get` by id |
-//! | `by_scope` | `(scope &str, resolution u32, vantage &str, window start i64)` → seq | history range scans, in time order |
-//! | `by_expiry` | `(expires_at_ms i64, seq u64)` → `()` | retention deletes oldest-first with bounded work |
-//! | `decisions` | `(shard u16, seq u64)` → opaque record bytes | per-shard append/read/last |
-//! | `accuracy` | `(scope, predictor, series)` → 40-byte [`AccuracyAgg`] | read-modify-write per batch |
-//! | `watermarks` | partition `u32` → `(replay_from, committed_to)` | where journal recovery restarts |
+//! | `capsules` | `u64` seq → rkyv bytes of [`Capsule`] | appends at the right edge of the B-tree; the Kafka outbox reads it in order |
+//! | `by_scope` | `(scope &str, resolution u32, vantage &str, window start i64)` → seq | history range scans in time order, and the idempotency check (a key has one id) |
+//! | `by_id_prefix` | `(first 8 bytes of the id u64, seq)` → `()` | `get`/`delete` by id: the rows under a prefix are read and the whole id compared |
+//! | `expiry_runs` | `(expires_at_ms i64, first seq u64)` → last seq | retention, oldest first with bounded work: one row per run of a batch's consecutive capsules with one expiry (a window of one resolution) |
+//! | `decision_index` | `(shard u16, first chain seq u64)` → `(log position, last seq, count)` | runs of the decision log, indexed per commit |
+//! | `accuracy` | scope `&str` → the node's aggregates | written with the checkpoint |
+//! | `rollup_checkpoint` | chunk `u32` → bytes (header under `u32::MAX`) | the roll-up's open windows, rewritten chunk by chunk when they change |
+//! | `watermarks` | journal stream `u32` → `(replay_from, committed_to)` | where journal recovery restarts |
 //! | `meta` | `&str` → `u64` | `format_version` ([`store::FORMAT_VERSION`]), `next_seq` |
 //!
-//! A capsule's expiry (window start + retention for its resolution; API-created capsules use
-//! the 30-day default) is fixed when it is written, so changing the retention configuration
-//! affects new capsules only.
+//! A batch's capsule `i` gets sequence number `next_seq + i`, so capsules that are not
+//! written (invalid, existing, conflicting) leave gaps that readers skip. A capsule's expiry
+//! (window start + retention for its resolution; API-created capsules use the 30-day
+//! default) is fixed when it is written, so changing the retention configuration affects
+//! new capsules only. A format-2 store (one `[u8; 32] → seq` row per id and one expiry row
+//! per capsule) is migrated in one transaction when opened.
 //!
 //! ## Storage encoding
 //! rkyv 0.8 archives, validated with bytecheck on every read (see [`codec`]). rkyv was kept
@@ -47,9 +52,10 @@
 //!
 //! ## Write protocol
 //! For each capsule of a batch: validate it against the model ([`Capsule::validate`]; invalid
-//! ones are listed and skipped), look its id up in `by_id`; if present, decode the stored
-//! capsule and compare content (existing or conflict); if absent, encode and insert the four
-//! rows under the next sequence number. Then decisions, accuracy (the batch's scores are summed
+//! ones are listed and skipped), insert its scope key into `by_scope` (in key order); if the
+//! key was there, put the old row back, decode the stored capsule and compare content
+//! (existing or conflict); if not, encode and insert the capsule, its expiry run and its
+//! `by_id_prefix` row (in key order) under its sequence number. Then decisions, accuracy (the batch's scores are summed
 //! per key first so each row is read and written once), watermarks, the new `next_seq`, and one
 //! commit. redb's commit protocol makes the transaction atomic; a crash before the commit's
 //! sync leaves the previous state.

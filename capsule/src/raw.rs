@@ -1,7 +1,7 @@
 //! The benchmark baseline and a test seam, both working on the store's own tables.
 //!
-//! [`write_raw`] is "plain batched redb inserts of the same records": the same four rows per
-//! capsule (`capsules`, `by_id`, `by_scope`, `by_expiry`) in one `Durability::Immediate`
+//! [`write_raw`] is "plain batched redb inserts of the same records": the same rows per
+//! capsule (`capsules`, `by_id_prefix`, `by_scope`, and `expiry_runs` per run) in one `Durability::Immediate`
 //! transaction, but with no idempotency lookup and no encoding (values are pre-encoded by
 //! [`rows_from_capsules`] outside the timed part). `Store::write` is measured against it.
 //!
@@ -13,7 +13,7 @@ use redb::ReadableTable;
 use crate::codec;
 use crate::error::StoreError;
 use crate::model::{Capsule, CapsuleId};
-use crate::store::{CapsuleTables, Store};
+use crate::store::{id_prefix, CapsuleTables, Store};
 
 /// One capsule's rows, ready to insert.
 #[derive(Clone, Debug)]
@@ -51,25 +51,40 @@ pub fn write_raw(store: &Store, rows: &[RawRow]) -> Result<(), StoreError> {
     txn.set_durability(redb::Durability::Immediate)?;
     {
         let mut t = CapsuleTables::open(&txn)?;
-        let mut seq = t.next_seq()?;
-        // The same key-ordered insertion as `Store::write`, so the comparison measures the
-        // idempotency lookup and the encoding, not the insertion order.
-        let first = seq;
-        for r in rows {
+        let first = t.next_seq()?;
+        // The same rows and key-ordered insertion as `Store::write`, so the comparison
+        // measures the idempotency check and the encoding, not the layout.
+        let mut run: Option<(i64, u64, u64)> = None;
+        for (i, r) in rows.iter().enumerate() {
+            let seq = first + i as u64;
             t.capsules.insert(seq, r.value.as_slice())?;
-            t.by_expiry.insert((r.expires_at_ms, seq), ())?;
-            seq += 1;
+            run = match run {
+                Some((e, f, _)) if e == r.expires_at_ms => Some((e, f, seq)),
+                Some((e, f, l)) => {
+                    t.by_expiry.insert((e, f), l)?;
+                    Some((r.expires_at_ms, seq, seq))
+                }
+                None => Some((r.expires_at_ms, seq, seq)),
+            };
+        }
+        if let Some((e, f, l)) = run {
+            t.by_expiry.insert((e, f), l)?;
         }
         let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_unstable_by(|a, b| rows[*a].id.cmp(&rows[*b].id));
-        for &i in &order {
-            t.by_id.insert(&rows[i].id, first + i as u64)?;
-        }
         order.sort_unstable_by(|a, b| scope(&rows[*a]).cmp(&scope(&rows[*b])));
         for &i in &order {
             t.by_scope.insert(scope(&rows[i]), first + i as u64)?;
         }
-        t.set_next_seq(seq)?;
+        let mut ids: Vec<(u64, u64)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (id_prefix(&CapsuleId(r.id)), first + i as u64))
+            .collect();
+        ids.sort_unstable();
+        for key in ids {
+            t.by_id.insert(key, ())?;
+        }
+        t.set_next_seq(first + rows.len() as u64)?;
     }
     txn.commit()?;
     Ok(())
@@ -80,19 +95,24 @@ fn scope(r: &RawRow) -> (&str, u32, &str, i64) {
 }
 
 /// Test seam: replaces the stored value of capsule `id` with `bytes`. False when absent.
+/// Takes the first row under the id's prefix without decoding it (so a row can be damaged
+/// again and again); tests never make two ids share a prefix.
 pub fn overwrite_capsule_bytes(store: &Store, id: &CapsuleId, bytes: &[u8]) -> Result<bool, StoreError> {
     let txn = store.db().begin_write()?;
-    let found = {
+    {
         let mut t = CapsuleTables::open(&txn)?;
-        let seq = t.by_id.get(id.as_bytes())?.map(|g| g.value());
-        match seq {
-            Some(seq) => {
-                t.capsules.insert(seq, bytes)?;
-                true
-            }
-            None => false,
-        }
-    };
+        let p = id_prefix(id);
+        let seq = t
+            .by_id
+            .range((p, 0)..=(p, u64::MAX))?
+            .next()
+            .transpose()?
+            .map(|(k, _)| k.value().1);
+        let Some(seq) = seq else {
+            return Ok(false);
+        };
+        t.capsules.insert(seq, bytes)?;
+    }
     txn.commit()?;
-    Ok(found)
+    Ok(true)
 }

@@ -1059,6 +1059,11 @@ impl Rollup {
             .unwrap_or_default()
     }
 
+    /// Checkpoint chunks ([`CHUNK_NODES`] nodes each) the roll-up has now.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
     pub fn open_windows(&self) -> usize {
         self.open_windows
     }

@@ -2,7 +2,8 @@
 //! page cache holds) and a **durable** image (what survives power loss), for crash tests
 //! here and in the daemon.
 //!
-//! * A commit ([`crate::storage::Commit`], run by [`FaultyCommitter`] at once) applies its
+//! * A commit ([`crate::storage::Commit`], run by [`FaultyCommitter`] at once, or newest
+//!   first when the journal polls for a [`FaultyFs::reordering`] one) applies its
 //!   writes to the live images, then copies live → durable for each file it syncs, and
 //!   makes each directory's entries (creations, removals) durable, but only while the
 //!   injected gate allows it:
@@ -55,6 +56,8 @@ struct State {
 pub struct FaultyFs {
     state: Arc<Mutex<State>>,
     gate: Gate,
+    /// Commits in flight reach the disk newest first (see [`FaultyFs::reordering`]).
+    reorder: bool,
 }
 
 impl std::fmt::Debug for FaultyFs {
@@ -100,6 +103,18 @@ impl FaultyFs {
                 syncs: 0,
             })),
             gate,
+            reorder: false,
+        }
+    }
+
+    /// Like [`FaultyFs::new`], but the committer writes each commit when it starts and
+    /// holds its syncs until the journal polls, then runs them newest first: a later
+    /// commit reaches the disk before an earlier one, as independent io_uring chains may,
+    /// and a freeze can fall between them.
+    pub fn reordering(gate: Gate) -> Self {
+        Self {
+            reorder: true,
+            ..Self::new(gate)
         }
     }
 
@@ -164,6 +179,7 @@ impl FaultyFs {
                 syncs: 0,
             })),
             gate: Arc::new(|| true),
+            reorder: false,
         }
     }
 
@@ -285,6 +301,17 @@ impl FaultyFs {
     }
 
     fn run(&self, commit: &Commit<FaultyFile>) -> io::Result<()> {
+        self.write(commit)?;
+        self.sync(commit)
+    }
+
+    /// A commit's writes reach the live images, unless the power is already gone: after
+    /// the freeze, the syncs that "succeed" are lies no real process would have seen
+    /// return, so nothing it wrote in response may reach the disk either.
+    fn write(&self, commit: &Commit<FaultyFile>) -> io::Result<()> {
+        if self.is_frozen() {
+            return Ok(());
+        }
         for w in &commit.writes {
             let bytes = commit
                 .bufs
@@ -293,6 +320,10 @@ impl FaultyFs {
                 .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
             w.file.write_at(w.offset, bytes)?;
         }
+        Ok(())
+    }
+
+    fn sync(&self, commit: &Commit<FaultyFile>) -> io::Result<()> {
         for f in &commit.syncs {
             self.sync_file(f);
         }
@@ -306,31 +337,46 @@ impl FaultyFs {
 /// [`FaultyFs`]'s committer: runs each commit whole inside `start`.
 pub struct FaultyCommitter {
     fs: FaultyFs,
-    finished: Option<Done<FaultyFile>>,
+    /// Started, not run yet (reordering only), oldest first.
+    held: std::collections::VecDeque<Commit<FaultyFile>>,
+    finished: std::collections::VecDeque<Done<FaultyFile>>,
 }
 
 impl Committer for FaultyCommitter {
     type File = FaultyFile;
 
     fn start(&mut self, commit: Commit<FaultyFile>) -> io::Result<()> {
-        if self.finished.is_some() {
-            return Err(io::Error::other("a commit is already in flight"));
+        if self.flights() >= crate::storage::FLIGHTS_MAX {
+            return Err(io::Error::other("too many commits in flight"));
         }
-        let result = self.fs.run(&commit);
-        self.finished = Some(Done { commit, result });
+        if self.fs.reorder {
+            // Written when started, synced when polled.
+            self.fs.write(&commit)?;
+            self.held.push_back(commit);
+        } else {
+            let result = self.fs.run(&commit);
+            self.finished.push_back(Done { commit, result });
+        }
         Ok(())
     }
 
     fn poll(&mut self, _wait: Option<std::time::Duration>) -> io::Result<Option<Done<FaultyFile>>> {
-        Ok(self.finished.take())
+        // Newest first; handed back oldest first, as every committer does.
+        let mut ran: Vec<Done<FaultyFile>> = Vec::with_capacity(self.held.len());
+        while let Some(commit) = self.held.pop_back() {
+            let result = self.fs.sync(&commit);
+            ran.push(Done { commit, result });
+        }
+        self.finished.extend(ran.into_iter().rev());
+        Ok(self.finished.pop_front())
     }
 
     fn confine_workers(&mut self, _cpus: &[usize]) -> io::Result<()> {
         Ok(())
     }
 
-    fn in_flight(&self) -> bool {
-        self.finished.is_some()
+    fn flights(&self) -> usize {
+        self.held.len() + self.finished.len()
     }
 }
 
@@ -425,7 +471,8 @@ impl Storage for FaultyFs {
     fn committer(&self) -> io::Result<FaultyCommitter> {
         Ok(FaultyCommitter {
             fs: self.clone(),
-            finished: None,
+            held: std::collections::VecDeque::new(),
+            finished: std::collections::VecDeque::new(),
         })
     }
 

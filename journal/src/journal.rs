@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::error::JournalError;
 use crate::frame::{self, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, RECORD_BYTES_MAX};
 use crate::segment::{self, SegmentHeader, Window, HEADER_BYTES};
-use crate::storage::{Commit, Committer, Fs, Storage, StorageFile, SyncMethod, WriteOp};
+use crate::storage::{Commit, Committer, Fs, Storage, StorageFile, SyncMethod, WriteOp, FLIGHTS_MAX};
 use crate::Pos;
 
 /// Smallest accepted segment file.
@@ -40,8 +40,9 @@ pub struct JournalConfig {
     /// Per stream, oldest segments are deleted while more than this is kept; default 16 GiB.
     pub retention_bytes: u64,
     /// Bytes of frames a stream buffers between two commits; [`Journal::append`] refuses
-    /// a frame that does not fit ([`Journal::room`] says what does). Two buffers per stream
-    /// exist at most: the one being filled and the one in flight. Default 4 MiB.
+    /// a frame that does not fit ([`Journal::room`] says what does). A stream has at most
+    /// 1 + [`FLIGHTS_MAX`] buffers: the one being filled and one per commit in flight.
+    /// Default 4 MiB.
     pub buffer_bytes: usize,
 }
 
@@ -173,14 +174,16 @@ pub struct RetainReport {
 /// Progress of a sealed (rotated-away) segment towards a durable seal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SealState {
-    /// Some of its records are not durable and not in the commit in flight.
+    /// Some of its records are not durable, and no commit in flight syncs the file after
+    /// them.
     DataPending,
-    /// Its last records are in the commit in flight.
-    DataInFlight,
+    /// The commit of this number syncs its last records (commits land in order, so its
+    /// landing means every record before is durable too).
+    DataInFlight(u64),
     /// Its data is durable; the seal goes into its header with the next commit.
     DataDurable,
-    /// The seal is in the commit in flight.
-    SealInFlight,
+    /// The seal is in the commit of this number.
+    SealInFlight(u64),
     /// Seal durable; the file is closed.
     Sealed,
 }
@@ -241,6 +244,8 @@ impl<F> Stream<F> {
 
 /// The commit in flight: what becomes durable when it completes.
 struct InFlight {
+    /// The commit's number (commits land in this order).
+    seq: u64,
     /// Per stream, the end the commit covers.
     ends: Vec<Pos>,
     report: SyncReport,
@@ -333,7 +338,10 @@ pub struct Journal<S: Storage = Fs> {
     committer: S::Committer,
     spares: Option<Spares>,
     streams: Vec<Stream<S::File>>,
-    in_flight: Option<InFlight>,
+    /// Commits started and not landed, oldest first (at most [`FLIGHTS_MAX`]).
+    in_flight: VecDeque<InFlight>,
+    /// Number of the next commit.
+    next_seq: u64,
     /// Emptied buffers of completed commits, reused as pending buffers.
     spare: Vec<Vec<u8>>,
     record_bytes_max: usize,
@@ -397,7 +405,8 @@ impl<S: Storage> Journal<S> {
             committer,
             spares,
             streams,
-            in_flight: None,
+            in_flight: VecDeque::new(),
+            next_seq: 1,
             spare: Vec::new(),
             sync_method,
             poisoned: false,
@@ -476,13 +485,23 @@ impl<S: Storage> Journal<S> {
 
     /// True while a commit is in flight.
     pub fn in_flight(&self) -> bool {
-        self.in_flight.is_some()
+        !self.in_flight.is_empty()
+    }
+
+    /// Commits in flight.
+    pub fn flights(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether another commit may start beside those in flight.
+    pub fn can_commit(&self) -> bool {
+        self.in_flight.len() < FLIGHTS_MAX
     }
 
     /// True if something was appended, sealed or created that no completed commit made
     /// durable yet.
     pub fn is_dirty(&self) -> bool {
-        self.in_flight.is_some()
+        !self.in_flight.is_empty()
             || self.root_dirty
             || self.streams.iter().any(|p| {
                 !p.pending.is_empty()
@@ -576,16 +595,20 @@ impl<S: Storage> Journal<S> {
         Ok(pos)
     }
 
-    /// Starts a group commit of everything appended (and every seal and directory entry
-    /// owed) unless one is in flight or there is nothing to commit. Returns whether one
-    /// started. Appending goes on while it runs; [`Journal::complete`] collects it.
+    /// Starts a group commit of everything appended since the last one (and every seal
+    /// and directory entry owed) beside those in flight, unless [`FLIGHTS_MAX`] are or
+    /// there is nothing to commit. Returns whether one started. Appending goes on while it
+    /// runs; [`Journal::complete`] collects commits in the order they started, so
+    /// [`Journal::durable`] only ever covers a prefix: a later commit that reached the
+    /// disk first counts once every earlier one has.
     pub fn commit(&mut self) -> Result<bool, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
-        if self.in_flight.is_some() {
+        if !self.can_commit() {
             return Ok(false);
         }
+        let seq = self.next_seq;
         let mut c = Commit::default();
         let mut ends = Vec::with_capacity(self.streams.len());
         let mut report = SyncReport::default();
@@ -596,7 +619,7 @@ impl<S: Storage> Journal<S> {
             }
             ends.push(st.end);
             take_pending(st, &mut c);
-            take_seals(st, &mut c);
+            take_seals(st, &mut c, seq);
             if mem::take(&mut st.needs_sync) {
                 sync_once(&mut c.syncs, &st.active.file);
             }
@@ -616,16 +639,17 @@ impl<S: Storage> Journal<S> {
             self.poisoned = true;
             return Err(JournalError::io(&self.cfg.dir, e));
         }
-        self.in_flight = Some(InFlight { ends, report });
+        self.in_flight.push_back(InFlight { seq, ends, report });
+        self.next_seq += 1;
         Ok(true)
     }
 
-    /// Completes the commit in flight once the storage finished it, waiting at most `wait`
-    /// (`None`: not at all), and advances [`Journal::durable`]. `Ok(None)` while it runs or
-    /// when none is in flight. A failure poisons the journal (see
+    /// Lands the oldest commit in flight once the storage finished it, waiting at most
+    /// `wait` (`None`: not at all), and advances [`Journal::durable`]. `Ok(None)` while it
+    /// runs or when none is in flight. A failure poisons the journal (see
     /// [`JournalError::Poisoned`]).
     pub fn complete(&mut self, wait: Option<Duration>) -> Result<Option<SyncReport>, JournalError> {
-        if self.in_flight.is_none() {
+        if self.in_flight.is_empty() {
             return Ok(None);
         }
         let done = match self.committer.poll(wait) {
@@ -636,11 +660,11 @@ impl<S: Storage> Journal<S> {
                 return Err(JournalError::io(&self.cfg.dir, e));
             }
         };
-        let Some(flight) = self.in_flight.take() else {
+        let Some(flight) = self.in_flight.pop_front() else {
             return Ok(None);
         };
         for mut buf in done.commit.bufs {
-            if buf.capacity() >= self.cfg.buffer_bytes && self.spare.len() < self.streams.len() {
+            if buf.capacity() >= self.cfg.buffer_bytes && self.spare.len() < self.streams.len() * FLIGHTS_MAX {
                 buf.clear();
                 self.spare.push(buf);
             }
@@ -653,8 +677,8 @@ impl<S: Storage> Journal<S> {
             st.durable = st.durable.max(end);
             for s in &mut st.sealed {
                 match s.state {
-                    SealState::DataInFlight => s.state = SealState::DataDurable,
-                    SealState::SealInFlight => {
+                    SealState::DataInFlight(seq) if seq <= flight.seq => s.state = SealState::DataDurable,
+                    SealState::SealInFlight(seq) if seq <= flight.seq => {
                         s.file = None;
                         s.state = SealState::Sealed;
                     }
@@ -665,12 +689,12 @@ impl<S: Storage> Journal<S> {
         Ok(Some(flight.report))
     }
 
-    /// Makes everything appended durable and every rotated-away segment sealed: completes
-    /// the commit in flight, then commits until nothing is owed. Blocking.
+    /// Makes everything appended durable and every rotated-away segment sealed: lands the
+    /// commits in flight, then commits until nothing is owed. Blocking.
     pub fn sync(&mut self) -> Result<SyncReport, JournalError> {
         let mut report = SyncReport::default();
         loop {
-            while self.in_flight.is_some() {
+            while !self.in_flight.is_empty() {
                 if let Some(r) = self.complete(Some(Duration::from_secs(1)))? {
                     report.add(r);
                 }
@@ -740,7 +764,7 @@ fn take_pending<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>) {
 /// Puts owed seals into the commit: a segment whose data a completed commit made durable
 /// gets its seal written now (never earlier: a seal must never be on disk before the
 /// records it vouches for), and one whose data is not yet durable gets its file synced.
-fn take_seals<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>) {
+fn take_seals<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>, seq: u64) {
     for s in &mut st.sealed {
         let Some(file) = s.file.as_ref() else {
             continue;
@@ -748,7 +772,7 @@ fn take_seals<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>) {
         match s.state {
             SealState::DataPending => {
                 sync_once(&mut c.syncs, file);
-                s.state = SealState::DataInFlight;
+                s.state = SealState::DataInFlight(seq);
             }
             SealState::DataDurable => {
                 let (at, seal) = segment::seal_bytes(s.end);
@@ -762,9 +786,9 @@ fn take_seals<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>) {
                     end: seal.len(),
                 });
                 sync_once(&mut c.syncs, file);
-                s.state = SealState::SealInFlight;
+                s.state = SealState::SealInFlight(seq);
             }
-            SealState::DataInFlight | SealState::SealInFlight | SealState::Sealed => {}
+            SealState::DataInFlight(_) | SealState::SealInFlight(_) | SealState::Sealed => {}
         }
     }
 }

@@ -37,15 +37,24 @@
 //!    one [`storage::Commit`] and returns: per file its writes, then its data sync (on
 //!    io_uring, one linked chain per file, all files in one submission), plus the seals
 //!    owed (below) and the directories that gained or lost segments. The journal keeps
-//!    appending into a second buffer meanwhile. At most one commit is in flight.
-//! 3. `complete` collects the commit once every write and sync of it finished, and only
-//!    then advances `durable()` to the ends the commit covered. A failed write or sync
-//!    poisons the journal: after an fdatasync error the kernel may have dropped the dirty
-//!    pages, so the only safe continuation is to reopen and recover.
+//!    appending into another buffer meanwhile. Up to [`FLIGHTS_MAX`] commits may be in
+//!    flight at once (the caller decides how many; the daemon's default is one): each
+//!    writes only bytes no earlier flight writes, and its syncs are issued after its own
+//!    writes, so whichever order the kernel finishes them in, a completed sync covers at
+//!    least that flight's writes.
+//! 3. `complete` collects flights strictly in the order they started: the oldest, once
+//!    every write and sync of it finished, and only then advances `durable()` to the ends
+//!    it covered. A younger flight that finished first waits for the older ones (its data
+//!    may sit beyond a hole the older one is still filling, and `durable()` promises a
+//!    prefix). A failed write or sync poisons the journal: after an fdatasync error the
+//!    kernel may have dropped the dirty pages, so the only safe continuation is to reopen
+//!    and recover.
 //! 4. A rotated-away segment is *sealed* (its end written into its header) by the first
-//!    commit after the one that made its data durable, and the seal becomes durable when
-//!    that commit completes. A seal on disk therefore always vouches for records already
-//!    on disk.
+//!    commit started after the flight that made its data durable *completed*, and the seal
+//!    becomes durable when that commit completes. A seal on disk therefore always vouches
+//!    for records already on disk, whatever the flights' order on the device
+//!    (`tests/crash_consistency.rs` freezes the disk at every sync, with syncs finishing in
+//!    order and newest first).
 //!
 //! ## Recovery (`Journal::open`), crash case by crash case
 //! * **Crash between commits, or during one** — the active segment ends in records that
@@ -98,4 +107,4 @@ pub use journal::{
     BUFFER_BYTES_MAX, BUFFER_BYTES_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STREAMS_MAX,
 };
 pub use reader::Reader;
-pub use storage::{Commit, Committer, Done, Fs, Storage, StorageFile, SyncMethod, WriteOp};
+pub use storage::{Commit, Committer, Done, Fs, Storage, StorageFile, SyncMethod, WriteOp, FLIGHTS_MAX};

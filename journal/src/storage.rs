@@ -26,6 +26,7 @@
 //! zeroes torn tails in place), and a reader that only preads cannot be hit by `SIGBUS`
 //! whatever another process does to the file.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -139,22 +140,32 @@ pub struct Done<F> {
     pub result: io::Result<()>,
 }
 
-/// Runs group commits, one at a time.
+/// Most group commits a committer keeps in flight at once.
+pub const FLIGHTS_MAX: usize = 4;
+
+/// Runs group commits, up to [`FLIGHTS_MAX`] at a time, and hands them back in the order
+/// they were started.
 pub trait Committer: Send + 'static {
     /// The storage's file handle.
     type File: StorageFile;
-    /// Starts `commit`. At most one commit is in flight: call again only after
-    /// [`Committer::poll`] returned the previous one. A start that fails submitted nothing
-    /// that will complete (the commit's buffers are dropped).
+    /// Starts `commit` beside those in flight (at most [`FLIGHTS_MAX`]: call again only
+    /// after [`Committer::poll`] returned the oldest). Commits in flight run independently:
+    /// a later one may reach the disk first. A start that fails submitted nothing that
+    /// will complete (the commit's buffers are dropped).
     fn start(&mut self, commit: Commit<Self::File>) -> io::Result<()>;
-    /// The commit in flight, once every operation of it finished; waits at most `wait`
-    /// (`None`: does not block). `Ok(None)` while it runs or when none is in flight.
+    /// The oldest commit in flight, once every operation of it finished; waits at most
+    /// `wait` (`None`: does not block). `Ok(None)` while it runs or when none is in flight.
+    /// A later commit that finished first waits for the ones before it.
     fn poll(&mut self, wait: Option<Duration>) -> io::Result<Option<Done<Self::File>>>;
     /// Confines the kernel's worker threads for this committer's I/O to `cpus` (io_uring's
     /// io-wq), so they do not run on a busy-polling core. A no-op where not applicable.
     fn confine_workers(&mut self, cpus: &[usize]) -> io::Result<()>;
+    /// Commits started and not yet returned by [`Committer::poll`].
+    fn flights(&self) -> usize;
     /// True while a commit is in flight.
-    fn in_flight(&self) -> bool;
+    fn in_flight(&self) -> bool {
+        self.flights() > 0
+    }
 }
 
 /// Every file operation of the journal.
@@ -395,9 +406,9 @@ fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
 }
 
 /// Puts the calling thread's I/O in the idle class: the block layer (mq-deadline, bfq)
-/// serves it only when nothing else waits, so a spare's zeros never delay a commit.
-/// Failure only costs latency.
-fn set_idle_io_priority() {
+/// serves it only when nothing else waits, so a spare's zeros (or another writer sharing
+/// the disk, such as the daemon's store) never delay a commit. Failure only costs latency.
+pub fn set_idle_io_priority() {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
     const IOPRIO_CLASS_IDLE: libc::c_long = 3;
     const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
@@ -472,8 +483,9 @@ impl Storage for Fs {
         let ring = if self.no_io_uring { None } else { probe_uring() };
         Ok(FsCommitter {
             ring,
-            flight: None,
-            finished: None,
+            flights: VecDeque::new(),
+            next_id: 0,
+            finished: VecDeque::new(),
         })
     }
 
@@ -527,6 +539,8 @@ fn probe_uring() -> Option<Box<IoUring>> {
 
 /// A commit in the kernel's hands.
 struct Flight {
+    /// Tells its completions apart from other flights' (user data bits 32..63).
+    id: u32,
     commit: Commit<FsFile>,
     /// Open directories being synced (kept open until their completion is reaped).
     dirs: Vec<File>,
@@ -540,9 +554,11 @@ struct Flight {
 /// [`Fs`]'s committer: io_uring when available, else synchronous `pwrite` + `fdatasync`.
 pub struct FsCommitter {
     ring: Option<Box<IoUring>>,
-    flight: Option<Flight>,
-    /// A commit done synchronously (no io_uring), waiting to be polled.
-    finished: Option<Done<FsFile>>,
+    /// In the order they were started.
+    flights: VecDeque<Flight>,
+    next_id: u32,
+    /// Commits done synchronously (no io_uring), waiting to be polled.
+    finished: VecDeque<Done<FsFile>>,
 }
 
 impl std::fmt::Debug for FsCommitter {
@@ -554,8 +570,19 @@ impl std::fmt::Debug for FsCommitter {
     }
 }
 
-/// user_data of a sync (as opposed to a write, whose user_data is its index).
+/// user_data: bit 63 marks a sync (else a write, whose index is bits 0..32), bits 32..63
+/// the flight's id.
 const SYNC_TAG: u64 = 1 << 63;
+const FLIGHT_ID_BITS: u32 = 31;
+
+fn user_data(flight: u32, sync: bool, index: usize) -> u64 {
+    let id = u64::from(flight & ((1 << FLIGHT_ID_BITS) - 1)) << 32;
+    id | if sync { SYNC_TAG } else { index as u64 & 0xffff_ffff }
+}
+
+fn flight_of(user_data: u64) -> u32 {
+    ((user_data >> 32) & ((1 << FLIGHT_ID_BITS) - 1)) as u32
+}
 
 /// One file's operations: its writes (indices into `Commit::writes`), then maybe a sync.
 struct Chain {
@@ -634,7 +661,7 @@ impl FsCommitter {
                         .offset(w.offset)
                         .build()
                         .flags(squeue::Flags::ASYNC)
-                        .user_data(i as u64),
+                        .user_data(user_data(flight.id, false, i)),
                 );
             }
             if chain.sync {
@@ -642,7 +669,7 @@ impl FsCommitter {
                     opcode::Fsync::new(types::Fd(chain.fd))
                         .flags(types::FsyncFlags::DATASYNC)
                         .build()
-                        .user_data(SYNC_TAG),
+                        .user_data(user_data(flight.id, true, 0)),
                 );
             }
             entries.push(ops);
@@ -650,7 +677,7 @@ impl FsCommitter {
         for d in &flight.dirs {
             entries.push(vec![opcode::Fsync::new(types::Fd(d.as_raw_fd()))
                 .build()
-                .user_data(SYNC_TAG)]);
+                .user_data(user_data(flight.id, true, 0))]);
         }
         for mut chain in entries {
             let last = chain.len() - 1;
@@ -690,16 +717,19 @@ impl FsCommitter {
         }
     }
 
-    /// Reaps completions of the flight.
-    fn reap(ring: &mut IoUring, flight: &mut Flight) {
+    /// Reaps completions, each into its flight.
+    fn reap(ring: &mut IoUring, flights: &mut VecDeque<Flight>) {
         for cqe in ring.completion() {
+            let tag = cqe.user_data();
+            let Some(flight) = flights.iter_mut().find(|f| f.id == flight_of(tag)) else {
+                continue;
+            };
             flight.outstanding = flight.outstanding.saturating_sub(1);
             let res = cqe.result();
-            let tag = cqe.user_data();
             let err = if res < 0 {
                 Some(io::Error::from_raw_os_error(-res))
             } else if tag & SYNC_TAG == 0 {
-                let want = flight.expect.get(tag as usize).copied().unwrap_or(0);
+                let want = flight.expect.get((tag & 0xffff_ffff) as usize).copied().unwrap_or(0);
                 (res as u32 != want).then(|| io::Error::other(format!("short write: {res} of {want} bytes")))
             } else {
                 None
@@ -729,17 +759,20 @@ impl Committer for FsCommitter {
     type File = FsFile;
 
     fn start(&mut self, commit: Commit<FsFile>) -> io::Result<()> {
-        if self.in_flight() {
-            return Err(io::Error::other("a commit is already in flight"));
+        if self.flights() >= FLIGHTS_MAX {
+            return Err(io::Error::other(format!("{FLIGHTS_MAX} commits are in flight already")));
         }
         let Some(ring) = self.ring.as_mut() else {
             let result = Self::run_sync(&commit);
-            self.finished = Some(Done { commit, result });
+            self.finished.push_back(Done { commit, result });
             return Ok(());
         };
         let dirs = commit.dirs.iter().map(File::open).collect::<io::Result<Vec<_>>>()?;
         let expect = commit.writes.iter().map(|w| (w.end - w.start) as u32).collect();
+        let id = self.next_id;
+        self.next_id = (id + 1) & ((1 << FLIGHT_ID_BITS) - 1);
         let mut flight = Flight {
+            id,
             commit,
             dirs,
             outstanding: 0,
@@ -754,26 +787,27 @@ impl Committer for FsCommitter {
                 .first_err
                 .get_or_insert(io::Error::new(e.kind(), format!("io_uring submit: {e}")));
         }
-        self.flight = Some(flight);
+        self.flights.push_back(flight);
         Ok(())
     }
 
     fn poll(&mut self, wait: Option<Duration>) -> io::Result<Option<Done<FsFile>>> {
-        if let Some(done) = self.finished.take() {
+        if let Some(done) = self.finished.pop_front() {
             return Ok(Some(done));
         }
-        let (Some(ring), Some(flight)) = (self.ring.as_mut(), self.flight.as_mut()) else {
+        let Some(ring) = self.ring.as_mut() else {
             return Ok(None);
         };
-        Self::reap(ring, flight);
-        if flight.outstanding > 0 {
+        Self::reap(ring, &mut self.flights);
+        let oldest_done = |f: &VecDeque<Flight>| f.front().map(|f| f.outstanding == 0);
+        if oldest_done(&self.flights) == Some(false) {
             Self::wait(ring, wait)?;
-            Self::reap(ring, flight);
+            Self::reap(ring, &mut self.flights);
         }
-        if flight.outstanding > 0 {
+        if oldest_done(&self.flights) != Some(true) {
             return Ok(None);
         }
-        let Some(flight) = self.flight.take() else {
+        let Some(flight) = self.flights.pop_front() else {
             return Ok(None);
         };
         let result = flight.first_err.map_or(Ok(()), Err);
@@ -796,27 +830,25 @@ impl Committer for FsCommitter {
         ring.submitter().register_iowq_aff(&set)
     }
 
-    fn in_flight(&self) -> bool {
-        self.flight.is_some() || self.finished.is_some()
+    fn flights(&self) -> usize {
+        self.flights.len() + self.finished.len()
     }
 }
 
 impl Drop for FsCommitter {
     fn drop(&mut self) {
-        // The kernel may still read the flight's buffers: wait until it is done with them.
-        while let (Some(ring), Some(flight)) = (self.ring.as_mut(), self.flight.as_mut()) {
-            if flight.outstanding == 0 {
-                break;
-            }
+        // The kernel may still read the flights' buffers: wait until it is done with them.
+        let Some(ring) = self.ring.as_mut() else { return };
+        while self.flights.iter().any(|f| f.outstanding > 0) {
             if ring.submit_and_wait(1).is_err() {
                 // Nothing more can be learned; leak the buffers rather than free memory
                 // the kernel may still be reading.
-                if let Some(f) = self.flight.take() {
+                for f in self.flights.drain(..) {
                     std::mem::forget(f);
                 }
                 break;
             }
-            Self::reap(ring, flight);
+            Self::reap(ring, &mut self.flights);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Guards the pipelined group commit: what is appended while a commit is in flight goes
-//! into the next one (durable never runs ahead of a completed commit), the buffer refuses
+//! Guards the pipelined group commits: what is appended while commits are in flight goes
+//! into the next one, up to FLIGHTS_MAX run at once, and they land in the order they
+//! started (durable never runs ahead of a commit that has not landed), the buffer refuses
 //! what does not fit and says how much does, and rotations take the spare segments
 //! prepared ahead (zero-filled files) on the real file system, with every record read
 //! back across them and after a reopen.
@@ -11,40 +12,52 @@ use std::time::{Duration, Instant};
 use common::{payload, read_all, TempDir};
 use rim_journal::faulty::FaultyFs;
 use rim_journal::frame::encoded_len;
-use rim_journal::{Fs, Journal, JournalConfig, JournalError, BUFFER_BYTES_MIN};
+use rim_journal::{Fs, Journal, JournalConfig, JournalError, BUFFER_BYTES_MIN, FLIGHTS_MAX};
 
 #[test]
-fn appends_during_a_commit_wait_for_the_next_one() {
+fn commits_in_flight_land_in_the_order_they_started() {
     let tmp = TempDir::new("pipelined");
     let (mut j, _) = Journal::open(JournalConfig::new(tmp.path(), 1), Fs::new()).expect("open");
     let a = j.append(0, &payload(0, 1, 500), 1).expect("append a");
     assert!(j.commit().expect("commit"), "a commit started");
-    assert!(!j.commit().expect("commit"), "one commit in flight at a time");
-    let b = j
-        .append(0, &payload(0, 2, 500), 1)
-        .expect("append b while the commit runs");
-    let end_a = b;
-    // However long it takes: durable moves to the first commit's end, not past it.
-    let watchdog = Instant::now();
-    loop {
-        if j.complete(Some(Duration::from_millis(100)))
-            .expect("complete")
-            .is_some()
-        {
-            break;
-        }
-        assert!(
-            watchdog.elapsed() < Duration::from_secs(60),
-            "the commit never completed"
-        );
+    assert!(!j.commit().expect("commit"), "nothing new: no second commit");
+    // Each commit carries what was appended since the one before, beside those in flight,
+    // up to FLIGHTS_MAX.
+    let mut ends = vec![j.end(0)];
+    for i in 1..FLIGHTS_MAX {
+        j.append(0, &payload(0, 1 + i as u64, 500), 1)
+            .expect("append while commits run");
+        ends.push(j.end(0));
+        assert!(j.commit().expect("commit"), "commit {i} starts beside the others");
     }
-    assert_eq!(j.durable(0), end_a, "durable covers what the commit wrote, no more");
+    assert_eq!(j.flights(), FLIGHTS_MAX);
+    j.append(0, &payload(0, 99, 500), 1).expect("append");
+    assert!(!j.can_commit());
+    assert!(!j.commit().expect("commit"), "no more than FLIGHTS_MAX in flight");
+    // However long each takes and whichever reaches the disk first: durable moves to each
+    // commit's end in turn, never past one that has not landed.
+    let watchdog = Instant::now();
+    for (i, &end) in ends.iter().enumerate() {
+        loop {
+            if j.complete(Some(Duration::from_millis(100)))
+                .expect("complete")
+                .is_some()
+            {
+                break;
+            }
+            assert!(
+                watchdog.elapsed() < Duration::from_secs(60),
+                "commit {i} never completed"
+            );
+        }
+        assert_eq!(j.durable(0), end, "after commit {i} lands, durable is its end");
+    }
     assert!(j.durable(0) > a);
-    assert!(j.commit().expect("commit"), "the second commit starts");
+    assert!(j.commit().expect("commit"), "the last record's commit starts");
     j.sync().expect("sync");
     assert_eq!(j.durable(0), j.end(0));
     let back = read_all(tmp.path(), 0, 0, Fs::new());
-    assert_eq!(back.len(), 2);
+    assert_eq!(back.len(), FLIGHTS_MAX + 1);
 }
 
 #[test]

@@ -147,6 +147,10 @@ pub struct PersistStats {
     pub turn_ns_max: AtomicU64,
     /// See `turn_ns_max`.
     pub drain_ns_max: AtomicU64,
+    /// See `turn_ns_max`: the part of the turn that collected a landed commit.
+    pub land_ns_max: AtomicU64,
+    /// Entries the longest drain of the last second took.
+    pub drain_entries_at_max: AtomicU64,
     /// See `turn_ns_max`.
     pub commit_start_ns_max: AtomicU64,
     /// See `turn_ns_max`.
@@ -207,6 +211,8 @@ impl PersistStats {
             ("turns_slow", r(&self.turns_slow)),
             ("turn_ns_max", r(&self.turn_ns_max)),
             ("drain_ns_max", r(&self.drain_ns_max)),
+            ("land_ns_max", r(&self.land_ns_max)),
+            ("drain_entries_at_max", r(&self.drain_entries_at_max)),
             ("commit_start_ns_max", r(&self.commit_start_ns_max)),
             ("upkeep_ns_max", r(&self.upkeep_ns_max)),
             ("commit_p50_ns", r(&self.commit_p50_ns)),

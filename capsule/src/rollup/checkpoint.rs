@@ -91,7 +91,9 @@ impl Rollup {
             chunk_count: n as u32,
             ..Checkpoint::default()
         };
-        let mut bytes = Vec::new();
+        // About a node's worth per node up front: growing by doubling would copy the chunk
+        // and touch fresh pages several times over.
+        let mut bytes = Vec::with_capacity(CHUNK_NODES * 1024);
         put_u32(&mut bytes, CHECKPOINT_VERSION);
         put_u32(&mut bytes, 0);
         let mut count = 0u32;
