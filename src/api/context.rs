@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rim_capsule::{Capsule, CapsuleBody, HistoryQuery, Store, Vantage};
-use rim_ring::{event::RimFastEvent, PublishError, Segment};
+use rim_ring::{event::EventRef, PublishError, Segment};
 use rim_stats::StatsReader;
 
 use crate::agent::{BeatState, ShardBeat};
@@ -60,6 +60,8 @@ pub struct Context {
     shards: usize,
     bridge: Option<Arc<dyn Health>>,
     stats: RefCell<Option<StatsReader>>,
+    /// Store writes made through the API (the store writer counts its own commits).
+    api_writes: std::cell::Cell<u64>,
     /// Series key → metric name, learned from observed capsules.
     names: RefCell<HashMap<u64, String>>,
 }
@@ -243,6 +245,7 @@ impl Context {
             shards: parts.shards,
             bridge: parts.bridge,
             stats: RefCell::new(None),
+            api_writes: std::cell::Cell::new(0),
             names: RefCell::new(HashMap::new()),
         }
     }
@@ -257,14 +260,29 @@ impl Context {
         self.store.as_ref()
     }
 
+    /// A number that changes whenever the store may have changed: the writer's commits
+    /// plus the writes made through the API.
+    pub fn store_version(&self) -> u64 {
+        let commits = self
+            .persist
+            .as_ref()
+            .map_or(0, |p| p.store_commits.load(Ordering::Acquire));
+        commits.wrapping_add(self.api_writes.get())
+    }
+
+    /// Records a store write made through the API (after it completed).
+    pub fn note_store_write(&self) {
+        self.api_writes.set(self.api_writes.get().wrapping_add(1));
+    }
+
     /// Publishes one event into ingest (validated here first, so that a bad event gets
     /// its field named). `Full` means: wait (asynchronously) and retry; `Invalid` carries
     /// the field that broke the data model. Returns the ring position just past the event
     /// (compare with [`Context::durable_position`]).
-    pub fn publish(&self, ev: &RimFastEvent) -> Result<u64, PublishError> {
+    pub fn publish<M: rim_ring::event::Metric>(&self, ev: &EventRef<'_, M>) -> Result<u64, PublishError> {
         let mut p = self.producer.borrow_mut();
         match p.as_mut() {
-            Some(p) => p.try_publish_event(&ev.as_ref()),
+            Some(p) => p.try_publish_event(ev),
             None => Err(PublishError::Closed),
         }
     }
