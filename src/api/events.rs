@@ -63,7 +63,7 @@ pub async fn post(app: &App, meta: &Meta, q: &Query<'_>, body: &[u8]) -> Result<
     let (accepted, position) = match parse_borrowed(body, app.cfg.batch_events_max, &bounds, now_ms) {
         Some(events) => {
             let refs: Vec<EventRef<'_>> = events.iter().map(Borrowed::as_ref).collect();
-            (refs.len(), publish_all(app, &refs).await?)
+            (refs.len(), publish_interned(app, &refs).await?)
         }
         None => {
             let events = parse(body, app.cfg.batch_events_max, &bounds, now_ms)?;
@@ -257,6 +257,23 @@ fn event_field(e: &EventError) -> &'static str {
             "critical_metrics"
         }
         _ => "event",
+    }
+}
+
+/// Publishes every event in order with names interned once per batch, waiting out a
+/// full ring; returns the position past the last one.
+async fn publish_interned(app: &App, events: &[EventRef<'_>]) -> Result<u64, Problem> {
+    let deadline = Instant::now() + Duration::from_millis(app.cfg.publish_wait_ms);
+    let mut syms = crate::api::context::BatchSymbols::default();
+    let mut next = 0;
+    loop {
+        match app.ctx.publish_batch(events, &mut next, &mut syms) {
+            Ok(position) => return Ok(position),
+            Err(PublishError::Full { .. }) if Instant::now() < deadline => {
+                glommio::timer::sleep(FULL_RETRY).await;
+            }
+            Err(e) => return Err(publish_problem(&e, next)),
+        }
     }
 }
 

@@ -402,6 +402,10 @@ fn replace(map: &mut BTreeMap<i64, Fragment>, ts: i64, f: Fragment, bytes: usize
 fn prune(e: &mut Entry, past_from_ms: i64, futures_from_ms: i64) -> usize {
     let mut freed = 0;
     for (map, from) in [(&mut e.past, past_from_ms), (&mut e.futures, futures_from_ms)] {
+        // Most calls find nothing to drop: no split (it would build a new tree each time).
+        if map.first_key_value().is_none_or(|(ts, _)| *ts >= from) {
+            continue;
+        }
         let kept = map.split_off(&from);
         freed += map.values().map(|f| fragment_bytes(f)).sum::<usize>();
         *map = kept;
