@@ -18,7 +18,7 @@ pub fn pin_current_thread(core: usize) -> Result<(), BenchError> {
 
 /// How many cores the machine has online. (Not `core_affinity::get_core_ids`, which lists
 /// only the cores the calling thread may already run on: after pinning, just one.)
-fn online_cores() -> usize {
+pub fn online_cores() -> usize {
     // SAFETY: sysconf has no preconditions; a negative result means "unknown".
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     usize::try_from(online).unwrap_or(0)

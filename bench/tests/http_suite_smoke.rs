@@ -6,7 +6,15 @@ use serde_json::Value;
 
 mod common;
 
-const ROWS: [&str; 4] = ["bare", "slice", "slice-50k", "events-post"];
+const ROWS: [&str; 7] = [
+    "bare",
+    "bare-10k",
+    "slice",
+    "slice-10k",
+    "slice-50k",
+    "post-bare",
+    "events-post",
+];
 
 #[test]
 fn every_http_row_measures_without_errors() {
@@ -28,7 +36,10 @@ fn every_http_row_measures_without_errors() {
         assert!(value("p99_ns") <= value("p999_ns"), "{row}");
         assert!(value("p999_ns") <= value("max_ns"), "{row}");
     }
-    let events = &rows[3];
+    let floor = &rows[5];
+    assert!(floor["events_per_s"].as_f64().is_some_and(|v| v > 0.0), "{floor}");
+    let events = &rows[6];
     assert!(events["events_per_s"].as_f64().is_some_and(|v| v > 0.0), "{events}");
+    assert!(events["vs_floor"].as_f64().is_some_and(|v| v > 0.0), "{events}");
     assert_eq!(events["lost"], 0, "{events}");
 }

@@ -1,14 +1,15 @@
 //! Node globs: `*` matches any run of characters (including `:`), `?` exactly one.
 //!
 //! Matching runs per event per rule, so it never allocates, and the common shapes (`*`,
-//! an exact id, `prefix*`) skip the general matcher.
+//! an exact id, `prefix*`) skip the general matcher. The one matcher of rimd: the rule
+//! language's `nodes` and the WebSocket's `node` filter both compile through [`Glob`].
 
 /// Longest glob accepted, in bytes (a RimNodeId is at most 256).
-pub(crate) const GLOB_BYTES_MAX: usize = 512;
+pub const GLOB_BYTES_MAX: usize = 512;
 
 /// A compiled glob.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Glob {
+pub enum Glob {
     /// `*` (or `**`…): everything.
     Any,
     /// No wildcard: the id itself.
@@ -22,7 +23,7 @@ pub(crate) enum Glob {
 impl Glob {
     /// Validates and compiles `pattern`. Only characters that can occur in a RimNodeId,
     /// plus `*` and `?`, are accepted: anything else could never match, so it is a typo.
-    pub(crate) fn compile(pattern: &str) -> Result<Self, String> {
+    pub fn compile(pattern: &str) -> Result<Self, String> {
         if pattern.is_empty() {
             return Err("a node glob may not be empty; use \"*\" for every node".to_owned());
         }
@@ -55,7 +56,7 @@ impl Glob {
 
     /// Does `id` match? No allocation.
     #[inline]
-    pub(crate) fn matches(&self, id: &str) -> bool {
+    pub fn matches(&self, id: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Exact(s) => s == id,

@@ -32,6 +32,7 @@ mod source;
 mod toml_in;
 
 pub use error::{CompileError, CompileErrors};
+pub use glob::{Glob, GLOB_BYTES_MAX};
 pub use hash::name_hash;
 pub use model::{Evidence, Field, Inputs, Limits, MetricKey, Series, Severity, EVIDENCE_MAX};
 pub use parse::{METRIC_NAME_MAX, NEST_MAX};

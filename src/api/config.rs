@@ -35,12 +35,19 @@ pub struct ApiConfig {
     pub ws_queue_len: usize,
     /// WebSocket clients at most.
     pub ws_clients_max: usize,
+    /// Silence from a WebSocket client after which the server pings it, ms.
+    pub ws_ping_interval_ms: u64,
+    /// How long a ping may go unanswered (no frame at all) before the client is dropped, ms.
+    pub ws_pong_timeout_ms: u64,
     /// How often the decision poller looks at the broadcast rings when idle, µs.
     pub ws_poll_us: u64,
     /// Default lookback of `GET /temporal/slice`, seconds.
     pub slice_lookback_s: u64,
     /// Default resolution of `GET /temporal/slice`, seconds.
     pub slice_resolution_s: u32,
+    /// Memory for the slice's resident windows (rendered capsules of the nodes asked for,
+    /// at the default resolution and lookback), bytes; 0 = always read the store.
+    pub slice_cache_bytes: usize,
     /// Half-life of the slice's freshness (the present's weight halves with each), ms.
     pub freshness_half_life_ms: u64,
     /// Page size when a request gives none.
@@ -49,6 +56,16 @@ pub struct ApiConfig {
     pub page_size_max: usize,
     /// On stop: how long in-flight requests may take to finish, ms.
     pub drain_ms: u64,
+    /// HTTP connections served at once at most; more are closed at accept (counted).
+    pub connections_max: usize,
+    /// How long a request's header may take from its first byte, ms (slow clients are
+    /// cut and counted).
+    pub header_read_timeout_ms: u64,
+    /// How long a request's body may take once its header is complete, ms.
+    pub body_read_timeout_ms: u64,
+    /// How long a connection may stay open with no request in progress and no byte
+    /// moving (before its first request, or between keep-alive requests), ms.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -68,12 +85,20 @@ impl Default for ApiConfig {
             ws_queue_len: 1_024,
             ws_clients_max: 256,
             ws_poll_us: 1_000,
+            ws_ping_interval_ms: 30_000,
+            ws_pong_timeout_ms: 10_000,
             slice_lookback_s: 3_600,
             slice_resolution_s: 60,
+            slice_cache_bytes: 256 << 20,
             freshness_half_life_ms: 60_000,
             page_size_default: 20,
             page_size_max: 1_000,
             drain_ms: 500,
+            // A public-facing server's settings: room for many clients, but no slowloris.
+            connections_max: 1_024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -81,7 +106,7 @@ impl Default for ApiConfig {
 impl ApiConfig {
     /// Checks the settings against each other; the message names the setting.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 7] = [
+        let checks: [(bool, &str); 10] = [
             (self.body_bytes_max > 0, "api.body_bytes_max must be at least 1"),
             (
                 self.events_body_bytes_max > 0,
@@ -101,6 +126,15 @@ impl ApiConfig {
                 "api.page_size_default must be in 1..=api.page_size_max",
             ),
             (self.rate_clients_max > 0, "api.rate_clients_max must be at least 1"),
+            (self.connections_max > 0, "api.connections_max must be at least 1"),
+            (
+                self.ws_ping_interval_ms > 0 && self.ws_pong_timeout_ms > 0,
+                "api.ws_ping_interval_ms and api.ws_pong_timeout_ms must be at least 1",
+            ),
+            (
+                self.header_read_timeout_ms > 0 && self.body_read_timeout_ms > 0 && self.idle_timeout_ms > 0,
+                "api.header_read_timeout_ms, api.body_read_timeout_ms and api.idle_timeout_ms must be at least 1",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err((*msg).to_owned()),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rim_capsule::{Capsule, CapsuleBody, HistoryQuery, Store, Vantage};
-use rim_ring::{event::RimFastEvent, PublishError, Segment};
+use rim_ring::{event::EventRef, PublishError, Segment, Sym, SymEvent, SymbolKind};
 use rim_stats::StatsReader;
 
 use crate::agent::{BeatState, ShardBeat};
@@ -60,6 +60,8 @@ pub struct Context {
     shards: usize,
     bridge: Option<Arc<dyn Health>>,
     stats: RefCell<Option<StatsReader>>,
+    /// Store writes made through the API (the store writer counts its own commits).
+    api_writes: std::cell::Cell<u64>,
     /// Series key → metric name, learned from observed capsules.
     names: RefCell<HashMap<u64, String>>,
 }
@@ -243,6 +245,7 @@ impl Context {
             shards: parts.shards,
             bridge: parts.bridge,
             stats: RefCell::new(None),
+            api_writes: std::cell::Cell::new(0),
             names: RefCell::new(HashMap::new()),
         }
     }
@@ -257,16 +260,57 @@ impl Context {
         self.store.as_ref()
     }
 
+    /// A number that changes whenever the store may have changed: the writer's commits
+    /// plus the writes made through the API.
+    pub fn store_version(&self) -> u64 {
+        let commits = self
+            .persist
+            .as_ref()
+            .map_or(0, |p| p.store_commits.load(Ordering::Acquire));
+        commits.wrapping_add(self.api_writes.get())
+    }
+
+    /// Records a store write made through the API (after it completed).
+    pub fn note_store_write(&self) {
+        self.api_writes.set(self.api_writes.get().wrapping_add(1));
+    }
+
     /// Publishes one event into ingest (validated here first, so that a bad event gets
     /// its field named). `Full` means: wait (asynchronously) and retry; `Invalid` carries
     /// the field that broke the data model. Returns the ring position just past the event
     /// (compare with [`Context::durable_position`]).
-    pub fn publish(&self, ev: &RimFastEvent) -> Result<u64, PublishError> {
+    pub fn publish<M: rim_ring::event::Metric>(&self, ev: &EventRef<'_, M>) -> Result<u64, PublishError> {
         let mut p = self.producer.borrow_mut();
         match p.as_mut() {
-            Some(p) => p.try_publish_event(&ev.as_ref()),
+            Some(p) => p.try_publish_event(ev),
             None => Err(PublishError::Closed),
         }
+    }
+
+    /// Publishes `events` from index `*next` on, in order, with their strings interned
+    /// once per batch ([`BatchSymbols`]): an event whose status, source topic or metric
+    /// names are those of the event before (what a batch almost always holds) publishes
+    /// with the same symbols, hashing nothing but a new node id. `*next` advances past
+    /// every event published (so a `Full` can be waited out and the call repeated); the
+    /// ring position past the last one is returned.
+    pub fn publish_batch<'e>(
+        &self,
+        events: &[EventRef<'e>],
+        next: &mut usize,
+        syms: &mut BatchSymbols<'e>,
+    ) -> Result<u64, PublishError> {
+        let mut p = self.producer.borrow_mut();
+        let Some(p) = p.as_mut() else {
+            return Err(PublishError::Closed);
+        };
+        let mut position = p.position();
+        // One clock read for the batch (the ring would read it per event).
+        let now_ns = rim_ring::clock::monotonic_ns();
+        while let Some(ev) = events.get(*next) {
+            position = syms.publish(p, ev, now_ns)?;
+            *next += 1;
+        }
+        Ok(position)
     }
 
     /// How far ingest has taken the intake ring.
@@ -564,5 +608,136 @@ fn series_name(names: &HashMap<u64, String>, key: u64) -> String {
             Some(n) => format!("metric.{n}"),
             None => format!("metric.#{k:016x}"),
         },
+    }
+}
+
+/// The symbols of the strings one batch repeats, so that each is interned (hashed and
+/// looked up in the ring's table) once per batch rather than once per event. Symbols stay
+/// defined in the ring once published, so a batch interrupted by `Full` keeps them.
+#[derive(Default)]
+pub struct BatchSymbols<'e> {
+    node: Option<(&'e str, Sym)>,
+    status: Option<(&'e str, Sym)>,
+    topic: Option<(&'e str, Sym)>,
+    metric_names: Vec<(&'e str, Sym)>,
+    metrics: Vec<(Sym, f64)>,
+}
+
+impl<'e> BatchSymbols<'e> {
+    /// The symbol of `text`, from `slot` when it holds the same text.
+    fn sym(
+        p: &mut rim_ring::Producer,
+        slot: &mut Option<(&'e str, Sym)>,
+        kind: SymbolKind,
+        text: &'e str,
+    ) -> Result<Sym, PublishError> {
+        match slot {
+            Some((t, s)) if *t == text => Ok(*s),
+            _ => {
+                let s = p.intern(kind, text)?;
+                *slot = Some((text, s));
+                Ok(s)
+            }
+        }
+    }
+
+    /// Publishes one event with its strings as symbols; the ring position past it.
+    fn publish(&mut self, p: &mut rim_ring::Producer, ev: &EventRef<'e>, now_ns: u64) -> Result<u64, PublishError> {
+        let node = Self::sym(p, &mut self.node, SymbolKind::NodeId, ev.rim_node_id)?;
+        let status = Self::sym(p, &mut self.status, SymbolKind::Status, ev.status)?;
+        let source_topic = match ev.source_topic {
+            Some(t) => Some(Self::sym(p, &mut self.topic, SymbolKind::SourceTopic, t)?),
+            None => None,
+        };
+        self.metrics.clear();
+        for (i, &(name, value)) in ev.critical_metrics.iter().enumerate() {
+            let sym = match self.metric_names.get(i) {
+                Some(&(n, s)) if n == name => s,
+                _ => {
+                    let s = p.intern(SymbolKind::MetricName, name)?;
+                    self.metric_names.truncate(i);
+                    self.metric_names.push((name, s));
+                    s
+                }
+            };
+            self.metrics.push((sym, value));
+        }
+        p.try_publish_sym(&SymEvent {
+            node,
+            event_id: ev.event_id,
+            timestamp: ev.timestamp,
+            metrics: &self.metrics,
+            price: ev.price,
+            volume: ev.volume,
+            stress: ev.stress,
+            status,
+            source_topic,
+            publish_ns: if ev.publish_ns == 0 { now_ns } else { ev.publish_ns },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rim_ring::RimFastEvent;
+
+    fn event(node: &str, status: &str, metrics: &[(&str, f64)], topic: Option<&str>) -> RimFastEvent {
+        RimFastEvent {
+            rim_node_id: node.into(),
+            event_id: Some(format!("{node}-{status}")),
+            timestamp: 1_764_000_000_000,
+            critical_metrics: metrics.iter().map(|(n, v)| ((*n).into(), *v)).collect(),
+            price: Some(1.5),
+            volume: None,
+            stress: Some(0.25),
+            status: status.into(),
+            source_topic: topic.map(Into::into),
+            publish_ns: 7,
+        }
+    }
+
+    #[test]
+    fn a_batch_with_names_interned_once_reads_back_as_sent() {
+        let (mut producer, mut consumer) = rim_ring::spsc::heap_pair(1 << 16).expect("ring");
+        let sent = [
+            event("rim:a:b:n1", "OK", &[("t", 1.0), ("l", 2.0)], Some("x")),
+            event("rim:a:b:n2", "OK", &[("t", 3.0), ("l", 4.0)], Some("x")),
+            // Names change mid-batch: in place, fewer, more, none.
+            event("rim:a:b:n2", "DEGRADED", &[("l", 5.0), ("t", 6.0)], None),
+            event("rim:a:b:n3", "OK", &[("t", 7.0)], Some("y")),
+            event("rim:a:b:n3", "OK", &[("t", 8.0), ("q", 9.0), ("r", 1.0)], Some("y")),
+            event("rim:a:b:n1", "OK", &[], Some("x")),
+        ];
+        let owned: Vec<Vec<(&str, f64)>> = sent
+            .iter()
+            .map(|e| e.critical_metrics.iter().map(|(n, v)| (n.as_str(), *v)).collect())
+            .collect();
+        let refs: Vec<EventRef<'_>> = sent
+            .iter()
+            .zip(&owned)
+            .map(|(e, m)| EventRef {
+                rim_node_id: &e.rim_node_id,
+                event_id: e.event_id.as_deref(),
+                timestamp: e.timestamp,
+                critical_metrics: m,
+                price: e.price,
+                volume: e.volume,
+                stress: e.stress,
+                status: &e.status,
+                source_topic: e.source_topic.as_deref(),
+                publish_ns: e.publish_ns,
+            })
+            .collect();
+        let mut syms = BatchSymbols::default();
+        let now_ns = rim_ring::clock::monotonic_ns();
+        for ev in &refs {
+            syms.publish(&mut producer, ev, now_ns).expect("publish");
+        }
+        let mut got = Vec::new();
+        consumer
+            .poll_events(64, |r| got.push(r.expect("a valid event").to_owned_event()))
+            .expect("poll");
+        assert_eq!(got, sent);
     }
 }

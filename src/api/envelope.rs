@@ -219,7 +219,19 @@ pub fn data<T: Serialize + ?Sized>(
     data: &T,
     pagination: Option<&Pagination>,
 ) -> Response<Body> {
-    let mut buf = Vec::with_capacity(256);
+    data_sized(meta, status, data, pagination, 0)
+}
+
+/// [`data`] with room for `bytes_hint` bytes of `data` made up front (a large answer is
+/// then written without growing, and copying, its buffer on the way).
+pub fn data_sized<T: Serialize + ?Sized>(
+    meta: &Meta,
+    status: StatusCode,
+    data: &T,
+    pagination: Option<&Pagination>,
+    bytes_hint: usize,
+) -> Response<Body> {
+    let mut buf = Vec::with_capacity(256 + bytes_hint);
     buf.extend_from_slice(b"{\"data\":");
     if let Err(e) = serde_json::to_writer(&mut buf, data) {
         return error(meta, &Problem::internal("cannot serialize the response", &e));

@@ -13,13 +13,22 @@
 //!
 //! `?wait=durable` answers only once the journal holds the last event (bounded by
 //! `api.durable_wait_ms`, then 504).
+//!
+//! The fast path: a batch whose strings carry no escapes (what producers send) is parsed
+//! once into [`Borrowed`] events whose strings point into the body (no `String`, no
+//! `serde_json::Value`; one small vector of metrics per event), checked, and published
+//! in order straight from the body. Anything else (escapes, an invalid item, a single
+//! object) takes the owned path below, which accepts exactly the same events and names
+//! each failing item.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use hyper::{Response, StatusCode};
-use rim_ring::event::{EventError, RimFastEvent};
+use rim_ring::event::{EventError, EventRef, RimFastEvent, METRICS_MAX};
 use rim_ring::PublishError;
-use serde::Serialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::envelope::{self, Body, Code, Detail, Meta, Problem};
@@ -49,17 +58,109 @@ pub async fn post(app: &App, meta: &Meta, q: &Query<'_>, body: &[u8]) -> Result<
         Some("durable") => true,
         Some(_) => return Err(Problem::invalid("wait", "the only value is durable")),
     };
-    let events = parse(body, app.cfg.batch_events_max, &app.ctx.time_bounds(), time::now_ms())?;
-    let position = publish_all(app, &events).await?;
+    let bounds = app.ctx.time_bounds();
+    let now_ms = time::now_ms();
+    let (accepted, position) = match parse_borrowed(body, app.cfg.batch_events_max, &bounds, now_ms) {
+        Some(events) => {
+            let refs: Vec<EventRef<'_>> = events.iter().map(Borrowed::as_ref).collect();
+            (refs.len(), publish_interned(app, &refs).await?)
+        }
+        None => {
+            let events = parse(body, app.cfg.batch_events_max, &bounds, now_ms)?;
+            let refs: Vec<EventRef<'_, (String, f64)>> = events.iter().map(RimFastEvent::as_ref).collect();
+            (refs.len(), publish_all(app, &refs).await?)
+        }
+    };
     if durable {
         wait_durable(app, position).await?;
     }
     let a = Accepted {
-        accepted: events.len(),
+        accepted,
         position,
         durable,
     };
     Ok(envelope::data(meta, StatusCode::ACCEPTED, &a, None))
+}
+
+/// One RimFastEvent with its strings borrowed from the body (fails on a string with
+/// escapes: the owned path takes those). Same fields, same defaults, same refusals of
+/// unknown fields as `RimFastEvent`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Borrowed<'a> {
+    rim_node_id: &'a str,
+    #[serde(default)]
+    event_id: Option<&'a str>,
+    timestamp: i64,
+    #[serde(borrow)]
+    critical_metrics: Metrics<'a>,
+    #[serde(default)]
+    price: Option<f64>,
+    #[serde(default)]
+    volume: Option<f64>,
+    #[serde(default)]
+    stress: Option<f64>,
+    status: &'a str,
+    #[serde(default)]
+    source_topic: Option<&'a str>,
+    #[serde(default)]
+    publish_ns: u64,
+}
+
+impl Borrowed<'_> {
+    fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            rim_node_id: self.rim_node_id,
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            critical_metrics: &self.critical_metrics.0,
+            price: self.price,
+            volume: self.volume,
+            stress: self.stress,
+            status: self.status,
+            source_topic: self.source_topic,
+            publish_ns: self.publish_ns,
+        }
+    }
+}
+
+/// `critical_metrics` borrowed: at most `METRICS_MAX` names, none repeated.
+struct Metrics<'a>(Vec<(&'a str, f64)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Metrics<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Metrics<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an object of at most {METRICS_MAX} metric name -> number entries")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(&'a str, f64)> = Vec::with_capacity(map.size_hint().unwrap_or(4).min(METRICS_MAX));
+                while let Some((k, v)) = map.next_entry::<&'de str, f64>()? {
+                    // At most 64 names: a linear scan beats a set.
+                    if out.len() == METRICS_MAX || out.iter().any(|(n, _)| *n == k) {
+                        return Err(serde::de::Error::custom("critical_metrics: too many or repeated names"));
+                    }
+                    out.push((k, v));
+                }
+                Ok(Metrics(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// The fast path: a non-empty batch within `batch_max`, every string unescaped, every
+/// event valid and within the time bounds. `None` sends the body to the owned path (which
+/// accepts the same events, and says what is wrong with the others).
+fn parse_borrowed<'a>(body: &'a [u8], batch_max: usize, bounds: &TimeBounds, now_ms: i64) -> Option<Vec<Borrowed<'a>>> {
+    if body.iter().copied().find(|b| !b.is_ascii_whitespace()) != Some(b'[') {
+        return None;
+    }
+    let events: Vec<Borrowed<'a>> = serde_json::from_slice(body).ok()?;
+    let valid = |e: &Borrowed<'_>| e.as_ref().validate().is_ok() && bounds.check(e.timestamp, now_ms).is_ok();
+    (!events.is_empty() && events.len() <= batch_max && events.iter().all(valid)).then_some(events)
 }
 
 /// Parses and validates the body (event times against `now_ms`); every failing item
@@ -159,9 +260,26 @@ fn event_field(e: &EventError) -> &'static str {
     }
 }
 
+/// Publishes every event in order with names interned once per batch, waiting out a
+/// full ring; returns the position past the last one.
+async fn publish_interned(app: &App, events: &[EventRef<'_>]) -> Result<u64, Problem> {
+    let deadline = Instant::now() + Duration::from_millis(app.cfg.publish_wait_ms);
+    let mut syms = crate::api::context::BatchSymbols::default();
+    let mut next = 0;
+    loop {
+        match app.ctx.publish_batch(events, &mut next, &mut syms) {
+            Ok(position) => return Ok(position),
+            Err(PublishError::Full { .. }) if Instant::now() < deadline => {
+                glommio::timer::sleep(FULL_RETRY).await;
+            }
+            Err(e) => return Err(publish_problem(&e, next)),
+        }
+    }
+}
+
 /// Publishes every event in order, waiting out a full ring; returns the position past
 /// the last one.
-async fn publish_all(app: &App, events: &[RimFastEvent]) -> Result<u64, Problem> {
+async fn publish_all<M: rim_ring::event::Metric>(app: &App, events: &[EventRef<'_, M>]) -> Result<u64, Problem> {
     let deadline = Instant::now() + Duration::from_millis(app.cfg.publish_wait_ms);
     let mut position = 0;
     for (index, ev) in events.iter().enumerate() {
@@ -233,6 +351,73 @@ mod tests {
     use super::*;
 
     const OK: &str = r#"{"rim_node_id":"rim:sensor:a:n1","timestamp":1,"critical_metrics":{"t":1.5},"status":"OK"}"#;
+
+    fn owned_copy(e: &Borrowed<'_>) -> RimFastEvent {
+        RimFastEvent {
+            rim_node_id: e.rim_node_id.to_owned(),
+            event_id: e.event_id.map(str::to_owned),
+            timestamp: e.timestamp,
+            critical_metrics: e
+                .critical_metrics
+                .0
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), *v))
+                .collect(),
+            price: e.price,
+            volume: e.volume,
+            stress: e.stress,
+            status: e.status.to_owned(),
+            source_topic: e.source_topic.map(str::to_owned),
+            publish_ns: e.publish_ns,
+        }
+    }
+
+    #[test]
+    fn the_borrowed_path_takes_what_the_owned_path_takes_and_nothing_else() {
+        let escaped =
+            r#"{"rim_node_id":"rim:sensor:a:n1","timestamp":1,"critical_metrics":{"t\u0041":1.5},"status":"OK"}"#;
+        let nulls = r#"{"rim_node_id":"rim:sensor:a:n2","event_id":null,"timestamp":1,"critical_metrics":{},"price":null,"status":"OK","source_topic":"x"}"#;
+        let dup = r#"{"rim_node_id":"rim:sensor:a:n1","timestamp":1,"critical_metrics":{"t":1,"t":2},"status":"OK"}"#;
+        let bad_node = r#"{"rim_node_id":"nope","timestamp":1,"critical_metrics":{},"status":"OK"}"#;
+        let unknown = r#"{"rim_node_id":"rim:a:b:c","timestamp":1,"critical_metrics":{},"status":"OK","x":1}"#;
+        let metrics = (0..65).map(|i| format!("\"m{i}\":1")).collect::<Vec<_>>().join(",");
+        let too_many =
+            format!(r#"{{"rim_node_id":"rim:a:b:c","timestamp":1,"critical_metrics":{{{metrics}}},"status":"OK"}}"#);
+        let garbage = [
+            "",
+            "[",
+            "[]",
+            "[1]",
+            "[{}]",
+            "[null]",
+            "[{\"rim_node_id\":7}]",
+            "{\"a\":1}",
+            "\u{0}",
+        ];
+        let mut bodies: Vec<String> = [OK, nulls, escaped, dup, bad_node, unknown, too_many.as_str()]
+            .iter()
+            .map(|e| format!("[{e}]"))
+            .collect();
+        bodies.extend(garbage.iter().map(|g| (*g).to_owned()));
+        bodies.push(format!("[{OK},{nulls}]"));
+        for body in &bodies {
+            let fast = parse_borrowed(body.as_bytes(), 10, &TimeBounds::NONE, 1);
+            let owned = parse(body.as_bytes(), 10, &TimeBounds::NONE, 1);
+            if let Some(fast) = &fast {
+                let owned = owned
+                    .as_ref()
+                    .unwrap_or_else(|p| panic!("fast took what owned refuses: {body}: {p:?}"));
+                let fast: Vec<RimFastEvent> = fast.iter().map(owned_copy).collect();
+                assert_eq!(&fast, owned, "{body}");
+            }
+        }
+        // What producers send takes the fast path.
+        assert!(parse_borrowed(format!("[{OK},{nulls}]").as_bytes(), 10, &TimeBounds::NONE, 1).is_some());
+        // An escape goes the owned way, and is accepted there.
+        assert!(parse_borrowed(format!("[{escaped}]").as_bytes(), 10, &TimeBounds::NONE, 1).is_none());
+        let owned = parse(format!("[{escaped}]").as_bytes(), 10, &TimeBounds::NONE, 1).expect("owned");
+        assert_eq!(owned[0].critical_metrics[0].0, "tA");
+    }
 
     #[test]
     fn one_event_or_a_batch_parses() {

@@ -4,22 +4,29 @@
 //! `poll_fill_buf` hands out its filled bytes) into hyper's cursor with the safe
 //! `put_slice`: one copy, no scratch buffer and no unsafe code on the data path.
 //!
+//! Every read and write also tells the connection's [`ConnWatch`] that bytes moved (the
+//! header and idle timeouts of [`super::conn`]).
+//!
 //! The one unsafe item is `unsafe impl Send for Io`: hyper wants upgradable IO to be
 //! `Send` (it boxes it as `dyn Io + Send` so that an upgraded connection may move to
-//! another thread), while glommio's stream holds `Rc`s and must stay on its executor's
-//! thread. [`Io`] records the thread that made it and checks it on every access; on any
-//! other thread it refuses (an IO error) and its `Drop` leaks the stream instead of
-//! dropping it, so nothing of the stream is ever touched off its thread.
+//! another thread), while glommio's stream and the watch are `Rc`s and must stay on their
+//! executor's thread. [`Io`] records the thread that made it and checks it on every
+//! access; on any other thread it refuses (an IO error) and its `Drop` leaks the stream
+//! and the watch instead of dropping them, so nothing of either is ever touched off its
+//! thread.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures_lite::io::{AsyncBufRead, AsyncWrite};
 use glommio::net::{Preallocated, TcpStream};
 use hyper::rt::ReadBufCursor;
+
+use super::conn::ConnWatch;
 
 /// The stream type the server and the WebSocket code use.
 pub type Stream = TcpStream<Preallocated>;
@@ -36,14 +43,16 @@ fn thread_mark() -> usize {
 /// A glommio stream bound to the thread that accepted it.
 pub struct Io {
     stream: ManuallyDrop<Stream>,
+    watch: ManuallyDrop<Rc<ConnWatch>>,
     thread: usize,
 }
 
-// SAFETY: every access to `stream` goes through `get`, which refuses on any thread but
+// SAFETY: every access to `stream` and `watch` goes through `get`, which refuses on any
+// thread but
 // the one that created the `Io` (compared through a thread-local's address, unique among
-// live threads), and `Drop` leaks the stream rather than dropping it elsewhere. `Io` is
+// live threads), and `Drop` leaks both rather than dropping them elsewhere. `Io` is
 // not `Sync`, so no `&Io` is shared. Moving the value to another thread therefore never
-// touches the `Rc`s inside glommio's stream there.
+// touches the `Rc`s inside glommio's stream, or the watch's count, there.
 unsafe impl Send for Io {}
 
 fn wrong_thread() -> io::Error {
@@ -51,18 +60,19 @@ fn wrong_thread() -> io::Error {
 }
 
 impl Io {
-    /// Binds `stream` to the calling thread.
-    pub fn new(stream: TcpStream) -> Self {
+    /// Binds `stream` (and the watch it reports to) to the calling thread.
+    pub fn new(stream: TcpStream, watch: Rc<ConnWatch>) -> Self {
         Self {
             stream: ManuallyDrop::new(stream.buffered()),
+            watch: ManuallyDrop::new(watch),
             thread: thread_mark(),
         }
     }
 
-    /// The stream, on its own thread only.
-    pub fn get(&mut self) -> io::Result<&mut Stream> {
+    /// The stream and the watch, on their own thread only.
+    pub fn get(&mut self) -> io::Result<(&mut Stream, &ConnWatch)> {
         if self.thread == thread_mark() {
-            Ok(&mut self.stream)
+            Ok((&mut self.stream, &self.watch))
         } else {
             Err(wrong_thread())
         }
@@ -72,16 +82,19 @@ impl Io {
 impl Drop for Io {
     fn drop(&mut self) {
         if self.thread == thread_mark() {
-            // SAFETY: dropped exactly once, here, on its own thread; never used after.
-            unsafe { ManuallyDrop::drop(&mut self.stream) }
+            // SAFETY: dropped exactly once, here, on their own thread; never used after.
+            unsafe {
+                ManuallyDrop::drop(&mut self.stream);
+                ManuallyDrop::drop(&mut self.watch);
+            }
         }
-        // Elsewhere the stream is leaked: leaking is safe, dropping there would not be.
+        // Elsewhere both are leaked: leaking is safe, dropping there would not be.
     }
 }
 
 impl hyper::rt::Read for Io {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        let stream = match self.get_mut().get() {
+        let (stream, watch) = match self.get_mut().get() {
             Ok(s) => s,
             Err(e) => return Poll::Ready(Err(e)),
         };
@@ -96,6 +109,9 @@ impl hyper::rt::Read for Io {
             Poll::Pending => return Poll::Pending,
         };
         stream.consume(n);
+        if n > 0 {
+            watch.on_read();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -103,21 +119,27 @@ impl hyper::rt::Read for Io {
 impl hyper::rt::Write for Io {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut().get() {
-            Ok(s) => Pin::new(s).poll_write(cx, buf),
+            Ok((s, watch)) => {
+                let written = Pin::new(s).poll_write(cx, buf);
+                if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+                    watch.on_write();
+                }
+                written
+            }
             Err(e) => Poll::Ready(Err(e)),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut().get() {
-            Ok(s) => Pin::new(s).poll_flush(cx),
+            Ok((s, _)) => Pin::new(s).poll_flush(cx),
             Err(e) => Poll::Ready(Err(e)),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut().get() {
-            Ok(s) => Pin::new(s).poll_close(cx),
+            Ok((s, _)) => Pin::new(s).poll_close(cx),
             Err(e) => Poll::Ready(Err(e)),
         }
     }

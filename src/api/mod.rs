@@ -7,9 +7,11 @@
 //!   limit, content type, body limit);
 //! - [`envelope`]: the `{data, meta}` and error envelopes: the one place errors are built;
 //! - [`routes`]: the route table and the handlers of capsules, history, rules, decisions,
-//!   metrics and health; [`events`]: `POST /events`; [`slice`]: the temporal slice;
+//!   metrics and health; [`events`]: `POST /events`; [`slice`]: the temporal slice,
+//!   [`resident`]: its recent windows kept in memory, rendered;
 //! - [`ws`]: `GET /ws/decisions`, RFC 6455 framing and the decision fan-out;
 //! - [`auth`], [`ratelimit`], [`query`]: tokens, limits, query strings;
+//! - [`conn`]: the connection cap and the header, body and idle timeouts;
 //! - [`io`]: the glommio ↔ hyper stream adapter (the only unsafe item);
 //! - [`context`]: what the API may touch of the daemon (owned by the daemon side).
 //!
@@ -20,12 +22,14 @@
 
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod context;
 pub mod envelope;
 pub mod events;
 pub mod io;
 pub mod query;
 pub mod ratelimit;
+pub mod resident;
 pub mod routes;
 pub mod server;
 pub mod slice;

@@ -35,7 +35,9 @@ const DECISION_SCAN_MAX: usize = 100_000;
 /// A resolved route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `GET /ping`: the cheapest route (benchmarks).
+    /// `GET /ping`: the cheapest route; `POST /ping`: reads a JSON body (as large as
+    /// `POST /events` takes) and discards it, the HTTP transfer floor of a batch
+    /// (benchmarks).
     Ping,
     /// `POST /events`.
     Events,
@@ -69,7 +71,7 @@ impl Route {
     fn allow(&self) -> &'static str {
         match self {
             Route::Events => "POST",
-            Route::Capsules => "GET, POST",
+            Route::Ping | Route::Capsules => "GET, POST",
             Route::Capsule(_) => "GET, DELETE",
             Route::Rules => "GET, PUT",
             _ => "GET",
@@ -79,7 +81,7 @@ impl Route {
     fn allows(&self, m: &Method) -> bool {
         match self {
             Route::Events => m == Method::POST,
-            Route::Capsules => m == Method::GET || m == Method::POST,
+            Route::Ping | Route::Capsules => m == Method::GET || m == Method::POST,
             Route::Capsule(_) => m == Method::GET || m == Method::DELETE,
             Route::Rules => m == Method::GET || m == Method::PUT,
             _ => m == Method::GET,
@@ -158,6 +160,12 @@ pub async fn dispatch(
     let q = Query::parse(parts.uri.query())?;
     let m = &parts.method;
     match route {
+        Route::Ping if m == Method::POST => Ok(envelope::data(
+            meta,
+            StatusCode::OK,
+            &Discarded { bytes: body.len() },
+            None,
+        )),
         Route::Ping => Ok(envelope::data(meta, StatusCode::OK, "pong", None)),
         Route::Events => super::events::post(app, meta, &q, &body).await,
         Route::Capsules if m == Method::POST => create_capsule(app, meta, &body).await,
@@ -174,7 +182,7 @@ pub async fn dispatch(
         Route::Metrics => Ok(envelope::text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            app.ctx.metrics_text(),
+            metrics_text(app),
         )),
         Route::Live => Ok(envelope::data(meta, StatusCode::OK, &Health { status: "UP" }, None)),
         Route::Ready => Ok(ready(app, meta)),
@@ -183,6 +191,22 @@ pub async fn dispatch(
             "the WebSocket route is served by the pipeline",
         )),
     }
+}
+
+/// What `POST /ping` answers: how much it read and threw away.
+#[derive(Serialize)]
+struct Discarded {
+    bytes: usize,
+}
+
+/// The daemon's metrics and the HTTP server's own connection counters.
+fn metrics_text(app: &App) -> String {
+    let mut out = app.ctx.metrics_text();
+    app.conns.render_prometheus(app.cfg.connections_max, &mut out);
+    let r = app.resident.borrow();
+    r.counters().render_prometheus(r.bytes(), &mut out);
+    app.hub.render_prometheus(&mut out);
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -309,10 +333,9 @@ async fn create_capsule(app: &App, meta: &Meta, body: &[u8]) -> Result<Response<
     check_node("scopeId", &req.scope_id)?;
     let capsule = req.into_capsule(envelope::now_ms()).map_err(|e| model_problem(&e))?;
     let c = capsule.clone();
-    let outcome = glommio::executor()
-        .spawn_blocking(move || store.put(&c))
-        .await
-        .map_err(store_problem)?;
+    let outcome = glommio::executor().spawn_blocking(move || store.put(&c)).await;
+    app.ctx.note_store_write();
+    let outcome = outcome.map_err(store_problem)?;
     let status = match outcome {
         PutOutcome::Inserted => StatusCode::CREATED,
         PutOutcome::Existing => StatusCode::OK,
@@ -342,10 +365,11 @@ struct Deleted {
 async fn delete_capsule(app: &App, meta: &Meta, id: &str) -> Result<Response<Body>, Problem> {
     let id = parse_id(id)?;
     let store = store(app)?.clone();
-    let found = glommio::executor()
-        .spawn_blocking(move || store.delete(&id))
-        .await
-        .map_err(store_problem)?;
+    let found = glommio::executor().spawn_blocking(move || store.delete(&id)).await;
+    // The resident windows may hold the capsule: forget them all (deletes are rare).
+    app.ctx.note_store_write();
+    app.resident.borrow_mut().clear();
+    let found = found.map_err(store_problem)?;
     if !found {
         return Err(Problem::new(Code::NotFound, format!("no capsule {id}")));
     }
@@ -357,8 +381,8 @@ async fn delete_capsule(app: &App, meta: &Meta, id: &str) -> Result<Response<Bod
 }
 
 /// The history query of a list request: `scopeId` (or the path's), `from`/`to` (epoch
-/// ms, window starts in `[from, to)`; empty when `from >= to`), `resolution` (s, default the slice's), and
-/// `vantageMode` (default OBSERVED).
+/// ms, window starts in `[from, to)`; empty when `from >= to`), `resolution` (s; see
+/// [`resolutions`] when absent), and `vantageMode` (default OBSERVED).
 fn history_query(app: &App, q: &Query<'_>, scope: Option<&str>) -> Result<HistoryQuery, Problem> {
     let scope_id = match scope.or_else(|| q.get("scopeId")) {
         Some(s) => s.to_owned(),
@@ -369,6 +393,8 @@ fn history_query(app: &App, q: &Query<'_>, scope: Option<&str>) -> Result<Histor
     let to_ms = q.int("to", i64::MAX, i64::MIN..=i64::MAX)?;
     // `from >= to` is an empty range, answered with an empty page.
     let resolution = q.int("resolution", app.cfg.slice_resolution_s, 1..=u32::MAX)?;
+    // Without `resolution` the caller gets every resolution ([`resolutions`]); the one
+    // set here is replaced per resolution.
     let vantage = match q.get("vantageMode") {
         None => Vantage::Observed,
         Some(v) => Vantage::parse(v).map_err(|e| Problem::invalid("vantageMode", e.to_string()))?,
@@ -391,7 +417,11 @@ fn list_capsules(app: &App, meta: &Meta, q: &Query<'_>, scope: Option<&str>) -> 
     let mut hq = history_query(app, q, scope)?;
     let paging = Paging::parse(q, "timestamp", app.cfg.page_size_default, app.cfg.page_size_max, false)?;
     hq.descending = paging.descending;
-    let rows = store(app)?.history(&hq).map_err(store_problem)?;
+    let store = store(app)?;
+    let rows = match q.get("resolution") {
+        Some(_) => store.history(&hq).map_err(store_problem)?,
+        None => every_resolution(store, hq, &resolutions(app))?,
+    };
     let start = paging.offset().min(rows.len());
     let end = start.saturating_add(paging.size).min(rows.len());
     let pagination = Pagination::of(paging.page, paging.size, rows.len());
@@ -401,6 +431,40 @@ fn list_capsules(app: &App, meta: &Meta, q: &Query<'_>, scope: Option<&str>) -> 
         &CapsuleList(&rows[start..end]),
         Some(&pagination),
     ))
+}
+
+/// The resolutions a list without `resolution` covers: every roll-up resolution and the
+/// slice's default, ascending, each once. (The store's index leads with the resolution,
+/// so an API-created capsule at another resolution is found only when asked for.)
+fn resolutions(app: &App) -> Vec<u32> {
+    let mut r = app.ctx.config().persist.resolutions.clone();
+    r.push(app.cfg.slice_resolution_s);
+    r.sort_unstable();
+    r.dedup();
+    r
+}
+
+/// `hq` at each of `resolutions`, merged in window order (then resolution), at most
+/// [`LIST_ROWS_MAX`] rows like one query.
+fn every_resolution(store: &Store, hq: HistoryQuery, resolutions: &[u32]) -> Result<Vec<Capsule>, Problem> {
+    let mut rows = Vec::new();
+    for &resolution in resolutions {
+        let q = HistoryQuery {
+            resolution,
+            scope_id: hq.scope_id.clone(),
+            vantage: hq.vantage.clone(),
+            ..hq
+        };
+        rows.extend(store.history(&q).map_err(store_problem)?);
+    }
+    let key = |c: &Capsule| (c.key.timestamp, c.key.resolution);
+    if hq.descending {
+        rows.sort_by_key(|c| std::cmp::Reverse(key(c)));
+    } else {
+        rows.sort_by_key(key);
+    }
+    rows.truncate(LIST_ROWS_MAX);
+    Ok(rows)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,6 +5,9 @@
 //! bind error surfaces at start, not at join. The accept loop serves each connection as a
 //! local task (`http1` with upgrades, for the WebSocket). When `stop` turns true the
 //! listener closes, in-flight requests get `api.drain_ms` to finish, and the thread ends.
+//! At most `api.connections_max` connections are served at once (the rest are closed at
+//! accept), and each is watched for slow headers, slow bodies and idleness
+//! ([`super::conn`]).
 //!
 //! Every request goes through [`App::handle`]: request id (taken from `X-Request-ID` when
 //! it is sane, else generated), a tracing span carrying it with `X-Correlation-ID` and
@@ -32,6 +35,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::auth::{Denied, Scope, Tokens};
 use super::config::ApiConfig;
+use super::conn::{self, ConnCounters, ConnWatch, Limits};
 use super::context::{Context, ContextParts};
 use super::envelope::{self, Body, Code, Meta, Problem};
 use super::ratelimit::{Class, ClientKey, RateLimiter, Verdict};
@@ -171,6 +175,12 @@ async fn accept_loop(listener: &TcpListener, app: &Rc<App>, stop: &AtomicBool) {
         let Some(result) = accepted else { continue };
         pending.set(listener.accept());
         match result {
+            Ok(stream) if app.conns.open.get() >= app.cfg.connections_max as u64 => {
+                // Closed unread (dropping it closes the socket): the clients already
+                // connected keep their answers, this one learns at once.
+                app.conns.refused();
+                drop(stream);
+            }
             Ok(stream) => {
                 let peer = stream
                     .peer_addr()
@@ -188,17 +198,27 @@ async fn accept_loop(listener: &TcpListener, app: &Rc<App>, stop: &AtomicBool) {
 }
 
 async fn serve_connection(app: Rc<App>, stream: glommio::net::TcpStream, peer: IpAddr) {
-    let io = super::io::Io::new(stream);
+    let _open = app.conns.open();
+    let watch = Rc::new(ConnWatch::new());
+    let io = super::io::Io::new(stream, watch.clone());
+    let svc_app = app.clone();
+    let svc_watch = watch.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+        let app = svc_app.clone();
+        let watch = svc_watch.clone();
+        async move { Ok::<_, Infallible>(app.handle(req, peer, watch).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(io, svc)
         .with_upgrades();
-    if let Err(e) = conn.await {
-        debug!(error = %e, %peer, "connection ended with an error");
+    match conn::guarded(conn, &watch, Limits::of(&app.cfg)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, %peer, "connection ended with an error"),
+        Err(cut) => {
+            app.conns.cut(cut);
+            debug!(?cut, %peer, "connection cut");
+        }
     }
 }
 
@@ -252,8 +272,28 @@ pub struct App {
     /// WebSocket clients.
     pub hub: Hub,
     inflight: Cell<usize>,
+    /// Connections open, refused and cut.
+    pub conns: ConnCounters,
+    /// The slice's recent windows.
+    pub resident: RefCell<super::resident::Resident>,
     /// The daemon's stop flag.
     pub stop: Arc<AtomicBool>,
+}
+
+/// Tells the connection's watch that its request ended, however it ends.
+struct Handling(Rc<ConnWatch>);
+
+impl Handling {
+    fn start(watch: Rc<ConnWatch>) -> Self {
+        watch.request_started();
+        Self(watch)
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.request_done();
+    }
 }
 
 /// Decrements the in-flight count when a request ends, however it ends.
@@ -290,6 +330,12 @@ impl App {
             hub: Hub::new(ctx.decision_segments().to_vec(), cfg.ws_queue_len, cfg.ws_clients_max),
             ids: RequestIds::new(),
             inflight: Cell::new(0),
+            conns: ConnCounters::default(),
+            resident: RefCell::new(super::resident::Resident::new(
+                cfg.slice_resolution_s,
+                cfg.slice_lookback_s,
+                cfg.slice_cache_bytes,
+            )),
             cfg,
             ctx,
             tokens,
@@ -298,8 +344,9 @@ impl App {
     }
 
     /// Serves one request; never fails (every failure is an error envelope).
-    pub async fn handle(self: Rc<Self>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+    pub async fn handle(self: Rc<Self>, req: Request<Incoming>, peer: IpAddr, watch: Rc<ConnWatch>) -> Response<Body> {
         let _inflight = InFlight::enter(&self.inflight);
+        let handling = Handling::start(watch);
         let started = Instant::now();
         let meta = Meta {
             request_id: self.request_id(req.headers()),
@@ -326,7 +373,7 @@ impl App {
         // the request waits and other requests run.
         async {
             let mut limits = None;
-            let mut resp = match self.pipeline(req, peer, &meta, &mut limits).await {
+            let mut resp = match self.pipeline(req, peer, &meta, &mut limits, &handling.0).await {
                 Ok(r) => r,
                 Err(p) => envelope::error(&meta, &p),
             };
@@ -359,6 +406,7 @@ impl App {
         peer: IpAddr,
         meta: &Meta,
         limits: &mut Option<Verdict>,
+        watch: &ConnWatch,
     ) -> Result<Response<Body>, Problem> {
         let route = routes::resolve(req.method(), req.uri().path())?;
         let class = if req.method() == Method::GET {
@@ -389,10 +437,13 @@ impl App {
             Some(kind) => {
                 check_content_type(&parts.headers, kind)?;
                 let limit = match route {
-                    Route::Events => self.cfg.events_body_bytes_max,
+                    Route::Events | Route::Ping => self.cfg.events_body_bytes_max,
                     _ => self.cfg.body_bytes_max,
                 };
-                read_body(&parts.headers, incoming, limit).await?
+                watch.body_started();
+                let body = read_body(&parts.headers, incoming, limit).await;
+                watch.body_done();
+                body?
             }
         };
         routes::dispatch(self, route, &parts, body, meta).await

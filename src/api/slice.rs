@@ -17,6 +17,10 @@
 //!     freshness 0.3, accuracy 0.4 (0 when none exists).
 //!
 //! 404 when the node has no past, no present and no futures.
+//!
+//! At the default resolution and a lookback up to the default, `past`, `futures` and
+//! the accuracy come from the resident windows ([`super::resident`]: the same JSON, from
+//! memory); otherwise, or with `api.slice_cache_bytes = 0`, from the store.
 
 use hyper::{Response, StatusCode};
 use rim_capsule::{Capsule, HistoryQuery, Vantage};
@@ -25,6 +29,7 @@ use serde::Serialize;
 use super::context::Present;
 use super::envelope::{self, Body, Code, Meta, Problem};
 use super::query::Query;
+use super::resident::{merged_accuracy, FragmentList};
 use super::routes::{check_node, CapsuleList};
 use super::server::App;
 
@@ -56,12 +61,55 @@ struct Slice<'a> {
     now: i64,
     lookback_seconds: u64,
     resolution: u32,
-    past: CapsuleList<'a>,
+    past: Windows,
     present: Option<&'a Present>,
     #[serde(skip_serializing_if = "Option::is_none")]
     present_error: Option<String>,
-    futures: CapsuleList<'a>,
+    futures: Windows,
     confidence: Confidence,
+}
+
+/// Capsules read from the store, or their JSON from memory: serialized the same.
+enum Windows {
+    Read(Vec<Capsule>),
+    Resident(FragmentList),
+}
+
+impl Windows {
+    fn len(&self) -> usize {
+        match self {
+            Windows::Read(v) => v.len(),
+            Windows::Resident(f) => f.0.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The JSON bytes of the resident fragments (0 for capsules still to render).
+    fn bytes(&self) -> usize {
+        match self {
+            Windows::Read(_) => 0,
+            Windows::Resident(f) => f.0.iter().map(|f| f.get().len() + 1).sum(),
+        }
+    }
+}
+
+impl Serialize for Windows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Windows::Read(v) => CapsuleList(v).serialize(s),
+            Windows::Resident(f) => f.serialize(s),
+        }
+    }
+}
+
+/// What the slice takes from the store (or memory): past, futures, accuracy.
+struct Stored {
+    past: Windows,
+    futures: Windows,
+    accuracy: rim_capsule::AccuracyAgg,
 }
 
 /// Handles the slice.
@@ -71,11 +119,8 @@ pub async fn get(app: &App, meta: &Meta, q: &Query<'_>, node: &str) -> Result<Re
     let lookback_s = q.int("lookback", app.cfg.slice_lookback_s, 1..=LOOKBACK_S_MAX)?;
     let now = envelope::now_ms();
     let res_ms = i64::from(resolution) * 1000;
-    let (past, futures) = capsules(app, node, resolution, now, lookback_s)?;
-    if let Some(newest) = past.last() {
-        // Lets the live state name its metric series (the shard knows only their hashes).
-        app.ctx.learn_capsule(newest);
-    }
+    let stored = stored(app, node, resolution, now, lookback_s)?;
+    let (past, futures) = (stored.past, stored.futures);
     let (present, present_error) = match app.ctx.present(node).await {
         Ok(p) => (p, None),
         Err(e) => (None, Some(e.to_string())),
@@ -84,22 +129,63 @@ pub async fn get(app: &App, meta: &Meta, q: &Query<'_>, node: &str) -> Result<Re
         return Err(Problem::new(Code::NotFound, format!("nothing is known of node {node}")));
     }
     let expected = (lookback_s * 1000).div_ceil(res_ms as u64).max(1);
-    let confidence = confidence(app, node, now, &past, expected, present.as_ref())?;
+    let confidence = confidence(app, now, past.len(), expected, present.as_ref(), &stored.accuracy);
     let s = Slice {
         node_id: node,
         now,
         lookback_seconds: lookback_s,
         resolution,
-        past: CapsuleList(&past),
+        past,
         present: present.as_ref(),
         present_error,
-        futures: CapsuleList(&futures),
+        futures,
         confidence,
     };
-    Ok(envelope::data(meta, StatusCode::OK, &s, None))
+    // The capsule lists are most of the answer; the rest fits in a few KiB.
+    let hint = s.past.bytes() + s.futures.bytes() + 4096;
+    Ok(envelope::data_sized(meta, StatusCode::OK, &s, None, hint))
 }
 
-/// The past and futures capsules (none when persistence is off).
+/// Past, futures and accuracy: from memory when the resident windows cover the request,
+/// else from the store (nothing when persistence is off).
+fn stored(app: &App, node: &str, resolution: u32, now: i64, lookback_s: u64) -> Result<Stored, Problem> {
+    let fail = |e: rim_capsule::StoreError| Problem::internal("capsule store failed", &e);
+    let lookback_ms = i64::try_from(lookback_s * 1000).unwrap_or(i64::MAX);
+    if let Some(store) = app.ctx.store() {
+        let mut resident = app.resident.borrow_mut();
+        if resident.serves(store, resolution, lookback_ms) {
+            let w = resident
+                .windows(store, app.ctx.store_version(), node, now, lookback_ms)
+                .map_err(fail)?;
+            drop(resident);
+            if let Some(newest) = &w.newest {
+                // Lets the live state name its metric series (the shard knows only their
+                // hashes).
+                app.ctx.learn_capsule(newest);
+            }
+            return Ok(Stored {
+                past: Windows::Resident(w.past),
+                futures: Windows::Resident(w.futures),
+                accuracy: w.accuracy,
+            });
+        }
+    }
+    let (past, futures) = capsules(app, node, resolution, now, lookback_s)?;
+    if let Some(newest) = past.last() {
+        app.ctx.learn_capsule(newest);
+    }
+    let accuracy = match app.ctx.store() {
+        Some(store) => merged_accuracy(store, node).map_err(fail)?,
+        None => rim_capsule::AccuracyAgg::default(),
+    };
+    Ok(Stored {
+        past: Windows::Read(past),
+        futures: Windows::Read(futures),
+        accuracy,
+    })
+}
+
+/// The past and futures capsules from the store (none when persistence is off).
 fn capsules(
     app: &App,
     node: &str,
@@ -136,25 +222,16 @@ fn capsules(
 
 fn confidence(
     app: &App,
-    node: &str,
     now: i64,
-    past: &[Capsule],
+    windows_present: usize,
     expected: u64,
     present: Option<&Present>,
-) -> Result<Confidence, Problem> {
-    let coverage = (past.len() as f64 / expected as f64).min(1.0);
+    agg: &rim_capsule::AccuracyAgg,
+) -> Confidence {
+    let coverage = (windows_present as f64 / expected as f64).min(1.0);
     let age_ms = present.map(|p| now.saturating_sub(i64::try_from(p.seen_ms).unwrap_or(i64::MAX)).max(0));
     let half_life = app.cfg.freshness_half_life_ms.max(1) as f64;
     let freshness = age_ms.map(|a| 0.5f64.powf(a as f64 / half_life));
-    let mut agg = rim_capsule::AccuracyAgg::default();
-    if let Some(store) = app.ctx.store() {
-        let rows = store
-            .accuracy(node)
-            .map_err(|e| Problem::internal("capsule store failed", &e))?;
-        for (_, _, a) in &rows {
-            agg.merge(a);
-        }
-    }
     let accuracy = agg
         .mean_rel_err()
         .filter(|e| e.is_finite())
@@ -165,15 +242,15 @@ fn confidence(
         .zip(WEIGHTS)
         .filter_map(|(p, w)| p.map(|v| (v * w, w)))
         .fold((0.0, 0.0), |(s, t), (v, w)| (s + v, t + w));
-    Ok(Confidence {
+    Confidence {
         value: if weight > 0.0 { sum / weight } else { 0.0 },
         coverage: Some(coverage),
         freshness,
         accuracy,
-        windows_present: past.len(),
+        windows_present,
         windows_expected: expected,
         present_age_ms: age_ms,
         predictions_scored: agg.count,
         direction_hit_rate: agg.hit_rate(),
-    })
+    }
 }

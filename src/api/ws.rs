@@ -1,9 +1,12 @@
 //! `GET /ws/decisions`: a WebSocket stream of decisions.
 //!
-//! RFC 6455 is implemented here rather than with a crate: the server needs only the
-//! handshake, unfragmented text frames out, and ping/pong/close/text in, about 200 lines;
-//! the WebSocket crates either bring tokio (tokio-tungstenite) or want their own IO
-//! traits, while this runs on hyper's upgrade over glommio's stream.
+//! The handshake is hyper's upgrade (answered here); the framing is `tungstenite`'s
+//! protocol state ([`WebSocketContext`]) over two in-memory buffers that this module moves
+//! to and from glommio's stream, so every wait stays asynchronous on the HTTP executor and
+//! no tokio or second IO stack comes in. Text frames are checked for UTF-8 (1007 if not),
+//! messages bounded (1009), protocol errors closed (1002), pings answered. The server
+//! pings a client it has not heard from for `api.ws_ping_interval_ms` and drops one that
+//! stays silent `api.ws_pong_timeout_ms` longer (counted).
 //!
 //! One poller task ([`poll_decisions`]) reads every decision broadcast ring with its own
 //! `rim_ring::broadcast::Reader` (so it never slows the reflex shards: a reader that falls
@@ -15,7 +18,7 @@
 //!
 //! Filters (query): `node` (a glob: `*` any run, `?` one character) and `severity` (the
 //! minimum: info, low, medium, high, critical). In: text `PING` → text `PONG`; a ping
-//! frame → a pong frame; close → close. Out: `{"type":"decision","data":{…}}`.
+//! frame → a pong frame; close → close. Out: `{"type":"decision","data":{…}}`, and pings.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -24,7 +27,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::io::{AsyncBufRead, AsyncWrite};
@@ -33,6 +36,9 @@ use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET
 use hyper::{Request, Response, StatusCode};
 use rim_ring::broadcast::{ReadError, Reader};
 use tracing::{debug, warn};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message};
 
 use super::envelope::{Body, Code, Meta, Problem};
 use super::io::Io;
@@ -52,15 +58,6 @@ const IDLE_SLEEP: Duration = Duration::from_millis(50);
 const READS_PER_TURN: usize = 16;
 /// Unsent bytes (pongs, decisions) at which a client's input is no longer read.
 const OUT_BYTES_MAX: usize = 256 * 1024;
-/// Longest node glob.
-const GLOB_BYTES_MAX: usize = 300;
-
-const OP_CONT: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BIN: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
 
 // ---------------------------------------------------------------------------------------
 // Clients and the hub
@@ -68,13 +65,13 @@ const OP_PONG: u8 = 0xA;
 /// What a client asked to see.
 #[derive(Debug, Clone)]
 pub struct Filter {
-    node: Option<String>,
+    node: Option<rim_rules::Glob>,
     severity_min: u8,
 }
 
 impl Filter {
     fn matches(&self, node: &str, severity: u8) -> bool {
-        severity >= self.severity_min && self.node.as_deref().is_none_or(|g| glob(g.as_bytes(), node.as_bytes()))
+        severity >= self.severity_min && self.node.as_ref().is_none_or(|g| g.matches(node))
     }
 }
 
@@ -111,6 +108,8 @@ pub struct Hub {
     pub client_missed: Cell<u64>,
     /// Decisions the poller missed by being lapped on a ring.
     pub ring_missed: Cell<u64>,
+    /// Clients dropped for not answering a ping in time.
+    pub dropped_silent: Rc<Cell<u64>>,
 }
 
 impl Hub {
@@ -125,6 +124,37 @@ impl Hub {
             delivered: Cell::new(0),
             client_missed: Cell::new(0),
             ring_missed: Cell::new(0),
+            dropped_silent: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// Appends the hub's counters as Prometheus text (`rimd_http_ws_…_total`).
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        for (what, help, v) in [
+            (
+                "delivered",
+                "Decisions queued to WebSocket clients",
+                self.delivered.get(),
+            ),
+            (
+                "client_missed",
+                "Decisions a WebSocket client missed (its queue was full)",
+                self.client_missed.get(),
+            ),
+            (
+                "ring_missed",
+                "Decisions the poller missed (lapped on a ring)",
+                self.ring_missed.get(),
+            ),
+            (
+                "dropped_silent",
+                "WebSocket clients dropped for not answering a ping",
+                self.dropped_silent.get(),
+            ),
+        ] {
+            let name = format!("rimd_http_ws_{what}_total");
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
         }
     }
 
@@ -251,28 +281,6 @@ fn severity_code(s: &str) -> Option<u8> {
     })
 }
 
-/// `*` matches any run (also empty), `?` one byte; everything else itself.
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
 // ---------------------------------------------------------------------------------------
 // The poller
 
@@ -388,18 +396,8 @@ fn header_has_token(req: &Request<Incoming>, name: hyper::header::HeaderName, to
 fn filter_of(q: &Query<'_>) -> Result<Filter, Problem> {
     let node = match q.get("node") {
         None | Some("") => None,
-        Some(g) => {
-            let ok = g.len() <= GLOB_BYTES_MAX
-                && g.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-' | b'*' | b'?'));
-            if !ok {
-                return Err(Problem::invalid(
-                    "node",
-                    "a glob of [A-Za-z0-9_.:-] with * and ?, at most 300 bytes",
-                ));
-            }
-            Some(g.to_owned())
-        }
+        // The rule language's matcher and its checks (`rim_rules::Glob`).
+        Some(g) => Some(rim_rules::Glob::compile(g).map_err(|e| Problem::invalid("node", e))?),
     };
     let severity_min = match q.get("severity") {
         None => 0,
@@ -435,11 +433,16 @@ pub fn upgrade(app: &App, req: &mut Request<Incoming>, _meta: &Meta) -> Result<R
         .join(filter)
         .ok_or_else(|| Problem::new(Code::Unavailable, "too many WebSocket clients"))?;
     let on_upgrade = hyper::upgrade::on(req);
+    let liveness = Liveness {
+        ping_after: Duration::from_millis(app.cfg.ws_ping_interval_ms),
+        pong_within: Duration::from_millis(app.cfg.ws_pong_timeout_ms),
+    };
+    let dropped = app.hub.dropped_silent.clone();
     // The task owns the client: when it ends, the hub forgets the client.
     glommio::spawn_local(async move {
         match on_upgrade.await {
             Ok(up) => match up.downcast::<Io>() {
-                Ok(parts) => run_client(parts.io, parts.read_buf, &client).await,
+                Ok(parts) => run_client(parts.io, parts.read_buf, &client, liveness, &dropped).await,
                 Err(_) => warn!("upgraded connection is not a glommio stream"),
             },
             Err(e) => debug!(error = %e, "WebSocket upgrade did not complete"),
@@ -483,206 +486,260 @@ fn base64(b: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// Framing
+// Framing (tungstenite)
 
-/// A parsed client frame.
-#[derive(Debug, PartialEq, Eq)]
-enum Parsed {
-    /// A whole frame: FIN, opcode, unmasked payload, bytes consumed.
-    Frame(bool, u8, Vec<u8>, usize),
-    /// More bytes needed.
-    Incomplete,
-    /// A protocol error: the close code to send.
-    Error(u16),
+/// The bytes between the socket and tungstenite: what came in and is not yet parsed, and
+/// what tungstenite wrote and the socket has not yet taken. tungstenite's protocol state
+/// ([`WebSocketContext`]) reads and writes through this, never the socket, so the socket
+/// stays glommio's and every wait stays asynchronous: reading an empty input is
+/// `WouldBlock`, which tungstenite treats as "come back later" without losing state.
+#[derive(Default)]
+struct Buffers {
+    input: Vec<u8>,
+    read_at: usize,
+    output: Vec<u8>,
+    written: usize,
 }
 
-/// Parses one client frame from the front of `b` (clients must mask, RFC 6455 §5.1).
-fn parse_frame(b: &[u8]) -> Parsed {
-    if b.len() < 2 {
-        return Parsed::Incomplete;
-    }
-    let fin = b[0] & 0x80 != 0;
-    if b[0] & 0x70 != 0 {
-        return Parsed::Error(1002);
-    }
-    let op = b[0] & 0x0F;
-    if b[1] & 0x80 == 0 {
-        return Parsed::Error(1002);
-    }
-    let (len, mut at) = match b[1] & 0x7F {
-        126 if b.len() >= 4 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
-        127 if b.len() >= 10 => {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[2..10]);
-            (u64::from_be_bytes(w), 10)
+impl std::io::Read for Buffers {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let pending = &self.input[self.read_at..];
+        if pending.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
         }
-        126 | 127 => return Parsed::Incomplete,
-        n => (u64::from(n), 2),
-    };
-    if op >= 0x8 && (len > 125 || !fin) {
-        return Parsed::Error(1002);
+        let n = pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&pending[..n]);
+        self.read_at += n;
+        if self.read_at == self.input.len() {
+            self.input.clear();
+            self.read_at = 0;
+        }
+        Ok(n)
     }
-    if len > CLIENT_MESSAGE_BYTES_MAX as u64 {
-        return Parsed::Error(1009);
-    }
-    let len = len as usize;
-    if b.len() < at + 4 + len {
-        return Parsed::Incomplete;
-    }
-    let mask = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-    at += 4;
-    let payload: Vec<u8> = b[at..at + len]
-        .iter()
-        .enumerate()
-        .map(|(i, x)| x ^ mask[i % 4])
-        .collect();
-    Parsed::Frame(fin, op, payload, at + len)
 }
 
-/// Appends one unmasked server frame.
-fn write_frame(out: &mut Vec<u8>, op: u8, payload: &[u8]) {
-    out.push(0x80 | op);
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
+impl std::io::Write for Buffers {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
     }
-    out.extend_from_slice(payload);
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-/// A connection's protocol state.
-struct Conn {
-    inbuf: Vec<u8>,
-    out: Vec<u8>,
-    out_at: usize,
-    /// Opcode and data of a fragmented message in progress.
-    partial: Option<(u8, Vec<u8>)>,
-    /// A close was sent: end once `out` is written.
+impl Buffers {
+    fn unsent(&self) -> usize {
+        self.output.len() - self.written
+    }
+}
+
+/// One client's protocol state: tungstenite's context, its buffers, and whether a close
+/// was sent (the task ends once it is written).
+struct Session {
+    ws: WebSocketContext,
+    io: Buffers,
     closing: bool,
 }
 
-impl Conn {
-    /// Handles every whole frame in `inbuf`.
-    fn on_input(&mut self) {
-        loop {
-            match parse_frame(&self.inbuf) {
-                Parsed::Incomplete => return,
-                Parsed::Error(code) => {
-                    self.close(code);
-                    return;
-                }
-                Parsed::Frame(fin, op, payload, used) => {
-                    self.inbuf.drain(..used);
-                    self.on_frame(fin, op, payload);
-                    if self.closing {
-                        return;
+/// What the input held besides frames tungstenite answers itself (pings, closes).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Heard {
+    /// Any frame at all (the peer is alive).
+    anything: bool,
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(CLIENT_MESSAGE_BYTES_MAX))
+        .max_frame_size(Some(CLIENT_MESSAGE_BYTES_MAX))
+}
+
+impl Session {
+    fn new(leftover: &[u8]) -> Self {
+        Self {
+            ws: WebSocketContext::from_partially_read(leftover.to_vec(), Role::Server, Some(ws_config())),
+            io: Buffers::default(),
+            closing: false,
+        }
+    }
+
+    /// Handles every whole message in the input: text `PING` is answered `PONG`; a ping
+    /// frame is answered by tungstenite; a text frame that is not UTF-8 closes with 1007,
+    /// an oversized message with 1009, a protocol error with 1002; the peer's close is
+    /// echoed.
+    fn on_input(&mut self) -> Heard {
+        let mut heard = Heard::default();
+        while !self.closing {
+            match self.ws.read(&mut self.io) {
+                Ok(msg) => {
+                    heard.anything = true;
+                    if let Message::Text(t) = &msg {
+                        if t.as_str().trim().eq_ignore_ascii_case("PING") {
+                            let _ = self.ws.write(&mut self.io, Message::text("PONG"));
+                        }
+                    }
+                    if let Message::Close(_) = msg {
+                        // tungstenite queued the echo; end once it is written.
+                        self.closing = true;
                     }
                 }
+                Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(WsError::Utf8(_)) => self.close(CloseCode::Invalid, "text frame is not valid UTF-8"),
+                Err(WsError::Capacity(_)) => self.close(CloseCode::Size, "message too large"),
+                Err(WsError::Protocol(_)) => self.close(CloseCode::Protocol, "protocol error"),
+                Err(_) => self.closing = true,
             }
         }
+        let _ = self.ws.flush(&mut self.io);
+        heard
     }
 
-    fn on_frame(&mut self, fin: bool, op: u8, payload: Vec<u8>) {
-        match op {
-            OP_PING => write_frame(&mut self.out, OP_PONG, &payload),
-            OP_PONG => {}
-            OP_CLOSE => {
-                let code = payload.get(..2).map_or(1000, |c| u16::from_be_bytes([c[0], c[1]]));
-                // Echo the client's code unless it is one that must not be sent (RFC 6455 §7.4).
-                let sendable = (1000..=4999).contains(&code) && !matches!(code, 1004..=1006 | 1015);
-                self.close(if sendable { code } else { 1000 });
-            }
-            OP_TEXT | OP_BIN if fin => self.on_message(op, &payload),
-            OP_TEXT | OP_BIN if self.partial.is_none() => self.partial = Some((op, payload)),
-            OP_CONT => match self.partial.take() {
-                Some((first, mut data)) => {
-                    data.extend_from_slice(&payload);
-                    if data.len() > CLIENT_MESSAGE_BYTES_MAX {
-                        self.close(1009);
-                    } else if fin {
-                        self.on_message(first, &data);
-                    } else {
-                        self.partial = Some((first, data));
-                    }
-                }
-                None => self.close(1002),
-            },
-            _ => self.close(1002),
-        }
-    }
-
-    fn on_message(&mut self, op: u8, data: &[u8]) {
-        if op == OP_TEXT && data.trim_ascii().eq_ignore_ascii_case(b"PING") {
-            write_frame(&mut self.out, OP_TEXT, b"PONG");
-        }
-    }
-
-    fn close(&mut self, code: u16) {
+    /// Sends a close frame with `code` (once) and stops reading.
+    fn close(&mut self, code: CloseCode, reason: &'static str) {
         if !self.closing {
-            write_frame(&mut self.out, OP_CLOSE, &code.to_be_bytes());
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = self.ws.close(&mut self.io, Some(frame));
+            let _ = self.ws.flush(&mut self.io);
             self.closing = true;
+        }
+    }
+
+    /// Queues a text message (already valid UTF-8: rendered by us).
+    fn send_text(&mut self, bytes: Bytes) {
+        match tungstenite::Utf8Bytes::try_from(bytes) {
+            Ok(text) => {
+                let _ = self.ws.write(&mut self.io, Message::Text(text));
+            }
+            Err(e) => warn!(error = %e, "a decision rendered to invalid UTF-8 was not sent"),
+        }
+    }
+
+    fn ping(&mut self) {
+        let _ = self.ws.write(&mut self.io, Message::Ping(Bytes::new()));
+        let _ = self.ws.flush(&mut self.io);
+    }
+}
+
+/// When the server pings a quiet client, and when it gives up on it.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    /// `api.ws_ping_interval_ms`: silence after which the server pings.
+    ping_after: Duration,
+    /// `api.ws_pong_timeout_ms`: how long a ping may go unanswered.
+    pong_within: Duration,
+}
+
+/// The client's liveness clock: last heard from, and the ping in flight.
+struct Alive {
+    heard: Instant,
+    ping_sent: Option<Instant>,
+}
+
+enum Verdict {
+    /// Nothing to do until the instant.
+    Wait(Instant),
+    /// Ping now.
+    Ping,
+    /// Silent past the pong timeout: drop.
+    Drop,
+}
+
+impl Alive {
+    fn heard(&mut self, now: Instant) {
+        self.heard = now;
+        self.ping_sent = None;
+    }
+
+    fn verdict(&self, l: Liveness, now: Instant) -> Verdict {
+        match self.ping_sent {
+            Some(sent) if now >= sent + l.pong_within => Verdict::Drop,
+            Some(sent) => Verdict::Wait(sent + l.pong_within),
+            None if now >= self.heard + l.ping_after => Verdict::Ping,
+            None => Verdict::Wait(self.heard + l.ping_after),
         }
     }
 }
 
-/// Serves one client until it closes, fails, or the daemon stops.
-async fn run_client(mut io: Io, leftover: Bytes, client: &Client) {
-    let mut conn = Conn {
-        inbuf: leftover.to_vec(),
-        out: Vec::with_capacity(4096),
-        out_at: 0,
-        partial: None,
-        closing: false,
+/// Serves one client until it closes, fails, stops answering pings, or the daemon stops.
+async fn run_client(mut io: Io, leftover: Bytes, client: &Client, liveness: Liveness, dropped: &Cell<u64>) {
+    let mut s = Session::new(&leftover);
+    let mut alive = Alive {
+        heard: Instant::now(),
+        ping_sent: None,
     };
-    conn.on_input();
+    let mut timer: Option<Pin<Box<glommio::timer::Timer>>> = None;
     poll_fn(|cx| {
-        let Ok(stream) = io.get() else {
+        let Ok((stream, _)) = io.get() else {
             return Poll::Ready(());
         };
-        // Input: read what is there, handle whole frames; bounded per turn (a client
+        // Input: read what is there, handle whole messages; bounded per turn (a client
         // cannot keep the thread), and paused while unsent answers pile up (a client that
         // pings without reading cannot grow our memory).
         let mut reads = 0;
-        while !conn.closing && reads < READS_PER_TURN && conn.out.len() - conn.out_at < OUT_BYTES_MAX {
+        while !s.closing && reads < READS_PER_TURN && s.io.unsent() < OUT_BYTES_MAX {
             reads += 1;
             match Pin::new(&mut *stream).poll_fill_buf(cx) {
                 Poll::Ready(Ok([])) | Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(b)) => {
                     let n = b.len();
-                    conn.inbuf.extend_from_slice(b);
+                    s.io.input.extend_from_slice(b);
                     Pin::new(&mut *stream).consume(n);
-                    conn.on_input();
+                    if s.on_input().anything {
+                        alive.heard(Instant::now());
+                    }
                 }
                 Poll::Pending => break,
             }
         }
+        // Liveness: ping a quiet client, drop one that does not answer.
+        let now = Instant::now();
+        match alive.verdict(liveness, now) {
+            Verdict::Drop => {
+                dropped.set(dropped.get() + 1);
+                return Poll::Ready(());
+            }
+            Verdict::Ping if !s.closing => {
+                s.ping();
+                alive.ping_sent = Some(now);
+                timer = None;
+            }
+            _ => {}
+        }
         // Output: decisions from the queue once what was queued before is written.
-        if conn.out_at == conn.out.len() {
-            conn.out.clear();
-            conn.out_at = 0;
-            if !conn.closing {
-                fill_from_queue(&mut conn.out, client);
+        if s.io.unsent() == 0 {
+            s.io.output.clear();
+            s.io.written = 0;
+            if !s.closing {
+                fill_from_queue(&mut s, client);
             }
         }
-        while conn.out_at < conn.out.len() {
-            match Pin::new(&mut *stream).poll_write(cx, &conn.out[conn.out_at..]) {
+        while s.io.unsent() > 0 {
+            match Pin::new(&mut *stream).poll_write(cx, &s.io.output[s.io.written..]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(n)) => conn.out_at += n,
+                Poll::Ready(Ok(n)) => s.io.written += n,
                 Poll::Pending => break,
             }
         }
-        if conn.closing && conn.out_at == conn.out.len() {
+        if s.closing && s.io.unsent() == 0 {
             return Poll::Ready(());
         }
-        if reads == READS_PER_TURN || (conn.out_at == conn.out.len() && !client.queue.borrow().is_empty()) {
+        if reads == READS_PER_TURN || (s.io.unsent() == 0 && !client.queue.borrow().is_empty()) {
             // Input left unread or more decisions queued: go round again soon.
             cx.waker().wake_by_ref();
+        }
+        // Wake at the next liveness deadline.
+        if let Verdict::Wait(at) = alive.verdict(liveness, now) {
+            let t =
+                timer.get_or_insert_with(|| Box::pin(glommio::timer::Timer::new(at.saturating_duration_since(now))));
+            if std::future::Future::poll(t.as_mut(), cx).is_ready() {
+                timer = None;
+                cx.waker().wake_by_ref();
+            }
         }
         *client.waker.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
@@ -690,21 +747,22 @@ async fn run_client(mut io: Io, leftover: Bytes, client: &Client) {
     .await;
 }
 
-/// Frames queued decisions (up to 64 KiB per write), and a miss notice when the queue
-/// ran dry with misses pending.
-fn fill_from_queue(out: &mut Vec<u8>, client: &Client) {
+/// Sends queued decisions (up to 64 KiB per write), and a miss notice when the queue ran
+/// dry with misses pending.
+fn fill_from_queue(s: &mut Session, client: &Client) {
     let mut q = client.queue.borrow_mut();
-    while out.len() < 64 * 1024 {
+    while s.io.output.len() < 64 * 1024 {
         match q.pop_front() {
-            Some(msg) => write_frame(out, OP_TEXT, &msg),
+            Some(msg) => s.send_text(msg),
             None => break,
         }
     }
     let missed = client.missed.get();
     if q.is_empty() && missed > 0 {
-        write_frame(out, OP_TEXT, &missed_notice(missed));
+        s.send_text(missed_notice(missed));
         client.missed.set(0);
     }
+    let _ = s.ws.flush(&mut s.io);
 }
 
 #[cfg(test)]
@@ -725,37 +783,108 @@ mod tests {
     }
 
     #[test]
-    fn globs_match_like_the_rule_language() {
-        assert!(glob(b"rim:sensor:*", b"rim:sensor:plant:n1"));
-        assert!(glob(b"rim:*:plant:n?", b"rim:sensor:plant:n1"));
-        assert!(!glob(b"rim:sensor:*", b"rim:market:x:y"));
-        assert!(glob(b"*", b""));
+    fn the_filter_uses_the_rule_languages_glob() {
+        let q = Query::parse(Some("node=rim:*:plant:n%3F&severity=high")).expect("query");
+        let f = filter_of(&q).expect("filter");
+        assert!(f.matches("rim:sensor:plant:n1", 3));
+        assert!(!f.matches("rim:sensor:plant:n12", 3));
+        assert!(!f.matches("rim:sensor:plant:n1", 0));
+        let empty = Query::parse(Some("node=")).expect("query");
+        assert!(filter_of(&empty).is_ok_and(|f| f.node.is_none()));
+        for bad in ["node=a%20b", "node=a%7Bb", "severity=loud"] {
+            let q = Query::parse(Some(bad)).expect("query");
+            assert!(filter_of(&q).is_err(), "{bad}");
+        }
+    }
+
+    /// What a session answers to `input`: its output bytes, and whether it closed.
+    fn answer(input: &[u8]) -> (Vec<u8>, bool) {
+        let mut s = Session::new(&[]);
+        s.io.input.extend_from_slice(input);
+        s.on_input();
+        (s.io.output, s.closing)
+    }
+
+    fn close_code(out: &[u8]) -> Option<u16> {
+        (out.first() == Some(&0x88) && out.len() >= 4).then(|| u16::from_be_bytes([out[2], out[3]]))
     }
 
     #[test]
     fn text_ping_gets_pong_and_ping_frames_get_pong_frames() {
-        let mut c = Conn {
-            inbuf: [masked(OP_TEXT, true, b"PING"), masked(OP_PING, true, b"hi")].concat(),
-            out: Vec::new(),
-            out_at: 0,
-            partial: None,
-            closing: false,
-        };
-        c.on_input();
+        let (out, closing) = answer(&[masked(OP_TEXT, true, b"PING"), masked(OP_PING, true, b"hi")].concat());
+        assert!(!closing);
         assert_eq!(
-            c.out,
+            out,
             [vec![0x81, 4], b"PONG".to_vec(), vec![0x8A, 2], b"hi".to_vec()].concat()
         );
-        assert!(c.inbuf.is_empty());
     }
 
     #[test]
-    fn unmasked_or_oversized_frames_close_the_connection() {
-        assert_eq!(parse_frame(&[0x81, 0x01, b'x']), Parsed::Error(1002));
-        let mut big = vec![0x81, 0xFF];
+    fn fragments_are_joined_and_split_input_waits_for_the_rest() {
+        let whole = [masked(OP_TEXT, false, b"PI"), masked(OP_CONT, true, b"NG")].concat();
+        let mut s = Session::new(&whole[..3]);
+        s.on_input();
+        assert!(s.io.output.is_empty());
+        s.io.input.extend_from_slice(&whole[3..]);
+        s.on_input();
+        assert_eq!(s.io.output, [vec![0x81, 4], b"PONG".to_vec()].concat());
+    }
+
+    #[test]
+    fn bad_frames_close_with_the_right_code() {
+        // Invalid UTF-8 in a text frame: 1007.
+        let (out, closing) = answer(&masked(OP_TEXT, true, &[0x50, 0xff, 0xfe]));
+        assert!(closing);
+        assert_eq!(close_code(&out), Some(1007), "{out:?}");
+        // Unmasked (clients must mask): 1002.
+        let (out, _) = answer(&[0x81, 0x01, b'x']);
+        assert_eq!(close_code(&out), Some(1002), "{out:?}");
+        // Larger than a client may send: 1009.
+        let mut big = vec![0x82, 0xFF];
         big.extend_from_slice(&(1u64 << 40).to_be_bytes());
-        assert_eq!(parse_frame(&big), Parsed::Error(1009));
-        assert_eq!(parse_frame(&[0x81]), Parsed::Incomplete);
+        big.extend_from_slice(&[1, 2, 3, 4]);
+        let (out, _) = answer(&big);
+        assert_eq!(close_code(&out), Some(1009), "{out:?}");
+        // A close is echoed with its code.
+        let (out, closing) = answer(&masked(OP_CLOSE, true, &1001u16.to_be_bytes()));
+        assert!(closing);
+        assert_eq!(close_code(&out), Some(1001), "{out:?}");
+        // Garbage of every length never panics.
+        for n in 0..64u8 {
+            let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) ^ n).collect();
+            let _ = answer(&junk);
+        }
+    }
+
+    const OP_CONT: u8 = 0x0;
+    const OP_TEXT: u8 = 0x1;
+    const OP_CLOSE: u8 = 0x8;
+    const OP_PING: u8 = 0x9;
+
+    #[test]
+    fn a_quiet_client_is_pinged_and_dropped_when_it_does_not_answer() {
+        let l = Liveness {
+            ping_after: Duration::from_millis(100),
+            pong_within: Duration::from_millis(50),
+        };
+        let t0 = Instant::now();
+        let mut a = Alive {
+            heard: t0,
+            ping_sent: None,
+        };
+        assert!(matches!(a.verdict(l, t0), Verdict::Wait(at) if at == t0 + l.ping_after));
+        assert!(matches!(a.verdict(l, t0 + l.ping_after), Verdict::Ping));
+        a.ping_sent = Some(t0 + l.ping_after);
+        assert!(matches!(
+            a.verdict(l, t0 + Duration::from_millis(120)),
+            Verdict::Wait(_)
+        ));
+        assert!(matches!(a.verdict(l, t0 + Duration::from_millis(150)), Verdict::Drop));
+        a.heard(t0 + Duration::from_millis(140));
+        assert!(matches!(
+            a.verdict(l, t0 + Duration::from_millis(150)),
+            Verdict::Wait(_)
+        ));
     }
 
     #[test]

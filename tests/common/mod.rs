@@ -1011,6 +1011,14 @@ impl WsClient {
         self.s.write_all(&f).expect("send frame");
     }
 
+    /// A frame without the mask clients must use (a protocol error).
+    pub fn send_unmasked(&mut self, opcode: u8, payload: &[u8]) {
+        use std::io::Write;
+        let mut f = vec![0x80 | opcode, payload.len() as u8];
+        f.extend_from_slice(payload);
+        self.s.write_all(&f).expect("send frame");
+    }
+
     pub fn send_text(&mut self, text: &str) {
         self.send(0x1, text.as_bytes());
     }
@@ -1034,6 +1042,23 @@ impl WsClient {
                 Err(_) => {}
             }
         }
+    }
+
+    /// Whether the server closes the connection within `timeout` (frames before the end
+    /// are read and dropped).
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        use std::io::Read;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return true,
+            }
+        }
+        false
     }
 
     /// The next text message as JSON or text, skipping control frames.

@@ -7,25 +7,35 @@
 //!   alone, beside the others in the same run.
 //! - `slice`: `GET /api/v1/temporal/slice/{nodeId}` of a node drawn at random per request
 //!   (the store's past capsules, the reflex shard's present, the predictions), saturating:
-//!   `req_per_s` is the most it answers; `vs_bare` = slice / bare `req_per_s`.
-//! - `slice-50k`: the same offered at a fixed 50,000 requests/s, latency counted from each
-//!   request's due time (the p99-at-50k figure; `offered_per_s` beside `req_per_s`).
+//!   `req_per_s` is the most it answers; `vs_bare` = slice / bare `req_per_s`. Every
+//!   node's slice is asked for once first, unmeasured, so that the daemon's resident
+//!   windows are filled (the slice rows measure a service whose nodes are asked for again
+//!   and again, not each node's first read from the store).
+//! - `bare-10k`: `bare` offered at a fixed 10,000 requests/s, latency from each request's
+//!   due time: the floor of `slice-10k` on the same placement.
+//! - `slice-10k`, `slice-50k`: the same offered at a fixed 10,000 and 50,000 requests/s,
+//!   latency counted from each request's due time (`offered_per_s` beside `req_per_s`).
+//! - `post-bare`: the `events-post` bodies posted to `POST /api/v1/ping`, which reads each
+//!   body and discards it: the HTTP transfer floor of a batch, as `events_per_s` of the
+//!   bodies it carried.
 //! - `events-post`: `POST /api/v1/events` of JSON batches of 2,000 RimFastEvents over 4
-//!   connections, saturating: `events_per_s`, the request latencies, and `lost` = events
-//!   answered 2xx that reflex had not applied once the daemon settled.
+//!   connections, saturating: `events_per_s`, the request latencies, `lost` = events
+//!   answered 2xx that reflex had not applied once the daemon settled, and `vs_floor` =
+//!   its `events_per_s` / `post-bare`'s.
 //!
 //! Every row reports `errors`: non-2xx answers and requests lost with their connection,
 //! kept out of the latencies (the rate limiter is off: `api.rate_*_per_min = 0`).
 //!
 //! The load generator ([`loadgen`]) is part of this binary: one thread, keep-alive
 //! HTTP/1.1 connections (64 for the GET rows), one request in flight per connection,
-//! epoll, HDR latencies per request. Where it runs matters on two cores: the daemon's hot
-//! shard busy-polls `--peer-core`, and the generator is pinned to `--client-core`, which
-//! is the daemon's cold core, where the HTTP server and persistence run. So the server
-//! shares its core with its load: the figures are what one core gives server and client
-//! together, a floor for the server alone. `client_cpu` says how much of that core the
-//! generator itself used during the run (FLOORS: hyper on glommio alone on a core, with
-//! wrk on the other, ~190k req/s).
+//! epoll, HDR latencies per request. Where each part runs: the daemon's hot shard
+//! busy-polls `--peer-core`; its cold core (`--client-core`) runs the HTTP server and
+//! persistence. The generator goes to a third core when the machine has one (the first
+//! core that is neither; column `gen_core`); on two cores there is none (the hot core is
+//! busy-polled), so the generator shares the cold core with the server: the figures are
+//! then what one core gives server and client together, a floor for the server alone.
+//! `client_cpu` says how much of its core the generator itself used during the run
+//! (FLOORS: hyper on glommio alone on a core, with wrk on the other, ~190k req/s).
 
 pub mod loadgen;
 pub mod requests;
@@ -41,7 +51,7 @@ use crate::report::{Figure, Row};
 use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
 use crate::workload::applied;
 use loadgen::{LoadGen, Pace, Plan, Tally};
-use requests::{EventBatches, Fixed, RandomSlices, RequestSource};
+use requests::{EachSlice, EventBatches, Fixed, RandomSlices, RequestSource};
 use server::{with_server, Server};
 
 /// Request latency figures.
@@ -62,8 +72,10 @@ pub const SUITE: Suite = Suite {
         "events_per_s",
         "lost",
         "vs_bare",
+        "vs_floor",
         "resp_bytes",
         "client_cpu",
+        "gen_core",
     ],
     rows: &[
         RowSpec {
@@ -71,12 +83,24 @@ pub const SUITE: Suite = Suite {
             run: run_bare,
         },
         RowSpec {
+            name: "bare-10k",
+            run: run_bare_10k,
+        },
+        RowSpec {
             name: "slice",
             run: run_slice,
         },
         RowSpec {
+            name: "slice-10k",
+            run: run_slice_10k,
+        },
+        RowSpec {
             name: "slice-50k",
-            run: run_slice_rate,
+            run: run_slice_50k,
+        },
+        RowSpec {
+            name: "post-bare",
+            run: run_post_bare,
         },
         RowSpec {
             name: "events-post",
@@ -90,8 +114,8 @@ pub const SUITE: Suite = Suite {
 /// The `bare` row's rate, for the `slice` row's `vs_bare`.
 static BARE_REQ_PER_S: Mutex<Option<f64>> = Mutex::new(None);
 
-/// Offered rate of the `slice-50k` row.
-const SLICE_RATE_PER_S: u64 = 50_000;
+/// The `post-bare` row's rate, for the `events-post` row's `vs_floor`.
+static POST_BARE_EVENTS_PER_S: Mutex<Option<f64>> = Mutex::new(None);
 /// Connections of the GET rows (as FLOORS measured hyper).
 const GET_CONNECTIONS: usize = 64;
 /// Events per `POST /events` request.
@@ -134,6 +158,14 @@ fn plan(opts: &RunOpts, pace: Pace, warm: bool) -> Plan {
     }
 }
 
+/// The generator's core: one neither the server's (`--client-core`) nor the hot shard's
+/// (`--peer-core`) when the machine has one, else the server's (the hot core spins).
+fn generator_core(opts: &RunOpts) -> usize {
+    (0..crate::affinity::online_cores())
+        .find(|c| *c != opts.client_core && *c != opts.peer_core)
+        .unwrap_or(opts.client_core)
+}
+
 /// Warms up, then measures, with `source` over `connections` connections.
 fn measure(
     server: &Server,
@@ -142,7 +174,7 @@ fn measure(
     pace: Pace,
     source: &mut dyn RequestSource,
 ) -> Result<Tally, BenchError> {
-    crate::affinity::pin_current_thread(opts.client_core)?;
+    crate::affinity::pin_current_thread(generator_core(opts))?;
     let mut gen = LoadGen::connect(server.addr, connections)?;
     gen.run(source, &plan(opts, pace, true))?;
     let tally = gen.run(source, &plan(opts, pace, false))?;
@@ -168,11 +200,12 @@ fn check(server: &Server, request: &[u8]) -> Result<usize, BenchError> {
     Ok(body.len())
 }
 
-/// The figures every row shares: rate, latencies, errors, the generator's CPU share.
-fn common(t: &Tally) -> Vec<Figure> {
+/// The figures every row shares: rate, latencies, errors, the generator's core.
+fn common(t: &Tally, opts: &RunOpts) -> Vec<Figure> {
     let mut figures = vec![Figure::real("req_per_s", t.per_s(t.ok))];
     figures.extend(t.latency.summary().figures(&LATENCY));
     figures.push(Figure::int("errors", t.errors));
+    figures.push(Figure::int("gen_core", generator_core(opts) as u64));
     figures
 }
 
@@ -188,16 +221,70 @@ fn run_bare(opts: &RunOpts) -> Result<Row, BenchError> {
             &mut source,
         )?;
         *BARE_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))? = Some(t.per_s(t.ok));
-        let mut figures = common(&t);
+        let mut figures = common(&t, opts);
         figures.push(Figure::real("resp_bytes", t.body_bytes as f64 / t.ok.max(1) as f64));
         figures.push(Figure::real("client_cpu", t.cpu_share()));
         Ok(Row::new("bare", figures).with_latency("latency", &t.latency.summary()))
     })
 }
 
+/// Asks for every node's slice once before a slice row measures, so that the row sees
+/// the daemon's resident windows filled (as a service whose clients keep asking for the
+/// same nodes has them), not the first read of each node from the store. Not measured.
+fn prime_slices(server: &Server, opts: &RunOpts) -> Result<(), BenchError> {
+    crate::affinity::pin_current_thread(generator_core(opts))?;
+    let mut gen = LoadGen::connect(server.addr, connections(opts, GET_CONNECTIONS))?;
+    let mut source = EachSlice::new(server.nodes);
+    let step = Plan {
+        pace: Pace::Saturate,
+        duration: Duration::from_millis(250),
+        drain: opts.peer_timeout,
+    };
+    let started = std::time::Instant::now();
+    while !source.covered() {
+        if started.elapsed() > opts.peer_timeout {
+            return Err(BenchError::Timeout {
+                waiting_for: "every node's slice once (priming)",
+                timeout: opts.peer_timeout,
+            });
+        }
+        gen.run(&mut source, &step)?;
+    }
+    eprint!(
+        "(primed {} nodes in {:.1} s) ",
+        server.nodes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `bare` offered at `slice-10k`'s rate: the latency floor of the paced rows on this
+/// placement (generator, server and persistence sharing a core on two cores).
+fn run_bare_10k(opts: &RunOpts) -> Result<Row, BenchError> {
+    let rate = match opts.size {
+        RunSize::Smoke => 10_000 / 25,
+        _ => 10_000,
+    };
+    with_server(opts, |server| {
+        let mut source = Fixed::get(wire::PING_PATH);
+        let t = measure(
+            server,
+            opts,
+            connections(opts, GET_CONNECTIONS),
+            Pace::Rate(rate),
+            &mut source,
+        )?;
+        let mut figures = common(&t, opts);
+        figures.push(Figure::real("offered_per_s", rate as f64));
+        figures.push(Figure::real("client_cpu", t.cpu_share()));
+        Ok(Row::new("bare-10k", figures).with_latency("latency", &t.latency.summary()))
+    })
+}
+
 fn run_slice(opts: &RunOpts) -> Result<Row, BenchError> {
     with_server(opts, |server| {
         check(server, &wire::get(&wire::slice_path(&crate::workload::node_id(0))))?;
+        prime_slices(server, opts)?;
         let mut source = RandomSlices::new(server.nodes, 0x51CE);
         let t = measure(
             server,
@@ -206,7 +293,7 @@ fn run_slice(opts: &RunOpts) -> Result<Row, BenchError> {
             Pace::Saturate,
             &mut source,
         )?;
-        let mut figures = common(&t);
+        let mut figures = common(&t, opts);
         let bare = *BARE_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))?;
         if let Some(bare) = bare {
             figures.push(Figure::real("vs_bare", t.per_s(t.ok) / bare.max(1.0)));
@@ -217,12 +304,21 @@ fn run_slice(opts: &RunOpts) -> Result<Row, BenchError> {
     })
 }
 
-fn run_slice_rate(opts: &RunOpts) -> Result<Row, BenchError> {
+fn run_slice_10k(opts: &RunOpts) -> Result<Row, BenchError> {
+    run_slice_rate(opts, "slice-10k", 10_000)
+}
+
+fn run_slice_50k(opts: &RunOpts) -> Result<Row, BenchError> {
+    run_slice_rate(opts, "slice-50k", 50_000)
+}
+
+fn run_slice_rate(opts: &RunOpts, name: &str, rate: u64) -> Result<Row, BenchError> {
     let rate = match opts.size {
-        RunSize::Smoke => SLICE_RATE_PER_S / 25,
-        _ => SLICE_RATE_PER_S,
+        RunSize::Smoke => rate / 25,
+        _ => rate,
     };
     with_server(opts, |server| {
+        prime_slices(server, opts)?;
         let mut source = RandomSlices::new(server.nodes, 0x50C0);
         let t = measure(
             server,
@@ -231,25 +327,52 @@ fn run_slice_rate(opts: &RunOpts) -> Result<Row, BenchError> {
             Pace::Rate(rate),
             &mut source,
         )?;
-        let mut figures = common(&t);
+        let mut figures = common(&t, opts);
         figures.push(Figure::real("offered_per_s", rate as f64));
         figures.push(Figure::real("client_cpu", t.cpu_share()));
-        Ok(Row::new("slice-50k", figures).with_latency("latency", &t.latency.summary()))
+        Ok(Row::new(name, figures).with_latency("latency", &t.latency.summary()))
+    })
+}
+
+/// Events per `POST` batch of a run of this size.
+fn batch_events(opts: &RunOpts) -> usize {
+    match opts.size {
+        RunSize::Smoke => 100,
+        _ => BATCH_EVENTS,
+    }
+}
+
+fn run_post_bare(opts: &RunOpts) -> Result<Row, BenchError> {
+    with_server(opts, |server| {
+        let mut source = EventBatches::to_path(server.nodes, batch_events(opts), wire::PING_PATH);
+        let mut probe = Vec::new();
+        source.next(&mut probe);
+        check(server, &probe)?;
+        let t = measure(
+            server,
+            opts,
+            connections(opts, POST_CONNECTIONS),
+            Pace::Saturate,
+            &mut source,
+        )?;
+        *POST_BARE_EVENTS_PER_S
+            .lock()
+            .map_err(|_| BenchError::Setup("lock".into()))? = Some(t.per_s(t.items));
+        let mut figures = common(&t, opts);
+        figures.push(Figure::real("events_per_s", t.per_s(t.items)));
+        figures.push(Figure::real("client_cpu", t.cpu_share()));
+        Ok(Row::new("post-bare", figures).with_latency("latency", &t.latency.summary()))
     })
 }
 
 fn run_events(opts: &RunOpts) -> Result<Row, BenchError> {
-    let batch = match opts.size {
-        RunSize::Smoke => 100,
-        _ => BATCH_EVENTS,
-    };
     with_server(opts, |server| {
-        let mut source = EventBatches::new(server.nodes, batch);
+        let mut source = EventBatches::new(server.nodes, batch_events(opts));
         let mut probe = Vec::new();
         source.next(&mut probe);
         check(server, &probe)?;
         let before = applied(&server.daemon.stats()?);
-        crate::affinity::pin_current_thread(opts.client_core)?;
+        crate::affinity::pin_current_thread(generator_core(opts))?;
         let mut gen = LoadGen::connect(server.addr, connections(opts, POST_CONNECTIONS))?;
         let warm = gen.run(&mut source, &plan(opts, Pace::Saturate, true))?;
         let t = gen.run(&mut source, &plan(opts, Pace::Saturate, false))?;
@@ -265,9 +388,15 @@ fn run_events(opts: &RunOpts) -> Result<Row, BenchError> {
             source.batch(),
             source.request_bytes() / 1024
         );
-        let mut figures = common(&t);
+        let mut figures = common(&t, opts);
         figures.push(Figure::real("events_per_s", t.per_s(t.items)));
         figures.push(Figure::int("lost", lost));
+        let floor = *POST_BARE_EVENTS_PER_S
+            .lock()
+            .map_err(|_| BenchError::Setup("lock".into()))?;
+        if let Some(floor) = floor {
+            figures.push(Figure::real("vs_floor", t.per_s(t.items) / floor.max(1.0)));
+        }
         figures.push(Figure::real("client_cpu", t.cpu_share()));
         Ok(Row::new("events-post", figures).with_latency("latency", &t.latency.summary()))
     })

@@ -37,6 +37,38 @@ impl RequestSource for Fixed {
     }
 }
 
+/// The temporal slice of every node once, in order (then again): primes the daemon's
+/// resident windows before a slice row measures.
+pub struct EachSlice {
+    requests: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl EachSlice {
+    /// Slices of nodes `0..nodes`.
+    pub fn new(nodes: usize) -> Self {
+        let requests = (0..nodes.max(1))
+            .map(|i| wire::get(&wire::slice_path(&workload::node_id(i))))
+            .collect();
+        Self { requests, next: 0 }
+    }
+
+    /// Every node was asked for at least once.
+    pub fn covered(&self) -> bool {
+        self.next >= self.requests.len()
+    }
+}
+
+impl RequestSource for EachSlice {
+    fn next(&mut self, out: &mut Vec<u8>) -> u64 {
+        if let Some(r) = self.requests.get(self.next % self.requests.len().max(1)) {
+            out.extend_from_slice(r);
+        }
+        self.next += 1;
+        1
+    }
+}
+
 /// The temporal slice of a node drawn uniformly at random, per request.
 pub struct RandomSlices {
     requests: Vec<Vec<u8>>,
@@ -87,13 +119,18 @@ struct Template {
 }
 
 impl EventBatches {
-    /// Batches of `batch` events over nodes `0..nodes`.
+    /// Batches of `batch` events over nodes `0..nodes`, to `POST /events`.
     pub fn new(nodes: usize, batch: usize) -> Self {
+        Self::to_path(nodes, batch, &format!("{}/events", wire::API))
+    }
+
+    /// The same batches to another route (`post-bare`: one that reads and discards them).
+    pub fn to_path(nodes: usize, batch: usize, path: &str) -> Self {
         let nodes = nodes.max(1);
         let batch = batch.max(1);
         let mut rng = XorShift::new(0x5EED);
         let templates = (0..nodes.div_ceil(batch))
-            .map(|t| Template::render(t * batch, batch, nodes, &mut rng))
+            .map(|t| Template::render(t * batch, batch, nodes, path, &mut rng))
             .collect();
         Self { templates, seq: 0 }
     }
@@ -110,7 +147,7 @@ impl EventBatches {
 }
 
 impl Template {
-    fn render(first: usize, batch: usize, nodes: usize, rng: &mut XorShift) -> Self {
+    fn render(first: usize, batch: usize, nodes: usize, path: &str, rng: &mut XorShift) -> Self {
         let mut body = String::with_capacity(batch * 280);
         let mut seq_at = Vec::with_capacity(batch);
         let mut ts_at = Vec::with_capacity(batch);
@@ -136,7 +173,7 @@ impl Template {
             );
         }
         body.push(']');
-        let request = wire::post_json(&format!("{}/events", wire::API), body.as_bytes());
+        let request = wire::post_json(path, body.as_bytes());
         // The fields' offsets inside the whole request: the head comes first.
         let head = request.len() - body.len();
         Self {
