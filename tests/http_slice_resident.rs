@@ -160,13 +160,14 @@ fn the_resident_slice_is_the_stores_slice_before_and_after_new_windows_and_with_
     assert_matches_store(a, &with_future);
     // The store path of the same daemon (a lookback beyond the resident hour; every
     // window is minutes old, so both cover the same ones), accuracy included.
-    let resident = slice(a);
+    // Accuracy reaches the store with the roll-up's checkpoint, paced over
+    // `persist.checkpoint_ms`: wait for it rather than for a moment.
+    let resident = eventually("scored predictions in the slice", || {
+        let s = slice(a);
+        (s["confidence"]["predictionsScored"].as_u64() > Some(0)).then_some(s)
+    });
     let from_store = slice_with(a, "?lookback=7200");
     assert_eq!(stable(&from_store), stable(&resident));
-    assert!(
-        resident["confidence"]["predictionsScored"].as_u64() > Some(0),
-        "{resident}"
-    );
 
     // History without `resolution`: both roll-up resolutions, in window order.
     let all = get(a, &format!("/api/v1/history/{NODE}?size=1000")).json();
