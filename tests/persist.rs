@@ -113,6 +113,7 @@ fn capsules_predictions_audit_and_restart() {
         e.2 = ev.price.unwrap_or(0.0);
     }
     let mut observed = 0;
+    let mut scored_before = Vec::new();
     for i in 0..3 {
         let caps = store.history(&query(&node(i), Vantage::Observed)).expect("history");
         assert_eq!(caps.len(), 9, "node {i}: 10 windows, the last still open: {caps:?}");
@@ -142,6 +143,7 @@ fn capsules_predictions_audit_and_restart() {
             .find(|(pr, s, _)| pr == "ewma" && s == "temp")
             .unwrap_or_else(|| panic!("no temp accuracy: {acc:?}"));
         assert!(temp.2.count >= 8, "{acc:?}");
+        scored_before.push(temp.2.count);
     }
     assert_eq!(observed, 27);
 
@@ -197,6 +199,13 @@ fn capsules_predictions_audit_and_restart() {
             panic!()
         };
         assert_eq!(o.count, reference[&(node(i), last_first_run.key.timestamp)].0);
+        // Accuracy survives the restart (restored with the roll-up) and keeps counting.
+        let acc = store.accuracy(&node(i)).expect("accuracy");
+        let temp = acc.iter().find(|(pr, s, _)| pr == "ewma" && s == "temp");
+        assert!(
+            temp.is_some_and(|t| t.2.count >= scored_before[i]),
+            "node {i}: {scored_before:?} scored before the restart, now {acc:?}"
+        );
     }
     let s = rim_stats::StatsReader::open(&d.stats_path())
         .and_then(|r| r.read())
