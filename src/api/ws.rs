@@ -539,6 +539,23 @@ fn parse_frame(b: &[u8]) -> Parsed {
     Parsed::Frame(fin, op, payload, at + len)
 }
 
+/// Entry point of the fuzz target `ws_frames` (`fuzz/`, feature `fuzzing` only): the
+/// client frames at the front of `b`, then `b` as a subscription query whose filter is
+/// matched against a node id.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_input(b: &[u8]) {
+    let mut rest = b;
+    while let Parsed::Frame(_, _, _, used) = parse_frame(rest) {
+        rest = &rest[used..];
+    }
+    let query = std::str::from_utf8(b)
+        .ok()
+        .map(|s| Query::parse(Some(s)).and_then(|q| filter_of(&q)));
+    if let Some(Ok(f)) = query {
+        let _ = f.matches("rim:sensor:plant-7:n1.a", 3);
+    }
+}
+
 /// Appends one unmasked server frame.
 fn write_frame(out: &mut Vec<u8>, op: u8, payload: &[u8]) {
     out.push(0x80 | op);
