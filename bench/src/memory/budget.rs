@@ -1,0 +1,53 @@
+//! The memory budget of a daemon, computed from its configuration (README "Memory
+//! budget"): what it reserves up front, what its rings and caches may hold, and what each
+//! WebSocket client may cost, plus the fixed cost of the process itself.
+
+use rim_stats::Snapshot;
+use rimd::config::Config;
+
+/// The process without its tables, rings and caches: code, the allocator's arenas, glommio
+/// executors (their io_uring rings and buffers), thread stacks, HTTP and store structures.
+/// Measured: an idle default daemon with `reflex.nodes_max = 1000` peaks at ~40 MiB here;
+/// the budget allows for the peak of a busy one.
+pub const PROCESS_BYTES: u64 = 96 << 20;
+/// One WebSocket client beyond its queue: its connection's task, hyper's read and write
+/// buffers (8 KiB each, growing to 64 KiB under load), the framing buffer.
+pub const WS_CLIENT_BYTES: u64 = 160 << 10;
+/// One queued decision of a WebSocket client: its handle (the rendered text is shared by
+/// every client) and a share of the text itself.
+pub const WS_QUEUED_BYTES: u64 = 64;
+
+/// The parts of one budget, named, in bytes.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// (part, bytes).
+    pub parts: Vec<(&'static str, u64)>,
+}
+
+impl Budget {
+    /// The budget of a daemon with `cfg`, whose stats `s` report the tables it reserved
+    /// (sized by `reflex.nodes_max`, `ingest.dedup_window`, the series and rule limits)
+    /// and the rings it granted, with `ws_clients` WebSocket clients connected.
+    pub fn of(cfg: &Config, s: &Snapshot, ws_clients: u64) -> Self {
+        let gauge = |k: &str| s.gauges.get(k).copied().unwrap_or(0).max(0) as u64;
+        // Every shared-memory ring the daemon maps: producers, intake, decisions.
+        let rings: u64 = s.rings.iter().map(|r| r.capacity).sum();
+        let in_process = cfg.persist.journal_ring_bytes as u64
+            + cfg.persist.reflex_ring_bytes as u64 * cfg.topology.reflex_shards as u64;
+        let ws = ws_clients * (WS_CLIENT_BYTES + cfg.api.ws_queue_len as u64 * WS_QUEUED_BYTES);
+        Self {
+            parts: vec![
+                ("process", PROCESS_BYTES),
+                ("tables", gauge("tables_bytes")),
+                ("rings", rings + in_process),
+                ("store_cache", cfg.persist.store_cache_bytes as u64),
+                ("ws_clients", ws),
+            ],
+        }
+    }
+
+    /// The whole budget.
+    pub fn total(&self) -> u64 {
+        self.parts.iter().map(|(_, b)| b).sum()
+    }
+}
