@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
 /// A roll-up checkpoint: the first two bytes (little-endian) split the header from one
 /// chunk; node ids are placed at rising indexes up to a small table.
 fn checkpoint(data: &[u8]) {
-    let Some((split, rest)) = data.split_first_chunk::<2>() else { return };
+    let Some((split, rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
     let split = usize::from(u16::from_le_bytes(*split)).min(rest.len());
     let (header, chunk) = rest.split_at(split);
     let mut next = 0u32;

@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
 
 /// Payloads as `[u16 little-endian length][bytes]...`, published raw and polled as events.
 fn records(mut data: &[u8]) {
-    let Ok((mut producer, mut consumer)) = spsc::heap_pair(CAPACITY) else { return };
+    let Ok((mut producer, mut consumer)) = spsc::heap_pair(CAPACITY) else {
+        return;
+    };
     while data.len() >= 2 {
         let len = usize::from(u16::from_le_bytes([data[0], data[1]])).min(data.len() - 2);
         let (payload, rest) = data[2..].split_at(len);
@@ -49,20 +51,30 @@ fn records(mut data: &[u8]) {
 /// The input is the segment: a consumer opens it and polls it.
 fn segment(data: &[u8]) {
     let bytes = spsc::segment_bytes(CAPACITY);
-    let Ok(seg) = Segment::create_memfd("fuzz", bytes) else { return };
+    let Ok(seg) = Segment::create_memfd("fuzz", bytes) else {
+        return;
+    };
     if spsc::init(&seg).is_err() {
         return;
     }
-    let Some(fd) = seg.fd().and_then(|fd| fd.try_clone_to_owned().ok()) else { return };
+    let Some(fd) = seg.fd().and_then(|fd| fd.try_clone_to_owned().ok()) else {
+        return;
+    };
     let file = File::from(fd);
     // Past the magic and identity words when the input is short, so that short inputs
     // reach the data area; a long one rewrites the header too.
-    let at = if data.len() < bytes - HEADER_BYTES { HEADER_BYTES } else { 0 };
+    let at = if data.len() < bytes - HEADER_BYTES {
+        HEADER_BYTES
+    } else {
+        0
+    };
     let data = &data[..data.len().min(bytes - at)];
     if file.write_all_at(data, at as u64).is_err() {
         return;
     }
-    let Ok(mut consumer) = Consumer::open(Arc::new(seg)) else { return };
+    let Ok(mut consumer) = Consumer::open(Arc::new(seg)) else {
+        return;
+    };
     drain(&mut consumer);
 }
 

@@ -30,7 +30,11 @@ fn scratch() -> &'static std::path::Path {
     static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let dir = std::path::Path::new("/dev/shm");
-        let dir = if dir.is_dir() { dir.to_owned() } else { std::env::temp_dir() };
+        let dir = if dir.is_dir() {
+            dir.to_owned()
+        } else {
+            std::env::temp_dir()
+        };
         dir.join(format!("rimd-fuzz-stats-{}", std::process::id()))
     })
 }

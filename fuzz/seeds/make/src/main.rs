@@ -7,7 +7,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rim_capsule::codec::encode_capsule;
-use rim_capsule::{Capsule, CapsuleBody, CapsuleKey, MetricStats, ObservedStats, Ohlc, PredictedSeries, Prediction, Vantage};
+use rim_capsule::{
+    Capsule, CapsuleBody, CapsuleKey, MetricStats, ObservedStats, Ohlc, PredictedSeries, Prediction, Vantage,
+};
 use rim_journal::{event as jevent, frame};
 use rim_ring::{spsc, RimFastEvent, Segment};
 
@@ -22,7 +24,11 @@ fn main() -> Result<()> {
     write(&root, "capsule_stored", capsule_seeds()?)?;
     write(&root, "stats_segment", stats_seeds()?)?;
     write(&root, "avro_decode", avro_seeds(&events))?;
-    write(&root, "avro_schema", vec![rim_avro::wire::RIM_FAST_EVENT_AVSC.as_bytes().to_vec()])?;
+    write(
+        &root,
+        "avro_schema",
+        vec![rim_avro::wire::RIM_FAST_EVENT_AVSC.as_bytes().to_vec()],
+    )?;
     write(&root, "rules_compile", rule_seeds(&repo)?)?;
     write(&root, "http_bodies", body_seeds(&events)?)?;
     write(&root, "http_query", query_seeds())?;
@@ -102,7 +108,11 @@ fn journal_record(ev: &RimFastEvent) -> Result<Vec<u8>> {
         source_topic: ev.source_topic.as_deref(),
     };
     let mut buf = vec![0u8; 8192];
-    let n = jevent::encode(&head, ev.critical_metrics.iter().map(|(k, v)| (k.as_str(), *v)), &mut buf)?;
+    let n = jevent::encode(
+        &head,
+        ev.critical_metrics.iter().map(|(k, v)| (k.as_str(), *v)),
+        &mut buf,
+    )?;
     buf.truncate(n);
     Ok(buf)
 }
@@ -181,7 +191,11 @@ fn capsule_seeds() -> Result<Vec<Vec<u8>>> {
         body: CapsuleBody::payload(&serde_json::json!({"note": "hand-made", "level": [1, 2, 3]}))?,
         created_ms: 1_767_225_600_000,
     };
-    Ok(vec![encode_capsule(&observed)?, encode_capsule(&predicted)?, encode_capsule(&named)?])
+    Ok(vec![
+        encode_capsule(&observed)?,
+        encode_capsule(&predicted)?,
+        encode_capsule(&named)?,
+    ])
 }
 
 /// A stats segment as the daemon publishes it (an empty snapshot and one with figures).
