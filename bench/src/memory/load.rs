@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rim_ring::{attach, EventRef, PublishError};
 
-use super::{measure, Flood, STALL_MS_MAX};
+use super::{flood_for, measure, Flood, STALL_MS_MAX};
 use crate::error::BenchError;
 use crate::report::Row;
 use crate::suite::RunOpts;
@@ -61,14 +61,15 @@ pub fn bystander(socket: &Path, stop: &AtomicBool, lag_max_ms: &AtomicU64) {
     }
 }
 
-/// Publishes events for `nodes` (round robin) as fast as the ring takes them, until stop.
-fn flood_ring(socket: &Path, name: &str, nodes: &[String], stop: &AtomicBool) -> Result<u64, BenchError> {
+/// Publishes events for `nodes` (round robin) as fast as the ring takes them, until stop,
+/// and in any case until every node had one.
+pub fn flood_ring(socket: &Path, name: &str, nodes: &[String], stop: &AtomicBool) -> Result<u64, BenchError> {
     let mut p =
         attach::attach_producer(socket, name, 1 << 20).map_err(|e| BenchError::transport("rim-ring", "attach", e))?;
     let metrics = [("load", 1.0), ("temp", 20.0)];
     let (mut sent, mut i) = (0u64, 0usize);
     let ts = now_ms();
-    while !stop.load(Ordering::Relaxed) {
+    while i < nodes.len() || !stop.load(Ordering::Relaxed) {
         // Event times advance with the events, a millisecond per pass over the nodes.
         let ev = event(&nodes[i % nodes.len()], ts + (i / nodes.len()) as i64, &metrics);
         match p.try_publish_event(&ev) {
@@ -88,7 +89,7 @@ fn sets(extra: &[&str]) -> Vec<String> {
 }
 
 /// The rules of the floods: thresholds the floods never reach (so only `ws-10k` decides).
-const QUIET_RULES: &str = r#"
+pub const QUIET_RULES: &str = r#"
 [[rule]]
 id = "hot"
 when = "metric.temp > 1000"
@@ -104,38 +105,46 @@ pub fn producers_64(opts: &RunOpts) -> Result<Row, BenchError> {
         "ingest.ring_capacity_max=1048576",
         "ingest.ring_bytes_per_pid_max=134217728",
     ]);
-    measure("producers-64", opts, QUIET_RULES, &s, |d, _, stop| {
-        let socket = d.socket();
-        let sent = std::thread::scope(|sc| {
-            let workers: Vec<_> = (0..64)
-                .map(|k| {
-                    let socket = &socket;
-                    sc.spawn(move || {
-                        let nodes: Vec<String> = (0..100).map(|n| format!("rim:sensor:flood{k}:n{n}")).collect();
-                        flood_ring(socket, &format!("flood{k}"), &nodes, stop)
+    measure(
+        "producers-64",
+        opts,
+        flood_for(opts),
+        0,
+        QUIET_RULES,
+        &s,
+        |d, _, stop| {
+            let socket = d.socket();
+            let sent = std::thread::scope(|sc| {
+                let workers: Vec<_> = (0..64)
+                    .map(|k| {
+                        let socket = &socket;
+                        sc.spawn(move || {
+                            let nodes: Vec<String> = (0..100).map(|n| format!("rim:sensor:flood{k}:n{n}")).collect();
+                            flood_ring(socket, &format!("flood{k}"), &nodes, stop)
+                        })
                     })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| Err(BenchError::Setup("a flooding thread panicked".into())))
-                })
-                .sum::<Result<u64, BenchError>>()
-        })?;
-        Ok(Flood {
-            events: sent,
-            ws_clients: 0,
-        })
-    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|_| Err(BenchError::Setup("a flooding thread panicked".into())))
+                    })
+                    .sum::<Result<u64, BenchError>>()
+            })?;
+            Ok(Flood {
+                events: sent,
+                ws_clients: 0,
+            })
+        },
+    )
 }
 
 /// `nodes-100k`: one ring flooding events over 100,000 distinct nodes.
 pub fn nodes_100k(opts: &RunOpts) -> Result<Row, BenchError> {
     // The bystander's node too.
     let s = sets(&["reflex.nodes_max=100016"]);
-    measure("nodes-100k", opts, QUIET_RULES, &s, |d, _, stop| {
+    measure("nodes-100k", opts, flood_for(opts), 0, QUIET_RULES, &s, |d, _, stop| {
         let nodes: Vec<String> = (0..100_000).map(|n| format!("rim:sensor:many:n{n}")).collect();
         Ok(Flood {
             events: flood_ring(&d.socket(), "many", &nodes, stop)?,
@@ -150,8 +159,10 @@ const WS_CLIENTS: usize = 10_000;
 /// `ws-10k`: 10,000 WebSocket subscribers that never read, while one ring floods events
 /// that each fire a rule.
 pub fn ws_10k(opts: &RunOpts) -> Result<Row, BenchError> {
-    raise_fd_limit(WS_CLIENTS as u64 * 2 + 1024)?;
-    let s = sets(&["api.ws_clients_max=10000"]);
+    // Each side holds one descriptor per client; the daemon inherits the limit.
+    raise_fd_limit(WS_CLIENTS as u64 + 1024)?;
+    // Upgrades count as queries of one client (the loopback address): no rate limit.
+    let s = sets(&["api.ws_clients_max=10000", "api.rate_query_per_min=0"]);
     let rules = r#"
 [[rule]]
 id = "every"
@@ -159,7 +170,7 @@ nodes = "rim:sensor:ws:*"
 when = "metric.load >= 0"
 severity = "low"
 "#;
-    measure("ws-10k", opts, rules, &s, |d, http, stop| {
+    measure("ws-10k", opts, flood_for(opts), 0, rules, &s, |d, http, stop| {
         let mut clients = Vec::with_capacity(WS_CLIENTS);
         for _ in 0..WS_CLIENTS {
             clients.push(ws_connect(http)?);

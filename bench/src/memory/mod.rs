@@ -7,10 +7,12 @@
 //!
 //! Rows: `producers-64` (64 rings flooding at full speed), `nodes-100k` (events for
 //! 100,000 distinct nodes), `ws-10k` (10,000 WebSocket subscribers that never read while
-//! every event decides).
+//! every event decides), `store-stall-60s` (the store's file system frozen for 60 s
+//! while events flood in).
 
 mod budget;
 mod load;
+mod stall;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +52,10 @@ pub const SUITE: Suite = Suite {
             name: "ws-10k",
             run: load::ws_10k,
         },
+        RowSpec {
+            name: "store-stall-60s",
+            run: stall::store_stall,
+        },
     ],
     peers: &[],
     finish: None,
@@ -61,7 +67,7 @@ pub const STALL_MS_MAX: u64 = 1_000;
 const BUDGET_SLACK_PCT: u64 = 10;
 
 /// How long each row floods.
-fn flood_for(opts: &RunOpts) -> Duration {
+pub fn flood_for(opts: &RunOpts) -> Duration {
     match opts.size {
         RunSize::Full => Duration::from_secs(60),
         RunSize::Quick => Duration::from_secs(15),
@@ -77,22 +83,24 @@ pub struct Flood {
     pub ws_clients: u64,
 }
 
-/// Starts a daemon with `sets`, runs `flood` while a bystander producer publishes one
+/// Starts a daemon with `sets`, runs `flood` for `duration` while a bystander producer publishes one
 /// event every 10 ms and `/health/ready` is asked every 200 ms, then measures.
 pub fn measure(
     name: &str,
     opts: &RunOpts,
+    duration: Duration,
+    store_stall_s: u64,
     rules: &str,
     sets: &[String],
     flood: impl FnOnce(&DaemonProc, SocketAddr, &AtomicBool) -> Result<Flood, BenchError> + Send,
 ) -> Result<Row, BenchError> {
+    let _ = opts;
     let d = DaemonProc::start(rules, sets, Duration::from_secs(60))?;
     let http = http_addr(&d)?;
     let stop = AtomicBool::new(false);
     let lag_max_ms = AtomicU64::new(0);
     let (checks, failed) = (AtomicU64::new(0), AtomicU64::new(0));
     let socket = d.socket();
-    let duration = flood_for(opts);
     let flood = std::thread::scope(|s| {
         s.spawn(|| load::bystander(&socket, &stop, &lag_max_ms));
         s.spawn(|| ready_checks(http, &stop, &checks, &failed));
@@ -111,7 +119,7 @@ pub fn measure(
     let s = d.stats()?;
     let cfg = rimd::config::Config::load(None::<&std::path::Path>, std::iter::empty(), sets)
         .map_err(|e| BenchError::Setup(format!("{name}: config: {e}")))?;
-    let b = Budget::of(&cfg, &s, flood.ws_clients);
+    let b = Budget::of(&cfg, &s, flood.ws_clients, store_stall_s);
     let peak = s.gauges.get("rss_peak_bytes").copied().unwrap_or(0).max(0) as u64;
     let total = b.total();
     let lag = lag_max_ms.load(Ordering::Relaxed);

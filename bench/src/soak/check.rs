@@ -142,8 +142,26 @@ pub fn all_nodes(tally: &JournalTally) -> HashMap<String, i64> {
         .collect()
 }
 
-/// What `GET /decisions/verify` said: every chain valid, and the records it checked.
-pub fn chains(http: SocketAddr) -> Result<(bool, u64), BenchError> {
+/// Where the journal holds `id`: (position, received_ms) of each copy, for a report.
+pub fn occurrences(data_dir: &Path, id: u64) -> Vec<(u64, u64)> {
+    let mut found = Vec::new();
+    let stream = rimd::persist::audit::STREAM_EVENTS;
+    let Ok(mut r) = rim_journal::Reader::open(&data_dir.join("journal"), stream, 0, rim_journal::Fs::new()) else {
+        return found;
+    };
+    while let Ok(Some((pos, bytes))) = r.next() {
+        if let Ok(rec) = rim_journal::event::decode(bytes) {
+            if parse_id(rec.event_id) == Some(id) {
+                found.push((pos, rec.received_ms));
+            }
+        }
+    }
+    found
+}
+
+/// What `GET /decisions/verify` said: every chain valid, and the records it checked; the
+/// body when not valid.
+pub fn chains(http: SocketAddr) -> Result<(bool, u64, String), BenchError> {
     let path = format!("{}/decisions/verify", wire::API);
     let (status, body) = loadgen::fetch(http, &wire::get(&path), Duration::from_secs(30))?;
     if status != 200 {
@@ -156,7 +174,14 @@ pub fn chains(http: SocketAddr) -> Result<(bool, u64), BenchError> {
     let records = v["data"]["shards"]
         .as_array()
         .map_or(0, |s| s.iter().filter_map(|x| x["records"].as_u64()).sum());
-    Ok((valid, records))
+    // The verdicts alone (not the envelope's request id and time), so a break that
+    // stays is reported once.
+    let body = if valid {
+        String::new()
+    } else {
+        v["data"].to_string().chars().take(600).collect()
+    };
+    Ok((valid, records, body))
 }
 
 /// The node of an id, for reports.

@@ -107,12 +107,18 @@ struct Totals {
     capsules: CapsuleTally,
     ready_ms: Vec<u64>,
     first_failure: Option<String>,
+    last_failure: Option<String>,
+    reported_dups: u64,
 }
 
 impl Totals {
+    /// Records a failure; printed unless it repeats the previous one word for word.
     fn fail(&mut self, what: String) {
-        eprintln!("soak: FAILURE: {what}");
-        self.first_failure.get_or_insert(what);
+        if self.last_failure.as_deref() != Some(what.as_str()) {
+            eprintln!("soak: FAILURE: {what}");
+        }
+        self.first_failure.get_or_insert_with(|| what.clone());
+        self.last_failure = Some(what);
     }
 
     fn add_capsules(&mut self, c: CapsuleTally) {
@@ -156,7 +162,7 @@ fn run(cli: &SoakCli, seed: u64, data: &std::path::Path) -> Result<(), BenchErro
         one_life(&sets, &mut sources, &mut totals, run_for)?;
         // The daemon is dead: the journal and the store are read as it left them.
         let touched = tally.update(data)?;
-        check_ledger(&tally, &sources, &mut totals, &format!("after kill {kill}"));
+        check_ledger(&tally, &sources, &mut totals, &format!("after kill {kill}"), data);
         totals.add_capsules(check::capsules(data, &tally, &touched)?);
         if totals.capsules.over > 0 {
             totals.fail(format!(
@@ -170,7 +176,7 @@ fn run(cli: &SoakCli, seed: u64, data: &std::path::Path) -> Result<(), BenchErro
     }
     last_life(&sets, &mut sources, &mut totals)?;
     tally.update(data)?;
-    check_ledger(&tally, &sources, &mut totals, "at the end");
+    check_ledger(&tally, &sources, &mut totals, "at the end", data);
     let published: u64 = sources.iter().map(Source::published).sum();
     let acked: u64 = sources.iter().map(|s| s.acked.len() as u64).sum();
     if acked != published || tally.ids.len() as u64 != published {
@@ -289,10 +295,10 @@ fn http_addr(d: &DaemonProc) -> Result<std::net::SocketAddr, BenchError> {
 fn check_chains(http: std::net::SocketAddr, totals: &mut Totals) {
     totals.chain_checks += 1;
     match check::chains(http) {
-        Ok((true, records)) => totals.decisions = totals.decisions.max(records),
-        Ok((false, _)) => {
+        Ok((true, records, _)) => totals.decisions = totals.decisions.max(records),
+        Ok((false, _, body)) => {
             totals.chain_breaks += 1;
-            totals.fail("a decision hash chain does not verify".into());
+            totals.fail(format!("a decision hash chain does not verify: {body}"));
         }
         Err(e) => {
             totals.chain_breaks += 1;
@@ -301,7 +307,7 @@ fn check_chains(http: std::net::SocketAddr, totals: &mut Totals) {
     }
 }
 
-fn check_ledger(tally: &JournalTally, sources: &[Source], totals: &mut Totals, when: &str) {
+fn check_ledger(tally: &JournalTally, sources: &[Source], totals: &mut Totals, when: &str, data: &std::path::Path) {
     let (mut lost, mut dup) = (Vec::new(), Vec::new());
     for src in sources {
         let (l, _) = check::ledger(tally, &src.acked);
@@ -319,11 +325,14 @@ fn check_ledger(tally: &JournalTally, sources: &[Source], totals: &mut Totals, w
             check::describe(id)
         ));
     }
-    if let Some(&id) = dup.first() {
+    // Reported when their number grows, with where the journal holds the first copies.
+    if let (Some(&id), true) = (dup.iter().min(), dup.len() as u64 > totals.reported_dups) {
+        totals.reported_dups = dup.len() as u64;
         totals.fail(format!(
-            "{when}: {} events journaled twice, e.g. {}",
+            "{when}: {} events journaled twice, e.g. {} at (position, received_ms) {:?}",
             dup.len(),
-            check::describe(id)
+            check::describe(id),
+            check::occurrences(data, id)
         ));
     }
 }
