@@ -6,9 +6,19 @@
 //! resident before the first event (RSS is then the full capacity), so a node's first
 //! event pays no page faults, which cost tens of µs each in a VM.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static PREFAULT: AtomicBool = AtomicBool::new(false);
+
+/// Bytes reserved by [`table`] so far: the part of the memory budget that the
+/// configuration sizes (nodes, dedup window, series, rules), reported in the stats as
+/// `tables_bytes` so that a budget can be checked against what was actually reserved.
+static TABLE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of every [`table`] allocated so far (resident or not).
+pub fn table_bytes() -> u64 {
+    TABLE_BYTES.load(Ordering::Relaxed)
+}
 
 /// Makes later [`table`] calls write their pages through (set once, at start-up, before
 /// the shards allocate).
@@ -41,6 +51,7 @@ pub fn advise_huge<T>(v: &mut [T]) {
 /// A vector of `n` copies of `zero` (all-zero bits, so the allocation stays lazy), advised
 /// for huge pages; written through when prefaulting is on.
 pub fn table<T: Clone>(zero: T, n: usize) -> Vec<T> {
+    TABLE_BYTES.fetch_add(std::mem::size_of::<T>().saturating_mul(n) as u64, Ordering::Relaxed);
     if PREFAULT.load(Ordering::Relaxed) {
         let mut v: Vec<T> = Vec::with_capacity(n);
         advise_spare(&mut v);

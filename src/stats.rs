@@ -180,6 +180,8 @@ impl Aggregator {
         gauges.insert("rules".into(), current.set.len() as i64);
         gauges.insert("rules.generation".into(), current.set.generation() as i64);
         gauges.insert("rss_bytes".into(), rss_bytes() as i64);
+        gauges.insert("rss_peak_bytes".into(), status_kb("VmHWM:") as i64);
+        gauges.insert("tables_bytes".into(), crate::memory::table_bytes() as i64);
         if let Some(p) = &self.persist {
             for (name, v) in p.fields() {
                 counters.insert(format!("persist.{name}"), v);
@@ -288,11 +290,17 @@ fn shard(name: &str, core: Option<usize>, f: &ShardFigures) -> ShardSnapshot {
 
 /// Resident set size from `/proc/self/status` (0 where unavailable).
 pub fn rss_bytes() -> u64 {
+    status_kb("VmRSS:")
+}
+
+/// A `kB` line of `/proc/self/status` in bytes (`VmRSS:`, `VmHWM:` the peak RSS; 0 where
+/// unavailable).
+fn status_kb(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)

@@ -23,6 +23,7 @@ mod http;
 mod ingest;
 mod kafka;
 mod latency;
+mod memory;
 mod page;
 mod payload;
 mod peer;
@@ -31,6 +32,7 @@ mod plot;
 mod reflex;
 mod report;
 mod ring;
+mod soak;
 mod suite;
 mod watchdog;
 mod workload;
@@ -115,6 +117,8 @@ fn main() -> ExitCode {
     } else if argv.get(1).is_some_and(|arg| arg == PEER_SUBCOMMAND) {
         let cli = PeerCli::parse_from(argv.iter().skip(1));
         peer_main(&cli.args)
+    } else if argv.get(1).is_some_and(|arg| arg == soak::SOAK_SUBCOMMAND) {
+        soak::main(&soak::SoakCli::parse_from(argv.iter().skip(1)))
     } else if argv.get(1).is_some_and(|arg| arg == REPORT_SUBCOMMAND) {
         let cli = ReportCli::parse_from(argv.iter().skip(1));
         page::write(&cli.dir).map(|path| println!("{}", path.display()))

@@ -78,6 +78,7 @@ pub const SUITES: &[&Suite] = &[
     &crate::persist::SUITE,
     &crate::http::SUITE,
     &crate::kafka::SUITE,
+    &crate::memory::SUITE,
 ];
 
 /// The suite called `name`.

@@ -225,6 +225,17 @@ fn parse(body: &[u8], batch_max: usize, bounds: &TimeBounds, now_ms: i64) -> Res
     Err(p)
 }
 
+/// Entry point of the fuzz target `http_bodies` (`fuzz/`, feature `fuzzing` only): a
+/// `POST /events` body through [`parse`] with the default batch and time bounds.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_parse(body: &[u8], now_ms: i64) -> Result<Vec<RimFastEvent>, Problem> {
+    let bounds = TimeBounds {
+        ahead_ms_max: 5_000,
+        age_ms_max: 7 * 24 * 3_600_000,
+    };
+    parse(body, 10_000, &bounds, now_ms)
+}
+
 fn bad_json(e: &serde_json::Error) -> Problem {
     Problem::new(Code::Validation, format!("malformed JSON: {e}")).with(Detail::field("body", e.to_string()))
 }

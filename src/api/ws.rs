@@ -535,6 +535,26 @@ impl Buffers {
     }
 }
 
+/// Entry point of the fuzz target `ws_frames` (`fuzz/daemon`, feature `fuzzing` only): `b`
+/// as the bytes a client sent after the handshake, fed through the session in two pieces
+/// (so a frame split across reads is covered), then `b` as a subscription query whose
+/// filter is matched against a node id.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_input(b: &[u8]) {
+    let mut session = Session::new(&[]);
+    let half = b.len() / 2;
+    for piece in [&b[..half], &b[half..]] {
+        session.io.input.extend_from_slice(piece);
+        let _ = session.on_input();
+    }
+    let query = std::str::from_utf8(b)
+        .ok()
+        .map(|s| Query::parse(Some(s)).and_then(|q| filter_of(&q)));
+    if let Some(Ok(f)) = query {
+        let _ = f.matches("rim:sensor:plant-7:n1.a", 3);
+    }
+}
+
 /// One client's protocol state: tungstenite's context, its buffers, and whether a close
 /// was sent (the task ends once it is written).
 struct Session {
