@@ -13,7 +13,7 @@ use redb::ReadableTable;
 use crate::codec;
 use crate::error::StoreError;
 use crate::model::{Capsule, CapsuleId};
-use crate::store::{id_prefix, CapsuleTables, Store};
+use crate::store::{extend_expiry_run, id_prefix, CapsuleTables, Store};
 
 /// One capsule's rows, ready to insert.
 #[derive(Clone, Debug)]
@@ -58,14 +58,7 @@ pub fn write_raw(store: &Store, rows: &[RawRow]) -> Result<(), StoreError> {
         for (i, r) in rows.iter().enumerate() {
             let seq = first + i as u64;
             t.capsules.insert(seq, r.value.as_slice())?;
-            run = match run {
-                Some((e, f, _)) if e == r.expires_at_ms => Some((e, f, seq)),
-                Some((e, f, l)) => {
-                    t.by_expiry.insert((e, f), l)?;
-                    Some((r.expires_at_ms, seq, seq))
-                }
-                None => Some((r.expires_at_ms, seq, seq)),
-            };
+            extend_expiry_run(&mut t, &mut run, r.expires_at_ms, seq)?;
         }
         if let Some((e, f, l)) = run {
             t.by_expiry.insert((e, f), l)?;

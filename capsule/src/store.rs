@@ -326,7 +326,7 @@ fn is_the_one(found: &Capsule, id: &CapsuleId, seq: u64) -> Result<bool, StoreEr
 }
 
 /// Folds one new row into the batch's current expiry run, writing the run it ends.
-fn extend_expiry_run(
+pub(crate) fn extend_expiry_run(
     t: &mut CapsuleTables<'_>,
     run: &mut Option<(i64, u64, u64)>,
     expires_at: i64,
