@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_error, get, http, http_raw, send_json, Daemon, WsClient, HTTP_SETS, SOON, T0};
+use common::{assert_error, eventually, get, http, http_raw, send_json, Daemon, WsClient, HTTP_SETS, SOON, T0};
 use serde_json::{json, Value};
 
 const RULES: &str = r#"
@@ -32,19 +32,6 @@ fn event(node: &str, ts: i64, temp: f64) -> Value {
         "critical_metrics": {"temp": temp},
         "status": "OK"
     })
-}
-
-/// Polls `f` until it returns Some, or fails with `what`.
-#[track_caller]
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + SOON;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn capsule(scope: &str, payload: Value) -> Value {

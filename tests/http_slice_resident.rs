@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{get, send_json, Daemon, HTTP_SETS, SOON};
+use common::{eventually, get, send_json, Daemon, HTTP_SETS};
 use serde_json::{json, Value};
 
 const NODE: &str = "rim:sensor:slice:a";
@@ -29,18 +27,6 @@ fn event(node: &str, ts: i64, temp: f64) -> Value {
         "volume": 1.5,
         "status": "OK"
     })
-}
-
-#[track_caller]
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + SOON;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn post(a: &str, events: Vec<Value>) {

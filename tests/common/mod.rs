@@ -27,6 +27,20 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default wait for something the daemon should do "soon".
 pub const SOON: Duration = Duration::from_secs(20);
 
+/// Polls `f` every 50 ms until it returns Some, or fails with `what` after [`SOON`].
+#[allow(dead_code)] // each test binary uses a part of this module
+#[track_caller]
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + SOON;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Settings every test daemon starts with (the test's own `--set`s come after and win).
 pub const BASE_SETS: &[&str] = &[
     "topology.idle=backoff",
