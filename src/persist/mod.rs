@@ -462,6 +462,15 @@ fn read_log_tail(
     let indexed = (0..shards)
         .filter_map(|k| o.store.last_decision_run(k as u16).transpose())
         .collect::<Result<Vec<_>, _>>()?;
+    // The index is committed with every store hand-off, the log's watermark only with a
+    // checkpoint: the tail starts with decisions the index already holds. Adding them
+    // again would open a second run over the same seqs (a chain that seems to go back).
+    let mut indexed_to = vec![None; shards];
+    for run in &indexed {
+        if let Some(t) = indexed_to.get_mut(usize::from(run.shard)) {
+            *t = Some(run.last_seq);
+        }
+    }
     o.runs.resume(indexed);
     let dir = o.config.persist.journal_dir();
     let mut reader = Reader::open(&dir, STREAM_DECISIONS, o.log_from, Fs::new())?;
@@ -472,7 +481,10 @@ fn read_log_tail(
         match bytes.split_first() {
             Some((&LOG_DECISION, record)) => {
                 if let Some((shard, seq)) = audit::shard_and_seq(record) {
-                    o.runs.add(shard, seq, pos);
+                    let known = indexed_to.get(usize::from(shard)).copied().flatten();
+                    if known.is_none_or(|last| seq > last) {
+                        o.runs.add(shard, seq, pos);
+                    }
                     if let Some(h) = heads.get_mut(usize::from(shard)) {
                         *h = Some(record.to_vec());
                     }
