@@ -87,6 +87,7 @@ fn rollup_cfg() -> RollupConfig {
         resolutions: vec![1],
         grace_ms: 1_000,
         nodes_max: 100,
+        recent_ids: 4,
     }
 }
 

@@ -310,3 +310,56 @@ fn a_crash_indexes_no_decision_twice() {
     assert!(status.success(), "{status}");
     assert_index_is_one_chain(&d, fired);
 }
+
+/// Publishes events for nodes other than [`publish`]'s for `for_ms`, without event ids,
+/// and waits until they are durable: traffic that moves every watermark on.
+fn other_traffic(d: &Daemon, name: &str, t0: i64, for_ms: u64) {
+    let mut feed = d.producer(name, 1 << 20);
+    let started = std::time::Instant::now();
+    let mut k = 0i64;
+    while started.elapsed() < std::time::Duration::from_millis(for_ms) {
+        let ev = event(&format!("rim:sensor:other:o{}", k % 5), t0 + k * 10, &[("load", 1.0)]);
+        feed.publish(&ev);
+        k += 1;
+        if k % 100 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let end = feed.p.position();
+    assert!(
+        feed.p.wait_durable(end, 50_000, 20_000_000_000),
+        "other traffic not durable"
+    );
+}
+
+/// An event journaled but not seen acknowledged may come back from its producer several
+/// restarts later, after other producers' traffic moved every watermark past it: the
+/// dedup windows survive restarts (they travel with the checkpoint), so it is still a
+/// duplicate as long as its node's window holds it.
+#[test]
+fn a_resend_several_restarts_later_is_still_a_duplicate() {
+    let sets = ["persist.checkpoint_ms=100"];
+    let mut d = Daemon::start(&sets, Some(RULES));
+    // 4 events per node: inside the default window of 16 ids per node.
+    let first = publish(&d, "first", T0, 4, 0);
+    for life in 0..3 {
+        other_traffic(&d, "other", T0 + life * 100_000, 600);
+        if life < 2 {
+            d.kill9();
+            d = Daemon::start_in(d.into_dir(), &sets, Some(RULES));
+        }
+    }
+    let mut feed = d.producer("resend", 1 << 20);
+    for ev in &first {
+        feed.publish(ev);
+    }
+    let s = d.wait_for(SOON, "the resent events delivered", |s| {
+        ring(s, "resend").is_some_and(|r| r.delivered >= first.len() as u64)
+    });
+    let resend = ring(&s, "resend").expect("the resend ring");
+    assert_eq!(
+        resend.refused.get("duplicate").copied(),
+        Some(first.len() as u64),
+        "every resent event is a duplicate two crashes later: {resend:?}"
+    );
+}

@@ -72,6 +72,8 @@ pub const KEY_STRESS: u64 = 3;
 pub const INLINE_METRICS: usize = 8;
 /// Nodes per checkpoint chunk (one step of [`Rollup::checkpoint_step`] encodes one).
 pub const CHUNK_NODES: usize = 256;
+/// Event-id hashes a node keeps at most ([`RollupConfig::recent_ids`]).
+pub const RECENT_IDS_MAX: usize = 4096;
 /// Pending predictions kept per node and resolution.
 pub const PREDICTIONS_PER_SLOT: usize = 2;
 /// Series in one prediction at most.
@@ -249,6 +251,9 @@ pub struct RollupConfig {
     pub grace_ms: u64,
     /// Most nodes tracked at once; events of node indices at or past it are refused (counted).
     pub nodes_max: usize,
+    /// Event-id hashes kept per node ([`Rollup::note_id`]), so that the daemon's dedup
+    /// windows travel with the checkpoint and survive a restart; 0 keeps none.
+    pub recent_ids: usize,
 }
 
 impl Default for RollupConfig {
@@ -257,6 +262,7 @@ impl Default for RollupConfig {
             resolutions: vec![1, 60],
             grace_ms: 2000,
             nodes_max: 100_000,
+            recent_ids: 0,
         }
     }
 }
@@ -540,6 +546,10 @@ pub struct Rollup {
     unscored: u64,
     /// Pending predictions kept per node and resolution (raised during recovery).
     expect_capacity: usize,
+    /// `rows.len() × recent_ids` event-id hashes, a ring per node (0 = empty slot).
+    recent: Vec<u64>,
+    /// Per node, the slot of its ring the next id goes to.
+    recent_next: Vec<u16>,
 }
 
 /// Window start of `ts` at a resolution of `resolution` seconds (floor, also for negative
@@ -561,6 +571,7 @@ impl Rollup {
             *r = (*r).max(1);
         }
         cfg.resolutions.truncate(RESOLUTIONS_MAX);
+        cfg.recent_ids = cfg.recent_ids.min(RECENT_IDS_MAX);
         let n = cfg.resolutions.len();
         Rollup {
             res_ms: cfg.resolutions.iter().map(|&r| i64::from(r) * 1000).collect(),
@@ -584,6 +595,8 @@ impl Rollup {
             scored: 0,
             unscored: 0,
             expect_capacity: PREDICTIONS_PER_SLOT,
+            recent: Vec::new(),
+            recent_next: Vec::new(),
         }
     }
 
@@ -615,12 +628,47 @@ impl Rollup {
             let n = (i + 1).next_power_of_two().min(self.cfg.nodes_max).max(i + 1);
             self.rows.resize(n, Row::default());
             self.wins.resize(n * self.resolutions(), Win::default());
+            if self.cfg.recent_ids > 0 {
+                self.recent.resize(n * self.cfg.recent_ids, 0);
+                self.recent_next.resize(n, 0);
+            }
         }
         let chunk = i / CHUNK_NODES;
         if chunk >= self.chunks.len() {
             self.chunks.resize(chunk + 1, ChunkState::default());
         }
         true
+    }
+
+    /// Remembers the hash of an event's id (non-zero; 0 is no id) as the newest of `node`'s
+    /// last [`RollupConfig::recent_ids`]: the caller notes the ids of the events it
+    /// [`Rollup::push`]es, in the same order, and gets them back from a restored checkpoint
+    /// with [`Rollup::recent_ids`]. The node's chunk is marked changed.
+    pub fn note_id(&mut self, node: u32, id_hash: u64) {
+        let w = self.cfg.recent_ids;
+        if w == 0 || id_hash == 0 || !self.ensure(node) {
+            return;
+        }
+        let n = node as usize;
+        let next = usize::from(self.recent_next[n]) % w;
+        self.recent[n * w + next] = id_hash;
+        self.recent_next[n] = ((next + 1) % w) as u16;
+        self.mark(node);
+    }
+
+    /// Node indices below this may have state (rows are allocated up to it).
+    pub fn node_span(&self) -> u32 {
+        self.rows.len() as u32
+    }
+
+    /// `node`'s remembered event-id hashes, oldest first.
+    pub fn recent_ids(&self, node: u32) -> impl Iterator<Item = u64> + '_ {
+        let w = self.cfg.recent_ids;
+        let n = node as usize;
+        let ring = self.recent.get(n * w..(n + 1) * w).unwrap_or(&[]);
+        let next = self.recent_next.get(n).map_or(0, |&c| usize::from(c));
+        let (newer, older) = ring.split_at(next.min(ring.len()));
+        older.iter().chain(newer).copied().filter(|&h| h != 0)
     }
 
     #[inline]

@@ -263,6 +263,7 @@ fn cfg() -> RollupConfig {
         resolutions: RESOLUTIONS.to_vec(),
         grace_ms: 2000,
         nodes_max: 1000,
+        recent_ids: 0,
     }
 }
 
@@ -370,6 +371,7 @@ fn flush_idle_waits_for_resolution_plus_grace() {
         resolutions: vec![1, 60],
         grace_ms: 2000,
         nodes_max: 10,
+        recent_ids: 0,
     });
     let mut out = Vec::new();
     let e = simple(0, 7, 100_000, 5_500, Some(1.0), &[]);
@@ -396,6 +398,7 @@ fn nodes_max_is_enforced() {
         resolutions: vec![1],
         grace_ms: 0,
         nodes_max: 2,
+        recent_ids: 0,
     });
     let mut out = Vec::new();
     for (node, pos, want) in [
@@ -417,6 +420,7 @@ fn predictions_are_scored_when_their_window_closes() {
         resolutions: vec![1],
         grace_ms: 0,
         nodes_max: 10,
+        recent_ids: 0,
     });
     let mut out = Vec::new();
     push(&mut r, &simple(3, 0, 0, 1_000, Some(10.0), &[("temp", 1.0)]), &mut out);
@@ -488,6 +492,7 @@ fn checkpoint_restores_windows_predictions_and_accuracy() {
         resolutions: vec![1, 60],
         grace_ms: 2_000,
         nodes_max: 4_000,
+        recent_ids: 5,
     };
     let events = gen_stream(seed() + 7, 6000, 7);
     let mut a = Rollup::new(cfg.clone());
@@ -495,6 +500,7 @@ fn checkpoint_restores_windows_predictions_and_accuracy() {
     let mut cps = Vec::new();
     for (i, e) in events[..4000].iter().enumerate() {
         push(&mut a, e, &mut out_a);
+        a.note_id(e.node_index, e.pos + 1);
         if i % 97 == 0 {
             let next = rim_capsule::rollup::window_start(e.ts, 1) + 1000;
             a.expect(
@@ -519,7 +525,24 @@ fn checkpoint_restores_windows_predictions_and_accuracy() {
     assert_eq!((b.scored(), b.late()), (a.scored(), a.late()));
     for n in 0..7u32 {
         assert_eq!(b.accuracy_of(2000 + n), a.accuracy_of(n), "node {n}");
+        // The dedup windows' ids: the newest five of each node, oldest first.
+        let ids: Vec<u64> = a.recent_ids(n).collect();
+        let want: Vec<u64> = events[..4000]
+            .iter()
+            .filter(|e| e.node_index == n)
+            .map(|e| e.pos + 1)
+            .collect();
+        assert_eq!(ids, want[want.len() - 5..], "node {n}");
+        assert_eq!(b.recent_ids(2000 + n).collect::<Vec<_>>(), ids, "node {n} restored");
     }
+    // A roll-up keeping fewer ids keeps the newest of them.
+    let fewer = RollupConfig {
+        recent_ids: 2,
+        ..cfg.clone()
+    };
+    let c = restore_all(fewer, &cps, &mut index_of).expect("restores");
+    let ids: Vec<u64> = a.recent_ids(3).collect();
+    assert_eq!(c.recent_ids(2003).collect::<Vec<_>>(), ids[3..]);
     let (mut tail_a, mut tail_b) = (Vec::new(), Vec::new());
     for e in &events[4000..] {
         let pa = push(&mut a, e, &mut tail_a);

@@ -34,5 +34,9 @@ fn checkpoint(data: &[u8]) {
         next += 1;
         (next <= 64).then_some(next - 1)
     };
-    let _ = Rollup::restore(RollupConfig::default(), header, [(0, chunk)], &mut index_of);
+    let cfg = RollupConfig {
+        recent_ids: 16,
+        ..RollupConfig::default()
+    };
+    let _ = Rollup::restore(cfg, header, [(0, chunk)], &mut index_of);
 }

@@ -34,21 +34,47 @@ impl Dedup {
 
     /// True if `id` was seen in `node`'s window; otherwise remembers it and returns false.
     pub fn seen(&mut self, node: u32, id: &str) -> bool {
-        if self.window == 0 {
-            return false;
-        }
-        let h = Self::hash(id);
-        let base = node as usize * self.window;
-        let Some(win) = self.hashes.get_mut(base..base + self.window) else {
+        self.seen_hash(node, Self::hash(id))
+    }
+
+    /// [`Dedup::seen`] of an id's [`Dedup::hash`].
+    pub fn seen_hash(&mut self, node: u32, h: u64) -> bool {
+        let Some(win) = self.window_of(node) else {
             return false;
         };
         if win.contains(&h) {
             return true;
         }
-        let c = &mut self.cursor[node as usize];
-        win[*c as usize] = h;
-        *c = ((*c as usize + 1) % self.window) as u16;
+        self.remember(node, h);
         false
+    }
+
+    /// Puts `hashes` (oldest first) into `node`'s window without checking them: the
+    /// window as a checkpoint kept it, before the journal's tail is replayed.
+    pub fn restore(&mut self, node: u32, hashes: impl Iterator<Item = u64>) {
+        for h in hashes {
+            self.remember(node, h);
+        }
+    }
+
+    fn window_of(&mut self, node: u32) -> Option<&mut [u64]> {
+        let base = node as usize * self.window;
+        if self.window == 0 {
+            return None;
+        }
+        self.hashes.get_mut(base..base + self.window)
+    }
+
+    fn remember(&mut self, node: u32, h: u64) {
+        let window = self.window;
+        let Some(c) = self.cursor.get(node as usize).copied() else {
+            return;
+        };
+        let Some(win) = self.window_of(node) else {
+            return;
+        };
+        win[c as usize] = h;
+        self.cursor[node as usize] = ((c as usize + 1) % window) as u16;
     }
 }
 
@@ -67,6 +93,17 @@ mod tests {
         assert!(!d.seen(0, "d")); // evicts "a"
         assert!(!d.seen(0, "a"));
         assert!(d.seen(0, "d"));
+    }
+
+    #[test]
+    fn a_restored_window_is_the_window_it_was() {
+        let mut d = Dedup::new(2, 3);
+        d.restore(1, ["a", "b", "c", "d"].iter().map(|s| Dedup::hash(s)));
+        assert!(!d.seen(1, "a"), "the oldest left a window of three");
+        assert!(d.seen(1, "c") && d.seen(1, "d"));
+        assert!(!d.seen(1, "e")); // evicts "b"
+        assert!(!d.seen(1, "b"));
+        assert!(!d.seen(0, "c"), "windows are per node");
     }
 
     #[test]

@@ -234,6 +234,7 @@ impl JournalSide {
         partition: u32,
         node: u32,
         status: u64,
+        id_hash: u64,
         keys: &[u64],
         head: &EventHead<'_>,
         metrics: impl Iterator<Item = (&'m str, f64)>,
@@ -242,15 +243,13 @@ impl JournalSide {
         let Ok(n) = rim_journal::event::encode(head, metrics, &mut self.scratch[at..]) else {
             return false;
         };
-        let at = entry::put_event_head(
-            &mut self.scratch,
-            partition as u16,
-            head.received_ms,
+        let extras = entry::Extras {
             node,
             status,
+            id_hash,
             keys,
-            n,
-        );
+        };
+        let at = entry::put_event_head(&mut self.scratch, partition as u16, head.received_ms, &extras, n);
         self.pushed = true;
         entry::push(&mut self.out.ring, &self.scratch[..at + n])
     }
@@ -466,13 +465,20 @@ impl Ingest {
     }
 
     /// Feeds one journaled event back through routing at start (recovery): node index,
-    /// dedup window, and the reflex shard's state; nothing is journaled again and nothing
-    /// is decided. False when the reflex ring lacks room (drain it and retry).
-    pub fn replay(&mut self, rec: &EventRecord<'_>) -> ReplayOutcome {
+    /// dedup window (unless `held` says the node's restored window already has it), and
+    /// the reflex shard's state; nothing is journaled again and nothing is decided.
+    /// `Full` when the reflex ring lacks room (drain it and retry).
+    pub fn replay(&mut self, rec: &EventRecord<'_>, held: &dyn Fn(u32) -> bool) -> ReplayOutcome {
         if self.router.room_events() == 0 {
             return ReplayOutcome::Full;
         }
-        self.router.route_replay(rec)
+        self.router.route_replay(rec, held)
+    }
+
+    /// Puts a node's dedup window back as a checkpoint kept it (hashes oldest first),
+    /// before the journal's tail is replayed.
+    pub fn restore_dedup(&mut self, node: u32, hashes: impl Iterator<Item = u64>) {
+        self.router.dedup.restore(node, hashes);
     }
 
     /// The index of node `id`, giving it one if it has none (recovery places checkpointed
@@ -637,12 +643,12 @@ impl Router {
     /// Dedup, then the node's definition to its shard if it is new there. Returns the
     /// shard, or why the event stops here (counted): a refusal, or `None` when it was
     /// lost inside the daemon (counted as lost; cannot happen while room is checked).
-    fn admit(&mut self, node: u32, event_id: Option<&str>) -> Result<usize, Option<Refusal>> {
-        if let Some(id) = event_id {
-            if self.dedup.seen(node, id) {
-                self.counters[C_DUPLICATES] += 1;
-                return Err(Some(Refusal::Duplicate));
-            }
+    /// `id_hash` is the event id's [`Dedup::hash`] (0: no id); `check` false puts nothing
+    /// in the window (a replayed event its restored window already holds).
+    fn admit(&mut self, node: u32, id_hash: u64, check: bool) -> Result<usize, Option<Refusal>> {
+        if id_hash != 0 && check && self.dedup.seen_hash(node, id_hash) {
+            self.counters[C_DUPLICATES] += 1;
+            return Err(Some(Refusal::Duplicate));
         }
         let shard = self.part_shard[self.nodes.partition(node) as usize % self.part_shard.len()] as usize;
         let Some(out) = self.outs.get_mut(shard) else {
@@ -676,12 +682,13 @@ impl Router {
         }
     }
 
-    fn route_replay(&mut self, rec: &EventRecord<'_>) -> ReplayOutcome {
+    fn route_replay(&mut self, rec: &EventRecord<'_>, held: &dyn Fn(u32) -> bool) -> ReplayOutcome {
         let Some((node, _)) = self.nodes.intern(rec.rim_node_id) else {
             self.counters[C_NODES_REFUSED] += 1;
             return ReplayOutcome::Refused;
         };
-        let Ok(shard) = self.admit(node, rec.event_id) else {
+        let id_hash = rec.event_id.map_or(0, Dedup::hash);
+        let Ok(shard) = self.admit(node, id_hash, !held(node)) else {
             return ReplayOutcome::Refused;
         };
         self.seq += 1;
@@ -735,7 +742,8 @@ impl Router {
                 return Verdict::Refused(Refusal::NodeTableFull);
             }
         };
-        let shard = match self.admit(node, ev.event_id()) {
+        let id_hash = ev.event_id().map_or(0, Dedup::hash);
+        let shard = match self.admit(node, id_hash, true) {
             Ok(shard) => shard,
             Err(Some(refusal)) => return Verdict::Refused(refusal),
             Err(None) => return Verdict::Taken,
@@ -763,7 +771,7 @@ impl Router {
                 source_topic: ev.source_topic(),
             };
             let partition = self.nodes.partition(node);
-            if !j.append(partition, node, status, &keys[..n_keys], &head, ev.metrics()) {
+            if !j.append(partition, node, status, id_hash, &keys[..n_keys], &head, ev.metrics()) {
                 self.counters[C_LOST] += 1;
                 return Verdict::Taken;
             }

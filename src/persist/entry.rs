@@ -13,9 +13,12 @@
 //! An event's body carries, before the journal record, what the roll-up needs that ingest
 //! already computed, so the cold core neither hashes names nor looks nodes up per event:
 //! ```text
-//!  0  node index u32   4  reserved u32   8  status key u64   16  metric name hashes u64 × n
-//!  16 + 8n  the journal record (`rim_journal::event` encoding)
+//!  0  node index u32   4  reserved u32   8  status key u64   16  event-id hash u64 (0: none)
+//! 24  metric name hashes u64 × n   24 + 8n  the journal record (`rim_journal::event` encoding)
 //! ```
+//! The event-id hash is the one ingest's dedup window keeps: the roll-up keeps each node's
+//! recent ones in its checkpoint, so the windows survive a restart.
+//!
 //! The rings are written and read by this process only; a malformed entry is a bug, and
 //! the journal thread stops the process rather than guess (see [`EntryError`]).
 
@@ -33,7 +36,7 @@ pub const KIND_PREDICTION: u8 = 4;
 /// Largest body accepted from a ring (a bound, not a format limit).
 pub const BODY_BYTES_MAX: usize = 64 << 10;
 /// Bytes of an event's extras before its metric keys.
-pub const EXTRAS_BYTES: usize = 16;
+pub const EXTRAS_BYTES: usize = 24;
 /// Metric keys an event entry carries at most.
 pub const KEYS_MAX: usize = 64;
 
@@ -85,6 +88,8 @@ pub struct EventBody<'a> {
     pub node: u32,
     /// The status text's key.
     pub status: u64,
+    /// The event id's dedup hash (0: the event has no id).
+    pub id_hash: u64,
     /// The metrics' name hashes (`rim_rules::name_hash`, at least 1), little-endian words,
     /// in the record's metric order.
     keys: &'a [u8],
@@ -119,23 +124,35 @@ pub fn event_body<'a>(head: &Head, body: &'a [u8]) -> Option<EventBody<'a>> {
     Some(EventBody {
         node: word(0..4)? as u32,
         status: word(8..16)?,
+        id_hash: word(16..24)?,
         keys: body.get(EXTRAS_BYTES..keys_end)?,
         record: body.get(keys_end..)?,
     })
 }
 
+/// What ingest computed for the roll-up, carried before an event's journal record.
+#[derive(Debug, Clone, Copy)]
+pub struct Extras<'k> {
+    /// Ingest's dense node index.
+    pub node: u32,
+    /// The status text's key.
+    pub status: u64,
+    /// The event id's dedup hash (0: no id).
+    pub id_hash: u64,
+    /// The metrics' name hashes, in the record's metric order.
+    pub keys: &'k [u64],
+}
+
 /// Writes an event entry's head and extras into `out` (at least
 /// `HEAD_BYTES + EXTRAS_BYTES + 8 × keys.len()` bytes) for a record of `record_len` bytes
 /// that the caller places right after; returns where the record goes.
-pub fn put_event_head(
-    out: &mut [u8],
-    partition: u16,
-    received_ms: u64,
-    node: u32,
-    status: u64,
-    keys: &[u64],
-    record_len: usize,
-) -> usize {
+pub fn put_event_head(out: &mut [u8], partition: u16, received_ms: u64, x: &Extras<'_>, record_len: usize) -> usize {
+    let Extras {
+        node,
+        status,
+        id_hash,
+        keys,
+    } = *x;
     let keys = &keys[..keys.len().min(KEYS_MAX)];
     let extras = EXTRAS_BYTES + keys.len() * 8;
     Head {
@@ -150,8 +167,10 @@ pub fn put_event_head(
     b[0..4].copy_from_slice(&node.to_le_bytes());
     b[4..8].fill(0);
     b[8..16].copy_from_slice(&status.to_le_bytes());
+    b[16..24].copy_from_slice(&id_hash.to_le_bytes());
     for (i, k) in keys.iter().enumerate() {
-        b[16 + i * 8..24 + i * 8].copy_from_slice(&k.to_le_bytes());
+        let at = EXTRAS_BYTES + i * 8;
+        b[at..at + 8].copy_from_slice(&k.to_le_bytes());
     }
     HEAD_BYTES + extras
 }
@@ -288,7 +307,13 @@ mod tests {
     #[test]
     fn an_event_entry_carries_its_extras() {
         let mut out = vec![0u8; 256];
-        let at = put_event_head(&mut out, 7, 99, 41, 0xABCD, &[11, 22, 33], 5);
+        let x = Extras {
+            node: 41,
+            status: 0xABCD,
+            id_hash: 0x1D,
+            keys: &[11, 22, 33],
+        };
+        let at = put_event_head(&mut out, 7, 99, &x, 5);
         out[at..at + 5].copy_from_slice(b"hello");
         let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(1024);
         assert!(push(&mut tx, &out[..at + 5]));
@@ -300,13 +325,14 @@ mod tests {
                 h.aux,
                 e.node,
                 e.status,
+                e.id_hash,
                 e.key(2),
                 e.key(3),
                 e.record.to_vec(),
             )
         })
         .expect("valid");
-        assert_eq!(got, Some((7, 99, 41, 0xABCD, Some(33), None, b"hello".to_vec())));
+        assert_eq!(got, Some((7, 99, 41, 0xABCD, 0x1D, Some(33), None, b"hello".to_vec())));
     }
 
     #[test]

@@ -351,6 +351,7 @@ fn rollup_config(config: &Config) -> RollupConfig {
         resolutions: config.persist.resolutions.clone(),
         grace_ms: config.persist.grace_ms,
         nodes_max: config.reflex.nodes_max,
+        recent_ids: config.ingest.dedup_window,
     }
 }
 
@@ -391,6 +392,7 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
     let started = Instant::now();
     let mut done = Recovered::default();
     restore_rollup(o, ingest);
+    restore_dedup(o, ingest);
     let mut batch = Batch::default();
     o.rollup.set_expect_capacity(RECOVERY_EXPECT_CAPACITY);
     let (heads, clean) = read_log_tail(o, ingest, &mut batch, &mut done)?;
@@ -442,6 +444,15 @@ fn restore_rollup(o: &mut Opened, ingest: &mut Ingest) {
             o.committed_to = o.replay_from;
             o.log_from = o.journal.start(STREAM_DECISIONS);
         }
+    }
+}
+
+/// Ingest's dedup windows as the restored roll-up's checkpoint kept them: an event its
+/// producer never saw acknowledged is a duplicate when resent however many checkpoints
+/// later, as long as its node's window holds it. The tail replayed next adds the rest.
+fn restore_dedup(o: &Opened, ingest: &mut Ingest) {
+    for n in 0..o.rollup.node_span() {
+        ingest.restore_dedup(n, o.rollup.recent_ids(n));
     }
 }
 
@@ -564,7 +575,8 @@ fn replay_events(
             message: e.to_string(),
         })?;
         let node = loop {
-            match ingest.replay(&rec) {
+            let rollup = &o.rollup;
+            match ingest.replay(&rec, &|n| rollup.holds_event(n, pos)) {
                 ReplayOutcome::Full => reflexes.iter_mut().for_each(|r| {
                     r.poll(usize::MAX);
                 }),
@@ -580,6 +592,8 @@ fn replay_events(
                 *k = rim_rules::name_hash(name).max(1);
             }
             let status = rim_rules::name_hash(rec.status).max(1);
+            o.rollup
+                .note_id(n, rec.event_id.map_or(0, crate::ingest::dedup::Dedup::hash));
             thread::roll(
                 &mut o.rollup,
                 n,

@@ -669,6 +669,7 @@ impl JournalThread {
         };
         self.tally.events += 1;
         self.tally.event_bytes += ev.record.len() as u64;
+        self.rollup.note_id(ev.node, ev.id_hash);
         if !roll(
             &mut self.rollup,
             ev.node,

@@ -8,6 +8,7 @@
 //!          | window × resolutions | u32 o, (u64 key, acc × resolutions) × o
 //!          | u32 a, (u64 key, u64 count, f64 abs, f64 rel, u64 hits, u64 directional) × a
 //!          | (u8 p, (i64 window, u32 s, (u64 key, f64 value, f64 base) × s) × p) × resolutions
+//!          | u32 d, u64 event-id hash × d (oldest first; version 4 on)
 //! window = u8 open | i64 closed until | (if open) i64 start, u64 first pos, u64 last arrival,
 //!          u64 count, i64 first ts, i64 last ts, u8 flags, f64 × 4 ohlc, f64 volume,
 //!          f64 stress max, f64 stress last, u64 status, acc × m
@@ -15,12 +16,15 @@
 //! str    = u16 length, UTF-8 bytes
 //! ```
 //! Little-endian. Every number read back is checked (finite floats, counts within bounds);
-//! anything else is a [`CheckpointError`], never a panic.
+//! anything else is a [`CheckpointError`], never a panic. Version 3 (no event-id hashes)
+//! is still read: its nodes come back with none.
 
 use super::{Acc, AccuracyAgg, Expected, Rollup, RollupConfig, Row, Win, CHUNK_NODES, F_PRICE, F_STRESS, F_VOLUME};
-use super::{INLINE_METRICS, PREDICTED_SERIES_MAX, PREDICTIONS_PER_SLOT, RESOLUTIONS_MAX};
+use super::{INLINE_METRICS, PREDICTED_SERIES_MAX, PREDICTIONS_PER_SLOT, RECENT_IDS_MAX, RESOLUTIONS_MAX};
 
-const CHECKPOINT_VERSION: u32 = 3;
+const CHECKPOINT_VERSION: u32 = 4;
+/// The oldest version still read (before event-id hashes).
+const CHECKPOINT_VERSION_MIN: u32 = 3;
 
 /// One step's checkpoint: the header and the chunks encoded (merged with later steps'
 /// when they travel together; the newest bytes of a chunk win).
@@ -232,7 +236,33 @@ impl Rollup {
                 }
             }
         }
+        let ids = b.len();
+        put_u32(b, 0);
+        let mut d = 0u32;
+        for h in self.recent_ids(node) {
+            put_u64(b, h);
+            d += 1;
+        }
+        b[ids..ids + 4].copy_from_slice(&d.to_le_bytes());
         true
+    }
+
+    /// A node's event-id hashes from its entry (oldest first): the newest that fit.
+    fn restore_ids(&mut self, node: u32, ids: &[u64]) {
+        let w = self.cfg.recent_ids;
+        let n = node as usize;
+        if w == 0 || n >= self.recent_next.len() {
+            return;
+        }
+        let Some(ring) = self.recent.get_mut(n * w..(n + 1) * w) else {
+            return;
+        };
+        ring.fill(0);
+        let kept = &ids[ids.len().saturating_sub(w)..];
+        for (slot, &h) in ring.iter_mut().zip(kept) {
+            *slot = h;
+        }
+        self.recent_next[n] = (kept.len() % w.max(1)) as u16;
     }
 
     /// Rebuilds a roll-up from a checkpoint's header and all of its chunks (chunk number,
@@ -253,12 +283,12 @@ impl Rollup {
         for (number, chunk) in chunks {
             let mut rd = Rd::new(chunk);
             let version = rd.u32()?;
-            if version != CHECKPOINT_VERSION {
+            if !(CHECKPOINT_VERSION_MIN..=CHECKPOINT_VERSION).contains(&version) {
                 return Err(CheckpointError::Version(version));
             }
             let count = rd.len(CHUNK_NODES.max(1 << 20))?;
             for _ in 0..count {
-                let node = r.decode_node(&mut rd, index_of)?;
+                let node = r.decode_node(&mut rd, version, index_of)?;
                 moved |= node as usize / CHUNK_NODES != number as usize;
             }
             rd.end()?;
@@ -274,7 +304,7 @@ impl Rollup {
     fn decode_header(&mut self, header: &[u8]) -> Result<(), CheckpointError> {
         let mut rd = Rd::new(header);
         let version = rd.u32()?;
-        if version != CHECKPOINT_VERSION {
+        if !(CHECKPOINT_VERSION_MIN..=CHECKPOINT_VERSION).contains(&version) {
             return Err(CheckpointError::Version(version));
         }
         let n = rd.len(RESOLUTIONS_MAX)?;
@@ -304,6 +334,7 @@ impl Rollup {
     fn decode_node(
         &mut self,
         rd: &mut Rd<'_>,
+        version: u32,
         index_of: &mut dyn FnMut(&str) -> Option<u32>,
     ) -> Result<u32, CheckpointError> {
         let name = rd.str()?;
@@ -373,6 +404,12 @@ impl Rollup {
             }
             expected.push(list);
         }
+        let ids = if version >= 4 {
+            let d = rd.len(RECENT_IDS_MAX)?;
+            (0..d).map(|_| rd.u64()).collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         let n = node as usize;
         // A node in two chunks: the entry complete to the later position wins.
         if self.rows[n].seen && self.rows[n].applied_to >= applied_to {
@@ -400,6 +437,7 @@ impl Rollup {
                 self.expected.insert((node, r as u8), list);
             }
         }
+        self.restore_ids(node, &ids);
         Ok(node)
     }
 }
