@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
@@ -121,16 +121,62 @@ fn run_thread(
                 return;
             }
         };
-        let app = Rc::new(App::new(Context::new(parts), tokens, stop.clone()));
+        let queues = Queues::create();
+        let app = Rc::new(App::new(Context::new(parts), tokens, stop.clone(), queues));
         if let Ok(addr) = listener.local_addr() {
             let _ = started.send(Ok(addr));
         }
-        glommio::spawn_local(super::ws::poll_decisions(app.clone())).detach();
-        accept_loop(&listener, &app, &stop).await;
-        drop(listener);
-        drain(&app).await;
+        let served = app.clone();
+        let serving = glommio::spawn_local_into(
+            async move {
+                spawn_stream(&served, super::ws::poll_decisions(served.clone()));
+                accept_loop(&listener, &served, &stop).await;
+                drop(listener);
+                drain(&served).await;
+            },
+            queues.requests,
+        );
+        match serving {
+            Ok(task) => task.await,
+            Err(e) => warn!(error = %e, "cannot start the HTTP API's task queue"),
+        }
         info!("HTTP API stopped");
     });
+}
+
+/// The thread's two task queues. Requests (accepting, every connection, every answer)
+/// are latency-sensitive: when one is ready the executor preempts the streams queue
+/// within [`REQUEST_LATENCY`]. Streams (the WebSocket poller and every subscriber's task)
+/// have a tenth of the shares: 10,000 subscribers that never read keep the streams
+/// busy, yet a health check or a query still gets its turn at once instead of queueing
+/// behind 10,000 tasks at every step of its request.
+#[derive(Clone, Copy)]
+pub struct Queues {
+    /// Accepting, connections, answers.
+    pub requests: TaskQueueHandle,
+    /// The WebSocket poller and subscribers.
+    pub streams: TaskQueueHandle,
+}
+
+/// How soon a ready request preempts the streams queue.
+const REQUEST_LATENCY: Duration = Duration::from_millis(2);
+
+impl Queues {
+    fn create() -> Self {
+        let ex = glommio::executor();
+        Self {
+            requests: ex.create_task_queue(Shares::Static(1000), Latency::Matters(REQUEST_LATENCY), "requests"),
+            streams: ex.create_task_queue(Shares::Static(100), Latency::NotImportant, "streams"),
+        }
+    }
+}
+
+/// Runs `f` on the streams queue (detached).
+pub fn spawn_stream(app: &App, f: impl std::future::Future<Output = ()> + 'static) {
+    match glommio::spawn_local_into(f, app.queues.streams) {
+        Ok(task) => drop(task.detach()),
+        Err(e) => warn!(error = %e, "cannot spawn on the streams queue"),
+    };
 }
 
 /// Binds `listen` and records the bound address (port 0 picks one) in `addr_file`.
@@ -186,7 +232,10 @@ async fn accept_loop(listener: &TcpListener, app: &Rc<App>, stop: &AtomicBool) {
                     .peer_addr()
                     .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
                 let _ = stream.set_nodelay(true);
-                glommio::spawn_local(serve_connection(app.clone(), stream, peer)).detach();
+                match glommio::spawn_local_into(serve_connection(app.clone(), stream, peer), app.queues.requests) {
+                    Ok(task) => drop(task.detach()),
+                    Err(e) => warn!(error = %e, "cannot spawn a connection task"),
+                };
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on the error.
@@ -278,6 +327,8 @@ pub struct App {
     pub resident: RefCell<super::resident::Resident>,
     /// The daemon's stop flag.
     pub stop: Arc<AtomicBool>,
+    /// The thread's task queues.
+    pub queues: Queues,
 }
 
 /// Tells the connection's watch that its request ended, however it ends.
@@ -319,7 +370,7 @@ struct Trace {
 }
 
 impl App {
-    fn new(ctx: Context, tokens: Option<Tokens>, stop: Arc<AtomicBool>) -> Self {
+    fn new(ctx: Context, tokens: Option<Tokens>, stop: Arc<AtomicBool>, queues: Queues) -> Self {
         let cfg = ctx.config().api.clone();
         Self {
             limiter: RefCell::new(RateLimiter::new(
@@ -340,6 +391,7 @@ impl App {
             ctx,
             tokens,
             stop,
+            queues,
         }
     }
 
