@@ -556,7 +556,9 @@ fn chain_heads(o: &Opened, heads: ChainHeads, clean: bool, shards: usize) -> Res
 }
 
 /// The events from `replay_from`: into ingest and reflex, and from `committed_to` on
-/// also into the roll-up.
+/// also into the roll-up. Two threads share the work, one core each (the shards do not
+/// run yet): this one feeds ingest and the reflex shards and passes each event's node
+/// index (from `committed_to` on) to a roll-up thread that reads the same journal.
 fn replay_events(
     o: &mut Opened,
     ingest: &mut Ingest,
@@ -565,9 +567,53 @@ fn replay_events(
     done: &mut Recovered,
 ) -> Result<(), PersistError> {
     let dir = o.config.persist.journal_dir();
-    let mut reader = Reader::open(&dir, STREAM_EVENTS, o.replay_from, Fs::new())?;
-    let mut closed = Vec::new();
-    let mut keys = [0u64; entry::KEYS_MAX];
+    let (replay_from, committed_to) = (o.replay_from, o.committed_to);
+    let held = o.rollup.held_events();
+    let (tx, rx) = rtrb::RingBuffer::new(REPLAY_NODES_QUEUE);
+    let mut roller = Roller {
+        rollup: &mut o.rollup,
+        runs: &mut o.runs,
+        store: &o.store,
+        stats: &o.stats,
+        batch_max: o.config.persist.store_batch_max,
+        batch,
+        capsules: 0,
+    };
+    let (fed, rolled) = std::thread::scope(|s| {
+        let rolling = std::thread::Builder::new()
+            .name("rimd-recover".into())
+            .spawn_scoped(s, || roller.roll_tail(&dir, committed_to, rx));
+        let fed = feed_tail(ingest, reflexes, &dir, (replay_from, committed_to), &held, tx, done);
+        let rolled = match rolling {
+            Ok(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(PersistError::Log("the roll-up replay panicked".into()))),
+            Err(e) => Err(PersistError::Log(format!("cannot start the roll-up replay: {e}"))),
+        };
+        (fed, rolled)
+    });
+    done.capsules += roller.capsules;
+    fed.and(rolled)
+}
+
+/// Node indices queued from the feeding thread to the roll-up thread at most.
+const REPLAY_NODES_QUEUE: usize = 1 << 16;
+/// What the feeding thread passes for an event ingest refused (not rolled up).
+const NOT_PLACED: u32 = u32::MAX;
+
+/// Ingest and the reflex shards' side of [`replay_events`]: every event from `from.0`,
+/// the node index of each from `from.1` on to `tx`.
+fn feed_tail(
+    ingest: &mut Ingest,
+    reflexes: &mut [&mut Reflex],
+    dir: &std::path::Path,
+    (replay_from, committed_to): (u64, u64),
+    held: &[u64],
+    mut tx: rtrb::Producer<u32>,
+    done: &mut Recovered,
+) -> Result<(), PersistError> {
+    let mut reader = Reader::open(dir, STREAM_EVENTS, replay_from, Fs::new())?;
+    let holds = |n: u32, pos: u64| held.get(n as usize).is_some_and(|&to| pos < to);
     while let Some((pos, bytes)) = reader.next()? {
         let rec = rim_journal::event::decode(bytes).map_err(|e| PersistError::Record {
             stream: STREAM_EVENTS,
@@ -575,45 +621,100 @@ fn replay_events(
             message: e.to_string(),
         })?;
         let node = loop {
-            let rollup = &o.rollup;
-            match ingest.replay(&rec, &|n| rollup.holds_event(n, pos)) {
+            match ingest.replay(&rec, &|n| holds(n, pos)) {
                 ReplayOutcome::Full => reflexes.iter_mut().for_each(|r| {
                     r.poll(usize::MAX);
                 }),
-                ReplayOutcome::Applied(n) => break Some(n),
-                ReplayOutcome::Refused => break None,
+                ReplayOutcome::Applied(n) => break n,
+                ReplayOutcome::Refused => break NOT_PLACED,
             }
         };
         done.events += 1;
-        // Before the watermark, or before its node's stored entry was complete, the roll-up
-        // already has the event.
-        if let Some(n) = node.filter(|&n| pos >= o.committed_to && !o.rollup.holds_event(n, pos)) {
-            for (k, (name, _)) in keys.iter_mut().zip(rec.metrics()) {
-                *k = rim_rules::name_hash(name).max(1);
+        if pos >= committed_to {
+            while tx.push(node).is_err() {
+                if tx.is_abandoned() {
+                    // The roll-up side stopped; its error is the one reported.
+                    return Ok(());
+                }
+                std::thread::yield_now();
             }
-            let status = rim_rules::name_hash(rec.status).max(1);
-            o.rollup
-                .note_id(n, rec.event_id.map_or(0, crate::ingest::dedup::Dedup::hash));
-            thread::roll(
-                &mut o.rollup,
-                n,
-                status,
-                |i| keys.get(i).copied(),
-                pos,
-                bytes,
-                &mut closed,
-            );
-            let names = o.rollup.names();
-            batch
-                .capsules
-                .extend(closed.drain(..).filter_map(|c| names.capsule(&c)));
-            flush_if_full(o, batch, done);
         }
     }
     for r in reflexes.iter_mut() {
         r.poll(usize::MAX);
     }
     Ok(())
+}
+
+/// The roll-up's side of [`replay_events`], on a thread of its own.
+struct Roller<'a> {
+    rollup: &'a mut Rollup,
+    runs: &'a mut RunBuilder,
+    store: &'a Store,
+    stats: &'a PersistStats,
+    batch_max: usize,
+    batch: &'a mut Batch,
+    /// Capsules committed on the way.
+    capsules: u64,
+}
+
+impl Roller<'_> {
+    /// Every event from `committed_to` that ingest placed (its node index from `rx`, in
+    /// journal order) and the restored state does not hold yet, into the roll-up.
+    fn roll_tail(
+        &mut self,
+        dir: &std::path::Path,
+        committed_to: u64,
+        mut rx: rtrb::Consumer<u32>,
+    ) -> Result<(), PersistError> {
+        let mut reader = Reader::open(dir, STREAM_EVENTS, committed_to, Fs::new())?;
+        let mut closed = Vec::new();
+        let mut keys = [0u64; entry::KEYS_MAX];
+        while let Some((pos, bytes)) = reader.next()? {
+            let node = loop {
+                match rx.pop() {
+                    Ok(n) => break n,
+                    // The feeding side ended early (its error is the one reported).
+                    Err(_) if rx.is_abandoned() && rx.is_empty() => return Ok(()),
+                    Err(_) => std::thread::yield_now(),
+                }
+            };
+            // Before its node's stored entry was complete, the roll-up already has it.
+            if node == NOT_PLACED || self.rollup.holds_event(node, pos) {
+                continue;
+            }
+            let rec = rim_journal::event::decode(bytes).map_err(|e| PersistError::Record {
+                stream: STREAM_EVENTS,
+                pos,
+                message: e.to_string(),
+            })?;
+            for (k, (name, _)) in keys.iter_mut().zip(rec.metrics()) {
+                *k = rim_rules::name_hash(name).max(1);
+            }
+            let status = rim_rules::name_hash(rec.status).max(1);
+            self.rollup
+                .note_id(node, rec.event_id.map_or(0, crate::ingest::dedup::Dedup::hash));
+            thread::roll(
+                self.rollup,
+                node,
+                status,
+                |i| keys.get(i).copied(),
+                pos,
+                bytes,
+                &mut closed,
+            );
+            let names = self.rollup.names();
+            self.batch
+                .capsules
+                .extend(closed.drain(..).filter_map(|c| names.capsule(&c)));
+            if self.batch.capsules.len() >= self.batch_max {
+                self.capsules += self.batch.capsules.len() as u64;
+                self.batch.decision_runs.extend(self.runs.take_changed());
+                writer::commit(self.store, self.batch, self.stats);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Commits what recovery rebuilt so far once it is a batch's worth.

@@ -155,6 +155,13 @@ impl Rollup {
         self.rows.get(node as usize).is_some_and(|r| pos < r.applied_to)
     }
 
+    /// Per node index, the event position its restored state holds everything before
+    /// (what [`Rollup::holds_event`] compares with; 0 for a node not restored): a copy for
+    /// another thread replaying alongside.
+    pub fn held_events(&self) -> Vec<u64> {
+        self.rows.iter().map(|r| r.applied_to).collect()
+    }
+
     /// Whether the restored state of `node` already holds the decision-log record at `pos`.
     pub fn holds_log(&self, node: u32, pos: u64) -> bool {
         self.rows.get(node as usize).is_some_and(|r| pos < r.applied_log)
