@@ -244,7 +244,9 @@ impl Aggregator {
 
 /// A producer or intake ring with the daemon's own figures. Only `refused_full` (a
 /// refusal the producer meets before anything reaches the daemon) and the write position
-/// behind `depth` come from the producer's header; the depth is clamped to the capacity.
+/// behind `depth` come from the producer's header; the depth is clamped to the capacity,
+/// and `refused_full` never falls and rises no faster than publishes can be tried
+/// ([`crate::ingest::figures::RingFigures::full_claim`]).
 fn producer_ring(e: &RingEntry) -> RingSnapshot {
     let own = e.figures.load();
     let header = rim_ring::spsc::stats_of(&e.segment);
@@ -270,7 +272,9 @@ fn producer_ring(e: &RingEntry) -> RingSnapshot {
         capacity: e.capacity as u64,
         delivered: own.delivered,
         rejected: v.rejected(),
-        refused_full: header.refused_full,
+        refused_full: e
+            .figures
+            .full_claim(header.refused_full, rim_ring::clock::monotonic_ns()),
         invalid: v.invalid,
         refused,
     }

@@ -144,3 +144,111 @@ fn a_c_subscriber_reads_the_daemons_decisions_through_the_shared_library() {
         "a lapped reader keeps all but the slot being written: {last}"
     );
 }
+
+/// The C ABI's chain check (`RIM_SUB_VERIFY`) against records no daemon would write: this
+/// test serves the attach itself and publishes, on a real broadcast ring, decisions
+/// encoded by the daemon's own encoder, one of them altered after it was hashed, one left
+/// out, and bytes that are no decision. `rim_subscriber_poll` reports each break as
+/// `RIM_ERR_CHAIN` (the decision still filled in) and the garbage as `RIM_ERR_CORRUPT`, and
+/// goes on. (The daemon's own rings only ever carry whole chains, so the test above cannot
+/// show that a break is seen.)
+#[test]
+fn the_c_abi_reports_a_broken_chain_and_a_record_that_is_no_decision() {
+    use rim_ring::ffi_subscriber::{
+        rim_decision, rim_subscriber, rim_subscriber_attach, rim_subscriber_close, rim_subscriber_poll, RIM_ERR_CHAIN,
+        RIM_ERR_CORRUPT, RIM_ERR_EMPTY, RIM_SUB_VERIFY,
+    };
+    use rim_ring::{attach, broadcast, Segment};
+    use rimd::reflex::decision::{Chain, Draft, RECORD_BYTES_MAX};
+    use std::sync::Arc;
+
+    let dir = TempDir::new("c-sub-chain");
+    let sock = dir.path().join("rimd.sock");
+    let listener = attach::listen(&sock).expect("listen");
+    let bytes = broadcast::segment_bytes(SLOTS, 2048).expect("geometry");
+    let seg = Arc::new(Segment::create_memfd_for_readers("test-decisions", bytes).expect("segment"));
+    broadcast::init(&seg, SLOTS, 2048).expect("init");
+    let granting = {
+        let seg = seg.clone();
+        std::thread::spawn(move || {
+            let request = attach::accept(&listener).expect("the subscriber's request");
+            assert_eq!(request.name, "decisions");
+            request.grant_subscriber(&seg).expect("grant");
+        })
+    };
+    let path = std::ffi::CString::new(sock.to_string_lossy().as_bytes()).expect("path");
+    let mut s: *mut rim_subscriber = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated path and a valid place for the subscriber pointer.
+    let rc = unsafe { rim_subscriber_attach(path.as_ptr(), 0, RIM_SUB_VERIFY, &mut s) };
+    assert_eq!(rc, 0, "attach");
+    granting.join().expect("the granting thread");
+
+    // Ten decisions of one chain, as a reflex shard encodes them.
+    let mut chain = Chain::new(7);
+    let mut buf = vec![0u8; RECORD_BYTES_MAX];
+    let records: Vec<Vec<u8>> = (0..10u64)
+        .map(|i| {
+            let d = Draft {
+                shard: 0,
+                rule_id: "c-chain",
+                rule_version: 1,
+                rule_generation: 1,
+                severity: 3,
+                flags: 0,
+                node: 1,
+                node_id: "rim:sensor:c-sub:chain",
+                event_seq: i,
+                event_timestamp: 1_750_000_000_000 + i as i64,
+                publish_ns: 1,
+                decided_ns: 2,
+                latency_ns: 1,
+            };
+            let ev = [("metric.temp", 90.0 + i as f64)];
+            let n = chain.append(&d, ev.len(), ev.into_iter(), &mut buf);
+            buf[..n].to_vec()
+        })
+        .collect();
+    let mut writer = broadcast::Writer::open(seg.clone()).expect("writer");
+    // SAFETY: every field of rim_decision is an integer or an array of them: zero is valid.
+    let mut d: rim_decision = unsafe { std::mem::zeroed() };
+    let mut poll = |writer: &mut broadcast::Writer, bytes: &[u8]| {
+        writer.publish(bytes).expect("publish");
+        // SAFETY: `s` is the live subscriber attached above; `d` is a writable rim_decision.
+        let rc = unsafe { rim_subscriber_poll(s, &mut d) };
+        (rc, d.chain_seq)
+    };
+    let mut altered = records[2].clone();
+    // The evidence value's last byte, just before the 32-byte hash: the record still
+    // decodes, but its stored hash no longer matches it.
+    let at = altered.len() - 33;
+    altered[at] ^= 0x01;
+    let outcomes = [
+        poll(&mut writer, &records[0]),
+        poll(&mut writer, &records[1]),
+        poll(&mut writer, &altered),
+        poll(&mut writer, &records[3]), // links to the original of 2, not to what was read
+        poll(&mut writer, &records[4]),
+        poll(&mut writer, &records[6]), // 5 left out
+        poll(&mut writer, &records[7]),
+        poll(&mut writer, &[0xA5; 96]),
+        poll(&mut writer, &records[8]), // the check starts afresh after a skipped record
+    ];
+    assert_eq!(
+        outcomes,
+        [
+            (0, 1),
+            (0, 2),
+            (RIM_ERR_CHAIN, 3),
+            (RIM_ERR_CHAIN, 4),
+            (0, 5),
+            (RIM_ERR_CHAIN, 7),
+            (0, 8),
+            (RIM_ERR_CORRUPT, 8),
+            (0, 9),
+        ]
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { rim_subscriber_poll(s, &mut d) }, RIM_ERR_EMPTY);
+    // SAFETY: `s` came from rim_subscriber_attach and is not used after this.
+    unsafe { rim_subscriber_close(s) };
+}

@@ -1,6 +1,8 @@
 //! What a producer writes into its own ring header never becomes the daemon's figures:
 //! the stats (what `rimctl stats` and `/metrics` show) report what the daemon counted,
-//! and the depth stays within the ring whatever write position the producer claims.
+//! the depth stays within the ring whatever write position the producer claims, and its
+//! count of publishes refused as full (which only it can know) neither jumps to
+//! 18446744073709551615 nor runs backwards.
 
 mod common;
 
@@ -10,6 +12,7 @@ use common::{counter, event, Daemon, SOON, T0};
 
 /// Header offsets of the counters a lying producer overwrites (`docs/design.md`).
 const WRITER_POSITION: usize = 80;
+const REFUSED_FULL: usize = 88;
 const REFUSED_INVALID_BY_PRODUCER: usize = 104;
 const REJECTED: usize = 160;
 const DELIVERED: usize = 168;
@@ -18,6 +21,7 @@ const NODE_TABLE_FULL: usize = 184;
 
 #[test]
 fn a_producer_that_overwrites_its_header_counters_changes_only_its_own_view() {
+    let started = std::time::Instant::now();
     let mut d = Daemon::start(
         &[],
         Some("[[rule]]\nid = \"seen\"\nwhen = \"metric.v > 0\"\nseverity = \"info\"\n"),
@@ -42,6 +46,7 @@ fn a_producer_that_overwrites_its_header_counters_changes_only_its_own_view() {
     let (base, len) = common::map_own_memfd(&format!("rimd-{name}"));
     for off in [
         WRITER_POSITION,
+        REFUSED_FULL,
         REFUSED_INVALID_BY_PRODUCER,
         REJECTED,
         DELIVERED,
@@ -69,6 +74,24 @@ fn a_producer_that_overwrites_its_header_counters_changes_only_its_own_view() {
     );
     assert!(ring.refused.is_empty(), "{ring:?}");
     assert!(ring.depth <= ring.capacity, "depth clamped to the ring: {ring:?}");
+    // The producer's claim rises no faster than one publish attempt per 10 ns.
+    let bound = started.elapsed().as_nanos() as u64 / rimd::ingest::figures::FULL_CLAIM_NS_PER_ATTEMPT;
+    assert!(
+        ring.refused_full <= bound,
+        "full(producer) bounded by {bound}: {ring:?}"
+    );
+    // Written back to 0, it does not fall.
+    // SAFETY: as above.
+    let full = unsafe { &*(base.add(REFUSED_FULL) as *const AtomicU64) };
+    full.store(0, Ordering::Relaxed);
+    let before = ring.refused_full;
+    p.publish(&event("rim:sensor:liar:n1", T0 + 2_000, &[("v", 1.0)]));
+    assert!(p.wait_consumed(SOON));
+    let s = d.wait_for(SOON, "the next event counted", |s| {
+        common::ring(s, &name).is_some_and(|r| r.delivered == records + 2)
+    });
+    let after = common::ring(&s, &name).map_or(0, |r| r.refused_full);
+    assert!(after >= before, "full(producer) went from {before} back to {after}");
     // SAFETY: unmapping the mapping made above, no longer used.
     unsafe { libc::munmap(base.cast(), len) };
 }

@@ -49,7 +49,6 @@ fn invalid_utf8_closes_with_1007_and_protocol_errors_with_1002() {
 fn a_silent_client_is_pinged_then_dropped_and_an_answering_one_stays() {
     let (_d, addr) = daemon(&["api.ws_ping_interval_ms=300", "api.ws_pong_timeout_ms=400"]);
     let mut silent = WsClient::connect(&addr, PATH, &[]);
-    let mut answering = WsClient::connect(&addr, PATH, &[]);
     let started = Instant::now();
     // The silent one gets a ping and, not answering, is dropped.
     let (op, _) = silent.next_frame(Duration::from_secs(3)).expect("a ping");
@@ -61,7 +60,10 @@ fn a_silent_client_is_pinged_then_dropped_and_an_answering_one_stays() {
         started.elapsed()
     );
     // The answering one answers each ping for a while and is still served (ten ping
-    // intervals: on a loaded 2-core machine a debug daemon's timers run late).
+    // intervals: on a loaded 2-core machine a debug daemon's timers run late). It connects
+    // only now: connected beside the silent one, its first ping came while this thread was
+    // still waiting for the silent one's drop, and its answer raced its own deadline.
+    let mut answering = WsClient::connect(&addr, PATH, &[]);
     let until = Instant::now() + Duration::from_millis(3_000);
     let mut pings = 0;
     while Instant::now() < until {

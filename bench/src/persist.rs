@@ -364,7 +364,8 @@ fn run_disk_floor(opts: &RunOpts) -> Result<Row, BenchError> {
             Figure::int("sync_p99_ns", lat.value_at_quantile(0.99)),
             Figure::int("bytes_per_sync", chunk),
         ],
-    ))
+    )
+    .with_histogram("sync", &lat))
 }
 
 fn run_journal(opts: &RunOpts) -> Result<Row, BenchError> {
@@ -458,7 +459,8 @@ fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchEr
             ],
         ]
         .concat(),
-    ))
+    )
+    .with_histogram("durable_lag", &lat))
 }
 
 /// The four durable-lag figures every lag row reports: p50, p99, p99.9 and max.
@@ -542,7 +544,8 @@ fn bare_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchError> {
             lag_figures(&lag).as_slice(),
         ]
         .concat(),
-    ))
+    )
+    .with_histogram("durable_lag", &lag))
 }
 
 /// The bare journal row's commit loop: the persist thread's policy (a new flight beside the
@@ -667,7 +670,8 @@ fn journal_row_with(opts: &RunOpts, name: &str, offered_per_s: u64, extra: &[&st
             lag_figures(&lag).as_slice(),
         ]
         .concat(),
-    ))
+    )
+    .with_histogram("durable_lag", &lag))
 }
 
 /// Calls `publish(i)` for `total` events at `per_s`, in 1 ms batches, sleeping between

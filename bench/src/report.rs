@@ -101,10 +101,15 @@ impl Row {
     }
 
     /// The row with the histogram behind `summary`'s figures, labelled `label`.
-    pub fn with_latency(mut self, label: &'static str, summary: &LatencySummary) -> Self {
+    pub fn with_latency(self, label: &'static str, summary: &LatencySummary) -> Self {
+        self.with_histogram(label, &summary.histogram)
+    }
+
+    /// The row with `histogram` (ns) behind its percentile figures, labelled `label`.
+    pub fn with_histogram(mut self, label: &'static str, histogram: &Histogram<u64>) -> Self {
         self.latencies.push(Latency {
             label,
-            histogram: summary.histogram.clone(),
+            histogram: histogram.clone(),
         });
         self
     }

@@ -34,9 +34,31 @@ const LAG_ROWS: [&str; 7] = [
     "journal-bare-100k",
 ];
 
+/// Rows with latency percentiles, each of which `--plot` draws and logs.
+const PLOTTED: [&str; 8] = [
+    "disk-floor",
+    "journal",
+    "journal-100k",
+    "journal-100k-store-quiet",
+    "sync-floor",
+    "sync-floor-100k",
+    "journal-bare",
+    "journal-bare-100k",
+];
+
+/// A temporary directory for `--plot`, removed on drop.
+struct PlotDir(std::path::PathBuf);
+
+impl Drop for PlotDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn every_persist_row_measures() {
-    let report = common::smoke_report("persist");
+    let plots = PlotDir(std::env::temp_dir().join(format!("rim-bench-persist-plots-{}", std::process::id())));
+    let report = common::smoke_report_with("persist", &["--plot".as_ref(), plots.0.as_os_str()]);
     let rows = report["results"].as_array().expect("results is an array");
     let names: Vec<&str> = rows.iter().filter_map(|row| row["name"].as_str()).collect();
     let expected: Vec<&str> = ROWS.iter().map(|r| r.0).collect();
@@ -57,5 +79,14 @@ fn every_persist_row_measures() {
             assert!(value("durable_lag_p99_ns") <= value("durable_lag_p999_ns"), "{row}");
             assert!(value("durable_lag_p999_ns") <= value("durable_lag_max_ns"), "{row}");
         }
+    }
+    // `--plot`: a percentile plot and an HdrHistogram interval log per latency row.
+    for name in PLOTTED {
+        let svg = std::fs::read_to_string(plots.0.join(format!("persist-{name}.svg")))
+            .unwrap_or_else(|e| panic!("{name}: no plot ({e})"));
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{name}: {svg}");
+        let hlog = std::fs::read_to_string(plots.0.join(format!("persist-{name}.hlog")))
+            .unwrap_or_else(|e| panic!("{name}: no interval log ({e})"));
+        assert!(hlog.lines().any(|l| l.contains(",HISTF")), "{name}: {hlog}");
     }
 }

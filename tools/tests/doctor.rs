@@ -1,7 +1,8 @@
 //! Guards `rimctl doctor`'s contract for scripts on the real binary and this host: `--json`
 //! prints one object per check with the promised fields; the exit status is 0 exactly when
 //! no required check failed; a data directory nobody can write fails a required check
-//! (exit 1); a configuration that cannot be read exits 2.
+//! (exit 1); a configuration that cannot be read is the required check `config` failing
+//! (exit 1, still one object per check).
 
 use std::process::{Command, Output};
 
@@ -92,10 +93,23 @@ fn a_data_directory_nobody_can_write_fails_a_required_check() {
 }
 
 #[test]
-fn an_unreadable_configuration_exits_2_and_the_table_marks_required_checks() {
-    let out = doctor(&["--set", "no_such.key=1"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such.key"));
+fn an_unreadable_configuration_fails_the_config_check_and_the_table_marks_required_checks() {
+    let out = doctor(&["--json", "--set", "no_such.key=1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let checks = checks_of(&out);
+    let names: Vec<&str> = checks.iter().filter_map(|c| c["check"].as_str()).collect();
+    assert_eq!(names, CHECKS);
+    assert_eq!(failed_required(&checks), ["config"], "{checks:#?}");
+    assert!(
+        checks[0]["found"].as_str().unwrap_or("").contains("no_such.key"),
+        "{checks:#?}"
+    );
+    let garbage = std::env::temp_dir().join(format!("rimctl-doctor-garbage-{}.toml", std::process::id()));
+    std::fs::write(&garbage, [0xff, 0xfe, b'[', b'=', 0x00]).expect("write a garbage config");
+    let out = doctor(&["--json", "--config", &garbage.to_string_lossy()]);
+    let _ = std::fs::remove_file(&garbage);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(failed_required(&checks_of(&out)), ["config"]);
     let table = doctor(&[]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("check") && text.contains("data_dir *"), "{text}");

@@ -2,8 +2,10 @@
 back from the broadcast ring, every refusal as a typed error, laps counted, durability
 awaited. Waits have generous bounds (watchdogs); nothing asserts on timing."""
 
+import ast
 import math
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ from rimd_client import (
     RingClosed,
     RingFull,
     Subscriber,
+    Verdicts,
 )
 
 WAIT_S = 30.0
@@ -121,3 +124,38 @@ def test_a_producer_can_wait_until_its_events_are_durable(rimd):
         assert p.wait_durable(pos, timeout=WAIT_S)
         assert p.durable_position >= pos and p.consumed_position >= pos
         assert not p.wait_durable(pos + (1 << 20), timeout=0.001)
+
+
+def test_every_refusal_reaches_the_producer_per_reason(rimd):
+    """Events the daemon reads but does not take are counted where the producer reads them
+    (its ring's verdicts), per reason, once its consumed position has passed them."""
+    hour_ms = 3_600_000
+    with Producer(rimd.socket, "py-verdicts") as p:
+        assert p.verdicts() == Verdicts(0, 0, 0, 0, 0, 0, 0)
+        now = now_ms()
+        publish(p, "rim:sensor:py:v1", now, {"temp": 1.0}, event_id="v-1")
+        publish(p, "rim:sensor:py:v1", now, {"temp": 1.0}, event_id="v-1")
+        publish(p, "rim:sensor:py:v1", now + 100 * 365 * 24 * hour_ms, {"temp": 1.0})
+        publish(p, "rim:sensor:py:v1", now - 30 * 24 * hour_ms, {"temp": 1.0})
+        last = publish(p, "rim:sensor:py:v1", now_ms(), {"temp": 1.0})
+        deadline = time.monotonic() + WAIT_S
+        while p.consumed_position < last:
+            assert time.monotonic() < deadline, "the daemon did not read the ring"
+            time.sleep(0.001)
+        v = p.verdicts()
+    assert (v.duplicates, v.event_time_ahead, v.event_time_too_old) == (1, 1, 1), v
+    assert (v.rejected, v.invalid, v.node_table_full, v.node_not_allowed) == (2, 0, 0, 0), v
+    with pytest.raises(RingClosed):
+        p.verdicts()
+
+
+def test_every_function_and_class_has_a_docstring():
+    """The package documents each of its functions, methods and classes."""
+    import rimd_client
+
+    missing = []
+    for path in sorted(Path(rimd_client.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and ast.get_docstring(node) is None:
+                missing.append(f"{path.name}:{node.lineno} {node.name}")
+    assert not missing, missing

@@ -105,6 +105,36 @@ pub fn all(config: &Config) -> Vec<Check> {
     ]
 }
 
+/// The report when the configuration cannot be read at all: that is the failed required
+/// check `config`; the checks that read only the host still run, and the ones that need
+/// to know what the configuration asks for are skipped (still one line each).
+pub fn unreadable(error: &str) -> Vec<Check> {
+    let unknown = || "unknown: the configuration cannot be read".to_owned();
+    let skipped = |check, required| Check::skip(check, required, "not checked", unknown());
+    vec![
+        Check::judge(
+            "config",
+            true,
+            false,
+            error.to_owned(),
+            "a configuration rimd can read".into(),
+            "fix the file or setting named (rimd --check says the same)",
+        ),
+        skipped("cores", true),
+        skipped("isolcpus", false),
+        skipped("nohz_full", false),
+        skipped("governor", false),
+        skipped("smt", false),
+        skipped("irqs", false),
+        thp(),
+        clocksource(),
+        skipped("memlock", true),
+        io_uring(),
+        skipped("shm", true),
+        skipped("data_dir", true),
+    ]
+}
+
 fn config_relations(config: &Config) -> Check {
     let (pass, found) = match config.validate() {
         Ok(()) => (true, "valid".to_owned()),
@@ -434,6 +464,16 @@ mod tests {
         assert_eq!(warned.status, Status::Warn);
         let passed = Check::judge("x", true, true, "a".into(), "b".into(), "do it");
         assert_eq!((passed.status, passed.action.as_str()), (Status::Ok, ""));
+    }
+
+    #[test]
+    fn an_unreadable_configuration_fails_config_and_keeps_one_line_per_check() {
+        let read = all(&config(&[]));
+        let unread = unreadable("no such key");
+        let names = |c: &[Check]| c.iter().map(|c| (c.check, c.required)).collect::<Vec<_>>();
+        assert_eq!(names(&unread), names(&read));
+        assert_eq!(unread[0].status, Status::Fail);
+        assert_eq!(unread.iter().filter(|c| c.status == Status::Fail).count(), 1);
     }
 
     #[test]

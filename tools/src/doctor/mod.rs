@@ -3,8 +3,10 @@
 //! wanted, what to do) or, with `--json`, one JSON object per check per line.
 //!
 //! Exit status: 0 when every required check passes (warnings allowed), 1 when one
-//! fails, 2 when the configuration cannot be read at all. The configuration is read as
-//! `rimd` reads it: embedded defaults, `--config FILE`, `RIMD_*` variables, `--set`.
+//! fails. A configuration that cannot be read at all is the required check `config`
+//! failing (the checks that need it are skipped), so exit 1 too; only a command line clap
+//! cannot parse exits 2. The configuration is read as `rimd` reads it: embedded defaults,
+//! `--config FILE`, `RIMD_*` variables, `--set`.
 
 mod checks;
 mod host;
@@ -32,14 +34,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode, String> {
     let env = std::env::vars().filter(|(k, _)| k != "RIMD_CONFIG");
-    let config = match Config::load_unchecked(args.config.as_deref(), env, &args.sets) {
-        Ok(c) => c,
+    let checks = match Config::load_unchecked(args.config.as_deref(), env, &args.sets) {
+        Ok(config) => checks::all(&config),
         Err(e) => {
             eprintln!("rimctl doctor: {e}");
-            return Ok(ExitCode::from(2));
+            checks::unreadable(&e.to_string())
         }
     };
-    let checks = checks::all(&config);
     let text = if args.json {
         json_lines(&checks)?
     } else {

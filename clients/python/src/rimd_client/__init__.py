@@ -31,7 +31,7 @@ from .errors import (
     RingClosed,
     RingFull,
 )
-from .producer import DEFAULT_SOCKET, Producer
+from .producer import DEFAULT_SOCKET, Producer, Verdicts
 from .subscriber import Decision, Subscriber
 
 __all__ = [
@@ -51,4 +51,5 @@ __all__ = [
     "RingClosed",
     "RingFull",
     "Subscriber",
+    "Verdicts",
 ]

@@ -48,10 +48,14 @@ DECISION_BYTES = 2008
 
 
 class RimMetric(ctypes.Structure):
+    """``rim_metric``: one metric of an event, its name a metric-name symbol."""
+
     _fields_ = [("name", ctypes.c_uint32), ("value", ctypes.c_double)]
 
 
 class RimEvent(ctypes.Structure):
+    """``rim_event``: an event made of symbols and numbers, as ``rim_producer_publish`` takes it."""
+
     _fields_ = [
         ("node", ctypes.c_uint32),
         ("status", ctypes.c_uint32),
@@ -69,11 +73,29 @@ class RimEvent(ctypes.Structure):
     ]
 
 
+class RimVerdicts(ctypes.Structure):
+    """``rim_verdicts``: what the daemon did not take from a producer's ring, per reason."""
+
+    _fields_ = [
+        ("rejected", ctypes.c_uint64),
+        ("invalid", ctypes.c_uint64),
+        ("duplicates", ctypes.c_uint64),
+        ("node_table_full", ctypes.c_uint64),
+        ("event_time_ahead", ctypes.c_uint64),
+        ("event_time_too_old", ctypes.c_uint64),
+        ("node_not_allowed", ctypes.c_uint64),
+    ]
+
+
 class RimEvidence(ctypes.Structure):
+    """``rim_evidence``: one input a rule read, with its value (NaN when unknown)."""
+
     _fields_ = [("label", ctypes.c_char * (LABEL_MAX + 1)), ("value", ctypes.c_double)]
 
 
 class RimDecision(ctypes.Structure):
+    """``rim_decision``: a decision copied out of the ring (2008 bytes, as the header asserts)."""
+
     _fields_ = [
         ("chain_seq", ctypes.c_uint64),
         ("epoch_ns", ctypes.c_uint64),
@@ -111,6 +133,7 @@ _PROTOTYPES = {
     "rim_producer_position": (ctypes.c_uint64, [_P]),
     "rim_producer_consumed_position": (ctypes.c_uint64, [_P]),
     "rim_producer_durable_position": (ctypes.c_uint64, [_P]),
+    "rim_producer_verdicts": (ctypes.c_int, [_P, ctypes.POINTER(RimVerdicts)]),
     "rim_producer_wait_durable": (ctypes.c_int, [_P, ctypes.c_uint64, ctypes.c_uint64]),
     "rim_producer_close": (None, [_P]),
     "rim_status_text": (ctypes.c_char_p, [ctypes.c_int]),
@@ -126,6 +149,7 @@ _PROTOTYPES = {
 
 
 def _candidates():
+    """Paths to try for the library, in the order the module docstring gives."""
     given = os.environ.get("RIM_RING_LIB")
     if given:
         yield given
@@ -139,6 +163,8 @@ def _candidates():
 
 
 def _load() -> ctypes.CDLL:
+    """Loads the first library that opens and declares every prototype used; ImportError
+    naming what was tried when none does."""
     tried = []
     for path in _candidates():
         try:

@@ -14,6 +14,7 @@ class RimError(Exception):
     status: int = -1
 
     def __init__(self, message: str, status: Optional[int] = None):
+        """``message`` says what went wrong; ``status`` overrides the class's code."""
         super().__init__(message)
         if status is not None:
             self.status = status
@@ -75,6 +76,7 @@ class Lapped(RimError):
     status = 17
 
     def __init__(self, missed: int):
+        """``missed``: the decisions lost in this lap."""
         super().__init__(f"subscriber lapped: {missed} decisions missed")
         self.missed = missed
 
@@ -92,6 +94,7 @@ class ChainBroken(RimError):
     status = 19
 
     def __init__(self, decision: "Decision"):
+        """``decision``: the decision that breaks the chain, as read."""
         super().__init__(f"decision {decision.chain_seq} of shard {decision.shard} breaks the hash chain")
         self.decision = decision
 

@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import ctypes
 import math
+from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
 from . import _native as n
 from .errors import ArgumentError
 
 DEFAULT_SOCKET = "/dev/shm/rimd/rimd.sock"
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """What the daemon did not take from this producer's ring, per reason. An event's
+    verdict is counted before :attr:`Producer.consumed_position` passes it, so once the
+    daemon has read an event, whether it was refused, and why, is here."""
+
+    rejected: int
+    """Events and records refused for any reason but duplication (the sum of the
+    reasons below but ``duplicates``)."""
+    invalid: int
+    """Records that failed the daemon's validation."""
+    duplicates: int
+    """Events dropped because their ``event_id`` was already taken for the node."""
+    node_table_full: int
+    """Events of new nodes refused because the daemon's node table is full."""
+    event_time_ahead: int
+    """Events whose time is too far ahead of the daemon's clock
+    (``ingest.event_ahead_ms_max``)."""
+    event_time_too_old: int
+    """Events older than the daemon takes (``ingest.event_age_ms_max``)."""
+    node_not_allowed: int
+    """Events for a node this ring may not publish for (reserved: always 0 for now)."""
 
 
 class Producer:
@@ -39,6 +64,7 @@ class Producer:
         self._metrics = (n.RimMetric * n.METRICS_MAX)()
 
     def _live(self) -> int:
+        """The C handle; :class:`~rimd_client.RingClosed` once closed."""
         if self._handle is None:
             raise n.closed_error("producer")
         return self._handle
@@ -125,6 +151,14 @@ class Producer:
         """How far the daemon has journaled and synced this ring's events."""
         return n.lib.rim_producer_durable_position(self._live())
 
+    def verdicts(self) -> Verdicts:
+        """What the daemon refused of this ring so far, per reason (see :class:`Verdicts`).
+        Events it refuses still count as consumed: this is how the producer learns of
+        them."""
+        out = n.RimVerdicts()
+        n.check(n.lib.rim_producer_verdicts(self._live(), ctypes.byref(out)))
+        return Verdicts(**{name: getattr(out, name) for name, _ in n.RimVerdicts._fields_})
+
     def wait_durable(self, position: int, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds until every event before ``position`` (from
         :meth:`publish`) is durable in the daemon's journal. True when it is."""
@@ -138,10 +172,13 @@ class Producer:
             self._handle = None
 
     def __enter__(self) -> "Producer":
+        """The producer itself; :meth:`close` runs when the block ends."""
         return self
 
     def __exit__(self, *exc) -> None:
+        """Closes the producer, whether the block ended by an exception or not."""
         self.close()
 
     def __del__(self) -> None:
+        """Frees the ring if the producer was never closed."""
         self.close()

@@ -47,9 +47,11 @@ class Decision:
     hash: str
     """Hex SHA-256 of this decision's record."""
     node_index: int
+    """Dense node index, for this run of the daemon."""
 
     @classmethod
     def _from_c(cls, d: n.RimDecision) -> "Decision":
+        """The decision the C struct holds, copied into Python values."""
         evidence = tuple(
             (e.label.decode(), None if math.isnan(e.value) else e.value) for e in d.evidence[: d.evidence_count]
         )
@@ -108,11 +110,13 @@ class Subscriber:
         self._missed_reported = 0
 
     def _live(self) -> int:
+        """The C handle; :class:`~rimd_client.RingClosed` once closed."""
         if self._handle is None:
             raise n.closed_error("subscriber")
         return self._handle
 
     def _outcome(self, status: int) -> Optional[Decision]:
+        """The decision a poll filled in, None for nothing yet, or the typed error."""
         if status in (n.RIM_ERR_EMPTY, n.RIM_ERR_TIMEOUT):
             return None
         if status == n.RIM_ERR_LAPPED:
@@ -173,13 +177,17 @@ class Subscriber:
             self._handle = None
 
     def __enter__(self) -> "Subscriber":
+        """The subscriber itself; :meth:`close` runs when the block ends."""
         return self
 
     def __exit__(self, *exc) -> None:
+        """Detaches, whether the block ended by an exception or not."""
         self.close()
 
     def __del__(self) -> None:
+        """Detaches if the subscriber was never closed."""
         self.close()
 
     def __iter__(self) -> Iterator[Decision]:
+        """Decisions as they come, without end (:meth:`decisions` with no timeout)."""
         return self.decisions()
