@@ -472,7 +472,17 @@ impl Ingest {
         if self.router.room_events() == 0 {
             return ReplayOutcome::Full;
         }
-        self.router.route_replay(rec)
+        self.router.route_replay(rec, true)
+    }
+
+    /// As [`Ingest::replay`], but the reflex shard evaluates its rules on the event as if it
+    /// were live: what a backtest replays (its ingest journals nothing, and its shards'
+    /// decisions go to the backtest, not to subscribers).
+    pub fn replay_evaluated(&mut self, rec: &EventRecord<'_>) -> ReplayOutcome {
+        if self.router.room_events() == 0 {
+            return ReplayOutcome::Full;
+        }
+        self.router.route_replay(rec, false)
     }
 
     /// The index of node `id`, giving it one if it has none (recovery places checkpointed
@@ -676,7 +686,7 @@ impl Router {
         }
     }
 
-    fn route_replay(&mut self, rec: &EventRecord<'_>) -> ReplayOutcome {
+    fn route_replay(&mut self, rec: &EventRecord<'_>, replay: bool) -> ReplayOutcome {
         let Some((node, _)) = self.nodes.intern(rec.rim_node_id) else {
             self.counters[C_NODES_REFUSED] += 1;
             return ReplayOutcome::Refused;
@@ -697,7 +707,7 @@ impl Router {
             volume: rec.volume,
             stress: rec.stress,
             status: rim_rules::name_hash(rec.status).max(1),
-            replay: true,
+            replay,
         };
         let mut metrics = [(0u64, 0.0f64); tick::METRICS_MAX];
         let mut n = 0;
