@@ -379,6 +379,40 @@ mod tests {
     }
 
     #[test]
+    fn every_installed_set_is_in_the_history_and_a_dry_run_installs_nothing() {
+        let (p, mut rx) = plane(8);
+        let api = |text: &str| RulesSource {
+            origin: API_ORIGIN.into(),
+            format: "toml",
+            text: text.into(),
+        };
+        p.replace(api(GOOD)).expect("compiles");
+        let two = "[[rule]]\nid = \"hot\"\nnodes = \"rim:sensor:*\"\nwhen = \"metric.temp > 95\"\nseverity = \"high\"\n\n[[rule]]\nid = \"cold\"\nwhen = \"metric.temp < 0\"\nseverity = \"low\"\n";
+        let d = p.dry_run(&api(two)).expect("compiles");
+        assert_eq!(d.generation, 2);
+        assert_eq!(d.added, vec!["cold".to_owned()]);
+        assert!(d.removed.is_empty());
+        assert_eq!(d.changed.len(), 1);
+        assert_eq!((d.changed[0].from_version, d.changed[0].to_version), (1, 2));
+        assert_eq!(p.current().set.generation(), 1, "a dry run installs nothing");
+        assert_eq!(p.history().len(), 1);
+        assert!(matches!(
+            p.dry_run(&api("[[rule]]\nid = 1\n")),
+            Err(ReplaceError::Compile(_))
+        ));
+        while rx.pop().is_ok() {}
+        p.replace(api(two)).expect("compiles");
+        let h: Vec<u64> = p.history().iter().map(|s| s.generation).collect();
+        assert_eq!(h, vec![2, 1]);
+        let r = p.record(2).expect("kept");
+        assert_eq!(r.text, two);
+        assert_eq!(r.versions, vec![("hot".to_owned(), 2), ("cold".to_owned(), 1)]);
+        let restored = restore(&Config::default(), &r).expect("restores");
+        assert_eq!(restored.generation(), 2);
+        assert_eq!(restored.rule(0).version(), 2);
+    }
+
+    #[test]
     fn a_full_shard_ring_refuses_the_set_for_every_shard() {
         let (p, _rx) = plane(1);
         let src = || RulesSource {

@@ -200,7 +200,11 @@ pub(crate) fn counter(s: &rim_stats::Snapshot, name: &str) -> u64 {
 
 /// A daemon on a fresh data directory, this thread pinned to the client core, a producer
 /// with every string interned, and every node's first event durable.
-pub(crate) fn start(opts: &RunOpts, name: &str, extra: &[&str]) -> Result<(PathBuf, DaemonProc, workload::Publisher), BenchError> {
+pub(crate) fn start(
+    opts: &RunOpts,
+    name: &str,
+    extra: &[&str],
+) -> Result<(PathBuf, DaemonProc, workload::Publisher), BenchError> {
     let data = data_dir()?;
     let mut s = sets(opts, &data);
     s.extend(extra.iter().map(|x| (*x).to_owned()));
