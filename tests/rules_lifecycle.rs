@@ -164,7 +164,12 @@ fn compile(text: &str, config: &Config) -> rim_rules::RuleSet {
 
 #[test]
 fn the_live_generation_replays_to_exactly_its_decisions() {
-    let sets = &["reflex.cooldown_slots=4096"];
+    // Two shards: each replays its own partitions, in journal order, as live.
+    let sets = &[
+        "reflex.cooldown_slots=4096",
+        "topology.reflex_shards=2",
+        "topology.reflex_cores=[0]",
+    ];
     let live_rules = rules(90.0);
     let mut d = Daemon::start(sets, Some(&live_rules));
     let mut feed = d.producer("p", 1 << 20);
