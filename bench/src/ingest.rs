@@ -8,8 +8,8 @@
 //! beside them in the same run `rimd-shm`, the bare ring streaming the same 144-byte events
 //! to a sink process (the ceiling one producer ring allows).
 //!
-//! `backtest`: a journal of 10M events (`--quick`: 1M) written by a daemon with the same
-//! workload, then (the daemon stopped, this process pinned to the core the hot shard had)
+//! `backtest`: a journal of 10M events (`--quick`: 1M; one in 1,000 more fires the `probe`
+//! rule, so there are decisions to compare) written by a daemon with the same workload, then (the daemon stopped, this process pinned to the core the hot shard had)
 //! `rimd::backtest::run` replays it through the workload's own rule set and compares with
 //! the decision log; `events_per_s` = events replayed / time of the whole backtest (replay,
 //! decision log, comparison); `lost` = journaled events not replayed; `daemon_rss_bytes` =
@@ -113,9 +113,21 @@ fn backtest_events(size: RunSize) -> u64 {
 fn run_backtest(opts: &RunOpts) -> Result<Row, BenchError> {
     let n = backtest_events(opts.size);
     let (data, daemon, mut p) = crate::persist::start(opts, "bench-backtest", &[])?;
-    crate::persist::flood(&mut p, f64::MAX, n, false, opts.peer_timeout * 4)?;
+    let (sent, _) = crate::persist::flood(&mut p, f64::MAX, n, false, opts.peer_timeout * 4)?;
+    // One event in 1,000 more carries `probe`, so the decision log has decisions to compare.
+    let probes = n / 1_000;
+    let nodes = workload::nodes();
+    let ts = workload::unix_ms();
+    for i in 0..probes {
+        p.publish_probe(i as usize % nodes, i as f64 + 1.0, ts, 0)?;
+    }
     crate::persist::wait_durable(&p, p.producer.position(), opts.peer_timeout)?;
-    let journaled = crate::persist::counter(&daemon.stats()?, "persist.journal_events");
+    let expected = nodes as u64 + sent + probes;
+    let counter = crate::persist::counter;
+    let stats = daemon.wait_stats(Duration::from_secs(10), |s| {
+        counter(s, "persist.journal_events") >= expected && counter(s, "persist.decisions_logged") >= probes
+    })?;
+    let journaled = counter(&stats, "persist.journal_events");
     drop(p);
     // A clean stop: the decision log is complete.
     daemon.stop()?;
@@ -123,8 +135,8 @@ fn run_backtest(opts: &RunOpts) -> Result<Row, BenchError> {
     crate::persist::remove_data(&data);
     let r = result?;
     eprint!(
-        "(journal {journaled} events; vs the decision log: same {} new {} gone {} different {}) ",
-        r.same, r.new, r.gone, r.different
+        "(journal {journaled} events, {} replayed; vs the decision log: same {} new {} gone {} different {}) ",
+        r.events_replayed, r.same, r.new, r.gone, r.different
     );
     Ok(Row::new(
         "backtest",
@@ -138,7 +150,9 @@ fn run_backtest(opts: &RunOpts) -> Result<Row, BenchError> {
 
 /// The backtest of the whole journal in `data` with the workload's rules, on the peer core.
 fn replay_journal(opts: &RunOpts, data: &std::path::Path) -> Result<rimd::backtest::Report, BenchError> {
-    let config = rimd::config::Config::load(None, std::iter::empty(), &crate::persist::sets(opts, data))
+    // Unchecked: the daemon checked these settings; this thread's affinity (one core) would
+    // fail the check of the daemon's cores.
+    let config = rimd::config::Config::load_unchecked(None, std::iter::empty(), &crate::persist::sets(opts, data))
         .map_err(|e| BenchError::transport("rimd", "config", e))?;
     crate::affinity::pin_current_thread(opts.peer_core)?;
     let candidate = rimd::daemon::compile_as(&workload::rules(), "toml", &config, None)
