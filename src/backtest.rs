@@ -546,7 +546,7 @@ fn replay(config: &Config, spec: &Spec, report: &mut Report) -> Result<Keyed, Ba
         while engine.ingest.replay_evaluated(&rec) == ReplayOutcome::Full {
             engine.drain(&mut sink);
         }
-        if read % PROGRESS_EVERY == 0 {
+        if read.is_multiple_of(PROGRESS_EVERY) {
             spec.progress.store(read, Ordering::Relaxed);
             if spec.cancel.load(Ordering::Relaxed) {
                 return Err(BacktestError::Cancelled);
