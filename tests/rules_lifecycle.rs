@@ -318,3 +318,54 @@ fn the_api_runs_a_backtest_as_a_job() {
     assert!(res["liveDecisions"].as_u64() > Some(0));
     std::thread::sleep(Duration::from_millis(1));
 }
+
+#[test]
+fn backtests_need_the_admin_scope_even_to_read() {
+    let dir = TempDir::new("bt-tokens");
+    let path = dir.path().join("tokens");
+    std::fs::write(&path, "read reader-secret\nadmin admin-secret\n").expect("write tokens");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let tokens = format!("api.tokens_file={}", path.display());
+    let mut sets = HTTP_SETS.to_vec();
+    sets.push(tokens.as_str());
+    let mut d = Daemon::start(&sets, Some(HOT));
+    let addr = d.http_addr();
+    let read = ("Authorization", "Bearer reader-secret");
+    let admin = ("Authorization", "Bearer admin-secret");
+    let json = ("Content-Type", "application/json");
+    // History and generations are reads.
+    assert_eq!(http(&addr, "GET", "/api/v1/rules/history", &[read], None).status, 200);
+    assert_eq!(http(&addr, "GET", "/api/v1/rules/1", &[read], None).status, 200);
+    // A dry run is a PUT: admin.
+    let dry = http(
+        &addr,
+        "PUT",
+        "/api/v1/rules?dryRun=true",
+        &[read, ("Content-Type", "text/plain")],
+        Some(HOT.as_bytes()),
+    );
+    assert_error(&dry, 403, "FORBIDDEN", "a dry run with a read token");
+    let dry = http(
+        &addr,
+        "PUT",
+        "/api/v1/rules?dryRun=maybe",
+        &[admin, ("Content-Type", "text/plain")],
+        Some(HOT.as_bytes()),
+    );
+    assert_error(&dry, 400, "VALIDATION_ERROR", "dryRun that is no boolean");
+    let body = br#"{"fromMs": 0, "toMs": 1000}"#;
+    let r = http(&addr, "POST", "/api/v1/rules/backtests", &[read, json], Some(body));
+    assert_error(&r, 403, "FORBIDDEN", "starting a backtest with a read token");
+    let r = http(&addr, "POST", "/api/v1/rules/backtests", &[admin, json], Some(body));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let location = r.header("location").expect("Location").to_owned();
+    assert_error(
+        &http(&addr, "GET", &location, &[read], None),
+        403,
+        "FORBIDDEN",
+        "reading a backtest with a read token",
+    );
+    assert_eq!(http(&addr, "GET", &location, &[admin], None).status, 200);
+    drop(dir);
+}
