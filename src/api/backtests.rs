@@ -25,6 +25,9 @@ use crate::config::Config;
 /// The name of a backtest's thread (a panic there fails the job, not the daemon).
 pub const THREAD_NAME: &str = "rimd-backtest";
 
+/// Examples of each kind a request may ask for.
+const EXAMPLES_MAX: usize = 100;
+
 /// What a job is doing.
 #[derive(Debug, Clone)]
 enum State {
@@ -136,6 +139,9 @@ pub fn post(app: &App, meta: &Meta, body: &[u8]) -> Result<Response<Body>, Probl
         ))
     })?;
     check_range(&config, &req)?;
+    if req.examples.is_some_and(|n| n > EXAMPLES_MAX) {
+        return Err(Problem::invalid("examples", format!("at most {EXAMPLES_MAX}")));
+    }
     let (candidate, label) = candidate(app, &config, &req)?;
     let jobs = app.ctx.backtests();
     let running = {
@@ -149,7 +155,7 @@ pub fn post(app: &App, meta: &Meta, body: &[u8]) -> Result<Response<Body>, Probl
         ));
     }
     let mut spec = Spec::new(config.persist.journal_dir(), req.from_ms, req.to_ms, candidate);
-    spec.examples_max = req.examples.unwrap_or(backtest::EXAMPLES_DEFAULT).min(100);
+    spec.examples_max = req.examples.unwrap_or(backtest::EXAMPLES_DEFAULT);
     spec.events_max = config.api.backtest_events_max;
     let job = Arc::new(Job {
         id: jobs.next.fetch_add(1, Ordering::Relaxed) + 1,
@@ -218,14 +224,14 @@ fn check_range(config: &Config, req: &Request) -> Result<(), Problem> {
 /// The candidate set and how the job names it.
 fn candidate(app: &App, config: &Config, req: &Request) -> Result<(rim_rules::RuleSet, String), Problem> {
     let current = app.ctx.rule_set();
+    let format = match req.format.as_deref() {
+        None | Some("toml") => "toml",
+        Some("json") => "json",
+        Some(_) => return Err(Problem::invalid("format", "must be toml or json")),
+    };
     match (&req.text, req.generation) {
         (Some(_), Some(_)) => Err(Problem::invalid("generation", "give text or generation, not both")),
         (Some(text), None) => {
-            let format = match req.format.as_deref() {
-                None | Some("toml") => "toml",
-                Some("json") => "json",
-                Some(_) => return Err(Problem::invalid("format", "must be toml or json")),
-            };
             let set = crate::daemon::compile_as(text, format, config, Some(&current)).map_err(|errs| {
                 let mut p = Problem::new(Code::Validation, "the candidate rule set does not compile");
                 p.details = errs
