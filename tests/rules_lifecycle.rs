@@ -244,6 +244,13 @@ fn the_api_runs_a_backtest_as_a_job() {
         counter(s, "ingest.events_accepted") == 1_000
             && counter(s, "persist.decisions_logged") == counter(s, "reflex.decisions")
     });
+    // A barrier: an event no rule watches, outside the range, made durable after every
+    // decision was logged, so the journal files hold them all when the job reads them.
+    feed.publish(&event("rim:pump:plant:barrier", T0 - 60_000, &[("flow", 1.0)]));
+    assert!(
+        feed.p.wait_durable(feed.p.position(), 50_000, 30_000_000_000),
+        "barrier durable"
+    );
     let (from, to) = (T0, T0 + 10_000);
     let post = |body: serde_json::Value| send_json(&addr, "POST", "/api/v1/rules/backtests", &body);
 
@@ -300,7 +307,7 @@ fn the_api_runs_a_backtest_as_a_job() {
         .count();
     assert_eq!(res["gone"], gone_expected as u64, "{done}");
     assert_eq!(res["new"], 0);
-    assert_eq!(res["eventsReplayed"], 1_000);
+    assert_eq!(res["eventsReplayed"], 1_001, "the 1,000 and the barrier");
 
     // The set in force, as the candidate: nothing changes.
     let started = post(serde_json::json!({"fromMs": from, "toMs": to}));
