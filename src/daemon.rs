@@ -47,6 +47,7 @@ use crate::plane::{ReplaceError, RulePlane, RulesSource};
 use crate::reflex::query::{query_rings, QueryClient, QueryPort};
 use crate::reflex::{self, state::Shape, Compiled, Reflex, ReflexSetup};
 use crate::report::{Report, Reporter};
+use crate::rulebook::RuleBook;
 use crate::stats::Aggregator;
 use crate::tick::Slot;
 
@@ -86,6 +87,10 @@ pub enum DaemonError {
         /// The compile errors, one per line.
         errors: String,
     },
+    /// The rule book (the installed rule sets, in the data directory) could not be read
+    /// or written.
+    #[error("{0}")]
+    RuleBook(#[from] crate::rulebook::RuleBookError),
     /// A ring could not be set up.
     #[error("ring setup: {0}")]
     Ring(String),
@@ -128,6 +133,19 @@ impl DaemonError {
     pub fn is_configuration(&self) -> bool {
         matches!(self, DaemonError::Rules { .. })
             || matches!(self, DaemonError::Io { what, .. } if what.contains("rule file"))
+    }
+}
+
+/// The reflex state's shape the configuration asks for (the daemon's shards and a
+/// backtest's use the same, so evidence values agree).
+pub fn shape(config: &Config) -> Shape {
+    Shape {
+        nodes: config.reflex.nodes_max,
+        series: config.reflex.series_per_node,
+        points: config.reflex.window_points,
+        step_ms: config.reflex.window_step_ms,
+        alpha: config.reflex.ewma_alpha,
+        zscore_min: config.reflex.zscore_min_samples,
     }
 }
 
@@ -217,14 +235,6 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     // the stats segment of the first.
     let _lock = lock_run_dir(&config)?;
 
-    let (rules_origin, rules_text) = read_rules(&config)?;
-    let initial = compile(&rules_text, &rules_origin, &config, None).map_err(|errors| DaemonError::Rules {
-        path: rules_origin.clone(),
-        errors,
-    })?;
-    info!(rules = initial.len(), generation = initial.generation(), origin = %rules_origin, "rules loaded");
-    let compiled = Compiled::new(initial);
-
     let t = &config.topology;
     let shards = t.reflex_shards;
     let epoch = std::time::SystemTime::now()
@@ -249,6 +259,27 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     } else {
         None
     };
+    // Rules: the rule book's last set, or the rule file when it changed since (the book
+    // lives in the data directory, opened under its lock).
+    let (rules_origin, rules_text) = read_rules(&config)?;
+    let mut book = match opened.as_ref() {
+        Some(_) => RuleBook::open(&config.persist.data_dir)?,
+        None => RuleBook::in_memory(),
+    };
+    let file_source = RulesSource {
+        origin: rules_origin.clone(),
+        format: rules_format(&rules_origin),
+        text: rules_text.clone(),
+    };
+    let initial_rules = crate::plane::initial(&config, &mut book, file_source).map_err(|e| match e {
+        crate::plane::InitialError::Compile(errors) => DaemonError::Rules {
+            path: rules_origin.clone(),
+            errors,
+        },
+        crate::plane::InitialError::Book(e) => DaemonError::RuleBook(e),
+    })?;
+    let compiled = initial_rules.compiled.clone();
+    info!(rules = compiled.set.len(), generation = compiled.set.generation(), origin = %initial_rules.source.origin, "rules in force");
     let durable_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let settled_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let journal_wake = Arc::new(crate::persist::wake::Wake::new());
@@ -287,14 +318,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         bounds: config.time_bounds(),
     });
 
-    let shape = Shape {
-        nodes: config.reflex.nodes_max,
-        series: config.reflex.series_per_node,
-        points: config.reflex.window_points,
-        step_ms: config.reflex.window_step_ms,
-        alpha: config.reflex.ewma_alpha,
-        zscore_min: config.reflex.zscore_min_samples,
-    };
+    let shape = shape(&config);
     // Live-state queries from the HTTP thread, one pair of rings per shard.
     let (query_clients, mut query_ports): (Vec<QueryClient>, Vec<Option<QueryPort>>) = if config.api.enabled {
         (0..shards)
@@ -366,16 +390,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     }
 
     let beats: Arc<Vec<ShardBeat>> = Arc::new(hot.iter().map(|h| ShardBeat::new(h.name.clone())).collect());
-    let plane = Arc::new(RulePlane::new(
-        config.clone(),
-        compiled.clone(),
-        RulesSource {
-            origin: rules_origin.clone(),
-            format: rules_format(&rules_origin),
-            text: rules_text.clone(),
-        },
-        rules_in,
-    ));
+    let plane = Arc::new(RulePlane::new(config.clone(), initial_rules, book, rules_in));
 
     let registry = Arc::new(attach::Registry::default());
     let mut control_tx = control_tx;
@@ -577,7 +592,9 @@ fn exit_on_panic() {
         standard(info);
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("(unnamed)");
-        if name.starts_with("rimd-kafka") {
+        // A backtest thread holds no daemon state: its job fails (caught there), the
+        // daemon runs on.
+        if name.starts_with("rimd-kafka") || name == crate::api::backtests::THREAD_NAME {
             return;
         }
         error!(

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod backtest;
 pub mod bridge;
 pub mod config;
 pub mod daemon;
@@ -20,6 +21,7 @@ pub mod persist;
 pub mod plane;
 pub mod reflex;
 pub mod report;
+pub mod rulebook;
 pub mod stats;
 pub mod sys;
 pub mod tick;

@@ -5,14 +5,23 @@
 //! Both callers are cold threads; a mutex serialises them so that two replacements cannot
 //! interleave their pushes to the shards (every shard sees the same sequence of sets) and
 //! each compile numbers versions against the set really in force.
+//!
+//! Every set is written to the [`RuleBook`] (durably, with a persistent data directory)
+//! before any shard takes it, so a decision's generation always resolves to its text, and
+//! [`initial`] brings the last installed set back at start.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rim_rules::RuleSet;
+use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::reflex::Compiled;
+use crate::rulebook::{sha256_hex, RuleBook, RuleRecord, RuleSummary};
+
+/// The origin of sets put through the HTTP API.
+pub const API_ORIGIN: &str = "api";
 
 /// Where a rule set came from, and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +44,175 @@ pub enum ReplaceError {
     /// millisecond); nothing was installed.
     #[error("a reflex shard has not taken the previous rule sets yet; try again")]
     Busy,
+    /// The rule book could not record the set durably; nothing was installed.
+    #[error("the rule set could not be recorded, so it was not installed: {0}")]
+    Store(String),
+}
+
+/// What a set would change against the one in force (a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RulesDiff {
+    /// The generation it would get.
+    pub generation: u64,
+    /// Rules in it.
+    pub rules: usize,
+    /// Ids of rules it adds.
+    pub added: Vec<String>,
+    /// Ids of rules it removes.
+    pub removed: Vec<String>,
+    /// Rules whose definition changes (their version would rise).
+    pub changed: Vec<RuleChange>,
+    /// Rules that stay as they are.
+    pub unchanged: usize,
+}
+
+/// One rule whose definition a set changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleChange {
+    /// Its id.
+    pub id: String,
+    /// Its version now.
+    pub from_version: u32,
+    /// Its version in the new set.
+    pub to_version: u32,
+}
+
+/// `new` (compiled against `old`) compared with `old`, rule by rule.
+pub fn diff(old: &RuleSet, new: &RuleSet) -> RulesDiff {
+    let mut d = RulesDiff {
+        generation: new.generation(),
+        rules: new.len(),
+        added: Vec::new(),
+        removed: Vec::new(),
+        changed: Vec::new(),
+        unchanged: 0,
+    };
+    for r in new.rules() {
+        match old.find(r.id()).map(|i| old.rule(i)) {
+            None => d.added.push(r.id().to_owned()),
+            Some(o) if o.version() == r.version() => d.unchanged += 1,
+            Some(o) => d.changed.push(RuleChange {
+                id: r.id().to_owned(),
+                from_version: o.version(),
+                to_version: r.version(),
+            }),
+        }
+    }
+    d.removed = old
+        .rules()
+        .filter(|r| new.find(r.id()).is_none())
+        .map(|r| r.id().to_owned())
+        .collect();
+    d
+}
+
+/// The set to start with, where it came from, and the rule file's hash.
+pub struct Initial {
+    /// The set, compiled.
+    pub compiled: Arc<Compiled>,
+    /// Its source.
+    pub source: RulesSource,
+    /// SHA-256 of the rule file's text as read at start.
+    pub file_sha256: String,
+}
+
+/// Why no set could be chosen at start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitialError {
+    /// The rule file does not compile (its errors, one per line).
+    #[error("the rule file does not compile:\n{0}")]
+    Compile(String),
+    /// The set could not be recorded.
+    #[error("{0}")]
+    Book(#[from] crate::rulebook::RuleBookError),
+}
+
+/// Chooses the set to start with: the rule book's last set, unless the rule file (or the
+/// embedded defaults) changed since that set was installed, in which case the file wins
+/// as the next generation (and is recorded). The log says which and why.
+pub fn initial(config: &Config, book: &mut RuleBook, file: RulesSource) -> Result<Initial, InitialError> {
+    let file_sha256 = sha256_hex(&file.text);
+    let restored = book.latest().and_then(|r| restore(config, &r).map(|set| (r, set)));
+    if let Some((record, set)) = &restored {
+        if record.file_sha256 == file_sha256 {
+            info!(
+                generation = record.generation,
+                origin = %record.origin,
+                "rules restored from the rule book: the rule file is unchanged since this set was installed"
+            );
+            let source = RulesSource {
+                origin: record.origin.clone(),
+                format: if record.format == "json" { "json" } else { "toml" },
+                text: record.text.clone(),
+            };
+            return Ok(Initial {
+                compiled: Compiled::new(set.clone()),
+                source,
+                file_sha256,
+            });
+        }
+        info!(
+            generation = record.generation,
+            file = %file.origin,
+            "the rule file changed since the rule book's last set was installed; the file wins"
+        );
+    }
+    let previous = restored.as_ref().map(|(_, s)| s);
+    let mut set = crate::daemon::compile_as(&file.text, file.format, config, previous)
+        .map_err(|e| InitialError::Compile(e.to_string()))?;
+    if previous.is_none() {
+        // A book whose last set no longer compiles (limits lowered) still numbers on.
+        if let Some(last) = book.history().first() {
+            set = set.with_identity(last.generation + 1, |_| None);
+        }
+    }
+    book.record(record_of(&set, &file, &file_sha256))?;
+    info!(generation = set.generation(), origin = %file.origin, "rules loaded from the rule file");
+    Ok(Initial {
+        compiled: Compiled::new(set),
+        source: file,
+        file_sha256,
+    })
+}
+
+/// A stored set compiled again, under its old generation and versions (None, logged, if
+/// it no longer compiles).
+pub fn restore(config: &Config, r: &RuleRecord) -> Option<RuleSet> {
+    let format = if r.format == "json" { "json" } else { "toml" };
+    match crate::daemon::compile_as(&r.text, format, config, None) {
+        Ok(set) => Some(set.with_identity(r.generation, |id| {
+            r.versions.iter().find(|(i, _)| i == id).map(|(_, v)| *v)
+        })),
+        Err(e) => {
+            warn!(generation = r.generation, errors = %e, "a stored rule set no longer compiles");
+            None
+        }
+    }
+}
+
+fn record_of(set: &RuleSet, source: &RulesSource, file_sha256: &str) -> RuleRecord {
+    RuleRecord {
+        generation: set.generation(),
+        format: source.format.to_owned(),
+        origin: source.origin.clone(),
+        installed_ms: crate::ingest::unix_ms(),
+        sha256: sha256_hex(&source.text),
+        rules: set.len(),
+        versions: set.rules().map(|r| (r.id().to_owned(), r.version())).collect(),
+        file_sha256: file_sha256.to_owned(),
+        text: source.text.clone(),
+    }
 }
 
 struct Inner {
     to_shards: Vec<rtrb::Producer<Arc<Compiled>>>,
     current: Arc<Compiled>,
     source: RulesSource,
+    book: RuleBook,
+    /// SHA-256 of the rule file's text as last read (carried into every record).
+    file_sha256: String,
 }
 
 /// The rule set in force and the rings that carry new ones to the shards.
@@ -50,19 +222,22 @@ pub struct RulePlane {
 }
 
 impl RulePlane {
-    /// The plane, with `initial` (already installed on the shards at their start) in force.
+    /// The plane, with `initial` (already installed on the shards at their start, and in
+    /// `book`) in force.
     pub fn new(
         config: Config,
-        initial: Arc<Compiled>,
-        source: RulesSource,
+        initial: Initial,
+        book: RuleBook,
         to_shards: Vec<rtrb::Producer<Arc<Compiled>>>,
     ) -> Self {
         Self {
             config,
             inner: Mutex::new(Inner {
                 to_shards,
-                current: initial,
-                source,
+                current: initial.compiled,
+                source: initial.source,
+                book,
+                file_sha256: initial.file_sha256,
             }),
         }
     }
@@ -94,9 +269,17 @@ impl RulePlane {
         if g.to_shards.iter().any(|tx| tx.slots() == 0) {
             return Err(ReplaceError::Busy);
         }
-        let compiled = crate::daemon::compile_as(&source.text, source.format, &self.config, Some(&g.current.set));
-        let set: RuleSet =
-            compiled.map_err(|errs| ReplaceError::Compile(errs.to_string().lines().map(str::to_owned).collect()))?;
+        let set = self.compile(&source, &g.current.set)?;
+        // A set from the rule file moves the file's hash on; an API set carries it.
+        let file_sha256 = if source.origin == API_ORIGIN {
+            g.file_sha256.clone()
+        } else {
+            sha256_hex(&source.text)
+        };
+        g.book
+            .record(record_of(&set, &source, &file_sha256))
+            .map_err(|e| ReplaceError::Store(e.to_string()))?;
+        g.file_sha256 = file_sha256;
         let compiled = Compiled::new(set);
         for tx in &mut g.to_shards {
             if tx.push(compiled.clone()).is_err() {
@@ -107,6 +290,34 @@ impl RulePlane {
         g.current = compiled.clone();
         g.source = source;
         Ok(compiled)
+    }
+
+    fn compile(&self, source: &RulesSource, current: &RuleSet) -> Result<RuleSet, ReplaceError> {
+        crate::daemon::compile_as(&source.text, source.format, &self.config, Some(current))
+            .map_err(|errs| ReplaceError::Compile(errs.to_string().lines().map(str::to_owned).collect()))
+    }
+
+    /// Compiles `source` against the set in force and says what installing it would
+    /// change, installing nothing.
+    pub fn dry_run(&self, source: &RulesSource) -> Result<RulesDiff, ReplaceError> {
+        let current = self.current();
+        let set = self.compile(source, &current.set)?;
+        Ok(diff(&current.set, &set))
+    }
+
+    /// The installed sets, newest first.
+    pub fn history(&self) -> Vec<RuleSummary> {
+        self.lock().book.history()
+    }
+
+    /// The installed set of `generation`, if the book keeps it.
+    pub fn record(&self, generation: u64) -> Option<RuleRecord> {
+        self.lock().book.get(generation)
+    }
+
+    /// Whether the book survives a restart (a persistent data directory).
+    pub fn durable(&self) -> bool {
+        self.lock().book.is_durable()
     }
 }
 
@@ -119,14 +330,17 @@ mod tests {
 
     fn plane(ring: usize) -> (RulePlane, rtrb::Consumer<Arc<Compiled>>) {
         let config = Config::default();
-        let initial = Compiled::new(rim_rules::RuleSet::empty());
-        let (tx, rx) = rtrb::RingBuffer::new(ring);
-        let source = RulesSource {
-            origin: "test".into(),
-            format: "toml",
-            text: String::new(),
+        let initial = Initial {
+            compiled: Compiled::new(rim_rules::RuleSet::empty()),
+            source: RulesSource {
+                origin: "test".into(),
+                format: "toml",
+                text: String::new(),
+            },
+            file_sha256: String::new(),
         };
-        (RulePlane::new(config, initial, source, vec![tx]), rx)
+        let (tx, rx) = rtrb::RingBuffer::new(ring);
+        (RulePlane::new(config, initial, RuleBook::in_memory(), vec![tx]), rx)
     }
 
     #[test]
@@ -162,6 +376,40 @@ mod tests {
         assert_eq!(cur.set.len(), 1);
         assert_eq!(src.origin, "api");
         assert_eq!(src.text, GOOD);
+    }
+
+    #[test]
+    fn every_installed_set_is_in_the_history_and_a_dry_run_installs_nothing() {
+        let (p, mut rx) = plane(8);
+        let api = |text: &str| RulesSource {
+            origin: API_ORIGIN.into(),
+            format: "toml",
+            text: text.into(),
+        };
+        p.replace(api(GOOD)).expect("compiles");
+        let two = "[[rule]]\nid = \"hot\"\nnodes = \"rim:sensor:*\"\nwhen = \"metric.temp > 95\"\nseverity = \"high\"\n\n[[rule]]\nid = \"cold\"\nwhen = \"metric.temp < 0\"\nseverity = \"low\"\n";
+        let d = p.dry_run(&api(two)).expect("compiles");
+        assert_eq!(d.generation, 2);
+        assert_eq!(d.added, vec!["cold".to_owned()]);
+        assert!(d.removed.is_empty());
+        assert_eq!(d.changed.len(), 1);
+        assert_eq!((d.changed[0].from_version, d.changed[0].to_version), (1, 2));
+        assert_eq!(p.current().set.generation(), 1, "a dry run installs nothing");
+        assert_eq!(p.history().len(), 1);
+        assert!(matches!(
+            p.dry_run(&api("[[rule]]\nid = 1\n")),
+            Err(ReplaceError::Compile(_))
+        ));
+        while rx.pop().is_ok() {}
+        p.replace(api(two)).expect("compiles");
+        let h: Vec<u64> = p.history().iter().map(|s| s.generation).collect();
+        assert_eq!(h, vec![2, 1]);
+        let r = p.record(2).expect("kept");
+        assert_eq!(r.text, two);
+        assert_eq!(r.versions, vec![("hot".to_owned(), 2), ("cold".to_owned(), 1)]);
+        let restored = restore(&Config::default(), &r).expect("restores");
+        assert_eq!(restored.generation(), 2);
+        assert_eq!(restored.rule(0).version(), 2);
     }
 
     #[test]

@@ -52,3 +52,16 @@ pub fn keep_freed_memory() {
 /// Other C libraries keep their own policy.
 #[cfg(not(target_env = "gnu"))]
 pub fn keep_freed_memory() {}
+
+/// Lowers the calling thread's scheduling priority to the lowest (nice 19), so that a
+/// long background job (a backtest) on a shared core yields to everything else there.
+/// Best effort: a failure leaves the priority as it was.
+#[allow(unsafe_code)]
+pub fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours;
+    // PRIO_PROCESS with a thread id changes only that thread's nice value on Linux.
+    unsafe {
+        let tid = libc::gettid();
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
+}

@@ -4,9 +4,17 @@
 //! Rows: `rimd-ingest` (one producer publishes as fast as its ring takes events, round
 //! robin over 10,000 nodes; the clock stops when the daemon has consumed the last one;
 //! `lost` = published − applied by reflex, checked after it settles; `daemon_rss_bytes` from
-//! the daemon's own stats), and beside it in the same run `rimd-shm`, the bare ring
-//! streaming the same 144-byte events to a sink process (the ceiling one producer ring
-//! allows).
+//! the daemon's own stats), `rimd-ingest-volatile` (the same with persistence off), and
+//! beside them in the same run `rimd-shm`, the bare ring streaming the same 144-byte events
+//! to a sink process (the ceiling one producer ring allows).
+//!
+//! `backtest`: a journal of 10M events (`--quick`: 1M; one in 1,000 more fires the `probe`
+//! rule, so there are decisions to compare) written by a daemon with the same workload, then (the daemon stopped, this process pinned to the core the hot shard had)
+//! `rimd::backtest::run` replays it through the workload's own rule set and compares with
+//! the decision log; `events_per_s` = events replayed / time of the whole backtest (replay,
+//! decision log, comparison); `lost` = journaled events not replayed; `daemon_rss_bytes` =
+//! this process's peak RSS (the backtest's tables). Target: at least half of
+//! `rimd-ingest-volatile`'s rate.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +31,15 @@ pub const SUITE: Suite = Suite {
     rows: &[
         RowSpec {
             name: "rimd-ingest",
-            run: run_ingest,
+            run: |opts| ingest_row(opts, "rimd-ingest", &[]),
+        },
+        RowSpec {
+            name: "rimd-ingest-volatile",
+            run: |opts| ingest_row(opts, "rimd-ingest-volatile", &["persist.enabled=false"]),
+        },
+        RowSpec {
+            name: "backtest",
+            run: run_backtest,
         },
         RowSpec {
             name: "rimd-shm",
@@ -42,9 +58,9 @@ fn events(size: RunSize) -> u64 {
     }
 }
 
-fn run_ingest(opts: &RunOpts) -> Result<Row, BenchError> {
+fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, BenchError> {
     let n = events(opts.size);
-    let (daemon, mut p, warm) = workload::start(opts, "bench-ingest", 1 << 24, 1)?;
+    let (daemon, mut p, warm) = workload::start_with(opts, "bench-ingest", 1 << 24, 1, extra)?;
     let nodes = workload::nodes();
 
     let started = Instant::now();
@@ -76,11 +92,85 @@ fn run_ingest(opts: &RunOpts) -> Result<Row, BenchError> {
     eprint!("(producer saw the ring full {} times) ", p.full_retries);
     daemon.stop()?;
     Ok(Row::new(
-        "rimd-ingest",
+        row,
         vec![
             Figure::real("events_per_s", n as f64 / secs),
             Figure::int("lost", lost),
             Figure::int("daemon_rss_bytes", rss),
         ],
     ))
+}
+
+/// Events the `backtest` row journals and replays.
+fn backtest_events(size: RunSize) -> u64 {
+    match size {
+        RunSize::Full => 10_000_000,
+        RunSize::Quick => 1_000_000,
+        RunSize::Smoke => 50_000,
+    }
+}
+
+fn run_backtest(opts: &RunOpts) -> Result<Row, BenchError> {
+    let n = backtest_events(opts.size);
+    let (data, daemon, mut p) = crate::persist::start(opts, "bench-backtest", &[])?;
+    let (sent, _) = crate::persist::flood(&mut p, f64::MAX, n, false, opts.peer_timeout * 4)?;
+    // One event in 1,000 more carries `probe`, so the decision log has decisions to compare.
+    let probes = n / 1_000;
+    let nodes = workload::nodes();
+    let ts = workload::unix_ms();
+    for i in 0..probes {
+        p.publish_probe(i as usize % nodes, i as f64 + 1.0, ts, 0)?;
+    }
+    crate::persist::wait_durable(&p, p.producer.position(), opts.peer_timeout)?;
+    let expected = nodes as u64 + sent + probes;
+    let counter = crate::persist::counter;
+    let stats = daemon.wait_stats(Duration::from_secs(10), |s| {
+        counter(s, "persist.journal_events") >= expected && counter(s, "persist.decisions_logged") >= probes
+    })?;
+    let journaled = counter(&stats, "persist.journal_events");
+    drop(p);
+    // A clean stop: the decision log is complete.
+    daemon.stop()?;
+    let result = replay_journal(opts, &data);
+    crate::persist::remove_data(&data);
+    let r = result?;
+    eprint!(
+        "(journal {journaled} events, {} replayed; vs the decision log: same {} new {} gone {} different {}) ",
+        r.events_replayed, r.same, r.new, r.gone, r.different
+    );
+    Ok(Row::new(
+        "backtest",
+        vec![
+            Figure::real("events_per_s", r.events_per_s),
+            Figure::int("lost", journaled.saturating_sub(r.events_replayed)),
+            Figure::int("daemon_rss_bytes", peak_rss_bytes()),
+        ],
+    ))
+}
+
+/// The backtest of the whole journal in `data` with the workload's rules, on the peer core.
+fn replay_journal(opts: &RunOpts, data: &std::path::Path) -> Result<rimd::backtest::Report, BenchError> {
+    // Unchecked: the daemon checked these settings; this thread's affinity (one core) would
+    // fail the check of the daemon's cores.
+    let config = rimd::config::Config::load_unchecked(None, std::iter::empty(), &crate::persist::sets(opts, data))
+        .map_err(|e| BenchError::transport("rimd", "config", e))?;
+    crate::affinity::pin_current_thread(opts.peer_core)?;
+    let candidate = rimd::daemon::compile_as(&workload::rules(), "toml", &config, None)
+        .map_err(|e| BenchError::transport("rimd", "rules", e))?;
+    let spec = rimd::backtest::Spec::new(data.join("journal"), i64::MIN, i64::MAX, candidate);
+    let report = rimd::backtest::run(&config, &spec).map_err(|e| BenchError::transport("rimd", "backtest", e));
+    crate::affinity::pin_current_thread(opts.client_core)?;
+    report
+}
+
+/// This process's peak resident set (`VmHWM`), bytes; 0 if unreadable.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }

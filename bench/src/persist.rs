@@ -165,7 +165,7 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// Removes a row's data and waits until the file system has let go of it: this disk is
 /// mounted with online discard, and the discards of a removed journal, issued at the next
 /// metadata commit, would otherwise land in the next row's syncs.
-fn remove_data(dir: &Path) {
+pub(crate) fn remove_data(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
     #[allow(unsafe_code)]
     // SAFETY: sync(2) takes no arguments and touches no memory of this process.
@@ -188,19 +188,23 @@ fn data_dir() -> Result<PathBuf, BenchError> {
     Ok(p)
 }
 
-fn sets(opts: &RunOpts, data: &Path) -> Vec<String> {
+pub(crate) fn sets(opts: &RunOpts, data: &Path) -> Vec<String> {
     let mut s = workload::daemon_sets(opts.client_core, opts.peer_core);
     s.push(format!("persist.data_dir=\"{}\"", data.display()));
     s
 }
 
-fn counter(s: &rim_stats::Snapshot, name: &str) -> u64 {
+pub(crate) fn counter(s: &rim_stats::Snapshot, name: &str) -> u64 {
     s.counters.get(name).copied().unwrap_or(0)
 }
 
 /// A daemon on a fresh data directory, this thread pinned to the client core, a producer
 /// with every string interned, and every node's first event durable.
-fn start(opts: &RunOpts, name: &str, extra: &[&str]) -> Result<(PathBuf, DaemonProc, workload::Publisher), BenchError> {
+pub(crate) fn start(
+    opts: &RunOpts,
+    name: &str,
+    extra: &[&str],
+) -> Result<(PathBuf, DaemonProc, workload::Publisher), BenchError> {
     let data = data_dir()?;
     let mut s = sets(opts, &data);
     s.extend(extra.iter().map(|x| (*x).to_owned()));
@@ -219,7 +223,7 @@ fn start(opts: &RunOpts, name: &str, extra: &[&str]) -> Result<(PathBuf, DaemonP
 
 /// Publishes as fast as the ring takes events for `secs` (or `max` events); returns
 /// (events, seconds until the last was durable).
-fn flood(
+pub(crate) fn flood(
     p: &mut workload::Publisher,
     secs: f64,
     max: u64,
@@ -758,7 +762,7 @@ fn settle(p: &workload::Publisher, waiting: &mut std::collections::VecDeque<(u64
     }
 }
 
-fn wait_durable(p: &workload::Publisher, pos: u64, timeout: Duration) -> Result<(), BenchError> {
+pub(crate) fn wait_durable(p: &workload::Publisher, pos: u64, timeout: Duration) -> Result<(), BenchError> {
     if p.producer.wait_durable(pos, 50_000, timeout.as_nanos() as u64) {
         Ok(())
     } else {

@@ -173,11 +173,20 @@ pub fn start(
     ring_bytes: usize,
     rounds: usize,
 ) -> Result<(crate::daemon::DaemonProc, Publisher, u64), BenchError> {
-    let daemon = crate::daemon::DaemonProc::start(
-        &rules(),
-        &daemon_sets(opts.client_core, opts.peer_core),
-        std::time::Duration::from_secs(20),
-    )?;
+    start_with(opts, name, ring_bytes, rounds, &[])
+}
+
+/// [`start`] with more daemon settings (after the suite's own; they win).
+pub fn start_with(
+    opts: &crate::suite::RunOpts,
+    name: &str,
+    ring_bytes: usize,
+    rounds: usize,
+    extra: &[&str],
+) -> Result<(crate::daemon::DaemonProc, Publisher, u64), BenchError> {
+    let mut sets = daemon_sets(opts.client_core, opts.peer_core);
+    sets.extend(extra.iter().map(|s| (*s).to_owned()));
+    let daemon = crate::daemon::DaemonProc::start(&rules(), &sets, std::time::Duration::from_secs(20))?;
     crate::affinity::pin_current_thread(opts.client_core)?;
     let producer = rim_ring::attach::attach_producer(&daemon.socket(), name, ring_bytes)
         .map_err(|e| BenchError::transport("rim-ring", "attach producer", e))?;

@@ -162,6 +162,20 @@ impl RuleSet {
         &self.source
     }
 
+    /// The same set under the generation and rule versions it had when it was first
+    /// installed: a set recompiled from its stored text after a restart must number its
+    /// decisions as before. `version_of(id)` gives a rule's stored version; rules it does
+    /// not know keep theirs.
+    pub fn with_identity(mut self, generation: u64, version_of: impl Fn(&str) -> Option<u32>) -> Self {
+        self.generation = generation;
+        for r in &mut self.rules {
+            if let Some(v) = version_of(&r.id) {
+                r.version = v;
+            }
+        }
+        self
+    }
+
     /// Evaluates rule `i`, recording each leaf read into `ev` (cleared first): label index
     /// and value, NaN when unknown. True only if the condition is true; false for an index
     /// out of range. Never allocates.

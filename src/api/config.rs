@@ -66,6 +66,14 @@ pub struct ApiConfig {
     /// How long a connection may stay open with no request in progress and no byte
     /// moving (before its first request, or between keep-alive requests), ms.
     pub idle_timeout_ms: u64,
+    /// Backtests (`POST /rules/backtests`) running at once at most; more are refused (429).
+    pub backtests_max: usize,
+    /// Widest range a backtest may compare, ms of event time.
+    pub backtest_range_ms_max: u64,
+    /// Journal events a backtest replays at most (it replays from the journal's start).
+    pub backtest_events_max: u64,
+    /// Finished backtests kept for `GET /rules/backtests/{id}` (the oldest go first).
+    pub backtests_kept: usize,
 }
 
 impl Default for ApiConfig {
@@ -99,6 +107,10 @@ impl Default for ApiConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
+            backtests_max: 1,
+            backtest_range_ms_max: 7 * 24 * 3_600_000,
+            backtest_events_max: 200_000_000,
+            backtests_kept: 16,
         }
     }
 }
@@ -106,7 +118,11 @@ impl Default for ApiConfig {
 impl ApiConfig {
     /// Checks the settings against each other; the message names the setting.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 11] = [
+            (
+                self.backtests_kept >= self.backtests_max && self.backtest_range_ms_max > 0,
+                "api.backtests_kept must be at least api.backtests_max, and api.backtest_range_ms_max at least 1",
+            ),
             (self.body_bytes_max > 0, "api.body_bytes_max must be at least 1"),
             (
                 self.events_body_bytes_max > 0,

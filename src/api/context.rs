@@ -64,6 +64,8 @@ pub struct Context {
     api_writes: std::cell::Cell<u64>,
     /// Series key → metric name, learned from observed capsules.
     names: RefCell<HashMap<u64, String>>,
+    /// Backtest jobs.
+    backtests: super::backtests::Jobs,
 }
 
 /// Live-state queries in flight, and boxes to reuse.
@@ -207,6 +209,9 @@ pub enum RulesRefused {
     /// The rule plane is not reachable (stopping).
     #[error("rules cannot be replaced now: {0}")]
     Unavailable(String),
+    /// The set could not be recorded durably, so it was not installed.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// Readiness parts.
@@ -247,7 +252,18 @@ impl Context {
             stats: RefCell::new(None),
             api_writes: std::cell::Cell::new(0),
             names: RefCell::new(HashMap::new()),
+            backtests: super::backtests::Jobs::default(),
         }
+    }
+
+    /// Backtest jobs.
+    pub fn backtests(&self) -> &super::backtests::Jobs {
+        &self.backtests
+    }
+
+    /// The rule set in force.
+    pub fn rule_set(&self) -> rim_rules::RuleSet {
+        self.plane.current().set.clone()
     }
 
     /// The configuration.
@@ -489,7 +505,7 @@ impl Context {
             "toml"
         };
         let source = RulesSource {
-            origin: "api".into(),
+            origin: crate::plane::API_ORIGIN.into(),
             format,
             text: text.to_owned(),
         };
@@ -497,7 +513,37 @@ impl Context {
             Ok(_) => Ok(self.rules()),
             Err(ReplaceError::Compile(errors)) => Err(RulesRefused::Compile(errors)),
             Err(e @ ReplaceError::Busy) => Err(RulesRefused::Unavailable(e.to_string())),
+            Err(e @ ReplaceError::Store(_)) => Err(RulesRefused::Store(e.to_string())),
         }
+    }
+
+    /// Compiles `text` against the set in force and says what installing it would change;
+    /// installs nothing.
+    pub fn dry_run_rules(&self, text: &str, format: &str) -> Result<crate::plane::RulesDiff, RulesRefused> {
+        let source = RulesSource {
+            origin: crate::plane::API_ORIGIN.into(),
+            format: if format.eq_ignore_ascii_case("json") {
+                "json"
+            } else {
+                "toml"
+            },
+            text: text.to_owned(),
+        };
+        match self.plane.dry_run(&source) {
+            Ok(d) => Ok(d),
+            Err(ReplaceError::Compile(errors)) => Err(RulesRefused::Compile(errors)),
+            Err(e) => Err(RulesRefused::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The installed rule sets, newest first, and whether they survive a restart.
+    pub fn rules_history(&self) -> (Vec<crate::rulebook::RuleSummary>, bool) {
+        (self.plane.history(), self.plane.durable())
+    }
+
+    /// The installed set of `generation`, if kept.
+    pub fn rules_of(&self, generation: u64) -> Option<crate::rulebook::RuleRecord> {
+        self.plane.record(generation)
     }
 
     /// Prometheus text exposition of the latest stats snapshot (published by the cold

@@ -21,6 +21,7 @@
 //! the other connections.
 
 pub mod auth;
+pub mod backtests;
 pub mod config;
 pub mod conn;
 pub mod context;

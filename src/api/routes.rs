@@ -51,8 +51,16 @@ pub enum Route {
     HistoryOf(String),
     /// `GET /temporal/slice/{nodeId}`.
     Slice(String),
-    /// `GET`, `PUT /rules`.
+    /// `GET`, `PUT /rules` (`?dryRun=true`: compile and compare only).
     Rules,
+    /// `GET /rules/history`.
+    RulesHistory,
+    /// `GET /rules/{generation}`.
+    RulesOf(String),
+    /// `POST /rules/backtests` (admin).
+    Backtests,
+    /// `GET /rules/backtests/{id}` (admin).
+    Backtest(String),
     /// `GET /decisions`.
     Decisions,
     /// `GET /decisions/verify`.
@@ -70,7 +78,7 @@ pub enum Route {
 impl Route {
     fn allow(&self) -> &'static str {
         match self {
-            Route::Events => "POST",
+            Route::Events | Route::Backtests => "POST",
             Route::Ping | Route::Capsules => "GET, POST",
             Route::Capsule(_) => "GET, DELETE",
             Route::Rules => "GET, PUT",
@@ -80,7 +88,7 @@ impl Route {
 
     fn allows(&self, m: &Method) -> bool {
         match self {
-            Route::Events => m == Method::POST,
+            Route::Events | Route::Backtests => m == Method::POST,
             Route::Ping | Route::Capsules => m == Method::GET || m == Method::POST,
             Route::Capsule(_) => m == Method::GET || m == Method::DELETE,
             Route::Rules => m == Method::GET || m == Method::PUT,
@@ -91,6 +99,12 @@ impl Route {
     /// Probes answer without a token.
     pub fn needs_auth(&self) -> bool {
         !matches!(self, Route::Live | Route::Ready)
+    }
+
+    /// Routes that need the admin scope even to read (backtests replay the journal: a
+    /// read that costs a core).
+    pub fn admin_only(&self) -> bool {
+        matches!(self, Route::Backtests | Route::Backtest(_))
     }
 
     /// Probes and scrapes are not rate limited.
@@ -130,6 +144,10 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, Problem> {
             Route::Slice(owned(n).ok_or_else(|| Problem::invalid("nodeId", "malformed percent-encoding"))?)
         }
         (Some("rules"), None, ..) => Route::Rules,
+        (Some("rules"), Some("history"), None, _) => Route::RulesHistory,
+        (Some("rules"), Some("backtests"), None, _) => Route::Backtests,
+        (Some("rules"), Some("backtests"), Some(id), None) if !id.is_empty() => Route::Backtest(id.to_owned()),
+        (Some("rules"), Some(g), None, _) if !g.is_empty() => Route::RulesOf(g.to_owned()),
         (Some("decisions"), None, ..) => Route::Decisions,
         (Some("decisions"), Some("verify"), None, _) => Route::DecisionsVerify,
         (Some("metrics"), None, ..) => Route::Metrics,
@@ -175,8 +193,12 @@ pub async fn dispatch(
         Route::History => list_capsules(app, meta, &q, None),
         Route::HistoryOf(scope) => list_capsules(app, meta, &q, Some(&scope)),
         Route::Slice(node) => super::slice::get(app, meta, &q, &node).await,
-        Route::Rules if m == Method::PUT => put_rules(app, meta, parts, &body).await,
+        Route::Rules if m == Method::PUT => put_rules(app, meta, parts, &q, &body).await,
         Route::Rules => Ok(envelope::data(meta, StatusCode::OK, &app.ctx.rules(), None)),
+        Route::RulesHistory => Ok(rules_history(app, meta)),
+        Route::RulesOf(g) => rules_of(app, meta, &g),
+        Route::Backtests => super::backtests::post(app, meta, &body),
+        Route::Backtest(id) => super::backtests::get(app, meta, &id),
         Route::Decisions => list_decisions(app, meta, &q),
         Route::DecisionsVerify => verify_decisions(app, meta).await,
         Route::Metrics => Ok(envelope::text(
@@ -479,7 +501,18 @@ struct RulesBody {
     text: String,
 }
 
-async fn put_rules(app: &App, meta: &Meta, parts: &Parts, body: &[u8]) -> Result<Response<Body>, Problem> {
+async fn put_rules(
+    app: &App,
+    meta: &Meta,
+    parts: &Parts,
+    q: &Query<'_>,
+    body: &[u8],
+) -> Result<Response<Body>, Problem> {
+    let dry_run = match q.get("dryRun") {
+        None | Some("false") => false,
+        Some("true") | Some("") => true,
+        Some(_) => return Err(Problem::invalid("dryRun", "must be true or false")),
+    };
     let is_json = parts
         .headers
         .get(hyper::header::CONTENT_TYPE)
@@ -500,8 +533,25 @@ async fn put_rules(app: &App, meta: &Meta, parts: &Parts, body: &[u8]) -> Result
     if format != "toml" && format != "json" {
         return Err(Problem::invalid("format", "must be toml or json"));
     }
-    match replace_rules(app, &text, &format).await {
-        Ok(view) => Ok(envelope::data(meta, StatusCode::OK, &view, None)),
+    let outcome = if dry_run {
+        app.ctx.dry_run_rules(&text, &format).map(|d| {
+            envelope::data(
+                meta,
+                StatusCode::OK,
+                &DryRun {
+                    dry_run: true,
+                    changes: d,
+                },
+                None,
+            )
+        })
+    } else {
+        replace_rules(app, &text, &format)
+            .await
+            .map(|view| envelope::data(meta, StatusCode::OK, &view, None))
+    };
+    match outcome {
+        Ok(response) => Ok(response),
         Err(super::context::RulesRefused::Compile(errors)) => {
             let mut p = Problem::new(
                 Code::Validation,
@@ -514,6 +564,47 @@ async fn put_rules(app: &App, meta: &Meta, parts: &Parts, body: &[u8]) -> Result
             Err(p)
         }
         Err(e @ super::context::RulesRefused::Unavailable(_)) => Err(Problem::new(Code::Unavailable, e.to_string())),
+        Err(e @ super::context::RulesRefused::Store(_)) => Err(Problem::new(Code::Internal, e.to_string())),
+    }
+}
+
+/// What `PUT /rules?dryRun=true` answers.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DryRun {
+    dry_run: bool,
+    #[serde(flatten)]
+    changes: crate::plane::RulesDiff,
+}
+
+/// What `GET /rules/history` answers.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RulesHistory {
+    /// The generation in force.
+    current: u64,
+    /// Whether the history survives a restart (persistence on).
+    durable: bool,
+    /// The installed sets, newest first.
+    sets: Vec<crate::rulebook::RuleSummary>,
+}
+
+fn rules_history(app: &App, meta: &Meta) -> Response<Body> {
+    let (sets, durable) = app.ctx.rules_history();
+    let current = app.ctx.rules().generation;
+    envelope::data(meta, StatusCode::OK, &RulesHistory { current, durable, sets }, None)
+}
+
+fn rules_of(app: &App, meta: &Meta, generation: &str) -> Result<Response<Body>, Problem> {
+    let g: u64 = generation
+        .parse()
+        .map_err(|_| Problem::invalid("generation", "must be a rule-set generation (an unsigned integer)"))?;
+    match app.ctx.rules_of(g) {
+        Some(record) => Ok(envelope::data(meta, StatusCode::OK, &record, None)),
+        None => Err(Problem::new(
+            Code::NotFound,
+            format!("no rule set of generation {g} is kept"),
+        )),
     }
 }
 

@@ -529,7 +529,7 @@ impl App {
         if !route.needs_auth() {
             return Ok(ClientKey::Ip(peer));
         }
-        let needed = if method == Method::GET {
+        let needed = if method == Method::GET && !route.admin_only() {
             Scope::Read
         } else {
             Scope::Admin

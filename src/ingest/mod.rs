@@ -472,13 +472,24 @@ impl Ingest {
         if self.router.room_events() == 0 {
             return ReplayOutcome::Full;
         }
-        self.router.route_replay(rec, held)
+        self.router.route_replay(rec, held, true)
     }
 
     /// Puts a node's dedup window back as a checkpoint kept it (hashes oldest first),
     /// before the journal's tail is replayed.
     pub fn restore_dedup(&mut self, node: u32, hashes: impl Iterator<Item = u64>) {
         self.router.dedup.restore(node, hashes);
+    }
+
+    /// As [`Ingest::replay`] from the journal's start (every event through the dedup
+    /// windows), but the reflex shard evaluates its rules on the event as if it were live:
+    /// what a backtest replays (its ingest journals nothing, and its shards' decisions go
+    /// to the backtest, not to subscribers).
+    pub fn replay_evaluated(&mut self, rec: &EventRecord<'_>) -> ReplayOutcome {
+        if self.router.room_events() == 0 {
+            return ReplayOutcome::Full;
+        }
+        self.router.route_replay(rec, &|_| false, false)
     }
 
     /// The index of node `id`, giving it one if it has none (recovery places checkpointed
@@ -682,7 +693,7 @@ impl Router {
         }
     }
 
-    fn route_replay(&mut self, rec: &EventRecord<'_>, held: &dyn Fn(u32) -> bool) -> ReplayOutcome {
+    fn route_replay(&mut self, rec: &EventRecord<'_>, held: &dyn Fn(u32) -> bool, replay: bool) -> ReplayOutcome {
         let Some((node, _)) = self.nodes.intern(rec.rim_node_id) else {
             self.counters[C_NODES_REFUSED] += 1;
             return ReplayOutcome::Refused;
@@ -704,7 +715,7 @@ impl Router {
             volume: rec.volume,
             stress: rec.stress,
             status: rim_rules::name_hash(rec.status).max(1),
-            replay: true,
+            replay,
         };
         let mut metrics = [(0u64, 0.0f64); tick::METRICS_MAX];
         let mut n = 0;

@@ -3,7 +3,9 @@
 //! - `produce`: a load generator (or a scripted publisher) through the ring API;
 //! - `tail`: decisions live from the broadcast ring, optionally verifying the hash chain;
 //! - `stats`: the daemon's stats segment;
-//! - `rules check FILE`: compile a rule file the way the daemon would;
+//! - `rules check FILE`: compile a rule file the way the daemon would (`--against-daemon`:
+//!   and what it would change in the running one); `rules backtest`: replay the journal
+//!   through a candidate set and compare its decisions with the live ones;
 //! - `replay`: the journal back as JSON lines, or into a daemon;
 //! - `doctor`: this host against what the configuration needs.
 #![forbid(unsafe_code)]

@@ -304,3 +304,133 @@ fn commands_without_a_daemon_say_so() {
         );
     }
 }
+
+/// `rules check --against-daemon` asks the running daemon what a file would change;
+/// `rules backtest` replays the daemon's journal through a candidate in rimctl's own
+/// process: the live generation gives back exactly the live decisions, a higher threshold
+/// takes them away, and bad input is a clear error.
+#[test]
+fn rules_dry_run_and_backtest_against_a_daemon() {
+    let dir = Dir::new("lifecycle");
+    let run = dir.0.join("run");
+    let data = dir.0.join("data");
+    let sets = [
+        "topology.idle=backoff".to_owned(),
+        "topology.pin=false".to_owned(),
+        "api.listen=127.0.0.1:0".to_owned(),
+        "reflex.nodes_max=1000".to_owned(),
+        "stats.interval_ms=20".to_owned(),
+        "ingest.event_age_ms_max=0".to_owned(),
+        format!("persist.data_dir={}", data.display()),
+    ];
+    let log = std::fs::File::create(dir.0.join("rimd.log")).expect("log");
+    let mut cmd = Command::new(rimd_path());
+    cmd.arg("--run-dir").arg(&run);
+    for s in &sets {
+        cmd.arg("--set").arg(s);
+    }
+    let _daemon = Daemon(cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn rimd"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(run.join("http.addr")) {
+            if !a.trim().is_empty() && run.join("rimd.sock").exists() {
+                break a.trim().to_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "rimd did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+
+    // Three overheating sensors (the embedded rule temp-high: metric.temp > 90).
+    let script = dir.0.join("events.jsonl");
+    let lines: String = (0..3)
+        .map(|i| {
+            format!(
+                "{{\"rim_node_id\":\"rim:sensor:t:s{i}\",\"timestamp\":{},\"critical_metrics\":{{\"temp\":95.5}},\"status\":\"OK\"}}\n",
+                1_700_000_000_000i64 + i
+            )
+        })
+        .collect();
+    std::fs::write(&script, lines).expect("script");
+    let o = rimctl()
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["produce", "--script"])
+        .arg(&script)
+        .output()
+        .expect("produce");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = rimctl()
+            .arg("--run-dir")
+            .arg(&run)
+            .args(["stats", "--json"])
+            .output()
+            .expect("stats");
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if s["counters"]["persist.decisions_logged"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "decisions never durable: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let hotter = dir.0.join("hotter.toml");
+    std::fs::write(
+        &hotter,
+        "[[rule]]\nid = \"temp-high\"\nnodes = \"rim:sensor:*\"\nwhen = \"metric.temp > 96\"\nseverity = \"high\"\n",
+    )
+    .expect("write");
+    let o = rimctl()
+        .args(["rules", "check"])
+        .arg(&hotter)
+        .args(["--against-daemon", "--api-url"])
+        .arg(format!("http://{addr}"))
+        .output()
+        .expect("check");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("generation 2 would be installed"), "{out}");
+    assert!(out.contains("changed:   temp-high (v1 → v2)"), "{out}");
+
+    let backtest = |extra: &[&str]| {
+        let mut c = rimctl();
+        c.args(["rules", "backtest"]).args(extra);
+        c.args(["--from-ms", "1700000000000", "--to-ms", "1700000001000", "--json"]);
+        for s in &sets {
+            c.arg("--set").arg(s);
+        }
+        c.output().expect("backtest")
+    };
+    let json = |o: &Output| -> serde_json::Value {
+        assert_eq!(o.status.code(), Some(0), "{}", text(o));
+        serde_json::from_slice(&o.stdout).expect("report JSON")
+    };
+    let live = json(&backtest(&["--generation", "1"]));
+    assert_eq!(
+        (live["same"].as_u64(), live["new"].as_u64(), live["gone"].as_u64()),
+        (Some(3), Some(0), Some(0)),
+        "{live}"
+    );
+    assert_eq!(live["different"], 0);
+    let r = json(&backtest(&[hotter.to_str().expect("utf-8 path")]));
+    assert_eq!((r["gone"].as_u64(), r["same"].as_u64()), (Some(3), Some(0)), "{r}");
+    assert_eq!(r["examples"]["gone"][0]["ruleId"], "temp-high");
+    assert_eq!(r["rules"][0]["gone"], 3);
+    let o = backtest(&["--fail-on-change", hotter.to_str().expect("utf-8 path")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    // Bad input: a clear error, never a panic.
+    let garbage = dir.0.join("garbage.toml");
+    std::fs::write(&garbage, b"\xff\xfe[[rule\n").expect("write");
+    for (args, says) in [
+        (vec![garbage.to_str().expect("utf-8 path")], "cannot read"),
+        (vec!["--generation", "99"], "no generation 99"),
+        (vec![], "give a candidate"),
+    ] {
+        let o = backtest(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(says), "{}", text(&o));
+    }
+}
