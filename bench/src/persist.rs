@@ -787,6 +787,9 @@ fn run_decisions(opts: &RunOpts) -> Result<Row, BenchError> {
             break;
         }
         if Instant::now() > deadline {
+            let log = daemon.log();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            eprint!("({indexed} of {sent} decisions indexed; the daemon's log ends: {tail:?}) ");
             return Err(BenchError::Timeout {
                 waiting_for: "every decision durable and indexed",
                 timeout: opts.peer_timeout * 4,

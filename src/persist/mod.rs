@@ -164,6 +164,8 @@ pub struct PersistStats {
     pub commit_max_ns: AtomicU64,
     /// Store transactions.
     pub store_commits: AtomicU64,
+    /// Times the journal thread raised a starved store writer to a normal thread.
+    pub store_writer_raised: AtomicU64,
     /// Store write failures (the batch is retried for 30 s, then rimd exits and a restart
     /// rebuilds from the last checkpoint: a batch is never dropped).
     pub store_errors: AtomicU64,
@@ -219,6 +221,7 @@ impl PersistStats {
             ("commit_p99_ns", r(&self.commit_p99_ns)),
             ("commit_max_ns", r(&self.commit_max_ns)),
             ("store_commits", r(&self.store_commits)),
+            ("store_writer_raised", r(&self.store_writer_raised)),
             ("store_errors", r(&self.store_errors)),
             ("late_events", r(&self.late_events)),
             ("recovered_events", r(&self.recovered_events)),

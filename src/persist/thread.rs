@@ -83,9 +83,70 @@ pub(super) fn fatal(what: &str, e: &dyn std::fmt::Display) -> ! {
     std::process::exit(EXIT_PERSIST);
 }
 
-/// Nice value of the store writer thread (the journal thread keeps 0).
 /// The store writer's niceness where `SCHED_IDLE` is refused.
 const WRITER_NICE: i32 = 19;
+/// Hand-offs refused this long mean the writer is starved, not busy: raise it.
+const WRITER_STARVED_AFTER: Duration = Duration::from_millis(250);
+
+/// The store writer's scheduling class, shared by the writer and the journal thread.
+/// `SCHED_IDLE` runs only when nothing else on the core can: when other threads saturate
+/// the cold core (an HTTP flood, a busy neighbour) the writer would get nothing, its
+/// hand-offs would be refused for as long, and the journal would stop taking entries. So
+/// when hand-offs have been refused for [`WRITER_STARVED_AFTER`], the journal thread
+/// raises the writer to a normal thread; the writer lowers itself again after a commit.
+#[derive(Debug, Default)]
+pub(super) struct WriterPriority {
+    /// The writer's thread id (0 until it starts).
+    tid: std::sync::atomic::AtomicI32,
+    raised: AtomicBool,
+    /// The kernel refused to raise it once: not asked again.
+    denied: AtomicBool,
+}
+
+impl WriterPriority {
+    /// The writer, on itself: notes its id and goes below the journal thread.
+    fn start_low(&self) {
+        #[allow(unsafe_code)]
+        // SAFETY: gettid takes nothing and touches no memory.
+        let tid = unsafe { libc::gettid() };
+        self.tid.store(tid, Ordering::Relaxed);
+        lower_priority();
+    }
+
+    /// The writer, after a commit: back below the journal thread if it was raised.
+    pub(super) fn commit_done(&self) {
+        if self.raised.swap(false, Ordering::Relaxed) {
+            lower_priority();
+        }
+    }
+
+    /// The journal thread: raises a starved writer to a normal thread (once until it
+    /// lowers itself). True when it did.
+    fn raise(&self) -> bool {
+        let tid = self.tid.load(Ordering::Relaxed);
+        if tid == 0 || self.denied.load(Ordering::Relaxed) || self.raised.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        #[allow(unsafe_code)]
+        // SAFETY: `param` is a valid sched_param that outlives the call; `tid` is a thread
+        // of this process (the writer, which runs as long as the journal thread holds its
+        // channel); the call changes only that thread's policy.
+        let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) };
+        if rc == 0 {
+            return true;
+        }
+        // Leaving SCHED_IDLE needs RLIMIT_NICE ≥ 20 or CAP_SYS_NICE (the systemd unit sets
+        // LimitNICE): said once; the writer stays low and is not asked again.
+        self.denied.store(true, Ordering::Relaxed);
+        warn!(
+            error = %std::io::Error::last_os_error(),
+            "the store writer is starved on the cold core and cannot be raised (needs RLIMIT_NICE of 20, \
+             LimitNICE=20 under systemd, or CAP_SYS_NICE)"
+        );
+        false
+    }
+}
 
 /// Puts the calling thread (the store writer) below the journal thread on their shared
 /// core: `SCHED_IDLE`, which a waking normal thread preempts at once, so the journal never
@@ -253,6 +314,10 @@ struct JournalThread {
     runs: RunBuilder,
     predicting: bool,
     to_writer: Option<SyncSender<Vec<Handoff>>>,
+    /// The store writer's scheduling class (raised when it starves).
+    writer_priority: Arc<WriterPriority>,
+    /// Since when hand-offs have been refused (the writer busy or starved).
+    refused_since: Option<Instant>,
     last_marker: Option<(u64, u64)>,
     store_interval: Duration,
     store_batch_max: usize,
@@ -378,6 +443,8 @@ pub fn spawn(
     let stats = o.stats.clone();
     let names = o.rollup.names().clone();
     let durable_every = Duration::from_millis(p.checkpoint_ms);
+    let priority = Arc::new(WriterPriority::default());
+    let writer_prio = priority.clone();
     let writer = std::thread::Builder::new()
         .name("rimd-store".into())
         .spawn(move || {
@@ -386,8 +453,8 @@ pub fn spawn(
             }
             // The writer shares the cold core with the journal thread: when both can run,
             // the journal (what producers wait on) goes first.
-            lower_priority();
-            writer::run(&store, rx, &stats, names, durable_every);
+            writer_prio.start_low();
+            writer::run(&store, rx, &stats, names, durable_every, &writer_prio);
         })
         .map_err(|e| PersistError::Thread("store writer", e))?;
     let shards = inputs.reflex.len();
@@ -403,6 +470,8 @@ pub fn spawn(
         runs: o.runs,
         predicting: p.predict,
         to_writer: Some(tx),
+        writer_priority: priority,
+        refused_since: None,
         last_marker: None,
         store_interval: Duration::from_millis(p.store_interval_ms),
         store_batch_max: p.store_batch_max,
@@ -1032,9 +1101,16 @@ impl JournalThread {
             tx.try_send(ready.items)
         };
         match sent {
-            Ok(()) => 1,
+            Ok(()) => {
+                self.refused_since = None;
+                1
+            }
             Err(TrySendError::Full(items)) => {
                 self.stats.store_pending.fetch_sub(n, Ordering::Relaxed);
+                let since = *self.refused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= WRITER_STARVED_AFTER && self.writer_priority.raise() {
+                    self.stats.store_writer_raised.fetch_add(1, Ordering::Relaxed);
+                }
                 self.ready = Ready {
                     items,
                     waiting: ready.waiting,

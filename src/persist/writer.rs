@@ -33,6 +33,7 @@ pub(super) fn run(
     stats: &PersistStats,
     mut names: Names,
     durable_every: Duration,
+    priority: &super::thread::WriterPriority,
 ) {
     let mut retained_at = Instant::now();
     let mut synced_at = Instant::now();
@@ -55,6 +56,7 @@ pub(super) fn run(
             synced_at = Instant::now();
         }
         commit_with(store, &mut batch, stats, durable);
+        priority.commit_done();
         stats.decisions_indexed.store(indexed.iter().sum(), Ordering::Relaxed);
         if retained_at.elapsed() >= RETAIN_EVERY {
             retained_at = Instant::now();
