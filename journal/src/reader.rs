@@ -136,9 +136,11 @@ impl<S: Storage> Reader<S> {
                 break;
             };
             let off = HEADER_BYTES + (self.pos - cur.base);
+            // Lengths only: `from` is checked to be a record start, and the record read
+            // there is verified in full.
             let step = self
                 .window
-                .frame_at(&cur.file, off, cur.file_len)
+                .frame_len_at(&cur.file, off, cur.file_len)
                 .map_err(|e| JournalError::io(&cur.path, e))?;
             match step {
                 Step::Record { frame, .. } => {
@@ -187,9 +189,11 @@ impl<S: Storage> Reader<S> {
                 return Ok(None);
             };
             let off = HEADER_BYTES + (self.pos - cur.base);
+            // Lengths only: `from` is checked to be a record start, and the record read
+            // there is verified in full.
             let step = self
                 .window
-                .frame_at(&cur.file, off, cur.file_len)
+                .frame_len_at(&cur.file, off, cur.file_len)
                 .map_err(|e| JournalError::io(&cur.path, e))?;
             match step {
                 Step::Record { start, len, frame } => {

@@ -231,6 +231,35 @@ impl Window {
         Ok((0, n.min(got)))
     }
 
+    /// The frame at file offset `off` from its header alone, its checksum not verified:
+    /// for walking to a position known to be a record start (a reader opened at a
+    /// position), where verifying every payload on the way cost a checksum of up to a
+    /// segment per open. `Step::Record` gives the frame's length; its `start` and `len`
+    /// locate a payload that was not checked.
+    pub fn frame_len_at<F: StorageFile>(&mut self, file: &F, off: u64, file_len: u64) -> io::Result<Step> {
+        let remain = file_len.saturating_sub(off).min(FRAME_BYTES_MAX as u64) as usize;
+        if remain == 0 {
+            return Ok(Step::End);
+        }
+        let (at, n) = self.fill(file, off, remain.min(frame::FRAME_HEADER_BYTES))?;
+        Ok(match frame::read_len(&self.buf[at..at + n]) {
+            Ok(None) => Step::End,
+            Ok(Some(len)) => {
+                let frame = frame::encoded_len(len);
+                if frame > remain {
+                    Step::Invalid(FrameError::PastEnd { frame, have: remain })
+                } else {
+                    Step::Record {
+                        start: at + frame::FRAME_HEADER_BYTES,
+                        len,
+                        frame,
+                    }
+                }
+            }
+            Err(e) => Step::Invalid(e),
+        })
+    }
+
     /// Reads the frame at file offset `off` of a segment file of `file_len` bytes.
     pub fn frame_at<F: StorageFile>(&mut self, file: &F, off: u64, file_len: u64) -> io::Result<Step> {
         let remain = file_len.saturating_sub(off).min(FRAME_BYTES_MAX as u64) as usize;

@@ -163,7 +163,7 @@ pub fn occurrences(data_dir: &Path, id: u64) -> Vec<(u64, u64)> {
 /// body when not valid.
 pub fn chains(http: SocketAddr) -> Result<(bool, u64, String), BenchError> {
     let path = format!("{}/decisions/verify", wire::API);
-    let (status, body) = loadgen::fetch(http, &wire::get(&path), Duration::from_secs(30))?;
+    let (status, body) = loadgen::fetch(http, &wire::get(&path), Duration::from_secs(120))?;
     if status != 200 {
         return Err(BenchError::Integrity {
             what: format!("GET {path}: HTTP {status}: {}", String::from_utf8_lossy(&body)),
