@@ -137,7 +137,7 @@ impl<S: Storage> Reader<S> {
             };
             let off = HEADER_BYTES + (self.pos - cur.base);
             // Lengths only: `from` is checked to be a record start, and the record read
-            // there is verified in full.
+            // there is verified in full by `next`.
             let step = self
                 .window
                 .frame_len_at(&cur.file, off, cur.file_len)
@@ -189,11 +189,9 @@ impl<S: Storage> Reader<S> {
                 return Ok(None);
             };
             let off = HEADER_BYTES + (self.pos - cur.base);
-            // Lengths only: `from` is checked to be a record start, and the record read
-            // there is verified in full.
             let step = self
                 .window
-                .frame_len_at(&cur.file, off, cur.file_len)
+                .frame_at(&cur.file, off, cur.file_len)
                 .map_err(|e| JournalError::io(&cur.path, e))?;
             match step {
                 Step::Record { start, len, frame } => {
