@@ -467,6 +467,19 @@ fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchEr
     .with_histogram("durable_lag", &lat))
 }
 
+/// A durable-lag row: the rate, the lag figures, and the histogram for `--plot`.
+fn lag_row(name: &str, events_per_s: f64, lag: &Histogram<u64>) -> Row {
+    Row::new(
+        name,
+        [
+            &[Figure::real("events_per_s", events_per_s)],
+            lag_figures(lag).as_slice(),
+        ]
+        .concat(),
+    )
+    .with_histogram("durable_lag", lag)
+}
+
 /// The four durable-lag figures every lag row reports: p50, p99, p99.9 and max.
 fn lag_figures(lag: &Histogram<u64>) -> [Figure; 4] {
     [
@@ -541,15 +554,7 @@ fn bare_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchError> {
     let secs = started.elapsed().as_secs_f64();
     drop(journal);
     remove_data(&dir);
-    Ok(Row::new(
-        name,
-        [
-            &[Figure::real("events_per_s", total as f64 / secs)],
-            lag_figures(&lag).as_slice(),
-        ]
-        .concat(),
-    )
-    .with_histogram("durable_lag", &lag))
+    Ok(lag_row(name, total as f64 / secs, &lag))
 }
 
 /// The bare journal row's commit loop: the persist thread's policy (a new flight beside the
@@ -667,15 +672,7 @@ fn journal_row_with(opts: &RunOpts, name: &str, offered_per_s: u64, extra: &[&st
     );
     daemon.stop()?;
     remove_data(&data);
-    Ok(Row::new(
-        name,
-        [
-            &[Figure::real("events_per_s", total as f64 / secs)],
-            lag_figures(&lag).as_slice(),
-        ]
-        .concat(),
-    )
-    .with_histogram("durable_lag", &lag))
+    Ok(lag_row(name, total as f64 / secs, &lag))
 }
 
 /// Calls `publish(i)` for `total` events at `per_s`, in 1 ms batches, sleeping between

@@ -710,11 +710,7 @@ impl Roller<'_> {
             self.batch
                 .capsules
                 .extend(closed.drain(..).filter_map(|c| names.capsule(&c)));
-            if self.batch.capsules.len() >= self.batch_max {
-                self.capsules += self.batch.capsules.len() as u64;
-                self.batch.decision_runs.extend(self.runs.take_changed());
-                writer::commit(self.store, self.batch, self.stats);
-            }
+            self.capsules += commit_if_full(self.batch, self.runs, self.store, self.stats, self.batch_max);
         }
         Ok(())
     }
@@ -722,9 +718,23 @@ impl Roller<'_> {
 
 /// Commits what recovery rebuilt so far once it is a batch's worth.
 fn flush_if_full(o: &mut Opened, batch: &mut Batch, done: &mut Recovered) {
-    if batch.capsules.len() >= o.config.persist.store_batch_max {
-        done.capsules += batch.capsules.len() as u64;
-        batch.decision_runs.extend(o.runs.take_changed());
-        writer::commit(&o.store, batch, &o.stats);
+    done.capsules += commit_if_full(batch, &mut o.runs, &o.store, &o.stats, o.config.persist.store_batch_max);
+}
+
+/// Commits `batch` (with the index runs changed since) once it holds `batch_max`
+/// capsules; returns the capsules committed.
+fn commit_if_full(
+    batch: &mut Batch,
+    runs: &mut RunBuilder,
+    store: &Store,
+    stats: &PersistStats,
+    batch_max: usize,
+) -> u64 {
+    if batch.capsules.len() < batch_max {
+        return 0;
     }
+    let n = batch.capsules.len() as u64;
+    batch.decision_runs.extend(runs.take_changed());
+    writer::commit(store, batch, stats);
+    n
 }
