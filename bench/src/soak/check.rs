@@ -2,19 +2,29 @@
 //! and from the daemon's own audit verification (after a restart):
 //! - the ledger: every acknowledged event is in the journal (0 lost), and no event id is
 //!   there twice (0 duplicated after de-duplication);
+//! - the chains: every shard's decision hash chain, as the store's index and the decision
+//!   log hold it, verifies from its first record, checked from where the last check
+//!   stopped with one verifier per shard that lives across kills;
 //! - the capsules: every committed observed 1 s capsule counts at most the journal's
 //!   events of its window (nothing rolled up twice); `exact` counts those equal to it
 //!   (a resent event whose window had closed before is *late*: journaled, not rolled up);
-//! - the chains: `GET /decisions/verify` says every shard's hash chain verifies.
+//! - the daemon's own word: `GET /decisions/verify` says every shard's chain verifies.
+//!
+//! Every check after a kill reads only what the daemon wrote since the previous one, so a
+//! kill costs the same at the thousandth as at the first.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rim_capsule::{CapsuleBody, HistoryQuery, Store, StoreConfig, Vantage};
 
-use super::load::{node_of, parse_id};
+use rimd::persist::audit::DecisionLog;
+use rimd::reflex::decision::Verifier;
+
+use super::load::{node_of, parse_id, Source};
 use crate::error::BenchError;
 use crate::http::{loadgen, wire};
 
@@ -29,6 +39,8 @@ pub struct JournalTally {
     pub windows: HashMap<(String, i64), u64>,
     /// Records that are not the soak's (no parsable id).
     pub foreign: u64,
+    /// Ids journaled more than once, in the order the second copy was read.
+    pub dups: Vec<u64>,
     pos: u64,
 }
 
@@ -50,7 +62,11 @@ impl JournalTally {
                 self.foreign += 1;
                 continue;
             };
-            *self.ids.entry(id).or_insert(0) += 1;
+            let copies = self.ids.entry(id).or_insert(0);
+            *copies += 1;
+            if *copies == 2 {
+                self.dups.push(id);
+            }
             let window = rec.timestamp.div_euclid(1000) * 1000;
             let node = rec.rim_node_id.to_owned();
             let first = touched.entry(node.clone()).or_insert(window);
@@ -62,11 +78,85 @@ impl JournalTally {
     }
 }
 
-/// Lost (acknowledged, not journaled) and duplicated (journaled more than once) ids.
-pub fn ledger(tally: &JournalTally, acked: &HashSet<u64>) -> (Vec<u64>, Vec<u64>) {
-    let lost = acked.iter().filter(|id| !tally.ids.contains_key(id)).copied().collect();
-    let dup = tally.ids.iter().filter(|(_, &n)| n > 1).map(|(&id, _)| id).collect();
-    (lost, dup)
+/// Acknowledged ids looked up in the journal's tally once each, as they are acknowledged:
+/// an id found stays found (the journal only grows), one missing is lost for good.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Acknowledged ids the journal did not hold when they were checked.
+    pub lost: Vec<u64>,
+}
+
+impl Ledger {
+    /// Checks the ids the sources acknowledged since the last call.
+    pub fn check(&mut self, tally: &JournalTally, sources: &mut [Source]) {
+        for src in sources {
+            let missing = src.fresh.drain(..).filter(|id| !tally.ids.contains_key(id));
+            self.lost.extend(missing);
+        }
+    }
+}
+
+/// Decision records read per index call.
+const CHAIN_CHUNK: usize = 1_000;
+
+/// Every shard's decision hash chain, verified from where the previous check stopped.
+/// The index only grows upward (recovery indexes the log's tail above the newest indexed
+/// seq), so one [`Verifier`] per shard, kept across kills, checks each record once and
+/// still catches a link broken across a restart or a sequence number used twice.
+#[derive(Default)]
+pub struct ChainTally {
+    shards: Vec<(Verifier, u64)>,
+    /// Records verified so far, all shards.
+    pub records: u64,
+}
+
+impl std::fmt::Debug for ChainTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let next: Vec<u64> = self.shards.iter().map(|(_, next)| *next).collect();
+        f.debug_struct("ChainTally").field("next_seq", &next).field("records", &self.records).finish()
+    }
+}
+
+impl ChainTally {
+    /// Verifies what `shards` chains gained; `Some(why)` names the first record that does
+    /// not verify (and stays named by every later call).
+    pub fn update(&mut self, log: &DecisionLog, shards: u16) -> Result<Option<String>, BenchError> {
+        let read = |e: rimd::persist::audit::LogError| BenchError::transport("decision log", "read", e);
+        if self.shards.len() < usize::from(shards) {
+            self.shards.resize_with(usize::from(shards), || (Verifier::new(), 0));
+        }
+        for (k, (verifier, next)) in (0u16..).zip(self.shards.iter_mut()) {
+            loop {
+                let rows = log.decisions(k, *next, CHAIN_CHUNK).map_err(read)?;
+                for (seq, bytes) in &rows {
+                    if let Err(e) = verifier.push(bytes) {
+                        return Ok(Some(format!("shard {k}, stored seq {seq}: {e}")));
+                    }
+                    self.records += 1;
+                    *next = seq.saturating_add(1);
+                }
+                if rows.len() < CHAIN_CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The daemon's store as it left it (it must not be running), `None` before it made one.
+pub fn open_store(data_dir: &Path) -> Result<Option<Arc<Store>>, BenchError> {
+    let path = data_dir.join("capsules.redb");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let store = Store::open(&path, StoreConfig::default()).map_err(|e| BenchError::transport("store", "open", e))?;
+    Ok(Some(Arc::new(store)))
+}
+
+/// The decision log of the daemon's data directory, indexed in `store`.
+pub fn decision_log(data_dir: &Path, store: Arc<Store>) -> DecisionLog {
+    DecisionLog::new(&data_dir.join("journal"), store)
 }
 
 /// Observed capsules checked against the journal.
@@ -85,19 +175,10 @@ pub struct CapsuleTally {
 const RECHECK_MS: i64 = 5_000;
 
 /// Checks the observed 1 s capsules of each node from `from` (per node; all windows with
-/// `i64::MIN`) against the tally. Opens the store: the daemon must not be running.
-pub fn capsules(
-    data_dir: &Path,
-    tally: &JournalTally,
-    from: &HashMap<String, i64>,
-) -> Result<CapsuleTally, BenchError> {
-    let path: PathBuf = data_dir.join("capsules.redb");
+/// `i64::MIN`) against the tally.
+pub fn capsules(store: &Store, tally: &JournalTally, from: &HashMap<String, i64>) -> Result<CapsuleTally, BenchError> {
     let mut t = CapsuleTally::default();
-    if !path.exists() {
-        return Ok(t);
-    }
     let store_err = |e: rim_capsule::StoreError| BenchError::transport("store", "read", e);
-    let store = Store::open(&path, StoreConfig::default()).map_err(store_err)?;
     for (node, &first) in from {
         let mut from_ms = first.saturating_sub(RECHECK_MS);
         loop {
@@ -159,9 +240,9 @@ pub fn occurrences(data_dir: &Path, id: u64) -> Vec<(u64, u64)> {
     found
 }
 
-/// What `GET /decisions/verify` said: every chain valid, and the records it checked; the
-/// body when not valid.
-pub fn chains(http: SocketAddr) -> Result<(bool, u64, String), BenchError> {
+/// What `GET /decisions/verify` said: every chain valid, the records it checked, its
+/// shards, and the body when not valid.
+pub fn chains(http: SocketAddr) -> Result<(bool, u64, u16, String), BenchError> {
     let path = format!("{}/decisions/verify", wire::API);
     let (status, body) = loadgen::fetch(http, &wire::get(&path), Duration::from_secs(120))?;
     if status != 200 {
@@ -171,9 +252,9 @@ pub fn chains(http: SocketAddr) -> Result<(bool, u64, String), BenchError> {
     }
     let v: serde_json::Value = serde_json::from_slice(&body)?;
     let valid = v["data"]["valid"].as_bool().unwrap_or(false);
-    let records = v["data"]["shards"]
-        .as_array()
-        .map_or(0, |s| s.iter().filter_map(|x| x["records"].as_u64()).sum());
+    let shards = v["data"]["shards"].as_array().map_or(&[][..], Vec::as_slice);
+    let records = shards.iter().filter_map(|x| x["records"].as_u64()).sum();
+    let count = u16::try_from(shards.len()).unwrap_or(u16::MAX);
     // The verdicts alone (not the envelope's request id and time), so a break that
     // stays is reported once.
     let body = if valid {
@@ -181,7 +262,7 @@ pub fn chains(http: SocketAddr) -> Result<(bool, u64, String), BenchError> {
     } else {
         v["data"].to_string().chars().take(600).collect()
     };
-    Ok((valid, records, body))
+    Ok((valid, records, count, body))
 }
 
 /// The node of an id, for reports.

@@ -6,7 +6,7 @@
 //! daemon died is sent again in the next life, with the same event id and time, so the
 //! daemon must de-duplicate it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,8 +51,12 @@ pub struct Source {
     pub queue: VecDeque<u64>,
     /// The last sequence number handed out.
     pub next: u64,
-    /// Acknowledged-durable ids.
-    pub acked: HashSet<u64>,
+    /// How many ids were acknowledged durable (each once: an acknowledged id is never
+    /// sent again).
+    pub acked: u64,
+    /// Ids acknowledged since the ledger last looked: the ledger checks each once, and
+    /// keeps those it did not find.
+    pub fresh: Vec<u64>,
     /// Publish attempts refused (ring full, HTTP errors): back-pressure, not loss.
     pub refused: u64,
 }
@@ -65,7 +69,8 @@ impl Source {
             via,
             queue: VecDeque::new(),
             next: 0,
-            acked: HashSet::new(),
+            acked: 0,
+            fresh: Vec::new(),
             refused: 0,
         }
     }
@@ -73,6 +78,11 @@ impl Source {
     /// Events handed out so far.
     pub fn published(&self) -> u64 {
         self.next
+    }
+
+    fn ack(&mut self, id: u64) {
+        self.acked += 1;
+        self.fresh.push(id);
     }
 
     fn take(&mut self, allow_new: bool) -> Option<u64> {
@@ -144,18 +154,18 @@ fn shm_life(src: &mut Source, socket: &Path, stop: &AtomicBool, allow_new: bool)
         return;
     };
     let mut inflight: VecDeque<(u64, u64)> = VecDeque::new();
-    let settle = |p: &rim_ring::Producer, inflight: &mut VecDeque<(u64, u64)>, acked: &mut HashSet<u64>| {
+    let settle = |p: &rim_ring::Producer, inflight: &mut VecDeque<(u64, u64)>, src: &mut Source| {
         let durable = p.durable_position();
         while let Some(&(id, pos)) = inflight.front() {
             if pos > durable {
                 break;
             }
-            acked.insert(id);
+            src.ack(id);
             inflight.pop_front();
         }
     };
     while !stop.load(Ordering::Relaxed) {
-        settle(&p, &mut inflight, &mut src.acked);
+        settle(&p, &mut inflight, src);
         if !allow_new && src.queue.is_empty() && inflight.is_empty() {
             break;
         }
@@ -182,7 +192,7 @@ fn shm_life(src: &mut Source, socket: &Path, stop: &AtomicBool, allow_new: bool)
             }
         }
     }
-    settle(&p, &mut inflight, &mut src.acked);
+    settle(&p, &mut inflight, src);
     for (id, _) in inflight.into_iter().rev() {
         src.queue.push_front(id & ((1 << SEQ_BITS) - 1));
     }
@@ -201,7 +211,11 @@ fn http_life(src: &mut Source, addr: SocketAddr, stop: &AtomicBool, allow_new: b
             break;
         };
         match loadgen::fetch(addr, &wire::post_json(&path, &body), Duration::from_secs(10)) {
-            Ok((202, _)) => src.acked.extend(batch.iter().map(|&s| id_of(src.index, s))),
+            Ok((202, _)) => {
+                for &s in &batch {
+                    src.ack(id_of(src.index, s));
+                }
+            }
             Ok(_) | Err(_) => {
                 // Refused (back-pressure, shutting down) or cut by the kill: not acknowledged.
                 src.refused += 1;

@@ -2,7 +2,9 @@
 //! mixed load (shared-memory producers and HTTP posts), with the ledger of events the
 //! daemon acknowledged as durable checked after every kill: 0 lost, 0 duplicated after
 //! de-duplication, no observed capsule counting more than the journal's events of its
-//! window, and, after every restart, every decision hash chain verifying. The kill
+//! window, and every decision hash chain verifying (checked on disk after every kill, and
+//! by the daemon's `GET /decisions/verify` after the first restart, every hundredth and
+//! the last). Each check reads only what the daemon wrote since the previous one. The kill
 //! moments come from the seed, which is printed: the same seed replays the same
 //! schedule (the machine's timing still decides where in its work each kill lands).
 //!
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use self::check::{CapsuleTally, JournalTally};
+use self::check::{CapsuleTally, ChainTally, JournalTally, Ledger};
 use self::load::{Source, Target, Via};
 use crate::daemon::DaemonProc;
 use crate::error::BenchError;
@@ -83,14 +85,20 @@ const COLUMNS: &[&str] = &[
     "chain_checks",
     "chain_breaks",
     "decisions",
+    "decisions_verified",
     "capsules",
     "capsules_exact",
     "capsules_over",
     "ready_p50_ms",
     "ready_max_ms",
+    "check_p50_ms",
+    "check_max_ms",
     "elapsed_s",
 ];
 
+/// The daemon's own verification runs after the first restart and every this many kills
+/// (it reads every shard's chain from its first record).
+const HTTP_VERIFY_EVERY: usize = 100;
 /// How long a daemon may take to recover and answer.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the last life may take to get everything acknowledged.
@@ -104,8 +112,11 @@ struct Totals {
     chain_checks: u64,
     chain_breaks: u64,
     decisions: u64,
+    shards: u16,
+    chain: ChainTally,
     capsules: CapsuleTally,
     ready_ms: Vec<u64>,
+    check_ms: Vec<u64>,
     first_failure: Option<String>,
     last_failure: Option<String>,
     reported_dups: u64,
@@ -155,37 +166,42 @@ fn run(cli: &SoakCli, seed: u64, data: &std::path::Path) -> Result<(), BenchErro
     let (lo_ms, hi_ms) = if cli.quick { (5, 120) } else { (5, 500) };
     let mut rng = Rng(seed);
     let mut tally = JournalTally::default();
+    let mut ledger = Ledger::default();
     let mut totals = Totals::default();
     let started = Instant::now();
     for kill in 1..=cli.kills {
         let run_for = Duration::from_millis(lo_ms + rng.below(hi_ms - lo_ms));
-        one_life(&sets, &mut sources, &mut totals, run_for)?;
+        let verify = kill == 1 || kill % HTTP_VERIFY_EVERY == 0;
+        one_life(&sets, &mut sources, &mut totals, run_for, verify)?;
         // The daemon is dead: the journal and the store are read as it left them.
+        let t0 = Instant::now();
+        let when = format!("after kill {kill}");
         let touched = tally.update(data)?;
-        check_ledger(&tally, &sources, &mut totals, &format!("after kill {kill}"), data);
-        totals.add_capsules(check::capsules(data, &tally, &touched)?);
-        if totals.capsules.over > 0 {
-            totals.fail(format!(
-                "after kill {kill}: {} capsules over-count",
-                totals.capsules.over
-            ));
-        }
+        ledger.check(&tally, &mut sources);
+        check_ledger(&tally, &ledger, &mut totals, &when, data);
+        check_store(data, &tally, &touched, &mut totals, &when)?;
+        totals.check_ms.push(t0.elapsed().as_millis() as u64);
         if kill % 10 == 0 || kill == cli.kills {
             progress(kill, cli.kills, &sources, &totals, started);
         }
     }
     last_life(&sets, &mut sources, &mut totals)?;
-    tally.update(data)?;
-    check_ledger(&tally, &sources, &mut totals, "at the end", data);
+    let touched = tally.update(data)?;
+    ledger.check(&tally, &mut sources);
+    check_ledger(&tally, &ledger, &mut totals, "at the end", data);
+    check_store(data, &tally, &touched, &mut totals, "at the end")?;
     let published: u64 = sources.iter().map(Source::published).sum();
-    let acked: u64 = sources.iter().map(|s| s.acked.len() as u64).sum();
+    let acked: u64 = sources.iter().map(|s| s.acked).sum();
     if acked != published || tally.ids.len() as u64 != published {
         totals.fail(format!(
             "at the end: {published} events published, {acked} acknowledged, {} journaled",
             tally.ids.len()
         ));
     }
-    let all = check::capsules(data, &tally, &check::all_nodes(&tally))?;
+    let all = match check::open_store(data)? {
+        Some(store) => check::capsules(&store, &tally, &check::all_nodes(&tally))?,
+        None => CapsuleTally::default(),
+    };
     if all.over > 0 {
         totals.fail(format!("at the end: {} capsules over-count", all.over));
     }
@@ -220,13 +236,21 @@ fn life_sets(data: &std::path::Path) -> Vec<String> {
     sets
 }
 
-/// Starts a daemon, checks its chains, loads it for `run_for`, and SIGKILLs it while
-/// the sources are still publishing.
-fn one_life(sets: &[String], sources: &mut [Source], totals: &mut Totals, run_for: Duration) -> Result<(), BenchError> {
+/// Starts a daemon, has it verify its chains if `verify`, loads it for `run_for`, and
+/// SIGKILLs it while the sources are still publishing.
+fn one_life(
+    sets: &[String],
+    sources: &mut [Source],
+    totals: &mut Totals,
+    run_for: Duration,
+    verify: bool,
+) -> Result<(), BenchError> {
     let d = start(sets, totals)?;
     let socket = d.socket();
     let http = http_addr(&d)?;
-    check_chains(http, totals);
+    if verify {
+        check_chains(http, totals);
+    }
     let target = Target { socket: &socket, http };
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -297,8 +321,11 @@ fn check_chains(http: std::net::SocketAddr, totals: &mut Totals) {
     // A verification that did not answer (a loaded machine) is asked once more before it
     // counts: unverified is a failure, but a slow answer is not a break.
     match check::chains(http).or_else(|_| check::chains(http)) {
-        Ok((true, records, _)) => totals.decisions = totals.decisions.max(records),
-        Ok((false, _, body)) => {
+        Ok((true, records, shards, _)) => {
+            totals.decisions = totals.decisions.max(records);
+            totals.shards = totals.shards.max(shards);
+        }
+        Ok((false, _, _, body)) => {
             totals.chain_breaks += 1;
             totals.fail(format!("a decision hash chain does not verify: {body}"));
         }
@@ -309,47 +336,68 @@ fn check_chains(http: std::net::SocketAddr, totals: &mut Totals) {
     }
 }
 
-fn check_ledger(tally: &JournalTally, sources: &[Source], totals: &mut Totals, when: &str, data: &std::path::Path) {
-    let (mut lost, mut dup) = (Vec::new(), Vec::new());
-    for src in sources {
-        let (l, _) = check::ledger(tally, &src.acked);
-        lost.extend(l);
-    }
-    let (_, d) = check::ledger(tally, &std::collections::HashSet::new());
-    dup.extend(d);
-    // Counted once each: an id stays lost or duplicated in every later check.
-    totals.lost = totals.lost.max(lost.len() as u64);
-    totals.duplicated = totals.duplicated.max(dup.len() as u64);
-    if let Some(&id) = lost.first() {
+fn check_ledger(tally: &JournalTally, ledger: &Ledger, totals: &mut Totals, when: &str, data: &std::path::Path) {
+    totals.lost = ledger.lost.len() as u64;
+    totals.duplicated = tally.dups.len() as u64;
+    if let Some(&id) = ledger.lost.first() {
         totals.fail(format!(
             "{when}: {} acknowledged events lost, e.g. {}",
-            lost.len(),
+            ledger.lost.len(),
             check::describe(id)
         ));
     }
     // Reported when their number grows, with where the journal holds the first copies.
-    if let (Some(&id), true) = (dup.iter().min(), dup.len() as u64 > totals.reported_dups) {
-        totals.reported_dups = dup.len() as u64;
+    if let (Some(&id), true) = (tally.dups.first(), totals.duplicated > totals.reported_dups) {
+        totals.reported_dups = totals.duplicated;
         totals.fail(format!(
             "{when}: {} events journaled twice, e.g. {} at (position, received_ms) {:?}",
-            dup.len(),
+            totals.duplicated,
             check::describe(id),
             check::occurrences(data, id)
         ));
     }
 }
 
+/// The store as the daemon left it: the chains' new records, and the observed capsules of
+/// the windows that gained events.
+fn check_store(
+    data: &std::path::Path,
+    tally: &JournalTally,
+    touched: &std::collections::HashMap<String, i64>,
+    totals: &mut Totals,
+    when: &str,
+) -> Result<(), BenchError> {
+    let Some(store) = check::open_store(data)? else {
+        return Ok(());
+    };
+    let shards = totals.shards.max(1);
+    totals.chain_checks += 1;
+    if let Some(why) = totals.chain.update(&check::decision_log(data, store.clone()), shards)? {
+        totals.chain_breaks += 1;
+        totals.fail(format!("{when}: a decision hash chain does not verify: {why}"));
+    }
+    totals.add_capsules(check::capsules(&store, tally, touched)?);
+    if totals.capsules.over > 0 {
+        totals.fail(format!("{when}: {} capsules over-count", totals.capsules.over));
+    }
+    Ok(())
+}
+
 fn progress(kill: usize, kills: usize, sources: &[Source], totals: &Totals, started: Instant) {
     let published: u64 = sources.iter().map(Source::published).sum();
-    let acked: u64 = sources.iter().map(|s| s.acked.len() as u64).sum();
+    let acked: u64 = sources.iter().map(|s| s.acked).sum();
     let (p50, max) = ready(&totals.ready_ms);
+    let last_checks = &totals.check_ms[totals.check_ms.len().saturating_sub(10)..];
+    let (check_p50, check_max) = ready(last_checks);
     eprintln!(
-        "soak: kill {kill}/{kills}: events {published} acked {acked} lost={} duplicated={} chains {} ({} breaks) \
-         capsules {} over {} ready p50 {p50} ms max {max} ms, {:.0} s",
+        "soak: kill {kill}/{kills}: events {published} acked {acked} lost={} duplicated={} chains {} ({} breaks, \
+         {} records) capsules {} over {} ready p50 {p50} ms max {max} ms, checks p50 {check_p50} ms max \
+         {check_max} ms (last 10), {:.0} s",
         totals.lost,
         totals.duplicated,
         if totals.chain_breaks == 0 { "ok" } else { "BROKEN" },
         totals.chain_breaks,
+        totals.chain.records,
         totals.capsules.checked,
         totals.capsules.over,
         started.elapsed().as_secs_f64()
@@ -358,6 +406,7 @@ fn progress(kill: usize, kills: usize, sources: &[Source], totals: &Totals, star
 
 fn final_row(kills: usize, published: u64, acked: u64, t: &Totals, all: CapsuleTally, started: Instant) -> Row {
     let (p50, max) = ready(&t.ready_ms);
+    let (check_p50, check_max) = ready(&t.check_ms);
     Row::new(
         "soak",
         vec![
@@ -369,11 +418,14 @@ fn final_row(kills: usize, published: u64, acked: u64, t: &Totals, all: CapsuleT
             Figure::int("chain_checks", t.chain_checks),
             Figure::int("chain_breaks", t.chain_breaks),
             Figure::int("decisions", t.decisions),
+            Figure::int("decisions_verified", t.chain.records),
             Figure::int("capsules", all.checked),
             Figure::int("capsules_exact", all.exact),
             Figure::int("capsules_over", all.over),
             Figure::int("ready_p50_ms", p50),
             Figure::int("ready_max_ms", max),
+            Figure::int("check_p50_ms", check_p50),
+            Figure::int("check_max_ms", check_max),
             Figure::real("elapsed_s", started.elapsed().as_secs_f64()),
         ],
     )
