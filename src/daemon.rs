@@ -281,7 +281,6 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     let compiled = initial_rules.compiled.clone();
     info!(rules = compiled.set.len(), generation = compiled.set.generation(), origin = %initial_rules.source.origin, "rules in force");
     let durable_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let settled_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let journal_wake = Arc::new(crate::persist::wake::Wake::new());
     let durable_seqs: Vec<Arc<std::sync::atomic::AtomicU64>> = (0..shards)
         .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)))
@@ -293,7 +292,6 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
                 ring: tx,
                 wake: journal_wake.clone(),
                 durable_marker: durable_marker.clone(),
-                settled_marker: settled_marker.clone(),
             }),
             Some(rx),
         )
@@ -460,7 +458,6 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
                 ingest: journal_rx,
                 reflex: persist_rx,
                 durable_marker,
-                settled_marker,
                 durable_seqs,
                 wake: journal_wake,
             },

@@ -49,6 +49,8 @@ pub fn rows_from_capsules(store: &Store, capsules: &[Capsule]) -> Result<Vec<Raw
 pub fn write_raw(store: &Store, rows: &[RawRow]) -> Result<(), StoreError> {
     let mut txn = store.db().begin_write()?;
     txn.set_durability(redb::Durability::Immediate)?;
+    // Committed as the store commits a durable batch, so the comparison is like for like.
+    txn.set_quick_repair(true);
     {
         let mut t = CapsuleTables::open(&txn)?;
         let first = t.next_seq()?;

@@ -205,10 +205,6 @@ pub struct JournalOut {
     pub wake: Arc<Wake>,
     /// The last marker whose entries (and every entry before) are synced.
     pub durable_marker: Arc<AtomicU64>,
-    /// The last durable marker whose positions ingest has written into the producers'
-    /// headers (the journal thread keeps the journal positions each marker stood for, and
-    /// recovery replays at least from there).
-    pub settled_marker: Arc<AtomicU64>,
 }
 
 struct JournalSide {
@@ -461,7 +457,6 @@ impl Ingest {
                 ring.consumer.set_durable_position(p);
             }
         }
-        j.out.settled_marker.store(durable, Ordering::Release);
     }
 
     /// Feeds one journaled event back through routing at start (recovery): node index,

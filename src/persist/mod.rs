@@ -13,16 +13,19 @@
 //! The journal thread never hands the writer anything that is not durable. Every
 //! `persist.checkpoint_ms` (and at shutdown) the hand-off also carries a **checkpoint**
 //! of the roll-up (the chunks of nodes that changed: open windows, pending predictions,
-//! accuracy) and the streams' watermarks (events: `committed_to`, the end the checkpoint
-//! is complete to, and `replay_from`, the previous checkpoint's end; decision log: its end
-//! then), written in the same transaction as the capsules.
+//! accuracy, each node's dedup window of event-id hashes) and the streams' watermarks
+//! (events: `committed_to`, the end the checkpoint is complete to, and `replay_from`,
+//! where recovery starts reading, written equal to it; decision log: its end then), in
+//! the same transaction as the capsules.
 //!
 //! Recovery restores the checkpoint (placing its nodes in ingest's node table first, in
-//! their old order), reads the decision log from its watermark (decision runs for the
-//! index, the chains' last durable decisions, predictions to score), then reads the events
-//! from `replay_from`: into ingest (node table, dedup windows, so that an event synced
-//! just before a crash but never seen acknowledged is recognised when its producer
-//! resends it) and the reflex state, and from `committed_to` on also into the roll-up; a
+//! their old order, with their dedup windows), reads the decision log from its watermark
+//! (decision runs for the index, the chains' last durable decisions, predictions to
+//! score), then reads the events from `replay_from`: into ingest (node table, dedup
+//! windows, so that an event synced just before a crash but never seen acknowledged is
+//! recognised when its producer resends it) and the reflex state, and from `committed_to`
+//! on also into the roll-up (a store written before checkpoint format 4 has no dedup
+//! windows in it and an earlier `replay_from`, which recovery honours); a
 //! window it closes again that was already committed comes back identical (counted as
 //! `persist.capsules_existing`), or, if it differs, the committed one stays
 //! (`persist.capsules_kept`).
@@ -404,9 +407,8 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
     o.rollup.set_expect_capacity(rim_capsule::rollup::PREDICTIONS_PER_SLOT);
     batch.decision_runs.extend(o.runs.take_changed());
     done.capsules += batch.capsules.len() as u64;
-    if !batch.is_empty() {
-        writer::commit(&o.store, &mut batch, &o.stats);
-    }
+    checkpoint_recovered(o, &mut batch);
+    writer::commit(&o.store, &mut batch, &o.stats);
     done.ms = started.elapsed().as_millis() as u64;
     o.stats.recovered_events.store(done.events, Ordering::Relaxed);
     o.stats.recovery_ms.store(done.ms, Ordering::Relaxed);
@@ -417,6 +419,37 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
         "recovery done"
     );
     Ok(done)
+}
+
+/// The recovered roll-up, checkpointed with its watermarks in recovery's last commit, so
+/// that a crash soon after this start replays from this start's end rather than from where
+/// this recovery began: without it, in a crash loop (or lives shorter than a checkpoint
+/// round, as in the soak), every restart would replay all the ones before it.
+fn checkpoint_recovered(o: &mut Opened, batch: &mut Batch) {
+    let (end, log_end) = (o.journal.end(STREAM_EVENTS), o.journal.end(STREAM_DECISIONS));
+    batch.checkpoint = Some(o.rollup.checkpoint_all(end, log_end, crate::ingest::unix_ms()));
+    let (committed_to, log_from) = o.rollup.watermarks(end, log_end);
+    batch.watermarks = watermarks(committed_to, log_from);
+    (o.replay_from, o.committed_to, o.log_from) = (committed_to, committed_to, log_from);
+    o.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The streams' watermarks as stored: the events' `committed_to` (recovery's start: the
+/// checkpoint carries the dedup windows, so `replay_from` is the same position) and the
+/// decision log's.
+fn watermarks(committed_to: u64, log_from: u64) -> Vec<rim_capsule::Watermark> {
+    vec![
+        rim_capsule::Watermark {
+            stream: STREAM_EVENTS,
+            replay_from: committed_to,
+            committed_to,
+        },
+        rim_capsule::Watermark {
+            stream: STREAM_DECISIONS,
+            replay_from: log_from,
+            committed_to: log_from,
+        },
+    ]
 }
 
 /// The roll-up from the stored checkpoint, its nodes placed in ingest's table in their old

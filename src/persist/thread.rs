@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rim_capsule::{
     Batch, Capsule, CapsuleBody, CapsuleKey, Closed, Names, NamesDelta, PredictedSeries, Prediction, Rollup, Texts,
-    Vantage, Watermark,
+    Vantage,
 };
 use rim_journal::event::Scan;
 use rim_journal::{frame, Fs, Journal};
@@ -181,9 +181,6 @@ fn lower_priority() {
     }
 }
 
-/// Durable markers remembered for `replay_from` (thinned beyond this).
-const MARKER_ENDS_MAX: usize = 4096;
-
 /// The rings the journal thread reads, and what it reports back.
 pub struct JournalInputs {
     /// From ingest: events and markers.
@@ -192,8 +189,6 @@ pub struct JournalInputs {
     pub reflex: Vec<rtrb::Consumer<u8>>,
     /// Where the last durable marker is published for ingest.
     pub durable_marker: Arc<AtomicU64>,
-    /// The last marker ingest has acknowledged to producers.
-    pub settled_marker: Arc<AtomicU64>,
     /// Per reflex shard, the chain seq of its newest durable decision.
     pub durable_seqs: Vec<Arc<AtomicU64>>,
     /// How ingest wakes this thread when it parks.
@@ -204,7 +199,6 @@ pub struct JournalInputs {
 struct Rings {
     ingest: rtrb::Consumer<u8>,
     reflex: Vec<rtrb::Consumer<u8>>,
-    settled_marker: Arc<AtomicU64>,
     wake: Arc<Wake>,
 }
 
@@ -215,8 +209,8 @@ struct Stage {
     work: Handoff,
     /// Per shard, the newest chain seq among its decisions here (0: none).
     seqs: Vec<u64>,
-    /// The last marker read before the commit started, and the events' end then.
-    marker: Option<(u64, u64)>,
+    /// The last marker read before the commit started.
+    marker: Option<u64>,
 }
 
 /// What the store writer gets: the batch, and what it makes capsules of (off the journal
@@ -321,7 +315,7 @@ struct JournalThread {
     writer_priority: Arc<WriterPriority>,
     /// Since when hand-offs have been refused (the writer busy or starved).
     refused_since: Option<Instant>,
-    last_marker: Option<(u64, u64)>,
+    last_marker: Option<u64>,
     store_interval: Duration,
     store_batch_max: usize,
     /// Commits in flight at most (`persist.commit_flights`).
@@ -333,13 +327,6 @@ struct JournalThread {
     chunk_at: Instant,
     /// The watermarks last staged.
     staged_marks: (u64, u64, u64),
-    /// Events' `committed_to` over the last `checkpoint_ms` and a little more, oldest
-    /// first: `replay_from` is the one of about a checkpoint interval ago.
-    marks_history: std::collections::VecDeque<(Instant, u64)>,
-    /// Durable markers with the events' end when they were read.
-    marker_ends: std::collections::VecDeque<(u64, u64)>,
-    /// The end as of the last marker known acknowledged (replay never starts later).
-    replay_floor: u64,
     retained_at: Instant,
     idle_since: Option<Instant>,
     idle_turns: u32,
@@ -484,9 +471,6 @@ pub fn spawn(
         checkpoint_every: Duration::from_millis(p.checkpoint_ms),
         chunk_at: Instant::now(),
         staged_marks: (o.replay_from, o.committed_to, o.log_from),
-        marks_history: std::collections::VecDeque::from([(Instant::now(), o.replay_from)]),
-        marker_ends: std::collections::VecDeque::new(),
-        replay_floor: o.replay_from,
         retained_at: Instant::now(),
         idle_since: None,
         idle_turns: 0,
@@ -510,7 +494,6 @@ pub fn spawn(
             let mut rings = Rings {
                 ingest: inputs.ingest,
                 reflex: inputs.reflex,
-                settled_marker: inputs.settled_marker,
                 wake: inputs.wake,
             };
             rings.wake.register();
@@ -646,13 +629,13 @@ impl JournalThread {
             if stopping || t2.duration_since(upkeep_at) >= UPKEEP_EVERY {
                 upkeep_at = t2;
                 self.publish_tally();
-                work += self.upkeep(inputs, stopping);
+                work += self.upkeep(stopping);
             }
             let t3 = Instant::now();
             self.turns
                 .turn([tl - t0, t1 - tl, t2 - t1, t3 - t2], drained, &self.stats);
             if stopping && self.quiescent(inputs) {
-                self.finish(inputs);
+                self.finish();
                 break;
             }
             if work == 0 {
@@ -723,7 +706,7 @@ impl JournalThread {
     fn on_ingest(&mut self, head: Head, body: &[u8]) {
         match head.kind {
             KIND_EVENT => self.on_event(head, body),
-            KIND_MARKER => self.last_marker = Some((head.aux, self.journal.end(STREAM_EVENTS))),
+            KIND_MARKER => self.last_marker = Some(head.aux),
             other => warn!(kind = other, "unexpected entry on ingest's journal ring"),
         }
     }
@@ -902,13 +885,7 @@ impl JournalThread {
     /// A stage whose records are durable: producers and reflex shards hear it, and its
     /// work waits for the store writer.
     fn land(&mut self, stage: Stage) {
-        if let Some((marker, end)) = stage.marker {
-            if self.marker_ends.len() >= MARKER_ENDS_MAX {
-                // Keep the oldest and thin the rest: replay_from only needs a position at
-                // or before the settled marker's.
-                self.marker_ends.remove(1);
-            }
-            self.marker_ends.push_back((marker, end));
+        if let Some(marker) = stage.marker {
             self.publish_marker(marker);
         }
         for (k, &seq) in stage.seqs.iter().enumerate() {
@@ -936,7 +913,7 @@ impl JournalThread {
     }
 
     /// Timers: idle windows, checkpoints, hand-off to the store, retention. Returns work.
-    fn upkeep(&mut self, inputs: &Rings, stopping: bool) -> usize {
+    fn upkeep(&mut self, stopping: bool) -> usize {
         let mut work = 0;
         if self.flushed_at.elapsed() >= FLUSH_EVERY {
             self.flushed_at = Instant::now();
@@ -944,7 +921,7 @@ impl JournalThread {
             self.staged.work.closed.append(&mut self.closed);
         }
         if !stopping {
-            self.checkpoint_step(inputs);
+            self.checkpoint_step();
         }
         if !stopping && self.handoff_due() {
             work += self.hand_off(false);
@@ -977,7 +954,7 @@ impl JournalThread {
     /// within an interval under load, so unpaced, all chunks fell due together and were
     /// encoded back to back (bursts of ~25 ms at 10k nodes) while entries waited; paced,
     /// a round still ends within half an interval.
-    fn checkpoint_step(&mut self, inputs: &Rings) {
+    fn checkpoint_step(&mut self) {
         let chunks = u32::try_from(self.rollup.chunk_count().max(1)).unwrap_or(u32::MAX);
         let pace = self.checkpoint_every / chunks.saturating_mul(2);
         if self.chunk_at.elapsed() >= pace {
@@ -988,7 +965,7 @@ impl JournalThread {
                 self.stage_checkpoint(cp);
             }
         }
-        self.stage_watermarks(inputs);
+        self.stage_watermarks();
     }
 
     fn stage_checkpoint(&mut self, cp: rim_capsule::Checkpoint) {
@@ -1003,84 +980,24 @@ impl JournalThread {
         });
     }
 
-    /// Stages the watermarks when they moved. The events' `committed_to` and the log's:
-    /// where the chunks not stored since they changed need a replay from; the events'
-    /// `replay_from` (ingest's dedup windows and the reflex state): the `committed_to` of a
-    /// checkpoint interval ago (so a restart's dedup windows and reflex state hold about an
-    /// interval of events), and never later than the end as of the last marker producers
-    /// were told is durable, so that an event synced just before a crash but not yet
-    /// acknowledged is recognised when its producer resends it.
-    fn stage_watermarks(&mut self, inputs: &Rings) {
+    /// Stages the watermarks when they moved: the events' `committed_to` and the log's,
+    /// where the chunks not stored since they changed need a replay from (a store written
+    /// before checkpoint format 4 keeps the earlier `replay_from` it was given, and
+    /// recovery honours it once).
+    fn stage_watermarks(&mut self) {
         let (end, log_end) = (self.journal.end(STREAM_EVENTS), self.journal.end(STREAM_DECISIONS));
         let (committed_to, log_from) = self.rollup.watermarks(end, log_end);
-        let settled = self.settled_end(inputs).unwrap_or(self.replay_floor);
-        self.replay_floor = settled;
-        let replay_from = self.interval_ago(committed_to).min(committed_to).min(settled);
-        let marks = (replay_from, committed_to, log_from);
+        let marks = (committed_to, committed_to, log_from);
         if marks == self.staged_marks {
             return;
         }
         self.staged_marks = marks;
-        self.staged.work.batch.watermarks = vec![
-            Watermark {
-                stream: STREAM_EVENTS,
-                replay_from,
-                committed_to,
-            },
-            Watermark {
-                stream: STREAM_DECISIONS,
-                replay_from: log_from,
-                committed_to: log_from,
-            },
-        ];
-    }
-
-    /// Notes `committed_to` now and returns the one of a checkpoint interval ago (the
-    /// oldest known, when the thread has not run that long).
-    fn interval_ago(&mut self, committed_to: u64) -> u64 {
-        let now = Instant::now();
-        // One note per 10 ms at most keeps the history to a few hundred entries.
-        let moved = self
-            .marks_history
-            .back()
-            .is_none_or(|&(t, c)| c != committed_to && now.duration_since(t) >= Duration::from_millis(10));
-        if moved {
-            self.marks_history.push_back((now, committed_to));
-        }
-        while self.marks_history.len() > 1
-            && self
-                .marks_history
-                .get(1)
-                .is_some_and(|&(t, _)| now.duration_since(t) >= self.checkpoint_every)
-        {
-            self.marks_history.pop_front();
-        }
-        self.marks_history.front().map_or(committed_to, |&(_, c)| c)
+        self.staged.work.batch.watermarks = super::watermarks(committed_to, log_from);
     }
 
     /// Tells ingest that everything before `marker` is durable.
     fn publish_marker(&self, marker: u64) {
         self.durable_marker.store(marker, Ordering::Release);
-    }
-
-    /// The events' end as of the newest marker ingest has acknowledged to producers: an
-    /// event after it may be synced but not yet acknowledged, so its producer may send it
-    /// again after a crash, and recovery must replay it into the dedup windows.
-    fn settled_end(&mut self, inputs: &Rings) -> Option<u64> {
-        let settled = inputs.settled_marker.load(Ordering::Acquire);
-        let mut found = None;
-        while let Some(&(m, end)) = self.marker_ends.front() {
-            if m > settled {
-                break;
-            }
-            found = Some(end);
-            self.marker_ends.pop_front();
-        }
-        if let Some(end) = found {
-            // Keep it as the floor for the next checkpoint too.
-            self.marker_ends.push_front((settled, end));
-        }
-        found
     }
 
     fn handoff_due(&self) -> bool {
@@ -1150,11 +1067,11 @@ impl JournalThread {
 
     /// At shutdown, with every ring drained and committed: the last checkpoint, committed,
     /// and everything handed to the writer, which commits it before it ends.
-    fn finish(&mut self, inputs: &mut Rings) {
+    fn finish(&mut self) {
         let (end, log_end) = (self.journal.end(STREAM_EVENTS), self.journal.end(STREAM_DECISIONS));
         let cp = self.rollup.checkpoint_all(end, log_end, unix_ms());
         self.stage_checkpoint(cp);
-        self.stage_watermarks(inputs);
+        self.stage_watermarks();
         // After the checkpoint's watermark, so recovery reads it: everything before it is
         // durable once it is, and the chains may resume without a gap.
         if let Err(e) = self.journal.append(STREAM_DECISIONS, &[LOG_SHUTDOWN], unix_ms()) {

@@ -113,7 +113,10 @@ pub struct ChainTally {
 impl std::fmt::Debug for ChainTally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let next: Vec<u64> = self.shards.iter().map(|(_, next)| *next).collect();
-        f.debug_struct("ChainTally").field("next_seq", &next).field("records", &self.records).finish()
+        f.debug_struct("ChainTally")
+            .field("next_seq", &next)
+            .field("records", &self.records)
+            .finish()
     }
 }
 
