@@ -661,6 +661,20 @@ impl Rollup {
         self.rows.len() as u32
     }
 
+    /// The start of the newest window `node` had an event in at `resolution` (seconds):
+    /// its open window, else the last one that closed; None when it has had none.
+    pub fn last_window(&self, node: u32, resolution: u32) -> Option<i64> {
+        let r = self.cfg.resolutions.iter().position(|&x| x == resolution)?;
+        let win = self.wins.get(node as usize * self.resolutions() + r)?;
+        if win.open {
+            Some(win.start_ms)
+        } else if win.closed_until_ms == i64::MIN {
+            None
+        } else {
+            win.closed_until_ms.checked_sub(self.res_ms[r])
+        }
+    }
+
     /// `node`'s remembered event-id hashes, oldest first.
     pub fn recent_ids(&self, node: u32) -> impl Iterator<Item = u64> + '_ {
         let w = self.cfg.recent_ids;

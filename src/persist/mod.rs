@@ -399,6 +399,7 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
     let mut done = Recovered::default();
     restore_rollup(o, ingest);
     restore_dedup(o, ingest);
+    seed_predictors(o, reflexes);
     let mut batch = Batch::default();
     o.rollup.set_expect_capacity(RECOVERY_EXPECT_CAPACITY);
     let (heads, clean) = read_log_tail(o, ingest, &mut batch, &mut done)?;
@@ -419,6 +420,19 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
         "recovery done"
     );
     Ok(done)
+}
+
+/// The reflex shards' predictors told, per node and resolution, the window of the node's
+/// last event as the restored roll-up holds it (the tail replay moves them on from there),
+/// so no window predicted before the crash is predicted again.
+fn seed_predictors(o: &Opened, reflexes: &mut [&mut Reflex]) {
+    for n in 0..o.rollup.node_span() {
+        for &res in &o.config.persist.resolutions {
+            if let Some(w) = o.rollup.last_window(n, res) {
+                reflexes.iter_mut().for_each(|r| r.seed_prediction_window(n, res, w));
+            }
+        }
+    }
 }
 
 /// The recovered roll-up, checkpointed with its watermarks in recovery's last commit, so

@@ -369,6 +369,21 @@ impl Reflex {
         n
     }
 
+    /// After a restart, before the journal's tail is replayed: the window `node`'s last
+    /// event fell in at `resolution` (seconds), as the restored roll-up knows it. The
+    /// predictor then does not predict again a window it predicted before the restart
+    /// (the store keeps the first prediction and would count the second a conflict).
+    pub fn seed_prediction_window(&mut self, node: u32, resolution: u32, window_ms: i64) {
+        let Some(p) = self.emit.persisted.as_mut() else { return };
+        let res_ms = i64::from(resolution) * 1000;
+        let r = p.resolutions_ms.len();
+        if let Some(k) = p.resolutions_ms.iter().position(|&x| x == res_ms) {
+            if let Some(seen) = p.windows.get_mut(node as usize * r + k) {
+                *seen = window_ms;
+            }
+        }
+    }
+
     /// Reads and handles one record. Returns false when the ring is empty.
     pub fn step(&mut self) -> bool {
         // Back-pressure from the journal thread: an event is only taken when its audit
