@@ -769,7 +769,9 @@ fn flush_if_full(o: &mut Opened, batch: &mut Batch, done: &mut Recovered) {
 }
 
 /// Commits `batch` (with the index runs changed since) once it holds `batch_max`
-/// capsules; returns the capsules committed.
+/// capsules, without a sync: until recovery's last commit (durable, with the checkpoint and
+/// the watermarks) lands, a crash leaves the watermarks where they were and the next start
+/// rebuilds the same capsules from the journal. Returns the capsules committed.
 fn commit_if_full(
     batch: &mut Batch,
     runs: &mut RunBuilder,
@@ -782,6 +784,6 @@ fn commit_if_full(
     }
     let n = batch.capsules.len() as u64;
     batch.decision_runs.extend(runs.take_changed());
-    writer::commit(store, batch, stats);
+    writer::commit_with(store, batch, stats, false);
     n
 }

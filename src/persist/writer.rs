@@ -73,7 +73,7 @@ pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
 }
 
 /// Writes one batch (retrying; synced if `durable`), counts the outcome and clears it.
-fn commit_with(store: &Store, batch: &mut Batch, stats: &PersistStats, durable: bool) {
+pub(super) fn commit_with(store: &Store, batch: &mut Batch, stats: &PersistStats, durable: bool) {
     let capsules = batch.capsules.len() as u64;
     let started = std::time::Instant::now();
     let mut attempt = 0u32;
