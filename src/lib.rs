@@ -3,6 +3,11 @@
 //! partition, which keeps per-node state, evaluates rules and publishes decisions; the
 //! [`stats`] of every stage go to a shared-memory segment. [`daemon`] assembles the
 //! threads from the [`config`]; [`agent`] is the shard work loop.
+//!
+//! `unsafe` is denied in the whole crate but for two modules: [`sys`], which wraps the few
+//! system calls the standard library lacks in safe functions, and `api::io`, the glommio ↔
+//! hyper stream adapter. The shared-memory and journal code that needs more lives in the
+//! `rim-ring` and `rim-journal` crates, with loom models and crash tests of its own.
 #![deny(unsafe_code)]
 
 pub mod agent;

@@ -40,12 +40,7 @@ pub fn advise_huge<T>(v: &mut [T]) {
     if end <= aligned {
         return;
     }
-    #[allow(unsafe_code)]
-    // SAFETY: [aligned, end) lies inside `v`'s allocation, which we own mutably;
-    // MADV_HUGEPAGE changes how the kernel backs the pages, never their contents.
-    unsafe {
-        libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
-    }
+    crate::sys::advise_huge_pages(v, aligned - start, end - aligned);
 }
 
 /// A vector of `n` copies of `zero` (all-zero bits, so the allocation stays lazy), advised

@@ -1,4 +1,6 @@
-//! The daemon's own process settings that need a system call.
+//! The daemon's system calls that the standard library does not wrap: every `unsafe`
+//! block of the daemon crate is here (and in the HTTP server's one I/O adapter,
+//! `api/io.rs`), each behind a safe function whose arguments cannot make it unsound.
 
 /// Clears the process's dumpable flag (`prctl(PR_SET_DUMPABLE, 0)`), so that no other
 /// process of the same user can reach the daemon's memory or file descriptors.
@@ -56,12 +58,82 @@ pub fn keep_freed_memory() {}
 /// Lowers the calling thread's scheduling priority to the lowest (nice 19), so that a
 /// long background job (a backtest) on a shared core yields to everything else there.
 /// Best effort: a failure leaves the priority as it was.
-#[allow(unsafe_code)]
 pub fn lower_thread_priority() {
+    let _ = set_nice(19);
+}
+
+/// Advises the kernel to back `len` bytes of `v`'s memory from byte `offset` with
+/// transparent huge pages (`madvise(MADV_HUGEPAGE)`); the range must be page-aligned for
+/// the advice to take. A range outside `v` is not advised. Best effort: the advice changes
+/// how pages are backed, never their contents, and a refusal changes nothing.
+#[allow(unsafe_code)]
+pub fn advise_huge_pages<T>(v: &mut [T], offset: usize, len: usize) {
+    let bytes = std::mem::size_of_val(v);
+    if len == 0 || offset.checked_add(len).is_none_or(|end| end > bytes) {
+        return;
+    }
+    let start = v.as_mut_ptr().cast::<u8>().wrapping_add(offset);
+    // SAFETY: [start, start + len) lies inside `v`'s allocation (checked above), which the
+    // caller lends mutably for the call; MADV_HUGEPAGE does not touch the contents.
+    unsafe {
+        libc::madvise(start.cast::<libc::c_void>(), len, libc::MADV_HUGEPAGE);
+    }
+}
+
+/// Waits in `poll(2)` for the descriptors in `fds` (up to `timeout_ms`; negative: no
+/// limit) and returns how many have events (their `revents` are set).
+#[allow(unsafe_code)]
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> std::io::Result<usize> {
+    // SAFETY: `fds` is a valid, initialised slice of pollfd structs, borrowed mutably for
+    // the call (the kernel writes only their `revents`); poll touches nothing else of ours.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// The calling thread's kernel id.
+#[allow(unsafe_code)]
+pub fn gettid() -> i32 {
+    // SAFETY: gettid takes nothing and touches no memory.
+    unsafe { libc::gettid() }
+}
+
+/// A thread's scheduling policy, as `sched_setscheduler` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// `SCHED_OTHER`: a normal thread.
+    Normal,
+    /// `SCHED_IDLE`: runs only when nothing else on its core can.
+    Idle,
+}
+
+/// Sets the scheduling policy of thread `tid` of this process (0: the calling thread).
+#[allow(unsafe_code)]
+pub fn set_policy(tid: i32, policy: Policy) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    let p = match policy {
+        Policy::Normal => libc::SCHED_OTHER,
+        Policy::Idle => libc::SCHED_IDLE,
+    };
+    // SAFETY: `param` is a valid sched_param that outlives the call; the call reads it
+    // and changes only the policy of thread `tid`.
+    let rc = unsafe { libc::sched_setscheduler(tid, p, &param) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the calling thread's nice value.
+#[allow(unsafe_code)]
+pub fn set_nice(nice: i32) -> std::io::Result<()> {
     // SAFETY: gettid and setpriority take plain integers and touch no memory of ours;
     // PRIO_PROCESS with a thread id changes only that thread's nice value on Linux.
-    unsafe {
-        let tid = libc::gettid();
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }

@@ -38,7 +38,7 @@ pub const SUITE: Suite = Suite {
 };
 
 /// Offset of the triggering event's sequence in a decision record.
-const EVENT_SEQ_OFF: usize = 40;
+const EVENT_SEQ_OFF: usize = rim_decision::layout::EVENT_SEQ;
 
 fn plan(size: RunSize) -> (u64, u64) {
     match size {

@@ -27,22 +27,52 @@
 //! [`IN_FLIGHT_MAX`] and the first record flagged [`FLAG_RESUMED`], so no subscriber ever
 //! sees a sequence number again for another decision. The verifier accepts that one jump
 //! on a flagged record, and nothing else.
+//!
+//! This crate is the one definition of the record: the daemon writes it, and every reader
+//! (rimctl, the bench, a C subscriber following [`layout`]) decodes it from here.
+
+#![forbid(unsafe_code)]
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-const MAGIC: u32 = u32::from_le_bytes(*b"RDEC");
+const MAGIC: u32 = u32::from_le_bytes(layout::MAGIC);
 const VERSION: u16 = 1;
-const FIXED_BYTES: usize = 120;
+const FIXED_BYTES: usize = layout::RULE_ID;
+
+/// Byte offsets of the fixed fields, for readers that pick single fields out of a record
+/// without decoding it (a subscriber's hot loop, the bench): the encoder writes them in
+/// this order, and a test checks each offset against an encoded record.
+pub mod layout {
+    /// The magic bytes at offset 0.
+    pub const MAGIC: [u8; 4] = *b"RDEC";
+    /// The chain sequence number (u64).
+    pub const CHAIN_SEQ: usize = 8;
+    /// The shard (u32).
+    pub const SHARD: usize = 24;
+    /// Ingest's sequence number of the event that fired (u64).
+    pub const EVENT_SEQ: usize = 40;
+    /// The event's time, epoch ms (i64).
+    pub const EVENT_TIME: usize = 48;
+    /// The node index (u32).
+    pub const NODE_INDEX: usize = 56;
+    /// The number of evidence entries (u16).
+    pub const EVIDENCE_COUNT: usize = 60;
+    /// The producer's publish time, CLOCK_MONOTONIC ns (u64; 0 when unknown).
+    pub const PUBLISH_NS: usize = 64;
+    /// The rule id's u16 length, then its bytes; the variable part starts here.
+    pub const RULE_ID: usize = 120;
+}
 /// Bytes of a rule id at most (the rule language's limit).
 pub const RULE_ID_BYTES_MAX: usize = 64;
 /// Bytes of a node id at most (the data model's limit).
 pub const NODE_ID_BYTES_MAX: usize = 256;
 /// Bytes of an evidence label kept (longer labels are cut at a char boundary).
 pub const LABEL_BYTES_MAX: usize = 80;
-/// Evidence entries at most.
-pub const EVIDENCE_MAX: usize = rim_rules::EVIDENCE_MAX;
+/// Evidence entries at most (the rule language's limit, `rim_rules::EVIDENCE_MAX`; the
+/// daemon checks at compile time that the two agree).
+pub const EVIDENCE_MAX: usize = 16;
 /// Bytes of the largest record.
 pub const RECORD_BYTES_MAX: usize =
     FIXED_BYTES + 2 + RULE_ID_BYTES_MAX + 2 + NODE_ID_BYTES_MAX + EVIDENCE_MAX * (2 + LABEL_BYTES_MAX + 8) + 32;
@@ -509,6 +539,32 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layout_offsets_are_where_the_encoder_writes() {
+        let mut chain = Chain::new(7);
+        let mut buf = vec![0u8; RECORD_BYTES_MAX];
+        let d = draft(41);
+        let n = chain.append(&d, 1, [("temp", 95.5)].into_iter(), &mut buf);
+        let rec = &buf[..n];
+        let u64_at = |o: usize| u64::from_le_bytes(rec[o..o + 8].try_into().expect("8 bytes"));
+        let u32_at = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4 bytes"));
+        let u16_at = |o: usize| u16::from_le_bytes(rec[o..o + 2].try_into().expect("2 bytes"));
+        let got = decode(rec).expect("decodes");
+        assert_eq!(rec[..4], layout::MAGIC);
+        assert_eq!(u64_at(layout::CHAIN_SEQ), got.chain_seq);
+        assert_eq!(u32_at(layout::SHARD), got.shard);
+        assert_eq!(u64_at(layout::EVENT_SEQ), got.event_seq);
+        assert_eq!(u64_at(layout::EVENT_TIME) as i64, got.event_timestamp);
+        assert_eq!(u32_at(layout::NODE_INDEX), got.node_index);
+        assert_eq!(usize::from(u16_at(layout::EVIDENCE_COUNT)), got.evidence.len());
+        assert_eq!(u64_at(layout::PUBLISH_NS), got.publish_ns);
+        let len = usize::from(u16_at(layout::RULE_ID));
+        assert_eq!(
+            &rec[layout::RULE_ID + 2..layout::RULE_ID + 2 + len],
+            got.rule_id.as_bytes()
+        );
+    }
 
     fn draft(i: u64) -> Draft<'static> {
         Draft {

@@ -1,8 +1,8 @@
 //! The decision record as a subscriber reads it: a bounds-checked, allocation-free view of
 //! the bytes the daemon publishes on its decision rings, and the check of their hash chain.
 //!
-//! The daemon writes the record (`src/reflex/decision.rs` in the `rimd` crate is the
-//! writer and defines the layout); this crate cannot depend on the daemon, so the reading
+//! The daemon writes the record (the `rim-decision` crate, `decision/`, is the writer
+//! and defines the layout); this crate depends on no other of the workspace, so the reading
 //! side lives here, for the C ABI ([`crate::ffi`]) and everything built on it. A test in
 //! the daemon crate decodes the daemon's own encoder's output with this module, and
 //! `tests/c_subscriber.rs` reads records a running daemon produced, so the two cannot

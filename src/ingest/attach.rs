@@ -291,7 +291,6 @@ impl Server {
 
     /// Sleeps in `poll(2)` until the listener or a pending connection is readable, the
     /// nearest deadline, or [`POLL_MS_MAX`].
-    #[allow(unsafe_code)]
     fn wait(&mut self) {
         let now = Instant::now();
         let nearest = self.pending.iter().map(|p| p.deadline).min();
@@ -307,9 +306,8 @@ impl Server {
                 revents: 0,
             });
         }
-        // SAFETY: `pollfds` holds `len` initialised pollfd structs for the duration of the
-        // call, each naming an fd this thread owns (the listener, the pending connections).
-        unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, ms as i32) };
+        // An error (EINTR) only ends the wait early: the next turn looks again.
+        let _ = crate::sys::poll(&mut self.pollfds, ms as i32);
     }
 
     /// Accepts every connection waiting. One whose request is already whole is served at

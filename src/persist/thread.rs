@@ -109,9 +109,7 @@ pub(super) struct WriterPriority {
 impl WriterPriority {
     /// The writer, on itself: notes its id and goes below the journal thread.
     fn start_low(&self) {
-        #[allow(unsafe_code)]
-        // SAFETY: gettid takes nothing and touches no memory.
-        let tid = unsafe { libc::gettid() };
+        let tid = crate::sys::gettid();
         self.tid.store(tid, Ordering::Relaxed);
         lower_priority();
     }
@@ -130,20 +128,15 @@ impl WriterPriority {
         if tid == 0 || self.denied.load(Ordering::Relaxed) || self.raised.swap(true, Ordering::Relaxed) {
             return false;
         }
-        let param = libc::sched_param { sched_priority: 0 };
-        #[allow(unsafe_code)]
-        // SAFETY: `param` is a valid sched_param that outlives the call; `tid` is a thread
-        // of this process (the writer, which runs as long as the journal thread holds its
-        // channel); the call changes only that thread's policy.
-        let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) };
-        if rc == 0 {
+        // `tid` is the writer's, which runs as long as the journal thread holds its channel.
+        let Err(e) = crate::sys::set_policy(tid, crate::sys::Policy::Normal) else {
             return true;
-        }
+        };
         // Leaving SCHED_IDLE needs RLIMIT_NICE ≥ 20 or CAP_SYS_NICE (the systemd unit sets
         // LimitNICE): said once; the writer stays low and is not asked again.
         self.denied.store(true, Ordering::Relaxed);
         warn!(
-            error = %std::io::Error::last_os_error(),
+            error = %e,
             "the store writer is starved on the cold core and cannot be raised (needs RLIMIT_NICE of 20, \
              LimitNICE=20 under systemd, or CAP_SYS_NICE)"
         );
@@ -162,22 +155,11 @@ impl WriterPriority {
 fn lower_priority() {
     // Its redb commits' writes and syncs likewise wait for the journal's at the disk.
     rim_journal::storage::set_idle_io_priority();
-    let param = libc::sched_param { sched_priority: 0 };
-    #[allow(unsafe_code)]
-    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 is the calling
-    // thread; the call changes only this thread's scheduling policy.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    if rc == 0 {
+    if crate::sys::set_policy(0, crate::sys::Policy::Idle).is_ok() {
         return;
     }
-    #[allow(unsafe_code)]
-    // SAFETY: gettid takes nothing; setpriority takes plain integers and touches no memory.
-    let rc = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WRITER_NICE)
-    };
-    if rc != 0 {
-        warn!(error = %std::io::Error::last_os_error(), "cannot lower the store writer's priority");
+    if let Err(e) = crate::sys::set_nice(WRITER_NICE) {
+        warn!(error = %e, "cannot lower the store writer's priority");
     }
 }
 

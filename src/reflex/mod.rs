@@ -10,9 +10,13 @@
 //! a new rule-set generation (one glob match per rule, once).
 
 pub mod cooldown;
-pub mod decision;
 pub mod query;
 pub mod state;
+/// The decision record and its chain live in their own crate, shared with subscribers.
+pub use rim_decision as decision;
+
+// A rule's evidence must fit the record: the record keeps as many entries as a rule makes.
+const _: () = assert!(rim_rules::EVIDENCE_MAX == decision::EVIDENCE_MAX);
 
 use std::sync::Arc;
 

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use rim_decision::{self as decision, Verifier};
 use rim_ring::broadcast::{ReadError, Reader};
-use rimd::reflex::decision::{self, Verifier};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

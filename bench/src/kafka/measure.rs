@@ -84,10 +84,10 @@ pub struct Decisions {
     buf: Vec<u8>,
 }
 
-/// Offsets in a decision record (`rimd::reflex::decision`'s layout).
-const MAGIC: &[u8; 4] = b"RDEC";
-const EVIDENCE_COUNT_OFF: usize = 60;
-const RULE_ID_OFF: usize = 120;
+/// Offsets in a decision record (`rim_decision::layout`).
+const MAGIC: &[u8; 4] = &rim_decision::layout::MAGIC;
+const EVIDENCE_COUNT_OFF: usize = rim_decision::layout::EVIDENCE_COUNT;
+const RULE_ID_OFF: usize = rim_decision::layout::RULE_ID;
 
 /// The probe rule's id in [`crate::workload::rules`].
 const PROBE_RULE: &[u8] = b"probe";
@@ -356,7 +356,7 @@ fn offer_burst(
 mod tests {
     use super::*;
 
-    /// A probe decision as `rimd::reflex::decision` lays it out (fixed head, rule id,
+    /// A probe decision as `rim_decision` lays it out (fixed head, rule id,
     /// node id, one evidence entry, hash).
     fn record(rule: &str, value: f64) -> Vec<u8> {
         let mut rec = vec![0u8; RULE_ID_OFF];

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use rim_capsule::{CapsuleBody, HistoryQuery, Store, StoreConfig, Vantage};
 
+use rim_decision::Verifier;
 use rimd::persist::audit::DecisionLog;
-use rimd::reflex::decision::Verifier;
 
 use super::load::{node_of, parse_id, Source};
 use crate::error::BenchError;
