@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rim_ring::{attach, Producer, PublishError, SymEvent, SymbolKind};
+use rim_ring::{attach, Producer, PublishError, Sym, SymEvent, SymbolKind};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -99,7 +99,7 @@ pub fn publish_retrying(
     }
 }
 
-fn intern(p: &mut Producer, kind: SymbolKind, text: &str) -> Result<rim_ring::Sym, PublishError> {
+fn intern(p: &mut Producer, kind: SymbolKind, text: &str) -> Result<Sym, PublishError> {
     let mut spins = 0;
     loop {
         match p.intern(kind, text) {
@@ -121,23 +121,12 @@ struct Sensor {
 /// Publishes `load` through `p` until done or `stop` is set.
 pub fn generate(p: &mut Producer, load: &Load, tally: &mut Tally, stop: &AtomicBool) -> Result<(), PublishError> {
     let nodes = load.nodes.max(1);
-    let mut node_syms = Vec::with_capacity(nodes);
-    for i in 0..nodes {
-        node_syms.push(intern(p, SymbolKind::NodeId, &format!("{}{i}", load.node_prefix))?);
-    }
-    let names: Vec<String> = (0..load.metrics.min(64))
-        .map(|i| match i {
-            0 => "temp".to_owned(),
-            1 => "load".to_owned(),
-            n => format!("m{n}"),
-        })
-        .collect();
-    let mut metric_syms = Vec::new();
-    for n in &names {
-        metric_syms.push(intern(p, SymbolKind::MetricName, n)?);
-    }
-    let ok = intern(p, SymbolKind::Status, "OK")?;
-    let degraded = intern(p, SymbolKind::Status, "DEGRADED")?;
+    let Symbols {
+        nodes: node_syms,
+        metrics: metric_syms,
+        ok,
+        degraded,
+    } = Symbols::intern(p, load, nodes)?;
     let mut rng = XorShift(load.seed.max(1));
     let mut sensors: Vec<Sensor> = (0..nodes)
         .map(|i| Sensor {
@@ -168,21 +157,9 @@ pub fn generate(p: &mut Producer, load: &Load, tally: &mut Tally, stop: &AtomicB
             continue;
         }
         let s = &mut sensors[node];
-        s.temp = (s.temp + rng.normal() * 0.3).clamp(20.0, 85.0);
-        s.price *= 1.0 + rng.normal() * 0.0005;
-        let roll = rng.next_u64() % 4000;
-        let anomaly = load.anomalies && roll < 4;
-        let temp = if anomaly && roll < 2 { 96.0 } else { s.temp };
-        let load_v = if anomaly && roll == 2 {
-            3.0
-        } else {
-            0.5 + rng.normal() * 0.05
-        };
-        let (status, stress) = if anomaly && roll == 3 {
-            (degraded, 0.95)
-        } else {
-            (ok, 0.1)
-        };
+        let r = s.read(&mut rng, load.anomalies);
+        let (temp, load_v) = (r.temp, r.load);
+        let (status, stress) = if r.degraded { (degraded, 0.95) } else { (ok, 0.1) };
         for (k, m) in metrics.iter_mut().enumerate() {
             let v = match k {
                 0 => temp,
@@ -210,6 +187,65 @@ pub fn generate(p: &mut Producer, load: &Load, tally: &mut Tally, stop: &AtomicB
         publish_retrying(tally, || p.try_publish_sym(&ev))?;
     }
     Ok(())
+}
+
+/// The symbols a demo producer publishes with, interned once.
+struct Symbols {
+    nodes: Vec<Sym>,
+    metrics: Vec<Sym>,
+    ok: Sym,
+    degraded: Sym,
+}
+
+impl Symbols {
+    fn intern(p: &mut Producer, load: &Load, nodes: usize) -> Result<Self, PublishError> {
+        let mut node_syms = Vec::with_capacity(nodes);
+        for i in 0..nodes {
+            node_syms.push(intern(p, SymbolKind::NodeId, &format!("{}{i}", load.node_prefix))?);
+        }
+        let mut metrics = Vec::new();
+        for i in 0..load.metrics.min(64) {
+            let name = match i {
+                0 => "temp".to_owned(),
+                1 => "load".to_owned(),
+                n => format!("m{n}"),
+            };
+            metrics.push(intern(p, SymbolKind::MetricName, &name)?);
+        }
+        Ok(Self {
+            nodes: node_syms,
+            metrics,
+            ok: intern(p, SymbolKind::Status, "OK")?,
+            degraded: intern(p, SymbolKind::Status, "DEGRADED")?,
+        })
+    }
+}
+
+/// One reading of a sensor: its temperature and load, and whether it reports DEGRADED.
+struct Reading {
+    temp: f64,
+    load: f64,
+    degraded: bool,
+}
+
+impl Sensor {
+    /// Moves the sensor on by one event: a random walk, and with `anomalies` about one event
+    /// in 1,000 out of line (a temperature spike, a load spike or DEGRADED, in turn).
+    fn read(&mut self, rng: &mut XorShift, anomalies: bool) -> Reading {
+        self.temp = (self.temp + rng.normal() * 0.3).clamp(20.0, 85.0);
+        self.price *= 1.0 + rng.normal() * 0.0005;
+        let roll = rng.next_u64() % 4000;
+        let anomaly = anomalies && roll < 4;
+        Reading {
+            temp: if anomaly && roll < 2 { 96.0 } else { self.temp },
+            load: if anomaly && roll == 2 {
+                3.0
+            } else {
+                0.5 + rng.normal() * 0.05
+            },
+            degraded: anomaly && roll == 3,
+        }
+    }
 }
 
 /// Sleeps when ahead of `rate` events per second.

@@ -129,6 +129,36 @@ impl Aggregator {
 
     /// The current snapshot.
     pub fn snapshot(&self, current: &Arc<Compiled>, running: bool) -> Snapshot {
+        let entries = self.registry.entries();
+        let mut counters = self.counters();
+        if let Some(p) = &self.persist {
+            for (name, v) in p.fields() {
+                counters.insert(format!("persist.{name}"), v);
+            }
+        }
+        let gauges = self.gauges(current, &entries);
+        let rings = self.rings(&entries);
+        let shards = self.shards();
+        let mut stages = BTreeMap::new();
+        for (i, name) in STAGES.iter().enumerate() {
+            stages.insert((*name).to_owned(), self.stages.quantiles(i));
+        }
+        Snapshot {
+            pid: self.pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            running,
+            started_unix_ms: self.started_ms,
+            taken_unix_ms: ingest::unix_ms(),
+            counters,
+            gauges,
+            stages,
+            rings,
+            shards,
+        }
+    }
+
+    /// Counters of ingest, attach, reflex, rules and decisions per rule.
+    fn counters(&self) -> BTreeMap<String, u64> {
         let mut counters = BTreeMap::new();
         for (i, name) in ingest::COUNTER_NAMES.iter().enumerate() {
             counters.insert(format!("ingest.{name}"), self.ingest[i]);
@@ -173,7 +203,11 @@ impl Aggregator {
         counters.insert("rules.reloads".into(), self.reloads);
         counters.insert("rules.reload_failures".into(), self.reload_failures);
 
-        let entries = self.registry.entries();
+        counters
+    }
+
+    /// Levels: nodes, producers, rules, memory.
+    fn gauges(&self, current: &Arc<Compiled>, entries: &[RingEntry]) -> BTreeMap<String, i64> {
         let mut gauges = BTreeMap::new();
         gauges.insert("nodes".into(), self.ingest[ingest::C_NODES] as i64);
         gauges.insert("producers".into(), entries.iter().filter(|e| !e.local).count() as i64);
@@ -182,12 +216,11 @@ impl Aggregator {
         gauges.insert("rss_bytes".into(), rss_bytes() as i64);
         gauges.insert("rss_peak_bytes".into(), status_kb("VmHWM:") as i64);
         gauges.insert("tables_bytes".into(), crate::memory::table_bytes() as i64);
-        if let Some(p) = &self.persist {
-            for (name, v) in p.fields() {
-                counters.insert(format!("persist.{name}"), v);
-            }
-        }
+        gauges
+    }
 
+    /// Every ring: producers and intakes, decision rings, reflex inputs.
+    fn rings(&self, entries: &[RingEntry]) -> Vec<RingSnapshot> {
         let mut rings: Vec<RingSnapshot> = entries.iter().map(producer_ring).collect();
         for (k, seg) in self.decisions.iter().enumerate() {
             let published = self.reflex.get(k).map_or(0, |c| c[reflex::C_DECISIONS]);
@@ -219,26 +252,16 @@ impl Aggregator {
                 ..RingSnapshot::default()
             });
         }
+        rings
+    }
+
+    /// The hot shard and the other reflex shards, with their loop figures.
+    fn shards(&self) -> Vec<ShardSnapshot> {
         let mut shards = vec![shard("rimd-hot", Some(self.cores.0), &self.hot)];
         for (k, s) in self.reflex_shards.iter().enumerate().skip(1) {
             shards.push(shard(&format!("rimd-reflex-{k}"), self.cores.1.get(k - 1).copied(), s));
         }
-        let mut stages = BTreeMap::new();
-        for (i, name) in STAGES.iter().enumerate() {
-            stages.insert((*name).to_owned(), self.stages.quantiles(i));
-        }
-        Snapshot {
-            pid: self.pid,
-            version: env!("CARGO_PKG_VERSION").into(),
-            running,
-            started_unix_ms: self.started_ms,
-            taken_unix_ms: ingest::unix_ms(),
-            counters,
-            gauges,
-            stages,
-            rings,
-            shards,
-        }
+        shards
     }
 }
 

@@ -763,24 +763,9 @@ impl Router {
             keys[i] = cached_hash(hash_of, sym.get(), || ev.metrics().nth(i).map_or("", |m| m.0));
             n_keys = i + 1;
         }
-        if let Some(j) = self.journal.as_mut() {
-            let head = EventHead {
-                rim_node_id: ev.rim_node_id(),
-                event_id: ev.event_id(),
-                timestamp: ev.timestamp(),
-                publish_ns: ev.publish_ns(),
-                received_ms: self.now_ms,
-                price: ev.price(),
-                volume: ev.volume(),
-                stress: ev.stress(),
-                status: ev.status(),
-                source_topic: ev.source_topic(),
-            };
-            let partition = self.nodes.partition(node);
-            if !j.append(partition, node, status, id_hash, &keys[..n_keys], &head, ev.metrics()) {
-                self.counters[C_LOST] += 1;
-                return Verdict::Taken;
-            }
+        if !self.journal_event(node, status, id_hash, &keys[..n_keys], ev) {
+            self.counters[C_LOST] += 1;
+            return Verdict::Taken;
         }
         self.seq += 1;
         let sampled = self.seq & self.sample_mask == 0;
@@ -815,6 +800,29 @@ impl Router {
             self.counters[C_LOST] += 1;
         }
         Verdict::Taken
+    }
+
+    /// Hands an admitted event to the journal thread (when persistence is on), with the
+    /// roll-up's extras ingest already computed; false when the journal's ring is full.
+    #[inline]
+    fn journal_event(&mut self, node: u32, status: u64, id_hash: u64, keys: &[u64], ev: &EventView<'_>) -> bool {
+        let Some(j) = self.journal.as_mut() else {
+            return true;
+        };
+        let head = EventHead {
+            rim_node_id: ev.rim_node_id(),
+            event_id: ev.event_id(),
+            timestamp: ev.timestamp(),
+            publish_ns: ev.publish_ns(),
+            received_ms: self.now_ms,
+            price: ev.price(),
+            volume: ev.volume(),
+            stress: ev.stress(),
+            status: ev.status(),
+            source_topic: ev.source_topic(),
+        };
+        let partition = self.nodes.partition(node);
+        j.append(partition, node, status, id_hash, keys, &head, ev.metrics())
     }
 
     fn node_index(&mut self, node_of: &mut Vec<u32>, ev: &EventView<'_>) -> Option<u32> {

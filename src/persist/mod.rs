@@ -298,6 +298,33 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
         cache_bytes: p.store_cache_bytes,
     };
     let store = Arc::new(Store::open(&p.store_path(), scfg)?);
+    let (replay_from, committed_to, log_from, checkpoint) = where_to_resume(&journal, &store)?;
+    let mut rollup = Rollup::new(rollup_config(config));
+    rollup.set_predicting(p.predict);
+    Ok(Opened {
+        _lock: lock,
+        journal,
+        store,
+        rollup,
+        replay_from,
+        committed_to,
+        log_from,
+        checkpoint,
+        chains: Vec::new(),
+        runs: RunBuilder::default(),
+        stats,
+        config: config.clone(),
+    })
+}
+
+/// The events stream's `replay_from` and `committed_to`, the decision log's position, and
+/// the checkpoint they belong with.
+type Resume = (u64, u64, u64, Option<rim_capsule::StoredCheckpoint>);
+
+/// Where recovery resumes, from the store's watermarks. A watermark past the journal's end,
+/// or watermarks without a checkpoint, mean the whole journal is replayed into an empty
+/// roll-up.
+fn where_to_resume(journal: &Journal, store: &Store) -> Result<Resume, PersistError> {
     let start = journal.start(STREAM_EVENTS);
     let (mut replay_from, mut committed_to, mut log_from) = (start, start, journal.start(STREAM_DECISIONS));
     let mut valid = true;
@@ -334,22 +361,7 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
         committed_to = start;
         log_from = journal.start(STREAM_DECISIONS);
     }
-    let mut rollup = Rollup::new(rollup_config(config));
-    rollup.set_predicting(p.predict);
-    Ok(Opened {
-        _lock: lock,
-        journal,
-        store,
-        rollup,
-        replay_from,
-        committed_to,
-        log_from,
-        checkpoint,
-        chains: Vec::new(),
-        runs: RunBuilder::default(),
-        stats,
-        config: config.clone(),
-    })
+    Ok((replay_from, committed_to, log_from, checkpoint))
 }
 
 fn rollup_config(config: &Config) -> RollupConfig {

@@ -411,24 +411,8 @@ pub fn spawn(
 ) -> Result<Vec<std::thread::JoinHandle<()>>, PersistError> {
     let p = &o.config.persist;
     let (tx, rx) = sync_channel::<Vec<Handoff>>(1);
-    let store = o.store.clone();
-    let stats = o.stats.clone();
-    let names = o.rollup.names().clone();
-    let durable_every = Duration::from_millis(p.checkpoint_ms);
     let priority = Arc::new(WriterPriority::default());
-    let writer_prio = priority.clone();
-    let writer = std::thread::Builder::new()
-        .name("rimd-store".into())
-        .spawn(move || {
-            if let Some(c) = core {
-                let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
-            }
-            // The writer shares the cold core with the journal thread: when both can run,
-            // the journal (what producers wait on) goes first.
-            writer_prio.start_low();
-            writer::run(&store, rx, &stats, names, durable_every, &writer_prio);
-        })
-        .map_err(|e| PersistError::Thread("store writer", e))?;
+    let writer = spawn_writer(&o, rx, priority.clone(), core)?;
     let shards = inputs.reflex.len();
     let mut t = JournalThread {
         _lock: o._lock,
@@ -483,6 +467,32 @@ pub fn spawn(
         })
         .map_err(|e| PersistError::Thread("journal", e))?;
     Ok(vec![journal, writer])
+}
+
+/// Starts `rimd-store` on `core`: it takes the journal thread's hand-offs from `rx` and
+/// commits them, syncing once per checkpoint interval.
+fn spawn_writer(
+    o: &Opened,
+    rx: std::sync::mpsc::Receiver<Vec<Handoff>>,
+    priority: Arc<WriterPriority>,
+    core: Option<usize>,
+) -> Result<std::thread::JoinHandle<()>, PersistError> {
+    let store = o.store.clone();
+    let stats = o.stats.clone();
+    let names = o.rollup.names().clone();
+    let durable_every = Duration::from_millis(o.config.persist.checkpoint_ms);
+    std::thread::Builder::new()
+        .name("rimd-store".into())
+        .spawn(move || {
+            if let Some(c) = core {
+                let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
+            }
+            // The writer shares the cold core with the journal thread: when both can run,
+            // the journal (what producers wait on) goes first.
+            priority.start_low();
+            writer::run(&store, rx, &stats, names, durable_every, &priority);
+        })
+        .map_err(|e| PersistError::Thread("store writer", e))
 }
 
 /// The texts of a journaled event, read from its record only when the roll-up asks.
