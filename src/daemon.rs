@@ -409,6 +409,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     // and readiness says why it is not ready yet.
     let running = Arc::new(AtomicUsize::new(0));
     let mut side_threads = Vec::new();
+    let mut http_addr = None;
     let bridge_health: Option<Arc<crate::bridge::BridgeHealth>> = bridge_intake
         .as_ref()
         .map(|_| Arc::new(crate::bridge::BridgeHealth::new()));
@@ -425,7 +426,9 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
             shards,
             bridge: bridge_health.clone().map(|h| h as Arc<dyn crate::api::context::Health>),
         };
-        side_threads.extend(spawn_api(parts, stop.clone(), t.pin.then_some(t.cold_core))?);
+        let (thread, addr) = spawn_api(parts, stop.clone(), t.pin.then_some(t.cold_core))?;
+        side_threads.push(thread);
+        http_addr = Some(addr);
     }
 
     // Recovery: replay the journal since the watermarks into ingest (node table, dedup)
@@ -542,11 +545,10 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         error!(shards = %stuck, "hot shards did not stop; exiting without them");
     }
     let _ = attach_thread.join();
-    for th in side_threads {
-        if th.join().is_err() {
-            error!("an API or bridge thread panicked");
-        }
+    if let Some(addr) = http_addr {
+        wake_http(addr);
     }
+    join_side_threads(side_threads);
     // The hot shards are drained: the journal thread drains what they sent, syncs, and
     // hands its last batch to the writer.
     persist_stop.store(true, Ordering::SeqCst);
@@ -610,10 +612,43 @@ fn spawn_api(
     parts: crate::api::context::ContextParts,
     stop: Arc<AtomicBool>,
     core: Option<usize>,
-) -> Result<Vec<std::thread::JoinHandle<()>>, DaemonError> {
-    let handle =
-        crate::api::server::spawn(parts, stop, core).map_err(|e| DaemonError::Thread(format!("HTTP API: {e}")))?;
-    Ok(vec![handle])
+) -> Result<(std::thread::JoinHandle<()>, std::net::SocketAddr), DaemonError> {
+    crate::api::server::spawn(parts, stop, core).map_err(|e| DaemonError::Thread(format!("HTTP API: {e}")))
+}
+
+/// Wakes the HTTP thread at shutdown with a connection of our own: it completes the accept
+/// the thread waits on, and the accept loop then sees the stop flag. Its 50 ms stop poll
+/// is a glommio timer, and once in a clean-clone CI run the thread slept in `io_uring_enter`
+/// with no timeout for 14 minutes past the stop (interrupting the call released it).
+fn wake_http(addr: std::net::SocketAddr) {
+    let target = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        ip if ip.is_unspecified() => std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    };
+    let _ = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200));
+}
+
+/// Joins `threads`, leaving behind (and naming in the log) those not finished within
+/// [`SHUTDOWN_DEADLINE`]: a side thread that does not stop must not keep the process
+/// alive.
+fn join_side_threads(threads: Vec<std::thread::JoinHandle<()>>) {
+    let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+    for th in threads {
+        while !th.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !th.is_finished() {
+            let name = th.thread().name().unwrap_or("?").to_owned();
+            error!(thread = %name, "a side thread did not stop within {SHUTDOWN_DEADLINE:?}; exiting without it");
+            continue;
+        }
+        if th.join().is_err() {
+            error!("an API or bridge thread panicked");
+        }
+    }
 }
 
 /// Starts the Kafka bridge's threads (on the cold core).

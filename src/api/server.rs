@@ -54,13 +54,14 @@ const REQUEST_ID_BYTES_MAX: usize = 128;
 /// How often the accept loop looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
-/// Starts the HTTP thread: returns once the listener is bound (or with why it is not).
-/// `core` pins the thread (the cold core by default); the thread ends soon after `stop`.
+/// Starts the HTTP thread: returns once the listener is bound (or with why it is not),
+/// with the bound address. `core` pins the thread (the cold core by default); the thread
+/// ends soon after `stop`.
 pub fn spawn(
     parts: ContextParts,
     stop: Arc<AtomicBool>,
     core: Option<usize>,
-) -> Result<std::thread::JoinHandle<()>, ApiError> {
+) -> Result<(std::thread::JoinHandle<()>, SocketAddr), ApiError> {
     let cfg = parts.config.api.clone();
     cfg.validate().map_err(ApiError::Config)?;
     let tokens = match cfg.tokens_file.as_str() {
@@ -76,7 +77,7 @@ pub fn spawn(
     match rx.recv() {
         Ok(Ok(addr)) => {
             info!(%addr, "HTTP API listening");
-            Ok(handle)
+            Ok((handle, addr))
         }
         Ok(Err(e)) => {
             let _ = handle.join();
