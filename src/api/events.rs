@@ -14,25 +14,24 @@
 //! `?wait=durable` answers only once the journal holds the last event (bounded by
 //! `api.durable_wait_ms`, then 504).
 //!
-//! The fast path: a batch whose strings carry no escapes (what producers send) is parsed
-//! once into [`Borrowed`] events whose strings point into the body (no `String`, no
-//! `serde_json::Value`; one small vector of metrics per event), checked, and published
-//! in order straight from the body. Anything else (escapes, an invalid item, a single
+//! The fast path: a batch whose strings carry no escapes (what producers send) is read
+//! once by [`scan`] into events whose strings point into the body (no `String`, no
+//! `serde_json::Value`, one metric list for the whole batch), checked, and published in
+//! order straight from the body. Anything else (escapes, an invalid item, a single
 //! object) takes the owned path below, which accepts exactly the same events and names
 //! each failing item.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use hyper::{Response, StatusCode};
 use rim_ring::event::{EventError, EventRef, RimFastEvent, METRICS_MAX};
 use rim_ring::PublishError;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::envelope::{self, Body, Code, Detail, Meta, Problem};
 use super::query::Query;
+use super::scan;
 use super::server::App;
 use crate::ingest::time::{self, TimeBounds};
 
@@ -60,11 +59,9 @@ pub async fn post(app: &App, meta: &Meta, q: &Query<'_>, body: &[u8]) -> Result<
     };
     let bounds = app.ctx.time_bounds();
     let now_ms = time::now_ms();
-    let (accepted, position) = match parse_borrowed(body, app.cfg.batch_events_max, &bounds, now_ms) {
-        Some(events) => {
-            let refs: Vec<EventRef<'_>> = events.iter().map(Borrowed::as_ref).collect();
-            (refs.len(), publish_interned(app, &refs).await?)
-        }
+    let batch = scan::read(body, app.cfg.batch_events_max, METRICS_MAX);
+    let (accepted, position) = match batch.as_ref().and_then(|b| checked_refs(b, &bounds, now_ms)) {
+        Some(refs) => (refs.len(), publish_interned(app, &refs).await?),
         None => {
             let events = parse(body, app.cfg.batch_events_max, &bounds, now_ms)?;
             let refs: Vec<EventRef<'_, (String, f64)>> = events.iter().map(RimFastEvent::as_ref).collect();
@@ -82,85 +79,29 @@ pub async fn post(app: &App, meta: &Meta, q: &Query<'_>, body: &[u8]) -> Result<
     Ok(envelope::data(meta, StatusCode::ACCEPTED, &a, None))
 }
 
-/// One RimFastEvent with its strings borrowed from the body (fails on a string with
-/// escapes: the owned path takes those). Same fields, same defaults, same refusals of
-/// unknown fields as `RimFastEvent`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Borrowed<'a> {
-    rim_node_id: &'a str,
-    #[serde(default)]
-    event_id: Option<&'a str>,
-    timestamp: i64,
-    #[serde(borrow)]
-    critical_metrics: Metrics<'a>,
-    #[serde(default)]
-    price: Option<f64>,
-    #[serde(default)]
-    volume: Option<f64>,
-    #[serde(default)]
-    stress: Option<f64>,
-    status: &'a str,
-    #[serde(default)]
-    source_topic: Option<&'a str>,
-    #[serde(default)]
-    publish_ns: u64,
+/// The fast path: a batch [`scan`] read (non-empty, within `batch_max`) whose every
+/// event is valid and within the time bounds. `None` sends the body to the owned path
+/// (which accepts the same events, and says what is wrong with the others).
+fn checked_refs<'b>(batch: &'b scan::Batch<'_>, bounds: &TimeBounds, now_ms: i64) -> Option<Vec<EventRef<'b>>> {
+    let refs: Vec<EventRef<'b>> = batch.events.iter().map(|e| event_ref(batch, e)).collect();
+    let valid = |e: &EventRef<'_>| e.validate().is_ok() && bounds.check(e.timestamp, now_ms).is_ok();
+    refs.iter().all(valid).then_some(refs)
 }
 
-impl Borrowed<'_> {
-    fn as_ref(&self) -> EventRef<'_> {
-        EventRef {
-            rim_node_id: self.rim_node_id,
-            event_id: self.event_id,
-            timestamp: self.timestamp,
-            critical_metrics: &self.critical_metrics.0,
-            price: self.price,
-            volume: self.volume,
-            stress: self.stress,
-            status: self.status,
-            source_topic: self.source_topic,
-            publish_ns: self.publish_ns,
-        }
+/// `e` of `batch` as the ring's borrowed event.
+fn event_ref<'b>(batch: &'b scan::Batch<'_>, e: &scan::Scanned<'b>) -> EventRef<'b> {
+    EventRef {
+        rim_node_id: e.rim_node_id,
+        event_id: e.event_id,
+        timestamp: e.timestamp,
+        critical_metrics: batch.metrics_of(e),
+        price: e.price,
+        volume: e.volume,
+        stress: e.stress,
+        status: e.status,
+        source_topic: e.source_topic,
+        publish_ns: e.publish_ns,
     }
-}
-
-/// `critical_metrics` borrowed: at most `METRICS_MAX` names, none repeated.
-struct Metrics<'a>(Vec<(&'a str, f64)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Metrics<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Metrics<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "an object of at most {METRICS_MAX} metric name -> number entries")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out: Vec<(&'a str, f64)> = Vec::with_capacity(map.size_hint().unwrap_or(4).min(METRICS_MAX));
-                while let Some((k, v)) = map.next_entry::<&'de str, f64>()? {
-                    // At most 64 names: a linear scan beats a set.
-                    if out.len() == METRICS_MAX || out.iter().any(|(n, _)| *n == k) {
-                        return Err(serde::de::Error::custom("critical_metrics: too many or repeated names"));
-                    }
-                    out.push((k, v));
-                }
-                Ok(Metrics(out))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-/// The fast path: a non-empty batch within `batch_max`, every string unescaped, every
-/// event valid and within the time bounds. `None` sends the body to the owned path (which
-/// accepts the same events, and says what is wrong with the others).
-fn parse_borrowed<'a>(body: &'a [u8], batch_max: usize, bounds: &TimeBounds, now_ms: i64) -> Option<Vec<Borrowed<'a>>> {
-    if body.iter().copied().find(|b| !b.is_ascii_whitespace()) != Some(b'[') {
-        return None;
-    }
-    let events: Vec<Borrowed<'a>> = serde_json::from_slice(body).ok()?;
-    let valid = |e: &Borrowed<'_>| e.as_ref().validate().is_ok() && bounds.check(e.timestamp, now_ms).is_ok();
-    (!events.is_empty() && events.len() <= batch_max && events.iter().all(valid)).then_some(events)
 }
 
 /// Parses and validates the body (event times against `now_ms`); every failing item
@@ -234,6 +175,32 @@ pub fn fuzz_parse(body: &[u8], now_ms: i64) -> Result<Vec<RimFastEvent>, Problem
         age_ms_max: 7 * 24 * 3_600_000,
     };
     parse(body, 10_000, &bounds, now_ms)
+}
+
+/// Entry point of the fuzz target `http_bodies` for the fast path: the events [`scan`]
+/// and the checks take from `body` (as owned events, to compare with [`fuzz_parse`]'s),
+/// or `None` where the body is left to the owned path.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_fast(body: &[u8], now_ms: i64) -> Option<Vec<RimFastEvent>> {
+    let bounds = TimeBounds {
+        ahead_ms_max: 5_000,
+        age_ms_max: 7 * 24 * 3_600_000,
+    };
+    let batch = scan::read(body, 10_000, METRICS_MAX)?;
+    let refs = checked_refs(&batch, &bounds, now_ms)?;
+    let owned = |e: &EventRef<'_>| RimFastEvent {
+        rim_node_id: e.rim_node_id.to_owned(),
+        event_id: e.event_id.map(str::to_owned),
+        timestamp: e.timestamp,
+        critical_metrics: e.critical_metrics.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect(),
+        price: e.price,
+        volume: e.volume,
+        stress: e.stress,
+        status: e.status.to_owned(),
+        source_topic: e.source_topic.map(str::to_owned),
+        publish_ns: e.publish_ns,
+    };
+    Some(refs.iter().map(owned).collect())
 }
 
 fn bad_json(e: &serde_json::Error) -> Problem {
@@ -363,17 +330,12 @@ mod tests {
 
     const OK: &str = r#"{"rim_node_id":"rim:sensor:a:n1","timestamp":1,"critical_metrics":{"t":1.5},"status":"OK"}"#;
 
-    fn owned_copy(e: &Borrowed<'_>) -> RimFastEvent {
+    fn owned_copy(e: &EventRef<'_>) -> RimFastEvent {
         RimFastEvent {
             rim_node_id: e.rim_node_id.to_owned(),
             event_id: e.event_id.map(str::to_owned),
             timestamp: e.timestamp,
-            critical_metrics: e
-                .critical_metrics
-                .0
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), *v))
-                .collect(),
+            critical_metrics: e.critical_metrics.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect(),
             price: e.price,
             volume: e.volume,
             stress: e.stress,
@@ -412,7 +374,8 @@ mod tests {
         bodies.extend(garbage.iter().map(|g| (*g).to_owned()));
         bodies.push(format!("[{OK},{nulls}]"));
         for body in &bodies {
-            let fast = parse_borrowed(body.as_bytes(), 10, &TimeBounds::NONE, 1);
+            let batch = scan::read(body.as_bytes(), 10, METRICS_MAX);
+            let fast = batch.as_ref().and_then(|b| checked_refs(b, &TimeBounds::NONE, 1));
             let owned = parse(body.as_bytes(), 10, &TimeBounds::NONE, 1);
             if let Some(fast) = &fast {
                 let owned = owned
@@ -423,9 +386,16 @@ mod tests {
             }
         }
         // What producers send takes the fast path.
-        assert!(parse_borrowed(format!("[{OK},{nulls}]").as_bytes(), 10, &TimeBounds::NONE, 1).is_some());
+        let fast = |body: &str| {
+            let batch = scan::read(body.as_bytes(), 10, METRICS_MAX);
+            batch
+                .as_ref()
+                .and_then(|b| checked_refs(b, &TimeBounds::NONE, 1))
+                .is_some()
+        };
+        assert!(fast(&format!("[{OK},{nulls}]")));
         // An escape goes the owned way, and is accepted there.
-        assert!(parse_borrowed(format!("[{escaped}]").as_bytes(), 10, &TimeBounds::NONE, 1).is_none());
+        assert!(!fast(&format!("[{escaped}]")));
         let owned = parse(format!("[{escaped}]").as_bytes(), 10, &TimeBounds::NONE, 1).expect("owned");
         assert_eq!(owned[0].critical_metrics[0].0, "tA");
     }

@@ -32,6 +32,7 @@ pub mod query;
 pub mod ratelimit;
 pub mod resident;
 pub mod routes;
+mod scan;
 pub mod server;
 pub mod slice;
 pub mod ws;
