@@ -491,6 +491,19 @@ fn rules_metrics_health_and_request_ids() {
     let p1 = get(a, "/api/v1/ping");
     let p2 = get(a, "/api/v1/ping");
     assert_eq!(p1.json()["data"], "pong");
+    // `pad` makes the answer larger by that much whitespace, the same JSON.
+    let padded = get(a, "/api/v1/ping?pad=13000");
+    assert_eq!(padded.status, 200);
+    assert_eq!(padded.json()["data"], "pong");
+    assert!(
+        padded.body.len() >= p1.body.len() + 13_000 - 8,
+        "{} vs {}",
+        padded.body.len(),
+        p1.body.len()
+    );
+    for wrong in ["-1", "1048577", "x"] {
+        assert_eq!(get(a, &format!("/api/v1/ping?pad={wrong}")).status, 400, "pad={wrong}");
+    }
     let (r1, r2) = (p1.header("x-request-id"), p2.header("x-request-id"));
     assert!(r1.is_some() && r1 != r2, "generated request ids differ: {r1:?} {r2:?}");
     let bad = http(

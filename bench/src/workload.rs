@@ -122,6 +122,19 @@ impl Publisher {
         timestamp_ms: i64,
         publish_ns: u64,
     ) -> Result<(), BenchError> {
+        self.publish_full(node, probe, timestamp_ms, publish_ns, None)
+    }
+
+    /// [`Publisher::publish_probe`] with an `event_id` (which the journal de-duplicates
+    /// by, as it does the HTTP and Kafka events that carry one).
+    pub fn publish_full(
+        &mut self,
+        node: usize,
+        probe: f64,
+        timestamp_ms: i64,
+        publish_ns: u64,
+        event_id: Option<&str>,
+    ) -> Result<(), BenchError> {
         let metrics = [
             (self.temp, 50.0 + self.noise()),
             (self.load, 0.5 + self.noise() * 0.1),
@@ -130,7 +143,7 @@ impl Publisher {
         ];
         let ev = SymEvent {
             node: self.nodes[node % NODES],
-            event_id: None,
+            event_id,
             timestamp: timestamp_ms,
             metrics: &metrics,
             price: Some(100.0),

@@ -29,13 +29,16 @@ const LIST_ROWS_MAX: usize = rim_capsule::store::HISTORY_ROWS_MAX;
 const DECISION_CHUNK: usize = 1_000;
 /// How long `PUT /rules` waits for the rule plane to take a new set.
 const RULES_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most whitespace `GET /ping?pad=` adds (1 MiB).
+const PING_PAD_MAX: usize = 1 << 20;
 /// Decision records a node-filtered list scans at most.
 const DECISION_SCAN_MAX: usize = 100_000;
 
 /// A resolved route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `GET /ping`: the cheapest route; `POST /ping`: reads a JSON body (as large as
+    /// `GET /ping`: the cheapest route (`?pad=N`: with N bytes of JSON whitespace, an
+    /// answer as large as another route's at no cost of its own); `POST /ping`: reads a JSON body (as large as
     /// `POST /events` takes) and discards it, the HTTP transfer floor of a batch
     /// (benchmarks).
     Ping,
@@ -184,7 +187,13 @@ pub async fn dispatch(
             &Discarded { bytes: body.len() },
             None,
         )),
-        Route::Ping => Ok(envelope::data(meta, StatusCode::OK, "pong", None)),
+        Route::Ping => {
+            let pad = q.int("pad", 0usize, 0..=PING_PAD_MAX)?;
+            let mut data = Vec::with_capacity(6 + pad);
+            data.extend_from_slice(b"\"pong\"");
+            data.resize(6 + pad, b' ');
+            Ok(envelope::raw_data(meta, StatusCode::OK, &data, None))
+        }
         Route::Events => super::events::post(app, meta, &q, &body).await,
         Route::Capsules if m == Method::POST => create_capsule(app, meta, &body).await,
         Route::Capsules => list_capsules(app, meta, &q, None),

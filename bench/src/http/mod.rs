@@ -11,6 +11,10 @@
 //!   node's slice is asked for once first, unmeasured, so that the daemon's resident
 //!   windows are filled (the slice rows measure a service whose nodes are asked for again
 //!   and again, not each node's first read from the store).
+//! - `bare-pad`: `bare` with `?pad=` making its answer as large as a slice's (the size of
+//!   node 0's, asked for once first): the cost of moving a slice-sized answer through the
+//!   server, the loopback and the generator without the slice's own work. `slice`'s
+//!   `vs_pad` = slice / bare-pad `req_per_s`.
 //! - `bare-10k`: `bare` offered at a fixed 10,000 requests/s, latency from each request's
 //!   due time: the floor of `slice-10k` on the same placement.
 //! - `slice-10k`, `slice-50k`: the same offered at a fixed 10,000 and 50,000 requests/s,
@@ -22,6 +26,11 @@
 //!   connections, saturating: `events_per_s`, the request latencies, `lost` = events
 //!   answered 2xx that reflex had not applied once the daemon settled, and `vs_floor` =
 //!   its `events_per_s` / `post-bare`'s.
+//! - `shm-floor`: events of the same shape (4 metrics, price, volume, stress, an
+//!   `event_id`) published through a shared-memory ring of the same daemon for as long,
+//!   saturating: what the daemon ingests and persists without HTTP or JSON, the ceiling of
+//!   `events-post` on this placement (persistence shares the cold core with the server).
+//!   `vs_floor` as `events-post`'s, against `post-bare`.
 //!
 //! Every row reports `errors`: non-2xx answers and requests lost with their connection,
 //! kept out of the latencies (the rate limiter is off: `api.rate_*_per_min = 0`).
@@ -72,6 +81,7 @@ pub const SUITE: Suite = Suite {
         "events_per_s",
         "lost",
         "vs_bare",
+        "vs_pad",
         "vs_floor",
         "resp_bytes",
         "client_cpu",
@@ -81,6 +91,10 @@ pub const SUITE: Suite = Suite {
         RowSpec {
             name: "bare",
             run: run_bare,
+        },
+        RowSpec {
+            name: "bare-pad",
+            run: run_bare_pad,
         },
         RowSpec {
             name: "bare-10k",
@@ -106,6 +120,10 @@ pub const SUITE: Suite = Suite {
             name: "events-post",
             run: run_events,
         },
+        RowSpec {
+            name: "shm-floor",
+            run: run_shm_floor,
+        },
     ],
     peers: &[],
     finish: Some(server::shut_down),
@@ -113,6 +131,9 @@ pub const SUITE: Suite = Suite {
 
 /// The `bare` row's rate, for the `slice` row's `vs_bare`.
 static BARE_REQ_PER_S: Mutex<Option<f64>> = Mutex::new(None);
+
+/// The `bare-pad` row's rate, for the `slice` row's `vs_pad`.
+static PAD_REQ_PER_S: Mutex<Option<f64>> = Mutex::new(None);
 
 /// The `post-bare` row's rate, for the `events-post` row's `vs_floor`.
 static POST_BARE_EVENTS_PER_S: Mutex<Option<f64>> = Mutex::new(None);
@@ -228,6 +249,33 @@ fn run_bare(opts: &RunOpts) -> Result<Row, BenchError> {
     })
 }
 
+/// `bare` with an answer padded to the size of a slice's: what moving that answer costs
+/// the server, the generator and the loopback, without the slice's work.
+fn run_bare_pad(opts: &RunOpts) -> Result<Row, BenchError> {
+    with_server(opts, |server| {
+        let pong = check(server, &wire::get(wire::PING_PATH))?;
+        let slice = check(server, &wire::get(&wire::slice_path(&crate::workload::node_id(0))))?;
+        let path = format!("{}?pad={}", wire::PING_PATH, slice.saturating_sub(pong));
+        let mut source = Fixed::get(&path);
+        let t = measure(
+            server,
+            opts,
+            connections(opts, GET_CONNECTIONS),
+            Pace::Saturate,
+            &mut source,
+        )?;
+        *PAD_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))? = Some(t.per_s(t.ok));
+        let mut figures = common(&t, opts);
+        let bare = *BARE_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))?;
+        if let Some(bare) = bare {
+            figures.push(Figure::real("vs_bare", t.per_s(t.ok) / bare.max(1.0)));
+        }
+        figures.push(Figure::real("resp_bytes", t.body_bytes as f64 / t.ok.max(1) as f64));
+        figures.push(Figure::real("client_cpu", t.cpu_share()));
+        Ok(Row::new("bare-pad", figures).with_latency("latency", &t.latency.summary()))
+    })
+}
+
 /// Asks for every node's slice once before a slice row measures, so that the row sees
 /// the daemon's resident windows filled (as a service whose clients keep asking for the
 /// same nodes has them), not the first read of each node from the store. Not measured.
@@ -297,6 +345,10 @@ fn run_slice(opts: &RunOpts) -> Result<Row, BenchError> {
         let bare = *BARE_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))?;
         if let Some(bare) = bare {
             figures.push(Figure::real("vs_bare", t.per_s(t.ok) / bare.max(1.0)));
+        }
+        let pad = *PAD_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))?;
+        if let Some(pad) = pad {
+            figures.push(Figure::real("vs_pad", t.per_s(t.ok) / pad.max(1.0)));
         }
         figures.push(Figure::real("resp_bytes", t.body_bytes as f64 / t.ok.max(1) as f64));
         figures.push(Figure::real("client_cpu", t.cpu_share()));
@@ -400,6 +452,65 @@ fn run_events(opts: &RunOpts) -> Result<Row, BenchError> {
         figures.push(Figure::real("client_cpu", t.cpu_share()));
         Ok(Row::new("events-post", figures).with_latency("latency", &t.latency.summary()))
     })
+}
+
+/// The `events-post` events through shared memory instead of HTTP and JSON: one
+/// producer on the generator's core, saturating for the rows' time.
+fn run_shm_floor(opts: &RunOpts) -> Result<Row, BenchError> {
+    with_server(opts, |server| {
+        let producer = rim_ring::attach::attach_producer(&server.daemon.socket(), "bench-http-floor", 1 << 24)
+            .map_err(|e| BenchError::transport("rim-ring", "attach producer", e))?;
+        let mut p = crate::workload::Publisher::new(producer)?;
+        let before = applied(&server.daemon.stats()?);
+        crate::affinity::pin_current_thread(generator_core(opts))?;
+        let (run, warm_up) = seconds(opts.size);
+        let mut seq = 0u64;
+        publish_for(&mut p, server.nodes, Duration::from_secs_f64(warm_up), &mut seq)?;
+        let started = std::time::Instant::now();
+        let measured = publish_for(&mut p, server.nodes, Duration::from_secs_f64(run), &mut seq)?;
+        let secs = started.elapsed().as_secs_f64();
+        let lost = lost_events(server, before, seq, opts.peer_timeout)?;
+        eprint!("(producer saw the ring full {} times) ", p.full_retries);
+        let rate = measured as f64 / secs;
+        let mut figures = vec![Figure::real("events_per_s", rate), Figure::int("lost", lost)];
+        let floor = *POST_BARE_EVENTS_PER_S
+            .lock()
+            .map_err(|_| BenchError::Setup("lock".into()))?;
+        if let Some(floor) = floor {
+            figures.push(Figure::real("vs_floor", rate / floor.max(1.0)));
+        }
+        figures.push(Figure::int("gen_core", generator_core(opts) as u64));
+        Ok(Row::new("shm-floor", figures))
+    })
+}
+
+/// Publishes events over `nodes` for `time`, each with a new `event_id` (`seq` counts
+/// them across calls); how many.
+fn publish_for(
+    p: &mut crate::workload::Publisher,
+    nodes: usize,
+    time: Duration,
+    seq: &mut u64,
+) -> Result<u64, BenchError> {
+    let started = std::time::Instant::now();
+    let mut id = String::with_capacity(32);
+    let mut n = 0u64;
+    let mut ts = crate::workload::unix_ms();
+    loop {
+        // The clock once per 1,024 events, as the HTTP batches stamp one time per request.
+        if n.is_multiple_of(1_024) {
+            if started.elapsed() >= time {
+                return Ok(n);
+            }
+            ts = crate::workload::unix_ms();
+        }
+        id.clear();
+        std::fmt::Write::write_fmt(&mut id, format_args!("s{:012}", *seq))
+            .map_err(|_| BenchError::Setup("id".into()))?;
+        p.publish_full((*seq as usize) % nodes.max(1), 0.0, ts, 0, Some(&id))?;
+        *seq += 1;
+        n += 1;
+    }
 }
 
 /// Events of `answered` that reflex has not applied since `before` once it settles.
