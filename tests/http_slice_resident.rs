@@ -136,6 +136,12 @@ fn the_resident_slice_is_the_stores_slice_before_and_after_new_windows_and_with_
     });
     assert_matches_store(a, &grown);
     assert!(metric(a, "rimd_http_slice_resident_tailed_total ") >= 2);
+    // A shorter lookback is answered from the same resident windows, window by window
+    // (the default one from the lists rendered whole): the store's last five minutes.
+    let short = slice_with(a, "?lookback=300");
+    let now = short["now"].as_i64().expect("now");
+    assert_eq!(short["past"], history(a, now - 300_000, now, "OBSERVED"), "{short}");
+    assert!(short["past"].as_array().map_or(0, Vec::len) < 9, "{short}");
     // An event in the current window predicts the next one: a future, tailed in too.
     post(a, vec![event(NODE, now_ms() - 1_000, 62.0)]);
     let with_future = eventually("a future and the current window in the slice", || {

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,7 +64,8 @@ pub struct Context {
     /// Store writes made through the API (the store writer counts its own commits).
     api_writes: std::cell::Cell<u64>,
     /// Series key → metric name, learned from observed capsules.
-    names: RefCell<HashMap<u64, String>>,
+    /// Metric series keys → their display names (`metric.{name}`), shared by answers.
+    names: RefCell<HashMap<u64, Rc<str>>>,
     /// Backtest jobs.
     backtests: super::backtests::Jobs,
 }
@@ -162,7 +164,8 @@ pub struct Present {
 #[serde(rename_all = "camelCase")]
 pub struct PresentSeries {
     /// `price`, `volume`, `stress`, or `metric.{name}` (`metric.#{hash}` if the name is not known).
-    pub name: String,
+    #[serde(serialize_with = "str_of")]
+    pub name: Rc<str>,
     /// Samples seen.
     pub samples: u64,
     /// Last value.
@@ -471,7 +474,7 @@ impl Context {
         }
         let mut learn = |name: &str| {
             let key = crate::reflex::state::metric_key(rim_rules::name_hash(name).max(1));
-            names.entry(key).or_insert_with(|| name.to_owned());
+            names.entry(key).or_insert_with(|| Rc::from(format!("metric.{name}")));
         };
         match &c.body {
             CapsuleBody::Observed(o) => o.metrics.iter().for_each(|m| learn(&m.name)),
@@ -645,16 +648,20 @@ const NAMES_MAX: usize = 65_536;
 
 /// `price`, `volume`, `stress`, `metric.{name}`, or `metric.#{key:x}` when the name is
 /// not known yet.
-fn series_name(names: &HashMap<u64, String>, key: u64) -> String {
+fn series_name(names: &HashMap<u64, Rc<str>>, key: u64) -> Rc<str> {
     match key {
         1 => "price".into(),
         2 => "volume".into(),
         3 => "stress".into(),
         k => match names.get(&k) {
-            Some(n) => format!("metric.{n}"),
-            None => format!("metric.#{k:016x}"),
+            Some(n) => Rc::clone(n),
+            None => format!("metric.#{k:016x}").into(),
         },
     }
+}
+
+fn str_of<S: serde::Serializer>(s: &Rc<str>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s)
 }
 
 /// The symbols of the strings one batch repeats, so that each is interned (hashed and

@@ -5,7 +5,9 @@
 //! lookback (`api.slice_lookback_s`), the PREDICTED ones from one window back on, each as
 //! the exact JSON the store path renders ([`CapsuleView`]), and the node's accuracy
 //! aggregate. A slice at the defaults (or a shorter lookback) is then answered without
-//! reading redb or formatting a number: the lists are the stored fragments, copied.
+//! reading redb or formatting a number: each list is held as the JSON array the answer
+//! carries ([`Lane`]), rebuilt when a window comes or goes, so an answer at the default
+//! lookback copies one contiguous text per list.
 //!
 //! Guarantees:
 //! - **the same answer as the store**: a node's entry is filled from `Store::history`
@@ -21,7 +23,7 @@
 //! - everything runs on the HTTP thread (no lock), and a fill or tail is one synchronous
 //!   store read per call, like the store path's own reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use rim_capsule::{AccuracyAgg, Capsule, HistoryQuery, Store, StoreError, Vantage};
@@ -34,18 +36,142 @@ use super::routes::CapsuleView;
 const TAIL_ROWS: usize = 10_000;
 /// Predicted windows kept per node at most (the slice shows 64).
 const FUTURES_KEPT_MAX: usize = 64;
-/// Bookkeeping bytes counted per fragment beyond its text.
-const FRAGMENT_OVERHEAD_BYTES: usize = 64;
+/// Bookkeeping bytes counted per window beyond its text.
+const WINDOW_OVERHEAD_BYTES: usize = 24;
 
-/// One capsule's JSON, shared by the cache and the answers being written.
-pub type Fragment = Rc<Box<RawValue>>;
+/// A list of windows as the JSON array the answer carries, byte for byte as the store
+/// path renders it; shared with the cache when it is a node's whole list.
+pub struct FragmentList {
+    json: Option<Rc<Box<RawValue>>>,
+    count: usize,
+}
 
-/// Fragments serialized as a JSON array, byte for byte as stored.
-pub struct FragmentList(pub Vec<Fragment>);
+impl FragmentList {
+    fn empty() -> Self {
+        Self { json: None, count: 0 }
+    }
+
+    /// Windows in the list.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// No window.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of its JSON.
+    pub fn json_bytes(&self) -> usize {
+        self.json.as_ref().map_or(2, |j| j.get().len())
+    }
+}
 
 impl Serialize for FragmentList {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|f| &***f))
+        match &self.json {
+            Some(j) => j.serialize(s),
+            None => s.collect_seq(std::iter::empty::<()>()),
+        }
+    }
+}
+
+/// A node's windows of one vantage in time order, held as the one JSON array a slice
+/// answers with (so an answer is one copy of contiguous text, not one per window), and
+/// where each window's object sits in it. Rebuilt whole when a window comes or goes: at
+/// most once per window per node, against one per answer.
+#[derive(Default)]
+struct Lane {
+    /// `[w1,w2,...]`; `None` when empty.
+    json: Option<Rc<Box<RawValue>>>,
+    /// (window start, start and end of its object in `json`), by window start.
+    windows: Vec<(i64, usize, usize)>,
+}
+
+impl Lane {
+    /// A lane of `(window start, object)` pairs in time order.
+    fn of(pieces: &[(i64, &str)]) -> Result<Self, StoreError> {
+        if pieces.is_empty() {
+            return Ok(Self::default());
+        }
+        let mut text = String::with_capacity(pieces.iter().map(|(_, t)| t.len() + 1).sum::<usize>() + 2);
+        let mut windows = Vec::with_capacity(pieces.len());
+        text.push('[');
+        for (i, (ts, piece)) in pieces.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            windows.push((*ts, text.len(), text.len() + piece.len()));
+            text.push_str(piece);
+        }
+        text.push(']');
+        let json = RawValue::from_string(text).map_err(|e| StoreError::Encode(e.to_string()))?;
+        Ok(Self {
+            json: Some(Rc::new(json)),
+            windows,
+        })
+    }
+
+    fn pieces(&self) -> Vec<(i64, &str)> {
+        let text = self.json.as_ref().map_or("", |j| j.get());
+        self.windows
+            .iter()
+            .map(|&(ts, from, to)| (ts, text.get(from..to).unwrap_or_default()))
+            .collect()
+    }
+
+    fn bytes(&self) -> usize {
+        self.json.as_ref().map_or(0, |j| j.get().len()) + self.windows.len() * WINDOW_OVERHEAD_BYTES
+    }
+
+    /// Adds the window starting at `ts` unless it is there (capsules never change, so
+    /// it is the same one).
+    fn insert(&mut self, ts: i64, object: &str) -> Result<(), StoreError> {
+        let Err(at) = self.windows.binary_search_by_key(&ts, |w| w.0) else {
+            return Ok(());
+        };
+        let mut pieces = self.pieces();
+        pieces.insert(at, (ts, object));
+        let lane = Lane::of(&pieces)?;
+        *self = lane;
+        Ok(())
+    }
+
+    /// Drops the windows starting before `from`.
+    fn prune(&mut self, from: i64) -> Result<(), StoreError> {
+        let gone = self.windows.partition_point(|w| w.0 < from);
+        if gone == 0 {
+            return Ok(());
+        }
+        let pieces = self.pieces();
+        let lane = Lane::of(pieces.get(gone..).unwrap_or_default())?;
+        *self = lane;
+        Ok(())
+    }
+
+    /// The windows starting in `[from, to)`, at most `limit`: the lane's own array when
+    /// that is all of them, else a new one.
+    fn range(&self, from: i64, to: i64, limit: usize) -> Result<FragmentList, StoreError> {
+        let first = self.windows.partition_point(|w| w.0 < from);
+        let end = self
+            .windows
+            .partition_point(|w| w.0 < to)
+            .min(first.saturating_add(limit));
+        if first >= end {
+            return Ok(FragmentList::empty());
+        }
+        if first == 0 && end == self.windows.len() {
+            return Ok(FragmentList {
+                json: self.json.clone(),
+                count: end,
+            });
+        }
+        let pieces = self.pieces();
+        let lane = Lane::of(pieces.get(first..end).unwrap_or_default())?;
+        Ok(FragmentList {
+            json: lane.json,
+            count: end - first,
+        })
     }
 }
 
@@ -55,7 +181,8 @@ pub struct Windows {
     pub past: FragmentList,
     /// Predicted windows from `now - resolution` on, in time order (at most 64).
     pub futures: FragmentList,
-    /// The newest observed capsule (its metric names name the live series).
+    /// The newest observed capsule (its metric names name the live series), the first
+    /// time it is answered only.
     pub newest: Option<Rc<Capsule>>,
     /// The node's accuracy, merged over predictors and series.
     pub accuracy: AccuracyAgg,
@@ -110,13 +237,21 @@ impl ResidentCounters {
 
 #[derive(Default)]
 struct Entry {
-    past: BTreeMap<i64, Fragment>,
-    futures: BTreeMap<i64, Fragment>,
+    past: Lane,
+    futures: Lane,
     newest: Option<Rc<Capsule>>,
+    /// `newest` was handed out since it last changed.
+    newest_given: bool,
     accuracy: AccuracyAgg,
     accuracy_version: Option<Version>,
     bytes: usize,
     used: bool,
+}
+
+impl Entry {
+    fn lane_bytes(&self) -> usize {
+        self.past.bytes() + self.futures.bytes()
+    }
 }
 
 /// The resident windows of the nodes asked for.
@@ -132,16 +267,10 @@ pub struct Resident {
     counters: ResidentCounters,
 }
 
-fn fragment_bytes(f: &RawValue) -> usize {
-    f.get().len() + FRAGMENT_OVERHEAD_BYTES
-}
-
-fn render(c: &Capsule) -> Result<Fragment, StoreError> {
+/// A capsule as the JSON object the store path answers with.
+fn render(c: &Capsule) -> Result<String, StoreError> {
     // Only a payload (API capsules, never cached) can fail to render.
-    let text = serde_json::to_string(&CapsuleView(c)).map_err(|e| StoreError::Encode(e.to_string()))?;
-    RawValue::from_string(text)
-        .map(Rc::new)
-        .map_err(|e| StoreError::Encode(e.to_string()))
+    serde_json::to_string(&CapsuleView(c)).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
 /// The first store sequence not yet used: the smallest `s` with no capsule at or after
@@ -218,8 +347,8 @@ impl Resident {
         let res_ms = i64::from(self.resolution) * 1000;
         let Some(e) = self.nodes.get_mut(node) else {
             return Ok(Windows {
-                past: FragmentList(Vec::new()),
-                futures: FragmentList(Vec::new()),
+                past: FragmentList::empty(),
+                futures: FragmentList::empty(),
                 newest: None,
                 accuracy: AccuracyAgg::default(),
             });
@@ -229,29 +358,30 @@ impl Resident {
             e.accuracy = merged_accuracy(store, node)?;
             e.accuracy_version = Some(version);
         }
-        let freed = prune(
+        let before = e.bytes;
+        prune(
             e,
             now_ms.saturating_sub(self.lookback_ms),
             now_ms.saturating_sub(res_ms),
-        );
-        self.bytes = self.bytes.saturating_sub(freed);
+        )?;
+        self.bytes = self.bytes.saturating_sub(before.saturating_sub(e.bytes));
         self.counters.hits += 1;
-        let past = e
-            .past
-            .range(now_ms.saturating_sub(lookback_ms)..now_ms)
-            .take(rim_capsule::store::HISTORY_ROWS_MAX)
-            .map(|(_, f)| f.clone())
-            .collect();
-        let futures = e
-            .futures
-            .range(now_ms.saturating_sub(res_ms)..)
-            .take(FUTURES_KEPT_MAX)
-            .map(|(_, f)| f.clone())
-            .collect();
+        let newest = if e.newest_given {
+            None
+        } else {
+            e.newest_given = true;
+            e.newest.clone()
+        };
         Ok(Windows {
-            past: FragmentList(past),
-            futures: FragmentList(futures),
-            newest: e.newest.clone(),
+            past: e.past.range(
+                now_ms.saturating_sub(lookback_ms),
+                now_ms,
+                rim_capsule::store::HISTORY_ROWS_MAX,
+            )?,
+            futures: e
+                .futures
+                .range(now_ms.saturating_sub(res_ms), i64::MAX, FUTURES_KEPT_MAX)?,
+            newest,
             accuracy: e.accuracy,
         })
     }
@@ -300,24 +430,22 @@ impl Resident {
             return Ok(());
         };
         let ts = c.key.timestamp;
-        let added = match c.key.vantage {
+        let before = e.bytes;
+        match c.key.vantage {
             Vantage::Observed if ts >= now_ms.saturating_sub(self.lookback_ms) => {
-                let f = render(&c)?;
-                let bytes = fragment_bytes(&f);
+                e.past.insert(ts, &render(&c)?)?;
                 if e.newest.as_ref().is_none_or(|n| n.key.timestamp <= ts) {
                     e.newest = Some(Rc::new(c));
+                    e.newest_given = false;
                 }
-                replace(&mut e.past, ts, f, bytes)
             }
             Vantage::Predicted if ts >= now_ms.saturating_sub(res_ms) => {
-                let f = render(&c)?;
-                let bytes = fragment_bytes(&f);
-                replace(&mut e.futures, ts, f, bytes)
+                e.futures.insert(ts, &render(&c)?)?;
             }
-            _ => 0,
-        };
-        e.bytes += added;
-        self.bytes += added;
+            _ => return Ok(()),
+        }
+        e.bytes = e.lane_bytes();
+        self.bytes = (self.bytes + e.bytes).saturating_sub(before);
         Ok(())
     }
 
@@ -344,15 +472,21 @@ impl Resident {
         if past.is_empty() && futures.is_empty() {
             return Ok(());
         }
-        let mut e = Entry::default();
-        for c in &futures {
-            let f = render(c)?;
-            e.bytes += replace(&mut e.futures, c.key.timestamp, f.clone(), fragment_bytes(&f));
-        }
-        for c in &past {
-            let f = render(c)?;
-            e.bytes += replace(&mut e.past, c.key.timestamp, f.clone(), fragment_bytes(&f));
-        }
+        let lane = |capsules: &[Capsule]| -> Result<Lane, StoreError> {
+            let objects = capsules.iter().map(render).collect::<Result<Vec<_>, _>>()?;
+            let pieces: Vec<(i64, &str)> = capsules
+                .iter()
+                .zip(&objects)
+                .map(|(c, o)| (c.key.timestamp, o.as_str()))
+                .collect();
+            Lane::of(&pieces)
+        };
+        let mut e = Entry {
+            past: lane(&past)?,
+            futures: lane(&futures)?,
+            ..Entry::default()
+        };
+        e.bytes = e.lane_bytes();
         e.newest = past.into_iter().last().map(Rc::new);
         self.bytes += e.bytes;
         self.counters.fills += 1;
@@ -386,32 +520,12 @@ impl Resident {
     }
 }
 
-/// Inserts `f` at `ts`; the bytes added (0 if the window was there: capsules never
-/// change, so it is the same one).
-fn replace(map: &mut BTreeMap<i64, Fragment>, ts: i64, f: Fragment, bytes: usize) -> usize {
-    match map.entry(ts) {
-        std::collections::btree_map::Entry::Occupied(_) => 0,
-        std::collections::btree_map::Entry::Vacant(v) => {
-            v.insert(f);
-            bytes
-        }
-    }
-}
-
-/// Drops windows no slice can ask for any more; the bytes freed.
-fn prune(e: &mut Entry, past_from_ms: i64, futures_from_ms: i64) -> usize {
-    let mut freed = 0;
-    for (map, from) in [(&mut e.past, past_from_ms), (&mut e.futures, futures_from_ms)] {
-        // Most calls find nothing to drop: no split (it would build a new tree each time).
-        if map.first_key_value().is_none_or(|(ts, _)| *ts >= from) {
-            continue;
-        }
-        let kept = map.split_off(&from);
-        freed += map.values().map(|f| fragment_bytes(f)).sum::<usize>();
-        *map = kept;
-    }
-    e.bytes = e.bytes.saturating_sub(freed);
-    freed
+/// Drops windows no slice can ask for any more (`Entry::bytes` follows).
+fn prune(e: &mut Entry, past_from_ms: i64, futures_from_ms: i64) -> Result<(), StoreError> {
+    e.past.prune(past_from_ms)?;
+    e.futures.prune(futures_from_ms)?;
+    e.bytes = e.lane_bytes();
+    Ok(())
 }
 
 /// The node's accuracy rows merged (as the slice shows them).
@@ -421,4 +535,63 @@ pub fn merged_accuracy(store: &Store, node: &str) -> Result<AccuracyAgg, StoreEr
         agg.merge(a);
     }
     Ok(agg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(ts: i64) -> String {
+        format!("{{\"timestamp\":{ts},\"v\":\"w{ts}\"}}")
+    }
+
+    /// The array of the objects of `starts`, joined the plain way.
+    fn joined(starts: &[i64]) -> String {
+        let parts: Vec<String> = starts.iter().map(|t| object(*t)).collect();
+        format!("[{}]", parts.join(","))
+    }
+
+    fn text(l: &FragmentList) -> String {
+        serde_json::to_string(l).expect("serializes")
+    }
+
+    #[test]
+    fn a_lane_is_the_array_of_its_windows_through_inserts_and_prunes() {
+        let mut lane = Lane::default();
+        assert_eq!(text(&lane.range(i64::MIN, i64::MAX, 100).expect("range")), "[]");
+        // Out of order, and one twice: kept in time order, once.
+        for ts in [30, 10, 20, 50, 40, 20] {
+            lane.insert(ts, &object(ts)).expect("insert");
+        }
+        let all = lane.range(i64::MIN, i64::MAX, 100).expect("range");
+        assert_eq!(text(&all), joined(&[10, 20, 30, 40, 50]));
+        assert_eq!(all.len(), 5);
+        assert_eq!(all.json_bytes(), joined(&[10, 20, 30, 40, 50]).len());
+        // The whole lane is shared, a part is a new array.
+        assert!(Rc::ptr_eq(
+            all.json.as_ref().expect("json"),
+            lane.json.as_ref().expect("json")
+        ));
+        let part = lane.range(20, 40, 100).expect("range");
+        assert_eq!(text(&part), joined(&[20, 30]));
+        assert_eq!(text(&lane.range(20, i64::MAX, 2).expect("range")), joined(&[20, 30]));
+        assert_eq!(text(&lane.range(60, i64::MAX, 2).expect("range")), "[]");
+        lane.prune(25).expect("prune");
+        assert_eq!(
+            text(&lane.range(i64::MIN, i64::MAX, 100).expect("range")),
+            joined(&[30, 40, 50])
+        );
+        lane.prune(100).expect("prune");
+        assert_eq!(text(&lane.range(i64::MIN, i64::MAX, 100).expect("range")), "[]");
+        assert_eq!(lane.bytes(), 0);
+    }
+
+    #[test]
+    fn a_lane_refuses_an_object_that_would_break_its_array() {
+        let mut lane = Lane::default();
+        lane.insert(1, &object(1)).expect("insert");
+        assert!(lane.insert(2, "{\"open\":").is_err());
+        // Unchanged by the refusal.
+        assert_eq!(text(&lane.range(i64::MIN, i64::MAX, 10).expect("range")), joined(&[1]));
+    }
 }

@@ -79,7 +79,7 @@ impl Windows {
     fn len(&self) -> usize {
         match self {
             Windows::Read(v) => v.len(),
-            Windows::Resident(f) => f.0.len(),
+            Windows::Resident(f) => f.len(),
         }
     }
 
@@ -91,7 +91,7 @@ impl Windows {
     fn bytes(&self) -> usize {
         match self {
             Windows::Read(_) => 0,
-            Windows::Resident(f) => f.0.iter().map(|f| f.get().len() + 1).sum(),
+            Windows::Resident(f) => f.json_bytes(),
         }
     }
 }
@@ -160,7 +160,7 @@ fn stored(app: &App, node: &str, resolution: u32, now: i64, lookback_s: u64) -> 
             drop(resident);
             if let Some(newest) = &w.newest {
                 // Lets the live state name its metric series (the shard knows only their
-                // hashes).
+                // hashes): once per newest capsule.
                 app.ctx.learn_capsule(newest);
             }
             return Ok(Stored {
