@@ -1,7 +1,9 @@
 //! `rim-bench kafka --smoke` on the real binary: the suite starts its broker and daemon,
 //! every row measures (every event's decision, or for the broker floor every message, came
-//! back, matched by its tag), the latencies are ordered, and the Kafka rows are slower
-//! than the shared-memory ones.
+//! back, matched by its tag) and the latencies are ordered. Which way is faster is the
+//! release benchmark's to show: in this debug build both paced rows are the debug
+//! daemon's backlog (40–745 ms p50 seen for `shm-50k` against ~70 ms for `kafka-in-50k`),
+//! so a comparison here failed at random.
 //!
 //! Needs the Kafka venv (`scripts/pyenv.sh`, as `tests/kafka.rs`): without it the test
 //! fails and says so, it is never skipped.
@@ -53,20 +55,4 @@ fn every_kafka_row_measures() {
         assert!(value("p99_ns") <= value("p999_ns"), "{row}");
         assert!(value("p999_ns") <= value("max_ns"), "{row}");
     }
-    let p50 = |name: &str| {
-        rows.iter()
-            .find(|r| r["name"] == name)
-            .and_then(|r| r["p50_ns"].as_f64())
-            .unwrap_or(0.0)
-    };
-    // A broker round trip (linger, fetch) on top of the same sender's lag behind its
-    // schedule (a debug build's sender falls behind 50k/s, and paced latencies count from
-    // the due time) against a ring hand-over: if this fails, the rows measure the wrong
-    // path.
-    assert!(
-        p50("kafka-in-50k") > p50("shm-50k"),
-        "kafka-in-50k p50 {} vs shm-50k p50 {}",
-        p50("kafka-in-50k"),
-        p50("shm-50k")
-    );
 }
