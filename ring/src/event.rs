@@ -263,6 +263,26 @@ impl<M: Metric> Clone for EventRef<'_, M> {
 impl<M: Metric> Copy for EventRef<'_, M> {}
 
 impl<M: Metric> EventRef<'_, M> {
+    /// The event with its strings owned (the inverse of [`RimFastEvent::as_ref`]).
+    pub fn to_event(&self) -> RimFastEvent {
+        RimFastEvent {
+            rim_node_id: self.rim_node_id.to_owned(),
+            event_id: self.event_id.map(str::to_owned),
+            timestamp: self.timestamp,
+            critical_metrics: self
+                .critical_metrics
+                .iter()
+                .map(|m| (m.name().to_owned(), m.value()))
+                .collect(),
+            price: self.price,
+            volume: self.volume,
+            stress: self.stress,
+            status: self.status.to_owned(),
+            source_topic: self.source_topic.map(str::to_owned),
+            publish_ns: self.publish_ns,
+        }
+    }
+
     /// Checks every rule of the data model; the same rules the consumer applies.
     pub fn validate(&self) -> Result<(), EventError> {
         check_node_id(self.rim_node_id)?;

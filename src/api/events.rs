@@ -83,25 +83,9 @@ pub async fn post(app: &App, meta: &Meta, q: &Query<'_>, body: &[u8]) -> Result<
 /// event is valid and within the time bounds. `None` sends the body to the owned path
 /// (which accepts the same events, and says what is wrong with the others).
 fn checked_refs<'b>(batch: &'b scan::Batch<'_>, bounds: &TimeBounds, now_ms: i64) -> Option<Vec<EventRef<'b>>> {
-    let refs: Vec<EventRef<'b>> = batch.events.iter().map(|e| event_ref(batch, e)).collect();
+    let refs: Vec<EventRef<'b>> = batch.events.iter().map(|e| batch.event_ref(e)).collect();
     let valid = |e: &EventRef<'_>| e.validate().is_ok() && bounds.check(e.timestamp, now_ms).is_ok();
     refs.iter().all(valid).then_some(refs)
-}
-
-/// `e` of `batch` as the ring's borrowed event.
-fn event_ref<'b>(batch: &'b scan::Batch<'_>, e: &scan::Scanned<'b>) -> EventRef<'b> {
-    EventRef {
-        rim_node_id: e.rim_node_id,
-        event_id: e.event_id,
-        timestamp: e.timestamp,
-        critical_metrics: batch.metrics_of(e),
-        price: e.price,
-        volume: e.volume,
-        stress: e.stress,
-        status: e.status,
-        source_topic: e.source_topic,
-        publish_ns: e.publish_ns,
-    }
 }
 
 /// Parses and validates the body (event times against `now_ms`); every failing item
@@ -188,19 +172,7 @@ pub fn fuzz_fast(body: &[u8], now_ms: i64) -> Option<Vec<RimFastEvent>> {
     };
     let batch = scan::read(body, 10_000, METRICS_MAX)?;
     let refs = checked_refs(&batch, &bounds, now_ms)?;
-    let owned = |e: &EventRef<'_>| RimFastEvent {
-        rim_node_id: e.rim_node_id.to_owned(),
-        event_id: e.event_id.map(str::to_owned),
-        timestamp: e.timestamp,
-        critical_metrics: e.critical_metrics.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect(),
-        price: e.price,
-        volume: e.volume,
-        stress: e.stress,
-        status: e.status.to_owned(),
-        source_topic: e.source_topic.map(str::to_owned),
-        publish_ns: e.publish_ns,
-    };
-    Some(refs.iter().map(owned).collect())
+    Some(refs.iter().map(EventRef::to_event).collect())
 }
 
 fn bad_json(e: &serde_json::Error) -> Problem {
@@ -330,21 +302,6 @@ mod tests {
 
     const OK: &str = r#"{"rim_node_id":"rim:sensor:a:n1","timestamp":1,"critical_metrics":{"t":1.5},"status":"OK"}"#;
 
-    fn owned_copy(e: &EventRef<'_>) -> RimFastEvent {
-        RimFastEvent {
-            rim_node_id: e.rim_node_id.to_owned(),
-            event_id: e.event_id.map(str::to_owned),
-            timestamp: e.timestamp,
-            critical_metrics: e.critical_metrics.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect(),
-            price: e.price,
-            volume: e.volume,
-            stress: e.stress,
-            status: e.status.to_owned(),
-            source_topic: e.source_topic.map(str::to_owned),
-            publish_ns: e.publish_ns,
-        }
-    }
-
     #[test]
     fn the_borrowed_path_takes_what_the_owned_path_takes_and_nothing_else() {
         let escaped =
@@ -381,7 +338,7 @@ mod tests {
                 let owned = owned
                     .as_ref()
                     .unwrap_or_else(|p| panic!("fast took what owned refuses: {body}: {p:?}"));
-                let fast: Vec<RimFastEvent> = fast.iter().map(owned_copy).collect();
+                let fast: Vec<RimFastEvent> = fast.iter().map(EventRef::to_event).collect();
                 assert_eq!(&fast, owned, "{body}");
             }
         }

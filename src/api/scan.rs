@@ -24,6 +24,8 @@
 //!
 //! The differential test below and the fuzz target `http_bodies` hold it to `serde_json`.
 
+use rim_ring::event::EventRef;
+
 /// One event as read: strings borrowed from the body, metrics as a range of the batch's
 /// shared metric list.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,6 +55,22 @@ impl<'a> Batch<'a> {
     /// The metrics of `ev`.
     pub fn metrics_of(&self, ev: &Scanned<'a>) -> &[(&'a str, f64)] {
         self.metrics.get(ev.metrics.0..ev.metrics.1).unwrap_or(&[])
+    }
+
+    /// `ev` as the ring's borrowed event.
+    pub fn event_ref<'b>(&'b self, ev: &Scanned<'b>) -> EventRef<'b> {
+        EventRef {
+            rim_node_id: ev.rim_node_id,
+            event_id: ev.event_id,
+            timestamp: ev.timestamp,
+            critical_metrics: self.metrics_of(ev),
+            price: ev.price,
+            volume: ev.volume,
+            stress: ev.stress,
+            status: ev.status,
+            source_topic: ev.source_topic,
+            publish_ns: ev.publish_ns,
+        }
     }
 }
 
@@ -469,22 +487,7 @@ mod tests {
     }
 
     fn owned(batch: &Batch<'_>) -> Vec<RimFastEvent> {
-        batch
-            .events
-            .iter()
-            .map(|e| RimFastEvent {
-                rim_node_id: e.rim_node_id.to_owned(),
-                event_id: e.event_id.map(str::to_owned),
-                timestamp: e.timestamp,
-                critical_metrics: batch.metrics_of(e).iter().map(|(n, v)| ((*n).to_owned(), *v)).collect(),
-                price: e.price,
-                volume: e.volume,
-                stress: e.stress,
-                status: e.status.to_owned(),
-                source_topic: e.source_topic.map(str::to_owned),
-                publish_ns: e.publish_ns,
-            })
-            .collect()
+        batch.events.iter().map(|e| batch.event_ref(e).to_event()).collect()
     }
 
     /// Whatever the reader takes, serde_json takes too, with the same values (bit for

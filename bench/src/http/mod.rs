@@ -135,6 +135,21 @@ static BARE_REQ_PER_S: Mutex<Option<f64>> = Mutex::new(None);
 /// The `bare-pad` row's rate, for the `slice` row's `vs_pad`.
 static PAD_REQ_PER_S: Mutex<Option<f64>> = Mutex::new(None);
 
+/// Pushes figure `name` = `rate` / the rate an earlier row of this run left in `floor`
+/// (nothing when that row did not run).
+fn push_ratio(
+    figures: &mut Vec<Figure>,
+    name: &'static str,
+    rate: f64,
+    floor: &Mutex<Option<f64>>,
+) -> Result<(), BenchError> {
+    let floor = *floor.lock().map_err(|_| BenchError::Setup("lock".into()))?;
+    if let Some(floor) = floor {
+        figures.push(Figure::real(name, rate / floor.max(1.0)));
+    }
+    Ok(())
+}
+
 /// The `post-bare` row's rate, for the `events-post` row's `vs_floor`.
 static POST_BARE_EVENTS_PER_S: Mutex<Option<f64>> = Mutex::new(None);
 /// Connections of the GET rows (as FLOORS measured hyper).
@@ -266,10 +281,7 @@ fn run_bare_pad(opts: &RunOpts) -> Result<Row, BenchError> {
         )?;
         *PAD_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))? = Some(t.per_s(t.ok));
         let mut figures = common(&t, opts);
-        let bare = *BARE_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))?;
-        if let Some(bare) = bare {
-            figures.push(Figure::real("vs_bare", t.per_s(t.ok) / bare.max(1.0)));
-        }
+        push_ratio(&mut figures, "vs_bare", t.per_s(t.ok), &BARE_REQ_PER_S)?;
         figures.push(Figure::real("resp_bytes", t.body_bytes as f64 / t.ok.max(1) as f64));
         figures.push(Figure::real("client_cpu", t.cpu_share()));
         Ok(Row::new("bare-pad", figures).with_latency("latency", &t.latency.summary()))
@@ -342,14 +354,8 @@ fn run_slice(opts: &RunOpts) -> Result<Row, BenchError> {
             &mut source,
         )?;
         let mut figures = common(&t, opts);
-        let bare = *BARE_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))?;
-        if let Some(bare) = bare {
-            figures.push(Figure::real("vs_bare", t.per_s(t.ok) / bare.max(1.0)));
-        }
-        let pad = *PAD_REQ_PER_S.lock().map_err(|_| BenchError::Setup("lock".into()))?;
-        if let Some(pad) = pad {
-            figures.push(Figure::real("vs_pad", t.per_s(t.ok) / pad.max(1.0)));
-        }
+        push_ratio(&mut figures, "vs_bare", t.per_s(t.ok), &BARE_REQ_PER_S)?;
+        push_ratio(&mut figures, "vs_pad", t.per_s(t.ok), &PAD_REQ_PER_S)?;
         figures.push(Figure::real("resp_bytes", t.body_bytes as f64 / t.ok.max(1) as f64));
         figures.push(Figure::real("client_cpu", t.cpu_share()));
         Ok(Row::new("slice", figures).with_latency("latency", &t.latency.summary()))
@@ -443,12 +449,7 @@ fn run_events(opts: &RunOpts) -> Result<Row, BenchError> {
         let mut figures = common(&t, opts);
         figures.push(Figure::real("events_per_s", t.per_s(t.items)));
         figures.push(Figure::int("lost", lost));
-        let floor = *POST_BARE_EVENTS_PER_S
-            .lock()
-            .map_err(|_| BenchError::Setup("lock".into()))?;
-        if let Some(floor) = floor {
-            figures.push(Figure::real("vs_floor", t.per_s(t.items) / floor.max(1.0)));
-        }
+        push_ratio(&mut figures, "vs_floor", t.per_s(t.items), &POST_BARE_EVENTS_PER_S)?;
         figures.push(Figure::real("client_cpu", t.cpu_share()));
         Ok(Row::new("events-post", figures).with_latency("latency", &t.latency.summary()))
     })
@@ -473,12 +474,7 @@ fn run_shm_floor(opts: &RunOpts) -> Result<Row, BenchError> {
         eprint!("(producer saw the ring full {} times) ", p.full_retries);
         let rate = measured as f64 / secs;
         let mut figures = vec![Figure::real("events_per_s", rate), Figure::int("lost", lost)];
-        let floor = *POST_BARE_EVENTS_PER_S
-            .lock()
-            .map_err(|_| BenchError::Setup("lock".into()))?;
-        if let Some(floor) = floor {
-            figures.push(Figure::real("vs_floor", rate / floor.max(1.0)));
-        }
+        push_ratio(&mut figures, "vs_floor", rate, &POST_BARE_EVENTS_PER_S)?;
         figures.push(Figure::int("gen_core", generator_core(opts) as u64));
         Ok(Row::new("shm-floor", figures))
     })
