@@ -363,3 +363,50 @@ fn a_resend_several_restarts_later_is_still_a_duplicate() {
         "every resent event is a duplicate two crashes later: {resend:?}"
     );
 }
+
+/// A crash while the store had nothing yet (hand-offs and checkpoints held back): the
+/// restart rebuilds every capsule from the journal, the PREDICTED ones from the decision
+/// log's tail (which recovery commits from the roll-up thread while the events replay),
+/// and they are the ones a clean run stores.
+#[test]
+fn a_crash_before_the_store_caught_up_rebuilds_predictions() {
+    let held = [
+        "persist.checkpoint_ms=600000",
+        "persist.store_interval_ms=600000",
+        "persist.store_batch_max=1000000",
+    ];
+    let predictions = |d: &Daemon| -> Vec<Vec<(i64, String)>> {
+        let store = store_of(d);
+        (0..3)
+            .map(|i| {
+                store
+                    .history(&query(&node(i), Vantage::Predicted))
+                    .expect("history")
+                    .iter()
+                    .map(|c| (c.key.timestamp, format!("{:?}", c.body)))
+                    .collect()
+            })
+            .collect()
+    };
+    // The reference: the same events, a clean stop.
+    let mut clean = Daemon::start(&held, Some(RULES));
+    publish(&clean, "first", T0, 40, 0);
+    assert!(clean.sigterm().success());
+    let want = predictions(&clean);
+
+    let mut d = Daemon::start(&held, Some(RULES));
+    publish(&d, "first", T0, 40, 0);
+    assert_eq!(
+        counter(&d.stats(), "persist.store_commits"),
+        1,
+        "only the start-up commit before the crash"
+    );
+    d.kill9();
+    let mut d = Daemon::start_in(d.into_dir(), &held, Some(RULES));
+    assert!(d.sigterm().success());
+    let got = predictions(&d);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(w.len() >= 9, "node {i}: {} predictions in the clean run", w.len());
+        assert_eq!(g, w, "node {i}: predictions after the crash");
+    }
+}

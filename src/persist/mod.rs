@@ -37,12 +37,13 @@ mod thread;
 pub mod wake;
 mod writer;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rim_capsule::{Batch, Rollup, RollupConfig, Store, StoreConfig};
+use rim_capsule::{Batch, Names, Rollup, RollupConfig, Store, StoreConfig};
 use rim_journal::{Fs, Journal, JournalConfig, Reader};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -414,9 +415,10 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
     seed_predictors(o, reflexes);
     let mut batch = Batch::default();
     o.rollup.set_expect_capacity(RECOVERY_EXPECT_CAPACITY);
-    let (heads, clean) = read_log_tail(o, ingest, &mut batch, &mut done)?;
+    let mut predicted = Predicted::default();
+    let (heads, clean) = read_log_tail(o, ingest, &mut batch, &mut predicted, &mut done)?;
     o.chains = chain_heads(o, heads, clean, reflexes.len())?;
-    replay_events(o, ingest, reflexes, &mut batch, &mut done)?;
+    replay_events(o, ingest, reflexes, &mut batch, predicted, &mut done)?;
     o.rollup.set_expect_capacity(rim_capsule::rollup::PREDICTIONS_PER_SLOT);
     batch.decision_runs.extend(o.runs.take_changed());
     done.capsules += batch.capsules.len() as u64;
@@ -521,13 +523,61 @@ fn restore_dedup(o: &Opened, ingest: &mut Ingest) {
 /// Per reflex shard, its last decision record found in the decision log's tail.
 type ChainHeads = Vec<Option<Vec<u8>>>;
 
+/// Bytes of prediction records recovery keeps from the decision log's tail until the
+/// roll-up can name their series (see [`Predicted`]); past them, the rest are made into
+/// capsules at once, naming series the restored roll-up does not know by their keys.
+const PREDICTED_DEFERRED_BYTES: usize = 32 << 20;
+
+/// The decision log's prediction records, in log order, waiting to become PREDICTED
+/// capsules. They are read before the events they follow are replayed, so the roll-up may
+/// not know their series' names yet (after a crash with nothing checkpointed, none);
+/// the roll-up thread makes and commits them once it does, in the time it waits for the
+/// feeding thread (committed at once, they took a second of start-up per ~100k before
+/// the replay could begin), and the rest at the end.
+#[derive(Default)]
+struct Predicted {
+    records: VecDeque<Box<[u8]>>,
+    bytes: usize,
+}
+
+impl Predicted {
+    /// Keeps `record` if there is room; gives it back otherwise.
+    fn keep<'r>(&mut self, record: &'r [u8]) -> Option<&'r [u8]> {
+        if self.bytes + record.len() > PREDICTED_DEFERRED_BYTES {
+            return Some(record);
+        }
+        self.bytes += record.len();
+        self.records.push_back(record.into());
+        None
+    }
+
+    /// Up to `max` capsules from the oldest records whose series `names` all knows (all
+    /// of them, stand-ins for the unknown, if `all`).
+    fn take(&mut self, names: &Names, max: usize, all: bool) -> Vec<rim_capsule::Capsule> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(r) = self.records.front() else { break };
+            let named = predict::decode(r).map_or(true, |g| g.series.iter().all(|s| names.key(s.key).is_some()));
+            if !(named || all) {
+                break;
+            }
+            out.extend(thread::predicted_capsule(names, r));
+            self.bytes -= r.len();
+            self.records.pop_front();
+        }
+        out
+    }
+}
+
 /// Reads the decision log from its watermark: runs for the index, each shard's last
-/// decision there, and the predictions (PREDICTED capsules again, filed for scoring).
-/// Also whether the log ends with a clean shutdown.
+/// decision there, and the predictions (filed for scoring; kept in `predicted` to be made
+/// into PREDICTED capsules again, past its bound into `batch` at once). Also whether the
+/// log ends with a clean shutdown.
 fn read_log_tail(
     o: &mut Opened,
     ingest: &mut Ingest,
     batch: &mut Batch,
+    predicted: &mut Predicted,
     done: &mut Recovered,
 ) -> Result<(ChainHeads, bool), PersistError> {
     let shards = o.config.topology.reflex_shards;
@@ -569,7 +619,10 @@ fn read_log_tail(
                 if let Some(n) = node.filter(|&n| !o.rollup.holds_log(n, pos)) {
                     thread::expect(&mut o.rollup, Some(n), record, pos);
                 }
-                if let Some(c) = thread::predicted_capsule(o.rollup.names(), record) {
+                if let Some(c) = predicted
+                    .keep(record)
+                    .and_then(|r| thread::predicted_capsule(o.rollup.names(), r))
+                {
                     batch.capsules.push(c);
                 }
             }
@@ -626,6 +679,7 @@ fn replay_events(
     ingest: &mut Ingest,
     reflexes: &mut [&mut Reflex],
     batch: &mut Batch,
+    predicted: Predicted,
     done: &mut Recovered,
 ) -> Result<(), PersistError> {
     let dir = o.config.persist.journal_dir();
@@ -639,6 +693,7 @@ fn replay_events(
         stats: &o.stats,
         batch_max: o.config.persist.store_batch_max,
         batch,
+        predicted,
         capsules: 0,
     };
     let (fed, rolled) = std::thread::scope(|s| {
@@ -658,8 +713,10 @@ fn replay_events(
     fed.and(rolled)
 }
 
-/// Node indices queued from the feeding thread to the roll-up thread at most.
-const REPLAY_NODES_QUEUE: usize = 1 << 16;
+/// Node indices queued from the feeding thread to the roll-up thread at most (4 MiB while
+/// recovery runs): about a second of the feeding thread's work, so that it does not wait
+/// while the roll-up thread commits a batch.
+const REPLAY_NODES_QUEUE: usize = 1 << 20;
 /// What the feeding thread passes for an event ingest refused (not rolled up).
 const NOT_PLACED: u32 = u32::MAX;
 
@@ -716,6 +773,9 @@ struct Roller<'a> {
     stats: &'a PersistStats,
     batch_max: usize,
     batch: &'a mut Batch,
+    /// The decision log's predictions, committed a batch at a time while the feeding
+    /// thread is behind; what is left joins `batch` at the end.
+    predicted: Predicted,
     /// Capsules committed on the way.
     capsules: u64,
 }
@@ -737,7 +797,11 @@ impl Roller<'_> {
                 match rx.pop() {
                     Ok(n) => break n,
                     // The feeding side ended early (its error is the one reported).
-                    Err(_) if rx.is_abandoned() && rx.is_empty() => return Ok(()),
+                    Err(_) if rx.is_abandoned() && rx.is_empty() => {
+                        self.keep_predicted();
+                        return Ok(());
+                    }
+                    Err(_) if self.commit_predicted() => {}
                     Err(_) => std::thread::yield_now(),
                 }
             };
@@ -771,7 +835,32 @@ impl Roller<'_> {
                 .extend(closed.drain(..).filter_map(|c| names.capsule(&c)));
             self.capsules += commit_if_full(self.batch, self.runs, self.store, self.stats, self.batch_max);
         }
+        self.keep_predicted();
         Ok(())
+    }
+
+    /// A batch of the deferred predictions whose series the roll-up can name, committed
+    /// (without a sync, as [`commit_if_full`] does) while there is nothing to roll up.
+    /// False when there was none.
+    fn commit_predicted(&mut self) -> bool {
+        let capsules = self.predicted.take(self.rollup.names(), self.batch_max.max(1), false);
+        if capsules.is_empty() {
+            return false;
+        }
+        self.capsules += capsules.len() as u64;
+        let mut chunk = Batch {
+            capsules,
+            ..Batch::default()
+        };
+        writer::commit_with(self.store, &mut chunk, self.stats, false);
+        true
+    }
+
+    /// The deferred predictions not committed yet go with the rest of recovery's batch,
+    /// named as the whole replay taught the roll-up.
+    fn keep_predicted(&mut self) {
+        let rest = self.predicted.take(self.rollup.names(), usize::MAX, true);
+        self.batch.capsules.extend(rest);
     }
 }
 
