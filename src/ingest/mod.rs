@@ -487,6 +487,11 @@ impl Ingest {
         self.router.route_replay(rec, &|_| false, false)
     }
 
+    /// Warms the node table's slot for `id` (see [`nodes::NodeTable::touch`]).
+    pub fn touch_node(&self, id: &str) {
+        std::hint::black_box(self.router.nodes.touch(id));
+    }
+
     /// The index of node `id`, giving it one if it has none (recovery places checkpointed
     /// nodes this way, in their old order, before replaying); None past `nodes_max`.
     pub fn node_index(&mut self, id: &str) -> Option<u32> {

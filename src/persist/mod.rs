@@ -733,29 +733,20 @@ fn feed_tail(
 ) -> Result<(), PersistError> {
     let mut reader = Reader::open(dir, STREAM_EVENTS, replay_from, Fs::new())?;
     let holds = |n: u32, pos: u64| held.get(n as usize).is_some_and(|&to| pos < to);
-    while let Some((pos, bytes)) = reader.next()? {
-        let rec = rim_journal::event::decode(bytes).map_err(|e| PersistError::Record {
-            stream: STREAM_EVENTS,
-            pos,
-            message: e.to_string(),
-        })?;
-        let node = loop {
-            match ingest.replay(&rec, &|n| holds(n, pos)) {
-                ReplayOutcome::Full => reflexes.iter_mut().for_each(|r| {
-                    r.poll(usize::MAX);
-                }),
-                ReplayOutcome::Applied(n) => break n,
-                ReplayOutcome::Refused => break NOT_PLACED,
-            }
-        };
-        done.events += 1;
-        if pos >= committed_to {
-            while tx.push(node).is_err() {
-                if tx.is_abandoned() {
-                    // The roll-up side stopped; its error is the one reported.
-                    return Ok(());
-                }
-                std::thread::yield_now();
+    let mut batch = ReplayBatch::default();
+    while batch.read(&mut reader)? {
+        let recs = batch.decode()?;
+        // Each record's node-table slot is a cache miss (the table is sized for
+        // `nodes_max`); touched together, the misses overlap.
+        for (_, rec) in &recs {
+            ingest.touch_node(rec.rim_node_id);
+        }
+        for (pos, rec) in recs {
+            feed_one(ingest, reflexes, (pos, &rec), &holds, committed_to, &mut tx);
+            done.events += 1;
+            if tx.is_abandoned() {
+                // The roll-up side stopped; its error is the one reported.
+                return Ok(());
             }
         }
     }
@@ -763,6 +754,75 @@ fn feed_tail(
         r.poll(usize::MAX);
     }
     Ok(())
+}
+
+/// Records replayed per turn of [`feed_tail`]: copied out of the reader's window so that
+/// their node lookups can be started together.
+const REPLAY_BATCH: usize = 64;
+
+/// A turn's worth of journal records, copied from the reader.
+#[derive(Default)]
+struct ReplayBatch {
+    bytes: Vec<u8>,
+    /// Position, start and length in `bytes` of each record.
+    records: Vec<(u64, usize, usize)>,
+}
+
+impl ReplayBatch {
+    /// Reads up to [`REPLAY_BATCH`] records; false when there were none.
+    fn read(&mut self, reader: &mut Reader) -> Result<bool, PersistError> {
+        self.bytes.clear();
+        self.records.clear();
+        while self.records.len() < REPLAY_BATCH {
+            let Some((pos, bytes)) = reader.next()? else { break };
+            self.records.push((pos, self.bytes.len(), bytes.len()));
+            self.bytes.extend_from_slice(bytes);
+        }
+        Ok(!self.records.is_empty())
+    }
+
+    /// The records decoded, with their positions.
+    fn decode(&self) -> Result<Vec<(u64, rim_journal::event::EventRecord<'_>)>, PersistError> {
+        self.records
+            .iter()
+            .map(|&(pos, start, len)| {
+                let bytes = self.bytes.get(start..start + len).unwrap_or_default();
+                rim_journal::event::decode(bytes)
+                    .map(|rec| (pos, rec))
+                    .map_err(|e| PersistError::Record {
+                        stream: STREAM_EVENTS,
+                        pos,
+                        message: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// One replayed event into ingest (polling the reflex shards while its ring is full), and
+/// its node index to the roll-up thread from `committed_to` on.
+fn feed_one(
+    ingest: &mut Ingest,
+    reflexes: &mut [&mut Reflex],
+    (pos, rec): (u64, &rim_journal::event::EventRecord<'_>),
+    holds: &dyn Fn(u32, u64) -> bool,
+    committed_to: u64,
+    tx: &mut rtrb::Producer<u32>,
+) {
+    let node = loop {
+        match ingest.replay(rec, &|n| holds(n, pos)) {
+            ReplayOutcome::Full => reflexes.iter_mut().for_each(|r| {
+                r.poll(usize::MAX);
+            }),
+            ReplayOutcome::Applied(n) => break n,
+            ReplayOutcome::Refused => break NOT_PLACED,
+        }
+    };
+    if pos >= committed_to {
+        while tx.push(node).is_err() && !tx.is_abandoned() {
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// The roll-up's side of [`replay_events`], on a thread of its own.
