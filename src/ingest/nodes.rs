@@ -238,7 +238,12 @@ mod tests {
         // probes run through each other's slots.
         let base = "rim:sensor:abcdefghijklmnop";
         assert_eq!(base.len(), INLINE);
-        let mut ids = vec![String::new(), "x".to_owned(), base[..INLINE - 1].to_owned(), base.to_owned()];
+        let mut ids = vec![
+            String::new(),
+            "x".to_owned(),
+            base[..INLINE - 1].to_owned(),
+            base.to_owned(),
+        ];
         for tail in ["0", "1", "00", "01", &"z".repeat(300)] {
             ids.push(format!("{base}{tail}"));
         }
