@@ -2,9 +2,10 @@
 //!
 //! Sized once from `reflex.nodes_max`: an open-addressing index (twice the node limit, so
 //! probes stay short) and the id texts in one arena. Each index slot holds its id's text
-//! too when it fits (most RimNodeIds do), so a lookup by text touches one cache line
-//! instead of three (slot, span, arena): recovery looks up every replayed event's node by
-//! its text, and with 10k nodes those misses were a quarter of its feeding thread. A node past the limit is refused and
+//! too when it fits (most RimNodeIds do), so a lookup by text reads one cache line instead
+//! of three (slot, span, arena), and [`NodeTable::touch`] can warm that one line ahead of
+//! the lookup (recovery looks up every replayed event's node by its text; with 10k nodes
+//! those misses were a quarter of its feeding thread). A node past the limit is refused and
 //! counted by the caller; nothing here allocates after start-up except the arena growing
 //! past its initial reservation for unusually long ids.
 
@@ -56,8 +57,9 @@ const INLINE: usize = 27;
 const LONG: u8 = u8::MAX;
 
 /// One index slot: a node and its id (whole up to [`INLINE`] bytes, else a prefix).
-/// 32 bytes, two to a cache line.
+/// 32 bytes and aligned to them: two to a cache line, never across two.
 #[derive(Clone, Copy)]
+#[repr(align(32))]
 struct Slot {
     /// Node index + 1; 0 is an empty slot.
     node: u32,
