@@ -213,8 +213,11 @@ impl Aggregator {
         gauges.insert("producers".into(), entries.iter().filter(|e| !e.local).count() as i64);
         gauges.insert("rules".into(), current.set.len() as i64);
         gauges.insert("rules.generation".into(), current.set.generation() as i64);
-        gauges.insert("rss_bytes".into(), rss_bytes() as i64);
-        gauges.insert("rss_peak_bytes".into(), status_kb("VmHWM:") as i64);
+        // One read of /proc/self/status for both (the kernel formats the whole file per
+        // read: about a tenth of an idle daemon's stats publication).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        gauges.insert("rss_bytes".into(), status_field_kb(&status, "VmRSS:") as i64);
+        gauges.insert("rss_peak_bytes".into(), status_field_kb(&status, "VmHWM:") as i64);
         gauges.insert("tables_bytes".into(), crate::memory::table_bytes() as i64);
         gauges
     }
@@ -323,12 +326,33 @@ pub fn rss_bytes() -> u64 {
 /// A `kB` line of `/proc/self/status` in bytes (`VmRSS:`, `VmHWM:` the peak RSS; 0 where
 /// unavailable).
 fn status_kb(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    status_field_kb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default(), key)
+}
+
+/// The `kB` line `key` of a `/proc/self/status` text, in bytes (0 if missing or garbled).
+fn status_field_kb(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb.saturating_mul(1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_field_kb;
+
+    #[test]
+    fn status_fields_are_read_in_bytes_and_garbage_reads_zero() {
+        let status = "Name:\trimd\nVmHWM:\t  2048 kB\nVmRSS:\t   1024 kB\n";
+        assert_eq!(status_field_kb(status, "VmRSS:"), 1024 * 1024);
+        assert_eq!(status_field_kb(status, "VmHWM:"), 2048 * 1024);
+        assert_eq!(status_field_kb(status, "VmSwap:"), 0);
+        assert_eq!(status_field_kb("VmRSS:\tlots kB\n", "VmRSS:"), 0);
+        assert_eq!(status_field_kb("VmRSS:\t99999999999999999999 kB\n", "VmRSS:"), 0);
+        assert_eq!(
+            status_field_kb(&format!("VmRSS:\t{} kB\n", u64::MAX), "VmRSS:"),
+            u64::MAX
+        );
+    }
 }

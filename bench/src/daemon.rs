@@ -111,6 +111,11 @@ impl DaemonProc {
         std::fs::read_to_string(self.run_dir.join("rimd.log")).unwrap_or_default()
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no drain, no final sync or commit (a crash).
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -12,14 +12,15 @@
 //! (SVG and interval logs), `page` (the markdown report),
 //! `peer` (peer processes), `watchdog` (bounded spinning), `latency` (HDR percentiles),
 //! `clock`, `affinity`, `payload` (the bytes every row moves), `error`; suites: `ring`,
-//! `reflex`, `ingest`, `persist`, `http`, `kafka` (`daemon` runs a real rimd for all but `ring`,
-//! `workload` is their rules and nodes).
+//! `reflex`, `ingest`, `persist`, `http`, `kafka`, `memory`, `idle` (`daemon` runs a real rimd
+//! for all but `ring`, `workload` is their rules and nodes).
 
 mod affinity;
 mod clock;
 mod daemon;
 mod error;
 mod http;
+mod idle;
 mod ingest;
 mod kafka;
 mod latency;

@@ -79,6 +79,7 @@ pub const SUITES: &[&Suite] = &[
     &crate::http::SUITE,
     &crate::kafka::SUITE,
     &crate::memory::SUITE,
+    &crate::idle::SUITE,
 ];
 
 /// The suite called `name`.

@@ -1,0 +1,143 @@
+//! Suite `idle`: what a daemon with nothing to do costs. A real daemon (the workload's
+//! rules, persistence and the HTTP API on, no producer) is started, left to settle, then
+//! its threads' CPU time is read from `/proc/PID/task/*/schedstat` at the start and the
+//! end of a window (20 s; 2 s in a smoke run).
+//!
+//! Rows:
+//! - `idle-backoff`: `topology.idle = "backoff"`, the setting for a shared core. The
+//!   target is under 2% of one core for the whole daemon.
+//! - `idle-spin`: the default `spin`, the same run's reference: the hot shard keeps its
+//!   core (about 100%) for the lowest latency.
+//!
+//! Figures: `cpu_pct` (all threads, % of one core), `hot_pct` (the hot shard's thread),
+//! `others_pct` (every other thread), `hot_wakeups_per_s` (the hot thread's voluntary
+//! context switches: each is one sleep ended), `window_s`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::daemon::DaemonProc;
+use crate::error::BenchError;
+use crate::report::{Figure, Row};
+use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
+use crate::workload;
+
+/// The suite.
+pub const SUITE: Suite = Suite {
+    name: "idle",
+    about: "CPU of a daemon with nothing to do, backoff against spin",
+    columns: &["cpu_pct", "hot_pct", "others_pct", "hot_wakeups_per_s", "window_s"],
+    rows: &[
+        RowSpec {
+            name: "idle-backoff",
+            run: run_backoff,
+        },
+        RowSpec {
+            name: "idle-spin",
+            run: run_spin,
+        },
+    ],
+    peers: &[],
+    finish: None,
+};
+
+/// The hot shard's thread name.
+const HOT_THREAD: &str = "rimd-hot";
+
+fn run_backoff(opts: &RunOpts) -> Result<Row, BenchError> {
+    measure(opts, "idle-backoff", "backoff")
+}
+
+fn run_spin(opts: &RunOpts) -> Result<Row, BenchError> {
+    measure(opts, "idle-spin", "spin")
+}
+
+fn window(opts: &RunOpts) -> (Duration, Duration) {
+    match opts.size {
+        RunSize::Full | RunSize::Quick => (Duration::from_secs(2), Duration::from_secs(20)),
+        RunSize::Smoke => (Duration::from_millis(500), Duration::from_secs(2)),
+    }
+}
+
+fn measure(opts: &RunOpts, name: &str, idle: &str) -> Result<Row, BenchError> {
+    let mut sets = workload::daemon_sets(opts.client_core, opts.peer_core);
+    // The daemon's own stats cadence, not the other suites' 50 ms.
+    sets.retain(|s| !s.starts_with("stats.interval_ms"));
+    sets.push(format!("topology.idle={idle}"));
+    let daemon = DaemonProc::start(&workload::rules(), &sets, Duration::from_secs(20))?;
+    let (settle, length) = window(opts);
+    std::thread::sleep(settle);
+    let pid = daemon.pid();
+    let before = threads(pid)?;
+    let t0 = Instant::now();
+    std::thread::sleep(length);
+    let after = threads(pid)?;
+    let secs = t0.elapsed().as_secs_f64();
+    daemon.stop()?;
+    let mut hot = 0.0;
+    let mut others = 0.0;
+    let mut wakeups = 0;
+    for (tid, now) in &after {
+        let Some(then) = before.get(tid) else { continue };
+        let pct = now.cpu_ns.saturating_sub(then.cpu_ns) as f64 / 1e9 / secs * 100.0;
+        if now.name == HOT_THREAD {
+            hot += pct;
+            wakeups += now.voluntary.saturating_sub(then.voluntary);
+        } else {
+            others += pct;
+        }
+    }
+    Ok(Row::new(
+        name,
+        vec![
+            Figure::real("cpu_pct", hot + others),
+            Figure::real("hot_pct", hot),
+            Figure::real("others_pct", others),
+            Figure::int("hot_wakeups_per_s", (wakeups as f64 / secs).round() as u64),
+            Figure::real("window_s", secs),
+        ],
+    ))
+}
+
+/// One thread's name, CPU time and voluntary context switches.
+struct Thread {
+    name: String,
+    cpu_ns: u64,
+    voluntary: u64,
+}
+
+/// Every thread of `pid`, by thread id (threads that end while being read are skipped).
+fn threads(pid: u32) -> Result<HashMap<String, Thread>, BenchError> {
+    let dir = format!("/proc/{pid}/task");
+    let entries = std::fs::read_dir(&dir).map_err(|source| BenchError::Io {
+        what: "listing the daemon's threads",
+        source,
+    })?;
+    let mut out = HashMap::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let read = |file: &str| std::fs::read_to_string(path.join(file)).ok();
+        let (Some(name), Some(sched), Some(status)) = (read("comm"), read("schedstat"), read("status")) else {
+            continue;
+        };
+        let cpu_ns = sched
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let voluntary = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            Thread {
+                name: name.trim().to_owned(),
+                cpu_ns,
+                voluntary,
+            },
+        );
+    }
+    Ok(out)
+}
