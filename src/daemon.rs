@@ -11,8 +11,11 @@
 //! - `rimd-journal` and `rimd-store`, also on the cold core: the journal (append, group
 //!   commit, roll-ups) and the redb writer ([`crate::persist`]).
 //!
-//! Start: the journal and the store are opened and recovered (torn tails cut, state
-//! rebuilt from the journal since the store's watermarks) before any producer attaches.
+//! Start ([`start`]): the journal and the store are opened, the rule set in force chosen,
+//! the rings and duties built ([`crate::topology`]), the HTTP API started (liveness
+//! answers during recovery), the journal recovered (torn tails cut, state rebuilt from the
+//! journal since the store's watermarks), and only then do the persist, attach, hot
+//! shard and bridge threads start: no producer attaches before recovery ends.
 //!
 //! Shutdown: the signal sets a flag; attach stops taking producers; the hot shards drain
 //! every ring they own until empty (bounded by [`DRAIN_DEADLINE`]), send a final report,
@@ -33,23 +36,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use rim_ring::{broadcast, clock::monotonic_ns, Segment};
+use rim_ring::{clock::monotonic_ns, Segment};
 use rim_rules::{Limits, RuleSet};
-use rim_stats::ColdEnd;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::agent::{pin, BeatState, Idle, OnDrop, ShardBeat, Turns};
-use crate::api::context::QUERIES_IN_FLIGHT;
 use crate::config::Config;
-use crate::ingest::{self, attach, Ingest, IngestSetup, Retired};
+use crate::ingest::{self, attach};
 use crate::plane::{ReplaceError, RulePlane, RulesSource};
-use crate::reflex::query::{query_rings, QueryClient, QueryPort};
-use crate::reflex::{self, state::Shape, Compiled, Reflex, ReflexSetup};
-use crate::report::{Report, Reporter};
+use crate::reflex::Reflex;
 use crate::rulebook::RuleBook;
 use crate::stats::Aggregator;
-use crate::tick::Slot;
+use crate::topology::{self, HotShard};
 
 /// Longest the hot shards keep draining at shutdown.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -63,8 +62,6 @@ pub const EXIT_PANIC: i32 = 70;
 const UPKEEP_NS: u64 = 1_000_000;
 /// Records a reflex duty takes per turn.
 const REFLEX_BATCH: usize = 4096;
-/// Stage latencies are sampled for one event in this many.
-const SAMPLE_EVERY: u64 = 8;
 
 /// Why the daemon could not start or stopped badly.
 #[derive(Debug, Error)]
@@ -136,19 +133,6 @@ impl DaemonError {
     }
 }
 
-/// The reflex state's shape the configuration asks for (the daemon's shards and a
-/// backtest's use the same, so evidence values agree).
-pub fn shape(config: &Config) -> Shape {
-    Shape {
-        nodes: config.reflex.nodes_max,
-        series: config.reflex.series_per_node,
-        points: config.reflex.window_points,
-        step_ms: config.reflex.window_step_ms,
-        alpha: config.reflex.ewma_alpha,
-        zscore_min: config.reflex.zscore_min_samples,
-    }
-}
-
 /// The rules compiled in when no file is configured.
 pub const DEFAULT_RULES: &str = include_str!("../config/default-rules.toml");
 
@@ -204,14 +188,6 @@ pub fn compile_as(
     }
 }
 
-/// Everything one hot shard thread owns.
-struct HotShard {
-    name: String,
-    core: usize,
-    ingest: Option<Ingest>,
-    reflex: Reflex,
-}
-
 /// Runs the daemon until a signal stops it.
 pub fn run(config: Config) -> Result<(), DaemonError> {
     run_with(config, Arc::new(AtomicBool::new(false)))
@@ -221,7 +197,22 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 /// threads started beside the daemon can watch the same flag.
 pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let reload = Arc::new(AtomicBool::new(false));
-    register_signals(&stop, &reload)?;
+    // Held until return: a second daemon on this directory would take over the socket and
+    // the stats segment of the first.
+    let _lock = prepare_process(&config, &stop, &reload)?;
+    let (cold, threads) = start(&config, &stop, reload)?;
+    let cold_result = run_cold(cold, &config);
+    stop.store(true, Ordering::SeqCst);
+    shut_down(threads, cold_result)
+}
+
+/// Signals, the panic policy, memory settings and the run directory, locked.
+fn prepare_process(
+    config: &Config,
+    stop: &Arc<AtomicBool>,
+    reload: &Arc<AtomicBool>,
+) -> Result<std::fs::File, DaemonError> {
+    register_signals(stop, reload)?;
     exit_on_panic();
     crate::sys::make_undumpable().map_err(|source| DaemonError::Io {
         what: "cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)",
@@ -230,312 +221,295 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     })?;
     crate::memory::set_prefault(config.reflex.prefault);
     crate::sys::keep_freed_memory();
-    prepare_run_dir(&config)?;
-    // Held until return: a second daemon on this directory would take over the socket and
-    // the stats segment of the first.
-    let _lock = lock_run_dir(&config)?;
+    prepare_run_dir(config)?;
+    lock_run_dir(config)
+}
 
-    let t = &config.topology;
-    let shards = t.reflex_shards;
-    let epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+/// The threads [`start`] started, for [`shut_down`].
+struct Threads {
+    hot: Vec<std::thread::JoinHandle<()>>,
+    beats: Arc<Vec<ShardBeat>>,
+    attach: std::thread::JoinHandle<()>,
+    /// The HTTP API's and the Kafka bridge's.
+    side: Vec<std::thread::JoinHandle<()>>,
+    http_addr: Option<std::net::SocketAddr>,
+    persist: Vec<std::thread::JoinHandle<()>>,
+    persist_stop: Arc<AtomicBool>,
+    socket: PathBuf,
+}
 
-    // Rings between the parts.
-    let mut ticks_tx = Vec::new();
-    let mut ticks_rx = Vec::new();
-    for _ in 0..shards {
-        let (mut tx, mut rx) = rtrb::RingBuffer::<Slot>::new(config.ingest.reflex_ring_slots);
-        prefault(&mut tx, &mut rx);
-        ticks_tx.push(tx);
-        ticks_rx.push(rx);
-    }
-    let (control_tx, control_rx) = rtrb::RingBuffer::new(config.ingest.producers_max.max(16));
-    let (retired_tx, retired_rx) = rtrb::RingBuffer::<Retired>::new(config.ingest.producers_max.max(16) * 2);
+/// What the threads share, built before any starts.
+struct Shared {
+    plane: Arc<RulePlane>,
+    beats: Arc<Vec<ShardBeat>>,
+    registry: Arc<attach::Registry>,
+    decisions: Vec<Arc<Segment>>,
+}
 
+/// Opens the journal and the store, builds the topology, starts the HTTP API, recovers,
+/// then starts the persist, attach, hot shard and bridge threads. Returns the control
+/// plane's state and the threads.
+fn start(
+    config: &Config,
+    stop: &Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+) -> Result<(ColdShard, Threads), DaemonError> {
     // Durability: open and cut the journal, open the store, before anything attaches.
-    let mut opened = if config.persist.enabled {
-        Some(crate::persist::open(&config)?)
-    } else {
-        None
+    let mut opened = config
+        .persist
+        .enabled
+        .then(|| crate::persist::open(config))
+        .transpose()?;
+    let (initial, book, rules_text) = initial_rules(config, opened.is_some())?;
+    let mut topo = topology::build(config, &initial.compiled, opened.is_some()).map_err(|e| DaemonError::Ring(e.0))?;
+    let shared = Shared {
+        beats: Arc::new(topo.hot.iter().map(|h| ShardBeat::new(h.name.clone())).collect()),
+        plane: Arc::new(RulePlane::new(config.clone(), initial, book, topo.rules_in)),
+        registry: Arc::new(attach::Registry::default()),
+        decisions: topo.decision_segments,
     };
-    // Rules: the rule book's last set, or the rule file when it changed since (the book
-    // lives in the data directory, opened under its lock).
-    let (rules_origin, rules_text) = read_rules(&config)?;
-    let mut book = match opened.as_ref() {
-        Some(_) => RuleBook::open(&config.persist.data_dir)?,
-        None => RuleBook::in_memory(),
-    };
-    let file_source = RulesSource {
-        origin: rules_origin.clone(),
-        format: rules_format(&rules_origin),
-        text: rules_text.clone(),
-    };
-    let initial_rules = crate::plane::initial(&config, &mut book, file_source).map_err(|e| match e {
-        crate::plane::InitialError::Compile(errors) => DaemonError::Rules {
-            path: rules_origin.clone(),
-            errors,
-        },
-        crate::plane::InitialError::Book(e) => DaemonError::RuleBook(e),
-    })?;
-    let compiled = initial_rules.compiled.clone();
-    info!(rules = compiled.set.len(), generation = compiled.set.generation(), origin = %initial_rules.source.origin, "rules in force");
-    let durable_marker = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let journal_wake = Arc::new(crate::persist::wake::Wake::new());
-    let durable_seqs: Vec<Arc<std::sync::atomic::AtomicU64>> = (0..shards)
-        .map(|_| Arc::new(std::sync::atomic::AtomicU64::new(0)))
-        .collect();
-    let (journal_out, journal_in) = if opened.is_some() {
-        let (tx, rx) = rtrb::RingBuffer::<u8>::new(config.persist.journal_ring_bytes);
-        (
-            Some(ingest::JournalOut {
-                ring: tx,
-                wake: journal_wake.clone(),
-                durable_marker: durable_marker.clone(),
-            }),
-            Some(rx),
-        )
-    } else {
-        (None, None)
-    };
-    let mut persist_rx = Vec::new();
-
-    let (ingest_reporter, ingest_reports) = Reporter::new(ingest::C_COUNT, 0);
-    let ingest_duty = Ingest::new(IngestSetup {
-        nodes_max: config.reflex.nodes_max,
-        partitions: t.partitions,
-        outs: ticks_tx,
-        budget: config.ingest.poll_budget,
-        dedup_window: config.ingest.dedup_window,
-        producers_max: config.ingest.producers_max,
-        sample_every: SAMPLE_EVERY,
-        control: control_rx,
-        retired: retired_tx,
-        reporter: ingest_reporter,
-        journal: journal_out,
-        bounds: config.time_bounds(),
-    });
-
-    let shape = shape(&config);
-    // Live-state queries from the HTTP thread, one pair of rings per shard.
-    let (query_clients, mut query_ports): (Vec<QueryClient>, Vec<Option<QueryPort>>) = if config.api.enabled {
-        (0..shards)
-            .map(|_| {
-                let (c, p) = query_rings(QUERIES_IN_FLIGHT);
-                (c, Some(p))
-            })
-            .unzip()
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let mut decision_segments = Vec::new();
-    let mut reflex_reports: Vec<ColdEnd<Report>> = Vec::new();
-    let mut rules_in = Vec::new();
-    let mut rules_back = Vec::new();
-    let mut hot = Vec::new();
-    let mut ingest_slot = Some(ingest_duty);
-    for (k, input) in ticks_rx.into_iter().enumerate() {
-        let seg = decision_segment(&config, k)?;
-        let writer = broadcast::Writer::open(seg.clone()).map_err(|e| DaemonError::Ring(e.to_string()))?;
-        decision_segments.push(seg);
-        let (reporter, cold) = Reporter::new(reflex::C_COUNT, config.reflex.rules_max);
-        reflex_reports.push(cold);
-        let (rtx, rrx) = rtrb::RingBuffer::new(4);
-        let (btx, brx) = rtrb::RingBuffer::new(16);
-        rules_in.push(rtx);
-        rules_back.push(brx);
-        let persist = opened.as_ref().map(|_| {
-            let (tx, rx) = rtrb::RingBuffer::<u8>::new(config.persist.reflex_ring_bytes);
-            persist_rx.push(rx);
-            reflex::PersistOut {
-                ring: tx,
-                durable_seq: durable_seqs[k].clone(),
-                resolutions: if config.persist.predict {
-                    config.persist.resolutions.clone()
-                } else {
-                    Vec::new()
-                },
-            }
-        });
-        let duty = Reflex::new(ReflexSetup {
-            shard: k as u32,
-            input,
-            shape,
-            rules_max: config.reflex.rules_max,
-            cooldown_slots: config.reflex.cooldown_slots,
-            out: writer,
-            rules: compiled.clone(),
-            rules_in: rrx,
-            rules_out: btx,
-            reporter,
-            sweep_ms: config.reflex.stale_sweep_ms,
-            epoch,
-            resume: None,
-            persist,
-            queries: query_ports.get_mut(k).and_then(Option::take),
-        });
-        let (name, core) = if k == 0 {
-            ("rimd-hot".to_owned(), t.hot_core)
-        } else {
-            (format!("rimd-reflex-{k}"), t.reflex_cores[k - 1])
-        };
-        hot.push(HotShard {
-            name,
-            core,
-            ingest: if k == 0 { ingest_slot.take() } else { None },
-            reflex: duty,
-        });
-    }
-
-    let beats: Arc<Vec<ShardBeat>> = Arc::new(hot.iter().map(|h| ShardBeat::new(h.name.clone())).collect());
-    let plane = Arc::new(RulePlane::new(config.clone(), initial_rules, book, rules_in));
-
-    let registry = Arc::new(attach::Registry::default());
-    let mut control_tx = control_tx;
-    let intake = |name: &str, control: &mut rtrb::Producer<ingest::Control>| {
-        attach::local_intake(name, config.ingest.intake_ring_bytes, &registry, control).map_err(DaemonError::Ring)
-    };
-    let api_intake = if config.api.enabled {
-        Some(intake("http", &mut control_tx)?)
-    } else {
-        None
-    };
-    let bridge_intake = if config.bridge.enabled {
-        Some(intake("kafka", &mut control_tx)?)
-    } else {
-        None
-    };
-    // The HTTP API starts before recovery, so that liveness answers during a long replay
-    // and readiness says why it is not ready yet.
-    let running = Arc::new(AtomicUsize::new(0));
-    let mut side_threads = Vec::new();
-    let mut http_addr = None;
-    let bridge_health: Option<Arc<crate::bridge::BridgeHealth>> = bridge_intake
+    let (api_intake, bridge_intake) = open_intakes(config, &shared.registry, &mut topo.control)?;
+    let bridge_health = bridge_intake
         .as_ref()
         .map(|_| Arc::new(crate::bridge::BridgeHealth::new()));
+    // The HTTP API starts before recovery, so that liveness answers during a long replay
+    // and readiness says why it is not ready yet.
+    let (mut side, mut http_addr) = (Vec::new(), None);
     if let Some(producer) = api_intake {
-        let parts = crate::api::context::ContextParts {
-            config: config.clone(),
-            store: opened.as_ref().map(|o| o.store.clone()),
-            producer: Some(producer),
-            decisions: decision_segments.clone(),
-            queries: query_clients,
-            plane: plane.clone(),
-            persist: opened.as_ref().map(|o| o.stats.clone()),
-            beats: beats.clone(),
-            shards,
-            bridge: bridge_health.clone().map(|h| h as Arc<dyn crate::api::context::Health>),
-        };
-        let (thread, addr) = spawn_api(parts, stop.clone(), t.pin.then_some(t.cold_core))?;
-        side_threads.push(thread);
+        let parts = api_parts(
+            config,
+            opened.as_ref(),
+            producer,
+            &shared,
+            topo.query_clients,
+            bridge_health.clone(),
+        );
+        let (thread, addr) = spawn_api(parts, stop.clone(), cold_core(config))?;
+        side.push(thread);
         http_addr = Some(addr);
     }
-
-    // Recovery: replay the journal since the watermarks into ingest (node table, dedup)
-    // and the reflex shards (state), on this thread, before the shards start.
     let persist_stop = Arc::new(AtomicBool::new(false));
-    let mut persist_threads = Vec::new();
-    let mut persist_stats = None;
-    let mut store = None;
-    if let (Some(mut o), Some(journal_rx)) = (opened.take(), journal_in) {
-        let mut ingest_duty = hot[0].ingest.take();
-        if let Some(ingest_duty) = ingest_duty.as_mut() {
-            let mut reflexes: Vec<&mut Reflex> = hot.iter_mut().map(|h| &mut h.reflex).collect();
-            crate::persist::recover(&mut o, ingest_duty, &mut reflexes)?;
-        }
-        hot[0].ingest = ingest_duty;
-        // Each chain continues after its last durable decision (the sequence numbers a
-        // subscriber may have seen and lost are skipped).
-        for (k, h) in hot.iter_mut().enumerate() {
-            if let Some(chain) = o.chains.get_mut(k).and_then(Option::take) {
-                durable_seqs[k].store(chain.last_seq(), Ordering::Release);
-                h.reflex.resume_chain(chain);
-            }
-        }
-        o.stats.ready.store(1, Ordering::Relaxed);
-        store = Some(o.store.clone());
-        persist_stats = Some(o.stats.clone());
-        persist_threads = crate::persist::spawn(
-            o,
-            crate::persist::JournalInputs {
-                ingest: journal_rx,
-                reflex: persist_rx,
-                durable_marker,
-                durable_seqs,
-                wake: journal_wake,
-            },
-            persist_stop.clone(),
-            t.pin.then_some(t.cold_core),
-        )?;
-    }
-
+    let persisted = match (opened.take(), topo.journal) {
+        (Some(o), Some(inputs)) => Some(recover_and_persist(config, o, inputs, &mut topo.hot, &persist_stop)?),
+        _ => None,
+    };
     let socket = config.socket_path();
-    let listener = rim_ring::attach::listen(&socket).map_err(|e| DaemonError::Socket {
-        path: socket.clone(),
-        message: e.to_string(),
-    })?;
-    let attach_thread = attach::spawn(attach::AttachSetup {
-        listener,
-        limits: attach::Limits::from_config(&config.ingest),
-        control: control_tx,
-        registry: registry.clone(),
-        decisions: decision_segments.clone(),
-        stop: stop.clone(),
-        core: t.pin.then_some(t.cold_core),
-    })
-    .map_err(|e| DaemonError::Thread(format!("cannot start the attach thread: {e}")))?;
-
-    running.store(hot.len(), Ordering::SeqCst);
-    let mut threads = Vec::new();
-    for (k, shard) in hot.into_iter().enumerate() {
-        threads.push(spawn_hot(
-            shard,
-            &config,
-            stop.clone(),
-            running.clone(),
-            (beats.clone(), k),
-        )?);
-    }
+    let attach = spawn_attach(config, &socket, topo.control, &shared, stop)?;
+    let running = Arc::new(AtomicUsize::new(topo.hot.len()));
+    let hot = spawn_hot_shards(topo.hot, config, stop, &running, &shared.beats)?;
     if let (Some(producer), Some(health)) = (bridge_intake, bridge_health) {
-        side_threads.extend(spawn_bridge(&config, producer, store.clone(), stop.clone(), health)?);
+        let store = persisted.as_ref().map(|p| p.store.clone());
+        side.extend(spawn_bridge(config, producer, store, stop.clone(), health)?);
     }
+    log_running(config, &socket);
+    let (aggregator, persist_threads) = aggregator(config, &shared, persisted)?;
+    let cold = ColdShard {
+        config: config.clone(),
+        stop: stop.clone(),
+        reload,
+        running,
+        aggregator,
+        ends: topo.cold,
+        registry: shared.registry,
+        reported_generation: shared.plane.current().set.generation(),
+        plane: shared.plane,
+        rules_tried: rules_text,
+        rules_read_error: None,
+    };
+    let threads = Threads {
+        hot,
+        beats: shared.beats,
+        attach,
+        side,
+        http_addr,
+        persist: persist_threads,
+        persist_stop,
+        socket,
+    };
+    Ok((cold, threads))
+}
+
+/// The stats aggregator, with the persist threads' figures when they run (whose handles
+/// it passes on).
+fn aggregator(
+    config: &Config,
+    shared: &Shared,
+    persisted: Option<Persisted>,
+) -> Result<(Aggregator, Vec<std::thread::JoinHandle<()>>), DaemonError> {
+    let mut aggregator = Aggregator::new(config, shared.registry.clone(), shared.decisions.clone())
+        .map_err(|e| DaemonError::Ring(e.to_string()))?;
+    let Some(p) = persisted else {
+        return Ok((aggregator, Vec::new()));
+    };
+    aggregator.attach_persist(p.stats);
+    Ok((aggregator, p.threads))
+}
+
+/// What the HTTP API's thread is given.
+fn api_parts(
+    config: &Config,
+    opened: Option<&crate::persist::Opened>,
+    producer: rim_ring::Producer,
+    shared: &Shared,
+    queries: Vec<crate::reflex::query::QueryClient>,
+    bridge: Option<Arc<crate::bridge::BridgeHealth>>,
+) -> crate::api::context::ContextParts {
+    crate::api::context::ContextParts {
+        config: config.clone(),
+        store: opened.map(|o| o.store.clone()),
+        producer: Some(producer),
+        decisions: shared.decisions.clone(),
+        queries,
+        plane: shared.plane.clone(),
+        persist: opened.map(|o| o.stats.clone()),
+        beats: shared.beats.clone(),
+        shards: shared.beats.len(),
+        bridge: bridge.map(|h| h as Arc<dyn crate::api::context::Health>),
+    }
+}
+
+fn log_running(config: &Config, socket: &std::path::Path) {
+    let t = &config.topology;
     info!(
         socket = %socket.display(),
         stats = %config.stats_path().display(),
-        shards,
+        shards = t.reflex_shards,
         partitions = t.partitions,
         hot_core = t.hot_core,
         cold_core = t.cold_core,
         "rimd running"
     );
+}
 
-    let mut aggregator =
-        Aggregator::new(&config, registry.clone(), decision_segments).map_err(|e| DaemonError::Ring(e.to_string()))?;
-    if let Some(stats) = persist_stats.clone() {
-        aggregator.attach_persist(stats);
-    }
-    let cold = ColdShard {
-        config: config.clone(),
-        stop: stop.clone(),
-        reload,
-        running: running.clone(),
-        aggregator,
-        ingest_reports,
-        reflex_reports,
-        retired: retired_rx,
-        rules_back,
-        registry,
-        plane: plane.clone(),
-        reported_generation: plane.current().set.generation(),
-        rules_tried: rules_text,
-        rules_read_error: None,
+/// The cold core, when threads are pinned.
+fn cold_core(config: &Config) -> Option<usize> {
+    config.topology.pin.then_some(config.topology.cold_core)
+}
+
+/// The rules in force at start: the rule book's last set, or the rule file when it changed
+/// since (the book lives in the data directory, opened under the journal's lock); with the
+/// rule file's text, which the control plane compares reloads against.
+fn initial_rules(config: &Config, persisted: bool) -> Result<(crate::plane::Initial, RuleBook, String), DaemonError> {
+    let (origin, text) = read_rules(config)?;
+    let mut book = match persisted {
+        true => RuleBook::open(&config.persist.data_dir)?,
+        false => RuleBook::in_memory(),
     };
-    let cold_result = run_cold(cold, &config);
+    let file = RulesSource {
+        origin: origin.clone(),
+        format: rules_format(&origin),
+        text: text.clone(),
+    };
+    let initial = crate::plane::initial(config, &mut book, file).map_err(|e| match e {
+        crate::plane::InitialError::Compile(errors) => DaemonError::Rules { path: origin, errors },
+        crate::plane::InitialError::Book(e) => DaemonError::RuleBook(e),
+    })?;
+    let compiled = &initial.compiled;
+    info!(rules = compiled.set.len(), generation = compiled.set.generation(), origin = %initial.source.origin, "rules in force");
+    Ok((initial, book, text))
+}
 
-    stop.store(true, Ordering::SeqCst);
-    let stuck = stuck_shards(&beats);
+/// The in-process producer rings of the HTTP API and the Kafka bridge (when enabled).
+fn open_intakes(
+    config: &Config,
+    registry: &Arc<attach::Registry>,
+    control: &mut rtrb::Producer<ingest::Control>,
+) -> Result<(Option<rim_ring::Producer>, Option<rim_ring::Producer>), DaemonError> {
+    let mut intake = |enabled: bool, name: &str| -> Result<Option<rim_ring::Producer>, DaemonError> {
+        if !enabled {
+            return Ok(None);
+        }
+        attach::local_intake(name, config.ingest.intake_ring_bytes, registry, control)
+            .map(Some)
+            .map_err(DaemonError::Ring)
+    };
+    Ok((
+        intake(config.api.enabled, "http")?,
+        intake(config.bridge.enabled, "kafka")?,
+    ))
+}
+
+/// What recovery leaves running: the journal and store threads.
+struct Persisted {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stats: Arc<crate::persist::PersistStats>,
+    store: Arc<rim_capsule::Store>,
+}
+
+/// Recovery: replays the journal since the watermarks into ingest (node table, dedup) and
+/// the reflex shards (state), on this thread, before the shards start; each decision chain
+/// continues after its last durable decision (the sequence numbers a subscriber may have
+/// seen and lost are skipped). Then starts the journal and store threads.
+fn recover_and_persist(
+    config: &Config,
+    mut o: crate::persist::Opened,
+    inputs: crate::persist::JournalInputs,
+    hot: &mut [HotShard],
+    stop: &Arc<AtomicBool>,
+) -> Result<Persisted, DaemonError> {
+    let mut ingest_duty = hot[0].ingest.take();
+    if let Some(ingest_duty) = ingest_duty.as_mut() {
+        let mut reflexes: Vec<&mut Reflex> = hot.iter_mut().map(|h| &mut h.reflex).collect();
+        crate::persist::recover(&mut o, ingest_duty, &mut reflexes)?;
+    }
+    hot[0].ingest = ingest_duty;
+    for (k, h) in hot.iter_mut().enumerate() {
+        if let Some(chain) = o.chains.get_mut(k).and_then(Option::take) {
+            inputs.durable_seqs[k].store(chain.last_seq(), Ordering::Release);
+            h.reflex.resume_chain(chain);
+        }
+    }
+    o.stats.ready.store(1, Ordering::Relaxed);
+    let (store, stats) = (o.store.clone(), o.stats.clone());
+    let threads = crate::persist::spawn(o, inputs, stop.clone(), cold_core(config))?;
+    Ok(Persisted { threads, stats, store })
+}
+
+/// The control socket and the thread that attaches producers on it.
+fn spawn_attach(
+    config: &Config,
+    socket: &std::path::Path,
+    control: rtrb::Producer<ingest::Control>,
+    shared: &Shared,
+    stop: &Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, DaemonError> {
+    let listener = rim_ring::attach::listen(socket).map_err(|e| DaemonError::Socket {
+        path: socket.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    attach::spawn(attach::AttachSetup {
+        listener,
+        limits: attach::Limits::from_config(&config.ingest),
+        control,
+        registry: shared.registry.clone(),
+        decisions: shared.decisions.clone(),
+        stop: stop.clone(),
+        core: cold_core(config),
+    })
+    .map_err(|e| DaemonError::Thread(format!("cannot start the attach thread: {e}")))
+}
+
+/// One thread per hot shard; `running` counts them down as they end.
+fn spawn_hot_shards(
+    hot: Vec<HotShard>,
+    config: &Config,
+    stop: &Arc<AtomicBool>,
+    running: &Arc<AtomicUsize>,
+    beats: &Arc<Vec<ShardBeat>>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, DaemonError> {
+    hot.into_iter()
+        .enumerate()
+        .map(|(k, shard)| spawn_hot(shard, config, stop.clone(), running.clone(), (beats.clone(), k)))
+        .collect()
+}
+
+/// After the control plane returned (the stop flag is set): joins the hot shards (unless
+/// stuck), attach, the HTTP API and the bridge, then lets the journal thread drain what
+/// the shards sent, sync, and hand its last batch to the store writer.
+fn shut_down(threads: Threads, cold_result: Result<(), DaemonError>) -> Result<(), DaemonError> {
+    let stuck = stuck_shards(&threads.beats);
     if stuck.is_empty() {
-        for th in threads {
+        for th in threads.hot {
             if th.join().is_err() {
                 error!("a hot shard thread panicked");
             }
@@ -544,20 +518,18 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
         // Joining would wait forever: leave them; everything else stops as usual.
         error!(shards = %stuck, "hot shards did not stop; exiting without them");
     }
-    let _ = attach_thread.join();
-    if let Some(addr) = http_addr {
+    let _ = threads.attach.join();
+    if let Some(addr) = threads.http_addr {
         wake_http(addr);
     }
-    join_side_threads(side_threads);
-    // The hot shards are drained: the journal thread drains what they sent, syncs, and
-    // hands its last batch to the writer.
-    persist_stop.store(true, Ordering::SeqCst);
-    for th in persist_threads {
+    join_side_threads(threads.side);
+    threads.persist_stop.store(true, Ordering::SeqCst);
+    for th in threads.persist {
         if th.join().is_err() {
             error!("a persist thread panicked");
         }
     }
-    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&threads.socket);
     cold_result?;
     if !stuck.is_empty() {
         return Err(DaemonError::ShardsStuck { shards: stuck });
@@ -672,18 +644,6 @@ fn spawn_bridge(
     .map_err(|e| DaemonError::Thread(format!("Kafka bridge: {e}")))
 }
 
-/// Writes and reads every slot once, so the ring's pages are resident before the first
-/// event instead of faulting in on the hot path.
-fn prefault(tx: &mut rtrb::Producer<Slot>, rx: &mut rtrb::Consumer<Slot>) {
-    let n = tx.slots();
-    if let Ok(chunk) = tx.write_chunk_uninit(n) {
-        chunk.fill_from_iter(std::iter::repeat([0u64; 4]));
-    }
-    if let Ok(chunk) = rx.read_chunk(n) {
-        chunk.commit_all();
-    }
-}
-
 fn register_signals(stop: &Arc<AtomicBool>, reload: &Arc<AtomicBool>) -> Result<(), DaemonError> {
     let io = |source| DaemonError::Io {
         what: "cannot install a signal handler",
@@ -729,15 +689,6 @@ fn lock_run_dir(config: &Config) -> Result<std::fs::File, DaemonError> {
             source,
         }),
     }
-}
-
-fn decision_segment(config: &Config, shard: usize) -> Result<Arc<Segment>, DaemonError> {
-    let d = &config.decisions;
-    let bytes = broadcast::segment_bytes(d.slots, d.slot_bytes).map_err(|e| DaemonError::Ring(e.to_string()))?;
-    let seg = Segment::create_memfd_for_readers(&format!("rimd-decisions-{shard}"), bytes)
-        .map_err(|e| DaemonError::Ring(e.to_string()))?;
-    broadcast::init(&seg, d.slots, d.slot_bytes).map_err(|e| DaemonError::Ring(e.to_string()))?;
-    Ok(Arc::new(seg))
 }
 
 fn spawn_hot(
@@ -866,10 +817,8 @@ struct ColdShard {
     reload: Arc<AtomicBool>,
     running: Arc<AtomicUsize>,
     aggregator: Aggregator,
-    ingest_reports: ColdEnd<Report>,
-    reflex_reports: Vec<ColdEnd<Report>>,
-    retired: rtrb::Consumer<Retired>,
-    rules_back: Vec<rtrb::Consumer<Arc<Compiled>>>,
+    /// What it reads back from the shards.
+    ends: topology::ColdEnds,
     registry: Arc<attach::Registry>,
     plane: Arc<RulePlane>,
     /// Generation of the set the aggregator was last told about.
@@ -924,7 +873,7 @@ fn run_cold(mut cold: ColdShard, config: &Config) -> Result<(), DaemonError> {
 impl ColdShard {
     /// Frees what the hot shards handed back: drained rings and replaced rule sets.
     fn reclaim(&mut self) {
-        while let Ok(r) = self.retired.pop() {
+        while let Ok(r) = self.ends.retired.pop() {
             let stats = r.ring.consumer.stats();
             info!(
                 id = r.ring.id,
@@ -938,7 +887,7 @@ impl ColdShard {
             self.registry.remove(r.ring.id);
             r.ring.consumer.close();
         }
-        for back in &mut self.rules_back {
+        for back in &mut self.ends.rules_back {
             while back.pop().is_ok() {}
         }
     }
@@ -988,8 +937,8 @@ impl ColdShard {
 
     fn publish_stats(&mut self, running: bool) {
         let agg = &mut self.aggregator;
-        self.ingest_reports.drain(|r| agg.ingest_report(r));
-        for (k, cold) in self.reflex_reports.iter_mut().enumerate() {
+        self.ends.ingest_reports.drain(|r| agg.ingest_report(r));
+        for (k, cold) in self.ends.reflex_reports.iter_mut().enumerate() {
             cold.drain(|r| agg.reflex_report(k, r));
         }
         let current = self.plane.current();

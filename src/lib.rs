@@ -1,8 +1,9 @@
 //! rimd: the daemon. Its modules follow the data: producers attach and [`ingest`] polls
 //! their rings, routes each event as a [`tick`] to the [`reflex`] shard that owns its
 //! partition, which keeps per-node state, evaluates rules and publishes decisions; the
-//! [`stats`] of every stage go to a shared-memory segment. [`daemon`] assembles the
-//! threads from the [`config`]; [`agent`] is the shard work loop.
+//! [`stats`] of every stage go to a shared-memory segment. [`topology`] builds the rings
+//! and duties from the [`config`], [`daemon`] starts and stops the threads that own them;
+//! [`agent`] is the shard work loop.
 //!
 //! `unsafe` is denied in the whole crate but for two modules: [`sys`], which wraps the few
 //! system calls the standard library lacks in safe functions, and `api::io`, the glommio ↔
@@ -30,3 +31,4 @@ pub mod rulebook;
 pub mod stats;
 pub mod sys;
 pub mod tick;
+pub mod topology;
