@@ -37,9 +37,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::Config;
+use crate::entry::{self, KIND_DECISION};
 use crate::ingest::{Ingest, IngestSetup, ReplayOutcome};
 use crate::persist::audit::{LOG_DECISION, STREAM_DECISIONS, STREAM_EVENTS};
-use crate::persist::entry::{self, KIND_DECISION};
 use crate::reflex::decision::{self, Decision};
 use crate::reflex::{self, Compiled, PersistOut, Reflex, ReflexSetup};
 use crate::report::Reporter;

@@ -11,6 +11,19 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub mod api;
+pub mod bridge;
+
+/// The accepted range of event times around the daemon's clock (checked by
+/// `ingest::time`, which implements it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBounds {
+    /// Most ms an event may be ahead of the clock (0 = unbounded).
+    pub ahead_ms_max: u64,
+    /// Most ms an event may be older than the clock (0 = unbounded).
+    pub age_ms_max: u64,
+}
+
 /// Why the configuration was refused.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -73,9 +86,9 @@ pub struct Config {
     /// The journal and the CAPSULE store.
     pub persist: PersistConfig,
     /// The HTTP API.
-    pub api: crate::api::config::ApiConfig,
+    pub api: api::ApiConfig,
     /// The Kafka bridge.
-    pub bridge: crate::bridge::config::BridgeConfig,
+    pub bridge: bridge::BridgeConfig,
 }
 
 /// Files and sockets.
@@ -640,11 +653,11 @@ impl Config {
         if !d.slots.is_power_of_two() || d.slots < 2 {
             return bad(format!("decisions.slots = {} (a power of two ≥ 2)", d.slots));
         }
-        if d.slot_bytes < crate::reflex::decision::RECORD_BYTES_MAX || d.slot_bytes > 64 * 1024 {
+        if d.slot_bytes < rim_decision::RECORD_BYTES_MAX || d.slot_bytes > 64 * 1024 {
             return bad(format!(
                 "decisions.slot_bytes = {} must hold the largest decision record ({} bytes) and be ≤ 65536",
                 d.slot_bytes,
-                crate::reflex::decision::RECORD_BYTES_MAX
+                rim_decision::RECORD_BYTES_MAX
             ));
         }
         if self.stats.segment_bytes < 4096 || self.stats.segment_bytes > 64 << 20 {
@@ -693,8 +706,8 @@ impl Config {
     }
 
     /// The accepted range of event times around the daemon's clock.
-    pub fn time_bounds(&self) -> crate::ingest::time::TimeBounds {
-        crate::ingest::time::TimeBounds {
+    pub fn time_bounds(&self) -> TimeBounds {
+        TimeBounds {
             ahead_ms_max: self.ingest.event_ahead_ms_max,
             age_ms_max: self.ingest.event_age_ms_max,
         }

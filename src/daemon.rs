@@ -37,14 +37,13 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use rim_ring::{clock::monotonic_ns, Segment};
-use rim_rules::{Limits, RuleSet};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::agent::{pin, BeatState, Idle, OnDrop, ShardBeat, Turns};
 use crate::config::Config;
 use crate::ingest::{self, attach};
-use crate::plane::{ReplaceError, RulePlane, RulesSource};
+use crate::plane::{rules_format, ReplaceError, RulePlane, RulesSource, DEFAULT_RULES};
 use crate::reflex::Reflex;
 use crate::rulebook::RuleBook;
 use crate::stats::Aggregator;
@@ -133,19 +132,6 @@ impl DaemonError {
     }
 }
 
-/// The rules compiled in when no file is configured.
-pub const DEFAULT_RULES: &str = include_str!("../config/default-rules.toml");
-
-/// Rule-compile limits from the configuration.
-pub fn limits(config: &Config) -> Limits {
-    Limits {
-        rules_max: config.reflex.rules_max,
-        window_min_ms: config.reflex.window_step_ms,
-        window_max_ms: config.window_max_ms(),
-        stale_rules_max: 64,
-    }
-}
-
 /// The rule text in force at start: the configured file, or the embedded defaults.
 pub fn read_rules(config: &Config) -> Result<(String, String), DaemonError> {
     let path = &config.reflex.rules_file;
@@ -158,34 +144,6 @@ pub fn read_rules(config: &Config) -> Result<(String, String), DaemonError> {
         source,
     })?;
     Ok((path.display().to_string(), text))
-}
-
-/// The format of a rule file, by its name: `json` for `*.json`, else `toml`.
-pub fn rules_format(origin: &str) -> &'static str {
-    if origin.ends_with(".json") {
-        "json"
-    } else {
-        "toml"
-    }
-}
-
-/// Compiles rule text from `origin` (its format by [`rules_format`]), rendering errors one
-/// per line.
-pub fn compile(text: &str, origin: &str, config: &Config, previous: Option<&RuleSet>) -> Result<RuleSet, String> {
-    compile_as(text, rules_format(origin), config, previous).map_err(|errs| errs.to_string())
-}
-
-/// Compiles rule text in `format` (`json`, else TOML).
-pub fn compile_as(
-    text: &str,
-    format: &str,
-    config: &Config,
-    previous: Option<&RuleSet>,
-) -> Result<RuleSet, rim_rules::CompileErrors> {
-    match format {
-        "json" => rim_rules::compile_json(text, &limits(config), previous),
-        _ => rim_rules::compile_toml(text, &limits(config), previous),
-    }
 }
 
 /// Runs the daemon until a signal stops it.
@@ -949,27 +907,5 @@ impl ColdShard {
         if let Err(e) = agg.publish(&current, running) {
             warn!(error = %e, "stats segment not updated");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_rule_file_compiles_in_the_format_its_name_says() {
-        let config = Config::default();
-        let json = r#"{"rule":[{"id":"hot","nodes":"rim:sensor:*","when":"metric.temp > 90","severity":"high"}]}"#;
-        let set = compile(json, "/etc/rimd/rules.json", &config, None).expect("JSON by extension");
-        assert_eq!(set.len(), 1);
-        assert!(
-            compile(json, "/etc/rimd/rules.toml", &config, None).is_err(),
-            "JSON is not TOML"
-        );
-        let toml = "[[rule]]\nid = \"hot\"\nwhen = \"metric.temp > 90\"\nseverity = \"high\"\n";
-        assert_eq!(
-            compile(toml, "(embedded default rules)", &config, None).map(|s| s.len()),
-            Ok(1)
-        );
     }
 }

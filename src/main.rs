@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     if cli.check {
         return match rimd::daemon::read_rules(&config)
             .map_err(|e| e.to_string())
-            .and_then(|(origin, text)| rimd::daemon::compile(&text, &origin, &config, None).map(|s| (origin, s)))
+            .and_then(|(origin, text)| rimd::plane::compile(&text, &origin, &config, None).map(|s| (origin, s)))
         {
             Ok((origin, set)) => {
                 println!("config ok; {} rules from {origin}", set.len());

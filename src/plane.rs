@@ -12,13 +12,54 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rim_rules::RuleSet;
+use rim_rules::{Limits, RuleSet};
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::reflex::Compiled;
 use crate::rulebook::{sha256_hex, RuleBook, RuleRecord, RuleSummary};
+
+/// The rules compiled in when no file is configured.
+pub const DEFAULT_RULES: &str = include_str!("../config/default-rules.toml");
+
+/// Rule-compile limits from the configuration.
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        rules_max: config.reflex.rules_max,
+        window_min_ms: config.reflex.window_step_ms,
+        window_max_ms: config.window_max_ms(),
+        stale_rules_max: 64,
+    }
+}
+
+/// The format of a rule file, by its name: `json` for `*.json`, else `toml`.
+pub fn rules_format(origin: &str) -> &'static str {
+    if origin.ends_with(".json") {
+        "json"
+    } else {
+        "toml"
+    }
+}
+
+/// Compiles rule text from `origin` (its format by [`rules_format`]), rendering errors one
+/// per line.
+pub fn compile(text: &str, origin: &str, config: &Config, previous: Option<&RuleSet>) -> Result<RuleSet, String> {
+    compile_as(text, rules_format(origin), config, previous).map_err(|errs| errs.to_string())
+}
+
+/// Compiles rule text in `format` (`json`, else TOML).
+pub fn compile_as(
+    text: &str,
+    format: &str,
+    config: &Config,
+    previous: Option<&RuleSet>,
+) -> Result<RuleSet, rim_rules::CompileErrors> {
+    match format {
+        "json" => rim_rules::compile_json(text, &limits(config), previous),
+        _ => rim_rules::compile_toml(text, &limits(config), previous),
+    }
+}
 
 /// The origin of sets put through the HTTP API.
 pub const API_ORIGIN: &str = "api";
@@ -160,8 +201,8 @@ pub fn initial(config: &Config, book: &mut RuleBook, file: RulesSource) -> Resul
         );
     }
     let previous = restored.as_ref().map(|(_, s)| s);
-    let mut set = crate::daemon::compile_as(&file.text, file.format, config, previous)
-        .map_err(|e| InitialError::Compile(e.to_string()))?;
+    let mut set =
+        compile_as(&file.text, file.format, config, previous).map_err(|e| InitialError::Compile(e.to_string()))?;
     if previous.is_none() {
         // A book whose last set no longer compiles (limits lowered) still numbers on.
         if let Some(last) = book.history().first() {
@@ -181,7 +222,7 @@ pub fn initial(config: &Config, book: &mut RuleBook, file: RulesSource) -> Resul
 /// it no longer compiles).
 pub fn restore(config: &Config, r: &RuleRecord) -> Option<RuleSet> {
     let format = if r.format == "json" { "json" } else { "toml" };
-    match crate::daemon::compile_as(&r.text, format, config, None) {
+    match compile_as(&r.text, format, config, None) {
         Ok(set) => Some(set.with_identity(r.generation, |id| {
             r.versions.iter().find(|(i, _)| i == id).map(|(_, v)| *v)
         })),
@@ -197,7 +238,7 @@ fn record_of(set: &RuleSet, source: &RulesSource, file_sha256: &str) -> RuleReco
         generation: set.generation(),
         format: source.format.to_owned(),
         origin: source.origin.clone(),
-        installed_ms: crate::ingest::unix_ms(),
+        installed_ms: crate::clock::unix_ms(),
         sha256: sha256_hex(&source.text),
         rules: set.len(),
         versions: set.rules().map(|r| (r.id().to_owned(), r.version())).collect(),
@@ -293,7 +334,7 @@ impl RulePlane {
     }
 
     fn compile(&self, source: &RulesSource, current: &RuleSet) -> Result<RuleSet, ReplaceError> {
-        crate::daemon::compile_as(&source.text, source.format, &self.config, Some(current))
+        compile_as(&source.text, source.format, &self.config, Some(current))
             .map_err(|errs| ReplaceError::Compile(errs.to_string().lines().map(str::to_owned).collect()))
     }
 
@@ -324,6 +365,23 @@ impl RulePlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_file_compiles_in_the_format_its_name_says() {
+        let config = Config::default();
+        let json = r#"{"rule":[{"id":"hot","nodes":"rim:sensor:*","when":"metric.temp > 90","severity":"high"}]}"#;
+        let set = compile(json, "/etc/rimd/rules.json", &config, None).expect("JSON by extension");
+        assert_eq!(set.len(), 1);
+        assert!(
+            compile(json, "/etc/rimd/rules.toml", &config, None).is_err(),
+            "JSON is not TOML"
+        );
+        let toml = "[[rule]]\nid = \"hot\"\nwhen = \"metric.temp > 90\"\nseverity = \"high\"\n";
+        assert_eq!(
+            compile(toml, "(embedded default rules)", &config, None).map(|s| s.len()),
+            Ok(1)
+        );
+    }
 
     const GOOD: &str =
         "[[rule]]\nid = \"hot\"\nnodes = \"rim:sensor:*\"\nwhen = \"metric.temp > 90\"\nseverity = \"high\"\n";

@@ -44,7 +44,7 @@ impl Aggregator {
         Ok(Self {
             writer,
             pid: std::process::id(),
-            started_ms: ingest::unix_ms(),
+            started_ms: crate::clock::unix_ms(),
             stages: StageHistograms::new(STAGES),
             ingest: vec![0; ingest::C_COUNT],
             hot: ShardFigures::default(),
@@ -148,7 +148,7 @@ impl Aggregator {
             version: env!("CARGO_PKG_VERSION").into(),
             running,
             started_unix_ms: self.started_ms,
-            taken_unix_ms: ingest::unix_ms(),
+            taken_unix_ms: crate::clock::unix_ms(),
             counters,
             gauges,
             stages,

@@ -21,15 +21,14 @@ use rim_ring::{broadcast, Segment};
 use rim_stats::ColdEnd;
 use thiserror::Error;
 
-use crate::api::context::QUERIES_IN_FLIGHT;
 use crate::config::Config;
 use crate::ingest::{self, Ingest, IngestSetup, Retired};
-use crate::persist::wake::Wake;
 use crate::persist::JournalInputs;
-use crate::reflex::query::{query_rings, QueryClient, QueryPort};
+use crate::reflex::query::{query_rings, QueryClient, QueryPort, QUERIES_IN_FLIGHT};
 use crate::reflex::{self, state::Shape, Compiled, Reflex, ReflexSetup};
 use crate::report::{Report, Reporter};
 use crate::tick::Slot;
+use crate::wake::Wake;
 
 /// Stage latencies are sampled for one event in this many.
 const SAMPLE_EVERY: u64 = 8;

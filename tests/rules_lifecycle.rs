@@ -159,7 +159,7 @@ fn config_of(dir: &Path, sets: &[&str]) -> Config {
 }
 
 fn compile(text: &str, config: &Config) -> rim_rules::RuleSet {
-    rimd::daemon::compile_as(text, "toml", config, None).expect("compiles")
+    rimd::plane::compile_as(text, "toml", config, None).expect("compiles")
 }
 
 #[test]

@@ -155,7 +155,7 @@ fn replay_journal(opts: &RunOpts, data: &std::path::Path) -> Result<rimd::backte
     let config = rimd::config::Config::load_unchecked(None, std::iter::empty(), &crate::persist::sets(opts, data))
         .map_err(|e| BenchError::transport("rimd", "config", e))?;
     crate::affinity::pin_current_thread(opts.peer_core)?;
-    let candidate = rimd::daemon::compile_as(&workload::rules(), "toml", &config, None)
+    let candidate = rimd::plane::compile_as(&workload::rules(), "toml", &config, None)
         .map_err(|e| BenchError::transport("rimd", "rules", e))?;
     let spec = rimd::backtest::Spec::new(data.join("journal"), i64::MIN, i64::MAX, candidate);
     let report = rimd::backtest::run(&config, &spec).map_err(|e| BenchError::transport("rimd", "backtest", e));

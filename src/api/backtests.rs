@@ -159,7 +159,7 @@ pub fn post(app: &App, meta: &Meta, body: &[u8]) -> Result<Response<Body>, Probl
     spec.events_max = config.api.backtest_events_max;
     let job = Arc::new(Job {
         id: jobs.next.fetch_add(1, Ordering::Relaxed) + 1,
-        created_ms: crate::ingest::unix_ms(),
+        created_ms: crate::clock::unix_ms(),
         from_ms: req.from_ms,
         to_ms: req.to_ms,
         candidate: label,
@@ -232,7 +232,7 @@ fn candidate(app: &App, config: &Config, req: &Request) -> Result<(rim_rules::Ru
     match (&req.text, req.generation) {
         (Some(_), Some(_)) => Err(Problem::invalid("generation", "give text or generation, not both")),
         (Some(text), None) => {
-            let set = crate::daemon::compile_as(text, format, config, Some(&current)).map_err(|errs| {
+            let set = crate::plane::compile_as(text, format, config, Some(&current)).map_err(|errs| {
                 let mut p = Problem::new(Code::Validation, "the candidate rule set does not compile");
                 p.details = errs
                     .errors()

@@ -109,8 +109,7 @@ pub trait Health: Send + Sync {
     fn render_prometheus(&self, prefix: &str, out: &mut String);
 }
 
-/// Live-state queries in flight per shard (the query rings' depth).
-pub const QUERIES_IN_FLIGHT: usize = 256;
+pub use crate::reflex::query::QUERIES_IN_FLIGHT;
 
 /// A query someone waits for. If the wait ends without the answer (a timeout, or the
 /// request's future dropped because its client went away), the answer is recycled when
@@ -445,7 +444,7 @@ impl Context {
         let Some(&resolution) = self.config.persist.resolutions.first() else {
             return;
         };
-        let now = crate::ingest::unix_ms() as i64;
+        let now = crate::clock::unix_ms() as i64;
         for vantage in [Vantage::Observed, Vantage::Predicted] {
             let q = HistoryQuery {
                 scope_id: node.to_owned(),

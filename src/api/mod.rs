@@ -22,7 +22,8 @@
 
 pub mod auth;
 pub mod backtests;
-pub mod config;
+/// `[api]` (defined with the rest of the configuration, which depends on nothing here).
+pub use crate::config::api as config;
 pub mod conn;
 pub mod context;
 pub mod envelope;

@@ -185,7 +185,7 @@ impl BridgeHealth {
             g.clear();
             g.push_str(error);
         }
-        self.last_error_ms.store(crate::ingest::unix_ms(), Ordering::Relaxed);
+        self.last_error_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
     }
 
     pub(crate) fn bump(counter: &AtomicU64, n: u64) {

@@ -824,7 +824,7 @@ fn dlq_headers(msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32, topic
             "dlq.original.timestamp",
             msg.timestamp().to_millis().unwrap_or(-1).to_string(),
         ),
-        h("dlq.timestamp", crate::ingest::unix_ms().to_string()),
+        h("dlq.timestamp", crate::clock::unix_ms().to_string()),
     ]
 }
 

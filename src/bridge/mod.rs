@@ -18,7 +18,8 @@
 //! `poll` when idle and never touch the hot shards except through the ring.
 
 pub mod clients;
-pub mod config;
+/// `[bridge]` (defined with the rest of the configuration, which depends on nothing here).
+pub use crate::config::bridge as config;
 pub mod health;
 pub mod inbound;
 pub mod outbox;

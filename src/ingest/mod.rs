@@ -27,10 +27,10 @@ use std::sync::Arc;
 use rim_journal::event::{EventHead, EventRecord, EVENT_BYTES_MAX};
 use rim_ring::{liveness::PeerState, Consumer, EventError, EventView, Refusal, Verdict};
 
-use crate::persist::entry::{self, HEAD_BYTES, KIND_MARKER};
-use crate::persist::wake::Wake;
+use crate::entry::{self, HEAD_BYTES, KIND_MARKER};
 use crate::report::{Reporter, ShardFigures, STAGE_RING_HOP};
 use crate::tick::{self, Slot, TickHead, NODE_ID_BYTES_MAX, SLOTS_PER_RECORD_MAX};
+use crate::wake::Wake;
 use dedup::Dedup;
 use figures::RingFigures;
 use nodes::{NodeTable, NO_NODE};
@@ -873,9 +873,4 @@ fn cached_hash<'t>(cache: &mut Vec<u64>, sym: u32, text: impl FnOnce() -> &'t st
     h
 }
 
-/// Wall clock, epoch ms.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::clock::unix_ms;

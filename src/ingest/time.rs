@@ -42,14 +42,7 @@ pub enum TimeRefusal {
     },
 }
 
-/// The accepted range of event times around the daemon's clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeBounds {
-    /// Most ms an event may be ahead of the clock (0 = unbounded).
-    pub ahead_ms_max: u64,
-    /// Most ms an event may be older than the clock (0 = unbounded).
-    pub age_ms_max: u64,
-}
+pub use crate::config::TimeBounds;
 
 impl TimeBounds {
     /// No bounds: every timestamp passes (recovery, tools).

@@ -7,7 +7,7 @@
 //!
 //! A log record is one kind byte and the record: [`LOG_DECISION`] and the decision record
 //! (`crate::reflex::decision`), [`LOG_PREDICTION`] and the prediction record
-//! (`crate::persist::predict`), or [`LOG_SHUTDOWN`] alone.
+//! (`crate::reflex::predict`), or [`LOG_SHUTDOWN`] alone.
 //!
 //! Only what the index covers is served: the index is written after the records are
 //! durable, so a reader never returns a decision a crash could take back.

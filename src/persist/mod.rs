@@ -31,10 +31,9 @@
 //! (`persist.capsules_kept`).
 
 pub mod audit;
-pub mod entry;
-pub mod predict;
+
 mod thread;
-pub mod wake;
+
 mod writer;
 
 use std::collections::VecDeque;
@@ -49,8 +48,10 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::entry;
 use crate::ingest::{Ingest, ReplayOutcome};
 use crate::reflex::decision::Chain;
+use crate::reflex::predict;
 use crate::reflex::Reflex;
 use audit::{RunBuilder, LOG_DECISION, LOG_PREDICTION, LOG_SHUTDOWN, STREAMS, STREAM_DECISIONS, STREAM_EVENTS};
 
@@ -455,7 +456,7 @@ fn seed_predictors(o: &Opened, reflexes: &mut [&mut Reflex]) {
 /// round, as in the soak), every restart would replay all the ones before it.
 fn checkpoint_recovered(o: &mut Opened, batch: &mut Batch) {
     let (end, log_end) = (o.journal.end(STREAM_EVENTS), o.journal.end(STREAM_DECISIONS));
-    batch.checkpoint = Some(o.rollup.checkpoint_all(end, log_end, crate::ingest::unix_ms()));
+    batch.checkpoint = Some(o.rollup.checkpoint_all(end, log_end, crate::clock::unix_ms()));
     let (committed_to, log_from) = o.rollup.watermarks(end, log_end);
     batch.watermarks = watermarks(committed_to, log_from);
     (o.replay_from, o.committed_to, o.log_from) = (committed_to, committed_to, log_from);

@@ -31,11 +31,11 @@ use rim_journal::{frame, Fs, Journal};
 use tracing::{error, info, warn};
 
 use super::audit::{RunBuilder, LOG_DECISION, LOG_PREDICTION, LOG_SHUTDOWN, STREAM_DECISIONS, STREAM_EVENTS};
-use super::entry::{self, Head, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
-use super::predict;
-use super::wake::Wake;
 use super::{writer, Opened, PersistError, PersistStats};
-use crate::ingest::unix_ms;
+use crate::clock::unix_ms;
+use crate::entry::{self, Head, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
+use crate::reflex::predict;
+use crate::wake::Wake;
 
 /// Entries taken per ring per loop turn, so one busy ring cannot starve a commit.
 const TURN_ENTRIES: usize = 8192;

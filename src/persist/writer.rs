@@ -12,7 +12,7 @@ use tracing::{error, warn};
 
 use super::thread::Handoff;
 use super::PersistStats;
-use crate::ingest::unix_ms;
+use crate::clock::unix_ms;
 
 /// How long a batch is retried before the process gives up: dropping it would let later
 /// watermarks pass capsules (and decision runs) that were never written.

@@ -10,6 +10,7 @@
 //! a new rule-set generation (one glob match per rule, once).
 
 pub mod cooldown;
+pub mod predict;
 pub mod query;
 pub mod state;
 /// The decision record and its chain live in their own crate, shared with subscribers.
@@ -23,12 +24,12 @@ use std::sync::Arc;
 use rim_ring::broadcast;
 use rim_rules::{Evidence, RuleSet};
 
-use crate::persist::entry::{self, HEAD_BYTES, KIND_DECISION, KIND_PREDICTION};
-use crate::persist::predict::{self, SeriesGuess};
+use crate::entry::{self, HEAD_BYTES, KIND_DECISION, KIND_PREDICTION};
 use crate::report::{Reporter, ShardFigures, STAGE_INGEST_TO_REFLEX, STAGE_PUBLISH_TO_DECISION, STAGE_RULE_EVAL};
 use crate::tick::{self, Record, Slot, TickView, NODE_ID_BYTES_MAX};
 use cooldown::{Cooldowns, Gate};
 use decision::{Chain, Draft, FLAG_SWEEP, RECORD_BYTES_MAX};
+use predict::SeriesGuess;
 use state::{NodeState, Shape};
 
 /// Counter: events applied.
@@ -332,7 +333,7 @@ impl Reflex {
             rules_out: s.rules_out,
             pending: None,
             scratch: [0; NODE_ID_BYTES_MAX],
-            now_ms: crate::ingest::unix_ms(),
+            now_ms: crate::clock::unix_ms(),
             nodes_high: 0,
             sweep_cursor: 0,
             sweep_ms: s.sweep_ms.max(1),
@@ -447,7 +448,7 @@ impl Reflex {
 
     /// Upkeep between work: the wall clock, rule swaps, the staleness sweep, reports.
     pub fn maintain(&mut self, elapsed_ms: u64, report_due: bool, shard: ShardFigures) {
-        self.now_ms = crate::ingest::unix_ms();
+        self.now_ms = crate::clock::unix_ms();
         self.swap_rules(shard);
         if !self.rules.stale.is_empty() {
             self.sweep(elapsed_ms);

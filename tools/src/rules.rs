@@ -95,7 +95,7 @@ fn is_json(file: &Path) -> bool {
 fn check(file: &Path, config: Option<&Path>, daemon: Option<&ApiArgs>) -> Result<ExitCode, String> {
     let config = Config::load(config, std::env::vars(), &[]).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let limits = rimd::daemon::limits(&config);
+    let limits = rimd::plane::limits(&config);
     let result = if is_json(file) {
         rim_rules::compile_json(&text, &limits, None)
     } else {
@@ -200,7 +200,7 @@ fn backtest(args: BacktestArgs) -> Result<ExitCode, String> {
         (Some(file), None) => {
             let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let format = if is_json(file) { "json" } else { "toml" };
-            rimd::daemon::compile_as(&text, format, &config, None)
+            rimd::plane::compile_as(&text, format, &config, None)
                 .map_err(|e| format!("{} does not compile:\n{e}", file.display()))?
         }
         (None, Some(g)) => {

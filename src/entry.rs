@@ -31,7 +31,7 @@ pub const KIND_EVENT: u8 = 1;
 pub const KIND_MARKER: u8 = 2;
 /// A decision record (the broadcast ring's bytes), for the decision log.
 pub const KIND_DECISION: u8 = 3;
-/// A prediction (see [`crate::persist::predict`]).
+/// A prediction (see [`crate::reflex::predict`]).
 pub const KIND_PREDICTION: u8 = 4;
 /// Largest body accepted from a ring (a bound, not a format limit).
 pub const BODY_BYTES_MAX: usize = 64 << 10;
