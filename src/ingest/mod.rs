@@ -443,6 +443,14 @@ impl Ingest {
         if durable == j.settled_marker {
             return;
         }
+        // The pair of the journal thread's check before it publishes: durability only
+        // moves forward, and only over markers this side has issued.
+        assert!(
+            durable > j.settled_marker && durable <= j.marker_seq,
+            "durable marker {durable} outside ({}, {}]: the journal thread confirmed a marker never sent",
+            j.settled_marker,
+            j.marker_seq
+        );
         j.settled_marker = durable;
         for ring in &mut self.rings {
             let mut pos = None;
@@ -454,6 +462,12 @@ impl Ingest {
                 ring.acks.pop_front();
             }
             if let Some(p) = pos {
+                // A producer may reuse what is durable: never more than was read.
+                assert!(
+                    p <= ring.consumer.position(),
+                    "durable position {p} past the read position {}",
+                    ring.consumer.position()
+                );
                 ring.consumer.set_durable_position(p);
             }
         }

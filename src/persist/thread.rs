@@ -993,6 +993,12 @@ impl JournalThread {
 
     /// Tells ingest that everything before `marker` is durable.
     fn publish_marker(&self, marker: u64) {
+        // Only this thread writes it; ingest checks the pair (forward, and issued).
+        let published = self.durable_marker.load(Ordering::Relaxed);
+        assert!(
+            marker >= published,
+            "durable marker going back from {published} to {marker}"
+        );
         self.durable_marker.store(marker, Ordering::Release);
     }
 
