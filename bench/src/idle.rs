@@ -1,7 +1,9 @@
 //! Suite `idle`: what a daemon with nothing to do costs. A real daemon (the workload's
-//! rules, persistence and the HTTP API on, no producer) is started, left to settle, then
-//! its threads' CPU time is read from `/proc/PID/task/*/schedstat` at the start and the
-//! end of a window (20 s; 2 s in a smoke run).
+//! rules, persistence and the HTTP API on, no producer) is started and left idle for
+//! 12 s, past the backoff's ramp (its shard sleeps 1 ms, then 4 ms after a second idle,
+//! 10 ms after ten: `src/agent.rs`), then its threads' CPU time is read from
+//! `/proc/PID/task/*/schedstat` at the start and the end of a 20 s window (a smoke run:
+//! 0.5 s and 2 s).
 //!
 //! Rows:
 //! - `idle-backoff`: `topology.idle = "backoff"`, the setting for a shared core. The
@@ -54,7 +56,7 @@ fn run_spin(opts: &RunOpts) -> Result<Row, BenchError> {
 
 fn window(opts: &RunOpts) -> (Duration, Duration) {
     match opts.size {
-        RunSize::Full | RunSize::Quick => (Duration::from_secs(2), Duration::from_secs(20)),
+        RunSize::Full | RunSize::Quick => (Duration::from_secs(12), Duration::from_secs(20)),
         RunSize::Smoke => (Duration::from_millis(500), Duration::from_secs(2)),
     }
 }
