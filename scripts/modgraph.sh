@@ -1,25 +1,61 @@
 #!/usr/bin/env bash
 # The daemon crate's module graph: for each top-level module of src/, the modules it names
-# as `crate::X` outside its tests, then every pair of modules that reach each other (a
-# cycle). `scripts/modgraph.sh --check` exits 1 when there is a cycle.
+# outside its tests (`crate::x`, `crate::{x, y::z}`, and `super::` chains that climb to the
+# crate root), then every pair of modules that reach each other (a cycle).
+# `scripts/modgraph.sh --check` prints only the cycles (on stderr) and exits 1 if any.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  "" | --check) ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 python3 - "${1:-}" <<'PY'
 import collections, glob, os, re, sys
 
+check = sys.argv[1] == "--check"
 mods = sorted(
     ({os.path.splitext(os.path.basename(p))[0] for p in glob.glob("src/*.rs")}
      | {os.path.basename(p) for p in glob.glob("src/*") if os.path.isdir(p)})
     - {"lib", "main"}
 )
+
+def module_path(path):
+    """src/a.rs and src/a/mod.rs -> [a]; src/a/b.rs -> [a, b]."""
+    parts = os.path.relpath(path, "src")[:-3].split(os.sep)
+    return parts[:-1] if parts[-1] == "mod" else parts
+
+def strip_tests(text):
+    """Drops `#[cfg(test)] mod NAME { ... }` blocks (brace-matched), keeps the rest."""
+    out, i = [], 0
+    for m in re.finditer(r"#\[cfg\(test\)\]\s*(pub(\(\w+\))?\s+)?mod\s+\w+\s*\{", text):
+        if m.start() < i:
+            continue
+        out.append(text[i:m.start()])
+        depth, j = 1, m.end()
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        i = j
+    out.append(text[i:])
+    return "".join(out)
+
+def names(code, here):
+    """Top-level modules `code` (in module `here`) depends on."""
+    found = set(re.findall(r"\bcrate::(\w+)", code))
+    for group in re.findall(r"\bcrate::\{([^}]*)\}", code):
+        found |= {g.strip().split("::")[0] for g in group.split(",") if g.strip()}
+    for supers, name in re.findall(r"\b((?:super::)+)(\w+)", code):
+        if supers.count("super::") == len(here):
+            found.add(name)
+    return found
+
 deps = collections.defaultdict(set)
 for m in mods:
     for path in glob.glob(f"src/{m}.rs") + glob.glob(f"src/{m}/**/*.rs", recursive=True):
-        text = open(path, encoding="utf-8").read()
-        text = re.split(r"#\[cfg\(test\)\]\s*mod tests", text)[0]
+        text = strip_tests(open(path, encoding="utf-8").read())
         # Code only: doc and line comments name modules without depending on them.
         code = "\n".join(line.split("//")[0] for line in text.splitlines())
-        deps[m] |= {x for x in re.findall(r"crate::(\w+)", code) if x != m and x in mods}
+        deps[m] |= {x for x in names(code, module_path(path)) if x != m and x in mods}
 
 def reaches(a, b):
     seen, todo = set(), [a]
@@ -32,9 +68,12 @@ def reaches(a, b):
                 todo.append(n)
     return False
 
-for m in mods:
-    print(f"{m:10} -> {' '.join(sorted(deps[m]))}")
 cycles = sorted({tuple(sorted((a, b))) for a in mods for b in deps[a] if reaches(b, a)})
-print(f"\n{len(cycles)} edges on a cycle" + (": " + ", ".join(f"{a}<->{b}" for a, b in cycles) if cycles else ""))
-sys.exit(1 if cycles and sys.argv[1] == "--check" else 0)
+if not check:
+    for m in mods:
+        print(f"{m:10} -> {' '.join(sorted(deps[m]))}")
+    print()
+summary = f"{len(cycles)} edges on a cycle" + (": " + ", ".join(f"{a}<->{b}" for a, b in cycles) if cycles else "")
+print(summary, file=sys.stderr if check else sys.stdout)
+sys.exit(1 if cycles and check else 0)
 PY

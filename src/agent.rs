@@ -56,7 +56,7 @@ const IDLE_10S_TURNS: u32 = IDLE_1S_TURNS + 2_250;
 /// Spin a little, then yield, then sleep in doubling steps up to 1 ms; after about a
 /// second without work 4 ms, after about ten seconds 10 ms.
 ///
-/// Why the long steps: each wake-up of an idle shard costs 35–50 µs of CPU on this VM
+/// Why the long steps: each wake-up of an idle shard costs 35–65 µs of CPU on this VM
 /// (the timer, the context switch, one turn of the loop), so 1 ms sleeps alone kept an
 /// idle daemon at 2.7% of a core, 2.0% of it this loop. The first event after a silence
 /// waits up to the sleep then in force (1 ms after a short gap, 10 ms after ten seconds);

@@ -442,7 +442,7 @@ impl Engine {
             reflexes.push(Reflex::new(ReflexSetup {
                 shard: k as u32,
                 input,
-                shape: crate::topology::shape(config),
+                shape: crate::reflex::state::Shape::of(config),
                 rules_max: config.reflex.rules_max,
                 cooldown_slots: config.reflex.cooldown_slots,
                 out,

@@ -11,11 +11,12 @@
 //! - `rimd-journal` and `rimd-store`, also on the cold core: the journal (append, group
 //!   commit, roll-ups) and the redb writer ([`crate::persist`]).
 //!
-//! Start ([`start`]): the journal and the store are opened, the rule set in force chosen,
+//! Start (`start`): the journal and the store are opened, the rule set in force chosen,
 //! the rings and duties built ([`crate::topology`]), the HTTP API started (liveness
 //! answers during recovery), the journal recovered (torn tails cut, state rebuilt from the
 //! journal since the store's watermarks), and only then do the persist, attach, hot
-//! shard and bridge threads start: no producer attaches before recovery ends.
+//! shard and bridge threads start: no shared-memory producer attaches before recovery
+//! ends (events posted over HTTP meanwhile wait in the API's intake ring).
 //!
 //! Shutdown: the signal sets a flag; attach stops taking producers; the hot shards drain
 //! every ring they own until empty (bounded by [`DRAIN_DEADLINE`]), send a final report,

@@ -83,19 +83,6 @@ pub struct ColdEnds {
     pub rules_back: Vec<rtrb::Consumer<Arc<Compiled>>>,
 }
 
-/// The reflex state's shape the configuration asks for (the daemon's shards and a
-/// backtest's use the same, so evidence values agree).
-pub fn shape(config: &Config) -> Shape {
-    Shape {
-        nodes: config.reflex.nodes_max,
-        series: config.reflex.series_per_node,
-        points: config.reflex.window_points,
-        step_ms: config.reflex.window_step_ms,
-        alpha: config.reflex.ewma_alpha,
-        zscore_min: config.reflex.zscore_min_samples,
-    }
-}
-
 /// Builds the rings and duties of the configuration, with `rules` in force and a journal
 /// when `persisted`.
 pub fn build(config: &Config, rules: &Arc<Compiled>, persisted: bool) -> Result<Topology, RingSetupError> {
@@ -265,7 +252,7 @@ fn reflex_shard(
     Ok(Reflex::new(ReflexSetup {
         shard: k as u32,
         input: ends.input,
-        shape: shape(config),
+        shape: Shape::of(config),
         rules_max: config.reflex.rules_max,
         cooldown_slots: config.reflex.cooldown_slots,
         out,

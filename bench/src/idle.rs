@@ -79,8 +79,11 @@ fn measure(opts: &RunOpts, name: &str, idle: &str) -> Result<Row, BenchError> {
     let mut hot = 0.0;
     let mut others = 0.0;
     let mut wakeups = 0;
+    let mut hot_seen = false;
     for (tid, now) in &after {
+        // A thread that started or ended within the window is left out (none should).
         let Some(then) = before.get(tid) else { continue };
+        hot_seen |= now.name == HOT_THREAD;
         let pct = now.cpu_ns.saturating_sub(then.cpu_ns) as f64 / 1e9 / secs * 100.0;
         if now.name == HOT_THREAD {
             hot += pct;
@@ -88,6 +91,12 @@ fn measure(opts: &RunOpts, name: &str, idle: &str) -> Result<Row, BenchError> {
         } else {
             others += pct;
         }
+    }
+    if !hot_seen {
+        // No schedstat (a kernel without it) or no hot shard: zeros would read as "met".
+        return Err(BenchError::Setup(format!(
+            "no {HOT_THREAD} thread with readable /proc/{pid}/task/*/schedstat and status"
+        )));
     }
     Ok(Row::new(
         name,

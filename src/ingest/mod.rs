@@ -447,7 +447,7 @@ impl Ingest {
         // moves forward, and only over markers this side has issued.
         assert!(
             durable > j.settled_marker && durable <= j.marker_seq,
-            "durable marker {durable} outside ({}, {}]: the journal thread confirmed a marker never sent",
+            "durable marker {durable} outside ({}, {}]: it went back, or covers a marker never sent",
             j.settled_marker,
             j.marker_seq
         );

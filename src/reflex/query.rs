@@ -75,10 +75,10 @@ pub struct QueryClient {
     pub replies: rtrb::Consumer<Box<PresentQuery>>,
 }
 
-/// A pair of query rings holding up to `depth` queries in flight.
 /// Live-state queries in flight per shard (the query rings' depth).
 pub const QUERIES_IN_FLIGHT: usize = 256;
 
+/// A pair of query rings holding up to `depth` queries in flight.
 pub fn query_rings(depth: usize) -> (QueryClient, QueryPort) {
     let (req_tx, req_rx) = rtrb::RingBuffer::new(depth);
     let (rep_tx, rep_rx) = rtrb::RingBuffer::new(depth);

@@ -82,6 +82,21 @@ pub struct Shape {
     pub zscore_min: u32,
 }
 
+impl Shape {
+    /// The shape the configuration asks for (the daemon's shards and a backtest's use the
+    /// same, so evidence values agree).
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            nodes: config.reflex.nodes_max,
+            series: config.reflex.series_per_node,
+            points: config.reflex.window_points,
+            step_ms: config.reflex.window_step_ms,
+            alpha: config.reflex.ewma_alpha,
+            zscore_min: config.reflex.zscore_min_samples,
+        }
+    }
+}
+
 /// Where one series' words are.
 #[derive(Clone, Copy)]
 struct Ser {
