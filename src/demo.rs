@@ -175,7 +175,7 @@ pub fn generate(p: &mut Producer, load: &Load, tally: &mut Tally, stop: &AtomicB
         let ev = SymEvent {
             node: node_syms[node],
             event_id: load.event_ids.then_some(id.as_str()),
-            timestamp: unix_ms(),
+            timestamp: crate::clock::now_ms(),
             metrics: &metrics,
             price: Some(s.price),
             volume: Some(1.0),
@@ -258,12 +258,6 @@ fn pace(rate: f64, i: u64, started: Instant) {
     if due > now + Duration::from_micros(200) {
         std::thread::sleep(due - now);
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A small xorshift generator (no dependency, reproducible by seed).

@@ -112,7 +112,8 @@ pub fn build(config: &Config, rules: &Arc<Compiled>, persisted: bool) -> Result<
         bounds: config.time_bounds(),
     }));
     let (query_clients, mut query_ports) = queries(config, shards);
-    let epoch = epoch_ns();
+    // The chains' epoch: one wall-clock reading for every shard of the run.
+    let epoch = crate::clock::unix_ns();
     let mut topology = Topology {
         hot: Vec::with_capacity(shards),
         control,
@@ -266,13 +267,6 @@ fn reflex_shard(
         persist: ends.persist,
         queries: ends.queries,
     }))
-}
-
-/// The chains' epoch: wall-clock ns at start.
-fn epoch_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Shard `k`'s decision ring: a sealed memfd subscribers map read-only.

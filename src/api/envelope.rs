@@ -203,7 +203,7 @@ fn write_meta(buf: &mut Vec<u8>, meta: &Meta, pagination: Option<&Pagination>) {
     // A string always serializes.
     let _ = serde_json::to_writer(&mut *buf, &meta.request_id);
     buf.extend_from_slice(b",\"timestamp\":\"");
-    write_rfc3339_ms(buf, now_ms());
+    write_rfc3339_ms(buf, crate::clock::now_ms());
     buf.push(b'"');
     if let Some(p) = pagination {
         buf.extend_from_slice(b",\"pagination\":");
@@ -305,13 +305,6 @@ fn json_response(status: StatusCode, buf: Vec<u8>) -> Response<Body> {
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, JSON);
     resp
-}
-
-/// Wall-clock time, epoch milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Writes `ms` (epoch milliseconds, UTC) as `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339).

@@ -362,7 +362,9 @@ async fn create_capsule(app: &App, meta: &Meta, body: &[u8]) -> Result<Response<
         Problem::new(Code::Validation, format!("invalid capsule JSON: {e}")).with(Detail::field("body", e.to_string()))
     })?;
     check_node("scopeId", &req.scope_id)?;
-    let capsule = req.into_capsule(envelope::now_ms()).map_err(|e| model_problem(&e))?;
+    let capsule = req
+        .into_capsule(crate::clock::now_ms())
+        .map_err(|e| model_problem(&e))?;
     let c = capsule.clone();
     let outcome = glommio::executor().spawn_blocking(move || store.put(&c)).await;
     app.ctx.note_store_write();

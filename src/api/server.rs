@@ -504,7 +504,7 @@ impl App {
 
     /// Counts a request of `client`; 429 when it is over its class's limit.
     fn limit(&self, client: ClientKey, class: Class, limits: &mut Option<Verdict>) -> Result<(), Problem> {
-        *limits = self.limiter.borrow_mut().check(client, class, envelope::now_ms());
+        *limits = self.limiter.borrow_mut().check(client, class, crate::clock::now_ms());
         match limits.filter(|v| !v.allowed) {
             Some(v) => {
                 let mut p = Problem::new(Code::RateLimited, "Too many requests");

@@ -586,7 +586,7 @@ impl Worker {
     /// polls; each message is handled before the next poll, so none outlives its partition.
     fn batch(&mut self, consumer: &InConsumer, room: usize) {
         let mut counts = BatchCounts::default();
-        let now_ms = crate::ingest::time::now_ms();
+        let now_ms = crate::clock::now_ms();
         for i in 0..room {
             let wait = if i == 0 {
                 Duration::from_millis(50)
@@ -731,7 +731,7 @@ fn decode_with_retries<'m>(
                 w.health.error(&format!("{f} (retry {retries} in {delay:?})"));
                 warn!(retry = retries, ?delay, "kafka bridge: {f}");
                 w.sleep_settling(consumer, delay);
-                now_ms = crate::ingest::time::now_ms();
+                now_ms = crate::clock::now_ms();
             }
             Err(f) => return Err((f, retries)),
         }

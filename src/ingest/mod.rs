@@ -27,6 +27,7 @@ use std::sync::Arc;
 use rim_journal::event::{EventHead, EventRecord, EVENT_BYTES_MAX};
 use rim_ring::{liveness::PeerState, Consumer, EventError, EventView, Refusal, Verdict};
 
+use crate::clock::unix_ms;
 use crate::entry::{self, HEAD_BYTES, KIND_MARKER};
 use crate::report::{Reporter, ShardFigures, STAGE_RING_HOP};
 use crate::tick::{self, Slot, TickHead, NODE_ID_BYTES_MAX, SLOTS_PER_RECORD_MAX};
@@ -886,5 +887,3 @@ fn cached_hash<'t>(cache: &mut Vec<u64>, sym: u32, text: impl FnOnce() -> &'t st
     cache[i] = h;
     h
 }
-
-pub use crate::clock::unix_ms;

@@ -77,11 +77,6 @@ impl TimeBounds {
     }
 }
 
-/// The wall clock as epoch ms, as an `i64` like event times (saturating; 0 before 1970).
-pub fn now_ms() -> i64 {
-    i64::try_from(super::unix_ms()).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
