@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The daemon crate's module graph: for each top-level module of src/, the modules it names
-# outside its tests (`crate::x`, `crate::{x, y::z}`, and `super::` chains that climb to the
-# crate root), then every pair of modules that reach each other (a cycle).
+# The daemon's module graph, per crate: for each top-level module of core/src/ (rim-core)
+# and of src/ (rimd, which re-exports rim-core's modules under their names), the modules it
+# names outside its tests (`crate::x`, `crate::{x, y::z}`, `rim_core::x`, and `super::`
+# chains that climb to the crate root), then every pair of modules that reach each other (a
+# cycle). rim-core cannot name rimd (cargo refuses the cycle), so each crate is checked alone.
 # `scripts/modgraph.sh --check` prints only the cycles (on stderr) and exits 1 if any.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,15 +15,17 @@ python3 - "${1:-}" <<'PY'
 import collections, glob, os, re, sys
 
 check = sys.argv[1] == "--check"
-mods = sorted(
-    ({os.path.splitext(os.path.basename(p))[0] for p in glob.glob("src/*.rs")}
-     | {os.path.basename(p) for p in glob.glob("src/*") if os.path.isdir(p)})
-    - {"lib", "main"}
-)
 
-def module_path(path):
-    """src/a.rs and src/a/mod.rs -> [a]; src/a/b.rs -> [a, b]."""
-    parts = os.path.relpath(path, "src")[:-3].split(os.sep)
+def modules(root):
+    return sorted(
+        ({os.path.splitext(os.path.basename(p))[0] for p in glob.glob(f"{root}/*.rs")}
+         | {os.path.basename(p) for p in glob.glob(f"{root}/*") if os.path.isdir(p)})
+        - {"lib", "main"}
+    )
+
+def module_path(path, root):
+    """ROOT/a.rs and ROOT/a/mod.rs -> [a]; ROOT/a/b.rs -> [a, b]."""
+    parts = os.path.relpath(path, root)[:-3].split(os.sep)
     return parts[:-1] if parts[-1] == "mod" else parts
 
 def strip_tests(text):
@@ -41,23 +45,25 @@ def strip_tests(text):
 
 def names(code, here):
     """Top-level modules `code` (in module `here`) depends on."""
-    found = set(re.findall(r"\bcrate::(\w+)", code))
-    for group in re.findall(r"\bcrate::\{([^}]*)\}", code):
+    found = set(re.findall(r"\b(?:crate|rim_core)::(\w+)", code))
+    for group in re.findall(r"\b(?:crate|rim_core)::\{([^}]*)\}", code):
         found |= {g.strip().split("::")[0] for g in group.split(",") if g.strip()}
     for supers, name in re.findall(r"\b((?:super::)+)(\w+)", code):
         if supers.count("super::") == len(here):
             found.add(name)
     return found
 
-deps = collections.defaultdict(set)
-for m in mods:
-    for path in glob.glob(f"src/{m}.rs") + glob.glob(f"src/{m}/**/*.rs", recursive=True):
-        text = strip_tests(open(path, encoding="utf-8").read())
-        # Code only: doc and line comments name modules without depending on them.
-        code = "\n".join(line.split("//")[0] for line in text.splitlines())
-        deps[m] |= {x for x in names(code, module_path(path)) if x != m and x in mods}
+def graph(root, mods):
+    deps = collections.defaultdict(set)
+    for m in mods:
+        for path in glob.glob(f"{root}/{m}.rs") + glob.glob(f"{root}/{m}/**/*.rs", recursive=True):
+            text = strip_tests(open(path, encoding="utf-8").read())
+            # Code only: doc and line comments name modules without depending on them.
+            code = "\n".join(line.split("//")[0] for line in text.splitlines())
+            deps[m] |= {x for x in names(code, module_path(path, root)) if x != m and x in known}
+    return deps
 
-def reaches(a, b):
+def reaches(deps, a, b):
     seen, todo = set(), [a]
     while todo:
         for n in deps[todo.pop()]:
@@ -68,12 +74,21 @@ def reaches(a, b):
                 todo.append(n)
     return False
 
-cycles = sorted({tuple(sorted((a, b))) for a in mods for b in deps[a] if reaches(b, a)})
-if not check:
-    for m in mods:
-        print(f"{m:10} -> {' '.join(sorted(deps[m]))}")
-    print()
-summary = f"{len(cycles)} edges on a cycle" + (": " + ", ".join(f"{a}<->{b}" for a, b in cycles) if cycles else "")
-print(summary, file=sys.stderr if check else sys.stdout)
-sys.exit(1 if cycles and check else 0)
+failed = False
+core = modules("core/src")
+for crate, root, mods, known in (
+    ("rim-core", "core/src", core, set(core)),
+    ("rimd", "src", modules("src"), set(modules("src")) | set(core)),
+):
+    deps = graph(root, mods)
+    cycles = sorted({tuple(sorted((a, b))) for a in mods for b in deps[a] if reaches(deps, b, a)})
+    if not check:
+        print(f"== {crate} ({root})")
+        for m in mods:
+            print(f"{m:10} -> {' '.join(sorted(deps[m]))}")
+        print()
+    summary = f"{crate}: {len(cycles)} edges on a cycle" + (": " + ", ".join(f"{a}<->{b}" for a, b in cycles) if cycles else "")
+    print(summary, file=sys.stderr if check else sys.stdout)
+    failed |= bool(cycles)
+sys.exit(1 if failed and check else 0)
 PY

@@ -318,17 +318,6 @@ fn shard(name: &str, core: Option<usize>, f: &ShardFigures) -> ShardSnapshot {
     }
 }
 
-/// Resident set size from `/proc/self/status` (0 where unavailable).
-pub fn rss_bytes() -> u64 {
-    status_kb("VmRSS:")
-}
-
-/// A `kB` line of `/proc/self/status` in bytes (`VmRSS:`, `VmHWM:` the peak RSS; 0 where
-/// unavailable).
-fn status_kb(key: &str) -> u64 {
-    status_field_kb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default(), key)
-}
-
 /// The `kB` line `key` of a `/proc/self/status` text, in bytes (0 if missing or garbled).
 fn status_field_kb(status: &str, key: &str) -> u64 {
     status

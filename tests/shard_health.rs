@@ -1,7 +1,7 @@
 //! A dead or stalled hot shard is never a zombie: readiness answers 503 naming a shard
 //! whose loop stopped turning, a panic on a shard ends the process with a message naming
 //! it, and SIGTERM always ends the process. The shard is made to panic or stall through
-//! the debug-only fault seam (`src/fault.rs`): no real input can do it any more.
+//! the debug-only fault seam (`core/src/fault.rs`): no real input can do it any more.
 
 mod common;
 

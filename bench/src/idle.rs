@@ -1,7 +1,7 @@
 //! Suite `idle`: what a daemon with nothing to do costs. A real daemon (the workload's
 //! rules, persistence and the HTTP API on, no producer) is started and left idle for
 //! 12 s, past the backoff's ramp (its shard sleeps 1 ms, then 4 ms after a second idle,
-//! 10 ms after ten: `src/agent.rs`), then its threads' CPU time is read from
+//! 10 ms after ten: `core/src/agent.rs`), then its threads' CPU time is read from
 //! `/proc/PID/task/*/schedstat` at the start and the end of a 20 s window (a smoke run:
 //! 0.5 s and 2 s).
 //!

@@ -20,22 +20,22 @@
 //! the audit-log verification run on glommio's blocking pool so an fsync never stalls
 //! the other connections.
 
-pub mod auth;
-pub mod backtests;
+pub(crate) mod auth;
+pub(crate) mod backtests;
 /// `[api]` (defined with the rest of the configuration, which depends on nothing here).
 pub use crate::config::api as config;
-pub mod conn;
-pub mod context;
-pub mod envelope;
+pub(crate) mod conn;
+pub(crate) mod context;
+pub(crate) mod envelope;
 pub mod events;
-pub mod io;
+pub(crate) mod io;
 pub mod query;
-pub mod ratelimit;
-pub mod resident;
-pub mod routes;
+pub(crate) mod ratelimit;
+pub(crate) mod resident;
+pub(crate) mod routes;
 mod scan;
-pub mod server;
-pub mod slice;
+pub(crate) mod server;
+pub(crate) mod slice;
 pub mod ws;
 
 pub use server::spawn;

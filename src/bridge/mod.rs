@@ -17,14 +17,14 @@
 //! librdkafka runs its own threads for each client; the bridge's threads sleep in
 //! `poll` when idle and never touch the hot shards except through the ring.
 
-pub mod clients;
+pub(crate) mod clients;
 /// `[bridge]` (defined with the rest of the configuration, which depends on nothing here).
 pub use crate::config::bridge as config;
 pub mod health;
-pub mod inbound;
-pub mod outbox;
+pub(crate) mod inbound;
+pub(crate) mod outbox;
 pub mod registry;
-pub mod trace;
+pub(crate) mod trace;
 pub mod wire;
 
 use std::sync::atomic::AtomicBool;

@@ -72,14 +72,10 @@ impl Traces {
         self.map.get(&(node.to_owned(), timestamp))
     }
 
-    /// Entries held.
-    pub fn len(&self) -> usize {
+    /// Entries held (the tests' view of the bound).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// None held.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 

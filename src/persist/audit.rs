@@ -19,20 +19,7 @@ use rim_capsule::{DecisionRun, Store, StoreError};
 use rim_journal::{Fs, JournalError, Reader};
 use thiserror::Error;
 
-/// The journal stream of events.
-pub const STREAM_EVENTS: u32 = 0;
-/// The journal stream of decisions and predictions.
-pub const STREAM_DECISIONS: u32 = 1;
-/// Streams of the daemon's journal.
-pub const STREAMS: u32 = 2;
-/// Log record kind: a decision.
-pub const LOG_DECISION: u8 = 1;
-/// Log record kind: a prediction.
-pub const LOG_PREDICTION: u8 = 2;
-/// Log record kind: a clean shutdown (the kind byte alone), written after everything else
-/// was durable: a log that ends with it lost nothing undurable, so the chains resume with
-/// no gap.
-pub const LOG_SHUTDOWN: u8 = 3;
+pub use rim_core::streams::{LOG_DECISION, LOG_PREDICTION, LOG_SHUTDOWN, STREAMS, STREAM_DECISIONS, STREAM_EVENTS};
 /// Records of one shard a run holds at most (bounds a reader's scan to a seq).
 pub const RUN_RECORDS_MAX: u32 = 1024;
 /// Bytes of log a run may span at most (other shards' records and predictions sit in

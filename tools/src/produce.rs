@@ -19,8 +19,8 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use rim_core::demo::{self, XorShift};
 use rim_ring::{attach, Producer, PublishError, RimFastEvent};
-use rimd::demo::{self, XorShift};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]

@@ -60,7 +60,7 @@ pub fn run(run_dir: &Path, args: Args) -> Result<ExitCode, String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut count = 0u64;
-    let stream = rimd::persist::audit::STREAM_EVENTS;
+    let stream = rim_core::streams::STREAM_EVENTS;
     let mut reader = Reader::open(&dir, stream, args.from_pos, Fs::new()).map_err(|e| format!("journal: {e}"))?;
     {
         while let Some((pos, bytes)) = reader.next().map_err(|e| format!("journal: {e}"))? {
@@ -68,7 +68,7 @@ pub fn run(run_dir: &Path, args: Args) -> Result<ExitCode, String> {
             if args.from_ms.is_some_and(|t| rec.timestamp < t) || args.to_ms.is_some_and(|t| rec.timestamp >= t) {
                 continue;
             }
-            let part = rimd::ingest::nodes::partition_of(rec.rim_node_id, args.partitions);
+            let part = rim_core::ingest::nodes::partition_of(rec.rim_node_id, args.partitions);
             if args.partition.is_some_and(|p| p != part) {
                 continue;
             }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use rimd::config::Config;
+use rim_core::config::Config;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -66,7 +66,7 @@ pub struct BacktestArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Examples kept of each kind.
-    #[arg(long, default_value_t = rimd::backtest::EXAMPLES_DEFAULT)]
+    #[arg(long, default_value_t = rim_core::backtest::EXAMPLES_DEFAULT)]
     examples: usize,
     /// Print the report as JSON.
     #[arg(long)]
@@ -95,7 +95,7 @@ fn is_json(file: &Path) -> bool {
 fn check(file: &Path, config: Option<&Path>, daemon: Option<&ApiArgs>) -> Result<ExitCode, String> {
     let config = Config::load(config, std::env::vars(), &[]).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let limits = rimd::plane::limits(&config);
+    let limits = rim_core::plane::limits(&config);
     let result = if is_json(file) {
         rim_rules::compile_json(&text, &limits, None)
     } else {
@@ -200,22 +200,22 @@ fn backtest(args: BacktestArgs) -> Result<ExitCode, String> {
         (Some(file), None) => {
             let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let format = if is_json(file) { "json" } else { "toml" };
-            rimd::plane::compile_as(&text, format, &config, None)
+            rim_core::plane::compile_as(&text, format, &config, None)
                 .map_err(|e| format!("{} does not compile:\n{e}", file.display()))?
         }
         (None, Some(g)) => {
-            let book = rimd::rulebook::RuleBook::read_only(&data_dir).map_err(|e| e.to_string())?;
+            let book = rim_core::rulebook::RuleBook::read_only(&data_dir).map_err(|e| e.to_string())?;
             let record = book
                 .get(g)
                 .ok_or_else(|| format!("the rule book in {} has no generation {g}", data_dir.display()))?;
-            rimd::plane::restore(&config, &record)
+            rim_core::plane::restore(&config, &record)
                 .ok_or_else(|| format!("generation {g} does not compile with this configuration"))?
         }
         _ => return Err("give a candidate rule file or --generation".into()),
     };
-    let mut spec = rimd::backtest::Spec::new(data_dir.join("journal"), args.from_ms, args.to_ms, candidate);
+    let mut spec = rim_core::backtest::Spec::new(data_dir.join("journal"), args.from_ms, args.to_ms, candidate);
     spec.examples_max = args.examples;
-    let report = rimd::backtest::run(&config, &spec).map_err(|e| format!("backtest: {e}"))?;
+    let report = rim_core::backtest::run(&config, &spec).map_err(|e| format!("backtest: {e}"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else {

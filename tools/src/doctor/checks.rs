@@ -7,7 +7,7 @@
 //! core's latency depends on (isolation, governor, THP, clock source, SMT, interrupts):
 //! they warn. A check whose input the kernel does not expose is skipped.
 
-use rimd::config::{Config, IdleStrategy};
+use rim_core::config::{Config, IdleStrategy};
 use serde::Serialize;
 
 use super::host::{self, bytes, format_cpu_list};

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use rimd::config::Config;
+use rim_core::config::Config;
 
 use checks::{Check, Status};
 

@@ -39,10 +39,10 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::entry::{self, KIND_DECISION};
 use crate::ingest::{Ingest, IngestSetup, ReplayOutcome};
-use crate::persist::audit::{LOG_DECISION, STREAM_DECISIONS, STREAM_EVENTS};
 use crate::reflex::decision::{self, Decision};
 use crate::reflex::{self, Compiled, PersistOut, Reflex, ReflexSetup};
 use crate::report::Reporter;
+use crate::streams::{LOG_DECISION, STREAM_DECISIONS, STREAM_EVENTS};
 use crate::tick::Slot;
 
 /// Examples of each kind a report keeps by default.

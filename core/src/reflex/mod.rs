@@ -9,7 +9,7 @@
 //! match a node is a bitset per node, rebuilt lazily the first time the node is seen under
 //! a new rule-set generation (one glob match per rule, once).
 
-pub mod cooldown;
+pub(crate) mod cooldown;
 pub mod predict;
 pub mod query;
 pub mod state;

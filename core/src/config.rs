@@ -943,7 +943,7 @@ mod tests {
 
     #[test]
     fn the_example_file_is_the_defaults() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rimd.example.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rimd.example.toml");
         let c = Config::load(Some(&path), std::iter::empty(), &[]).expect("example config loads");
         assert_eq!(
             c,

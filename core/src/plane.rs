@@ -21,7 +21,7 @@ use crate::reflex::Compiled;
 use crate::rulebook::{sha256_hex, RuleBook, RuleRecord, RuleSummary};
 
 /// The rules compiled in when no file is configured.
-pub const DEFAULT_RULES: &str = include_str!("../config/default-rules.toml");
+pub const DEFAULT_RULES: &str = include_str!("../../config/default-rules.toml");
 
 /// Rule-compile limits from the configuration.
 pub fn limits(config: &Config) -> Limits {
