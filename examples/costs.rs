@@ -70,6 +70,7 @@ fn path_cost(nodes: usize, rules: &str) {
         reporter: rep,
         journal: None,
         bounds: rimd::ingest::time::TimeBounds::NONE,
+        clock: rimd::clock::Clock::system(),
     });
     let _ = control_tx.push(rimd::ingest::Control::Add(Box::new(ProducerRing::new(
         1,
@@ -111,6 +112,7 @@ fn path_cost(nodes: usize, rules: &str) {
         resume: None,
         persist: None,
         queries: None,
+        clock: rimd::clock::Clock::system(),
     });
     ingest.maintain(0, false, Default::default());
     let syms: Vec<_> = (0..nodes)

@@ -42,6 +42,7 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::agent::{pin, BeatState, Idle, OnDrop, ShardBeat, Turns};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::{self, attach};
 use crate::plane::{rules_format, ReplaceError, RulePlane, RulesSource, DEFAULT_RULES};
@@ -203,6 +204,8 @@ struct Shared {
     beats: Arc<Vec<ShardBeat>>,
     registry: Arc<attach::Registry>,
     decisions: Vec<Arc<Segment>>,
+    /// The one clock every component of the run reads.
+    clock: Clock,
 }
 
 /// Opens the journal and the store, builds the topology, starts the HTTP API, recovers,
@@ -213,24 +216,33 @@ fn start(
     stop: &Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
 ) -> Result<(ColdShard, Threads), DaemonError> {
+    let clock = Clock::system();
     // Durability: open and cut the journal, open the store, before anything attaches.
     let mut opened = config
         .persist
         .enabled
-        .then(|| crate::persist::open(config))
+        .then(|| crate::persist::open(config, &clock))
         .transpose()?;
-    let (initial, book, rules_text) = initial_rules(config, opened.is_some())?;
-    let mut topo = topology::build(config, &initial.compiled, opened.is_some()).map_err(|e| DaemonError::Ring(e.0))?;
+    let (initial, book, rules_text) = initial_rules(config, opened.is_some(), &clock)?;
+    let mut topo =
+        topology::build(config, &initial.compiled, opened.is_some(), &clock).map_err(|e| DaemonError::Ring(e.0))?;
     let shared = Shared {
         beats: Arc::new(topo.hot.iter().map(|h| ShardBeat::new(h.name.clone())).collect()),
-        plane: Arc::new(RulePlane::new(config.clone(), initial, book, topo.rules_in)),
+        plane: Arc::new(RulePlane::new(
+            config.clone(),
+            initial,
+            book,
+            topo.rules_in,
+            clock.clone(),
+        )),
         registry: Arc::new(attach::Registry::default()),
         decisions: topo.decision_segments,
+        clock,
     };
     let (api_intake, bridge_intake) = open_intakes(config, &shared.registry, &mut topo.control)?;
     let bridge_health = bridge_intake
         .as_ref()
-        .map(|_| Arc::new(crate::bridge::BridgeHealth::new()));
+        .map(|_| Arc::new(crate::bridge::BridgeHealth::with_clock(shared.clock.clone())));
     // The HTTP API starts before recovery, so that liveness answers during a long replay
     // and readiness says why it is not ready yet.
     let (mut side, mut http_addr) = (Vec::new(), None);
@@ -258,7 +270,14 @@ fn start(
     let hot = spawn_hot_shards(topo.hot, config, stop, &running, &shared.beats)?;
     if let (Some(producer), Some(health)) = (bridge_intake, bridge_health) {
         let store = persisted.as_ref().map(|p| p.store.clone());
-        side.extend(spawn_bridge(config, producer, store, stop.clone(), health)?);
+        side.extend(spawn_bridge(
+            config,
+            producer,
+            store,
+            stop.clone(),
+            health,
+            &shared.clock,
+        )?);
     }
     log_running(config, &socket);
     let (aggregator, persist_threads) = aggregator(config, &shared, persisted)?;
@@ -295,8 +314,13 @@ fn aggregator(
     shared: &Shared,
     persisted: Option<Persisted>,
 ) -> Result<(Aggregator, Vec<std::thread::JoinHandle<()>>), DaemonError> {
-    let mut aggregator = Aggregator::new(config, shared.registry.clone(), shared.decisions.clone())
-        .map_err(|e| DaemonError::Ring(e.to_string()))?;
+    let mut aggregator = Aggregator::new(
+        config,
+        shared.registry.clone(),
+        shared.decisions.clone(),
+        shared.clock.clone(),
+    )
+    .map_err(|e| DaemonError::Ring(e.to_string()))?;
     let Some(p) = persisted else {
         return Ok((aggregator, Vec::new()));
     };
@@ -324,6 +348,7 @@ fn api_parts(
         beats: shared.beats.clone(),
         shards: shared.beats.len(),
         bridge: bridge.map(|h| h as Arc<dyn crate::api::context::Health>),
+        clock: shared.clock.clone(),
     }
 }
 
@@ -348,7 +373,11 @@ fn cold_core(config: &Config) -> Option<usize> {
 /// The rules in force at start: the rule book's last set, or the rule file when it changed
 /// since (the book lives in the data directory, opened under the journal's lock); with the
 /// rule file's text, which the control plane compares reloads against.
-fn initial_rules(config: &Config, persisted: bool) -> Result<(crate::plane::Initial, RuleBook, String), DaemonError> {
+fn initial_rules(
+    config: &Config,
+    persisted: bool,
+    clock: &Clock,
+) -> Result<(crate::plane::Initial, RuleBook, String), DaemonError> {
     let (origin, text) = read_rules(config)?;
     let mut book = match persisted {
         true => RuleBook::open(&config.persist.data_dir)?,
@@ -359,7 +388,7 @@ fn initial_rules(config: &Config, persisted: bool) -> Result<(crate::plane::Init
         format: rules_format(&origin),
         text: text.clone(),
     };
-    let initial = crate::plane::initial(config, &mut book, file).map_err(|e| match e {
+    let initial = crate::plane::initial(config, &mut book, file, clock).map_err(|e| match e {
         crate::plane::InitialError::Compile(errors) => DaemonError::Rules { path: origin, errors },
         crate::plane::InitialError::Book(e) => DaemonError::RuleBook(e),
     })?;
@@ -444,6 +473,7 @@ fn spawn_attach(
         decisions: shared.decisions.clone(),
         stop: stop.clone(),
         core: cold_core(config),
+        clock: shared.clock.clone(),
     })
     .map_err(|e| DaemonError::Thread(format!("cannot start the attach thread: {e}")))
 }
@@ -589,6 +619,7 @@ fn spawn_bridge(
     store: Option<Arc<rim_capsule::Store>>,
     stop: Arc<AtomicBool>,
     health: Arc<crate::bridge::BridgeHealth>,
+    clock: &Clock,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, DaemonError> {
     crate::bridge::spawn(crate::bridge::BridgeSetup {
         config: config.bridge.clone(),
@@ -599,6 +630,7 @@ fn spawn_bridge(
         health,
         core: config.topology.pin.then_some(config.topology.cold_core),
         bounds: config.time_bounds(),
+        clock: clock.clone(),
     })
     .map_err(|e| DaemonError::Thread(format!("Kafka bridge: {e}")))
 }

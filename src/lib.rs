@@ -1,11 +1,37 @@
-//! rimd: the daemon. The event path and rule logic live in `rim-core` and are re-exported
-//! here under their module names: producers attach and [`ingest`] polls their rings, routes
-//! each event as a [`tick`] to the [`reflex`] shard that owns its partition, which keeps
-//! per-node state, evaluates rules and publishes decisions. This crate adds what needs I/O
-//! servers or the store: [`persist`] (the journal thread, roll-ups and the capsule store),
-//! the HTTP [`api`], the Kafka [`bridge`], the [`stats`] segment, [`topology`], which builds
-//! the rings and duties from the [`config`], and [`daemon`], which starts and stops the
-//! threads that own them.
+//! # rimd: the daemon
+//!
+//! Guarantees first:
+//! * **A producer is never blocked by the daemon.** Its ring is its own; when it is full
+//!   the producer is told `Full` and decides. The hot shards do no syscall and no
+//!   allocation per event, and never wait on the cold side: persistence that falls behind
+//!   shows as a full ring, not as a stalled shard.
+//! * **An event acknowledged durable survives a crash.** A producer's durable position
+//!   moves only after the group commit that covers the event returned from `fdatasync`
+//!   ([`persist`]; the journal's crash cases are in `rim_journal`). Recovery replays the
+//!   journal from the store's watermarks, so the node state, the dedup windows, the
+//!   roll-ups and every decision chain come back as they were, and a chain resumes after
+//!   its last durable decision.
+//! * **Decisions can be checked by anyone.** Each reflex shard chains its decisions with
+//!   SHA-256 (`rim_decision`); `GET /decisions/verify` and `rimctl tail --verify` recompute
+//!   the chain from the log.
+//! * **Nothing from outside can crash it.** Every byte that comes from another process
+//!   (shared-memory rings, HTTP bodies and queries, WebSocket frames, Kafka messages and
+//!   registry answers, rule files, configuration) is bounds-checked and refused with a
+//!   typed error that says what was wrong; the parsers have fuzz targets (`fuzz/`).
+//! * **A capsule is written once.** Its key is the design's SHA-256 of scope, time,
+//!   resolution and vantage; the same capsule twice is one, a different one under the same
+//!   key is a conflict.
+//! * **Time comes from one [`clock::Clock`]**, handed to every component at start: tests
+//!   run staleness, event-time bounds and rate windows on a manual clock.
+//!
+//! The event path and rule logic live in `rim-core` and are re-exported here under their
+//! module names: producers attach and [`ingest`] polls their rings, routes each event as a
+//! [`tick`] to the [`reflex`] shard that owns its partition, which keeps per-node state,
+//! evaluates rules and publishes decisions. This crate adds what needs I/O servers or the
+//! store: [`persist`] (the journal thread, roll-ups and the capsule store), the HTTP
+//! [`api`], the Kafka [`bridge`], the stats segment, the topology (the rings and duties
+//! built from the [`config`]), and [`daemon`], which starts and stops the threads that own
+//! them.
 //!
 //! `unsafe` is denied in the whole crate but for `api::io`, the glommio ↔ hyper stream
 //! adapter (the system calls are wrapped in `rim_core::sys`). The shared-memory and journal

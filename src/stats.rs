@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rim_ring::Segment;
 use rim_stats::{RingSnapshot, ShardSnapshot, Snapshot, StageHistograms, StatsError, StatsWriter};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::{self, attach::Registry, attach::RingEntry};
 use crate::reflex::{self, Compiled};
@@ -34,17 +35,23 @@ pub struct Aggregator {
     cores: (usize, Vec<usize>),
     reflex_ring_bytes: u64,
     persist: Option<Arc<crate::persist::PersistStats>>,
+    clock: Clock,
 }
 
 impl Aggregator {
     /// Creates the stats segment.
-    pub fn new(config: &Config, registry: Arc<Registry>, decisions: Vec<Arc<Segment>>) -> Result<Self, StatsError> {
+    pub fn new(
+        config: &Config,
+        registry: Arc<Registry>,
+        decisions: Vec<Arc<Segment>>,
+        clock: Clock,
+    ) -> Result<Self, StatsError> {
         let writer = StatsWriter::create(&config.stats_path(), config.stats.segment_bytes, 0o600)?;
         let shards = config.topology.reflex_shards;
         Ok(Self {
             writer,
             pid: std::process::id(),
-            started_ms: crate::clock::unix_ms(),
+            started_ms: clock.unix_ms(),
             stages: StageHistograms::new(STAGES),
             ingest: vec![0; ingest::C_COUNT],
             hot: ShardFigures::default(),
@@ -60,6 +67,7 @@ impl Aggregator {
             cores: (config.topology.hot_core, config.topology.reflex_cores.clone()),
             reflex_ring_bytes: config.ingest.reflex_ring_slots as u64 * crate::tick::SLOT_BYTES,
             persist: None,
+            clock,
         })
     }
 
@@ -148,7 +156,7 @@ impl Aggregator {
             version: env!("CARGO_PKG_VERSION").into(),
             running,
             started_unix_ms: self.started_ms,
-            taken_unix_ms: crate::clock::unix_ms(),
+            taken_unix_ms: self.clock.unix_ms(),
             counters,
             gauges,
             stages,

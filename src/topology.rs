@@ -21,6 +21,7 @@ use rim_ring::{broadcast, Segment};
 use rim_stats::ColdEnd;
 use thiserror::Error;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::{self, Ingest, IngestSetup, Retired};
 use crate::persist::JournalInputs;
@@ -85,7 +86,12 @@ pub struct ColdEnds {
 
 /// Builds the rings and duties of the configuration, with `rules` in force and a journal
 /// when `persisted`.
-pub fn build(config: &Config, rules: &Arc<Compiled>, persisted: bool) -> Result<Topology, RingSetupError> {
+pub fn build(
+    config: &Config,
+    rules: &Arc<Compiled>,
+    persisted: bool,
+    clock: &Clock,
+) -> Result<Topology, RingSetupError> {
     let shards = config.topology.reflex_shards;
     let (ticks_tx, ticks_rx) = tick_rings(config, shards);
     let (control, control_rx) = rtrb::RingBuffer::new(config.ingest.producers_max.max(16));
@@ -110,10 +116,11 @@ pub fn build(config: &Config, rules: &Arc<Compiled>, persisted: bool) -> Result<
         reporter: ingest_reporter,
         journal: journal_out,
         bounds: config.time_bounds(),
+        clock: clock.clone(),
     }));
     let (query_clients, mut query_ports) = queries(config, shards);
     // The chains' epoch: one wall-clock reading for every shard of the run.
-    let epoch = crate::clock::unix_ns();
+    let epoch = clock.unix_ns();
     let mut topology = Topology {
         hot: Vec::with_capacity(shards),
         control,
@@ -132,6 +139,7 @@ pub fn build(config: &Config, rules: &Arc<Compiled>, persisted: bool) -> Result<
         let ends = ShardEnds {
             input,
             epoch,
+            clock: clock.clone(),
             persist: journal.as_mut().map(|j| persist_ring(config, j, k)),
             queries: query_ports.get_mut(k).and_then(Option::take),
         };
@@ -228,6 +236,7 @@ struct ShardEnds {
     input: rtrb::Consumer<Slot>,
     /// The decision chains' epoch (one for every shard of a run).
     epoch: u64,
+    clock: Clock,
     persist: Option<reflex::PersistOut>,
     queries: Option<QueryPort>,
 }
@@ -266,6 +275,7 @@ fn reflex_shard(
         resume: None,
         persist: ends.persist,
         queries: ends.queries,
+        clock: ends.clock,
     }))
 }
 

@@ -15,7 +15,7 @@ const AGE_MS: i64 = 60_000;
 const CENTURY_MS: i64 = 100 * 365 * 24 * 3_600_000;
 
 fn now_ms() -> i64 {
-    rimd::clock::now_ms()
+    rimd::clock::Clock::system().now_ms()
 }
 
 fn bounded_daemon() -> Daemon {

@@ -457,6 +457,7 @@ impl LibBridge {
             health: health.clone(),
             core: None,
             bounds: LIB_BOUNDS,
+            clock: rimd::clock::Clock::system(),
         })
         .expect("spawn bridge");
         LibBridge {
@@ -641,7 +642,7 @@ fn bridge_reads_an_independent_encoder_dead_letters_garbage_and_publishes_the_ou
     produce(&broker, &registry, &v1, &lines);
     // Decodes, but breaks the data model (nodeType upper case): the DLQ, after the ring refused it.
     // And one an hour ahead of the clock: the DLQ, refused for its event time.
-    let hour_ahead = rimd::clock::now_ms() + 3_600_000;
+    let hour_ahead = rimd::clock::Clock::system().now_ms() + 3_600_000;
     produce(
         &broker,
         &registry,

@@ -36,6 +36,7 @@ use rim_rules::RuleSet;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::entry::{self, KIND_DECISION};
 use crate::ingest::{Ingest, IngestSetup, ReplayOutcome};
@@ -460,6 +461,9 @@ impl Engine {
                     durable_seq: Arc::new(AtomicU64::new(u64::MAX)),
                 }),
                 queries: None,
+                // Staleness-sweep decisions are not compared (module docs): the system
+                // clock serves.
+                clock: Clock::system(),
             }));
             keep.rules_tx.push(rules_tx);
             keep.rules_back.push(rules_back);
@@ -485,6 +489,7 @@ impl Engine {
             reporter,
             journal: None,
             bounds: config.time_bounds(),
+            clock: Clock::system(),
         });
         Ok(Self {
             ingest,

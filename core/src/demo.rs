@@ -175,7 +175,8 @@ pub fn generate(p: &mut Producer, load: &Load, tally: &mut Tally, stop: &AtomicB
         let ev = SymEvent {
             node: node_syms[node],
             event_id: load.event_ids.then_some(id.as_str()),
-            timestamp: crate::clock::now_ms(),
+            // A producer stamps its events with the system's wall clock.
+            timestamp: crate::clock::Clock::system().now_ms(),
             metrics: &metrics,
             price: Some(s.price),
             volume: Some(1.0),

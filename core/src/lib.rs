@@ -4,7 +4,8 @@
 //! per-node state, evaluates rules and publishes decisions; [`entry`] is what both hand to
 //! the journal thread, [`streams`] the journal's layout on disk. [`agent`] is the shard
 //! work loop, [`config`] the daemon's configuration, [`plane`] and [`rulebook`] the rule
-//! plane and its history, [`backtest`] a replay of the journal through candidate rules.
+//! plane and its history, [`backtest`] a replay of the journal through candidate rules,
+//! [`clock`] the one seam every component reads time through.
 //!
 //! The daemon crate (`rimd`) adds what needs I/O servers or the store (HTTP, the Kafka
 //! bridge, persistence, the process's start-up); `rimctl` and the bench use this crate

@@ -10,9 +10,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::warn;
+
+use crate::clock::Clock;
 
 /// Lines per window by default.
 pub const BURST: u32 = 10;
@@ -24,7 +26,9 @@ pub struct PeerLog {
     what: &'static str,
     burst: u32,
     window: Duration,
-    started: Instant,
+    clock: Clock,
+    /// Monotonic ns the window started at.
+    started_ns: u64,
     written: u32,
     suppressed: u64,
     total: Arc<AtomicU64>,
@@ -32,13 +36,15 @@ pub struct PeerLog {
 
 impl PeerLog {
     /// A limit of `burst` lines per `window` for lines about `what` (named in the summary
-    /// line); `total` counts every suppressed line (for the stats).
-    pub fn new(what: &'static str, burst: u32, window: Duration, total: Arc<AtomicU64>) -> Self {
+    /// line); `total` counts every suppressed line (for the stats). Windows are timed on
+    /// `clock`'s monotonic reading.
+    pub fn new(what: &'static str, burst: u32, window: Duration, total: Arc<AtomicU64>, clock: Clock) -> Self {
         Self {
             what,
             burst,
             window,
-            started: Instant::now(),
+            started_ns: clock.monotonic_ns(),
+            clock,
             written: 0,
             suppressed: 0,
             total,
@@ -59,7 +65,8 @@ impl PeerLog {
 
     /// Ends the window if it is over, reporting what it suppressed.
     pub fn tick(&mut self) {
-        if self.started.elapsed() < self.window {
+        let now = self.clock.monotonic_ns();
+        if u128::from(now.saturating_sub(self.started_ns)) < self.window.as_nanos() {
             return;
         }
         if self.suppressed > 0 {
@@ -71,7 +78,7 @@ impl PeerLog {
                 self.burst
             );
         }
-        self.started = Instant::now();
+        self.started_ns = now;
         self.written = 0;
         self.suppressed = 0;
     }
@@ -89,15 +96,20 @@ mod tests {
     #[test]
     fn a_burst_passes_then_lines_are_counted_until_the_window_ends() {
         let total = Arc::new(AtomicU64::new(0));
-        let mut log = PeerLog::new("test", 3, Duration::from_millis(50), total.clone());
+        let clock = crate::clock::ManualClock::at(1_700_000_000_000);
+        let mut log = PeerLog::new("test", 3, Duration::from_secs(10), total.clone(), clock.clock());
         let admitted = (0..10).filter(|_| log.admit()).count();
         assert_eq!(admitted, 3);
         assert_eq!(log.suppressed(), 7);
         assert_eq!(total.load(Ordering::Relaxed), 7);
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_millis(9_999));
+        log.tick();
+        assert!(!log.admit(), "the window is not over 1 ms early");
+        assert_eq!(log.suppressed(), 8);
+        clock.advance(Duration::from_millis(1));
         log.tick();
         assert_eq!(log.suppressed(), 0, "reported and reset");
         assert!(log.admit(), "a new window admits again");
-        assert_eq!(total.load(Ordering::Relaxed), 7, "the total stays");
+        assert_eq!(total.load(Ordering::Relaxed), 8, "the total stays");
     }
 }

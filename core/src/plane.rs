@@ -16,6 +16,7 @@ use rim_rules::{Limits, RuleSet};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::reflex::Compiled;
 use crate::rulebook::{sha256_hex, RuleBook, RuleRecord, RuleSummary};
@@ -173,7 +174,12 @@ pub enum InitialError {
 /// Chooses the set to start with: the rule book's last set, unless the rule file (or the
 /// embedded defaults) changed since that set was installed, in which case the file wins
 /// as the next generation (and is recorded). The log says which and why.
-pub fn initial(config: &Config, book: &mut RuleBook, file: RulesSource) -> Result<Initial, InitialError> {
+pub fn initial(
+    config: &Config,
+    book: &mut RuleBook,
+    file: RulesSource,
+    clock: &Clock,
+) -> Result<Initial, InitialError> {
     let file_sha256 = sha256_hex(&file.text);
     let restored = book.latest().and_then(|r| restore(config, &r).map(|set| (r, set)));
     if let Some((record, set)) = &restored {
@@ -209,7 +215,7 @@ pub fn initial(config: &Config, book: &mut RuleBook, file: RulesSource) -> Resul
             set = set.with_identity(last.generation + 1, |_| None);
         }
     }
-    book.record(record_of(&set, &file, &file_sha256))?;
+    book.record(record_of(&set, &file, &file_sha256, clock.unix_ms()))?;
     info!(generation = set.generation(), origin = %file.origin, "rules loaded from the rule file");
     Ok(Initial {
         compiled: Compiled::new(set),
@@ -233,12 +239,12 @@ pub fn restore(config: &Config, r: &RuleRecord) -> Option<RuleSet> {
     }
 }
 
-fn record_of(set: &RuleSet, source: &RulesSource, file_sha256: &str) -> RuleRecord {
+fn record_of(set: &RuleSet, source: &RulesSource, file_sha256: &str, installed_ms: u64) -> RuleRecord {
     RuleRecord {
         generation: set.generation(),
         format: source.format.to_owned(),
         origin: source.origin.clone(),
-        installed_ms: crate::clock::unix_ms(),
+        installed_ms,
         sha256: sha256_hex(&source.text),
         rules: set.len(),
         versions: set.rules().map(|r| (r.id().to_owned(), r.version())).collect(),
@@ -260,6 +266,7 @@ struct Inner {
 pub struct RulePlane {
     config: Config,
     inner: Mutex<Inner>,
+    clock: Clock,
 }
 
 impl RulePlane {
@@ -270,9 +277,11 @@ impl RulePlane {
         initial: Initial,
         book: RuleBook,
         to_shards: Vec<rtrb::Producer<Arc<Compiled>>>,
+        clock: Clock,
     ) -> Self {
         Self {
             config,
+            clock,
             inner: Mutex::new(Inner {
                 to_shards,
                 current: initial.compiled,
@@ -318,7 +327,7 @@ impl RulePlane {
             sha256_hex(&source.text)
         };
         g.book
-            .record(record_of(&set, &source, &file_sha256))
+            .record(record_of(&set, &source, &file_sha256, self.clock.unix_ms()))
             .map_err(|e| ReplaceError::Store(e.to_string()))?;
         g.file_sha256 = file_sha256;
         let compiled = Compiled::new(set);
@@ -387,6 +396,12 @@ mod tests {
         "[[rule]]\nid = \"hot\"\nnodes = \"rim:sensor:*\"\nwhen = \"metric.temp > 90\"\nseverity = \"high\"\n";
 
     fn plane(ring: usize) -> (RulePlane, rtrb::Consumer<Arc<Compiled>>) {
+        plane_at(ring, &crate::clock::ManualClock::at(T0_MS))
+    }
+
+    const T0_MS: u64 = 1_700_000_000_000;
+
+    fn plane_at(ring: usize, clock: &crate::clock::ManualClock) -> (RulePlane, rtrb::Consumer<Arc<Compiled>>) {
         let config = Config::default();
         let initial = Initial {
             compiled: Compiled::new(rim_rules::RuleSet::empty()),
@@ -398,7 +413,10 @@ mod tests {
             file_sha256: String::new(),
         };
         let (tx, rx) = rtrb::RingBuffer::new(ring);
-        (RulePlane::new(config, initial, RuleBook::in_memory(), vec![tx]), rx)
+        (
+            RulePlane::new(config, initial, RuleBook::in_memory(), vec![tx], clock.clock()),
+            rx,
+        )
     }
 
     #[test]
@@ -438,7 +456,8 @@ mod tests {
 
     #[test]
     fn every_installed_set_is_in_the_history_and_a_dry_run_installs_nothing() {
-        let (p, mut rx) = plane(8);
+        let clock = crate::clock::ManualClock::at(T0_MS);
+        let (p, mut rx) = plane_at(8, &clock);
         let api = |text: &str| RulesSource {
             origin: API_ORIGIN.into(),
             format: "toml",
@@ -459,9 +478,14 @@ mod tests {
             Err(ReplaceError::Compile(_))
         ));
         while rx.pop().is_ok() {}
+        clock.advance(std::time::Duration::from_secs(90));
         p.replace(api(two)).expect("compiles");
-        let h: Vec<u64> = p.history().iter().map(|s| s.generation).collect();
-        assert_eq!(h, vec![2, 1]);
+        let h: Vec<(u64, u64)> = p.history().iter().map(|s| (s.generation, s.installed_ms)).collect();
+        assert_eq!(
+            h,
+            vec![(2, T0_MS + 90_000), (1, T0_MS)],
+            "installed at the plane's clock"
+        );
         let r = p.record(2).expect("kept");
         assert_eq!(r.text, two);
         assert_eq!(r.versions, vec![("hot".to_owned(), 2), ("cold".to_owned(), 1)]);

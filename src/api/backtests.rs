@@ -159,7 +159,7 @@ pub fn post(app: &App, meta: &Meta, body: &[u8]) -> Result<Response<Body>, Probl
     spec.events_max = config.api.backtest_events_max;
     let job = Arc::new(Job {
         id: jobs.next.fetch_add(1, Ordering::Relaxed) + 1,
-        created_ms: crate::clock::unix_ms(),
+        created_ms: app.ctx.clock().unix_ms(),
         from_ms: req.from_ms,
         to_ms: req.to_ms,
         candidate: label,

@@ -18,6 +18,7 @@ use rim_ring::{event::EventRef, PublishError, Segment, Sym, SymEvent, SymbolKind
 use rim_stats::StatsReader;
 
 use crate::agent::{BeatState, ShardBeat};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::nodes::partition_of;
 use crate::persist::PersistStats;
@@ -46,6 +47,8 @@ pub struct ContextParts {
     pub shards: usize,
     /// The Kafka bridge's health (None: no bridge).
     pub bridge: Option<Arc<dyn Health>>,
+    /// The daemon's clock.
+    pub clock: Clock,
 }
 
 /// The daemon as the HTTP thread sees it.
@@ -68,6 +71,7 @@ pub struct Context {
     names: RefCell<HashMap<u64, Rc<str>>>,
     /// Backtest jobs.
     backtests: super::backtests::Jobs,
+    clock: Clock,
 }
 
 /// Live-state queries in flight, and boxes to reuse.
@@ -255,6 +259,7 @@ impl Context {
             api_writes: std::cell::Cell::new(0),
             names: RefCell::new(HashMap::new()),
             backtests: super::backtests::Jobs::default(),
+            clock: parts.clock,
         }
     }
 
@@ -271,6 +276,11 @@ impl Context {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The daemon's clock (request times, event-time bounds, ages in answers).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The capsule store, if persistence is on.
@@ -444,7 +454,7 @@ impl Context {
         let Some(&resolution) = self.config.persist.resolutions.first() else {
             return;
         };
-        let now = crate::clock::unix_ms() as i64;
+        let now = self.clock.now_ms();
         for vantage in [Vantage::Observed, Vantage::Predicted] {
             let q = HistoryQuery {
                 scope_id: node.to_owned(),

@@ -194,6 +194,8 @@ impl Pagination {
 pub struct Meta {
     /// `X-Request-ID`, taken or generated.
     pub request_id: String,
+    /// When the request arrived, epoch ms on the daemon's clock (`meta.timestamp`).
+    pub now_ms: i64,
 }
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -203,7 +205,7 @@ fn write_meta(buf: &mut Vec<u8>, meta: &Meta, pagination: Option<&Pagination>) {
     // A string always serializes.
     let _ = serde_json::to_writer(&mut *buf, &meta.request_id);
     buf.extend_from_slice(b",\"timestamp\":\"");
-    write_rfc3339_ms(buf, crate::clock::now_ms());
+    write_rfc3339_ms(buf, meta.now_ms);
     buf.push(b'"');
     if let Some(p) = pagination {
         buf.extend_from_slice(b",\"pagination\":");
@@ -359,6 +361,7 @@ mod tests {
     fn the_error_envelope_has_code_message_details_and_meta() {
         let meta = Meta {
             request_id: "req-1".into(),
+            now_ms: 951_782_400_000,
         };
         let mut p = Problem::new(Code::RateLimited, "Too many requests");
         p.retry_after_s = Some(7);

@@ -58,7 +58,7 @@ pub async fn post(app: &App, meta: &Meta, q: &Query<'_>, body: &[u8]) -> Result<
         Some(_) => return Err(Problem::invalid("wait", "the only value is durable")),
     };
     let bounds = app.ctx.time_bounds();
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.ctx.clock().now_ms();
     let batch = scan::read(body, app.cfg.batch_events_max, METRICS_MAX);
     let (accepted, position) = match batch.as_ref().and_then(|b| checked_refs(b, &bounds, now_ms)) {
         Some(refs) => (refs.len(), publish_interned(app, &refs).await?),

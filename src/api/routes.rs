@@ -363,7 +363,7 @@ async fn create_capsule(app: &App, meta: &Meta, body: &[u8]) -> Result<Response<
     })?;
     check_node("scopeId", &req.scope_id)?;
     let capsule = req
-        .into_capsule(crate::clock::now_ms())
+        .into_capsule(app.ctx.clock().now_ms())
         .map_err(|e| model_problem(&e))?;
     let c = capsule.clone();
     let outcome = glommio::executor().spawn_blocking(move || store.put(&c)).await;

@@ -403,6 +403,7 @@ impl App {
         let started = Instant::now();
         let meta = Meta {
             request_id: self.request_id(req.headers()),
+            now_ms: self.ctx.clock().now_ms(),
         };
         let trace = Trace {
             correlation_id: req.headers().get(X_CORRELATION_ID).cloned(),
@@ -504,7 +505,10 @@ impl App {
 
     /// Counts a request of `client`; 429 when it is over its class's limit.
     fn limit(&self, client: ClientKey, class: Class, limits: &mut Option<Verdict>) -> Result<(), Problem> {
-        *limits = self.limiter.borrow_mut().check(client, class, crate::clock::now_ms());
+        *limits = self
+            .limiter
+            .borrow_mut()
+            .check(client, class, self.ctx.clock().now_ms());
         match limits.filter(|v| !v.allowed) {
             Some(v) => {
                 let mut p = Problem::new(Code::RateLimited, "Too many requests");

@@ -117,7 +117,7 @@ pub async fn get(app: &App, meta: &Meta, q: &Query<'_>, node: &str) -> Result<Re
     check_node("nodeId", node)?;
     let resolution = q.int("resolution", app.cfg.slice_resolution_s, 1..=86_400)?;
     let lookback_s = q.int("lookback", app.cfg.slice_lookback_s, 1..=LOOKBACK_S_MAX)?;
-    let now = crate::clock::now_ms();
+    let now = app.ctx.clock().now_ms();
     let res_ms = i64::from(resolution) * 1000;
     let stored = stored(app, node, resolution, now, lookback_s)?;
     let (past, futures) = (stored.past, stored.futures);

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::clock::Clock;
+
 /// The bridge's state as readiness reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,6 +44,8 @@ pub struct BridgeHealth {
     out_ok: AtomicBool,
     last_error: Mutex<String>,
     last_error_ms: AtomicU64,
+    /// Times the last error.
+    clock: Clock,
     /// Messages taken from the inbound topic.
     pub consumed: AtomicU64,
     /// Events handed to ingest.
@@ -99,6 +103,14 @@ impl BridgeHealth {
     /// Down, counters at zero.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Health whose error times are read on `clock`.
+    pub fn with_clock(clock: Clock) -> Self {
+        Self {
+            clock,
+            ..Self::default()
+        }
     }
 
     /// The current state.
@@ -185,7 +197,7 @@ impl BridgeHealth {
             g.clear();
             g.push_str(error);
         }
-        self.last_error_ms.store(crate::clock::unix_ms(), Ordering::Relaxed);
+        self.last_error_ms.store(self.clock.unix_ms(), Ordering::Relaxed);
     }
 
     pub(crate) fn bump(counter: &AtomicU64, n: u64) {

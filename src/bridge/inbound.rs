@@ -51,6 +51,7 @@ use super::health::{BridgeHealth, Side};
 use super::registry::{RegistryError, Schemas};
 use super::trace::{TraceIds, Traces};
 use super::wire::{self, WireError};
+use crate::clock::Clock;
 use crate::ingest::time::{TimeBounds, TimeRefusal};
 use crate::peerlog::{self, PeerLog};
 use rim_avro::DecodeError;
@@ -356,6 +357,7 @@ struct Worker {
     stop: Arc<AtomicBool>,
     health: Arc<BridgeHealth>,
     bounds: TimeBounds,
+    clock: Clock,
     /// Rate limit on the per-message dead-letter line.
     dead_log: PeerLog,
     /// The id given to an event without one ([`position_id`]); reused, never reallocated
@@ -381,6 +383,7 @@ pub(crate) struct InboundSetup {
     pub stop: Arc<AtomicBool>,
     pub health: Arc<BridgeHealth>,
     pub bounds: TimeBounds,
+    pub clock: Clock,
 }
 
 /// What one batch did, counted once for the batch.
@@ -430,7 +433,9 @@ impl Inbound {
                     peerlog::BURST,
                     peerlog::WINDOW,
                     Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                    s.clock.clone(),
                 ),
+                clock: s.clock,
                 id_buf: String::with_capacity(64),
             },
         })
@@ -586,7 +591,7 @@ impl Worker {
     /// polls; each message is handled before the next poll, so none outlives its partition.
     fn batch(&mut self, consumer: &InConsumer, room: usize) {
         let mut counts = BatchCounts::default();
-        let now_ms = crate::clock::now_ms();
+        let now_ms = self.clock.now_ms();
         for i in 0..room {
             let wait = if i == 0 {
                 Duration::from_millis(50)
@@ -667,7 +672,13 @@ impl Worker {
         }
         self.health.error(&format!("dead-lettered: {failure}"));
         let mut all = headers.unwrap_or_default();
-        all.extend(dlq_headers(msg, failure, retries, &self.cfg.in_topic));
+        all.extend(dlq_headers(
+            msg,
+            failure,
+            retries,
+            &self.cfg.in_topic,
+            self.clock.unix_ms(),
+        ));
         let mut t = consumer.context().tracker();
         let token = t.next_token;
         t.next_token += 1;
@@ -731,7 +742,7 @@ fn decode_with_retries<'m>(
                 w.health.error(&format!("{f} (retry {retries} in {delay:?})"));
                 warn!(retry = retries, ?delay, "kafka bridge: {f}");
                 w.sleep_settling(consumer, delay);
-                now_ms = crate::clock::now_ms();
+                now_ms = w.clock.now_ms();
             }
             Err(f) => return Err((f, retries)),
         }
@@ -811,7 +822,7 @@ fn read_headers(msg: &BorrowedMessage<'_>) -> Option<HeaderList> {
 }
 
 /// The headers a DLQ copy carries besides the original's.
-fn dlq_headers(msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32, topic: &str) -> HeaderList {
+fn dlq_headers(msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32, topic: &str, now_ms: u64) -> HeaderList {
     let h = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
     vec![
         h("dlq.error", failure.to_string()),
@@ -824,7 +835,7 @@ fn dlq_headers(msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32, topic
             "dlq.original.timestamp",
             msg.timestamp().to_millis().unwrap_or(-1).to_string(),
         ),
-        h("dlq.timestamp", crate::clock::unix_ms().to_string()),
+        h("dlq.timestamp", now_ms.to_string()),
     ]
 }
 

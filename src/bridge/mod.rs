@@ -77,6 +77,8 @@ pub struct BridgeSetup {
     /// Accepted event times around the daemon's clock (`[ingest]`); an event outside goes
     /// to the DLQ (kind `event-time`).
     pub bounds: crate::ingest::time::TimeBounds,
+    /// The daemon's clock (event-time bounds, DLQ times).
+    pub clock: crate::clock::Clock,
 }
 
 /// Starts the bridge's threads (`rimd-kafka-in` when `consume`, `rimd-kafka-out` when
@@ -92,6 +94,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
         health,
         core,
         bounds,
+        clock,
     } = setup;
     config.validate().map_err(BridgeError::Config)?;
     let traces = Arc::new(Mutex::new(trace::Traces::default()));
@@ -106,6 +109,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
             stop: stop.clone(),
             health: health.clone(),
             bounds,
+            clock,
         })?)
     } else {
         health.not_used(health::Side::In);

@@ -47,6 +47,7 @@ use rim_journal::{Fs, Journal, JournalConfig, Reader};
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::entry;
 use crate::ingest::{Ingest, ReplayOutcome};
@@ -267,11 +268,13 @@ pub struct Opened {
     pub stats: Arc<PersistStats>,
     /// The configuration.
     pub config: Config,
+    /// The wall clock of record times, idle windows, checkpoints and retention.
+    pub clock: Clock,
 }
 
 /// Opens (creating) the journal and the store, cuts torn journal tails and reads the
 /// watermarks and the checkpoint.
-pub fn open(config: &Config) -> Result<Opened, PersistError> {
+pub fn open(config: &Config, clock: &Clock) -> Result<Opened, PersistError> {
     let p = &config.persist;
     std::fs::create_dir_all(&p.data_dir).map_err(|source| PersistError::DataDir {
         path: p.data_dir.clone(),
@@ -316,6 +319,7 @@ pub fn open(config: &Config) -> Result<Opened, PersistError> {
         runs: RunBuilder::default(),
         stats,
         config: config.clone(),
+        clock: clock.clone(),
     })
 }
 
@@ -416,7 +420,10 @@ pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]
     seed_predictors(o, reflexes);
     let mut batch = Batch::default();
     o.rollup.set_expect_capacity(RECOVERY_EXPECT_CAPACITY);
-    let mut predicted = Predicted::default();
+    let mut predicted = Predicted {
+        now_ms: o.clock.now_ms(),
+        ..Predicted::default()
+    };
     let (heads, clean) = read_log_tail(o, ingest, &mut batch, &mut predicted, &mut done)?;
     o.chains = chain_heads(o, heads, clean, reflexes.len())?;
     replay_events(o, ingest, reflexes, &mut batch, predicted, &mut done)?;
@@ -456,7 +463,7 @@ fn seed_predictors(o: &Opened, reflexes: &mut [&mut Reflex]) {
 /// round, as in the soak), every restart would replay all the ones before it.
 fn checkpoint_recovered(o: &mut Opened, batch: &mut Batch) {
     let (end, log_end) = (o.journal.end(STREAM_EVENTS), o.journal.end(STREAM_DECISIONS));
-    batch.checkpoint = Some(o.rollup.checkpoint_all(end, log_end, crate::clock::unix_ms()));
+    batch.checkpoint = Some(o.rollup.checkpoint_all(end, log_end, o.clock.unix_ms()));
     let (committed_to, log_from) = o.rollup.watermarks(end, log_end);
     batch.watermarks = watermarks(committed_to, log_from);
     (o.replay_from, o.committed_to, o.log_from) = (committed_to, committed_to, log_from);
@@ -539,6 +546,8 @@ const PREDICTED_DEFERRED_BYTES: usize = 32 << 20;
 struct Predicted {
     records: VecDeque<Box<[u8]>>,
     bytes: usize,
+    /// When recovery made the capsules (their `created_ms`), epoch ms.
+    now_ms: i64,
 }
 
 impl Predicted {
@@ -562,7 +571,7 @@ impl Predicted {
             if !(named || all) {
                 break;
             }
-            out.extend(thread::predicted_capsule(names, r));
+            out.extend(thread::predicted_capsule(names, r, self.now_ms));
             self.bytes -= r.len();
             self.records.pop_front();
         }
@@ -622,7 +631,7 @@ fn read_log_tail(
                 }
                 if let Some(c) = predicted
                     .keep(record)
-                    .and_then(|r| thread::predicted_capsule(o.rollup.names(), r))
+                    .and_then(|r| thread::predicted_capsule(o.rollup.names(), r, predicted.now_ms))
                 {
                     batch.capsules.push(c);
                 }

@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 
 use super::audit::{RunBuilder, LOG_DECISION, LOG_PREDICTION, LOG_SHUTDOWN, STREAM_DECISIONS, STREAM_EVENTS};
 use super::{writer, Opened, PersistError, PersistStats};
-use crate::clock::unix_ms;
+use crate::clock::Clock;
 use crate::entry::{self, Head, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
 use crate::reflex::predict;
 use crate::wake::Wake;
@@ -246,7 +246,8 @@ impl Handoff {
 
     /// Makes the capsules of the closed windows and predictions, with `names` (a replica of
     /// the roll-up's, brought up to date first), into the batch.
-    pub(super) fn into_batch(self, names: &mut Names) -> Batch {
+    /// `now_ms` is the capsules' `created_ms`.
+    pub(super) fn into_batch(self, names: &mut Names, now_ms: i64) -> Batch {
         names.apply(&self.names);
         let mut batch = self.batch;
         batch
@@ -257,7 +258,7 @@ impl Handoff {
             if let Some(c) = self
                 .predictions
                 .get(start..end)
-                .and_then(|b| predicted_capsule(names, b))
+                .and_then(|b| predicted_capsule(names, b, now_ms))
             {
                 batch.capsules.push(c);
             }
@@ -319,6 +320,7 @@ struct JournalThread {
     /// Where an entry straddling a ring's end is put together.
     scratch: Vec<u8>,
     turns: TurnStats,
+    clock: Clock,
 }
 
 /// Where the journal thread's time goes: the longest turn and phases over a window, slow
@@ -446,6 +448,7 @@ pub fn spawn(
         durable_seqs: inputs.durable_seqs.clone(),
         scratch: Vec::with_capacity(entry::BODY_BYTES_MAX),
         turns: TurnStats::new(),
+        clock: o.clock,
     };
     t.staged.seqs = vec![0; shards];
     let journal = std::thread::Builder::new()
@@ -481,6 +484,7 @@ fn spawn_writer(
     let stats = o.stats.clone();
     let names = o.rollup.names().clone();
     let durable_every = Duration::from_millis(o.config.persist.checkpoint_ms);
+    let clock = o.clock.clone();
     std::thread::Builder::new()
         .name("rimd-store".into())
         .spawn(move || {
@@ -490,7 +494,7 @@ fn spawn_writer(
             // The writer shares the cold core with the journal thread: when both can run,
             // the journal (what producers wait on) goes first.
             priority.start_low();
-            writer::run(&store, rx, &stats, names, durable_every, &priority);
+            writer::run(&store, rx, &stats, names, durable_every, &priority, &clock);
         })
         .map_err(|e| PersistError::Thread("store writer", e))
 }
@@ -572,7 +576,7 @@ pub(super) fn expect(rollup: &mut Rollup, node: Option<u32>, bytes: &[u8], pos: 
 }
 
 /// The PREDICTED capsule of a prediction record, its series named with `names`.
-pub(super) fn predicted_capsule(names: &Names, bytes: &[u8]) -> Option<Capsule> {
+pub(super) fn predicted_capsule(names: &Names, bytes: &[u8], now_ms: i64) -> Option<Capsule> {
     let guess = predict::decode(bytes).ok()?;
     let series = guess
         .series
@@ -599,7 +603,7 @@ pub(super) fn predicted_capsule(names: &Names, bytes: &[u8]) -> Option<Capsule> 
             vantage: Vantage::Predicted,
         },
         body: CapsuleBody::Predicted(prediction),
-        created_ms: unix_ms() as i64,
+        created_ms: now_ms,
     })
 }
 
@@ -738,7 +742,7 @@ impl JournalThread {
         // The log's record time (what retention goes by) is read once per drain, not per
         // record: a drain is bounded by TURN_ENTRIES, and a clock read per decision was
         // 7% of this thread when every event fires a rule.
-        let now_ms = unix_ms();
+        let now_ms = self.clock.unix_ms();
         while consumed < ready && n < TURN_ENTRIES && self.journal.room(STREAM_DECISIONS) >= room {
             match entry::take(ring, &mut scratch, |head, body| self.on_reflex(head, body, now_ms)) {
                 Ok(Some(bytes)) => {
@@ -913,7 +917,7 @@ impl JournalThread {
         let mut work = 0;
         if self.flushed_at.elapsed() >= FLUSH_EVERY {
             self.flushed_at = Instant::now();
-            self.rollup.flush_idle(unix_ms(), &mut self.closed);
+            self.rollup.flush_idle(self.clock.unix_ms(), &mut self.closed);
             self.staged.work.closed.append(&mut self.closed);
         }
         if !stopping {
@@ -924,7 +928,7 @@ impl JournalThread {
         }
         if self.retained_at.elapsed() >= RETAIN_EVERY {
             self.retained_at = Instant::now();
-            if let Err(e) = self.journal.retain(unix_ms()) {
+            if let Err(e) = self.journal.retain(self.clock.unix_ms()) {
                 warn!(error = %e, "journal retention failed");
             }
         }
@@ -956,7 +960,7 @@ impl JournalThread {
         if self.chunk_at.elapsed() >= pace {
             let (end, log_end) = (self.journal.end(STREAM_EVENTS), self.journal.end(STREAM_DECISIONS));
             let age_ms = self.checkpoint_every.as_millis() as u64;
-            if let Some(cp) = self.rollup.checkpoint_step(end, log_end, unix_ms(), age_ms) {
+            if let Some(cp) = self.rollup.checkpoint_step(end, log_end, self.clock.unix_ms(), age_ms) {
                 self.chunk_at = Instant::now();
                 self.stage_checkpoint(cp);
             }
@@ -1071,12 +1075,15 @@ impl JournalThread {
     /// and everything handed to the writer, which commits it before it ends.
     fn finish(&mut self) {
         let (end, log_end) = (self.journal.end(STREAM_EVENTS), self.journal.end(STREAM_DECISIONS));
-        let cp = self.rollup.checkpoint_all(end, log_end, unix_ms());
+        let cp = self.rollup.checkpoint_all(end, log_end, self.clock.unix_ms());
         self.stage_checkpoint(cp);
         self.stage_watermarks();
         // After the checkpoint's watermark, so recovery reads it: everything before it is
         // durable once it is, and the chains may resume without a gap.
-        if let Err(e) = self.journal.append(STREAM_DECISIONS, &[LOG_SHUTDOWN], unix_ms()) {
+        if let Err(e) = self
+            .journal
+            .append(STREAM_DECISIONS, &[LOG_SHUTDOWN], self.clock.unix_ms())
+        {
             fatal("decision log append failed", &e);
         }
         // The checkpoint depends on nothing new (everything is durable): it lands as is.

@@ -12,7 +12,7 @@ use tracing::{error, warn};
 
 use super::thread::Handoff;
 use super::PersistStats;
-use crate::clock::unix_ms;
+use crate::clock::Clock;
 
 /// How long a batch is retried before the process gives up: dropping it would let later
 /// watermarks pass capsules (and decision runs) that were never written.
@@ -34,6 +34,7 @@ pub(super) fn run(
     mut names: Names,
     durable_every: Duration,
     priority: &super::thread::WriterPriority,
+    clock: &Clock,
 ) {
     let mut retained_at = Instant::now();
     let mut synced_at = Instant::now();
@@ -42,7 +43,7 @@ pub(super) fn run(
         let mut batch = Batch::default();
         // Anything else queued goes into the same transaction, in order.
         for h in first.into_iter().chain(rx.try_iter().flatten()) {
-            batch.merge(h.into_batch(&mut names));
+            batch.merge(h.into_batch(&mut names, clock.now_ms()));
         }
         for r in &batch.decision_runs {
             let k = usize::from(r.shard);
@@ -60,7 +61,7 @@ pub(super) fn run(
         stats.decisions_indexed.store(indexed.iter().sum(), Ordering::Relaxed);
         if retained_at.elapsed() >= RETAIN_EVERY {
             retained_at = Instant::now();
-            retain(store);
+            retain(store, clock.now_ms());
         }
     }
     // Whatever was committed without a sync reaches the disk now.
@@ -120,8 +121,8 @@ pub(super) fn commit_with(store: &Store, batch: &mut Batch, stats: &PersistStats
     batch.clear();
 }
 
-fn retain(store: &Store) {
-    let now = unix_ms() as i64;
+/// Deletes what retention no longer keeps as of `now` (epoch ms), in bounded steps.
+fn retain(store: &Store, now: i64) {
     for _ in 0..100 {
         match store.retain(now) {
             Ok(r) if r.more => continue,

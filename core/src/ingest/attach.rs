@@ -240,6 +240,8 @@ pub struct AttachSetup {
     pub stop: Arc<AtomicBool>,
     /// Core to pin to, if any.
     pub core: Option<usize>,
+    /// The clock the peer log's windows are timed on.
+    pub clock: crate::clock::Clock,
 }
 
 /// Starts the attach thread.
@@ -271,11 +273,12 @@ impl Server {
     fn new(s: AttachSetup) -> Self {
         let n = s.limits.pending_max;
         let total = s.registry.counters.log_suppressed.clone();
+        let log = PeerLog::new("attach peer", peerlog::BURST, peerlog::WINDOW, total, s.clock.clone());
         Self {
             s,
             pending: Vec::with_capacity(n),
             pollfds: Vec::with_capacity(n + 1),
-            log: PeerLog::new("attach peer", peerlog::BURST, peerlog::WINDOW, total),
+            log,
         }
     }
 

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use rim_journal::event::{EventHead, EventRecord, EVENT_BYTES_MAX};
 use rim_ring::{liveness::PeerState, Consumer, EventError, EventView, Refusal, Verdict};
 
-use crate::clock::unix_ms;
+use crate::clock::Clock;
 use crate::entry::{self, HEAD_BYTES, KIND_MARKER};
 use crate::report::{Reporter, ShardFigures, STAGE_RING_HOP};
 use crate::tick::{self, Slot, TickHead, NODE_ID_BYTES_MAX, SLOTS_PER_RECORD_MAX};
@@ -304,6 +304,7 @@ pub struct Ingest {
     retired: rtrb::Producer<Retired>,
     pending_retire: Vec<Retired>,
     liveness_due_ns: u64,
+    clock: Clock,
 }
 
 /// In-process intake rings at most (the HTTP API's and the Kafka bridge's), outside
@@ -340,6 +341,8 @@ pub struct IngestSetup {
     pub journal: Option<JournalOut>,
     /// Accepted event times around the daemon's clock.
     pub bounds: TimeBounds,
+    /// The wall clock event times are bounded by (read once per loop turn).
+    pub clock: Clock,
 }
 
 impl Ingest {
@@ -365,7 +368,7 @@ impl Ingest {
                 sample_mask: s.sample_every.max(1).next_power_of_two() - 1,
                 counters: [0; C_COUNT],
                 reporter: s.reporter,
-                now_ms: unix_ms(),
+                now_ms: s.clock.unix_ms(),
                 bounds: s.bounds,
                 journal: s.journal.map(|out| JournalSide {
                     out,
@@ -379,6 +382,7 @@ impl Ingest {
             retired: s.retired,
             pending_retire: Vec::with_capacity(s.producers_max + LOCAL_RINGS_MAX),
             liveness_due_ns: 0,
+            clock: s.clock,
         }
     }
 
@@ -542,7 +546,7 @@ impl Ingest {
             self.reclaim_gone();
         }
         self.flush_retired();
-        self.router.now_ms = unix_ms();
+        self.router.now_ms = self.clock.unix_ms();
         if report_due {
             self.report_now(shard);
         }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use rim_ring::broadcast;
 use rim_rules::{Evidence, RuleSet};
 
+use crate::clock::Clock;
 use crate::entry::{self, HEAD_BYTES, KIND_DECISION, KIND_PREDICTION};
 use crate::report::{Reporter, ShardFigures, STAGE_INGEST_TO_REFLEX, STAGE_PUBLISH_TO_DECISION, STAGE_RULE_EVAL};
 use crate::tick::{self, Record, Slot, TickView, NODE_ID_BYTES_MAX};
@@ -134,6 +135,8 @@ pub struct ReflexSetup {
     pub persist: Option<PersistOut>,
     /// Live-state queries from the HTTP thread (None: no API).
     pub queries: Option<query::QueryPort>,
+    /// The wall clock staleness is measured on (read once per loop turn).
+    pub clock: Clock,
 }
 
 /// A reflex shard's end of the ring to the journal thread.
@@ -294,6 +297,7 @@ pub struct Reflex {
     /// more in flight than the ring holds; kept rather than dropped, so the hot path never
     /// frees).
     unsent: Option<Box<query::PresentQuery>>,
+    clock: Clock,
 }
 
 /// The event a decision is about.
@@ -333,12 +337,13 @@ impl Reflex {
             rules_out: s.rules_out,
             pending: None,
             scratch: [0; NODE_ID_BYTES_MAX],
-            now_ms: crate::clock::unix_ms(),
+            now_ms: s.clock.unix_ms(),
             nodes_high: 0,
             sweep_cursor: 0,
             sweep_ms: s.sweep_ms.max(1),
             queries: s.queries,
             unsent: None,
+            clock: s.clock,
         }
     }
 
@@ -448,7 +453,7 @@ impl Reflex {
 
     /// Upkeep between work: the wall clock, rule swaps, the staleness sweep, reports.
     pub fn maintain(&mut self, elapsed_ms: u64, report_due: bool, shard: ShardFigures) {
-        self.now_ms = crate::clock::unix_ms();
+        self.now_ms = self.clock.unix_ms();
         self.swap_rules(shard);
         if !self.rules.stale.is_empty() {
             self.sweep(elapsed_ms);

@@ -1,0 +1,196 @@
+//! Staleness on a test clock: ingest and a reflex shard run on a [`ManualClock`], and a
+//! `stale(1s)` rule fires when the test moves the clock, not when real time passes. The
+//! same sweep the daemon runs, without a sleep.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rim_core::clock::{Clock, ManualClock};
+use rim_core::config::Config;
+use rim_core::entry::{self, KIND_DECISION};
+use rim_core::ingest::{Ingest, IngestSetup, ReplayOutcome};
+use rim_core::reflex::decision;
+use rim_core::reflex::{self, Compiled, PersistOut, Reflex, ReflexSetup};
+use rim_core::report::{Reporter, ShardFigures};
+use rim_core::tick::Slot;
+use rim_journal::event::{EventHead, EVENT_BYTES_MAX};
+
+const RULES: &str = r#"
+[[rule]]
+id = "silent"
+nodes = ["rim:sensor:quiet:*"]
+when = "stale(1s)"
+severity = "critical"
+"#;
+const QUIET: &str = "rim:sensor:quiet:q";
+const LOUD: &str = "rim:sensor:plant:a";
+const T0_MS: u64 = 1_800_000_000_000;
+
+/// One ingest and one reflex shard on `clock`, wired as the backtest wires them.
+struct Shard {
+    ingest: Ingest,
+    reflex: Reflex,
+    decisions: rtrb::Consumer<u8>,
+    _ends: Ends,
+}
+
+/// Ring ends the test does not read, held open.
+struct Ends {
+    _rules_tx: rtrb::Producer<Arc<Compiled>>,
+    _rules_back: rtrb::Consumer<Arc<Compiled>>,
+    _control: rtrb::Producer<rim_core::ingest::Control>,
+    _retired: rtrb::Consumer<rim_core::ingest::Retired>,
+    _reports: Vec<rim_stats::ColdEnd<rim_core::report::Report>>,
+}
+
+impl Shard {
+    fn new(config: &Config, clock: Clock) -> Self {
+        let set = rim_core::plane::compile_as(RULES, "toml", config, None).expect("rules compile");
+        let (tx, input) = rtrb::RingBuffer::<Slot>::new(1 << 12);
+        let (rules_tx, rules_in) = rtrb::RingBuffer::new(1);
+        let (rules_out, rules_back) = rtrb::RingBuffer::new(1);
+        let (reporter, reflex_reports) = Reporter::new(reflex::C_COUNT, config.reflex.rules_max);
+        let (ring, decisions) = rtrb::RingBuffer::<u8>::new(1 << 20);
+        let out = rim_ring::broadcast::heap(16, config.decisions.slot_bytes).expect("decision ring");
+        let reflex = Reflex::new(ReflexSetup {
+            shard: 0,
+            input,
+            shape: reflex::state::Shape::of(config),
+            rules_max: config.reflex.rules_max,
+            cooldown_slots: config.reflex.cooldown_slots,
+            out,
+            rules: Compiled::new(set),
+            rules_in,
+            rules_out,
+            reporter,
+            sweep_ms: config.reflex.stale_sweep_ms,
+            epoch: 1,
+            resume: None,
+            persist: Some(PersistOut {
+                ring,
+                resolutions: Vec::new(),
+                durable_seq: Arc::new(AtomicU64::new(u64::MAX)),
+            }),
+            queries: None,
+            clock: clock.clone(),
+        });
+        let (control, control_rx) = rtrb::RingBuffer::new(1);
+        let (retired_tx, retired) = rtrb::RingBuffer::new(1);
+        let (ingest_reporter, ingest_reports) = Reporter::new(rim_core::ingest::C_COUNT, 0);
+        let ingest = Ingest::new(IngestSetup {
+            nodes_max: config.reflex.nodes_max,
+            partitions: 1,
+            outs: vec![tx],
+            budget: config.ingest.poll_budget,
+            dedup_window: config.ingest.dedup_window,
+            producers_max: 0,
+            sample_every: 1 << 30,
+            control: control_rx,
+            retired: retired_tx,
+            reporter: ingest_reporter,
+            journal: None,
+            bounds: config.time_bounds(),
+            clock,
+        });
+        Self {
+            ingest,
+            reflex,
+            decisions,
+            _ends: Ends {
+                _rules_tx: rules_tx,
+                _rules_back: rules_back,
+                _control: control,
+                _retired: retired,
+                _reports: vec![reflex_reports, ingest_reports],
+            },
+        }
+    }
+
+    /// An event of `node` at event time `at_ms`, through ingest to the shard.
+    fn event(&mut self, node: &str, at_ms: u64) {
+        let head = EventHead {
+            rim_node_id: node,
+            event_id: None,
+            timestamp: at_ms as i64,
+            publish_ns: 0,
+            received_ms: at_ms,
+            price: None,
+            volume: None,
+            stress: None,
+            status: "ok",
+            source_topic: None,
+        };
+        let mut buf = vec![0u8; EVENT_BYTES_MAX];
+        let n = rim_journal::event::encode(&head, [("temp", 20.0)].into_iter(), &mut buf).expect("encodes");
+        let rec = rim_journal::event::decode(&buf[..n]).expect("decodes");
+        assert!(matches!(self.ingest.replay_evaluated(&rec), ReplayOutcome::Applied(_)));
+        self.reflex.poll(usize::MAX);
+    }
+
+    /// One upkeep turn of the shard (what its loop runs between work), covering a whole
+    /// sweep period; the decisions it made, as (rule, node, sweep flag).
+    fn upkeep(&mut self, config: &Config) -> Vec<(String, String, bool)> {
+        self.reflex
+            .maintain(config.reflex.stale_sweep_ms, false, ShardFigures::default());
+        self.reflex.poll(usize::MAX);
+        let mut out = Vec::new();
+        let mut scratch = Vec::with_capacity(entry::BODY_BYTES_MAX);
+        while let Ok(Some(())) = entry::take(&mut self.decisions, &mut scratch, |head, body| {
+            if head.kind == KIND_DECISION {
+                let d = decision::decode(body).expect("a decision decodes");
+                out.push((d.rule_id.to_owned(), d.rim_node_id.to_owned(), d.sweep));
+            }
+        }) {}
+        out
+    }
+}
+
+fn fired(node: &str) -> Vec<(String, String, bool)> {
+    vec![("silent".to_owned(), node.to_owned(), true)]
+}
+
+#[test]
+fn a_stale_rule_fires_when_the_test_clock_passes_its_silence_and_once_per_silence() {
+    let config = Config::default();
+    let clock = ManualClock::at(T0_MS);
+    let mut s = Shard::new(&config, clock.clock());
+    s.event(QUIET, T0_MS);
+    s.event(LOUD, T0_MS);
+    assert_eq!(s.upkeep(&config), vec![], "no silence yet");
+
+    clock.advance(Duration::from_millis(999));
+    assert_eq!(s.upkeep(&config), vec![], "999 ms of silence is not 1 s");
+
+    clock.advance(Duration::from_millis(2));
+    assert_eq!(
+        s.upkeep(&config),
+        fired(QUIET),
+        "past 1 s: once, for the matching node only"
+    );
+
+    clock.advance(Duration::from_secs(3_600));
+    assert_eq!(s.upkeep(&config), vec![], "one decision per silence, however long");
+
+    let later = T0_MS + 3_601_001;
+    s.event(QUIET, later);
+    assert_eq!(s.upkeep(&config), vec![], "an event ends the silence");
+    clock.advance(Duration::from_millis(1_500));
+    assert_eq!(s.upkeep(&config), fired(QUIET), "a new silence fires again");
+}
+
+#[test]
+fn a_wall_clock_step_back_does_not_make_a_node_stale() {
+    let config = Config::default();
+    let clock = ManualClock::at(T0_MS);
+    let mut s = Shard::new(&config, clock.clock());
+    s.event(QUIET, T0_MS);
+    clock.set_unix_ms(T0_MS - 60_000);
+    assert_eq!(
+        s.upkeep(&config),
+        vec![],
+        "a clock set back a minute: silence saturates at 0"
+    );
+    clock.set_unix_ms(T0_MS + 1_001);
+    assert_eq!(s.upkeep(&config), fired(QUIET));
+}
