@@ -45,7 +45,7 @@ use crate::agent::{pin, BeatState, Idle, OnDrop, ShardBeat, Turns};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::{self, attach};
-use crate::plane::{rules_format, ReplaceError, RulePlane, RulesSource, DEFAULT_RULES};
+use crate::plane::{rules_format, Initial, ReplaceError, RulePlane, RulesSource, DEFAULT_RULES};
 use crate::reflex::Reflex;
 use crate::rulebook::RuleBook;
 use crate::stats::Aggregator;
@@ -226,19 +226,7 @@ fn start(
     let (initial, book, rules_text) = initial_rules(config, opened.is_some(), &clock)?;
     let mut topo =
         topology::build(config, &initial.compiled, opened.is_some(), &clock).map_err(|e| DaemonError::Ring(e.0))?;
-    let shared = Shared {
-        beats: Arc::new(topo.hot.iter().map(|h| ShardBeat::new(h.name.clone())).collect()),
-        plane: Arc::new(RulePlane::new(
-            config.clone(),
-            initial,
-            book,
-            topo.rules_in,
-            clock.clone(),
-        )),
-        registry: Arc::new(attach::Registry::default()),
-        decisions: topo.decision_segments,
-        clock,
-    };
+    let shared = share(config, &mut topo, initial, book, clock);
     let (api_intake, bridge_intake) = open_intakes(config, &shared.registry, &mut topo.control)?;
     let bridge_health = bridge_intake
         .as_ref()
@@ -247,12 +235,13 @@ fn start(
     // and readiness says why it is not ready yet.
     let (mut side, mut http_addr) = (Vec::new(), None);
     if let Some(producer) = api_intake {
+        let queries = std::mem::take(&mut topo.query_clients);
         let parts = api_parts(
             config,
             opened.as_ref(),
             producer,
             &shared,
-            topo.query_clients,
+            queries,
             bridge_health.clone(),
         );
         let (thread, addr) = spawn_api(parts, stop.clone(), cold_core(config))?;
@@ -270,14 +259,8 @@ fn start(
     let hot = spawn_hot_shards(topo.hot, config, stop, &running, &shared.beats)?;
     if let (Some(producer), Some(health)) = (bridge_intake, bridge_health) {
         let store = persisted.as_ref().map(|p| p.store.clone());
-        side.extend(spawn_bridge(
-            config,
-            producer,
-            store,
-            stop.clone(),
-            health,
-            &shared.clock,
-        )?);
+        let clock = &shared.clock;
+        side.extend(spawn_bridge(config, producer, store, stop.clone(), health, clock)?);
     }
     log_running(config, &socket);
     let (aggregator, persist_threads) = aggregator(config, &shared, persisted)?;
@@ -305,6 +288,19 @@ fn start(
         socket,
     };
     Ok((cold, threads))
+}
+
+/// What the threads share: the rule plane over the shards' rule rings, the shards' beats,
+/// the attach registry, the decision segments and the run's clock.
+fn share(config: &Config, topo: &mut topology::Topology, initial: Initial, book: RuleBook, clock: Clock) -> Shared {
+    let rules_in = std::mem::take(&mut topo.rules_in);
+    Shared {
+        beats: Arc::new(topo.hot.iter().map(|h| ShardBeat::new(h.name.clone())).collect()),
+        plane: Arc::new(RulePlane::new(config.clone(), initial, book, rules_in, clock.clone())),
+        registry: Arc::new(attach::Registry::default()),
+        decisions: std::mem::take(&mut topo.decision_segments),
+        clock,
+    }
 }
 
 /// The stats aggregator, with the persist threads' figures when they run (whose handles
