@@ -41,7 +41,7 @@ use rim_ring::{clock::monotonic_ns, Segment};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use crate::agent::{pin, BeatState, Idle, OnDrop, ShardBeat, Turns};
+use crate::agent::{pin, BeatState, ColdAgents, Idle, OnDrop, ShardBeat, Turns};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::{self, attach};
@@ -206,6 +206,8 @@ struct Shared {
     decisions: Vec<Arc<Segment>>,
     /// The one clock every component of the run reads.
     clock: Clock,
+    /// The cold-side agents' figures, for the stats.
+    agents: ColdAgents,
 }
 
 /// Opens the journal and the store, builds the topology, starts the HTTP API, recovers,
@@ -250,7 +252,14 @@ fn start(
     }
     let persist_stop = Arc::new(AtomicBool::new(false));
     let persisted = match (opened.take(), topo.journal) {
-        (Some(o), Some(inputs)) => Some(recover_and_persist(config, o, inputs, &mut topo.hot, &persist_stop)?),
+        (Some(o), Some(inputs)) => Some(recover_and_persist(
+            config,
+            o,
+            inputs,
+            &mut topo.hot,
+            &persist_stop,
+            &shared.agents,
+        )?),
         _ => None,
     };
     let socket = config.socket_path();
@@ -259,8 +268,7 @@ fn start(
     let hot = spawn_hot_shards(topo.hot, config, stop, &running, &shared.beats)?;
     if let (Some(producer), Some(health)) = (bridge_intake, bridge_health) {
         let store = persisted.as_ref().map(|p| p.store.clone());
-        let clock = &shared.clock;
-        side.extend(spawn_bridge(config, producer, store, stop.clone(), health, clock)?);
+        side.extend(spawn_bridge(config, producer, store, stop.clone(), health, &shared)?);
     }
     log_running(config, &socket);
     let (aggregator, persist_threads) = aggregator(config, &shared, persisted)?;
@@ -300,6 +308,7 @@ fn share(config: &Config, topo: &mut topology::Topology, initial: Initial, book:
         registry: Arc::new(attach::Registry::default()),
         decisions: std::mem::take(&mut topo.decision_segments),
         clock,
+        agents: ColdAgents::default(),
     }
 }
 
@@ -315,6 +324,7 @@ fn aggregator(
         shared.registry.clone(),
         shared.decisions.clone(),
         shared.clock.clone(),
+        shared.agents.clone(),
     )
     .map_err(|e| DaemonError::Ring(e.to_string()))?;
     let Some(p) = persisted else {
@@ -345,6 +355,7 @@ fn api_parts(
         shards: shared.beats.len(),
         bridge: bridge.map(|h| h as Arc<dyn crate::api::context::Health>),
         clock: shared.clock.clone(),
+        agents: shared.agents.clone(),
     }
 }
 
@@ -430,6 +441,7 @@ fn recover_and_persist(
     inputs: crate::persist::JournalInputs,
     hot: &mut [HotShard],
     stop: &Arc<AtomicBool>,
+    agents: &ColdAgents,
 ) -> Result<Persisted, DaemonError> {
     let mut ingest_duty = hot[0].ingest.take();
     if let Some(ingest_duty) = ingest_duty.as_mut() {
@@ -445,7 +457,7 @@ fn recover_and_persist(
     }
     o.stats.ready.store(1, Ordering::Relaxed);
     let (store, stats) = (o.store.clone(), o.stats.clone());
-    let threads = crate::persist::spawn(o, inputs, stop.clone(), cold_core(config))?;
+    let threads = crate::persist::spawn(o, inputs, stop.clone(), cold_core(config), agents)?;
     Ok(Persisted { threads, stats, store })
 }
 
@@ -615,7 +627,7 @@ fn spawn_bridge(
     store: Option<Arc<rim_capsule::Store>>,
     stop: Arc<AtomicBool>,
     health: Arc<crate::bridge::BridgeHealth>,
-    clock: &Clock,
+    shared: &Shared,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, DaemonError> {
     crate::bridge::spawn(crate::bridge::BridgeSetup {
         config: config.bridge.clone(),
@@ -626,7 +638,8 @@ fn spawn_bridge(
         health,
         core: config.topology.pin.then_some(config.topology.cold_core),
         bounds: config.time_bounds(),
-        clock: clock.clone(),
+        clock: shared.clock.clone(),
+        agents: shared.agents.clone(),
     })
     .map_err(|e| DaemonError::Thread(format!("Kafka bridge: {e}")))
 }

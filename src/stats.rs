@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rim_ring::Segment;
 use rim_stats::{RingSnapshot, ShardSnapshot, Snapshot, StageHistograms, StatsError, StatsWriter};
 
+use crate::agent::ColdAgents;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::{self, attach::Registry, attach::RingEntry};
@@ -36,6 +37,8 @@ pub struct Aggregator {
     reflex_ring_bytes: u64,
     persist: Option<Arc<crate::persist::PersistStats>>,
     clock: Clock,
+    agents: ColdAgents,
+    cold_core: Option<usize>,
 }
 
 impl Aggregator {
@@ -45,6 +48,7 @@ impl Aggregator {
         registry: Arc<Registry>,
         decisions: Vec<Arc<Segment>>,
         clock: Clock,
+        agents: ColdAgents,
     ) -> Result<Self, StatsError> {
         let writer = StatsWriter::create(&config.stats_path(), config.stats.segment_bytes, 0o600)?;
         let shards = config.topology.reflex_shards;
@@ -68,6 +72,8 @@ impl Aggregator {
             reflex_ring_bytes: config.ingest.reflex_ring_slots as u64 * crate::tick::SLOT_BYTES,
             persist: None,
             clock,
+            agents,
+            cold_core: config.topology.pin.then_some(config.topology.cold_core),
         })
     }
 
@@ -266,11 +272,17 @@ impl Aggregator {
         rings
     }
 
-    /// The hot shard and the other reflex shards, with their loop figures.
+    /// The hot shard and the other reflex shards, then the cold-side agents, with their
+    /// loop figures.
     fn shards(&self) -> Vec<ShardSnapshot> {
         let mut shards = vec![shard("rimd-hot", Some(self.cores.0), &self.hot)];
         for (k, s) in self.reflex_shards.iter().enumerate().skip(1) {
             shards.push(shard(&format!("rimd-reflex-{k}"), self.cores.1.get(k - 1).copied(), s));
+        }
+        for a in self.agents.list() {
+            let mut s = shard(&a.name, self.cold_core, &a.figures.figures());
+            s.idle = a.idle.to_owned();
+            shards.push(s);
         }
         shards
     }

@@ -1034,7 +1034,29 @@ fn two_reflex_shards_split_the_nodes() {
         counter(s, "reflex.decisions") == total as u64
     });
     assert_eq!(counter(&s, "decisions.rule.all"), total as u64);
-    assert_eq!(s.shards.len(), 2, "the snapshot lists both shard loops");
+    let names: Vec<&str> = s.shards.iter().map(|x| x.name.as_str()).collect();
+    let hot: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("rimd-hot") || n.starts_with("rimd-reflex-"))
+        .collect();
+    assert_eq!(
+        hot,
+        ["rimd-hot", "rimd-reflex-1"],
+        "the snapshot lists both shard loops: {names:?}"
+    );
+    // The cold-side agents follow them, with their own loop figures.
+    let journal = s
+        .shards
+        .iter()
+        .find(|x| x.name == "rimd-journal")
+        .expect("the journal thread's figures");
+    assert!(
+        journal.loops > 0 && journal.work > 0,
+        "the journal thread turned and did work: {journal:?}"
+    );
+    assert_eq!(journal.idle, "park");
+    assert!(names.contains(&"rimd-store"), "{names:?}");
     assert_eq!(d.sigterm().code(), Some(0));
 }
 

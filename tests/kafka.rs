@@ -458,6 +458,7 @@ impl LibBridge {
             core: None,
             bounds: LIB_BOUNDS,
             clock: rimd::clock::Clock::system(),
+            agents: rimd::agent::ColdAgents::default(),
         })
         .expect("spawn bridge");
         LibBridge {

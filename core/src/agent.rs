@@ -8,6 +8,7 @@
 //! a shard whose loop stopped turning, or whose thread is gone, is named.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::config::IdleStrategy;
 use crate::report::ShardFigures;
@@ -127,6 +128,94 @@ impl Turns {
     }
 }
 
+/// A turn of a cold-side agent longer than this is a stall. The cold side batches (a
+/// group commit, a store transaction, a Kafka batch), so its turns are longer than the hot
+/// shards'; a millisecond is what a hand-off to it may wait behind one.
+pub const COLD_STALL_NS: u64 = 1_000_000;
+
+/// The loop figures of one cold-side agent (the journal thread, the store writer, the
+/// Kafka bridge's loops, the HTTP thread's decision hub), shared with the stats: the
+/// agent adds to them once per turn (relaxed atomics; the cold side, never per event), the
+/// stats report them beside the hot shards' (`rimd_shard_*{shard="rimd-journal"}`).
+#[derive(Debug, Default)]
+pub struct AgentFigures {
+    turns: AtomicU64,
+    work: AtomicU64,
+    stalls: AtomicU64,
+    max_turn_ns: AtomicU64,
+    waits: AtomicU64,
+}
+
+impl AgentFigures {
+    /// A turn that did `work` items and took `took_ns` of the agent's own time (not its
+    /// waits).
+    pub fn turn(&self, took_ns: u64, work: usize) {
+        self.turns.fetch_add(1, Ordering::Relaxed);
+        self.work.fetch_add(work as u64, Ordering::Relaxed);
+        if took_ns > COLD_STALL_NS {
+            self.stalls.fetch_add(1, Ordering::Relaxed);
+        }
+        self.max_turn_ns.fetch_max(took_ns, Ordering::Relaxed);
+    }
+
+    /// The agent found nothing to do and waited (parked, slept or blocked on its input).
+    pub fn waited(&self) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// As a shard's figures: `loops` are turns and waits, `max_stall_ns` the longest turn.
+    pub fn figures(&self) -> ShardFigures {
+        let turns = self.turns.load(Ordering::Relaxed);
+        ShardFigures {
+            loops: turns + self.waits.load(Ordering::Relaxed),
+            work: self.work.load(Ordering::Relaxed),
+            stalls: self.stalls.load(Ordering::Relaxed),
+            max_stall_ns: self.max_turn_ns.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The cold-side agents of a run, by thread name: each agent's figures are added when it
+/// is built, and the stats read them all.
+#[derive(Debug, Default, Clone)]
+pub struct ColdAgents {
+    list: Arc<Mutex<Vec<ColdAgent>>>,
+}
+
+/// One registered cold-side agent.
+#[derive(Debug, Clone)]
+pub struct ColdAgent {
+    /// Its thread's name.
+    pub name: String,
+    /// How it waits when idle (`park`, `block`, `poll`), for the stats.
+    pub idle: &'static str,
+    /// Its figures.
+    pub figures: Arc<AgentFigures>,
+}
+
+impl ColdAgents {
+    /// Registers the agent `name`, which waits as `idle` says; returns the figures it adds to.
+    pub fn add(&self, name: &str, idle: &'static str) -> Arc<AgentFigures> {
+        let figures = Arc::new(AgentFigures::default());
+        self.lock().push(ColdAgent {
+            name: name.to_owned(),
+            idle,
+            figures: figures.clone(),
+        });
+        figures
+    }
+
+    /// Every agent registered so far.
+    pub fn list(&self) -> Vec<ColdAgent> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ColdAgent>> {
+        // A panic while holding the lock leaves a whole list (a push or a clone).
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// One hot shard's sign of life.
 #[derive(Debug)]
 pub struct ShardBeat {
@@ -216,6 +305,26 @@ pub fn pin(core: usize, enabled: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cold_agent_figures_count_turns_work_waits_and_stalls() {
+        let agents = ColdAgents::default();
+        let f = agents.add("rimd-journal", "park");
+        f.turn(10_000, 3);
+        f.turn(COLD_STALL_NS + 1, 5);
+        f.turn(COLD_STALL_NS, 0);
+        f.waited();
+        let list = agents.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].name.as_str(), list[0].idle), ("rimd-journal", "park"));
+        let got = list[0].figures.figures();
+        assert_eq!(
+            (got.loops, got.work, got.stalls),
+            (4, 8, 1),
+            "a turn of exactly the bound is no stall"
+        );
+        assert_eq!(got.max_stall_ns, COLD_STALL_NS + 1);
+    }
 
     #[test]
     fn a_beat_tells_running_from_stalled_and_ended() {

@@ -17,7 +17,7 @@ use rim_capsule::{Capsule, CapsuleBody, HistoryQuery, Store, Vantage};
 use rim_ring::{event::EventRef, PublishError, Segment, Sym, SymEvent, SymbolKind};
 use rim_stats::StatsReader;
 
-use crate::agent::{BeatState, ShardBeat};
+use crate::agent::{BeatState, ColdAgents, ShardBeat};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::nodes::partition_of;
@@ -49,6 +49,8 @@ pub struct ContextParts {
     pub bridge: Option<Arc<dyn Health>>,
     /// The daemon's clock.
     pub clock: Clock,
+    /// Where the HTTP thread's agents register their figures.
+    pub agents: ColdAgents,
 }
 
 /// The daemon as the HTTP thread sees it.
@@ -72,6 +74,7 @@ pub struct Context {
     /// Backtest jobs.
     backtests: super::backtests::Jobs,
     clock: Clock,
+    agents: ColdAgents,
 }
 
 /// Live-state queries in flight, and boxes to reuse.
@@ -260,6 +263,7 @@ impl Context {
             names: RefCell::new(HashMap::new()),
             backtests: super::backtests::Jobs::default(),
             clock: parts.clock,
+            agents: parts.agents,
         }
     }
 
@@ -281,6 +285,11 @@ impl Context {
     /// The daemon's clock (request times, event-time bounds, ages in answers).
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The run's cold-side agents (the HTTP thread registers its own).
+    pub fn agents(&self) -> &ColdAgents {
+        &self.agents
     }
 
     /// The capsule store, if persistence is on.

@@ -132,6 +132,7 @@ fn run_thread(
             async move {
                 spawn_stream(&served, super::ws::poll_decisions(served.clone()));
                 accept_loop(&listener, &served, &stop).await;
+                served.hub.stopping();
                 drop(listener);
                 drain(&served).await;
             },
@@ -379,7 +380,12 @@ impl App {
                 cfg.rate_command_per_min,
                 cfg.rate_clients_max,
             )),
-            hub: Hub::new(ctx.decision_segments().to_vec(), cfg.ws_queue_len, cfg.ws_clients_max),
+            hub: Hub::new(
+                ctx.decision_segments().to_vec(),
+                cfg.ws_queue_len,
+                cfg.ws_clients_max,
+                ctx.agents().add("rimd-http-decisions", "park"),
+            ),
             ids: RequestIds::new(),
             inflight: Cell::new(0),
             conns: ConnCounters::default(),

@@ -45,6 +45,7 @@ use super::io::Io;
 use super::query::Query;
 use super::routes::DecisionView;
 use super::server::App;
+use crate::agent::AgentFigures;
 use crate::reflex::decision;
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -110,12 +111,52 @@ pub struct Hub {
     pub ring_missed: Cell<u64>,
     /// Clients dropped for not answering a ping in time.
     pub dropped_silent: Rc<Cell<u64>>,
+    /// Wakes the poller parked on an empty hub: a client joined, or the server stops.
+    wake: Notify,
+    /// The poller's agent figures: a turn per batch read, a wait per empty poll or park.
+    figures: std::sync::Arc<AgentFigures>,
+}
+
+/// A wake-up for one task on this executor (the hub's poller): `notify` from any task
+/// of the thread, `wait` in the one. A notify before the wait is kept, so none is lost.
+#[derive(Default)]
+struct Notify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.replace(false) {
+                return Poll::Ready(());
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
 }
 
 impl Hub {
-    /// A hub over the decision rings `segments` with per-client queues of `queue_len`.
-    pub fn new(segments: Vec<std::sync::Arc<rim_ring::Segment>>, queue_len: usize, clients_max: usize) -> Self {
+    /// A hub over the decision rings `segments` with per-client queues of `queue_len`;
+    /// its poller adds to `figures`.
+    pub fn new(
+        segments: Vec<std::sync::Arc<rim_ring::Segment>>,
+        queue_len: usize,
+        clients_max: usize,
+        figures: std::sync::Arc<AgentFigures>,
+    ) -> Self {
         Self {
+            wake: Notify::default(),
+            figures,
             clients: RefCell::new(Vec::new()),
             segments,
             readers: RefCell::new(None),
@@ -175,7 +216,13 @@ impl Hub {
         if readers.is_none() {
             *readers = Some(open_readers(&self.segments));
         }
+        self.wake.notify();
         Some(c)
+    }
+
+    /// Wakes the poller so that it sees the server stop.
+    pub fn stopping(&self) {
+        self.wake.notify();
     }
 
     /// Forgets clients whose task ended.
@@ -300,17 +347,20 @@ pub async fn poll_decisions(app: Rc<App>) {
         }
         if hub.is_empty() {
             // Closed; reopened at the rings' tails when a client joins: it sees decisions
-            // from its handshake on, not a backlog.
+            // from its handshake on, not a backlog. Parked until then (no timer).
             hub.readers.borrow_mut().take();
-            glommio::timer::sleep(IDLE_SLEEP).await;
+            hub.figures.waited();
+            hub.wake.wait().await;
             continue;
         }
         // The readers leave the hub while they are read, so that dispatching (which
         // borrows the clients) never overlaps a borrow of the readers.
         let Some(mut readers) = hub.readers.borrow_mut().take() else {
+            hub.figures.waited();
             glommio::timer::sleep(IDLE_SLEEP).await;
             continue;
         };
+        let started = Instant::now();
         let slot = readers.iter().map(Reader::slot_bytes).max().unwrap_or(0);
         if buf.len() < slot {
             buf.resize(slot, 0);
@@ -322,8 +372,10 @@ pub async fn poll_decisions(app: Rc<App>) {
         hub.readers.borrow_mut().get_or_insert(readers);
         laps.report();
         if read == 0 {
+            hub.figures.waited();
             glommio::timer::sleep(poll_every).await;
         } else {
+            hub.figures.turn(started.elapsed().as_nanos() as u64, read);
             // A real yield after every batch: requests get their turn however fast the
             // shards decide.
             futures_lite::future::yield_now().await;
@@ -914,7 +966,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_counts_misses_and_announces_them_in_order() {
-        let hub = Hub::new(Vec::new(), 2, 4);
+        let hub = Hub::new(Vec::new(), 2, 4, Default::default());
         let c = hub
             .join(Filter {
                 node: None,

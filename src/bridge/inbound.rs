@@ -51,6 +51,7 @@ use super::health::{BridgeHealth, Side};
 use super::registry::{RegistryError, Schemas};
 use super::trace::{TraceIds, Traces};
 use super::wire::{self, WireError};
+use crate::agent::AgentFigures;
 use crate::clock::Clock;
 use crate::ingest::time::{TimeBounds, TimeRefusal};
 use crate::peerlog::{self, PeerLog};
@@ -358,6 +359,8 @@ struct Worker {
     health: Arc<BridgeHealth>,
     bounds: TimeBounds,
     clock: Clock,
+    /// The `rimd-kafka-in` agent's figures: a turn per batch, a wait per empty poll.
+    figures: Arc<AgentFigures>,
     /// Rate limit on the per-message dead-letter line.
     dead_log: PeerLog,
     /// The id given to an event without one ([`position_id`]); reused, never reallocated
@@ -384,6 +387,7 @@ pub(crate) struct InboundSetup {
     pub health: Arc<BridgeHealth>,
     pub bounds: TimeBounds,
     pub clock: Clock,
+    pub figures: Arc<AgentFigures>,
 }
 
 /// What one batch did, counted once for the batch.
@@ -436,6 +440,7 @@ impl Inbound {
                     s.clock.clone(),
                 ),
                 clock: s.clock,
+                figures: s.figures,
                 id_buf: String::with_capacity(64),
             },
         })
@@ -592,6 +597,8 @@ impl Worker {
     fn batch(&mut self, consumer: &InConsumer, room: usize) {
         let mut counts = BatchCounts::default();
         let now_ms = self.clock.now_ms();
+        // The batch's own time starts with its first message, after the poll's wait.
+        let mut started: Option<Instant> = None;
         for i in 0..room {
             let wait = if i == 0 {
                 Duration::from_millis(50)
@@ -601,6 +608,7 @@ impl Worker {
             match consumer.poll(wait) {
                 None => break,
                 Some(Ok(msg)) => {
+                    started.get_or_insert_with(Instant::now);
                     counts.consumed += 1;
                     self.handle(consumer, &msg, now_ms, &mut counts);
                 }
@@ -613,6 +621,12 @@ impl Worker {
             if self.stopping() {
                 break;
             }
+        }
+        match started {
+            Some(t) => self
+                .figures
+                .turn(t.elapsed().as_nanos() as u64, counts.consumed as usize),
+            None => self.figures.waited(),
         }
         if counts.consumed > 0 {
             BridgeHealth::bump(&self.health.consumed, counts.consumed);

@@ -79,6 +79,9 @@ pub struct BridgeSetup {
     pub bounds: crate::ingest::time::TimeBounds,
     /// The daemon's clock (event-time bounds, DLQ times).
     pub clock: crate::clock::Clock,
+    /// Where the bridge's loops register their agent figures (`rimd-kafka-in`,
+    /// `rimd-kafka-out`).
+    pub agents: crate::agent::ColdAgents,
 }
 
 /// Starts the bridge's threads (`rimd-kafka-in` when `consume`, `rimd-kafka-out` when
@@ -95,6 +98,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
         core,
         bounds,
         clock,
+        agents,
     } = setup;
     config.validate().map_err(BridgeError::Config)?;
     let traces = Arc::new(Mutex::new(trace::Traces::default()));
@@ -110,6 +114,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
             health: health.clone(),
             bounds,
             clock,
+            figures: agents.add("rimd-kafka-in", "poll"),
         })?)
     } else {
         health.not_used(health::Side::In);
@@ -123,6 +128,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
             traces,
             stop: stop.clone(),
             health: health.clone(),
+            figures: agents.add("rimd-kafka-out", "poll"),
         })?),
         _ => None,
     };

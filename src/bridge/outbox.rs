@@ -24,6 +24,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rim_capsule::{Capsule, Store};
 
+use crate::agent::AgentFigures;
 use crate::persist::audit::DecisionLog;
 use tracing::{error, info, warn};
 
@@ -82,6 +83,8 @@ pub(crate) struct OutboxSetup {
     pub traces: Arc<Mutex<Traces>>,
     pub stop: Arc<AtomicBool>,
     pub health: Arc<BridgeHealth>,
+    /// The `rimd-kafka-out` agent's figures.
+    pub figures: Arc<AgentFigures>,
 }
 
 pub(crate) struct Outbox {
@@ -97,6 +100,7 @@ pub(crate) struct Outbox {
     tokens: HashMap<u64, (usize, u64)>,
     next_token: u64,
     reports: Vec<Report>,
+    figures: Arc<AgentFigures>,
 }
 
 impl Outbox {
@@ -114,6 +118,7 @@ impl Outbox {
             traces: s.traces,
             stop: s.stop,
             health: s.health,
+            figures: s.figures,
         };
         if o.cfg.publish_capsules {
             o.add_stream(CAPSULES_STREAM.to_owned(), Kind::Capsules)?;
@@ -148,7 +153,9 @@ impl Outbox {
         let mut last_save = Instant::now();
         let mut last_probe = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
-            self.apply_reports();
+            let started = Instant::now();
+            let sent_before = self.next_token;
+            let reports = self.apply_reports();
             self.check_fatal();
             if self.cfg.publish_decisions && last_shards.is_none_or(|t| t.elapsed() >= SHARDS_INTERVAL) {
                 self.refresh_shards();
@@ -164,6 +171,11 @@ impl Outbox {
             }
             for i in 0..self.streams.len() {
                 self.fill(i);
+            }
+            let work = reports + (self.next_token - sent_before) as usize;
+            match work {
+                0 => self.figures.waited(),
+                _ => self.figures.turn(started.elapsed().as_nanos() as u64, work),
             }
             // Sleeps until a delivery report or the interval, whichever is first.
             self.producer.poll(interval);
@@ -190,8 +202,10 @@ impl Outbox {
 
     /// Applies delivery reports: an acknowledged message leaves the in-flight set (the
     /// cursor follows the lowest still in flight); a failed one rewinds its stream.
-    fn apply_reports(&mut self) {
+    /// Applies the delivery reports that came; returns how many.
+    fn apply_reports(&mut self) -> usize {
         self.producer.context().take_reports(&mut self.reports);
+        let reports = self.reports.len();
         for r in std::mem::take(&mut self.reports) {
             let Some((i, seq)) = self.tokens.remove(&r.token) else {
                 continue;
@@ -217,6 +231,7 @@ impl Outbox {
                 s.rewind = false;
             }
         }
+        reports
     }
 
     /// A fatal error (the idempotent producer's state cannot continue, e.g. the broker lost

@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 
 use super::audit::{RunBuilder, LOG_DECISION, LOG_PREDICTION, LOG_SHUTDOWN, STREAM_DECISIONS, STREAM_EVENTS};
 use super::{writer, Opened, PersistError, PersistStats};
+use crate::agent::{AgentFigures, ColdAgents};
 use crate::clock::Clock;
 use crate::entry::{self, Head, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
 use crate::reflex::predict;
@@ -321,6 +322,8 @@ struct JournalThread {
     scratch: Vec<u8>,
     turns: TurnStats,
     clock: Clock,
+    /// Its agent figures: a turn per loop that did work, a wait per idle one.
+    figures: Arc<AgentFigures>,
 }
 
 /// Where the journal thread's time goes: the longest turn and phases over a window, slow
@@ -410,11 +413,12 @@ pub fn spawn(
     inputs: JournalInputs,
     stop: Arc<AtomicBool>,
     core: Option<usize>,
+    agents: &ColdAgents,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, PersistError> {
     let p = &o.config.persist;
     let (tx, rx) = sync_channel::<Vec<Handoff>>(1);
     let priority = Arc::new(WriterPriority::default());
-    let writer = spawn_writer(&o, rx, priority.clone(), core)?;
+    let writer = spawn_writer(&o, rx, priority.clone(), core, agents.add("rimd-store", "block"))?;
     let shards = inputs.reflex.len();
     let mut t = JournalThread {
         _lock: o._lock,
@@ -449,6 +453,7 @@ pub fn spawn(
         scratch: Vec::with_capacity(entry::BODY_BYTES_MAX),
         turns: TurnStats::new(),
         clock: o.clock,
+        figures: agents.add("rimd-journal", "park"),
     };
     t.staged.seqs = vec![0; shards];
     let journal = std::thread::Builder::new()
@@ -479,6 +484,7 @@ fn spawn_writer(
     rx: std::sync::mpsc::Receiver<Vec<Handoff>>,
     priority: Arc<WriterPriority>,
     core: Option<usize>,
+    figures: Arc<AgentFigures>,
 ) -> Result<std::thread::JoinHandle<()>, PersistError> {
     let store = o.store.clone();
     let stats = o.stats.clone();
@@ -494,7 +500,14 @@ fn spawn_writer(
             // The writer shares the cold core with the journal thread: when both can run,
             // the journal (what producers wait on) goes first.
             priority.start_low();
-            writer::run(&store, rx, &stats, names, durable_every, &priority, &clock);
+            let env = writer::WriterEnv {
+                stats,
+                durable_every,
+                priority,
+                clock,
+                figures,
+            };
+            writer::run(&store, rx, names, &env);
         })
         .map_err(|e| PersistError::Thread("store writer", e))
 }
@@ -635,8 +648,10 @@ impl JournalThread {
                 break;
             }
             if work == 0 {
+                self.figures.waited();
                 self.idle(inputs);
             } else {
+                self.figures.turn((t3 - t0).as_nanos() as u64, work);
                 self.idle_since = None;
                 self.idle_turns = 0;
                 if drained < TURN_SMALL && self.journal.in_flight() {

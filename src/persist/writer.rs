@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rim_capsule::{Batch, Names, Store};
@@ -12,6 +13,7 @@ use tracing::{error, warn};
 
 use super::thread::Handoff;
 use super::PersistStats;
+use crate::agent::AgentFigures;
 use crate::clock::Clock;
 
 /// How long a batch is retried before the process gives up: dropping it would let later
@@ -27,23 +29,25 @@ const RETAIN_EVERY: Duration = Duration::from_secs(60);
 /// whose capsules, decision runs, checkpoint and watermarks agree, and recovery replays
 /// the rest from the journal. A sync per hand-off would cost the disk (and the journal's
 /// own syncs) tens of milliseconds a second.
-pub(super) fn run(
-    store: &Store,
-    rx: Receiver<Vec<Handoff>>,
-    stats: &PersistStats,
-    mut names: Names,
-    durable_every: Duration,
-    priority: &super::thread::WriterPriority,
-    clock: &Clock,
-) {
+pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, env: &WriterEnv) {
+    let WriterEnv {
+        stats,
+        durable_every,
+        priority,
+        clock,
+        figures,
+    } = env;
     let mut retained_at = Instant::now();
     let mut synced_at = Instant::now();
     let mut indexed: Vec<u64> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    while let Ok(first) = recv_counted(&rx, figures) {
+        let started = Instant::now();
+        let mut handoffs = 0;
         let mut batch = Batch::default();
         // Anything else queued goes into the same transaction, in order.
         for h in first.into_iter().chain(rx.try_iter().flatten()) {
             batch.merge(h.into_batch(&mut names, clock.now_ms()));
+            handoffs += 1;
         }
         for r in &batch.decision_runs {
             let k = usize::from(r.shard);
@@ -52,7 +56,7 @@ pub(super) fn run(
             }
             indexed[k] = indexed[k].max(r.last_seq);
         }
-        let durable = synced_at.elapsed() >= durable_every;
+        let durable = synced_at.elapsed() >= *durable_every;
         if durable {
             synced_at = Instant::now();
         }
@@ -63,9 +67,32 @@ pub(super) fn run(
             retained_at = Instant::now();
             retain(store, clock.now_ms());
         }
+        figures.turn(started.elapsed().as_nanos() as u64, handoffs);
     }
     // Whatever was committed without a sync reaches the disk now.
     commit_with(store, &mut Batch::default(), stats, true);
+}
+
+/// What the store writer runs with besides the store and its input.
+pub(super) struct WriterEnv {
+    pub stats: Arc<PersistStats>,
+    /// Transactions are synced at most this often.
+    pub durable_every: Duration,
+    pub priority: Arc<super::thread::WriterPriority>,
+    pub clock: Clock,
+    /// Its agent figures: a turn per transaction, a wait per blocking receive.
+    pub figures: Arc<AgentFigures>,
+}
+
+/// The next hand-off; a receive that has to block counts as the agent's wait.
+fn recv_counted<T>(rx: &Receiver<T>, figures: &AgentFigures) -> Result<T, std::sync::mpsc::RecvError> {
+    match rx.try_recv() {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            figures.waited();
+            rx.recv()
+        }
+    }
 }
 
 /// Writes one batch durably (retrying), counts the outcome and clears it.
