@@ -113,6 +113,8 @@ fn path_cost(nodes: usize, rules: &str) {
         persist: None,
         queries: None,
         clock: rimd::clock::Clock::system(),
+        partitions: 12,
+        shards: 1,
     });
     ingest.maintain(0, false, Default::default());
     let syms: Vec<_> = (0..nodes)

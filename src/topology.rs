@@ -276,6 +276,8 @@ fn reflex_shard(
         persist: ends.persist,
         queries: ends.queries,
         clock: ends.clock,
+        partitions: config.topology.partitions,
+        shards: config.topology.reflex_shards,
     }))
 }
 

@@ -464,6 +464,8 @@ impl Engine {
                 // Staleness-sweep decisions are not compared (module docs): the system
                 // clock serves.
                 clock: Clock::system(),
+                partitions: config.topology.partitions,
+                shards,
             }));
             keep.rules_tx.push(rules_tx);
             keep.rules_back.push(rules_back);

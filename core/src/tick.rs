@@ -64,6 +64,11 @@ pub struct TickHead {
     pub replay: bool,
 }
 
+/// Slots a node definition of an id of `len` bytes takes.
+fn node_slots(len: usize) -> usize {
+    1 + len.div_ceil(32)
+}
+
 /// Slots a tick with `metrics` metrics takes.
 pub fn tick_slots(metrics: usize) -> usize {
     HEAD_SLOTS + metrics.div_ceil(2)
@@ -117,14 +122,21 @@ pub fn push_tick(
         i += 1;
         Some(slot)
     }));
-    debug_assert_eq!(written, slots);
+    // Paired with `pop`'s check of the length it reads: a record is written whole.
+    assert_eq!(written, slots, "a tick was written short (a bug)");
     true
 }
 
 /// Writes a node definition. Returns false, writing nothing, when the ring lacks room.
 pub fn push_node(ring: &mut rtrb::Producer<Slot>, node: u32, id: &str) -> bool {
-    let bytes = &id.as_bytes()[..id.len().min(NODE_ID_BYTES_MAX)];
-    let slots = 1 + bytes.len().div_ceil(32);
+    // Paired with `pop`'s checks: ids were validated (≤ 256 bytes) before they got a node.
+    assert!(
+        id.len() <= NODE_ID_BYTES_MAX,
+        "a node id of {} bytes reached the tick ring (a bug)",
+        id.len()
+    );
+    let bytes = id.as_bytes();
+    let slots = node_slots(bytes.len());
     let Ok(chunk) = ring.write_chunk_uninit(slots) else {
         return false;
     };
@@ -234,8 +246,11 @@ impl<'a> TickView<'a> {
 }
 
 /// Reads one record in place and hands it to `f`; returns false when the ring is empty.
-/// A record whose head is malformed cannot come from ingest (same process, same code);
-/// it is consumed and skipped rather than trusted.
+///
+/// # Panics
+/// On a record whose head does not match its length or kind: it cannot come from ingest
+/// (same process, same code, written whole), so it is a bug, and the process stops rather
+/// than guess (a restart recovers from the journal).
 pub fn pop(ring: &mut rtrb::Consumer<Slot>, scratch: &mut [u8; NODE_ID_BYTES_MAX], f: impl FnOnce(Record<'_>)) -> bool {
     let Ok(head) = ring.peek() else { return false };
     let w0 = head[0];
@@ -247,12 +262,20 @@ pub fn pop(ring: &mut rtrb::Consumer<Slot>, scratch: &mut [u8; NODE_ID_BYTES_MAX
     match w0 & 0xff {
         KIND_TICK => {
             let metrics = ((w0 >> 8 & 0xff) as usize).min(METRICS_MAX);
-            if tick_slots(metrics) == slots && a.len() + b.len() == slots {
-                f(Record::Tick(TickView { a, b, metrics }));
-            }
+            // Paired with `push_tick`'s check of what it wrote.
+            assert!(
+                tick_slots(metrics) == slots && a.len() + b.len() == slots,
+                "a tick's length does not match its head: {metrics} metrics, {slots} slots, {} read (a bug)",
+                a.len() + b.len()
+            );
+            f(Record::Tick(TickView { a, b, metrics }));
         }
         KIND_NODE => {
-            let len = ((w0 >> 8 & 0xffff) as usize).min(NODE_ID_BYTES_MAX);
+            let len = (w0 >> 8 & 0xffff) as usize;
+            assert!(
+                len <= NODE_ID_BYTES_MAX && node_slots(len) == slots && a.len() + b.len() == slots,
+                "a node definition's length does not match its head: {len} bytes, {slots} slots (a bug)"
+            );
             let node = a[0][1] as u32;
             let mut n = 0;
             for word in a.iter().chain(b.iter()).skip(1).flat_map(|s| s.iter()) {
@@ -263,11 +286,12 @@ pub fn pop(ring: &mut rtrb::Consumer<Slot>, scratch: &mut [u8; NODE_ID_BYTES_MAX
                     }
                 }
             }
-            if let Ok(id) = std::str::from_utf8(&scratch[..n]) {
-                f(Record::Node { node, id });
+            match std::str::from_utf8(&scratch[..n]) {
+                Ok(id) => f(Record::Node { node, id }),
+                Err(e) => panic!("a node definition is not UTF-8: {e} (a bug)"),
             }
         }
-        _ => {}
+        kind => panic!("a tick ring record of unknown kind {kind} (a bug)"),
     }
     chunk.commit_all();
     true
@@ -292,6 +316,26 @@ mod tests {
             status: 99,
             replay: seq.is_multiple_of(2),
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "unknown kind 99")]
+    fn a_record_of_unknown_kind_is_a_bug_not_skipped() {
+        let (mut tx, mut rx) = rtrb::RingBuffer::<Slot>::new(8);
+        assert!(tx.push([99, 0, 0, 0]).is_ok());
+        pop(&mut rx, &mut [0; NODE_ID_BYTES_MAX], |_| {});
+    }
+
+    #[test]
+    #[should_panic(expected = "does not match its head")]
+    fn a_tick_whose_head_lies_about_its_length_is_a_bug() {
+        let (mut tx, mut rx) = rtrb::RingBuffer::<Slot>::new(8);
+        // Two metrics need four slots; the head says three.
+        assert!(tx.push([KIND_TICK | 2 << 8 | 3 << 32, 0, 0, 0]).is_ok());
+        for _ in 0..3 {
+            assert!(tx.push([0; 4]).is_ok());
+        }
+        pop(&mut rx, &mut [0; NODE_ID_BYTES_MAX], |_| {});
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub fn partition_of(node_id: &str, partitions: u32) -> u32 {
     (murmur2(node_id.as_bytes()) & 0x7fff_ffff) % partitions.max(1)
 }
 
+/// The reflex shard that owns `partition` among `shards`: ingest routes by it, and each
+/// shard checks every node it is given against it.
+pub fn shard_of(partition: u32, shards: usize) -> usize {
+    partition as usize % shards.max(1)
+}
+
 /// Bytes of an id kept in its index slot.
 const INLINE: usize = 27;
 /// `Slot::len` of an id longer than [`INLINE`] (its first bytes are in the slot, the whole

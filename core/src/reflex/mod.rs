@@ -26,6 +26,7 @@ use rim_rules::{Evidence, RuleSet};
 
 use crate::clock::Clock;
 use crate::entry::{self, HEAD_BYTES, KIND_DECISION, KIND_PREDICTION};
+use crate::ingest::nodes::{partition_of, shard_of};
 use crate::report::{Reporter, ShardFigures, STAGE_INGEST_TO_REFLEX, STAGE_PUBLISH_TO_DECISION, STAGE_RULE_EVAL};
 use crate::tick::{self, Record, Slot, TickView, NODE_ID_BYTES_MAX};
 use cooldown::{Cooldowns, Gate};
@@ -137,6 +138,11 @@ pub struct ReflexSetup {
     pub queries: Option<query::QueryPort>,
     /// The wall clock staleness is measured on (read once per loop turn).
     pub clock: Clock,
+    /// Partitions and reflex shards of the run: each node this shard is given must be in
+    /// a partition it owns (checked once per node).
+    pub partitions: u32,
+    /// See `partitions`.
+    pub shards: usize,
 }
 
 /// A reflex shard's end of the ring to the journal thread.
@@ -298,6 +304,8 @@ pub struct Reflex {
     /// frees).
     unsent: Option<Box<query::PresentQuery>>,
     clock: Clock,
+    /// (partitions, shards) of the run, for the ownership check.
+    owns: (u32, usize),
 }
 
 /// The event a decision is about.
@@ -344,6 +352,7 @@ impl Reflex {
             queries: s.queries,
             unsent: None,
             clock: s.clock,
+            owns: (s.partitions, s.shards),
         }
     }
 
@@ -421,10 +430,17 @@ impl Reflex {
             emit,
             now_ms,
             nodes_high,
+            owns: (partitions, shards),
             ..
         } = self;
         tick::pop(input, scratch, |r| match r {
             Record::Node { node, id } => {
+                // Paired with ingest's routing by the same function.
+                let (owner, shard) = (shard_of(partition_of(id, *partitions), *shards), emit.shard);
+                assert_eq!(
+                    owner, shard as usize,
+                    "node {id} reached shard {shard}, but shard {owner} owns its partition (a bug)"
+                );
                 if state.contains(node) {
                     crate::fault::on_node(id);
                     state.define(node, id);

@@ -1,6 +1,9 @@
-//! Staleness on a test clock: ingest and a reflex shard run on a [`ManualClock`], and a
-//! `stale(1s)` rule fires when the test moves the clock, not when real time passes. The
-//! same sweep the daemon runs, without a sleep.
+//! A reflex shard and its ingest in process, wired as the backtest wires them.
+//!
+//! Staleness on a test clock: they run on a [`ManualClock`], and a `stale(1s)` rule fires
+//! when the test moves the clock, not when real time passes (the same sweep the daemon
+//! runs, without a sleep). And the partition check: a node routed to a shard that does not
+//! own its partition stops the shard (a bug, not an input).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -46,6 +49,11 @@ struct Ends {
 
 impl Shard {
     fn new(config: &Config, clock: Clock) -> Self {
+        Self::owning(config, clock, 1, 1)
+    }
+
+    /// Shard 0 of `shards` over `partitions`; its ingest routes every node to it.
+    fn owning(config: &Config, clock: Clock, partitions: u32, shards: usize) -> Self {
         let set = rim_core::plane::compile_as(RULES, "toml", config, None).expect("rules compile");
         let (tx, input) = rtrb::RingBuffer::<Slot>::new(1 << 12);
         let (rules_tx, rules_in) = rtrb::RingBuffer::new(1);
@@ -74,6 +82,8 @@ impl Shard {
             }),
             queries: None,
             clock: clock.clone(),
+            partitions,
+            shards,
         });
         let (control, control_rx) = rtrb::RingBuffer::new(1);
         let (retired_tx, retired) = rtrb::RingBuffer::new(1);
@@ -193,4 +203,20 @@ fn a_wall_clock_step_back_does_not_make_a_node_stale() {
     );
     clock.set_unix_ms(T0_MS + 1_001);
     assert_eq!(s.upkeep(&config), fired(QUIET));
+}
+
+#[test]
+#[should_panic(expected = "owns its partition (a bug)")]
+fn a_node_routed_to_a_shard_that_does_not_own_its_partition_stops_the_shard() {
+    use rim_core::ingest::nodes::{partition_of, shard_of};
+    let config = Config::default();
+    let clock = ManualClock::at(T0_MS);
+    // This shard is 0 of 2 over 12 partitions, but its ingest (one partition, one ring)
+    // hands it every node: one that shard 1 owns trips the check.
+    let mut s = Shard::owning(&config, clock.clock(), 12, 2);
+    let foreign = (0..)
+        .map(|i| format!("rim:sensor:plant:n{i}"))
+        .find(|id| shard_of(partition_of(id, 12), 2) == 1)
+        .expect("some node belongs to shard 1");
+    s.event(&foreign, T0_MS);
 }
