@@ -12,8 +12,8 @@
 //!   roll-ups and every decision chain come back as they were, and a chain resumes after
 //!   its last durable decision.
 //! * **Decisions can be checked by anyone.** Each reflex shard chains its decisions with
-//!   SHA-256 (`rim_decision`); `GET /decisions/verify` and `rimctl tail --verify` recompute
-//!   the chain from the log.
+//!   SHA-256 (`rim_decision`); `GET /decisions/verify` recomputes the chain from the log,
+//!   and a subscriber checks it live as it reads (`rimctl tail --verify`).
 //! * **Nothing from outside can crash it.** Every byte that comes from another process
 //!   (shared-memory rings, HTTP bodies and queries, WebSocket frames, Kafka messages and
 //!   registry answers, rule files, configuration) is bounds-checked and refused with a
@@ -21,8 +21,9 @@
 //! * **A capsule is written once.** Its key is the design's SHA-256 of scope, time,
 //!   resolution and vantage; the same capsule twice is one, a different one under the same
 //!   key is a conflict.
-//! * **Time comes from one [`clock::Clock`]**, handed to every component at start: tests
-//!   run staleness, event-time bounds and rate windows on a manual clock.
+//! * **The wall clock is read through one [`clock::Clock`]**, handed to every component at
+//!   start (pacing timers and socket timeouts read `Instant`): tests run staleness, the
+//!   peer log's rate window and rule install times on a manual clock.
 //!
 //! The event path and rule logic live in `rim-core` and are re-exported here under their
 //! module names: producers attach and [`ingest`] polls their rings, routes each event as a

@@ -7,7 +7,8 @@
 //! the daemon runs, shaped by the same configuration; the shards' decision records are
 //! taken from their persist rings exactly as the journal thread takes them. So the live
 //! generation replayed over its own journal reproduces its decisions: the same rules
-//! fire on the same events with the same evidence (`tests/rules_lifecycle.rs` checks it).
+//! fire on the same events with the same evidence (the workspace's `tests/rules_lifecycle.rs`
+//! checks it).
 //!
 //! What the comparison leaves out, and why:
 //! - decisions of the staleness sweep (`stale()` rules): they depend on wall-clock
@@ -109,6 +110,9 @@ pub struct Spec {
     pub progress: Arc<AtomicU64>,
     /// Set to stop early.
     pub cancel: Arc<AtomicBool>,
+    /// The clock the replay's ingest and shards read (the system's by default; the
+    /// daemon's own when it runs the backtest).
+    pub clock: Clock,
 }
 
 impl Spec {
@@ -123,6 +127,7 @@ impl Spec {
             events_max: 0,
             progress: Arc::new(AtomicU64::new(0)),
             cancel: Arc::new(AtomicBool::new(false)),
+            clock: Clock::system(),
         }
     }
 }
@@ -423,7 +428,7 @@ struct Keep {
 }
 
 impl Engine {
-    fn new(config: &Config, candidate: Arc<Compiled>) -> Result<Self, BacktestError> {
+    fn new(config: &Config, candidate: Arc<Compiled>, clock: &Clock) -> Result<Self, BacktestError> {
         let shards = config.topology.reflex_shards.max(1);
         let mut keep = Keep::default();
         let mut outs = Vec::with_capacity(shards);
@@ -461,9 +466,8 @@ impl Engine {
                     durable_seq: Arc::new(AtomicU64::new(u64::MAX)),
                 }),
                 queries: None,
-                // Staleness-sweep decisions are not compared (module docs): the system
-                // clock serves.
-                clock: Clock::system(),
+                // Staleness-sweep decisions are not compared (module docs).
+                clock: clock.clone(),
                 partitions: config.topology.partitions,
                 shards,
             }));
@@ -491,7 +495,7 @@ impl Engine {
             reporter,
             journal: None,
             bounds: config.time_bounds(),
-            clock: Clock::system(),
+            clock: clock.clone(),
         });
         Ok(Self {
             ingest,
@@ -522,7 +526,7 @@ impl Engine {
 
 /// Replays the journal through the candidate; its decisions about events in the range.
 fn replay(config: &Config, spec: &Spec, report: &mut Report) -> Result<Keyed, BacktestError> {
-    let mut engine = Engine::new(config, Compiled::new(spec.candidate.clone()))?;
+    let mut engine = Engine::new(config, Compiled::new(spec.candidate.clone()), &spec.clock)?;
     let mut out = Keyed::new();
     let mut bad: Option<String> = None;
     let mut sink = |record: &[u8]| match decision::decode(record) {

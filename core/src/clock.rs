@@ -1,10 +1,11 @@
 //! The daemon's clock: the one seam through which every component reads time.
 //!
 //! A [`Clock`] is handed to each component that reads the wall clock (event-time bounds,
-//! staleness, idle windows, retention, record times) or waits on elapsed time (rate
-//! windows, timeouts). The daemon runs on [`Clock::system`]; tests run on a
-//! [`ManualClock`], which moves only when the test says so, so staleness, windows,
-//! cooldowns and retention are tested without sleeping.
+//! staleness, idle windows, checkpoints, retention, record and install times) and to the
+//! peer log, whose rate windows run on its monotonic reading. The daemon runs on
+//! [`Clock::system`]; tests run on a [`ManualClock`], which moves only when the test says
+//! so, so staleness and rate windows are tested without sleeping (cooldowns need no clock:
+//! they run on event time). Pacing timers and socket timeouts still read `Instant`.
 //!
 //! The system clock costs one predictable branch over the bare `clock_gettime` (vDSO, about
 //! 20 ns); the hot shards read it once per loop turn, not per event.

@@ -1,5 +1,5 @@
 //! Fault injection for the tests of a hot shard that dies or stops advancing
-//! (`tests/shard_health.rs`): readiness must see it, a panic must end the process, and
+//! (the workspace's `tests/shard_health.rs`): readiness must see it, a panic must end the process, and
 //! SIGTERM must still end it. No real input can make a shard panic or hang (that is the
 //! point of the rest of the code), so the tests need a seam.
 //!

@@ -8,8 +8,8 @@
 //! [`clock`] the one seam every component reads time through.
 //!
 //! The daemon crate (`rimd`) adds what needs I/O servers or the store (HTTP, the Kafka
-//! bridge, persistence, the process's start-up); `rimctl` and the bench use this crate
-//! alone where they can, so they build without librdkafka, hyper, glommio or redb.
+//! bridge, persistence, the process's start-up); `rimctl` uses this crate and the small
+//! ones only, so it builds without librdkafka, hyper, glommio or redb.
 //!
 //! `unsafe` is denied in the whole crate but for [`sys`], which wraps the few system calls
 //! the standard library lacks in safe functions. The shared-memory and journal code that

@@ -1,6 +1,6 @@
 //! The daemon's system calls that the standard library does not wrap: every `unsafe`
-//! block of the daemon crate is here (and in the HTTP server's one I/O adapter,
-//! `api/io.rs`), each behind a safe function whose arguments cannot make it unsound.
+//! block of `rim-core` is here (and of `rimd`, only the HTTP server's one I/O adapter,
+//! `src/api/io.rs`), each behind a safe function whose arguments cannot make it unsound.
 
 /// Clears the process's dumpable flag (`prctl(PR_SET_DUMPABLE, 0)`), so that no other
 /// process of the same user can reach the daemon's memory or file descriptors.

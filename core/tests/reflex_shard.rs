@@ -208,7 +208,7 @@ fn a_wall_clock_step_back_does_not_make_a_node_stale() {
 #[test]
 #[should_panic(expected = "owns its partition (a bug)")]
 fn a_node_routed_to_a_shard_that_does_not_own_its_partition_stops_the_shard() {
-    use rim_core::ingest::nodes::{partition_of, shard_of};
+    use rim_core::ingest::nodes::{partition_of, shard_of_partition};
     let config = Config::default();
     let clock = ManualClock::at(T0_MS);
     // This shard is 0 of 2 over 12 partitions, but its ingest (one partition, one ring)
@@ -216,7 +216,7 @@ fn a_node_routed_to_a_shard_that_does_not_own_its_partition_stops_the_shard() {
     let mut s = Shard::owning(&config, clock.clock(), 12, 2);
     let foreign = (0..)
         .map(|i| format!("rim:sensor:plant:n{i}"))
-        .find(|id| shard_of(partition_of(id, 12), 2) == 1)
+        .find(|id| shard_of_partition(partition_of(id, 12), 2) == 1)
         .expect("some node belongs to shard 1");
     s.event(&foreign, T0_MS);
 }

@@ -157,6 +157,7 @@ pub fn post(app: &App, meta: &Meta, body: &[u8]) -> Result<Response<Body>, Probl
     let mut spec = Spec::new(config.persist.journal_dir(), req.from_ms, req.to_ms, candidate);
     spec.examples_max = req.examples.unwrap_or(backtest::EXAMPLES_DEFAULT);
     spec.events_max = config.api.backtest_events_max;
+    spec.clock = app.ctx.clock().clone();
     let job = Arc::new(Job {
         id: jobs.next.fetch_add(1, Ordering::Relaxed) + 1,
         created_ms: app.ctx.clock().unix_ms(),

@@ -20,7 +20,7 @@ use rim_stats::StatsReader;
 use crate::agent::{BeatState, ColdAgents, ShardBeat};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::ingest::nodes::partition_of;
+use crate::ingest::nodes::{partition_of, shard_of_partition};
 use crate::persist::PersistStats;
 use crate::plane::{ReplaceError, RulePlane, RulesSource};
 use crate::reflex::query::{PresentQuery, QueryClient};
@@ -408,7 +408,7 @@ impl Context {
         if shards == 0 {
             return Err(PresentError::Busy);
         }
-        let shard = partition_of(node_id, self.config.topology.partitions) as usize % shards;
+        let shard = shard_of_partition(partition_of(node_id, self.config.topology.partitions), shards);
         if q.in_flight[shard] >= q.depth {
             return Err(PresentError::Busy);
         }

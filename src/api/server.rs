@@ -294,10 +294,10 @@ struct RequestIds {
 }
 
 impl RequestIds {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+    /// Ids whose prefix mixes the pid with `clock`'s sub-second reading (so that two
+    /// runs of one pid differ).
+    fn new(clock: &crate::clock::Clock) -> Self {
+        let nanos = (clock.unix_ns() % 1_000_000_000) as u32;
         Self {
             prefix: nanos ^ std::process::id().rotate_left(16),
             next: Cell::new(0),
@@ -386,7 +386,7 @@ impl App {
                 cfg.ws_clients_max,
                 ctx.agents().add("rimd-http-decisions", "park"),
             ),
-            ids: RequestIds::new(),
+            ids: RequestIds::new(ctx.clock()),
             inflight: Cell::new(0),
             conns: ConnCounters::default(),
             resident: RefCell::new(super::resident::Resident::new(

@@ -53,7 +53,8 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// Decisions read from one ring per poller turn before yielding.
 const POLL_BATCH: usize = 1_024;
-/// How long the poller sleeps while no client is connected.
+/// How long the poller sleeps when it finds its readers taken (it parks, with no timer,
+/// while no client is connected).
 const IDLE_SLEEP: Duration = Duration::from_millis(50);
 /// Socket reads per turn of a WebSocket task before it lets others run.
 const READS_PER_TURN: usize = 16;
@@ -128,7 +129,8 @@ struct Notify {
 impl Notify {
     fn notify(&self) {
         self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        let waker = self.waker.borrow_mut().take();
+        if let Some(w) = waker {
             w.wake();
         }
     }

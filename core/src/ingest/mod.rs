@@ -351,7 +351,9 @@ impl Ingest {
         let shards = s.outs.len().max(1);
         // Partition p belongs to shard p mod shards: contiguous ownership is not needed,
         // only that each partition has exactly one owner.
-        let part_shard = (0..s.partitions).map(|p| nodes::shard_of(p, shards) as u16).collect();
+        let part_shard = (0..s.partitions)
+            .map(|p| nodes::shard_of_partition(p, shards) as u16)
+            .collect();
         Self {
             // Attached producers plus the in-process intake rings (HTTP, Kafka).
             rings: Vec::with_capacity(s.producers_max + LOCAL_RINGS_MAX),

@@ -52,7 +52,7 @@ pub fn partition_of(node_id: &str, partitions: u32) -> u32 {
 
 /// The reflex shard that owns `partition` among `shards`: ingest routes by it, and each
 /// shard checks every node it is given against it.
-pub fn shard_of(partition: u32, shards: usize) -> usize {
+pub fn shard_of_partition(partition: u32, shards: usize) -> usize {
     partition as usize % shards.max(1)
 }
 

@@ -26,7 +26,7 @@ use rim_rules::{Evidence, RuleSet};
 
 use crate::clock::Clock;
 use crate::entry::{self, HEAD_BYTES, KIND_DECISION, KIND_PREDICTION};
-use crate::ingest::nodes::{partition_of, shard_of};
+use crate::ingest::nodes::{partition_of, shard_of_partition};
 use crate::report::{Reporter, ShardFigures, STAGE_INGEST_TO_REFLEX, STAGE_PUBLISH_TO_DECISION, STAGE_RULE_EVAL};
 use crate::tick::{self, Record, Slot, TickView, NODE_ID_BYTES_MAX};
 use cooldown::{Cooldowns, Gate};
@@ -436,7 +436,7 @@ impl Reflex {
         tick::pop(input, scratch, |r| match r {
             Record::Node { node, id } => {
                 // Paired with ingest's routing by the same function.
-                let (owner, shard) = (shard_of(partition_of(id, *partitions), *shards), emit.shard);
+                let (owner, shard) = (shard_of_partition(partition_of(id, *partitions), *shards), emit.shard);
                 assert_eq!(
                     owner, shard as usize,
                     "node {id} reached shard {shard}, but shard {owner} owns its partition (a bug)"
