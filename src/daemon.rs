@@ -208,6 +208,8 @@ struct Shared {
     clock: Clock,
     /// The cold-side agents' figures, for the stats.
     agents: ColdAgents,
+    /// The Kafka bridge's health, for readiness and metrics (None: no bridge).
+    bridge_health: Option<Arc<crate::bridge::BridgeHealth>>,
 }
 
 /// Opens the journal and the store, builds the topology, starts the HTTP API, recovers,
@@ -230,23 +232,12 @@ fn start(
         topology::build(config, &initial.compiled, opened.is_some(), &clock).map_err(|e| DaemonError::Ring(e.0))?;
     let shared = share(config, &mut topo, initial, book, clock);
     let (api_intake, bridge_intake) = open_intakes(config, &shared.registry, &mut topo.control)?;
-    let bridge_health = bridge_intake
-        .as_ref()
-        .map(|_| Arc::new(crate::bridge::BridgeHealth::with_clock(shared.clock.clone())));
     // The HTTP API starts before recovery, so that liveness answers during a long replay
     // and readiness says why it is not ready yet.
     let (mut side, mut http_addr) = (Vec::new(), None);
     if let Some(producer) = api_intake {
-        let queries = std::mem::take(&mut topo.query_clients);
-        let parts = api_parts(
-            config,
-            opened.as_ref(),
-            producer,
-            &shared,
-            queries,
-            bridge_health.clone(),
-        );
-        let (thread, addr) = spawn_api(parts, stop.clone(), cold_core(config))?;
+        let parts = api_parts(config, opened.as_ref(), producer, &shared, &mut topo);
+        let (thread, addr) = spawn_api(parts, stop, config)?;
         side.push(thread);
         http_addr = Some(addr);
     }
@@ -258,7 +249,7 @@ fn start(
             inputs,
             &mut topo.hot,
             &persist_stop,
-            &shared.agents,
+            &shared,
         )?),
         _ => None,
     };
@@ -266,7 +257,7 @@ fn start(
     let attach = spawn_attach(config, &socket, topo.control, &shared, stop)?;
     let running = Arc::new(AtomicUsize::new(topo.hot.len()));
     let hot = spawn_hot_shards(topo.hot, config, stop, &running, &shared.beats)?;
-    if let (Some(producer), Some(health)) = (bridge_intake, bridge_health) {
+    if let (Some(producer), Some(health)) = (bridge_intake, shared.bridge_health.clone()) {
         let store = persisted.as_ref().map(|p| p.store.clone());
         side.extend(spawn_bridge(config, producer, store, stop.clone(), health, &shared)?);
     }
@@ -302,7 +293,12 @@ fn start(
 /// the attach registry, the decision segments and the run's clock.
 fn share(config: &Config, topo: &mut topology::Topology, initial: Initial, book: RuleBook, clock: Clock) -> Shared {
     let rules_in = std::mem::take(&mut topo.rules_in);
+    let bridge_health = config
+        .bridge
+        .enabled
+        .then(|| Arc::new(crate::bridge::BridgeHealth::with_clock(clock.clone())));
     Shared {
+        bridge_health,
         beats: Arc::new(topo.hot.iter().map(|h| ShardBeat::new(h.name.clone())).collect()),
         plane: Arc::new(RulePlane::new(config.clone(), initial, book, rules_in, clock.clone())),
         registry: Arc::new(attach::Registry::default()),
@@ -340,20 +336,22 @@ fn api_parts(
     opened: Option<&crate::persist::Opened>,
     producer: rim_ring::Producer,
     shared: &Shared,
-    queries: Vec<crate::reflex::query::QueryClient>,
-    bridge: Option<Arc<crate::bridge::BridgeHealth>>,
+    topo: &mut topology::Topology,
 ) -> crate::api::context::ContextParts {
     crate::api::context::ContextParts {
         config: config.clone(),
         store: opened.map(|o| o.store.clone()),
         producer: Some(producer),
         decisions: shared.decisions.clone(),
-        queries,
+        queries: std::mem::take(&mut topo.query_clients),
         plane: shared.plane.clone(),
         persist: opened.map(|o| o.stats.clone()),
         beats: shared.beats.clone(),
         shards: shared.beats.len(),
-        bridge: bridge.map(|h| h as Arc<dyn crate::api::context::Health>),
+        bridge: shared
+            .bridge_health
+            .clone()
+            .map(|h| h as Arc<dyn crate::api::context::Health>),
         clock: shared.clock.clone(),
         agents: shared.agents.clone(),
     }
@@ -441,7 +439,7 @@ fn recover_and_persist(
     inputs: crate::persist::JournalInputs,
     hot: &mut [HotShard],
     stop: &Arc<AtomicBool>,
-    agents: &ColdAgents,
+    shared: &Shared,
 ) -> Result<Persisted, DaemonError> {
     let mut ingest_duty = hot[0].ingest.take();
     if let Some(ingest_duty) = ingest_duty.as_mut() {
@@ -457,7 +455,7 @@ fn recover_and_persist(
     }
     o.stats.ready.store(1, Ordering::Relaxed);
     let (store, stats) = (o.store.clone(), o.stats.clone());
-    let threads = crate::persist::spawn(o, inputs, stop.clone(), cold_core(config), agents)?;
+    let threads = crate::persist::spawn(o, inputs, stop.clone(), cold_core(config), &shared.agents)?;
     Ok(Persisted { threads, stats, store })
 }
 
@@ -579,10 +577,11 @@ fn exit_on_panic() {
 /// Starts the HTTP API's thread (returns once it is listening).
 fn spawn_api(
     parts: crate::api::context::ContextParts,
-    stop: Arc<AtomicBool>,
-    core: Option<usize>,
+    stop: &Arc<AtomicBool>,
+    config: &Config,
 ) -> Result<(std::thread::JoinHandle<()>, std::net::SocketAddr), DaemonError> {
-    crate::api::server::spawn(parts, stop, core).map_err(|e| DaemonError::Thread(format!("HTTP API: {e}")))
+    crate::api::server::spawn(parts, stop.clone(), cold_core(config))
+        .map_err(|e| DaemonError::Thread(format!("HTTP API: {e}")))
 }
 
 /// Wakes the HTTP thread at shutdown with a connection of our own: it completes the accept
