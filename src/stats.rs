@@ -226,6 +226,8 @@ impl Aggregator {
         gauges.insert("nodes".into(), self.ingest[ingest::C_NODES] as i64);
         gauges.insert("producers".into(), entries.iter().filter(|e| !e.local).count() as i64);
         gauges.insert("rules".into(), current.set.len() as i64);
+        // One per reflex shard: what a subscriber such as `rimctl tail` attaches to.
+        gauges.insert("decision_rings".into(), self.decisions.len() as i64);
         gauges.insert("rules.generation".into(), current.set.generation() as i64);
         // One read of /proc/self/status for both (the kernel formats the whole file per
         // read: about a tenth of an idle daemon's stats publication).
@@ -279,11 +281,11 @@ impl Aggregator {
         for (k, s) in self.reflex_shards.iter().enumerate().skip(1) {
             shards.push(shard(&format!("rimd-reflex-{k}"), self.cores.1.get(k - 1).copied(), s));
         }
-        for a in self.agents.list() {
+        self.agents.each(|a| {
             let mut s = shard(&a.name, self.cold_core, &a.figures.figures());
             s.idle = a.idle.to_owned();
             shards.push(s);
-        }
+        });
         shards
     }
 }

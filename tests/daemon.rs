@@ -1045,6 +1045,11 @@ fn two_reflex_shards_split_the_nodes() {
         ["rimd-hot", "rimd-reflex-1"],
         "the snapshot lists both shard loops: {names:?}"
     );
+    assert_eq!(
+        s.gauges.get("decision_rings"),
+        Some(&2),
+        "one decision ring per shard, for subscribers"
+    );
     // The cold-side agents follow them, with their own loop figures.
     let journal = s
         .shards

@@ -183,7 +183,7 @@ pub struct ColdAgents {
 }
 
 /// One registered cold-side agent.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ColdAgent {
     /// Its thread's name.
     pub name: String,
@@ -205,9 +205,9 @@ impl ColdAgents {
         figures
     }
 
-    /// Every agent registered so far.
-    pub fn list(&self) -> Vec<ColdAgent> {
-        self.lock().clone()
+    /// Visits every agent registered so far (under the list's lock: nothing is copied).
+    pub fn each(&self, mut f: impl FnMut(&ColdAgent)) {
+        self.lock().iter().for_each(&mut f);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ColdAgent>> {
@@ -314,10 +314,11 @@ mod tests {
         f.turn(COLD_STALL_NS + 1, 5);
         f.turn(COLD_STALL_NS, 0);
         f.waited();
-        let list = agents.list();
+        let mut list = Vec::new();
+        agents.each(|a| list.push((a.name.clone(), a.idle, a.figures.figures())));
         assert_eq!(list.len(), 1);
-        assert_eq!((list[0].name.as_str(), list[0].idle), ("rimd-journal", "park"));
-        let got = list[0].figures.figures();
+        assert_eq!((list[0].0.as_str(), list[0].1), ("rimd-journal", "park"));
+        let got = list[0].2;
         assert_eq!(
             (got.loops, got.work, got.stalls),
             (4, 8, 1),

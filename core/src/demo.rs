@@ -136,6 +136,8 @@ pub fn generate(p: &mut Producer, load: &Load, tally: &mut Tally, stop: &AtomicB
         .collect();
     let mut metrics = vec![(ok, 0.0); metric_syms.len()];
     let mut id = String::new();
+    // A producer stamps its events with the system's wall clock.
+    let clock = crate::clock::Clock::system();
     let started = Instant::now();
     let total = load.count.unwrap_or(u64::MAX);
     let half = load.duration.map(|d| d / 2);
@@ -175,8 +177,7 @@ pub fn generate(p: &mut Producer, load: &Load, tally: &mut Tally, stop: &AtomicB
         let ev = SymEvent {
             node: node_syms[node],
             event_id: load.event_ids.then_some(id.as_str()),
-            // A producer stamps its events with the system's wall clock.
-            timestamp: crate::clock::Clock::system().now_ms(),
+            timestamp: clock.now_ms(),
             metrics: &metrics,
             price: Some(s.price),
             volume: Some(1.0),

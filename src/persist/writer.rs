@@ -42,11 +42,13 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
     let mut indexed: Vec<u64> = Vec::new();
     while let Ok(first) = recv_counted(&rx, figures) {
         let started = Instant::now();
+        // The capsules' `created_ms`: one reading per transaction.
+        let now_ms = clock.now_ms();
         let mut handoffs = 0;
         let mut batch = Batch::default();
         // Anything else queued goes into the same transaction, in order.
         for h in first.into_iter().chain(rx.try_iter().flatten()) {
-            batch.merge(h.into_batch(&mut names, clock.now_ms()));
+            batch.merge(h.into_batch(&mut names, now_ms));
             handoffs += 1;
         }
         for r in &batch.decision_runs {
@@ -65,7 +67,7 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         stats.decisions_indexed.store(indexed.iter().sum(), Ordering::Relaxed);
         if retained_at.elapsed() >= RETAIN_EVERY {
             retained_at = Instant::now();
-            retain(store, clock.now_ms());
+            retain(store, now_ms);
         }
         figures.turn(started.elapsed().as_nanos() as u64, handoffs);
     }
@@ -87,11 +89,11 @@ pub(super) struct WriterEnv {
 /// The next hand-off; a receive that has to block counts as the agent's wait.
 fn recv_counted<T>(rx: &Receiver<T>, figures: &AgentFigures) -> Result<T, std::sync::mpsc::RecvError> {
     match rx.try_recv() {
-        Ok(v) => Ok(v),
-        Err(_) => {
+        Err(std::sync::mpsc::TryRecvError::Empty) => {
             figures.waited();
             rx.recv()
         }
+        got => got.map_err(|_| std::sync::mpsc::RecvError),
     }
 }
 

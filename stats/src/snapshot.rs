@@ -37,17 +37,6 @@ pub struct Snapshot {
     pub shards: Vec<ShardSnapshot>,
 }
 
-impl Snapshot {
-    /// How many reflex shards the daemon runs (each has a decision ring): the loops named
-    /// `rimd-hot` and `rimd-reflex-K`, not the cold-side agents listed after them.
-    pub fn reflex_shards(&self) -> usize {
-        self.shards
-            .iter()
-            .filter(|s| s.name == "rimd-hot" || s.name.starts_with("rimd-reflex-"))
-            .count()
-    }
-}
-
 /// A latency summary, all values in nanoseconds; all zero when nothing was recorded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -135,28 +124,5 @@ mod tests {
         let s: Snapshot = serde_json::from_str(r#"{"pid":3,"future_field":[1,2]}"#).expect("parses");
         assert_eq!(s.pid, 3);
         assert!(s.counters.is_empty());
-    }
-
-    #[test]
-    fn the_reflex_shards_are_the_hot_loops_not_the_cold_agents() {
-        let loops = [
-            "rimd-hot",
-            "rimd-reflex-1",
-            "rimd-journal",
-            "rimd-store",
-            "rimd-http-decisions",
-        ];
-        let s = Snapshot {
-            shards: loops
-                .iter()
-                .map(|n| ShardSnapshot {
-                    name: (*n).into(),
-                    ..ShardSnapshot::default()
-                })
-                .collect(),
-            ..Snapshot::default()
-        };
-        assert_eq!(s.reflex_shards(), 2);
-        assert_eq!(Snapshot::default().reflex_shards(), 0);
     }
 }

@@ -43,7 +43,7 @@ pub fn run(run_dir: &Path, args: Args) -> Result<ExitCode, String> {
     let shards = args.shards.unwrap_or_else(|| {
         rim_stats::StatsReader::open(&run_dir.join("stats"))
             .and_then(|r| r.read())
-            .map_or(1, |s| s.reflex_shards().max(1))
+            .map_or(1, |s| s.gauges.get("decision_rings").map_or(1, |&n| n.max(1) as usize))
     });
     for k in 0..shards.max(1) {
         let name = if k == 0 {
