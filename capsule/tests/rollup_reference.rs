@@ -110,6 +110,11 @@ fn push_at(rollup: &mut Rollup, index: u32, e: &Event, out: &mut Vec<Capsule>) -
         metrics: &metrics,
     };
     let mut closed = Vec::new();
+    // As the journal thread does before a group of events: the node's own state, one
+    // without state yet and one past every bound are loaded without effect or panic.
+    for n in [index, index.saturating_add(1000), u32::MAX] {
+        rollup.touch(n);
+    }
     let outcome = rollup.push(index, e.pos, e.arrival_ms, &obs, &EventTexts(e), &mut closed);
     out.extend(capsules(rollup, &closed));
     outcome

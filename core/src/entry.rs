@@ -207,10 +207,18 @@ pub fn peek(ring: &mut rtrb::Consumer<u8>) -> Result<Option<Head>, EntryError> {
     let Ok(chunk) = ring.read_chunk(HEAD_BYTES) else {
         return Ok(None);
     };
-    let mut raw = [0u8; HEAD_BYTES];
     let (a, b) = chunk.as_slices();
-    raw[..a.len()].copy_from_slice(a);
-    raw[a.len()..].copy_from_slice(b);
+    // Almost always whole in the first slice: a fixed-size read, where two copies of
+    // lengths known only at run time were two memcpy calls per entry.
+    let raw: [u8; HEAD_BYTES] = match a.first_chunk::<HEAD_BYTES>() {
+        Some(whole) => *whole,
+        None => {
+            let mut raw = [0u8; HEAD_BYTES];
+            raw[..a.len()].copy_from_slice(a);
+            raw[a.len()..].copy_from_slice(b);
+            raw
+        }
+    };
     // Not committed: the head is taken with its body.
     let head = Head::get(&raw);
     let available = ring.slots() - HEAD_BYTES;
@@ -223,6 +231,32 @@ pub fn peek(ring: &mut rtrb::Consumer<u8>) -> Result<Option<Head>, EntryError> {
         });
     }
     Ok(Some(head))
+}
+
+/// The node indices of up to `max` event entries at the front of `ring`, without taking
+/// anything: each is handed to `f`. Only entries whole in the ring's first contiguous
+/// slice are looked at (the rest are met when taken). For overlapping the cache misses of
+/// the per-node state those entries will touch; a malformed head just ends the look.
+pub fn peek_nodes(ring: &mut rtrb::Consumer<u8>, max: usize, mut f: impl FnMut(u32)) {
+    let Ok(chunk) = ring.read_chunk(ring.slots()) else {
+        return;
+    };
+    let (mut rest, _) = chunk.as_slices();
+    for _ in 0..max {
+        let Some(raw) = rest.first_chunk::<HEAD_BYTES>() else {
+            return;
+        };
+        let head = Head::get(raw);
+        let Some(body) = rest.get(HEAD_BYTES..HEAD_BYTES + head.len as usize) else {
+            return;
+        };
+        if head.kind == KIND_EVENT {
+            if let Some(node) = body.first_chunk::<4>() {
+                f(u32::from_le_bytes(*node));
+            }
+        }
+        rest = &rest[HEAD_BYTES + body.len()..];
+    }
 }
 
 /// Takes the next whole entry and hands its head and body to `f`: straight from the ring
@@ -333,6 +367,88 @@ mod tests {
         })
         .expect("valid");
         assert_eq!(got, Some((7, 99, 41, 0xABCD, 0x1D, Some(33), None, b"hello".to_vec())));
+    }
+
+    /// An event entry of `node` with a 5-byte record, as ingest writes it.
+    fn event_entry(node: u32) -> Vec<u8> {
+        let mut out = vec![0u8; 128];
+        let x = Extras {
+            node,
+            status: 1,
+            id_hash: 0,
+            keys: &[7],
+        };
+        let at = put_event_head(&mut out, 0, 0, &x, 5);
+        out.truncate(at + 5);
+        out
+    }
+
+    #[test]
+    fn peek_nodes_names_the_next_events_and_takes_nothing() {
+        let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(4096);
+        let mut scratch = Vec::new();
+        for node in [3, 9] {
+            assert!(push(&mut tx, &event_entry(node)));
+        }
+        let marker = Head {
+            len: 0,
+            kind: KIND_MARKER,
+            keys: 0,
+            partition: 0,
+            aux: 5,
+        };
+        assert!(push_parts(&mut tx, marker, &[], &mut scratch));
+        for node in [4, 1] {
+            assert!(push(&mut tx, &event_entry(node)));
+        }
+        let before = rx.slots();
+        let mut seen = Vec::new();
+        peek_nodes(&mut rx, 16, |n| seen.push(n));
+        assert_eq!(seen, [3, 9, 4, 1], "markers are skipped, events named in order");
+        assert_eq!(rx.slots(), before, "nothing taken");
+        seen.clear();
+        peek_nodes(&mut rx, 2, |n| seen.push(n));
+        assert_eq!(seen, [3, 9], "at most `max` entries looked at");
+        let first = take(&mut rx, &mut scratch, |h, b| event_body(&h, b).map(|e| e.node)).expect("valid");
+        assert_eq!(first, Some(Some(3)));
+    }
+
+    #[test]
+    fn peek_nodes_stops_at_the_wrap_and_at_garbage_without_panicking() {
+        // A ring of two and a half entries: after one is taken, the third straddles the end.
+        let len = event_entry(1).len();
+        let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(len * 2 + len / 2);
+        let mut scratch = Vec::new();
+        assert!(push(&mut tx, &event_entry(1)));
+        let _ = take(&mut rx, &mut scratch, |_, _| ());
+        assert!(push(&mut tx, &event_entry(2)) && push(&mut tx, &event_entry(3)));
+        let mut seen = Vec::new();
+        peek_nodes(&mut rx, 16, |n| seen.push(n));
+        assert_eq!(seen, [2], "the entry across the end is left for `take`");
+        let nodes: Vec<_> = (0..2)
+            .map(|_| take(&mut rx, &mut scratch, |h, b| event_body(&h, b).map(|e| e.node)))
+            .collect();
+        assert_eq!(nodes, [Ok(Some(Some(2))), Ok(Some(Some(3)))]);
+
+        // A head that claims more than the ring holds, and a short event body.
+        for bytes in [vec![0xFFu8; HEAD_BYTES + 3], {
+            let mut raw = [0u8; HEAD_BYTES];
+            Head {
+                len: 2,
+                kind: KIND_EVENT,
+                keys: 0,
+                partition: 0,
+                aux: 0,
+            }
+            .put(&mut raw);
+            [raw.as_slice(), &[1, 2]].concat()
+        }] {
+            let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(256);
+            assert!(push(&mut tx, &bytes));
+            let mut seen = Vec::new();
+            peek_nodes(&mut rx, 16, |n| seen.push(n));
+            assert!(seen.is_empty(), "{seen:?}");
+        }
     }
 
     #[test]

@@ -862,6 +862,7 @@ impl Roller<'_> {
         let mut reader = Reader::open(dir, STREAM_EVENTS, committed_to, Fs::new())?;
         let mut closed = Vec::new();
         let mut keys = [0u64; entry::KEYS_MAX];
+        let mut metrics: Box<thread::RollMetrics> = Box::new([(0, 0.0); entry::KEYS_MAX]);
         while let Some((pos, bytes)) = reader.next()? {
             let node = loop {
                 match rx.pop() {
@@ -895,8 +896,8 @@ impl Roller<'_> {
                 node,
                 status,
                 |i| keys.get(i).copied(),
-                pos,
-                bytes,
+                (pos, bytes),
+                &mut metrics,
                 &mut closed,
             );
             let names = self.rollup.names();
