@@ -188,11 +188,27 @@ impl Writer {
         seq.store(2 * s + 1, Ordering::Relaxed);
         fence(Ordering::Release);
         self.seg.word(off + 8).store(bytes.len() as u64, Ordering::Relaxed);
-        for (i, chunk) in bytes.chunks(8).enumerate() {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
+        // Whole words as fixed-size reads, the short tail once: a copy of run-time length
+        // per word was a `memcpy` call per 8 bytes, ~11% of the hot shard when every
+        // event fires a rule.
+        let words = bytes.chunks_exact(8);
+        let tail = words.remainder();
+        let body = off + SLOT_HEADER_BYTES;
+        let mut n = 0;
+        for (i, word) in words.enumerate() {
+            let w = word.first_chunk::<8>().copied().unwrap_or_default();
             self.seg
-                .word(off + SLOT_HEADER_BYTES + i * 8)
+                .word(body + i * 8)
+                .store(u64::from_le_bytes(w), Ordering::Relaxed);
+            n = i + 1;
+        }
+        if !tail.is_empty() {
+            let mut w = [0u8; 8];
+            for (d, &b) in w.iter_mut().zip(tail) {
+                *d = b;
+            }
+            self.seg
+                .word(body + n * 8)
                 .store(u64::from_le_bytes(w), Ordering::Relaxed);
         }
         seq.store(2 * s + 2, Ordering::Release);
@@ -294,13 +310,21 @@ impl Reader {
         }
         let len = self.seg.word(off + 8).load(Ordering::Relaxed) as usize;
         let len = len.min(self.geo.slot_bytes);
-        for (i, chunk) in buf[..len].chunks_mut(8).enumerate() {
-            let w = self
-                .seg
-                .word(off + SLOT_HEADER_BYTES + i * 8)
-                .load(Ordering::Relaxed)
-                .to_le_bytes();
-            chunk.copy_from_slice(&w[..chunk.len()]);
+        // As the writer: whole words by fixed-size writes, the tail byte by byte.
+        let body = off + SLOT_HEADER_BYTES;
+        let word = |i: usize| self.seg.word(body + i * 8).load(Ordering::Relaxed).to_le_bytes();
+        let mut words = buf[..len].chunks_exact_mut(8);
+        for (i, chunk) in words.by_ref().enumerate() {
+            if let Some(c) = chunk.first_chunk_mut::<8>() {
+                *c = word(i);
+            }
+        }
+        let tail = words.into_remainder();
+        if !tail.is_empty() {
+            let w = word(len / 8);
+            for (d, &b) in tail.iter_mut().zip(&w) {
+                *d = b;
+            }
         }
         fence(Ordering::Acquire);
         if seq.load(Ordering::Relaxed) != v1 {
@@ -345,6 +369,21 @@ mod tests {
             assert_eq!(&buf[..3], &[i; 3]);
         }
         assert_eq!(a.read(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn records_of_every_length_come_back_exactly() {
+        // Whole words and every tail length, after a longer record left bytes in the slot.
+        let mut w = heap(4, 64).expect("ring");
+        let mut r = Reader::open(w.segment().clone()).expect("reader");
+        for len in (0..=64usize).rev() {
+            let rec: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            w.publish(&rec).expect("publish");
+            let mut buf = [0xEEu8; 80];
+            assert_eq!(r.read(&mut buf), Ok(Some(len)), "len {len}");
+            assert_eq!(&buf[..len], rec.as_slice(), "len {len}");
+            assert!(buf[len..].iter().all(|&b| b == 0xEE), "bytes past {len} untouched");
+        }
     }
 
     #[test]
