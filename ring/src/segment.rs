@@ -307,6 +307,23 @@ impl Segment {
         }
     }
 
+    /// Asks the CPU to bring the cache line holding byte `off` closer (a prefetch hint:
+    /// nothing is read or written, and an offset outside the segment is ignored).
+    #[inline]
+    pub(crate) fn prefetch(&self, off: usize) {
+        if off >= self.len() {
+            return;
+        }
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: `off < len`, so the address is inside this live mapping; a prefetch
+            // only hints the cache and never faults or touches memory semantics. SSE is
+            // part of the x86_64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ptr.as_ptr().add(off).cast::<i8>()) }
+        }
+    }
+
     /// Copies whole words at `off` into the reader's private `dst`, with relaxed atomic
     /// loads: a faulty peer may be writing the same bytes, and atomic loads make that a
     /// well-defined race (the copy is then garbage that validation refuses), where a
