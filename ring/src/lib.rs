@@ -45,6 +45,7 @@ mod header;
 pub mod liveness;
 pub mod segment;
 pub mod spsc;
+mod symtab;
 mod sync;
 pub mod wait;
 pub mod wire;

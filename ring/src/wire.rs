@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::mem::MaybeUninit;
 
 use rkyv::api::low::{access, to_bytes_in_with_alloc};
@@ -38,6 +38,7 @@ use crate::event::{
     check_len, check_node_id, check_optional_finite, EventError, EventRef, Metric, RimFastEvent, EVENT_ID_BYTES_MAX,
     METRICS_MAX, METRIC_NAME_BYTES_MAX, RECORD_BYTES_MAX, SOURCE_TOPIC_BYTES_MAX, STATUS_BYTES_MAX,
 };
+use crate::symtab::SymTable;
 
 /// Most symbols one ring may define.
 pub const SYMBOLS_MAX: usize = 1 << 18;
@@ -70,7 +71,7 @@ impl SymbolKind {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize - 1
     }
 
@@ -184,7 +185,7 @@ pub struct AlignedRecord(pub [u8; RECORD_BYTES_MAX]);
 
 /// FxHash: the producer's own strings are the keys, so speed matters and flooding does not.
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -206,12 +207,10 @@ impl Hasher for FxHasher {
     }
 }
 
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
 /// Producer-side encoder: its symbol table and buffers, allocated once; only a new symbol
 /// allocates (its table entry).
 pub struct Encoder {
-    symbols: [FxMap<Box<str>, Sym>; 4],
+    symbols: SymTable,
     kinds: Vec<SymbolKind>,
     text_bytes: usize,
     metrics: Box<[WireMetric; METRICS_MAX]>,
@@ -260,7 +259,15 @@ impl Encoder {
     /// The symbol already defined for `text`, if any.
     #[inline]
     pub fn lookup(&self, kind: SymbolKind, text: &str) -> Option<Sym> {
-        self.symbols[kind.index()].get(text).copied()
+        self.symbols.get(kind, text)
+    }
+
+    /// Asks the CPU to bring in what [`Encoder::lookup`] of `text` will read first: a
+    /// producer with a batch in hand calls it a few events ahead, so that the lookups'
+    /// cache misses overlap instead of coming one per event.
+    #[inline]
+    pub fn prefetch(&self, kind: SymbolKind, text: &str) {
+        self.symbols.prefetch(kind, text);
     }
 
     /// Symbols defined so far.
@@ -290,7 +297,7 @@ impl Encoder {
     fn commit_define(&mut self, pending: PendingDefine, text: &str) {
         self.kinds.push(pending.kind);
         self.text_bytes += text.len();
-        self.symbols[pending.kind.index()].insert(text.into(), pending.sym);
+        self.symbols.insert(pending.kind, text, pending.sym);
     }
 
     /// Validates and archives an event whose strings are symbols of this encoder.

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::scan::same;
 use rim_capsule::{Capsule, CapsuleBody, HistoryQuery, Store, Vantage};
 use rim_ring::{event::EventRef, PublishError, Segment, Sym, SymEvent, SymbolKind};
 use rim_stats::StatsReader;
@@ -148,6 +149,8 @@ impl Drop for Waiting<'_> {
 const PRESENT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Polls of the reply ring by yielding before the wait sleeps between polls.
 const PRESENT_SPINS: u32 = 16;
+/// How many events ahead [`Context::publish_batch`] starts a node id's symbol lookup.
+const LOOKUP_AHEAD: usize = 4;
 
 /// A node's live state, read from its reflex shard.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -344,6 +347,11 @@ impl Context {
         // One clock read for the batch (the ring would read it per event).
         let now_ns = rim_ring::clock::monotonic_ns();
         while let Some(ev) = events.get(*next) {
+            // Node ids differ from event to event: their lookups miss the cache, and
+            // started a few events early they overlap with the publishing in between.
+            if let Some(ahead) = events.get(*next + LOOKUP_AHEAD) {
+                p.prefetch_symbol(SymbolKind::NodeId, ahead.rim_node_id);
+            }
             position = syms.publish(p, ev, now_ns)?;
             *next += 1;
         }
@@ -703,7 +711,7 @@ impl<'e> BatchSymbols<'e> {
         text: &'e str,
     ) -> Result<Sym, PublishError> {
         match slot {
-            Some((t, s)) if *t == text => Ok(*s),
+            Some((t, s)) if same(t.as_bytes(), text.as_bytes()) => Ok(*s),
             _ => {
                 let s = p.intern(kind, text)?;
                 *slot = Some((text, s));
@@ -723,7 +731,7 @@ impl<'e> BatchSymbols<'e> {
         self.metrics.clear();
         for (i, &(name, value)) in ev.critical_metrics.iter().enumerate() {
             let sym = match self.metric_names.get(i) {
-                Some(&(n, s)) if n == name => s,
+                Some(&(n, s)) if same(n.as_bytes(), name.as_bytes()) => s,
                 _ => {
                     let s = p.intern(SymbolKind::MetricName, name)?;
                     self.metric_names.truncate(i);

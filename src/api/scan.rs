@@ -235,6 +235,7 @@ impl<'a> Reader<'a> {
             integer,
             negative,
             mantissa: (digits.count <= 19).then_some(digits.value),
+            digits: digits.count,
             exp10,
         })
     }
@@ -249,12 +250,35 @@ impl<'a> Reader<'a> {
 
     fn i64(&mut self) -> Option<i64> {
         let n = self.number()?;
-        n.integer.then(|| n.text.parse().ok()).flatten()
+        if !n.integer {
+            return None;
+        }
+        if n.negative && n.mantissa == Some(0) {
+            // serde_json reads `-0` as the float -0.0, which no integer field takes.
+            return None;
+        }
+        // Up to 18 digits the mantissa is the value and fits; longer, the exact parser
+        // says whether it does.
+        match n.mantissa.filter(|_| n.digits <= 18) {
+            Some(m) => {
+                let m = i64::try_from(m).ok()?;
+                Some(if n.negative { -m } else { m })
+            }
+            None => n.text.parse().ok(),
+        }
     }
 
     fn u64(&mut self) -> Option<u64> {
         let n = self.number()?;
-        n.integer.then(|| n.text.parse().ok()).flatten()
+        if !n.integer || n.negative {
+            // std's parser refuses every negative, `-0` too (which serde_json takes):
+            // such a body goes to the owned path, which decides.
+            return n.integer.then(|| n.text.parse().ok()).flatten();
+        }
+        match n.mantissa {
+            Some(m) => Some(m),
+            None => n.text.parse().ok(),
+        }
     }
 
     /// `null` (consumed) or not (nothing consumed).
@@ -333,7 +357,7 @@ impl<'a> Reader<'a> {
             let rest = self.b.get(self.at..).unwrap_or(&[]);
             let quoted = rest.len() > k.len() + 1
                 && rest.first() == Some(&b'"')
-                && rest.get(1..=k.len()) == Some(k.as_bytes())
+                && rest.get(1..=k.len()).is_some_and(|r| same(r, k.as_bytes()))
                 && rest.get(k.len() + 1) == Some(&b'"');
             if quoted {
                 self.at += k.len() + 2;
@@ -341,7 +365,7 @@ impl<'a> Reader<'a> {
             }
         }
         let key = self.string()?;
-        KEYS.iter().position(|k| *k == key)
+        KEYS.iter().position(|k| same(k.as_bytes(), key.as_bytes()))
     }
 
     /// The value of field `KEYS[field]` into `ev`.
@@ -383,7 +407,7 @@ impl<'a> Reader<'a> {
             let v = self.f64()?;
             let mine = metrics.get(start..)?;
             // At most 64 names: a linear scan beats a set.
-            if mine.len() == max || mine.iter().any(|(n, _)| *n == name) {
+            if mine.len() == max || mine.iter().any(|(n, _)| same(n.as_bytes(), name.as_bytes())) {
                 return None;
             }
             metrics.push((name, v));
@@ -405,6 +429,8 @@ struct Num<'a> {
     negative: bool,
     /// The digits without the point, when at most 19 (so they fit).
     mantissa: Option<u64>,
+    /// How many digits there are (leading zeros of a fraction included).
+    digits: usize,
     /// The decimal exponent of `mantissa`.
     exp10: i64,
 }
@@ -437,13 +463,35 @@ impl Digits {
     /// Takes the ASCII digits at `b[i..]`; how many.
     fn take(&mut self, b: &[u8], i: usize) -> usize {
         let run = b.get(i..).unwrap_or(&[]);
-        let n = run.iter().take_while(|c| c.is_ascii_digit()).count();
-        for &c in run.iter().take(n) {
-            self.value = self.value.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+        let mut n = 0;
+        for &c in run {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            self.value = self.value.wrapping_mul(10).wrapping_add(u64::from(d));
+            n += 1;
         }
         self.count += n;
         n
     }
+}
+
+/// Whether `a` and `b` hold the same bytes, compared a word at a time without a call (a
+/// `==` on slices calls `memcmp`; the strings compared here are a few bytes long and
+/// compared several times per event).
+#[inline]
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, a_tail) = a.as_chunks::<8>();
+    let (b_words, b_tail) = b.as_chunks::<8>();
+    let words = a_words
+        .iter()
+        .zip(b_words)
+        .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y));
+    words && a_tail.iter().zip(b_tail).all(|(x, y)| x == y)
 }
 
 /// Index of the first `"`, `\\` or control character in `s`, eight bytes at a time
@@ -569,6 +617,48 @@ mod tests {
         ];
         for n in numbers {
             assert!(agrees(&with_price(n)), "not taken: {n}");
+        }
+    }
+
+    #[test]
+    fn integers_at_every_width_and_bound_read_as_serde_json_reads_them() {
+        let timestamps = [
+            "0",
+            "7",
+            "-7",
+            "999999999999999999",
+            "-999999999999999999",
+            "1000000000000000000",
+            "-1000000000000000000",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ];
+        for t in timestamps {
+            let body = format!("[{}]", BASE.replace("\"timestamp\":1", &format!("\"timestamp\":{t}")));
+            assert!(agrees(&body), "not taken: {t}");
+        }
+        // `-0` is the float -0.0 to serde_json.
+        for t in [
+            "-0",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "99999999999999999999",
+        ] {
+            let body = format!("[{}]", BASE.replace("\"timestamp\":1", &format!("\"timestamp\":{t}")));
+            assert!(!agrees(&body), "taken: {t}");
+        }
+        for n in [
+            "0",
+            "9999999999999999999",
+            "10000000000000000000",
+            "18446744073709551615",
+        ] {
+            let body = format!("[{}]", BASE.replace("\"OK\"}", &format!("\"OK\",\"publish_ns\":{n}}}")));
+            assert!(agrees(&body), "not taken: {n}");
+        }
+        for n in ["18446744073709551616", "-0", "-1"] {
+            let body = format!("[{}]", BASE.replace("\"OK\"}", &format!("\"OK\",\"publish_ns\":{n}}}")));
+            assert!(!agrees(&body), "taken: {n}");
         }
     }
 
