@@ -2,8 +2,9 @@
 //! same `past`, `futures` and accuracy, before and after new windows land (the tail keeps
 //! memory current), the same as the store path of the same daemon (a lookback past the
 //! resident one), and the same as a daemon on the same data with the resident windows off
-//! (`api.slice_cache_bytes = 0`). `GET /history` without `resolution` lists every
-//! resolution. A real daemon, a real HTTP client.
+//! (`api.slice_cache_bytes = 0`). A burst of windows larger than one step of the tail is
+//! taken between requests and reaches every resident node. `GET /history` without
+//! `resolution` lists every resolution. A real daemon, a real HTTP client.
 
 mod common;
 
@@ -190,4 +191,66 @@ fn the_resident_slice_is_the_stores_slice_before_and_after_new_windows_and_with_
     });
     assert_eq!(windows(&from_store), resident);
     assert_eq!(metric(&a, "rimd_http_slice_resident_hits_total "), 0);
+}
+
+/// A node's observed 60 s windows in the store over the last hour (at `now`).
+fn node_history(a: &str, node: &str, from: i64, to: i64) -> Value {
+    let r = get(
+        a,
+        &format!("/api/v1/history/{node}?resolution=60&vantageMode=OBSERVED&from={from}&to={to}&size=1000"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["data"].clone()
+}
+
+fn node_slice(a: &str, node: &str) -> Value {
+    let r = get(a, &format!("/api/v1/temporal/slice/{node}"));
+    assert_eq!(r.status, 200, "{node}: {}", r.text());
+    r.json()["data"].clone()
+}
+
+#[test]
+fn a_burst_of_windows_larger_than_a_tail_step_reaches_every_resident_node_between_requests() {
+    let sets: Vec<&str> = HTTP_SETS.iter().copied().chain(["persist.grace_ms=300"]).collect();
+    let mut d = Daemon::start(&sets, None);
+    let a = d.http_addr();
+    let a = a.as_str();
+    let nodes: Vec<String> = (0..100).map(|i| format!("rim:sensor:burst:n{i}")).collect();
+    let minute = 60_000;
+    let base = (now_ms() / minute - 10) * minute + 30_000;
+    let at = |i: i64| -> Vec<Value> {
+        nodes
+            .iter()
+            .map(|n| event(n, base + i * minute, 40.0 + i as f64))
+            .collect()
+    };
+    post(a, [at(0), at(1), at(2)].concat());
+    let last = nodes.last().expect("nodes");
+    eventually("two closed windows of every node in the store", || {
+        (node_history(a, last, 0, i64::MAX).as_array().map_or(0, Vec::len) == 2).then_some(())
+    });
+    for n in &nodes {
+        assert_eq!(node_slice(a, n)["past"].as_array().map(Vec::len), Some(2), "{n}");
+    }
+    // One more window for every node: hundreds of capsules (both resolutions, the
+    // predictions) in the store's next commits, more than one step of the tail.
+    post(a, at(3));
+    eventually("three closed windows of every node in the store", || {
+        (node_history(a, last, 0, i64::MAX).as_array().map_or(0, Vec::len) == 3).then_some(())
+    });
+    let tailed = metric(a, "rimd_http_slice_resident_tailed_total ");
+    // One slice takes one step and leaves the rest to the follower: the tail keeps
+    // growing with no further slice asked for.
+    let _ = node_slice(a, &nodes[0]);
+    eventually("the tail taken between requests", || {
+        (metric(a, "rimd_http_slice_resident_tailed_total ") > tailed + 64).then_some(())
+    });
+    for n in &nodes {
+        let s = eventually("three windows in the slice", || {
+            let s = node_slice(a, n);
+            (s["past"].as_array().map_or(0, Vec::len) == 3).then_some(s)
+        });
+        let now = s["now"].as_i64().expect("now");
+        assert_eq!(s["past"], node_history(a, n, now - 3_600_000, now), "{n}");
+    }
 }

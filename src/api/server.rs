@@ -131,8 +131,10 @@ fn run_thread(
         let serving = glommio::spawn_local_into(
             async move {
                 spawn_stream(&served, super::ws::poll_decisions(served.clone()));
+                spawn_stream(&served, super::slice::follow_store(served.clone()));
                 accept_loop(&listener, &served, &stop).await;
                 served.hub.stopping();
+                served.resident_behind.notify();
                 drop(listener);
                 drain(&served).await;
             },
@@ -327,6 +329,8 @@ pub struct App {
     pub conns: ConnCounters,
     /// The slice's recent windows.
     pub resident: RefCell<super::resident::Resident>,
+    /// Wakes the task that brings the resident windows up to the store between requests.
+    pub(crate) resident_behind: super::ws::Notify,
     /// The daemon's stop flag.
     pub stop: Arc<AtomicBool>,
     /// The thread's task queues.
@@ -394,6 +398,7 @@ impl App {
                 cfg.slice_lookback_s,
                 cfg.slice_cache_bytes,
             )),
+            resident_behind: super::ws::Notify::default(),
             cfg,
             ctx,
             tokens,

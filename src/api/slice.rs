@@ -22,9 +22,13 @@
 //! the accuracy come from the resident windows ([`super::resident`]: the same JSON, from
 //! memory); otherwise, or with `api.slice_cache_bytes = 0`, from the store.
 
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
 use hyper::{Response, StatusCode};
 use rim_capsule::{Capsule, HistoryQuery, Vantage};
 use serde::Serialize;
+use tracing::warn;
 
 use super::context::Present;
 use super::envelope::{self, Body, Code, Meta, Problem};
@@ -37,6 +41,8 @@ use super::server::App;
 const FUTURES_MAX: usize = 64;
 /// Weights of coverage, freshness and accuracy in the combined confidence.
 const WEIGHTS: [f64; 3] = [0.3, 0.3, 0.4];
+/// Pause between two steps of [`follow_store`].
+const FOLLOW_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
 /// Longest lookback, seconds (30 days).
 const LOOKBACK_S_MAX: u64 = 30 * 86_400;
 
@@ -154,9 +160,12 @@ fn stored(app: &App, node: &str, resolution: u32, now: i64, lookback_s: u64) -> 
     if let Some(store) = app.ctx.store() {
         let mut resident = app.resident.borrow_mut();
         if resident.serves(store, resolution, lookback_ms) {
-            let w = resident
-                .windows(store, app.ctx.store_version(), node, now, lookback_ms)
-                .map_err(fail)?;
+            let version = app.ctx.store_version();
+            let w = resident.windows(store, version, node, now, lookback_ms).map_err(fail)?;
+            if resident.behind(version) {
+                // A burst of capsules: the rest is taken between requests.
+                app.resident_behind.notify();
+            }
             drop(resident);
             if let Some(newest) = &w.newest {
                 // Lets the live state name its metric series (the shard knows only their
@@ -183,6 +192,35 @@ fn stored(app: &App, node: &str, resolution: u32, now: i64, lookback_s: u64) -> 
         futures: Windows::Read(futures),
         accuracy,
     })
+}
+
+/// Brings the resident windows up to the store a step at a time while a request left
+/// them behind (a burst of capsules larger than one step), pausing between steps so that
+/// requests are answered in between. Parked otherwise; ends when the daemon stops.
+pub async fn follow_store(app: Rc<App>) {
+    loop {
+        app.resident_behind.wait().await;
+        loop {
+            if app.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(store) = app.ctx.store() else {
+                return;
+            };
+            let version = app.ctx.store_version();
+            let now = app.ctx.clock().now_ms();
+            // The borrow ends before any await: requests borrow the windows in between.
+            let behind = app.resident.borrow_mut().follow(store, version, now);
+            match behind {
+                Ok(true) => glommio::timer::sleep(FOLLOW_PAUSE).await,
+                Ok(false) => break,
+                Err(e) => {
+                    warn!(error = %e, "slice windows: reading the store's tail failed; the next slice retries");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// The past and futures capsules from the store (none when persistence is off).

@@ -121,13 +121,13 @@ pub struct Hub {
 /// A wake-up for one task on this executor (the hub's poller): `notify` from any task
 /// of the thread, `wait` in the one. A notify before the wait is kept, so none is lost.
 #[derive(Default)]
-struct Notify {
+pub(crate) struct Notify {
     set: Cell<bool>,
     waker: RefCell<Option<Waker>>,
 }
 
 impl Notify {
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.set.set(true);
         let waker = self.waker.borrow_mut().take();
         if let Some(w) = waker {
@@ -135,7 +135,7 @@ impl Notify {
         }
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         poll_fn(|cx| {
             if self.set.replace(false) {
                 return Poll::Ready(());
