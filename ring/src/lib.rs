@@ -54,4 +54,5 @@ pub use event::{EventError, EventRef, NodeIdError, RimFastEvent, RimNodeId};
 pub use header::HEADER_BYTES;
 pub use segment::{Segment, SegmentError};
 pub use spsc::{Consumer, PollError, Producer, PublishError, Refusal, Verdict, Verdicts};
+pub use symtab::same_bytes;
 pub use wire::{EventView, Sym, SymEvent, SymbolKind};

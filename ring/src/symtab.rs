@@ -174,17 +174,22 @@ fn hash(kind: SymbolKind, text: &str) -> u64 {
 /// word at a time, without a call.
 #[inline]
 fn holds(slot: &Slot, text: &[u8]) -> bool {
-    if usize::from(slot.len) != text.len() {
+    usize::from(slot.len) == text.len() && slot.text.get(..text.len()).is_some_and(|mine| same_bytes(mine, text))
+}
+
+/// Whether `a` and `b` hold the same bytes, compared a word at a time without a call (a
+/// `==` on slices calls `memcmp`, a call per comparison of strings that are mostly a few
+/// words long: symbol texts here, JSON keys and metric names in the daemon's intake).
+#[inline]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
         return false;
     }
-    let Some(mine) = slot.text.get(..text.len()) else {
-        return false;
-    };
-    let (a, a_tail) = mine.as_chunks::<8>();
-    let (b, b_tail) = text.as_chunks::<8>();
-    let words = a
+    let (a_words, a_tail) = a.as_chunks::<8>();
+    let (b_words, b_tail) = b.as_chunks::<8>();
+    let words = a_words
         .iter()
-        .zip(b)
+        .zip(b_words)
         .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y));
     words && a_tail.iter().zip(b_tail).all(|(x, y)| x == y)
 }
@@ -220,6 +225,21 @@ mod tests {
             assert_eq!(t.get(SymbolKind::NodeId, probe), None, "{probe}");
         }
         assert!(t.slots.len() >= texts.len() * 4 / 3 - 2);
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality_at_every_length_and_position() {
+        let a: Vec<u8> = (0..40u8).collect();
+        for len in 0..a.len() {
+            let x = &a[..len];
+            assert!(same_bytes(x, &a[..len]));
+            assert!(!same_bytes(x, &a[..len + 1]));
+            for at in 0..len {
+                let mut y = x.to_vec();
+                y[at] ^= 0x80;
+                assert!(!same_bytes(x, &y), "len {len} at {at}");
+            }
+        }
     }
 
     #[test]

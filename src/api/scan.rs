@@ -477,21 +477,11 @@ impl Digits {
     }
 }
 
-/// Whether `a` and `b` hold the same bytes, compared a word at a time without a call (a
-/// `==` on slices calls `memcmp`; the strings compared here are a few bytes long and
-/// compared several times per event).
+/// Whether `a` and `b` hold the same bytes, without a `memcmp` call per comparison (the
+/// strings compared here are a few bytes long and compared several times per event).
 #[inline]
 pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (a_words, a_tail) = a.as_chunks::<8>();
-    let (b_words, b_tail) = b.as_chunks::<8>();
-    let words = a_words
-        .iter()
-        .zip(b_words)
-        .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y));
-    words && a_tail.iter().zip(b_tail).all(|(x, y)| x == y)
+    rim_ring::same_bytes(a, b)
 }
 
 /// Index of the first `"`, `\\` or control character in `s`, eight bytes at a time
