@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const CHECKS: [&str; 13] = [
+const CHECKS: [&str; 14] = [
     "config",
     "cores",
     "isolcpus",
@@ -16,6 +16,7 @@ const CHECKS: [&str; 13] = [
     "governor",
     "smt",
     "irqs",
+    "damon",
     "thp",
     "clocksource",
     "memlock",

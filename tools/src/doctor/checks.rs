@@ -4,8 +4,8 @@
 //! A *required* check is one without which rimd does not start or cannot keep its
 //! promises (its cores, io_uring for glommio, locked memory, room for its segments and
 //! journal); a failed one makes `doctor` exit 1. The others are tuning that the hot
-//! core's latency depends on (isolation, governor, THP, clock source, SMT, interrupts):
-//! they warn. A check whose input the kernel does not expose is skipped.
+//! core's latency depends on (isolation, governor, THP, clock source, SMT, interrupts,
+//! DAMON's memory scanning): they warn. A check whose input the kernel does not expose is skipped.
 
 use rim_core::config::{Config, IdleStrategy};
 use serde::Serialize;
@@ -96,6 +96,7 @@ pub fn all(config: &Config) -> Vec<Check> {
         governor(&hot),
         smt(&hot),
         irqs(&hot),
+        damon(),
         thp(),
         clocksource(),
         memlock(config),
@@ -126,6 +127,7 @@ pub fn unreadable(error: &str) -> Vec<Check> {
         skipped("governor", false),
         skipped("smt", false),
         skipped("irqs", false),
+        damon(),
         thp(),
         clocksource(),
         skipped("memlock", true),
@@ -260,6 +262,42 @@ fn irqs(hot: &[usize]) -> Check {
             "steer IRQs away: IRQBALANCE_BANNED_CPULIST={0} for irqbalance, or write the other cores to /proc/irq/*/smp_affinity_list",
             format_cpu_list(hot)
         ),
+    )
+}
+
+fn damon() -> Check {
+    damon_of(host::kdamonds_on(), host::damon_reclaim_enabled())
+}
+
+/// The `damon` check from what the host says: DAMON's worker threads scan memory and page
+/// out on their own schedule, and each pass takes a core for milliseconds (measured on a
+/// VM whose DAMON pageout scheme was on: 1–4 ms every ~0.5 s, 97% of them on the core of
+/// rimd's HTTP server, the p99 of 10k requests/s).
+fn damon_of(kdamonds: Option<Vec<host::Kdamond>>, reclaim: Option<bool>) -> Check {
+    let wanted = "no DAMON worker (kdamond) running".to_owned();
+    if kdamonds.is_none() && reclaim.is_none() {
+        return Check::skip("damon", false, "no DAMON interface", wanted);
+    }
+    let on = kdamonds.unwrap_or_default();
+    let reclaim = reclaim == Some(true);
+    let mut found: Vec<String> = on
+        .iter()
+        .map(|k| match &k.pid {
+            Some(pid) => format!("kdamond {} on (pid {pid})", k.index),
+            None => format!("kdamond {} on", k.index),
+        })
+        .collect();
+    if reclaim {
+        found.push("damon_reclaim enabled".to_owned());
+    }
+    let pass = found.is_empty();
+    Check::judge(
+        "damon",
+        false,
+        pass,
+        if pass { "none running".to_owned() } else { found.join("; ") },
+        wanted,
+        "stop it (echo off > /sys/kernel/mm/damon/admin/kdamonds/N/state; echo N > /sys/module/damon_reclaim/parameters/enabled) or keep it off rimd's cores (taskset -pc <a core rimd does not use> <pid>): each pass takes a core for milliseconds",
     )
 }
 
@@ -474,6 +512,26 @@ mod tests {
         assert_eq!(names(&unread), names(&read));
         assert_eq!(unread[0].status, Status::Fail);
         assert_eq!(unread.iter().filter(|c| c.status == Status::Fail).count(), 1);
+    }
+
+    #[test]
+    fn a_running_damon_worker_or_reclaim_warns_and_no_interface_skips() {
+        let k = |i: &str, pid: Option<&str>| host::Kdamond {
+            index: i.into(),
+            pid: pid.map(Into::into),
+        };
+        let none = damon_of(Some(vec![]), Some(false));
+        assert_eq!((none.status, none.found.as_str()), (Status::Ok, "none running"));
+        assert!(none.action.is_empty());
+        let one = damon_of(Some(vec![k("0", Some("83"))]), None);
+        assert_eq!(one.status, Status::Warn);
+        assert_eq!(one.found, "kdamond 0 on (pid 83)");
+        assert!(one.action.contains("kdamonds/N/state"), "{}", one.action);
+        let both = damon_of(Some(vec![k("0", None), k("1", Some("9"))]), Some(true));
+        assert_eq!(both.found, "kdamond 0 on; kdamond 1 on (pid 9); damon_reclaim enabled");
+        assert_eq!(damon_of(None, Some(true)).status, Status::Warn);
+        assert_eq!(damon_of(None, None).status, Status::Skip);
+        assert!(!damon_of(None, None).required);
     }
 
     #[test]

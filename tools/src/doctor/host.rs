@@ -144,6 +144,38 @@ pub fn process_running(name: &str) -> bool {
         .any(|e| read(e.path().join("comm")).is_some_and(|c| c == name))
 }
 
+/// A DAMON worker thread switched on through sysfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kdamond {
+    /// Its index under `/sys/kernel/mm/damon/admin/kdamonds`.
+    pub index: String,
+    /// Its thread id, when the kernel says.
+    pub pid: Option<String>,
+}
+
+/// The DAMON workers (`kdamond`) whose sysfs `state` is `on`; `None` when the kernel has
+/// no DAMON sysfs interface.
+pub fn kdamonds_on() -> Option<Vec<Kdamond>> {
+    let dir = std::fs::read_dir("/sys/kernel/mm/damon/admin/kdamonds").ok()?;
+    let mut on: Vec<Kdamond> = dir
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| read(e.path().join("state")).is_some_and(|s| s == "on"))
+        .map(|e| Kdamond {
+            index: e.file_name().to_string_lossy().into_owned(),
+            pid: read(e.path().join("pid")),
+        })
+        .collect();
+    on.sort_by(|a, b| a.index.cmp(&b.index));
+    Some(on)
+}
+
+/// Whether the DAMON-based reclaim module runs (`damon_reclaim.enabled`); `None` when the
+/// kernel has no such module.
+pub fn damon_reclaim_enabled() -> Option<bool> {
+    read("/sys/module/damon_reclaim/parameters/enabled").map(|v| v == "Y")
+}
+
 /// Interrupts (by `/proc/irq/N/smp_affinity_list`) that may be delivered to any of
 /// `cpus`, and the total seen.
 pub fn irqs_touching(cpus: &[usize]) -> (usize, usize) {
