@@ -239,7 +239,9 @@ fn a_burst_of_windows_larger_than_a_tail_step_reaches_every_resident_node_betwee
         (node_history(a, last, 0, i64::MAX).as_array().map_or(0, Vec::len) == 3).then_some(())
     });
     let tailed = metric(a, "rimd_http_slice_resident_tailed_total ");
-    // One slice takes one step and leaves the rest to the follower: the tail keeps
+    // Nothing has read the tail since the burst (the waits above asked the store's
+    // history): it holds at least the 100 nodes' new observed windows, more than one
+    // step. One slice takes one step and leaves the rest to the follower: the tail keeps
     // growing with no further slice asked for.
     let _ = node_slice(a, &nodes[0]);
     eventually("the tail taken between requests", || {

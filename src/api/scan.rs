@@ -271,9 +271,9 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Option<u64> {
         let n = self.number()?;
         if !n.integer || n.negative {
-            // std's parser refuses every negative, `-0` too (which serde_json takes):
-            // such a body goes to the owned path, which decides.
-            return n.integer.then(|| n.text.parse().ok()).flatten();
+            // No negative is a u64 to serde_json either (it reads `-0` as the float
+            // -0.0): the owned path refuses the body and says why.
+            return None;
         }
         match n.mantissa {
             Some(m) => Some(m),
