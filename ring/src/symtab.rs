@@ -97,19 +97,9 @@ impl SymTable {
         if text.len() > INLINE {
             return;
         }
-        let Some(slot) = self.slots.get(self.index(hash(kind, text))) else {
-            return;
-        };
-        #[cfg(all(target_arch = "x86_64", not(loom)))]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: `slot` is a live element of `self.slots` (a reference we hold), so
-            // the address is valid; a prefetch only hints the cache and never faults or
-            // changes memory. SSE is part of the x86_64 baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(slot).cast::<i8>()) }
+        if let Some(slot) = self.slots.get(self.index(hash(kind, text))) {
+            crate::segment::prefetch_line(std::ptr::from_ref(slot).cast::<u8>());
         }
-        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-        let _ = slot;
     }
 
     /// Records `text` as a `kind` with symbol `sym` (not already there: the caller looked
@@ -177,7 +167,9 @@ fn hash(kind: SymbolKind, text: &str) -> u64 {
 /// word at a time, without a call.
 #[inline]
 fn holds(slot: &Slot, text: &[u8]) -> bool {
-    usize::from(slot.len) == text.len() && slot.text.get(..text.len()).is_some_and(|mine| same_bytes(mine, text))
+    slot.text
+        .get(..usize::from(slot.len))
+        .is_some_and(|mine| same_bytes(mine, text))
 }
 
 /// Whether `a` and `b` hold the same bytes, compared a word at a time without a call (a

@@ -13,9 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::scan::same;
 use rim_capsule::{Capsule, CapsuleBody, HistoryQuery, Store, Vantage};
-use rim_ring::{event::EventRef, PublishError, Segment, Sym, SymEvent, SymbolKind};
+use rim_ring::{event::EventRef, same_bytes, PublishError, Segment, Sym, SymEvent, SymbolKind};
 use rim_stats::StatsReader;
 
 use crate::agent::{BeatState, ColdAgents, ShardBeat};
@@ -711,7 +710,7 @@ impl<'e> BatchSymbols<'e> {
         text: &'e str,
     ) -> Result<Sym, PublishError> {
         match slot {
-            Some((t, s)) if same(t.as_bytes(), text.as_bytes()) => Ok(*s),
+            Some((t, s)) if same_bytes(t.as_bytes(), text.as_bytes()) => Ok(*s),
             _ => {
                 let s = p.intern(kind, text)?;
                 *slot = Some((text, s));
@@ -731,7 +730,7 @@ impl<'e> BatchSymbols<'e> {
         self.metrics.clear();
         for (i, &(name, value)) in ev.critical_metrics.iter().enumerate() {
             let sym = match self.metric_names.get(i) {
-                Some(&(n, s)) if same(n.as_bytes(), name.as_bytes()) => s,
+                Some(&(n, s)) if same_bytes(n.as_bytes(), name.as_bytes()) => s,
                 _ => {
                     let s = p.intern(SymbolKind::MetricName, name)?;
                     self.metric_names.truncate(i);

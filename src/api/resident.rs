@@ -368,27 +368,24 @@ impl Resident {
             e.accuracy_version = Some(version);
         }
         let before = e.bytes;
-        prune(
-            e,
-            now_ms.saturating_sub(self.lookback_ms),
-            now_ms.saturating_sub(res_ms),
-        );
-        self.bytes = self.bytes.saturating_sub(before.saturating_sub(e.bytes));
+        // Windows no slice can ask for any more go.
+        e.past.prune(now_ms.saturating_sub(self.lookback_ms));
+        e.futures.prune(now_ms.saturating_sub(res_ms));
         self.counters.hits += 1;
-        let before = e.bytes;
         let past = e.past.range(
             now_ms.saturating_sub(lookback_ms),
             now_ms,
             rim_capsule::store::HISTORY_ROWS_MAX,
-        )?;
+        );
         let futures = e
             .futures
-            .range(now_ms.saturating_sub(res_ms), i64::MAX, FUTURES_KEPT_MAX)?;
-        // A list built whole for this answer is held until it changes: counted, and the
-        // budget kept (the lists just handed out are shared, so evicting their node only
-        // drops the cache's hold on them).
+            .range(now_ms.saturating_sub(res_ms), i64::MAX, FUTURES_KEPT_MAX);
+        // Pruned windows gone, a list built whole for this answer held until it changes:
+        // counted (before any error returns), and the budget kept below (the lists just
+        // handed out are shared, so evicting their node only drops the cache's hold).
         e.bytes = e.lane_bytes();
         self.bytes = (self.bytes + e.bytes).saturating_sub(before);
+        let (past, futures) = (past?, futures?);
         let newest = if e.newest_given {
             None
         } else {
@@ -544,13 +541,6 @@ impl Resident {
             self.counters.evictions += evicted;
         }
     }
-}
-
-/// Drops windows no slice can ask for any more (`Entry::bytes` follows).
-fn prune(e: &mut Entry, past_from_ms: i64, futures_from_ms: i64) {
-    e.past.prune(past_from_ms);
-    e.futures.prune(futures_from_ms);
-    e.bytes = e.lane_bytes();
 }
 
 /// The node's accuracy rows merged (as the slice shows them).

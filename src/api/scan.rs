@@ -25,6 +25,7 @@
 //! The differential test below and the fuzz target `http_bodies` hold it to `serde_json`.
 
 use rim_ring::event::EventRef;
+use rim_ring::same_bytes;
 
 /// One event as read: strings borrowed from the body, metrics as a range of the batch's
 /// shared metric list.
@@ -357,7 +358,7 @@ impl<'a> Reader<'a> {
             let rest = self.b.get(self.at..).unwrap_or(&[]);
             let quoted = rest.len() > k.len() + 1
                 && rest.first() == Some(&b'"')
-                && rest.get(1..=k.len()).is_some_and(|r| same(r, k.as_bytes()))
+                && rest.get(1..=k.len()).is_some_and(|r| same_bytes(r, k.as_bytes()))
                 && rest.get(k.len() + 1) == Some(&b'"');
             if quoted {
                 self.at += k.len() + 2;
@@ -365,7 +366,7 @@ impl<'a> Reader<'a> {
             }
         }
         let key = self.string()?;
-        KEYS.iter().position(|k| same(k.as_bytes(), key.as_bytes()))
+        KEYS.iter().position(|k| same_bytes(k.as_bytes(), key.as_bytes()))
     }
 
     /// The value of field `KEYS[field]` into `ev`.
@@ -407,7 +408,7 @@ impl<'a> Reader<'a> {
             let v = self.f64()?;
             let mine = metrics.get(start..)?;
             // At most 64 names: a linear scan beats a set.
-            if mine.len() == max || mine.iter().any(|(n, _)| same(n.as_bytes(), name.as_bytes())) {
+            if mine.len() == max || mine.iter().any(|(n, _)| same_bytes(n.as_bytes(), name.as_bytes())) {
                 return None;
             }
             metrics.push((name, v));
@@ -475,13 +476,6 @@ impl Digits {
         self.count += n;
         n
     }
-}
-
-/// Whether `a` and `b` hold the same bytes, without a `memcmp` call per comparison (the
-/// strings compared here are a few bytes long and compared several times per event).
-#[inline]
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    rim_ring::same_bytes(a, b)
 }
 
 /// Index of the first `"`, `\\` or control character in `s`, eight bytes at a time
@@ -612,7 +606,9 @@ mod tests {
 
     #[test]
     fn integers_at_every_width_and_bound_read_as_serde_json_reads_them() {
-        let timestamps = [
+        let timestamp = |t: &str| format!("[{}]", BASE.replace("\"timestamp\":1", &format!("\"timestamp\":{t}")));
+        let publish_ns = |n: &str| format!("[{}]", BASE.replace("\"OK\"}", &format!("\"OK\",\"publish_ns\":{n}}}")));
+        let taken = [
             "0",
             "7",
             "-7",
@@ -622,33 +618,33 @@ mod tests {
             "-1000000000000000000",
             "9223372036854775807",
             "-9223372036854775808",
-        ];
-        for t in timestamps {
-            let body = format!("[{}]", BASE.replace("\"timestamp\":1", &format!("\"timestamp\":{t}")));
-            assert!(agrees(&body), "not taken: {t}");
+        ]
+        .map(timestamp)
+        .into_iter()
+        .chain(
+            [
+                "0",
+                "9999999999999999999",
+                "10000000000000000000",
+                "18446744073709551615",
+            ]
+            .map(publish_ns),
+        );
+        for body in taken {
+            assert!(agrees(&body), "not taken: {body}");
         }
         // `-0` is the float -0.0 to serde_json.
-        for t in [
+        let left = [
             "-0",
             "9223372036854775808",
             "-9223372036854775809",
             "99999999999999999999",
-        ] {
-            let body = format!("[{}]", BASE.replace("\"timestamp\":1", &format!("\"timestamp\":{t}")));
-            assert!(!agrees(&body), "taken: {t}");
-        }
-        for n in [
-            "0",
-            "9999999999999999999",
-            "10000000000000000000",
-            "18446744073709551615",
-        ] {
-            let body = format!("[{}]", BASE.replace("\"OK\"}", &format!("\"OK\",\"publish_ns\":{n}}}")));
-            assert!(agrees(&body), "not taken: {n}");
-        }
-        for n in ["18446744073709551616", "-0", "-1"] {
-            let body = format!("[{}]", BASE.replace("\"OK\"}", &format!("\"OK\",\"publish_ns\":{n}}}")));
-            assert!(!agrees(&body), "taken: {n}");
+        ]
+        .map(timestamp)
+        .into_iter()
+        .chain(["18446744073709551616", "-0", "-1"].map(publish_ns));
+        for body in left {
+            assert!(!agrees(&body), "taken: {body}");
         }
     }
 
