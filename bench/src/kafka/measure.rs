@@ -75,6 +75,10 @@ pub struct Outcome {
     pub offered_per_s: f64,
     /// Decisions of other rules, or of events of an earlier phase, skipped.
     pub skipped: u64,
+    /// Milliseconds from the first hand-over to the last one, and to the first decision
+    /// read: whether the way in overlaps its sender or waits for it.
+    pub sent_ms: f64,
+    pub first_read_ms: f64,
 }
 
 /// The subscriber's end of the decision ring, reading only what it needs: the rule id
@@ -204,6 +208,7 @@ struct Ledger {
     skipped: u64,
     first_ns: u64,
     last_send_ns: u64,
+    first_read_ns: u64,
     last_read_ns: u64,
     hist: LatencyRecorder,
 }
@@ -218,6 +223,7 @@ impl Ledger {
             skipped: 0,
             first_ns: 0,
             last_send_ns: 0,
+            first_read_ns: 0,
             last_read_ns: 0,
             hist: LatencyRecorder::new(),
         }
@@ -254,6 +260,9 @@ impl Ledger {
         };
         self.handed_ns[i as usize] = 0;
         self.hist.record(read_ns.saturating_sub(handed).max(1));
+        if self.received == 0 {
+            self.first_read_ns = read_ns;
+        }
         self.received += 1;
         self.last_read_ns = read_ns;
         Ok(())
@@ -266,6 +275,8 @@ impl Ledger {
             events_per_s: self.received as f64 / secs(self.first_ns, self.last_read_ns),
             offered_per_s: self.sent as f64 / secs(self.first_ns, self.last_send_ns),
             skipped: self.skipped,
+            sent_ms: self.last_send_ns.saturating_sub(self.first_ns) as f64 / 1e6,
+            first_read_ms: self.first_read_ns.saturating_sub(self.first_ns) as f64 / 1e6,
         }
     }
 }

@@ -201,6 +201,10 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
                     outcome.skipped
                 );
             }
+            eprint!(
+                "(sent over {:.0} ms, first decision at {:.0} ms) ",
+                outcome.sent_ms, outcome.first_read_ms
+            );
             Ok(row(name, &phase, &outcome))
         }
         Err(e) => {
