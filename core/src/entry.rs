@@ -221,8 +221,14 @@ pub fn peek(ring: &mut rtrb::Consumer<u8>) -> Result<Option<Head>, EntryError> {
     };
     // Not committed: the head is taken with its body.
     let head = Head::get(&raw);
-    let available = ring.slots() - HEAD_BYTES;
-    // The writer pushes head and body in one commit, so a visible head has its body.
+    // The writer pushes head and body in one commit, so a visible head has its body, and
+    // the writer's position as last loaded (by `read_chunk` above) already covers it: no
+    // load of the position the writer's core keeps writing, a cache miss per entry when
+    // the check reloaded it. Only a body it does not cover looks again before refusing.
+    let mut available = ring.cached_slots() - HEAD_BYTES;
+    if head.len as usize > available {
+        available = ring.slots() - HEAD_BYTES;
+    }
     if head.len as usize > BODY_BYTES_MAX || head.len as usize > available {
         return Err(EntryError {
             kind: head.kind,
@@ -238,7 +244,13 @@ pub fn peek(ring: &mut rtrb::Consumer<u8>) -> Result<Option<Head>, EntryError> {
 /// slice are looked at (the rest are met when taken). For overlapping the cache misses of
 /// the per-node state those entries will touch; a malformed head just ends the look.
 pub fn peek_nodes(ring: &mut rtrb::Consumer<u8>, max: usize, mut f: impl FnMut(u32)) {
-    let Ok(chunk) = ring.read_chunk(ring.slots()) else {
+    // What the last load of the writer's position showed, reloaded only when that is
+    // less than `max` small entries: a reload is a cache miss on a line the writer keeps.
+    let mut visible = ring.cached_slots();
+    if visible < max * (HEAD_BYTES + EXTRAS_BYTES) {
+        visible = ring.slots();
+    }
+    let Ok(chunk) = ring.read_chunk(visible) else {
         return;
     };
     let (mut rest, _) = chunk.as_slices();

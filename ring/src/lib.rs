@@ -52,7 +52,7 @@ pub mod wire;
 
 pub use event::{EventError, EventRef, NodeIdError, RimFastEvent, RimNodeId};
 pub use header::HEADER_BYTES;
-pub use segment::{Segment, SegmentError};
+pub use segment::{prefetch_line, Segment, SegmentError};
 pub use spsc::{Consumer, PollError, Producer, PublishError, Refusal, Verdict, Verdicts};
 pub use symtab::same_bytes;
 pub use wire::{EventView, Sym, SymEvent, SymbolKind};

@@ -141,7 +141,7 @@ fn check_size(bytes: usize) -> Result<(), SegmentError> {
 /// Asks the CPU to bring the cache line at `p` closer: a hint that reads and writes
 /// nothing, so it is safe for any address (callers pass one they own, for it to help).
 #[inline]
-pub(crate) fn prefetch_line(p: *const u8) {
+pub fn prefetch_line(p: *const u8) {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

@@ -714,7 +714,7 @@ impl JournalThread {
         while n < TURN_ENTRIES && self.events_room() {
             if n % TOUCH_AHEAD == 0 {
                 let rollup = &self.rollup;
-                entry::peek_nodes(ring, TOUCH_AHEAD, |node| rollup.touch(node));
+                entry::peek_nodes(ring, TOUCH_AHEAD, |node| rollup.touch(node, rim_ring::prefetch_line));
             }
             match entry::take(ring, &mut scratch, |head, body| self.on_ingest(head, body)) {
                 Ok(Some(())) => n += 1,
