@@ -258,7 +258,9 @@ pub fn pop(ring: &mut rtrb::Consumer<Slot>, scratch: &mut [u8; NODE_ID_BYTES_MAX
     let Ok(head) = ring.peek() else { return false };
     let w0 = head[0];
     let slots = ((w0 >> 32) as usize).clamp(1, SLOTS_PER_RECORD_MAX);
-    let Ok(chunk) = ring.read_chunk(slots.min(ring.slots())) else {
+    // A record is committed whole, so the writer's position as last loaded (by `peek`)
+    // already covers it: no fresh load of a position the writer keeps moving.
+    let Ok(chunk) = ring.read_chunk(slots.min(ring.cached_slots())) else {
         return false;
     };
     let (a, b) = chunk.as_slices();

@@ -409,7 +409,9 @@ impl Reflex {
         // records and predictions fit, so a lagging store slows ingest (producers see
         // Full) instead of losing audit records.
         if let Some(p) = self.emit.persisted.as_ref() {
-            if p.ring.slots() < PERSIST_ROOM_PER_EVENT {
+            // The journal thread's position as last loaded first: it only ever frees more,
+            // and a fresh load per event is a transfer of the line that thread keeps writing.
+            if p.ring.cached_slots() < PERSIST_ROOM_PER_EVENT && p.ring.slots() < PERSIST_ROOM_PER_EVENT {
                 return false;
             }
             // Subscribers see decisions before they are durable; a restart skips
