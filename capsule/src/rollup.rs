@@ -55,6 +55,12 @@
 
 use std::collections::HashMap;
 
+/// The roll-up's maps by node index: FxHash, not SipHash. Their keys are indices the daemon
+/// assigns, and a window close looks in up to four of them; with SipHash, the closes of
+/// 10,000 nodes' one-second windows in the same few milliseconds were a burst the journal
+/// thread fell behind on every second.
+type NodeMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
+
 use crate::accuracy::{AccuracyAgg, SeriesScore, REL_ERR_FLOOR};
 use crate::model::{Capsule, CapsuleBody, CapsuleKey, MetricStats, ObservedStats, Ohlc, Vantage};
 
@@ -540,15 +546,15 @@ pub struct Rollup {
     /// `rows.len() × resolutions` windows, node-major.
     wins: Vec<Win>,
     /// Accumulators of series past the inline ones: node → (key, one per resolution).
-    overflow: HashMap<u32, Vec<(u64, Vec<Acc>)>>,
+    overflow: NodeMap<u32, Vec<(u64, Vec<Acc>)>>,
     names: Names,
     /// Names learned since the last `take_names`.
     delta: NamesDelta,
-    accuracy: HashMap<u32, AccuracyRow>,
+    accuracy: NodeMap<u32, AccuracyRow>,
     /// (node, resolution index) → pending predictions, oldest first.
-    expected: HashMap<(u32, u8), Vec<Expected>>,
+    expected: NodeMap<(u32, u8), Vec<Expected>>,
     /// What windows that closed before their prediction arrived observed, per series key.
-    closed_unscored: HashMap<(u32, u8, i64), Vec<(u64, f64)>>,
+    closed_unscored: NodeMap<(u32, u8, i64), Vec<(u64, f64)>>,
     keep_unscored: bool,
     chunks: Vec<ChunkState>,
     /// Where the next checkpoint step looks for a changed chunk.
@@ -594,12 +600,12 @@ impl Rollup {
             cfg,
             rows: Vec::new(),
             wins: Vec::new(),
-            overflow: HashMap::new(),
+            overflow: NodeMap::default(),
             names: Names::default(),
             delta: NamesDelta::default(),
-            accuracy: HashMap::new(),
-            expected: HashMap::new(),
-            closed_unscored: HashMap::new(),
+            accuracy: NodeMap::default(),
+            expected: NodeMap::default(),
+            closed_unscored: NodeMap::default(),
             keep_unscored: true,
             chunks: Vec::new(),
             cursor: 0,
@@ -979,16 +985,20 @@ impl Rollup {
     /// Scores the pending prediction of the window `win` closes, if there is one; else
     /// keeps what the window observed for a prediction still on its way.
     fn score(&mut self, node: u32, r: usize, win: &Win) {
-        let found = self.expected.get_mut(&(node, r as u8)).and_then(|pending| {
+        let key = (node, r as u8);
+        let mut found = None;
+        if let Some(pending) = self.expected.get_mut(&key) {
             // Predictions of windows before this one can no longer be scored.
             let before = pending.len();
             pending.retain(|e| e.window_ms >= win.start_ms);
             self.unscored += (before - pending.len()) as u64;
-            let i = pending.iter().position(|e| e.window_ms == win.start_ms)?;
-            Some(pending.remove(i))
-        });
-        if self.expected.get(&(node, r as u8)).is_some_and(Vec::is_empty) {
-            self.expected.remove(&(node, r as u8));
+            found = pending
+                .iter()
+                .position(|e| e.window_ms == win.start_ms)
+                .map(|i| pending.remove(i));
+            if pending.is_empty() {
+                self.expected.remove(&key);
+            }
         }
         match found {
             Some(e) => {
@@ -1210,7 +1220,7 @@ impl Rollup {
 }
 
 /// The accumulators of an overflow series of `node`, if it has one under `key`.
-fn overflow_acc(overflow: &mut HashMap<u32, Vec<(u64, Vec<Acc>)>>, node: u32, key: u64) -> Option<&mut Vec<Acc>> {
+fn overflow_acc(overflow: &mut NodeMap<u32, Vec<(u64, Vec<Acc>)>>, node: u32, key: u64) -> Option<&mut Vec<Acc>> {
     overflow
         .get_mut(&node)?
         .iter_mut()
