@@ -603,3 +603,30 @@ fn checkpoint_restores_windows_predictions_and_accuracy() {
         Err(CheckpointError::NodeNotPlaced(_))
     ));
 }
+
+/// The closed windows kept for late predictions are bounded (1,024 at this size): past
+/// the bound the oldest to close go first, one for each that comes, so a late prediction
+/// of an old window is counted unscored and one of a recent window is still scored.
+#[test]
+fn the_oldest_unscored_windows_go_first_past_the_bound() {
+    let mut r = Rollup::new(RollupConfig {
+        resolutions: vec![1],
+        grace_ms: 0,
+        nodes_max: 10,
+        recent_ids: 0,
+    });
+    let mut out = Vec::new();
+    // 1,300 one-second windows of node 1 close, none with a prediction waiting.
+    for s in 0..=1_300u64 {
+        push(&mut r, &simple(1, s, 0, s as i64 * 1_000, Some(10.0), &[]), &mut out);
+    }
+    // A late prediction of one of the first windows: that window went.
+    assert!(!r.expect(1, 1, 5_000, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)], 0));
+    assert_eq!((r.scored(), r.unscored()), (0, 1), "window 5000 was dropped");
+    // One of a recent window: still kept, scored.
+    assert!(!r.expect(1, 1, 1_250_000, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)], 0));
+    assert_eq!((r.scored(), r.unscored()), (1, 1), "window 1250000 was kept");
+    // Taken by its prediction, the window is not kept twice.
+    assert!(!r.expect(1, 1, 1_250_000, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)], 0));
+    assert_eq!((r.scored(), r.unscored()), (1, 2));
+}
