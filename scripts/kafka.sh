@@ -46,7 +46,8 @@ start() {
     return 0
   fi
   mkdir -p "$STATE"
-  nohup "$TANSU" broker --listener-url "$URL" --advertised-listener-url "$URL" \
+  # RUST_LOG set for rimd is not the broker's: at debug its log grows by GBs a minute.
+  nohup env -u RUST_LOG "$TANSU" broker --listener-url "$URL" --advertised-listener-url "$URL" \
     --storage-engine memory://tansu/ >"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 300); do

@@ -171,6 +171,9 @@ fn spawn(tansu: &Path, port: u16, log: &Path) -> Result<Child, BenchError> {
     let mut cmd = Command::new(tansu);
     cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
         .args(["--storage-engine", "memory://tansu/"])
+        // `RUST_LOG` set for the daemon is not the broker's: at debug, tansu's log filled
+        // 57 GB of disk within a minute of a run.
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
