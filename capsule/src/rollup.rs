@@ -55,12 +55,6 @@
 
 use std::collections::{HashMap, VecDeque};
 
-/// The roll-up's maps by node index: FxHash, not SipHash. Their keys are indices the daemon
-/// assigns, and a window close looks in up to four of them; with SipHash, the closes of
-/// 10,000 nodes' one-second windows in the same few milliseconds were a burst the journal
-/// thread fell behind on every second.
-type NodeMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
-
 use crate::accuracy::{AccuracyAgg, SeriesScore, REL_ERR_FLOOR};
 use crate::model::{Capsule, CapsuleBody, CapsuleKey, MetricStats, ObservedStats, Ohlc, Vantage};
 
@@ -546,15 +540,15 @@ pub struct Rollup {
     /// `rows.len() × resolutions` windows, node-major.
     wins: Vec<Win>,
     /// Accumulators of series past the inline ones: node → (key, one per resolution).
-    overflow: NodeMap<u32, Vec<(u64, Vec<Acc>)>>,
+    overflow: HashMap<u32, Vec<(u64, Vec<Acc>)>>,
     names: Names,
     /// Names learned since the last `take_names`.
     delta: NamesDelta,
-    accuracy: NodeMap<u32, AccuracyRow>,
+    accuracy: HashMap<u32, AccuracyRow>,
     /// (node, resolution index) → pending predictions, oldest first.
-    expected: NodeMap<(u32, u8), Vec<Expected>>,
+    expected: HashMap<(u32, u8), Vec<Expected>>,
     /// What windows that closed before their prediction arrived observed, per series key.
-    closed_unscored: NodeMap<(u32, u8, i64), Vec<(u64, f64)>>,
+    closed_unscored: HashMap<(u32, u8, i64), Vec<(u64, f64)>>,
     /// The keys of `closed_unscored` in the order they went in (the order windows close),
     /// so the oldest go first when it is full; may still name keys a late prediction took.
     unscored_order: VecDeque<(u32, u8, i64)>,
@@ -603,12 +597,12 @@ impl Rollup {
             cfg,
             rows: Vec::new(),
             wins: Vec::new(),
-            overflow: NodeMap::default(),
+            overflow: HashMap::new(),
             names: Names::default(),
             delta: NamesDelta::default(),
-            accuracy: NodeMap::default(),
-            expected: NodeMap::default(),
-            closed_unscored: NodeMap::default(),
+            accuracy: HashMap::new(),
+            expected: HashMap::new(),
+            closed_unscored: HashMap::new(),
             unscored_order: VecDeque::new(),
             keep_unscored: true,
             chunks: Vec::new(),
@@ -651,11 +645,13 @@ impl Rollup {
             return false;
         }
         if i >= self.rows.len() {
-            // A step of nodes at a time, not to the next power of two: growing is writing
-            // the new nodes' empty state (1.4 KB each at three resolutions), and doubling
-            // from 8,192 nodes wrote 11 MB in one go, a 7 ms stall of the journal thread
-            // with every event behind it waiting. The vectors' capacity still doubles
-            // (amortised), so a step costs the state of `GROW_NODES` nodes.
+            // A step of nodes at a time, not to the next power of two: growing writes the
+            // new nodes' empty state (about 1 KiB each at two resolutions), and doubling
+            // from 8,192 nodes wrote ~8 MB in one go, with every event behind it waiting
+            // (the journal thread's longest turn 6.6-7.5 ms, 4.1-4.6 ms in steps). The
+            // vectors' capacity still doubles, and a doubling still moves what is there
+            // (a copy, unless the allocator remaps it); only the empty state is written
+            // a step at a time.
             let n = (i + 1).next_multiple_of(GROW_NODES).min(self.cfg.nodes_max).max(i + 1);
             self.rows.resize(n, Row::default());
             self.wins.resize(n * self.resolutions(), Win::default());
@@ -689,11 +685,12 @@ impl Rollup {
 
     /// Hands `prefetch` the address of each cache line an event of `node` will touch (its
     /// row, the header and series of each resolution's window, the slot its next event id
-    /// goes to), reading only the node's row and cursor. The state of 10,000 nodes outgrows
+    /// goes to), reading nothing of the node's state but its event-id cursor. The state of 10,000 nodes outgrows
     /// the core's caches, and one event's push waits on several misses in turn: a caller
     /// that prefetches the lines of the next few events first lets those misses overlap.
     /// (Loading them instead, as this did, held the core on up to 25 demand misses per
-    /// node: 14% of the journal thread.) Nothing for a node without state yet.
+    /// node: 14% of the journal thread.) Nothing for a node at or past
+    /// [`Rollup::node_span`].
     pub fn touch(&self, node: u32, mut prefetch: impl FnMut(*const u8)) {
         let n = node as usize;
         let Some(row) = self.rows.get(n) else {
@@ -1065,10 +1062,10 @@ impl Rollup {
         self.mark(node);
     }
 
-    /// Keeps the closed-but-unscored windows under a bound: when full, the oldest to close
-    /// goes, one for each that comes. (Dropping the older half at once, found by sorting
-    /// every key, held the journal thread for tens of milliseconds each time the bound was
-    /// reached: every ~20 s at 10,000 nodes with the default bound.)
+    /// Keeps the closed-but-unscored windows under a bound: when full, about the oldest to
+    /// close goes, one for each that comes. (Dropping the older half at once, found by
+    /// sorting every key, held the journal thread for tens of milliseconds each time the
+    /// bound was reached: every ~20 s at 10,000 nodes with the default bound.)
     fn bound_unscored(&mut self) {
         let max = self.unscored_max();
         while self.closed_unscored.len() >= max {
@@ -1077,11 +1074,20 @@ impl Rollup {
             };
             self.closed_unscored.remove(&oldest);
         }
-        // Keys a late prediction took stay in the order until they reach its front; when
-        // they outnumber the live ones, they go (a pass paid for by as many inserts).
+        // Keys a late prediction took stay in the order until they reach its front. While
+        // they outnumber the live keys, each close also looks at two keys at the front: one
+        // taken is dropped, a live one goes to the back (kept, its age forgotten), so the
+        // order stays within a small multiple of the windows kept, and no close pays for
+        // more than two.
         if self.unscored_order.len() > 2 * self.closed_unscored.len() + 1024 {
-            let live = &self.closed_unscored;
-            self.unscored_order.retain(|k| live.contains_key(k));
+            for _ in 0..2 {
+                let Some(front) = self.unscored_order.pop_front() else {
+                    break;
+                };
+                if self.closed_unscored.contains_key(&front) {
+                    self.unscored_order.push_back(front);
+                }
+            }
         }
     }
 
@@ -1239,7 +1245,7 @@ impl Rollup {
 }
 
 /// The accumulators of an overflow series of `node`, if it has one under `key`.
-fn overflow_acc(overflow: &mut NodeMap<u32, Vec<(u64, Vec<Acc>)>>, node: u32, key: u64) -> Option<&mut Vec<Acc>> {
+fn overflow_acc(overflow: &mut HashMap<u32, Vec<(u64, Vec<Acc>)>>, node: u32, key: u64) -> Option<&mut Vec<Acc>> {
     overflow
         .get_mut(&node)?
         .iter_mut()

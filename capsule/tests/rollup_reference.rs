@@ -408,14 +408,20 @@ fn flush_idle_waits_for_resolution_plus_grace() {
     assert_eq!(rollup.open_windows(), 0);
 }
 
-#[test]
-fn nodes_max_is_enforced() {
-    let mut rollup = Rollup::new(RollupConfig {
+/// A roll-up of one-second windows only, closed by the next window's first event (no
+/// grace), for up to `nodes_max` nodes.
+fn one_second_windows(nodes_max: usize) -> Rollup {
+    Rollup::new(RollupConfig {
         resolutions: vec![1],
         grace_ms: 0,
-        nodes_max: 2,
+        nodes_max,
         recent_ids: 0,
-    });
+    })
+}
+
+#[test]
+fn nodes_max_is_enforced() {
+    let mut rollup = one_second_windows(2);
     let mut out = Vec::new();
     for (node, pos, want) in [
         (0, 0, PushOutcome::Accepted),
@@ -432,12 +438,7 @@ fn nodes_max_is_enforced() {
 /// close, a metric against its mean), once; one for a window already closed is not.
 #[test]
 fn predictions_are_scored_when_their_window_closes() {
-    let mut r = Rollup::new(RollupConfig {
-        resolutions: vec![1],
-        grace_ms: 0,
-        nodes_max: 10,
-        recent_ids: 0,
-    });
+    let mut r = one_second_windows(10);
     let mut out = Vec::new();
     push(&mut r, &simple(3, 0, 0, 1_000, Some(10.0), &[("temp", 1.0)]), &mut out);
     assert!(r.expect(
@@ -606,27 +607,62 @@ fn checkpoint_restores_windows_predictions_and_accuracy() {
 
 /// The closed windows kept for late predictions are bounded (1,024 at this size): past
 /// the bound the oldest to close go first, one for each that comes, so a late prediction
-/// of an old window is counted unscored and one of a recent window is still scored.
+/// of a window just past the bound is counted unscored and one of the oldest kept window
+/// is still scored. Keys taken by late predictions do not keep a live window from its
+/// turn, and what is kept after many of them is still the newest windows.
 #[test]
 fn the_oldest_unscored_windows_go_first_past_the_bound() {
-    let mut r = Rollup::new(RollupConfig {
-        resolutions: vec![1],
-        grace_ms: 0,
-        nodes_max: 10,
-        recent_ids: 0,
-    });
+    let mut r = one_second_windows(10);
     let mut out = Vec::new();
-    // 1,300 one-second windows of node 1 close, none with a prediction waiting.
+    let late = |r: &mut Rollup, window_ms: i64| {
+        assert!(!r.expect(1, 1, window_ms, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)], 0));
+        (r.scored(), r.unscored())
+    };
+    // 1,300 one-second windows of node 1 close (0 to 1,299 s), none with a prediction
+    // waiting: the first 276 go, one per close past 1,024 (dropping the older half at
+    // once, as before, kept only windows from 513 s on).
     for s in 0..=1_300u64 {
         push(&mut r, &simple(1, s, 0, s as i64 * 1_000, Some(10.0), &[]), &mut out);
     }
-    // A late prediction of one of the first windows: that window went.
-    assert!(!r.expect(1, 1, 5_000, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)], 0));
-    assert_eq!((r.scored(), r.unscored()), (0, 1), "window 5000 was dropped");
-    // One of a recent window: still kept, scored.
-    assert!(!r.expect(1, 1, 1_250_000, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)], 0));
-    assert_eq!((r.scored(), r.unscored()), (1, 1), "window 1250000 was kept");
-    // Taken by its prediction, the window is not kept twice.
-    assert!(!r.expect(1, 1, 1_250_000, vec![(rim_capsule::KEY_PRICE, 12.0, 10.0)], 0));
-    assert_eq!((r.scored(), r.unscored()), (1, 2));
+    assert_eq!(late(&mut r, 275_000), (0, 1), "window 275 s went");
+    assert_eq!(
+        late(&mut r, 276_000),
+        (1, 1),
+        "window 276 s, the oldest kept, is scored"
+    );
+    assert_eq!(
+        late(&mut r, 276_000),
+        (1, 2),
+        "taken by its prediction, not scored twice"
+    );
+    // Late predictions take every window kept, then 2,000 more windows close and each is
+    // taken at once (the order of kept windows is then mostly taken keys, cleared a
+    // couple per close); then 1,100 close and stay: the newest 1,024 are kept.
+    for w in 277..1_300i64 {
+        late(&mut r, w * 1_000);
+    }
+    for s in 1_301..=3_300u64 {
+        push(&mut r, &simple(1, s, 0, s as i64 * 1_000, Some(10.0), &[]), &mut out);
+        late(&mut r, (s as i64 - 1) * 1_000);
+    }
+    assert_eq!(
+        (r.scored(), r.unscored()),
+        (1 + 1_023 + 2_000, 2),
+        "every late one scored"
+    );
+    for s in 3_301..=4_400u64 {
+        push(&mut r, &simple(1, s, 0, s as i64 * 1_000, Some(10.0), &[]), &mut out);
+    }
+    let (scored, unscored) = (r.scored(), r.unscored());
+    assert_eq!(
+        late(&mut r, 4_399_000),
+        (scored + 1, unscored),
+        "the newest closed window is kept"
+    );
+    assert_eq!(
+        late(&mut r, 3_376_000),
+        (scored + 2, unscored),
+        "1,024 windows are kept"
+    );
+    assert_eq!(late(&mut r, 3_375_000), (scored + 2, unscored + 1), "and no more");
 }

@@ -75,9 +75,10 @@ pub struct Outcome {
     pub offered_per_s: f64,
     /// Decisions of other rules, or of events of an earlier phase, skipped.
     pub skipped: u64,
-    /// Milliseconds from the first hand-over to the last one, and to the first decision
-    /// read: whether the way in overlaps its sender or waits for it.
+    /// Milliseconds from the first hand-over (its due time when paced) to the last one.
     pub sent_ms: f64,
+    /// Milliseconds from the first hand-over to the first decision read: with `sent_ms`,
+    /// whether the way in overlaps its sender or waits for it.
     pub first_read_ms: f64,
 }
 
