@@ -38,6 +38,18 @@
 //! ([`PREDICTIONS_PER_SLOT`] per node and resolution), or whose window's observation is
 //! gone, is counted unscored.
 //!
+//! ## Settling later
+//! Every node's window closes at about the same moment (its first event of the next second,
+//! for one-second windows), and each prediction of the next window arrives then too: at
+//! 10,000 nodes that is 20,000 closes and filings within a few milliseconds, each a few
+//! map lookups and allocations. A caller that must keep up with events (the journal
+//! thread) turns on [`Rollup::set_deferred`]: a close then only copies the window out and
+//! a filing only notes its prediction, both queued in order, and [`Rollup::settle`] scores
+//! and files them, a bounded number per call, when the caller has time. The outcome is the
+//! same as settling at once (the queue keeps their order, and each close carries its own
+//! copy of what it observed); [`Rollup::checkpoint_step`] encodes nothing while work waits,
+//! since a chunk encoded then would claim windows whose capsules were not yet handed out.
+//!
 //! ## Checkpoints, chunk by chunk
 //! Nodes are grouped in chunks of [`CHUNK_NODES`] by index. [`Rollup::checkpoint_step`]
 //! encodes one changed chunk at a time (so no turn of the caller pays for all nodes at
@@ -77,6 +89,9 @@ pub const CHUNK_NODES: usize = 256;
 
 /// Nodes whose state is added at once when a node past the current end first shows up.
 const GROW_NODES: usize = 4 * CHUNK_NODES;
+/// Closes and filings a deferred roll-up queues at most ([`Rollup::set_deferred`]): past
+/// it, each new one settles the oldest first (about 10 MB of closed windows).
+const CHORES_MAX: usize = 1 << 14;
 /// Event-id hashes a node keeps at most ([`RollupConfig::recent_ids`]).
 pub const RECENT_IDS_MAX: usize = 4096;
 /// Pending predictions kept per node and resolution.
@@ -515,6 +530,25 @@ pub struct Expected {
     pub series: Vec<(u64, f64, f64)>,
 }
 
+/// Work a deferred roll-up left for [`Rollup::settle`], in the order it arose.
+// Held by value in a queue that keeps its capacity, so queueing a close allocates nothing
+// (boxing it would allocate per close); half the entries are closes anyway.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+enum Chore {
+    /// A window closed (resolution index `r`): score it, then hand it out.
+    Closed { r: u8, closed: Closed },
+    /// A prediction read: file it, or score it at once when its window had closed by then
+    /// (`closed`, judged when it was read).
+    Expect {
+        node: u32,
+        r: u8,
+        window_ms: i64,
+        closed: bool,
+        series: Vec<(u64, f64, f64)>,
+    },
+}
+
 /// A node's accuracy, per series key.
 type AccuracyRow = Vec<(u64, AccuracyAgg)>;
 
@@ -544,15 +578,23 @@ pub struct Rollup {
     names: Names,
     /// Names learned since the last `take_names`.
     delta: NamesDelta,
-    accuracy: HashMap<u32, AccuracyRow>,
-    /// (node, resolution index) → pending predictions, oldest first.
-    expected: HashMap<(u32, u8), Vec<Expected>>,
+    /// Per node, its accuracy (empty until a window of it is scored).
+    accuracy: Vec<AccuracyRow>,
+    /// `rows.len() × resolutions` lists of pending predictions, node-major, oldest first
+    /// (flat, not a map: every node's window closes and is scored each second, and the
+    /// hashing, and each list freed when it emptied, were most of a close's cost).
+    expected: Vec<Vec<Expected>>,
     /// What windows that closed before their prediction arrived observed, per series key.
     closed_unscored: HashMap<(u32, u8, i64), Vec<(u64, f64)>>,
     /// The keys of `closed_unscored` in the order they went in (the order windows close),
     /// so the oldest go first when it is full; may still name keys a late prediction took.
     unscored_order: VecDeque<(u32, u8, i64)>,
     keep_unscored: bool,
+    /// Closes and filings wait in `chores` ([`Rollup::set_deferred`]).
+    deferred: bool,
+    chores: VecDeque<Chore>,
+    /// Windows settled but not yet handed out (settled by a filing past [`CHORES_MAX`]).
+    settled: Vec<Closed>,
     chunks: Vec<ChunkState>,
     /// Where the next checkpoint step looks for a changed chunk.
     cursor: usize,
@@ -600,11 +642,14 @@ impl Rollup {
             overflow: HashMap::new(),
             names: Names::default(),
             delta: NamesDelta::default(),
-            accuracy: HashMap::new(),
-            expected: HashMap::new(),
+            accuracy: Vec::new(),
+            expected: Vec::new(),
             closed_unscored: HashMap::new(),
             unscored_order: VecDeque::new(),
             keep_unscored: true,
+            deferred: false,
+            chores: VecDeque::new(),
+            settled: Vec::new(),
             chunks: Vec::new(),
             cursor: 0,
             open_windows: 0,
@@ -655,6 +700,8 @@ impl Rollup {
             let n = (i + 1).next_multiple_of(GROW_NODES).min(self.cfg.nodes_max).max(i + 1);
             self.rows.resize(n, Row::default());
             self.wins.resize(n * self.resolutions(), Win::default());
+            self.accuracy.resize_with(n, Vec::new);
+            self.expected.resize_with(n * self.resolutions(), Vec::new);
             if self.cfg.recent_ids > 0 {
                 self.recent.resize(n * self.cfg.recent_ids, 0);
                 self.recent_next.resize(n, 0);
@@ -892,7 +939,7 @@ impl Rollup {
     }
 
     /// Closes the open window of (`node`, resolution `r`): emits it, scores the prediction
-    /// of that window if one is pending.
+    /// of that window if one is pending (both queued instead when deferred).
     fn close(&mut self, node: u32, r: usize, created_ms: i64, out: &mut Vec<Closed>) {
         let w = node as usize * self.resolutions() + r;
         if !self.wins[w].open {
@@ -900,14 +947,13 @@ impl Rollup {
         }
         let res_ms = self.res_ms[r];
         let win = self.wins[w];
-        self.score(node, r, &win);
         let row = &self.rows[node as usize];
         let overflow = self
             .overflow
             .get(&node)
             .map(|list| list.iter().map(|(k, accs)| (*k, accs[r])).collect())
             .unwrap_or_default();
-        out.push(Closed {
+        let closed = Closed {
             node,
             resolution: self.cfg.resolutions[r],
             created_ms,
@@ -915,7 +961,7 @@ impl Rollup {
             keys_len: row.keys_len,
             keys: row.keys,
             overflow,
-        });
+        };
         // Clear the window's accumulators (the overflow ones too) for the next.
         let wm = &mut self.wins[w];
         wm.open = false;
@@ -928,6 +974,69 @@ impl Rollup {
         }
         self.open_windows = self.open_windows.saturating_sub(1);
         self.mark(node);
+        if self.deferred {
+            self.queue(Chore::Closed { r: r as u8, closed });
+            if !self.settled.is_empty() {
+                out.append(&mut self.settled);
+            }
+        } else {
+            self.score(r, &closed);
+            out.push(closed);
+        }
+    }
+
+    /// Queues a chore, settling the oldest first when the queue is full.
+    fn queue(&mut self, chore: Chore) {
+        while self.chores.len() >= CHORES_MAX {
+            let mut settled = std::mem::take(&mut self.settled);
+            self.settle_one(&mut settled);
+            self.settled = settled;
+        }
+        self.chores.push_back(chore);
+    }
+
+    /// Settles the oldest chore (a settled window goes to `out`); false when none waits.
+    fn settle_one(&mut self, out: &mut Vec<Closed>) -> bool {
+        match self.chores.pop_front() {
+            Some(Chore::Closed { r, closed }) => {
+                self.score(usize::from(r), &closed);
+                out.push(closed);
+                true
+            }
+            Some(Chore::Expect {
+                node,
+                r,
+                window_ms,
+                closed,
+                series,
+            }) => {
+                self.file(node, usize::from(r), window_ms, closed, series);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether closes and filings wait for [`Rollup::settle`] (off by default: each is
+    /// settled at once). Turning it off settles nothing: call [`Rollup::settle`] first.
+    pub fn set_deferred(&mut self, on: bool) {
+        self.deferred = on;
+    }
+
+    /// Settles up to `budget` of the closes and filings that wait, oldest first, and hands
+    /// out every window settled (into `out`). Returns how many it settled.
+    pub fn settle(&mut self, budget: usize, out: &mut Vec<Closed>) -> usize {
+        out.append(&mut self.settled);
+        let mut n = 0;
+        while n < budget && self.settle_one(out) {
+            n += 1;
+        }
+        n
+    }
+
+    /// Closes and filings waiting to be settled (or windows settled and not yet handed out).
+    pub fn unsettled(&self) -> usize {
+        self.chores.len() + self.settled.len()
     }
 
     /// Files a prediction of `node`'s window starting at `window_ms` at `resolution`
@@ -963,16 +1072,35 @@ impl Rollup {
         } else {
             window_ms < win.closed_until_ms
         };
+        if self.deferred {
+            self.queue(Chore::Expect {
+                node,
+                r: r as u8,
+                window_ms,
+                closed,
+                series,
+            });
+            return !closed;
+        }
+        self.file(node, r, window_ms, closed, series)
+    }
+
+    /// Files a prediction of (`node`, resolution `r`)'s window at `window_ms`, or scores it
+    /// at once when that window had `closed` when the prediction was read.
+    fn file(&mut self, node: u32, r: usize, window_ms: i64, closed: bool, series: Vec<(u64, f64, f64)>) -> bool {
         if closed {
             // The window closed before its prediction was read: score it now, if what it
             // observed is still kept.
             match self.closed_unscored.remove(&(node, r as u8, window_ms)) {
-                Some(observed) => self.fold_scores(node, &series, &observed),
+                Some(observed) => self.fold_scores(node, &series, |key| {
+                    observed.iter().find(|(k, _)| *k == key).map(|&(_, v)| v)
+                }),
                 None => self.unscored += 1,
             }
             return false;
         }
-        let pending = self.expected.entry((node, r as u8)).or_default();
+        let slot = node as usize * self.resolutions() + r;
+        let pending = &mut self.expected[slot];
         pending.retain(|e| e.window_ms != window_ms);
         pending.push(Expected { window_ms, series });
         pending.sort_by_key(|e| e.window_ms);
@@ -983,33 +1111,28 @@ impl Rollup {
         true
     }
 
-    /// Scores the pending prediction of the window `win` closes, if there is one; else
-    /// keeps what the window observed for a prediction still on its way.
-    fn score(&mut self, node: u32, r: usize, win: &Win) {
-        let key = (node, r as u8);
+    /// Scores the pending prediction of the window `c` closed (at resolution index `r`), if
+    /// there is one; else keeps what the window observed for a prediction still on its way.
+    fn score(&mut self, r: usize, c: &Closed) {
+        let (node, start_ms) = (c.node, c.win.start_ms);
+        let slot = node as usize * self.resolutions() + r;
         let mut found = None;
-        if let Some(pending) = self.expected.get_mut(&key) {
+        if let Some(pending) = self.expected.get_mut(slot).filter(|p| !p.is_empty()) {
             // Predictions of windows before this one can no longer be scored.
             let before = pending.len();
-            pending.retain(|e| e.window_ms >= win.start_ms);
+            pending.retain(|e| e.window_ms >= start_ms);
             self.unscored += (before - pending.len()) as u64;
             found = pending
                 .iter()
-                .position(|e| e.window_ms == win.start_ms)
+                .position(|e| e.window_ms == start_ms)
                 .map(|i| pending.remove(i));
-            if pending.is_empty() {
-                self.expected.remove(&key);
-            }
         }
         match found {
-            Some(e) => {
-                let observed = self.observed_of(node, r, win, &e.series);
-                self.fold_scores(node, &e.series, &observed);
-            }
+            Some(e) => self.fold_scores(node, &e.series, |key| observed_value(c, key)),
             None if self.keep_unscored => {
                 self.bound_unscored();
-                let observed = self.observed_of(node, r, win, &[]);
-                let key = (node, r as u8, win.start_ms);
+                let observed = observed_of(c);
+                let key = (node, r as u8, start_ms);
                 self.closed_unscored.insert(key, observed);
                 self.unscored_order.push_back(key);
             }
@@ -1017,35 +1140,13 @@ impl Rollup {
         }
     }
 
-    /// What a closed window observed, per series key: for the `wanted` keys, or every
-    /// series the node has when `wanted` is empty (see [`crate::accuracy`]).
-    fn observed_of(&self, node: u32, r: usize, win: &Win, wanted: &[(u64, f64, f64)]) -> Vec<(u64, f64)> {
-        let row = &self.rows[node as usize];
-        let over = self.overflow.get(&node).map_or(&[][..], |v| &v[..]);
-        let value = |key: u64| -> Option<f64> {
-            win.observed_fixed(key).or_else(|| match row.slot_of(key) {
-                Some(s) => win.m[s].mean(),
-                None => over.iter().find(|(k, _)| *k == key).and_then(|(_, a)| a[r].mean()),
-            })
+    /// Scores each predicted series against what `observed` says its window observed.
+    fn fold_scores(&mut self, node: u32, series: &[(u64, f64, f64)], observed: impl Fn(u64) -> Option<f64>) {
+        let Some(acc_row) = self.accuracy.get_mut(node as usize) else {
+            return;
         };
-        if wanted.is_empty() {
-            let all = [KEY_PRICE, KEY_VOLUME, KEY_STRESS]
-                .into_iter()
-                .chain(row.keys[..row.keys_len as usize].iter().copied())
-                .chain(over.iter().map(|(k, _)| *k));
-            all.filter_map(|k| value(k).map(|v| (k, v))).collect()
-        } else {
-            wanted
-                .iter()
-                .filter_map(|&(k, _, _)| value(k).map(|v| (k, v)))
-                .collect()
-        }
-    }
-
-    fn fold_scores(&mut self, node: u32, series: &[(u64, f64, f64)], observed: &[(u64, f64)]) {
-        let acc_row = self.accuracy.entry(node).or_default();
         for &(key, predicted, base) in series {
-            let Some(&(_, obs)) = observed.iter().find(|(k, _)| *k == key) else {
+            let Some(obs) = observed(key) else {
                 continue;
             };
             let s = score_one(predicted, base, obs);
@@ -1114,7 +1215,7 @@ impl Rollup {
         self.expect_capacity = n.max(1);
         let cap = self.expect_capacity;
         let mut dropped = 0u64;
-        for list in self.expected.values_mut() {
+        for list in &mut self.expected {
             while list.len() > cap {
                 list.remove(0);
                 dropped += 1;
@@ -1199,7 +1300,7 @@ impl Rollup {
     /// A node's accuracy per series name.
     pub fn accuracy_of(&self, node: u32) -> Vec<(String, AccuracyAgg)> {
         self.accuracy
-            .get(&node)
+            .get(node as usize)
             .map(|row| row.iter().map(|(k, a)| (self.names.series_name(*k), *a)).collect())
             .unwrap_or_default()
     }
@@ -1242,6 +1343,30 @@ impl Rollup {
     pub fn nodes(&self) -> usize {
         self.nodes_seen
     }
+}
+
+/// What the closed window `c` observed, per series it has (see [`crate::accuracy`]): from
+/// the window's own copy of its keys and overflow series, so it may be asked after the
+/// node moved on.
+fn observed_of(c: &Closed) -> Vec<(u64, f64)> {
+    let keys = &c.keys[..usize::from(c.keys_len)];
+    [KEY_PRICE, KEY_VOLUME, KEY_STRESS]
+        .into_iter()
+        .chain(keys.iter().copied())
+        .chain(c.overflow.iter().map(|(k, _)| *k))
+        .filter_map(|k| observed_value(c, k).map(|v| (k, v)))
+        .collect()
+}
+
+/// What the closed window `c` observed of series `key` (see [`crate::accuracy`]).
+fn observed_value(c: &Closed, key: u64) -> Option<f64> {
+    let win = &c.win;
+    win.observed_fixed(key).or_else(
+        || match c.keys[..usize::from(c.keys_len)].iter().position(|&k| k == key) {
+            Some(s) => win.m[s].mean(),
+            None => c.overflow.iter().find(|(k, _)| *k == key).and_then(|(_, a)| a.mean()),
+        },
+    )
 }
 
 /// The accumulators of an overflow series of `node`, if it has one under `key`.

@@ -666,3 +666,117 @@ fn the_oldest_unscored_windows_go_first_past_the_bound() {
     );
     assert_eq!(late(&mut r, 3_375_000), (scored + 2, unscored + 1), "and no more");
 }
+
+/// A deferred roll-up (the journal thread's) settles its closes and filings later, a few
+/// at a time, and ends exactly where one that settles each at once does: the same
+/// capsules, scores, accuracy and checkpoint. While work waits, no chunk is encoded.
+#[test]
+fn deferred_settling_ends_where_settling_at_once_does() {
+    let cfg = RollupConfig {
+        resolutions: vec![1, 60],
+        grace_ms: 2_000,
+        nodes_max: 4_000,
+        recent_ids: 0,
+    };
+    let events = gen_stream(seed() + 11, 8000, 9);
+    let mut now = Rollup::new(cfg.clone());
+    let mut later = Rollup::new(cfg);
+    later.set_deferred(true);
+    let (mut out_now, mut closed_later) = (Vec::new(), Vec::new());
+    let mut rng = Rng(seed() + 12);
+    let mut waited = 0;
+    for (i, e) in events.iter().enumerate() {
+        push(&mut now, e, &mut out_now);
+        let mut closed = Vec::new();
+        let metrics: Vec<(u64, f64)> = e.metrics.iter().map(|(n, v)| (key(n), *v)).collect();
+        let obs = Observation {
+            timestamp: e.ts,
+            price: e.price,
+            volume: e.volume,
+            stress: e.stress,
+            status: key(&e.status),
+            metrics: &metrics,
+        };
+        later.push(e.node_index, e.pos, e.arrival_ms, &obs, &EventTexts(e), &mut closed);
+        closed_later.append(&mut closed);
+        // Predictions of the next window (filed before it closes), of the window just
+        // left (after it closed: scored from what it observed) and of one long gone.
+        if i % 7 == 0 {
+            let this = window_start(e.ts, 1);
+            for (k, window) in [this + 1000, this - 1000, this - 60_000].into_iter().enumerate() {
+                let series = vec![
+                    (rim_capsule::KEY_PRICE, 100.0 + k as f64, 99.0),
+                    (key("alpha"), 1.0, 0.5),
+                ];
+                let filed_now = now.expect(e.node_index, 1, window, series.clone(), i as u64);
+                let filed_later = later.expect(e.node_index, 1, window, series, i as u64);
+                assert_eq!(filed_now, filed_later, "event {i} window {window}");
+            }
+        }
+        waited = waited.max(later.unsettled());
+        if later.unsettled() > 0 {
+            assert!(
+                later.checkpoint_step(e.pos + 1, i as u64 + 1, 0, 0).is_none(),
+                "no chunk is encoded while closes wait"
+            );
+        }
+        if rng.chance(0.3) {
+            let budget = rng.below(4) as usize;
+            let settled = later.settle(budget, &mut closed_later);
+            assert!(settled <= budget);
+        }
+    }
+    assert!(waited > 10, "work waited ({waited} at most)");
+    later.settle(usize::MAX, &mut closed_later);
+    assert_eq!(later.unsettled(), 0);
+    assert!(now.scored() > 100, "predictions were scored: {}", now.scored());
+    assert_eq!((later.scored(), later.unscored()), (now.scored(), now.unscored()));
+    let mut a = out_now;
+    let mut b = capsules(&later, &closed_later);
+    let order = |c: &Capsule| (c.key.scope_id.clone(), c.key.resolution, c.key.timestamp);
+    a.sort_by_key(order);
+    b.sort_by_key(order);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.same_content(y), "{x:?} vs {y:?}");
+    }
+    for n in 0..9 {
+        assert_eq!(later.accuracy_of(n), now.accuracy_of(n), "node {n}");
+    }
+    let (cp_now, cp_later) = (now.checkpoint_all(8000, 8000, 0), later.checkpoint_all(8000, 8000, 0));
+    assert_eq!(cp_now, cp_later);
+}
+
+/// Past its bound, a deferred roll-up settles the oldest work first: what waits stays
+/// bounded however long the caller does not settle, and nothing is lost.
+#[test]
+fn deferred_work_stays_bounded_when_never_settled() {
+    let cfg = RollupConfig {
+        resolutions: vec![1],
+        grace_ms: 2_000,
+        nodes_max: 40_000,
+        recent_ids: 0,
+    };
+    let mut r = Rollup::new(cfg);
+    r.set_deferred(true);
+    let mut handed_out = Vec::new();
+    let nodes = 20_000u32;
+    // Two seconds of one event per node: the second closes every node's first window.
+    for (i, ts) in [1_700_000_000_000i64, 1_700_000_001_000].into_iter().enumerate() {
+        for n in 0..nodes {
+            let e = simple(n, u64::from(n) + i as u64 * 100_000, 10_000, ts, Some(1.0), &[]);
+            push(&mut r, &e, &mut handed_out);
+            assert!(r.unsettled() <= 1 << 14, "{} wait", r.unsettled());
+        }
+    }
+    assert!(!handed_out.is_empty(), "past the bound, closes were settled on the way");
+    let mut rest = Vec::new();
+    r.settle(usize::MAX, &mut rest);
+    assert_eq!(r.unsettled(), 0);
+    handed_out.extend(capsules(&r, &rest));
+    let mut scopes: Vec<String> = handed_out.iter().map(|c| c.key.scope_id.clone()).collect();
+    scopes.sort();
+    scopes.dedup();
+    assert_eq!(handed_out.len(), nodes as usize, "every node's first window");
+    assert_eq!(scopes.len(), nodes as usize, "once each");
+}

@@ -77,7 +77,9 @@ impl Rollup {
 
     /// Encodes the next chunk that changed and was last encoded at least `min_age_ms`
     /// before `now_ms` (round robin), as complete to the journal's ends now (`events_end`,
-    /// `log_end`); None when no chunk is due.
+    /// `log_end`); None when no chunk is due, or while closes and filings wait to be
+    /// settled ([`Rollup::settle`]): a chunk encoded then would hold windows as closed whose
+    /// capsules and scores were not handed out yet, and a crash would lose them.
     pub fn checkpoint_step(
         &mut self,
         events_end: u64,
@@ -85,6 +87,9 @@ impl Rollup {
         now_ms: u64,
         min_age_ms: u64,
     ) -> Option<Checkpoint> {
+        if self.unsettled() > 0 {
+            return None;
+        }
         let n = self.chunks.len();
         let due = (0..n)
             .map(|i| (self.cursor + i) % n)
@@ -123,8 +128,9 @@ impl Rollup {
     }
 
     /// Every chunk encoded now (tests, shutdown): the steps of [`Rollup::checkpoint_step`]
-    /// with no age limit, merged.
+    /// with no age limit, merged. Settle first: with work waiting, no chunk is encoded.
     pub fn checkpoint_all(&mut self, events_end: u64, log_end: u64, now_ms: u64) -> Checkpoint {
+        debug_assert_eq!(self.unsettled(), 0, "checkpoint_all with closes not settled");
         let mut all = Checkpoint {
             header: self.encode_header(),
             chunk_count: self.chunks.len() as u32,
@@ -219,7 +225,7 @@ impl Rollup {
                 encode_acc(a, b);
             }
         }
-        let acc = self.accuracy.get(&node).map_or(&[][..], |v| &v[..]);
+        let acc = self.accuracy.get(n).map_or(&[][..], |v| &v[..]);
         put_u32(b, acc.len() as u32);
         for (k, a) in acc {
             put_u64(b, *k);
@@ -230,7 +236,10 @@ impl Rollup {
             put_u64(b, a.directional);
         }
         for r in 0..r_count {
-            let pending = self.expected.get(&(node, r as u8)).map_or(&[][..], |v| &v[..]);
+            let pending = self
+                .expected
+                .get(n * self.resolutions() + r)
+                .map_or(&[][..], |v| &v[..]);
             let pending = &pending[pending.len().saturating_sub(PREDICTIONS_PER_SLOT)..];
             b.push(pending.len() as u8);
             for e in pending {
@@ -434,15 +443,9 @@ impl Rollup {
         if !overflow.is_empty() {
             self.overflow.insert(node, overflow);
         }
-        self.accuracy.remove(&node);
-        if !acc_row.is_empty() {
-            self.accuracy.insert(node, acc_row);
-        }
+        self.accuracy[n] = acc_row;
         for (r, list) in expected.into_iter().enumerate() {
-            self.expected.remove(&(node, r as u8));
-            if !list.is_empty() {
-                self.expected.insert((node, r as u8), list);
-            }
+            self.expected[n * r_count + r] = list;
         }
         self.restore_ids(node, &ids);
         Ok(node)
