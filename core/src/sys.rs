@@ -137,3 +137,23 @@ pub fn set_nice(nice: i32) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Writes `len` bytes of `file` from `offset` to the disk and waits for them
+/// (`sync_file_range` with `WAIT_BEFORE | WRITE | WAIT_AFTER`): the range's dirty pages are
+/// on the device when it returns, with no metadata and no device cache flush (an `fsync`
+/// still does those).
+#[allow(unsafe_code)]
+pub fn write_range_and_wait(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    let (Ok(off), Ok(n)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: the descriptor is `file`'s, open for the whole call (borrowed); the call
+    // takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, flags) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

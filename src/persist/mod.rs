@@ -32,6 +32,7 @@
 
 pub mod audit;
 
+mod paced;
 mod thread;
 
 mod writer;
@@ -76,6 +77,9 @@ pub enum PersistError {
     /// The store refused to open or to be written.
     #[error("capsule store: {0}")]
     Store(#[from] rim_capsule::StoreError),
+    /// The store's file could not be opened.
+    #[error("cannot open the capsule store {0}: {1}")]
+    StoreFile(PathBuf, std::io::Error),
     /// A journal record that passed its CRC does not decode (a bug or a foreign file).
     #[error("journal stream {stream} position {pos}: {message}")]
     Record {
@@ -302,7 +306,8 @@ pub fn open(config: &Config, clock: &Clock) -> Result<Opened, PersistError> {
             .collect(),
         cache_bytes: p.store_cache_bytes,
     };
-    let store = Arc::new(Store::open(&p.store_path(), scfg)?);
+    let file = paced::PacedFile::open(&p.store_path()).map_err(|e| PersistError::StoreFile(p.store_path(), e))?;
+    let store = Arc::new(Store::open_with_backend(file, scfg)?);
     let (replay_from, committed_to, log_from, checkpoint) = where_to_resume(&journal, &store)?;
     let mut rollup = Rollup::new(rollup_config(config));
     rollup.set_predicting(p.predict);
