@@ -274,6 +274,8 @@ pub struct Opened {
     pub config: Config,
     /// The wall clock of record times, idle windows, checkpoints and retention.
     pub clock: Clock,
+    /// The store writer's pace, shared with the store's file.
+    pub(crate) breather: Arc<paced::Breather>,
 }
 
 /// Opens (creating) the journal and the store, cuts torn journal tails and reads the
@@ -306,7 +308,9 @@ pub fn open(config: &Config, clock: &Clock) -> Result<Opened, PersistError> {
             .collect(),
         cache_bytes: p.store_cache_bytes,
     };
-    let file = paced::PacedFile::open(&p.store_path()).map_err(|e| PersistError::StoreFile(p.store_path(), e))?;
+    let breather = paced::Breather::new();
+    let file = paced::PacedFile::open(&p.store_path(), breather.clone())
+        .map_err(|e| PersistError::StoreFile(p.store_path(), e))?;
     let store = Arc::new(Store::open_with_backend(file, scfg)?);
     let (replay_from, committed_to, log_from, checkpoint) = where_to_resume(&journal, &store)?;
     let mut rollup = Rollup::new(rollup_config(config));
@@ -325,6 +329,7 @@ pub fn open(config: &Config, clock: &Clock) -> Result<Opened, PersistError> {
         stats,
         config: config.clone(),
         clock: clock.clone(),
+        breather,
     })
 }
 
@@ -928,7 +933,7 @@ impl Roller<'_> {
             capsules,
             ..Batch::default()
         };
-        writer::commit_with(self.store, &mut chunk, self.stats, false);
+        writer::commit_with(self.store, &mut chunk, self.stats, false, &|| {});
         true
     }
 
@@ -961,6 +966,6 @@ fn commit_if_full(
     }
     let n = batch.capsules.len() as u64;
     batch.decision_runs.extend(runs.take_changed());
-    writer::commit_with(store, batch, stats, false);
+    writer::commit_with(store, batch, stats, false, &|| {});
     n
 }

@@ -13,7 +13,8 @@
 use std::fs::{File, OpenOptions};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -21,6 +22,51 @@ use redb::{BackendError, StorageBackend};
 /// Bytes written and waited for at a time: about 0.4 ms of this machine's disk
 /// (FLOORS.md: 720 MB/s sequential), what a journal sync may find ahead of it.
 const SLICE_BYTES: u64 = 256 << 10;
+
+/// How long the store writer works before it gives the cold core away ([`Breather`]), and
+/// for how long.
+const WORK: Duration = Duration::from_micros(500);
+const REST: Duration = Duration::from_micros(100);
+
+/// Gives the cold core away for [`REST`] after each [`WORK`] of the store writer's
+/// transaction (its inserts, and the writes of its commit).
+///
+/// Why: the writer's `SCHED_IDLE` is only a small weight to the kernel's EEVDF scheduler,
+/// not a strict priority. The journal's syncs each need the block layer's kworker on this
+/// core (a cache flush goes through it), and while the writer was busy that kworker, though
+/// nice -20, was kept waiting 5-7 ms at every wake-up (`perf sched timehist`), for the
+/// ~130 ms of each second that the writer committed the second's capsules: the journal's
+/// durable lag was ~10 ms for all of them. Asleep, the writer leaves the kworker the core.
+#[derive(Debug)]
+pub(crate) struct Breather {
+    since: Mutex<Instant>,
+}
+
+impl Breather {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            since: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// The writer starts a piece of work (a transaction): its time counts from now.
+    pub(crate) fn start(&self) {
+        if let Ok(mut since) = self.since.lock() {
+            *since = Instant::now();
+        }
+    }
+
+    /// Sleeps for [`REST`] if the writer has worked [`WORK`] since it last did.
+    pub(crate) fn breathe(&self) {
+        let Ok(mut since) = self.since.lock() else {
+            return;
+        };
+        if since.elapsed() >= WORK {
+            std::thread::sleep(REST);
+            *since = Instant::now();
+        }
+    }
+}
 
 /// redb's file backend, whose syncs send the bytes written since the last one to the
 /// disk in slices first.
@@ -31,11 +77,13 @@ pub(super) struct PacedFile {
     file: File,
     /// (offset, end) of each write since the last sync, in the order they came.
     written: Mutex<Vec<(u64, u64)>>,
+    /// The writer's pace (its commits write tens of MB into the page cache).
+    breather: Arc<Breather>,
 }
 
 impl PacedFile {
     /// Opens (creating when absent) the file at `path`, as redb's own `create` does.
-    pub(super) fn open(path: &Path) -> std::io::Result<Self> {
+    pub(super) fn open(path: &Path, breather: Arc<Breather>) -> std::io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -48,6 +96,7 @@ impl PacedFile {
             inner,
             file: second,
             written: Mutex::new(Vec::new()),
+            breather,
         })
     }
 
@@ -104,6 +153,7 @@ impl StorageBackend for PacedFile {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.breather.breathe();
         self.inner.write(offset, data)?;
         if let Ok(mut w) = self.written.lock() {
             w.push((offset, offset.saturating_add(data.len() as u64)));

@@ -503,6 +503,7 @@ fn spawn_writer(
     let names = o.rollup.names().clone();
     let durable_every = Duration::from_millis(o.config.persist.checkpoint_ms);
     let clock = o.clock.clone();
+    let breather = o.breather.clone();
     std::thread::Builder::new()
         .name("rimd-store".into())
         .spawn(move || {
@@ -518,6 +519,7 @@ fn spawn_writer(
                 priority,
                 clock,
                 figures,
+                breather,
             };
             writer::run(&store, rx, names, &env);
         })

@@ -36,6 +36,7 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         priority,
         clock,
         figures,
+        breather,
     } = env;
     let mut retained_at = Instant::now();
     let mut synced_at = Instant::now();
@@ -62,7 +63,8 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         if durable {
             synced_at = Instant::now();
         }
-        commit_with(store, &mut batch, stats, durable);
+        breather.start();
+        commit_with(store, &mut batch, stats, durable, &|| breather.breathe());
         priority.commit_done();
         stats.decisions_indexed.store(indexed.iter().sum(), Ordering::Relaxed);
         if retained_at.elapsed() >= RETAIN_EVERY {
@@ -72,7 +74,7 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         figures.turn(started.elapsed().as_nanos() as u64, handoffs);
     }
     // Whatever was committed without a sync reaches the disk now.
-    commit_with(store, &mut Batch::default(), stats, true);
+    commit_with(store, &mut Batch::default(), stats, true, &|| {});
 }
 
 /// What the store writer runs with besides the store and its input.
@@ -84,6 +86,8 @@ pub(super) struct WriterEnv {
     pub clock: Clock,
     /// Its agent figures: a turn per transaction, a wait per blocking receive.
     pub figures: Arc<AgentFigures>,
+    /// Its pace on the shared core.
+    pub breather: Arc<super::paced::Breather>,
 }
 
 /// The next hand-off; a receive that has to block counts as the agent's wait.
@@ -99,17 +103,18 @@ fn recv_counted<T>(rx: &Receiver<T>, figures: &AgentFigures) -> Result<T, std::s
 
 /// Writes one batch durably (retrying), counts the outcome and clears it.
 pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
-    commit_with(store, batch, stats, true);
+    commit_with(store, batch, stats, true, &|| {});
 }
 
 /// Writes one batch (retrying; synced if `durable`), counts the outcome and clears it.
-pub(super) fn commit_with(store: &Store, batch: &mut Batch, stats: &PersistStats, durable: bool) {
+/// `breathe` is called between pieces of the transaction ([`Store::write_paced`]).
+pub(super) fn commit_with(store: &Store, batch: &mut Batch, stats: &PersistStats, durable: bool, breathe: &dyn Fn()) {
     let capsules = batch.capsules.len() as u64;
     let started = std::time::Instant::now();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match store.write_with(batch, durable) {
+        match store.write_paced(batch, durable, &mut || breathe()) {
             Ok(out) => {
                 stats.store_commits.fetch_add(1, Ordering::Relaxed);
                 stats
