@@ -6,7 +6,9 @@
 use std::collections::VecDeque;
 use std::mem;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::JournalError;
 use crate::frame::{self, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, RECORD_BYTES_MAX};
@@ -268,15 +270,18 @@ struct Spares {
 }
 
 impl Spares {
-    fn start<S: Storage>(storage: &S, streams: usize, segment_bytes: u64) -> Option<Self> {
+    /// `syncing` is true while the journal has a commit in flight: each piece of a fill
+    /// waits (a little) for it to land first.
+    fn start<S: Storage>(storage: &S, streams: usize, segment_bytes: u64, syncing: Arc<AtomicBool>) -> Option<Self> {
         let (req_tx, req_rx) = std::sync::mpsc::channel::<(u32, PathBuf)>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let storage = storage.clone();
         let thread = std::thread::Builder::new()
             .name("rim-journal-spares".into())
             .spawn(move || {
+                let between = || let_syncs_land(&syncing);
                 while let Ok((stream, path)) = req_rx.recv() {
-                    let ok = storage.prepare_spare(&path, segment_bytes, true).is_ok();
+                    let ok = storage.prepare_spare(&path, segment_bytes, Some(&between)).is_ok();
                     if done_tx.send((stream, ok)).is_err() {
                         break;
                     }
@@ -326,6 +331,21 @@ impl Drop for Spares {
     }
 }
 
+/// How long a piece of a spare's fill waits at most for the journal's syncs to land: at
+/// a million events/s commits follow each other with little between, and a fill must
+/// still end before the segment it replaces fills (about 0.6 s at that rate).
+const SPARE_WAIT_MAX: Duration = Duration::from_millis(2);
+
+/// Waits (at most [`SPARE_WAIT_MAX`]) until no commit is in flight: a spare's zeros
+/// written while a commit syncs make the sync wait for them at the disk (its durable
+/// lag rose to 3-8 ms during fills at a million events/s).
+fn let_syncs_land(syncing: &AtomicBool) {
+    let started = Instant::now();
+    while syncing.load(Ordering::Relaxed) && started.elapsed() < SPARE_WAIT_MAX {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
 /// The spare of a stream's directory (a temporary name: recovery removes it).
 fn spare_path(dir: &Path) -> PathBuf {
     dir.join("spare.seg.tmp")
@@ -337,6 +357,8 @@ pub struct Journal<S: Storage = Fs> {
     storage: S,
     committer: S::Committer,
     spares: Option<Spares>,
+    /// Whether a commit is in flight, for the spares thread.
+    syncing: Arc<AtomicBool>,
     streams: Vec<Stream<S::File>>,
     /// Commits started and not landed, oldest first (at most [`FLIGHTS_MAX`]).
     in_flight: VecDeque<InFlight>,
@@ -392,8 +414,9 @@ impl<S: Storage> Journal<S> {
             streams.push(stream);
             recovery.streams.push(rec);
         }
+        let syncing = Arc::new(AtomicBool::new(false));
         let spares = if storage.keeps_spares() {
-            Spares::start(&storage, streams.len(), cfg.segment_bytes)
+            Spares::start(&storage, streams.len(), cfg.segment_bytes, syncing.clone())
         } else {
             None
         };
@@ -404,6 +427,7 @@ impl<S: Storage> Journal<S> {
             storage,
             committer,
             spares,
+            syncing,
             streams,
             in_flight: VecDeque::new(),
             next_seq: 1,
@@ -640,6 +664,7 @@ impl<S: Storage> Journal<S> {
             return Err(JournalError::io(&self.cfg.dir, e));
         }
         self.in_flight.push_back(InFlight { seq, ends, report });
+        self.syncing.store(true, Ordering::Relaxed);
         self.next_seq += 1;
         Ok(true)
     }
@@ -663,6 +688,7 @@ impl<S: Storage> Journal<S> {
         let Some(flight) = self.in_flight.pop_front() else {
             return Ok(None);
         };
+        self.syncing.store(!self.in_flight.is_empty(), Ordering::Relaxed);
         for mut buf in done.commit.bufs {
             if buf.capacity() >= self.cfg.buffer_bytes && self.spare.len() < self.streams.len() * FLIGHTS_MAX {
                 buf.clear();
@@ -857,7 +883,7 @@ fn first_segment<S: Storage>(
 ) -> Result<S::File, JournalError> {
     if storage.keeps_spares() {
         let spare = spare_path(dir);
-        if storage.prepare_spare(&spare, cfg.segment_bytes, false).is_ok() {
+        if storage.prepare_spare(&spare, cfg.segment_bytes, None).is_ok() {
             let head = SegmentHeader {
                 stream,
                 base,
