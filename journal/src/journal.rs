@@ -279,8 +279,9 @@ impl Spares {
         let thread = std::thread::Builder::new()
             .name("rim-journal-spares".into())
             .spawn(move || {
-                let between = || let_syncs_land(&syncing);
                 while let Ok((stream, path)) = req_rx.recv() {
+                    let waited = std::cell::Cell::new(Duration::ZERO);
+                    let between = || let_syncs_land(&syncing, &waited);
                     let ok = storage.prepare_spare(&path, segment_bytes, Some(&between)).is_ok();
                     if done_tx.send((stream, ok)).is_err() {
                         break;
@@ -331,19 +332,26 @@ impl Drop for Spares {
     }
 }
 
-/// How long a piece of a spare's fill waits at most for the journal's syncs to land: at
-/// a million events/s commits follow each other with little between, and a fill must
-/// still end before the segment it replaces fills (about 0.6 s at that rate).
+/// How long a piece of a spare's fill waits at most for the journal's syncs to land.
 const SPARE_WAIT_MAX: Duration = Duration::from_millis(2);
+/// ... and a whole fill: at a million events/s commits follow each other with little
+/// between, and a fill must still end well before the segment it replaces fills (about
+/// 0.6 s at that rate; a missed spare is a segment created on the journal thread).
+const SPARE_FILL_WAIT_MAX: Duration = Duration::from_millis(100);
 
-/// Waits (at most [`SPARE_WAIT_MAX`]) until no commit is in flight: a spare's zeros
-/// written while a commit syncs make the sync wait for them at the disk (its durable
-/// lag rose to 3-8 ms during fills at a million events/s).
-fn let_syncs_land(syncing: &AtomicBool) {
+/// Waits (at most [`SPARE_WAIT_MAX`], and while the fill has waited less than
+/// [`SPARE_FILL_WAIT_MAX`] in all, counted in `waited`) until no commit is in flight: a
+/// spare's zeros written while a commit syncs make the sync wait for them at the disk
+/// (its durable lag rose to 3-8 ms during fills at a million events/s).
+fn let_syncs_land(syncing: &AtomicBool, waited: &std::cell::Cell<Duration>) {
     let started = Instant::now();
-    while syncing.load(Ordering::Relaxed) && started.elapsed() < SPARE_WAIT_MAX {
+    while syncing.load(Ordering::Relaxed)
+        && started.elapsed() < SPARE_WAIT_MAX
+        && waited.get() + started.elapsed() < SPARE_FILL_WAIT_MAX
+    {
         std::thread::sleep(Duration::from_micros(50));
     }
+    waited.set(waited.get() + started.elapsed());
 }
 
 /// The spare of a stream's directory (a temporary name: recovery removes it).

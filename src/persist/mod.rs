@@ -274,8 +274,6 @@ pub struct Opened {
     pub config: Config,
     /// The wall clock of record times, idle windows, checkpoints and retention.
     pub clock: Clock,
-    /// The store writer's pace, shared with the store's file.
-    pub(crate) breather: Arc<paced::Breather>,
 }
 
 /// Opens (creating) the journal and the store, cuts torn journal tails and reads the
@@ -308,9 +306,7 @@ pub fn open(config: &Config, clock: &Clock) -> Result<Opened, PersistError> {
             .collect(),
         cache_bytes: p.store_cache_bytes,
     };
-    let breather = paced::Breather::new();
-    let file = paced::PacedFile::open(&p.store_path(), breather.clone())
-        .map_err(|e| PersistError::StoreFile(p.store_path(), e))?;
+    let file = paced::PacedFile::open(&p.store_path()).map_err(|e| PersistError::StoreFile(p.store_path(), e))?;
     let store = Arc::new(Store::open_with_backend(file, scfg)?);
     let (replay_from, committed_to, log_from, checkpoint) = where_to_resume(&journal, &store)?;
     let mut rollup = Rollup::new(rollup_config(config));
@@ -329,7 +325,6 @@ pub fn open(config: &Config, clock: &Clock) -> Result<Opened, PersistError> {
         stats,
         config: config.clone(),
         clock: clock.clone(),
-        breather,
     })
 }
 

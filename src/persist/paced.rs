@@ -29,7 +29,9 @@ const WORK: Duration = Duration::from_micros(500);
 const REST: Duration = Duration::from_micros(100);
 
 /// Gives the cold core away for [`REST`] after each [`WORK`] of the store writer's
-/// transaction (its inserts, and the writes of its commit).
+/// transaction, between pieces of its inserts ([`rim_capsule::Store::write_paced`]), where
+/// it holds none of redb's locks (not in its commit's writes, under which redb holds a
+/// lock its readers take).
 ///
 /// Why: the writer's `SCHED_IDLE` is only a small weight to the kernel's EEVDF scheduler,
 /// not a strict priority. The journal's syncs each need the block layer's kworker on this
@@ -77,13 +79,11 @@ pub(super) struct PacedFile {
     file: File,
     /// (offset, end) of each write since the last sync, in the order they came.
     written: Mutex<Vec<(u64, u64)>>,
-    /// The writer's pace (its commits write tens of MB into the page cache).
-    breather: Arc<Breather>,
 }
 
 impl PacedFile {
     /// Opens (creating when absent) the file at `path`, as redb's own `create` does.
-    pub(super) fn open(path: &Path, breather: Arc<Breather>) -> std::io::Result<Self> {
+    pub(super) fn open(path: &Path) -> std::io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -96,28 +96,26 @@ impl PacedFile {
             inner,
             file: second,
             written: Mutex::new(Vec::new()),
-            breather,
         })
     }
 
-    /// Sends the ranges written since the last call to the disk, a slice at a time.
-    /// Best effort: the `fsync` after it is what makes them durable, and it still writes
-    /// whatever a failed slice left.
-    fn write_slices(&self) {
+    /// Sends the ranges written since the last call to the disk, a slice at a time. An
+    /// error is the sync's: the handle shares redb's open file, so a write error reported
+    /// here would not be reported again by the `fsync` after it.
+    fn write_slices(&self) -> std::io::Result<()> {
         let ranges = match self.written.lock() {
             Ok(mut w) => std::mem::take(&mut *w),
-            Err(_) => return,
+            Err(_) => return Ok(()),
         };
         for (start, end) in merged(ranges) {
             let mut off = start;
             while off < end {
                 let len = (end - off).min(SLICE_BYTES);
-                if rim_core::sys::write_range_and_wait(&self.file, off, len).is_err() {
-                    return;
-                }
+                rim_core::sys::write_range_and_wait(&self.file, off, len)?;
                 off += len;
             }
         }
+        Ok(())
     }
 }
 
@@ -148,12 +146,11 @@ impl StorageBackend for PacedFile {
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        self.write_slices();
+        self.write_slices()?;
         self.inner.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        self.breather.breathe();
         self.inner.write(offset, data)?;
         if let Ok(mut w) = self.written.lock() {
             w.push((offset, offset.saturating_add(data.len() as u64)));
@@ -193,6 +190,44 @@ impl StorageBackend for PacedFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store over the paced file keeps what a synced commit wrote, as the plain file
+    /// reads it back after it is closed; what it noted was sent on at the sync.
+    #[test]
+    fn a_store_over_the_paced_file_reads_back_from_the_plain_file() {
+        use rim_capsule::{Batch, Capsule, CapsuleBody, CapsuleKey, Store, StoreConfig, Vantage};
+        let dir = std::env::temp_dir().join(format!("rimd-paced-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("capsules.redb");
+        let capsule = |i: usize| Capsule {
+            key: CapsuleKey {
+                scope_id: format!("rim:a:b:{i}"),
+                timestamp: 60_000,
+                resolution: 60,
+                vantage: Vantage::Named("API".into()),
+            },
+            body: CapsuleBody::Payload("{}".into()),
+            created_ms: 1,
+        };
+        let batch = Batch {
+            capsules: (0..2000).map(capsule).collect(),
+            ..Batch::default()
+        };
+        {
+            let file = PacedFile::open(&path).expect("open");
+            let store = Store::open_with_backend(file, StoreConfig::default()).expect("store");
+            store.write_with(&batch, false).expect("unsynced");
+            store.write_with(&Batch::default(), true).expect("synced");
+        }
+        let plain = Store::open(&path, StoreConfig::default()).expect("reopen");
+        for i in [0, 1000, 1999] {
+            let c = capsule(i);
+            assert_eq!(plain.get(&c.id()).expect("get"), Some(c));
+        }
+        drop(plain);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn ranges_are_sorted_and_joined_where_they_overlap_or_touch() {

@@ -503,7 +503,7 @@ fn spawn_writer(
     let names = o.rollup.names().clone();
     let durable_every = Duration::from_millis(o.config.persist.checkpoint_ms);
     let clock = o.clock.clone();
-    let breather = o.breather.clone();
+    let breather = super::paced::Breather::new();
     std::thread::Builder::new()
         .name("rimd-store".into())
         .spawn(move || {
@@ -655,7 +655,7 @@ impl JournalThread {
             let t1 = Instant::now();
             work += self.start_commit();
             let t2 = Instant::now();
-            work += self.rollup.settle(SETTLE_PER_TURN, &mut self.staged.work.closed);
+            work += self.settle();
             let stopping = stop.load(Ordering::Relaxed);
             // Timers and counters at most every UPKEEP_EVERY: a busy turn is a few entries.
             if stopping || t2.duration_since(upkeep_at) >= UPKEEP_EVERY {
@@ -685,6 +685,14 @@ impl JournalThread {
             }
         }
         info!("journal thread stopped");
+    }
+
+    /// Settles waiting window closes and filings: [`SETTLE_PER_TURN`], or a sixteenth of
+    /// what waits when more do, so a queue that keeps growing (faster arrivals than a
+    /// turn's share) still empties, and checkpoints, which wait for it, still come.
+    fn settle(&mut self) -> usize {
+        let budget = SETTLE_PER_TURN.max(self.rollup.unsettled() / 16);
+        self.rollup.settle(budget, &mut self.staged.work.closed)
     }
 
     /// Nothing left to take, append, commit or hand over.
