@@ -424,7 +424,7 @@ fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchEr
     let dir = data_dir()?;
     let path = dir.join("floor.seg");
     rim_journal::Fs::new()
-        .prepare_spare(&path, SEGMENT_BYTES, None)
+        .prepare_spare(&path, SEGMENT_BYTES, false)
         .map_err(io("writing a disk-floor file zero"))?;
     let file = std::fs::File::options()
         .read(true)

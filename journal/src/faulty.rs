@@ -447,7 +447,7 @@ impl Storage for FaultyFs {
             .ok_or_else(|| not_found(path))
     }
 
-    fn prepare_spare(&self, path: &Path, len: u64, _background: Option<&dyn Fn()>) -> io::Result<()> {
+    fn prepare_spare(&self, path: &Path, len: u64, _background: bool) -> io::Result<()> {
         let _ = self.remove_file(path);
         self.create_file(path, len, &[]).map(drop)
     }

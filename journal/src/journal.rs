@@ -6,9 +6,7 @@
 use std::collections::VecDeque;
 use std::mem;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::JournalError;
 use crate::frame::{self, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, RECORD_BYTES_MAX};
@@ -270,9 +268,7 @@ struct Spares {
 }
 
 impl Spares {
-    /// `syncing` is true while the journal has a commit in flight: each piece of a fill
-    /// waits (a little) for it to land first.
-    fn start<S: Storage>(storage: &S, streams: usize, segment_bytes: u64, syncing: Arc<AtomicBool>) -> Option<Self> {
+    fn start<S: Storage>(storage: &S, streams: usize, segment_bytes: u64) -> Option<Self> {
         let (req_tx, req_rx) = std::sync::mpsc::channel::<(u32, PathBuf)>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let storage = storage.clone();
@@ -280,9 +276,7 @@ impl Spares {
             .name("rim-journal-spares".into())
             .spawn(move || {
                 while let Ok((stream, path)) = req_rx.recv() {
-                    let waited = std::cell::Cell::new(Duration::ZERO);
-                    let between = || let_syncs_land(&syncing, &waited);
-                    let ok = storage.prepare_spare(&path, segment_bytes, Some(&between)).is_ok();
+                    let ok = storage.prepare_spare(&path, segment_bytes, true).is_ok();
                     if done_tx.send((stream, ok)).is_err() {
                         break;
                     }
@@ -332,28 +326,6 @@ impl Drop for Spares {
     }
 }
 
-/// How long a piece of a spare's fill waits at most for the journal's syncs to land.
-const SPARE_WAIT_MAX: Duration = Duration::from_millis(2);
-/// ... and a whole fill: at a million events/s commits follow each other with little
-/// between, and a fill must still end well before the segment it replaces fills (about
-/// 0.6 s at that rate; a missed spare is a segment created on the journal thread).
-const SPARE_FILL_WAIT_MAX: Duration = Duration::from_millis(100);
-
-/// Waits (at most [`SPARE_WAIT_MAX`], and while the fill has waited less than
-/// [`SPARE_FILL_WAIT_MAX`] in all, counted in `waited`) until no commit is in flight: a
-/// spare's zeros written while a commit syncs make the sync wait for them at the disk
-/// (its durable lag rose to 3-8 ms during fills at a million events/s).
-fn let_syncs_land(syncing: &AtomicBool, waited: &std::cell::Cell<Duration>) {
-    let started = Instant::now();
-    while syncing.load(Ordering::Relaxed)
-        && started.elapsed() < SPARE_WAIT_MAX
-        && waited.get() + started.elapsed() < SPARE_FILL_WAIT_MAX
-    {
-        std::thread::sleep(Duration::from_micros(50));
-    }
-    waited.set(waited.get() + started.elapsed());
-}
-
 /// The spare of a stream's directory (a temporary name: recovery removes it).
 fn spare_path(dir: &Path) -> PathBuf {
     dir.join("spare.seg.tmp")
@@ -365,8 +337,6 @@ pub struct Journal<S: Storage = Fs> {
     storage: S,
     committer: S::Committer,
     spares: Option<Spares>,
-    /// Whether a commit is in flight, for the spares thread.
-    syncing: Arc<AtomicBool>,
     streams: Vec<Stream<S::File>>,
     /// Commits started and not landed, oldest first (at most [`FLIGHTS_MAX`]).
     in_flight: VecDeque<InFlight>,
@@ -422,9 +392,8 @@ impl<S: Storage> Journal<S> {
             streams.push(stream);
             recovery.streams.push(rec);
         }
-        let syncing = Arc::new(AtomicBool::new(false));
         let spares = if storage.keeps_spares() {
-            Spares::start(&storage, streams.len(), cfg.segment_bytes, syncing.clone())
+            Spares::start(&storage, streams.len(), cfg.segment_bytes)
         } else {
             None
         };
@@ -435,7 +404,6 @@ impl<S: Storage> Journal<S> {
             storage,
             committer,
             spares,
-            syncing,
             streams,
             in_flight: VecDeque::new(),
             next_seq: 1,
@@ -672,7 +640,6 @@ impl<S: Storage> Journal<S> {
             return Err(JournalError::io(&self.cfg.dir, e));
         }
         self.in_flight.push_back(InFlight { seq, ends, report });
-        self.syncing.store(true, Ordering::Relaxed);
         self.next_seq += 1;
         Ok(true)
     }
@@ -696,7 +663,6 @@ impl<S: Storage> Journal<S> {
         let Some(flight) = self.in_flight.pop_front() else {
             return Ok(None);
         };
-        self.syncing.store(!self.in_flight.is_empty(), Ordering::Relaxed);
         for mut buf in done.commit.bufs {
             if buf.capacity() >= self.cfg.buffer_bytes && self.spare.len() < self.streams.len() * FLIGHTS_MAX {
                 buf.clear();
@@ -891,7 +857,7 @@ fn first_segment<S: Storage>(
 ) -> Result<S::File, JournalError> {
     if storage.keeps_spares() {
         let spare = spare_path(dir);
-        if storage.prepare_spare(&spare, cfg.segment_bytes, None).is_ok() {
+        if storage.prepare_spare(&spare, cfg.segment_bytes, false).is_ok() {
             let head = SegmentHeader {
                 stream,
                 base,

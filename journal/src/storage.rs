@@ -194,10 +194,9 @@ pub trait Storage: Clone + Send + 'static {
     }
     /// Creates `path` (a temporary name) as `len` zero bytes written all the way (not just
     /// allocated: writes into unwritten extents make every later data sync a metadata
-    /// commit), durable. Blocking. `background` (the spares thread) asks for the lowest
-    /// I/O priority for the rest of the calling thread's life, and is called before each
-    /// piece of the fill is written (it may wait); `None`: the thread's own priority.
-    fn prepare_spare(&self, path: &Path, len: u64, background: Option<&dyn Fn()>) -> io::Result<()>;
+    /// commit), durable. Blocking; `background` asks for the lowest I/O priority for the
+    /// rest of the calling thread's life (the spares thread), else the thread's own.
+    fn prepare_spare(&self, path: &Path, len: u64, background: bool) -> io::Result<()>;
     /// Turns a prepared spare into the segment `path`: writes `head` at its start, renames
     /// it, and opens it writable. The rename becomes durable with the next sync of the
     /// directory.
@@ -356,17 +355,14 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-/// Bytes per write of a zero fill (and its buffer's alignment, for `O_DIRECT`): what a
-/// journal sync finds ahead of it at the disk while a spare is filled (about 0.35 ms here;
-/// 1 MiB pieces held syncs 1.4 ms each).
-const ZERO_CHUNK_BYTES: usize = 256 << 10;
+/// Bytes per write of a zero fill (and its buffer's alignment, for `O_DIRECT`).
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
 const DIRECT_ALIGN: usize = 4096;
 
-/// Writes `len` zero bytes to a new file at `path` and syncs it, calling `between` before
-/// each piece. With `O_DIRECT` where the file system takes it: the zeros bypass the page
-/// cache (no dirty pages for a later sync to wait on, no cache pollution) and go at this
-/// thread's I/O priority.
-fn zero_fill(path: &Path, len: u64, between: &dyn Fn()) -> io::Result<()> {
+/// Writes `len` zero bytes to a new file at `path` and syncs it. With `O_DIRECT` where the
+/// file system takes it: the zeros bypass the page cache (no dirty pages for a later sync
+/// to wait on, no cache pollution) and go at this thread's I/O priority.
+fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
     let direct = OpenOptions::new()
         .read(true)
         .write(true)
@@ -394,7 +390,6 @@ fn zero_fill(path: &Path, len: u64, between: &dyn Fn()) -> io::Result<()> {
     let zeros = &mut raw[start..start + ZERO_CHUNK_BYTES];
     let mut off = 0u64;
     while off < len {
-        between();
         let n = (len - off).min(ZERO_CHUNK_BYTES as u64) as usize;
         // O_DIRECT needs whole blocks: a segment's size is a multiple of 8, not of 4096, so
         // a short last piece goes through the page cache.
@@ -498,12 +493,12 @@ impl Storage for Fs {
         true
     }
 
-    fn prepare_spare(&self, path: &Path, len: u64, background: Option<&dyn Fn()>) -> io::Result<()> {
+    fn prepare_spare(&self, path: &Path, len: u64, background: bool) -> io::Result<()> {
         let _ = fs::remove_file(path);
-        if background.is_some() {
+        if background {
             set_idle_io_priority();
         }
-        let result = zero_fill(path, len, background.unwrap_or(&|| {}));
+        let result = zero_fill(path, len);
         if result.is_err() {
             let _ = fs::remove_file(path);
         }

@@ -274,6 +274,8 @@ pub struct Opened {
     pub config: Config,
     /// The wall clock of record times, idle windows, checkpoints and retention.
     pub clock: Clock,
+    /// Set when the threads start: the store's syncs then go to the disk in slices.
+    pub(crate) store_live: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Opens (creating) the journal and the store, cuts torn journal tails and reads the
@@ -306,7 +308,9 @@ pub fn open(config: &Config, clock: &Clock) -> Result<Opened, PersistError> {
             .collect(),
         cache_bytes: p.store_cache_bytes,
     };
-    let file = paced::PacedFile::open(&p.store_path()).map_err(|e| PersistError::StoreFile(p.store_path(), e))?;
+    let store_live = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let file = paced::PacedFile::open(&p.store_path(), store_live.clone())
+        .map_err(|e| PersistError::StoreFile(p.store_path(), e))?;
     let store = Arc::new(Store::open_with_backend(file, scfg)?);
     let (replay_from, committed_to, log_from, checkpoint) = where_to_resume(&journal, &store)?;
     let mut rollup = Rollup::new(rollup_config(config));
@@ -325,6 +329,7 @@ pub fn open(config: &Config, clock: &Clock) -> Result<Opened, PersistError> {
         stats,
         config: config.clone(),
         clock: clock.clone(),
+        store_live,
     })
 }
 

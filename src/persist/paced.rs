@@ -13,6 +13,7 @@
 use std::fs::{File, OpenOptions};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,11 +80,14 @@ pub(super) struct PacedFile {
     file: File,
     /// (offset, end) of each write since the last sync, in the order they came.
     written: Mutex<Vec<(u64, u64)>>,
+    /// Syncs go in slices only once this is set (live, beside the journal's syncs):
+    /// recovery's commits, which nothing waits beside, sync at the disk's full speed.
+    live: Arc<AtomicBool>,
 }
 
 impl PacedFile {
     /// Opens (creating when absent) the file at `path`, as redb's own `create` does.
-    pub(super) fn open(path: &Path) -> std::io::Result<Self> {
+    pub(super) fn open(path: &Path, live: Arc<AtomicBool>) -> std::io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -96,6 +100,7 @@ impl PacedFile {
             inner,
             file: second,
             written: Mutex::new(Vec::new()),
+            live,
         })
     }
 
@@ -107,6 +112,9 @@ impl PacedFile {
             Ok(mut w) => std::mem::take(&mut *w),
             Err(_) => return Ok(()),
         };
+        if !self.live.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         for (start, end) in merged(ranges) {
             let mut off = start;
             while off < end {
@@ -215,7 +223,7 @@ mod tests {
             ..Batch::default()
         };
         {
-            let file = PacedFile::open(&path).expect("open");
+            let file = PacedFile::open(&path, Arc::new(AtomicBool::new(true))).expect("open");
             let store = Store::open_with_backend(file, StoreConfig::default()).expect("store");
             store.write_with(&batch, false).expect("unsynced");
             store.write_with(&Batch::default(), true).expect("synced");

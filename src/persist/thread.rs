@@ -424,6 +424,7 @@ pub fn spawn(
     agents: &ColdAgents,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, PersistError> {
     let p = &o.config.persist;
+    o.store_live.store(true, Ordering::Relaxed);
     let (tx, rx) = sync_channel::<Vec<Handoff>>(1);
     let priority = Arc::new(WriterPriority::default());
     let writer = spawn_writer(&o, rx, priority.clone(), core, agents.add("rimd-store", "block"))?;
