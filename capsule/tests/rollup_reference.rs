@@ -682,23 +682,13 @@ fn deferred_settling_ends_where_settling_at_once_does() {
     let mut now = Rollup::new(cfg.clone());
     let mut later = Rollup::new(cfg);
     later.set_deferred(true);
-    let (mut out_now, mut closed_later) = (Vec::new(), Vec::new());
+    let (mut out_now, mut out_later) = (Vec::new(), Vec::new());
     let mut rng = Rng(seed() + 12);
     let mut waited = 0;
+    let mut settled = Vec::new();
     for (i, e) in events.iter().enumerate() {
         push(&mut now, e, &mut out_now);
-        let mut closed = Vec::new();
-        let metrics: Vec<(u64, f64)> = e.metrics.iter().map(|(n, v)| (key(n), *v)).collect();
-        let obs = Observation {
-            timestamp: e.ts,
-            price: e.price,
-            volume: e.volume,
-            stress: e.stress,
-            status: key(&e.status),
-            metrics: &metrics,
-        };
-        later.push(e.node_index, e.pos, e.arrival_ms, &obs, &EventTexts(e), &mut closed);
-        closed_later.append(&mut closed);
+        push(&mut later, e, &mut out_later);
         // Predictions of the next window (filed before it closes), of the window just
         // left (after it closed: scored from what it observed) and of one long gone.
         if i % 7 == 0 {
@@ -721,18 +711,22 @@ fn deferred_settling_ends_where_settling_at_once_does() {
             );
         }
         if rng.chance(0.3) {
+            let before = later.unsettled();
             let budget = rng.below(4) as usize;
-            let settled = later.settle(budget, &mut closed_later);
-            assert!(settled <= budget);
+            let n = later.settle(budget, &mut settled);
+            assert_eq!(n, budget.min(before), "settles what the budget allows");
+            out_later.extend(capsules(&later, &settled));
+            settled.clear();
         }
     }
     assert!(waited > 10, "work waited ({waited} at most)");
-    later.settle(usize::MAX, &mut closed_later);
+    later.settle(usize::MAX, &mut settled);
+    out_later.extend(capsules(&later, &settled));
     assert_eq!(later.unsettled(), 0);
     assert!(now.scored() > 100, "predictions were scored: {}", now.scored());
     assert_eq!((later.scored(), later.unscored()), (now.scored(), now.unscored()));
     let mut a = out_now;
-    let mut b = capsules(&later, &closed_later);
+    let mut b = out_later;
     let order = |c: &Capsule| (c.key.scope_id.clone(), c.key.resolution, c.key.timestamp);
     a.sort_by_key(order);
     b.sort_by_key(order);
