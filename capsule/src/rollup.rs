@@ -222,7 +222,7 @@ impl Names {
         let scope_id = self.node(c.node)?.to_owned();
         let win = &c.win;
         let mut metrics: Vec<MetricStats> = Vec::with_capacity(c.keys_len as usize + c.overflow.len());
-        for (s, &key) in c.keys[..c.keys_len as usize].iter().enumerate() {
+        for (s, &key) in c.keys().iter().enumerate() {
             if win.m[s].count > 0 {
                 metrics.push(win.m[s].stats(self.series_name(key)));
             }
@@ -510,6 +510,11 @@ pub struct Closed {
 }
 
 impl Closed {
+    /// The keys of its inline series, in slot order.
+    fn keys(&self) -> &[u64] {
+        &self.keys[..usize::from(self.keys_len)]
+    }
+
     /// The window's start, epoch ms.
     pub fn start_ms(&self) -> i64 {
         self.win.start_ms
@@ -947,21 +952,7 @@ impl Rollup {
         }
         let res_ms = self.res_ms[r];
         let win = self.wins[w];
-        let row = &self.rows[node as usize];
-        let overflow = self
-            .overflow
-            .get(&node)
-            .map(|list| list.iter().map(|(k, accs)| (*k, accs[r])).collect())
-            .unwrap_or_default();
-        let closed = Closed {
-            node,
-            resolution: self.cfg.resolutions[r],
-            created_ms,
-            win,
-            keys_len: row.keys_len,
-            keys: row.keys,
-            overflow,
-        };
+        let closed = self.closed_of(node, r, created_ms);
         // Clear the window's accumulators (the overflow ones too) for the next.
         let wm = &mut self.wins[w];
         wm.open = false;
@@ -982,6 +973,26 @@ impl Rollup {
         } else {
             self.score(r, &closed);
             out.push(closed);
+        }
+    }
+
+    /// A copy of (`node`, resolution `r`)'s window as it is now, with its keys and
+    /// overflow series.
+    fn closed_of(&self, node: u32, r: usize, created_ms: i64) -> Closed {
+        let row = &self.rows[node as usize];
+        let overflow = self
+            .overflow
+            .get(&node)
+            .map(|list| list.iter().map(|(k, accs)| (*k, accs[r])).collect())
+            .unwrap_or_default();
+        Closed {
+            node,
+            resolution: self.cfg.resolutions[r],
+            created_ms,
+            win: self.wins[node as usize * self.resolutions() + r],
+            keys_len: row.keys_len,
+            keys: row.keys,
+            overflow,
         }
     }
 
@@ -1259,25 +1270,10 @@ impl Rollup {
         let mut out: Vec<Capsule> = (0..self.rows.len())
             .flat_map(|n| (0..r_count).map(move |r| (n, r)))
             .filter_map(|(n, r)| {
-                let win = &self.wins[n * r_count + r];
-                if !win.open {
+                if !self.wins[n * r_count + r].open {
                     return None;
                 }
-                let row = &self.rows[n];
-                let overflow = self
-                    .overflow
-                    .get(&(n as u32))
-                    .map(|list| list.iter().map(|(k, accs)| (*k, accs[r])).collect())
-                    .unwrap_or_default();
-                self.names.capsule(&Closed {
-                    node: n as u32,
-                    resolution: self.cfg.resolutions[r],
-                    created_ms,
-                    win: *win,
-                    keys_len: row.keys_len,
-                    keys: row.keys,
-                    overflow,
-                })
+                self.names.capsule(&self.closed_of(n as u32, r, created_ms))
             })
             .collect();
         out.sort_by(|a, b| {
@@ -1349,10 +1345,9 @@ impl Rollup {
 /// the window's own copy of its keys and overflow series, so it may be asked after the
 /// node moved on.
 fn observed_of(c: &Closed) -> Vec<(u64, f64)> {
-    let keys = &c.keys[..usize::from(c.keys_len)];
     [KEY_PRICE, KEY_VOLUME, KEY_STRESS]
         .into_iter()
-        .chain(keys.iter().copied())
+        .chain(c.keys().iter().copied())
         .chain(c.overflow.iter().map(|(k, _)| *k))
         .filter_map(|k| observed_value(c, k).map(|v| (k, v)))
         .collect()
@@ -1361,12 +1356,11 @@ fn observed_of(c: &Closed) -> Vec<(u64, f64)> {
 /// What the closed window `c` observed of series `key` (see [`crate::accuracy`]).
 fn observed_value(c: &Closed, key: u64) -> Option<f64> {
     let win = &c.win;
-    win.observed_fixed(key).or_else(
-        || match c.keys[..usize::from(c.keys_len)].iter().position(|&k| k == key) {
+    win.observed_fixed(key)
+        .or_else(|| match c.keys().iter().position(|&k| k == key) {
             Some(s) => win.m[s].mean(),
             None => c.overflow.iter().find(|(k, _)| *k == key).and_then(|(_, a)| a.mean()),
-        },
-    )
+        })
 }
 
 /// The accumulators of an overflow series of `node`, if it has one under `key`.

@@ -229,6 +229,13 @@ pub struct StoreCounts {
 /// Capsules between two calls of [`Store::write_paced`]'s `breathe`.
 pub const BREATHE_EVERY: usize = 64;
 
+/// Calls `breathe` after every [`BREATHE_EVERY`] items of a pass (`k` counts them).
+fn breathe_at(k: usize, breathe: &mut dyn FnMut()) {
+    if k % BREATHE_EVERY == BREATHE_EVERY - 1 {
+        breathe();
+    }
+}
+
 /// The capsule store. `Send + Sync`: one writer thread calls [`Store::write`] while others
 /// query; redb gives readers a consistent snapshot without blocking the writer.
 #[derive(Debug)]
@@ -547,9 +554,7 @@ impl Store {
         pending.sort_unstable_by(|a, b| scope_key(&caps[*a]).cmp(&scope_key(&caps[*b])));
         let mut new = vec![false; caps.len()];
         for (k, &i) in pending.iter().enumerate() {
-            if k % BREATHE_EVERY == BREATHE_EVERY - 1 {
-                breathe();
-            }
+            breathe_at(k, breathe);
             let c = &caps[i];
             let key = scope_key(c);
             let Some(existing) = t.by_scope.insert(key, first_seq + i as u64)?.map(|g| g.value()) else {
@@ -577,9 +582,7 @@ impl Store {
         let mut run = None;
         let mut buf = Vec::with_capacity(512);
         for (k, (i, c)) in caps.iter().enumerate().filter(|(i, _)| new[*i]).enumerate() {
-            if k % BREATHE_EVERY == BREATHE_EVERY - 1 {
-                breathe();
-            }
+            breathe_at(k, breathe);
             let seq = first_seq + i as u64;
             codec::encode_capsule_into(c, &mut buf)?;
             t.capsules.insert(seq, buf.as_slice())?;
@@ -595,9 +598,7 @@ impl Store {
         outcome.inserted += ids.len();
         ids.sort_unstable();
         for (k, key) in ids.into_iter().enumerate() {
-            if k % BREATHE_EVERY == BREATHE_EVERY - 1 {
-                breathe();
-            }
+            breathe_at(k, breathe);
             t.by_id.insert(key, ())?;
         }
         t.set_next_seq(end_seq)?;

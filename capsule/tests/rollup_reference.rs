@@ -283,6 +283,16 @@ fn cfg() -> RollupConfig {
     }
 }
 
+/// One-second and one-minute windows for up to 4,000 nodes, keeping `recent_ids` ids each.
+fn seconds_and_minutes(recent_ids: usize) -> RollupConfig {
+    RollupConfig {
+        resolutions: vec![1, 60],
+        grace_ms: 2_000,
+        nodes_max: 4_000,
+        recent_ids,
+    }
+}
+
 fn seed() -> u64 {
     std::env::var("RIM_ROLLUP_SEED")
         .ok()
@@ -505,12 +515,7 @@ fn restore_all(
 /// the same predictions are scored; garbage is refused, not trusted.
 #[test]
 fn checkpoint_restores_windows_predictions_and_accuracy() {
-    let cfg = RollupConfig {
-        resolutions: vec![1, 60],
-        grace_ms: 2_000,
-        nodes_max: 4_000,
-        recent_ids: 5,
-    };
+    let cfg = seconds_and_minutes(5);
     let events = gen_stream(seed() + 7, 6000, 7);
     let mut a = Rollup::new(cfg.clone());
     let mut out_a = Vec::new();
@@ -672,12 +677,7 @@ fn the_oldest_unscored_windows_go_first_past_the_bound() {
 /// capsules, scores, accuracy and checkpoint. While work waits, no chunk is encoded.
 #[test]
 fn deferred_settling_ends_where_settling_at_once_does() {
-    let cfg = RollupConfig {
-        resolutions: vec![1, 60],
-        grace_ms: 2_000,
-        nodes_max: 4_000,
-        recent_ids: 0,
-    };
+    let cfg = seconds_and_minutes(0);
     let events = gen_stream(seed() + 11, 8000, 9);
     let mut now = Rollup::new(cfg.clone());
     let mut later = Rollup::new(cfg);

@@ -933,7 +933,7 @@ impl Roller<'_> {
             capsules,
             ..Batch::default()
         };
-        writer::commit_with(self.store, &mut chunk, self.stats, false, &|| {});
+        writer::commit_with(self.store, &mut chunk, self.stats, false, &mut || {});
         true
     }
 
@@ -966,6 +966,6 @@ fn commit_if_full(
     }
     let n = batch.capsules.len() as u64;
     batch.decision_runs.extend(runs.take_changed());
-    writer::commit_with(store, batch, stats, false, &|| {});
+    writer::commit_with(store, batch, stats, false, &mut || {});
     n
 }

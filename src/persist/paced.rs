@@ -15,7 +15,6 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -23,53 +22,6 @@ use redb::{BackendError, StorageBackend};
 /// Bytes written and waited for at a time: about 0.4 ms of this machine's disk
 /// (FLOORS.md: 720 MB/s sequential), what a journal sync may find ahead of it.
 const SLICE_BYTES: u64 = 256 << 10;
-
-/// How long the store writer works before it gives the cold core away ([`Breather`]), and
-/// for how long.
-const WORK: Duration = Duration::from_micros(500);
-const REST: Duration = Duration::from_micros(100);
-
-/// Gives the cold core away for [`REST`] after each [`WORK`] of the store writer's
-/// transaction, between pieces of its inserts ([`rim_capsule::Store::write_paced`]), where
-/// it holds none of redb's locks (not in its commit's writes, under which redb holds a
-/// lock its readers take).
-///
-/// Why: the writer's `SCHED_IDLE` is only a small weight to the kernel's EEVDF scheduler,
-/// not a strict priority. The journal's syncs each need the block layer's kworker on this
-/// core (a cache flush goes through it), and while the writer was busy that kworker, though
-/// nice -20, was kept waiting 5-7 ms at every wake-up (`perf sched timehist`), for the
-/// ~130 ms of each second that the writer committed the second's capsules: the journal's
-/// durable lag was ~10 ms for all of them. Asleep, the writer leaves the kworker the core.
-#[derive(Debug)]
-pub(crate) struct Breather {
-    since: Mutex<Instant>,
-}
-
-impl Breather {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            since: Mutex::new(Instant::now()),
-        })
-    }
-
-    /// The writer starts a piece of work (a transaction): its time counts from now.
-    pub(crate) fn start(&self) {
-        if let Ok(mut since) = self.since.lock() {
-            *since = Instant::now();
-        }
-    }
-
-    /// Sleeps for [`REST`] if the writer has worked [`WORK`] since it last did.
-    pub(crate) fn breathe(&self) {
-        let Ok(mut since) = self.since.lock() else {
-            return;
-        };
-        if since.elapsed() >= WORK {
-            std::thread::sleep(REST);
-            *since = Instant::now();
-        }
-    }
-}
 
 /// redb's file backend, whose syncs send the bytes written since the last one to the
 /// disk in slices first.

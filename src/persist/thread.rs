@@ -504,7 +504,6 @@ fn spawn_writer(
     let names = o.rollup.names().clone();
     let durable_every = Duration::from_millis(o.config.persist.checkpoint_ms);
     let clock = o.clock.clone();
-    let breather = super::paced::Breather::new();
     std::thread::Builder::new()
         .name("rimd-store".into())
         .spawn(move || {
@@ -520,7 +519,6 @@ fn spawn_writer(
                 priority,
                 clock,
                 figures,
-                breather,
             };
             writer::run(&store, rx, names, &env);
         })

@@ -36,7 +36,6 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         priority,
         clock,
         figures,
-        breather,
     } = env;
     let mut retained_at = Instant::now();
     let mut synced_at = Instant::now();
@@ -63,8 +62,8 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         if durable {
             synced_at = Instant::now();
         }
-        breather.start();
-        commit_with(store, &mut batch, stats, durable, &|| breather.breathe());
+        let mut breather = Breather::start();
+        commit_with(store, &mut batch, stats, durable, &mut || breather.breathe());
         priority.commit_done();
         stats.decisions_indexed.store(indexed.iter().sum(), Ordering::Relaxed);
         if retained_at.elapsed() >= RETAIN_EVERY {
@@ -74,7 +73,41 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         figures.turn(started.elapsed().as_nanos() as u64, handoffs);
     }
     // Whatever was committed without a sync reaches the disk now.
-    commit_with(store, &mut Batch::default(), stats, true, &|| {});
+    commit_with(store, &mut Batch::default(), stats, true, &mut || {});
+}
+
+/// How long the store writer works before it gives the cold core away ([`Breather`]), and
+/// for how long.
+const WORK: Duration = Duration::from_micros(500);
+const REST: Duration = Duration::from_micros(100);
+
+/// Gives the cold core away for [`REST`] after each [`WORK`] of the writer's transaction,
+/// between pieces of its inserts ([`Store::write_paced`]), where it holds none of redb's
+/// locks (not in its commit's writes, under which redb holds a lock its readers take).
+///
+/// Why: the writer's `SCHED_IDLE` is only a small weight to the kernel's EEVDF scheduler,
+/// not a strict priority. The journal's syncs each need the block layer's kworker on this
+/// core (a cache flush goes through it), and while the writer was busy that kworker, though
+/// nice -20, was kept waiting 5-7 ms at every wake-up (`perf sched timehist`), for the
+/// ~130 ms of each second that the writer committed the second's capsules: the journal's
+/// durable lag was ~10 ms for all of them. Asleep, the writer leaves the kworker the core.
+struct Breather {
+    since: Instant,
+}
+
+impl Breather {
+    /// The writer starts a piece of work (a transaction): its time counts from now.
+    fn start() -> Self {
+        Self { since: Instant::now() }
+    }
+
+    /// Sleeps for [`REST`] if the writer has worked [`WORK`] since it last did.
+    fn breathe(&mut self) {
+        if self.since.elapsed() >= WORK {
+            std::thread::sleep(REST);
+            self.since = Instant::now();
+        }
+    }
 }
 
 /// What the store writer runs with besides the store and its input.
@@ -86,8 +119,6 @@ pub(super) struct WriterEnv {
     pub clock: Clock,
     /// Its agent figures: a turn per transaction, a wait per blocking receive.
     pub figures: Arc<AgentFigures>,
-    /// Its pace on the shared core.
-    pub breather: Arc<super::paced::Breather>,
 }
 
 /// The next hand-off; a receive that has to block counts as the agent's wait.
@@ -103,18 +134,24 @@ fn recv_counted<T>(rx: &Receiver<T>, figures: &AgentFigures) -> Result<T, std::s
 
 /// Writes one batch durably (retrying), counts the outcome and clears it.
 pub(super) fn commit(store: &Store, batch: &mut Batch, stats: &PersistStats) {
-    commit_with(store, batch, stats, true, &|| {});
+    commit_with(store, batch, stats, true, &mut || {});
 }
 
 /// Writes one batch (retrying; synced if `durable`), counts the outcome and clears it.
 /// `breathe` is called between pieces of the transaction ([`Store::write_paced`]).
-pub(super) fn commit_with(store: &Store, batch: &mut Batch, stats: &PersistStats, durable: bool, breathe: &dyn Fn()) {
+pub(super) fn commit_with(
+    store: &Store,
+    batch: &mut Batch,
+    stats: &PersistStats,
+    durable: bool,
+    breathe: &mut dyn FnMut(),
+) {
     let capsules = batch.capsules.len() as u64;
     let started = std::time::Instant::now();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match store.write_paced(batch, durable, &mut || breathe()) {
+        match store.write_paced(batch, durable, breathe) {
             Ok(out) => {
                 stats.store_commits.fetch_add(1, Ordering::Relaxed);
                 stats

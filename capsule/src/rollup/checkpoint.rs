@@ -236,10 +236,7 @@ impl Rollup {
             put_u64(b, a.directional);
         }
         for r in 0..r_count {
-            let pending = self
-                .expected
-                .get(n * self.resolutions() + r)
-                .map_or(&[][..], |v| &v[..]);
+            let pending = self.expected.get(n * r_count + r).map_or(&[][..], |v| &v[..]);
             let pending = &pending[pending.len().saturating_sub(PREDICTIONS_PER_SLOT)..];
             b.push(pending.len() as u8);
             for e in pending {
