@@ -42,6 +42,8 @@ impl DaemonProc {
             // A port of its own (the bound address is in {run_dir}/http.addr).
             .arg("api.listen=\"127.0.0.1:0\"")
             .args(sets)
+            // Last, so an experiment's settings win over the suite's.
+            .args(crate::workload::experiment_sets())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

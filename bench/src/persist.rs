@@ -9,7 +9,8 @@
 //!   commit cadence (bytes per group commit) and bytes per event are kept for `disk-floor`.
 //! - `disk-floor`: the machine's limit at that cadence: the same bytes the journal wrote,
 //!   written sequentially by one thread into preallocated files of the journal's segment
-//!   size, `pwrite` + `fdatasync` per commit's worth, no framing, no daemon. `events_per_s`
+//!   size, a direct `pwrite` (`O_DIRECT`, whole blocks, as the journal appends) +
+//!   `fdatasync` per commit's worth, no framing, no daemon. `events_per_s`
 //!   counts them as events of the journal's mean size; `sync_p99_ns` is per commit.
 //! - `journal`: 1M events/s offered (paced in 1 ms batches); `durable_lag` = from publish
 //!   until the ring's durable position covered the event (one event in 64 sampled, HDR),
@@ -18,7 +19,7 @@
 //! - `journal-100k`: the same at 100k events/s offered; `journal-100k-store-quiet` the
 //!   same with the store writer idle for the run (no capsule batch, no checkpoint).
 //! - `sync-floor`, `sync-floor-100k`: the disk's floor under the durable lag of the two
-//!   rows above: every 1 ms, one thread `pwrite`s 1 ms worth of the journal's bytes at 1M
+//!   rows above: every 1 ms, one thread `pwrite`s (direct) 1 ms worth of the journal's bytes at 1M
 //!   and 100k events/s into a segment-sized file written zero beforehand (as the journal's
 //!   segments are) and `fdatasync`s it; `durable_lag` = the write and sync (no queueing,
 //!   no framing, no daemon), `sync_p99_ns` the same p99.
@@ -302,7 +303,9 @@ fn write_floor(dir: &Path, total: u64, chunk: u64) -> Result<(f64, Histogram<u64
     let io = |what: &'static str| move |source| BenchError::Io { what, source };
     let mut lat =
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| BenchError::Setup(e.to_string()))?;
-    let buf: Vec<u8> = (0..chunk).map(|i| (i * 131 + 7) as u8).collect();
+    let chunk = direct_len(chunk);
+    let block = Aligned::new(chunk as usize);
+    let buf = block.bytes();
     let mut file: Option<std::fs::File> = None;
     let mut off = SEGMENT_BYTES;
     let mut written = 0u64;
@@ -310,13 +313,14 @@ fn write_floor(dir: &Path, total: u64, chunk: u64) -> Result<(f64, Histogram<u64
     let started = Instant::now();
     while written < total {
         if off + chunk > SEGMENT_BYTES {
-            let f = std::fs::File::options()
+            let path = dir.join(format!("floor-{n}.seg"));
+            std::fs::File::options()
                 .create(true)
                 .truncate(true)
-                .read(true)
                 .write(true)
-                .open(dir.join(format!("floor-{n}.seg")))
+                .open(&path)
                 .map_err(io("creating a disk-floor file"))?;
+            let f = open_direct(&path).map_err(io("opening a disk-floor file"))?;
             preallocate(&f, SEGMENT_BYTES).map_err(io("preallocating a disk-floor file"))?;
             file = Some(f);
             off = 0;
@@ -324,13 +328,54 @@ fn write_floor(dir: &Path, total: u64, chunk: u64) -> Result<(f64, Histogram<u64
         }
         let Some(f) = file.as_ref() else { break };
         let t0 = Instant::now();
-        f.write_all_at(&buf, off).map_err(io("writing a disk-floor file"))?;
+        f.write_all_at(buf, off).map_err(io("writing a disk-floor file"))?;
         f.sync_data().map_err(io("syncing a disk-floor file"))?;
         let _ = lat.record((t0.elapsed().as_nanos() as u64).max(1));
         off += chunk;
         written += chunk;
     }
     Ok((started.elapsed().as_secs_f64(), lat))
+}
+
+/// `len` rounded up to whole blocks of a direct write.
+fn direct_len(len: u64) -> u64 {
+    len.div_ceil(DIRECT_BLOCK as u64) * DIRECT_BLOCK as u64
+}
+
+/// Bytes of a direct write's block (as the journal's appends write them).
+const DIRECT_BLOCK: usize = 4096;
+
+/// `path` opened for writing with `O_DIRECT`, as the journal opens its segments for
+/// appends (buffered where the file system refuses it), so a floor pays what the
+/// journal pays per byte and nothing more.
+fn open_direct(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::File::options();
+    o.read(true).write(true);
+    match o.clone().custom_flags(libc::O_DIRECT).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => o.open(path),
+        r => r,
+    }
+}
+
+/// A buffer of changing bytes whose start is [`DIRECT_BLOCK`]-aligned (what `O_DIRECT`
+/// asks of memory).
+struct Aligned {
+    raw: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Self {
+        let raw: Vec<u8> = (0..len + DIRECT_BLOCK).map(|i| (i * 131 + 7) as u8).collect();
+        let at = raw.as_ptr().align_offset(DIRECT_BLOCK).min(DIRECT_BLOCK);
+        Self { raw, at, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.raw[self.at..self.at + self.len]
+    }
 }
 
 fn preallocate(f: &std::fs::File, len: u64) -> std::io::Result<()> {
@@ -426,13 +471,10 @@ fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchEr
     rim_journal::Fs::new()
         .prepare_spare(&path, SEGMENT_BYTES, false)
         .map_err(io("writing a disk-floor file zero"))?;
-    let file = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io("opening a disk-floor file"))?;
-    let chunk = ((per_s as f64 / 1000.0 * bytes_per_event()) as u64).max(64);
-    let buf: Vec<u8> = (0..chunk).map(|i| (i * 131 + 7) as u8).collect();
+    let file = open_direct(&path).map_err(io("opening a disk-floor file"))?;
+    let chunk = direct_len(((per_s as f64 / 1000.0 * bytes_per_event()) as u64).max(64));
+    let block = Aligned::new(chunk as usize);
+    let buf = block.bytes();
     let mut lat =
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| BenchError::Setup(e.to_string()))?;
     let ticks = (seconds(opts.size) * 1000.0) as u64;
@@ -448,7 +490,7 @@ fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchEr
             off = 0;
         }
         let t0 = Instant::now();
-        file.write_all_at(&buf, off).map_err(io("writing a disk-floor file"))?;
+        file.write_all_at(buf, off).map_err(io("writing a disk-floor file"))?;
         file.sync_data().map_err(io("syncing a disk-floor file"))?;
         let _ = lat.record((t0.elapsed().as_nanos() as u64).max(1));
         off += chunk;

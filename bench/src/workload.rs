@@ -238,6 +238,21 @@ pub fn daemon_sets(client_core: usize, peer_core: usize) -> Vec<String> {
     ]
 }
 
+/// `RIM_BENCH_SETS="k=v;k=v"`: more daemon settings for experiments on where the time
+/// goes (`persist.enabled=false`, `persist.journal_ring_bytes=…`), applied after every
+/// suite's own ([`crate::daemon::DaemonProc::start`]). The published figures use none.
+pub fn experiment_sets() -> Vec<String> {
+    std::env::var("RIM_BENCH_SETS")
+        .map(|v| {
+            v.split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Epoch ms now.
 pub fn unix_ms() -> i64 {
     std::time::SystemTime::now()

@@ -757,6 +757,8 @@ fn take_pending<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>) {
             buf,
             start: e.start,
             end: e.end,
+            // Frames go at the end of the segment's data: everything after is zero.
+            zeros_after: true,
         });
     }
 }
@@ -784,6 +786,7 @@ fn take_seals<F: StorageFile>(st: &mut Stream<F>, c: &mut Commit<F>, seq: u64) {
                     buf,
                     start: 0,
                     end: seal.len(),
+                    zeros_after: false,
                 });
                 sync_once(&mut c.syncs, file);
                 s.state = SealState::SealInFlight(seq);

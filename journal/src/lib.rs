@@ -107,4 +107,4 @@ pub use journal::{
     BUFFER_BYTES_MAX, BUFFER_BYTES_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STREAMS_MAX,
 };
 pub use reader::Reader;
-pub use storage::{Commit, Committer, Done, Fs, Storage, StorageFile, SyncMethod, WriteOp, FLIGHTS_MAX};
+pub use storage::{Commit, Committer, Done, Fs, FsFile, Storage, StorageFile, SyncMethod, WriteOp, FLIGHTS_MAX};

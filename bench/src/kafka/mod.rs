@@ -341,23 +341,7 @@ fn daemon_sets(opts: &RunOpts, broker: &Broker, schema: &std::path::Path) -> Vec
         format!("bridge.librdkafka=[\"fetch.wait.max.ms={FETCH_WAIT_MAX_MS}\"]"),
         format!("decisions.slots={DECISION_SLOTS}"),
     ]);
-    sets.extend(experiment_sets());
     sets
-}
-
-/// `RIM_BENCH_KAFKA_SETS="k=v;k=v"`: more daemon settings, last (so they win), for
-/// experiments on where the time goes (`persist.enabled=false`, `bridge.in_flight_max=…`).
-/// The published figures use none.
-fn experiment_sets() -> Vec<String> {
-    std::env::var("RIM_BENCH_KAFKA_SETS")
-        .map(|v| {
-            v.split(';')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The Kafka way in: Avro events keyed by node id.
