@@ -811,6 +811,10 @@ fn chains(commit: &Commit<FsFile>) -> Vec<Chain> {
 impl FsCommitter {
     fn run_sync(commit: &Commit<FsFile>) -> io::Result<()> {
         for w in &commit.writes {
+            // Through the page cache: a remembered tail may no longer be the disk's.
+            if let Some(d) = &w.file.direct {
+                d.forget_tail();
+            }
             let bytes = commit
                 .bufs
                 .get(w.buf)
@@ -987,7 +991,11 @@ impl Committer for FsCommitter {
         // pads it with zeros: it must not race that write. With one commit in flight (the
         // daemon's default) there is nothing to wait for.
         while self.flights.iter().any(|f| f.writes_left > 0) {
-            ring.submit_and_wait(1)?;
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
             Self::reap(ring, &mut self.flights);
         }
         let mut bounce = self.bounces.pop().unwrap_or_default();
