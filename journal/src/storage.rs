@@ -253,23 +253,29 @@ const DIRECT_BLOCK: usize = 4096;
 /// first block starts with what the previous one left in it (kept in `tail`, so it is
 /// never read back) and its last block is padded with the zeros the file holds there.
 struct Direct {
-    file: File,
+    /// Where the file was opened (the direct descriptor is opened by path).
+    path: PathBuf,
+    /// The `O_DIRECT` descriptor, opened at the first append (a segment opened only to be
+    /// sealed or read never needs one); `None` inside when the file system refuses direct
+    /// I/O in 4 KiB blocks or the path no longer names this file.
+    file: std::sync::OnceLock<Option<File>>,
     /// The last partial block a direct write left (file offset, contents as on disk once
     /// that write lands).
     tail: std::sync::Mutex<Option<(u64, Box<[u8]>)>>,
 }
 
 impl Direct {
-    fn open(path: &Path) -> Option<Arc<Self>> {
-        let file = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .ok()?;
-        Some(Arc::new(Self {
-            file,
+    fn new(path: &Path) -> Arc<Self> {
+        Arc::new(Self {
+            path: path.to_path_buf(),
+            file: std::sync::OnceLock::new(),
             tail: std::sync::Mutex::new(None),
-        }))
+        })
+    }
+
+    /// The direct descriptor, opened on first use, if `buffered`'s file takes direct I/O.
+    fn file(&self, buffered: &File) -> Option<&File> {
+        self.file.get_or_init(|| open_direct(&self.path, buffered)).as_ref()
     }
 
     fn forget_tail(&self) {
@@ -277,6 +283,45 @@ impl Direct {
             *t = None;
         }
     }
+}
+
+/// `path` opened `O_DIRECT` for writing, if it is still the file `buffered` has open (the
+/// same device and inode: direct writes and the sync on `buffered` must meet in one file)
+/// and its file system takes direct I/O in [`DIRECT_BLOCK`]s.
+fn open_direct(path: &Path, buffered: &File) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()?;
+    let (a, b) = (buffered.metadata().ok()?, file.metadata().ok()?);
+    (a.dev() == b.dev() && a.ino() == b.ino() && direct_takes_blocks(&file)).then_some(file)
+}
+
+/// Whether direct I/O on `file` takes [`DIRECT_BLOCK`]-aligned offsets, lengths and
+/// addresses, by `statx(STATX_DIOALIGN)` (Linux 6.1). A kernel that does not answer it is
+/// trusted: every Linux file system with `O_DIRECT` takes whole 4 KiB blocks.
+#[allow(unsafe_code)]
+fn direct_takes_blocks(file: &File) -> bool {
+    // SAFETY: `statx` is a plain-data struct, for which all zero bytes are a valid value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is an empty NUL-terminated string and AT_EMPTY_PATH makes statx
+    // describe the open descriptor itself; `st` is a valid out-buffer the call fills.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut st,
+        )
+    };
+    if rc != 0 || st.stx_mask & libc::STATX_DIOALIGN == 0 {
+        return true;
+    }
+    let fits = |align: u32| align != 0 && align as usize <= DIRECT_BLOCK;
+    fits(st.stx_dio_mem_align) && fits(st.stx_dio_offset_align)
 }
 
 impl std::fmt::Debug for FsFile {
@@ -307,16 +352,21 @@ impl FsFile {
         })
     }
 
-    /// A writable file at `path`, with its direct descriptor where the file system has one.
+    /// A writable file at `path`, whose appends go direct where the file system lets them.
     fn writable(file: File, path: &Path) -> io::Result<Self> {
         let mut f = Self::new(file, true)?;
-        f.direct = Direct::open(path);
+        f.direct = Some(Direct::new(path));
         Ok(f)
+    }
+
+    /// The direct descriptor for appends (opened on first use), if the file has one.
+    fn direct_file(&self) -> Option<&File> {
+        self.direct.as_ref().and_then(|d| d.file(&self.file))
     }
 
     /// Whether commits' appends to this file bypass the page cache.
     pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
+        self.direct_file().is_some()
     }
 
     fn check(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -651,12 +701,43 @@ fn align_up(x: u64) -> Option<u64> {
 /// direct: an append (zeros after it) to a file with a direct descriptor, whose last block
 /// lies inside the file (a direct write past the end would grow it).
 fn direct_span(w: &WriteOp<FsFile>) -> Option<(u64, u64)> {
-    if !w.zeros_after || w.file.direct.is_none() || w.end <= w.start {
+    if !w.zeros_after || w.end <= w.start || w.file.direct_file().is_none() {
         return None;
     }
     let end = w.offset.checked_add((w.end - w.start) as u64)?;
     let up = align_up(end)?;
     (up <= w.file.len).then(|| (align_down(w.offset), up))
+}
+
+/// The spans of `commit`'s writes that go direct. A file written through the page cache
+/// earlier in the commit takes its later writes that way too: a direct write's first block
+/// is staged now, from what the disk holds before the commit, and would put old bytes back
+/// over what the buffered write puts there first.
+fn direct_spans(commit: &Commit<FsFile>) -> Vec<Option<(u64, u64)>> {
+    let mut buffered: Vec<*const Direct> = Vec::new();
+    commit
+        .writes
+        .iter()
+        .map(|w| {
+            let d = w.file.direct.as_ref()?;
+            let key = Arc::as_ptr(d);
+            let span = if buffered.contains(&key) { None } else { direct_span(w) };
+            if span.is_none() && !buffered.contains(&key) {
+                buffered.push(key);
+            }
+            span
+        })
+        .collect()
+}
+
+/// Makes every file `commit` writes forget its remembered tail: after a commit that failed
+/// to stage or submit, what the disk holds is not known.
+fn forget_tails(commit: &Commit<FsFile>) {
+    for w in &commit.writes {
+        if let Some(d) = &w.file.direct {
+            d.forget_tail();
+        }
+    }
 }
 
 /// Lays out `commit`'s direct writes in `bounce`, each as whole blocks: the bytes its
@@ -665,16 +746,12 @@ fn direct_span(w: &WriteOp<FsFile>) -> Option<(u64, u64)> {
 /// each file's new tail. Writes that cannot go direct get `None` (and make their file
 /// forget its tail, which they may change).
 fn stage_direct(commit: &Commit<FsFile>, bounce: &mut Vec<u8>) -> io::Result<Vec<Option<DirectWrite>>> {
-    let spans: Vec<Option<(u64, u64)>> = commit.writes.iter().map(direct_span).collect();
+    let spans = direct_spans(commit);
     let total: u64 = spans.iter().flatten().map(|(a, b)| b - a).sum();
     let total = usize::try_from(total).map_err(|_| io::Error::other("commit over the address space"))?;
     let mut out = Vec::with_capacity(spans.len());
     if total == 0 {
-        for w in &commit.writes {
-            if let Some(d) = &w.file.direct {
-                d.forget_tail();
-            }
-        }
+        forget_tails(commit);
         out.resize(spans.len(), None);
         return Ok(out);
     }
@@ -842,7 +919,7 @@ impl FsCommitter {
             let mut ops = Vec::with_capacity(chain.writes.len() + 1);
             for &i in &chain.writes {
                 let w = &commit.writes[i];
-                if let (Some(d), Some(direct)) = (flight.direct.get(i).copied().flatten(), w.file.direct.as_ref()) {
+                if let (Some(d), Some(direct)) = (flight.direct.get(i).copied().flatten(), w.file.direct_file()) {
                     let bytes = flight
                         .bounce
                         .get(d.at..d.at + d.len)
@@ -853,7 +930,7 @@ impl FsCommitter {
                     // (the kernel hands it to a worker when it would block), and inline it
                     // costs no worker wake-up.
                     ops.push(
-                        opcode::Write::new(types::Fd(direct.file.as_raw_fd()), bytes.as_ptr(), len)
+                        opcode::Write::new(types::Fd(direct.as_raw_fd()), bytes.as_ptr(), len)
                             .offset(d.offset)
                             .build()
                             .user_data(user_data(flight.id, false, i)),
@@ -915,7 +992,7 @@ impl FsCommitter {
                 // or into `flight.bounce`, and every entry names a descriptor of a file
                 // held by `flight` (writes and syncs by `commit`, their direct descriptors
                 // by the same files' `Arc`s, directories by `flight.dirs`). `flight` is kept
-                // in `self.flight` until every one of its completions has been reaped
+                // in `self.flights` until every one of its completions has been reaped
                 // (`poll`, and `Drop` waits for them), and nothing touches the buffers
                 // meanwhile; moving the `Vec`s does not move their heap bytes.
                 unsafe { sq.push(e) }.map_err(|_| io::Error::other("io_uring submission queue is full"))?;
@@ -999,7 +1076,13 @@ impl Committer for FsCommitter {
             Self::reap(ring, &mut self.flights);
         }
         let mut bounce = self.bounces.pop().unwrap_or_default();
-        let direct = stage_direct(&commit, &mut bounce)?;
+        let direct = match stage_direct(&commit, &mut bounce) {
+            Ok(d) => d,
+            Err(e) => {
+                forget_tails(&commit);
+                return Err(e);
+            }
+        };
         let expect = commit
             .writes
             .iter()
@@ -1023,6 +1106,7 @@ impl Committer for FsCommitter {
         // Whatever was pushed is the kernel's now: keep the flight until it is reaped.
         let failed = submitted.err();
         if let Some(e) = &failed {
+            forget_tails(&flight.commit);
             flight
                 .first_err
                 .get_or_insert(io::Error::new(e.kind(), format!("io_uring submit: {e}")));

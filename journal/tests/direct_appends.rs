@@ -4,7 +4,9 @@
 //! exactly what was written, whatever the lengths and offsets: across block boundaries,
 //! with several commits in flight, after a reopen (the partial block read back instead of
 //! remembered), beside writes that are not appends (a seal in the header), and at the end
-//! of a file whose size is not whole blocks (which goes through the page cache).
+//! of a file whose size is not whole blocks (which goes through the page cache), and in a
+//! commit that also writes the file through the page cache (which keeps its later appends
+//! there).
 
 mod common;
 
@@ -15,6 +17,15 @@ use std::time::{Duration, Instant};
 
 use common::{Rng, TempDir};
 use rim_journal::{Commit, Committer, Fs, FsFile, Storage, StorageFile, WriteOp, FLIGHTS_MAX};
+
+/// A directory on the build's own file system (`CARGO_TARGET_TMPDIR`), not the system
+/// temp dir, which is tmpfs on many machines (and tmpfs takes no `O_DIRECT`).
+fn on_disk(tag: &str) -> TempDir {
+    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("direct-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("test dir");
+    TempDir(p)
+}
 
 /// Whether the file system under `dir` takes `O_DIRECT` (tmpfs does not).
 fn takes_direct(dir: &Path) -> bool {
@@ -68,7 +79,7 @@ fn assert_holds(file: &FsFile, image: &[u8], what: &str) {
 
 #[test]
 fn appends_of_any_length_read_back_exactly() {
-    let tmp = TempDir::new("direct");
+    let tmp = on_disk("any-length");
     let fs = Fs::new();
     let path = tmp.path().join("seg");
     const LEN: u64 = 1 << 20;
@@ -79,6 +90,11 @@ fn appends_of_any_length_read_back_exactly() {
         assert!(
             file.is_direct(),
             "the file system takes O_DIRECT but the file has no direct descriptor"
+        );
+    } else {
+        eprintln!(
+            "{}: no O_DIRECT here; the appends go through the page cache",
+            tmp.path().display()
         );
     }
     let mut image = vec![0u8; LEN as usize];
@@ -143,8 +159,48 @@ fn appends_of_any_length_read_back_exactly() {
 }
 
 #[test]
+fn a_write_through_the_page_cache_keeps_the_later_appends_of_its_commit_there() {
+    let tmp = on_disk("mixed");
+    let fs = Fs::new();
+    let path = tmp.path().join("seg");
+    const LEN: u64 = 1 << 16;
+    let mut image = vec![0u8; LEN as usize];
+    image[..128].fill(7);
+    let file = fs.create_file(&path, LEN, &image[..128]).expect("create");
+    let mut committer = fs.committer().expect("committer");
+    let first: Vec<u8> = (0..100).map(|i| i as u8 | 0x80).collect();
+    image[128..228].copy_from_slice(&first);
+    committer.start(append(&file, 128, first)).expect("start");
+    land_all(&mut committer);
+    // One commit: a seal-like write into block 0, then an append into the same block. Had
+    // the append gone direct, its block 0 would have been staged from the disk before the
+    // seal and put the old bytes back over it.
+    let seal = vec![0xEE; 12];
+    let second = vec![0x5A; 50];
+    image[64..76].copy_from_slice(&seal);
+    image[228..278].copy_from_slice(&second);
+    let mut c = append(&file, 228, second);
+    c.bufs.insert(0, seal);
+    c.writes[0].buf = 1;
+    c.writes.insert(
+        0,
+        WriteOp {
+            file: file.clone(),
+            offset: 64,
+            buf: 0,
+            start: 0,
+            end: 12,
+            zeros_after: false,
+        },
+    );
+    committer.start(c).expect("start the mixed commit");
+    land_all(&mut committer);
+    assert_holds(&file, &image, "after a seal and an append in one commit");
+}
+
+#[test]
 fn the_end_of_a_file_of_partial_blocks_is_written_through_the_page_cache() {
-    let tmp = TempDir::new("direct-end");
+    let tmp = on_disk("end");
     let fs = Fs::new();
     let path = tmp.path().join("seg");
     // 8 bytes past whole blocks: the last append's block would grow the file.
