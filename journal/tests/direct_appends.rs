@@ -12,7 +12,7 @@ mod common;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Rng, TempDir};
@@ -52,7 +52,8 @@ fn land_all(c: &mut <Fs as Storage>::Committer) {
     }
 }
 
-fn append(file: &FsFile, offset: u64, bytes: Vec<u8>) -> Commit<FsFile> {
+/// A commit of one write of `bytes` at `offset`, an append (`zeros_after`) or not (a seal).
+fn write(file: &FsFile, offset: u64, bytes: Vec<u8>, zeros_after: bool) -> Commit<FsFile> {
     let end = bytes.len();
     Commit {
         bufs: vec![bytes],
@@ -62,10 +63,58 @@ fn append(file: &FsFile, offset: u64, bytes: Vec<u8>) -> Commit<FsFile> {
             buf: 0,
             start: 0,
             end,
-            zeros_after: true,
+            zeros_after,
         }],
         syncs: vec![file.clone()],
         dirs: Vec::new(),
+    }
+}
+
+fn append(file: &FsFile, offset: u64, bytes: Vec<u8>) -> Commit<FsFile> {
+    write(file, offset, bytes, true)
+}
+
+/// `a`'s writes, then `b`'s, as one commit (`b` writes only files `a` syncs).
+fn then(mut a: Commit<FsFile>, b: Commit<FsFile>) -> Commit<FsFile> {
+    let first = a.bufs.len();
+    a.bufs.extend(b.bufs);
+    a.writes.extend(b.writes.into_iter().map(|mut w| {
+        w.buf += first;
+        w
+    }));
+    a
+}
+
+/// A segment-like file of `len` bytes starting with `head`, on disk, and what it must hold.
+struct Seg {
+    tmp: TempDir,
+    fs: Fs,
+    path: PathBuf,
+    file: FsFile,
+    image: Vec<u8>,
+}
+
+impl Seg {
+    fn new(tag: &str, len: u64, head: &[u8]) -> Self {
+        let tmp = on_disk(tag);
+        let fs = Fs::new();
+        let path = tmp.path().join("seg");
+        let file = fs.create_file(&path, len, head).expect("create");
+        let mut image = vec![0u8; len as usize];
+        image[..head.len()].copy_from_slice(head);
+        Self {
+            tmp,
+            fs,
+            path,
+            file,
+            image,
+        }
+    }
+
+    /// Starts `bytes` at `offset` (and notes them in the image).
+    fn start(&mut self, c: &mut <Fs as Storage>::Committer, offset: u64, bytes: Vec<u8>, zeros_after: bool) {
+        self.image[offset as usize..offset as usize + bytes.len()].copy_from_slice(&bytes);
+        c.start(write(&self.file, offset, bytes, zeros_after)).expect("start");
     }
 }
 
@@ -79,29 +128,24 @@ fn assert_holds(file: &FsFile, image: &[u8], what: &str) {
 
 #[test]
 fn appends_of_any_length_read_back_exactly() {
-    let tmp = on_disk("any-length");
-    let fs = Fs::new();
-    let path = tmp.path().join("seg");
     const LEN: u64 = 1 << 20;
     const HEAD: usize = 128;
     let head: Vec<u8> = (0..HEAD).map(|i| i as u8 ^ 0xA5).collect();
-    let mut file = fs.create_file(&path, LEN, &head).expect("create");
-    if takes_direct(tmp.path()) {
+    let mut seg = Seg::new("any-length", LEN, &head);
+    if takes_direct(seg.tmp.path()) {
         assert!(
-            file.is_direct(),
+            seg.file.is_direct(),
             "the file system takes O_DIRECT but the file has no direct descriptor"
         );
     } else {
         eprintln!(
             "{}: no O_DIRECT here; the appends go through the page cache",
-            tmp.path().display()
+            seg.tmp.path().display()
         );
     }
-    let mut image = vec![0u8; LEN as usize];
-    image[..HEAD].copy_from_slice(&head);
     let mut off = HEAD as u64;
     let mut rng = Rng(7);
-    let mut committer = fs.committer().expect("committer");
+    let mut committer = seg.fs.committer().expect("committer");
     let mut round = 0;
     while off + 20_000 < LEN {
         // Up to FLIGHTS_MAX commits at once: each later one rewrites the block the one
@@ -114,114 +158,67 @@ fn appends_of_any_length_read_back_exactly() {
                 1 => 4096,
                 _ => rng.range(1, 20_000),
             } as usize;
-            let bytes = rng.bytes(len);
-            image[off as usize..off as usize + len].copy_from_slice(&bytes);
-            committer.start(append(&file, off, bytes)).expect("start");
+            seg.start(&mut committer, off, rng.bytes(len), true);
             off += len as u64;
         }
         land_all(&mut committer);
-        assert_holds(&file, &image, &format!("after round {round}"));
+        assert_holds(&seg.file, &seg.image, &format!("after round {round}"));
         round += 1;
         if round % 7 == 0 {
             // A write that is no append (as a seal in the header): through the page cache,
             // and the block it touches is not remembered wrongly.
-            let seal = rng.bytes(12);
-            image[64..76].copy_from_slice(&seal);
-            committer
-                .start(Commit {
-                    bufs: vec![seal],
-                    writes: vec![WriteOp {
-                        file: file.clone(),
-                        offset: 64,
-                        buf: 0,
-                        start: 0,
-                        end: 12,
-                        zeros_after: false,
-                    }],
-                    syncs: vec![file.clone()],
-                    dirs: Vec::new(),
-                })
-                .expect("start the seal");
+            seg.start(&mut committer, 64, rng.bytes(12), false);
             land_all(&mut committer);
-            assert_holds(&file, &image, "after a seal");
+            assert_holds(&seg.file, &seg.image, "after a seal");
         }
         if round % 11 == 0 {
             // Reopened: the block the next append starts in is read back, not remembered.
             drop(committer);
-            file = fs.open_file(&path, true).expect("reopen");
-            committer = fs.committer().expect("committer");
+            seg.file = seg.fs.open_file(&seg.path, true).expect("reopen");
+            committer = seg.fs.committer().expect("committer");
         }
     }
     drop(committer);
-    let reopened = fs.open_file(&path, false).expect("open read-only");
+    let reopened = seg.fs.open_file(&seg.path, false).expect("open read-only");
     assert!(!reopened.is_direct());
-    assert_holds(&reopened, &image, "read-only, at the end");
+    assert_holds(&reopened, &seg.image, "read-only, at the end");
 }
 
 #[test]
 fn a_write_through_the_page_cache_keeps_the_later_appends_of_its_commit_there() {
-    let tmp = on_disk("mixed");
-    let fs = Fs::new();
-    let path = tmp.path().join("seg");
-    const LEN: u64 = 1 << 16;
-    let mut image = vec![0u8; LEN as usize];
-    image[..128].fill(7);
-    let file = fs.create_file(&path, LEN, &image[..128]).expect("create");
-    let mut committer = fs.committer().expect("committer");
-    let first: Vec<u8> = (0..100).map(|i| i as u8 | 0x80).collect();
-    image[128..228].copy_from_slice(&first);
-    committer.start(append(&file, 128, first)).expect("start");
+    let mut seg = Seg::new("mixed", 1 << 16, &[7; 128]);
+    let mut committer = seg.fs.committer().expect("committer");
+    seg.start(&mut committer, 128, (0..100).map(|i| i as u8 | 0x80).collect(), true);
     land_all(&mut committer);
     // One commit: a seal-like write into block 0, then an append into the same block. Had
     // the append gone direct, its block 0 would have been staged from the disk before the
     // seal and put the old bytes back over it.
-    let seal = vec![0xEE; 12];
-    let second = vec![0x5A; 50];
-    image[64..76].copy_from_slice(&seal);
-    image[228..278].copy_from_slice(&second);
-    let mut c = append(&file, 228, second);
-    c.bufs.insert(0, seal);
-    c.writes[0].buf = 1;
-    c.writes.insert(
-        0,
-        WriteOp {
-            file: file.clone(),
-            offset: 64,
-            buf: 0,
-            start: 0,
-            end: 12,
-            zeros_after: false,
-        },
-    );
+    let (seal, second) = (vec![0xEE; 12], vec![0x5A; 50]);
+    seg.image[64..76].copy_from_slice(&seal);
+    seg.image[228..278].copy_from_slice(&second);
+    let c = then(write(&seg.file, 64, seal, false), append(&seg.file, 228, second));
     committer.start(c).expect("start the mixed commit");
     land_all(&mut committer);
-    assert_holds(&file, &image, "after a seal and an append in one commit");
+    assert_holds(&seg.file, &seg.image, "after a seal and an append in one commit");
 }
 
 #[test]
 fn the_end_of_a_file_of_partial_blocks_is_written_through_the_page_cache() {
-    let tmp = on_disk("end");
-    let fs = Fs::new();
-    let path = tmp.path().join("seg");
     // 8 bytes past whole blocks: the last append's block would grow the file.
     const LEN: u64 = 3 * 4096 + 8;
-    let mut file_image = vec![0u8; LEN as usize];
-    let file = fs.create_file(&path, LEN, &[1, 2, 3]).expect("create");
-    file_image[..3].copy_from_slice(&[1, 2, 3]);
-    let mut committer = fs.committer().expect("committer");
+    let mut seg = Seg::new("end", LEN, &[1, 2, 3]);
+    let mut committer = seg.fs.committer().expect("committer");
     let mut rng = Rng(11);
     let mut off = 3u64;
     for len in [5000u64, 7000, 293] {
-        let bytes = rng.bytes(len as usize);
-        file_image[off as usize..(off + len) as usize].copy_from_slice(&bytes);
-        committer.start(append(&file, off, bytes)).expect("start");
+        seg.start(&mut committer, off, rng.bytes(len as usize), true);
         land_all(&mut committer);
         off += len;
     }
     assert_eq!(off, LEN, "the appends fill the file");
-    assert_holds(&file, &file_image, "a full file");
+    assert_holds(&seg.file, &seg.image, "a full file");
     assert_eq!(
-        std::fs::metadata(&path).expect("stat").len(),
+        std::fs::metadata(&seg.path).expect("stat").len(),
         LEN,
         "the file did not grow"
     );
