@@ -1052,6 +1052,24 @@ impl FsCommitter {
         }
     }
 
+    /// Submits a no-op and reaps it: the calling thread's first submission, which gives it
+    /// its io_uring worker pool. Only with no flight in flight (every completion reaped
+    /// here is the no-op's).
+    fn first_submission(ring: &mut IoUring) -> io::Result<()> {
+        let nop = opcode::Nop::new().build().user_data(0);
+        // SAFETY: a no-op refers to no memory and no descriptor.
+        unsafe { ring.submission().push(&nop) }.map_err(|_| io::Error::other("io_uring submission queue is full"))?;
+        loop {
+            match ring.submit_and_wait(1) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        ring.completion().for_each(drop);
+        Ok(())
+    }
+
     /// Waits for completions: at most `wait` (None: only what is ready).
     fn wait(ring: &mut IoUring, wait: Option<Duration>) -> io::Result<()> {
         let Some(wait) = wait else { return Ok(()) };
@@ -1161,7 +1179,8 @@ impl Committer for FsCommitter {
     }
 
     fn confine_workers(&mut self, cpus: &[usize]) -> io::Result<()> {
-        let Some(ring) = self.ring.as_ref() else {
+        let idle = self.flights.is_empty();
+        let Some(ring) = self.ring.as_mut() else {
             return Ok(());
         };
         // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
@@ -1170,7 +1189,17 @@ impl Committer for FsCommitter {
             // SAFETY: `c` is below CPU_SETSIZE, so the bit is inside `set`.
             unsafe { libc::CPU_SET(c, &mut set) };
         }
-        ring.submitter().register_iowq_aff(&set)
+        match ring.submitter().register_iowq_aff(&set) {
+            // The kernel gives a thread its worker pool when it makes a ring or first
+            // submits, and refuses (EINVAL) to confine a pool that is not there yet: the
+            // journal thread is handed a ring made on another thread and asks before it
+            // has committed anything. Submit a no-op, then ask again.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && idle => {
+                Self::first_submission(ring)?;
+                ring.submitter().register_iowq_aff(&set)
+            }
+            r => r,
+        }
     }
 
     fn flights(&self) -> usize {
