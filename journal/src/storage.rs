@@ -472,9 +472,14 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-/// Bytes per write of a zero fill (and its buffer's alignment, for `O_DIRECT`).
+/// Bytes per write of a zero fill (a multiple of [`DIRECT_BLOCK`], for `O_DIRECT`).
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
-const DIRECT_ALIGN: usize = 4096;
+
+/// Index of the first [`DIRECT_BLOCK`]-aligned byte of `buf` (which must hold a block
+/// more than it is used for).
+fn aligned_start(buf: &[u8]) -> usize {
+    buf.as_ptr().align_offset(DIRECT_BLOCK).min(DIRECT_BLOCK)
+}
 
 /// Writes `len` zero bytes to a new file at `path` and syncs it. With `O_DIRECT` where the
 /// file system takes it: the zeros bypass the page cache (no dirty pages for a later sync
@@ -502,15 +507,15 @@ fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     preallocate(&file, len)?;
-    let mut raw = vec![0u8; ZERO_CHUNK_BYTES + DIRECT_ALIGN];
-    let start = raw.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+    let mut raw = vec![0u8; ZERO_CHUNK_BYTES + DIRECT_BLOCK];
+    let start = aligned_start(&raw);
     let zeros = &mut raw[start..start + ZERO_CHUNK_BYTES];
     let mut off = 0u64;
     while off < len {
         let n = (len - off).min(ZERO_CHUNK_BYTES as u64) as usize;
         // O_DIRECT needs whole blocks: a segment's size is a multiple of 8, not of 4096, so
         // a short last piece goes through the page cache.
-        if aligned && n.is_multiple_of(DIRECT_ALIGN) {
+        if aligned && n.is_multiple_of(DIRECT_BLOCK) {
             file.write_all_at(&zeros[..n], off)?;
         } else {
             let tail = OpenOptions::new().write(true).open(path)?;
@@ -766,16 +771,11 @@ fn stage_direct(commit: &Commit<FsFile>, bounce: &mut Vec<u8>) -> io::Result<Vec
     let total: u64 = spans.iter().flatten().map(|(a, b)| b - a).sum();
     let total = usize::try_from(total).map_err(|_| io::Error::other("commit over the address space"))?;
     let mut out = Vec::with_capacity(spans.len());
-    if total == 0 {
-        forget_tails(commit);
-        out.resize(spans.len(), None);
-        return Ok(out);
-    }
     // Grown, never shrunk or cleared: every byte a direct write sends is written below.
-    if bounce.len() < total + DIRECT_BLOCK {
+    if total > 0 && bounce.len() < total + DIRECT_BLOCK {
         bounce.resize(total + DIRECT_BLOCK, 0);
     }
-    let base = bounce.as_ptr().align_offset(DIRECT_BLOCK).min(DIRECT_BLOCK);
+    let base = aligned_start(bounce);
     let mut at = 0usize;
     for (w, span) in commit.writes.iter().zip(spans) {
         let (Some((first, end)), Some(direct)) = (span, w.file.direct.as_ref()) else {
