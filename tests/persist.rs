@@ -410,3 +410,38 @@ fn a_crash_before_the_store_caught_up_rebuilds_predictions() {
         assert_eq!(g, w, "node {i}: predictions after the crash");
     }
 }
+
+/// After a burst and a quiet spell of a few checkpoint intervals, the store holds a
+/// checkpoint of everything: the rolling checkpoint finishes its round while the journal
+/// thread is idle (it parked for 100 ms per chunk, 40 chunks here), and the store writer
+/// syncs its last unsynced commits without waiting for more work (they stayed unsynced
+/// for as long as the silence lasted, and a crash took redb back before them). A crash
+/// then has nothing to replay.
+#[test]
+fn a_crash_after_a_quiet_spell_replays_nothing() {
+    // 40 checkpoint chunks of 256 nodes.
+    const NODES: usize = 10_240;
+    let sets = ["persist.checkpoint_ms=400", "reflex.nodes_max=12000"];
+    let mut d = Daemon::start(&sets, None);
+    let mut feed = d.producer("burst", 1 << 22);
+    for i in 0..NODES {
+        feed.publish(&event(
+            &format!("rim:sensor:quiet:n{i}"),
+            T0 + i as i64,
+            &[("temp", 20.0)],
+        ));
+    }
+    let end = feed.p.position();
+    assert!(
+        feed.p.wait_durable(end, 50_000, 20_000_000_000),
+        "events not durable within 20 s\n{}",
+        d.log_text()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    assert_eq!(counter(&d.stats(), "persist.journal_events"), NODES as u64);
+    d.kill9();
+    let mut d = Daemon::start_in(d.into_dir(), &sets, None);
+    let replayed = counter(&d.stats(), "persist.recovered_events");
+    assert_eq!(replayed, 0, "events replayed after the quiet spell\n{}", d.log_text());
+    assert!(d.sigterm().success());
+}

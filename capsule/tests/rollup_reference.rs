@@ -774,3 +774,33 @@ fn deferred_work_stays_bounded_when_never_settled() {
     assert_eq!(handed_out.len(), nodes as usize, "every node's first window");
     assert_eq!(scopes.len(), nodes as usize, "once each");
 }
+
+/// `checkpoint_due_in` tells an idle caller when to wake for the next checkpoint step: never
+/// while no chunk changed, now for a changed chunk never encoded, and for a chunk changed
+/// again after an encoding, when its age reaches the minimum.
+#[test]
+fn checkpoint_due_in_says_when_the_next_chunk_is_due() {
+    let mut rollup = one_second_windows(2 * rim_capsule::rollup::CHUNK_NODES);
+    let mut out = Vec::new();
+    assert_eq!(rollup.checkpoint_due_in(10_000, 2_000), None, "nothing changed");
+    push(&mut rollup, &simple(0, 0, 0, 0, None, &[]), &mut out);
+    assert_eq!(
+        rollup.checkpoint_due_in(10_000, 2_000),
+        Some(0),
+        "a chunk never encoded"
+    );
+    let cp = rollup
+        .checkpoint_step(1, 0, 10_000, 2_000)
+        .expect("the chunk is encoded");
+    assert_eq!(cp.chunks.len(), 1);
+    assert_eq!(rollup.checkpoint_due_in(10_500, 2_000), None, "nothing changed since");
+    push(&mut rollup, &simple(0, 1, 0, 10, None, &[]), &mut out);
+    assert_eq!(
+        rollup.checkpoint_due_in(10_500, 2_000),
+        Some(1_500),
+        "due 2 s after its encoding"
+    );
+    assert!(rollup.checkpoint_step(2, 0, 10_500, 2_000).is_none(), "not due yet");
+    assert_eq!(rollup.checkpoint_due_in(12_000, 2_000), Some(0));
+    assert!(rollup.checkpoint_step(2, 0, 12_000, 2_000).is_some(), "due now");
+}

@@ -379,7 +379,7 @@ fn in_range(spec: &Spec, ts: i64) -> bool {
 fn live_decisions(spec: &Spec, report: &mut Report) -> Result<Keyed, BacktestError> {
     let mut out = Keyed::new();
     let mut generations = std::collections::BTreeSet::new();
-    let mut reader = Reader::open(&spec.journal_dir, STREAM_DECISIONS, 0, Fs::new())?;
+    let mut reader = Reader::open_sequential(&spec.journal_dir, STREAM_DECISIONS, 0, Fs::new())?;
     while let Some((pos, bytes)) = reader.next()? {
         let Some((&LOG_DECISION, record)) = bytes.split_first() else {
             continue;
@@ -539,7 +539,7 @@ fn replay(config: &Config, spec: &Spec, report: &mut Report) -> Result<Keyed, Ba
         Ok(_) => {}
         Err(e) => bad = Some(e.to_string()),
     };
-    let mut reader = Reader::open(&spec.journal_dir, STREAM_EVENTS, 0, Fs::new())?;
+    let mut reader = Reader::open_sequential(&spec.journal_dir, STREAM_EVENTS, 0, Fs::new())?;
     let mut read = 0u64;
     while let Some((pos, bytes)) = reader.next()? {
         let rec = rim_journal::event::decode(bytes).map_err(|e| BacktestError::Record {

@@ -88,6 +88,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod ahead;
 mod error;
 pub mod event;
 pub mod faulty;

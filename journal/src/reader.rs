@@ -23,12 +23,14 @@ struct Current<F> {
 
 /// Sequential reader of one stream; see the module docs.
 pub struct Reader<S: Storage = Fs> {
+    // Before `current`: fields drop in order, and a read the window has in flight must
+    // land before the file's descriptors close.
+    window: Window,
     storage: S,
     dir: PathBuf,
     stream: u32,
     current: Option<Current<S::File>>,
     pos: Pos,
-    window: Window,
 }
 
 impl<S: Storage> std::fmt::Debug for Reader<S> {
@@ -46,6 +48,18 @@ impl<S: Storage> Reader<S> {
     /// the oldest retained one starts there; a position inside a record, or past the end
     /// of valid data, is an error.
     pub fn open(dir: &Path, stream: u32, from: Pos, storage: S) -> Result<Self, JournalError> {
+        Self::open_with(dir, stream, from, storage, Window::default())
+    }
+
+    /// [`Reader::open`] for reading through to the end once (recovery, backtests):
+    /// segments are read in large direct chunks, the next one read ahead, and do not go
+    /// through the page cache (see [`Window::read_ahead`]). A reader that follows a live
+    /// journal's tail should use [`Reader::open`].
+    pub fn open_sequential(dir: &Path, stream: u32, from: Pos, storage: S) -> Result<Self, JournalError> {
+        Self::open_with(dir, stream, from, storage, Window::read_ahead())
+    }
+
+    fn open_with(dir: &Path, stream: u32, from: Pos, storage: S, window: Window) -> Result<Self, JournalError> {
         let pdir = segment::stream_dir(dir, stream);
         let (bases, _) = segment::list_segments(&storage, &pdir)?;
         let mut reader = Self {
@@ -54,7 +68,7 @@ impl<S: Storage> Reader<S> {
             stream,
             current: None,
             pos: 0,
-            window: Window::default(),
+            window,
         };
         let Some(&start) = bases.first() else {
             if from > 0 {
@@ -92,6 +106,12 @@ impl<S: Storage> Reader<S> {
     /// The stream read.
     pub fn stream(&self) -> u32 {
         self.stream
+    }
+
+    /// Whether the last record came from direct reads ([`Reader::open_sequential`] on a
+    /// file system that takes them).
+    pub fn reads_direct(&self) -> bool {
+        self.window.reads_direct()
     }
 
     /// Opens the segment at `base` as the current one. False if its header is blank (it

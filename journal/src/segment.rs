@@ -4,6 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::ahead::Ahead;
 use crate::error::JournalError;
 use crate::frame::{self, FrameError, RECORD_BYTES_MAX};
 use crate::storage::{Storage, StorageFile};
@@ -171,11 +172,15 @@ const WINDOW_BYTES: usize = 256 * 1024;
 /// Bytes of the largest frame.
 pub const FRAME_BYTES_MAX: usize = frame::encoded_len(RECORD_BYTES_MAX);
 
-/// A cached range of one file, refilled by `read_at`.
+/// A cached range of one file, refilled by `read_at`, or for a sequential reader
+/// ([`Window::read_ahead`]) by direct reads with the next chunk read ahead.
 pub struct Window {
     buf: Vec<u8>,
     off: u64,
     len: usize,
+    ahead: Option<Box<Ahead>>,
+    /// The window's bytes are `ahead`'s (the file took direct reads).
+    in_ahead: bool,
 }
 
 impl Default for Window {
@@ -184,6 +189,8 @@ impl Default for Window {
             buf: vec![0; WINDOW_BYTES],
             off: 0,
             len: 0,
+            ahead: None,
+            in_ahead: false,
         }
     }
 }
@@ -207,19 +214,59 @@ pub enum Step {
 }
 
 impl Window {
+    /// A window for reading files front to back: where a file takes direct reads, whole
+    /// chunks bypass the page cache and the next is read while this one is used (see
+    /// `crate::ahead`); elsewhere (or without io_uring) it works as the default one.
+    pub fn read_ahead() -> Self {
+        Self {
+            ahead: Ahead::new(),
+            ..Self::default()
+        }
+    }
+
     /// Forgets the cached bytes (another process may have written since).
     pub fn invalidate(&mut self) {
         self.len = 0;
+        if let Some(a) = self.ahead.as_mut() {
+            a.invalidate();
+        }
+    }
+
+    /// Whether the window's bytes came from direct reads (read ahead).
+    pub fn reads_direct(&self) -> bool {
+        self.in_ahead
     }
 
     /// The window's bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        match &self.ahead {
+            Some(a) if self.in_ahead => a.data(),
+            _ => &self.buf[..self.len],
+        }
     }
 
     /// Makes `[off, off + n)` (clipped to the file) cached; returns its index in the window
     /// and its length.
     fn fill<F: StorageFile>(&mut self, file: &F, off: u64, n: usize) -> io::Result<(usize, usize)> {
+        if let Some(a) = self.ahead.as_mut() {
+            if let Some(fd) = file.direct_read_fd() {
+                match a.fill(fd, file.len(), off, n) {
+                    Ok(r) => {
+                        self.in_ahead = true;
+                        return Ok(r);
+                    }
+                    // A file system that took the open but not the read's alignment, a
+                    // ring that refused a submission, an I/O error: the plain reads take
+                    // over (and report an error that is the file's). The read-ahead
+                    // window is not used again: a read of it may still be queued.
+                    Err(_) => self.ahead = None,
+                }
+            }
+        }
+        if self.in_ahead {
+            self.in_ahead = false;
+            self.len = 0;
+        }
         let n = n.min(self.buf.len());
         let cached_end = self.off + self.len as u64;
         if off >= self.off && off + n as u64 <= cached_end {
@@ -242,7 +289,7 @@ impl Window {
             return Ok(Step::End);
         }
         let (at, n) = self.fill(file, off, remain.min(frame::FRAME_HEADER_BYTES))?;
-        Ok(match frame::read_len(&self.buf[at..at + n]) {
+        Ok(match frame::read_len(&self.bytes()[at..at + n]) {
             Ok(None) => Step::End,
             Ok(Some(len)) => {
                 let frame = frame::encoded_len(len);
@@ -267,7 +314,7 @@ impl Window {
             return Ok(Step::End);
         }
         let (at, n) = self.fill(file, off, remain)?;
-        Ok(match frame::read(&self.buf[at..at + n]) {
+        Ok(match frame::read(&self.bytes()[at..at + n]) {
             Ok(None) => Step::End,
             Ok(Some((payload, frame))) => Step::Record {
                 start: at + frame::FRAME_HEADER_BYTES,
@@ -315,17 +362,21 @@ pub fn scan<F: StorageFile>(window: &mut Window, file: &F, from_off: u64) -> io:
     }
 }
 
-/// Offset one past the last non-zero byte in `[from, file end)`, if any.
-pub fn nonzero_end<F: StorageFile>(file: &F, from: u64) -> io::Result<Option<u64>> {
-    let mut buf = vec![0u8; WINDOW_BYTES];
+/// Offset one past the last non-zero byte in `[from, file end)`, if any, read through
+/// `window` (which may hold another file's bytes).
+pub fn nonzero_end<F: StorageFile>(window: &mut Window, file: &F, from: u64) -> io::Result<Option<u64>> {
+    window.invalidate();
     let mut off = from;
     let mut last = None;
     while off < file.len() {
-        let n = file.read_at(off, &mut buf)?;
+        // Frame-sized steps: a direct window carries at most a frame over into the chunk
+        // read ahead (a larger step would drop that chunk and read it again).
+        let want = (file.len() - off).min(FRAME_BYTES_MAX as u64) as usize;
+        let (at, n) = window.fill(file, off, want)?;
         if n == 0 {
             break;
         }
-        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+        if let Some(i) = window.bytes()[at..at + n].iter().rposition(|&b| b != 0) {
             last = Some(off + i as u64 + 1);
         }
         off += n as u64;

@@ -80,6 +80,13 @@ pub trait StorageFile: Clone + Send + 'static {
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Whether two handles refer to the same open file.
     fn same_file(&self, other: &Self) -> bool;
+    /// A descriptor of the same file opened `O_DIRECT` for reading, in [`DIRECT_BLOCK`]
+    /// aligned offsets, lengths and addresses, if the file system takes it: sequential
+    /// readers read ahead through it (`crate::ahead`) without filling the page cache.
+    /// Valid while this handle (or a clone) lives.
+    fn direct_read_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 /// One write of a [`Commit`]: `bufs[buf][start..end]` goes to `file` at `offset`.
@@ -237,13 +244,21 @@ pub struct FsFile {
     /// The same file opened `O_DIRECT`, for commits' appends (see [`Direct`]); `None`
     /// read-only or where the file system refuses `O_DIRECT` (tmpfs).
     direct: Option<Arc<Direct>>,
+    /// The same file opened `O_DIRECT` for sequential reads, on first use.
+    reads: Arc<DirectRead>,
     len: u64,
     writable: bool,
 }
 
+/// A file's `O_DIRECT` read descriptor (see [`StorageFile::direct_read_fd`]).
+struct DirectRead {
+    path: PathBuf,
+    file: std::sync::OnceLock<Option<File>>,
+}
+
 /// Block of direct writes: their file offsets, lengths and buffer addresses are multiples
 /// of it (4096 covers every logical block size up to the page size).
-const DIRECT_BLOCK: usize = 4096;
+pub(crate) const DIRECT_BLOCK: usize = 4096;
 
 /// A file's `O_DIRECT` descriptor. Appends go straight from memory to the disk: through
 /// the page cache, every byte a commit writes was first copied into a freshly allocated
@@ -275,7 +290,9 @@ impl Direct {
 
     /// The direct descriptor, opened on first use, if `buffered`'s file takes direct I/O.
     fn file(&self, buffered: &File) -> Option<&File> {
-        self.file.get_or_init(|| open_direct(&self.path, buffered)).as_ref()
+        self.file
+            .get_or_init(|| open_direct(&self.path, buffered, true))
+            .as_ref()
     }
 
     fn forget_tail(&self) {
@@ -285,13 +302,15 @@ impl Direct {
     }
 }
 
-/// `path` opened `O_DIRECT` for writing, if it is still the file `buffered` has open (the
-/// same device and inode: direct writes and the sync on `buffered` must meet in one file)
-/// and its file system takes direct I/O in [`DIRECT_BLOCK`]s.
-fn open_direct(path: &Path, buffered: &File) -> Option<File> {
+/// `path` opened `O_DIRECT` for writing (or for reading), if it is still the file
+/// `buffered` has open (the same device and inode: direct writes and the sync on
+/// `buffered` must meet in one file, and a reader must read the file it opened) and its
+/// file system takes direct I/O in [`DIRECT_BLOCK`]s.
+fn open_direct(path: &Path, buffered: &File, write: bool) -> Option<File> {
     use std::os::unix::fs::MetadataExt;
     let file = OpenOptions::new()
-        .write(true)
+        .read(!write)
+        .write(write)
         .custom_flags(libc::O_DIRECT)
         .open(path)
         .ok()?;
@@ -342,11 +361,15 @@ fn not_writable() -> io::Error {
 }
 
 impl FsFile {
-    fn new(file: File, writable: bool) -> io::Result<Self> {
+    fn new(file: File, writable: bool, path: &Path) -> io::Result<Self> {
         let len = file.metadata()?.len();
         Ok(Self {
             file: Arc::new(file),
             direct: None,
+            reads: Arc::new(DirectRead {
+                path: path.to_path_buf(),
+                file: std::sync::OnceLock::new(),
+            }),
             len,
             writable,
         })
@@ -354,7 +377,7 @@ impl FsFile {
 
     /// A writable file at `path`, whose appends go direct where the file system lets them.
     fn writable(file: File, path: &Path) -> io::Result<Self> {
-        let mut f = Self::new(file, true)?;
+        let mut f = Self::new(file, true, path)?;
         f.direct = Some(Direct::new(path));
         Ok(f)
     }
@@ -432,6 +455,14 @@ impl StorageFile for FsFile {
             off += n as u64;
         }
         Ok(())
+    }
+
+    fn direct_read_fd(&self) -> Option<RawFd> {
+        let r = &self.reads;
+        r.file
+            .get_or_init(|| open_direct(&r.path, &self.file, false))
+            .as_ref()
+            .map(File::as_raw_fd)
     }
 
     fn same_file(&self, other: &Self) -> bool {
@@ -612,7 +643,7 @@ impl Storage for Fs {
         if writable {
             FsFile::writable(file, path)
         } else {
-            FsFile::new(file, false)
+            FsFile::new(file, false, path)
         }
     }
 

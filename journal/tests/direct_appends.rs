@@ -10,36 +10,11 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Rng, TempDir};
+use common::{on_disk, takes_direct, Rng, TempDir};
 use rim_journal::{Commit, Committer, Fs, FsFile, Storage, StorageFile, WriteOp, FLIGHTS_MAX};
-
-/// A directory on the build's own file system (`CARGO_TARGET_TMPDIR`), not the system
-/// temp dir, which is tmpfs on many machines (and tmpfs takes no `O_DIRECT`).
-fn on_disk(tag: &str) -> TempDir {
-    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("direct-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).expect("test dir");
-    TempDir(p)
-}
-
-/// Whether the file system under `dir` takes `O_DIRECT` (tmpfs does not).
-fn takes_direct(dir: &Path) -> bool {
-    let probe = dir.join("probe");
-    let ok = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&probe)
-        .is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
-}
 
 /// Lands every commit in flight, failing the test on an error or a stall.
 fn land_all(c: &mut <Fs as Storage>::Committer) {

@@ -425,6 +425,13 @@ const RECOVERY_EXPECT_CAPACITY: usize = 64;
 pub fn recover(o: &mut Opened, ingest: &mut Ingest, reflexes: &mut [&mut Reflex]) -> Result<Recovered, PersistError> {
     let started = Instant::now();
     let mut done = Recovered::default();
+    info!(
+        replay_from = o.replay_from,
+        committed_to = o.committed_to,
+        log_from = o.log_from,
+        events_end = o.journal.end(STREAM_EVENTS),
+        "recovery: replaying the journal from the store's watermarks"
+    );
     restore_rollup(o, ingest);
     restore_dedup(o, ingest);
     seed_predictors(o, reflexes);
@@ -616,7 +623,7 @@ fn read_log_tail(
     }
     o.runs.resume(indexed);
     let dir = o.config.persist.journal_dir();
-    let mut reader = Reader::open(&dir, STREAM_DECISIONS, o.log_from, Fs::new())?;
+    let mut reader = Reader::open_sequential(&dir, STREAM_DECISIONS, o.log_from, Fs::new())?;
     let mut clean = false;
     while let Some((pos, bytes)) = reader.next()? {
         done.events += 1;
@@ -751,7 +758,7 @@ fn feed_tail(
     mut tx: rtrb::Producer<u32>,
     done: &mut Recovered,
 ) -> Result<(), PersistError> {
-    let mut reader = Reader::open(dir, STREAM_EVENTS, replay_from, Fs::new())?;
+    let mut reader = Reader::open_sequential(dir, STREAM_EVENTS, replay_from, Fs::new())?;
     let holds = |n: u32, pos: u64| held.get(n as usize).is_some_and(|&to| pos < to);
     let mut batch = ReplayBatch::default();
     while batch.read(&mut reader)? {
@@ -869,7 +876,7 @@ impl Roller<'_> {
         committed_to: u64,
         mut rx: rtrb::Consumer<u32>,
     ) -> Result<(), PersistError> {
-        let mut reader = Reader::open(dir, STREAM_EVENTS, committed_to, Fs::new())?;
+        let mut reader = Reader::open_sequential(dir, STREAM_EVENTS, committed_to, Fs::new())?;
         let mut closed = Vec::new();
         let mut keys = [0u64; entry::KEYS_MAX];
         let mut metrics: Box<thread::RollMetrics> = Box::new([(0, 0.0); entry::KEYS_MAX]);

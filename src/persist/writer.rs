@@ -39,8 +39,25 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
     } = env;
     let mut retained_at = Instant::now();
     let mut synced_at = Instant::now();
+    let mut unsynced = false;
     let mut indexed: Vec<u64> = Vec::new();
-    while let Ok(first) = recv_counted(&rx, figures) {
+    loop {
+        // A commit left unsynced is synced `durable_every` after the last sync even when
+        // no hand-off comes by then: until then a crash takes redb back to its last
+        // synced commit, and a burst followed by silence left its last checkpoints and
+        // watermarks unsynced for as long as the silence lasted (recovery after a crash
+        // in it replayed a third of a 10M-event journal the store had long caught up with).
+        let wait = unsynced.then(|| durable_every.saturating_sub(synced_at.elapsed()));
+        let first = match recv_counted(&rx, figures, wait) {
+            Ok(Some(first)) => first,
+            Ok(None) => {
+                synced_at = Instant::now();
+                unsynced = false;
+                commit_with(store, &mut Batch::default(), stats, true, &mut || {});
+                continue;
+            }
+            Err(_) => break,
+        };
         let started = Instant::now();
         // The capsules' `created_ms`: one reading per transaction.
         let now_ms = clock.now_ms();
@@ -62,6 +79,7 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         if durable {
             synced_at = Instant::now();
         }
+        unsynced = !durable;
         let mut breather = Breather::start();
         commit_with(store, &mut batch, stats, durable, &mut || breather.breathe());
         priority.commit_done();
@@ -122,13 +140,25 @@ pub(super) struct WriterEnv {
 }
 
 /// The next hand-off; a receive that has to block counts as the agent's wait.
-fn recv_counted<T>(rx: &Receiver<T>, figures: &AgentFigures) -> Result<T, std::sync::mpsc::RecvError> {
+fn recv_counted<T>(
+    rx: &Receiver<T>,
+    figures: &AgentFigures,
+    wait: Option<Duration>,
+) -> Result<Option<T>, std::sync::mpsc::RecvError> {
+    use std::sync::mpsc::{RecvError, RecvTimeoutError, TryRecvError};
     match rx.try_recv() {
-        Err(std::sync::mpsc::TryRecvError::Empty) => {
+        Err(TryRecvError::Empty) => {
             figures.waited();
-            rx.recv()
+            match wait {
+                None => rx.recv().map(Some),
+                Some(d) => match rx.recv_timeout(d) {
+                    Ok(got) => Ok(Some(got)),
+                    Err(RecvTimeoutError::Timeout) => Ok(None),
+                    Err(RecvTimeoutError::Disconnected) => Err(RecvError),
+                },
+            }
         }
-        got => got.map_err(|_| std::sync::mpsc::RecvError),
+        got => got.map(Some).map_err(|_| RecvError),
     }
 }
 

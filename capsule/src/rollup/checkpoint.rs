@@ -75,6 +75,18 @@ impl Rollup {
         self.chunks.iter_mut().for_each(|c| c.dirty = true);
     }
 
+    /// Milliseconds from `now_ms` until a chunk that changed is at least `min_age_ms`
+    /// past its last encoding (0: one is due now); None when no chunk changed. A thread
+    /// that parks when idle wakes by it, so that a round of the rolling checkpoint ends
+    /// within an interval of the last event rather than one chunk per park.
+    pub fn checkpoint_due_in(&self, now_ms: u64, min_age_ms: u64) -> Option<u64> {
+        self.chunks
+            .iter()
+            .filter(|c| c.dirty)
+            .map(|c| c.encoded_ms.saturating_add(min_age_ms).saturating_sub(now_ms))
+            .min()
+    }
+
     /// Encodes the next chunk that changed and was last encoded at least `min_age_ms`
     /// before `now_ms` (round robin), as complete to the journal's ends now (`events_end`,
     /// `log_end`); None when no chunk is due, or while closes and filings wait to be

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: a seeded PRNG, temp dirs, payloads.
 #![allow(dead_code)]
 
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -73,4 +75,27 @@ pub fn read_all<S: Storage>(dir: &Path, stream: u32, from: Pos, storage: S) -> V
         out.push((pos, p.to_vec()));
     }
     out
+}
+
+/// A directory on the build's own file system (`CARGO_TARGET_TMPDIR`), not the system
+/// temp dir, which is tmpfs on many machines (and tmpfs takes no `O_DIRECT`).
+pub fn on_disk(tag: &str) -> TempDir {
+    let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("direct-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("test dir");
+    TempDir(p)
+}
+
+/// Whether the file system under `dir` takes `O_DIRECT` (tmpfs does not).
+pub fn takes_direct(dir: &Path) -> bool {
+    let probe = dir.join("probe");
+    let ok = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
 }
