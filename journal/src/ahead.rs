@@ -20,7 +20,7 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, types, IoUring};
 
 use crate::segment::FRAME_BYTES_MAX;
-use crate::storage::DIRECT_BLOCK;
+use crate::storage::{align_down, align_up, aligned_start, submit_and_wait, DIRECT_BLOCK};
 
 /// Bytes per read (a multiple of [`DIRECT_BLOCK`]).
 const CHUNK: usize = 1 << 20;
@@ -36,7 +36,7 @@ struct Buf {
 impl Buf {
     fn new() -> Self {
         let raw = vec![0u8; SLACK + CHUNK + DIRECT_BLOCK];
-        let base = raw.as_ptr().align_offset(DIRECT_BLOCK).min(DIRECT_BLOCK);
+        let base = aligned_start(&raw);
         Self { raw, base }
     }
 
@@ -168,7 +168,7 @@ impl Ahead {
     /// and the one after it ahead.
     fn read_now(&mut self, fd: RawFd, file_len: u64, off: u64) -> io::Result<()> {
         self.land()?;
-        let at = off & !(DIRECT_BLOCK as u64 - 1);
+        let at = align_down(off);
         let want = read_len(file_len, at);
         self.len = 0;
         if want == 0 {
@@ -250,16 +250,10 @@ impl Ahead {
         // completion tagged `seq`, and `Drop` lands it (or leaks the buffers) first.
         unsafe { self.ring.submission().push(&entry) }
             .map_err(|_| io::Error::other("read-ahead submission queue full"))?;
-        loop {
-            match self.ring.submit() {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // The kernel took nothing (it fails a submission only when it consumed
-                // no entry). The entry stays in the queue: a later submission would send
-                // it, so the window is not used again (the caller drops it).
-                Err(e) => return Err(e),
-            }
-        }
+        // On an error the kernel took nothing (it fails a submission only when it consumed
+        // no entry). The entry stays in the queue: a later submission would send it, so
+        // the window is not used again (the caller drops it).
+        submit_and_wait(&self.ring, 0)?;
         self.flight = Some(f);
         Ok(())
     }
@@ -284,11 +278,7 @@ impl Ahead {
                     Ok(res as usize)
                 };
             }
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+            submit_and_wait(&self.ring, 1)?;
         }
     }
 }
@@ -325,6 +315,7 @@ fn confine_workers(ring: &IoUring) -> io::Result<()> {
 /// Bytes to read at the block-aligned `at` of a file of `file_len` bytes: a chunk, or the
 /// rest of the file rounded up to a block (a direct read ends short at the end of file).
 fn read_len(file_len: u64, at: u64) -> usize {
-    let rest = file_len.saturating_sub(at);
-    (rest.min(CHUNK as u64) as usize).div_ceil(DIRECT_BLOCK) * DIRECT_BLOCK
+    let rest = file_len.saturating_sub(at).min(CHUNK as u64);
+    // At most a chunk, which is whole blocks: rounding up cannot overflow or pass it.
+    align_up(rest).map_or(CHUNK, |n| n as usize)
 }

@@ -244,16 +244,39 @@ pub struct FsFile {
     /// The same file opened `O_DIRECT`, for commits' appends (see [`Direct`]); `None`
     /// read-only or where the file system refuses `O_DIRECT` (tmpfs).
     direct: Option<Arc<Direct>>,
-    /// The same file opened `O_DIRECT` for sequential reads, on first use.
-    reads: Arc<DirectRead>,
+    /// The same file opened `O_DIRECT` for sequential reads (see
+    /// [`StorageFile::direct_read_fd`]).
+    reads: Arc<DirectFd>,
     len: u64,
     writable: bool,
 }
 
-/// A file's `O_DIRECT` read descriptor (see [`StorageFile::direct_read_fd`]).
-struct DirectRead {
+/// A file opened a second time `O_DIRECT` (for writing or for reading), on first use:
+/// a segment opened only to be sealed, or never read sequentially, never needs one.
+struct DirectFd {
+    /// Where the file was opened (the direct descriptor is opened by path).
     path: PathBuf,
+    write: bool,
+    /// `None` inside when the file system refuses direct I/O in 4 KiB blocks or the path
+    /// no longer names this file.
     file: std::sync::OnceLock<Option<File>>,
+}
+
+impl DirectFd {
+    fn new(path: &Path, write: bool) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            write,
+            file: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The direct descriptor, opened on first use, if `buffered`'s file takes direct I/O.
+    fn get(&self, buffered: &File) -> Option<&File> {
+        self.file
+            .get_or_init(|| open_direct(&self.path, buffered, self.write))
+            .as_ref()
+    }
 }
 
 /// Block of direct writes: their file offsets, lengths and buffer addresses are multiples
@@ -268,12 +291,8 @@ pub(crate) const DIRECT_BLOCK: usize = 4096;
 /// first block starts with what the previous one left in it (kept in `tail`, so it is
 /// never read back) and its last block is padded with the zeros the file holds there.
 struct Direct {
-    /// Where the file was opened (the direct descriptor is opened by path).
-    path: PathBuf,
-    /// The `O_DIRECT` descriptor, opened at the first append (a segment opened only to be
-    /// sealed or read never needs one); `None` inside when the file system refuses direct
-    /// I/O in 4 KiB blocks or the path no longer names this file.
-    file: std::sync::OnceLock<Option<File>>,
+    /// The `O_DIRECT` descriptor for writing, opened at the first append.
+    fd: DirectFd,
     /// The last partial block a direct write left (file offset, contents as on disk once
     /// that write lands).
     tail: std::sync::Mutex<Option<(u64, Box<[u8]>)>>,
@@ -282,17 +301,9 @@ struct Direct {
 impl Direct {
     fn new(path: &Path) -> Arc<Self> {
         Arc::new(Self {
-            path: path.to_path_buf(),
-            file: std::sync::OnceLock::new(),
+            fd: DirectFd::new(path, true),
             tail: std::sync::Mutex::new(None),
         })
-    }
-
-    /// The direct descriptor, opened on first use, if `buffered`'s file takes direct I/O.
-    fn file(&self, buffered: &File) -> Option<&File> {
-        self.file
-            .get_or_init(|| open_direct(&self.path, buffered, true))
-            .as_ref()
     }
 
     fn forget_tail(&self) {
@@ -366,10 +377,7 @@ impl FsFile {
         Ok(Self {
             file: Arc::new(file),
             direct: None,
-            reads: Arc::new(DirectRead {
-                path: path.to_path_buf(),
-                file: std::sync::OnceLock::new(),
-            }),
+            reads: Arc::new(DirectFd::new(path, false)),
             len,
             writable,
         })
@@ -384,7 +392,7 @@ impl FsFile {
 
     /// The direct descriptor for appends (opened on first use), if the file has one.
     fn direct_file(&self) -> Option<&File> {
-        self.direct.as_ref().and_then(|d| d.file(&self.file))
+        self.direct.as_ref().and_then(|d| d.fd.get(&self.file))
     }
 
     /// Whether commits' appends to this file bypass the page cache.
@@ -458,11 +466,7 @@ impl StorageFile for FsFile {
     }
 
     fn direct_read_fd(&self) -> Option<RawFd> {
-        let r = &self.reads;
-        r.file
-            .get_or_init(|| open_direct(&r.path, &self.file, false))
-            .as_ref()
-            .map(File::as_raw_fd)
+        self.reads.get(&self.file).map(File::as_raw_fd)
     }
 
     fn same_file(&self, other: &Self) -> bool {
@@ -508,7 +512,7 @@ const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
 /// Index of the first [`DIRECT_BLOCK`]-aligned byte of `buf` (which must hold a block
 /// more than it is used for).
-fn aligned_start(buf: &[u8]) -> usize {
+pub(crate) fn aligned_start(buf: &[u8]) -> usize {
     buf.as_ptr().align_offset(DIRECT_BLOCK).min(DIRECT_BLOCK)
 }
 
@@ -701,6 +705,18 @@ impl Storage for Fs {
     }
 }
 
+/// Submits what `ring` has queued and waits for at least `want` completions (0: none),
+/// again when a signal interrupted the wait.
+pub(crate) fn submit_and_wait(ring: &IoUring, want: usize) -> io::Result<()> {
+    loop {
+        match ring.submit_and_wait(want) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// io_uring queue depth: the most operations one submission carries (a commit with more
 /// is submitted in several, chain by chain).
 const URING_ENTRIES: u32 = 256;
@@ -741,11 +757,11 @@ struct DirectWrite {
     len: usize,
 }
 
-fn align_down(x: u64) -> u64 {
+pub(crate) fn align_down(x: u64) -> u64 {
     x & !(DIRECT_BLOCK as u64 - 1)
 }
 
-fn align_up(x: u64) -> Option<u64> {
+pub(crate) fn align_up(x: u64) -> Option<u64> {
     x.checked_add(DIRECT_BLOCK as u64 - 1).map(align_down)
 }
 
@@ -1048,13 +1064,7 @@ impl FsCommitter {
             flight.outstanding += chain.len();
             flight.writes_left += chain.iter().filter(|e| e.get_user_data() & SYNC_TAG == 0).count();
         }
-        loop {
-            match ring.submit() {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        submit_and_wait(ring, 0)
     }
 
     /// Reaps completions, each into its flight.
@@ -1090,13 +1100,7 @@ impl FsCommitter {
         let nop = opcode::Nop::new().build().user_data(0);
         // SAFETY: a no-op refers to no memory and no descriptor.
         unsafe { ring.submission().push(&nop) }.map_err(|_| io::Error::other("io_uring submission queue is full"))?;
-        loop {
-            match ring.submit_and_wait(1) {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        submit_and_wait(ring, 1)?;
         ring.completion().for_each(drop);
         Ok(())
     }
@@ -1133,11 +1137,7 @@ impl Committer for FsCommitter {
         // pads it with zeros: it must not race that write. With one commit in flight (the
         // daemon's default) there is nothing to wait for.
         while self.flights.iter().any(|f| f.writes_left > 0) {
-            match ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+            submit_and_wait(ring, 1)?;
             Self::reap(ring, &mut self.flights);
         }
         let mut bounce = self.bounces.pop().unwrap_or_default();
