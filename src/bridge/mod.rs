@@ -102,6 +102,9 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
     } = setup;
     config.validate().map_err(BridgeError::Config)?;
     let traces = Arc::new(Mutex::new(trace::Traces::default()));
+    let publishes = config.publish_capsules || config.publish_decisions;
+    // Correlation ids only ever go out on published decisions.
+    let traced = config.publish_decisions && log.is_some();
     let inbound = if config.consume {
         let schemas = registry::Schemas::new(&config)?;
         Some(inbound::Inbound::new(inbound::InboundSetup {
@@ -109,7 +112,7 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
             ring: producer,
             durable,
             schemas,
-            traces: traces.clone(),
+            traces: traced.then(|| traces.clone()),
             stop: stop.clone(),
             health: health.clone(),
             bounds,
@@ -120,7 +123,6 @@ pub fn spawn(setup: BridgeSetup) -> Result<Vec<JoinHandle<()>>, BridgeError> {
         health.not_used(health::Side::In);
         None
     };
-    let publishes = config.publish_capsules || config.publish_decisions;
     let outbox = match log {
         Some(log) if publishes => Some(outbox::Outbox::new(outbox::OutboxSetup {
             cfg: config.clone(),
