@@ -35,7 +35,8 @@
 //! them.
 //!
 //! `unsafe` is denied in the whole crate but for `api::io`, the glommio ↔ hyper stream
-//! adapter (the system calls are wrapped in `rim_core::sys`). The shared-memory and journal
+//! adapter (the system calls are wrapped in `rim_core::sys`), and `bridge::fetch`,
+//! librdkafka's batch consumption, which the `rdkafka` crate does not wrap. The shared-memory and journal
 //! code that needs more lives in the `rim-ring` and `rim-journal` crates, with loom models
 //! and crash tests of its own.
 #![deny(unsafe_code)]

@@ -964,6 +964,16 @@ fn kafka_events_become_decisions_and_capsules_and_a_restart_loses_nothing() {
         let k = (body["event_timestamp"].as_i64().expect("ts") - T0) / 250;
         assert_eq!(header(m, "X-Correlation-ID"), format!("corr-{k}"));
     }
+    // Every assigned partition was read through the batch queue (src/bridge/fetch.rs).
+    let log = d.log_text();
+    let assigned = log
+        .lines()
+        .find(|l| l.contains("kafka: partitions assigned"))
+        .unwrap_or_else(|| panic!("no assignment logged\n{log}"));
+    let listed = assigned.matches(',').count() + 1;
+    assert!(assigned.contains(&format!("forwarded={listed}")), "{assigned}");
+    assert!(!log.contains("not forwarded"), "{log}");
+
     // Observed capsules of closed windows reach capsule.snapshots.
     let capsules = consume(&broker, &["capsule.snapshots"], 1, 60);
     let body: Value = serde_json::from_str(capsules[0]["value"].as_str().expect("json")).expect("capsule");

@@ -59,6 +59,19 @@ pub struct Event<'a> {
 }
 
 impl Event<'_> {
+    /// Empties every field, as [`Event::empty`], without rewriting the metrics' storage.
+    pub fn clear(&mut self) {
+        self.rim_node_id = "";
+        self.event_id = None;
+        self.timestamp = 0;
+        self.critical_metrics.clear();
+        self.price = None;
+        self.volume = None;
+        self.stress = None;
+        self.status = "";
+        self.source_topic = None;
+    }
+
     /// An event with every field empty (what a plan fills in).
     pub const fn empty() -> Self {
         Event {
@@ -76,7 +89,7 @@ impl Event<'_> {
 }
 
 /// Up to [`METRICS_MAX`] metrics, in place (no allocation).
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 pub struct Metrics<'a> {
     items: [(&'a str, f64); METRICS_MAX],
     len: usize,
@@ -89,6 +102,11 @@ impl<'a> Metrics<'a> {
             items: [("", 0.0); METRICS_MAX],
             len: 0,
         }
+    }
+
+    /// Empties the list (the storage is left as it is: only the first `len` are read).
+    pub fn clear(&mut self) {
+        self.len = 0;
     }
 
     /// Appends one; `false` when [`METRICS_MAX`] are there already.
@@ -122,6 +140,14 @@ impl<'a> Metrics<'a> {
 impl Default for Metrics<'_> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Equal when they hold the same metrics in the same order (the storage past them, left
+/// by [`Metrics::clear`], is not compared).
+impl PartialEq for Metrics<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
     }
 }
 

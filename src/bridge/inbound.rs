@@ -3,10 +3,11 @@
 //! the ring takes: no value tree, no allocation) and published on the in-process ring
 //! into ingest, or sent to the DLQ.
 //!
-//! Batches: the thread takes up to `consume_batch_max` messages at a time (the first poll
-//! waits, the rest take only what librdkafka has already fetched), then settles and stores
-//! offsets once for the batch: the clock, the counters and the offset bookkeeping are per
-//! batch, and nothing per message makes a system call. Commits (synchronous, every
+//! Batches: the thread takes up to `consume_batch_max` messages at a time with
+//! librdkafka's batch call, from the queue the assigned partitions are forwarded to
+//! ([`super::fetch`]), after serving the consumer's own queue (rebalances, errors); then it
+//! settles and stores offsets once for the batch: the wait, the clock, the counters and the
+//! offset bookkeeping are per batch, and nothing per message makes a system call. Commits (synchronous, every
 //! `commit_interval_ms`) run on a thread of their own so that their broker round trip
 //! never stalls consumption.
 //!
@@ -37,7 +38,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
@@ -47,6 +48,7 @@ use tracing::{debug, error, info, warn};
 
 use super::clients::{forward_log, on_error, OutContext, Report};
 use super::config::BridgeConfig;
+use super::fetch::{Batch, FetchQueue, HeaderPair, Msg};
 use super::health::{BridgeHealth, Side};
 use super::registry::{RegistryError, Schemas};
 use super::trace::{TraceIds, Traces};
@@ -57,6 +59,9 @@ use crate::ingest::time::{TimeBounds, TimeRefusal};
 use crate::peerlog::{self, PeerLog};
 use rim_avro::DecodeError;
 
+/// Messages of a batch that share one read of the clock for their publish time (at most
+/// a few tens of microseconds apart; the ring reads the clock per event otherwise).
+const STAMP_EVERY: usize = 32;
 /// Longest a revoke waits for the revoked partitions' messages to settle.
 const REVOKE_WAIT: Duration = Duration::from_secs(3);
 /// Longest shutdown waits for everything handed to ingest to settle.
@@ -272,6 +277,9 @@ impl Tracker {
 pub(crate) struct InContext {
     health: Arc<BridgeHealth>,
     tracker: Mutex<Tracker>,
+    /// Where assigned partitions' messages are forwarded ([`super::fetch`]); set once the
+    /// consumer exists, taken out at shutdown (before the consumer goes).
+    fetch: Mutex<Option<FetchQueue>>,
 }
 
 impl InContext {
@@ -279,6 +287,10 @@ impl InContext {
         // A panic while holding the lock cannot leave the tracker half-updated in a way
         // that matters more than stopping the bridge would: keep going with its state.
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fetch_queue(&self) -> MutexGuard<'_, Option<FetchQueue>> {
+        self.fetch.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -319,7 +331,23 @@ impl ConsumerContext for InContext {
                 info!(partitions = ?parts, "kafka: partitions revoked");
             }
             Rebalance::Assign(tpl) => {
-                info!(partitions = ?partitions(tpl), "kafka: partitions assigned");
+                // Before the assignment takes effect: no message of these partitions can
+                // have reached the consumer's own queue yet.
+                let mut forwarded = 0;
+                if let Some(q) = self.fetch_queue().as_ref() {
+                    let rk = consumer.client().native_ptr();
+                    for e in tpl.elements() {
+                        if q.forward(rk, e.topic(), e.partition()) {
+                            forwarded += 1;
+                        } else {
+                            warn!(
+                                partition = e.partition(),
+                                "kafka: partition queue not forwarded; its messages come one by one"
+                            );
+                        }
+                    }
+                }
+                info!(partitions = ?partitions(tpl), forwarded, "kafka: partitions assigned");
                 self.health.ok(Side::In);
             }
             Rebalance::Error(e) => on_error(&self.health, Side::In, e, "rebalance"),
@@ -376,9 +404,6 @@ type InConsumer = BaseConsumer<InContext>;
 /// A message's headers, copied: (name, value).
 type HeaderList = Vec<HeaderPair>;
 
-/// One header: name and value.
-type HeaderPair = (String, Option<Vec<u8>>);
-
 /// What [`Inbound::new`] needs.
 pub(crate) struct InboundSetup {
     pub cfg: BridgeConfig,
@@ -394,9 +419,13 @@ pub(crate) struct InboundSetup {
     pub figures: Arc<AgentFigures>,
 }
 
-/// What one batch did, counted once for the batch.
+/// One batch's clock readings and what it did (counted once for the batch).
 #[derive(Default)]
-struct BatchCounts {
+struct Turn {
+    /// The daemon's clock, ms: event times are checked against it.
+    now_ms: i64,
+    /// The publish time of the events (0: the ring reads the clock per event).
+    publish_ns: u64,
     consumed: u64,
     ingested: u64,
 }
@@ -422,8 +451,14 @@ impl Inbound {
         let ctx = InContext {
             health: s.health.clone(),
             tracker: Mutex::new(tracker),
+            fetch: Mutex::new(None),
         };
         let consumer = super::clients::consumer(&s.cfg, ctx)?;
+        let fetch = FetchQueue::new(consumer.client().native_ptr());
+        if fetch.is_none() {
+            warn!("kafka bridge: no queue for batch consumption; consuming one message at a time");
+        }
+        *consumer.context().fetch_queue() = fetch;
         consumer
             .subscribe(&[s.cfg.in_topic.as_str()])
             .map_err(super::BridgeError::Kafka)?;
@@ -481,6 +516,8 @@ impl Inbound {
 /// Settles and takes batches until `stop`; commits too when `inline_commits` is given
 /// (no commit thread).
 fn consume_loop(consumer: &InConsumer, w: &mut Worker, inline_commits: Option<Duration>) {
+    // Dropped on return, before the consumer: librdkafka's destroy waits for its messages.
+    let mut taken = Batch::new();
     let mut last_commit = Instant::now();
     let mut last_probe = Instant::now();
     while !w.stopping() {
@@ -503,7 +540,7 @@ fn consume_loop(consumer: &InConsumer, w: &mut Worker, inline_commits: Option<Du
             continue;
         }
         let room = (w.cfg.in_flight_max - pending).min(w.cfg.consume_batch_max);
-        w.batch(consumer, room);
+        w.batch(consumer, &mut taken, room);
     }
 }
 
@@ -576,6 +613,9 @@ fn shut_down(consumer: &InConsumer, w: &Worker) {
         let t = consumer.context().tracker();
         let _ = t.dlq.flush(Duration::from_secs(2));
     }
+    // Before the consumer goes (librdkafka's destroy waits for its queues): what it still
+    // holds is dropped, and read again from the committed offsets by the next owner.
+    drop(consumer.context().fetch_queue().take());
     info!("kafka bridge: consumer stopped");
     // Dropping the consumer leaves the group (its revoke callback commits again).
 }
@@ -583,11 +623,32 @@ fn shut_down(consumer: &InConsumer, w: &Worker) {
 /// The id of an event without one: its partition and offset, which a redelivered copy of
 /// the message shares (so ingest's dedup drops it), written into `buf`.
 pub fn position_id(partition: i32, offset: i64, buf: &mut String) -> &str {
-    use std::fmt::Write as _;
+    // Digits by hand: `write!` through a formatter was 7% of the consuming thread.
     buf.clear();
-    // Writing into a String cannot fail.
-    let _ = write!(buf, "kafka:{partition}:{offset}");
+    buf.push_str("kafka:");
+    push_decimal(buf, i64::from(partition));
+    buf.push(':');
+    push_decimal(buf, offset);
     buf.as_str()
+}
+
+/// Appends `v` in decimal.
+fn push_decimal(buf: &mut String, v: i64) {
+    if v < 0 {
+        buf.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut n = v.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 impl Worker {
@@ -595,26 +656,31 @@ impl Worker {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Takes up to `room` messages: the first poll waits up to 50 ms for one, the rest
-    /// only take what librdkafka has already fetched. Rebalance callbacks run inside these
-    /// polls; each message is handled before the next poll, so none outlives its partition.
-    fn batch(&mut self, consumer: &InConsumer, room: usize) {
-        let mut counts = BatchCounts::default();
-        let now_ms = self.clock.now_ms();
-        // The batch's own time starts with its first message, after the poll's wait.
+    /// Takes up to `room` messages and hands each to ingest (or the DLQ). The consumer's
+    /// own queue is served first, with no message in hand: rebalance callbacks run there,
+    /// and it holds the messages of any partition not forwarded to the fetch queue. Then
+    /// one batch from the fetch queue, waiting up to 50 ms for its first message when the
+    /// consumer's queue had nothing.
+    fn batch(&mut self, consumer: &InConsumer, taken: &mut Batch, room: usize) {
+        let mut turn = Turn {
+            now_ms: self.clock.now_ms(),
+            ..Turn::default()
+        };
+        let forwarded = consumer.context().fetch_queue().is_some();
+        let wait = Duration::from_millis(50);
+        // Without a fetch queue every message comes this way, the first one waited for.
+        let mut first_wait = if forwarded { Duration::ZERO } else { wait };
+        // The batch's own time starts with its first message, after the wait.
         let mut started: Option<Instant> = None;
-        for i in 0..room {
-            let wait = if i == 0 {
-                Duration::from_millis(50)
-            } else {
-                Duration::ZERO
-            };
-            match consumer.poll(wait) {
+        while (turn.consumed as usize) < room && !self.stopping() {
+            match consumer.poll(std::mem::take(&mut first_wait)) {
                 None => break,
-                Some(Ok(msg)) => {
+                Some(Ok(m)) => {
                     started.get_or_insert_with(Instant::now);
-                    counts.consumed += 1;
-                    self.handle(consumer, &msg, now_ms, &mut counts);
+                    if let Some(msg) = Msg::of(&m) {
+                        let mut ev = rim_avro::Event::empty();
+                        self.handle(consumer, msg, None, &mut ev, &mut turn);
+                    }
                 }
                 Some(Err(e)) => {
                     on_error(&self.health, Side::In, &e, "consume");
@@ -622,41 +688,86 @@ impl Worker {
                     break;
                 }
             }
-            if self.stopping() {
-                break;
+        }
+        let left = room.saturating_sub(turn.consumed as usize);
+        if forwarded && left > 0 && !self.stopping() {
+            let wait = if turn.consumed == 0 { wait } else { Duration::ZERO };
+            let n = match consumer.context().fetch_queue().as_ref() {
+                Some(q) => q.take(wait, left, taken),
+                None => 0,
+            };
+            if n > 0 {
+                started.get_or_insert_with(Instant::now);
+                self.handle_taken(consumer, taken, &mut turn);
             }
+            taken.clear();
         }
         match started {
-            Some(t) => self
-                .figures
-                .turn(t.elapsed().as_nanos() as u64, counts.consumed as usize),
+            Some(t) => self.figures.turn(t.elapsed().as_nanos() as u64, turn.consumed as usize),
             None => self.figures.waited(),
         }
-        if counts.consumed > 0 {
-            BridgeHealth::bump(&self.health.consumed, counts.consumed);
-            BridgeHealth::bump(&self.health.ingested, counts.ingested);
+        if turn.consumed > 0 {
+            BridgeHealth::bump(&self.health.consumed, turn.consumed);
+            BridgeHealth::bump(&self.health.ingested, turn.ingested);
             self.health.ok(Side::In);
         }
     }
 
-    fn handle(&mut self, consumer: &InConsumer, msg: &BorrowedMessage<'_>, now_ms: i64, counts: &mut BatchCounts) {
-        prefetch_node(consumer, msg);
+    /// Handles the messages of one batch in order, decoding each into the same event; the
+    /// node symbol of each next message is prefetched while the one before it is
+    /// published, and the events' publish time is read every [`STAMP_EVERY`] messages.
+    fn handle_taken(&mut self, consumer: &InConsumer, taken: &Batch, turn: &mut Turn) {
+        if let Some(first) = taken.get(0) {
+            prefetch_node(&mut consumer.context().tracker(), first);
+        }
+        let mut ev = rim_avro::Event::empty();
+        let mut i = 0;
+        while let Some(msg) = taken.get(i) {
+            if i % STAMP_EVERY == 0 {
+                turn.publish_ns = rim_ring::clock::monotonic_ns();
+            }
+            i += 1;
+            if let Some(code) = msg.error() {
+                // A partition's fetch failed (librdkafka goes on fetching it).
+                on_error(&self.health, Side::In, &KafkaError::MessageConsumption(code), "consume");
+                continue;
+            }
+            self.handle(consumer, msg, taken.get(i), &mut ev, turn);
+            if self.stopping() {
+                // The rest are not handed over, so not committed: read again.
+                break;
+            }
+        }
+    }
+
+    /// Decodes `msg` into `decoded` and publishes its event (or dead-letters it); `next`,
+    /// the message after it, gets its node symbol prefetched under the same lock as the
+    /// publish.
+    fn handle<'b>(
+        &mut self,
+        consumer: &InConsumer,
+        msg: Msg<'b>,
+        next: Option<Msg<'b>>,
+        decoded: &mut rim_avro::Event<'b>,
+        turn: &mut Turn,
+    ) {
+        turn.consumed += 1;
         let payload = msg.payload().unwrap_or(&[]);
-        let decoded = match decode_with_retries(self, consumer, payload, now_ms) {
-            Ok(ev) => ev,
-            Err((failure, retries)) => return self.dead_letter(consumer, msg, &failure, retries),
-        };
+        if let Err((failure, retries)) = decode_with_retries(self, consumer, payload, decoded, turn.now_ms) {
+            return self.dead_letter(consumer, msg, &failure, retries);
+        }
         if let Some(traces) = &self.traces {
-            if let Some(h) = read_headers(msg) {
+            if let Some(h) = msg.headers() {
                 remember_trace(traces, decoded.rim_node_id, decoded.timestamp, &h);
             }
         }
-        let mut ev = wire::event_ref(&decoded);
+        let mut ev = wire::event_ref(decoded);
+        ev.publish_ns = turn.publish_ns;
         if ev.event_id.is_none() {
             ev.event_id = Some(position_id(msg.partition(), msg.offset(), &mut self.id_buf));
         }
-        match publish(&self.stop, &self.health, consumer, msg, &ev) {
-            Ok(true) => counts.ingested += 1,
+        match publish(&self.stop, &self.health, consumer, msg, &ev, next) {
+            Ok(true) => turn.ingested += 1,
             Ok(false) => {}
             Err(failure) => self.dead_letter(consumer, msg, &failure, 0),
         }
@@ -671,7 +782,7 @@ impl Worker {
         }
     }
 
-    fn dead_letter(&mut self, consumer: &InConsumer, msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32) {
+    fn dead_letter(&mut self, consumer: &InConsumer, msg: Msg<'_>, failure: &Failure, retries: u32) {
         // Any Kafka producer can send bad messages: the line is rate-limited (the DLQ
         // copy and the health counter still record every one).
         if self.dead_log.admit() {
@@ -684,7 +795,7 @@ impl Worker {
             );
         }
         self.health.error(&format!("dead-lettered: {failure}"));
-        let mut all = read_headers(msg).unwrap_or_default();
+        let mut all = msg.headers().unwrap_or_default();
         all.extend(dlq_headers(
             msg,
             failure,
@@ -726,13 +837,9 @@ fn remember_trace(traces: &Mutex<Traces>, node: &str, timestamp: i64, headers: &
 /// platform's producers set to the event's node id: the slot is then loaded while the
 /// body is decoded (a miss there was 16% of this thread with 10,000 nodes). A key that
 /// is not the node id only wastes the hint.
-fn prefetch_node(consumer: &InConsumer, msg: &BorrowedMessage<'_>) {
+fn prefetch_node(t: &mut Tracker, msg: Msg<'_>) {
     if let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
-        consumer
-            .context()
-            .tracker()
-            .ring
-            .prefetch_symbol(SymbolKind::NodeId, key);
+        t.ring.prefetch_symbol(SymbolKind::NodeId, key);
     }
 }
 
@@ -742,12 +849,13 @@ fn decode<'m>(
     schemas: &mut Schemas,
     bounds: &TimeBounds,
     payload: &'m [u8],
+    ev: &mut rim_avro::Event<'m>,
     now_ms: i64,
-) -> Result<rim_avro::Event<'m>, Failure> {
+) -> Result<(), Failure> {
     let (id, body) = wire::split(payload)?;
-    let ev = schemas.get(id)?.decode(body)?;
+    schemas.get(id)?.decode_into(body, ev)?;
     bounds.check(ev.timestamp, now_ms)?;
-    Ok(ev)
+    Ok(())
 }
 
 /// Decodes, retrying what may pass (the registry unreachable or refusing) with exponential
@@ -756,12 +864,13 @@ fn decode_with_retries<'m>(
     w: &mut Worker,
     consumer: &InConsumer,
     payload: &'m [u8],
+    ev: &mut rim_avro::Event<'m>,
     mut now_ms: i64,
-) -> Result<rim_avro::Event<'m>, (Failure, u32)> {
+) -> Result<(), (Failure, u32)> {
     let mut retries = 0u32;
     loop {
-        match decode(&mut w.schemas, &w.bounds, payload, now_ms) {
-            Ok(ev) => return Ok(ev),
+        match decode(&mut w.schemas, &w.bounds, payload, ev, now_ms) {
+            Ok(()) => return Ok(()),
             Err(f) if f.is_transient() && retries < w.cfg.retries_max && !w.stopping() => {
                 let delay = backoff(retries, &w.cfg);
                 retries += 1;
@@ -782,8 +891,9 @@ fn publish(
     stop: &AtomicBool,
     health: &BridgeHealth,
     consumer: &InConsumer,
-    msg: &BorrowedMessage<'_>,
+    msg: Msg<'_>,
     ev: &rim_ring::event::EventRef<'_>,
+    next: Option<Msg<'_>>,
 ) -> Result<bool, Failure> {
     let mut waits = 0u32;
     loop {
@@ -796,6 +906,9 @@ fn publish(
                     offset: msg.offset(),
                     settle: Settle::Ring(pos),
                 });
+                if let Some(next) = next {
+                    prefetch_node(&mut t, next);
+                }
             }
             r
         };
@@ -825,31 +938,8 @@ fn publish(
     }
 }
 
-/// The message's headers, copied. librdkafka hands header names as C strings and the
-/// client library panics on one that is not UTF-8 (bytes from any producer): that panic is
-/// caught here and the headers are treated as absent.
-fn read_headers(msg: &BorrowedMessage<'_>) -> Option<HeaderList> {
-    let hs = msg.headers()?;
-    let copy = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        hs.iter()
-            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-            .collect::<Vec<_>>()
-    }));
-    match copy {
-        Ok(v) => Some(v),
-        Err(_) => {
-            warn!(
-                partition = msg.partition(),
-                offset = msg.offset(),
-                "message headers unreadable (a name is not UTF-8); ignored"
-            );
-            None
-        }
-    }
-}
-
 /// The headers a DLQ copy carries besides the original's.
-fn dlq_headers(msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32, topic: &str, now_ms: u64) -> HeaderList {
+fn dlq_headers(msg: Msg<'_>, failure: &Failure, retries: u32, topic: &str, now_ms: u64) -> HeaderList {
     let h = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
     vec![
         h("dlq.error", failure.to_string()),
@@ -858,10 +948,7 @@ fn dlq_headers(msg: &BorrowedMessage<'_>, failure: &Failure, retries: u32, topic
         h("dlq.original.topic", topic.to_owned()),
         h("dlq.original.partition", msg.partition().to_string()),
         h("dlq.original.offset", msg.offset().to_string()),
-        h(
-            "dlq.original.timestamp",
-            msg.timestamp().to_millis().unwrap_or(-1).to_string(),
-        ),
+        h("dlq.original.timestamp", msg.timestamp_ms().to_string()),
         h("dlq.timestamp", now_ms.to_string()),
     ]
 }

@@ -18,6 +18,7 @@
 //! `poll` when idle and never touch the hot shards except through the ring.
 
 pub(crate) mod clients;
+pub(crate) mod fetch;
 /// `[bridge]` (defined with the rest of the configuration, which depends on nothing here).
 pub use crate::config::bridge as config;
 pub mod health;

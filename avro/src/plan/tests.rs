@@ -57,6 +57,30 @@ fn the_platform_schema_round_trips() {
 }
 
 #[test]
+fn decoding_into_a_reused_event_leaves_nothing_of_the_one_before() {
+    let plan = platform();
+    let full = sample(&[("temp", 21.5), ("load", 0.25), ("rpm", 900.0)]);
+    let fewer = Event {
+        event_id: None,
+        price: None,
+        stress: None,
+        status: "",
+        ..sample(&[("temp", 3.0)])
+    };
+    let (a, b) = (body(&full), body(&fewer));
+    let mut ev = Event::empty();
+    plan.decode_into(&a, &mut ev).expect("full");
+    assert_eq!(ev, full);
+    plan.decode_into(&b, &mut ev).expect("fewer");
+    assert_eq!(ev, fewer);
+    assert_eq!(ev.critical_metrics.as_slice(), &[("temp", 3.0)]);
+    // A failed decode is an error, and the next one still starts clean.
+    assert!(plan.decode_into(&a[..a.len() - 1], &mut ev).is_err());
+    plan.decode_into(&b, &mut ev).expect("fewer again");
+    assert_eq!(ev, fewer);
+}
+
+#[test]
 fn varints_round_trip_at_the_edges_and_overlong_ones_are_refused() {
     let plan = platform();
     for ts in [
