@@ -61,15 +61,27 @@ pub struct Event<'a> {
 impl Event<'_> {
     /// Empties every field, as [`Event::empty`], without rewriting the metrics' storage.
     pub fn clear(&mut self) {
-        self.rim_node_id = "";
-        self.event_id = None;
-        self.timestamp = 0;
-        self.critical_metrics.clear();
-        self.price = None;
-        self.volume = None;
-        self.stress = None;
-        self.status = "";
-        self.source_topic = None;
+        // Destructured so that a field added later cannot be forgotten here.
+        let Event {
+            rim_node_id,
+            event_id,
+            timestamp,
+            critical_metrics,
+            price,
+            volume,
+            stress,
+            status,
+            source_topic,
+        } = self;
+        *rim_node_id = "";
+        *event_id = None;
+        *timestamp = 0;
+        critical_metrics.clear();
+        *price = None;
+        *volume = None;
+        *stress = None;
+        *status = "";
+        *source_topic = None;
     }
 
     /// An event with every field empty (what a plan fills in).

@@ -4,15 +4,16 @@
 //! allocation and its free (the event wrapper), and a pass through its event dispatch:
 //! about a quarter of the consuming thread measured at 300k messages/s. Here every
 //! assigned partition's fetch queue is forwarded to one queue of the bridge's
-//! ([`FetchQueue`]), read with `rd_kafka_consume_batch_queue`: one wait and one clock read
-//! per batch, and the messages stay librdkafka's until the batch is cleared.
+//! ([`FetchQueue`]), read with `rd_kafka_consume_batch_queue`: one wait and a few clock
+//! reads per batch, and the messages stay librdkafka's until the batch is cleared.
 //!
 //! Rebalance, error and commit events stay on the consumer's own queue, served by its
 //! `poll` (and the context's callbacks) between batches, while no message of a batch is in
 //! hand. Forwarding is set in the assign callback before the assignment takes effect, so
 //! no message of the partition can have reached the consumer's queue first (which would
-//! split its order across two queues); a partition whose queue cannot be forwarded keeps
-//! delivering through `poll`, in order, as before.
+//! split its order across two queues). REBALANCE operations never reach this queue (only
+//! messages, partition errors and version barriers are forwarded), so librdkafka's own
+//! handling of them (a forced unassign) cannot bypass the bridge's callbacks.
 //!
 //! `unsafe` is allowed here for the calls into librdkafka (the `rdkafka` crate wraps
 //! neither partition queues' forwarding nor the batch call); each block names what it
@@ -36,14 +37,13 @@ pub(crate) struct FetchQueue {
 }
 
 // SAFETY: a librdkafka queue handle may be used from any thread (the queue has its own
-// lock); this handle is destroyed once, in `Drop`.
+// lock); this handle is destroyed once, in `Drop`. (It is shared only inside a `Mutex`,
+// so `Sync` is not claimed.)
 unsafe impl Send for FetchQueue {}
-// SAFETY: as for `Send`: every call through `&self` is one librdkafka makes thread-safe.
-unsafe impl Sync for FetchQueue {}
 
 impl FetchQueue {
-    /// A new queue of the client `rk` (the consumer's native handle), or `None` if
-    /// librdkafka has none to give.
+    /// A new queue of the client `rk` (the consumer's native handle); `None` only if
+    /// librdkafka returned none (it does not, but a null is not trusted).
     pub(crate) fn new(rk: *mut rd::rd_kafka_t) -> Option<Self> {
         // SAFETY: `rk` is the live handle of the consumer the caller holds; the queue it
         // returns is owned here and destroyed in `Drop`, before the consumer (the bridge
@@ -53,7 +53,7 @@ impl FetchQueue {
     }
 
     /// Forwards the fetch queue of `topic` / `partition` here; false if librdkafka has no
-    /// queue for it (its messages then keep coming through the consumer's `poll`).
+    /// queue for it (it creates one for any partition of a consumer, so not expected).
     pub(crate) fn forward(&self, rk: *mut rd::rd_kafka_t, topic: &str, partition: i32) -> bool {
         let Ok(topic) = CString::new(topic) else {
             return false;
@@ -64,8 +64,9 @@ impl FetchQueue {
         if fetchq.is_null() {
             return false;
         }
-        // SAFETY: both handles are live; the forward takes its own references on both
-        // queues, so the partition's handle is destroyed right after (the forward stays).
+        // SAFETY: both handles are live; the forward takes its own reference on this
+        // queue, and librdkafka keeps the partition's queue with the partition, so the
+        // handle to it is destroyed right after (the forward stays).
         unsafe {
             rd::rd_kafka_queue_forward(fetchq, self.queue.as_ptr());
             rd::rd_kafka_queue_destroy(fetchq);
@@ -116,7 +117,7 @@ impl Batch {
         let p = *self.msgs.get(i)?;
         // SAFETY: every pointer in `msgs` is a live message owned by this batch until
         // `clear` or drop, both of which need `&mut self`, so none outlives the borrow.
-        unsafe { p.as_ref() }.map(|m| Msg { m })
+        unsafe { Msg::from_raw(p) }
     }
 
     /// Destroys the messages taken.
@@ -139,7 +140,11 @@ impl Drop for Batch {
 /// `poll` returned).
 #[derive(Clone, Copy)]
 pub(crate) struct Msg<'a> {
+    /// For reading the public fields.
     m: &'a rd::rd_kafka_message_t,
+    /// For librdkafka's calls, which may write to the message's private part (its parsed
+    /// headers) beyond the public struct `m` covers.
+    raw: *mut rd::rd_kafka_message_t,
 }
 
 impl<'a> Msg<'a> {
@@ -147,7 +152,15 @@ impl<'a> Msg<'a> {
     pub(crate) fn of(msg: &'a BorrowedMessage<'_>) -> Option<Self> {
         // SAFETY: a `BorrowedMessage` keeps its native message alive while borrowed, and
         // the view does not outlive that borrow.
-        unsafe { msg.ptr().as_ref() }.map(|m| Self { m })
+        unsafe { Self::from_raw(msg.ptr()) }
+    }
+
+    /// # Safety
+    /// A non-null `raw` must be a message librdkafka keeps alive for `'a`.
+    unsafe fn from_raw(raw: *mut rd::rd_kafka_message_t) -> Option<Self> {
+        // SAFETY: the caller's contract.
+        let m = unsafe { raw.as_ref() }?;
+        Some(Self { m, raw })
     }
 
     /// The error librdkafka delivered in place of a message (a partition's fetch
@@ -169,7 +182,7 @@ impl<'a> Msg<'a> {
     pub(crate) fn timestamp_ms(self) -> i64 {
         let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
         // SAFETY: the message is live for `'a`; librdkafka only reads it and writes `kind`.
-        unsafe { rd::rd_kafka_message_timestamp(self.m, &mut kind) }
+        unsafe { rd::rd_kafka_message_timestamp(self.raw, &mut kind) }
     }
 
     pub(crate) fn payload(self) -> Option<&'a [u8]> {
@@ -189,7 +202,7 @@ impl<'a> Msg<'a> {
         let mut hdrs: *mut rd::rd_kafka_headers_t = ptr::null_mut();
         // SAFETY: the message is live for `'a`; librdkafka parses its headers into a list
         // the message owns, valid while it lives.
-        let err = unsafe { rd::rd_kafka_message_headers(self.m, &mut hdrs) };
+        let err = unsafe { rd::rd_kafka_message_headers(self.raw, &mut hdrs) };
         if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
             return None;
         }

@@ -41,7 +41,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::TopicPartitionList;
+use rdkafka::{Offset, TopicPartitionList};
 use rim_ring::{EventError, PublishError, SymbolKind};
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
@@ -62,6 +62,10 @@ use rim_avro::DecodeError;
 /// Messages of a batch that share one read of the clock for their publish time (at most
 /// a few tens of microseconds apart; the ring reads the clock per event otherwise).
 const STAMP_EVERY: usize = 32;
+/// Calls of the consumer's `poll` per turn (for its events: rebalances, errors).
+const EVENT_POLLS: u32 = 4;
+/// Longest wait for a seek back (see [`Worker::handle_taken`]).
+const SEEK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a revoke waits for the revoked partitions' messages to settle.
 const REVOKE_WAIT: Duration = Duration::from_secs(3);
 /// Longest shutdown waits for everything handed to ingest to settle.
@@ -426,6 +430,10 @@ struct Turn {
     now_ms: i64,
     /// The publish time of the events (0: the ring reads the clock per event).
     publish_ns: u64,
+    /// A wait (ring full, registry retry) made `publish_ns` old.
+    stale: bool,
+    /// A message's schema needed retries: the registry is in trouble.
+    retried: bool,
     consumed: u64,
     ingested: u64,
 }
@@ -454,14 +462,16 @@ impl Inbound {
             fetch: Mutex::new(None),
         };
         let consumer = super::clients::consumer(&s.cfg, ctx)?;
+        consumer
+            .subscribe(&[s.cfg.in_topic.as_str()])
+            .map_err(super::BridgeError::Kafka)?;
+        // Created once nothing can fail before `Inbound` (whose drop takes it out before
+        // the consumer goes) exists; partitions are assigned later, inside `poll`.
         let fetch = FetchQueue::new(consumer.client().native_ptr());
         if fetch.is_none() {
             warn!("kafka bridge: no queue for batch consumption; consuming one message at a time");
         }
         *consumer.context().fetch_queue() = fetch;
-        consumer
-            .subscribe(&[s.cfg.in_topic.as_str()])
-            .map_err(super::BridgeError::Kafka)?;
         Ok(Self {
             consumer,
             w: Worker {
@@ -489,16 +499,17 @@ impl Inbound {
     /// `commit_interval_ms` by a thread of its own (`rimd-kafka-commit`, which inherits the
     /// cold core): a synchronous commit waits a broker round trip, and on the consuming
     /// thread that wait stalled every message behind it.
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         info!(topic = %self.w.cfg.in_topic, group = %self.w.cfg.group_id, "kafka bridge: consuming");
-        let Inbound { consumer, mut w } = self;
+        let Inbound { consumer, w } = &mut self;
+        let consumer = &*consumer;
         let commit_every = Duration::from_millis(w.cfg.commit_interval_ms);
         let health = w.health.clone();
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
             let committer = std::thread::Builder::new()
                 .name("rimd-kafka-commit".into())
-                .spawn_scoped(s, || commit_loop(&consumer, &health, commit_every, &done));
+                .spawn_scoped(s, || commit_loop(consumer, &health, commit_every, &done));
             let inline_commits = match committer {
                 Ok(_) => None,
                 Err(e) => {
@@ -506,10 +517,19 @@ impl Inbound {
                     Some(commit_every)
                 }
             };
-            consume_loop(&consumer, &mut w, inline_commits);
+            consume_loop(consumer, w, inline_commits);
             done.store(true, Ordering::Release);
         });
-        shut_down(&consumer, &w);
+        shut_down(consumer, w);
+    }
+}
+
+impl Drop for Inbound {
+    /// The fetch queue goes before the consumer, on every path (librdkafka's destroy
+    /// waits for the application's queues): what it still holds is dropped, and read again
+    /// from the committed offsets by the next owner.
+    fn drop(&mut self) {
+        drop(self.consumer.context().fetch_queue().take());
     }
 }
 
@@ -613,9 +633,6 @@ fn shut_down(consumer: &InConsumer, w: &Worker) {
         let t = consumer.context().tracker();
         let _ = t.dlq.flush(Duration::from_secs(2));
     }
-    // Before the consumer goes (librdkafka's destroy waits for its queues): what it still
-    // holds is dropped, and read again from the committed offsets by the next owner.
-    drop(consumer.context().fetch_queue().take());
     info!("kafka bridge: consumer stopped");
     // Dropping the consumer leaves the group (its revoke callback commits again).
 }
@@ -672,9 +689,12 @@ impl Worker {
         let mut first_wait = if forwarded { Duration::ZERO } else { wait };
         // The batch's own time starts with its first message, after the wait.
         let mut started: Option<Instant> = None;
-        while (turn.consumed as usize) < room && !self.stopping() {
+        // `poll` serves one event per call and says nothing when it served one, so it is
+        // called a few times whatever it returns.
+        let mut empty_polls = 0;
+        while (turn.consumed as usize) < room && empty_polls < EVENT_POLLS && !self.stopping() {
             match consumer.poll(std::mem::take(&mut first_wait)) {
-                None => break,
+                None => empty_polls += 1,
                 Some(Ok(m)) => {
                     started.get_or_insert_with(Instant::now);
                     if let Some(msg) = Msg::of(&m) {
@@ -715,21 +735,36 @@ impl Worker {
 
     /// Handles the messages of one batch in order, decoding each into the same event; the
     /// node symbol of each next message is prefetched while the one before it is
-    /// published, and the events' publish time is read every [`STAMP_EVERY`] messages.
+    /// published, and the events' publish time is read every [`STAMP_EVERY`] messages and
+    /// after any wait.
+    ///
+    /// Once a message needed schema retries (the registry failing), the rest of the batch
+    /// is not handled now: each could wait out its own retries, and without a `poll` in
+    /// between the group would drop this member after `max.poll.interval.ms`. Their
+    /// partitions are sought back to them, to be read again in later turns.
     fn handle_taken(&mut self, consumer: &InConsumer, taken: &Batch, turn: &mut Turn) {
         if let Some(first) = taken.get(0) {
             prefetch_node(&mut consumer.context().tracker(), first);
         }
         let mut ev = rim_avro::Event::empty();
+        let mut rewound: Vec<i32> = Vec::new();
+        let mut errors = 0;
         let mut i = 0;
         while let Some(msg) = taken.get(i) {
-            if i % STAMP_EVERY == 0 {
+            if i % STAMP_EVERY == 0 || std::mem::take(&mut turn.stale) {
                 turn.publish_ns = rim_ring::clock::monotonic_ns();
             }
             i += 1;
             if let Some(code) = msg.error() {
-                // A partition's fetch failed (librdkafka goes on fetching it).
-                on_error(&self.health, Side::In, &KafkaError::MessageConsumption(code), "consume");
+                // A partition's fetch failed (librdkafka goes on fetching it): said once
+                // per batch.
+                if errors == 0 {
+                    on_error(&self.health, Side::In, &KafkaError::MessageConsumption(code), "consume");
+                }
+                errors += 1;
+                continue;
+            }
+            if rewound.contains(&msg.partition()) {
                 continue;
             }
             self.handle(consumer, msg, taken.get(i), &mut ev, turn);
@@ -737,7 +772,36 @@ impl Worker {
                 // The rest are not handed over, so not committed: read again.
                 break;
             }
+            if std::mem::take(&mut turn.retried) && rewound.is_empty() {
+                rewound = self.rewind(consumer, taken, i);
+            }
         }
+    }
+
+    /// Seeks every partition with messages in `taken[from..]` back to its first one;
+    /// returns the partitions sought (a partition whose seek fails keeps being handled
+    /// from the batch, so that none of its messages is skipped).
+    fn rewind(&self, consumer: &InConsumer, taken: &Batch, from: usize) -> Vec<i32> {
+        let mut first: Vec<(i32, i64)> = Vec::new();
+        for msg in (from..).map_while(|j| taken.get(j)).filter(|m| m.error().is_none()) {
+            if !first.iter().any(|(p, _)| *p == msg.partition()) {
+                first.push((msg.partition(), msg.offset()));
+            }
+        }
+        let mut sought = Vec::with_capacity(first.len());
+        for (partition, offset) in first {
+            match consumer.seek(&self.cfg.in_topic, partition, Offset::Offset(offset), SEEK_TIMEOUT) {
+                Ok(()) => sought.push(partition),
+                Err(e) => warn!(
+                    partition,
+                    offset, "kafka bridge: could not seek back ({e}); handling the batch on"
+                ),
+            }
+        }
+        if !sought.is_empty() {
+            info!(partitions = ?sought, "kafka bridge: schema registry failing; the rest of the batch is read again later");
+        }
+        sought
     }
 
     /// Decodes `msg` into `decoded` and publishes its event (or dead-letters it); `next`,
@@ -753,8 +817,17 @@ impl Worker {
     ) {
         turn.consumed += 1;
         let payload = msg.payload().unwrap_or(&[]);
-        if let Err((failure, retries)) = decode_with_retries(self, consumer, payload, decoded, turn.now_ms) {
-            return self.dead_letter(consumer, msg, &failure, retries);
+        match decode_with_retries(self, consumer, payload, decoded, turn.now_ms) {
+            Ok(0) => {}
+            Ok(_) => {
+                turn.retried = true;
+                turn.stale = true;
+            }
+            Err((failure, retries)) => {
+                turn.retried |= retries > 0;
+                turn.stale |= retries > 0;
+                return self.dead_letter(consumer, msg, &failure, retries);
+            }
         }
         if let Some(traces) = &self.traces {
             if let Some(h) = msg.headers() {
@@ -762,11 +835,15 @@ impl Worker {
             }
         }
         let mut ev = wire::event_ref(decoded);
-        ev.publish_ns = turn.publish_ns;
+        // After a retry's wait the batch's stamp is old: the ring reads the clock instead.
+        ev.publish_ns = if turn.stale { 0 } else { turn.publish_ns };
         if ev.event_id.is_none() {
             ev.event_id = Some(position_id(msg.partition(), msg.offset(), &mut self.id_buf));
         }
-        match publish(&self.stop, &self.health, consumer, msg, &ev, next) {
+        let published = publish(&self.stop, &self.health, consumer, msg, &mut ev, next);
+        // A publish that waited for room cleared the stamp: the next events' is old too.
+        turn.stale |= ev.publish_ns == 0;
+        match published {
             Ok(true) => turn.ingested += 1,
             Ok(false) => {}
             Err(failure) => self.dead_letter(consumer, msg, &failure, 0),
@@ -859,18 +936,18 @@ fn decode<'m>(
 }
 
 /// Decodes, retrying what may pass (the registry unreachable or refusing) with exponential
-/// backoff; returns the failure and the retries made otherwise.
+/// backoff; returns the retries made, with the failure if it did not pass.
 fn decode_with_retries<'m>(
     w: &mut Worker,
     consumer: &InConsumer,
     payload: &'m [u8],
     ev: &mut rim_avro::Event<'m>,
     mut now_ms: i64,
-) -> Result<(), (Failure, u32)> {
+) -> Result<u32, (Failure, u32)> {
     let mut retries = 0u32;
     loop {
         match decode(&mut w.schemas, &w.bounds, payload, ev, now_ms) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(retries),
             Err(f) if f.is_transient() && retries < w.cfg.retries_max && !w.stopping() => {
                 let delay = backoff(retries, &w.cfg);
                 retries += 1;
@@ -892,7 +969,7 @@ fn publish(
     health: &BridgeHealth,
     consumer: &InConsumer,
     msg: Msg<'_>,
-    ev: &rim_ring::event::EventRef<'_>,
+    ev: &mut rim_ring::event::EventRef<'_>,
     next: Option<Msg<'_>>,
 ) -> Result<bool, Failure> {
     let mut waits = 0u32;
@@ -918,6 +995,8 @@ fn publish(
                 if waits == 0 {
                     BridgeHealth::bump(&health.ring_full, 1);
                 }
+                // Stamped when it is finally published (the ring reads the clock).
+                ev.publish_ns = 0;
                 waits = waits.saturating_add(1);
                 if stop.load(Ordering::Acquire) {
                     // Not settled, so not committed: read again after a restart.
