@@ -194,39 +194,15 @@ impl CapsuleKey {
         let mut h = Sha256::new();
         h.update(self.scope_id.as_bytes());
         h.update(b"|");
-        let mut num = itoa_buf();
-        h.update(fmt_i64(&mut num, self.timestamp));
+        // Formatted without allocating: `id()` is on the writer's path.
+        let mut num = itoa::Buffer::new();
+        h.update(num.format(self.timestamp).as_bytes());
         h.update(b"|");
-        h.update(fmt_i64(&mut num, i64::from(self.resolution)));
+        h.update(num.format(self.resolution).as_bytes());
         h.update(b"|");
         h.update(self.vantage.as_str().as_bytes());
         CapsuleId(h.finalize().into())
     }
-}
-
-// Formatting the two numbers without allocating keeps `id()` cheap on the writer's path.
-fn itoa_buf() -> [u8; 20] {
-    [0u8; 20]
-}
-
-fn fmt_i64(buf: &mut [u8; 20], v: i64) -> &[u8] {
-    let negative = v < 0;
-    let mut n = v.unsigned_abs();
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if negative {
-        // i64::MIN has 19 digits, so position 0 is always free for the sign.
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
 }
 
 /// A snapshot of one node over one window.

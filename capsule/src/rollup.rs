@@ -570,6 +570,14 @@ struct ChunkState {
     encoded_ms: u64,
 }
 
+impl ChunkState {
+    /// Milliseconds until it is `min_age_ms` past its last encoding at `now_ms` (0: it
+    /// is, and if dirty it is due to be encoded again).
+    fn due_in(&self, now_ms: u64, min_age_ms: u64) -> u64 {
+        min_age_ms.saturating_sub(now_ms.saturating_sub(self.encoded_ms))
+    }
+}
+
 /// The roll-up state of every node. Single-threaded (owned by the journal thread).
 #[derive(Clone, Debug)]
 pub struct Rollup {

@@ -640,32 +640,14 @@ fn shut_down(consumer: &InConsumer, w: &Worker) {
 /// The id of an event without one: its partition and offset, which a redelivered copy of
 /// the message shares (so ingest's dedup drops it), written into `buf`.
 pub fn position_id(partition: i32, offset: i64, buf: &mut String) -> &str {
-    // Digits by hand: `write!` through a formatter was 7% of the consuming thread.
+    // Not `write!`: a formatter per message was 7% of the consuming thread.
+    let mut num = itoa::Buffer::new();
     buf.clear();
     buf.push_str("kafka:");
-    push_decimal(buf, i64::from(partition));
+    buf.push_str(num.format(partition));
     buf.push(':');
-    push_decimal(buf, offset);
+    buf.push_str(num.format(offset));
     buf.as_str()
-}
-
-/// Appends `v` in decimal.
-fn push_decimal(buf: &mut String, v: i64) {
-    if v < 0 {
-        buf.push('-');
-    }
-    let mut digits = [0u8; 20];
-    let mut n = v.unsigned_abs();
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 impl Worker {

@@ -83,7 +83,7 @@ impl Rollup {
         self.chunks
             .iter()
             .filter(|c| c.dirty)
-            .map(|c| c.encoded_ms.saturating_add(min_age_ms).saturating_sub(now_ms))
+            .map(|c| c.due_in(now_ms, min_age_ms))
             .min()
     }
 
@@ -105,7 +105,7 @@ impl Rollup {
         let n = self.chunks.len();
         let due = (0..n)
             .map(|i| (self.cursor + i) % n)
-            .find(|&c| self.chunks[c].dirty && now_ms.saturating_sub(self.chunks[c].encoded_ms) >= min_age_ms)?;
+            .find(|&c| self.chunks[c].dirty && self.chunks[c].due_in(now_ms, min_age_ms) == 0)?;
         self.cursor = (due + 1) % n.max(1);
         let mut cp = Checkpoint {
             header: self.encode_header(),
