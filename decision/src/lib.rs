@@ -246,26 +246,10 @@ impl Chain {
         evidence: impl Iterator<Item = (&'e str, f64)>,
         buf: &mut [u8],
     ) -> usize {
-        let mut w = Writer { buf, at: 0 };
         let count = count.min(EVIDENCE_MAX);
-        w.put(&MAGIC.to_le_bytes());
-        w.put(&VERSION.to_le_bytes());
         let flags = if self.resumed { d.flags | FLAG_RESUMED } else { d.flags };
-        w.put(&[d.severity, flags]);
-        w.put(&(self.seq + 1).to_le_bytes());
-        w.put(&self.epoch.to_le_bytes());
-        w.put(&d.shard.to_le_bytes());
-        w.put(&d.rule_version.to_le_bytes());
-        w.put(&d.rule_generation.to_le_bytes());
-        w.put(&d.event_seq.to_le_bytes());
-        w.put(&d.event_timestamp.to_le_bytes());
-        w.put(&d.node.to_le_bytes());
-        w.put(&(count as u16).to_le_bytes());
-        w.put(&[0, 0]);
-        w.put(&d.publish_ns.to_le_bytes());
-        w.put(&d.decided_ns.to_le_bytes());
-        w.put(&d.latency_ns.to_le_bytes());
-        w.put(&self.prev);
+        let mut w = Writer { buf, at: 0 };
+        w.put(&self.fixed(d, flags, count as u16));
         w.text(d.rule_id, RULE_ID_BYTES_MAX);
         w.text(d.node_id, NODE_ID_BYTES_MAX);
         for (label, value) in evidence.take(count) {
@@ -279,6 +263,34 @@ impl Chain {
         self.prev = hash;
         self.resumed = false;
         w.at
+    }
+
+    /// The fixed part of the next record (offsets as in the module doc), built in one
+    /// array: constant offsets compile to plain stores, where a `put` per field was a
+    /// `memcpy` call per field (a few percent of the hot shard's time under decisions).
+    fn fixed(&self, d: &Draft<'_>, flags: u8, count: u16) -> [u8; FIXED_BYTES] {
+        fn at<const N: usize>(h: &mut [u8; FIXED_BYTES], off: usize, v: [u8; N]) {
+            h[off..off + N].copy_from_slice(&v);
+        }
+        let mut h = [0u8; FIXED_BYTES];
+        at(&mut h, 0, MAGIC.to_le_bytes());
+        at(&mut h, 4, VERSION.to_le_bytes());
+        at(&mut h, 6, [d.severity, flags]);
+        at(&mut h, layout::CHAIN_SEQ, (self.seq + 1).to_le_bytes());
+        at(&mut h, 16, self.epoch.to_le_bytes());
+        at(&mut h, layout::SHARD, d.shard.to_le_bytes());
+        at(&mut h, 28, d.rule_version.to_le_bytes());
+        at(&mut h, 32, d.rule_generation.to_le_bytes());
+        at(&mut h, layout::EVENT_SEQ, d.event_seq.to_le_bytes());
+        at(&mut h, layout::EVENT_TIME, d.event_timestamp.to_le_bytes());
+        at(&mut h, layout::NODE_INDEX, d.node.to_le_bytes());
+        at(&mut h, layout::EVIDENCE_COUNT, count.to_le_bytes());
+        // 62..64 reserved, zero.
+        at(&mut h, layout::PUBLISH_NS, d.publish_ns.to_le_bytes());
+        at(&mut h, 72, d.decided_ns.to_le_bytes());
+        at(&mut h, 80, d.latency_ns.to_le_bytes());
+        at(&mut h, 88, self.prev);
+        h
     }
 }
 
