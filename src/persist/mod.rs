@@ -770,9 +770,16 @@ fn feed_tail(
     while batch.read(&mut reader)? {
         let recs = batch.decode()?;
         // Each record's node-table slot is a cache miss (the table is sized for
-        // `nodes_max`); touched together, the misses overlap.
-        for (_, rec) in &recs {
-            ingest.touch_node(rec.rim_node_id);
+        // `nodes_max`); touched together, the misses overlap. Then, from the node each
+        // slot names, the same for the node's reflex state, which the replay updates next.
+        let mut guesses = [None; REPLAY_BATCH];
+        for (g, (_, rec)) in guesses.iter_mut().zip(&recs) {
+            *g = ingest.touch_node(rec.rim_node_id);
+        }
+        for n in guesses.iter().take(recs.len()).flatten() {
+            if let Some(r) = reflexes.get(ingest.shard_of_node(*n)) {
+                r.prefetch_node(*n);
+            }
         }
         for (pos, rec) in recs {
             feed_one(ingest, reflexes, (pos, &rec), &holds, committed_to, &mut tx);

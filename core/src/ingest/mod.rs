@@ -512,9 +512,17 @@ impl Ingest {
         self.router.route_replay(rec, &|_| false, false)
     }
 
-    /// Warms the node table's slot for `id` (see [`nodes::NodeTable::touch`]).
-    pub fn touch_node(&self, id: &str) {
-        std::hint::black_box(self.router.nodes.touch(id));
+    /// Warms the node table's slot for `id` (see [`nodes::NodeTable::touch`]). Returns
+    /// the node index that slot holds, if any: `id`'s own unless another id took the slot
+    /// first, so good enough to prefetch by, never to act on.
+    pub fn touch_node(&self, id: &str) -> Option<u32> {
+        std::hint::black_box(self.router.nodes.touch(id)).checked_sub(1)
+    }
+
+    /// The reflex shard ingest routes node `n`'s events to.
+    pub fn shard_of_node(&self, n: u32) -> usize {
+        let r = &self.router;
+        r.part_shard[r.nodes.partition(n) as usize % r.part_shard.len()] as usize
     }
 
     /// The index of node `id`, giving it one if it has none (recovery places checkpointed

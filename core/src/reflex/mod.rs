@@ -464,6 +464,11 @@ impl Reflex {
         n
     }
 
+    /// Starts loading node `n`'s state into the cache ([`NodeState::prefetch`]).
+    pub fn prefetch_node(&self, n: u32) {
+        self.state.prefetch(n);
+    }
+
     /// Whether ingest has records waiting for this shard.
     pub fn has_data(&self) -> bool {
         !self.input.is_empty()

@@ -216,6 +216,19 @@ impl NodeState {
             .unwrap_or("")
     }
 
+    /// Starts loading node `n`'s block (meta, series keys, series) into the cache without
+    /// waiting for it: a caller with many nodes' events at hand (recovery's replay) issues
+    /// them together so that the misses overlap. Any `n` is harmless (out of range: none).
+    pub fn prefetch(&self, n: u32) {
+        let start = (n as usize).saturating_mul(self.stride);
+        let Some(block) = self.blocks.get(start..start + self.stride) else {
+            return;
+        };
+        for line in block.chunks(8) {
+            rim_ring::prefetch_line(line.as_ptr().cast());
+        }
+    }
+
     /// Whether `n` is a node index this state holds.
     pub fn contains(&self, n: u32) -> bool {
         (n as usize) < self.shape.nodes
