@@ -521,8 +521,7 @@ impl Ingest {
 
     /// The reflex shard ingest routes node `n`'s events to.
     pub fn shard_of_node(&self, n: u32) -> usize {
-        let r = &self.router;
-        r.part_shard[r.nodes.partition(n) as usize % r.part_shard.len()] as usize
+        self.router.shard_of(n)
     }
 
     /// The index of node `id`, giving it one if it has none (recovery places checkpointed
@@ -684,6 +683,11 @@ impl Router {
         reflex.min(journal)
     }
 
+    /// The reflex shard that owns `node`'s partition.
+    fn shard_of(&self, node: u32) -> usize {
+        self.part_shard[self.nodes.partition(node) as usize % self.part_shard.len()] as usize
+    }
+
     /// Dedup, then the node's definition to its shard if it is new there. Returns the
     /// shard, or why the event stops here (counted): a refusal, or `None` when it was
     /// lost inside the daemon (counted as lost; cannot happen while room is checked).
@@ -694,7 +698,7 @@ impl Router {
             self.counters[C_DUPLICATES] += 1;
             return Err(Some(Refusal::Duplicate));
         }
-        let shard = self.part_shard[self.nodes.partition(node) as usize % self.part_shard.len()] as usize;
+        let shard = self.shard_of(node);
         let Some(out) = self.outs.get_mut(shard) else {
             self.counters[C_LOST] += 1;
             return Err(None);
