@@ -718,7 +718,7 @@ fn replay_events(
         runs: &mut o.runs,
         store: &o.store,
         stats: &o.stats,
-        batch_max: o.config.persist.store_batch_max.min(RECOVERY_BATCH_MAX),
+        batch_max: recovery_batch_max(&o.config),
         batch,
         predicted,
         capsules: 0,
@@ -746,6 +746,12 @@ fn replay_events(
 /// With `store_batch_max` = 1M (a store held back on purpose) recovery kept every capsule
 /// of the tail for one commit after the replay, 0.6-0.7 s of a 10 s tail's start-up.
 const RECOVERY_BATCH_MAX: usize = 10_000;
+
+/// Capsules per store transaction during recovery: `persist.store_batch_max`, bounded by
+/// [`RECOVERY_BATCH_MAX`].
+fn recovery_batch_max(config: &Config) -> usize {
+    config.persist.store_batch_max.min(RECOVERY_BATCH_MAX)
+}
 /// Node indices queued from the feeding thread to the roll-up thread at most (4 MiB while
 /// recovery runs): about a second of the feeding thread's work, so that it does not wait
 /// while the roll-up thread commits a batch.
@@ -970,7 +976,7 @@ impl Roller<'_> {
 
 /// Commits what recovery rebuilt so far once it is a batch's worth.
 fn flush_if_full(o: &mut Opened, batch: &mut Batch, done: &mut Recovered) {
-    let batch_max = o.config.persist.store_batch_max.min(RECOVERY_BATCH_MAX);
+    let batch_max = recovery_batch_max(&o.config);
     done.capsules += commit_if_full(batch, &mut o.runs, &o.store, &o.stats, batch_max, false);
 }
 
