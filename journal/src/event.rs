@@ -473,6 +473,8 @@ pub struct Scan<'a> {
     pub stress: Option<f64>,
     /// `rim_node_id`, unvalidated.
     pub node_id: &'a [u8],
+    /// `event_id`, unvalidated.
+    pub event_id: Option<&'a [u8]>,
     /// `status`, unvalidated.
     pub status: &'a [u8],
     metrics_raw: &'a [u8],
@@ -527,9 +529,11 @@ pub fn scan(bytes: &[u8]) -> Option<Scan<'_>> {
     let mut len16 = [0u8; 2];
     len16.copy_from_slice(i.take(2).ok()?);
     let node_id = i.take(usize::from(u16::from_le_bytes(len16))).ok()?;
-    if flags & F_EVENT_ID != 0 {
-        raw(&mut i)?;
-    }
+    let event_id = if flags & F_EVENT_ID != 0 {
+        Some(raw(&mut i)?)
+    } else {
+        None
+    };
     let status = raw(&mut i)?;
     if flags & F_SOURCE_TOPIC != 0 {
         raw(&mut i)?;
@@ -542,6 +546,7 @@ pub fn scan(bytes: &[u8]) -> Option<Scan<'_>> {
         volume,
         stress,
         node_id,
+        event_id,
         status,
         metrics_raw: bytes.get(i.at..)?,
         count,

@@ -33,7 +33,7 @@ mod toml_in;
 
 pub use error::{CompileError, CompileErrors};
 pub use glob::{Glob, GLOB_BYTES_MAX};
-pub use hash::name_hash;
+pub use hash::{name_hash, name_hash_bytes};
 pub use model::{Evidence, Field, Inputs, Limits, MetricKey, Series, Severity, EVIDENCE_MAX};
 pub use parse::{METRIC_NAME_MAX, NEST_MAX};
 pub use ruleset::{compile_json, compile_toml, Rule, RuleSet};

@@ -565,6 +565,22 @@ pub(super) fn roll(
     let Some(scan) = rim_journal::event::scan(record) else {
         return false;
     };
+    roll_scanned(rollup, node, status, keys, pos, &scan, metrics, out);
+    true
+}
+
+/// [`roll`] of a record already scanned.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn roll_scanned(
+    rollup: &mut Rollup,
+    node: u32,
+    status: u64,
+    keys: impl Fn(usize) -> Option<u64>,
+    pos: u64,
+    scan: &Scan<'_>,
+    metrics: &mut RollMetrics,
+    out: &mut Vec<Closed>,
+) {
     let mut n = 0;
     for (i, (_, v)) in scan.metrics().enumerate().take(metrics.len()) {
         let Some(h) = keys(i) else { break };
@@ -579,8 +595,7 @@ pub(super) fn roll(
         status: crate::reflex::state::metric_key(status),
         metrics: &metrics[..n],
     };
-    rollup.push(node, pos, scan.received_ms, &obs, &ScanTexts(&scan), out);
-    true
+    rollup.push(node, pos, scan.received_ms, &obs, &ScanTexts(scan), out);
 }
 
 /// Files a prediction record (read from decision-log position `pos`) with the roll-up,

@@ -24,8 +24,13 @@ impl Dedup {
 
     /// A non-zero 64-bit hash of an event id.
     pub fn hash(id: &str) -> u64 {
+        Self::hash_bytes(id.as_bytes())
+    }
+
+    /// [`Dedup::hash`] of an id's bytes (a journal record's, read without decoding it).
+    pub fn hash_bytes(id: &[u8]) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in id.bytes() {
+        for &b in id {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
