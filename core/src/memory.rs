@@ -1,12 +1,16 @@
-//! Large tables allocated once: zeroed (so untouched pages cost nothing) and advised to
-//! the kernel as huge-page candidates (`MADV_HUGEPAGE`), because per-node state is read at
-//! random across tens of megabytes and 4 KiB pages would make most lookups a TLB miss.
+//! Large tables allocated once, each in an anonymous mapping of its own that is advised
+//! to the kernel as huge pages (`MADV_HUGEPAGE`) before any page of it is touched,
+//! because per-node state is read at random across tens of megabytes and 4 KiB pages
+//! would make most lookups a TLB miss (see [`crate::sys::HugeTable`] for why not the heap).
+//! Zero-filled tables stay lazy: an untouched huge page costs nothing.
 //!
 //! With `reflex.prefault` the tables are instead written through at start: every page is
 //! resident before the first event (RSS is then the full capacity), so a node's first
 //! event pays no page faults, which cost tens of µs each in a VM.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+pub use crate::sys::{HugeTable, ZeroValid};
 
 static PREFAULT: AtomicBool = AtomicBool::new(false);
 
@@ -26,41 +30,52 @@ pub fn set_prefault(on: bool) {
     PREFAULT.store(on, Ordering::Relaxed);
 }
 
-/// Advises the kernel to back `v`'s memory with transparent huge pages where it can.
-/// Harmless where THP is off or the range is small: the advice is then ignored.
-pub fn advise_huge<T>(v: &mut [T]) {
-    const HUGE: usize = 2 << 20;
-    let bytes = std::mem::size_of_val(v);
-    if bytes < HUGE {
-        return;
-    }
-    let start = v.as_mut_ptr() as usize;
-    let aligned = start.next_multiple_of(HUGE);
-    let end = (start + bytes) / HUGE * HUGE;
-    if end <= aligned {
-        return;
-    }
-    crate::sys::advise_huge_pages(v, aligned - start, end - aligned);
+/// A table of `n` zeros (lazily resident, unless prefaulting is on) in huge pages.
+pub fn zeroed<T: ZeroValid>(n: usize) -> HugeTable<T> {
+    count::<T>(n);
+    HugeTable::zeroed(n, PREFAULT.load(Ordering::Relaxed))
 }
 
-/// A vector of `n` copies of `zero` (all-zero bits, so the allocation stays lazy), advised
-/// for huge pages; written through when prefaulting is on.
-pub fn table<T: Clone>(zero: T, n: usize) -> Vec<T> {
+/// A table of `n` copies of `fill`, written (so resident) at once, in huge pages.
+pub fn filled<T: Copy>(fill: T, n: usize) -> HugeTable<T> {
+    count::<T>(n);
+    HugeTable::filled(fill, n)
+}
+
+fn count<T>(n: usize) {
     TABLE_BYTES.fetch_add(std::mem::size_of::<T>().saturating_mul(n) as u64, Ordering::Relaxed);
-    if PREFAULT.load(Ordering::Relaxed) {
-        let mut v: Vec<T> = Vec::with_capacity(n);
-        advise_spare(&mut v);
-        // `resize` writes element by element (not a lazily zeroed allocation).
-        v.resize(n, zero);
-        return v;
-    }
-    let mut v = vec![zero; n];
-    advise_huge(&mut v);
-    v
 }
 
-/// [`advise_huge`] for a vector's reserved (not yet initialised) capacity.
-fn advise_spare<T>(v: &mut Vec<T>) {
-    let spare = v.spare_capacity_mut();
-    advise_huge(spare);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_hold_their_fill_at_a_huge_page_boundary() {
+        let mut z: HugeTable<u64> = zeroed(3 << 18);
+        assert_eq!(z.len(), 3 << 18);
+        assert!(z.iter().all(|&v| v == 0));
+        assert_eq!(z.as_ptr() as usize % crate::sys::HUGE_PAGE, 0);
+        z[12345] = 7;
+        assert_eq!(z.iter().sum::<u64>(), 7);
+        let f = filled((1u32, u8::MAX), 1000);
+        assert!(f.iter().all(|&v| v == (1, u8::MAX)));
+        let empty: HugeTable<i64> = filled(i64::MIN, 0);
+        assert!(empty.is_empty());
+        let prefaulted = HugeTable::<u32>::zeroed(5000, true);
+        assert!(prefaulted.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn tables_move_between_threads() {
+        let mut t: HugeTable<u64> = zeroed(64);
+        t[63] = 9;
+        let back = std::thread::spawn(move || {
+            t[0] = 1;
+            t
+        })
+        .join()
+        .expect("thread");
+        assert_eq!((back[0], back[63]), (1, 9));
+    }
 }

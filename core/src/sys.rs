@@ -62,21 +62,160 @@ pub fn lower_thread_priority() {
     let _ = set_nice(19);
 }
 
-/// Advises the kernel to back `len` bytes of `v`'s memory from byte `offset` with
-/// transparent huge pages (`madvise(MADV_HUGEPAGE)`); the range must be page-aligned for
-/// the advice to take. A range outside `v` is not advised. Best effort: the advice changes
-/// how pages are backed, never their contents, and a refusal changes nothing.
+pub use huge::{HugeTable, ZeroValid, HUGE_PAGE};
+
+/// Tables in mappings of their own, backed by huge pages.
 #[allow(unsafe_code)]
-pub fn advise_huge_pages<T>(v: &mut [T], offset: usize, len: usize) {
-    let bytes = std::mem::size_of_val(v);
-    if len == 0 || offset.checked_add(len).is_none_or(|end| end > bytes) {
-        return;
+mod huge {
+    /// Bytes of a transparent huge page on x86_64: the alignment and granule of a
+    /// [`HugeTable`]'s mapping.
+    pub const HUGE_PAGE: usize = 2 << 20;
+
+    /// Types whose all-zero bytes are a valid value, so that a fresh (zero-filled) anonymous
+    /// mapping already holds a table of them and [`HugeTable::zeroed`] need not write it.
+    ///
+    /// # Safety
+    /// An implementor must be valid for every bit pattern of all zeros: no references, no
+    /// `NonZero` niches, no enums whose zero is not a variant.
+    pub unsafe trait ZeroValid: Copy {}
+    // SAFETY: integers, floats and arrays or pairs of them are valid as all zeros.
+    unsafe impl ZeroValid for u32 {}
+    // SAFETY: as above.
+    unsafe impl ZeroValid for u64 {}
+    // SAFETY: as above.
+    unsafe impl ZeroValid for i64 {}
+    // SAFETY: as above.
+    unsafe impl ZeroValid for [f64; 2] {}
+    // SAFETY: as above.
+    unsafe impl ZeroValid for (u32, u32) {}
+
+    /// A fixed-length table of `T` in an anonymous mapping of its own, aligned to and sized in
+    /// huge pages and advised `MADV_HUGEPAGE` before any of its pages is touched.
+    ///
+    /// Why not a `Vec`: the allocator hands out heap memory that it may already have touched
+    /// (calloc clears reused memory, `vec![x; n]` writes every element before the advice can be
+    /// given), and a 2 MiB range with a single 4 KiB page present is never backed by a huge
+    /// page at fault time. Measured in a recovering daemon: every per-node table in the heap
+    /// had no huge page, so a node's lookup took a TLB miss per table.
+    pub struct HugeTable<T: Copy> {
+        ptr: std::ptr::NonNull<T>,
+        len: usize,
+        /// Bytes mapped at `ptr` (a multiple of [`HUGE_PAGE`]).
+        mapped: usize,
     }
-    let start = v.as_mut_ptr().cast::<u8>().wrapping_add(offset);
-    // SAFETY: [start, start + len) lies inside `v`'s allocation (checked above), which the
-    // caller lends mutably for the call; MADV_HUGEPAGE does not touch the contents.
-    unsafe {
-        libc::madvise(start.cast::<libc::c_void>(), len, libc::MADV_HUGEPAGE);
+
+    // SAFETY: the table owns its mapping exclusively (no other handle to it exists), so moving
+    // it to another thread moves sole access, as with a `Vec<T>`.
+    unsafe impl<T: Copy + Send> Send for HugeTable<T> {}
+    // SAFETY: shared access only lends `&[T]`, which is `Sync` when `T` is.
+    unsafe impl<T: Copy + Sync> Sync for HugeTable<T> {}
+
+    impl<T: ZeroValid> HugeTable<T> {
+        /// `len` zeros, left to fault in on first use (written through if `prefault`).
+        pub fn zeroed(len: usize, prefault: bool) -> Self {
+            let t = Self::map(len);
+            if prefault {
+                t.touch_pages();
+            }
+            t
+        }
+    }
+
+    impl<T: Copy> HugeTable<T> {
+        /// `len` copies of `fill`, written (so resident) at once.
+        pub fn filled(fill: T, len: usize) -> Self {
+            let t = Self::map(len);
+            for i in 0..len {
+                // SAFETY: i < len, and `map` reserved `len` aligned values of T at `ptr`, so
+                // the write is in bounds; T is Copy (no drop of the zero bytes overwritten).
+                unsafe { t.ptr.as_ptr().add(i).write(fill) };
+            }
+            t
+        }
+
+        /// Maps room for `len` values, aligned to a huge page and advised for huge pages;
+        /// aborts as an allocation failure would if the kernel refuses the mapping.
+        fn map(len: usize) -> Self {
+            assert!(std::mem::align_of::<T>() <= HUGE_PAGE);
+            let bytes = std::mem::size_of::<T>().saturating_mul(len).max(1);
+            let mapped = bytes.next_multiple_of(HUGE_PAGE);
+            let layout = std::alloc::Layout::from_size_align(mapped, HUGE_PAGE)
+                .unwrap_or_else(|_| std::alloc::Layout::new::<u8>());
+            // Over-mapped by a huge page so that an aligned start lies inside, then trimmed.
+            let over = mapped + HUGE_PAGE;
+            // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+            // touches no existing memory of ours.
+            let raw = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    over,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if raw == libc::MAP_FAILED {
+                std::alloc::handle_alloc_error(layout);
+            }
+            let start = raw as usize;
+            let aligned = start.next_multiple_of(HUGE_PAGE);
+            let head = aligned - start;
+            let tail = over - head - mapped;
+            // SAFETY: [start, aligned) and [aligned + mapped, start + over) are parts of the
+            // mapping just made, page-aligned (mmap returns page-aligned memory and HUGE_PAGE
+            // is a multiple of the page), and nothing refers to them: unmapping them frees
+            // them. MADV_HUGEPAGE then changes only how the kept range is backed.
+            unsafe {
+                if head > 0 {
+                    libc::munmap(raw, head);
+                }
+                if tail > 0 {
+                    libc::munmap((aligned + mapped) as *mut libc::c_void, tail);
+                }
+                libc::madvise(aligned as *mut libc::c_void, mapped, libc::MADV_HUGEPAGE);
+            }
+            let ptr = std::ptr::NonNull::new(aligned as *mut T).unwrap_or(std::ptr::NonNull::dangling());
+            Self { ptr, len, mapped }
+        }
+
+        /// Writes one byte of every page (a zero over a zero), so that each is resident.
+        fn touch_pages(&self) {
+            let base = self.ptr.as_ptr().cast::<u8>();
+            for off in (0..self.mapped).step_by(4096) {
+                // SAFETY: off < mapped, the mapping's length, which is writable and ours; a
+                // volatile write keeps the compiler from dropping a store of the zero it reads.
+                unsafe { base.add(off).write_volatile(0) };
+            }
+        }
+    }
+
+    impl<T: Copy> std::ops::Deref for HugeTable<T> {
+        type Target = [T];
+        fn deref(&self) -> &[T] {
+            // SAFETY: `ptr` is the start of a live mapping of at least `len` values of T,
+            // aligned for T (a huge page is), every one initialised (zero bytes that are a
+            // valid T for `zeroed`, written by `filled`); the borrow of `self` bounds the
+            // slice's life, and `&mut` access goes only through `deref_mut`.
+            unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        }
+    }
+
+    impl<T: Copy> std::ops::DerefMut for HugeTable<T> {
+        fn deref_mut(&mut self) -> &mut [T] {
+            // SAFETY: as in `deref`, and `&mut self` makes this the only borrow.
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        }
+    }
+
+    impl<T: Copy> Drop for HugeTable<T> {
+        fn drop(&mut self) {
+            // SAFETY: the table's own mapping, of `mapped` bytes, which nothing borrows any
+            // more (drop has `&mut self`); T is Copy, so no value needs dropping first.
+            unsafe {
+                libc::munmap(self.ptr.as_ptr().cast::<libc::c_void>(), self.mapped);
+            }
+        }
     }
 }
 

@@ -778,22 +778,30 @@ fn feed_tail(
         // Each record's node-table slot is a cache miss (the table is sized for
         // `nodes_max`); touched together, the misses overlap. Then, from the node each
         // slot names, the same for the node's reflex state, which the replay updates next.
-        let mut guesses = [None; REPLAY_BATCH];
-        for (g, (_, rec)) in guesses.iter_mut().zip(&recs) {
-            *g = ingest.touch_node(rec.rim_node_id);
+        let mut ids = [""; REPLAY_BATCH];
+        for (id, (_, rec)) in ids.iter_mut().zip(&recs) {
+            *id = rec.rim_node_id;
         }
+        let mut guesses = [None; REPLAY_BATCH];
+        ingest.touch_nodes(&ids[..recs.len()], &mut guesses);
         for n in guesses.iter().take(recs.len()).flatten() {
             if let Some(r) = reflexes.get(ingest.shard_of_node(*n)) {
                 r.prefetch_node(*n);
             }
         }
-        for (pos, rec) in recs {
-            feed_one(ingest, reflexes, (pos, &rec), &holds, committed_to, &mut tx);
+        for (pos, rec) in &recs {
+            feed_one(ingest, reflexes, (*pos, rec), &holds, committed_to, &mut tx);
             done.events += 1;
             if tx.is_abandoned() {
                 // The roll-up side stopped; its error is the one reported.
                 return Ok(());
             }
+        }
+        // The shards step this batch's events now, while the node state prefetched above
+        // is in cache (left until their rings filled, thousands of events later, it was
+        // not, and their bursts evicted the next batches' warmed node-table slots).
+        for r in reflexes.iter_mut() {
+            r.poll(usize::MAX);
         }
     }
     for r in reflexes.iter_mut() {

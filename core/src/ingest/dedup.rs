@@ -8,7 +8,7 @@
 /// Per-node windows of recent event-id hashes.
 pub struct Dedup {
     window: usize,
-    hashes: Vec<u64>,
+    hashes: crate::memory::HugeTable<u64>,
     cursor: Vec<u16>,
 }
 
@@ -17,7 +17,7 @@ impl Dedup {
     pub fn new(nodes: usize, window: usize) -> Self {
         Self {
             window,
-            hashes: crate::memory::table(0, nodes * window),
+            hashes: crate::memory::zeroed(nodes * window),
             cursor: vec![0; if window == 0 { 0 } else { nodes }],
         }
     }

@@ -182,7 +182,7 @@ pub struct Retired {
 struct Router {
     nodes: NodeTable,
     /// Per node: bit k set once its id was sent to reflex shard k.
-    defined: Vec<u64>,
+    defined: crate::memory::HugeTable<u64>,
     dedup: Dedup,
     outs: Vec<rtrb::Producer<Slot>>,
     part_shard: Vec<u16>,
@@ -365,7 +365,7 @@ impl Ingest {
             producers_max: s.producers_max,
             router: Router {
                 nodes: NodeTable::new(s.nodes_max, s.partitions),
-                defined: crate::memory::table(0, s.nodes_max),
+                defined: crate::memory::zeroed(s.nodes_max),
                 dedup: Dedup::new(s.nodes_max, s.dedup_window),
                 outs: s.outs,
                 part_shard,
@@ -512,11 +512,11 @@ impl Ingest {
         self.router.route_replay(rec, &|_| false, false)
     }
 
-    /// Warms the node table's slot for `id` (see [`nodes::NodeTable::touch`]). Returns
-    /// the node index that slot holds, if any: `id`'s own unless another id took the slot
-    /// first, so good enough to prefetch by, never to act on.
-    pub fn touch_node(&self, id: &str) -> Option<u32> {
-        std::hint::black_box(self.router.nodes.touch(id)).checked_sub(1)
+    /// Warms the node table's slots for `ids` (see [`nodes::NodeTable::touch`]): `out[i]`
+    /// is the node index `ids[i]`'s slot holds, if any: its own unless another id took
+    /// the slot first, so good enough to prefetch by, never to act on.
+    pub fn touch_nodes(&self, ids: &[&str], out: &mut [Option<u32>]) {
+        self.router.nodes.touch(ids, out);
     }
 
     /// The reflex shard ingest routes node `n`'s events to.

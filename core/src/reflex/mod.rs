@@ -176,7 +176,7 @@ struct Persisted {
     resolutions_ms: Vec<i64>,
     /// Per node and resolution: the start of the window its last event fell in
     /// (`i64::MIN` = none yet).
-    windows: Vec<i64>,
+    windows: crate::memory::HugeTable<i64>,
     guesses: Vec<SeriesGuess>,
     record: Box<[u8]>,
 }
@@ -189,7 +189,7 @@ impl Persisted {
             durable_seq: out.durable_seq,
             scratch: Vec::with_capacity(HEAD_BYTES + RECORD_BYTES_MAX.max(predict::RECORD_BYTES_MAX)),
             resolutions_ms: out.resolutions.iter().map(|&s| i64::from(s) * 1000).collect(),
-            windows: crate::memory::table(i64::MIN, nodes * r),
+            windows: crate::memory::filled(i64::MIN, nodes * r),
             guesses: Vec::with_capacity(predict::SERIES_MAX),
             record: vec![0u8; predict::RECORD_BYTES_MAX].into_boxed_slice(),
         }
@@ -286,7 +286,7 @@ pub struct Reflex {
     input: rtrb::Consumer<Slot>,
     state: NodeState,
     rules: Arc<Compiled>,
-    matches: Vec<u64>,
+    matches: crate::memory::HugeTable<u64>,
     words: usize,
     evidence: Evidence,
     emit: Emitter,
@@ -327,7 +327,7 @@ impl Reflex {
             input: s.input,
             state: NodeState::new(s.shape),
             rules: s.rules,
-            matches: crate::memory::table(0, s.shape.nodes * words),
+            matches: crate::memory::zeroed(s.shape.nodes * words),
             words,
             evidence: Evidence::new(),
             emit: Emitter {

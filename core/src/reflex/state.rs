@@ -20,7 +20,7 @@
 
 use rim_rules::{Field, Inputs, MetricKey, Series};
 
-use crate::memory::table;
+use crate::memory::{filled, zeroed, HugeTable};
 use crate::tick::TickView;
 
 /// Per-node words.
@@ -112,12 +112,12 @@ pub struct NodeState {
     /// One block per node, so that an event's reads and writes fall on adjacent cache
     /// lines of one page: 8 meta words, then `series` keys, then 8 words per series
     /// (floats stored as their bits).
-    blocks: Vec<u64>,
+    blocks: HugeTable<u64>,
     stride: usize,
-    points: Vec<[f64; 2]>,
-    names: Vec<(u32, u32)>,
+    points: HugeTable<[f64; 2]>,
+    names: HugeTable<(u32, u32)>,
     /// Open-addressed id → node index (for live-state queries by id), `NO_INDEX` = empty.
-    lookup: Vec<u32>,
+    lookup: HugeTable<u32>,
     arena: String,
     /// Series not tracked because a node's slots were full.
     pub series_refused: u64,
@@ -130,11 +130,11 @@ impl NodeState {
         let stride = 8 + shape.series * 9;
         Self {
             shape,
-            blocks: table(0, shape.nodes * stride),
+            blocks: zeroed(shape.nodes * stride),
             stride,
-            points: table([0.0; 2], s * shape.points),
-            names: table((0, 0), shape.nodes),
-            lookup: table(NO_INDEX, (shape.nodes * 2).next_power_of_two().max(16)),
+            points: zeroed(s * shape.points),
+            names: zeroed(shape.nodes),
+            lookup: filled(NO_INDEX, (shape.nodes * 2).next_power_of_two().max(16)),
             arena: String::with_capacity(shape.nodes.saturating_mul(40)),
             series_refused: 0,
         }
