@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::Rng;
-use rim_journal::event::{decode, encode, DecodeError, EncodeError, EventHead, EVENT_BYTES_MAX};
+use rim_journal::event::{decode, encode, encode_parsed, DecodeError, EncodeError, EventHead, EVENT_BYTES_MAX};
 
 /// Counts allocations of the test thread that asks (others are ignored).
 struct Counting;
@@ -100,6 +100,32 @@ fn the_largest_event_fits_event_bytes_max() {
     // One byte short: a clear error, not a panic.
     let e = encode(&h, names.iter().map(|s| (s.as_str(), 1.0)), &mut buf[..n - 1]).expect_err("short");
     assert!(matches!(e, EncodeError::BufferTooSmall { .. }), "{e}");
+}
+
+#[test]
+fn encode_parsed_writes_what_encode_writes_and_a_bad_id_does_not_decode() {
+    let names = metric_names();
+    let (mut a, mut b) = (vec![0u8; EVENT_BYTES_MAX], vec![0u8; EVENT_BYTES_MAX]);
+    for mask in [0, 31] {
+        let metrics = || names[..5].iter().map(|s| (s.as_str(), 3.5));
+        let n = encode(&head(mask), metrics(), &mut a).expect("encode");
+        let m = encode_parsed(&head(mask), metrics(), &mut b).expect("encode_parsed");
+        assert_eq!(a[..n], b[..m]);
+    }
+    // Skipping the id's parse is the caller's promise; broken, the record is refused on
+    // the way back rather than trusted.
+    let bad_node = EventHead {
+        rim_node_id: "rim:UPPER:ns:x",
+        ..head(0)
+    };
+    let n = encode_parsed(&bad_node, std::iter::empty(), &mut a).expect("written as is");
+    assert!(decode(&a[..n]).is_err());
+    let long = format!("rim:sensor:ns:{}", "x".repeat(300));
+    let too_long = EventHead {
+        rim_node_id: &long,
+        ..head(0)
+    };
+    assert!(encode_parsed(&too_long, std::iter::empty(), &mut a).is_err());
 }
 
 #[test]

@@ -240,7 +240,8 @@ impl JournalSide {
         metrics: impl Iterator<Item = (&'m str, f64)>,
     ) -> bool {
         let at = HEAD_BYTES + entry::EXTRAS_BYTES + keys.len().min(entry::KEYS_MAX) * 8;
-        let Ok(n) = rim_journal::event::encode(head, metrics, &mut self.scratch[at..]) else {
+        // The id came through the ring's wire decoder, which parsed it on arrival.
+        let Ok(n) = rim_journal::event::encode_parsed(head, metrics, &mut self.scratch[at..]) else {
             return false;
         };
         let extras = entry::Extras {
