@@ -64,6 +64,10 @@ mod tests {
         assert!(empty.is_empty());
         let prefaulted = HugeTable::<u32>::zeroed(5000, true);
         assert!(prefaulted.iter().all(|&v| v == 0));
+        // Under a huge page: plain pages, page-aligned.
+        let small: HugeTable<u64> = zeroed(10);
+        assert_eq!(small.as_ptr() as usize % 4096, 0);
+        assert_eq!(small.len(), 10);
     }
 
     #[test]

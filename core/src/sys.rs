@@ -70,6 +70,8 @@ mod huge {
     /// Bytes of a transparent huge page on x86_64: the alignment and granule of a
     /// [`HugeTable`]'s mapping.
     pub const HUGE_PAGE: usize = 2 << 20;
+    /// Bytes of a base page: the granule of a [`HugeTable`] smaller than a huge page.
+    const PAGE: usize = 4096;
 
     /// Types whose all-zero bytes are a valid value, so that a fresh (zero-filled) anonymous
     /// mapping already holds a table of them and [`HugeTable::zeroed`] need not write it.
@@ -89,8 +91,9 @@ mod huge {
     // SAFETY: as above.
     unsafe impl ZeroValid for (u32, u32) {}
 
-    /// A fixed-length table of `T` in an anonymous mapping of its own, aligned to and sized in
-    /// huge pages and advised `MADV_HUGEPAGE` before any of its pages is touched.
+    /// A fixed-length table of `T` in an anonymous mapping of its own: one of a huge page or
+    /// more is aligned to and sized in huge pages and advised `MADV_HUGEPAGE` before any of
+    /// its pages is touched; a smaller one is in plain pages.
     ///
     /// Why not a `Vec`: the allocator hands out heap memory that it may already have touched
     /// (calloc clears reused memory, `vec![x; n]` writes every element before the advice can be
@@ -100,7 +103,7 @@ mod huge {
     pub struct HugeTable<T: Copy> {
         ptr: std::ptr::NonNull<T>,
         len: usize,
-        /// Bytes mapped at `ptr` (a multiple of [`HUGE_PAGE`]).
+        /// Bytes mapped at `ptr` (a multiple of [`HUGE_PAGE`], or of a page when smaller).
         mapped: usize,
     }
 
@@ -136,13 +139,18 @@ mod huge {
         /// Maps room for `len` values, aligned to a huge page and advised for huge pages;
         /// aborts as an allocation failure would if the kernel refuses the mapping.
         fn map(len: usize) -> Self {
-            assert!(std::mem::align_of::<T>() <= HUGE_PAGE);
+            assert!(std::mem::align_of::<T>() <= PAGE);
             let bytes = std::mem::size_of::<T>().saturating_mul(len).max(1);
-            let mapped = bytes.next_multiple_of(HUGE_PAGE);
-            let layout = std::alloc::Layout::from_size_align(mapped, HUGE_PAGE)
-                .unwrap_or_else(|_| std::alloc::Layout::new::<u8>());
-            // Over-mapped by a huge page so that an aligned start lies inside, then trimmed.
-            let over = mapped + HUGE_PAGE;
+            // A table under a huge page gets plain pages: advice could not take on it, and
+            // a huge page faulted in for it would make a small table cost 2 MiB.
+            let huge = bytes >= HUGE_PAGE;
+            let unit = if huge { HUGE_PAGE } else { PAGE };
+            let mapped = bytes.next_multiple_of(unit);
+            let layout =
+                std::alloc::Layout::from_size_align(mapped, unit).unwrap_or_else(|_| std::alloc::Layout::new::<u8>());
+            // Over-mapped by a huge page so that an aligned start lies inside, then trimmed
+            // (mmap's own alignment, a page, is enough for plain pages).
+            let over = if huge { mapped + HUGE_PAGE } else { mapped };
             // SAFETY: an anonymous private mapping at an address of the kernel's choosing
             // touches no existing memory of ours.
             let raw = unsafe {
@@ -159,7 +167,7 @@ mod huge {
                 std::alloc::handle_alloc_error(layout);
             }
             let start = raw as usize;
-            let aligned = start.next_multiple_of(HUGE_PAGE);
+            let aligned = start.next_multiple_of(unit);
             let head = aligned - start;
             let tail = over - head - mapped;
             // SAFETY: [start, aligned) and [aligned + mapped, start + over) are parts of the
@@ -173,7 +181,9 @@ mod huge {
                 if tail > 0 {
                     libc::munmap((aligned + mapped) as *mut libc::c_void, tail);
                 }
-                libc::madvise(aligned as *mut libc::c_void, mapped, libc::MADV_HUGEPAGE);
+                if huge {
+                    libc::madvise(aligned as *mut libc::c_void, mapped, libc::MADV_HUGEPAGE);
+                }
             }
             let ptr = std::ptr::NonNull::new(aligned as *mut T).unwrap_or(std::ptr::NonNull::dangling());
             Self { ptr, len, mapped }
@@ -182,7 +192,7 @@ mod huge {
         /// Writes one byte of every page (a zero over a zero), so that each is resident.
         fn touch_pages(&self) {
             let base = self.ptr.as_ptr().cast::<u8>();
-            for off in (0..self.mapped).step_by(4096) {
+            for off in (0..self.mapped).step_by(PAGE) {
                 // SAFETY: off < mapped, the mapping's length, which is writable and ours; a
                 // volatile write keeps the compiler from dropping a store of the zero it reads.
                 unsafe { base.add(off).write_volatile(0) };
