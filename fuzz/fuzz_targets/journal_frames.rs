@@ -25,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
 
 fn records(bytes: &[u8]) {
     let _ = event::scan(bytes);
+    if let Ok(rec) = event::decode_journaled(bytes) {
+        let _ = rec.metric_bytes().count();
+        let _ = rec.metrics().count();
+    }
     let Ok(rec) = event::decode(bytes) else { return };
     let _ = rec.metrics().count();
     let _ = rec.head();

@@ -8,7 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::Rng;
-use rim_journal::event::{decode, encode, encode_parsed, DecodeError, EncodeError, EventHead, EVENT_BYTES_MAX};
+use rim_journal::event::{
+    decode, decode_journaled, encode, encode_parsed, DecodeError, EncodeError, EventHead, EVENT_BYTES_MAX,
+};
 
 /// Counts allocations of the test thread that asks (others are ignored).
 struct Counting;
@@ -120,12 +122,43 @@ fn encode_parsed_writes_what_encode_writes_and_a_bad_id_does_not_decode() {
     };
     let n = encode_parsed(&bad_node, std::iter::empty(), &mut a).expect("written as is");
     assert!(decode(&a[..n]).is_err());
+    // Read back from the journal, only the pattern goes unchecked: the id comes as written.
+    assert_eq!(
+        decode_journaled(&a[..n]).expect("journaled").rim_node_id,
+        "rim:UPPER:ns:x"
+    );
     let long = format!("rim:sensor:ns:{}", "x".repeat(300));
     let too_long = EventHead {
         rim_node_id: &long,
         ..head(0)
     };
     assert!(encode_parsed(&too_long, std::iter::empty(), &mut a).is_err());
+}
+
+#[test]
+fn journaled_decoding_checks_all_but_the_id_pattern_and_metric_bytes_match_metrics() {
+    let names = metric_names();
+    let mut buf = vec![0u8; EVENT_BYTES_MAX];
+    for mask in [0, 31] {
+        let n = encode(&head(mask), names[..7].iter().map(|s| (s.as_str(), 1.25)), &mut buf).expect("encode");
+        let (full, journaled) = (
+            decode(&buf[..n]).expect("decode"),
+            decode_journaled(&buf[..n]).expect("journaled"),
+        );
+        assert_eq!(full.head(), journaled.head());
+        let bytes: Vec<(&[u8], f64)> = full.metric_bytes().collect();
+        let texts: Vec<(&[u8], f64)> = full.metrics().map(|(m, v)| (m.as_bytes(), v)).collect();
+        assert_eq!((bytes.len(), &bytes), (7, &texts));
+        // Every other check stays: a name that is not UTF-8, a cut record.
+        let at = buf[..n]
+            .windows(names[0].len())
+            .position(|w| w == names[0].as_bytes())
+            .expect("name");
+        let mut bad = buf[..n].to_vec();
+        bad[at] = 0xff;
+        assert!(decode_journaled(&bad).is_err());
+        assert!(decode_journaled(&buf[..n - 1]).is_err());
+    }
 }
 
 #[test]

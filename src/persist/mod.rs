@@ -841,7 +841,7 @@ impl ReplayBatch {
             .iter()
             .map(|&(pos, start, len)| {
                 let bytes = self.bytes.get(start..start + len).unwrap_or_default();
-                rim_journal::event::decode(bytes)
+                rim_journal::event::decode_journaled(bytes)
                     .map(|rec| (pos, rec))
                     .map_err(|e| PersistError::Record {
                         stream: STREAM_EVENTS,

@@ -759,9 +759,9 @@ impl Router {
         // replayed event.
         self.replay_metrics.clear();
         self.replay_metrics.extend(
-            rec.metrics()
+            rec.metric_bytes()
                 .take(tick::METRICS_MAX)
-                .map(|(name, v)| (rim_rules::name_hash(name).max(1), v)),
+                .map(|(name, v)| (rim_rules::name_hash_bytes(name).max(1), v)),
         );
         if tick::push_tick(&mut self.outs[shard], &head, self.replay_metrics.iter().copied()) {
             ReplayOutcome::Applied(node)
