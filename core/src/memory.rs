@@ -14,17 +14,17 @@ pub use crate::sys::{HugeTable, ZeroValid};
 
 static PREFAULT: AtomicBool = AtomicBool::new(false);
 
-/// Bytes reserved by [`table`] so far: the part of the memory budget that the
+/// Bytes reserved by [`zeroed`] and [`filled`] so far: the part of the memory budget that the
 /// configuration sizes (nodes, dedup window, series, rules), reported in the stats as
 /// `tables_bytes` so that a budget can be checked against what was actually reserved.
 static TABLE_BYTES: AtomicU64 = AtomicU64::new(0);
 
-/// Bytes of every [`table`] allocated so far (resident or not).
+/// Bytes of every table allocated so far (resident or not).
 pub fn table_bytes() -> u64 {
     TABLE_BYTES.load(Ordering::Relaxed)
 }
 
-/// Makes later [`table`] calls write their pages through (set once, at start-up, before
+/// Makes later [`zeroed`] tables write their pages through (set once, at start-up, before
 /// the shards allocate).
 pub fn set_prefault(on: bool) {
     PREFAULT.store(on, Ordering::Relaxed);

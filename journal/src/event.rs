@@ -291,12 +291,8 @@ pub struct EventRecord<'a> {
 impl<'a> EventRecord<'a> {
     /// The metrics, in the order they were encoded.
     pub fn metrics(&self) -> impl Iterator<Item = (&'a str, f64)> + 'a {
-        let mut rest = self.metrics_raw;
-        (0..self.count).map_while(move |_| {
-            let (name, value, tail) = split_metric(rest)?;
-            rest = tail;
-            Some((name, value))
-        })
+        self.metric_bytes()
+            .map_while(|(name, value)| Some((std::str::from_utf8(name).ok()?, value)))
     }
 
     /// The metrics with their names as bytes, not checked as UTF-8 again (decoding
@@ -343,10 +339,9 @@ impl<'a> EventRecord<'a> {
     }
 }
 
-/// One metric off the front of `raw`: name, value, rest. None if malformed (which
-/// [`decode`] has ruled out for a record's own bytes).
 /// The first `count` metrics of encoded `raw`: names as bytes (not checked as UTF-8) and
-/// values; stops early at a malformed one.
+/// values; stops early at a malformed one (which [`decode`] has ruled out for a record's
+/// own bytes).
 fn metric_bytes(raw: &[u8], count: u8) -> impl Iterator<Item = (&[u8], f64)> {
     let mut rest = raw;
     (0..count).map_while(move |_| {
@@ -357,14 +352,6 @@ fn metric_bytes(raw: &[u8], count: u8) -> impl Iterator<Item = (&[u8], f64)> {
         rest = tail.get(len + 8..)?;
         Some((name, value))
     })
-}
-
-fn split_metric(raw: &[u8]) -> Option<(&str, f64, &[u8])> {
-    let (&len, rest) = raw.split_first()?;
-    let len = usize::from(len);
-    let name = std::str::from_utf8(rest.get(..len)?).ok()?;
-    let value = f64::from_le_bytes(rest.get(len..len + 8)?.try_into().ok()?);
-    Some((name, value, rest.get(len + 8..)?))
 }
 
 /// Input cursor: every take is bounds-checked.

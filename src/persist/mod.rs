@@ -804,9 +804,6 @@ fn feed_tail(
             r.poll(usize::MAX);
         }
     }
-    for r in reflexes.iter_mut() {
-        r.poll(usize::MAX);
-    }
     Ok(())
 }
 

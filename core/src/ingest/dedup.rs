@@ -29,12 +29,7 @@ impl Dedup {
 
     /// [`Dedup::hash`] of an id's bytes (a journal record's, read without decoding it).
     pub fn hash_bytes(id: &[u8]) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in id {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h | 1
+        rim_rules::name_hash_bytes(id) | 1
     }
 
     /// True if `id` was seen in `node`'s window; otherwise remembers it and returns false.

@@ -135,14 +135,9 @@ impl NodeTable {
     }
 
     fn hash(id: &str) -> usize {
-        // FNV-1a: short keys, no DoS concern (ids come from local producers that already
-        // hold a ring), and one pass.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in id.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h as usize
+        // FNV-1a (the rules' name hash): short keys, no DoS concern (ids come from local
+        // producers that already hold a ring), and one pass.
+        rim_rules::name_hash(id) as usize
     }
 
     /// The index of `id`, adding it if new. `None` when the table is full.
