@@ -29,10 +29,19 @@
 //! - `shm`, `shm-50k`: the same two through a `rim_ring` producer attached to the same
 //!   daemon (publish to decision).
 //!
-//! Where things run on two cores: the daemon's hot shard busy-polls `--peer-core`; the
+//! Where things run on two cores: the daemon's hot shard is pinned to `--peer-core`; the
 //! bench thread (and librdkafka's producer threads, which inherit its affinity) sit on
 //! `--client-core`, the daemon's cold core, with the bridge's consumer, the journal and
-//! the store; the broker is free to run anywhere. The decision outbox (decisions and
+//! the store; the broker is free to run anywhere. The broker shares the machine's two
+//! cores with the daemon, so the daemon runs with the shared-core setting,
+//! `topology.idle = "backoff"` (its shard sleeps when it finds no work), not the default
+//! `spin`: a spinning shard keeps its core whether or not events come, and left the
+//! broker, the producer and the daemon's cold threads one core between them. Measured
+//! with `spin` in the `kafka-in-50k` row (per-thread `schedstat` over 2 s), the broker's
+//! threads waited 1.3 s for that core and ran 55 ms on the other, while the shard spun
+//! there with nothing to do: `broker-floor-50k` p99 42–83 ms and `kafka-in-50k` 67–94
+//! ms, against 29–44 ms and 24–38 ms with `backoff`. It also made the `broker-floor`
+//! rows the limit of a broker on one core, not of the machine. The decision outbox (decisions and
 //! capsules published back to Kafka) is off: one decision per event is this workload's
 //! artefact, and publishing each would measure the outbox, not the way in.
 
@@ -340,6 +349,8 @@ fn daemon_sets(opts: &RunOpts, broker: &Broker, schema: &std::path::Path) -> Vec
         // ms measured). A short wait stands for the broker behaviour the bridge expects.
         format!("bridge.librdkafka=[\"fetch.wait.max.ms={FETCH_WAIT_MAX_MS}\"]"),
         format!("decisions.slots={DECISION_SLOTS}"),
+        // The broker runs on these two cores too (see the module's docs).
+        "topology.idle=\"backoff\"".to_string(),
     ]);
     sets
 }
