@@ -353,9 +353,16 @@ const F_VOLUME: u8 = 2;
 const F_STRESS: u8 = 4;
 
 /// One (node, resolution): the open window, and where closed windows end.
+///
+/// Laid out for [`Rollup::touch`]: aligned to a cache line, the header (everything an
+/// event reads or writes whatever its metrics) in the first [`WIN_HEAD_BYTES`], then the
+/// series in slot order, so an event with k inline series touches the header's lines and
+/// the lines of the first k accumulators only.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 struct Win {
     open: bool,
+    flags: u8,
     start_ms: i64,
     /// End (exclusive) of the newest window that closed; events before it are late.
     closed_until_ms: i64,
@@ -364,7 +371,6 @@ struct Win {
     count: u64,
     first_ts: i64,
     last_ts: i64,
-    flags: u8,
     /// open, high, low, close.
     ohlc: [f64; 4],
     volume_sum: f64,
@@ -373,6 +379,10 @@ struct Win {
     status: u64,
     m: [Acc; INLINE_METRICS],
 }
+
+/// Bytes of [`Win`]'s header, before its accumulators.
+const WIN_HEAD_BYTES: usize = std::mem::offset_of!(Win, m);
+const _: () = assert!(WIN_HEAD_BYTES == 128 && std::mem::size_of::<Win>() == 448);
 
 impl Default for Win {
     fn default() -> Self {
@@ -461,13 +471,18 @@ impl Win {
 
 /// Hands `prefetch` an address in each cache line `v` spans (a hint: nothing is read).
 fn lines_of<T>(v: &T, prefetch: &mut impl FnMut(*const u8)) {
-    let start = std::ptr::from_ref(v).cast::<u8>();
-    let size = std::mem::size_of::<T>();
-    for off in (0..size).step_by(64) {
+    lines_in(std::ptr::from_ref(v).cast::<u8>(), std::mem::size_of::<T>(), prefetch);
+}
+
+/// The lines of the `len` bytes at `start` (which need not start on a line boundary).
+fn lines_in(start: *const u8, len: usize, prefetch: &mut impl FnMut(*const u8)) {
+    for off in (0..len).step_by(64) {
         prefetch(start.wrapping_add(off));
     }
-    // The last line, when `v` does not start on a line boundary.
-    prefetch(start.wrapping_add(size.saturating_sub(1)));
+    // The last line, when the bytes do not start on a line boundary.
+    if (start as usize) % 64 != 0 {
+        prefetch(start.wrapping_add(len.saturating_sub(1)));
+    }
 }
 
 /// One node's row: whether it was seen, the keys of its inline metric series, and (after
@@ -751,15 +766,22 @@ impl Rollup {
     /// (Loading them instead, as this did, held the core on up to 25 demand misses per
     /// node: 14% of the journal thread.) Nothing for a node at or past
     /// [`Rollup::node_span`].
-    pub fn touch(&self, node: u32, mut prefetch: impl FnMut(*const u8)) {
+    ///
+    /// `series` is how many metrics the event carries: a node's metrics take its inline
+    /// slots in the order they first came, so an event's k metrics are usually in the first
+    /// k, and only those lines of each window are named. (Naming all seven lines of both
+    /// windows of 16 events overran the core's outstanding-miss slots: the journal thread
+    /// then waited on its own prefetch instructions.)
+    pub fn touch(&self, node: u32, series: usize, mut prefetch: impl FnMut(*const u8)) {
         let n = node as usize;
         let Some(row) = self.rows.get(n) else {
             return;
         };
         lines_of(row, &mut prefetch);
         let r = self.resolutions();
+        let used = WIN_HEAD_BYTES + series.min(INLINE_METRICS) * std::mem::size_of::<Acc>();
         for win in self.wins.get(n * r..(n + 1) * r).unwrap_or_default() {
-            lines_of(win, &mut prefetch);
+            lines_in(std::ptr::from_ref(win).cast(), used, &mut prefetch);
         }
         let w = self.cfg.recent_ids;
         if w > 0 {
@@ -1395,5 +1417,83 @@ fn score_one(predicted: f64, base: f64, observed: f64) -> SeriesScore {
         abs_err,
         rel_err,
         direction_hit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Names;
+
+    impl Texts for Names {
+        fn node_id(&self) -> &str {
+            "test:node"
+        }
+        fn status(&self) -> &str {
+            "ok"
+        }
+        fn metric_name(&self, _i: usize) -> &str {
+            "m"
+        }
+    }
+
+    /// The lines `touch` names for `node` with `series` metrics.
+    fn named(r: &Rollup, node: u32, series: usize) -> Vec<usize> {
+        let mut lines = Vec::new();
+        r.touch(node, series, |p| lines.push(p as usize / 64));
+        lines
+    }
+
+    #[test]
+    fn touch_names_each_windows_header_and_the_series_an_event_carries() {
+        let mut r = Rollup::new(RollupConfig {
+            resolutions: vec![1, 60],
+            recent_ids: 4,
+            ..RollupConfig::default()
+        });
+        let metrics: Vec<(u64, f64)> = (0..4).map(|k| (100 + k, 1.0)).collect();
+        let obs = Observation {
+            timestamp: 1_000,
+            price: Some(1.0),
+            volume: None,
+            stress: None,
+            status: 7,
+            metrics: &metrics,
+        };
+        r.push(3, 1, 1_000, &obs, &Names, &mut Vec::new());
+        let wins: Vec<(usize, usize)> = r.wins[6..8]
+            .iter()
+            .map(|w| {
+                let at = std::ptr::from_ref(w) as usize;
+                (at, at + std::mem::size_of::<Win>())
+            })
+            .collect();
+        assert!(wins.iter().all(|&(at, _)| at % 64 == 0), "windows start on a line");
+        let in_windows = |lines: &[usize]| -> Vec<usize> {
+            let mut v: Vec<usize> = lines
+                .iter()
+                .copied()
+                .filter(|&l| wins.iter().any(|&(a, b)| l * 64 >= a && l * 64 < b))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        // Two header lines per window, then one line per 64 bytes of the accumulators.
+        for (series, lines_per_window) in [(0, 2), (1, 3), (4, 5), (8, 7), (20, 7)] {
+            let lines = named(&r, 3, series);
+            assert_eq!(in_windows(&lines).len(), 2 * lines_per_window, "{series} series");
+        }
+        // Nothing outside the node's row, windows and next id slot.
+        let row = std::ptr::from_ref(&r.rows[3]) as usize;
+        let slot = std::ptr::from_ref(&r.recent[3 * 4 + usize::from(r.recent_next[3]) % 4]) as usize;
+        for l in named(&r, 3, 4) {
+            let ok = (l * 64 + 64 > row && l * 64 < row + std::mem::size_of::<Row>())
+                || l == slot / 64
+                || wins.iter().any(|&(a, b)| l * 64 >= a && l * 64 < b);
+            assert!(ok, "line {l:#x} is none of node 3's");
+        }
+        assert!(named(&r, r.node_span(), 4).is_empty(), "no state, no lines");
     }
 }

@@ -114,7 +114,7 @@ fn push_at(rollup: &mut Rollup, index: u32, e: &Event, out: &mut Vec<Capsule>) -
     // without state yet and one past every bound are named without effect or panic.
     for n in [index, index.saturating_add(1000), u32::MAX] {
         let mut lines = 0;
-        rollup.touch(n, |_| lines += 1);
+        rollup.touch(n, metrics.len(), |_| lines += 1);
         assert!(
             n < rollup.node_span() || lines == 0,
             "node {n} has no state, so no lines"
@@ -122,7 +122,7 @@ fn push_at(rollup: &mut Rollup, index: u32, e: &Event, out: &mut Vec<Capsule>) -
     }
     let outcome = rollup.push(index, e.pos, e.arrival_ms, &obs, &EventTexts(e), &mut closed);
     let mut lines = 0;
-    rollup.touch(index, |_| lines += 1);
+    rollup.touch(index, metrics.len(), |_| lines += 1);
     assert!(
         index >= rollup.node_span() || lines > 0,
         "node {index} has state, so its next event's lines are named"

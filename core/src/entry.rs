@@ -239,35 +239,97 @@ pub fn peek(ring: &mut rtrb::Consumer<u8>) -> Result<Option<Head>, EntryError> {
     Ok(Some(head))
 }
 
-/// The node indices of up to `max` event entries at the front of `ring`, without taking
-/// anything: each is handed to `f`. Only entries whole in the ring's first contiguous
-/// slice are looked at (the rest are met when taken). For overlapping the cache misses of
-/// the per-node state those entries will touch; a malformed head just ends the look.
-pub fn peek_nodes(ring: &mut rtrb::Consumer<u8>, max: usize, mut f: impl FnMut(u32)) {
-    // What the last load of the writer's position showed, reloaded only when that is
-    // less than `max` small entries: a reload is a cache miss on a line the writer keeps.
-    let mut visible = ring.cached_slots();
-    if visible < max * (HEAD_BYTES + EXTRAS_BYTES) {
-        visible = ring.slots();
+/// A cursor that runs a few entries ahead of the reader of an entry ring, so that the
+/// reader can prefetch what the entries ahead will touch while it works on the front one.
+///
+/// Each [`Lookahead::fill`] looks at entries until `depth` are ahead of the front (one, in
+/// the steady state: the one the last take let in), handing each event's node and metric
+/// count to its caller, and prefetches the ring's own bytes a little past them. Every
+/// entry taken from the front must be told with [`Lookahead::taken`]. Only entries whole
+/// in the ring's first contiguous slice are looked at: at the ring's end the cursor waits
+/// until the front passes it, and a malformed head just stops it (the take reports it).
+///
+/// Why one entry at a time, not a group of entries every so often: a group's lines, all
+/// named at once, overran the core's outstanding-miss slots (the journal thread then
+/// waited on its own prefetch instructions), and each head's place comes from the length
+/// in the one before, so unfetched heads were a chain of misses on lines the writer's
+/// core holds, taken one after the other.
+#[derive(Debug, Default)]
+pub struct Lookahead {
+    /// Bytes from the ring's front to the first entry not yet looked at.
+    off: usize,
+    /// Entries between the front and `off`.
+    count: usize,
+    /// Bytes from the front whose lines were prefetched.
+    fetched: usize,
+}
+
+impl Lookahead {
+    /// A cursor at the ring's front.
+    pub fn new() -> Self {
+        Self::default()
     }
-    let Ok(chunk) = ring.read_chunk(visible) else {
-        return;
-    };
-    let (mut rest, _) = chunk.as_slices();
-    for _ in 0..max {
-        let Some(raw) = rest.first_chunk::<HEAD_BYTES>() else {
+
+    /// Looks at entries until `depth` are ahead of the front, handing the node index and
+    /// metric count of each event among them to `f`, then prefetches the ring's lines up to
+    /// `ring_ahead` bytes past the last one looked at.
+    pub fn fill(
+        &mut self,
+        ring: &mut rtrb::Consumer<u8>,
+        depth: usize,
+        ring_ahead: usize,
+        mut f: impl FnMut(u32, usize),
+    ) {
+        if self.count >= depth {
             return;
-        };
-        let head = Head::get(raw);
-        let Some(body) = rest.get(HEAD_BYTES..HEAD_BYTES + head.len as usize) else {
-            return;
-        };
-        if head.kind == KIND_EVENT {
-            if let Some(node) = body.first_chunk::<4>() {
-                f(u32::from_le_bytes(*node));
-            }
         }
-        rest = &rest[HEAD_BYTES + body.len()..];
+        // The writer's position as last loaded, reloaded only when it covers no further
+        // entry: a reload is a cache miss on a line the writer keeps.
+        let mut visible = ring.cached_slots();
+        if visible < self.off + HEAD_BYTES + EXTRAS_BYTES {
+            visible = ring.slots();
+        }
+        let Ok(chunk) = ring.read_chunk(visible) else {
+            return;
+        };
+        let (first, _) = chunk.as_slices();
+        while self.count < depth {
+            let Some(raw) = first.get(self.off..).and_then(|r| r.first_chunk::<HEAD_BYTES>()) else {
+                break;
+            };
+            let head = Head::get(raw);
+            let end = self.off + HEAD_BYTES + head.len as usize;
+            let Some(body) = first.get(self.off + HEAD_BYTES..end) else {
+                break;
+            };
+            if head.kind == KIND_EVENT {
+                if let Some(node) = body.first_chunk::<4>() {
+                    f(u32::from_le_bytes(*node), usize::from(head.keys));
+                }
+            }
+            self.off = end;
+            self.count += 1;
+        }
+        let want = self.off.saturating_add(ring_ahead).min(first.len());
+        let mut at = self.fetched.max(self.off);
+        while at < want {
+            rim_ring::prefetch_line(first[at..].as_ptr());
+            at += 64;
+        }
+        self.fetched = at;
+        // Not committed: nothing is taken.
+    }
+
+    /// The front took an entry of `bytes` (its head included).
+    pub fn taken(&mut self, bytes: usize) {
+        if self.count > 0 {
+            self.count -= 1;
+            self.off = self.off.saturating_sub(bytes);
+        } else {
+            // The cursor was at the front (waiting at the ring's end, or stopped).
+            self.off = 0;
+        }
+        self.fetched = self.fetched.saturating_sub(bytes);
     }
 }
 
@@ -383,12 +445,18 @@ mod tests {
 
     /// An event entry of `node` with a 5-byte record, as ingest writes it.
     fn event_entry(node: u32) -> Vec<u8> {
-        let mut out = vec![0u8; 128];
+        event_entry_keys(node, 1)
+    }
+
+    /// An event entry of `node` with `keys` metric keys (and so a size of its own).
+    fn event_entry_keys(node: u32, keys: usize) -> Vec<u8> {
+        let mut out = vec![0u8; 128 + keys * 8];
+        let keys = vec![7u64; keys];
         let x = Extras {
             node,
             status: 1,
             id_hash: 0,
-            keys: &[7],
+            keys: &keys,
         };
         let at = put_event_head(&mut out, 0, 0, &x, 5);
         out.truncate(at + 5);
@@ -396,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn peek_nodes_names_the_next_events_and_takes_nothing() {
+    fn lookahead_names_the_events_ahead_once_each_and_takes_nothing() {
         let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(4096);
         let mut scratch = Vec::new();
         for node in [3, 9] {
@@ -414,28 +482,101 @@ mod tests {
             assert!(push(&mut tx, &event_entry(node)));
         }
         let before = rx.slots();
+        let mut ahead = Lookahead::new();
         let mut seen = Vec::new();
-        peek_nodes(&mut rx, 16, |n| seen.push(n));
-        assert_eq!(seen, [3, 9, 4, 1], "markers are skipped, events named in order");
+        ahead.fill(&mut rx, 2, 4096, |n, keys| seen.push((n, keys)));
+        assert_eq!(
+            seen,
+            [(3, 1), (9, 1)],
+            "at most `depth` entries ahead, with their metric counts"
+        );
         assert_eq!(rx.slots(), before, "nothing taken");
-        seen.clear();
-        peek_nodes(&mut rx, 2, |n| seen.push(n));
-        assert_eq!(seen, [3, 9], "at most `max` entries looked at");
-        let first = take(&mut rx, &mut scratch, |h, b| event_body(&h, b).map(|e| e.node)).expect("valid");
-        assert_eq!(first, Some(Some(3)));
+        ahead.fill(&mut rx, 2, 4096, |n, _| seen.push((n, 0)));
+        assert_eq!(seen.len(), 2, "already `depth` ahead: nothing new");
+        let mut seen: Vec<u32> = Vec::new();
+        let mut take_one = |rx: &mut rtrb::Consumer<u8>, ahead: &mut Lookahead| {
+            let got = take(rx, &mut scratch, |h, b| {
+                (HEAD_BYTES + b.len(), event_body(&h, b).map(|e| e.node))
+            });
+            let (bytes, node) = got.expect("valid").expect("an entry");
+            ahead.taken(bytes);
+            node
+        };
+        assert_eq!(take_one(&mut rx, &mut ahead), Some(3));
+        ahead.fill(&mut rx, 2, 4096, |n, _| seen.push(n));
+        assert_eq!(seen, [] as [u32; 0], "the marker let in: no event named");
+        assert_eq!(take_one(&mut rx, &mut ahead), Some(9));
+        ahead.fill(&mut rx, 2, 4096, |n, _| seen.push(n));
+        assert_eq!(seen, [4], "one entry let in, one named");
+        for want in [None, Some(4), Some(1)] {
+            assert_eq!(take_one(&mut rx, &mut ahead), want);
+            ahead.fill(&mut rx, 2, 4096, |n, _| seen.push(n));
+        }
+        assert_eq!(seen, [4, 1], "each event named once");
+        assert_eq!(rx.slots(), 0);
     }
 
     #[test]
-    fn peek_nodes_stops_at_the_wrap_and_at_garbage_without_panicking() {
+    fn lookahead_keeps_up_with_a_reader_across_many_wraps() {
+        // Entries of three sizes through a ring a few entries long, written and taken in
+        // uneven steps: every event is named once, in order, and never after it was taken.
+        let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(event_entry(0).len() * 5 + 37);
+        let mut scratch = Vec::new();
+        let mut ahead = Lookahead::new();
+        let (mut next_in, mut named, mut taken) = (0u32, Vec::new(), Vec::new());
+        for step in 0..5_000u32 {
+            for _ in 0..step % 4 {
+                if !push(&mut tx, &event_entry_keys(next_in, (next_in % 3) as usize)) {
+                    break;
+                }
+                next_in += 1;
+            }
+            let last_taken = taken.last().copied();
+            ahead.fill(&mut rx, 3, 256, |n, keys| {
+                assert!(
+                    last_taken.is_none_or(|t| n > t),
+                    "{n} named after {last_taken:?} was taken"
+                );
+                named.push((n, keys));
+            });
+            for _ in 0..(step + 1) % 3 {
+                let got = take(&mut rx, &mut scratch, |h, b| {
+                    (HEAD_BYTES + b.len(), event_body(&h, b).map(|e| e.node))
+                });
+                match got.expect("valid") {
+                    Some((bytes, node)) => {
+                        ahead.taken(bytes);
+                        taken.push(node.expect("an event"));
+                    }
+                    None => break,
+                }
+            }
+        }
+        assert!(taken.len() > 1000, "{} taken", taken.len());
+        let named_nodes: Vec<u32> = named.iter().map(|&(n, _)| n).collect();
+        assert!(named_nodes.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
+        assert!(named.iter().all(|&(n, keys)| keys == (n % 3) as usize), "metric counts");
+        // Only entries across the ring's end are not named (the take meets them first).
+        assert!(
+            named.len() * 10 >= taken.len() * 6,
+            "{} named of {}",
+            named.len(),
+            taken.len()
+        );
+    }
+
+    #[test]
+    fn lookahead_stops_at_the_wrap_and_at_garbage_without_panicking() {
         // A ring of two and a half entries: after one is taken, the third straddles the end.
         let len = event_entry(1).len();
         let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(len * 2 + len / 2);
         let mut scratch = Vec::new();
+        let mut ahead = Lookahead::new();
         assert!(push(&mut tx, &event_entry(1)));
         let _ = take(&mut rx, &mut scratch, |_, _| ());
         assert!(push(&mut tx, &event_entry(2)) && push(&mut tx, &event_entry(3)));
         let mut seen = Vec::new();
-        peek_nodes(&mut rx, 16, |n| seen.push(n));
+        ahead.fill(&mut rx, 16, 1 << 20, |n, _| seen.push(n));
         assert_eq!(seen, [2], "the entry across the end is left for `take`");
         let nodes: Vec<_> = (0..2)
             .map(|_| take(&mut rx, &mut scratch, |h, b| event_body(&h, b).map(|e| e.node)))
@@ -457,8 +598,9 @@ mod tests {
         }] {
             let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(256);
             assert!(push(&mut tx, &bytes));
+            let mut ahead = Lookahead::new();
             let mut seen = Vec::new();
-            peek_nodes(&mut rx, 16, |n| seen.push(n));
+            ahead.fill(&mut rx, 16, 4096, |n, _| seen.push(n));
             assert!(seen.is_empty(), "{seen:?}");
         }
     }

@@ -652,9 +652,14 @@ pub(super) fn predicted_capsule(names: &Names, bytes: &[u8], now_ms: i64) -> Opt
     })
 }
 
-/// Events whose roll-up state the journal thread loads together before rolling them up
-/// one by one ([`Rollup::touch`]): their cache misses overlap instead of adding up.
+/// How many entries ahead of the one it rolls up the journal thread prefetches an event's
+/// roll-up state ([`Rollup::touch`], through [`entry::Lookahead`]): the misses of the
+/// events ahead overlap each other and the work on the front one, instead of adding up.
 const TOUCH_AHEAD: usize = 16;
+
+/// Bytes of ingest's ring prefetched past the last entry looked at: a few entries (an
+/// event entry is about 250 bytes with four metrics).
+const RING_AHEAD_BYTES: usize = 1024;
 
 impl JournalThread {
     fn run(&mut self, inputs: &mut Rings, stop: &AtomicBool) {
@@ -744,14 +749,22 @@ impl JournalThread {
     fn drain_ingest(&mut self, ring: &mut rtrb::Consumer<u8>) -> (usize, bool) {
         let mut n = 0;
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut ahead = entry::Lookahead::new();
         let started = Instant::now();
         while n < TURN_ENTRIES && self.events_room() {
-            if n % TOUCH_AHEAD == 0 {
-                let rollup = &self.rollup;
-                entry::peek_nodes(ring, TOUCH_AHEAD, |node| rollup.touch(node, rim_ring::prefetch_line));
-            }
-            match entry::take(ring, &mut scratch, |head, body| self.on_ingest(head, body)) {
-                Ok(Some(())) => n += 1,
+            let rollup = &self.rollup;
+            ahead.fill(ring, TOUCH_AHEAD, RING_AHEAD_BYTES, |node, series| {
+                rollup.touch(node, series, rim_ring::prefetch_line)
+            });
+            let taken = entry::take(ring, &mut scratch, |head, body| {
+                self.on_ingest(head, body);
+                entry::HEAD_BYTES + body.len()
+            });
+            match taken {
+                Ok(Some(bytes)) => {
+                    ahead.taken(bytes);
+                    n += 1;
+                }
                 Ok(None) => break,
                 Err(e) => fatal("ingest's journal ring is corrupt (a bug)", &e),
             }
