@@ -480,7 +480,7 @@ fn lines_in(start: *const u8, len: usize, prefetch: &mut impl FnMut(*const u8)) 
         prefetch(start.wrapping_add(off));
     }
     // The last line, when the bytes do not start on a line boundary.
-    if (start as usize) % 64 != 0 {
+    if !(start as usize).is_multiple_of(64) {
         prefetch(start.wrapping_add(len.saturating_sub(1)));
     }
 }
