@@ -1,7 +1,8 @@
 //! The roll-up's per-event cost over many nodes, on one thread: `Rollup::push` of events
 //! spread over `NODES` nodes in a random order (as a feed of many instruments arrives),
 //! pushed one by one, and pushed in groups of 16 whose nodes are touched one group ahead
-//! (`Rollup::touch`, as the journal thread does). Rounds alternate so that both see the
+//! (`Rollup::touch`; the journal thread's cursor names one entry at a time, 15 ahead:
+//! the group form here is the simpler way to the same overlap). Rounds alternate so that both see the
 //! same machine.
 //!
 //! `cargo run --release -p rim-capsule --example rollup_push -- [NODES] [EVENTS] [ROUNDS]`
@@ -61,8 +62,7 @@ fn run(r: &mut Rollup, nodes: &[u32], start_ms: i64, touch: bool) -> f64 {
         }
     }
     for (g, group) in groups.iter().enumerate() {
-        // As the journal thread: the next group's lines are named before this one is
-        // pushed.
+        // The next group's lines are named before this one is pushed.
         if touch {
             for &n in groups.get(g + 1).copied().unwrap_or_default() {
                 r.touch(n, metrics.len(), rim_ring::prefetch_line);

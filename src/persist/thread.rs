@@ -652,9 +652,11 @@ pub(super) fn predicted_capsule(names: &Names, bytes: &[u8], now_ms: i64) -> Opt
     })
 }
 
-/// How many entries ahead of the one it rolls up the journal thread prefetches an event's
-/// roll-up state ([`Rollup::touch`], through [`entry::Lookahead`]): the misses of the
-/// events ahead overlap each other and the work on the front one, instead of adding up.
+/// How deep the journal thread's lookahead is, the front entry included ([`entry::Lookahead`]):
+/// an event's roll-up state is prefetched ([`Rollup::touch`]) when it is 15 entries behind
+/// the one being rolled up, so the misses of the events ahead overlap each other and the
+/// work on the entries before them, instead of adding up. The cursor starts afresh each
+/// turn (a burst of up to 16 at a turn's start, most of them lines still in cache).
 const TOUCH_AHEAD: usize = 16;
 
 /// Bytes of ingest's ring prefetched past the last entry looked at: a few entries (an

@@ -446,9 +446,11 @@ impl Sender for ShmIn {
     }
 
     fn idle(&mut self) {
-        // Microsecond latencies: a sleep would be most of them, and a yield on a busy
+        // Sub-millisecond latencies: a sleep would be most of them, and a yield on a busy
         // machine gives the core away for a whole time slice. Spin, yielding now and then
-        // so the journal and store threads on this core are not kept waiting.
+        // so the journal and store threads on this core are not kept waiting. (The
+        // daemon's shard backs off here, see the module's docs: the first event after a
+        // pause may wait out its sleep, so these rows are not the `reflex` suite's.)
         self.idle_spins = self.idle_spins.wrapping_add(1);
         if self.idle_spins.is_multiple_of(1024) {
             std::thread::yield_now();
