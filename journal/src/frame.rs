@@ -58,8 +58,14 @@ pub const fn encoded_len(payload_len: usize) -> usize {
 /// CRC of a frame: over the little-endian length word, then the payload.
 #[inline]
 pub fn checksum(payload: &[u8]) -> u32 {
-    let len = (payload.len() as u32).to_le_bytes();
-    crc_append(crc_append(0, &len), payload)
+    checksum_parts(payload.len(), &[payload])
+}
+
+/// [`checksum`] of the concatenation of `parts`, `len` bytes in all.
+#[inline]
+fn checksum_parts(len: usize, parts: &[&[u8]]) -> u32 {
+    let len_le = (len as u32).to_le_bytes();
+    parts.iter().fold(crc_append(0, &len_le), |c, p| crc_append(c, p))
 }
 
 /// CRC-32C of `data` continuing from `crc` (as `crc32c::crc32c_append`): with the CPU's
@@ -176,10 +182,9 @@ pub fn append_parts(out: &mut Vec<u8>, parts: &[&[u8]]) -> usize {
         "payload of {len} bytes is outside 1..={RECORD_BYTES_MAX}"
     );
     let n = encoded_len(len);
-    let len_le = (len as u32).to_le_bytes();
-    let crc = parts.iter().fold(crc_append(0, &len_le), |c, p| crc_append(c, p));
+    let crc = checksum_parts(len, parts);
     out.reserve(n);
-    out.extend_from_slice(&len_le);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&crc.to_le_bytes());
     for p in parts {
         out.extend_from_slice(p);
