@@ -337,6 +337,9 @@ pub struct Journal<S: Storage = Fs> {
     storage: S,
     committer: S::Committer,
     spares: Option<Spares>,
+    /// The storage keeps spares and their thread has not been started yet (it starts with
+    /// the first commit after open, see [`Journal::start_spares`]).
+    spares_wanted: bool,
     streams: Vec<Stream<S::File>>,
     /// Commits started and not landed, oldest first (at most [`FLIGHTS_MAX`]).
     in_flight: VecDeque<InFlight>,
@@ -395,18 +398,14 @@ impl<S: Storage> Journal<S> {
             streams.push(stream);
             recovery.streams.push(rec);
         }
-        let spares = if storage.keeps_spares() {
-            Spares::start(&storage, streams.len(), cfg.segment_bytes)
-        } else {
-            None
-        };
         let mut journal = Self {
             record_bytes_max: cfg.record_bytes_max(),
             root_dirty: existing.len() < cfg.streams as usize,
             cfg,
             storage,
             committer,
-            spares,
+            spares: None,
+            spares_wanted: false,
             streams,
             in_flight: VecDeque::new(),
             next_seq: 1,
@@ -417,12 +416,28 @@ impl<S: Storage> Journal<S> {
         // What recovery read may be only in the page cache (a process crash, not a power
         // loss) and what it cut must stay cut: sync before claiming anything durable.
         journal.sync()?;
-        if let Some(sp) = journal.spares.as_mut() {
-            for (i, st) in journal.streams.iter().enumerate() {
+        journal.spares_wanted = journal.storage.keeps_spares();
+        Ok((journal, recovery))
+    }
+
+    /// Starts the thread that prepares spare segments, once, and asks it for one per
+    /// stream. Not at open but with the first commit after it: a thread inherits the CPU
+    /// affinity of the thread that spawns it, and a journal is typically opened on a
+    /// process's main thread, unconfined, then written from a thread pinned to a core of
+    /// its own. Started at open, the spares thread ran its zero fills on any core,
+    /// including the daemon's busy-polling hot core (19 ms a second of it at 2.2M
+    /// events/s, preempting the hot shard); started from the writing thread it shares that
+    /// thread's cores.
+    fn start_spares(&mut self) {
+        if !std::mem::take(&mut self.spares_wanted) {
+            return;
+        }
+        self.spares = Spares::start(&self.storage, self.streams.len(), self.cfg.segment_bytes);
+        if let Some(sp) = self.spares.as_mut() {
+            for (i, st) in self.streams.iter().enumerate() {
                 sp.ask(i as u32, &st.dir);
             }
         }
-        Ok((journal, recovery))
     }
 
     /// Number of streams.
@@ -469,7 +484,9 @@ impl<S: Storage> Journal<S> {
     }
 
     /// Whether `stream` has a prepared spare segment waiting for its next rotation.
+    /// Starts the spares thread if it has not started yet ([`Journal::start_spares`]).
     pub fn spare_ready(&mut self, stream: u32) -> bool {
+        self.start_spares();
         self.spares.as_mut().is_some_and(|sp| {
             sp.poll();
             sp.ready.get(stream as usize).copied().unwrap_or(false)
@@ -611,6 +628,7 @@ impl<S: Storage> Journal<S> {
         if !self.can_commit() {
             return Ok(false);
         }
+        self.start_spares();
         let seq = self.next_seq;
         let mut c = Commit::default();
         let mut ends = Vec::with_capacity(self.streams.len());

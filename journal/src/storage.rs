@@ -507,8 +507,13 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-/// Bytes per write of a zero fill (a multiple of [`DIRECT_BLOCK`], for `O_DIRECT`).
-const ZERO_CHUNK_BYTES: usize = 1 << 20;
+/// Bytes per write of a zero fill (a multiple of [`DIRECT_BLOCK`], for `O_DIRECT`). The
+/// fill writes one chunk at a time, and a commit's write and flush that reach the disk
+/// meanwhile wait behind the chunk in flight, whatever the fill's I/O priority (the
+/// block layer orders what waits, not what the disk already has): 1 MiB chunks (about
+/// 1.4 ms of this machine's 720 MB/s) put `journal-bare`'s durable-lag p99 at 2.0-2.2 ms,
+/// 256 KiB at 0.74-0.84 ms (64 KiB no better), and a 64 MiB spare still takes about 70 ms.
+const ZERO_CHUNK_BYTES: usize = 256 << 10;
 
 /// Index of the first [`DIRECT_BLOCK`]-aligned byte of `buf` (which must hold a block
 /// more than it is used for).
