@@ -253,6 +253,13 @@ fn start(
         )?),
         _ => None,
     };
+    // Recovery (above) feeds from this thread and rolls up on another, on any core. From
+    // here on this thread is the control plane's, on the cold core, and every thread it
+    // starts inherits that core unless it pins itself elsewhere (the hot shards): a library
+    // that starts threads of its own (librdkafka starts seven for the bridge's clients)
+    // would otherwise run them on the hot core too.
+    let pinned = pin(config.topology.cold_core, config.topology.pin);
+    info!(core = config.topology.cold_core, pinned, "control plane pinned");
     let socket = config.socket_path();
     let attach = spawn_attach(config, &socket, topo.control, &shared, stop)?;
     let running = Arc::new(AtomicUsize::new(topo.hot.len()));
@@ -831,8 +838,7 @@ struct ColdShard {
 }
 
 fn run_cold(mut cold: ColdShard, config: &Config) -> Result<(), DaemonError> {
-    let pinned = pin(config.topology.cold_core, config.topology.pin);
-    info!(core = config.topology.cold_core, pinned, "control plane started");
+    info!(core = config.topology.cold_core, "control plane started");
     let ex = LocalExecutorBuilder::new(Placement::Unbound)
         .name("rimd-cold")
         .make()

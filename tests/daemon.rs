@@ -1180,3 +1180,55 @@ fn one_daemon_per_run_directory() {
     let _ = again.kill();
     let _ = again.wait();
 }
+
+// ---------------------------------------------------------------------------------------
+// Only the hot shards run on the hot core
+
+/// With `topology.pin`, every thread the daemon starts (its own, the journal's spares
+/// thread, a library's) runs on the cold core; only the hot shard runs on the hot core. The
+/// journal's spares thread and librdkafka's threads were started from the main thread
+/// before it was pinned, and ran on the hot core too. (The kernel's io_uring workers of
+/// the main thread are left out: their CPUs are those of the worker pool made during
+/// recovery, and they are idle after it.)
+#[test]
+fn only_the_hot_shard_runs_on_the_hot_core() {
+    let cpus = common::allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("only_the_hot_shard_runs_on_the_hot_core: skipped, this process has one CPU");
+        return;
+    }
+    let (cold, hot) = (cpus[0], cpus[1]);
+    let sets = [
+        "topology.pin=true".to_owned(),
+        format!("topology.cold_core={cold}"),
+        format!("topology.hot_core={hot}"),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let d = Daemon::start(&sets, None);
+    let mut feed = d.producer("pin", 1 << 16);
+    feed.publish(&event("rim:sensor:plant:pin", T0, &[("temp", 20.0)]));
+    assert!(feed.wait_consumed(SOON), "the event was not taken");
+    // The spares thread starts with the journal thread's first commit.
+    let threads = common::eventually("the journal's spares thread", || {
+        let t = common::threads_of(d.pid());
+        t.iter().any(|(n, _)| n.starts_with("rim-journal-spa")).then_some(t)
+    });
+    let (cold, hot) = (cold.to_string(), hot.to_string());
+    let mut checked = 0;
+    for (name, cpus) in &threads {
+        if name.starts_with("iou-wrk") {
+            continue;
+        }
+        let want = if name == "rimd-hot" { &hot } else { &cold };
+        assert_eq!(
+            &cpus, &want,
+            "thread {name} runs on CPUs {cpus}, not {want}; all: {threads:?}"
+        );
+        checked += 1;
+    }
+    assert!(
+        threads.iter().any(|(n, c)| n == "rimd-hot" && *c == hot),
+        "no hot shard on the hot core: {threads:?}"
+    );
+    assert!(checked >= 6, "too few threads checked: {threads:?}");
+}

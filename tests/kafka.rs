@@ -11,7 +11,7 @@
 //! survives restarts; and with the daemon: decisions from Kafka events, a SIGKILL and
 //! restart that loses nothing and journals every redelivered event once (with or without
 //! an `event_id`), two instances splitting the partitions, a broker outage that degrades
-//! only the bridge.
+//! only the bridge, and librdkafka's threads kept off the hot core.
 //!
 //! The venv must exist (`scripts/pyenv.sh`; `scripts/test.sh` runs it first): a test
 //! without it fails and says so.
@@ -1002,6 +1002,40 @@ fn kafka_events_become_decisions_and_capsules_and_a_restart_loses_nothing() {
     assert_eq!(ids.keys().cloned().collect::<BTreeSet<_>>(), expected);
     let twice: Vec<_> = ids.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "journaled more than once: {twice:?}");
+}
+
+/// With `topology.pin`, librdkafka's own threads (started when the bridge makes its
+/// clients) run on the cold core: the bridge was made on the main thread before it was
+/// pinned, and they ran on the hot core too.
+#[test]
+fn the_bridges_client_threads_stay_off_the_hot_core() {
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("the_bridges_client_threads_stay_off_the_hot_core: skipped, this process has one CPU");
+        return;
+    }
+    let (cold, hot) = (cpus[0], cpus[1]);
+    let dir = TempDir::new("kafka-pin");
+    let broker = Broker::start(dir.path());
+    let registry = Registry::start();
+    let (v1, _) = write_schemas(dir.path());
+    let pin = [
+        "topology.pin=true".to_owned(),
+        format!("topology.cold_core={cold}"),
+        format!("topology.hot_core={hot}"),
+    ];
+    let pin: Vec<&str> = pin.iter().map(String::as_str).collect();
+    let sets = daemon_sets(&broker, &registry.url, "pin", &pin);
+    let d = start_daemon(TempDir::new("kafka-pin-d"), &sets);
+    produce(&broker, &registry, &v1, &hot_events(0, 5, 1));
+    wait_journal(&d, 5);
+    let threads = threads_of(d.pid());
+    let kafka: Vec<_> = threads.iter().filter(|(n, _)| n.starts_with("rdk:")).collect();
+    assert!(!kafka.is_empty(), "no librdkafka thread: {threads:?}");
+    let cold = cold.to_string();
+    for (name, cpus) in &kafka {
+        assert_eq!(cpus, &cold, "librdkafka's {name} runs on CPUs {cpus}; all: {threads:?}");
+    }
 }
 
 #[test]

@@ -1101,3 +1101,37 @@ fn parse_server_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     let payload = b.get(at..at + len)?.to_vec();
     Some((op, payload, at + len))
 }
+
+/// (name, `Cpus_allowed_list`) of every thread of process `pid`.
+#[allow(dead_code)] // each test binary uses a part of this module
+pub fn threads_of(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks").flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default();
+        out.push((comm.trim_end().to_owned(), cpus));
+    }
+    out
+}
+
+/// The CPUs this test process may run on.
+#[allow(dead_code, unsafe_code)]
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is a plain bit array (all-zero is the empty set), which
+    // sched_getaffinity fills for the calling thread; CPU_ISSET reads bits below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
