@@ -279,11 +279,12 @@ fn run_journal_max(opts: &RunOpts) -> Result<Row, BenchError> {
     };
     *CADENCE.lock().map_err(|_| BenchError::Setup("lock".into()))? = Some(cadence);
     eprint!(
-        "({} commits of {} KiB mean, {:.0} B/event; producer saw the ring full {} times) ",
+        "({} commits of {} KiB mean, {:.0} B/event; producer saw the ring full {} times; {} rotations without a spare) ",
         syncs,
         bytes / syncs.max(1) / 1024,
         cadence.bytes_per_event,
-        p.full_retries
+        p.full_retries,
+        d("persist.spares_missed")
     );
     daemon.stop()?;
     remove_data(&data);
@@ -469,7 +470,7 @@ fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchEr
     let dir = data_dir()?;
     let path = dir.join("floor.seg");
     rim_journal::Fs::new()
-        .prepare_spare(&path, SEGMENT_BYTES, false)
+        .prepare_spare(&path, SEGMENT_BYTES, None)
         .map_err(io("writing a disk-floor file zero"))?;
     let file = open_direct(&path).map_err(io("opening a disk-floor file"))?;
     let chunk = direct_len(((per_s as f64 / 1000.0 * bytes_per_event()) as u64).max(64));
@@ -753,6 +754,8 @@ struct Stalls {
     upkeep_max: u64,
     commit_p99_max: u64,
     commit_max: u64,
+    /// Rotations that found no spare segment ready (a zero fill on the journal thread).
+    spares_missed: u64,
 }
 
 impl Stalls {
@@ -770,6 +773,7 @@ impl Stalls {
         self.upkeep_max = self.upkeep_max.max(c("persist.upkeep_ns_max"));
         self.commit_p99_max = self.commit_p99_max.max(c("persist.commit_p99_ns"));
         self.commit_max = self.commit_max.max(c("persist.commit_max_ns"));
+        self.spares_missed = self.spares_missed.max(c("persist.spares_missed"));
     }
 }
 
@@ -778,7 +782,7 @@ impl std::fmt::Display for Stalls {
         let us = |ns: u64| ns / 1000;
         write!(
             f,
-            "journal thread: {} turns over 1 ms, longest {} µs (land {}, drain {} for {} entries, commit start {}, upkeep {}); commit p99 {} µs, max {} µs",
+            "journal thread: {} turns over 1 ms, longest {} µs (land {}, drain {} for {} entries, commit start {}, upkeep {}); commit p99 {} µs, max {} µs; {} rotations without a spare",
             self.turns_slow,
             us(self.turn_max),
             us(self.land_max),
@@ -787,7 +791,8 @@ impl std::fmt::Display for Stalls {
             us(self.commit_start_max),
             us(self.upkeep_max),
             us(self.commit_p99_max),
-            us(self.commit_max)
+            us(self.commit_max),
+            self.spares_missed
         )
     }
 }

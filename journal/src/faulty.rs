@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::storage::{Commit, Committer, DirEntry, Done, Storage, StorageFile, SyncMethod};
@@ -447,7 +448,7 @@ impl Storage for FaultyFs {
             .ok_or_else(|| not_found(path))
     }
 
-    fn prepare_spare(&self, path: &Path, len: u64, _background: bool) -> io::Result<()> {
+    fn prepare_spare(&self, path: &Path, len: u64, _background: Option<&AtomicBool>) -> io::Result<()> {
         let _ = self.remove_file(path);
         self.create_file(path, len, &[]).map(drop)
     }

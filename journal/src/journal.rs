@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 use std::mem;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::JournalError;
@@ -261,6 +263,8 @@ struct Spares {
     /// Per stream: a spare is ready, or one was asked for.
     ready: Vec<bool>,
     asked: Vec<bool>,
+    /// Set when the journal needs the spare in the making soon; the fill clears it.
+    hurry: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Rotations that took a spare, and that had to create their segment.
     used: u64,
@@ -272,11 +276,13 @@ impl Spares {
         let (req_tx, req_rx) = std::sync::mpsc::channel::<(u32, PathBuf)>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let storage = storage.clone();
+        let hurry = Arc::new(AtomicBool::new(false));
+        let hurried = hurry.clone();
         let thread = std::thread::Builder::new()
             .name("rim-journal-spares".into())
             .spawn(move || {
                 while let Ok((stream, path)) = req_rx.recv() {
-                    let ok = storage.prepare_spare(&path, segment_bytes, true).is_ok();
+                    let ok = storage.prepare_spare(&path, segment_bytes, Some(&hurried)).is_ok();
                     if done_tx.send((stream, ok)).is_err() {
                         break;
                     }
@@ -288,10 +294,25 @@ impl Spares {
             done: done_rx,
             ready: vec![false; streams],
             asked: vec![false; streams],
+            hurry,
             thread: Some(thread),
             used: 0,
             missed: 0,
         })
+    }
+
+    /// Tells the fill in progress to hurry when a stream whose spare is not ready yet has
+    /// written past half of its segment (the fill runs in small writes at the idle I/O
+    /// priority until then; see [`Storage::prepare_spare`]).
+    fn hurry_if_behind<F>(&mut self, streams: &[Stream<F>]) {
+        self.poll();
+        let behind = streams
+            .iter()
+            .zip(&self.asked)
+            .any(|(st, &asked)| asked && st.active.write_off > st.active.file_len / 2);
+        if behind {
+            self.hurry.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Notes finished spares.
@@ -629,6 +650,9 @@ impl<S: Storage> Journal<S> {
             return Ok(false);
         }
         self.start_spares();
+        if let Some(sp) = self.spares.as_mut() {
+            sp.hurry_if_behind(&self.streams);
+        }
         let seq = self.next_seq;
         let mut c = Commit::default();
         let mut ends = Vec::with_capacity(self.streams.len());
@@ -881,7 +905,7 @@ fn first_segment<S: Storage>(
 ) -> Result<S::File, JournalError> {
     if storage.keeps_spares() {
         let spare = spare_path(dir);
-        if storage.prepare_spare(&spare, cfg.segment_bytes, false).is_ok() {
+        if storage.prepare_spare(&spare, cfg.segment_bytes, None).is_ok() {
             let head = SegmentHeader {
                 stream,
                 base,

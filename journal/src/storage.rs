@@ -36,6 +36,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -208,9 +209,12 @@ pub trait Storage: Clone + Send + 'static {
     }
     /// Creates `path` (a temporary name) as `len` zero bytes written all the way (not just
     /// allocated: writes into unwritten extents make every later data sync a metadata
-    /// commit), durable. Blocking; `background` asks for the lowest I/O priority (and nice 10) for the
-    /// rest of the calling thread's life (the spares thread), else the thread's own.
-    fn prepare_spare(&self, path: &Path, len: u64, background: bool) -> io::Result<()>;
+    /// commit), durable. Blocking. `background: Some(hurry)` is the spares thread's fill:
+    /// the lowest I/O priority (and nice 10) for the rest of the calling thread's life, in
+    /// small writes, until `hurry` is set (the journal is past half of its segment and
+    /// the spare is not ready), then best-effort priority in large writes, and it clears
+    /// `hurry` when done. `None`: the thread's own priority, large writes.
+    fn prepare_spare(&self, path: &Path, len: u64, background: Option<&AtomicBool>) -> io::Result<()>;
     /// Turns a prepared spare into the segment `path`: writes `head` at its start, renames
     /// it, and opens it writable. The rename becomes durable with the next sync of the
     /// directory.
@@ -507,13 +511,18 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-/// Bytes per write of a zero fill (a multiple of [`DIRECT_BLOCK`], for `O_DIRECT`). The
-/// fill writes one chunk at a time, and a commit's write and flush that reach the disk
-/// meanwhile wait behind the chunk in flight, whatever the fill's I/O priority (the
-/// block layer orders what waits, not what the disk already has): 1 MiB chunks (about
-/// 1.4 ms of this machine's 720 MB/s) put `journal-bare`'s durable-lag p99 at 2.0-2.2 ms,
-/// 256 KiB at 0.74-0.84 ms (64 KiB no better), and a 64 MiB spare still takes about 70 ms.
+/// Bytes per write of a background zero fill with time to spare (a multiple of
+/// [`DIRECT_BLOCK`], for `O_DIRECT`). The fill writes one chunk at a time, and a commit's
+/// write and flush that reach the disk meanwhile wait behind the chunk in flight, whatever
+/// the fill's I/O priority (the block layer orders what waits, not what the disk already
+/// has): 1 MiB chunks (about 1.4 ms of this machine's 720 MB/s) put `journal-bare`'s
+/// durable-lag p99 at 2.0-2.2 ms, 256 KiB at 0.74-0.84 ms (64 KiB no better).
 const ZERO_CHUNK_BYTES: usize = 256 << 10;
+/// Bytes per write of a zero fill in a hurry (and of a foreground one). At the idle I/O
+/// priority a saturating journal leaves the fill few gaps, and 256 KiB per gap missed the
+/// spare at every rotation of `journal-max` (a segment then is only allocated, and its
+/// syncs commit metadata).
+const ZERO_CHUNK_URGENT_BYTES: usize = 1 << 20;
 
 /// Index of the first [`DIRECT_BLOCK`]-aligned byte of `buf` (which must hold a block
 /// more than it is used for).
@@ -524,7 +533,7 @@ pub(crate) fn aligned_start(buf: &[u8]) -> usize {
 /// Writes `len` zero bytes to a new file at `path` and syncs it. With `O_DIRECT` where the
 /// file system takes it: the zeros bypass the page cache (no dirty pages for a later sync
 /// to wait on, no cache pollution) and go at this thread's I/O priority.
-fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
+fn zero_fill(path: &Path, len: u64, hurry: Option<&AtomicBool>) -> io::Result<()> {
     let direct = OpenOptions::new()
         .read(true)
         .write(true)
@@ -547,12 +556,23 @@ fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     preallocate(&file, len)?;
-    let mut raw = vec![0u8; ZERO_CHUNK_BYTES + DIRECT_BLOCK];
+    let mut raw = vec![0u8; ZERO_CHUNK_URGENT_BYTES + DIRECT_BLOCK];
     let start = aligned_start(&raw);
-    let zeros = &mut raw[start..start + ZERO_CHUNK_BYTES];
+    let zeros = &mut raw[start..start + ZERO_CHUNK_URGENT_BYTES];
     let mut off = 0u64;
+    let mut hurried = false;
     while off < len {
-        let n = (len - off).min(ZERO_CHUNK_BYTES as u64) as usize;
+        let urgent = hurry.is_none_or(|h| h.load(Ordering::Relaxed));
+        if urgent && !hurried && hurry.is_some() {
+            set_io_priority(IOPRIO_CLASS_BE, IOPRIO_BE_LOWEST);
+            hurried = true;
+        }
+        let chunk = if urgent {
+            ZERO_CHUNK_URGENT_BYTES
+        } else {
+            ZERO_CHUNK_BYTES
+        };
+        let n = (len - off).min(chunk as u64) as usize;
         // O_DIRECT needs whole blocks: a segment's size is a multiple of 8, not of 4096, so
         // a short last piece goes through the page cache.
         if aligned && n.is_multiple_of(DIRECT_BLOCK) {
@@ -564,7 +584,11 @@ fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
         }
         off += n as u64;
     }
-    file.sync_all()
+    let synced = file.sync_all();
+    if hurried {
+        set_idle_io_priority();
+    }
+    synced
 }
 
 /// Nice value of the spares thread: it shares the cold core with the journal thread,
@@ -586,8 +610,17 @@ fn lower_cpu_priority() {
 /// serves it only when nothing else waits, so a spare's zeros (or another writer sharing
 /// the disk, such as the daemon's store) never delay a commit. Failure only costs latency.
 pub fn set_idle_io_priority() {
+    set_io_priority(IOPRIO_CLASS_IDLE, 0);
+}
+
+const IOPRIO_CLASS_BE: libc::c_long = 2;
+const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+/// The lowest level of the best-effort class.
+const IOPRIO_BE_LOWEST: libc::c_long = 7;
+
+/// Sets the calling thread's I/O priority class and level. Failure only costs latency.
+fn set_io_priority(class: libc::c_long, level: libc::c_long) {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
     const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
     // SAFETY: ioprio_set takes three integers (who = this thread, its priority) and
     // touches no memory of ours.
@@ -596,7 +629,7 @@ pub fn set_idle_io_priority() {
             libc::SYS_ioprio_set,
             IOPRIO_WHO_PROCESS,
             0 as libc::c_long,
-            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+            class << IOPRIO_CLASS_SHIFT | level,
         )
     };
 }
@@ -675,13 +708,16 @@ impl Storage for Fs {
         true
     }
 
-    fn prepare_spare(&self, path: &Path, len: u64, background: bool) -> io::Result<()> {
+    fn prepare_spare(&self, path: &Path, len: u64, background: Option<&AtomicBool>) -> io::Result<()> {
         let _ = fs::remove_file(path);
-        if background {
+        if background.is_some() {
             set_idle_io_priority();
             lower_cpu_priority();
         }
-        let result = zero_fill(path, len);
+        let result = zero_fill(path, len, background);
+        if let Some(hurry) = background {
+            hurry.store(false, Ordering::Relaxed);
+        }
         if result.is_err() {
             let _ = fs::remove_file(path);
         }

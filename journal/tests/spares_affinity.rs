@@ -107,3 +107,31 @@ fn the_spares_thread_runs_on_the_cpus_of_the_thread_that_commits() {
         "the spares thread shares the writer's CPUs (the opener had {opener})"
     );
 }
+
+/// A background fill told to hurry (the journal is past half of its segment and the spare
+/// is not ready) still writes every byte zero, and clears the flag when done; one with
+/// time to spare leaves it clear.
+#[test]
+fn a_fill_told_to_hurry_finishes_zeroed_and_clears_the_flag() {
+    use rim_journal::Storage;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = TempDir::new("spares-hurry");
+    let len = 3 * 1024 * 1024 + 4096 + 8;
+    for start_hurried in [true, false] {
+        let path = tmp.path().join(format!("spare-{start_hurried}.tmp"));
+        // Garbage where the file will be: a fill that skipped a chunk would leave it.
+        std::fs::write(&path, vec![0xA5u8; len]).expect("garbage");
+        let hurry = AtomicBool::new(start_hurried);
+        Fs::new().prepare_spare(&path, len as u64, Some(&hurry)).expect("fill");
+        assert!(
+            !hurry.load(Ordering::Relaxed),
+            "the flag is cleared once the fill is done"
+        );
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(bytes.len(), len);
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "every byte is zero (hurried: {start_hurried})"
+        );
+    }
+}

@@ -187,6 +187,11 @@ pub struct PersistStats {
     pub recovery_ms: AtomicU64,
     /// Bytes of torn journal tails cut at start.
     pub torn_bytes_cut: AtomicU64,
+    /// Segment rotations that took a spare prepared ahead, and rotations that found none
+    /// ready and created their segment on the journal thread (a zero fill of
+    /// `persist.segment_bytes` while every entry behind it waits).
+    pub spares_used: AtomicU64,
+    pub spares_missed: AtomicU64,
     /// Events appended but not yet synced (a level).
     pub journal_lag_bytes: AtomicU64,
     /// Capsules waiting for the store (a level).
@@ -237,6 +242,8 @@ impl PersistStats {
             ("recovered_events", r(&self.recovered_events)),
             ("recovery_ms", r(&self.recovery_ms)),
             ("torn_bytes_cut", r(&self.torn_bytes_cut)),
+            ("spares_used", r(&self.spares_used)),
+            ("spares_missed", r(&self.spares_missed)),
             ("journal_lag_bytes", r(&self.journal_lag_bytes)),
             ("store_pending", r(&self.store_pending)),
             ("ready", r(&self.ready)),

@@ -1025,6 +1025,9 @@ impl JournalThread {
     fn publish_levels(&self) {
         let lag = self.journal.end(STREAM_EVENTS) - self.journal.durable(STREAM_EVENTS);
         self.stats.journal_lag_bytes.store(lag, Ordering::Relaxed);
+        let (used, missed) = self.journal.spares();
+        self.stats.spares_used.store(used, Ordering::Relaxed);
+        self.stats.spares_missed.store(missed, Ordering::Relaxed);
         self.stats.late_events.store(self.rollup.late(), Ordering::Relaxed);
         self.stats.scored.store(self.rollup.scored(), Ordering::Relaxed);
         self.stats.unscored.store(self.rollup.unscored(), Ordering::Relaxed);
