@@ -253,17 +253,17 @@ fn start(
         )?),
         _ => None,
     };
-    // Recovery (above) feeds from this thread and rolls up on another, on any core. From
-    // here on this thread is the control plane's, on the cold core, and every thread it
-    // starts inherits that core unless it pins itself elsewhere (the hot shards): a library
-    // that starts threads of its own (librdkafka starts seven for the bridge's clients)
-    // would otherwise run them on the hot core too.
-    let pinned = pin(config.topology.cold_core, config.topology.pin);
-    info!(core = config.topology.cold_core, pinned, "control plane pinned");
     let socket = config.socket_path();
     let attach = spawn_attach(config, &socket, topo.control, &shared, stop)?;
     let running = Arc::new(AtomicUsize::new(topo.hot.len()));
     let hot = spawn_hot_shards(topo.hot, config, stop, &running, &shared.beats)?;
+    // Recovery (above) fed from this thread and rolled up on another, on any core, and the
+    // hot shards start from its mask (one whose pin fails runs unconfined, not on the cold
+    // core). From here on this thread is the control plane's, on the cold core, and every
+    // thread it starts inherits that core: a library that starts threads of its own
+    // (librdkafka starts seven for the bridge's clients) ran them on the hot core too.
+    let pinned = pin(config.topology.cold_core, config.topology.pin);
+    info!(core = config.topology.cold_core, pinned, "control plane pinned");
     if let (Some(producer), Some(health)) = (bridge_intake, shared.bridge_health.clone()) {
         let store = persisted.as_ref().map(|p| p.store.clone());
         side.extend(spawn_bridge(config, producer, store, stop.clone(), health, &shared)?);

@@ -1187,9 +1187,9 @@ fn one_daemon_per_run_directory() {
 /// With `topology.pin`, every thread the daemon starts (its own, the journal's spares
 /// thread, a library's) runs on the cold core; only the hot shard runs on the hot core. The
 /// journal's spares thread and librdkafka's threads were started from the main thread
-/// before it was pinned, and ran on the hot core too. (The kernel's io_uring workers of
-/// the main thread are left out: their CPUs are those of the worker pool made during
-/// recovery, and they are idle after it.)
+/// before it was pinned, and ran on the hot core too. (The kernel's io_uring workers are
+/// left out: the journal thread confines its own pool with `IORING_REGISTER_IOWQ_AFF`, and
+/// the main thread's pool, made during recovery, keeps that time's CPUs and is idle after.)
 #[test]
 fn only_the_hot_shard_runs_on_the_hot_core() {
     let cpus = common::allowed_cpus();

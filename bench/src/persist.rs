@@ -754,7 +754,8 @@ struct Stalls {
     upkeep_max: u64,
     commit_p99_max: u64,
     commit_max: u64,
-    /// Rotations that found no spare segment ready (a zero fill on the journal thread).
+    /// Rotations that found no spare segment ready (a segment allocated only, whose syncs
+    /// commit metadata).
     spares_missed: u64,
 }
 

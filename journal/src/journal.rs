@@ -301,18 +301,18 @@ impl Spares {
         })
     }
 
-    /// Tells the fill in progress to hurry when a stream whose spare is not ready yet has
-    /// written past half of its segment (the fill runs in small writes at the idle I/O
-    /// priority until then; see [`Storage::prepare_spare`]).
+    /// Tells the fill in progress whether to hurry: a stream whose spare is not ready yet
+    /// has written past half of its segment (the fill runs in small writes at the idle I/O
+    /// priority otherwise; see [`Storage::prepare_spare`]). The journal alone writes the
+    /// flag, at every commit: a fill that cleared it itself could race a commit that had
+    /// not yet heard it was done, and leave the next fill hurried from its start.
     fn hurry_if_behind<F>(&mut self, streams: &[Stream<F>]) {
         self.poll();
         let behind = streams
             .iter()
             .zip(&self.asked)
             .any(|(st, &asked)| asked && st.active.write_off > st.active.file_len / 2);
-        if behind {
-            self.hurry.store(true, Ordering::Relaxed);
-        }
+        self.hurry.store(behind, Ordering::Relaxed);
     }
 
     /// Notes finished spares.
@@ -505,7 +505,8 @@ impl<S: Storage> Journal<S> {
     }
 
     /// Whether `stream` has a prepared spare segment waiting for its next rotation.
-    /// Starts the spares thread if it has not started yet ([`Journal::start_spares`]).
+    /// Starts the thread that prepares spares if it has not started yet (as the first
+    /// commit after open does).
     pub fn spare_ready(&mut self, stream: u32) -> bool {
         self.start_spares();
         self.spares.as_mut().is_some_and(|sp| {
@@ -782,6 +783,8 @@ impl<S: Storage> Journal<S> {
 
     /// Commits and seals everything, for a clean shutdown.
     pub fn close(mut self) -> Result<(), JournalError> {
+        // A journal closed before its first commit needs no spares.
+        self.spares_wanted = false;
         self.sync()?;
         Ok(())
     }

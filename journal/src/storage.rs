@@ -211,9 +211,9 @@ pub trait Storage: Clone + Send + 'static {
     /// allocated: writes into unwritten extents make every later data sync a metadata
     /// commit), durable. Blocking. `background: Some(hurry)` is the spares thread's fill:
     /// the lowest I/O priority (and nice 10) for the rest of the calling thread's life, in
-    /// small writes, until `hurry` is set (the journal is past half of its segment and
-    /// the spare is not ready), then best-effort priority in large writes, and it clears
-    /// `hurry` when done. `None`: the thread's own priority, large writes.
+    /// small writes, and while `hurry` is set (the journal is past half of its segment and
+    /// the spare is not ready; the journal owns the flag) best-effort priority in large
+    /// writes. `None`: the thread's own priority, large writes.
     fn prepare_spare(&self, path: &Path, len: u64, background: Option<&AtomicBool>) -> io::Result<()>;
     /// Turns a prepared spare into the segment `path`: writes `head` at its start, renames
     /// it, and opens it writable. The rename becomes durable with the next sync of the
@@ -516,7 +516,7 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
 /// write and flush that reach the disk meanwhile wait behind the chunk in flight, whatever
 /// the fill's I/O priority (the block layer orders what waits, not what the disk already
 /// has): 1 MiB chunks (about 1.4 ms of this machine's 720 MB/s) put `journal-bare`'s
-/// durable-lag p99 at 2.0-2.2 ms, 256 KiB at 0.74-0.84 ms (64 KiB no better).
+/// durable-lag p99 at 2.0-2.2 ms, 256 KiB at 0.6-1.2 ms (64 KiB no better).
 const ZERO_CHUNK_BYTES: usize = 256 << 10;
 /// Bytes per write of a zero fill in a hurry (and of a foreground one). At the idle I/O
 /// priority a saturating journal leaves the fill few gaps, and 256 KiB per gap missed the
@@ -563,9 +563,13 @@ fn zero_fill(path: &Path, len: u64, hurry: Option<&AtomicBool>) -> io::Result<()
     let mut hurried = false;
     while off < len {
         let urgent = hurry.is_none_or(|h| h.load(Ordering::Relaxed));
-        if urgent && !hurried && hurry.is_some() {
-            set_io_priority(IOPRIO_CLASS_BE, IOPRIO_BE_LOWEST);
-            hurried = true;
+        if hurry.is_some() && urgent != hurried {
+            if urgent {
+                set_io_priority(IOPRIO_CLASS_BE, IOPRIO_BE_LOWEST);
+            } else {
+                set_idle_io_priority();
+            }
+            hurried = urgent;
         }
         let chunk = if urgent {
             ZERO_CHUNK_URGENT_BYTES
@@ -629,7 +633,7 @@ fn set_io_priority(class: libc::c_long, level: libc::c_long) {
             libc::SYS_ioprio_set,
             IOPRIO_WHO_PROCESS,
             0 as libc::c_long,
-            class << IOPRIO_CLASS_SHIFT | level,
+            (class << IOPRIO_CLASS_SHIFT) | level,
         )
     };
 }
@@ -715,9 +719,6 @@ impl Storage for Fs {
             lower_cpu_priority();
         }
         let result = zero_fill(path, len, background);
-        if let Some(hurry) = background {
-            hurry.store(false, Ordering::Relaxed);
-        }
         if result.is_err() {
             let _ = fs::remove_file(path);
         }

@@ -187,9 +187,9 @@ pub struct PersistStats {
     pub recovery_ms: AtomicU64,
     /// Bytes of torn journal tails cut at start.
     pub torn_bytes_cut: AtomicU64,
-    /// Segment rotations that took a spare prepared ahead, and rotations that found none
-    /// ready and created their segment on the journal thread (a zero fill of
-    /// `persist.segment_bytes` while every entry behind it waits).
+    /// Segment rotations that took a spare prepared ahead (written zero), and rotations
+    /// that found none ready and created their segment allocated only (`posix_fallocate`),
+    /// so that the segment's syncs commit file-system metadata too.
     pub spares_used: AtomicU64,
     pub spares_missed: AtomicU64,
     /// Events appended but not yet synced (a level).
