@@ -1208,12 +1208,15 @@ fn only_the_hot_shard_runs_on_the_hot_core() {
     let mut feed = d.producer("pin", 1 << 16);
     feed.publish(&event("rim:sensor:plant:pin", T0, &[("temp", 20.0)]));
     assert!(feed.wait_consumed(SOON), "the event was not taken");
-    // The spares thread starts with the journal thread's first commit.
-    let threads = common::eventually("the journal's spares thread", || {
-        let t = common::threads_of(d.pid());
-        t.iter().any(|(n, _)| n.starts_with("rim-journal-spa")).then_some(t)
-    });
+    // The spares thread, started at open on the main thread's CPUs, is given the journal
+    // thread's at its first commit.
     let (cold, hot) = (cold.to_string(), hot.to_string());
+    let threads = common::eventually("the journal's spares thread on the cold core", || {
+        let t = common::threads_of(d.pid());
+        t.iter()
+            .any(|(n, c)| n.starts_with("rim-journal-spa") && *c == cold)
+            .then_some(t)
+    });
     let mut checked = 0;
     for (name, cpus) in &threads {
         if name.starts_with("iou-wrk") {

@@ -263,8 +263,10 @@ struct Spares {
     /// Per stream: a spare is ready, or one was asked for.
     ready: Vec<bool>,
     asked: Vec<bool>,
-    /// Set when the journal needs the spare in the making soon; the fill clears it.
+    /// Set while the journal needs the spare in the making soon (the journal writes it).
     hurry: Arc<AtomicBool>,
+    /// The thread's id (0 if it did not say).
+    tid: i32,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Rotations that took a spare, and that had to create their segment.
     used: u64,
@@ -278,9 +280,11 @@ impl Spares {
         let storage = storage.clone();
         let hurry = Arc::new(AtomicBool::new(false));
         let hurried = hurry.clone();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("rim-journal-spares".into())
             .spawn(move || {
+                let _ = tid_tx.send(crate::storage::thread_id());
                 while let Ok((stream, path)) = req_rx.recv() {
                     let ok = storage.prepare_spare(&path, segment_bytes, Some(&hurried)).is_ok();
                     if done_tx.send((stream, ok)).is_err() {
@@ -289,7 +293,9 @@ impl Spares {
                 }
             })
             .ok()?;
+        let tid = tid_rx.recv_timeout(Duration::from_secs(5)).unwrap_or(0);
         Some(Self {
+            tid,
             requests: Some(req_tx),
             done: done_rx,
             ready: vec![false; streams],
@@ -358,9 +364,9 @@ pub struct Journal<S: Storage = Fs> {
     storage: S,
     committer: S::Committer,
     spares: Option<Spares>,
-    /// The storage keeps spares and their thread has not been started yet (it starts with
-    /// the first commit after open, see [`Journal::start_spares`]).
-    spares_wanted: bool,
+    /// The spares thread has been given the CPUs of the thread that commits (at the first
+    /// commit after open, see [`Journal::confine_spares`]).
+    spares_confined: bool,
     streams: Vec<Stream<S::File>>,
     /// Commits started and not landed, oldest first (at most [`FLIGHTS_MAX`]).
     in_flight: VecDeque<InFlight>,
@@ -419,14 +425,19 @@ impl<S: Storage> Journal<S> {
             streams.push(stream);
             recovery.streams.push(rec);
         }
+        let spares = if storage.keeps_spares() {
+            Spares::start(&storage, streams.len(), cfg.segment_bytes)
+        } else {
+            None
+        };
         let mut journal = Self {
             record_bytes_max: cfg.record_bytes_max(),
             root_dirty: existing.len() < cfg.streams as usize,
             cfg,
             storage,
             committer,
-            spares: None,
-            spares_wanted: false,
+            spares,
+            spares_confined: false,
             streams,
             in_flight: VecDeque::new(),
             next_seq: 1,
@@ -437,27 +448,30 @@ impl<S: Storage> Journal<S> {
         // What recovery read may be only in the page cache (a process crash, not a power
         // loss) and what it cut must stay cut: sync before claiming anything durable.
         journal.sync()?;
-        journal.spares_wanted = journal.storage.keeps_spares();
+        journal.spares_confined = false;
+        if let Some(sp) = journal.spares.as_mut() {
+            for (i, st) in journal.streams.iter().enumerate() {
+                sp.ask(i as u32, &st.dir);
+            }
+        }
         Ok((journal, recovery))
     }
 
-    /// Starts the thread that prepares spare segments, once, and asks it for one per
-    /// stream. Not at open but with the first commit after it: a thread inherits the CPU
-    /// affinity of the thread that spawns it, and a journal is typically opened on a
-    /// process's main thread, unconfined, then written from a thread pinned to a core of
-    /// its own. Started at open, the spares thread ran its zero fills on any core,
-    /// including the daemon's busy-polling hot core (19 ms a second of it at 2.2M
-    /// events/s, preempting the hot shard); started from the writing thread it shares that
-    /// thread's cores.
-    fn start_spares(&mut self) {
-        if !std::mem::take(&mut self.spares_wanted) {
+    /// Gives the spares thread the CPUs of the calling thread, once: at the first commit
+    /// after open. The thread is started at open, so the first spare is ready before any
+    /// load (started with the first commit instead, its fill ran inside the `journal-100k`
+    /// row and its durable-lag p99 went from 1.2-2.0 ms to 4-8.5 ms); but a thread inherits
+    /// the CPUs of the one that spawns it, and a journal is typically opened on a process's
+    /// unconfined main thread, then written from a thread pinned to a core of its own.
+    /// Left on the opener's CPUs, the spares thread ran its zero fills on the daemon's
+    /// busy-polling hot core too (19 ms a second at 2.2M events/s, preempting the hot
+    /// shard).
+    fn confine_spares(&mut self) {
+        if std::mem::replace(&mut self.spares_confined, true) {
             return;
         }
-        self.spares = Spares::start(&self.storage, self.streams.len(), self.cfg.segment_bytes);
-        if let Some(sp) = self.spares.as_mut() {
-            for (i, st) in self.streams.iter().enumerate() {
-                sp.ask(i as u32, &st.dir);
-            }
+        if let Some(sp) = self.spares.as_ref() {
+            crate::storage::give_own_cpus_to(sp.tid);
         }
     }
 
@@ -505,10 +519,7 @@ impl<S: Storage> Journal<S> {
     }
 
     /// Whether `stream` has a prepared spare segment waiting for its next rotation.
-    /// Starts the thread that prepares spares if it has not started yet (as the first
-    /// commit after open does).
     pub fn spare_ready(&mut self, stream: u32) -> bool {
-        self.start_spares();
         self.spares.as_mut().is_some_and(|sp| {
             sp.poll();
             sp.ready.get(stream as usize).copied().unwrap_or(false)
@@ -650,7 +661,7 @@ impl<S: Storage> Journal<S> {
         if !self.can_commit() {
             return Ok(false);
         }
-        self.start_spares();
+        self.confine_spares();
         if let Some(sp) = self.spares.as_mut() {
             sp.hurry_if_behind(&self.streams);
         }
@@ -783,8 +794,6 @@ impl<S: Storage> Journal<S> {
 
     /// Commits and seals everything, for a clean shutdown.
     pub fn close(mut self) -> Result<(), JournalError> {
-        // A journal closed before its first commit needs no spares.
-        self.spares_wanted = false;
         self.sync()?;
         Ok(())
     }

@@ -602,6 +602,32 @@ fn zero_fill(path: &Path, len: u64, hurry: Option<&AtomicBool>) -> io::Result<()
 /// saturated.
 const SPARES_NICE: libc::c_int = 10;
 
+/// The calling thread's id.
+#[allow(unsafe_code)]
+pub(crate) fn thread_id() -> i32 {
+    // SAFETY: gettid takes nothing and touches no memory.
+    unsafe { libc::gettid() }
+}
+
+/// Gives thread `tid` (of this process; 0 = none) the CPUs the calling thread may run on.
+/// Failure only costs latency: the thread keeps the CPUs it has.
+#[allow(unsafe_code)]
+pub(crate) fn give_own_cpus_to(tid: i32) {
+    if tid <= 0 {
+        return;
+    }
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: cpu_set_t is a plain bit array (all-zero is the empty set);
+    // sched_getaffinity writes at most `size` bytes into it and sched_setaffinity reads as
+    // many; neither keeps the pointer.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut set) == 0 {
+            let _ = libc::sched_setaffinity(tid, size, &set);
+        }
+    }
+}
+
 /// Lowers the calling thread's CPU priority to [`SPARES_NICE`]. Failure only costs latency.
 #[allow(unsafe_code)]
 fn lower_cpu_priority() {

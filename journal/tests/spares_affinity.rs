@@ -1,13 +1,14 @@
-//! Guards where the spares thread runs: it is started by the first commit after open, from
-//! the thread that commits, so it shares that thread's CPUs and not those of the thread
-//! that opened the journal. (The daemon opens the journal on its unconfined main thread
-//! and writes from a thread pinned to its cold core; a spares thread started at open ran
-//! its zero fills on the busy-polling hot core.) Its own test binary: the spares thread is
-//! found by name among the process's threads, and no other test may start one.
+//! Guards where the spares thread runs: it is started at open (so the first spare is ready
+//! before any load) and given the CPUs of the thread that commits at the first commit, so
+//! it does not keep those of the thread that opened the journal. (The daemon opens the
+//! journal on its unconfined main thread and writes from a thread pinned to its cold
+//! core; left on the opener's CPUs, the spares thread ran its zero fills on the
+//! busy-polling hot core.) Its own test binary: the spares thread is found by name among
+//! the process's threads, and no other test may start one.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{payload, TempDir};
 use rim_journal::{Fs, Journal, JournalConfig};
@@ -80,7 +81,9 @@ fn the_spares_thread_runs_on_the_cpus_of_the_thread_that_commits() {
     let tmp = TempDir::new("spares-affinity");
     let opener = allowed("thread-self");
     let (mut j, _) = Journal::open(JournalConfig::new(tmp.path(), 1), Fs::new()).expect("open");
-    assert!(spares_threads().is_empty(), "no spares thread before the first commit");
+    let at_open = spares_threads();
+    assert_eq!(at_open.len(), 1, "one spares thread from open on");
+    assert_eq!(allowed(&at_open[0]), opener, "at open, the opener's CPUs");
     let cpu = last_allowed_cpu();
     if opener == cpu.to_string() {
         eprintln!("the_spares_thread_runs_on_the_cpus_of_the_thread_that_commits: skipped, this process has one CPU");
@@ -90,15 +93,9 @@ fn the_spares_thread_runs_on_the_cpus_of_the_thread_that_commits() {
         pin_to(cpu);
         j.append(0, &payload(0, 1, 200), 1).expect("append");
         j.sync().expect("sync");
-        let watchdog = Instant::now();
-        let spares = loop {
-            let found = spares_threads();
-            if let Some(tid) = found.first() {
-                break allowed(tid);
-            }
-            assert!(watchdog.elapsed() < Duration::from_secs(30), "no spares thread started");
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let found = spares_threads();
+        assert_eq!(found.len(), 1, "still the one spares thread");
+        let spares = allowed(&found[0]);
         let writer = allowed("thread-self");
         j.close().expect("close");
         (writer, spares)
