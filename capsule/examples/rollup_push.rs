@@ -54,8 +54,8 @@ fn run(r: &mut Rollup, nodes: &[u32], start_ms: i64, touch: bool) -> f64 {
         .unwrap_or(GROUP);
     let metrics: [(u64, f64); 5] = [(11, 1.0), (12, 2.0), (13, 3.0), (14, 4.0), (15, 5.0)];
     let mut out: Vec<Closed> = Vec::new();
-    let t = Instant::now();
     let groups: Vec<&[u32]> = nodes.chunks(group_len).collect();
+    let t = Instant::now();
     if touch {
         for &n in groups.first().copied().unwrap_or_default() {
             r.touch(n, metrics.len(), rim_ring::prefetch_line);

@@ -437,7 +437,8 @@ impl<S: Storage> Journal<S> {
             storage,
             committer,
             spares,
-            spares_confined: false,
+            // Open's own sync below is not the writer's first commit: nothing to give yet.
+            spares_confined: true,
             streams,
             in_flight: VecDeque::new(),
             next_seq: 1,
