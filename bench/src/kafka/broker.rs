@@ -68,6 +68,11 @@ fn free_port() -> Result<u16, BenchError> {
 }
 
 impl Broker {
+    /// The broker's process id (for its CPU time, [`super::cpu`]).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a broker (log in `dir`), waits until it answers, creates the topics.
     pub fn start(dir: &Path) -> Result<Self, BenchError> {
         let tansu = tansu_binary()?;

@@ -29,6 +29,9 @@
 //! - `shm`, `shm-50k`: the same two through a `rim_ring` producer attached to the same
 //!   daemon (publish to decision).
 //!
+//! Every row also reports the CPU time per event of the daemon, the broker and this bench
+//! process over the row, and how busy the machine was ([`cpu`]).
+//!
 //! Where things run on two cores: the daemon's hot shard is pinned to `--peer-core`; the
 //! bench thread (and librdkafka's producer threads, which inherit its affinity) sit on
 //! `--client-core`, the daemon's cold core, with the bridge's consumer, the journal and
@@ -47,6 +50,7 @@
 
 mod avro;
 mod broker;
+mod cpu;
 mod floor;
 mod measure;
 mod produce;
@@ -80,6 +84,10 @@ pub const SUITE: Suite = Suite {
         LATENCY.max,
         "offered_per_s",
         "events",
+        "daemon_cpu_ns",
+        "broker_cpu_ns",
+        "bench_cpu_ns",
+        "busy_pct",
     ],
     rows: &[
         RowSpec {
@@ -179,7 +187,7 @@ struct Bench {
     floor: Option<(floor::FloorIn, floor::FloorOut)>,
     decisions: Decisions,
     tags: Tags,
-    _broker: Broker,
+    broker: Broker,
     _dir: ScratchDir,
 }
 
@@ -201,7 +209,12 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
         window: WINDOW,
         stall_timeout: STALL_TIMEOUT,
     };
+    let (daemon_pid, broker_pid) = (bench.daemon.pid(), bench.broker.pid());
+    let cpu_before = cpu::snapshot(daemon_pid, broker_pid);
+    let threads_before = cpu::threads_cpu_ns(daemon_pid);
     let outcome = bench.measure(way, &phase);
+    let cpu = cpu_before.per_event(&cpu::snapshot(daemon_pid, broker_pid), phase.events);
+    let threads = cpu::threads_note(&threads_before, &cpu::threads_cpu_ns(daemon_pid), phase.events);
     match outcome {
         Ok(outcome) => {
             if outcome.skipped > 0 {
@@ -211,10 +224,10 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
                 );
             }
             eprint!(
-                "(sent over {:.0} ms, first decision at {:.0} ms) ",
+                "(sent over {:.0} ms, first decision at {:.0} ms; daemon CPU ns/event by thread: {threads}) ",
                 outcome.sent_ms, outcome.first_read_ms
             );
-            Ok(row(name, &phase, &outcome))
+            Ok(row(name, &phase, &outcome, &cpu))
         }
         Err(e) => {
             // A failed row takes the bench down: the next row starts afresh.
@@ -226,13 +239,19 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
     }
 }
 
-fn row(name: &str, phase: &Phase, outcome: &Outcome) -> Row {
+fn row(name: &str, phase: &Phase, outcome: &Outcome, cpu: &cpu::PerEvent) -> Row {
     let mut figures = vec![Figure::real("events_per_s", outcome.events_per_s)];
     figures.extend(outcome.latency.figures(&LATENCY));
     if phase.rate_per_s.is_some() {
         figures.push(Figure::real("offered_per_s", outcome.offered_per_s));
     }
     figures.push(Figure::int("events", phase.events));
+    figures.extend([
+        Figure::real("daemon_cpu_ns", cpu.daemon_ns),
+        Figure::real("broker_cpu_ns", cpu.broker_ns),
+        Figure::real("bench_cpu_ns", cpu.bench_ns),
+        Figure::real("busy_pct", cpu.busy_pct),
+    ]);
     Row::new(name, figures).with_latency("latency", &outcome.latency)
 }
 
@@ -276,7 +295,7 @@ impl Bench {
             floor: None,
             decisions: Decisions::new(reader),
             tags: Tags::new(nodes),
-            _broker: broker,
+            broker,
             _dir: dir,
         };
         bench.warm_kafka(opts.size)?;
