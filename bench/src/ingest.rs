@@ -3,7 +3,9 @@
 //!
 //! Rows: `rimd-ingest` (one producer publishes as fast as its ring takes events, round
 //! robin over 10,000 nodes; the clock stops when the daemon has consumed the last one;
-//! `lost` = published − applied by reflex, checked after it settles; `daemon_rss_bytes` from
+//! `lost` = published − applied by reflex, checked after it settles, and `extra` = applied −
+//! published when the daemon counted more than was published (each exact, neither hides
+//! the other in a saturating subtraction); `daemon_rss_bytes` from
 //! the daemon's own stats), `rimd-ingest-volatile` (the same with persistence off), and
 //! beside them in the same run `rimd-shm`, the bare ring streaming the same 144-byte events
 //! to a sink process (the ceiling one producer ring allows).
@@ -12,7 +14,8 @@
 //! rule, so there are decisions to compare) written by a daemon with the same workload, then (the daemon stopped, this process pinned to the core the hot shard had)
 //! `rimd::backtest::run` replays it through the workload's own rule set and compares with
 //! the decision log; `events_per_s` = events replayed / time of the whole backtest (replay,
-//! decision log, comparison); `lost` = journaled events not replayed; `daemon_rss_bytes` =
+//! decision log, comparison); `lost` = journaled events not replayed (`extra`: replayed
+//! beyond them); `daemon_rss_bytes` =
 //! this process's peak RSS (the backtest's tables). Target: at least half of
 //! `rimd-ingest-volatile`'s rate.
 
@@ -28,7 +31,7 @@ use crate::workload::{self, applied};
 pub const SUITE: Suite = Suite {
     name: "ingest",
     about: "sustained events/s through the daemon with 100 rules on, nothing lost",
-    columns: &["events_per_s", "lost", "daemon_rss_bytes"],
+    columns: &["events_per_s", "lost", "extra", "daemon_rss_bytes"],
     rows: &[
         RowSpec {
             name: "rimd-ingest",
@@ -94,7 +97,7 @@ fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, 
         Ok(s) => s,
         Err(_) => daemon.stats()?,
     };
-    let lost = (warm + n).saturating_sub(applied(&stats));
+    let (lost, over) = lost_and_extra(warm + n, applied(&stats));
     let rss = stats.gauges.get("rss_bytes").copied().unwrap_or(0).max(0) as u64;
     eprint!("(producer saw the ring full {} times) ", p.full_retries);
     daemon.stop()?;
@@ -103,9 +106,16 @@ fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, 
         vec![
             Figure::real("events_per_s", n as f64 / secs),
             Figure::int("lost", lost),
+            Figure::int("extra", over),
             Figure::int("daemon_rss_bytes", rss),
         ],
     ))
+}
+
+/// (`expected` − `got`, `got` − `expected`): what is missing and what was counted beyond
+/// what was sent; at most one is not zero.
+fn lost_and_extra(expected: u64, got: u64) -> (u64, u64) {
+    (expected.saturating_sub(got), got.saturating_sub(expected))
 }
 
 /// Events the `backtest` row journals and replays.
@@ -149,7 +159,8 @@ fn run_backtest(opts: &RunOpts) -> Result<Row, BenchError> {
         "backtest",
         vec![
             Figure::real("events_per_s", r.events_per_s),
-            Figure::int("lost", journaled.saturating_sub(r.events_replayed)),
+            Figure::int("lost", lost_and_extra(journaled, r.events_replayed).0),
+            Figure::int("extra", lost_and_extra(journaled, r.events_replayed).1),
             Figure::int("daemon_rss_bytes", peak_rss_bytes()),
         ],
     ))
@@ -180,4 +191,16 @@ fn peak_rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_and_extra_are_each_exact() {
+        assert_eq!(lost_and_extra(100, 100), (0, 0));
+        assert_eq!(lost_and_extra(100, 97), (3, 0));
+        assert_eq!(lost_and_extra(100, 104), (0, 4));
+    }
 }

@@ -5,7 +5,14 @@
 //! Rows: `rimd-reflex` (through the daemon: ring, ingest, reflex ring, state update, two
 //! rules, decision encoding and SHA-256 chaining, broadcast), and beside it in the same run
 //! `rimd-shm`, the bare shared-memory ring's echo round trip between two processes with the
-//! same 144-byte event (the floor the daemon's path is built on).
+//! same 144-byte event (the floor the daemon's path is built on), and `decision-chain`:
+//! the decision record's encoding and SHA-256 chaining alone, as the hot shard does it for
+//! the `probe` rule's decision (`rim_decision::Chain::append`), on this thread, per
+//! decision (timed in batches of [`CHAIN_BATCH`], each batch's mean recorded). Its figures
+//! are not round trips: they are the part of `rimd-reflex`'s path that `rimd-shm` does not
+//! have and that the design fixes (every decision carries the SHA-256 of the one before it,
+//! so a decision is hashed before it is published), so `rimd-shm` p50 + `decision-chain`
+//! p50 is a floor under `rimd-reflex` p50 measured in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +38,10 @@ pub const SUITE: Suite = Suite {
         RowSpec {
             name: "rimd-shm",
             run: |opts| crate::ring::rimd_shm::run(&crate::ring::RingCfg::new(opts)),
+        },
+        RowSpec {
+            name: "decision-chain",
+            run: run_decision_chain,
         },
     ],
     peers: &[],
@@ -106,6 +117,53 @@ fn run_reflex(opts: &RunOpts) -> Result<Row, BenchError> {
     }
     let rtt = hist.summary();
     Ok(Row::new("rimd-reflex", rtt.figures(&RTT).to_vec()).with_latency("rtt", &rtt))
+}
+
+/// Decisions per timed batch of `decision-chain` (a clock read is 20-30 ns here, a
+/// decision's hashing a few hundred: one read per batch keeps it out of the figure).
+const CHAIN_BATCH: u64 = 16;
+
+fn run_decision_chain(opts: &RunOpts) -> Result<Row, BenchError> {
+    crate::affinity::pin_current_thread(opts.peer_core)?;
+    let (warmup, measured) = plan(opts.size);
+    let node_ids: Vec<String> = (0..workload::nodes()).map(workload::node_id).collect();
+    let mut chain = rim_decision::Chain::new(1);
+    let mut buf = vec![0u8; rim_decision::RECORD_BYTES_MAX];
+    let mut hist = LatencyRecorder::new();
+    let mut bytes = 0usize;
+    let batches = (warmup + measured) / CHAIN_BATCH;
+    for b in 0..batches {
+        let t0 = monotonic_ns();
+        for i in 0..CHAIN_BATCH {
+            let n = b * CHAIN_BATCH + i;
+            let node = (n as usize * 7919) % node_ids.len();
+            let d = rim_decision::Draft {
+                shard: 0,
+                rule_id: "probe",
+                rule_version: 1,
+                rule_generation: 1,
+                severity: 1,
+                flags: 0,
+                node: node as u32,
+                node_id: &node_ids[node],
+                event_seq: n + 1,
+                event_timestamp: 1_700_000_000_000 + n as i64,
+                publish_ns: t0,
+                decided_ns: t0,
+                latency_ns: 0,
+            };
+            let evidence = [("metric.probe", n as f64 + 1.0)];
+            bytes = chain.append(&d, evidence.len(), evidence.into_iter(), &mut buf);
+            std::hint::black_box(&buf[..bytes]);
+        }
+        let t1 = monotonic_ns();
+        if b * CHAIN_BATCH >= warmup {
+            hist.record((t1 - t0) / CHAIN_BATCH);
+        }
+    }
+    eprint!("({bytes}-byte records, {CHAIN_BATCH} per timed batch) ");
+    let per = hist.summary();
+    Ok(Row::new("decision-chain", per.figures(&RTT).to_vec()).with_latency("per_decision", &per))
 }
 
 fn read_decision(

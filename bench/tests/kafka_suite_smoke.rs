@@ -54,5 +54,14 @@ fn every_kafka_row_measures() {
         assert!(value("p50_ns") <= value("p99_ns"), "{row}");
         assert!(value("p99_ns") <= value("p999_ns"), "{row}");
         assert!(value("p999_ns") <= value("max_ns"), "{row}");
+        // Where the CPU went: the broker and the bench worked on every row, the daemon on
+        // every row it served (the floor's rows do not reach it).
+        assert!(value("broker_cpu_ns") > 0.0, "{row}");
+        assert!(value("bench_cpu_ns") > 0.0, "{row}");
+        assert!(value("daemon_cpu_ns") >= 0.0, "{row}");
+        if !row["name"].as_str().unwrap_or("").starts_with("broker-floor") {
+            assert!(value("daemon_cpu_ns") > 0.0, "{row}");
+        }
+        assert!((0.0..=100.0).contains(&value("busy_pct")), "{row}");
     }
 }
