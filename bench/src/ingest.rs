@@ -99,7 +99,15 @@ fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, 
     };
     let (lost, over) = lost_and_extra(warm + n, applied(&stats));
     let rss = stats.gauges.get("rss_bytes").copied().unwrap_or(0).max(0) as u64;
-    eprint!("(producer saw the ring full {} times) ", p.full_retries);
+    let counter = |name: &str| stats.counters.get(name).copied().unwrap_or(0);
+    eprint!(
+        "(producer saw the ring full {} times; ingest held back {} turns for room downstream; journal committed {:.0} MB/s, {} segments from a zero-filled spare, {} without) ",
+        p.full_retries,
+        counter("ingest.backpressure_turns"),
+        counter("persist.commit_bytes") as f64 / secs / 1e6,
+        counter("persist.spares_used"),
+        counter("persist.spares_missed"),
+    );
     daemon.stop()?;
     Ok(Row::new(
         row,
