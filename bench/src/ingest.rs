@@ -4,8 +4,9 @@
 //! Rows: `rimd-ingest` (one producer publishes as fast as its ring takes events, round
 //! robin over 10,000 nodes; the clock stops when the daemon has consumed the last one;
 //! `lost` = published − applied by reflex, checked after it settles, and `extra` = applied −
-//! published when the daemon counted more than was published (each exact, neither hides
-//! the other in a saturating subtraction); `daemon_rss_bytes` from
+//! published when the daemon counted more than was published (the net shortfall and the
+//! net surplus: an over-count shows instead of vanishing in a saturating subtraction);
+//! `daemon_rss_bytes` from
 //! the daemon's own stats), `rimd-ingest-volatile` (the same with persistence off), and
 //! beside them in the same run `rimd-shm`, the bare ring streaming the same 144-byte events
 //! to a sink process (the ceiling one producer ring allows).
@@ -67,6 +68,7 @@ fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, 
     let (daemon, mut p, warm) = workload::start_with(opts, "bench-ingest", 1 << 24, 1, extra)?;
     let nodes = workload::nodes();
 
+    let before = daemon.stats()?;
     let started = Instant::now();
     let mut ts = workload::unix_ms();
     let mut publish_ns = 0;
@@ -92,6 +94,7 @@ fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, 
         std::hint::spin_loop();
     }
     let secs = started.elapsed().as_secs_f64();
+    let at_end = daemon.stats()?;
     let settled = daemon.wait_stats(Duration::from_secs(10), |s| applied(s) >= warm + n);
     let stats = match settled {
         Ok(s) => s,
@@ -99,14 +102,10 @@ fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, 
     };
     let (lost, over) = lost_and_extra(warm + n, applied(&stats));
     let rss = stats.gauges.get("rss_bytes").copied().unwrap_or(0).max(0) as u64;
-    let counter = |name: &str| stats.counters.get(name).copied().unwrap_or(0);
     eprint!(
-        "(producer saw the ring full {} times; ingest held back {} turns for room downstream; journal committed {:.0} MB/s, {} segments from a zero-filled spare, {} without) ",
+        "(producer saw the ring full {} times{}) ",
         p.full_retries,
-        counter("ingest.backpressure_turns"),
-        counter("persist.commit_bytes") as f64 / secs / 1e6,
-        counter("persist.spares_used"),
-        counter("persist.spares_missed"),
+        row_notes(&before, &at_end, secs)
     );
     daemon.stop()?;
     Ok(Row::new(
@@ -120,8 +119,37 @@ fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, 
     ))
 }
 
-/// (`expected` − `got`, `got` − `expected`): what is missing and what was counted beyond
-/// what was sent; at most one is not zero.
+/// What the daemon's counters say about the row, from its start to the instant the clock
+/// stopped: turns ingest held back for room downstream, events it counted lost, and with persistence on the
+/// journal's committed bytes (events and decision log) per second and the segments begun
+/// from a zero-filled spare or without one (the disk takes both the journal's bytes and
+/// the spares' zeros).
+fn row_notes(before: &rim_stats::Snapshot, after: &rim_stats::Snapshot, secs: f64) -> String {
+    let d = |name: &str| {
+        let at = |s: &rim_stats::Snapshot| s.counters.get(name).copied();
+        at(after).map(|a| a.saturating_sub(at(before).unwrap_or(0)))
+    };
+    let mut notes = format!(
+        "; ingest held back {} turns for room downstream and counted {} events lost",
+        d("ingest.backpressure_turns").unwrap_or(0),
+        d("ingest.events_lost").unwrap_or(0)
+    );
+    if let (Some(bytes), Some(used), Some(missed)) = (
+        d("persist.commit_bytes"),
+        d("persist.spares_used"),
+        d("persist.spares_missed"),
+    ) {
+        notes.push_str(&format!(
+            "; journal committed {:.0} MB/s, {used} segments begun from a zero-filled spare, {missed} without",
+            bytes as f64 / secs.max(1e-9) / 1e6
+        ));
+    }
+    notes
+}
+
+/// (`expected` − `got`, `got` − `expected`): the net shortfall and the net surplus of what
+/// was counted against what was sent; at most one is not zero (a loss and as many double
+/// counts would cancel: the daemon's own `ingest.events_lost` counts losses apart).
 fn lost_and_extra(expected: u64, got: u64) -> (u64, u64) {
     (expected.saturating_sub(got), got.saturating_sub(expected))
 }
@@ -159,6 +187,7 @@ fn run_backtest(opts: &RunOpts) -> Result<Row, BenchError> {
     let result = replay_journal(opts, &data);
     crate::persist::remove_data(&data);
     let r = result?;
+    let (lost, over) = lost_and_extra(journaled, r.events_replayed);
     eprint!(
         "(journal {journaled} events, {} replayed; vs the decision log: same {} new {} gone {} different {}) ",
         r.events_replayed, r.same, r.new, r.gone, r.different
@@ -167,8 +196,8 @@ fn run_backtest(opts: &RunOpts) -> Result<Row, BenchError> {
         "backtest",
         vec![
             Figure::real("events_per_s", r.events_per_s),
-            Figure::int("lost", lost_and_extra(journaled, r.events_replayed).0),
-            Figure::int("extra", lost_and_extra(journaled, r.events_replayed).1),
+            Figure::int("lost", lost),
+            Figure::int("extra", over),
             Figure::int("daemon_rss_bytes", peak_rss_bytes()),
         ],
     ))

@@ -8,11 +8,12 @@
 //! same 144-byte event (the floor the daemon's path is built on), and `decision-chain`:
 //! the decision record's encoding and SHA-256 chaining alone, as the hot shard does it for
 //! the `probe` rule's decision (`rim_decision::Chain::append`), on this thread, per
-//! decision (timed in batches of [`CHAIN_BATCH`], each batch's mean recorded). Its figures
-//! are not round trips: they are the part of `rimd-reflex`'s path that `rimd-shm` does not
-//! have and that the design fixes (every decision carries the SHA-256 of the one before it,
-//! so a decision is hashed before it is published), so `rimd-shm` p50 + `decision-chain`
-//! p50 is a floor under `rimd-reflex` p50 measured in the same run.
+//! decision (timed in batches of [`CHAIN_BATCH`], each batch's mean recorded, so its tail
+//! percentiles are smoothed). Its figures are not round trips: they are the part of
+//! `rimd-reflex`'s path that `rimd-shm` does not have and that the design fixes (every
+//! decision carries the SHA-256 of the one before it, so a decision is hashed before it is
+//! published), so `rimd-shm` p50 + `decision-chain` p50 estimates the floor under
+//! `rimd-reflex` p50 in the same run.
 
 use std::time::{Duration, Instant};
 

@@ -6,17 +6,23 @@
 //! row's throughput is what the cores give divided by the CPU one event costs them all:
 //! these figures say which part of `kafka-in`'s cost the daemon adds to `broker-floor`'s.
 //!
-//! A process's time is the sum over its threads of `/proc/<pid>/task/*/schedstat`'s first
-//! field (ns on a CPU, kept by the scheduler, exact); a thread that exits during the row
-//! takes its share with it (none of the three starts or stops threads while a row runs).
-//! The machine's busy share is from `/proc/stat` (clock ticks, everything not idle or
-//! iowait).
+//! A thread's time is the first field of `/proc/<pid>/task/<tid>/schedstat` (ns on a CPU,
+//! kept by the scheduler). A row's share is, over the threads alive at its end, what each
+//! gained since the row began (a thread started during the row counts whole): keyed by
+//! thread id, so a thread that exits during the row takes only its own time with it, and
+//! never what it had used before. The machine's busy share is from `/proc/stat` (clock
+//! ticks, everything not idle or iowait).
+
+use std::collections::HashMap;
+
+/// One process's threads at one instant: thread id → (name, ns on a CPU).
+pub type Threads = HashMap<u32, (String, u64)>;
 
 /// CPU readings at one instant.
 pub struct Snapshot {
-    daemon_ns: u64,
-    broker_ns: u64,
-    bench_ns: u64,
+    daemon: Threads,
+    broker: Threads,
+    bench: Threads,
     /// (busy, total) clock ticks of all CPUs.
     ticks: (u64, u64),
 }
@@ -28,14 +34,16 @@ pub struct PerEvent {
     pub bench_ns: f64,
     /// Busy share of all CPUs over the row, percent.
     pub busy_pct: f64,
+    /// The daemon's threads by name (numbers stripped), ns per event, largest first.
+    pub daemon_threads: Vec<(String, f64)>,
 }
 
-/// Reads the three processes' CPU time and the machine's ticks.
+/// Reads the three processes' threads and the machine's ticks.
 pub fn snapshot(daemon: u32, broker: u32) -> Snapshot {
     Snapshot {
-        daemon_ns: process_cpu_ns(daemon),
-        broker_ns: process_cpu_ns(broker),
-        bench_ns: process_cpu_ns(std::process::id()),
+        daemon: threads(daemon),
+        broker: threads(broker),
+        bench: threads(std::process::id()),
         ticks: machine_ticks(),
     }
 }
@@ -44,44 +52,75 @@ impl Snapshot {
     /// What `events` cost from `self` to `end`.
     pub fn per_event(&self, end: &Snapshot, events: u64) -> PerEvent {
         let n = events.max(1) as f64;
-        let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / n;
+        let per = |a: &Threads, b: &Threads| gained(a, b).iter().map(|(_, ns)| ns).sum::<u64>() as f64 / n;
         let busy = end.ticks.0.saturating_sub(self.ticks.0) as f64;
         let total = end.ticks.1.saturating_sub(self.ticks.1) as f64;
         PerEvent {
-            daemon_ns: per(self.daemon_ns, end.daemon_ns),
-            broker_ns: per(self.broker_ns, end.broker_ns),
-            bench_ns: per(self.bench_ns, end.bench_ns),
+            daemon_ns: per(&self.daemon, &end.daemon),
+            broker_ns: per(&self.broker, &end.broker),
+            bench_ns: per(&self.bench, &end.bench),
             busy_pct: if total > 0.0 { 100.0 * busy / total } else { 0.0 },
+            daemon_threads: by_group(gained(&self.daemon, &end.daemon), n),
         }
     }
 }
 
-/// Sum of `pid`'s threads' time on a CPU, ns (0 for a process that is gone).
-pub fn process_cpu_ns(pid: u32) -> u64 {
-    threads_cpu_ns(pid).iter().map(|(_, ns)| ns).sum()
+/// Each thread alive in `after`: its name and the time it gained since `before` (all of
+/// it for a thread `before` did not have).
+fn gained(before: &Threads, after: &Threads) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(tid, (name, ns))| {
+            let was = before.get(tid).map_or(0, |(_, v)| *v);
+            (name.clone(), ns.saturating_sub(was))
+        })
+        .collect()
 }
 
-/// Each of `pid`'s threads as (name, time on a CPU in ns); threads of one name summed.
-pub fn threads_cpu_ns(pid: u32) -> Vec<(String, u64)> {
+/// Times summed by thread group, per event, largest first (groups under 1 ns left out).
+fn by_group(times: Vec<(String, u64)>, events: f64) -> Vec<(String, f64)> {
+    let mut groups: Vec<(String, f64)> = Vec::new();
+    for (name, ns) in times {
+        let group = thread_group(&name);
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, total)) => *total += ns as f64 / events,
+            None => groups.push((group, ns as f64 / events)),
+        }
+    }
+    groups.retain(|(_, ns)| *ns >= 1.0);
+    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+    groups
+}
+
+/// `name=ns` pairs for a row's notes.
+pub fn threads_note(groups: &[(String, f64)]) -> String {
+    groups
+        .iter()
+        .map(|(name, ns)| format!("{name}={ns:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `pid`'s threads now (empty for a process that is gone; a thread that ends while it is
+/// read is left out).
+pub fn threads(pid: u32) -> Threads {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
+        return Threads::new();
     };
-    let mut by_name: Vec<(String, u64)> = Vec::new();
-    for task in tasks.flatten() {
-        let Some(ns) = std::fs::read_to_string(task.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()))
-        else {
-            continue;
-        };
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let name = thread_group(name.trim());
-        match by_name.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, total)) => *total += ns,
-            None => by_name.push((name, ns)),
-        }
-    }
-    by_name
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse::<u32>().ok()?;
+            let ns = schedstat_ns(&std::fs::read_to_string(task.path().join("schedstat")).ok()?)?;
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            Some((tid, (name.trim().to_string(), ns)))
+        })
+        .collect()
+}
+
+/// The first field of a `schedstat` file: ns on a CPU.
+fn schedstat_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// A thread's name without the numbers the kernel and libraries append (`iou-wrk-123`,
@@ -89,24 +128,6 @@ pub fn threads_cpu_ns(pid: u32) -> Vec<(String, u64)> {
 fn thread_group(name: &str) -> String {
     name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
         .to_string()
-}
-
-/// The daemon's threads' time between two readings of [`threads_cpu_ns`], per event,
-/// largest first, as `name=ns` (for the row's notes).
-pub fn threads_note(before: &[(String, u64)], after: &[(String, u64)], events: u64) -> String {
-    let mut per: Vec<(&str, f64)> = after
-        .iter()
-        .map(|(name, ns)| {
-            let was = before.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
-            (name.as_str(), ns.saturating_sub(was) as f64 / events.max(1) as f64)
-        })
-        .filter(|(_, ns)| *ns >= 1.0)
-        .collect();
-    per.sort_by(|a, b| b.1.total_cmp(&a.1));
-    per.iter()
-        .map(|(name, ns)| format!("{name}={ns:.0}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// (busy, total) ticks of the `cpu` line of `/proc/stat`; busy is all but idle and iowait.
@@ -133,11 +154,19 @@ fn parse_cpu_line(line: &str) -> (u64, u64) {
 mod tests {
     use super::*;
 
+    fn threads_of(list: &[(u32, &str, u64)]) -> Threads {
+        list.iter()
+            .map(|&(tid, name, ns)| (tid, (name.to_string(), ns)))
+            .collect()
+    }
+
     #[test]
     fn the_cpu_line_splits_into_busy_and_total() {
         assert_eq!(parse_cpu_line("cpu  10 2 3 80 5 0 0 0 0 0"), (15, 100));
         assert_eq!(parse_cpu_line("cpu0 10 2 3 80 5 0 0 0"), (0, 0));
         assert_eq!(parse_cpu_line(""), (0, 0));
+        assert_eq!(schedstat_ns("123 45 6\n"), Some(123));
+        assert_eq!(schedstat_ns("garbage"), None);
     }
 
     #[test]
@@ -148,21 +177,37 @@ mod tests {
     }
 
     #[test]
-    fn the_threads_note_lists_per_event_time_largest_first() {
-        let before = vec![("a".to_string(), 100), ("b".to_string(), 0)];
-        let after = vec![("a".to_string(), 300), ("b".to_string(), 1_000), ("c".to_string(), 0)];
-        assert_eq!(threads_note(&before, &after, 10), "b=100 a=20");
+    fn a_thread_that_exits_takes_only_its_own_time_and_a_new_one_counts_whole() {
+        let before = threads_of(&[(1, "a", 100), (2, "gone", 5_000), (3, "b-7", 0)]);
+        let after = threads_of(&[(1, "a", 300), (3, "b-7", 1_000), (4, "b-8", 50)]);
+        let mut got = gained(&before, &after);
+        got.sort();
+        assert_eq!(got, [("a".into(), 200), ("b-7".into(), 1_000), ("b-8".into(), 50)]);
+        let groups = by_group(got, 10.0);
+        assert_eq!(groups, [("b".to_string(), 105.0), ("a".to_string(), 20.0)]);
+        assert_eq!(threads_note(&groups), "b=105 a=20");
     }
 
     #[test]
-    fn this_process_is_charged_for_the_cpu_it_spins() {
-        let before = process_cpu_ns(std::process::id());
-        let until = std::time::Instant::now() + std::time::Duration::from_millis(30);
-        let mut x = 0u64;
-        while std::time::Instant::now() < until {
-            x = std::hint::black_box(x.wrapping_add(1));
+    fn this_thread_is_charged_for_the_cpu_it_spins() {
+        let own = || {
+            std::fs::read_to_string("/proc/thread-self/schedstat")
+                .ok()
+                .and_then(|s| schedstat_ns(&s))
+                .expect("this thread's schedstat")
+        };
+        let before = threads(std::process::id());
+        let (start, cap) = (own(), std::time::Instant::now() + std::time::Duration::from_secs(10));
+        // Until this thread has had 30 ms on a CPU, however long a loaded machine takes.
+        while own() - start < 30_000_000 && std::time::Instant::now() < cap {
+            std::hint::black_box(start.wrapping_mul(3));
         }
-        let spent = process_cpu_ns(std::process::id()) - before;
-        assert!(spent >= 20_000_000, "spun 30 ms, charged {spent} ns");
+        let spun = own() - start;
+        let charged: u64 = gained(&before, &threads(std::process::id()))
+            .iter()
+            .map(|(_, ns)| ns)
+            .sum();
+        assert!(spun >= 30_000_000, "the spin got {spun} ns of CPU in 10 s");
+        assert!(charged >= spun, "spun {spun} ns, the process was charged {charged}");
     }
 }

@@ -209,12 +209,18 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
         window: WINDOW,
         stall_timeout: STALL_TIMEOUT,
     };
+    // The floor's consumer joins and warms up before the row's CPU readings begin.
+    if way == Way::Floor && bench.floor.is_none() {
+        if let Err(e) = bench.start_floor(&phase) {
+            shared.take();
+            return Err(e);
+        }
+    }
     let (daemon_pid, broker_pid) = (bench.daemon.pid(), bench.broker.pid());
     let cpu_before = cpu::snapshot(daemon_pid, broker_pid);
-    let threads_before = cpu::threads_cpu_ns(daemon_pid);
     let outcome = bench.measure(way, &phase);
     let cpu = cpu_before.per_event(&cpu::snapshot(daemon_pid, broker_pid), phase.events);
-    let threads = cpu::threads_note(&threads_before, &cpu::threads_cpu_ns(daemon_pid), phase.events);
+    let threads = cpu::threads_note(&cpu.daemon_threads);
     match outcome {
         Ok(outcome) => {
             if outcome.skipped > 0 {
