@@ -144,6 +144,10 @@ pub fn build(
             queries: query_ports.get_mut(k).and_then(Option::take),
         };
         let reflex = reflex_shard(config, k, rules, ends, &mut topology)?;
+        if let (0, Some(i)) = (k, ingest.as_mut()) {
+            // Shard 0 runs on ingest's own thread: its node state is in this core's reach.
+            i.prefetch_for(0, reflex.node_prefetch());
+        }
         let (name, core) = match k {
             0 => ("rimd-hot".to_owned(), config.topology.hot_core),
             _ => (format!("rimd-reflex-{k}"), config.topology.reflex_cores[k - 1]),

@@ -198,7 +198,16 @@ struct Router {
     /// A replayed event's (key, value) pairs on their way into its tick (capacity
     /// `tick::METRICS_MAX`, so no allocation after start).
     replay_metrics: Vec<(u64, f64)>,
+    /// The reflex shard on this core and where its node state is: an event for it starts
+    /// loading its node's state as soon as its node is known ([`Ingest::prefetch_for`]).
+    prefetch: Option<(usize, crate::reflex::state::NodePrefetch)>,
+    /// Prefetches left in this turn: the first few events of a turn get one (a lone event
+    /// is what waits on the miss; in a full turn the reflex shard's own batch overlaps).
+    prefetch_left: u32,
 }
+
+/// Events per turn whose node state ingest prefetches.
+const PREFETCH_PER_TURN: u32 = 4;
 
 /// Ingest's end of the journal: the byte ring to the journal thread, and the marker
 /// sequence the journal thread reports durable.
@@ -384,6 +393,8 @@ impl Ingest {
                     pushed: false,
                 }),
                 replay_metrics: Vec::with_capacity(tick::METRICS_MAX),
+                prefetch: None,
+                prefetch_left: 0,
             },
             control: s.control,
             retired: s.retired,
@@ -393,8 +404,16 @@ impl Ingest {
         }
     }
 
+    /// Prefetch the node state of reflex shard `shard`, which runs on this core, as
+    /// `hint` says: a lone event then finds its node's state loaded, or loading, when the
+    /// rules run (see [`crate::reflex::state::NodePrefetch`]).
+    pub fn prefetch_for(&mut self, shard: usize, hint: crate::reflex::state::NodePrefetch) {
+        self.router.prefetch = Some((shard, hint));
+    }
+
     /// One fair round over the rings. Returns records read.
     pub fn poll(&mut self) -> usize {
+        self.router.prefetch_left = PREFETCH_PER_TURN;
         self.settle_durable();
         let n = self.rings.len();
         if n == 0 {
@@ -773,6 +792,15 @@ impl Router {
 
     /// Routes one valid event, or says why not. The time check comes first, so that a
     /// refused event never takes a node slot or a dedup entry.
+    fn prefetch_state(&mut self, shard: usize, node: u32) {
+        if let Some((local, hint)) = self.prefetch {
+            if local == shard && self.prefetch_left > 0 {
+                self.prefetch_left -= 1;
+                hint.node(node);
+            }
+        }
+    }
+
     fn route(
         &mut self,
         source: u32,
@@ -799,6 +827,7 @@ impl Router {
             Err(Some(refusal)) => return Verdict::Refused(refusal),
             Err(None) => return Verdict::Taken,
         };
+        self.prefetch_state(shard, node);
         // Names as keys, once per event (cached per ring symbol): the tick and the
         // journal entry's roll-up extras share them.
         let status = cached_hash(hash_of, ev.status_sym().get(), || ev.status());

@@ -469,6 +469,12 @@ impl Reflex {
         self.state.prefetch(n);
     }
 
+    /// Where this shard's node state is, for ingest on the same core to prefetch it
+    /// ([`state::NodePrefetch`]).
+    pub fn node_prefetch(&self) -> state::NodePrefetch {
+        self.state.prefetch_hint()
+    }
+
     /// Whether ingest has records waiting for this shard.
     pub fn has_data(&self) -> bool {
         !self.input.is_empty()
