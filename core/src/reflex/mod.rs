@@ -472,7 +472,11 @@ impl Reflex {
     /// Where this shard's node state is, for ingest on the same core to prefetch it
     /// ([`state::NodePrefetch`]).
     pub fn node_prefetch(&self) -> state::NodePrefetch {
-        self.state.prefetch_hint()
+        let hint = self.state.prefetch_hint().with(&self.matches, self.words);
+        match self.emit.persisted.as_ref() {
+            Some(p) => hint.with(&p.windows, p.resolutions_ms.len()),
+            None => hint,
+        }
     }
 
     /// Whether ingest has records waiting for this shard.

@@ -106,29 +106,56 @@ struct Ser {
     points: usize,
 }
 
-/// Where a shard's per-node blocks are, so that ingest, on the same core, can start
-/// loading a node's block when it learns the node of an event, before it hands the event
-/// over: the loads then overlap ingest's own work on the event (its journal entry, its
-/// tick) instead of stalling the rules. A hint only: an address is never read through, so
-/// a stale or wrong one costs a wasted load, nothing else.
+/// Where a shard's per-node state is, so that ingest, on the same core, can start loading
+/// a node's state when it learns the node of an event, before it hands the event over:
+/// the loads then overlap ingest's own work on the event (its journal entry, its tick)
+/// instead of stalling the rules. A hint only: an address is never read through, so a
+/// stale or wrong one costs a wasted load, nothing else.
 #[derive(Debug, Clone, Copy)]
 pub struct NodePrefetch {
-    /// Address of node 0's block (held as a number: nothing is read through it).
-    base: usize,
-    stride_bytes: usize,
+    /// (address of node 0's part, bytes per node, bytes to load per node) of each table
+    /// an event reads by its node (addresses held as numbers: nothing is read through
+    /// them).
+    regions: [(usize, usize, usize); NodePrefetch::REGIONS_MAX],
+    count: usize,
     nodes: usize,
 }
 
 impl NodePrefetch {
-    /// Starts loading node `n`'s block (no-op past the last node).
+    const REGIONS_MAX: usize = 4;
+
+    fn new(nodes: usize) -> Self {
+        Self {
+            regions: [(0, 0, 0); Self::REGIONS_MAX],
+            count: 0,
+            nodes,
+        }
+    }
+
+    /// The same, also loading `per_node` elements of the table at `table` (node-major,
+    /// `per_node` elements each); ignored once [`Self::REGIONS_MAX`] tables are held.
+    pub fn with<T>(mut self, table: &[T], per_node: usize) -> Self {
+        let bytes = per_node * std::mem::size_of::<T>();
+        if let Some(r) = self.regions.get_mut(self.count) {
+            *r = (table.as_ptr() as usize, bytes, bytes);
+            self.count += 1;
+        }
+        self
+    }
+
+    /// Starts loading node `n`'s state (no-op past the last node).
     pub fn node(&self, n: u32) {
         let n = n as usize;
         if n >= self.nodes {
             return;
         }
-        let start = self.base.wrapping_add(n.wrapping_mul(self.stride_bytes));
-        for line in (0..self.stride_bytes).step_by(64) {
-            rim_ring::prefetch_line(std::ptr::without_provenance(start.wrapping_add(line)));
+        for &(base, stride, bytes) in &self.regions[..self.count] {
+            let start = base.wrapping_add(n.wrapping_mul(stride));
+            // Every line the node's part touches, its first byte's line included.
+            let first = start & !63;
+            for line in (first..start.wrapping_add(bytes)).step_by(64) {
+                rim_ring::prefetch_line(std::ptr::without_provenance(line));
+            }
         }
     }
 }
@@ -256,13 +283,11 @@ impl NodeState {
         }
     }
 
-    /// Where the nodes' blocks are, for [`NodePrefetch`].
+    /// Where the nodes' blocks and names are, for [`NodePrefetch`].
     pub fn prefetch_hint(&self) -> NodePrefetch {
-        NodePrefetch {
-            base: self.blocks.as_ptr() as usize,
-            stride_bytes: self.stride * 8,
-            nodes: self.shape.nodes,
-        }
+        NodePrefetch::new(self.shape.nodes)
+            .with(&self.blocks, self.stride)
+            .with(&self.names, 1)
     }
 
     /// Whether `n` is a node index this state holds.
@@ -594,9 +619,16 @@ mod tests {
     fn the_prefetch_hint_covers_each_block_and_ignores_other_nodes() {
         let st = NodeState::new(shape(4));
         let hint = st.prefetch_hint();
-        assert_eq!(hint.base, st.blocks.as_ptr() as usize);
-        assert_eq!(hint.stride_bytes, st.stride * 8);
+        assert_eq!(hint.count, 2);
+        assert_eq!(
+            hint.regions[0],
+            (st.blocks.as_ptr() as usize, st.stride * 8, st.stride * 8)
+        );
+        assert_eq!(hint.regions[1], (st.names.as_ptr() as usize, 8, 8));
         assert_eq!(hint.nodes, 4);
+        // Past REGIONS_MAX tables, more are ignored rather than overflowing.
+        let full = hint.with(&st.blocks, 1).with(&st.blocks, 1).with(&st.blocks, 1);
+        assert_eq!(full.count, NodePrefetch::REGIONS_MAX);
         // A hint, never a read: any index, in range or not, is harmless.
         for n in [0, 3, 4, 1 << 20, u32::MAX] {
             hint.node(n);
