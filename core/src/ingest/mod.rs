@@ -790,8 +790,8 @@ impl Router {
         }
     }
 
-    /// Routes one valid event, or says why not. The time check comes first, so that a
-    /// refused event never takes a node slot or a dedup entry.
+    /// Starts loading `node`'s state when `shard` is the reflex shard on this core and
+    /// the turn has prefetches left.
     fn prefetch_state(&mut self, shard: usize, node: u32) {
         if let Some((local, hint)) = self.prefetch {
             if local == shard && self.prefetch_left > 0 {
@@ -801,6 +801,8 @@ impl Router {
         }
     }
 
+    /// Routes one valid event, or says why not. The time check comes first, so that a
+    /// refused event never takes a node slot or a dedup entry.
     fn route(
         &mut self,
         source: u32,

@@ -113,9 +113,10 @@ struct Ser {
 /// stale or wrong one costs a wasted load, nothing else.
 #[derive(Debug, Clone, Copy)]
 pub struct NodePrefetch {
-    /// (address of node 0's part, bytes per node, bytes to load per node) of each table
-    /// an event reads by its node (addresses held as numbers: nothing is read through
-    /// them).
+    /// (address of node 0's part, bytes per node, bytes to load per node) of each
+    /// node-major table an event reads by its node; the last two are equal for every table
+    /// today (a node's whole part). Addresses are held as numbers: nothing is read through
+    /// them.
     regions: [(usize, usize, usize); NodePrefetch::REGIONS_MAX],
     count: usize,
     nodes: usize,
