@@ -3,8 +3,6 @@
 //! nothing and count nothing extra, and report the daemon's memory (never a speed: the
 //! benchmarks are run by hand, in release builds).
 
-use serde_json::Value;
-
 mod common;
 
 const ROWS: [&str; 4] = ["rimd-ingest", "rimd-ingest-volatile", "backtest", "rimd-shm"];
@@ -13,16 +11,8 @@ const DAEMON_ROWS: [&str; 3] = ["rimd-ingest", "rimd-ingest-volatile", "backtest
 #[test]
 fn every_ingest_row_measures_and_loses_nothing() {
     let report = common::smoke_report("ingest");
-    let rows = report["results"].as_array().expect("results is an array");
-    let names: Vec<&str> = rows.iter().filter_map(|row| row["name"].as_str()).collect();
-    assert_eq!(names, ROWS);
-    for row in rows {
-        assert!(row.get("error").is_none(), "{row}");
-        let value = |name: &str| {
-            row.get(name)
-                .and_then(Value::as_f64)
-                .unwrap_or_else(|| panic!("{name}: {row}"))
-        };
+    for row in common::rows_named(&report, &ROWS) {
+        let value = |name| common::figure(row, name);
         assert!(value("events_per_s") > 0.0, "{row}");
         if DAEMON_ROWS.contains(&row["name"].as_str().unwrap_or("")) {
             assert_eq!(value("lost"), 0.0, "{row}");

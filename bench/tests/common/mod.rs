@@ -34,3 +34,23 @@ pub fn smoke_report_with(suite: &str, args: &[&std::ffi::OsStr]) -> Value {
     assert_eq!(report["suite"], suite);
     report
 }
+
+/// `report`'s rows, after checking that they are `names`, in order, and that none failed.
+#[allow(dead_code)] // each test binary uses a part of this module
+pub fn rows_named<'r>(report: &'r Value, names: &[&str]) -> &'r [Value] {
+    let rows = report["results"].as_array().expect("results is an array");
+    let got: Vec<&str> = rows.iter().filter_map(|row| row["name"].as_str()).collect();
+    assert_eq!(got, names);
+    for row in rows {
+        assert!(row.get("error").is_none(), "{row}");
+    }
+    rows
+}
+
+/// Figure `name` of `row`; a row without it fails the test, naming the row.
+#[allow(dead_code)] // each test binary uses a part of this module
+pub fn figure(row: &Value, name: &str) -> f64 {
+    row.get(name)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{name}: {row}"))
+}

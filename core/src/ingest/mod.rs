@@ -200,7 +200,7 @@ struct Router {
     replay_metrics: Vec<(u64, f64)>,
     /// The reflex shard on this core and where its node state is: an event for it starts
     /// loading its node's state as soon as its node is known ([`Ingest::prefetch_for`]).
-    prefetch: Option<(usize, crate::reflex::state::NodePrefetch)>,
+    prefetch: Option<(usize, crate::memory::NodePrefetch)>,
     /// Prefetches left in this turn: the first few events of a turn get one (a lone event
     /// is what waits on the miss; in a full turn the reflex shard's own batch overlaps).
     prefetch_left: u32,
@@ -406,8 +406,8 @@ impl Ingest {
 
     /// Prefetch the node state of reflex shard `shard`, which runs on this core, as
     /// `hint` says: a lone event then finds its node's state loaded, or loading, when the
-    /// rules run (see [`crate::reflex::state::NodePrefetch`]).
-    pub fn prefetch_for(&mut self, shard: usize, hint: crate::reflex::state::NodePrefetch) {
+    /// rules run (see [`crate::memory::NodePrefetch`]).
+    pub fn prefetch_for(&mut self, shard: usize, hint: crate::memory::NodePrefetch) {
         self.router.prefetch = Some((shard, hint));
     }
 

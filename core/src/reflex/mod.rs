@@ -470,8 +470,8 @@ impl Reflex {
     }
 
     /// Where this shard's node state is, for ingest on the same core to prefetch it
-    /// ([`state::NodePrefetch`]).
-    pub fn node_prefetch(&self) -> state::NodePrefetch {
+    /// ([`crate::memory::NodePrefetch`]).
+    pub fn node_prefetch(&self) -> crate::memory::NodePrefetch {
         let hint = self.state.prefetch_hint().with(&self.matches, self.words);
         match self.emit.persisted.as_ref() {
             Some(p) => hint.with(&p.windows, p.resolutions_ms.len()),

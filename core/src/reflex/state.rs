@@ -20,7 +20,7 @@
 
 use rim_rules::{Field, Inputs, MetricKey, Series};
 
-use crate::memory::{filled, zeroed, HugeTable};
+use crate::memory::{filled, zeroed, HugeTable, NodePrefetch};
 use crate::tick::TickView;
 
 /// Per-node words.
@@ -104,61 +104,6 @@ struct Ser {
     vals: usize,
     /// Index of its first checkpoint in `points`.
     points: usize,
-}
-
-/// Where a shard's per-node state is, so that ingest, on the same core, can start loading
-/// a node's state when it learns the node of an event, before it hands the event over:
-/// the loads then overlap ingest's own work on the event (its journal entry, its tick)
-/// instead of stalling the rules. A hint only: an address is never read through, so a
-/// stale or wrong one costs a wasted load, nothing else.
-#[derive(Debug, Clone, Copy)]
-pub struct NodePrefetch {
-    /// (address of node 0's part, bytes per node, bytes to load per node) of each
-    /// node-major table an event reads by its node; the last two are equal for every table
-    /// today (a node's whole part). Addresses are held as numbers: nothing is read through
-    /// them.
-    regions: [(usize, usize, usize); NodePrefetch::REGIONS_MAX],
-    count: usize,
-    nodes: usize,
-}
-
-impl NodePrefetch {
-    const REGIONS_MAX: usize = 4;
-
-    fn new(nodes: usize) -> Self {
-        Self {
-            regions: [(0, 0, 0); Self::REGIONS_MAX],
-            count: 0,
-            nodes,
-        }
-    }
-
-    /// The same, also loading `per_node` elements of the table at `table` (node-major,
-    /// `per_node` elements each); ignored once [`Self::REGIONS_MAX`] tables are held.
-    pub fn with<T>(mut self, table: &[T], per_node: usize) -> Self {
-        let bytes = per_node * std::mem::size_of::<T>();
-        if let Some(r) = self.regions.get_mut(self.count) {
-            *r = (table.as_ptr() as usize, bytes, bytes);
-            self.count += 1;
-        }
-        self
-    }
-
-    /// Starts loading node `n`'s state (no-op past the last node).
-    pub fn node(&self, n: u32) {
-        let n = n as usize;
-        if n >= self.nodes {
-            return;
-        }
-        for &(base, stride, bytes) in &self.regions[..self.count] {
-            let start = base.wrapping_add(n.wrapping_mul(stride));
-            // Every line the node's part touches, its first byte's line included.
-            let first = start & !63;
-            for line in (first..start.wrapping_add(bytes)).step_by(64) {
-                rim_ring::prefetch_line(std::ptr::without_provenance(line));
-            }
-        }
-    }
 }
 
 /// All nodes' present state in one shard.
