@@ -35,6 +35,7 @@ mod report;
 mod ring;
 mod soak;
 mod suite;
+mod threads;
 mod watchdog;
 mod workload;
 
