@@ -163,6 +163,8 @@ fn run_decision_chain(opts: &RunOpts) -> Result<Row, BenchError> {
         }
     }
     eprint!("({bytes}-byte records, {CHAIN_BATCH} per timed batch) ");
+    // Back on the client core, as the suite's other rows expect to find this thread.
+    crate::affinity::pin_current_thread(opts.client_core)?;
     let per = hist.summary();
     Ok(Row::new("decision-chain", per.figures(&RTT).to_vec()).with_latency("per_decision", &per))
 }
