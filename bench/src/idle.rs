@@ -110,10 +110,45 @@ fn measure(opts: &RunOpts, name: &str, idle: &str) -> Result<Row, BenchError> {
     ))
 }
 
-/// Every thread of `pid`, by thread id.
-fn threads(pid: u32) -> Result<HashMap<u32, crate::threads::Thread>, BenchError> {
-    crate::threads::read(pid).map_err(|source| BenchError::Io {
+/// One thread's name, CPU time and voluntary context switches.
+struct Thread {
+    name: String,
+    cpu_ns: u64,
+    voluntary: u64,
+}
+
+/// Every thread of `pid`, by thread id (threads that end while being read are skipped).
+fn threads(pid: u32) -> Result<HashMap<String, Thread>, BenchError> {
+    let dir = format!("/proc/{pid}/task");
+    let entries = std::fs::read_dir(&dir).map_err(|source| BenchError::Io {
         what: "listing the daemon's threads",
         source,
-    })
+    })?;
+    let mut out = HashMap::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let read = |file: &str| std::fs::read_to_string(path.join(file)).ok();
+        let (Some(name), Some(sched), Some(status)) = (read("comm"), read("schedstat"), read("status")) else {
+            continue;
+        };
+        let cpu_ns = sched
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let voluntary = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            Thread {
+                name: name.trim().to_owned(),
+                cpu_ns,
+                voluntary,
+            },
+        );
+    }
+    Ok(out)
 }

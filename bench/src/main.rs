@@ -35,7 +35,6 @@ mod report;
 mod ring;
 mod soak;
 mod suite;
-mod threads;
 mod watchdog;
 mod workload;
 

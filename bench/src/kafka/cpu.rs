@@ -101,14 +101,26 @@ pub fn threads_note(groups: &[(String, f64)]) -> String {
         .join(" ")
 }
 
-/// `pid`'s threads now as (name, ns on a CPU) by thread id (empty for a process that is
-/// gone).
+/// `pid`'s threads now (empty for a process that is gone; a thread that ends while it is
+/// read is left out).
 pub fn threads(pid: u32) -> Threads {
-    crate::threads::read(pid)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(tid, t)| (tid, (t.name, t.cpu_ns)))
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Threads::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse::<u32>().ok()?;
+            let ns = schedstat_ns(&std::fs::read_to_string(task.path().join("schedstat")).ok()?)?;
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            Some((tid, (name.trim().to_string(), ns)))
+        })
         .collect()
+}
+
+/// The first field of a `schedstat` file: ns on a CPU.
+fn schedstat_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// A thread's name without the numbers the kernel and libraries append (`iou-wrk-123`,
@@ -153,6 +165,8 @@ mod tests {
         assert_eq!(parse_cpu_line("cpu  10 2 3 80 5 0 0 0 0 0"), (15, 100));
         assert_eq!(parse_cpu_line("cpu0 10 2 3 80 5 0 0 0"), (0, 0));
         assert_eq!(parse_cpu_line(""), (0, 0));
+        assert_eq!(schedstat_ns("123 45 6\n"), Some(123));
+        assert_eq!(schedstat_ns("garbage"), None);
     }
 
     #[test]
@@ -179,7 +193,7 @@ mod tests {
         let own = || {
             std::fs::read_to_string("/proc/thread-self/schedstat")
                 .ok()
-                .and_then(|s| crate::threads::schedstat_ns(&s))
+                .and_then(|s| schedstat_ns(&s))
                 .expect("this thread's schedstat")
         };
         let before = threads(std::process::id());
