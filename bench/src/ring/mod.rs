@@ -1,6 +1,8 @@
 //! Suite `ring`: how fast a message crosses cores, per transport.
 //!
-//! Rows, in order: `rimd-shm` (rimd's own shared-memory ring, two processes), `rtrb-threads`
+//! Rows, in order: `rimd-shm` (rimd's own shared-memory ring, two processes, carrying
+//! events), `rimd-shm-bytes` (the same ring carrying the message as opaque bytes: the ring
+//! without the event layer), `rtrb-threads`
 //! (two rtrb rings between two pinned threads: the floor), `uds` (a Unix SEQPACKET socket
 //! pair between two processes), `iceoryx2` (iceoryx2 0.10 publish-subscribe between two
 //! processes). Every row moves the same bytes ([`crate::payload`]) through the same protocol
@@ -43,6 +45,10 @@ pub const SUITE: Suite = Suite {
             run: |opts| rimd_shm::run(&RingCfg::new(opts)),
         },
         RowSpec {
+            name: rimd_shm::BYTES_NAME,
+            run: |opts| rimd_shm::run_bytes(&RingCfg::new(opts)),
+        },
+        RowSpec {
             name: rtrb_threads::NAME,
             run: |opts| rtrb_threads::run(&RingCfg::new(opts)),
         },
@@ -63,6 +69,14 @@ pub const SUITE: Suite = Suite {
         PeerSpec {
             kind: "rimd-shm-sink",
             run: rimd_shm::peer_sink,
+        },
+        PeerSpec {
+            kind: "rimd-shm-bytes-echo",
+            run: rimd_shm::peer_bytes_echo,
+        },
+        PeerSpec {
+            kind: "rimd-shm-bytes-sink",
+            run: rimd_shm::peer_bytes_sink,
         },
         PeerSpec {
             kind: "uds-echo",

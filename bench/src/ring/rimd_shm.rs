@@ -19,6 +19,12 @@
 //!
 //! The client creates both segments (sealed memfds) and hands them to the peer over a Unix
 //! socket pair whose other end the peer inherits ([`rim_ring::attach::send_segment`]).
+//!
+//! Row `rimd-shm-bytes` is the same two rings carrying the harness's 144 bytes as an opaque
+//! payload ([`Producer::try_publish`], [`Consumer::poll`]): the ring alone, beside
+//! `rtrb-threads`. What `rimd-shm` takes beyond it is the event layer: archiving the event
+//! with the producer's checks, and on the other side rkyv's bytecheck and the data model's
+//! checks of the record (`cargo run --release -p rim-ring --example costs` times each step).
 
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -38,6 +44,8 @@ use crate::report::Row;
 
 /// The row's name.
 pub const NAME: &str = "rimd-shm";
+/// The bytes row's name.
+pub const BYTES_NAME: &str = "rimd-shm-bytes";
 
 /// Sends between two clock reads for `publish_ns`.
 pub const CLOCK_READ_EVERY: u32 = 16;
@@ -52,8 +60,11 @@ const STATUS: &str = "OK";
 const METRIC_NAMES: [&str; 4] = ["bid", "ask", "spread", "depth"];
 const METRIC_VALUES: [f64; 4] = [101.25, 101.5, 0.25, 1200.0];
 
-/// The transport marker for [`run_process_row`].
+/// The transport marker for [`run_process_row`]: events.
 pub struct RimdShm;
+
+/// The transport marker for [`run_process_row`]: opaque bytes.
+pub struct RimdShmBytes;
 
 /// One end: a producer towards the other process, a consumer from it.
 pub struct RimdShmEnd {
@@ -66,11 +77,13 @@ pub struct RimdShmEnd {
     sends_since_clock: u32,
     /// The message body received messages are rebuilt on, made once.
     template: Message,
+    /// Messages cross as opaque bytes, not as events (row `rimd-shm-bytes`).
+    bytes: bool,
     _control: UnixStream,
 }
 
 impl RimdShmEnd {
-    fn new(producer: Producer, consumer: Consumer, control: UnixStream) -> Result<Self, BenchError> {
+    fn new(producer: Producer, consumer: Consumer, control: UnixStream, bytes: bool) -> Result<Self, BenchError> {
         let mut end = Self {
             producer,
             consumer,
@@ -80,8 +93,13 @@ impl RimdShmEnd {
             clock_ns: 0,
             sends_since_clock: 0,
             template: sample_message(),
+            bytes,
             _control: control,
         };
+        if bytes {
+            // No symbols: a definition would reach the other side as a message.
+            return Ok(end);
+        }
         end.node = end.intern(SymbolKind::NodeId, NODE_ID)?;
         end.status = end.intern(SymbolKind::Status, STATUS)?;
         for (i, name) in METRIC_NAMES.iter().enumerate() {
@@ -129,8 +147,33 @@ fn unhalve(lo: f64, hi: f64) -> u64 {
     (lo as u64 & 0xffff_ffff) | ((hi as u64) << 32)
 }
 
+impl RimdShmEnd {
+    fn send_bytes(&mut self, msg: &Message) -> Result<bool, BenchError> {
+        match self.producer.try_publish(&msg[..]) {
+            Ok(_) => Ok(true),
+            Err(PublishError::Full { .. }) => Ok(false),
+            Err(e) => Err(integrity(format!("publishing into the rimd ring: {e}"))),
+        }
+    }
+
+    fn recv_bytes(&mut self, buf: &mut Message) -> Result<Option<usize>, BenchError> {
+        let mut got = None;
+        self.consumer
+            .poll(1, |b| {
+                let n = b.len().min(buf.len());
+                buf[..n].copy_from_slice(&b[..n]);
+                got = Some(b.len());
+            })
+            .map_err(|e| integrity(format!("rimd ring: {e}")))?;
+        Ok(got)
+    }
+}
+
 impl Link for RimdShmEnd {
     fn send(&mut self, msg: &Message) -> Result<bool, BenchError> {
+        if self.bytes {
+            return self.send_bytes(msg);
+        }
         let stamp = read_stamp(msg).ok_or_else(|| integrity("message shorter than its stamp".into()))?;
         let publish_ns = self.publish_ns();
         let h = halves(msg);
@@ -157,6 +200,9 @@ impl Link for RimdShmEnd {
     }
 
     fn recv(&mut self, buf: &mut Message) -> Result<Option<usize>, BenchError> {
+        if self.bytes {
+            return self.recv_bytes(buf);
+        }
         let mut got: Option<(u64, [f64; 6], usize)> = None;
         let mut refused = None;
         self.consumer
@@ -214,30 +260,53 @@ impl ProcessTransport for RimdShm {
     type End = RimdShmEnd;
 
     fn client_end(cfg: &RingCfg) -> Result<(RimdShmEnd, PeerEnd), BenchError> {
-        let capacity = (cfg.queue_depth_messages * RING_BYTES_PER_MESSAGE).next_power_of_two();
-        let to_peer = new_ring("rim-bench-to-peer", capacity)?;
-        let from_peer = new_ring("rim-bench-from-peer", capacity)?;
-        let (mine, theirs) = UnixStream::pair().map_err(|e| integrity(format!("socket pair: {e}")))?;
-        send_segment(&mine, &to_peer).map_err(shm_err("handing over the ring to the peer"))?;
-        send_segment(&mine, &from_peer).map_err(shm_err("handing over the ring from the peer"))?;
-        let producer = Producer::open(to_peer).map_err(segment_err)?;
-        let consumer = Consumer::open(from_peer).map_err(segment_err)?;
-        let theirs = OwnedFd::from(theirs);
-        let peer_end = PeerEnd {
-            endpoint: theirs.as_raw_fd().to_string(),
-            fd: Some(theirs),
-        };
-        Ok((RimdShmEnd::new(producer, consumer, mine)?, peer_end))
+        client_end(cfg, false)
     }
 
     fn peer_end(args: &PeerArgs) -> Result<RimdShmEnd, BenchError> {
-        let control = UnixStream::from(super::uds::adopt_inherited_socket(&args.endpoint, libc::SOCK_STREAM)?);
-        let from_client = recv_segment(&control).map_err(shm_err("receiving the ring from the client"))?;
-        let to_client = recv_segment(&control).map_err(shm_err("receiving the ring to the client"))?;
-        let consumer = Consumer::open(Arc::new(from_client)).map_err(segment_err)?;
-        let producer = Producer::open(Arc::new(to_client)).map_err(segment_err)?;
-        RimdShmEnd::new(producer, consumer, control)
+        peer_end(args, false)
     }
+}
+
+impl ProcessTransport for RimdShmBytes {
+    const NAME: &'static str = BYTES_NAME;
+    type End = RimdShmEnd;
+
+    fn client_end(cfg: &RingCfg) -> Result<(RimdShmEnd, PeerEnd), BenchError> {
+        client_end(cfg, true)
+    }
+
+    fn peer_end(args: &PeerArgs) -> Result<RimdShmEnd, BenchError> {
+        peer_end(args, true)
+    }
+}
+
+/// Makes both rings and the client's end; the peer's end goes to it through a socket pair.
+fn client_end(cfg: &RingCfg, bytes: bool) -> Result<(RimdShmEnd, PeerEnd), BenchError> {
+    let capacity = (cfg.queue_depth_messages * RING_BYTES_PER_MESSAGE).next_power_of_two();
+    let to_peer = new_ring("rim-bench-to-peer", capacity)?;
+    let from_peer = new_ring("rim-bench-from-peer", capacity)?;
+    let (mine, theirs) = UnixStream::pair().map_err(|e| integrity(format!("socket pair: {e}")))?;
+    send_segment(&mine, &to_peer).map_err(shm_err("handing over the ring to the peer"))?;
+    send_segment(&mine, &from_peer).map_err(shm_err("handing over the ring from the peer"))?;
+    let producer = Producer::open(to_peer).map_err(segment_err)?;
+    let consumer = Consumer::open(from_peer).map_err(segment_err)?;
+    let theirs = OwnedFd::from(theirs);
+    let peer_end = PeerEnd {
+        endpoint: theirs.as_raw_fd().to_string(),
+        fd: Some(theirs),
+    };
+    Ok((RimdShmEnd::new(producer, consumer, mine, bytes)?, peer_end))
+}
+
+/// Opens the peer's end from the segments the client sent.
+fn peer_end(args: &PeerArgs, bytes: bool) -> Result<RimdShmEnd, BenchError> {
+    let control = UnixStream::from(super::uds::adopt_inherited_socket(&args.endpoint, libc::SOCK_STREAM)?);
+    let from_client = recv_segment(&control).map_err(shm_err("receiving the ring from the client"))?;
+    let to_client = recv_segment(&control).map_err(shm_err("receiving the ring to the client"))?;
+    let consumer = Consumer::open(Arc::new(from_client)).map_err(segment_err)?;
+    let producer = Producer::open(Arc::new(to_client)).map_err(segment_err)?;
+    RimdShmEnd::new(producer, consumer, control, bytes)
 }
 
 /// Measures the row.
@@ -253,4 +322,19 @@ pub fn peer_echo(args: &PeerArgs) -> Result<(), BenchError> {
 /// `__peer rimd-shm-sink`.
 pub fn peer_sink(args: &PeerArgs) -> Result<(), BenchError> {
     serve_peer::<RimdShm>(args, Role::Sink)
+}
+
+/// Measures row `rimd-shm-bytes`.
+pub fn run_bytes(cfg: &RingCfg) -> Result<Row, BenchError> {
+    run_process_row::<RimdShmBytes>(cfg)
+}
+
+/// `__peer rimd-shm-bytes-echo`.
+pub fn peer_bytes_echo(args: &PeerArgs) -> Result<(), BenchError> {
+    serve_peer::<RimdShmBytes>(args, Role::Echo)
+}
+
+/// `__peer rimd-shm-bytes-sink`.
+pub fn peer_bytes_sink(args: &PeerArgs) -> Result<(), BenchError> {
+    serve_peer::<RimdShmBytes>(args, Role::Sink)
 }
