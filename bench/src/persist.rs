@@ -30,7 +30,11 @@
 //!   append to the completion that covered it, every record counted.
 //! - `decisions`: every event fires a rule (the workload's `probe`); `decisions_per_s` =
 //!   decisions made durable in the decision log *and* indexed in the store / time, the
-//!   producer publishing as fast as its ring takes events.
+//!   producer publishing as fast as its ring takes events. The row's note on stderr says
+//!   when the last decision was durable and when the last was indexed, and what the store
+//!   committed before and after the flood's end: the store writer runs on the time the
+//!   journal thread and the producer leave on their shared core, so under a flood it
+//!   indexes little until the flood ends, and the row's time includes that catch-up.
 //! - `capsules`: `Store::write` of observed capsules (10,000 nodes × windows, 4 metrics,
 //!   10,000 per transaction, idempotency check and encoding included), and beside it
 //!   `redb-raw`: the same rows, pre-encoded, plainly inserted into the same tables with
@@ -822,9 +826,12 @@ pub(crate) fn wait_durable(p: &workload::Publisher, pos: u64, timeout: Duration)
 
 fn run_decisions(opts: &RunOpts) -> Result<Row, BenchError> {
     let (data, daemon, mut p) = start(opts, "bench-decisions", &[])?;
-    let before = counter(&daemon.stats()?, "persist.decisions_indexed");
+    let at_start = daemon.stats()?;
+    let before = counter(&at_start, "persist.decisions_indexed");
     let started = Instant::now();
-    let (sent, _) = flood(&mut p, seconds(opts.size), u64::MAX, true, opts.peer_timeout)?;
+    let (sent, durable_secs) = flood(&mut p, seconds(opts.size), u64::MAX, true, opts.peer_timeout)?;
+    let flooded = started.elapsed();
+    let at_flood_end = daemon.stats()?;
     let deadline = Instant::now() + opts.peer_timeout * 4;
     let mut indexed;
     loop {
@@ -845,6 +852,21 @@ fn run_decisions(opts: &RunOpts) -> Result<Row, BenchError> {
         std::thread::sleep(Duration::from_micros(200));
     }
     let secs = started.elapsed().as_secs_f64();
+    let at_end = daemon.stats()?;
+    let grew =
+        |from: &rim_stats::Snapshot, to: &rim_stats::Snapshot, n: &str| counter(to, n).saturating_sub(counter(from, n));
+    eprint!(
+        "(the last decision durable {:.0} ms into the row, the flood over at {:.0} ms, the last indexed at {:.0} ms; \
+         the store inserted {} capsules in {} commits by the flood's end, {} capsules in {} commits after it; {} capsules waiting at its end) ",
+        durable_secs * 1e3,
+        flooded.as_secs_f64() * 1e3,
+        secs * 1e3,
+        grew(&at_start, &at_flood_end, "persist.capsules_inserted"),
+        grew(&at_start, &at_flood_end, "persist.store_commits"),
+        grew(&at_flood_end, &at_end, "persist.capsules_inserted"),
+        grew(&at_flood_end, &at_end, "persist.store_commits"),
+        counter(&at_flood_end, "persist.store_pending"),
+    );
     daemon.stop()?;
     remove_data(&data);
     Ok(Row::new(
