@@ -1,7 +1,9 @@
-//! The store writer: one redb transaction per hand-off, on a thread of its own because a
-//! commit blocks for milliseconds (FLOORS.md). While it commits, the journal thread keeps
-//! the next hand-off and lets it grow, so a slow disk means bigger transactions, not a
-//! growing queue (and past a bound, back-pressure on the journal thread).
+//! The store writer: commits the journal thread's hand-offs to redb (decision runs first,
+//! capsules in bounded pieces, the checkpoint and watermarks last; see [`run`]), on a
+//! thread of its own because a commit blocks for milliseconds (FLOORS.md). While it
+//! commits, the journal thread keeps the next hand-off and lets it grow, so a slow disk
+//! means bigger rounds, not a growing queue (and past a bound, back-pressure on the
+//! journal thread).
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
