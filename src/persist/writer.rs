@@ -29,7 +29,8 @@ const RETAIN_EVERY: Duration = Duration::from_secs(60);
 ///
 /// Decision runs go first, each hand-off's in a small transaction of their own, and
 /// capsules follow in pieces of at most [`PIECE_CAPSULES`], each its own transaction, with
-/// the runs of hand-offs that arrived meanwhile indexed between two pieces; the last
+/// the runs of hand-offs that arrived meanwhile indexed between two pieces (while the
+/// round is small and young enough: [`ROUND_JOIN_BELOW`], [`ROUND_PIECES_MAX`]); the last
 /// transaction carries the rest with the checkpoint and the watermarks. Why: the writer
 /// runs on the time the journal thread leaves on the cold core, and one transaction per
 /// burst of window closes (every node's window closing at once) held a flood's decisions
@@ -89,7 +90,8 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
             };
             commit_with(store, &mut piece, stats, false, &mut || breather.breathe());
             priority.commit_done();
-            round.take(rx.try_iter().flatten(), &mut names, now_ms);
+            round.pieces += 1;
+            round.join(&rx, &mut names, now_ms);
         }
         let mut last = round.finish();
         indexed.note(&last.decision_runs);
@@ -114,6 +116,14 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
 /// Capsules per transaction before the last of a round: about 10–20 ms of the writer's
 /// time at the 5–8 µs a capsule costs it.
 const PIECE_CAPSULES: usize = 2048;
+/// Hand-offs join a round between pieces only while fewer capsules than this wait in it
+/// and it has committed fewer pieces than [`ROUND_PIECES_MAX`]: a round must end (its last
+/// transaction carries the watermarks and checkpoint, and is the only one synced), and a
+/// writer slower than what arrives must refuse hand-offs, so that the journal thread's
+/// bounded queue and back-pressure (and the writer's raise) take over instead of the
+/// round growing.
+const ROUND_JOIN_BELOW: usize = 8 * PIECE_CAPSULES;
+const ROUND_PIECES_MAX: usize = 32;
 
 /// The newest decision indexed per shard (what `persist.decisions_indexed` sums).
 #[derive(Default)]
@@ -143,6 +153,8 @@ struct Round {
     /// Runs, checkpoint and watermarks (no capsules).
     rest: Batch,
     handoffs: usize,
+    /// Pieces committed so far.
+    pieces: usize,
 }
 
 impl Round {
@@ -154,6 +166,21 @@ impl Round {
             self.rest.merge(b);
             self.handoffs += 1;
         }
+    }
+
+    /// Takes hand-offs that arrived while a piece was committed, one at a time, while the
+    /// round may still grow ([`ROUND_JOIN_BELOW`], [`ROUND_PIECES_MAX`]).
+    fn join(&mut self, rx: &Receiver<Vec<Handoff>>, names: &mut Names, now_ms: i64) {
+        while self.may_join() {
+            let Ok(more) = rx.try_recv() else {
+                break;
+            };
+            self.take(more.into_iter(), names, now_ms);
+        }
+    }
+
+    fn may_join(&self) -> bool {
+        self.capsules.len() < ROUND_JOIN_BELOW && self.pieces < ROUND_PIECES_MAX
     }
 
     /// Whether anything besides decision runs waits (else the runs go with the last
@@ -416,6 +443,17 @@ mod tests {
             "runs not indexed on their own go with the last"
         );
         assert!(round.capsules.is_empty() && round.rest.is_empty());
+    }
+
+    #[test]
+    fn a_round_stops_taking_hand_offs_when_full_or_long() {
+        let mut round = Round::default();
+        assert!(round.may_join());
+        round.capsules.extend((0..ROUND_JOIN_BELOW as i64).map(capsule));
+        assert!(!round.may_join(), "a full round refuses hand-offs");
+        round.capsules.clear();
+        round.pieces = ROUND_PIECES_MAX;
+        assert!(!round.may_join(), "a round that ran its pieces ends");
     }
 
     #[test]
