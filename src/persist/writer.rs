@@ -27,8 +27,8 @@ const RETAIN_EVERY: Duration = Duration::from_secs(60);
 /// Commits hand-offs until the journal thread hangs up: makes their capsules (with a
 /// replica of the roll-up's names, kept up to date by the hand-offs), then writes them.
 ///
-/// Decision runs go first, each hand-off's in a small transaction of their own, and
-/// capsules follow in pieces of at most [`PIECE_CAPSULES`], each its own transaction, with
+/// When more than a piece of capsules waits, the round's decision runs go first, in a
+/// small transaction of their own, and capsules follow in pieces of at most [`PIECE_CAPSULES`], each its own transaction, with
 /// the runs of hand-offs that arrived meanwhile indexed between two pieces (while the
 /// round is small and young enough: [`ROUND_JOIN_BELOW`], [`ROUND_PIECES_MAX`]); the last
 /// transaction carries the rest with the checkpoint and the watermarks. Why: the writer
@@ -81,15 +81,13 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         round.take(first.into_iter().chain(rx.try_iter().flatten()), &mut names, now_ms);
         let mut breather = Breather::start();
         loop {
-            if round.has_more_than_runs() {
+            if round.runs_go_first() {
                 round.index_runs(store, stats, &mut indexed, &mut || breather.breathe());
-                priority.commit_done();
             }
             let Some(mut piece) = round.next_piece() else {
                 break;
             };
             commit_with(store, &mut piece, stats, false, &mut || breather.breathe());
-            priority.commit_done();
             round.pieces += 1;
             round.join(&rx, &mut names, now_ms);
         }
@@ -101,6 +99,8 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         }
         unsynced = !durable;
         commit_with(store, &mut last, stats, durable, &mut || breather.breathe());
+        // A writer the journal thread raised stays raised for the whole round: lowered
+        // after its first piece, it would be starved again with the round half done.
         priority.commit_done();
         indexed.publish(stats);
         if retained_at.elapsed() >= RETAIN_EVERY {
@@ -183,11 +183,11 @@ impl Round {
         self.capsules.len() < ROUND_JOIN_BELOW && self.pieces < ROUND_PIECES_MAX
     }
 
-    /// Whether anything besides decision runs waits (else the runs go with the last
-    /// transaction, as one).
-    fn has_more_than_runs(&self) -> bool {
-        !self.rest.decision_runs.is_empty()
-            && (!self.capsules.is_empty() || self.rest.checkpoint.is_some() || !self.rest.watermarks.is_empty())
+    /// Whether runs wait with more than a piece of capsules behind them: then they are
+    /// indexed first, in a transaction of their own; otherwise they go with the last
+    /// transaction, which is about as soon, and one commit is saved.
+    fn runs_go_first(&self) -> bool {
+        !self.rest.decision_runs.is_empty() && self.capsules.len() > PIECE_CAPSULES
     }
 
     /// Indexes the runs waiting, in a transaction of their own.
@@ -262,7 +262,7 @@ pub(super) struct WriterEnv {
     pub durable_every: Duration,
     pub priority: Arc<super::thread::WriterPriority>,
     pub clock: Clock,
-    /// Its agent figures: a turn per transaction, a wait per blocking receive.
+    /// Its agent figures: a turn per round, a wait per blocking receive.
     pub figures: Arc<AgentFigures>,
 }
 
@@ -342,10 +342,12 @@ pub(super) fn commit_with(
             }
         }
     }
-    let pending = stats.store_pending.load(Ordering::Relaxed);
-    stats
+    // An update, not a load and a store: the journal thread adds to it meanwhile.
+    let _ = stats
         .store_pending
-        .store(pending.saturating_sub(capsules), Ordering::Relaxed);
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+            Some(p.saturating_sub(capsules))
+        });
     batch.clear();
 }
 
@@ -420,8 +422,8 @@ mod tests {
         round.capsules.extend((0..total as i64).map(capsule));
         round.rest.decision_runs.push(run(1));
         assert!(
-            round.has_more_than_runs(),
-            "runs with capsules behind them are indexed first"
+            round.runs_go_first(),
+            "runs with pieces of capsules behind them are indexed first"
         );
         let a = round.next_piece().expect("a first piece");
         let b = round.next_piece().expect("a second piece");
@@ -457,14 +459,18 @@ mod tests {
     }
 
     #[test]
-    fn runs_alone_are_not_split_from_the_last_transaction() {
+    fn runs_with_little_behind_them_are_not_split_from_the_last_transaction() {
         let mut round = Round::default();
         round.rest.decision_runs.push(run(7));
-        assert!(!round.has_more_than_runs());
+        round.capsules.extend((0..PIECE_CAPSULES as i64).map(capsule));
+        assert!(
+            !round.runs_go_first(),
+            "a piece's worth or less goes in one transaction with the runs"
+        );
         assert!(round.next_piece().is_none());
         assert_eq!(round.finish().decision_runs, vec![run(7)]);
         let mut round = Round::default();
-        round.capsules.push_back(capsule(1));
-        assert!(!round.has_more_than_runs(), "no runs: nothing to index first");
+        round.capsules.extend((0..3 * PIECE_CAPSULES as i64).map(capsule));
+        assert!(!round.runs_go_first(), "no runs: nothing to index first");
     }
 }
