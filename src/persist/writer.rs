@@ -183,11 +183,12 @@ impl Round {
         self.capsules.len() < ROUND_JOIN_BELOW && self.pieces < ROUND_PIECES_MAX
     }
 
-    /// Whether runs wait with more than a piece of capsules behind them: then they are
-    /// indexed first, in a transaction of their own; otherwise they go with the last
-    /// transaction, which is about as soon, and one commit is saved.
+    /// Whether runs wait with more than a piece of capsules, or a checkpoint (chunks of
+    /// 256 nodes' state, megabytes at a time), behind them: then they are indexed first, in
+    /// a transaction of their own; otherwise they go with the last transaction, which is
+    /// about as soon, and one commit is saved.
     fn runs_go_first(&self) -> bool {
-        !self.rest.decision_runs.is_empty() && self.capsules.len() > PIECE_CAPSULES
+        !self.rest.decision_runs.is_empty() && (self.capsules.len() > PIECE_CAPSULES || self.rest.checkpoint.is_some())
     }
 
     /// Indexes the runs waiting, in a transaction of their own.
