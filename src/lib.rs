@@ -52,4 +52,6 @@ pub mod daemon;
 pub(crate) mod lockfile;
 pub mod persist;
 pub(crate) mod stats;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub(crate) mod topology;

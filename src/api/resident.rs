@@ -619,34 +619,7 @@ mod tests {
     }
 
     fn observed(node: &str, ts: i64) -> Capsule {
-        use rim_capsule::{CapsuleBody, CapsuleKey, MetricStats, ObservedStats};
-        Capsule {
-            key: CapsuleKey {
-                scope_id: node.to_owned(),
-                timestamp: ts,
-                resolution: 60,
-                vantage: Vantage::Observed,
-            },
-            body: CapsuleBody::Observed(ObservedStats {
-                count: 1,
-                first_ts: ts,
-                last_ts: ts,
-                metrics: vec![MetricStats {
-                    name: "t".into(),
-                    count: 1,
-                    min: 1.5,
-                    max: 1.5,
-                    mean: 1.5,
-                    last: 1.5,
-                }],
-                price: None,
-                volume_sum: None,
-                stress_max: None,
-                stress_last: None,
-                last_status: "OK".into(),
-            }),
-            created_ms: ts,
-        }
+        crate::test_support::observed(node, ts)
     }
 
     #[test]

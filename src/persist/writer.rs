@@ -368,38 +368,12 @@ fn retain(store: &Store, now: i64) {
 
 #[cfg(test)]
 mod tests {
-    use rim_capsule::{Capsule, CapsuleBody, CapsuleKey, DecisionRun, MetricStats, ObservedStats, Vantage};
+    use rim_capsule::{Capsule, DecisionRun};
 
     use super::*;
 
     fn capsule(ts: i64) -> Capsule {
-        Capsule {
-            key: CapsuleKey {
-                scope_id: "rim:test:n".to_owned(),
-                timestamp: ts,
-                resolution: 1,
-                vantage: Vantage::Observed,
-            },
-            body: CapsuleBody::Observed(ObservedStats {
-                count: 1,
-                first_ts: ts,
-                last_ts: ts,
-                metrics: vec![MetricStats {
-                    name: "t".into(),
-                    count: 1,
-                    min: 1.0,
-                    max: 1.0,
-                    mean: 1.0,
-                    last: 1.0,
-                }],
-                price: None,
-                volume_sum: None,
-                stress_max: None,
-                stress_last: None,
-                last_status: "OK".into(),
-            }),
-            created_ms: ts,
-        }
+        crate::test_support::observed("rim:test:n", ts)
     }
 
     fn run(seq: u64) -> DecisionRun {
