@@ -1,7 +1,6 @@
-//! Guards the harness contract on the real binary: `rim-bench ring` runs every row (a
-//! failing row is reported, not fatal), the JSON report has the promised shape, the
-//! rows measure (rimd's own and the baselines), `--plot DIR` leaves an `.svg` and an `.hlog` per latency row
-//! that `rim-bench report DIR` puts on one page, and an unknown suite is refused with the
+//! Guards the harness contract on the real binary: `rim-bench ring` runs every row, the
+//! JSON report has the promised shape, every row measures (rimd's own and the
+//! baselines), `--plot DIR` leaves an `.svg` and an `.hlog` per latency row that `rim-bench report DIR` puts on one page, and an unknown suite is refused with the
 //! list of suites.
 
 use std::path::{Path, PathBuf};
@@ -12,13 +11,6 @@ mod common;
 
 const FIGURES: [&str; 5] = ["rtt_p50_ns", "rtt_p99_ns", "rtt_p999_ns", "rtt_max_ns", "events_per_s"];
 const ROWS: [&str; 5] = ["rimd-shm", "rimd-shm-bytes", "rtrb-threads", "uds", "iceoryx2"];
-/// Rows that must measure in a smoke run: all of them, rimd's own rows as much as the
-/// baselines (a rimd row that fails would otherwise pass as "reported its error").
-const MEASURED: [&str; 5] = ROWS;
-
-fn figure(row: &Value, name: &str) -> Option<f64> {
-    row.get(name).and_then(Value::as_f64)
-}
 
 /// A temporary directory for `--plot`, removed on drop.
 struct PlotDir(PathBuf);
@@ -66,20 +58,13 @@ fn every_ring_row_measures_and_is_plotted() {
     let report = common::smoke_report_with("ring", &["--plot".as_ref(), plots.0.as_os_str()]);
     assert_eq!(report["suite"], "ring");
     assert_eq!(report["quick"], false);
-    let rows = report["results"].as_array().expect("results is an array");
-    let names: Vec<&str> = rows.iter().filter_map(|row| row["name"].as_str()).collect();
-    assert_eq!(names, ROWS);
+    // Every row measures, rimd's own as much as the baselines: a failed row fails here.
+    let rows = common::rows_named(&report, &ROWS);
     for row in rows {
-        let present = FIGURES.iter().filter(|name| figure(row, name).is_some()).count();
-        let error = row.get("error").and_then(Value::as_str);
-        match error {
-            Some(message) => assert!(present == 0 && !message.is_empty(), "{row}"),
-            None => assert_eq!(present, FIGURES.len(), "{row}"),
+        let value = |name| common::figure(row, name);
+        for name in FIGURES {
+            value(name);
         }
-    }
-    for name in MEASURED {
-        let row = rows.iter().find(|row| row["name"] == name).expect("the row");
-        let value = |figure_name| figure(row, figure_name).unwrap_or_else(|| panic!("{name}: {row}"));
         assert!(value("rtt_p50_ns") > 0.0, "{row}");
         assert!(value("rtt_p50_ns") <= value("rtt_p99_ns"), "{row}");
         assert!(value("rtt_p99_ns") <= value("rtt_p999_ns"), "{row}");

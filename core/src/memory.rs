@@ -91,11 +91,10 @@ mod tests {
 /// stale or wrong one costs a wasted load, nothing else.
 #[derive(Debug, Clone, Copy)]
 pub struct NodePrefetch {
-    /// (address of node 0's part, bytes per node, bytes to load per node) of each
-    /// node-major table an event reads by its node; the last two are equal for every table
-    /// today (a node's whole part). Addresses are held as numbers: nothing is read through
-    /// them.
-    pub(crate) regions: [(usize, usize, usize); NodePrefetch::REGIONS_MAX],
+    /// (address of node 0's part, bytes per node) of each node-major table an event
+    /// reads by its node; a node's whole part is loaded. Addresses are held as numbers:
+    /// nothing is read through them.
+    pub(crate) regions: [(usize, usize); NodePrefetch::REGIONS_MAX],
     pub(crate) count: usize,
     pub(crate) nodes: usize,
 }
@@ -106,7 +105,7 @@ impl NodePrefetch {
     /// A hint for `nodes` nodes that loads nothing yet (see [`NodePrefetch::with`]).
     pub(crate) fn new(nodes: usize) -> Self {
         Self {
-            regions: [(0, 0, 0); Self::REGIONS_MAX],
+            regions: [(0, 0); Self::REGIONS_MAX],
             count: 0,
             nodes,
         }
@@ -117,7 +116,7 @@ impl NodePrefetch {
     pub fn with<T>(mut self, table: &[T], per_node: usize) -> Self {
         let bytes = per_node * std::mem::size_of::<T>();
         if let Some(r) = self.regions.get_mut(self.count) {
-            *r = (table.as_ptr() as usize, bytes, bytes);
+            *r = (table.as_ptr() as usize, bytes);
             self.count += 1;
         }
         self
@@ -129,8 +128,8 @@ impl NodePrefetch {
         if n >= self.nodes {
             return;
         }
-        for &(base, stride, bytes) in &self.regions[..self.count] {
-            let start = base.wrapping_add(n.wrapping_mul(stride));
+        for &(base, bytes) in &self.regions[..self.count] {
+            let start = base.wrapping_add(n.wrapping_mul(bytes));
             // Every line the node's part touches, its first byte's line included.
             let first = start & !63;
             for line in (first..start.wrapping_add(bytes)).step_by(64) {

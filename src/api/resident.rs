@@ -555,6 +555,7 @@ pub fn merged_accuracy(store: &Store, node: &str) -> Result<AccuracyAgg, StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::observed;
 
     fn object(ts: i64) -> Box<RawValue> {
         RawValue::from_string(format!("{{\"timestamp\":{ts},\"v\":\"w{ts}\"}}")).expect("valid")
@@ -616,10 +617,6 @@ mod tests {
         lane.prune(100);
         assert_eq!(text(&lane.range(i64::MIN, i64::MAX, 100).expect("range")), "[]");
         assert_eq!(lane.bytes(), 0);
-    }
-
-    fn observed(node: &str, ts: i64) -> Capsule {
-        crate::test_support::observed(node, ts)
     }
 
     #[test]

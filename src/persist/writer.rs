@@ -27,11 +27,12 @@ const RETAIN_EVERY: Duration = Duration::from_secs(60);
 /// Commits hand-offs until the journal thread hangs up: makes their capsules (with a
 /// replica of the roll-up's names, kept up to date by the hand-offs), then writes them.
 ///
-/// When more than a piece of capsules waits, the round's decision runs go first, in a
-/// small transaction of their own, and capsules follow in pieces of at most [`PIECE_CAPSULES`], each its own transaction, with
-/// the runs of hand-offs that arrived meanwhile indexed between two pieces (while the
-/// round is small and young enough: [`ROUND_JOIN_BELOW`], [`ROUND_PIECES_MAX`]); the last
-/// transaction carries the rest with the checkpoint and the watermarks. Why: the writer
+/// When more than a piece of capsules (or a checkpoint) waits, the round's decision runs
+/// go first, in a small transaction of their own, and capsules follow in pieces of at most
+/// [`PIECE_CAPSULES`], each its own transaction, with the runs of hand-offs that arrived
+/// meanwhile indexed between two pieces (while the round is small and young enough:
+/// [`ROUND_JOIN_BELOW`], [`ROUND_PIECES_MAX`]); the last transaction carries the rest with
+/// the checkpoint and the watermarks. Why: the writer
 /// runs on the time the journal thread leaves on the cold core, and one transaction per
 /// burst of window closes (every node's window closing at once) held a flood's decisions
 /// unindexed until the flood was over (the `persist`/`decisions` row: 0 store commits

@@ -46,7 +46,7 @@ pub const SUITE: Suite = Suite {
         },
         RowSpec {
             name: rimd_shm::BYTES_NAME,
-            run: |opts| rimd_shm::run_bytes(&RingCfg::new(opts)),
+            run: |opts| process::run_process_row::<rimd_shm::RimdShmBytes>(&RingCfg::new(opts)),
         },
         RowSpec {
             name: rtrb_threads::NAME,
@@ -72,11 +72,11 @@ pub const SUITE: Suite = Suite {
         },
         PeerSpec {
             kind: "rimd-shm-bytes-echo",
-            run: rimd_shm::peer_bytes_echo,
+            run: |args| serve_peer::<rimd_shm::RimdShmBytes>(args, Role::Echo),
         },
         PeerSpec {
             kind: "rimd-shm-bytes-sink",
-            run: rimd_shm::peer_bytes_sink,
+            run: |args| serve_peer::<rimd_shm::RimdShmBytes>(args, Role::Sink),
         },
         PeerSpec {
             kind: "uds-echo",

@@ -129,6 +129,7 @@ mod tests {
     fn every_process_transport_has_its_peers_registered() {
         peer_kinds_exist::<crate::ring::uds::Uds>();
         peer_kinds_exist::<crate::ring::iceoryx2_ipc::Iceoryx2>();
-        peer_kinds_exist::<crate::ring::rimd_shm::RimdShm>();
+        peer_kinds_exist::<crate::ring::rimd_shm::RimdShm<false>>();
+        peer_kinds_exist::<crate::ring::rimd_shm::RimdShmBytes>();
     }
 }

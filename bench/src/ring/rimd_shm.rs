@@ -60,11 +60,11 @@ const STATUS: &str = "OK";
 const METRIC_NAMES: [&str; 4] = ["bid", "ask", "spread", "depth"];
 const METRIC_VALUES: [f64; 4] = [101.25, 101.5, 0.25, 1200.0];
 
-/// The transport marker for [`run_process_row`]: events.
-pub struct RimdShm;
+/// The transport marker for [`run_process_row`]: events, or opaque bytes when `BYTES`.
+pub struct RimdShm<const BYTES: bool>;
 
-/// The transport marker for [`run_process_row`]: opaque bytes.
-pub struct RimdShmBytes;
+/// Row `rimd-shm-bytes`'s transport.
+pub type RimdShmBytes = RimdShm<true>;
 
 /// One end: a producer towards the other process, a consumer from it.
 pub struct RimdShmEnd {
@@ -255,29 +255,16 @@ fn new_ring(name: &str, capacity: usize) -> Result<Arc<Segment>, BenchError> {
     Ok(Arc::new(seg))
 }
 
-impl ProcessTransport for RimdShm {
-    const NAME: &'static str = NAME;
+impl<const BYTES: bool> ProcessTransport for RimdShm<BYTES> {
+    const NAME: &'static str = if BYTES { BYTES_NAME } else { NAME };
     type End = RimdShmEnd;
 
     fn client_end(cfg: &RingCfg) -> Result<(RimdShmEnd, PeerEnd), BenchError> {
-        client_end(cfg, false)
+        client_end(cfg, BYTES)
     }
 
     fn peer_end(args: &PeerArgs) -> Result<RimdShmEnd, BenchError> {
-        peer_end(args, false)
-    }
-}
-
-impl ProcessTransport for RimdShmBytes {
-    const NAME: &'static str = BYTES_NAME;
-    type End = RimdShmEnd;
-
-    fn client_end(cfg: &RingCfg) -> Result<(RimdShmEnd, PeerEnd), BenchError> {
-        client_end(cfg, true)
-    }
-
-    fn peer_end(args: &PeerArgs) -> Result<RimdShmEnd, BenchError> {
-        peer_end(args, true)
+        peer_end(args, BYTES)
     }
 }
 
@@ -311,30 +298,15 @@ fn peer_end(args: &PeerArgs, bytes: bool) -> Result<RimdShmEnd, BenchError> {
 
 /// Measures the row.
 pub fn run(cfg: &RingCfg) -> Result<Row, BenchError> {
-    run_process_row::<RimdShm>(cfg)
+    run_process_row::<RimdShm<false>>(cfg)
 }
 
 /// `__peer rimd-shm-echo`.
 pub fn peer_echo(args: &PeerArgs) -> Result<(), BenchError> {
-    serve_peer::<RimdShm>(args, Role::Echo)
+    serve_peer::<RimdShm<false>>(args, Role::Echo)
 }
 
 /// `__peer rimd-shm-sink`.
 pub fn peer_sink(args: &PeerArgs) -> Result<(), BenchError> {
-    serve_peer::<RimdShm>(args, Role::Sink)
-}
-
-/// Measures row `rimd-shm-bytes`.
-pub fn run_bytes(cfg: &RingCfg) -> Result<Row, BenchError> {
-    run_process_row::<RimdShmBytes>(cfg)
-}
-
-/// `__peer rimd-shm-bytes-echo`.
-pub fn peer_bytes_echo(args: &PeerArgs) -> Result<(), BenchError> {
-    serve_peer::<RimdShmBytes>(args, Role::Echo)
-}
-
-/// `__peer rimd-shm-bytes-sink`.
-pub fn peer_bytes_sink(args: &PeerArgs) -> Result<(), BenchError> {
-    serve_peer::<RimdShmBytes>(args, Role::Sink)
+    serve_peer::<RimdShm<false>>(args, Role::Sink)
 }

@@ -566,11 +566,8 @@ mod tests {
         let st = NodeState::new(shape(4));
         let hint = st.prefetch_hint();
         assert_eq!(hint.count, 2);
-        assert_eq!(
-            hint.regions[0],
-            (st.blocks.as_ptr() as usize, st.stride * 8, st.stride * 8)
-        );
-        assert_eq!(hint.regions[1], (st.names.as_ptr() as usize, 8, 8));
+        assert_eq!(hint.regions[0], (st.blocks.as_ptr() as usize, st.stride * 8));
+        assert_eq!(hint.regions[1], (st.names.as_ptr() as usize, 8));
         assert_eq!(hint.nodes, 4);
         // Past REGIONS_MAX tables, more are ignored rather than overflowing.
         let full = hint.with(&st.blocks, 1).with(&st.blocks, 1).with(&st.blocks, 1);
