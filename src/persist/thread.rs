@@ -74,6 +74,9 @@ const IDLE_NAP: Duration = Duration::from_micros(50);
 const PARK_AFTER: Duration = Duration::from_millis(5);
 /// Longest park.
 const PARK_FOR: Duration = Duration::from_millis(100);
+/// The store writer is woken for posted decision runs at most this often (each wake-up is
+/// a small transaction of its own); runs posted meanwhile wait at most this long.
+const RUNS_WAKE_EVERY: Duration = Duration::from_millis(5);
 /// Capsules waiting for the store past which the journal stops taking entries: the store
 /// is behind, and producers should see `Full` rather than the daemon's heap growing.
 const READY_CAPSULES_MAX: usize = 400_000;
@@ -301,6 +304,10 @@ struct JournalThread {
     runs: RunBuilder,
     predicting: bool,
     to_writer: Option<SyncSender<Vec<Handoff>>>,
+    /// Where durable decision runs go at once ([`writer::Mailbox`]).
+    mailbox: Arc<writer::Mailbox>,
+    /// When the writer was last woken for runs.
+    woke_writer_at: Instant,
     /// The store writer's scheduling class (raised when it starves).
     writer_priority: Arc<WriterPriority>,
     /// Since when hand-offs have been refused (the writer busy or starved).
@@ -427,7 +434,14 @@ pub fn spawn(
     o.store_live.store(true, Ordering::Relaxed);
     let (tx, rx) = sync_channel::<Vec<Handoff>>(1);
     let priority = Arc::new(WriterPriority::default());
-    let writer = spawn_writer(&o, rx, priority.clone(), core, agents.add("rimd-store", "block"))?;
+    let mailbox = Arc::new(writer::Mailbox::default());
+    let writer = spawn_writer(
+        &o,
+        (rx, mailbox.clone()),
+        priority.clone(),
+        core,
+        agents.add("rimd-store", "block"),
+    )?;
     let shards = inputs.reflex.len();
     let mut t = JournalThread {
         _lock: o._lock,
@@ -441,6 +455,8 @@ pub fn spawn(
         runs: o.runs,
         predicting: p.predict,
         to_writer: Some(tx),
+        mailbox,
+        woke_writer_at: Instant::now(),
         writer_priority: priority,
         refused_since: None,
         last_marker: None,
@@ -494,7 +510,7 @@ pub fn spawn(
 /// commits them, syncing once per checkpoint interval.
 fn spawn_writer(
     o: &Opened,
-    rx: std::sync::mpsc::Receiver<Vec<Handoff>>,
+    (rx, mailbox): (std::sync::mpsc::Receiver<Vec<Handoff>>, Arc<writer::Mailbox>),
     priority: Arc<WriterPriority>,
     core: Option<usize>,
     figures: Arc<AgentFigures>,
@@ -519,6 +535,7 @@ fn spawn_writer(
                 priority,
                 clock,
                 figures,
+                mailbox,
             };
             writer::run(&store, rx, names, &env);
         })
@@ -970,7 +987,7 @@ impl JournalThread {
 
     /// A stage whose records are durable: producers and reflex shards hear it, and its
     /// work waits for the store writer.
-    fn land(&mut self, stage: Stage) {
+    fn land(&mut self, mut stage: Stage) {
         if let Some(marker) = stage.marker {
             self.publish_marker(marker);
         }
@@ -981,7 +998,24 @@ impl JournalThread {
                 }
             }
         }
+        if self.to_writer.is_some() {
+            self.mailbox.post(&mut stage.work.batch.decision_runs);
+            self.wake_writer_for_runs();
+        }
         self.ready.push(stage.work);
+    }
+
+    /// Wakes a waiting store writer for runs in its mailbox, at most every
+    /// [`RUNS_WAKE_EVERY`] (an empty hand-off: the channel is empty while it waits).
+    fn wake_writer_for_runs(&mut self) {
+        if self.woke_writer_at.elapsed() < RUNS_WAKE_EVERY || !self.mailbox.writer_waits_with_runs() {
+            return;
+        }
+        if let Some(tx) = self.to_writer.as_ref() {
+            if tx.try_send(Vec::new()).is_ok() {
+                self.woke_writer_at = Instant::now();
+            }
+        }
     }
 
     fn publish_tally(&mut self) {
@@ -1012,6 +1046,7 @@ impl JournalThread {
         if !stopping && self.handoff_due() {
             work += self.hand_off(false);
         }
+        self.wake_writer_for_runs();
         if self.retained_at.elapsed() >= RETAIN_EVERY {
             self.retained_at = Instant::now();
             if let Err(e) = self.journal.retain(self.clock.unix_ms()) {

@@ -5,12 +5,12 @@
 //! means bigger rounds, not a growing queue (and past a bound, back-pressure on the
 //! journal thread).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rim_capsule::{Batch, Names, Store};
+use rim_capsule::{Batch, DecisionRun, Names, Store};
 use tracing::{error, warn};
 
 use super::thread::Handoff;
@@ -52,6 +52,7 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         priority,
         clock,
         figures,
+        mailbox,
     } = env;
     let mut retained_at = Instant::now();
     let mut synced_at = Instant::now();
@@ -64,12 +65,16 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         // watermarks unsynced for as long as the silence lasted (recovery after a crash
         // in it replayed a third of a 10M-event journal the store had long caught up with).
         let wait = unsynced.then(|| durable_every.saturating_sub(synced_at.elapsed()));
-        let first = match recv_counted(&rx, figures, wait) {
+        let first = match next_handoff(&rx, mailbox, figures, wait) {
             Ok(Some(first)) => first,
             Ok(None) => {
                 synced_at = Instant::now();
                 unsynced = false;
-                commit_with(store, &mut Batch::default(), stats, true, &mut || {});
+                let mut sync = Batch::default();
+                mailbox.take_into(&mut sync.decision_runs);
+                indexed.note(&sync.decision_runs);
+                commit_with(store, &mut sync, stats, true, &mut || {});
+                indexed.publish(stats);
                 continue;
             }
             Err(_) => break,
@@ -82,6 +87,7 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         round.take(first.into_iter().chain(rx.try_iter().flatten()), &mut names, now_ms);
         let mut breather = Breather::start();
         loop {
+            round.take_posted(mailbox);
             if round.runs_go_first() {
                 round.index_runs(store, stats, &mut indexed, &mut || breather.breathe());
             }
@@ -92,9 +98,16 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
             round.pieces += 1;
             round.join(&rx, &mut names, now_ms);
         }
+        round.take_posted(mailbox);
         let mut last = round.finish();
         indexed.note(&last.decision_runs);
         let durable = synced_at.elapsed() >= *durable_every;
+        if last.is_empty() && !durable {
+            // A wake-up for runs another transaction of the round already indexed.
+            priority.commit_done();
+            indexed.publish(stats);
+            continue;
+        }
         if durable {
             synced_at = Instant::now();
         }
@@ -110,8 +123,36 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         }
         figures.turn(started.elapsed().as_nanos() as u64, round.handoffs);
     }
-    // Whatever was committed without a sync reaches the disk now.
-    commit_with(store, &mut Batch::default(), stats, true, &mut || {});
+    // Whatever was committed without a sync reaches the disk now, with runs still posted.
+    let mut last = Batch::default();
+    mailbox.take_into(&mut last.decision_runs);
+    indexed.note(&last.decision_runs);
+    commit_with(store, &mut last, stats, true, &mut || {});
+    indexed.publish(stats);
+}
+
+/// The next hand-off (waiting at most `wait`, `None`: for ever), or an empty one at once
+/// when runs wait in the mailbox. While it blocks the mailbox says so, for the journal
+/// thread to wake it when it posts runs.
+fn next_handoff(
+    rx: &Receiver<Vec<Handoff>>,
+    mailbox: &Mailbox,
+    figures: &AgentFigures,
+    wait: Option<Duration>,
+) -> Result<Option<Vec<Handoff>>, std::sync::mpsc::RecvError> {
+    use std::sync::mpsc::{RecvError, TryRecvError};
+    mailbox.set_waiting(true);
+    let got = if mailbox.has_runs() {
+        match rx.try_recv() {
+            Ok(h) => Ok(Some(h)),
+            Err(TryRecvError::Empty) => Ok(Some(Vec::new())),
+            Err(TryRecvError::Disconnected) => Err(RecvError),
+        }
+    } else {
+        recv_counted(rx, figures, wait)
+    };
+    mailbox.set_waiting(false);
+    got
 }
 
 /// Capsules per transaction before the last of a round: about 10–20 ms of the writer's
@@ -143,6 +184,65 @@ impl Indexed {
 
     fn publish(&self, stats: &PersistStats) {
         stats.decisions_indexed.store(self.0.iter().sum(), Ordering::Relaxed);
+    }
+}
+
+/// Durable decision runs on their way to the writer, beside its hand-offs: the journal
+/// thread posts a commit's runs the moment it lands, and the writer takes them before each
+/// transaction of a round, not only with the hand-off they rode in.
+///
+/// Why beside: a hand-off goes at most every `store_interval_ms`, and one that arrives
+/// while the writer is in a round full of capsules waits for the whole round; after a
+/// flood the last decisions were found through the API 150 ms to 1 s after they were
+/// durable (the `decisions` row), while the writer inserted the flood's window closes.
+///
+/// Bounded ([`MAILBOX_RUNS_MAX`]): past it runs ride with the hand-offs as before. The
+/// watermarks still travel only in hand-offs, and the writer empties the mailbox into
+/// every round's last transaction, so a watermark never passes a run posted before it.
+#[derive(Default)]
+pub(super) struct Mailbox {
+    runs: Mutex<Vec<DecisionRun>>,
+    /// The writer is (about to be) blocked waiting for a hand-off.
+    waiting: AtomicBool,
+}
+
+/// Runs the mailbox holds at most (a few per commit; this is seconds of a stalled writer).
+const MAILBOX_RUNS_MAX: usize = 1 << 16;
+
+impl Mailbox {
+    /// Moves `runs` into the mailbox unless it is full (then they stay in `runs`).
+    pub(super) fn post(&self, runs: &mut Vec<DecisionRun>) {
+        if let Ok(mut m) = self.runs.lock() {
+            if m.len() + runs.len() <= MAILBOX_RUNS_MAX {
+                m.append(runs);
+            }
+        }
+    }
+
+    /// Appends what the mailbox holds to `into`; true when it held anything.
+    fn take_into(&self, into: &mut Vec<DecisionRun>) -> bool {
+        match self.runs.lock() {
+            Ok(mut m) if !m.is_empty() => {
+                into.append(&mut m);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn has_runs(&self) -> bool {
+        self.runs.lock().is_ok_and(|m| !m.is_empty())
+    }
+
+    /// The writer waits for a hand-off while runs wait here: it needs a wake-up.
+    pub(super) fn writer_waits_with_runs(&self) -> bool {
+        // SeqCst with the writer's store before it looks at the mailbox: either it sees
+        // the runs just posted, or this sees it waiting.
+        self.waiting.load(Ordering::SeqCst) && self.has_runs()
+    }
+
+    fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::SeqCst);
     }
 }
 
@@ -178,6 +278,11 @@ impl Round {
             };
             self.take(more.into_iter(), names, now_ms);
         }
+    }
+
+    /// Takes the runs posted to the mailbox; true when there were any.
+    fn take_posted(&mut self, mailbox: &Mailbox) -> bool {
+        mailbox.take_into(&mut self.rest.decision_runs)
     }
 
     fn may_join(&self) -> bool {
@@ -266,6 +371,8 @@ pub(super) struct WriterEnv {
     pub clock: Clock,
     /// Its agent figures: a turn per round, a wait per blocking receive.
     pub figures: Arc<AgentFigures>,
+    /// Decision runs posted beside the hand-offs.
+    pub mailbox: Arc<Mailbox>,
 }
 
 /// The next hand-off; a receive that has to block counts as the agent's wait.
@@ -432,6 +539,65 @@ mod tests {
         round.capsules.clear();
         round.pieces = ROUND_PIECES_MAX;
         assert!(!round.may_join(), "a round that ran its pieces ends");
+    }
+
+    #[test]
+    fn runs_posted_during_a_round_are_indexed_before_its_next_piece() {
+        let mailbox = Mailbox::default();
+        let mut round = Round::default();
+        round.capsules.extend((0..3 * PIECE_CAPSULES as i64).map(capsule));
+        assert!(!round.take_posted(&mailbox), "an empty mailbox adds nothing");
+        assert!(!round.runs_go_first());
+        let mut posted = vec![run(3), run(4)];
+        mailbox.post(&mut posted);
+        assert!(posted.is_empty(), "posted runs leave the caller's batch");
+        assert!(round.take_posted(&mailbox));
+        assert!(
+            round.runs_go_first(),
+            "runs posted while pieces of capsules wait go ahead of them"
+        );
+        assert_eq!(round.rest.decision_runs, vec![run(3), run(4)]);
+        assert!(!mailbox.has_runs(), "taken runs leave the mailbox");
+    }
+
+    #[test]
+    fn a_full_mailbox_leaves_runs_with_their_hand_off() {
+        let mailbox = Mailbox::default();
+        let mut many: Vec<DecisionRun> = (0..MAILBOX_RUNS_MAX as u64).map(run).collect();
+        mailbox.post(&mut many);
+        assert!(many.is_empty());
+        let mut one_more = vec![run(u64::MAX)];
+        mailbox.post(&mut one_more);
+        assert_eq!(one_more, vec![run(u64::MAX)], "refused runs stay where they were");
+        let mut taken = Vec::new();
+        assert!(mailbox.take_into(&mut taken));
+        assert_eq!(taken.len(), MAILBOX_RUNS_MAX);
+    }
+
+    #[test]
+    fn a_waiting_writer_is_woken_only_for_runs() {
+        let mailbox = Mailbox::default();
+        mailbox.set_waiting(true);
+        assert!(!mailbox.writer_waits_with_runs(), "nothing posted: no wake-up");
+        mailbox.post(&mut vec![run(1)]);
+        assert!(mailbox.writer_waits_with_runs());
+        mailbox.set_waiting(false);
+        assert!(!mailbox.writer_waits_with_runs(), "a busy writer takes them itself");
+    }
+
+    #[test]
+    fn a_waiting_writer_with_runs_posted_does_not_block() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Handoff>>(1);
+        let mailbox = Mailbox::default();
+        let figures = AgentFigures::default();
+        mailbox.post(&mut vec![run(1)]);
+        let got = next_handoff(&rx, &mailbox, &figures, None).expect("connected");
+        assert!(got.is_some_and(|h| h.is_empty()), "an empty hand-off at once");
+        drop(tx);
+        assert!(
+            next_handoff(&rx, &mailbox, &figures, None).is_err(),
+            "a hung-up journal thread ends the writer even with runs posted"
+        );
     }
 
     #[test]
