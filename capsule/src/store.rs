@@ -860,13 +860,21 @@ fn run_of(k: (u16, u64), v: (u64, u64, u32)) -> DecisionRun {
     }
 }
 
+/// Writes each run's row, unless the row already holds a longer version of the run: a run
+/// only grows (its decisions are appended; it is keyed by its first seq), and versions of
+/// one run may reach the store out of order (the writer takes runs both from the journal
+/// thread's mailbox and with hand-offs), so the row keeps the newest decision it has seen.
 fn write_decision_runs(txn: &WriteTransaction, runs: &[DecisionRun]) -> Result<(), StoreError> {
     if runs.is_empty() {
         return Ok(());
     }
     let mut table = txn.open_table(DECISION_INDEX)?;
     for r in runs {
-        table.insert((r.shard, r.first_seq), (r.pos, r.last_seq, r.count))?;
+        let key = (r.shard, r.first_seq);
+        let longer = table.get(key)?.is_some_and(|row| row.value().1 > r.last_seq);
+        if !longer {
+            table.insert(key, (r.pos, r.last_seq, r.count))?;
+        }
     }
     Ok(())
 }

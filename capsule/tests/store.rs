@@ -157,6 +157,30 @@ fn the_decision_index_finds_the_run_holding_a_seq() {
     assert_eq!(store.counts().unwrap().decision_runs, 4);
 }
 
+#[test]
+fn a_run_written_again_shorter_keeps_its_longer_row() {
+    let store = mem_store();
+    let mut batch = Batch::default();
+    batch.decision_runs.push(run(0, 1, 150, 0));
+    store.write(&batch).unwrap();
+    batch.clear();
+    // An older version of the same run, arriving late.
+    batch.decision_runs.push(run(0, 1, 100, 0));
+    store.write(&batch).unwrap();
+    assert_eq!(store.decision_runs(0, 1, 10).unwrap(), vec![run(0, 1, 150, 0)]);
+    batch.clear();
+    // A newer one still replaces it.
+    batch.decision_runs.push(run(0, 1, 151, 0));
+    store.write(&batch).unwrap();
+    assert_eq!(store.last_decision_run(0).unwrap(), Some(run(0, 1, 151, 0)));
+    // Both versions in one batch, the shorter last: the longer stays.
+    batch.clear();
+    batch.decision_runs.push(run(0, 200, 260, 5000));
+    batch.decision_runs.push(run(0, 200, 230, 5000));
+    store.write(&batch).unwrap();
+    assert_eq!(store.last_decision_run(0).unwrap(), Some(run(0, 200, 260, 5000)));
+}
+
 fn agg(count: u64, abs: f64, hits: u64, directional: u64) -> AccuracyAgg {
     AccuracyAgg {
         count,

@@ -299,13 +299,14 @@ impl Context {
         self.store.as_ref()
     }
 
-    /// A number that changes whenever the store may have changed: the writer's commits
-    /// plus the writes made through the API.
+    /// A number that changes whenever what the slices read from the store may have
+    /// changed: the writer's commits of capsules or checkpoints (not those of decision
+    /// runs alone, up to 200 a second) plus the writes made through the API.
     pub fn store_version(&self) -> u64 {
         let commits = self
             .persist
             .as_ref()
-            .map_or(0, |p| p.store_commits.load(Ordering::Acquire));
+            .map_or(0, |p| p.store_data_version.load(Ordering::Acquire));
         commits.wrapping_add(self.api_writes.get())
     }
 

@@ -174,6 +174,9 @@ pub struct PersistStats {
     pub commit_max_ns: AtomicU64,
     /// Store transactions.
     pub store_commits: AtomicU64,
+    /// Store commits that wrote capsules or a checkpoint (what the API's slices read): not
+    /// a metric, the version the slices' caches go by.
+    pub store_data_version: AtomicU64,
     /// Times the journal thread raised a starved store writer to a normal thread.
     pub store_writer_raised: AtomicU64,
     /// Store write failures (the batch is retried for 30 s, then rimd exits and a restart

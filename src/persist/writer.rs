@@ -221,13 +221,14 @@ impl Mailbox {
 
     /// Appends what the mailbox holds to `into`; true when it held anything.
     fn take_into(&self, into: &mut Vec<DecisionRun>) -> bool {
-        match self.runs.lock() {
-            Ok(mut m) if !m.is_empty() => {
-                into.append(&mut m);
-                true
-            }
-            _ => false,
-        }
+        // Swapped out under the lock and copied after it: the journal thread, which posts
+        // under the same lock, never waits on this (low-priority) thread's copy.
+        let taken = match self.runs.lock() {
+            Ok(mut m) if !m.is_empty() => std::mem::take(&mut *m),
+            _ => return false,
+        };
+        into.extend(taken);
+        true
     }
 
     fn has_runs(&self) -> bool {
@@ -236,8 +237,9 @@ impl Mailbox {
 
     /// The writer waits for a hand-off while runs wait here: it needs a wake-up.
     pub(super) fn writer_waits_with_runs(&self) -> bool {
-        // SeqCst with the writer's store before it looks at the mailbox: either it sees
-        // the runs just posted, or this sees it waiting.
+        // The writer sets `waiting` before it locks the mailbox to look; the journal thread
+        // posts under the lock before it loads `waiting`. The lock orders the two looks:
+        // either the writer finds the runs just posted, or this finds it waiting.
         self.waiting.load(Ordering::SeqCst) && self.has_runs()
     }
 
@@ -420,6 +422,10 @@ pub(super) fn commit_with(
         match store.write_paced(batch, durable, breathe) {
             Ok(out) => {
                 stats.store_commits.fetch_add(1, Ordering::Relaxed);
+                if !batch.capsules.is_empty() || batch.checkpoint.is_some() {
+                    // What the API's slices read changed (runs alone do not count).
+                    stats.store_data_version.fetch_add(1, Ordering::Release);
+                }
                 stats
                     .capsules_inserted
                     .fetch_add(out.inserted as u64, Ordering::Relaxed);
@@ -591,13 +597,90 @@ mod tests {
         let mailbox = Mailbox::default();
         let figures = AgentFigures::default();
         mailbox.post(&mut vec![run(1)]);
-        let got = next_handoff(&rx, &mailbox, &figures, None).expect("connected");
+        // A wait that would block (a broken look at the mailbox) times out instead of
+        // hanging the test.
+        let wait = Some(Duration::from_secs(5));
+        let got = next_handoff(&rx, &mailbox, &figures, wait).expect("connected");
         assert!(got.is_some_and(|h| h.is_empty()), "an empty hand-off at once");
         drop(tx);
         assert!(
-            next_handoff(&rx, &mailbox, &figures, None).is_err(),
+            next_handoff(&rx, &mailbox, &figures, wait).is_err(),
             "a hung-up journal thread ends the writer even with runs posted"
         );
+    }
+
+    /// The writer itself over a store file: runs posted while it waits are indexed (woken
+    /// by an empty hand-off), runs posted beside a hand-off with watermarks are in the
+    /// store when those are, and runs still posted when the journal thread hangs up are
+    /// indexed by the writer's last commit.
+    #[test]
+    fn the_writer_indexes_posted_runs_before_watermarks_and_at_exit() {
+        use rim_capsule::{StoreConfig, Watermark};
+        let dir = std::env::temp_dir().join(format!("rimd-writer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = Arc::new(Store::open(&dir.join("capsules.redb"), StoreConfig::default()).expect("store"));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Handoff>>(1);
+        let env = WriterEnv {
+            stats: Arc::new(PersistStats::default()),
+            durable_every: Duration::from_secs(3600),
+            priority: Arc::new(super::super::thread::WriterPriority::default()),
+            clock: Clock::system(),
+            figures: Arc::new(AgentFigures::default()),
+            mailbox: Arc::new(Mailbox::default()),
+        };
+        let (mailbox, stats) = (env.mailbox.clone(), env.stats.clone());
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || super::run(&store, rx, Names::default(), &env))
+        };
+        let indexed = |seq: u64| {
+            store
+                .decision_runs(0, seq, 1)
+                .expect("read")
+                .first()
+                .map(|r| r.last_seq)
+        };
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done() {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+
+        // Posted while the writer waits, then the wake-up.
+        wait_for("the writer to wait", &|| mailbox.waiting.load(Ordering::SeqCst));
+        mailbox.post(&mut vec![run(1)]);
+        assert!(mailbox.writer_waits_with_runs());
+        tx.send(Vec::new()).expect("wake");
+        wait_for("run 1 indexed", &|| indexed(1) == Some(1));
+
+        // Posted, then a hand-off whose watermarks cover it: both in the store.
+        mailbox.post(&mut vec![run(2)]);
+        let mark = Watermark {
+            stream: 0,
+            replay_from: 7,
+            committed_to: 7,
+        };
+        let mut h = Handoff::default();
+        h.batch.watermarks.push(mark);
+        tx.send(vec![h]).expect("hand-off");
+        wait_for("the watermark", &|| !store.watermarks().expect("read").is_empty());
+        assert_eq!(
+            indexed(2),
+            Some(2),
+            "a run posted before a watermark is indexed with it"
+        );
+
+        // Posted, then the journal thread hangs up.
+        mailbox.post(&mut vec![run(3)]);
+        drop(tx);
+        writer.join().expect("writer");
+        assert_eq!(indexed(3), Some(3), "runs still posted at exit are indexed");
+        assert_eq!(stats.decisions_indexed.load(Ordering::Relaxed), 3);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
