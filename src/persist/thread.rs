@@ -1006,22 +1006,18 @@ impl JournalThread {
     }
 
     /// Wakes a waiting store writer for runs in its mailbox, at most every
-    /// [`RUNS_WAKE_EVERY`]: with the ready work when there is some (a hand-off a little
-    /// ahead of its interval), else with an empty hand-off (the channel is empty while the
-    /// writer waits).
+    /// [`RUNS_WAKE_EVERY`], with an empty hand-off (the channel is empty while the writer
+    /// waits). Not with the ready capsules: handed off every 5 ms instead of every
+    /// `store_interval_ms`, they would make the writer's commits (and their writes, which
+    /// the journal's syncs queue behind) up to twenty times as frequent.
     fn wake_writer_for_runs(&mut self) {
         if self.woke_writer_at.elapsed() < RUNS_WAKE_EVERY || !self.mailbox.writer_waits_with_runs() {
             return;
         }
-        let woke = if self.ready.is_empty() {
-            self.to_writer
-                .as_ref()
-                .is_some_and(|tx| tx.try_send(Vec::new()).is_ok())
-        } else {
-            self.hand_off(false) > 0
-        };
-        if woke {
-            self.woke_writer_at = Instant::now();
+        if let Some(tx) = self.to_writer.as_ref() {
+            if tx.try_send(Vec::new()).is_ok() {
+                self.woke_writer_at = Instant::now();
+            }
         }
     }
 
@@ -1159,7 +1155,7 @@ impl JournalThread {
         let Some(tx) = self.to_writer.as_ref() else {
             return 0;
         };
-        self.handed_at = Instant::now();
+        let last_handed_at = std::mem::replace(&mut self.handed_at, Instant::now());
         let ready = std::mem::take(&mut self.ready);
         let n = ready.waiting as u64;
         self.stats.store_pending.fetch_add(n, Ordering::Relaxed);
@@ -1175,7 +1171,10 @@ impl JournalThread {
             }
             Err(TrySendError::Full(items)) => {
                 self.stats.store_pending.fetch_sub(n, Ordering::Relaxed);
-                if !self.wake_may_hold_the_slot() {
+                if self.wake_may_hold_the_slot() {
+                    // Tried again at the next upkeep, not a whole interval later.
+                    self.handed_at = last_handed_at;
+                } else {
                     let since = *self.refused_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= WRITER_STARVED_AFTER && self.writer_priority.raise() {
                         self.stats.store_writer_raised.fetch_add(1, Ordering::Relaxed);
