@@ -572,9 +572,13 @@ mod tests {
         let mut many: Vec<DecisionRun> = (0..MAILBOX_RUNS_MAX as u64).map(run).collect();
         mailbox.post(&mut many);
         assert!(many.is_empty());
-        let mut one_more = vec![run(u64::MAX)];
+        let mut one_more = vec![run(MAILBOX_RUNS_MAX as u64 + 1)];
         mailbox.post(&mut one_more);
-        assert_eq!(one_more, vec![run(u64::MAX)], "refused runs stay where they were");
+        assert_eq!(
+            one_more,
+            vec![run(MAILBOX_RUNS_MAX as u64 + 1)],
+            "refused runs stay where they were"
+        );
         let mut taken = Vec::new();
         assert!(mailbox.take_into(&mut taken));
         assert_eq!(taken.len(), MAILBOX_RUNS_MAX);
