@@ -1011,7 +1011,8 @@ impl JournalThread {
     /// `store_interval_ms`, they would make the writer's commits (and their writes, which
     /// the journal's syncs queue behind) up to twenty times as frequent.
     fn wake_writer_for_runs(&mut self) {
-        if self.woke_writer_at.elapsed() < RUNS_WAKE_EVERY || !self.mailbox.writer_waits_with_runs() {
+        // The writer's flag first: while it works, one load and no clock read.
+        if !self.mailbox.writer_waits_with_runs() || self.woke_writer_at.elapsed() < RUNS_WAKE_EVERY {
             return;
         }
         if let Some(tx) = self.to_writer.as_ref() {

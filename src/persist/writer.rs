@@ -72,9 +72,7 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
                 unsynced = false;
                 let mut sync = Batch::default();
                 mailbox.take_into(&mut sync.decision_runs);
-                indexed.note(&sync.decision_runs);
-                commit_with(store, &mut sync, stats, true, &mut || {});
-                indexed.publish(stats);
+                commit_indexed(store, &mut sync, stats, true, &mut indexed, &mut || {});
                 continue;
             }
             Err(_) => break,
@@ -100,23 +98,21 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         }
         round.take_posted(mailbox);
         let mut last = round.finish();
-        indexed.note(&last.decision_runs);
         let durable = synced_at.elapsed() >= *durable_every;
-        if last.is_empty() && !durable {
-            // A wake-up for runs another transaction of the round already indexed.
-            priority.commit_done();
-            indexed.publish(stats);
-            continue;
+        // Empty and not due for a sync: a wake-up for runs an earlier transaction of the
+        // round indexed.
+        if durable || !last.is_empty() {
+            if durable {
+                synced_at = Instant::now();
+            }
+            unsynced = !durable;
+            commit_indexed(store, &mut last, stats, durable, &mut indexed, &mut || {
+                breather.breathe()
+            });
         }
-        if durable {
-            synced_at = Instant::now();
-        }
-        unsynced = !durable;
-        commit_with(store, &mut last, stats, durable, &mut || breather.breathe());
         // A writer the journal thread raised stays raised for the whole round: lowered
         // after its first piece, it would be starved again with the round half done.
         priority.commit_done();
-        indexed.publish(stats);
         if retained_at.elapsed() >= RETAIN_EVERY {
             retained_at = Instant::now();
             retain(store, now_ms);
@@ -126,8 +122,20 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
     // Whatever was committed without a sync reaches the disk now, with runs still posted.
     let mut last = Batch::default();
     mailbox.take_into(&mut last.decision_runs);
-    indexed.note(&last.decision_runs);
-    commit_with(store, &mut last, stats, true, &mut || {});
+    commit_indexed(store, &mut last, stats, true, &mut indexed, &mut || {});
+}
+
+/// [`commit_with`], counting the batch's runs as indexed (`persist.decisions_indexed`).
+fn commit_indexed(
+    store: &Store,
+    batch: &mut Batch,
+    stats: &PersistStats,
+    durable: bool,
+    indexed: &mut Indexed,
+    breathe: &mut dyn FnMut(),
+) {
+    indexed.note(&batch.decision_runs);
+    commit_with(store, batch, stats, durable, breathe);
     indexed.publish(stats);
 }
 
@@ -305,9 +313,7 @@ impl Round {
             decision_runs: std::mem::take(&mut self.rest.decision_runs),
             ..Batch::default()
         };
-        indexed.note(&runs.decision_runs);
-        commit_with(store, &mut runs, stats, false, breathe);
-        indexed.publish(stats);
+        commit_indexed(store, &mut runs, stats, false, indexed, breathe);
     }
 
     /// The next piece of capsules, while more than a piece's worth waits (the last piece
