@@ -1,0 +1,366 @@
+//! The composed hot path allocates nothing once warm (issue 13): a producer's
+//! shared-memory ring, ingest (dedup, routing, the journal entry of every event,
+//! durability markers), the tick ring, a reflex shard evaluating rules that fire on every
+//! event, the decisions it encodes, chains, broadcasts and pushes to the journal thread,
+//! and the predictions of each window, all on this thread as the daemon's hot loop runs
+//! them. The journal thread's side is played here too: it drains both rings and reports
+//! markers and decisions durable, so ingest's acknowledgements, the producer's durable
+//! position and the shard's in-flight bound move as in the daemon. Only the hot path's own
+//! calls are counted (the played journal side decodes decisions into owned values).
+//!
+//! Its own test binary: it installs a counting global allocator. Counts are per thread,
+//! so the harness's threads do not disturb them.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rim_core::clock::ManualClock;
+use rim_core::config::Config;
+use rim_core::entry::{self, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
+use rim_core::ingest::{Control, Ingest, IngestSetup, JournalOut, ProducerRing};
+use rim_core::reflex::{self, decision, Compiled, PersistOut, Reflex, ReflexSetup};
+use rim_core::report::{Reporter, ShardFigures};
+use rim_core::tick::Slot;
+use rim_core::wake::Wake;
+use rim_ring::{spsc, Consumer, Producer, Segment, Sym, SymEvent, SymbolKind};
+
+struct CountingAllocator;
+
+thread_local! {
+    /// Allocations (alloc, alloc_zeroed, realloc) made by this thread.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn bump() {
+    // `try_with`: never panic inside the allocator, even while a thread is torn down.
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
+// allocator's contract is System's; the thread-local counter allocates nothing.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump();
+        // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        // SAFETY: forwarded as is; `ptr` came from this allocator, i.e. from System.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is; `ptr` came from this allocator, i.e. from System.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// Rules that fire on every event of the test's nodes (each event is one decision per
+/// rule), beside one that never fires and one over a window.
+const RULES: &str = r#"
+[[rule]]
+id = "every-event"
+nodes = "rim:sensor:*"
+when = "metric.temp > 0"
+severity = "info"
+
+[[rule]]
+id = "hot"
+nodes = "rim:sensor:*"
+when = "metric.temp > 1000"
+severity = "critical"
+
+[[rule]]
+id = "jump"
+nodes = "rim:sensor:*"
+when = "change(metric.temp, 2s) > -1000"
+severity = "medium"
+"#;
+
+const NODES: usize = 64;
+const T0_MS: u64 = 1_800_000_000_000;
+
+/// The hot path's parts, wired as the daemon wires them for one shard.
+struct HotPath {
+    producer: Producer,
+    ingest: Ingest,
+    reflex: Reflex,
+    /// Ingest → journal thread.
+    journal: rtrb::Consumer<u8>,
+    durable_marker: Arc<AtomicU64>,
+    /// Reflex → journal thread (decisions, predictions).
+    persisted: rtrb::Consumer<u8>,
+    /// The chain sequence of the shard's newest durable decision.
+    durable_seq: Arc<AtomicU64>,
+    broadcast: rim_ring::broadcast::Reader,
+    /// One broadcast slot, read into.
+    slot: Vec<u8>,
+    nodes: Vec<Sym>,
+    status: Sym,
+    temp: Sym,
+    scratch: Vec<u8>,
+    clock: ManualClock,
+    sent: u64,
+    decisions: u64,
+    predictions: u64,
+    events_journaled: u64,
+    /// Allocations made by the hot path's own calls (the producer's publish, ingest and
+    /// the shard), not by this test's journal-thread side.
+    hot_allocations: u64,
+    _ends: Ends,
+}
+
+/// Ring ends the test does not read, held open.
+struct Ends {
+    _rules_tx: rtrb::Producer<Arc<Compiled>>,
+    _rules_back: rtrb::Consumer<Arc<Compiled>>,
+    _control: rtrb::Producer<Control>,
+    _retired: rtrb::Consumer<rim_core::ingest::Retired>,
+    _reports: Vec<rim_stats::ColdEnd<rim_core::report::Report>>,
+}
+
+impl HotPath {
+    fn new(config: &Config) -> Self {
+        let clock = ManualClock::at(T0_MS);
+        let set = rim_core::plane::compile_as(RULES, "toml", config, None).expect("rules compile");
+        let (tick_tx, tick_rx) = rtrb::RingBuffer::<Slot>::new(1 << 14);
+        let (rules_tx, rules_in) = rtrb::RingBuffer::new(1);
+        let (rules_out, rules_back) = rtrb::RingBuffer::new(1);
+        let (reporter, reflex_reports) = Reporter::new(reflex::C_COUNT, config.reflex.rules_max);
+        let (persist_ring, persisted) = rtrb::RingBuffer::<u8>::new(1 << 22);
+        let durable_seq = Arc::new(AtomicU64::new(0));
+        let out = rim_ring::broadcast::heap(1 << 12, config.decisions.slot_bytes).expect("decision ring");
+        let broadcast = rim_ring::broadcast::Reader::open(out.segment().clone()).expect("decision reader");
+        let reflex = Reflex::new(ReflexSetup {
+            shard: 0,
+            input: tick_rx,
+            shape: reflex::state::Shape::of(config),
+            rules_max: config.reflex.rules_max,
+            cooldown_slots: config.reflex.cooldown_slots,
+            out,
+            rules: Compiled::new(set),
+            rules_in,
+            rules_out,
+            reporter,
+            sweep_ms: config.reflex.stale_sweep_ms,
+            epoch: 1,
+            resume: None,
+            persist: Some(PersistOut {
+                ring: persist_ring,
+                resolutions: vec![1, 60],
+                durable_seq: durable_seq.clone(),
+            }),
+            queries: None,
+            clock: clock.clock(),
+            partitions: 1,
+            shards: 1,
+        });
+        let (journal_ring, journal) = rtrb::RingBuffer::<u8>::new(1 << 22);
+        let durable_marker = Arc::new(AtomicU64::new(0));
+        let (mut control, control_rx) = rtrb::RingBuffer::new(4);
+        let (retired_tx, retired) = rtrb::RingBuffer::new(4);
+        let (ingest_reporter, ingest_reports) = Reporter::new(rim_core::ingest::C_COUNT, 0);
+        let ingest = Ingest::new(IngestSetup {
+            nodes_max: config.reflex.nodes_max,
+            partitions: 1,
+            outs: vec![tick_tx],
+            budget: config.ingest.poll_budget,
+            dedup_window: config.ingest.dedup_window,
+            producers_max: 4,
+            sample_every: 64,
+            control: control_rx,
+            retired: retired_tx,
+            reporter: ingest_reporter,
+            journal: Some(JournalOut {
+                ring: journal_ring,
+                wake: Arc::new(Wake::new()),
+                durable_marker: durable_marker.clone(),
+            }),
+            bounds: config.time_bounds(),
+            clock: clock.clock(),
+        });
+        let seg = Arc::new(Segment::create_memfd("rim-test-hot-path", spsc::segment_bytes(1 << 20)).expect("memfd"));
+        spsc::init(&seg).expect("init");
+        let mut producer = Producer::open(seg.clone()).expect("producer");
+        let consumer = Consumer::open(seg).expect("consumer");
+        assert!(control
+            .push(Control::Add(Box::new(ProducerRing::new(
+                1,
+                "hot-path-test".into(),
+                std::process::id(),
+                consumer
+            ))))
+            .is_ok());
+        let nodes = (0..NODES)
+            .map(|i| {
+                producer
+                    .intern(SymbolKind::NodeId, &format!("rim:sensor:hall:n{i}"))
+                    .expect("node")
+            })
+            .collect();
+        let status = producer.intern(SymbolKind::Status, "ok").expect("status");
+        let temp = producer.intern(SymbolKind::MetricName, "temp").expect("metric");
+        Self {
+            producer,
+            ingest,
+            reflex,
+            journal,
+            durable_marker,
+            persisted,
+            durable_seq,
+            broadcast,
+            slot: vec![0; config.decisions.slot_bytes],
+            nodes,
+            status,
+            temp,
+            scratch: Vec::with_capacity(entry::BODY_BYTES_MAX + entry::HEAD_BYTES),
+            clock,
+            sent: 0,
+            decisions: 0,
+            predictions: 0,
+            events_journaled: 0,
+            hot_allocations: 0,
+            _ends: Ends {
+                _rules_tx: rules_tx,
+                _rules_back: rules_back,
+                _control: control,
+                _retired: retired,
+                _reports: vec![reflex_reports, ingest_reports],
+            },
+        }
+    }
+
+    /// Publishes `n` events round the nodes, 1 ms of event time apart, and runs the hot
+    /// loop and the journal thread's side until all of them are decided and durable.
+    fn run(&mut self, n: u64) {
+        for _ in 0..n {
+            let i = self.sent;
+            self.clock.advance(std::time::Duration::from_millis(1));
+            let metrics = [(self.temp, 20.0 + (i % 7) as f64)];
+            let ev = SymEvent {
+                node: self.nodes[i as usize % NODES],
+                event_id: None,
+                timestamp: (T0_MS + i) as i64,
+                metrics: &metrics,
+                price: Some(100.0),
+                volume: None,
+                stress: None,
+                status: self.status,
+                source_topic: None,
+                publish_ns: 0,
+            };
+            let before = allocations();
+            let published = self.producer.try_publish_sym(&ev);
+            self.hot_allocations += allocations() - before;
+            published.expect("room in the producer's ring");
+            self.sent += 1;
+            self.turn();
+        }
+        for _ in 0..64 {
+            self.turn();
+        }
+        assert_eq!(
+            self.producer.durable_position(),
+            self.producer.position(),
+            "every event durable"
+        );
+    }
+
+    /// One turn of the hot loop (ingest, the shard, its upkeep), then the journal
+    /// thread's: drain both rings and report the markers durable.
+    fn turn(&mut self) {
+        let before = allocations();
+        self.ingest
+            .maintain(rim_ring::clock::monotonic_ns(), false, ShardFigures::default());
+        self.ingest.poll();
+        self.reflex.poll(usize::MAX);
+        self.reflex.maintain(1, false, ShardFigures::default());
+        self.hot_allocations += allocations() - before;
+        self.drain_journal();
+        self.drain_persisted();
+        while let Ok(Some(_)) = self.broadcast.read(&mut self.slot) {}
+    }
+
+    fn drain_journal(&mut self) {
+        let (marker, events) = (&self.durable_marker, &mut self.events_journaled);
+        while let Ok(Some(())) = entry::take(&mut self.journal, &mut self.scratch, |head, _| match head.kind {
+            KIND_MARKER => marker.store(head.aux, Ordering::Release),
+            KIND_EVENT => *events += 1,
+            _ => {}
+        }) {}
+    }
+
+    /// As the journal thread: each decision counted and, once "durable", its chain
+    /// sequence published to the shard.
+    fn drain_persisted(&mut self) {
+        let (decisions, predictions, durable) = (&mut self.decisions, &mut self.predictions, &self.durable_seq);
+        while let Ok(Some(())) = entry::take(&mut self.persisted, &mut self.scratch, |head, body| match head.kind {
+            KIND_DECISION => {
+                *decisions += 1;
+                let d = decision::decode(body).expect("a decision decodes");
+                durable.fetch_max(d.chain_seq, Ordering::Release);
+            }
+            KIND_PREDICTION => *predictions += 1,
+            _ => {}
+        }) {}
+    }
+}
+
+/// Events per phase: 70 s of event time at 1 ms apart, so each phase crosses a minute's
+/// boundary (every node's 60 s window closes and is predicted, as its 1 s windows are).
+const PHASE: u64 = 70_000;
+
+#[test]
+fn the_composed_hot_path_allocates_nothing_once_warm() {
+    let config = Config::default();
+    let mut path = HotPath::new(&config);
+    // Warm-up: every node seen, every window and rule state made, every buffer grown.
+    path.run(PHASE);
+    let warm_up = path.hot_allocations;
+    let (decided, predicted) = (path.decisions, path.predictions);
+    assert!(
+        warm_up > 0,
+        "the warm-up's allocations are counted (new nodes, symbols)"
+    );
+    assert!(decided >= PHASE, "the every-event rule fired: {decided} decisions");
+    assert_eq!(path.events_journaled, PHASE, "every event journaled");
+
+    path.hot_allocations = 0;
+    path.run(PHASE);
+
+    assert!(path.decisions - decided >= PHASE, "decisions kept coming");
+    // Each node's next 1 s window, 70 times, and its next 60 s window at least once.
+    let windows = NODES as u64 * 70;
+    assert!(
+        path.predictions - predicted > windows,
+        "predictions were made: {}",
+        path.predictions - predicted
+    );
+    assert_eq!(path.events_journaled, 2 * PHASE, "every event journaled");
+    assert_eq!(path.hot_allocations, 0, "allocations on the hot path after warm-up");
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let before = allocations();
+    let v: Vec<u8> = Vec::with_capacity(64);
+    std::hint::black_box(&v);
+    assert!(allocations() > before, "the counting allocator is installed");
+}
