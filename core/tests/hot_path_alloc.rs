@@ -19,12 +19,13 @@ use std::sync::Arc;
 use rim_core::clock::ManualClock;
 use rim_core::config::Config;
 use rim_core::entry::{self, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
-use rim_core::ingest::{Control, Ingest, IngestSetup, JournalOut, ProducerRing};
-use rim_core::reflex::{self, decision, Compiled, PersistOut, Reflex, ReflexSetup};
-use rim_core::report::{Reporter, ShardFigures};
-use rim_core::tick::Slot;
+use rim_core::ingest::{Control, Ingest, JournalOut, ProducerRing};
+use rim_core::reflex::{decision, Reflex};
+use rim_core::report::ShardFigures;
 use rim_core::wake::Wake;
 use rim_ring::{spsc, Consumer, Producer, Segment, Sym, SymEvent, SymbolKind};
+
+mod common;
 
 struct CountingAllocator;
 
@@ -124,78 +125,33 @@ struct HotPath {
     /// Allocations made by the hot path's own calls (the producer's publish, ingest and
     /// the shard), not by this test's journal-thread side.
     hot_allocations: u64,
-    _ends: Ends,
-}
-
-/// Ring ends the test does not read, held open.
-struct Ends {
-    _rules_tx: rtrb::Producer<Arc<Compiled>>,
-    _rules_back: rtrb::Consumer<Arc<Compiled>>,
-    _control: rtrb::Producer<Control>,
-    _retired: rtrb::Consumer<rim_core::ingest::Retired>,
-    _reports: Vec<rim_stats::ColdEnd<rim_core::report::Report>>,
+    _ends: (common::Ends, rtrb::Producer<Control>),
 }
 
 impl HotPath {
     fn new(config: &Config) -> Self {
         let clock = ManualClock::at(T0_MS);
-        let set = rim_core::plane::compile_as(RULES, "toml", config, None).expect("rules compile");
-        let (tick_tx, tick_rx) = rtrb::RingBuffer::<Slot>::new(1 << 14);
-        let (rules_tx, rules_in) = rtrb::RingBuffer::new(1);
-        let (rules_out, rules_back) = rtrb::RingBuffer::new(1);
-        let (reporter, reflex_reports) = Reporter::new(reflex::C_COUNT, config.reflex.rules_max);
-        let (persist_ring, persisted) = rtrb::RingBuffer::<u8>::new(1 << 22);
-        let durable_seq = Arc::new(AtomicU64::new(0));
-        let out = rim_ring::broadcast::heap(1 << 12, config.decisions.slot_bytes).expect("decision ring");
-        let broadcast = rim_ring::broadcast::Reader::open(out.segment().clone()).expect("decision reader");
-        let reflex = Reflex::new(ReflexSetup {
-            shard: 0,
-            input: tick_rx,
-            shape: reflex::state::Shape::of(config),
-            rules_max: config.reflex.rules_max,
-            cooldown_slots: config.reflex.cooldown_slots,
-            out,
-            rules: Compiled::new(set),
-            rules_in,
-            rules_out,
-            reporter,
-            sweep_ms: config.reflex.stale_sweep_ms,
-            epoch: 1,
-            resume: None,
-            persist: Some(PersistOut {
-                ring: persist_ring,
-                resolutions: vec![1, 60],
-                durable_seq: durable_seq.clone(),
-            }),
-            queries: None,
-            clock: clock.clock(),
-            partitions: 1,
-            shards: 1,
-        });
         let (journal_ring, journal) = rtrb::RingBuffer::<u8>::new(1 << 22);
         let durable_marker = Arc::new(AtomicU64::new(0));
-        let (mut control, control_rx) = rtrb::RingBuffer::new(4);
-        let (retired_tx, retired) = rtrb::RingBuffer::new(4);
-        let (ingest_reporter, ingest_reports) = Reporter::new(rim_core::ingest::C_COUNT, 0);
-        let ingest = Ingest::new(IngestSetup {
-            nodes_max: config.reflex.nodes_max,
-            partitions: 1,
-            outs: vec![tick_tx],
-            budget: config.ingest.poll_budget,
-            dedup_window: config.ingest.dedup_window,
-            producers_max: 4,
-            sample_every: 64,
-            control: control_rx,
-            retired: retired_tx,
-            reporter: ingest_reporter,
-            journal: Some(JournalOut {
-                ring: journal_ring,
-                wake: Arc::new(Wake::new()),
-                durable_marker: durable_marker.clone(),
-            }),
-            bounds: config.time_bounds(),
-            clock: clock.clock(),
-        });
+        let durable_seq = Arc::new(AtomicU64::new(0));
+        let w = common::wire(
+            config,
+            common::Setup {
+                rules: RULES,
+                clock: clock.clock(),
+                partitions: 1,
+                shards: 1,
+                resolutions: vec![1, 60],
+                durable_seq: durable_seq.clone(),
+                journal: Some(JournalOut {
+                    ring: journal_ring,
+                    wake: Arc::new(Wake::new()),
+                    durable_marker: durable_marker.clone(),
+                }),
+            },
+        );
+        let broadcast = rim_ring::broadcast::Reader::open(w.broadcast).expect("decision reader");
+        let mut control = w.control;
         let seg = Arc::new(Segment::create_memfd("rim-test-hot-path", spsc::segment_bytes(1 << 20)).expect("memfd"));
         spsc::init(&seg).expect("init");
         let mut producer = Producer::open(seg.clone()).expect("producer");
@@ -219,11 +175,11 @@ impl HotPath {
         let temp = producer.intern(SymbolKind::MetricName, "temp").expect("metric");
         Self {
             producer,
-            ingest,
-            reflex,
+            ingest: w.ingest,
+            reflex: w.reflex,
             journal,
             durable_marker,
-            persisted,
+            persisted: w.persisted,
             durable_seq,
             broadcast,
             slot: vec![0; config.decisions.slot_bytes],
@@ -237,13 +193,7 @@ impl HotPath {
             predictions: 0,
             events_journaled: 0,
             hot_allocations: 0,
-            _ends: Ends {
-                _rules_tx: rules_tx,
-                _rules_back: rules_back,
-                _control: control,
-                _retired: retired,
-                _reports: vec![reflex_reports, ingest_reports],
-            },
+            _ends: (w.ends, control),
         }
     }
 

@@ -12,12 +12,13 @@ use std::time::Duration;
 use rim_core::clock::{Clock, ManualClock};
 use rim_core::config::Config;
 use rim_core::entry::{self, KIND_DECISION};
-use rim_core::ingest::{Ingest, IngestSetup, ReplayOutcome};
+use rim_core::ingest::{Ingest, ReplayOutcome};
 use rim_core::reflex::decision;
-use rim_core::reflex::{self, Compiled, PersistOut, Reflex, ReflexSetup};
-use rim_core::report::{Reporter, ShardFigures};
-use rim_core::tick::Slot;
+use rim_core::reflex::Reflex;
+use rim_core::report::ShardFigures;
 use rim_journal::event::{EventHead, EVENT_BYTES_MAX};
+
+mod common;
 
 const RULES: &str = r#"
 [[rule]]
@@ -35,16 +36,7 @@ struct Shard {
     ingest: Ingest,
     reflex: Reflex,
     decisions: rtrb::Consumer<u8>,
-    _ends: Ends,
-}
-
-/// Ring ends the test does not read, held open.
-struct Ends {
-    _rules_tx: rtrb::Producer<Arc<Compiled>>,
-    _rules_back: rtrb::Consumer<Arc<Compiled>>,
-    _control: rtrb::Producer<rim_core::ingest::Control>,
-    _retired: rtrb::Consumer<rim_core::ingest::Retired>,
-    _reports: Vec<rim_stats::ColdEnd<rim_core::report::Report>>,
+    _ends: (common::Ends, rtrb::Producer<rim_core::ingest::Control>),
 }
 
 impl Shard {
@@ -54,66 +46,23 @@ impl Shard {
 
     /// Shard 0 of `shards` over `partitions`; its ingest routes every node to it.
     fn owning(config: &Config, clock: Clock, partitions: u32, shards: usize) -> Self {
-        let set = rim_core::plane::compile_as(RULES, "toml", config, None).expect("rules compile");
-        let (tx, input) = rtrb::RingBuffer::<Slot>::new(1 << 12);
-        let (rules_tx, rules_in) = rtrb::RingBuffer::new(1);
-        let (rules_out, rules_back) = rtrb::RingBuffer::new(1);
-        let (reporter, reflex_reports) = Reporter::new(reflex::C_COUNT, config.reflex.rules_max);
-        let (ring, decisions) = rtrb::RingBuffer::<u8>::new(1 << 20);
-        let out = rim_ring::broadcast::heap(16, config.decisions.slot_bytes).expect("decision ring");
-        let reflex = Reflex::new(ReflexSetup {
-            shard: 0,
-            input,
-            shape: reflex::state::Shape::of(config),
-            rules_max: config.reflex.rules_max,
-            cooldown_slots: config.reflex.cooldown_slots,
-            out,
-            rules: Compiled::new(set),
-            rules_in,
-            rules_out,
-            reporter,
-            sweep_ms: config.reflex.stale_sweep_ms,
-            epoch: 1,
-            resume: None,
-            persist: Some(PersistOut {
-                ring,
+        let w = common::wire(
+            config,
+            common::Setup {
+                rules: RULES,
+                clock,
+                partitions,
+                shards,
                 resolutions: Vec::new(),
                 durable_seq: Arc::new(AtomicU64::new(u64::MAX)),
-            }),
-            queries: None,
-            clock: clock.clone(),
-            partitions,
-            shards,
-        });
-        let (control, control_rx) = rtrb::RingBuffer::new(1);
-        let (retired_tx, retired) = rtrb::RingBuffer::new(1);
-        let (ingest_reporter, ingest_reports) = Reporter::new(rim_core::ingest::C_COUNT, 0);
-        let ingest = Ingest::new(IngestSetup {
-            nodes_max: config.reflex.nodes_max,
-            partitions: 1,
-            outs: vec![tx],
-            budget: config.ingest.poll_budget,
-            dedup_window: config.ingest.dedup_window,
-            producers_max: 0,
-            sample_every: 1 << 30,
-            control: control_rx,
-            retired: retired_tx,
-            reporter: ingest_reporter,
-            journal: None,
-            bounds: config.time_bounds(),
-            clock,
-        });
-        Self {
-            ingest,
-            reflex,
-            decisions,
-            _ends: Ends {
-                _rules_tx: rules_tx,
-                _rules_back: rules_back,
-                _control: control,
-                _retired: retired,
-                _reports: vec![reflex_reports, ingest_reports],
+                journal: None,
             },
+        );
+        Self {
+            ingest: w.ingest,
+            reflex: w.reflex,
+            decisions: w.persisted,
+            _ends: (w.ends, w.control),
         }
     }
 
