@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::DaemonProc;
 use crate::error::BenchError;
+use crate::procfs::Task;
 use crate::report::{Figure, Row};
 use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
 use crate::workload;
@@ -84,7 +85,7 @@ fn measure(opts: &RunOpts, name: &str, idle: &str) -> Result<Row, BenchError> {
         // A thread that started or ended within the window is left out (none should).
         let Some(then) = before.get(tid) else { continue };
         hot_seen |= now.name == HOT_THREAD;
-        let pct = now.cpu_ns.saturating_sub(then.cpu_ns) as f64 / 1e9 / secs * 100.0;
+        let pct = now.run_ns.saturating_sub(then.run_ns) as f64 / 1e9 / secs * 100.0;
         if now.name == HOT_THREAD {
             hot += pct;
             wakeups += now.voluntary.saturating_sub(then.voluntary);
@@ -110,45 +111,11 @@ fn measure(opts: &RunOpts, name: &str, idle: &str) -> Result<Row, BenchError> {
     ))
 }
 
-/// One thread's name, CPU time and voluntary context switches.
-struct Thread {
-    name: String,
-    cpu_ns: u64,
-    voluntary: u64,
-}
-
 /// Every thread of `pid`, by thread id (threads that end while being read are skipped).
-fn threads(pid: u32) -> Result<HashMap<String, Thread>, BenchError> {
-    let dir = format!("/proc/{pid}/task");
-    let entries = std::fs::read_dir(&dir).map_err(|source| BenchError::Io {
-        what: "listing the daemon's threads",
-        source,
-    })?;
-    let mut out = HashMap::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let read = |file: &str| std::fs::read_to_string(path.join(file)).ok();
-        let (Some(name), Some(sched), Some(status)) = (read("comm"), read("schedstat"), read("status")) else {
-            continue;
-        };
-        let cpu_ns = sched
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let voluntary = status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        out.insert(
-            entry.file_name().to_string_lossy().into_owned(),
-            Thread {
-                name: name.trim().to_owned(),
-                cpu_ns,
-                voluntary,
-            },
-        );
+fn threads(pid: u32) -> Result<HashMap<u32, Task>, BenchError> {
+    let tasks = crate::procfs::tasks(pid);
+    if tasks.is_empty() {
+        return Err(BenchError::Setup(format!("no readable thread in /proc/{pid}/task")));
     }
-    Ok(out)
+    Ok(tasks)
 }

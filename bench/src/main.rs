@@ -30,6 +30,7 @@ mod payload;
 mod peer;
 mod persist;
 mod plot;
+mod procfs;
 mod reflex;
 mod report;
 mod ring;

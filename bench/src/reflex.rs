@@ -14,7 +14,19 @@
 //! decision carries the SHA-256 of the one before it, so a decision is hashed before it is
 //! published), so `rimd-shm` p50 + `decision-chain` p50 estimates the floor under
 //! `rimd-reflex` p50 in the same run.
+//!
+//! `rimd-reflex-volatile` is `rimd-reflex` with persistence off: the same path with no
+//! journal entries pushed and no journal, store or sync work on the cold core. On two
+//! cores this bench's client sits on the daemon's cold core (the hot shard has the other),
+//! so whatever the cold threads run is time taken from a spinning client in the middle of
+//! a round trip. The daemon rows say how much, over the measured round trips:
+//! `client_wait_pct`, the share of the time the client thread was runnable but waited for
+//! its core (`schedstat`'s run-queue wait, [`crate::procfs`]); `preempted_per_1k`, how
+//! many times per 1,000 round trips another task took its core (a round trip that
+//! contains one is a tail figure: 10 per 1,000 reach p99, 1 per 1,000 p99.9); and
+//! `cold_cpu_pct`, the daemon's threads other than the hot shard, in % of one core.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rim_ring::broadcast::ReadError;
@@ -22,7 +34,8 @@ use rim_ring::broadcast::ReadError;
 use crate::clock::monotonic_ns;
 use crate::error::BenchError;
 use crate::latency::{LatencyRecorder, RTT};
-use crate::report::Row;
+use crate::procfs::{self, Task};
+use crate::report::{Figure, Row};
 use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
 use crate::workload;
 
@@ -30,11 +43,23 @@ use crate::workload;
 pub const SUITE: Suite = Suite {
     name: "reflex",
     about: "tick to decision through the daemon (100 rules, 10k nodes), beside the bare ring",
-    columns: &[RTT.p50, RTT.p99, RTT.p999, RTT.max],
+    columns: &[
+        RTT.p50,
+        RTT.p99,
+        RTT.p999,
+        RTT.max,
+        "client_wait_pct",
+        "preempted_per_1k",
+        "cold_cpu_pct",
+    ],
     rows: &[
         RowSpec {
             name: "rimd-reflex",
-            run: run_reflex,
+            run: |opts| run_reflex(opts, "rimd-reflex", &[]),
+        },
+        RowSpec {
+            name: "rimd-reflex-volatile",
+            run: |opts| run_reflex(opts, "rimd-reflex-volatile", &["persist.enabled=false"]),
         },
         RowSpec {
             name: "rimd-shm",
@@ -60,10 +85,13 @@ fn plan(size: RunSize) -> (u64, u64) {
     }
 }
 
-fn run_reflex(opts: &RunOpts) -> Result<Row, BenchError> {
+/// The daemon's hot shard thread, left out of `cold_cpu_pct`.
+const HOT_THREAD: &str = "rimd-hot";
+
+fn run_reflex(opts: &RunOpts, name: &'static str, sets: &[&str]) -> Result<Row, BenchError> {
     let (warmup, measured) = plan(opts.size);
     // Every node's state and rule list built (two events each), with no decision.
-    let (daemon, mut p, mut seq) = workload::start(opts, "bench-reflex", 1 << 22, 2)?;
+    let (daemon, mut p, mut seq) = workload::start_with(opts, "bench-reflex", 1 << 22, 2, sets)?;
     let nodes = workload::nodes();
     let mut reader = rim_ring::attach::attach_subscriber(&daemon.socket(), "decisions")
         .map_err(|e| BenchError::transport("rim-ring", "attach subscriber", e))?;
@@ -71,7 +99,11 @@ fn run_reflex(opts: &RunOpts) -> Result<Row, BenchError> {
     let mut buf = vec![0u8; reader.slot_bytes()];
     let mut hist = LatencyRecorder::new();
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut shares = None;
     for i in 0..warmup + measured {
+        if i == warmup {
+            shares = Some(SharesAt::now(daemon.pid()));
+        }
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -94,6 +126,7 @@ fn run_reflex(opts: &RunOpts) -> Result<Row, BenchError> {
             hist.record(t1 - t0);
         }
     }
+    let shares = shares.and_then(|s| s.since(daemon.pid(), measured));
     let want = warmup + measured;
     let probe = |s: &rim_stats::Snapshot| s.counters.get("decisions.rule.probe").copied().unwrap_or(0);
     let decisions = match daemon.wait_stats(Duration::from_secs(5), |s| probe(s) >= want) {
@@ -116,8 +149,86 @@ fn run_reflex(opts: &RunOpts) -> Result<Row, BenchError> {
             ),
         });
     }
+    let shares = shares
+        .ok_or_else(|| BenchError::Setup("no readable /proc/thread-self or /proc/<daemon>/task figures".into()))?;
     let rtt = hist.summary();
-    Ok(Row::new("rimd-reflex", rtt.figures(&RTT).to_vec()).with_latency("rtt", &rtt))
+    let mut figures = rtt.figures(&RTT).to_vec();
+    figures.extend([
+        Figure::real("client_wait_pct", shares.client_wait_pct),
+        Figure::real("preempted_per_1k", shares.preempted_per_1k),
+        Figure::real("cold_cpu_pct", shares.cold_cpu_pct),
+    ]);
+    Ok(Row::new(name, figures).with_latency("rtt", &rtt))
+}
+
+/// The cold threads' time per round trip by name (numbers stripped), largest first.
+fn cold_note(before: &HashMap<u32, Task>, after: &HashMap<u32, Task>, round_trips: u64) -> String {
+    let mut groups: Vec<(String, u64)> = Vec::new();
+    for (tid, t) in after.iter().filter(|(_, t)| t.name != HOT_THREAD) {
+        let gained = t.run_ns.saturating_sub(before.get(tid).map_or(0, |b| b.run_ns));
+        let group = t.name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        match groups.iter_mut().find(|(g, _)| g == group) {
+            Some((_, ns)) => *ns += gained,
+            None => groups.push((group.to_owned(), gained)),
+        }
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
+    let n = round_trips.max(1);
+    groups
+        .iter()
+        .filter(|(_, ns)| ns / n > 0)
+        .map(|(g, ns)| format!(" {g}={}", ns / n))
+        .collect()
+}
+
+/// Where the client's core went over the measured round trips.
+struct Shares {
+    client_wait_pct: f64,
+    preempted_per_1k: f64,
+    cold_cpu_pct: f64,
+}
+
+/// Readings at the start of the measured round trips.
+struct SharesAt {
+    at_ns: u64,
+    client: Option<Task>,
+    daemon: HashMap<u32, Task>,
+}
+
+impl SharesAt {
+    fn now(daemon: u32) -> Self {
+        SharesAt {
+            client: procfs::this_thread(),
+            daemon: procfs::tasks(daemon),
+            at_ns: monotonic_ns(),
+        }
+    }
+
+    /// The shares from `self` to now, over `round_trips`; None when a reading failed.
+    fn since(self, daemon: u32, round_trips: u64) -> Option<Shares> {
+        let elapsed = monotonic_ns().saturating_sub(self.at_ns).max(1) as f64;
+        let (before, after) = (self.client?, procfs::this_thread()?);
+        let now = procfs::tasks(daemon);
+        if self.daemon.is_empty() || now.is_empty() {
+            return None;
+        }
+        // Cold threads alive at the end: what each gained (all of it for one started since).
+        let cold_ns: u64 = now
+            .iter()
+            .filter(|(_, t)| t.name != HOT_THREAD)
+            .map(|(tid, t)| t.run_ns.saturating_sub(self.daemon.get(tid).map_or(0, |b| b.run_ns)))
+            .sum();
+        let preempted = after.involuntary.saturating_sub(before.involuntary) as f64;
+        eprint!(
+            "(cold threads, ns per round trip:{}) ",
+            cold_note(&self.daemon, &now, round_trips)
+        );
+        Some(Shares {
+            client_wait_pct: 100.0 * after.wait_ns.saturating_sub(before.wait_ns) as f64 / elapsed,
+            preempted_per_1k: 1000.0 * preempted / round_trips.max(1) as f64,
+            cold_cpu_pct: 100.0 * cold_ns as f64 / elapsed,
+        })
+    }
 }
 
 /// Decisions per timed batch of `decision-chain` (a clock read is 20-30 ns here, a

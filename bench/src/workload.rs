@@ -194,16 +194,7 @@ pub fn applied(s: &rim_stats::Snapshot) -> u64 {
 /// What both suites start from: a daemon with the workload's rules, this thread pinned to
 /// the client core, a producer with every string interned, and every node's state and rule
 /// list built by `rounds` events each (none fires). Returns the events published.
-pub fn start(
-    opts: &crate::suite::RunOpts,
-    name: &str,
-    ring_bytes: usize,
-    rounds: usize,
-) -> Result<(crate::daemon::DaemonProc, Publisher, u64), BenchError> {
-    start_with(opts, name, ring_bytes, rounds, &[])
-}
-
-/// [`start`] with more daemon settings (after the suite's own; they win).
+/// `extra`: more daemon settings (after the suite's own; they win).
 pub fn start_with(
     opts: &crate::suite::RunOpts,
     name: &str,

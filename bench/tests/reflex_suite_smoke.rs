@@ -1,20 +1,37 @@
 //! `rim-bench reflex --smoke` on the real binary: the daemon's row (every event's decision
 //! read back and matched by its event's sequence), the bare ring's beside it and the
-//! decision chain's floor each report their percentiles, in order (never a speed: the
+//! decision chain's floor each report their percentiles, in order; the daemon's rows
+//! (persistence on and off) how much of the client's core other work took (never a speed: the
 //! benchmarks are run by hand, in release builds).
 
 mod common;
 
-const ROWS: [&str; 3] = ["rimd-reflex", "rimd-shm", "decision-chain"];
+const ROWS: [&str; 4] = ["rimd-reflex", "rimd-reflex-volatile", "rimd-shm", "decision-chain"];
+/// The rows through the daemon, which also say where the client's core went.
+const DAEMON_ROWS: [&str; 2] = ["rimd-reflex", "rimd-reflex-volatile"];
 
 #[test]
 fn every_reflex_row_measures() {
     let report = common::smoke_report("reflex");
-    for row in common::rows_named(&report, &ROWS) {
+    let rows = common::rows_named(&report, &ROWS);
+    for row in rows {
         let value = |name| common::figure(row, name);
         assert!(value("rtt_p50_ns") > 0.0, "{row}");
         assert!(value("rtt_p50_ns") <= value("rtt_p99_ns"), "{row}");
         assert!(value("rtt_p99_ns") <= value("rtt_p999_ns"), "{row}");
         assert!(value("rtt_p999_ns") <= value("rtt_max_ns"), "{row}");
+    }
+    let daemon_rows: Vec<_> = rows
+        .iter()
+        .filter(|r| DAEMON_ROWS.iter().any(|&n| r["name"] == n))
+        .collect();
+    assert_eq!(daemon_rows.len(), DAEMON_ROWS.len());
+    for row in daemon_rows {
+        let value = |name| common::figure(row, name);
+        let wait = value("client_wait_pct");
+        assert!((0.0..=100.0).contains(&wait), "{row}: client_wait_pct {wait}");
+        assert!(value("preempted_per_1k") >= 0.0, "{row}");
+        // The daemon's control plane, HTTP and journal threads run at least a little.
+        assert!(value("cold_cpu_pct") > 0.0, "{row}");
     }
 }

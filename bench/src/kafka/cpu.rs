@@ -104,23 +104,10 @@ pub fn threads_note(groups: &[(String, f64)]) -> String {
 /// `pid`'s threads now (empty for a process that is gone; a thread that ends while it is
 /// read is left out).
 pub fn threads(pid: u32) -> Threads {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Threads::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| {
-            let tid = task.file_name().to_str()?.parse::<u32>().ok()?;
-            let ns = schedstat_ns(&std::fs::read_to_string(task.path().join("schedstat")).ok()?)?;
-            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            Some((tid, (name.trim().to_string(), ns)))
-        })
+    crate::procfs::tasks(pid)
+        .into_iter()
+        .map(|(tid, t)| (tid, (t.name, t.run_ns)))
         .collect()
-}
-
-/// The first field of a `schedstat` file: ns on a CPU.
-fn schedstat_ns(text: &str) -> Option<u64> {
-    text.split_whitespace().next()?.parse().ok()
 }
 
 /// A thread's name without the numbers the kernel and libraries append (`iou-wrk-123`,
@@ -165,8 +152,6 @@ mod tests {
         assert_eq!(parse_cpu_line("cpu  10 2 3 80 5 0 0 0 0 0"), (15, 100));
         assert_eq!(parse_cpu_line("cpu0 10 2 3 80 5 0 0 0"), (0, 0));
         assert_eq!(parse_cpu_line(""), (0, 0));
-        assert_eq!(schedstat_ns("123 45 6\n"), Some(123));
-        assert_eq!(schedstat_ns("garbage"), None);
     }
 
     #[test]
@@ -190,12 +175,7 @@ mod tests {
 
     #[test]
     fn this_thread_is_charged_for_the_cpu_it_spins() {
-        let own = || {
-            std::fs::read_to_string("/proc/thread-self/schedstat")
-                .ok()
-                .and_then(|s| schedstat_ns(&s))
-                .expect("this thread's schedstat")
-        };
+        let own = || crate::procfs::this_thread().expect("this thread's schedstat").run_ns;
         let before = threads(std::process::id());
         let (start, cap) = (own(), std::time::Instant::now() + std::time::Duration::from_secs(10));
         // Until this thread has had 30 ms on a CPU, however long a loaded machine takes.
