@@ -7,6 +7,9 @@
 //! - `journal-max`: the producer publishes as fast as its ring takes events for the run's
 //!   length; `events_per_s` = events / time until the last one was durable. Its journal's
 //!   commit cadence (bytes per group commit) and bytes per event are kept for `disk-floor`.
+//!   `journal_thread_ns` and `producer_ns` are the CPU per event of the daemon's journal
+//!   thread and of this producer over the flood: on two cores they share the cold core
+//!   (the hot shard has the other), so one core over their sum bounds the flood's rate.
 //! - `disk-floor`: the machine's limit at that cadence: the same bytes the journal wrote,
 //!   written sequentially by one thread into preallocated files of the journal's segment
 //!   size, a direct `pwrite` (`O_DIRECT`, whole blocks, as the journal appends) +
@@ -50,6 +53,7 @@
 //!   and the store fell only 4-6 s behind), SIGKILL at 10 s: the store is 10 s behind, and
 //!   recovery replays those 10 s.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -58,6 +62,7 @@ use hdrhistogram::Histogram;
 
 use crate::daemon::DaemonProc;
 use crate::error::BenchError;
+use crate::procfs;
 use crate::report::{Figure, Row};
 use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
 use crate::workload::{self, applied};
@@ -80,6 +85,8 @@ pub const SUITE: Suite = Suite {
         "replayed",
         "ready_ms",
         "full_replay_ms",
+        "journal_thread_ns",
+        "producer_ns",
     ],
     rows: &[
         RowSpec {
@@ -264,7 +271,10 @@ pub(crate) fn flood(
 fn run_journal_max(opts: &RunOpts) -> Result<Row, BenchError> {
     let (data, daemon, mut p) = start(opts, "bench-journal-max", &[])?;
     let before = daemon.stats()?;
+    let cpu_before = (procfs::tasks(daemon.pid()), procfs::this_thread());
     let (sent, secs) = flood(&mut p, seconds(opts.size), u64::MAX, false, opts.peer_timeout)?;
+    let shares = FloodShares::since(cpu_before, daemon.pid(), sent, secs)
+        .ok_or_else(|| BenchError::Setup("no readable /proc/thread-self or /proc/<daemon>/task figures".into()))?;
     let after = daemon.wait_stats(Duration::from_secs(10), |s| {
         counter(s, "persist.journal_events") >= sent
     })?;
@@ -290,6 +300,10 @@ fn run_journal_max(opts: &RunOpts) -> Result<Row, BenchError> {
         p.full_retries,
         d("persist.spares_missed")
     );
+    eprint!(
+        "(% of a core over the flood: {JOURNAL_THREAD} {:.0}, this producer {:.0} on the same core, {HOT_THREAD} {:.0}) ",
+        shares.journal_pct, shares.producer_pct, shares.hot_pct
+    );
     daemon.stop()?;
     remove_data(&data);
     Ok(Row::new(
@@ -297,8 +311,56 @@ fn run_journal_max(opts: &RunOpts) -> Result<Row, BenchError> {
         vec![
             Figure::real("events_per_s", sent as f64 / secs),
             Figure::int("bytes_per_sync", bytes / syncs.max(1)),
+            Figure::int("journal_thread_ns", shares.journal_ns),
+            Figure::int("producer_ns", shares.producer_ns),
         ],
     ))
+}
+
+/// The daemon's journal thread and hot shard, by thread name.
+const JOURNAL_THREAD: &str = "rimd-journal";
+const HOT_THREAD: &str = "rimd-hot";
+
+/// Where `journal-max`'s CPU went: on two cores the producer (this thread) and the journal
+/// thread share the cold core, the hot shard has the other, so the flood's rate is bounded
+/// by one core over the two's time per event.
+struct FloodShares {
+    /// The journal thread's CPU per event, ns.
+    journal_ns: u64,
+    /// This producer's CPU per event, ns.
+    producer_ns: u64,
+    journal_pct: f64,
+    producer_pct: f64,
+    hot_pct: f64,
+}
+
+impl FloodShares {
+    /// From the readings `before` the flood to now, over `events` in `secs`; None when a
+    /// reading failed or a thread is missing.
+    fn since(
+        before: (HashMap<u32, procfs::Task>, Option<procfs::Task>),
+        daemon: u32,
+        events: u64,
+        secs: f64,
+    ) -> Option<Self> {
+        let (threads, me) = (before.0, before.1?);
+        let (now, me_now) = (procfs::tasks(daemon), procfs::this_thread()?);
+        let gained = |name: &str| -> Option<u64> {
+            let (tid, t) = now.iter().find(|(_, t)| t.name == name)?;
+            Some(t.run_ns.saturating_sub(threads.get(tid).map_or(0, |b| b.run_ns)))
+        };
+        let (journal, hot) = (gained(JOURNAL_THREAD)?, gained(HOT_THREAD)?);
+        let producer = me_now.run_ns.saturating_sub(me.run_ns);
+        let n = events.max(1);
+        let pct = |ns: u64| 100.0 * ns as f64 / (secs.max(1e-9) * 1e9);
+        Some(Self {
+            journal_ns: journal / n,
+            producer_ns: producer / n,
+            journal_pct: pct(journal),
+            producer_pct: pct(producer),
+            hot_pct: pct(hot),
+        })
+    }
 }
 
 /// Writes `total` bytes in `chunk`-sized `pwrite` + `fdatasync` rounds into preallocated
