@@ -7,9 +7,10 @@
 //! - `journal-max`: the producer publishes as fast as its ring takes events for the run's
 //!   length; `events_per_s` = events / time until the last one was durable. Its journal's
 //!   commit cadence (bytes per group commit) and bytes per event are kept for `disk-floor`.
-//!   `journal_thread_ns` and `producer_ns` are the CPU per event of the daemon's journal
-//!   thread and of this producer over the flood: on two cores they share the cold core
-//!   (the hot shard has the other), so one core over their sum bounds the flood's rate.
+//!   With `RIM_BENCH_THREADS=1` ([`crate::procfs::per_thread`]) also `journal_thread_ns`
+//!   and `producer_ns`, the CPU per event of the daemon's journal thread and of this
+//!   producer over the flood: on two cores they share the cold core (the hot shard has the
+//!   other), so one core over their sum bounds the flood's rate.
 //! - `disk-floor`: the machine's limit at that cadence: the same bytes the journal wrote,
 //!   written sequentially by one thread into preallocated files of the journal's segment
 //!   size, a direct `pwrite` (`O_DIRECT`, whole blocks, as the journal appends) +
@@ -271,10 +272,16 @@ pub(crate) fn flood(
 fn run_journal_max(opts: &RunOpts) -> Result<Row, BenchError> {
     let (data, daemon, mut p) = start(opts, "bench-journal-max", &[])?;
     let before = daemon.stats()?;
-    let cpu_before = (procfs::tasks(daemon.pid()), procfs::this_thread());
+    // Per-thread figures only on request (see crate::procfs for why).
+    let cpu_before = procfs::per_thread().then(|| (procfs::tasks(daemon.pid()), procfs::this_thread()));
     let (sent, secs) = flood(&mut p, seconds(opts.size), u64::MAX, false, opts.peer_timeout)?;
-    let shares = FloodShares::since(cpu_before, daemon.pid(), sent, secs)
-        .ok_or_else(|| BenchError::Setup("no readable /proc/thread-self or /proc/<daemon>/task figures".into()))?;
+    let shares =
+        match cpu_before {
+            Some(before) => Some(FloodShares::since(before, daemon.pid(), sent, secs).ok_or_else(|| {
+                BenchError::Setup("no readable /proc/thread-self or /proc/<daemon>/task figures".into())
+            })?),
+            None => None,
+        };
     let after = daemon.wait_stats(Duration::from_secs(10), |s| {
         counter(s, "persist.journal_events") >= sent
     })?;
@@ -300,21 +307,23 @@ fn run_journal_max(opts: &RunOpts) -> Result<Row, BenchError> {
         p.full_retries,
         d("persist.spares_missed")
     );
-    eprint!(
-        "(% of a core over the flood: {JOURNAL_THREAD} {:.0}, this producer {:.0} on the same core, {HOT_THREAD} {:.0}) ",
-        shares.journal_pct, shares.producer_pct, shares.hot_pct
-    );
-    daemon.stop()?;
-    remove_data(&data);
-    Ok(Row::new(
-        "journal-max",
-        vec![
-            Figure::real("events_per_s", sent as f64 / secs),
-            Figure::int("bytes_per_sync", bytes / syncs.max(1)),
+    let mut figures = vec![
+        Figure::real("events_per_s", sent as f64 / secs),
+        Figure::int("bytes_per_sync", bytes / syncs.max(1)),
+    ];
+    if let Some(shares) = shares {
+        eprint!(
+            "(% of a core over the flood: {JOURNAL_THREAD} {:.0}, this producer {:.0} on the same core, {HOT_THREAD} {:.0}) ",
+            shares.journal_pct, shares.producer_pct, shares.hot_pct
+        );
+        figures.extend([
             Figure::int("journal_thread_ns", shares.journal_ns),
             Figure::int("producer_ns", shares.producer_ns),
-        ],
-    ))
+        ]);
+    }
+    daemon.stop()?;
+    remove_data(&data);
+    Ok(Row::new("journal-max", figures))
 }
 
 /// The daemon's journal thread and hot shard, by thread name.

@@ -1,7 +1,49 @@
-//! A thread's scheduler figures from `/proc`: the time it ran, the time it waited on a run
-//! queue while runnable (another task had its CPU), and its context switches. The suites
-//! read them for the daemon's threads ([`tasks`]) and for the bench's own client thread
-//! ([`this_thread`]), whose waits are the latency a co-located task adds to a round trip.
+//! CPU figures of processes and threads. By default only what needs no `/proc` lookup of
+//! another process's threads: a process's CPU time ([`process_cpu_ns`], its CPU-time
+//! clock) and the calling thread's involuntary context switches ([`involuntary_switches`],
+//! `getrusage`).
+//!
+//! Per-thread figures from `/proc/<pid>/task/<tid>` ([`tasks`], [`this_thread`]: the time a
+//! thread ran, waited on a run queue while runnable, and its context switches) are read
+//! only when `RIM_BENCH_THREADS=1` ([`per_thread`]) or by the `idle` suite. On this
+//! machine's kernel (6.18) a process whose thread directories were looked up could take
+//! its reaper minutes to reap: `wait4` spun in `release_task` →
+//! `proc_invalidate_siblings_dcache` → `shrink_dcache_parent` → `d_walk` (`kafka --smoke`
+//! stuck in 2 of 64 runs reading the daemon's threads at every row, in 0 of 100 reading
+//! process totals), which also starved the next daemons' threads on that core.
+
+/// Whether per-thread figures from `/proc/<pid>/task` are wanted (`RIM_BENCH_THREADS=1`).
+pub fn per_thread() -> bool {
+    std::env::var("RIM_BENCH_THREADS").is_ok_and(|v| v == "1")
+}
+
+/// ns on a CPU of every thread `pid` has had (its CPU-time clock, no `/proc`); None when
+/// the process is gone or not ours.
+pub fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: clock_getcpuclockid writes one clockid_t through a valid pointer.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+        return None;
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?)
+}
+
+/// The calling thread's involuntary context switches (`getrusage(RUSAGE_THREAD)`).
+pub fn involuntary_switches() -> Option<u64> {
+    // SAFETY: rusage is plain data; all zeros is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage through a valid pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return None;
+    }
+    u64::try_from(ru.ru_nivcsw).ok()
+}
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -83,6 +125,20 @@ mod tests {
             status_count("voluntary_ctxt_switches: x\n", "voluntary_ctxt_switches"),
             None
         );
+    }
+
+    #[test]
+    fn a_process_clock_counts_the_cpu_this_thread_spins() {
+        let me = std::process::id();
+        let before = process_cpu_ns(me).expect("this process's CPU clock");
+        let cap = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut now = before;
+        while now - before < 20_000_000 && std::time::Instant::now() < cap {
+            now = process_cpu_ns(me).expect("this process's CPU clock");
+        }
+        assert!(now - before >= 20_000_000, "{before} -> {now}");
+        assert!(involuntary_switches().is_some());
+        assert_eq!(process_cpu_ns(u32::MAX), None);
     }
 
     #[test]

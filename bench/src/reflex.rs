@@ -20,11 +20,14 @@
 //! cores this bench's client sits on the daemon's cold core (the hot shard has the other),
 //! so whatever the cold threads run is time taken from a spinning client in the middle of
 //! a round trip. The daemon rows say how much, over the measured round trips:
-//! `client_wait_pct`, the share of the time the client thread was runnable but waited for
-//! its core (`schedstat`'s run-queue wait, [`crate::procfs`]); `preempted_per_1k`, how
-//! many times per 1,000 round trips another task took its core (a round trip that
-//! contains one is a tail figure: 10 per 1,000 reach p99, 1 per 1,000 p99.9); and
-//! `cold_cpu_pct`, the daemon's threads other than the hot shard, in % of one core.
+//! `preempted_per_1k`, how many times per 1,000 round trips another task took the client's
+//! core (`getrusage`; a round trip that contains one is a tail figure: 10 per 1,000 reach
+//! p99, 1 per 1,000 p99.9), and `daemon_cpu_pct`, the daemon's threads together in % of one
+//! core (the hot shard spins: about 100 of it; the rest is the cold side). With
+//! `RIM_BENCH_THREADS=1` ([`crate::procfs::per_thread`]) also `client_wait_pct` (the share
+//! of the time the client was runnable but waited for its core, `schedstat`),
+//! `cold_cpu_pct` (the daemon's threads other than the hot shard) and the cold threads' ns
+//! per round trip in the row's log line.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -48,8 +51,9 @@ pub const SUITE: Suite = Suite {
         RTT.p99,
         RTT.p999,
         RTT.max,
-        "client_wait_pct",
         "preempted_per_1k",
+        "daemon_cpu_pct",
+        "client_wait_pct",
         "cold_cpu_pct",
     ],
     rows: &[
@@ -149,15 +153,20 @@ fn run_reflex(opts: &RunOpts, name: &'static str, sets: &[&str]) -> Result<Row, 
             ),
         });
     }
-    let shares = shares
-        .ok_or_else(|| BenchError::Setup("no readable /proc/thread-self or /proc/<daemon>/task figures".into()))?;
+    let shares =
+        shares.ok_or_else(|| BenchError::Setup("no CPU clock of the daemon or rusage of this thread".into()))?;
     let rtt = hist.summary();
     let mut figures = rtt.figures(&RTT).to_vec();
     figures.extend([
-        Figure::real("client_wait_pct", shares.client_wait_pct),
         Figure::real("preempted_per_1k", shares.preempted_per_1k),
-        Figure::real("cold_cpu_pct", shares.cold_cpu_pct),
+        Figure::real("daemon_cpu_pct", shares.daemon_cpu_pct),
     ]);
+    if let Some((wait, cold)) = shares.threads {
+        figures.extend([
+            Figure::real("client_wait_pct", wait),
+            Figure::real("cold_cpu_pct", cold),
+        ]);
+    }
     Ok(Row::new(name, figures).with_latency("rtt", &rtt))
 }
 
@@ -183,23 +192,27 @@ fn cold_note(before: &HashMap<u32, Task>, after: &HashMap<u32, Task>, round_trip
 
 /// Where the client's core went over the measured round trips.
 struct Shares {
-    client_wait_pct: f64,
     preempted_per_1k: f64,
-    cold_cpu_pct: f64,
+    daemon_cpu_pct: f64,
+    /// With `RIM_BENCH_THREADS=1` ([`procfs::per_thread`]): (client_wait_pct, cold_cpu_pct).
+    threads: Option<(f64, f64)>,
 }
 
 /// Readings at the start of the measured round trips.
 struct SharesAt {
     at_ns: u64,
-    client: Option<Task>,
-    daemon: HashMap<u32, Task>,
+    involuntary: Option<u64>,
+    daemon_ns: Option<u64>,
+    /// Per-thread readings, only with `RIM_BENCH_THREADS=1`.
+    threads: Option<(Option<Task>, HashMap<u32, Task>)>,
 }
 
 impl SharesAt {
     fn now(daemon: u32) -> Self {
         SharesAt {
-            client: procfs::this_thread(),
-            daemon: procfs::tasks(daemon),
+            involuntary: procfs::involuntary_switches(),
+            daemon_ns: procfs::process_cpu_ns(daemon),
+            threads: procfs::per_thread().then(|| (procfs::this_thread(), procfs::tasks(daemon))),
             at_ns: monotonic_ns(),
         }
     }
@@ -207,28 +220,47 @@ impl SharesAt {
     /// The shares from `self` to now, over `round_trips`; None when a reading failed.
     fn since(self, daemon: u32, round_trips: u64) -> Option<Shares> {
         let elapsed = monotonic_ns().saturating_sub(self.at_ns).max(1) as f64;
-        let (before, after) = (self.client?, procfs::this_thread()?);
-        let now = procfs::tasks(daemon);
-        if self.daemon.is_empty() || now.is_empty() {
-            return None;
-        }
-        // Cold threads alive at the end: what each gained (all of it for one started since).
-        let cold_ns: u64 = now
-            .iter()
-            .filter(|(_, t)| t.name != HOT_THREAD)
-            .map(|(tid, t)| t.run_ns.saturating_sub(self.daemon.get(tid).map_or(0, |b| b.run_ns)))
-            .sum();
-        let preempted = after.involuntary.saturating_sub(before.involuntary) as f64;
-        eprint!(
-            "(cold threads, ns per round trip:{}) ",
-            cold_note(&self.daemon, &now, round_trips)
-        );
+        let preempted = procfs::involuntary_switches()?.saturating_sub(self.involuntary?) as f64;
+        let daemon_ns = procfs::process_cpu_ns(daemon)?.saturating_sub(self.daemon_ns?) as f64;
+        let threads = match self.threads {
+            Some((client, tasks)) => Some(thread_shares(client?, &tasks, daemon, elapsed, round_trips)?),
+            None => None,
+        };
         Some(Shares {
-            client_wait_pct: 100.0 * after.wait_ns.saturating_sub(before.wait_ns) as f64 / elapsed,
             preempted_per_1k: 1000.0 * preempted / round_trips.max(1) as f64,
-            cold_cpu_pct: 100.0 * cold_ns as f64 / elapsed,
+            daemon_cpu_pct: 100.0 * daemon_ns / elapsed,
+            threads,
         })
     }
+}
+
+/// (client_wait_pct, cold_cpu_pct) from per-thread readings taken `elapsed` ns ago.
+fn thread_shares(
+    client: Task,
+    before: &HashMap<u32, Task>,
+    daemon: u32,
+    elapsed: f64,
+    round_trips: u64,
+) -> Option<(f64, f64)> {
+    let after = procfs::this_thread()?;
+    let now = procfs::tasks(daemon);
+    if before.is_empty() || now.is_empty() {
+        return None;
+    }
+    // Cold threads alive at the end: what each gained (all of it for one started since).
+    let cold_ns: u64 = now
+        .iter()
+        .filter(|(_, t)| t.name != HOT_THREAD)
+        .map(|(tid, t)| t.run_ns.saturating_sub(before.get(tid).map_or(0, |b| b.run_ns)))
+        .sum();
+    eprint!(
+        "(cold threads, ns per round trip:{}) ",
+        cold_note(before, &now, round_trips)
+    );
+    Some((
+        100.0 * after.wait_ns.saturating_sub(client.wait_ns) as f64 / elapsed,
+        100.0 * cold_ns as f64 / elapsed,
+    ))
 }
 
 /// Decisions per timed batch of `decision-chain` (a clock read is 20-30 ns here, a

@@ -28,10 +28,8 @@ fn every_reflex_row_measures() {
     assert_eq!(daemon_rows.len(), DAEMON_ROWS.len());
     for row in daemon_rows {
         let value = |name| common::figure(row, name);
-        let wait = value("client_wait_pct");
-        assert!((0.0..=100.0).contains(&wait), "{row}: client_wait_pct {wait}");
         assert!(value("preempted_per_1k") >= 0.0, "{row}");
-        // The daemon's control plane, HTTP and journal threads run at least a little.
-        assert!(value("cold_cpu_pct") > 0.0, "{row}");
+        // The hot shard spins on its core for the whole measurement.
+        assert!(value("daemon_cpu_pct") > 50.0, "{row}");
     }
 }

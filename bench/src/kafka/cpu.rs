@@ -6,11 +6,13 @@
 //! row's throughput is what the cores give divided by the CPU one event costs them all:
 //! these figures say which part of `kafka-in`'s cost the daemon adds to `broker-floor`'s.
 //!
-//! A thread's time is the first field of `/proc/<pid>/task/<tid>/schedstat` (ns on a CPU,
-//! kept by the scheduler). A row's share is, over the threads alive at its end, what each
-//! gained since the row began (a thread started during the row counts whole): keyed by
-//! thread id, so a thread that exits during the row takes only its own time with it, and
-//! never what it had used before. The machine's busy share is from `/proc/stat` (clock
+//! A process's time is its CPU-time clock (every thread it has had, [`crate::procfs`]).
+//! With `RIM_BENCH_THREADS=1` it is read per thread instead, for the daemon's breakdown by
+//! thread in each row's note: the first field of `/proc/<pid>/task/<tid>/schedstat` (ns on
+//! a CPU). A row's share is then, over the threads alive at its end, what each gained
+//! since the row began (a thread started during the row counts whole): keyed by thread
+//! id, so a thread that exits during the row takes only its own time with it, and never
+//! what it had used before. The machine's busy share is from `/proc/stat` (clock
 //! ticks, everything not idle or iowait).
 
 use std::collections::HashMap;
@@ -104,6 +106,13 @@ pub fn threads_note(groups: &[(String, f64)]) -> String {
 /// `pid`'s threads now (empty for a process that is gone; a thread that ends while it is
 /// read is left out).
 pub fn threads(pid: u32) -> Threads {
+    if !crate::procfs::per_thread() {
+        // The process's CPU clock: every thread it has had, no /proc lookup.
+        return crate::procfs::process_cpu_ns(pid)
+            .map(|ns| (pid, ("process".to_string(), ns)))
+            .into_iter()
+            .collect();
+    }
     crate::procfs::tasks(pid)
         .into_iter()
         .map(|(tid, t)| (tid, (t.name, t.run_ns)))
