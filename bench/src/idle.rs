@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::DaemonProc;
 use crate::error::BenchError;
-use crate::procfs::Task;
+use crate::procfs::{Task, HOT_THREAD};
 use crate::report::{Figure, Row};
 use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
 use crate::workload;
@@ -43,9 +43,6 @@ pub const SUITE: Suite = Suite {
     peers: &[],
     finish: None,
 };
-
-/// The hot shard's thread name.
-const HOT_THREAD: &str = "rimd-hot";
 
 fn run_backoff(opts: &RunOpts) -> Result<Row, BenchError> {
     measure(opts, "idle-backoff", "backoff")

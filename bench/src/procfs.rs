@@ -12,13 +12,20 @@
 //! stuck in 2 of 64 runs reading the daemon's threads at every row, in 0 of 100 reading
 //! process totals), which also starved the next daemons' threads on that core.
 
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The daemon's hot shard thread (glommio starts a second, idle one of the same name).
+pub const HOT_THREAD: &str = "rimd-hot";
+
 /// Whether per-thread figures from `/proc/<pid>/task` are wanted (`RIM_BENCH_THREADS=1`).
 pub fn per_thread() -> bool {
     std::env::var("RIM_BENCH_THREADS").is_ok_and(|v| v == "1")
 }
 
 /// ns on a CPU of every thread `pid` has had (its CPU-time clock, no `/proc`); None when
-/// the process is gone or not ours.
+/// there is no such process. The time of threads running on other cores since their last
+/// tick is not in it, so a window should be long against the tick (4 ms here).
 pub fn process_cpu_ns(pid: u32) -> Option<u64> {
     let pid = libc::pid_t::try_from(pid).ok()?;
     let mut clock: libc::clockid_t = 0;
@@ -44,9 +51,6 @@ pub fn involuntary_switches() -> Option<u64> {
     }
     u64::try_from(ru.ru_nivcsw).ok()
 }
-
-use std::collections::HashMap;
-use std::path::Path;
 
 /// One thread's figures at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -37,7 +37,7 @@ use rim_ring::broadcast::ReadError;
 use crate::clock::monotonic_ns;
 use crate::error::BenchError;
 use crate::latency::{LatencyRecorder, RTT};
-use crate::procfs::{self, Task};
+use crate::procfs::{self, Task, HOT_THREAD};
 use crate::report::{Figure, Row};
 use crate::suite::{RowSpec, RunOpts, RunSize, Suite};
 use crate::workload;
@@ -88,9 +88,6 @@ fn plan(size: RunSize) -> (u64, u64) {
         RunSize::Smoke => (1_000, 2_000),
     }
 }
-
-/// The daemon's hot shard thread, left out of `cold_cpu_pct`.
-const HOT_THREAD: &str = "rimd-hot";
 
 fn run_reflex(opts: &RunOpts, name: &'static str, sets: &[&str]) -> Result<Row, BenchError> {
     let (warmup, measured) = plan(opts.size);
@@ -172,22 +169,14 @@ fn run_reflex(opts: &RunOpts, name: &'static str, sets: &[&str]) -> Result<Row, 
 
 /// The cold threads' time per round trip by name (numbers stripped), largest first.
 fn cold_note(before: &HashMap<u32, Task>, after: &HashMap<u32, Task>, round_trips: u64) -> String {
-    let mut groups: Vec<(String, u64)> = Vec::new();
-    for (tid, t) in after.iter().filter(|(_, t)| t.name != HOT_THREAD) {
-        let gained = t.run_ns.saturating_sub(before.get(tid).map_or(0, |b| b.run_ns));
-        let group = t.name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
-        match groups.iter_mut().find(|(g, _)| g == group) {
-            Some((_, ns)) => *ns += gained,
-            None => groups.push((group.to_owned(), gained)),
-        }
-    }
-    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
-    let n = round_trips.max(1);
-    groups
-        .iter()
-        .filter(|(_, ns)| ns / n > 0)
-        .map(|(g, ns)| format!(" {g}={}", ns / n))
-        .collect()
+    let times = |m: &HashMap<u32, Task>| -> crate::kafka::cpu::Threads {
+        m.iter()
+            .filter(|(_, t)| t.name != HOT_THREAD)
+            .map(|(&tid, t)| (tid, (t.name.clone(), t.run_ns)))
+            .collect()
+    };
+    let gained = crate::kafka::cpu::gained(&times(before), &times(after));
+    crate::kafka::cpu::threads_note(&crate::kafka::cpu::by_group(gained, round_trips.max(1) as f64))
 }
 
 /// Where the client's core went over the measured round trips.

@@ -69,7 +69,7 @@ impl Snapshot {
 
 /// Each thread alive in `after`: its name and the time it gained since `before` (all of
 /// it for a thread `before` did not have).
-fn gained(before: &Threads, after: &Threads) -> Vec<(String, u64)> {
+pub(crate) fn gained(before: &Threads, after: &Threads) -> Vec<(String, u64)> {
     after
         .iter()
         .map(|(tid, (name, ns))| {
@@ -80,7 +80,7 @@ fn gained(before: &Threads, after: &Threads) -> Vec<(String, u64)> {
 }
 
 /// Times summed by thread group, per event, largest first (groups under 1 ns left out).
-fn by_group(times: Vec<(String, u64)>, events: f64) -> Vec<(String, f64)> {
+pub(crate) fn by_group(times: Vec<(String, u64)>, events: f64) -> Vec<(String, f64)> {
     let mut groups: Vec<(String, f64)> = Vec::new();
     for (name, ns) in times {
         let group = thread_group(&name);

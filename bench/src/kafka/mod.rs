@@ -50,7 +50,7 @@
 
 mod avro;
 mod broker;
-mod cpu;
+pub(crate) mod cpu;
 mod floor;
 mod measure;
 mod produce;
@@ -230,9 +230,12 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
                 );
             }
             eprint!(
-                "(sent over {:.0} ms, first decision at {:.0} ms; daemon CPU ns/event by thread: {threads}) ",
+                "(sent over {:.0} ms, first decision at {:.0} ms) ",
                 outcome.sent_ms, outcome.first_read_ms
             );
+            if crate::procfs::per_thread() {
+                eprint!("(daemon CPU ns/event by thread: {threads}) ");
+            }
             Ok(row(name, &phase, &outcome, &cpu))
         }
         Err(e) => {
