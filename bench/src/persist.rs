@@ -353,13 +353,11 @@ impl FloodShares {
     ) -> Option<Self> {
         let (threads, me) = (before.0, before.1?);
         let (now, me_now) = (procfs::tasks(daemon), procfs::this_thread()?);
+        let gains = procfs::gained(&threads, &now);
         // Summed over the threads of that name (glommio's executor starts a second one).
         let gained = |name: &str| -> Option<u64> {
-            let named = now.iter().filter(|(_, t)| t.name == name);
-            let ns = named
-                .clone()
-                .map(|(tid, t)| t.run_ns.saturating_sub(threads.get(tid).map_or(0, |b| b.run_ns)));
-            named.clone().next().map(|_| ns.sum())
+            let named = gains.iter().filter(|(n, _)| n == name);
+            named.clone().next().map(|_| named.map(|(_, ns)| ns).sum())
         };
         let (journal, hot) = (gained(JOURNAL_THREAD)?, gained(HOT_THREAD)?);
         let producer = me_now.run_ns.saturating_sub(me.run_ns);

@@ -94,6 +94,21 @@ pub fn tasks(pid: u32) -> HashMap<u32, Task> {
         .collect()
 }
 
+/// Each thread alive in `after`: its name and the CPU time it gained since `before` (all
+/// of it for a thread `before` did not have), keyed by thread id so that a thread that
+/// exits takes only its own time with it.
+pub fn gained(before: &HashMap<u32, Task>, after: &HashMap<u32, Task>) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(tid, t)| {
+            (
+                t.name.clone(),
+                t.run_ns.saturating_sub(before.get(tid).map_or(0, |b| b.run_ns)),
+            )
+        })
+        .collect()
+}
+
 /// The calling thread's figures.
 pub fn this_thread() -> Option<Task> {
     task(Path::new("/proc/thread-self"))

@@ -167,18 +167,6 @@ fn run_reflex(opts: &RunOpts, name: &'static str, sets: &[&str]) -> Result<Row, 
     Ok(Row::new(name, figures).with_latency("rtt", &rtt))
 }
 
-/// The cold threads' time per round trip by name (numbers stripped), largest first.
-fn cold_note(before: &HashMap<u32, Task>, after: &HashMap<u32, Task>, round_trips: u64) -> String {
-    let times = |m: &HashMap<u32, Task>| -> crate::kafka::cpu::Threads {
-        m.iter()
-            .filter(|(_, t)| t.name != HOT_THREAD)
-            .map(|(&tid, t)| (tid, (t.name.clone(), t.run_ns)))
-            .collect()
-    };
-    let gained = crate::kafka::cpu::gained(&times(before), &times(after));
-    crate::kafka::cpu::threads_note(&crate::kafka::cpu::by_group(gained, round_trips.max(1) as f64))
-}
-
 /// Where the client's core went over the measured round trips.
 struct Shares {
     preempted_per_1k: f64,
@@ -237,14 +225,13 @@ fn thread_shares(
         return None;
     }
     // Cold threads alive at the end: what each gained (all of it for one started since).
-    let cold_ns: u64 = now
-        .iter()
-        .filter(|(_, t)| t.name != HOT_THREAD)
-        .map(|(tid, t)| t.run_ns.saturating_sub(before.get(tid).map_or(0, |b| b.run_ns)))
-        .sum();
+    let mut cold = procfs::gained(before, &now);
+    cold.retain(|(name, _)| name != HOT_THREAD);
+    let cold_ns: u64 = cold.iter().map(|(_, ns)| ns).sum();
+    let per_round_trip = crate::kafka::cpu::by_group(cold, round_trips.max(1) as f64);
     eprint!(
-        "(cold threads, ns per round trip:{}) ",
-        cold_note(before, &now, round_trips)
+        "(cold threads, ns per round trip: {}) ",
+        crate::kafka::cpu::threads_note(&per_round_trip)
     );
     Some((
         100.0 * after.wait_ns.saturating_sub(client.wait_ns) as f64 / elapsed,

@@ -17,8 +17,11 @@
 
 use std::collections::HashMap;
 
-/// One process's threads at one instant: thread id → (name, ns on a CPU).
-pub type Threads = HashMap<u32, (String, u64)>;
+use crate::procfs::{gained, Task};
+
+/// One process's threads at one instant, by thread id (one entry named `process` when read
+/// from the process's CPU clock).
+pub type Threads = HashMap<u32, Task>;
 
 /// CPU readings at one instant.
 pub struct Snapshot {
@@ -67,18 +70,6 @@ impl Snapshot {
     }
 }
 
-/// Each thread alive in `after`: its name and the time it gained since `before` (all of
-/// it for a thread `before` did not have).
-pub(crate) fn gained(before: &Threads, after: &Threads) -> Vec<(String, u64)> {
-    after
-        .iter()
-        .map(|(tid, (name, ns))| {
-            let was = before.get(tid).map_or(0, |(_, v)| *v);
-            (name.clone(), ns.saturating_sub(was))
-        })
-        .collect()
-}
-
 /// Times summed by thread group, per event, largest first (groups under 1 ns left out).
 pub(crate) fn by_group(times: Vec<(String, u64)>, events: f64) -> Vec<(String, f64)> {
     let mut groups: Vec<(String, f64)> = Vec::new();
@@ -109,14 +100,18 @@ pub fn threads(pid: u32) -> Threads {
     if !crate::procfs::per_thread() {
         // The process's CPU clock: every thread it has had, no /proc lookup.
         return crate::procfs::process_cpu_ns(pid)
-            .map(|ns| (pid, ("process".to_string(), ns)))
+            .map(|run_ns| {
+                let t = Task {
+                    name: "process".to_string(),
+                    run_ns,
+                    ..Task::default()
+                };
+                (pid, t)
+            })
             .into_iter()
             .collect();
     }
     crate::procfs::tasks(pid)
-        .into_iter()
-        .map(|(tid, t)| (tid, (t.name, t.run_ns)))
-        .collect()
 }
 
 /// A thread's name without the numbers the kernel and libraries append (`iou-wrk-123`,
@@ -152,7 +147,14 @@ mod tests {
 
     fn threads_of(list: &[(u32, &str, u64)]) -> Threads {
         list.iter()
-            .map(|&(tid, name, ns)| (tid, (name.to_string(), ns)))
+            .map(|&(tid, name, run_ns)| {
+                let t = Task {
+                    name: name.to_string(),
+                    run_ns,
+                    ..Task::default()
+                };
+                (tid, t)
+            })
             .collect()
     }
 
