@@ -588,6 +588,90 @@ fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchEr
     .with_histogram("durable_lag", &lat))
 }
 
+/// Disk work beside another suite's row: a thread pinned to `core` that, every
+/// millisecond, writes (direct) 1 ms worth of the journal's bytes at `per_s` events/s into
+/// a segment-sized file written zero beforehand and `fdatasync`s it, as `sync-floor` does
+/// (no daemon, no queueing), until stopped. What a journal that keeps its durable lag
+/// near the 2 ms target must at least do: on this machine's kernel each sync is two
+/// wake-ups of the thread (its timer and the sync's completion) on the core it shares.
+pub(crate) struct SyncLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<u64, BenchError>>,
+    started: Instant,
+}
+
+impl SyncLoad {
+    pub(crate) fn start(core: usize, per_s: u64) -> Result<Self, BenchError> {
+        use rim_journal::Storage;
+        let io = |what: &'static str| move |source| BenchError::Io { what, source };
+        let dir = data_dir()?;
+        let path = dir.join("sync-load.seg");
+        rim_journal::Fs::new()
+            .prepare_spare(&path, SEGMENT_BYTES, None)
+            .map_err(io("writing a sync-load file zero"))?;
+        let file = open_direct(&path).map_err(io("opening a sync-load file"))?;
+        let chunk = direct_len(((per_s as f64 / 1000.0 * bytes_per_event()) as u64).max(64));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sync-load".into())
+            .spawn(move || {
+                let syncs = sync_every_ms(core, &file, chunk, &flag);
+                drop(file);
+                remove_data(&dir);
+                syncs
+            })
+            .map_err(io("starting the sync-load thread"))?;
+        Ok(Self {
+            stop,
+            thread,
+            started: Instant::now(),
+        })
+    }
+
+    /// Stops the thread; returns its syncs per second.
+    pub(crate) fn stop(self) -> Result<f64, BenchError> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64();
+        let syncs = self
+            .thread
+            .join()
+            .map_err(|_| BenchError::Setup("the sync-load thread panicked".into()))??;
+        Ok(syncs as f64 / secs.max(1e-9))
+    }
+}
+
+/// [`SyncLoad`]'s loop: a write and a sync due every millisecond (at once when behind).
+fn sync_every_ms(
+    core: usize,
+    file: &std::fs::File,
+    chunk: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<u64, BenchError> {
+    use std::os::unix::fs::FileExt;
+    let io = |what: &'static str| move |source| BenchError::Io { what, source };
+    crate::affinity::pin_current_thread(core)?;
+    let block = Aligned::new(chunk as usize);
+    let started = Instant::now();
+    let (mut off, mut syncs) = (0u64, 0u64);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let due = started + Duration::from_millis(syncs);
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        }
+        if off + chunk > SEGMENT_BYTES {
+            off = 0;
+        }
+        file.write_all_at(block.bytes(), off)
+            .map_err(io("writing a sync-load file"))?;
+        file.sync_data().map_err(io("syncing a sync-load file"))?;
+        off += chunk;
+        syncs += 1;
+    }
+    Ok(syncs)
+}
+
 /// A durable-lag row: the rate, the lag figures, and the histogram for `--plot`.
 fn lag_row(name: &str, events_per_s: f64, lag: &Histogram<u64>) -> Row {
     Row::new(

@@ -15,6 +15,14 @@
 //! published), so `rimd-shm` p50 + `decision-chain` p50 estimates the floor under
 //! `rimd-reflex` p50 in the same run.
 //!
+//! `rimd-shm-beside-syncs` is `rimd-shm` with a thread on the client's core that writes and
+//! `fdatasync`s 1 ms of a 1M events/s journal's bytes every millisecond
+//! ([`crate::persist::SyncLoad`], as the `persist` suite's `sync-floor`): the least disk
+//! work a journal needs to keep its durable lag near the `persist` targets' 2 ms, with
+//! nothing else of the daemon's. Its tail against `rimd-shm`'s is what durability alone
+//! costs a round trip whose client shares its core with the syncs (`syncs_per_s` says how
+//! many ran).
+//!
 //! `rimd-reflex-volatile` is `rimd-reflex` with persistence off: the same path with no
 //! journal entries pushed and no journal, store or sync work on the cold core. On two
 //! cores this bench's client sits on the daemon's cold core (the hot shard has the other),
@@ -55,6 +63,7 @@ pub const SUITE: Suite = Suite {
         "daemon_cpu_pct",
         "client_wait_pct",
         "cold_cpu_pct",
+        "syncs_per_s",
     ],
     rows: &[
         RowSpec {
@@ -68,6 +77,10 @@ pub const SUITE: Suite = Suite {
         RowSpec {
             name: "rimd-shm",
             run: |opts| crate::ring::rimd_shm::run(&crate::ring::RingCfg::new(opts)),
+        },
+        RowSpec {
+            name: "rimd-shm-beside-syncs",
+            run: run_shm_beside_syncs,
         },
         RowSpec {
             name: "decision-chain",
@@ -237,6 +250,24 @@ fn thread_shares(
         100.0 * after.wait_ns.saturating_sub(client.wait_ns) as f64 / elapsed,
         100.0 * cold_ns as f64 / elapsed,
     ))
+}
+
+/// The journal rate whose bytes [`run_shm_beside_syncs`]'s syncs carry: the `persist`
+/// suite's `sync-floor` rate, fewer bytes than `rimd-reflex`'s events and decisions.
+const SYNC_LOAD_PER_S: u64 = 1_000_000;
+
+/// `rimd-shm` with a [`crate::persist::SyncLoad`] on the client's core: the bare ring's
+/// round trip beside the least disk work that `persist.enabled` needs for a durable lag
+/// near the 2 ms target (a write and an `fdatasync` every millisecond), and nothing else
+/// of the daemon's. On two cores the client shares its core with whatever syncs.
+fn run_shm_beside_syncs(opts: &RunOpts) -> Result<Row, BenchError> {
+    let load = crate::persist::SyncLoad::start(opts.client_core, SYNC_LOAD_PER_S)?;
+    let row = crate::ring::rimd_shm::run(&crate::ring::RingCfg::new(opts));
+    let syncs_per_s = load.stop()?;
+    let mut row = row?;
+    row.name = "rimd-shm-beside-syncs".into();
+    row.figures.push(Figure::real("syncs_per_s", syncs_per_s));
+    Ok(row)
 }
 
 /// Decisions per timed batch of `decision-chain` (a clock read is 20-30 ns here, a
