@@ -539,41 +539,17 @@ fn bytes_per_event() -> f64 {
 }
 
 fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchError> {
-    use rim_journal::Storage;
-    use std::os::unix::fs::FileExt;
-    let io = |what: &'static str| move |source| BenchError::Io { what, source };
     crate::affinity::pin_current_thread(opts.client_core)?;
-    let dir = data_dir()?;
-    let path = dir.join("floor.seg");
-    rim_journal::Fs::new()
-        .prepare_spare(&path, SEGMENT_BYTES, None)
-        .map_err(io("writing a disk-floor file zero"))?;
-    let file = open_direct(&path).map_err(io("opening a disk-floor file"))?;
-    let chunk = direct_len(((per_s as f64 / 1000.0 * bytes_per_event()) as u64).max(64));
-    let block = Aligned::new(chunk as usize);
-    let buf = block.bytes();
+    let mut floor = SyncEveryMs::create(per_s, "floor.seg")?;
     let mut lat =
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| BenchError::Setup(e.to_string()))?;
     let ticks = (seconds(opts.size) * 1000.0) as u64;
-    let started = Instant::now();
-    let mut off = 0u64;
-    for tick in 0..ticks {
-        let due = started + Duration::from_millis(tick);
-        let now = Instant::now();
-        if now < due {
-            std::thread::sleep(due - now);
-        }
-        if off + chunk > SEGMENT_BYTES {
-            off = 0;
-        }
-        let t0 = Instant::now();
-        file.write_all_at(buf, off).map_err(io("writing a disk-floor file"))?;
-        file.sync_data().map_err(io("syncing a disk-floor file"))?;
-        let _ = lat.record((t0.elapsed().as_nanos() as u64).max(1));
-        off += chunk;
+    for _ in 0..ticks {
+        let ns = floor.next()?;
+        let _ = lat.record(ns.max(1));
     }
-    drop(file);
-    remove_data(&dir);
+    let chunk = floor.chunk;
+    drop(floor);
     Ok(Row::new(
         name,
         [
@@ -588,11 +564,76 @@ fn sync_floor_row(opts: &RunOpts, name: &str, per_s: u64) -> Result<Row, BenchEr
     .with_histogram("durable_lag", &lat))
 }
 
-/// Disk work beside another suite's row: a thread pinned to `core` that, every
-/// millisecond, writes (direct) 1 ms worth of the journal's bytes at `per_s` events/s into
-/// a segment-sized file written zero beforehand and `fdatasync`s it, as `sync-floor` does
-/// (no daemon, no queueing), until stopped. What a journal that keeps its durable lag
-/// near the 2 ms target must at least do: on this machine's kernel each sync is two
+/// `sync-floor`'s disk work, also [`SyncLoad`]'s: every millisecond (at once when behind),
+/// 1 ms worth of the journal's bytes at `per_s` events/s written (direct, whole blocks)
+/// into a segment-sized file written zero beforehand (as the journal's segments are),
+/// from its start again when full, and `fdatasync`ed. No framing, no queueing, no daemon.
+/// The file's directory is removed on drop.
+struct SyncEveryMs {
+    dir: PathBuf,
+    file: std::fs::File,
+    block: Aligned,
+    chunk: u64,
+    off: u64,
+    started: Instant,
+    ticks: u64,
+}
+
+impl SyncEveryMs {
+    fn create(per_s: u64, file_name: &str) -> Result<Self, BenchError> {
+        use rim_journal::Storage;
+        let io = |what: &'static str| move |source| BenchError::Io { what, source };
+        let dir = data_dir()?;
+        let path = dir.join(file_name);
+        rim_journal::Fs::new()
+            .prepare_spare(&path, SEGMENT_BYTES, None)
+            .map_err(io("writing a sync-floor file zero"))?;
+        let file = open_direct(&path).map_err(io("opening a sync-floor file"))?;
+        let chunk = direct_len(((per_s as f64 / 1000.0 * bytes_per_event()) as u64).max(64));
+        Ok(Self {
+            dir,
+            file,
+            block: Aligned::new(chunk as usize),
+            chunk,
+            off: 0,
+            started: Instant::now(),
+            ticks: 0,
+        })
+    }
+
+    /// Waits for the next millisecond's turn, then writes and syncs; returns the ns the
+    /// write and sync took.
+    fn next(&mut self) -> Result<u64, BenchError> {
+        use std::os::unix::fs::FileExt;
+        let io = |what: &'static str| move |source| BenchError::Io { what, source };
+        let due = self.started + Duration::from_millis(self.ticks);
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        }
+        if self.off + self.chunk > SEGMENT_BYTES {
+            self.off = 0;
+        }
+        let t0 = Instant::now();
+        self.file
+            .write_all_at(self.block.bytes(), self.off)
+            .map_err(io("writing a sync-floor file"))?;
+        self.file.sync_data().map_err(io("syncing a sync-floor file"))?;
+        self.off += self.chunk;
+        self.ticks += 1;
+        Ok(t0.elapsed().as_nanos() as u64)
+    }
+}
+
+impl Drop for SyncEveryMs {
+    fn drop(&mut self) {
+        remove_data(&self.dir);
+    }
+}
+
+/// Disk work beside another suite's row: a thread pinned to `core` doing `sync-floor`'s
+/// writes and syncs ([`SyncEveryMs`]) until stopped. What a journal that keeps its durable
+/// lag near the 2 ms target must at least do: on this machine's kernel each sync is two
 /// wake-ups of the thread (its timer and the sync's completion) on the core it shares.
 pub(crate) struct SyncLoad {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -602,26 +643,22 @@ pub(crate) struct SyncLoad {
 
 impl SyncLoad {
     pub(crate) fn start(core: usize, per_s: u64) -> Result<Self, BenchError> {
-        use rim_journal::Storage;
-        let io = |what: &'static str| move |source| BenchError::Io { what, source };
-        let dir = data_dir()?;
-        let path = dir.join("sync-load.seg");
-        rim_journal::Fs::new()
-            .prepare_spare(&path, SEGMENT_BYTES, None)
-            .map_err(io("writing a sync-load file zero"))?;
-        let file = open_direct(&path).map_err(io("opening a sync-load file"))?;
-        let chunk = direct_len(((per_s as f64 / 1000.0 * bytes_per_event()) as u64).max(64));
+        let mut load = SyncEveryMs::create(per_s, "sync-load.seg")?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("sync-load".into())
             .spawn(move || {
-                let syncs = sync_every_ms(core, &file, chunk, &flag);
-                drop(file);
-                remove_data(&dir);
-                syncs
+                crate::affinity::pin_current_thread(core)?;
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    load.next()?;
+                }
+                Ok(load.ticks)
             })
-            .map_err(io("starting the sync-load thread"))?;
+            .map_err(|source| BenchError::Io {
+                what: "starting the sync-load thread",
+                source,
+            })?;
         Ok(Self {
             stop,
             thread,
@@ -639,37 +676,6 @@ impl SyncLoad {
             .map_err(|_| BenchError::Setup("the sync-load thread panicked".into()))??;
         Ok(syncs as f64 / secs.max(1e-9))
     }
-}
-
-/// [`SyncLoad`]'s loop: a write and a sync due every millisecond (at once when behind).
-fn sync_every_ms(
-    core: usize,
-    file: &std::fs::File,
-    chunk: u64,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<u64, BenchError> {
-    use std::os::unix::fs::FileExt;
-    let io = |what: &'static str| move |source| BenchError::Io { what, source };
-    crate::affinity::pin_current_thread(core)?;
-    let block = Aligned::new(chunk as usize);
-    let started = Instant::now();
-    let (mut off, mut syncs) = (0u64, 0u64);
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let due = started + Duration::from_millis(syncs);
-        let now = Instant::now();
-        if now < due {
-            std::thread::sleep(due - now);
-        }
-        if off + chunk > SEGMENT_BYTES {
-            off = 0;
-        }
-        file.write_all_at(block.bytes(), off)
-            .map_err(io("writing a sync-load file"))?;
-        file.sync_data().map_err(io("syncing a sync-load file"))?;
-        off += chunk;
-        syncs += 1;
-    }
-    Ok(syncs)
 }
 
 /// A durable-lag row: the rate, the lag figures, and the histogram for `--plot`.
