@@ -178,7 +178,35 @@ pub fn put_event_head(out: &mut [u8], partition: u16, received_ms: u64, x: &Extr
 /// Pushes a whole entry (`bytes` = head and body); false, writing nothing, when the
 /// ring lacks room.
 pub fn push(ring: &mut rtrb::Producer<u8>, bytes: &[u8]) -> bool {
-    ring.push_entire_slice(bytes).is_ok()
+    let pushed = ring.push_entire_slice(bytes).is_ok();
+    if pushed {
+        take_ahead(ring);
+    }
+    pushed
+}
+
+/// Bytes of free ring after an entry that [`push`] takes for writing: the next entry or so.
+const TAKE_AHEAD_BYTES: usize = 256;
+
+/// Takes the free lines the next entry will be copied into for writing, now. The reader
+/// runs on the other core and has read them a lap ago; without this each store of the
+/// next copy waited for that core to give its line up, and every later store, and every
+/// load forwarded from one (the next entry is encoded in a scratch buffer, then copied),
+/// waited behind it. Only free slots (what `write_chunk_uninit` hands out, the reader is
+/// done with them), never committed: nothing is written.
+#[inline]
+fn take_ahead(ring: &mut rtrb::Producer<u8>) {
+    if let Ok(mut chunk) = ring.write_chunk_uninit(TAKE_AHEAD_BYTES) {
+        let (free, _) = chunk.as_mut_slices();
+        let start = free.as_ptr().cast::<u8>();
+        // From the first line that starts in free space: the line the entry just ended
+        // in is this core's already.
+        let mut off = (64 - (start as usize & 63)) & 63;
+        while off < free.len() {
+            rim_ring::segment::prefetch_line_for_write(start.wrapping_add(off));
+            off += 64;
+        }
+    }
 }
 
 /// Pushes head and body (cold path: copies both into `scratch` first).

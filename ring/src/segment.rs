@@ -153,6 +153,23 @@ pub fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
+/// Asks the CPU to bring the cache line at `p` in for writing (`PREFETCHW`: exclusive, so
+/// a store there later need not wait for the line to be taken from another core).
+#[inline]
+pub fn prefetch_line_for_write(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    {
+        // SAFETY: PREFETCHW is a hint: it never faults, even on an unmapped address,
+        // writes no memory and leaves the flags alone; CPUs without it (before
+        // Broadwell) decode its 0F 0D opcode as a no-op.
+        unsafe {
+            std::arch::asm!("prefetchw byte ptr [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
 impl Segment {
     /// A zeroed heap segment of `bytes` (a multiple of 64): for in-process rings and tests.
     pub fn heap(bytes: usize) -> Result<Self, SegmentError> {
@@ -320,6 +337,18 @@ impl Segment {
                 self.words[off / 8 + i].store(u64::from_le_bytes(w), Ordering::Relaxed);
             }
         }
+    }
+
+    /// Asks the CPU to take the cache line holding byte `off` for writing (a hint, as
+    /// [`Segment::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch_for_write(&self, off: usize) {
+        #[cfg(not(loom))]
+        if off < self.len() {
+            prefetch_line_for_write(self.ptr.as_ptr().wrapping_add(off));
+        }
+        #[cfg(loom)]
+        let _ = off;
     }
 
     /// Asks the CPU to bring the cache line holding byte `off` closer (a prefetch hint:

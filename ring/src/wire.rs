@@ -302,8 +302,16 @@ impl Encoder {
 
     /// Validates and archives an event whose strings are symbols of this encoder.
     pub fn encode_event(&mut self, ev: &SymEvent<'_>) -> Result<&[u8], EventError> {
+        self.encode_event_at(ev, ev.publish_ns)
+    }
+
+    /// [`Encoder::encode_event`] with `publish_ns` in place of the event's: a producer
+    /// that stamps the time need not copy the caller's event to change one field (the
+    /// copy's wide loads of the caller's just-written fields cannot be forwarded from the
+    /// store buffer, and waited for every store ahead of them, the ring's included).
+    pub fn encode_event_at(&mut self, ev: &SymEvent<'_>, publish_ns: u64) -> Result<&[u8], EventError> {
         check_event(&self.kinds, ev)?;
-        let len = archive_event(&mut self.metrics, &mut self.out, &mut self.scratch, ev)?;
+        let len = archive_event(&mut self.metrics, &mut self.out, &mut self.scratch, ev, publish_ns)?;
         Ok(&self.out.0[..len])
     }
 
@@ -331,6 +339,17 @@ impl Encoder {
     pub fn encode_ref<M: Metric, E>(
         &mut self,
         ev: &EventRef<'_, M>,
+        publish: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<&[u8], EncodeRefError<E>> {
+        self.encode_ref_at(ev, ev.publish_ns, publish)
+    }
+
+    /// [`Encoder::encode_ref`] with `publish_ns` in place of the event's (see
+    /// [`Encoder::encode_event_at`] for why a stamping producer passes it apart).
+    pub fn encode_ref_at<M: Metric, E>(
+        &mut self,
+        ev: &EventRef<'_, M>,
+        publish_ns: u64,
         mut publish: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<&[u8], EncodeRefError<E>> {
         if ev.critical_metrics.len() > METRICS_MAX {
@@ -360,10 +379,10 @@ impl Encoder {
             stress: ev.stress,
             status,
             source_topic,
-            publish_ns: ev.publish_ns,
+            publish_ns,
         };
         check_event(&self.kinds, &sym_ev).map_err(EncodeRefError::Invalid)?;
-        let len = archive_event(&mut self.metrics, &mut self.out, &mut self.scratch, &sym_ev)
+        let len = archive_event(&mut self.metrics, &mut self.out, &mut self.scratch, &sym_ev, publish_ns)
             .map_err(EncodeRefError::Invalid)?;
         Ok(&self.out.0[..len])
     }
@@ -413,6 +432,7 @@ fn archive_event(
     out: &mut AlignedRecord,
     scratch: &mut [MaybeUninit<u8>; 256],
     ev: &SymEvent<'_>,
+    publish_ns: u64,
 ) -> Result<usize, EventError> {
     for (slot, &(name, value)) in metrics.iter_mut().zip(ev.metrics) {
         *slot = WireMetric {
@@ -423,7 +443,7 @@ fn archive_event(
     }
     let count = ev.metrics.len().min(METRICS_MAX);
     let rec = WireRecord::Event(WireEvent {
-        publish_ns: ev.publish_ns,
+        publish_ns,
         timestamp: ev.timestamp,
         price: ev.price.unwrap_or(0.0),
         volume: ev.volume.unwrap_or(0.0),
@@ -888,6 +908,50 @@ mod tests {
         assert_eq!(defines, 6, "node, status, topic and three metric names");
         let (defines, back) = round_trip(&mut enc, &mut dec, &ev);
         assert_eq!((defines, back), (0, ev), "the second time, only the event crosses");
+    }
+
+    #[test]
+    fn a_stamp_passed_apart_replaces_the_events_own() {
+        let (mut enc, mut dec) = (Encoder::new(), Decoder::new());
+        let ev = sample();
+        round_trip(&mut enc, &mut dec, &ev);
+        let decode = |dec: &mut Decoder, bytes: &[u8]| {
+            let mut aligned = Box::new(AlignedRecord([0; RECORD_BYTES_MAX]));
+            aligned.0[..bytes.len()].copy_from_slice(bytes);
+            match dec.decode(&aligned.0[..bytes.len()]).expect("decode") {
+                Decoded::Event(v) => v.to_owned_event(),
+                _ => panic!("expected an event"),
+            }
+        };
+        let never = |_: &[u8]| Err::<(), ()>(());
+        let bytes = enc.encode_ref_at(&ev.as_ref(), 777, never).expect("encode").to_vec();
+        let back = decode(&mut dec, &bytes);
+        assert_eq!(back.publish_ns, 777);
+        assert_eq!(
+            RimFastEvent {
+                publish_ns: ev.publish_ns,
+                ..back
+            },
+            ev,
+            "nothing else changed"
+        );
+        let node = enc.lookup(SymbolKind::NodeId, &ev.rim_node_id).expect("interned");
+        let status = enc.lookup(SymbolKind::Status, &ev.status).expect("interned");
+        let sym = SymEvent {
+            node,
+            event_id: None,
+            timestamp: 5,
+            metrics: &[],
+            price: None,
+            volume: None,
+            stress: None,
+            status,
+            source_topic: None,
+            publish_ns: 1,
+        };
+        let bytes = enc.encode_event_at(&sym, 888).expect("encode").to_vec();
+        assert_eq!(decode(&mut dec, &bytes).publish_ns, 888);
+        assert_eq!(sym.publish_ns, 1, "the caller's event is not touched");
     }
 
     #[test]

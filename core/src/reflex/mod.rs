@@ -436,7 +436,7 @@ impl Reflex {
             ..
         } = self;
         tick::pop(input, scratch, |r| match r {
-            Record::Node { node, id } => {
+            &Record::Node { node, id } => {
                 // Paired with ingest's routing by the same function.
                 let (owner, shard) = (shard_of_partition(partition_of(id, *partitions), *shards), emit.shard);
                 assert_eq!(
@@ -451,7 +451,7 @@ impl Reflex {
                     emit.counters[C_BAD_NODE] += 1;
                 }
             }
-            Record::Tick(t) => on_tick(state, rules, matches, *words, evidence, emit, *now_ms, &t),
+            Record::Tick(t) => on_tick(state, rules, matches, *words, evidence, emit, *now_ms, t),
         })
     }
 
