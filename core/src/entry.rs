@@ -192,20 +192,18 @@ const TAKE_AHEAD_BYTES: usize = 256;
 /// runs on the other core and has read them a lap ago; without this each store of the
 /// next copy waited for that core to give its line up, and every later store, and every
 /// load forwarded from one (the next entry is encoded in a scratch buffer, then copied),
-/// waited behind it. Only free slots (what `write_chunk_uninit` hands out, the reader is
-/// done with them), never committed: nothing is written.
+/// waited behind it. Only whole lines of free slots (the reader is done with them), only
+/// when the writer's cached view already shows that many free (asking for more would load
+/// the reader's position, a line it keeps writing), and never committed: nothing is
+/// written.
 #[inline]
 fn take_ahead(ring: &mut rtrb::Producer<u8>) {
+    if ring.cached_slots() < TAKE_AHEAD_BYTES {
+        return;
+    }
     if let Ok(mut chunk) = ring.write_chunk_uninit(TAKE_AHEAD_BYTES) {
         let (free, _) = chunk.as_mut_slices();
-        let start = free.as_ptr().cast::<u8>();
-        // From the first line that starts in free space: the line the entry just ended
-        // in is this core's already.
-        let mut off = (64 - (start as usize & 63)) & 63;
-        while off < free.len() {
-            rim_ring::segment::prefetch_line_for_write(start.wrapping_add(off));
-            off += 64;
-        }
+        rim_ring::prefetch_whole_lines_for_write(free.as_ptr().cast::<u8>(), free.len());
     }
 }
 

@@ -52,7 +52,7 @@ pub mod wire;
 
 pub use event::{EventError, EventRef, NodeIdError, RimFastEvent, RimNodeId};
 pub use header::HEADER_BYTES;
-pub use segment::{prefetch_line, Segment, SegmentError};
+pub use segment::{prefetch_line, prefetch_line_for_write, prefetch_whole_lines_for_write, Segment, SegmentError};
 pub use spsc::{Consumer, PollError, Producer, PublishError, Refusal, Verdict, Verdicts};
 pub use symtab::same_bytes;
 pub use wire::{EventView, Sym, SymEvent, SymbolKind};

@@ -154,20 +154,34 @@ pub fn prefetch_line(p: *const u8) {
 }
 
 /// Asks the CPU to bring the cache line at `p` in for writing (`PREFETCHW`: exclusive, so
-/// a store there later need not wait for the line to be taken from another core).
+/// a store there later need not wait for another core to give the line up). Inline
+/// assembly because `_mm_prefetch` with a write hint compiles to a plain read prefetch
+/// unless the build targets the `prfchw` feature, which the baseline x86-64 does not.
 #[inline]
 pub fn prefetch_line_for_write(p: *const u8) {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
     {
         // SAFETY: PREFETCHW is a hint: it never faults, even on an unmapped address,
-        // writes no memory and leaves the flags alone; CPUs without it (before
-        // Broadwell) decode its 0F 0D opcode as a no-op.
+        // writes no memory and leaves the flags alone, so no invariant of ours is at stake.
         unsafe {
             std::arch::asm!("prefetchw byte ptr [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
         }
     }
     #[cfg(not(all(target_arch = "x86_64", not(loom))))]
     let _ = p;
+}
+
+/// [`prefetch_line_for_write`] for every cache line that lies wholly inside the `len`
+/// bytes at `p`: a writer takes the lines of a region it owns for its next writes, and a
+/// line that reaches past the region (where another core may still be reading) is left
+/// alone.
+#[inline]
+pub fn prefetch_whole_lines_for_write(p: *const u8, len: usize) {
+    let mut off = (64 - (p as usize & 63)) & 63;
+    while off + 64 <= len {
+        prefetch_line_for_write(p.wrapping_add(off));
+        off += 64;
+    }
 }
 
 impl Segment {
@@ -339,16 +353,16 @@ impl Segment {
         }
     }
 
-    /// Asks the CPU to take the cache line holding byte `off` for writing (a hint, as
-    /// [`Segment::prefetch`]).
+    /// [`prefetch_whole_lines_for_write`] over `[off, off + len)`, when that is inside the
+    /// segment (a hint: nothing is written).
     #[inline]
-    pub(crate) fn prefetch_for_write(&self, off: usize) {
+    pub(crate) fn prefetch_for_write(&self, off: usize, len: usize) {
         #[cfg(not(loom))]
-        if off < self.len() {
-            prefetch_line_for_write(self.ptr.as_ptr().wrapping_add(off));
+        if off.checked_add(len).is_some_and(|end| end <= self.len()) {
+            prefetch_whole_lines_for_write(self.ptr.as_ptr().wrapping_add(off), len);
         }
         #[cfg(loom)]
-        let _ = off;
+        let _ = (off, len);
     }
 
     /// Asks the CPU to bring the cache line holding byte `off` closer (a prefetch hint:
