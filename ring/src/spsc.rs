@@ -584,20 +584,28 @@ fn publish_into(
 /// of the common size (an event with four metrics is 152 bytes) and its header.
 const WRITE_AHEAD_BYTES: usize = 256;
 
+/// Free bytes ahead of the producer below which it takes nothing ahead: the ring is nearly
+/// full, the producer waits for the consumer anyway, and the lines the consumer has just
+/// released are still in its core's cache. Taking them there cost the stream (with 256
+/// bytes of slack, `rim-bench ring`'s 128 KiB rings streamed 9.5-10.2M events/s and 11-16M
+/// raw records/s; with 16 KiB, 13.1-13.5M and 19-20M, the raw rate of no take-ahead at all).
+const WRITE_AHEAD_SLACK_BYTES: usize = 16 << 10;
+
 /// Takes the lines the next record will be written into for writing now, while the
 /// caller goes on, so that the next publish finds them exclusive in this core's cache.
 /// Without it each of its stores waited for the consumer's core to give a line up, and a
 /// store that waits holds every later store, and every load forwarded from one (the next
 /// event's encoding), behind it (`rimd-shm`'s stream in `rim-bench ring`: 6.4-7.6M events/s
-/// before, 10.0-11.4M with this and the stamp passed apart). Only bytes the consumer has
-/// released (below its position as last seen plus the capacity): a line it may still be
-/// reading is never taken, which would slow both sides. From the byte after the next
+/// before, 13.1-13.5M with this and the stamp passed apart). Only bytes the consumer has
+/// released (below its position as last seen plus the capacity), and only with
+/// [`WRITE_AHEAD_SLACK_BYTES`] of them: a line it may still be reading is never taken,
+/// which would slow both sides. From the byte after the next
 /// record's header word, whose line the clear-ahead store already took (and where the
 /// consumer waits), to the ring's end at most.
 #[inline]
 fn take_next_lines(seg: &Segment, geo: &Geometry, tail: u64, head_cache: u64) {
     let released = head_cache + geo.capacity as u64;
-    if tail + WRITE_AHEAD_BYTES as u64 > released {
+    if tail + WRITE_AHEAD_SLACK_BYTES as u64 > released {
         return;
     }
     let start = geo.offset(tail) + RECORD_HEADER_BYTES;
