@@ -891,13 +891,35 @@ mod tests {
         records.push(bytes);
         let mut last = None;
         for r in &records {
-            let mut aligned = Box::new(AlignedRecord([0; RECORD_BYTES_MAX]));
-            aligned.0[..r.len()].copy_from_slice(r);
-            if let Decoded::Event(v) = dec.decode(&aligned.0[..r.len()]).expect("decode") {
-                last = Some(v.to_owned_event());
-            }
+            last = decode_event(dec, r).or(last);
         }
         (defines, last.expect("an event"))
+    }
+
+    /// Decodes one record from an aligned copy: the event it carries, None for a definition.
+    fn decode_event(dec: &mut Decoder, bytes: &[u8]) -> Option<RimFastEvent> {
+        let mut aligned = Box::new(AlignedRecord([0; RECORD_BYTES_MAX]));
+        aligned.0[..bytes.len()].copy_from_slice(bytes);
+        match dec.decode(&aligned.0[..bytes.len()]).expect("decode") {
+            Decoded::Event(v) => Some(v.to_owned_event()),
+            _ => None,
+        }
+    }
+
+    /// An event of `node` and `status` with no metrics and no optional field.
+    fn bare_event(node: Sym, status: Sym) -> SymEvent<'static> {
+        SymEvent {
+            node,
+            event_id: None,
+            timestamp: 1,
+            metrics: &[],
+            price: None,
+            volume: None,
+            stress: None,
+            status,
+            source_topic: None,
+            publish_ns: 1,
+        }
     }
 
     #[test]
@@ -916,14 +938,7 @@ mod tests {
         let (mut enc, mut dec) = (Encoder::new(), Decoder::new());
         let ev = sample();
         round_trip(&mut enc, &mut dec, &ev);
-        let decode = |dec: &mut Decoder, bytes: &[u8]| {
-            let mut aligned = Box::new(AlignedRecord([0; RECORD_BYTES_MAX]));
-            aligned.0[..bytes.len()].copy_from_slice(bytes);
-            match dec.decode(&aligned.0[..bytes.len()]).expect("decode") {
-                Decoded::Event(v) => v.to_owned_event(),
-                _ => panic!("expected an event"),
-            }
-        };
+        let decode = |dec: &mut Decoder, bytes: &[u8]| decode_event(dec, bytes).expect("an event");
         let never = |_: &[u8]| Err::<(), ()>(());
         let bytes = enc.encode_ref_at(&ev.as_ref(), 777, never).expect("encode").to_vec();
         let back = decode(&mut dec, &bytes);
@@ -938,18 +953,7 @@ mod tests {
         );
         let node = enc.lookup(SymbolKind::NodeId, &ev.rim_node_id).expect("interned");
         let status = enc.lookup(SymbolKind::Status, &ev.status).expect("interned");
-        let sym = SymEvent {
-            node,
-            event_id: None,
-            timestamp: 5,
-            metrics: &[],
-            price: None,
-            volume: None,
-            stress: None,
-            status,
-            source_topic: None,
-            publish_ns: 1,
-        };
+        let sym = bare_event(node, status);
         let bytes = enc.encode_event_at(&sym, 888).expect("encode").to_vec();
         assert_eq!(decode(&mut dec, &bytes).publish_ns, 888);
     }
@@ -959,18 +963,7 @@ mod tests {
         let mut enc = Encoder::new();
         let mut sink = |_: &[u8]| Ok::<(), ()>(());
         let node = enc.intern(SymbolKind::NodeId, "rim:a:b:c", &mut sink).expect("node");
-        let ev = SymEvent {
-            node,
-            event_id: None,
-            timestamp: 1,
-            metrics: &[],
-            price: None,
-            volume: None,
-            stress: None,
-            status: node,
-            source_topic: None,
-            publish_ns: 1,
-        };
+        let ev = bare_event(node, node);
         assert_eq!(
             enc.encode_event(&ev).err(),
             Some(EventError::BadSymbol { field: "status" })
