@@ -1,7 +1,8 @@
 //! Round trip between two pinned threads over two rim-ring rings, one message in flight:
 //! `raw` moves 144 opaque bytes (the ring alone), `event` publishes and validates a
 //! RimFastEvent each way (the full path). Prints p50/p99/p99.9 in ns.
-//! `cargo run --release -p rim-ring --example rtt -- [raw|event]`
+//! `cargo run --release -p rim-ring --example rtt -- [raw|event] [memfd]` (memfd: the rings in
+//! sealed memfd segments, as between processes, instead of heap memory)
 
 use std::time::Instant;
 
@@ -81,8 +82,18 @@ fn main() {
     let event = std::env::args().nth(1).as_deref() != Some("raw");
 
     const N: usize = 1_000_000;
-    let (mut p1, mut c1) = spsc::heap_pair(1 << 17).expect("ring");
-    let (mut p2, mut c2) = spsc::heap_pair(1 << 17).expect("ring");
+    let memfd = std::env::args().nth(2).as_deref() == Some("memfd");
+    let pair = |name: &str| {
+        if !memfd {
+            return spsc::heap_pair(1 << 17).expect("ring");
+        }
+        let seg =
+            std::sync::Arc::new(rim_ring::Segment::create_memfd(name, spsc::segment_bytes(1 << 17)).expect("memfd"));
+        spsc::init(&seg).expect("init");
+        (Producer::open(seg.clone()).expect("p"), Consumer::open(seg).expect("c"))
+    };
+    let (mut p1, mut c1) = pair("rtt-1");
+    let (mut p2, mut c2) = pair("rtt-2");
     let s1 = intern(&mut p1, event);
     let echo = std::thread::spawn(move || {
         pin(1);

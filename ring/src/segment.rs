@@ -327,25 +327,32 @@ impl Segment {
         }
     }
 
-    /// Copies `src` into the segment at `off`. The caller must own `[off, off + len)` under
-    /// the ring protocol (claimed and not yet committed).
+    /// Lets `write` fill `[off, off + len)` of the segment in place. The caller must own
+    /// that range under the ring protocol (claimed and not yet committed).
     #[inline]
-    pub(crate) fn copy_in(&self, off: usize, src: &[u8]) {
+    pub(crate) fn write_in(&self, off: usize, len: usize, write: impl FnOnce(&mut [u8])) {
         assert!(
-            off.is_multiple_of(8) && off + src.len() <= self.len(),
-            "copy_in out of bounds"
+            off.is_multiple_of(8) && off.checked_add(len).is_some_and(|end| end <= self.len()),
+            "write_in out of bounds"
         );
         #[cfg(not(loom))]
         {
-            // SAFETY: bounds checked above; the range is owned by the writer under the ring
-            // protocol, so no one reads it until a release store publishes it; `src` is a
-            // private buffer that cannot overlap the shared segment.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len()) }
+            // SAFETY: bounds checked above, and the mapping lives as long as `self`. The
+            // range is the writer's own under the ring protocol: the consumer reads it only
+            // after the release store that commits it, which comes after `write` returns,
+            // and no other reference into it exists in this process while `write` runs
+            // (the producer is `&mut` and the consumer's copies are private). A consumer
+            // process that breaks the protocol can only race with bytes this process writes
+            // and never reads back.
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(off), len) };
+            write(dst);
         }
         #[cfg(loom)]
         {
             use crate::sync::Ordering;
-            for (i, chunk) in src.chunks(8).enumerate() {
+            let mut buf = vec![0u8; len];
+            write(&mut buf);
+            for (i, chunk) in buf.chunks(8).enumerate() {
                 let mut w = [0u8; 8];
                 w[..chunk.len()].copy_from_slice(chunk);
                 self.words[off / 8 + i].store(u64::from_le_bytes(w), Ordering::Relaxed);

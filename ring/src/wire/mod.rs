@@ -17,8 +17,9 @@
 //! the strings, and `to_owned_event` rebuilds the whole event.
 //!
 //! # Trust
-//! The [`Decoder`] (consumer side) trusts nothing: rkyv `access` (bytecheck) validates the
-//! record's structure, then every symbol reference is checked against the table (defined,
+//! The [`Decoder`] (consumer side) trusts nothing: the record's structure is checked first
+//! (rkyv `access` with bytecheck for a definition; for an event, the same rules checked by
+//! hand, `event_record.rs`), then every symbol reference is checked against the table (defined,
 //! of the right kind, valid), every number for finiteness, metric names for uniqueness,
 //! and `event_id` for UTF-8 and length. The table is bounded ([`SYMBOLS_MAX`],
 //! [`SYMBOL_TEXT_BYTES_MAX`]); a producer cannot make it grow without limit.
@@ -39,6 +40,9 @@ use crate::event::{
     METRICS_MAX, METRIC_NAME_BYTES_MAX, RECORD_BYTES_MAX, SOURCE_TOPIC_BYTES_MAX, STATUS_BYTES_MAX,
 };
 use crate::symtab::SymTable;
+
+mod event_record;
+use event_record::{u32_at, u64_at, Parts, FIXED_BYTES, METRIC_BYTES, TAG_EVENT};
 
 /// Most symbols one ring may define.
 pub const SYMBOLS_MAX: usize = 1 << 18;
@@ -140,7 +144,11 @@ const HAS_STRESS: u32 = 1 << 3;
 const HAS_SOURCE_TOPIC: u32 = 1 << 4;
 const KNOWN_FLAGS: u32 = HAS_EVENT_ID | HAS_PRICE | HAS_VOLUME | HAS_STRESS | HAS_SOURCE_TOPIC;
 
+/// A record's layout: what rkyv archives. A `Define` is archived by rkyv; an `Event` is
+/// written and checked by hand in the same bytes (`event_record.rs`), and the tests hold the
+/// two to each other.
 #[derive(rkyv::Archive, rkyv::Serialize)]
+#[cfg_attr(not(test), allow(dead_code))]
 enum WireRecord<'a> {
     Define(WireDefine<'a>),
     Event(WireEvent<'a>),
@@ -155,6 +163,7 @@ struct WireDefine<'a> {
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
+#[cfg_attr(not(test), allow(dead_code))]
 struct WireEvent<'a> {
     publish_ns: u64,
     timestamp: i64,
@@ -173,6 +182,7 @@ struct WireEvent<'a> {
 
 /// One metric on the wire. The explicit `reserved` word leaves no implicit padding.
 #[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy, Default)]
+#[cfg_attr(not(test), allow(dead_code))]
 struct WireMetric {
     value: f64,
     name: u32,
@@ -213,7 +223,6 @@ pub struct Encoder {
     symbols: SymTable,
     kinds: Vec<SymbolKind>,
     text_bytes: usize,
-    metrics: Box<[WireMetric; METRICS_MAX]>,
     syms: Box<[(Sym, f64); METRICS_MAX]>,
     out: Box<AlignedRecord>,
     scratch: Box<[MaybeUninit<u8>; 256]>,
@@ -249,7 +258,6 @@ impl Encoder {
             symbols: Default::default(),
             kinds: Vec::with_capacity(1024),
             text_bytes: 0,
-            metrics: Box::new([WireMetric::default(); METRICS_MAX]),
             syms: Box::new([(Sym(0), 0.0); METRICS_MAX]),
             out: Box::new(AlignedRecord([0; RECORD_BYTES_MAX])),
             scratch: Box::new([MaybeUninit::uninit(); 256]),
@@ -311,8 +319,23 @@ impl Encoder {
     /// store buffer, and waited for every store ahead of them, the ring's included).
     pub fn encode_event_at(&mut self, ev: &SymEvent<'_>, publish_ns: u64) -> Result<&[u8], EventError> {
         check_event(&self.kinds, ev)?;
-        let len = archive_event(&mut self.metrics, &mut self.out, &mut self.scratch, ev, publish_ns)?;
+        let len = event_record::len_of(ev);
+        event_record::write(&mut self.out.0[..len], ev, publish_ns);
         Ok(&self.out.0[..len])
+    }
+
+    /// Checks `ev` as [`Encoder::encode_event`] does, and returns a writer of its record
+    /// (payload length, and a function that writes it into that many bytes): for a
+    /// producer that writes the record in place, into the ring.
+    pub(crate) fn event_writer<'e>(
+        &self,
+        ev: &'e SymEvent<'e>,
+        publish_ns: u64,
+    ) -> Result<(usize, impl FnOnce(&mut [u8]) + 'e), EventError> {
+        check_event(&self.kinds, ev)?;
+        Ok((event_record::len_of(ev), move |out: &mut [u8]| {
+            event_record::write(out, ev, publish_ns)
+        }))
     }
 
     /// The symbol for `text`, defining it through `publish` if it is new (`publish` gets
@@ -382,8 +405,8 @@ impl Encoder {
             publish_ns,
         };
         check_event(&self.kinds, &sym_ev).map_err(EncodeRefError::Invalid)?;
-        let len = archive_event(&mut self.metrics, &mut self.out, &mut self.scratch, &sym_ev, publish_ns)
-            .map_err(EncodeRefError::Invalid)?;
+        let len = event_record::len_of(&sym_ev);
+        event_record::write(&mut self.out.0[..len], &sym_ev, publish_ns);
         Ok(&self.out.0[..len])
     }
 }
@@ -427,38 +450,6 @@ fn check_event(kinds: &[SymbolKind], ev: &SymEvent<'_>) -> Result<(), EventError
     Ok(())
 }
 
-/// Archives `ev` with `publish_ns` as its stamp (the event's own field is not read).
-fn archive_event(
-    metrics: &mut [WireMetric; METRICS_MAX],
-    out: &mut AlignedRecord,
-    scratch: &mut [MaybeUninit<u8>; 256],
-    ev: &SymEvent<'_>,
-    publish_ns: u64,
-) -> Result<usize, EventError> {
-    for (slot, &(name, value)) in metrics.iter_mut().zip(ev.metrics) {
-        *slot = WireMetric {
-            value,
-            name: name.0,
-            reserved: 0,
-        };
-    }
-    let count = ev.metrics.len().min(METRICS_MAX);
-    let rec = WireRecord::Event(WireEvent {
-        publish_ns,
-        timestamp: ev.timestamp,
-        price: ev.price.unwrap_or(0.0),
-        volume: ev.volume.unwrap_or(0.0),
-        stress: ev.stress.unwrap_or(0.0),
-        node: ev.node.0,
-        status: ev.status.0,
-        source_topic: ev.source_topic.map_or(0, |s| s.0),
-        flags: presence_flags(ev),
-        metrics: &metrics[..count],
-        event_id: ev.event_id.unwrap_or("").as_bytes(),
-    });
-    archive(&rec, out, scratch)
-}
-
 /// Why [`Encoder::encode_ref`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodeRefError<E> {
@@ -466,26 +457,6 @@ pub enum EncodeRefError<E> {
     Invalid(EventError),
     /// Publishing a `Define` record failed.
     Publish(E),
-}
-
-fn presence_flags(ev: &SymEvent<'_>) -> u32 {
-    let mut flags = 0;
-    if ev.event_id.is_some() {
-        flags |= HAS_EVENT_ID;
-    }
-    if ev.price.is_some() {
-        flags |= HAS_PRICE;
-    }
-    if ev.volume.is_some() {
-        flags |= HAS_VOLUME;
-    }
-    if ev.stress.is_some() {
-        flags |= HAS_STRESS;
-    }
-    if ev.source_topic.is_some() {
-        flags |= HAS_SOURCE_TOPIC;
-    }
-    flags
 }
 
 fn archive(
@@ -529,6 +500,9 @@ impl Default for Decoder {
         Self::new()
     }
 }
+
+/// Why a record whose structure breaks the layout's rules is refused.
+const STRUCTURE: &str = "rkyv validation failed";
 
 /// What one record was.
 #[derive(Debug)]
@@ -607,11 +581,15 @@ impl Decoder {
         if bytes.len() > RECORD_BYTES_MAX {
             return Err(EventError::RecordTooLarge { max: RECORD_BYTES_MAX });
         }
-        let rec = access::<ArchivedWireRecord<'_>, Failure>(bytes)
-            .map_err(|_| EventError::Malformed("rkyv validation failed"))?;
+        if event_record::fixed_part(bytes).is_some_and(|f| f[0] == TAG_EVENT) {
+            let parts = event_record::parts(bytes).ok_or(EventError::Malformed(STRUCTURE))?;
+            return Ok(Decoded::Event(EventView::check(parts, self)?));
+        }
+        let rec = access::<ArchivedWireRecord<'_>, Failure>(bytes).map_err(|_| EventError::Malformed(STRUCTURE))?;
         match rec {
             ArchivedWireRecord::Define(d) => self.define(d),
-            ArchivedWireRecord::Event(ev) => Ok(Decoded::Event(EventView::check(ev, self)?)),
+            // An event's tag was seen above; rkyv accepts no other layout for it.
+            ArchivedWireRecord::Event(_) => Err(EventError::Malformed(STRUCTURE)),
         }
     }
 
@@ -660,7 +638,9 @@ impl Decoder {
 /// A validated event: every accessor is infallible.
 #[derive(Clone, Copy)]
 pub struct EventView<'a> {
-    wire: &'a ArchivedWireEvent<'a>,
+    fixed: &'a [u8; FIXED_BYTES],
+    /// The metrics' data, [`METRIC_BYTES`] per metric.
+    metric_bytes: &'a [u8],
     dict: &'a Decoder,
     node_id: &'a str,
     status: &'a str,
@@ -669,25 +649,31 @@ pub struct EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
-    fn check(wire: &'a ArchivedWireEvent<'a>, dict: &'a Decoder) -> Result<Self, EventError> {
-        let flags = wire.flags.to_native();
+    fn check(parts: Parts<'a>, dict: &'a Decoder) -> Result<Self, EventError> {
+        let fixed = parts.fixed;
+        let flags = u32_at(fixed, event_record::FLAGS);
         if flags & !KNOWN_FLAGS != 0 {
             return Err(EventError::Malformed("unknown presence flags"));
         }
-        let node = dict.entry(Sym(wire.node.to_native()), SymbolKind::NodeId, "rim_node_id")?;
-        let status = dict.entry(Sym(wire.status.to_native()), SymbolKind::Status, "status")?;
+        let node = dict.entry(
+            Sym(u32_at(fixed, event_record::NODE)),
+            SymbolKind::NodeId,
+            "rim_node_id",
+        )?;
+        let status = dict.entry(Sym(u32_at(fixed, event_record::STATUS)), SymbolKind::Status, "status")?;
         let source_topic = if flags & HAS_SOURCE_TOPIC != 0 {
             Some(dict.text_of(dict.entry(
-                Sym(wire.source_topic.to_native()),
+                Sym(u32_at(fixed, event_record::SOURCE_TOPIC)),
                 SymbolKind::SourceTopic,
                 "source_topic",
             )?))
         } else {
             None
         };
-        let event_id = Self::check_event_id(wire, flags)?;
+        let event_id = Self::check_event_id(parts.event_id, flags)?;
         let view = Self {
-            wire,
+            fixed,
+            metric_bytes: parts.metrics,
             dict,
             node_id: dict.text_of(node),
             status: dict.text_of(status),
@@ -699,8 +685,7 @@ impl<'a> EventView<'a> {
         Ok(view)
     }
 
-    fn check_event_id(wire: &'a ArchivedWireEvent<'a>, flags: u32) -> Result<Option<&'a str>, EventError> {
-        let raw = wire.event_id.get();
+    fn check_event_id(raw: &'a [u8], flags: u32) -> Result<Option<&'a str>, EventError> {
         if flags & HAS_EVENT_ID == 0 {
             return if raw.is_empty() {
                 Ok(None)
@@ -721,22 +706,26 @@ impl<'a> EventView<'a> {
     }
 
     fn check_metrics(&self) -> Result<(), EventError> {
-        let metrics = self.wire.metrics.get();
-        if metrics.len() > METRICS_MAX {
+        let count = self.metric_count();
+        if count > METRICS_MAX {
             return Err(EventError::TooManyMetrics {
-                count: metrics.len(),
+                count,
                 max: METRICS_MAX,
             });
         }
-        for (index, m) in metrics.iter().enumerate() {
-            self.dict
-                .entry(Sym(m.name.to_native()), SymbolKind::MetricName, "critical_metrics name")?;
-            if !m.value.to_native().is_finite() {
+        let names = || {
+            self.metric_bytes
+                .chunks_exact(METRIC_BYTES)
+                .map(|m| event_record::metric(m).0)
+        };
+        for (index, (name, value)) in self.metric_syms().enumerate() {
+            self.dict.entry(name, SymbolKind::MetricName, "critical_metrics name")?;
+            if !value.is_finite() {
                 return Err(EventError::NotFinite {
                     field: "critical_metrics value",
                 });
             }
-            if metrics[..index].iter().any(|e| e.name == m.name) {
+            if names().take(index).any(|earlier| earlier == name.0) {
                 return Err(EventError::DuplicateMetric { index });
             }
         }
@@ -744,7 +733,7 @@ impl<'a> EventView<'a> {
     }
 
     fn has(&self, flag: u32) -> bool {
-        self.wire.flags.to_native() & flag != 0
+        u32_at(self.fixed, event_record::FLAGS) & flag != 0
     }
 
     /// `rim_node_id`.
@@ -754,20 +743,19 @@ impl<'a> EventView<'a> {
     /// The ring-local symbol of `rim_node_id`: a dense number for indexing per-node state
     /// without hashing the string.
     pub fn node_sym(&self) -> Sym {
-        Sym(self.wire.node.to_native())
+        Sym(u32_at(self.fixed, event_record::NODE))
     }
     /// The ring-local symbol of `status`.
     pub fn status_sym(&self) -> Sym {
-        Sym(self.wire.status.to_native())
+        Sym(u32_at(self.fixed, event_record::STATUS))
     }
     /// `critical_metrics` as (ring-local name symbol, value), in the producer's order:
     /// for consumers that cache per-symbol facts instead of hashing names per event.
     pub fn metric_syms(&self) -> impl ExactSizeIterator<Item = (Sym, f64)> + 'a {
-        self.wire
-            .metrics
-            .get()
-            .iter()
-            .map(|m| (Sym(m.name.to_native()), m.value.to_native()))
+        self.metric_bytes.chunks_exact(METRIC_BYTES).map(|m| {
+            let (name, value) = event_record::metric(m);
+            (Sym(name), value)
+        })
     }
     /// `event_id`.
     pub fn event_id(&self) -> Option<&'a str> {
@@ -775,19 +763,22 @@ impl<'a> EventView<'a> {
     }
     /// `timestamp`, epoch ms.
     pub fn timestamp(&self) -> i64 {
-        self.wire.timestamp.to_native()
+        u64_at(self.fixed, event_record::TIMESTAMP) as i64
     }
     /// `price`.
     pub fn price(&self) -> Option<f64> {
-        self.has(HAS_PRICE).then(|| self.wire.price.to_native())
+        self.has(HAS_PRICE)
+            .then(|| f64::from_bits(u64_at(self.fixed, event_record::PRICE)))
     }
     /// `volume`.
     pub fn volume(&self) -> Option<f64> {
-        self.has(HAS_VOLUME).then(|| self.wire.volume.to_native())
+        self.has(HAS_VOLUME)
+            .then(|| f64::from_bits(u64_at(self.fixed, event_record::VOLUME)))
     }
     /// `stress`.
     pub fn stress(&self) -> Option<f64> {
-        self.has(HAS_STRESS).then(|| self.wire.stress.to_native())
+        self.has(HAS_STRESS)
+            .then(|| f64::from_bits(u64_at(self.fixed, event_record::STRESS)))
     }
     /// `status`.
     pub fn status(&self) -> &'a str {
@@ -799,17 +790,17 @@ impl<'a> EventView<'a> {
     }
     /// Producer's CLOCK_MONOTONIC at publish, ns.
     pub fn publish_ns(&self) -> u64 {
-        self.wire.publish_ns.to_native()
+        u64_at(self.fixed, event_record::PUBLISH_NS)
     }
     /// Number of `critical_metrics` entries.
     pub fn metric_count(&self) -> usize {
-        self.wire.metrics.get().len()
+        self.metric_bytes.len() / METRIC_BYTES
     }
     /// `critical_metrics` in the producer's order.
     pub fn metrics(&self) -> Metrics<'a> {
         Metrics {
             dict: self.dict,
-            inner: self.wire.metrics.get().iter(),
+            inner: self.metric_bytes.chunks_exact(METRIC_BYTES),
         }
     }
     /// Copies the event into its owned form.
@@ -843,20 +834,20 @@ impl fmt::Debug for EventView<'_> {
 #[derive(Clone)]
 pub struct Metrics<'a> {
     dict: &'a Decoder,
-    inner: std::slice::Iter<'a, ArchivedWireMetric>,
+    inner: std::slice::ChunksExact<'a, u8>,
 }
 
 impl<'a> Iterator for Metrics<'a> {
     type Item = (&'a str, f64);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let m = self.inner.next()?;
+        let (name, value) = event_record::metric(self.inner.next()?);
         let name = self
             .dict
-            .entry(Sym(m.name.to_native()), SymbolKind::MetricName, "")
+            .entry(Sym(name), SymbolKind::MetricName, "")
             .map(|e| self.dict.text_of(e))
             .unwrap_or("");
-        Some((name, m.value.to_native()))
+        Some((name, value))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
