@@ -8,7 +8,8 @@
 //!   the first time (a new node id, status, source topic or metric name), on both sides.
 //! * **The consumer trusts nothing in the segment.** It keeps its own copy of the ring's
 //!   geometry, bounds-checks every record header, copies each record into private memory
-//!   before reading it, and validates it with rkyv's bytecheck plus the data model's rules
+//!   before reading it, and checks its structure (rkyv's bytecheck for a definition; the
+//!   same rules by hand for an event, whose layout is rkyv's) and the data model's rules
 //!   ([`wire::Decoder::decode`]). Strings cross a ring once, as numbered symbols
 //!   ([`wire`]), so the hot path validates numbers, not text. A corrupt segment is
 //!   quarantined with a reason; nothing a producer writes can make the consumer fault, and

@@ -328,7 +328,9 @@ impl Segment {
     }
 
     /// Lets `write` fill `[off, off + len)` of the segment in place. The caller must own
-    /// that range under the ring protocol (claimed and not yet committed).
+    /// that range under the ring protocol (claimed and not yet committed), and `write` must
+    /// only store into it, never read it back: a peer process that breaks the protocol may
+    /// be writing the same bytes.
     #[inline]
     pub(crate) fn write_in(&self, off: usize, len: usize, write: impl FnOnce(&mut [u8])) {
         assert!(
@@ -338,12 +340,14 @@ impl Segment {
         #[cfg(not(loom))]
         {
             // SAFETY: bounds checked above, and the mapping lives as long as `self`. The
-            // range is the writer's own under the ring protocol: the consumer reads it only
-            // after the release store that commits it, which comes after `write` returns,
-            // and no other reference into it exists in this process while `write` runs
-            // (the producer is `&mut` and the consumer's copies are private). A consumer
-            // process that breaks the protocol can only race with bytes this process writes
-            // and never reads back.
+            // range is the writer's own under the ring protocol: there is one producer per
+            // segment (`header::claim_writer`), the consumer reads the range only after the
+            // release store that commits it, which comes after `write` returns, and the
+            // range lies between a record's header word and the cleared slot after it, so
+            // it overlaps no word anyone loads atomically. No other reference into it exists
+            // in this process while `write` runs (the consumer reads private copies). A
+            // consumer process that breaks the protocol can only race with bytes `write`
+            // stores and never reads back.
             let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(off), len) };
             write(dst);
         }

@@ -26,8 +26,9 @@
 //!   catches up.
 //! * **release**: the consumer copies each record into private memory before anything reads
 //!   it (a faulty producer cannot change it between validation and use), then stores its
-//!   position with `Release` once per batch; the producer's `Acquire` load of it orders
-//!   the consumer's reads before the producer's reuse of the space.
+//!   position with `Release` when it has read all there was, once it moved 8 KiB, and
+//!   before it parks or closes ([`Consumer`]'s `release`); the producer's `Acquire` load of
+//!   it orders the consumer's reads before the producer's reuse of the space.
 //! * **untrusted**: every header the consumer reads is checked (kind, length against the
 //!   space to the end of the area). A bad one quarantines the segment with a reason: the
 //!   consumer stops reading it and the flag tells the producer; nothing faults.
@@ -753,8 +754,9 @@ pub struct Consumer {
     verdicts: Verdicts,
     /// `verdicts` changed since it was last copied into the header.
     verdicts_dirty: bool,
-    /// The consumed position as last stored in the header.
-    published_head: u64,
+    /// The consumed position as last stored in the header (a cell: [`Consumer::wait`]
+    /// publishes through `&self`).
+    published_head: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -798,7 +800,7 @@ impl Consumer {
             delivered: 0,
             verdicts: Verdicts::default(),
             verdicts_dirty: false,
-            published_head: head,
+            published_head: std::cell::Cell::new(head),
         })
     }
 
@@ -835,8 +837,10 @@ impl Consumer {
         self.head
     }
 
-    /// Publishes how far this producer's records are durable (the daemon's journal).
+    /// Publishes how far this producer's records are durable (the daemon's journal), after
+    /// the consumed position, so that a producer never sees records durable but not read.
     pub fn set_durable_position(&self, pos: u64) {
+        self.publish_head();
         self.seg.word(header::DURABLE_OFF).store(pos, Ordering::Release);
     }
 
@@ -961,7 +965,10 @@ impl Consumer {
                 Err(e) => return (delivered, Err(e)),
             }
         }
-        (delivered, Ok(false))
+        // At the limit: whether it also read all there was decides whether the position is
+        // published now (one load of the header word it would read next, most often in the
+        // line of the record just read).
+        (delivered, Ok(!committed_at(seg, geo, *head)))
     }
 
     /// After a batch: the verdict counters (if they changed), then the delivered count,
@@ -969,13 +976,16 @@ impl Consumer {
     /// sees the counts. Stores, never read-modify-writes of the header: the figures are
     /// this consumer's own.
     ///
-    /// The position is published when the batch found the ring empty (so a producer
+    /// The position is published when the batch read all there was (so a producer
     /// waiting for its records to be read sees them read), or once it has moved
-    /// [`Consumer::release_bytes`] since it was last published. Publishing after every
-    /// record moved the header's line to this core once per record, and a producer that
+    /// [`Consumer::release_bytes`] since it was last published (and by `wait`, `close` and
+    /// `set_durable_position`). Published after every batch, it moved the header's line to
+    /// this core once per batch even while this consumer was behind, and a producer that
     /// found the ring full re-read it on every attempt: each read took the line away and
-    /// the next store took it back (in `rim-bench ring`'s stream, once the producer became
-    /// faster than this consumer, throughput fell from 13M to 8.4M events/s).
+    /// the next store took it back (`rim-bench ring`, 128 KiB rings: the raw stream at
+    /// 15-20M records/s before, 21-24M after; and with events written in place, which made
+    /// the producer the faster side, the event stream fell to 7.3-7.7M events/s without
+    /// this, against 10.4-11.7M with it).
     fn release(&mut self, delivered: usize, ended: &Result<bool, PollError>) {
         if self.verdicts_dirty {
             self.verdicts_dirty = false;
@@ -984,7 +994,7 @@ impl Consumer {
             }
         }
         self.delivered = self.delivered.saturating_add(delivered as u64);
-        let moved = self.head - self.published_head;
+        let moved = self.head - self.published_head.get();
         let drained = !matches!(ended, Ok(false));
         if moved >= self.release_bytes() || (drained && moved > 0) {
             self.publish_head();
@@ -998,13 +1008,17 @@ impl Consumer {
         (self.geo.capacity as u64 / 16).min(8 << 10)
     }
 
-    /// Stores the delivered count, then the consumed position (`Release`).
-    fn publish_head(&mut self) {
+    /// Stores the delivered count, then the consumed position (`Release`), if the position
+    /// moved since it was last stored.
+    fn publish_head(&self) {
+        if self.published_head.get() == self.head {
+            return;
+        }
         self.seg
             .word(header::DELIVERED_OFF)
             .store(self.delivered, Ordering::Relaxed);
         self.seg.word(header::HEAD_OFF).store(self.head, Ordering::Release);
-        self.published_head = self.head;
+        self.published_head.set(self.head);
     }
 
     /// Records delivered so far (this consumer's own count, not the header's copy).
@@ -1038,6 +1052,7 @@ impl Consumer {
         let writer = self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Relaxed);
         RingStats {
             depth_bytes: writer.saturating_sub(self.head),
+            delivered: self.delivered,
             ..stats_of(&self.seg)
         }
     }
@@ -1047,14 +1062,8 @@ impl Consumer {
     /// Returns whether data is waiting.
     pub fn wait(&self, spin_ns: u64, timeout_ns: u64) -> bool {
         self.enable_parking();
-        if self.head != self.published_head {
-            // A batch that stopped at its limit left the position unpublished; a producer
-            // must not wait on records this consumer read before it sleeps.
-            self.seg
-                .word(header::DELIVERED_OFF)
-                .store(self.delivered, Ordering::Relaxed);
-            self.seg.word(header::HEAD_OFF).store(self.head, Ordering::Release);
-        }
+        // A producer must not wait on records this consumer read before it sleeps.
+        self.publish_head();
         crate::wait::wait_until(
             || self.has_data() || self.quarantine.is_some(),
             self.seg.word(header::READER_SLEEPING_OFF),
@@ -1076,8 +1085,16 @@ impl Consumer {
     /// Says this consumer will read no more; the producer's next publish that needs the
     /// consumer's position gets [`PublishError::Closed`].
     pub fn close(self) {
+        self.publish_head();
         header::set_flags(&self.seg, header::FLAG_READER_CLOSED);
     }
+}
+
+/// Is a record (or PAD) committed at `head`?
+#[inline]
+fn committed_at(seg: &Segment, geo: &Geometry, head: u64) -> bool {
+    let word = seg.word(HEADER_BYTES + geo.offset(head)).load(Ordering::Acquire);
+    word >> 32 == geo.tag(head)
 }
 
 /// Reads the record at `head` into `scratch` and advances past it (and past a PAD).

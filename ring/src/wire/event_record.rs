@@ -71,8 +71,17 @@ const _: () = assert!(EVENT_BYTES_MAX <= crate::event::RECORD_BYTES_MAX);
 /// an `event_id` of at most 128 bytes, so this is at most [`EVENT_BYTES_MAX`].)
 #[inline]
 pub(crate) fn len_of(ev: &SymEvent<'_>) -> usize {
-    let event_id = ev.event_id.map_or(0, str::len);
-    (ev.metrics.len() * METRIC_BYTES + event_id).next_multiple_of(ALIGN) + FIXED_BYTES
+    layout(ev).1 + FIXED_BYTES
+}
+
+/// Where `event_id`'s data and the fixed part start: one computation for [`len_of`] and
+/// [`write`], which must agree to the byte (a record committed longer than what was
+/// written would carry an earlier lap's bytes).
+#[inline]
+fn layout(ev: &SymEvent<'_>) -> (usize, usize) {
+    let event_id_at = ev.metrics.len() * METRIC_BYTES;
+    let fixed_at = (event_id_at + ev.event_id.map_or(0, str::len)).next_multiple_of(ALIGN);
+    (event_id_at, fixed_at)
 }
 
 /// Writes `ev`, already checked against the data model, into `out` (at least
@@ -84,10 +93,10 @@ pub(crate) fn len_of(ev: &SymEvent<'_>) -> usize {
 /// 4-byte fields share one store, so an event with four metrics is 18 stores, where field
 /// by field it was 30.
 pub(crate) fn write(out: &mut [u8], ev: &SymEvent<'_>, publish_ns: u64) {
+    debug_assert_eq!(out.len(), len_of(ev));
     let count = ev.metrics.len();
     let event_id = ev.event_id.map_or(&[][..], str::as_bytes);
-    let event_id_at = count * METRIC_BYTES;
-    let fixed_at = (event_id_at + event_id.len()).next_multiple_of(ALIGN);
+    let (event_id_at, fixed_at) = layout(ev);
     let Some((data, rest)) = out.split_at_mut_checked(fixed_at) else {
         return;
     };
@@ -318,7 +327,7 @@ mod tests {
         out
     }
 
-    /// A random event within the data model's limits (`texts` keeps the event ids alive).
+    /// A random event within the data model's limits (`id` holds its event id).
     fn random_event<'a>(rng: &mut Rng, metrics: &'a mut Vec<(Sym, f64)>, id: &'a mut String) -> SymEvent<'a> {
         metrics.clear();
         for i in 0..rng.below(METRICS_MAX as u64 + 1) {

@@ -181,7 +181,7 @@ struct WireEvent<'a> {
 }
 
 /// One metric on the wire. The explicit `reserved` word leaves no implicit padding.
-#[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, Clone, Copy)]
 #[cfg_attr(not(test), allow(dead_code))]
 struct WireMetric {
     value: f64,
@@ -502,7 +502,7 @@ impl Default for Decoder {
 }
 
 /// Why a record whose structure breaks the layout's rules is refused.
-const STRUCTURE: &str = "rkyv validation failed";
+const STRUCTURE: &str = "record structure invalid (rkyv layout)";
 
 /// What one record was.
 #[derive(Debug)]
@@ -713,11 +713,6 @@ impl<'a> EventView<'a> {
                 max: METRICS_MAX,
             });
         }
-        let names = || {
-            self.metric_bytes
-                .chunks_exact(METRIC_BYTES)
-                .map(|m| event_record::metric(m).0)
-        };
         for (index, (name, value)) in self.metric_syms().enumerate() {
             self.dict.entry(name, SymbolKind::MetricName, "critical_metrics name")?;
             if !value.is_finite() {
@@ -725,7 +720,7 @@ impl<'a> EventView<'a> {
                     field: "critical_metrics value",
                 });
             }
-            if names().take(index).any(|earlier| earlier == name.0) {
+            if self.metric_syms().take(index).any(|(earlier, _)| earlier == name) {
                 return Err(EventError::DuplicateMetric { index });
             }
         }
