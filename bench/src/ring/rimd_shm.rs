@@ -4,8 +4,9 @@
 //! Unlike the baseline rows, which move opaque bytes, every message here is published as a
 //! RimFastEvent through [`Producer::try_publish_sym`] (archived with rkyv into the ring) and
 //! read with [`Consumer::poll_events`], which copies the record out of shared memory and
-//! validates it (rkyv bytecheck, symbol references, finite numbers, unique metric names)
-//! before the harness sees it. The node id, status and metric names are interned once at
+//! validates it (its structure, symbol references, finite numbers, unique metric names)
+//! before the harness sees it; the harness reads the metric values by symbol, as the
+//! daemon does. The node id, status and metric names are interned once at
 //! set-up, as a feed handler would, so their `Define` records cross the ring before the
 //! measurement starts.
 //!
@@ -23,8 +24,8 @@
 //! Row `rimd-shm-bytes` is the same two rings carrying the harness's 144 bytes as an opaque
 //! payload ([`Producer::try_publish`], [`Consumer::poll`]): the ring alone, beside
 //! `rtrb-threads`. What `rimd-shm` takes beyond it is the event layer: archiving the event
-//! with the producer's checks, and on the other side rkyv's bytecheck and the data model's
-//! checks of the record (`cargo run --release -p rim-ring --example costs` times each step).
+//! with the producer's checks, and on the other side the structural and data-model checks
+//! of the record (`cargo run --release -p rim-ring --example costs` times each step).
 
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -212,7 +213,9 @@ impl Link for RimdShmEnd {
                     h[0] = ev.price().unwrap_or(f64::NAN);
                     h[1] = ev.volume().unwrap_or(f64::NAN);
                     h[2] = ev.stress().unwrap_or(f64::NAN);
-                    for (slot, (_, v)) in h[3..].iter_mut().zip(ev.metrics()) {
+                    // By symbol, as the daemon reads them: the names were checked when the
+                    // event was validated, and resolving them to text is work no one here uses.
+                    for (slot, (_, v)) in h[3..].iter_mut().zip(ev.metric_syms()) {
                         *slot = v;
                     }
                     got = Some((ev.timestamp() as u64, h, ev.metric_count()));
