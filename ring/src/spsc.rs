@@ -854,17 +854,15 @@ impl Consumer {
         if self.quarantine.is_some() {
             return false;
         }
-        let off = self.geo.offset(self.head);
-        let word = self.seg.word(HEADER_BYTES + off).load(Ordering::Acquire);
-        if word >> 32 != self.geo.tag(self.head) {
+        let Some(word) = committed_word(&self.seg, &self.geo, self.head) else {
             return false;
-        }
-        let room = self.geo.capacity - off - RECORD_HEADER_BYTES;
+        };
+        let room = self.geo.capacity - self.geo.offset(self.head) - RECORD_HEADER_BYTES;
         if (word >> 24) & 0xff != KIND_PAD || (word & LEN_MASK) as usize != room {
             return true;
         }
         let next = self.head + (room + RECORD_HEADER_BYTES) as u64;
-        self.seg.word(HEADER_BYTES).load(Ordering::Acquire) >> 32 == self.geo.tag(next)
+        committed_word(&self.seg, &self.geo, next).is_some()
     }
 
     /// Delivers up to `limit` raw records to `f`, in order, each as private 8-byte
@@ -968,7 +966,7 @@ impl Consumer {
         // At the limit: whether it also read all there was decides whether the position is
         // published now (one load of the header word it would read next, most often in the
         // line of the record just read).
-        (delivered, Ok(!committed_at(seg, geo, *head)))
+        (delivered, Ok(committed_word(seg, geo, *head).is_none()))
     }
 
     /// After a batch: the verdict counters (if they changed), then the delivered count,
@@ -1090,11 +1088,11 @@ impl Consumer {
     }
 }
 
-/// Is a record (or PAD) committed at `head`?
+/// The header word at `pos` (acquire), if it is committed in this lap (a record or PAD).
 #[inline]
-fn committed_at(seg: &Segment, geo: &Geometry, head: u64) -> bool {
-    let word = seg.word(HEADER_BYTES + geo.offset(head)).load(Ordering::Acquire);
-    word >> 32 == geo.tag(head)
+fn committed_word(seg: &Segment, geo: &Geometry, pos: u64) -> Option<u64> {
+    let word = seg.word(HEADER_BYTES + geo.offset(pos)).load(Ordering::Acquire);
+    (word >> 32 == geo.tag(pos)).then_some(word)
 }
 
 /// Reads the record at `head` into `scratch` and advances past it (and past a PAD).
@@ -1110,11 +1108,10 @@ fn next_record(
     // An honest producer writes at most one PAD before a record; bounding the loop
     // keeps a producer that races PAD words from holding the consumer here.
     for _ in 0..2 {
-        let off = geo.offset(*head);
-        let word = seg.word(HEADER_BYTES + off).load(Ordering::Acquire);
-        if word >> 32 != geo.tag(*head) {
+        let Some(word) = committed_word(seg, geo, *head) else {
             return Ok(None);
-        }
+        };
+        let off = geo.offset(*head);
         let room = geo.capacity - off - RECORD_HEADER_BYTES;
         let len = (word & LEN_MASK) as usize;
         match (word >> 24) & 0xff {

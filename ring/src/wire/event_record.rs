@@ -25,7 +25,7 @@ pub(crate) const FIXED_BYTES: usize = 80;
 pub(crate) const METRIC_BYTES: usize = 16;
 
 /// The enum tag of an event (a definition's is 0).
-pub(crate) const TAG_EVENT: u8 = 1;
+const TAG_EVENT: u8 = 1;
 
 // Offsets in the fixed part. The variant's fields start after the one-byte tag, aligned
 // to 8.
@@ -187,9 +187,9 @@ pub(crate) struct Parts<'a> {
     pub event_id: &'a [u8],
 }
 
-/// Where a payload's fixed part starts, if the payload can hold one there as rkyv
-/// requires (at its end, aligned to 8 in memory); `None` otherwise.
-pub(crate) fn fixed_part(bytes: &[u8]) -> Option<&[u8; FIXED_BYTES]> {
+/// A payload's fixed part, if the payload can hold one where rkyv requires it (at its
+/// end, aligned to 8 in memory); `None` otherwise.
+fn fixed_part(bytes: &[u8]) -> Option<&[u8; FIXED_BYTES]> {
     let fixed_at = bytes.len().checked_sub(FIXED_BYTES)?;
     if (bytes.as_ptr() as usize).wrapping_add(fixed_at) % ALIGN != 0 {
         return None;
@@ -197,12 +197,29 @@ pub(crate) fn fixed_part(bytes: &[u8]) -> Option<&[u8; FIXED_BYTES]> {
     bytes[fixed_at..].first_chunk::<FIXED_BYTES>()
 }
 
-/// The structural check of an event record (its fixed part's tag is [`TAG_EVENT`]),
-/// the rules rkyv's `access` applies to it: the metrics' data lies in the payload before
-/// the fixed part, aligned to 8; `event_id`'s data lies after the metrics' data and
+/// What a record payload is, as far as the hand check goes.
+pub(crate) enum Shape<'a> {
+    /// An event whose structure passed.
+    Event(Parts<'a>),
+    /// An event (its tag says so) whose structure breaks the rules.
+    BadEvent,
+    /// Not an event: rkyv's `access` decides (a definition, or something it refuses).
+    Other,
+}
+
+/// Sorts a payload: an event (its fixed part's tag is [`TAG_EVENT`]) gets the structural
+/// check, the rules rkyv's `access` applies to it: the metrics' data lies in the payload
+/// before the fixed part, aligned to 8; `event_id`'s data lies after the metrics' data and
 /// before the fixed part; an empty slice's position obeys the same bounds.
-pub(crate) fn parts(bytes: &[u8]) -> Option<Parts<'_>> {
-    let fixed = fixed_part(bytes)?;
+pub(crate) fn shape(bytes: &[u8]) -> Shape<'_> {
+    match fixed_part(bytes) {
+        Some(fixed) if fixed[0] == TAG_EVENT => parts(bytes, fixed).map_or(Shape::BadEvent, Shape::Event),
+        _ => Shape::Other,
+    }
+}
+
+/// [`shape`]'s check of an event whose fixed part (at the end of `bytes`) is `fixed`.
+fn parts<'a>(bytes: &'a [u8], fixed: &'a [u8; FIXED_BYTES]) -> Option<Parts<'a>> {
     let fixed_at = bytes.len() - FIXED_BYTES;
     let base = bytes.as_ptr() as usize;
     let (m_start, m_end) = slice_range(fixed, fixed_at, METRICS, METRIC_BYTES, 0)?;
@@ -225,8 +242,8 @@ fn slice_range(
     elem_bytes: usize,
     from: usize,
 ) -> Option<(usize, usize)> {
-    let rel = i32::from_le_bytes(*fixed[field..].first_chunk::<4>()?);
-    let count = u32::from_le_bytes(*fixed[field + 4..].first_chunk::<4>()?);
+    let rel = u32_at(fixed, field) as i32;
+    let count = u32_at(fixed, field + 4);
     // Positions fit easily in i64: a payload is at most 4 KiB, `rel` and `count` 32-bit.
     let start = (fixed_at + field) as i64 + i64::from(rel);
     let end = start + i64::from(count) * elem_bytes as i64;
@@ -391,8 +408,8 @@ mod tests {
             let range = placed(&mut buf, &bytes, misalign);
             let view = &buf.0[range];
             let rkyv_ok = access::<ArchivedWireRecord<'_>, Failure>(view).is_ok();
-            let is_event = fixed_part(view).is_some_and(|f| f[0] == TAG_EVENT);
-            if !is_event {
+            let shape = shape(view);
+            if matches!(shape, Shape::Other) {
                 // Routed to rkyv itself; all that matters is that no event is missed.
                 assert!(
                     !(rkyv_ok && view.len() >= FIXED_BYTES && view[view.len() - FIXED_BYTES] == TAG_EVENT),
@@ -400,7 +417,7 @@ mod tests {
                 );
                 continue;
             }
-            let hand_ok = parts(view).is_some();
+            let hand_ok = matches!(shape, Shape::Event(_));
             assert_eq!(hand_ok, rkyv_ok, "case {case}: misalign {misalign}, bytes {view:02x?}");
             if hand_ok {
                 accepted += 1;

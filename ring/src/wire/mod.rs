@@ -42,7 +42,7 @@ use crate::event::{
 use crate::symtab::SymTable;
 
 mod event_record;
-use event_record::{u32_at, u64_at, Parts, FIXED_BYTES, METRIC_BYTES, TAG_EVENT};
+use event_record::{u32_at, u64_at, Parts, Shape, FIXED_BYTES, METRIC_BYTES};
 
 /// Most symbols one ring may define.
 pub const SYMBOLS_MAX: usize = 1 << 18;
@@ -318,9 +318,8 @@ impl Encoder {
     /// copy's wide loads of the caller's just-written fields cannot be forwarded from the
     /// store buffer, and waited for every store ahead of them, the ring's included).
     pub fn encode_event_at(&mut self, ev: &SymEvent<'_>, publish_ns: u64) -> Result<&[u8], EventError> {
-        check_event(&self.kinds, ev)?;
-        let len = event_record::len_of(ev);
-        event_record::write(&mut self.out.0[..len], ev, publish_ns);
+        let (len, write) = self.event_writer(ev, publish_ns)?;
+        write(&mut self.out.0[..len]);
         Ok(&self.out.0[..len])
     }
 
@@ -404,9 +403,10 @@ impl Encoder {
             source_topic,
             publish_ns,
         };
-        check_event(&self.kinds, &sym_ev).map_err(EncodeRefError::Invalid)?;
-        let len = event_record::len_of(&sym_ev);
-        event_record::write(&mut self.out.0[..len], &sym_ev, publish_ns);
+        let (len, write) = self
+            .event_writer(&sym_ev, publish_ns)
+            .map_err(EncodeRefError::Invalid)?;
+        write(&mut self.out.0[..len]);
         Ok(&self.out.0[..len])
     }
 }
@@ -581,9 +581,10 @@ impl Decoder {
         if bytes.len() > RECORD_BYTES_MAX {
             return Err(EventError::RecordTooLarge { max: RECORD_BYTES_MAX });
         }
-        if event_record::fixed_part(bytes).is_some_and(|f| f[0] == TAG_EVENT) {
-            let parts = event_record::parts(bytes).ok_or(EventError::Malformed(STRUCTURE))?;
-            return Ok(Decoded::Event(EventView::check(parts, self)?));
+        match event_record::shape(bytes) {
+            Shape::Event(parts) => return Ok(Decoded::Event(EventView::check(parts, self)?)),
+            Shape::BadEvent => return Err(EventError::Malformed(STRUCTURE)),
+            Shape::Other => {}
         }
         let rec = access::<ArchivedWireRecord<'_>, Failure>(bytes).map_err(|_| EventError::Malformed(STRUCTURE))?;
         match rec {
