@@ -129,6 +129,14 @@ fn path_cost(nodes: usize, rules: &str) {
         .collect();
     let ok = prod.intern(SymbolKind::Status, "OK").expect("ok");
     let mut x: u64 = 88172645463325252;
+    // Events published before each turn of ingest and reflex (1: one event at a time, the
+    // latency case; 32-256: the batches a saturated shard turns over).
+    let batch: usize = std::env::var("COSTS_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 256);
+    let mut pending = 0;
     let mut run = |probe: f64, count: usize| {
         let t = Instant::now();
         for _ in 0..count {
@@ -149,8 +157,12 @@ fn path_cost(nodes: usize, rules: &str) {
                 publish_ns: 0,
             };
             prod.try_publish_sym(&ev).expect("publish");
-            ingest.poll();
-            reflex.poll(16);
+            pending += 1;
+            if pending == batch {
+                pending = 0;
+                ingest.poll();
+                reflex.poll(4096);
+            }
         }
         t.elapsed().as_nanos() as f64 / count as f64
     };

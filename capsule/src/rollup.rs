@@ -624,6 +624,8 @@ pub struct Rollup {
     /// Windows settled but not yet handed out (settled by a filing past [`CHORES_MAX`]).
     settled: Vec<Closed>,
     chunks: Vec<ChunkState>,
+    /// The largest checkpoint chunk encoded so far, bytes (the next is sized from it).
+    chunk_bytes_max: usize,
     /// Where the next checkpoint step looks for a changed chunk.
     cursor: usize,
     open_windows: usize,
@@ -679,6 +681,7 @@ impl Rollup {
             chores: VecDeque::new(),
             settled: Vec::new(),
             chunks: Vec::new(),
+            chunk_bytes_max: 0,
             cursor: 0,
             open_windows: 0,
             nodes_seen: 0,

@@ -112,9 +112,12 @@ impl Rollup {
             chunk_count: n as u32,
             ..Checkpoint::default()
         };
-        // About a node's worth per node up front: growing by doubling would copy the chunk
-        // and touch fresh pages several times over.
-        let mut bytes = Vec::with_capacity(CHUNK_NODES * 1024);
+        // The largest chunk so far, and an eighth more, up front (at least a KiB per node):
+        // growing by doubling copies the chunk into fresh pages, and in a VM each first
+        // touch of a fresh page is a fault the guest pays for (a chunk of 256 nodes with
+        // 7 series at two resolutions is about 340 KiB, and a first guess of 256 KiB made
+        // every chunk one copy of 256 KiB into 512 KiB of fresh pages).
+        let mut bytes = Vec::with_capacity(self.chunk_bytes_max.max(CHUNK_NODES * 1024) / 8 * 9);
         put_u32(&mut bytes, CHECKPOINT_VERSION);
         put_u32(&mut bytes, 0);
         let mut count = 0u32;
@@ -130,6 +133,7 @@ impl Rollup {
             }
         }
         bytes[4..8].copy_from_slice(&count.to_le_bytes());
+        self.chunk_bytes_max = self.chunk_bytes_max.max(bytes.len());
         cp.chunks.push((due as u32, bytes));
         let c = &mut self.chunks[due];
         c.dirty = false;

@@ -622,6 +622,7 @@ fn on_tick(
         emit.counters[C_BAD_NODE] += 1;
         return;
     }
+    state.prefetch_name(head.node);
     let sampled = head.ingest_ns != 0;
     let t0 = if sampled {
         let now = rim_ring::clock::monotonic_ns();

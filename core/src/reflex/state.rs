@@ -229,6 +229,16 @@ impl NodeState {
         }
     }
 
+    /// Starts loading node `n`'s id text (a decision carries it; the table entry that
+    /// locates it is in [`NodeState::prefetch_hint`], the text itself could not be).
+    pub fn prefetch_name(&self, n: u32) {
+        if let Some(&(start, len)) = self.names.get(n as usize) {
+            let p = self.arena.as_ptr().wrapping_add(start as usize);
+            rim_ring::prefetch_line(p);
+            rim_ring::prefetch_line(p.wrapping_add(len.saturating_sub(1) as usize));
+        }
+    }
+
     /// Where the nodes' blocks and names are, for [`NodePrefetch`].
     pub fn prefetch_hint(&self) -> NodePrefetch {
         NodePrefetch::new(self.shape.nodes)
