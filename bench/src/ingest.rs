@@ -120,12 +120,11 @@ fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, 
 }
 
 /// What the daemon's counters say about the row, from its start to the instant the clock
-/// stopped: turns ingest held back for room downstream, events it counted lost, the hot
-/// shard's loop turns and the records (ingest's and reflex's together) it took per turn
-/// (as of its last report), and with persistence on the journal's committed bytes (events
-/// and decision log) per second, the segments begun from a zero-filled spare or without
-/// one (the disk takes both the journal's bytes and the spares' zeros), and what the store
-/// took: capsules, and roll-up checkpoint chunks with their bytes.
+/// stopped: turns ingest held back for room downstream, events it counted lost, and with
+/// persistence on the journal's committed bytes (events and decision log) per second, the
+/// segments begun from a zero-filled spare or without one (the disk takes both the
+/// journal's bytes and the spares' zeros), and what the store took: capsules, and roll-up
+/// checkpoint chunks with their bytes.
 fn row_notes(before: &rim_stats::Snapshot, after: &rim_stats::Snapshot, secs: f64) -> String {
     let d = |name: &str| {
         let at = |s: &rim_stats::Snapshot| s.counters.get(name).copied();
@@ -136,19 +135,6 @@ fn row_notes(before: &rim_stats::Snapshot, after: &rim_stats::Snapshot, secs: f6
         d("ingest.backpressure_turns").unwrap_or(0),
         d("ingest.events_lost").unwrap_or(0)
     );
-    let hot = |s: &rim_stats::Snapshot| {
-        s.shards
-            .iter()
-            .find(|h| h.name == "rimd-hot")
-            .map(|h| (h.loops, h.work))
-    };
-    if let (Some((l0, w0)), Some((l1, w1))) = (hot(before), hot(after)) {
-        let (loops, work) = (l1.saturating_sub(l0), w1.saturating_sub(w0));
-        notes.push_str(&format!(
-            "; the hot shard turned {loops} times, {:.1} records a turn",
-            work as f64 / loops.max(1) as f64
-        ));
-    }
     if let (Some(bytes), Some(used), Some(missed)) = (
         d("persist.commit_bytes"),
         d("persist.spares_used"),
@@ -165,7 +151,7 @@ fn row_notes(before: &rim_stats::Snapshot, after: &rim_stats::Snapshot, secs: f6
         d("persist.checkpoint_bytes"),
     ) {
         notes.push_str(&format!(
-            "; the store took {caps} capsules and {cps} checkpoints ({:.1} MB)",
+            "; the store took {caps} capsules and {cps} roll-up checkpoint chunks ({:.1} MB)",
             cp_bytes as f64 / 1e6
         ));
     }

@@ -114,9 +114,9 @@ impl Rollup {
         };
         // The largest chunk so far, and an eighth more, up front (at least a KiB per node):
         // growing by doubling copies the chunk into fresh pages, and in a VM each first
-        // touch of a fresh page is a fault the guest pays for (a chunk of 256 nodes with
-        // 7 series at two resolutions is about 340 KiB, and a first guess of 256 KiB made
-        // every chunk one copy of 256 KiB into 512 KiB of fresh pages).
+        // touch of a fresh page is a fault the guest pays for (the bench's chunks are about
+        // 340 KiB, and a fixed 256 KiB made each of them one copy of 256 KiB into 512 KiB
+        // of fresh pages).
         let mut bytes = Vec::with_capacity(self.chunk_bytes_max.max(CHUNK_NODES * 1024) / 8 * 9);
         put_u32(&mut bytes, CHECKPOINT_VERSION);
         put_u32(&mut bytes, 0);

@@ -198,6 +198,9 @@ struct Router {
     /// A replayed event's (key, value) pairs on their way into its tick (capacity
     /// `tick::METRICS_MAX`, so no allocation after start).
     replay_metrics: Vec<(u64, f64)>,
+    /// A live event's metric-name keys (capacity `tick::METRICS_MAX`, kept: no
+    /// allocation after start, and no per-event zeroing of a local array).
+    event_keys: Vec<u64>,
     /// The reflex shard on this core and where its node state is: an event for it starts
     /// loading its node's state as soon as its node is known ([`Ingest::prefetch_for`]).
     prefetch: Option<(usize, crate::memory::NodePrefetch)>,
@@ -393,6 +396,7 @@ impl Ingest {
                     pushed: false,
                 }),
                 replay_metrics: Vec::with_capacity(tick::METRICS_MAX),
+                event_keys: Vec::with_capacity(tick::METRICS_MAX),
                 prefetch: None,
                 prefetch_left: 0,
             },
@@ -833,15 +837,37 @@ impl Router {
         // Names as keys, once per event (cached per ring symbol): the tick and the
         // journal entry's roll-up extras share them.
         let status = cached_hash(hash_of, ev.status_sym().get(), || ev.status());
-        let mut keys = [0u64; tick::METRICS_MAX];
-        let mut n_keys = 0;
-        for (i, (sym, _)) in ev.metric_syms().enumerate().take(keys.len()) {
-            keys[i] = cached_hash(hash_of, sym.get(), || ev.metrics().nth(i).map_or("", |m| m.0));
-            n_keys = i + 1;
-        }
-        if !self.journal_event(node, status, id_hash, &keys[..n_keys], ev) {
+        // In a buffer kept for it: a local array of `METRICS_MAX` keys was a 512-byte
+        // memset per event.
+        let mut keys = std::mem::take(&mut self.event_keys);
+        keys.clear();
+        keys.extend(
+            ev.metric_syms()
+                .enumerate()
+                .take(tick::METRICS_MAX)
+                .map(|(i, (sym, _))| cached_hash(hash_of, sym.get(), || ev.metrics().nth(i).map_or("", |m| m.0))),
+        );
+        self.hand_on(node, shard, source, status, id_hash, &keys, ev);
+        self.event_keys = keys;
+        Verdict::Taken
+    }
+
+    /// An admitted event's journal entry and tick, its metric names already hashed
+    /// (`keys`, in the event's order).
+    #[allow(clippy::too_many_arguments)]
+    fn hand_on(
+        &mut self,
+        node: u32,
+        shard: usize,
+        source: u32,
+        status: u64,
+        id_hash: u64,
+        keys: &[u64],
+        ev: &EventView<'_>,
+    ) {
+        if !self.journal_event(node, status, id_hash, keys, ev) {
             self.counters[C_LOST] += 1;
-            return Verdict::Taken;
+            return;
         }
         self.seq += 1;
         let sampled = self.seq & self.sample_mask == 0;
@@ -869,13 +895,12 @@ impl Router {
             status,
             replay: false,
         };
-        let metrics = ev.metric_syms().zip(&keys[..n_keys]).map(|((_, v), &k)| (k, v));
+        let metrics = ev.metric_syms().zip(keys).map(|((_, v), &k)| (k, v));
         if tick::push_tick(&mut self.outs[shard], &head, metrics) {
             self.counters[C_ACCEPTED] += 1;
         } else {
             self.counters[C_LOST] += 1;
         }
-        Verdict::Taken
     }
 
     /// Hands an admitted event to the journal thread (when persistence is on), with the

@@ -264,14 +264,18 @@ impl NodeState {
         m[M_EVENTS] = m[M_EVENTS].saturating_add(1);
         m[M_SEEN_MS] = now_ms;
         m[M_STATUS] = head.status;
+        // `hint`: the slot the series would have if this node's events always carried the
+        // same series in the same order, as a feed's events for one node usually do.
+        let mut hint = 0;
         for (key, v) in [(1, head.price), (2, head.volume), (3, head.stress)] {
             if let Some(v) = v {
-                self.observe(n, key, v, ts);
+                self.observe(n, key, v, ts, hint);
+                hint += 1;
             }
         }
         for i in 0..t.metric_count() {
             let (h, v) = t.metric(i);
-            self.observe(n, metric_key(h), v, ts);
+            self.observe(n, metric_key(h), v, ts, hint + i);
         }
         gap
     }
@@ -282,16 +286,22 @@ impl NodeState {
         keys.iter().position(|&k| k == key).map(|slot| self.ser(n, slot))
     }
 
-    fn slot_or_take(&mut self, n: usize, key: u64) -> Option<Ser> {
+    /// The slot of series `key` of node `n`, taking the first free one if it has none;
+    /// `hint` is looked at first. A node's keys fill its slots from the front and a key is
+    /// in one slot at most, so a match at `hint` is the slot the scan would find.
+    fn slot_or_take(&mut self, n: usize, key: u64, hint: usize) -> Option<Ser> {
         let b = n * self.stride + 8;
+        if hint < self.shape.series && self.blocks[b + hint] == key {
+            return Some(self.ser(n, hint));
+        }
         let keys = &mut self.blocks[b..b + self.shape.series];
         let slot = keys.iter().position(|&k| k == key || k == 0)?;
         keys[slot] = key;
         Some(self.ser(n, slot))
     }
 
-    fn observe(&mut self, n: usize, key: u64, x: f64, ts: i64) {
-        let Some(ser) = self.slot_or_take(n, key) else {
+    fn observe(&mut self, n: usize, key: u64, x: f64, ts: i64, hint: usize) {
+        let Some(ser) = self.slot_or_take(n, key, hint) else {
             self.series_refused += 1;
             return;
         };
@@ -558,7 +568,7 @@ mod tests {
         let mut st = NodeState::new(shape(4));
         // Checkpoints at 0, 100, …, 900 ms (values = ms / 10); the ring keeps the last 4.
         for t in (0..=900).step_by(50) {
-            st.observe(1, 7, t as f64 / 10.0, 1_000 + t);
+            st.observe(1, 7, t as f64 / 10.0, 1_000 + t, 0);
         }
         // now = 1900 (value 90). 250 ms back → newest checkpoint at or before 1650 is 1600.
         assert_eq!(st.change(1, 7, 250, 1_900), Some((60.0, 90.0)));
@@ -611,8 +621,8 @@ mod tests {
     fn a_query_is_answered_without_growing_its_buffers() {
         let mut st = NodeState::new(shape(4));
         st.define(2, "rim:sensor:t:a");
-        st.observe(2, 7, 5.0, 1_000);
-        st.observe(2, 8, 6.0, 1_000);
+        st.observe(2, 7, 5.0, 1_000, 0);
+        st.observe(2, 8, 6.0, 1_000, 1);
         let mut q = crate::reflex::query::PresentQuery::with_capacity(1);
         q.node.push_str("rim:sensor:t:a");
         q.answer(&st);
@@ -630,7 +640,7 @@ mod tests {
     fn ewma_and_zscore_use_the_state_before_the_sample() {
         let mut st = NodeState::new(shape(4));
         for (i, x) in [10.0, 12.0, 10.0, 12.0].into_iter().enumerate() {
-            st.observe(0, 5, x, i as i64 * 1_000);
+            st.observe(0, 5, x, i as i64 * 1_000, 0);
         }
         // EWMA (alpha 0.5): 10 → 11 → 10.5 → 11.25; variance (West) before the last: 0.75.
         assert_eq!(st.ewma(0, 5), Some(11.25));
@@ -646,7 +656,7 @@ mod tests {
             .enumerate()
         {
             for x in [f64::MAX, -f64::MAX, f64::MIN_POSITIVE, 0.0] {
-                st.observe(1, 7, x, ts);
+                st.observe(1, 7, x, ts, 0);
             }
             let _ = st.change(1, 7, 1, ts);
             let _ = st.change(1, 7, u64::MAX, ts);
@@ -663,11 +673,37 @@ mod tests {
     #[test]
     fn a_node_takes_at_most_its_series_slots() {
         let mut st = NodeState::new(shape(4));
-        st.observe(3, 100, 1.0, 0);
-        st.observe(3, 101, 1.0, 0);
-        st.observe(3, 102, 1.0, 0);
+        st.observe(3, 100, 1.0, 0, 0);
+        st.observe(3, 101, 1.0, 0, 0);
+        st.observe(3, 102, 1.0, 0, 0);
         assert_eq!(st.series_refused, 1);
         assert_eq!(st.last(3, 101), Some(1.0));
         assert_eq!(st.last(3, 102), None);
+    }
+
+    #[test]
+    fn a_series_keeps_its_slot_whatever_slot_it_is_hinted_at() {
+        let mut st = NodeState::new(Shape { series: 4, ..shape(4) });
+        // Hints that are right, wrong (another series' slot, a free slot, past the end).
+        for (key, x, hint) in [
+            (10, 1.0, 0),
+            (11, 2.0, 1),
+            (11, 3.0, 0),
+            (10, 4.0, 1),
+            (12, 5.0, 3),
+            (10, 6.0, 9),
+        ] {
+            st.observe(1, key, x, 0, hint);
+        }
+        let keys = |st: &NodeState| st.series(1).map(|(k, ..)| k).collect::<Vec<_>>();
+        assert_eq!(keys(&st), [10, 11, 12], "first come, first slot; none taken twice");
+        assert_eq!(
+            st.series(1).map(|(_, count, ..)| count).collect::<Vec<_>>(),
+            [3.0, 2.0, 1.0]
+        );
+        assert_eq!(
+            (st.last(1, 10), st.last(1, 11), st.last(1, 12)),
+            (Some(6.0), Some(3.0), Some(5.0))
+        );
     }
 }
