@@ -45,7 +45,8 @@ fn main() {
 }
 
 /// The whole in-process path (ring consumer → ingest → tick ring → reflex → decision) per
-/// event, one event at a time, over `nodes` nodes with the bench's 100 rules.
+/// event, over `nodes` nodes with the bench's 100 rules, in turns of `COSTS_BATCH` events
+/// (default 1: one event at a time).
 #[allow(dead_code)]
 fn path_cost(nodes: usize, rules: &str) {
     use rim_ring::{SymEvent, SymbolKind};
@@ -179,5 +180,7 @@ fn path_cost(nodes: usize, rules: &str) {
     run(0.0, nodes * 3);
     let quiet = run(0.0, n);
     let firing = run(1.0, n);
-    println!("path over {nodes} nodes: {quiet:.0} ns/event without a decision, {firing:.0} ns/event with one");
+    println!(
+        "path over {nodes} nodes, {batch} events a turn: {quiet:.0} ns/event without a decision, {firing:.0} ns/event with one"
+    );
 }

@@ -123,8 +123,8 @@ fn ingest_row(opts: &RunOpts, row: &'static str, extra: &[&str]) -> Result<Row, 
 /// stopped: turns ingest held back for room downstream, events it counted lost, and with
 /// persistence on the journal's committed bytes (events and decision log) per second, the
 /// segments begun from a zero-filled spare or without one (the disk takes both the
-/// journal's bytes and the spares' zeros), and what the store took: capsules, and roll-up
-/// checkpoint chunks with their bytes.
+/// journal's bytes and the spares' zeros), the capsules the store inserted, and the roll-up
+/// checkpoint chunks the journal thread staged for it, with their bytes.
 fn row_notes(before: &rim_stats::Snapshot, after: &rim_stats::Snapshot, secs: f64) -> String {
     let d = |name: &str| {
         let at = |s: &rim_stats::Snapshot| s.counters.get(name).copied();
@@ -151,7 +151,7 @@ fn row_notes(before: &rim_stats::Snapshot, after: &rim_stats::Snapshot, secs: f6
         d("persist.checkpoint_bytes"),
     ) {
         notes.push_str(&format!(
-            "; the store took {caps} capsules and {cps} roll-up checkpoint chunks ({:.1} MB)",
+            "; the store inserted {caps} capsules, and the journal thread staged {cps} roll-up checkpoint chunks ({:.1} MB)",
             cp_bytes as f64 / 1e6
         ));
     }

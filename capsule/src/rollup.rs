@@ -583,6 +583,8 @@ struct ChunkState {
     unstored_log_from: Option<u64>,
     /// When it was last encoded (caller's clock, ms).
     encoded_ms: u64,
+    /// Bytes of its last encoding (0: never encoded); the next is sized from it.
+    encoded_bytes: usize,
 }
 
 impl ChunkState {
@@ -624,8 +626,6 @@ pub struct Rollup {
     /// Windows settled but not yet handed out (settled by a filing past [`CHORES_MAX`]).
     settled: Vec<Closed>,
     chunks: Vec<ChunkState>,
-    /// The largest checkpoint chunk encoded so far, bytes (the next is sized from it).
-    chunk_bytes_max: usize,
     /// Where the next checkpoint step looks for a changed chunk.
     cursor: usize,
     open_windows: usize,
@@ -681,7 +681,6 @@ impl Rollup {
             chores: VecDeque::new(),
             settled: Vec::new(),
             chunks: Vec::new(),
-            chunk_bytes_max: 0,
             cursor: 0,
             open_windows: 0,
             nodes_seen: 0,

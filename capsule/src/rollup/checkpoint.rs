@@ -112,12 +112,18 @@ impl Rollup {
             chunk_count: n as u32,
             ..Checkpoint::default()
         };
-        // The largest chunk so far, and an eighth more, up front (at least a KiB per node):
-        // growing by doubling copies the chunk into fresh pages, and in a VM each first
-        // touch of a fresh page is a fault the guest pays for (the bench's chunks are about
-        // 340 KiB, and a fixed 256 KiB made each of them one copy of 256 KiB into 512 KiB
-        // of fresh pages).
-        let mut bytes = Vec::with_capacity(self.chunk_bytes_max.max(CHUNK_NODES * 1024) / 8 * 9);
+        // The chunk's last size and an eighth more up front (a KiB per node the first
+        // time): growing by doubling copies the chunk into fresh pages, and in a VM each
+        // first touch of a fresh page is a fault the guest pays for (the bench's chunks are
+        // about 340 KiB, and a fixed 256 KiB made each of them one copy of 256 KiB into
+        // 512 KiB of fresh pages). Its own size, not the largest chunk's: a chunk of a few
+        // nodes, or one that shrank, reserves no more than it needs.
+        let last = self.chunks[due].encoded_bytes;
+        let mut bytes = Vec::with_capacity(if last == 0 {
+            CHUNK_NODES * 1024
+        } else {
+            last / 8 * 9 + 64
+        });
         put_u32(&mut bytes, CHECKPOINT_VERSION);
         put_u32(&mut bytes, 0);
         let mut count = 0u32;
@@ -133,9 +139,10 @@ impl Rollup {
             }
         }
         bytes[4..8].copy_from_slice(&count.to_le_bytes());
-        self.chunk_bytes_max = self.chunk_bytes_max.max(bytes.len());
+        let encoded = bytes.len();
         cp.chunks.push((due as u32, bytes));
         let c = &mut self.chunks[due];
+        c.encoded_bytes = encoded;
         c.dirty = false;
         c.unstored_from = None;
         c.unstored_log_from = None;

@@ -622,7 +622,11 @@ fn on_tick(
         emit.counters[C_BAD_NODE] += 1;
         return;
     }
-    state.prefetch_name(head.node);
+    // A decision carries the node's id: its text starts loading now, while the state is
+    // updated and the rules run (a replayed tick, or a shard without rules, decides nothing).
+    if !head.replay && !rules.set.is_empty() {
+        state.prefetch_name(head.node);
+    }
     let sampled = head.ingest_ns != 0;
     let t0 = if sampled {
         let now = rim_ring::clock::monotonic_ns();
@@ -681,8 +685,8 @@ fn on_tick(
 
 impl Emitter {
     /// Publishes rule `i`'s decision unless its cooldown holds it. True if published.
-    /// The node's id is looked up only here: most events fire nothing, and the lookup is
-    /// a cache miss on a large node set.
+    /// The node's id is read only here (most events fire nothing); on a large node set it
+    /// is a cache miss, which `on_tick` has started loading before the rules ran.
     fn fire(&mut self, rules: &Compiled, i: usize, state: &NodeState, t: &Trigger, evidence: &Evidence) -> bool {
         let node_id = state.name(t.node);
         let rule = rules.set.rule(i);

@@ -229,8 +229,9 @@ impl NodeState {
         }
     }
 
-    /// Starts loading node `n`'s id text (a decision carries it; the table entry that
-    /// locates it is in [`NodeState::prefetch_hint`], the text itself could not be).
+    /// Starts loading the first and the last line of node `n`'s id text (a decision
+    /// carries it; the table entry that locates it is in [`NodeState::prefetch_hint`], the
+    /// text itself could not be: where it is depends on that entry).
     pub fn prefetch_name(&self, n: u32) {
         if let Some(&(start, len)) = self.names.get(n as usize) {
             let p = self.arena.as_ptr().wrapping_add(start as usize);
@@ -684,26 +685,30 @@ mod tests {
     #[test]
     fn a_series_keeps_its_slot_whatever_slot_it_is_hinted_at() {
         let mut st = NodeState::new(Shape { series: 4, ..shape(4) });
-        // Hints that are right, wrong (another series' slot, a free slot, past the end).
-        for (key, x, hint) in [
+        // Wrong hints: another series' slot, a free slot, past the end (and the first two,
+        // into empty slots, take them by the scan).
+        let wrong = [
             (10, 1.0, 0),
             (11, 2.0, 1),
             (11, 3.0, 0),
             (10, 4.0, 1),
             (12, 5.0, 3),
             (10, 6.0, 9),
-        ] {
+        ];
+        // Then right ones, which the lookup takes without scanning.
+        let right = [(11, 7.0, 1), (12, 8.0, 2), (10, 9.0, 0), (12, 10.0, 2)];
+        for (key, x, hint) in wrong.into_iter().chain(right) {
             st.observe(1, key, x, 0, hint);
         }
         let keys = |st: &NodeState| st.series(1).map(|(k, ..)| k).collect::<Vec<_>>();
         assert_eq!(keys(&st), [10, 11, 12], "first come, first slot; none taken twice");
         assert_eq!(
             st.series(1).map(|(_, count, ..)| count).collect::<Vec<_>>(),
-            [3.0, 2.0, 1.0]
+            [4.0, 3.0, 3.0]
         );
         assert_eq!(
             (st.last(1, 10), st.last(1, 11), st.last(1, 12)),
-            (Some(6.0), Some(3.0), Some(5.0))
+            (Some(9.0), Some(7.0), Some(10.0))
         );
     }
 }
