@@ -847,27 +847,10 @@ impl Router {
                 .take(tick::METRICS_MAX)
                 .map(|(i, (sym, _))| cached_hash(hash_of, sym.get(), || ev.metrics().nth(i).map_or("", |m| m.0))),
         );
-        self.hand_on(node, shard, source, status, id_hash, &keys, ev);
-        self.event_keys = keys;
-        Verdict::Taken
-    }
-
-    /// An admitted event's journal entry and tick, its metric names already hashed
-    /// (`keys`, in the event's order).
-    #[allow(clippy::too_many_arguments)]
-    fn hand_on(
-        &mut self,
-        node: u32,
-        shard: usize,
-        source: u32,
-        status: u64,
-        id_hash: u64,
-        keys: &[u64],
-        ev: &EventView<'_>,
-    ) {
-        if !self.journal_event(node, status, id_hash, keys, ev) {
+        if !self.journal_event(node, status, id_hash, &keys, ev) {
+            self.event_keys = keys;
             self.counters[C_LOST] += 1;
-            return;
+            return Verdict::Taken;
         }
         self.seq += 1;
         let sampled = self.seq & self.sample_mask == 0;
@@ -895,12 +878,14 @@ impl Router {
             status,
             replay: false,
         };
-        let metrics = ev.metric_syms().zip(keys).map(|((_, v), &k)| (k, v));
+        let metrics = ev.metric_syms().zip(&keys).map(|((_, v), &k)| (k, v));
         if tick::push_tick(&mut self.outs[shard], &head, metrics) {
             self.counters[C_ACCEPTED] += 1;
         } else {
             self.counters[C_LOST] += 1;
         }
+        self.event_keys = keys;
+        Verdict::Taken
     }
 
     /// Hands an admitted event to the journal thread (when persistence is on), with the
