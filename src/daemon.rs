@@ -156,6 +156,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 /// Runs the daemon until a signal (or `stop`) stops it; SIGTERM/SIGINT set `stop`, so
 /// threads started beside the daemon can watch the same flag.
 pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
+    let config = place_hot_shard(config);
     let reload = Arc::new(AtomicBool::new(false));
     // Held until return: a second daemon on this directory would take over the socket and
     // the stats segment of the first.
@@ -164,6 +165,26 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
     let cold_result = run_cold(cold, &config);
     stop.store(true, Ordering::SeqCst);
     shut_down(threads, cold_result)
+}
+
+/// The configuration with its hot and cold cores swapped when the journal's disk takes
+/// its interrupts on the hot core and not on the cold one (`topology.avoid_disk_irqs`,
+/// [`crate::irqs`]): the hot shard then does not serve the journal's completions, and the
+/// journal thread, which submits them, does. Placing a placed configuration again
+/// changes nothing (its hot core is then off the disk's interrupt cores).
+pub fn place_hot_shard(mut config: Config) -> Config {
+    // The cores as configured, which the swap exchanges.
+    let (hot, cold) = (config.topology.hot_core, config.topology.cold_core);
+    if let Some(disk) = crate::irqs::place(&mut config) {
+        info!(
+            device = %disk.device,
+            irqs = ?disk.irqs,
+            irq_cores = ?disk.cpus,
+            "the journal's disk takes its interrupts on core {hot}: the hot shard runs on core {cold} and the cold \
+             threads on core {hot} instead (topology.avoid_disk_irqs = false keeps the configured cores)"
+        );
+    }
+    config
 }
 
 /// Signals, the panic policy, memory settings and the run directory, locked.

@@ -42,8 +42,8 @@
 #![deny(unsafe_code)]
 
 pub use rim_core::{
-    agent, backtest, clock, config, demo, entry, ingest, memory, peerlog, plane, reflex, report, rulebook, streams,
-    sys, tick, wake,
+    agent, backtest, clock, config, demo, entry, ingest, irqs, memory, peerlog, plane, reflex, report, rulebook,
+    streams, sys, tick, wake,
 };
 
 pub mod api;

@@ -75,6 +75,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The cores in force before anything is pinned (the demo's producer sits on the cold
+    // core); `run_with` places again, which changes nothing once placed.
+    let config = rimd::daemon::place_hot_shard(config);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if cli.demo {
         let core = config.topology.pin.then_some(config.topology.cold_core);

@@ -1202,6 +1202,8 @@ fn only_the_hot_shard_runs_on_the_hot_core() {
         "topology.pin=true".to_owned(),
         format!("topology.cold_core={cold}"),
         format!("topology.hot_core={hot}"),
+        // The cores as configured, whatever the disk's interrupts (the test below).
+        "topology.avoid_disk_irqs=false".to_owned(),
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let d = Daemon::start(&sets, None);
@@ -1234,4 +1236,54 @@ fn only_the_hot_shard_runs_on_the_hot_core() {
         "no hot shard on the hot core: {threads:?}"
     );
     assert!(checked >= 6, "too few threads checked: {threads:?}");
+}
+
+/// `topology.avoid_disk_irqs` (on by default): when the disk under the data directory
+/// takes its interrupts on the configured hot core and not on the cold one, the daemon
+/// swaps the two, and its hot shard runs where the disk's completions do not; otherwise it
+/// keeps them. Which of the two this machine shows depends on its disk; the test expects
+/// what [`rimd::irqs`] reads and checks the threads' CPUs against it.
+#[test]
+fn the_hot_shard_keeps_off_the_core_that_takes_the_disks_interrupts() {
+    let cpus = common::allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!(
+            "the_hot_shard_keeps_off_the_core_that_takes_the_disks_interrupts: skipped, this process has one CPU"
+        );
+        return;
+    }
+    let (cold, hot) = (cpus[0], cpus[1]);
+    let dir = common::TempDir::new("irq-place");
+    let mut want = rimd::config::TopologyConfig {
+        hot_core: hot,
+        cold_core: cold,
+        ..Default::default()
+    };
+    let disk = rimd::irqs::of_path(dir.path());
+    let swapped = disk.as_ref().is_some_and(|d| want.avoid_cores(&d.cpus));
+    eprintln!("disk: {disk:?}; swapped: {swapped}");
+    let sets = [
+        "topology.pin=true".to_owned(),
+        format!("topology.cold_core={cold}"),
+        format!("topology.hot_core={hot}"),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let d = Daemon::start_in(dir, &sets, None);
+    let (want_hot, want_cold) = (want.hot_core.to_string(), want.cold_core.to_string());
+    let threads = common::eventually("the hot shard and the journal thread pinned", || {
+        let t = common::threads_of(d.pid());
+        let on = |name: &str, core: &str| t.iter().any(|(n, c)| n == name && c == core);
+        (on("rimd-hot", &want_hot) && on("rimd-journal", &want_cold)).then_some(t)
+    });
+    assert!(
+        !threads.iter().any(|(n, c)| n == "rimd-hot" && *c != want_hot),
+        "a hot shard thread off core {want_hot}: {threads:?}"
+    );
+    if swapped {
+        assert!(
+            d.log_text().contains("takes its interrupts on core"),
+            "the swap is not logged:\n{}",
+            d.log_text()
+        );
+    }
 }

@@ -1023,6 +1023,7 @@ fn the_bridges_client_threads_stay_off_the_hot_core() {
         "topology.pin=true".to_owned(),
         format!("topology.cold_core={cold}"),
         format!("topology.hot_core={hot}"),
+        "topology.avoid_disk_irqs=false".to_owned(),
     ];
     let pin: Vec<&str> = pin.iter().map(String::as_str).collect();
     let sets = daemon_sets(&broker, &registry.url, "pin", &pin);

@@ -72,12 +72,14 @@ struct Cli {
     /// Run only these rows (comma-separated names).
     #[arg(long, value_delimiter = ',', value_name = "ROW,...")]
     rows: Vec<String>,
-    /// Core of the measuring thread.
-    #[arg(long, default_value_t = 0)]
-    client_core: usize,
-    /// Core of the peer thread or process.
-    #[arg(long, default_value_t = 1)]
-    peer_core: usize,
+    /// Core of the measuring thread [default: 0, or 1 when the disk under the temporary
+    /// directory takes its interrupts on core 1 and not on core 0].
+    #[arg(long)]
+    client_core: Option<usize>,
+    /// Core of the peer thread or process (the daemon's hot shard) [default: 1, or 0 when
+    /// the disk takes its interrupts on core 1 and not on core 0].
+    #[arg(long)]
+    peer_core: Option<usize>,
     /// Seconds any single wait for a peer may last before its row fails.
     #[arg(long, default_value_t = 30)]
     peer_timeout_s: u64,
@@ -204,8 +206,9 @@ fn check_rows(suite: &suite::Suite, wanted: &[String]) -> Result<(), BenchError>
 }
 
 fn run_opts(cli: &Cli) -> Result<RunOpts, BenchError> {
-    if cli.client_core == cli.peer_core {
-        return Err(BenchError::SameCore { core: cli.client_core });
+    let (client_core, peer_core) = cores(cli);
+    if client_core == peer_core {
+        return Err(BenchError::SameCore { core: client_core });
     }
     let size = match (cli.quick, cli.smoke) {
         (_, true) => RunSize::Smoke,
@@ -214,10 +217,39 @@ fn run_opts(cli: &Cli) -> Result<RunOpts, BenchError> {
     };
     Ok(RunOpts {
         size,
-        client_core: cli.client_core,
-        peer_core: cli.peer_core,
+        client_core,
+        peer_core,
         peer_timeout: Duration::from_secs(cli.peer_timeout_s),
     })
+}
+
+/// The client's and the peer's cores: as given, else 0 and 1, swapped when the disk the
+/// daemons journal to takes its interrupts on core 1 and not on core 0. The daemon would
+/// make the same choice of its own (`topology.avoid_disk_irqs`); the bench makes it here,
+/// tells the daemon its cores and turns the daemon's choice off, so that its client thread
+/// sits on the daemon's cold core whatever the machine.
+fn cores(cli: &Cli) -> (usize, usize) {
+    if cli.client_core.is_some() || cli.peer_core.is_some() {
+        return (cli.client_core.unwrap_or(0), cli.peer_core.unwrap_or(1));
+    }
+    let mut t = rimd::config::TopologyConfig {
+        hot_core: 1,
+        cold_core: 0,
+        ..Default::default()
+    };
+    if let Some(disk) = rimd::irqs::of_path(&std::env::temp_dir()) {
+        if t.avoid_cores(&disk.cpus) {
+            eprintln!(
+                "cores: client {}, peer {} (the disk under {}, {}, takes its interrupts on core {}; --client-core and --peer-core choose)",
+                t.cold_core,
+                t.hot_core,
+                std::env::temp_dir().display(),
+                disk.device,
+                t.cold_core
+            );
+        }
+    }
+    (t.cold_core, t.hot_core)
 }
 
 #[cfg(test)]

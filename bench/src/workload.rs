@@ -220,11 +220,13 @@ pub fn start_with(
 }
 
 /// The daemon settings of both suites: the hot shard on the peer core, the control plane
-/// on the client's core (where it sleeps), stats every 50 ms.
+/// on the client's core (where it sleeps), as the bench chose them (the daemon's own
+/// choice by the disk's interrupts off: the bench made it already), stats every 50 ms.
 pub fn daemon_sets(client_core: usize, peer_core: usize) -> Vec<String> {
     vec![
         format!("topology.hot_core={peer_core}"),
         format!("topology.cold_core={client_core}"),
+        "topology.avoid_disk_irqs=false".into(),
         "stats.interval_ms=50".into(),
     ]
 }

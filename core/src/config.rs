@@ -124,6 +124,25 @@ pub struct TopologyConfig {
     /// A hot shard whose loop has not advanced for this long makes `/health/ready`
     /// answer 503, naming it, ms.
     pub shard_stall_ms_max: u64,
+    /// Keep the hot shard off the core that takes the journal disk's interrupts: when they
+    /// land on `hot_core` only and not on `cold_core`, the two are swapped at start
+    /// ([`TopologyConfig::avoid_cores`]; logged, and the cores in force are in `/stats`).
+    pub avoid_disk_irqs: bool,
+}
+
+impl TopologyConfig {
+    /// Swaps the hot and the cold core when `busy` (cores that take a disk's interrupts)
+    /// holds the hot core and not the cold one, and only then; true when it did. A machine
+    /// whose every core takes them, or whose cold core does too, keeps its layout.
+    pub fn avoid_cores(&mut self, busy: &[usize]) -> bool {
+        let swap = busy.contains(&self.hot_core)
+            && !busy.contains(&self.cold_core)
+            && !self.reflex_cores.contains(&self.cold_core);
+        if swap {
+            std::mem::swap(&mut self.hot_core, &mut self.cold_core);
+        }
+        swap
+    }
 }
 
 /// Producer rings and ingest.
@@ -389,6 +408,7 @@ impl Default for TopologyConfig {
             idle: IdleStrategy::Spin,
             pin: true,
             shard_stall_ms_max: 2_000,
+            avoid_disk_irqs: true,
         }
     }
 }
@@ -913,6 +933,35 @@ mod tests {
         assert!(e.contains("line 1"), "{e}");
         let e = load(None, &[], &["noequals"]).unwrap_err().to_string();
         assert!(e.contains("section.key=value"), "{e}");
+    }
+
+    #[test]
+    fn the_hot_core_moves_off_a_disks_interrupts_only_to_a_core_free_of_them() {
+        let t = |hot, cold, reflex: Vec<usize>| TopologyConfig {
+            hot_core: hot,
+            cold_core: cold,
+            reflex_cores: reflex,
+            ..Default::default()
+        };
+        let mut a = t(1, 0, vec![]);
+        assert!(a.avoid_cores(&[1]));
+        assert_eq!((a.hot_core, a.cold_core), (0, 1));
+        assert!(!a.avoid_cores(&[1]), "placing again changes nothing");
+        assert_eq!((a.hot_core, a.cold_core), (0, 1));
+        for (busy, why) in [
+            (&[0][..], "the interrupts are on the cold core already"),
+            (&[0, 1][..], "every core takes them"),
+            (&[][..], "no interrupts known"),
+            (&[5][..], "on a core rimd does not use"),
+        ] {
+            let mut b = t(1, 0, vec![]);
+            assert!(!b.avoid_cores(busy), "{why}");
+            assert_eq!((b.hot_core, b.cold_core), (1, 0), "{why}");
+        }
+        // A cold core that is also a reflex shard's is not free to take the hot shard.
+        let mut c = t(1, 2, vec![2]);
+        assert!(!c.avoid_cores(&[1]));
+        assert!(TopologyConfig::default().avoid_disk_irqs, "on by default");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod demo;
 pub mod entry;
 pub(crate) mod fault;
 pub mod ingest;
+pub mod irqs;
 pub mod memory;
 pub mod peerlog;
 pub mod plane;

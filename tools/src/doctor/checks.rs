@@ -85,8 +85,13 @@ pub fn hot_cores(config: &Config) -> Vec<usize> {
     cores
 }
 
-/// Every check, in report order.
+/// Every check, in report order. The core checks judge the cores the daemon will use:
+/// with `topology.avoid_disk_irqs`, the hot and cold cores swapped when the journal's disk
+/// takes its interrupts on the configured hot core ([`rim_core::irqs::place`]).
 pub fn all(config: &Config) -> Vec<Check> {
+    let mut placed = config.clone();
+    rim_core::irqs::place(&mut placed);
+    let config = &placed;
     let hot = hot_cores(config);
     vec![
         config_relations(config),
