@@ -156,7 +156,13 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 /// Runs the daemon until a signal (or `stop`) stops it; SIGTERM/SIGINT set `stop`, so
 /// threads started beside the daemon can watch the same flag.
 pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
-    let config = place_hot_shard(config);
+    run_placed(place_hot_shard(config), stop)
+}
+
+/// [`run_with`] of a configuration [`place_hot_shard`] placed already: the cores are
+/// chosen once, so a second look at the disk's interrupts (which irqbalance may have moved
+/// meanwhile) cannot undo what threads pinned before it were placed by.
+pub fn run_placed(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError> {
     let reload = Arc::new(AtomicBool::new(false));
     // Held until return: a second daemon on this directory would take over the socket and
     // the stats segment of the first.
@@ -170,8 +176,7 @@ pub fn run_with(config: Config, stop: Arc<AtomicBool>) -> Result<(), DaemonError
 /// The configuration with its hot and cold cores swapped when the journal's disk takes
 /// its interrupts on the hot core and not on the cold one (`topology.avoid_disk_irqs`,
 /// [`crate::irqs`]): the hot shard then does not serve the journal's completions, and the
-/// journal thread, which submits them, does. Placing a placed configuration again
-/// changes nothing (its hot core is then off the disk's interrupt cores).
+/// journal thread, which submits them, does.
 pub fn place_hot_shard(mut config: Config) -> Config {
     // The cores as configured, which the swap exchanges.
     let (hot, cold) = (config.topology.hot_core, config.topology.cold_core);

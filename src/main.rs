@@ -75,15 +75,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    // The cores in force before anything is pinned (the demo's producer sits on the cold
-    // core); `run_with` places again, which changes nothing once placed.
+    // The cores in force before anything is pinned: the demo's producer sits on the cold
+    // core.
     let config = rimd::daemon::place_hot_shard(config);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if cli.demo {
         let core = config.topology.pin.then_some(config.topology.cold_core);
         rimd::demo::spawn(config.socket_path(), stop.clone(), core);
     }
-    match rimd::daemon::run_with(config, stop) {
+    match rimd::daemon::run_placed(config, stop) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -125,8 +125,9 @@ pub struct TopologyConfig {
     /// answer 503, naming it, ms.
     pub shard_stall_ms_max: u64,
     /// Keep the hot shard off the core that takes the journal disk's interrupts: when they
-    /// land on `hot_core` only and not on `cold_core`, the two are swapped at start
-    /// ([`TopologyConfig::avoid_cores`]; logged, and the cores in force are in `/stats`).
+    /// land on `hot_core` and not on `cold_core`, the two are swapped at start
+    /// ([`crate::irqs::place`]: with persistence and pinning on, unless `hot_core` is isolated
+    /// and `cold_core` is not; logged, and the cores in force are in `/stats`).
     pub avoid_disk_irqs: bool,
 }
 

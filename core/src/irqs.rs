@@ -37,32 +37,53 @@ pub struct DiskIrqs {
 
 /// Applies `topology.avoid_disk_irqs` to `config`: swaps its hot and cold cores when the
 /// disk under `persist.data_dir` takes its interrupts on the hot core and not on the cold
-/// one ([`crate::config::TopologyConfig::avoid_cores`]). Returns the disk when it swapped.
-/// The daemon does this once at start, and `rimctl doctor` to check the cores the daemon
-/// will use.
+/// one ([`crate::config::TopologyConfig::avoid_cores`]), unless threads are not pinned or
+/// the hot core is isolated (`isolcpus`) and the cold one is not: a tuned host's isolation
+/// wins over the disk. Returns the disk when it swapped. The daemon does this once at
+/// start, and `rimctl doctor` to check the cores the daemon will use.
 pub fn place(config: &mut crate::config::Config) -> Option<DiskIrqs> {
-    if !config.topology.avoid_disk_irqs || !config.persist.enabled {
+    let t = &config.topology;
+    if !t.avoid_disk_irqs || !t.pin || !config.persist.enabled {
+        return None;
+    }
+    let isolated = read(Path::new("/sys/devices/system/cpu/isolated")).map_or_else(Vec::new, |t| parse_cpu_list(&t));
+    if isolated.contains(&t.hot_core) && !isolated.contains(&t.cold_core) {
         return None;
     }
     let disk = of_path(&config.persist.data_dir)?;
     config.topology.avoid_cores(&disk.cpus).then_some(disk)
 }
 
+/// Where the kernel's files are: `/sys` and `/proc`, or a test's copy.
+struct Roots {
+    sys: PathBuf,
+    proc: PathBuf,
+}
+
 /// The disk `path` is on and the cores its interrupts land on, when that can be found.
 pub fn of_path(path: &Path) -> Option<DiskIrqs> {
     let existing = path.ancestors().find(|p| p.exists())?;
     let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(existing).ok()?);
-    let (major, minor) = split_dev(dev);
+    let host = Roots {
+        sys: PathBuf::from("/sys"),
+        proc: PathBuf::from("/proc"),
+    };
+    disk_of(&host, split_dev(dev))
+}
+
+/// The block device `major:minor` and the cores its interrupts land on.
+fn disk_of(roots: &Roots, (major, minor): (u64, u64)) -> Option<DiskIrqs> {
     if major == 0 {
-        // An anonymous device: tmpfs, overlay, a network file system.
+        // An anonymous device: tmpfs, overlay, btrfs, a network file system.
         return None;
     }
-    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    let sys = std::fs::canonicalize(roots.sys.join(format!("dev/block/{major}:{minor}"))).ok()?;
     let device = sys.file_name()?.to_string_lossy().into_owned();
-    let vectors = vectors_of(&sys)?;
-    let interrupts = std::fs::read_to_string("/proc/interrupts").ok()?;
+    let devices = std::fs::canonicalize(roots.sys.join("devices")).ok()?;
+    let vectors = vectors_of(&sys, &devices)?;
+    let interrupts = read(&roots.proc.join("interrupts"))?;
     let irqs = busy_vectors(&interrupts, &vectors);
-    let mut cpus: Vec<usize> = irqs.iter().flat_map(|&irq| served_on(irq)).collect();
+    let mut cpus: Vec<usize> = irqs.iter().flat_map(|&irq| served_on(&roots.proc, irq)).collect();
     cpus.sort_unstable();
     cpus.dedup();
     (!cpus.is_empty()).then_some(DiskIrqs { device, irqs, cpus })
@@ -75,10 +96,16 @@ fn split_dev(dev: u64) -> (u64, u64) {
     (major, minor)
 }
 
-/// The interrupt vectors of the device the block device at `sys` hangs off: the nearest
-/// ancestor directory with `msi_irqs`, else one with a non-zero legacy `irq`.
-fn vectors_of(sys: &Path) -> Option<Vec<u32>> {
-    let devices = Path::new("/sys/devices");
+/// The interrupt vectors of the device the block device at `sys` hangs off: walking up
+/// from it to the first PCI function (a directory with a `config` file), the first
+/// directory with `msi_irqs`, else a non-zero legacy `irq`. Devices outside `devices`
+/// (`/sys/devices/virtual`: device-mapper, zram, loop are under it but hang off nothing)
+/// and functions with neither have none: a PCI bridge's vectors above the function are
+/// not the disk's.
+fn vectors_of(sys: &Path, devices: &Path) -> Option<Vec<u32>> {
+    if sys.starts_with(devices.join("virtual")) {
+        return None;
+    }
     for dir in sys.ancestors().take_while(|d| d.starts_with(devices) && *d != devices) {
         if let Ok(entries) = std::fs::read_dir(dir.join("msi_irqs")) {
             let names = entries
@@ -94,6 +121,9 @@ fn vectors_of(sys: &Path) -> Option<Vec<u32>> {
             if irq != 0 {
                 return Some(vec![irq]);
             }
+        }
+        if dir.join("config").is_file() {
+            return None;
         }
     }
     None
@@ -143,8 +173,8 @@ fn interrupt_count(interrupts: &str, irq: u32) -> Option<u64> {
 
 /// The cores interrupt `irq` is served on: its effective affinity, else the affinity
 /// asked for.
-fn served_on(irq: u32) -> Vec<usize> {
-    let dir = PathBuf::from(format!("/proc/irq/{irq}"));
+fn served_on(proc: &Path, irq: u32) -> Vec<usize> {
+    let dir = proc.join(format!("irq/{irq}"));
     read(&dir.join("effective_affinity_list"))
         .map(|t| parse_cpu_list(&t))
         .filter(|c| !c.is_empty())
@@ -248,6 +278,93 @@ mod tests {
         );
         let names = ["36", "x", "", " 35 ", "4294967296", "36"].map(String::from);
         assert_eq!(parse_vectors(names.into_iter()), vec![35, 36]);
+    }
+
+    /// A copy of the kernel's files for four disks: a virtio disk with MSI-X vectors, a
+    /// SCSI partition behind a function with a legacy interrupt, a virtio disk whose
+    /// function has neither (its root bus has vectors, which are not the disk's), and a
+    /// device-mapper volume.
+    fn kernel_tree() -> PathBuf {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!(
+            "rim-irqs-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        let sys = root.join("sys");
+        let put = |rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, text).expect("write");
+        };
+        let dir = |rel: &str| std::fs::create_dir_all(root.join(rel)).expect("mkdir");
+        let bus = "sys/devices/pci0000:00";
+        put(&format!("{bus}/msi_irqs/99"), "msi");
+        put(&format!("{bus}/0000:00:02.0/config"), "");
+        put(&format!("{bus}/0000:00:02.0/msi_irqs/35"), "msix");
+        put(&format!("{bus}/0000:00:02.0/msi_irqs/36"), "msix");
+        put(&format!("{bus}/0000:00:02.0/msi_irqs/not-a-number"), "");
+        dir(&format!("{bus}/0000:00:02.0/virtio1/block/vda"));
+        put(&format!("{bus}/0000:00:03.0/config"), "");
+        put(&format!("{bus}/0000:00:03.0/irq"), "11\n");
+        dir(&format!("{bus}/0000:00:03.0/host0/target0/0:0/block/sda/sda1"));
+        put(&format!("{bus}/0000:00:05.0/config"), "");
+        put(&format!("{bus}/0000:00:05.0/irq"), "0\n");
+        dir(&format!("{bus}/0000:00:05.0/virtio3/block/vdb"));
+        dir("sys/devices/virtual/block/dm-0");
+        dir("sys/dev/block");
+        for (dev, to) in [
+            ("254:0", "0000:00:02.0/virtio1/block/vda"),
+            ("8:1", "0000:00:03.0/host0/target0/0:0/block/sda/sda1"),
+            ("253:1", "0000:00:05.0/virtio3/block/vdb"),
+        ] {
+            symlink(
+                format!("../../devices/pci0000:00/{to}"),
+                sys.join("dev/block").join(dev),
+            )
+            .expect("symlink");
+        }
+        symlink("../../devices/virtual/block/dm-0", sys.join("dev/block/252:0")).expect("symlink");
+        put(
+            "proc/interrupts",
+            "           CPU0       CPU1\n  11:        500          0   IO-APIC   11-fasteoi   ata_piix\n\
+             35:          0          1 PCI-MSIX  0-edge virtio1-config\n  36:          0   25492713 PCI-MSIX  1-edge virtio1-req.0\n\
+             99:          7          7 PCI-MSI  PME\n",
+        );
+        put("proc/irq/35/effective_affinity_list", "0\n");
+        put("proc/irq/36/effective_affinity_list", "1\n");
+        put("proc/irq/11/effective_affinity_list", "\n");
+        put("proc/irq/11/smp_affinity_list", "0-1\n");
+        root
+    }
+
+    #[test]
+    fn the_disks_vectors_and_cores_are_found_from_the_kernels_files() {
+        let root = kernel_tree();
+        let roots = Roots {
+            sys: root.join("sys"),
+            proc: root.join("proc"),
+        };
+        let disk = |major, minor| disk_of(&roots, (major, minor));
+        // The configuration vector (one interrupt of 25 million, and on core 0) is left out.
+        let want = |device: &str, irqs: Vec<u32>, cpus: Vec<usize>| {
+            Some(DiskIrqs {
+                device: device.into(),
+                irqs,
+                cpus,
+            })
+        };
+        assert_eq!(disk(254, 0), want("vda", vec![36], vec![1]));
+        // A legacy interrupt with no effective affinity: the affinity asked for.
+        assert_eq!(disk(8, 1), want("sda1", vec![11], vec![0, 1]));
+        // Neither vectors nor an interrupt at the PCI function: the bus's PME vector above
+        // it is not the disk's.
+        assert_eq!(disk(253, 1), None);
+        assert_eq!(disk(252, 0), None, "device-mapper hangs off no device");
+        assert_eq!(disk(0, 5), None, "an anonymous device");
+        assert_eq!(disk(9, 9), None, "no such device");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
