@@ -223,33 +223,28 @@ fn run_opts(cli: &Cli) -> Result<RunOpts, BenchError> {
     })
 }
 
-/// The client's and the peer's cores: as given, else 0 and 1, swapped when the disk the
-/// daemons journal to takes its interrupts on core 1 and not on core 0. The daemon would
-/// make the same choice of its own (`topology.avoid_disk_irqs`); the bench makes it here,
-/// tells the daemon its cores and turns the daemon's choice off, so that its client thread
-/// sits on the daemon's cold core whatever the machine.
+/// The client's and the peer's cores: as given, else the daemon's default cold and hot
+/// cores as [`rimd::irqs::place`] places them for a data directory under the temporary
+/// directory (where the bench's daemons journal): the daemon's own choice
+/// (`topology.avoid_disk_irqs`), made here so that the bench can pin its client thread to
+/// the daemon's cold core; the daemon is then told its cores with that choice off.
 fn cores(cli: &Cli) -> (usize, usize) {
     if cli.client_core.is_some() || cli.peer_core.is_some() {
         return (cli.client_core.unwrap_or(0), cli.peer_core.unwrap_or(1));
     }
-    let mut t = rimd::config::TopologyConfig {
-        hot_core: 1,
-        cold_core: 0,
-        ..Default::default()
-    };
-    if let Some(disk) = rimd::irqs::of_path(&std::env::temp_dir()) {
-        if t.avoid_cores(&disk.cpus) {
-            eprintln!(
-                "cores: client {}, peer {} (the disk under {}, {}, takes its interrupts on core {}; --client-core and --peer-core choose)",
-                t.cold_core,
-                t.hot_core,
-                std::env::temp_dir().display(),
-                disk.device,
-                t.cold_core
-            );
-        }
+    let mut config = rimd::config::Config::default();
+    config.persist.data_dir = std::env::temp_dir();
+    if let Some(disk) = rimd::irqs::place(&mut config) {
+        eprintln!(
+            "cores: client {}, peer {} (the disk under {}, {}, takes its interrupts on core {}; --client-core and --peer-core choose)",
+            config.topology.cold_core,
+            config.topology.hot_core,
+            config.persist.data_dir.display(),
+            disk.device,
+            config.topology.cold_core
+        );
     }
-    (t.cold_core, t.hot_core)
+    (config.topology.cold_core, config.topology.hot_core)
 }
 
 #[cfg(test)]

@@ -253,7 +253,17 @@ mod tests {
         assert_eq!(parse_cpu_list("0-1"), vec![0, 1]);
         assert_eq!(parse_cpu_list("0-2,8,10-11"), vec![0, 1, 2, 8, 10, 11]);
         assert_eq!(parse_cpu_list(""), Vec::<usize>::new());
-        for garbage in ["x", "1-", "-1", "3-1", "0-99999999999", "1,,2x", "\u{0}\u{ff}", "1-2-3"] {
+        for garbage in [
+            "x",
+            "(null)",
+            "1-",
+            "-1",
+            "3-1",
+            "0-99999999999",
+            "1,,2x",
+            "\u{0}\u{ff}",
+            "1-2-3",
+        ] {
             assert_eq!(parse_cpu_list(garbage), Vec::<usize>::new(), "{garbage:?}");
         }
     }

@@ -10,21 +10,9 @@ pub fn read(path: impl AsRef<Path>) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
 }
 
-/// A kernel CPU list (`0-3,5,7-8`) as CPU numbers; empty for an empty list or `(null)`.
-pub fn parse_cpu_list(text: &str) -> Vec<usize> {
-    let mut cpus = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        let range = match part.split_once('-') {
-            Some((a, b)) => a.parse::<usize>().ok().zip(b.parse::<usize>().ok()),
-            None => part.parse::<usize>().ok().map(|c| (c, c)),
-        };
-        // A bound a CPU list cannot have (4096 CPUs) keeps a bad file from allocating.
-        if let Some((a, b)) = range.filter(|&(a, b)| a <= b && b < 4096) {
-            cpus.extend(a..=b);
-        }
-    }
-    cpus
-}
+/// A kernel CPU list (`0-3,5,7-8`) as CPU numbers, the one parser the daemon uses too:
+/// empty for an empty list, `(null)` or anything malformed.
+pub use rim_core::irqs::parse_cpu_list;
 
 /// CPU numbers as a kernel CPU list (`0-3,5`).
 pub fn format_cpu_list(cpus: &[usize]) -> String {
