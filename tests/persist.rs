@@ -515,3 +515,54 @@ fn a_crash_after_a_quiet_spell_replays_nothing() {
     assert_eq!(replayed, 0, "events replayed after the quiet spell\n{}", d.log_text());
     assert!(d.sigterm().success());
 }
+
+/// A steady stream is committed at most once per `persist.commit_interval_us`, and all of
+/// it becomes durable: events every millisecond for 600 ms, with the interval at 10 ms,
+/// take at most one commit per 10 ms (as soon as each previous one completed, they would
+/// take one per event or so).
+#[test]
+fn a_steady_stream_is_committed_at_most_once_per_interval() {
+    let mut d = Daemon::start(&["persist.commit_interval_us=10000"], None);
+    let mut feed = d.producer("steady", 1 << 20);
+    // The producer's attach and the daemon's start-up commits are behind us.
+    feed.publish(&event("rim:sensor:interval:n0", T0, &[("temp", 20.0)]));
+    let first = feed.p.position();
+    assert!(
+        feed.p.wait_durable(first, 50_000, 20_000_000_000),
+        "first event not durable"
+    );
+    let before = counter(&d.stats(), "persist.syncs");
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < std::time::Duration::from_millis(600) {
+        sent += 1;
+        feed.publish(&event(
+            &format!("rim:sensor:interval:n{}", sent % 10),
+            T0 + sent as i64,
+            &[("temp", 20.0)],
+        ));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let end = feed.p.position();
+    assert!(
+        feed.p.wait_durable(end, 50_000, 20_000_000_000),
+        "events not durable within 20 s\n{}",
+        d.log_text()
+    );
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let commits = counter(
+        &d.wait_for(SOON, "the journal's count", |s| {
+            counter(s, "persist.journal_events") > sent
+        }),
+        "persist.syncs",
+    ) - before;
+    // One per 10 ms of the run, the last one's, and a few of upkeep's (a checkpoint, the
+    // store's watermarks) that may start beside the stream's.
+    let most = elapsed_ms / 10 + 4;
+    assert!(
+        commits <= most,
+        "{commits} commits for {sent} events over {elapsed_ms} ms (at most {most})\n{}",
+        d.log_text()
+    );
+    assert!(d.sigterm().success());
+}

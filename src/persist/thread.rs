@@ -80,6 +80,19 @@ const RUNS_WAKE_EVERY: Duration = Duration::from_millis(5);
 /// Capsules waiting for the store past which the journal stops taking entries: the store
 /// is behind, and producers should see `Full` rather than the daemon's heap growing.
 const READY_CAPSULES_MAX: usize = 400_000;
+/// How much longer `pending` bytes are held before the next commit starts: the rest of
+/// `interval` since the last commit started (`since_commit` ago), while they fill less
+/// than `full` (half the buffer); None when they are to be committed now, or when
+/// nothing is pending. So a steady stream is committed at most once per `interval`,
+/// while arrivals further apart than `interval` (bursts, a lone event after a quiet
+/// spell) are not held at all.
+fn hold_left(pending: usize, full: usize, since_commit: Option<Duration>, interval: Duration) -> Option<Duration> {
+    if pending == 0 || pending >= full {
+        return None;
+    }
+    interval.checked_sub(since_commit?).filter(|left| !left.is_zero())
+}
+
 /// Exit code when the persist path cannot go on (as `EX_IOERR`).
 pub(super) const EXIT_PERSIST: i32 = 74;
 
@@ -317,6 +330,12 @@ struct JournalThread {
     store_batch_max: usize,
     /// Commits in flight at most (`persist.commit_flights`).
     flights_max: usize,
+    /// Least time from one commit's start to the next's (`persist.commit_interval_us`).
+    interval: Duration,
+    /// Pending bytes that start a commit before `interval` is out: half the buffer.
+    interval_bytes: usize,
+    /// When the last commit started.
+    committed_at: Option<Instant>,
     handed_at: Instant,
     flushed_at: Instant,
     checkpoint_every: Duration,
@@ -463,6 +482,9 @@ pub fn spawn(
         store_interval: Duration::from_millis(p.store_interval_ms),
         store_batch_max: p.store_batch_max,
         flights_max: p.commit_flights,
+        interval: Duration::from_micros(p.commit_interval_us),
+        interval_bytes: (p.commit_bytes / 2) as usize,
+        committed_at: None,
         handed_at: Instant::now(),
         flushed_at: Instant::now(),
         checkpoint_every: Duration::from_millis(p.checkpoint_ms),
@@ -715,10 +737,14 @@ impl JournalThread {
                 self.figures.turn((t3 - t0).as_nanos() as u64, work);
                 self.idle_since = None;
                 self.idle_turns = 0;
-                if drained < TURN_SMALL && self.journal.in_flight() {
-                    // A trickle while a commit runs: let it gather (it goes to the next
-                    // commit anyway) rather than spin a turn per entry.
-                    self.complete(Some(self.commit_wait().min(TRICKLE_WAIT)));
+                if drained < TURN_SMALL {
+                    // A trickle: let it gather, while a commit runs (it goes to the next
+                    // commit anyway) or while it is held, rather than spin a turn per entry.
+                    if self.journal.in_flight() {
+                        self.complete(Some(self.commit_wait().min(TRICKLE_WAIT)));
+                    } else if let Some(left) = self.hold_left() {
+                        std::thread::sleep(left);
+                    }
                 }
             }
         }
@@ -906,6 +932,7 @@ impl JournalThread {
         if !self.journal.can_commit()
             || self.flying.len() >= self.flights_max
             || newest.is_some_and(|at| at.elapsed() < COMMIT_AGAIN_AFTER)
+            || self.hold_left().is_some()
         {
             return 0;
         }
@@ -915,6 +942,7 @@ impl JournalThread {
         self.staged.marker = self.last_marker;
         match self.journal.commit() {
             Ok(true) => {
+                self.committed_at = Some(Instant::now());
                 let fresh = self.fresh_stage();
                 let stage = std::mem::replace(&mut self.staged, fresh);
                 self.flying.push_back((stage, Instant::now()));
@@ -936,6 +964,17 @@ impl JournalThread {
                 fatal("journal commit failed", &e);
             }
         }
+    }
+
+    /// How much longer pending records are held before the next commit starts
+    /// ([`hold_left`]).
+    fn hold_left(&self) -> Option<Duration> {
+        hold_left(
+            self.journal.pending_bytes(),
+            self.interval_bytes,
+            self.committed_at.map(|at| at.elapsed()),
+            self.interval,
+        )
     }
 
     /// How long to wait for a commit in flight: until the next may start if records are
@@ -1201,6 +1240,10 @@ impl JournalThread {
             self.complete(Some(self.commit_wait()));
             return;
         }
+        if let Some(left) = self.hold_left() {
+            std::thread::sleep(left);
+            return;
+        }
         let since = *self.idle_since.get_or_insert_with(Instant::now);
         self.idle_turns += 1;
         if self.idle_turns <= IDLE_YIELDS {
@@ -1260,7 +1303,9 @@ impl JournalThread {
         {
             fatal("decision log append failed", &e);
         }
-        // The checkpoint depends on nothing new (everything is durable): it lands as is.
+        // The checkpoint depends on nothing new (everything is durable): it lands as is,
+        // committed now, not held for `commit_interval_us`.
+        self.committed_at = None;
         self.start_commit();
         while self.journal.in_flight() {
             self.complete(Some(COMMIT_WAIT));
@@ -1271,5 +1316,31 @@ impl JournalThread {
         self.hand_off(true);
         // Dropping the sender ends the writer after it committed what it has.
         self.to_writer = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hold_left;
+    use std::time::Duration;
+
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn a_commit_waits_out_the_interval_only_for_a_partial_buffer_after_a_recent_commit() {
+        let interval = 500 * US;
+        // Records pending, the last commit started 200 µs ago: 300 µs more.
+        assert_eq!(hold_left(100, 1 << 20, Some(200 * US), interval), Some(300 * US));
+        // Nothing pending: nothing to hold.
+        assert_eq!(hold_left(0, 1 << 20, Some(200 * US), interval), None);
+        // Half the buffer full: commit now.
+        assert_eq!(hold_left(1 << 20, 1 << 20, Some(200 * US), interval), None);
+        // The interval is out (exactly, or long ago: a burst after a quiet spell).
+        assert_eq!(hold_left(100, 1 << 20, Some(interval), interval), None);
+        assert_eq!(hold_left(100, 1 << 20, Some(Duration::from_secs(3)), interval), None);
+        // No commit yet (the first records after start).
+        assert_eq!(hold_left(100, 1 << 20, None, interval), None);
+        // Interval 0: never held.
+        assert_eq!(hold_left(100, 1 << 20, Some(Duration::ZERO), Duration::ZERO), None);
     }
 }
