@@ -250,12 +250,12 @@ pub struct PersistConfig {
     /// ahead of a slow sync (then the rings fill and producers see `Full`).
     pub commit_bytes: u64,
     /// Group commits in flight at once (1..=4): with more than one, a commit starts beside
-    /// those in flight once the newest has run 250 µs, so records need not wait for the
-    /// slowest sync ahead of them.
+    /// those in flight once the newest has run 250 µs (and `commit_interval_us` is out),
+    /// so records need not wait for the slowest sync ahead of them.
     pub commit_flights: usize,
     /// Least time from the start of one commit to the start of the next, µs (0: a commit
-    /// starts as soon as the previous one completed). Records that fill half of
-    /// `commit_bytes` start it sooner. Each commit costs the cold core tens of µs of its
+    /// starts as soon as the previous one completed). Pending records (of all streams)
+    /// that fill half of `commit_bytes` start it sooner. Each commit costs the cold core tens of µs of its
     /// own and of the kernel's block layer whatever it carries; under a steady stream
     /// this makes fewer, fuller commits, for a durable lag longer by at most this much
     /// (arrivals in bursts further apart than this are not held at all).

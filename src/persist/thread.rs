@@ -60,6 +60,10 @@ const UPKEEP_EVERY: Duration = Duration::from_micros(250);
 /// most `TRICKLE_WAIT`) before the next.
 const TURN_SMALL: usize = 64;
 const TRICKLE_WAIT: Duration = Duration::from_micros(100);
+/// Longest single sleep while a commit is held (`persist.commit_interval_us` may be up to
+/// 10 ms): nothing is drained meanwhile, and a burst that starts during the sleep is
+/// looked at, and committed at once when it fills half the buffer, within this.
+const HOLD_NAP_MAX: Duration = Duration::from_millis(1);
 /// Window closes and prediction filings the roll-up settles per turn ([`Rollup::settle`]):
 /// a few µs each, so a turn spends at most a couple of hundred µs on them, and the burst
 /// of every node's window closing at once (each second) is spread over the turns after
@@ -80,13 +84,13 @@ const RUNS_WAKE_EVERY: Duration = Duration::from_millis(5);
 /// Capsules waiting for the store past which the journal stops taking entries: the store
 /// is behind, and producers should see `Full` rather than the daemon's heap growing.
 const READY_CAPSULES_MAX: usize = 400_000;
-/// How much longer `pending` bytes are held before the next commit starts: the rest of
-/// `interval` since the last commit started (`since_commit` ago), while they fill less
-/// than `full` (half the buffer); None when they are to be committed now, or when
-/// nothing is pending. So a steady stream is committed at most once per `interval`,
+/// How much longer `pending` bytes (of all streams together) are held before the next
+/// commit starts: the rest of `interval` since the last commit started (`since_commit`
+/// ago), while they fill less than `full` (half of one stream's buffer); None when they
+/// are to be committed now, or when nothing is pending. So a steady stream is committed at most once per `interval`,
 /// while arrivals further apart than `interval` (bursts, a lone event after a quiet
 /// spell) are not held at all.
-fn hold_left(pending: usize, full: usize, since_commit: Option<Duration>, interval: Duration) -> Option<Duration> {
+fn hold_for(pending: usize, full: usize, since_commit: Option<Duration>, interval: Duration) -> Option<Duration> {
     if pending == 0 || pending >= full {
         return None;
     }
@@ -742,8 +746,10 @@ impl JournalThread {
                     // commit anyway) or while it is held, rather than spin a turn per entry.
                     if self.journal.in_flight() {
                         self.complete(Some(self.commit_wait().min(TRICKLE_WAIT)));
-                    } else if let Some(left) = self.hold_left() {
-                        std::thread::sleep(left);
+                    } else if self.rollup.unsettled() == 0 {
+                        // Window closes waiting to be settled are settled a share per
+                        // turn: those turns do not sleep.
+                        self.nap_while_held();
                     }
                 }
             }
@@ -967,9 +973,9 @@ impl JournalThread {
     }
 
     /// How much longer pending records are held before the next commit starts
-    /// ([`hold_left`]).
+    /// ([`hold_for`]).
     fn hold_left(&self) -> Option<Duration> {
-        hold_left(
+        hold_for(
             self.journal.pending_bytes(),
             self.interval_bytes,
             self.committed_at.map(|at| at.elapsed()),
@@ -977,13 +983,24 @@ impl JournalThread {
         )
     }
 
+    /// Sleeps while the next commit is held (at most [`HOLD_NAP_MAX`]); false when it is
+    /// not held.
+    fn nap_while_held(&self) -> bool {
+        let Some(left) = self.hold_left() else {
+            return false;
+        };
+        std::thread::sleep(left.min(HOLD_NAP_MAX));
+        true
+    }
+
     /// How long to wait for a commit in flight: until the next may start if records are
-    /// waiting for one, else [`COMMIT_WAIT`].
+    /// waiting for one (beside those in flight, and not held), else [`COMMIT_WAIT`].
     fn commit_wait(&self) -> Duration {
         match self.flying.back() {
             Some((_, at)) if self.journal.pending_bytes() > 0 && self.flying.len() < self.flights_max => {
                 COMMIT_AGAIN_AFTER
                     .saturating_sub(at.elapsed())
+                    .max(self.hold_left().unwrap_or_default())
                     .max(Duration::from_micros(10))
             }
             _ => COMMIT_WAIT,
@@ -1240,8 +1257,7 @@ impl JournalThread {
             self.complete(Some(self.commit_wait()));
             return;
         }
-        if let Some(left) = self.hold_left() {
-            std::thread::sleep(left);
+        if self.nap_while_held() {
             return;
         }
         let since = *self.idle_since.get_or_insert_with(Instant::now);
@@ -1321,7 +1337,7 @@ impl JournalThread {
 
 #[cfg(test)]
 mod tests {
-    use super::hold_left;
+    use super::hold_for;
     use std::time::Duration;
 
     const US: Duration = Duration::from_micros(1);
@@ -1330,17 +1346,17 @@ mod tests {
     fn a_commit_waits_out_the_interval_only_for_a_partial_buffer_after_a_recent_commit() {
         let interval = 500 * US;
         // Records pending, the last commit started 200 µs ago: 300 µs more.
-        assert_eq!(hold_left(100, 1 << 20, Some(200 * US), interval), Some(300 * US));
+        assert_eq!(hold_for(100, 1 << 20, Some(200 * US), interval), Some(300 * US));
         // Nothing pending: nothing to hold.
-        assert_eq!(hold_left(0, 1 << 20, Some(200 * US), interval), None);
+        assert_eq!(hold_for(0, 1 << 20, Some(200 * US), interval), None);
         // Half the buffer full: commit now.
-        assert_eq!(hold_left(1 << 20, 1 << 20, Some(200 * US), interval), None);
+        assert_eq!(hold_for(1 << 20, 1 << 20, Some(200 * US), interval), None);
         // The interval is out (exactly, or long ago: a burst after a quiet spell).
-        assert_eq!(hold_left(100, 1 << 20, Some(interval), interval), None);
-        assert_eq!(hold_left(100, 1 << 20, Some(Duration::from_secs(3)), interval), None);
+        assert_eq!(hold_for(100, 1 << 20, Some(interval), interval), None);
+        assert_eq!(hold_for(100, 1 << 20, Some(Duration::from_secs(3)), interval), None);
         // No commit yet (the first records after start).
-        assert_eq!(hold_left(100, 1 << 20, None, interval), None);
+        assert_eq!(hold_for(100, 1 << 20, None, interval), None);
         // Interval 0: never held.
-        assert_eq!(hold_left(100, 1 << 20, Some(Duration::ZERO), Duration::ZERO), None);
+        assert_eq!(hold_for(100, 1 << 20, Some(Duration::ZERO), Duration::ZERO), None);
     }
 }
