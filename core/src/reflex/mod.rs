@@ -640,41 +640,43 @@ fn on_tick(
     };
     let gap = state.apply(t, &head, now_ms);
     emit.counters[C_TICKS] += 1;
+    let decides = !head.replay && !rules.set.is_empty();
+    if decides {
+        refresh_matches(state, rules, matches, words, head.node);
+        let state = &*state;
+        let inputs = state.event_inputs(t, &head, gap);
+        let trigger = Trigger {
+            node: head.node,
+            seq: head.seq,
+            timestamp: head.timestamp,
+            publish_ns: head.publish_ns,
+            ingest_ns: head.ingest_ns,
+            flags: 0,
+        };
+        let row = &matches[head.node as usize * words..(head.node as usize + 1) * words];
+        for (w, &word) in row.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                evidence.clear();
+                emit.counters[C_EVALUATIONS] += 1;
+                if rules.set.eval(i, &inputs, evidence) {
+                    emit.fire(rules, i, state, &trigger, evidence);
+                }
+            }
+        }
+    }
+    // The node's next windows' predictions once its decisions are out: they read the
+    // state the rules read (rules do not change it), and a subscriber waiting for a
+    // decision need not wait for them too.
     if let Some(p) = emit.persisted.as_mut() {
         p.on_event(state, head.node, head.timestamp, head.replay, &mut emit.counters);
     }
     if head.replay {
         emit.counters[C_REPLAYED] += 1;
-        return;
     }
-    if rules.set.is_empty() {
-        return;
-    }
-    refresh_matches(state, rules, matches, words, head.node);
-    let state = &*state;
-    let inputs = state.event_inputs(t, &head, gap);
-    let trigger = Trigger {
-        node: head.node,
-        seq: head.seq,
-        timestamp: head.timestamp,
-        publish_ns: head.publish_ns,
-        ingest_ns: head.ingest_ns,
-        flags: 0,
-    };
-    let row = &matches[head.node as usize * words..(head.node as usize + 1) * words];
-    for (w, &word) in row.iter().enumerate() {
-        let mut bits = word;
-        while bits != 0 {
-            let i = w * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            evidence.clear();
-            emit.counters[C_EVALUATIONS] += 1;
-            if rules.set.eval(i, &inputs, evidence) {
-                emit.fire(rules, i, state, &trigger, evidence);
-            }
-        }
-    }
-    if sampled {
+    if sampled && decides {
         let now = rim_ring::clock::monotonic_ns();
         emit.reporter
             .current
@@ -727,12 +729,15 @@ impl Emitter {
         };
         let ev = evidence.iter().map(|(l, v)| (rule.label(l), v));
         let len = self.chain.append(&draft, evidence.len(), ev, &mut self.buf);
+        // Subscribers first, the decision log's copy right after: a subscriber does not
+        // wait for the copy, and the journal gets it within the same turn either way.
+        let published = self.out.publish(&self.buf[..len]).is_ok();
         if let Some(p) = self.persisted.as_mut() {
             if !p.push(KIND_DECISION, u64::from(self.shard), &self.buf[..len]) {
                 self.counters[C_AUDIT_DROPPED] += 1;
             }
         }
-        if self.out.publish(&self.buf[..len]).is_err() {
+        if !published {
             self.counters[C_PUBLISH_FAILED] += 1;
             return false;
         }
