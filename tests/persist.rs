@@ -516,10 +516,10 @@ fn a_crash_after_a_quiet_spell_replays_nothing() {
     assert!(d.sigterm().success());
 }
 
-/// A steady stream is committed at most once per `persist.commit_interval_us`, and all of
-/// it becomes durable: events every millisecond for 600 ms, with the interval at 10 ms,
-/// take at most one commit per 10 ms (as soon as each previous one completed, they would
-/// take one per event or so).
+/// A steady stream is committed at most once per `persist.commit_interval_us` (while syncs
+/// are fast), and all of it becomes durable: events every millisecond for 600 ms, with the
+/// interval at 10 ms, take about one commit per 10 ms (as soon as each previous one
+/// completed, they would take one per event or so).
 #[test]
 fn a_steady_stream_is_committed_at_most_once_per_interval() {
     let mut d = Daemon::start(&["persist.commit_interval_us=10000"], None);
@@ -556,10 +556,12 @@ fn a_steady_stream_is_committed_at_most_once_per_interval() {
         }),
         "persist.syncs",
     ) - before;
-    // One per 10 ms of the run, and a few more: the last partial interval's, one that
-    // carries only predictions made after the last event, a seal's or a directory's
-    // (those commit nothing pending, so they are never held).
-    let most = elapsed_ms / 10 + 4;
+    // One per 10 ms of the run, and a few more: the first two (no steady stream yet), the
+    // last partial interval's, one that carries only predictions made after the last
+    // event, a seal's or a directory's (those commit nothing pending, so they are never
+    // held), and one after each sync that took 10 ms or more (a slow sync releases the
+    // hold). Without the interval it is one per event or so (550 for 554 events).
+    let most = elapsed_ms / 10 + 10;
     assert!(
         commits <= most,
         "{commits} commits for {sent} events over {elapsed_ms} ms (at most {most})\n{}",
