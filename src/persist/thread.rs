@@ -89,7 +89,8 @@ const READY_CAPSULES_MAX: usize = 400_000;
 /// ago), while
 /// - they fill less than `full` (half of one stream's buffer),
 /// - the last two commits started less than 1.5 intervals apart (`gap`: a steady stream),
-/// - and the last commit to complete took less than the interval (`flight`: a fast sync);
+/// - and the last commit to complete, and any still in flight, took less than the interval
+///   (`flight`: a fast sync);
 ///
 /// None when they are to be committed now, or when nothing is pending. So a steady stream
 /// over a fast disk is committed at most once per `interval`. Arrivals in bursts further
@@ -1002,9 +1003,19 @@ impl JournalThread {
             self.journal.pending_bytes(),
             self.interval_bytes,
             self.committed_at.map(|at| at.elapsed()),
-            (self.commit_gap, self.last_flight),
+            (self.commit_gap, self.slowest_flight()),
             self.interval,
         )
+    }
+
+    /// The last completed commit's time, or longer when the oldest still in flight (with
+    /// `commit_flights` > 1) has already run longer: a slow sync is seen while it runs.
+    fn slowest_flight(&self) -> Option<Duration> {
+        let running = self.flying.front().map(|(_, at)| at.elapsed());
+        match (self.last_flight, running) {
+            (Some(done), Some(now)) => Some(done.max(now)),
+            (done, now) => done.or(now),
+        }
     }
 
     /// Sleeps while the next commit is held (at most [`HOLD_NAP_MAX`]); false when it is
@@ -1024,7 +1035,7 @@ impl JournalThread {
             Some((_, at)) if self.journal.pending_bytes() > 0 && self.flying.len() < self.flights_max => {
                 COMMIT_AGAIN_AFTER
                     .saturating_sub(at.elapsed())
-                    .max(self.hold_left().unwrap_or_default())
+                    .max(self.hold_left().unwrap_or_default().min(HOLD_NAP_MAX))
                     .max(Duration::from_micros(10))
             }
             _ => COMMIT_WAIT,
