@@ -46,12 +46,17 @@ pub fn place(config: &mut crate::config::Config) -> Option<DiskIrqs> {
     if !t.avoid_disk_irqs || !t.pin || !config.persist.enabled {
         return None;
     }
-    let isolated = read(Path::new("/sys/devices/system/cpu/isolated")).map_or_else(Vec::new, |t| parse_cpu_list(&t));
+    let isolated = isolated_cpus();
     if isolated.contains(&t.hot_core) && !isolated.contains(&t.cold_core) {
         return None;
     }
     let disk = of_path(&config.persist.data_dir)?;
     config.topology.avoid_cores(&disk.cpus).then_some(disk)
+}
+
+/// The CPUs the kernel keeps other tasks off (`isolcpus=`); empty when none or unreadable.
+pub fn isolated_cpus() -> Vec<usize> {
+    read(Path::new("/sys/devices/system/cpu/isolated")).map_or_else(Vec::new, |t| parse_cpu_list(&t))
 }
 
 /// Where the kernel's files are: `/sys` and `/proc`, or a test's copy.

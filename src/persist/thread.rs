@@ -975,7 +975,7 @@ impl JournalThread {
                 self.committed_at = Some(now);
                 let fresh = self.fresh_stage();
                 let stage = std::mem::replace(&mut self.staged, fresh);
-                self.flying.push_back((stage, Instant::now()));
+                self.flying.push_back((stage, now));
                 1
             }
             // Nothing to write, commits in flight: what is staged may depend on records

@@ -622,9 +622,11 @@ fn on_tick(
         emit.counters[C_BAD_NODE] += 1;
         return;
     }
+    // A replayed tick, or a shard without rules, decides nothing.
+    let decides = !head.replay && !rules.set.is_empty();
     // A decision carries the node's id: its text starts loading now, while the state is
-    // updated and the rules run (a replayed tick, or a shard without rules, decides nothing).
-    if !head.replay && !rules.set.is_empty() {
+    // updated and the rules run.
+    if decides {
         state.prefetch_name(head.node);
     }
     let sampled = head.ingest_ns != 0;
@@ -640,7 +642,6 @@ fn on_tick(
     };
     let gap = state.apply(t, &head, now_ms);
     emit.counters[C_TICKS] += 1;
-    let decides = !head.replay && !rules.set.is_empty();
     if decides {
         refresh_matches(state, rules, matches, words, head.node);
         let state = &*state;

@@ -12,7 +12,7 @@ pub fn read(path: impl AsRef<Path>) -> Option<String> {
 
 /// A kernel CPU list (`0-3,5,7-8`) as CPU numbers, the one parser the daemon uses too:
 /// empty for an empty list, `(null)` or anything malformed.
-pub use rim_core::irqs::parse_cpu_list;
+pub use rim_core::irqs::{isolated_cpus, parse_cpu_list};
 
 /// CPU numbers as a kernel CPU list (`0-3,5`).
 pub fn format_cpu_list(cpus: &[usize]) -> String {
@@ -45,11 +45,6 @@ const CPU_DIR: &str = "/sys/devices/system/cpu";
 /// CPUs online.
 pub fn online_cpus() -> Vec<usize> {
     read(format!("{CPU_DIR}/online")).map_or_else(Vec::new, |t| parse_cpu_list(&t))
-}
-
-/// CPUs isolated from the scheduler (`isolcpus=`).
-pub fn isolated_cpus() -> Vec<usize> {
-    read(format!("{CPU_DIR}/isolated")).map_or_else(Vec::new, |t| parse_cpu_list(&t))
 }
 
 /// CPUs in full dynticks mode (`nohz_full=`); `None` when the kernel lacks NO_HZ_FULL.
