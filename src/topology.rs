@@ -31,8 +31,6 @@ use crate::report::{Report, Reporter};
 use crate::tick::Slot;
 use crate::wake::Wake;
 
-/// Stage latencies are sampled for one event in this many.
-const SAMPLE_EVERY: u64 = 8;
 /// Rule sets in flight to a shard, and old ones on their way back.
 const RULES_IN_SLOTS: usize = 4;
 const RULES_BACK_SLOTS: usize = 16;
@@ -110,7 +108,7 @@ pub fn build(
         budget: config.ingest.poll_budget,
         dedup_window: config.ingest.dedup_window,
         producers_max: config.ingest.producers_max,
-        sample_every: SAMPLE_EVERY,
+        sample_every: config.stats.stage_sample_every,
         control: control_rx,
         retired: retired_tx,
         reporter: ingest_reporter,
