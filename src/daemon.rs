@@ -789,6 +789,9 @@ async fn hot_loop(
         }
         work += shard.reflex.poll(REFLEX_BATCH);
         work += shard.reflex.answer_queries();
+        if let Some(ingest) = shard.ingest.as_mut() {
+            ingest.wake_journal();
+        }
         let now = monotonic_ns();
         turns.turn(now, work);
         if now >= upkeep_at {

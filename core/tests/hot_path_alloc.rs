@@ -241,6 +241,7 @@ impl HotPath {
             .maintain(rim_ring::clock::monotonic_ns(), false, ShardFigures::default());
         self.ingest.poll();
         self.reflex.poll(usize::MAX);
+        self.ingest.wake_journal();
         self.reflex.maintain(1, false, ShardFigures::default());
         self.hot_allocations += allocations() - before;
         self.drain_journal();

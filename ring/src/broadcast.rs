@@ -240,6 +240,10 @@ pub struct Reader {
     geo: Geometry,
     next: u64,
     missed: u64,
+    /// The writer's position as last loaded: records before it are published. A reader
+    /// that has caught up polls the position, not the slot the next record goes into (see
+    /// [`Reader::read`]).
+    known_tail: u64,
 }
 
 impl Reader {
@@ -252,6 +256,7 @@ impl Reader {
             geo,
             next,
             missed: 0,
+            known_tail: next,
         })
     }
 
@@ -268,6 +273,7 @@ impl Reader {
     pub fn seek_oldest(&mut self) {
         let tail = self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Acquire);
         self.next = tail.saturating_sub(self.geo.slots);
+        self.known_tail = tail;
     }
 
     /// Slot size: the buffer given to [`Reader::read`] must be at least this long.
@@ -296,12 +302,28 @@ impl Reader {
     /// Copies the next record into `buf`. `Ok(None)`: nothing new. `Err(Lapped)`: records
     /// were lost to this reader; it has skipped to the oldest one still intact, and the
     /// next call goes on from there.
+    ///
+    /// A reader that has read everything the writer's position showed loads the position
+    /// again before it looks at the next slot: one that has caught up and polls
+    /// (`Ok(None)` in a loop) then reads only the position's line, which the writer stores
+    /// once per record, and never the slot the writer is about to fill. Polling that slot
+    /// took its first line from the writer's core between the writer's prefetch and its
+    /// stores, and again between its two sequence stores: a publish waited for that core
+    /// up to twice per record. Behind the position, records are read straight from their
+    /// slots and the position is not loaded again until they run out.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
         if buf.len() < self.geo.slot_bytes {
             return Err(ReadError::BufferTooSmall {
                 len: buf.len(),
                 slot_bytes: self.geo.slot_bytes,
             });
+        }
+        if self.next >= self.known_tail {
+            // The writer's word: compared, never used for arithmetic that could panic.
+            self.known_tail = self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Acquire);
+            if self.next >= self.known_tail {
+                return Ok(None);
+            }
         }
         let s = self.next;
         let off = self.geo.slot_off(s);
@@ -344,6 +366,7 @@ impl Reader {
     /// were skipped.
     fn skip_after_lap(&mut self) -> ReadError {
         let tail = self.seg.word(header::WRITER_POSITION_OFF).load(Ordering::Acquire);
+        self.known_tail = tail;
         // Leave one slot of margin: the writer may already be writing slot `tail`.
         let oldest = tail.saturating_sub(self.geo.slots - 1);
         let target = oldest.max(self.next.saturating_add(1));
@@ -410,6 +433,32 @@ mod tests {
         }
         assert_eq!(seen, (13..20).collect::<Vec<_>>());
         assert_eq!(slow.missed() + seen.len() as u64, 20);
+    }
+
+    #[test]
+    fn a_caught_up_reader_waits_for_the_writers_position_not_the_slot() {
+        let mut w = heap(8, 16).expect("ring");
+        let seg = w.segment().clone();
+        let mut r = Reader::open(seg.clone()).expect("reader");
+        let mut buf = [0u8; 16];
+        w.publish(&[7; 3]).expect("publish");
+        // The position taken back: the slot says its record is whole, the position that
+        // it is not published yet. The reader believes the position.
+        let position = seg.word(header::WRITER_POSITION_OFF);
+        position.store(0, Ordering::Release);
+        assert_eq!(r.read(&mut buf), Ok(None));
+        position.store(1, Ordering::Release);
+        assert_eq!(r.read(&mut buf), Ok(Some(3)));
+        assert_eq!(&buf[..3], &[7; 3]);
+        // Behind a position that shows several records, they are read one after another.
+        for i in 0u8..3 {
+            w.publish(&[i; 2]).expect("publish");
+        }
+        for i in 0u8..3 {
+            assert_eq!(r.read(&mut buf), Ok(Some(2)));
+            assert_eq!(&buf[..2], &[i; 2]);
+        }
+        assert_eq!(r.read(&mut buf), Ok(None));
     }
 
     #[test]

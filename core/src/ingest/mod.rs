@@ -300,9 +300,18 @@ impl JournalSide {
         }
     }
 
-    /// Events the ring can take for sure.
-    fn room_events(&self) -> usize {
-        self.out.ring.slots().saturating_sub(HEAD_BYTES) / JOURNAL_ENTRY_MAX
+    /// Events the ring can take for sure, `want` at most. The writer's cached view of the
+    /// ring is asked first; the reader's position is loaded only when that view shows less
+    /// than `want`: the journal thread writes that position as it drains, so loading it
+    /// every turn was a miss on a line from the other core in the turn that found an
+    /// event after a quiet spell, on that event's way to its decision.
+    fn room_events(&self, want: usize) -> usize {
+        let events = |slots: usize| slots.saturating_sub(HEAD_BYTES) / JOURNAL_ENTRY_MAX;
+        let cached = events(self.out.ring.cached_slots());
+        if cached >= want {
+            return want;
+        }
+        events(self.out.ring.slots()).min(want)
     }
 }
 
@@ -426,12 +435,11 @@ impl Ingest {
         let mut work = 0;
         for k in 0..n {
             let i = (self.next + k) % n;
-            let room = self.router.room_events();
-            if room == 0 {
+            let limit = self.router.room_events(self.budget);
+            if limit == 0 {
                 self.router.counters[C_BACKPRESSURE] += 1;
                 break;
             }
-            let limit = room.min(self.budget);
             let ring = &mut self.rings[i];
             let ProducerRing {
                 consumer,
@@ -462,10 +470,18 @@ impl Ingest {
             }
         }
         self.next = (self.next + 1) % n;
+        work
+    }
+
+    /// Wakes the journal thread if it parks and this turn handed it entries. The hot loop
+    /// calls it once per turn, after the reflex shard has run: its `SeqCst` fence waits
+    /// until the turn's stores are visible, the journal entries' among them (their lines
+    /// were last read by the journal thread on the other core), and before the shard's
+    /// step that wait was on every decision's way out.
+    pub fn wake_journal(&mut self) {
         if let Some(j) = self.router.journal.as_mut() {
             j.notify();
         }
-        work
     }
 
     /// Tells producers how far their records are durable, from the markers the journal
@@ -513,7 +529,7 @@ impl Ingest {
     /// the reflex shard's state; nothing is journaled again and nothing is decided.
     /// `Full` when the reflex ring lacks room (drain it and retry).
     pub fn replay(&mut self, rec: &EventRecord<'_>, held: &dyn Fn(u32) -> bool) -> ReplayOutcome {
-        if self.router.room_events() == 0 {
+        if self.router.room_events(1) == 0 {
             return ReplayOutcome::Full;
         }
         self.router.route_replay(rec, held, true)
@@ -530,7 +546,7 @@ impl Ingest {
     /// what a backtest replays (its ingest journals nothing, and its shards' decisions go
     /// to the backtest, not to subscribers).
     pub fn replay_evaluated(&mut self, rec: &EventRecord<'_>) -> ReplayOutcome {
-        if self.router.room_events() == 0 {
+        if self.router.room_events(1) == 0 {
             return ReplayOutcome::Full;
         }
         self.router.route_replay(rec, &|_| false, false)
@@ -691,19 +707,20 @@ impl Ingest {
 }
 
 impl Router {
-    /// Events every reflex ring can take for sure.
-    fn room_events(&self) -> usize {
+    /// Events every reflex ring (and the journal's, with persistence on) can take for
+    /// sure, `want` at most.
+    fn room_events(&self, want: usize) -> usize {
         let reflex = self
             .outs
             .iter()
             .map(|o| tick::room(o) / EVENT_SLOTS_MAX)
             .min()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(want);
         // One marker per turn rides along; a whole entry's worth of margin covers it.
-        let journal = self
-            .journal
-            .as_ref()
-            .map_or(usize::MAX, |j| j.room_events().saturating_sub(1));
+        let journal = self.journal.as_ref().map_or(usize::MAX, |j| {
+            j.room_events(reflex.saturating_add(1)).saturating_sub(1)
+        });
         reflex.min(journal)
     }
 
