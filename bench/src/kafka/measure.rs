@@ -49,6 +49,11 @@ pub trait Completions {
         max: usize,
         f: &mut dyn FnMut(u64, u64) -> Result<(), BenchError>,
     ) -> Result<(usize, u64), BenchError>;
+
+    /// Where the reading end stands, for a stall's error ("" when it has nothing to say).
+    fn state(&self) -> String {
+        String::new()
+    }
 }
 
 /// What one phase offers.
@@ -135,6 +140,18 @@ impl Completions for Decisions {
             }
         }
         Ok((probes, other))
+    }
+
+    /// The reader's position and the writer's, as the ring's header shows it: a reader
+    /// behind the writer that reads nothing is stuck, one level with it waits for the
+    /// daemon.
+    fn state(&self) -> String {
+        let at = self.reader.position();
+        format!(
+            "; the decision reader is at record {at}, the ring's writer at {}, {} missed",
+            at.saturating_add(self.reader.lag()),
+            self.reader.missed()
+        )
     }
 }
 
@@ -307,8 +324,12 @@ pub fn run(
         } else if last_progress.elapsed() > phase.stall_timeout {
             return Err(BenchError::Integrity {
                 what: format!(
-                    "no progress for {:?}: {} of {} events handed over, {} decisions read",
-                    phase.stall_timeout, ledger.sent, phase.events, ledger.received
+                    "no progress for {:?}: {} of {} events handed over, {} decisions read{}",
+                    phase.stall_timeout,
+                    ledger.sent,
+                    phase.events,
+                    ledger.received,
+                    completions.state()
                 ),
             });
         } else {
