@@ -65,7 +65,7 @@ fn path_cost(nodes: usize, rules: &str) {
         budget: 256,
         dedup_window: 16,
         producers_max: 4,
-        sample_every: 8,
+        sample_every: 128,
         control: control_rx,
         retired: retired_tx,
         reporter: rep,

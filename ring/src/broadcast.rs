@@ -6,9 +6,12 @@
 //! `capacity` slots of `16 + slot_bytes` bytes: a sequence word, a length word, the data.
 //! Record number `s` goes to slot `s % capacity`. The writer stores the slot's sequence
 //! as `2s + 1` (writing), fences, writes length and data with relaxed atomic stores, then
-//! stores `2s + 2` with `Release` and advances `tail` to `s + 1`. A reader expecting `s`
-//! loads the sequence (`Acquire`): `2s + 2` means ready, anything older means not yet,
-//! anything newer means lapped. It copies the record out, fences (`Acquire`), and re-reads
+//! stores `2s + 2` with `Release` and advances `tail` to `s + 1` (`Release`). A reader
+//! expecting `s` first checks it against the `tail` it last loaded, and loads `tail` again
+//! (`Acquire`) only when `s` is not below it: nothing new while `s` is still not below, so
+//! a caught-up reader polls `tail`, never the slot being written. Then it loads the
+//! sequence (`Acquire`): `2s + 2` means ready, anything older means not yet, anything newer
+//! means lapped. It copies the record out, fences (`Acquire`), and re-reads
 //! the sequence; if it moved, the copy may be torn and the reader was lapped. Every word is
 //! accessed atomically, so a racing copy is garbage that is detected, never undefined.
 //!

@@ -290,6 +290,8 @@ impl JournalSide {
             // The next turn's marker covers this position too.
             return;
         }
+        // A turn of refused events pushes only its marker; the producer waits on it.
+        self.pushed = true;
         self.marker_seq = seq;
         if acks.len() >= ACKS_MAX {
             if let Some(last) = acks.back_mut() {
@@ -424,7 +426,9 @@ impl Ingest {
         self.router.prefetch = Some((shard, hint));
     }
 
-    /// One fair round over the rings. Returns records read.
+    /// One fair round over the rings. Returns records read. The journal thread is not
+    /// woken here: the caller calls [`Ingest::wake_journal`] once the turn's reflex step
+    /// has run (a parked journal thread not woken takes the entries up to 100 ms late).
     pub fn poll(&mut self) -> usize {
         self.router.prefetch_left = PREFETCH_PER_TURN;
         self.settle_durable();
