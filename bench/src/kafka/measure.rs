@@ -300,12 +300,14 @@ impl Ledger {
 }
 
 /// Runs one phase: offers `phase.events` events through `sender` and waits for every
-/// decision.
+/// decision. A stall's error ends with `completions`' state and `stalled()` (what the
+/// caller knows of the far end).
 pub fn run(
     sender: &mut dyn Sender,
     completions: &mut dyn Completions,
     tags: &mut Tags,
     phase: &Phase,
+    stalled: &dyn Fn() -> String,
 ) -> Result<Outcome, BenchError> {
     let mut ledger = Ledger::new(tags.reserve(phase.events), phase.events);
     let started = Instant::now();
@@ -324,12 +326,13 @@ pub fn run(
         } else if last_progress.elapsed() > phase.stall_timeout {
             return Err(BenchError::Integrity {
                 what: format!(
-                    "no progress for {:?}: {} of {} events handed over, {} decisions read{}",
+                    "no progress for {:?}: {} of {} events handed over, {} decisions read{}{}",
                     phase.stall_timeout,
                     ledger.sent,
                     phase.events,
                     ledger.received,
-                    completions.state()
+                    completions.state(),
+                    stalled()
                 ),
             });
         } else {

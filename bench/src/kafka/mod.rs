@@ -339,21 +339,20 @@ impl Bench {
             (Way::Kafka, _) => (&mut self.kafka, &mut self.decisions),
             (Way::Shm, _) => (&mut self.shm, &mut self.decisions),
         };
-        measure::run(sender, completions, &mut self.tags, phase).map_err(|e| match e {
-            // A stall: what the daemon says it decided tells a stuck reader from a daemon
-            // that stopped deciding.
-            BenchError::Integrity { what } if what.starts_with("no progress") => BenchError::Integrity {
-                what: format!(
-                    "{what}; the daemon counts {} probe decisions",
-                    self.daemon
-                        .stats()
-                        .ok()
-                        .and_then(|s| s.counters.get("decisions.rule.probe").copied())
-                        .map_or("no".to_owned(), |n| n.to_string())
-                ),
-            },
-            e => e,
-        })
+        // On a stall, what the daemon says it decided tells a stuck reader from a daemon
+        // that stopped deciding.
+        let daemon = &self.daemon;
+        let decided = || {
+            let probes = daemon
+                .stats()
+                .ok()
+                .and_then(|s| s.counters.get("decisions.rule.probe").copied());
+            format!(
+                "; the daemon counts {} probe decisions",
+                probes.map_or("no".to_owned(), |n| n.to_string())
+            )
+        };
+        measure::run(sender, completions, &mut self.tags, phase, &decided)
     }
 
     /// The floor's producer and consumer, warmed up as the Kafka way is at start.
@@ -364,7 +363,7 @@ impl Bench {
             events: warmup_events_floor(like.events),
             ..*like
         };
-        measure::run(&mut tx, &mut rx, &mut self.tags, &warm)?;
+        measure::run(&mut tx, &mut rx, &mut self.tags, &warm, &String::new)?;
         self.floor = Some((tx, rx));
         Ok(())
     }
