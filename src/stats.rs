@@ -188,6 +188,10 @@ impl Aggregator {
         let time_too_old = self.ingest[ingest::C_TIME_TOO_OLD];
         counters.insert("ingest.refused.event_time_ahead".into(), time_ahead);
         counters.insert("ingest.refused.event_time_too_old".into(), time_too_old);
+        counters.insert(
+            "ingest.backpressure_journal_turns".into(),
+            self.ingest[ingest::C_BACKPRESSURE_JOURNAL],
+        );
         let events_in = self.ingest[ingest::C_ACCEPTED]
             + self.ingest[ingest::C_DUPLICATES]
             + self.ingest[ingest::C_NODES_REFUSED]

@@ -154,6 +154,21 @@ impl Drop for DaemonProc {
     }
 }
 
+/// What the daemon's counters say about events held back between two snapshots: the
+/// turns its reflex shards waited for room in their rings to the journal thread, and for
+/// decisions in flight (not yet durable). Empty when neither happened.
+pub fn holds_note(before: &Snapshot, after: &Snapshot) -> String {
+    let d = |name: &str| {
+        let at = |s: &Snapshot| s.counters.get(name).copied().unwrap_or(0);
+        at(after).saturating_sub(at(before))
+    };
+    let (room, in_flight) = (d("reflex.held_persist_room_turns"), d("reflex.held_in_flight_turns"));
+    if room == 0 && in_flight == 0 {
+        return String::new();
+    }
+    format!("; the shards held events back {room} turns for room to the journal thread and {in_flight} for decisions in flight")
+}
+
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);

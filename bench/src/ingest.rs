@@ -131,9 +131,12 @@ fn row_notes(before: &rim_stats::Snapshot, after: &rim_stats::Snapshot, secs: f6
         at(after).map(|a| a.saturating_sub(at(before).unwrap_or(0)))
     };
     let mut notes = format!(
-        "; ingest held back {} turns for room downstream and counted {} events lost",
+        "; ingest held back {} turns for room downstream ({} of them the journal ring's) and counted {} \
+         events lost{}",
         d("ingest.backpressure_turns").unwrap_or(0),
-        d("ingest.events_lost").unwrap_or(0)
+        d("ingest.backpressure_journal_turns").unwrap_or(0),
+        d("ingest.events_lost").unwrap_or(0),
+        crate::daemon::holds_note(before, after)
     );
     if let (Some(bytes), Some(used), Some(missed)) = (
         d("persist.commit_bytes"),

@@ -8,6 +8,9 @@
 //! position and the shard's in-flight bound move as in the daemon. Only the hot path's own
 //! calls are counted (the played journal side decodes decisions into owned values).
 //!
+//! And with the same parts: a journal thread that stops taking entries holds ingest back,
+//! and ingest counts those turns as the journal ring's.
+//!
 //! Its own test binary: it installs a counting global allocator. Counts are per thread,
 //! so the harness's threads do not disturb them.
 
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use rim_core::clock::ManualClock;
 use rim_core::config::Config;
 use rim_core::entry::{self, KIND_DECISION, KIND_EVENT, KIND_MARKER, KIND_PREDICTION};
-use rim_core::ingest::{Control, Ingest, JournalOut, ProducerRing};
+use rim_core::ingest::{self, Control, Ingest, JournalOut, ProducerRing};
 use rim_core::reflex::{decision, Reflex};
 use rim_core::report::ShardFigures;
 use rim_core::wake::Wake;
@@ -314,4 +317,71 @@ fn the_counter_sees_allocations() {
     let v: Vec<u8> = Vec::with_capacity(64);
     std::hint::black_box(&v);
     assert!(allocations() > before, "the counting allocator is installed");
+}
+
+/// A journal thread that stops taking entries holds ingest back, and ingest says whose
+/// ring stopped it: every turn that stopped for room is one the journal's ring stopped
+/// (the reflex ring is drained each turn). Once the journal thread drains again, every
+/// event goes through and none is lost.
+#[test]
+fn a_full_journal_ring_holds_ingest_back_and_ingest_says_so() {
+    let config = Config::default();
+    let mut path = HotPath::new(&config);
+    let ingest_counters = |path: &mut HotPath| {
+        path.ingest
+            .maintain(rim_ring::clock::monotonic_ns(), true, ShardFigures::default());
+        path._ends.0.counters(1).expect("an ingest report")
+    };
+    let before = ingest_counters(&mut path);
+    assert_eq!(before[ingest::C_BACKPRESSURE_JOURNAL], 0);
+    // The journal ring (4 MiB) fills first; then the producer ring, and publishing stops.
+    let mut sent = 0u64;
+    while sent < 100_000 {
+        path.clock.advance(std::time::Duration::from_millis(1));
+        let metrics = [(path.temp, 20.0)];
+        let ev = SymEvent {
+            node: path.nodes[sent as usize % NODES],
+            event_id: None,
+            timestamp: (T0_MS + sent) as i64,
+            metrics: &metrics,
+            price: None,
+            volume: None,
+            stress: None,
+            status: path.status,
+            source_topic: None,
+            publish_ns: 0,
+        };
+        if path.producer.try_publish_sym(&ev).is_err() {
+            break;
+        }
+        sent += 1;
+        path.ingest
+            .maintain(rim_ring::clock::monotonic_ns(), false, ShardFigures::default());
+        path.ingest.poll();
+        path.reflex.poll(usize::MAX);
+        path.drain_persisted();
+        while let Ok(Some(_)) = path.broadcast.read(&mut path.slot) {}
+    }
+    let held = ingest_counters(&mut path);
+    let journal_turns = held[ingest::C_BACKPRESSURE_JOURNAL];
+    assert!(
+        journal_turns > 0,
+        "ingest counted no turn the journal ring stopped ({sent} sent, {held:?})"
+    );
+    assert_eq!(
+        journal_turns,
+        held[ingest::C_BACKPRESSURE],
+        "every turn that stopped for room, the journal's ring stopped"
+    );
+    assert!(path.events_journaled == 0 && sent > 20_000);
+    path.sent = sent;
+    for _ in 0..256 {
+        path.turn();
+    }
+    assert_eq!(
+        path.events_journaled, sent,
+        "every event journaled once the ring drained"
+    );
+    let after = ingest_counters(&mut path);
+    assert_eq!(after[ingest::C_LOST], 0);
 }

@@ -5,7 +5,7 @@
 //! runs, without a sleep). And the partition check: a node routed to a shard that does not
 //! own its partition stops the shard (a bug, not an input).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use rim_core::clock::{Clock, ManualClock};
 use rim_core::config::Config;
 use rim_core::entry::{self, KIND_DECISION};
 use rim_core::ingest::{Ingest, ReplayOutcome};
-use rim_core::reflex::decision;
 use rim_core::reflex::Reflex;
+use rim_core::reflex::{self, decision};
 use rim_core::report::ShardFigures;
 use rim_journal::event::{EventHead, EVENT_BYTES_MAX};
 
@@ -168,4 +168,103 @@ fn a_node_routed_to_a_shard_that_does_not_own_its_partition_stops_the_shard() {
         .find(|id| shard_of_partition(partition_of(id, 12), 2) == 1)
         .expect("some node belongs to shard 1");
     s.event(&foreign, T0_MS);
+}
+
+/// Fires on every event that carries `temp`.
+const EVERY_EVENT: &str = r#"
+[[rule]]
+id = "every"
+nodes = ["rim:sensor:plant:*"]
+when = "metric.temp > 0"
+severity = "info"
+"#;
+
+/// A shard whose decisions the journal thread neither takes nor makes durable holds
+/// events back, and counts why: first for room in its ring to the journal thread, then,
+/// once that ring is drained, for the decisions in flight (none is durable); an idle
+/// shard with nothing waiting counts nothing.
+#[test]
+fn a_shard_counts_why_it_holds_events_back() {
+    let config = Config::default();
+    let durable = Arc::new(AtomicU64::new(0));
+    let mut w = common::wire(
+        &config,
+        common::Setup {
+            rules: EVERY_EVENT,
+            clock: Clock::system(),
+            partitions: 1,
+            shards: 1,
+            resolutions: Vec::new(),
+            // Nothing is durable: a fresh chain's first decision is sequence 1.
+            durable_seq: durable.clone(),
+            journal: None,
+        },
+    );
+    let counters = |w: &mut common::Wired| {
+        w.reflex.maintain(0, true, ShardFigures::default());
+        w.ends.counters(0).expect("a report")
+    };
+    let feed = |w: &mut common::Wired, n: usize, drain: bool| {
+        let mut scratch = Vec::with_capacity(entry::BODY_BYTES_MAX);
+        for i in 0..n {
+            let head = EventHead {
+                rim_node_id: LOUD,
+                event_id: None,
+                timestamp: (T0_MS + i as u64) as i64,
+                publish_ns: 0,
+                received_ms: T0_MS,
+                price: None,
+                volume: None,
+                stress: None,
+                status: "ok",
+                source_topic: None,
+            };
+            let mut buf = vec![0u8; EVENT_BYTES_MAX];
+            let len = rim_journal::event::encode(&head, [("temp", 20.0)].into_iter(), &mut buf).expect("encodes");
+            let rec = rim_journal::event::decode(&buf[..len]).expect("decodes");
+            while drain && matches!(entry::take(&mut w.persisted, &mut scratch, |_, _| {}), Ok(Some(()))) {}
+            w.reflex.poll(usize::MAX);
+            // The shard's input ring full: it is holding back.
+            if !matches!(w.ingest.replay_evaluated(&rec), ReplayOutcome::Applied(_)) {
+                break;
+            }
+        }
+    };
+    let before = counters(&mut w);
+    let (room, in_flight) = (reflex::C_HELD_PERSIST_ROOM, reflex::C_HELD_IN_FLIGHT);
+    assert_eq!((before[room], before[in_flight]), (0, 0));
+    // The 4 MiB ring to the journal thread fills long before IN_FLIGHT_MAX decisions.
+    feed(&mut w, decision::IN_FLIGHT_MAX as usize, false);
+    let full = counters(&mut w);
+    assert!(full[room] > 0, "held for room: {}", full[room]);
+    assert_eq!(full[in_flight], 0);
+    let decided = full[reflex::C_DECISIONS];
+    assert!(decided > 0 && decided < decision::IN_FLIGHT_MAX);
+    // Drained as the journal thread would, but never durable: the in-flight bound holds.
+    feed(&mut w, decision::IN_FLIGHT_MAX as usize, true);
+    let bounded = counters(&mut w);
+    assert!(
+        bounded[in_flight] > 0,
+        "held for decisions in flight: {}",
+        bounded[in_flight]
+    );
+    assert!(bounded[reflex::C_DECISIONS] < decision::IN_FLIGHT_MAX);
+    // Everything durable: the held events go through, and the input ring empties.
+    durable.store(u64::MAX, Ordering::Release);
+    let mut scratch = Vec::with_capacity(entry::BODY_BYTES_MAX);
+    loop {
+        while matches!(entry::take(&mut w.persisted, &mut scratch, |_, _| {}), Ok(Some(()))) {}
+        if w.reflex.poll(usize::MAX) == 0 {
+            break;
+        }
+    }
+    let drained = counters(&mut w);
+    // In flight again, with nothing waiting: an idle shard holds nothing back.
+    durable.store(0, Ordering::Release);
+    for _ in 0..100 {
+        assert_eq!(w.reflex.poll(usize::MAX), 0);
+    }
+    let idle = counters(&mut w);
+    assert_eq!(idle[in_flight], drained[in_flight], "an idle shard counted a hold");
+    assert_eq!(idle[room], drained[room], "an idle shard counted a hold");
 }

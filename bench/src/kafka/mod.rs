@@ -218,8 +218,22 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
     }
     let (daemon_pid, broker_pid) = (bench.daemon.pid(), bench.broker.pid());
     let cpu_before = cpu::snapshot(daemon_pid, broker_pid);
+    let stats_before = bench.daemon.stats().ok();
     let outcome = bench.measure(way, &phase);
     let cpu = cpu_before.per_event(&cpu::snapshot(daemon_pid, broker_pid), phase.events);
+    // Whether ingest and the shards held events back (persistence behind) during the row.
+    if let (Some(before), Ok(after), true) = (stats_before, bench.daemon.stats(), way != Way::Floor) {
+        let d = |name: &str| {
+            let at = |s: &rim_stats::Snapshot| s.counters.get(name).copied().unwrap_or(0);
+            at(&after).saturating_sub(at(&before))
+        };
+        eprint!(
+            "(ingest held back {} turns for room downstream, {} of them the journal ring's{}) ",
+            d("ingest.backpressure_turns"),
+            d("ingest.backpressure_journal_turns"),
+            crate::daemon::holds_note(&before, &after)
+        );
+    }
     let threads = cpu::threads_note(&cpu.daemon_threads);
     match outcome {
         Ok(outcome) => {

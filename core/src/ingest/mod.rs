@@ -43,7 +43,8 @@ pub const C_ACCEPTED: usize = 0;
 pub const C_DUPLICATES: usize = 1;
 /// Counter: events refused because the node table is full.
 pub const C_NODES_REFUSED: usize = 2;
-/// Counter: turns that stopped because a reflex ring had no room.
+/// Counter: turns that stopped because a reflex ring, or the journal thread's ring, had
+/// no room.
 pub const C_BACKPRESSURE: usize = 3;
 /// Counter: rings attached.
 pub const C_ATTACHED: usize = 4;
@@ -86,8 +87,11 @@ pub const C_TIME_AHEAD: usize = C_REJECTED_BASE + 11;
 pub const C_TIME_TOO_OLD: usize = C_TIME_AHEAD + 1;
 /// Counter (a level, not a count): nodes known.
 pub const C_NODES: usize = C_TIME_TOO_OLD + 1;
+/// Counter: of the [`C_BACKPRESSURE`] turns, those the journal thread's ring stopped (it
+/// had no room for the turn's entries): persistence, not a reflex shard, was behind.
+pub const C_BACKPRESSURE_JOURNAL: usize = C_NODES + 1;
 /// Number of ingest counters.
-pub const C_COUNT: usize = C_NODES + 1;
+pub const C_COUNT: usize = C_BACKPRESSURE_JOURNAL + 1;
 
 fn reject_reason(e: &EventError) -> usize {
     match e {
@@ -442,6 +446,9 @@ impl Ingest {
             let limit = self.router.room_events(self.budget);
             if limit == 0 {
                 self.router.counters[C_BACKPRESSURE] += 1;
+                if self.router.journal_full() {
+                    self.router.counters[C_BACKPRESSURE_JOURNAL] += 1;
+                }
                 break;
             }
             let ring = &mut self.rings[i];
@@ -726,6 +733,12 @@ impl Router {
             j.room_events(reflex.saturating_add(1)).saturating_sub(1)
         });
         reflex.min(journal)
+    }
+
+    /// True when the journal thread's ring has no room for one event and the turn's
+    /// marker (asked only on a turn that stopped for room: it loads the reader's position).
+    fn journal_full(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| j.room_events(2) < 2)
     }
 
     /// The reflex shard that owns `node`'s partition.

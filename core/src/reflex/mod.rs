@@ -64,8 +64,14 @@ pub const C_PREDICTIONS: usize = 12;
 pub const C_PREDICTIONS_DROPPED: usize = 13;
 /// Counter: replayed events applied at start.
 pub const C_REPLAYED: usize = 14;
+/// Counter: turns an event waited because the ring to the journal thread had no room for
+/// its decisions and predictions (the journal thread is behind).
+pub const C_HELD_PERSIST_ROOM: usize = 15;
+/// Counter: turns an event waited because [`decision::IN_FLIGHT_MAX`] decisions were not
+/// yet durable (the journal's syncs are behind).
+pub const C_HELD_IN_FLIGHT: usize = 16;
 /// Number of reflex counters.
-pub const C_COUNT: usize = 15;
+pub const C_COUNT: usize = 17;
 /// Counter names, in order.
 pub const COUNTER_NAMES: &[&str] = &[
     "events_applied",
@@ -83,6 +89,8 @@ pub const COUNTER_NAMES: &[&str] = &[
     "predictions",
     "predictions_dropped",
     "events_replayed",
+    "held_persist_room_turns",
+    "held_in_flight_turns",
 ];
 
 /// A rule set as the shards use it, with what they precompute from it.
@@ -411,13 +419,20 @@ impl Reflex {
         if let Some(p) = self.emit.persisted.as_ref() {
             // The journal thread's position as last loaded first: it only ever frees more,
             // and a fresh load per event is a transfer of the line that thread keeps writing.
-            if p.ring.cached_slots() < PERSIST_ROOM_PER_EVENT && p.ring.slots() < PERSIST_ROOM_PER_EVENT {
-                return false;
-            }
-            // Subscribers see decisions before they are durable; a restart skips
-            // IN_FLIGHT_MAX sequence numbers, so never more than that may be in flight.
-            let durable = p.durable_seq.load(std::sync::atomic::Ordering::Acquire);
-            if self.emit.chain.last_seq().saturating_sub(durable) + DECISIONS_PER_EVENT_MAX >= decision::IN_FLIGHT_MAX {
+            let held = if p.ring.cached_slots() < PERSIST_ROOM_PER_EVENT && p.ring.slots() < PERSIST_ROOM_PER_EVENT {
+                Some(C_HELD_PERSIST_ROOM)
+            } else {
+                // Subscribers see decisions before they are durable; a restart skips
+                // IN_FLIGHT_MAX sequence numbers, so never more than that may be in flight.
+                let durable = p.durable_seq.load(std::sync::atomic::Ordering::Acquire);
+                let in_flight = self.emit.chain.last_seq().saturating_sub(durable);
+                (in_flight + DECISIONS_PER_EVENT_MAX >= decision::IN_FLIGHT_MAX).then_some(C_HELD_IN_FLIGHT)
+            };
+            if let Some(reason) = held {
+                // Counted only when an event waits (an idle shard holds nothing back).
+                if !self.input.is_empty() {
+                    self.emit.counters[reason] += 1;
+                }
                 return false;
             }
         }

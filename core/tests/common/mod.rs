@@ -44,12 +44,26 @@ pub struct Wired {
     pub ends: Ends,
 }
 
-/// Ring ends no test reads, held open.
+/// Ring ends most tests do not read, held open.
 pub struct Ends {
     _rules_tx: rtrb::Producer<Arc<Compiled>>,
     _rules_back: rtrb::Consumer<Arc<Compiled>>,
     _retired: rtrb::Consumer<Retired>,
-    _reports: Vec<rim_stats::ColdEnd<Report>>,
+    /// The reflex shard's reports, then ingest's.
+    reports: Vec<rim_stats::ColdEnd<Report>>,
+}
+
+impl Ends {
+    /// The counters of the newest report the reflex shard (`0`) or ingest (`1`) sent
+    /// since the last call, if any.
+    #[allow(dead_code)] // each test binary uses a part of this module
+    pub fn counters(&mut self, which: usize) -> Option<Vec<u64>> {
+        let mut newest = None;
+        self.reports
+            .get_mut(which)?
+            .drain(|r| newest = Some(r.counters.clone()));
+        newest
+    }
 }
 
 /// Compiles `setup.rules` and wires ingest to a reflex shard.
@@ -114,7 +128,7 @@ pub fn wire(config: &Config, setup: Setup<'_>) -> Wired {
             _rules_tx: rules_tx,
             _rules_back: rules_back,
             _retired: retired,
-            _reports: vec![reflex_reports, ingest_reports],
+            reports: vec![reflex_reports, ingest_reports],
         },
     }
 }
