@@ -154,6 +154,48 @@ impl Drop for DaemonProc {
     }
 }
 
+/// The slowest journal commit (start to completion) the daemon reports while it runs:
+/// its stats carry the slowest commit of each one-second window, so a thread of the bench
+/// reads them every [`CommitWatch::EVERY`] until [`CommitWatch::stop`]. A diagnostic, to
+/// the second: a window that straddles the start takes in a commit just before it, and the
+/// last window is in only if it closed before the stop.
+pub struct CommitWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl CommitWatch {
+    /// How often the stats are read: a tenth of a window, so none is missed.
+    const EVERY: Duration = Duration::from_millis(100);
+
+    /// Starts reading `daemon`'s stats.
+    pub fn start(daemon: &DaemonProc) -> Self {
+        let path = daemon.run_dir.join("stats");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut slowest = 0;
+            let Ok(reader) = StatsReader::open(&path) else { return 0 };
+            loop {
+                if let Ok(s) = reader.read() {
+                    slowest = slowest.max(s.counters.get("persist.commit_max_ns").copied().unwrap_or(0));
+                }
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    return slowest;
+                }
+                std::thread::sleep(Self::EVERY);
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops reading; the slowest commit seen, ns (0: none reported).
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
 /// What the daemon's counters say about events held back between two snapshots: the
 /// turns its reflex shards waited for room in their rings to the journal thread, and for
 /// decisions in flight (not yet durable). Empty when neither happened.
