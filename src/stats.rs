@@ -271,7 +271,9 @@ impl Aggregator {
                 capacity: self.reflex_ring_bytes,
                 delivered: c[reflex::C_TICKS],
                 rejected: 0,
-                refused_full: self.ingest[ingest::C_BACKPRESSURE],
+                // Ingest's turns stopped for room, less those the journal's ring stopped.
+                refused_full: self.ingest[ingest::C_BACKPRESSURE]
+                    .saturating_sub(self.ingest[ingest::C_BACKPRESSURE_JOURNAL]),
                 ..RingSnapshot::default()
             });
         }

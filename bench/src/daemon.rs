@@ -155,13 +155,14 @@ impl Drop for DaemonProc {
 }
 
 /// The slowest journal commit (start to completion) the daemon reports while it runs:
-/// its stats carry the slowest commit of each one-second window, so a thread of the bench
-/// reads them every [`CommitWatch::EVERY`] until [`CommitWatch::stop`]. A diagnostic, to
-/// the second: a window that straddles the start takes in a commit just before it, and the
-/// last window is in only if it closed before the stop.
+/// its stats carry the slowest commit of each one-second window (0 for a window without
+/// one), so a thread of the bench reads them every [`CommitWatch::EVERY`] until
+/// [`CommitWatch::stop`]. A diagnostic, to the second: a window that straddles the start
+/// takes in a commit just before it, and the last window is in only if it closed before
+/// the stop.
 pub struct CommitWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
+    thread: std::thread::JoinHandle<Option<u64>>,
 }
 
 impl CommitWatch {
@@ -174,25 +175,27 @@ impl CommitWatch {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
+            let reader = StatsReader::open(&path).ok()?;
             let mut slowest = 0;
-            let Ok(reader) = StatsReader::open(&path) else { return 0 };
             loop {
                 if let Ok(s) = reader.read() {
                     slowest = slowest.max(s.counters.get("persist.commit_max_ns").copied().unwrap_or(0));
                 }
                 if stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                    return slowest;
+                    return Some(slowest);
                 }
-                std::thread::sleep(Self::EVERY);
+                std::thread::park_timeout(Self::EVERY);
             }
         });
         Self { stop, thread }
     }
 
-    /// Stops reading; the slowest commit seen, ns (0: none reported).
-    pub fn stop(self) -> u64 {
+    /// Stops reading (at once: the thread is woken); the slowest commit seen, ns, or None
+    /// when the stats could not be read.
+    pub fn stop(self) -> Option<u64> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap_or(0)
+        self.thread.thread().unpark();
+        self.thread.join().ok().flatten()
     }
 }
 
@@ -208,7 +211,10 @@ pub fn holds_note(before: &Snapshot, after: &Snapshot) -> String {
     if room == 0 && in_flight == 0 {
         return String::new();
     }
-    format!("; the shards held events back {room} turns for room to the journal thread and {in_flight} for decisions in flight")
+    format!(
+        "; the shards held events back {room} turns for room to the journal thread and {in_flight} for \
+         decisions in flight"
+    )
 }
 
 fn unique() -> u64 {

@@ -384,4 +384,39 @@ fn a_full_journal_ring_holds_ingest_back_and_ingest_says_so() {
     );
     let after = ingest_counters(&mut path);
     assert_eq!(after[ingest::C_LOST], 0);
+    // Now the shard stops (its input ring fills) while the journal thread keeps up: the
+    // turns stopped for room rise, the journal ring's do not.
+    for i in 0..40_000u64 {
+        path.clock.advance(std::time::Duration::from_millis(1));
+        let metrics = [(path.temp, 20.0)];
+        let ev = SymEvent {
+            node: path.nodes[i as usize % NODES],
+            event_id: None,
+            timestamp: (T0_MS + sent + i) as i64,
+            metrics: &metrics,
+            price: None,
+            volume: None,
+            stress: None,
+            status: path.status,
+            source_topic: None,
+            publish_ns: 0,
+        };
+        if path.producer.try_publish_sym(&ev).is_err() {
+            break;
+        }
+        path.ingest
+            .maintain(rim_ring::clock::monotonic_ns(), false, ShardFigures::default());
+        path.ingest.poll();
+        path.drain_journal();
+    }
+    let shard_held = ingest_counters(&mut path);
+    assert!(
+        shard_held[ingest::C_BACKPRESSURE] > after[ingest::C_BACKPRESSURE],
+        "a full input ring of the shard stopped no turn"
+    );
+    assert_eq!(
+        shard_held[ingest::C_BACKPRESSURE_JOURNAL],
+        after[ingest::C_BACKPRESSURE_JOURNAL],
+        "a turn the shard's ring stopped was counted as the journal ring's"
+    );
 }

@@ -166,7 +166,7 @@ pub struct PersistStats {
     /// See `turn_ns_max`.
     pub upkeep_ns_max: AtomicU64,
     /// Group commit latency (start to completion) over the last report window: p50, p99,
-    /// max (levels, ns).
+    /// max (levels, ns; 0 when the window had no commit).
     pub commit_p50_ns: AtomicU64,
     /// See `commit_p50_ns`.
     pub commit_p99_ns: AtomicU64,

@@ -448,12 +448,19 @@ impl TurnStats {
             .store(self.drain_entries as u64, Ordering::Relaxed);
         stats.commit_start_ns_max.store(ns(self.commit_max), Ordering::Relaxed);
         stats.upkeep_ns_max.store(ns(self.upkeep_max), Ordering::Relaxed);
-        if let Some(h) = self.commits.as_mut().filter(|h| !h.is_empty()) {
-            stats.commit_p50_ns.store(h.value_at_quantile(0.5), Ordering::Relaxed);
-            stats.commit_p99_ns.store(h.value_at_quantile(0.99), Ordering::Relaxed);
-            stats.commit_max_ns.store(h.max(), Ordering::Relaxed);
-            h.reset();
-        }
+        // A window without a commit reports none (0), not the last window that had one: a
+        // reader of the figures would take an old stall for a new one.
+        let (p50, p99, max) = match self.commits.as_mut().filter(|h| !h.is_empty()) {
+            Some(h) => {
+                let figures = (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max());
+                h.reset();
+                figures
+            }
+            None => (0, 0, 0),
+        };
+        stats.commit_p50_ns.store(p50, Ordering::Relaxed);
+        stats.commit_p99_ns.store(p99, Ordering::Relaxed);
+        stats.commit_max_ns.store(max, Ordering::Relaxed);
         self.window_started = Instant::now();
         self.turn_max = Duration::ZERO;
         self.land_max = Duration::ZERO;
@@ -1376,8 +1383,24 @@ impl JournalThread {
 
 #[cfg(test)]
 mod tests {
-    use super::hold_for;
+    use super::{hold_for, PersistStats, TurnStats};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
+
+    /// A window with commits reports their latencies; the next, without one, reports 0, not
+    /// the last window's figures (a reader would take an old stall for a new one).
+    #[test]
+    fn a_window_without_a_commit_reports_none() {
+        let (mut turns, stats) = (TurnStats::new(), PersistStats::default());
+        if let Some(h) = turns.commits.as_mut() {
+            h.record(40_000_000).expect("in range");
+        }
+        turns.publish(&stats);
+        assert!(stats.commit_max_ns.load(Ordering::Relaxed) >= 40_000_000);
+        turns.publish(&stats);
+        let figures = [&stats.commit_p50_ns, &stats.commit_p99_ns, &stats.commit_max_ns];
+        assert_eq!(figures.map(|f| f.load(Ordering::Relaxed)), [0, 0, 0]);
+    }
 
     const US: Duration = Duration::from_micros(1);
 

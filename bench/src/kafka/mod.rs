@@ -219,10 +219,13 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
     let (daemon_pid, broker_pid) = (bench.daemon.pid(), bench.broker.pid());
     let cpu_before = cpu::snapshot(daemon_pid, broker_pid);
     let stats_before = bench.daemon.stats().ok();
-    let commits = crate::daemon::CommitWatch::start(&bench.daemon);
+    // The floor's rows do not involve the daemon.
+    let commits = (way != Way::Floor).then(|| crate::daemon::CommitWatch::start(&bench.daemon));
     let outcome = bench.measure(way, &phase);
-    let slowest_commit_ns = commits.stop();
     let cpu = cpu_before.per_event(&cpu::snapshot(daemon_pid, broker_pid), phase.events);
+    let slowest_commit = commits
+        .and_then(crate::daemon::CommitWatch::stop)
+        .map_or_else(|| "not read".to_owned(), |ns| format!("{:.1} ms", ns as f64 / 1e6));
     // Whether ingest and the shards held events back (persistence behind) during the row.
     if let (Some(before), Ok(after), true) = (stats_before, bench.daemon.stats(), way != Way::Floor) {
         let d = |name: &str| {
@@ -231,11 +234,10 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
         };
         eprint!(
             "(ingest held back {} turns for room downstream, {} of them the journal ring's{}; the slowest \
-             journal commit took {:.1} ms) ",
+             journal commit took {slowest_commit}) ",
             d("ingest.backpressure_turns"),
             d("ingest.backpressure_journal_turns"),
             crate::daemon::holds_note(&before, &after),
-            slowest_commit_ns as f64 / 1e6
         );
     }
     let threads = cpu::threads_note(&cpu.daemon_threads);

@@ -736,7 +736,9 @@ impl Router {
     }
 
     /// True when the journal thread's ring has no room for one event and the turn's
-    /// marker (asked only on a turn that stopped for room: it loads the reader's position).
+    /// marker (asked only on a turn that stopped for room: it loads the reader's position
+    /// again, so a turn both rings stopped counts as the journal's, and one the journal
+    /// thread freed room for in between is missed; a diagnostic, not an account).
     fn journal_full(&self) -> bool {
         self.journal.as_ref().is_some_and(|j| j.room_events(2) < 2)
     }

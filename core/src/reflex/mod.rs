@@ -65,7 +65,9 @@ pub const C_PREDICTIONS_DROPPED: usize = 13;
 /// Counter: replayed events applied at start.
 pub const C_REPLAYED: usize = 14;
 /// Counter: turns an event waited because the ring to the journal thread had no room for
-/// its decisions and predictions (the journal thread is behind).
+/// its decisions and predictions (the journal thread is behind). A turn is a
+/// [`Reflex::step`] that held back, one per pass of the shard's loop, so the count grows
+/// with the idle strategy's pace as much as with the time held.
 pub const C_HELD_PERSIST_ROOM: usize = 15;
 /// Counter: turns an event waited because [`decision::IN_FLIGHT_MAX`] decisions were not
 /// yet durable (the journal's syncs are behind).
