@@ -162,7 +162,7 @@ impl Drop for DaemonProc {
 /// the stop.
 pub struct CommitWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Option<u64>>,
+    thread: Option<std::thread::JoinHandle<Option<u64>>>,
 }
 
 impl CommitWatch {
@@ -176,26 +176,42 @@ impl CommitWatch {
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             let reader = StatsReader::open(&path).ok()?;
-            let mut slowest = 0;
+            let mut slowest = None;
             loop {
                 if let Ok(s) = reader.read() {
-                    slowest = slowest.max(s.counters.get("persist.commit_max_ns").copied().unwrap_or(0));
+                    let commit = s.counters.get("persist.commit_max_ns").copied().unwrap_or(0);
+                    slowest = Some(slowest.unwrap_or(0).max(commit));
                 }
                 if stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Some(slowest);
+                    return slowest;
                 }
                 std::thread::park_timeout(Self::EVERY);
             }
         });
-        Self { stop, thread }
+        Self {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Stops reading (at once: the thread is woken); the slowest commit seen, ns, or None
-    /// when the stats could not be read.
-    pub fn stop(self) -> Option<u64> {
+    /// when no read of the stats succeeded.
+    pub fn stop(mut self) -> Option<u64> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Option<u64> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.thread().unpark();
-        self.thread.join().ok().flatten()
+        let thread = self.thread.take()?;
+        thread.thread().unpark();
+        thread.join().ok().flatten()
+    }
+}
+
+impl Drop for CommitWatch {
+    /// A row that unwinds does not leave the thread reading.
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 

@@ -275,8 +275,9 @@ pub struct PersistConfig {
     pub retention_bytes: u64,
     /// Bytes of the ring from ingest to the journal thread (a power of two). With the
     /// journal's buffers it is what a slow sync is ridden out in before ingest holds
-    /// producers back: 32 MiB is about 130,000 events, 1.3 s at 100k events/s (at 4 MiB a
-    /// 0.7 s sync stall reached the decisions of `shm-50k`, p99 210-280 ms).
+    /// producers back: 32 MiB is about 130,000 events, 1.3 s at 100k events/s (at 4 MiB,
+    /// with the reflex ring at 4 MiB too, a 0.7 s sync stall reached the decisions of the
+    /// kafka suite's `shm-50k` row: p99 0.2-0.65 s in five runs; `scripts/sync-stall.sh`).
     pub journal_ring_bytes: usize,
     /// Bytes of each reflex shard's ring to the journal thread (decisions, predictions; a
     /// power of two). A shard holds an event back when it is full, so it should hold the
