@@ -219,10 +219,7 @@ impl Drop for CommitWatch {
 /// turns its reflex shards waited for room in their rings to the journal thread, and for
 /// decisions in flight (not yet durable). Empty when neither happened.
 pub fn holds_note(before: &Snapshot, after: &Snapshot) -> String {
-    let d = |name: &str| {
-        let at = |s: &Snapshot| s.counters.get(name).copied().unwrap_or(0);
-        at(after).saturating_sub(at(before))
-    };
+    let d = |name: &str| counter_delta(before, after, name);
     let (room, in_flight) = (d("reflex.held_persist_room_turns"), d("reflex.held_in_flight_turns"));
     if room == 0 && in_flight == 0 {
         return String::new();
@@ -231,6 +228,12 @@ pub fn holds_note(before: &Snapshot, after: &Snapshot) -> String {
         "; the shards held events back {room} turns for room to the journal thread and {in_flight} for \
          decisions in flight"
     )
+}
+
+/// How much counter `name` grew from `before` to `after` (0 where it is absent).
+pub fn counter_delta(before: &Snapshot, after: &Snapshot, name: &str) -> u64 {
+    let at = |s: &Snapshot| s.counters.get(name).copied().unwrap_or(0);
+    at(after).saturating_sub(at(before))
 }
 
 fn unique() -> u64 {

@@ -26,7 +26,7 @@ use rim_core::ingest::{self, Control, Ingest, JournalOut, ProducerRing};
 use rim_core::reflex::{decision, Reflex};
 use rim_core::report::ShardFigures;
 use rim_core::wake::Wake;
-use rim_ring::{spsc, Consumer, Producer, Segment, Sym, SymEvent, SymbolKind};
+use rim_ring::{spsc, Consumer, Producer, PublishError, Segment, Sym, SymEvent, SymbolKind};
 
 mod common;
 
@@ -200,27 +200,33 @@ impl HotPath {
         }
     }
 
+    /// Publishes event `i`: node `i` round the nodes, event time `i` ms past `T0_MS`, the
+    /// test clock moved on 1 ms first.
+    fn publish(&mut self, i: u64, temp: f64, price: Option<f64>) -> Result<u64, PublishError> {
+        self.clock.advance(std::time::Duration::from_millis(1));
+        let metrics = [(self.temp, temp)];
+        let ev = SymEvent {
+            node: self.nodes[i as usize % NODES],
+            event_id: None,
+            timestamp: (T0_MS + i) as i64,
+            metrics: &metrics,
+            price,
+            volume: None,
+            stress: None,
+            status: self.status,
+            source_topic: None,
+            publish_ns: 0,
+        };
+        self.producer.try_publish_sym(&ev)
+    }
+
     /// Publishes `n` events round the nodes, 1 ms of event time apart, and runs the hot
     /// loop and the journal thread's side until all of them are decided and durable.
     fn run(&mut self, n: u64) {
         for _ in 0..n {
             let i = self.sent;
-            self.clock.advance(std::time::Duration::from_millis(1));
-            let metrics = [(self.temp, 20.0 + (i % 7) as f64)];
-            let ev = SymEvent {
-                node: self.nodes[i as usize % NODES],
-                event_id: None,
-                timestamp: (T0_MS + i) as i64,
-                metrics: &metrics,
-                price: Some(100.0),
-                volume: None,
-                stress: None,
-                status: self.status,
-                source_topic: None,
-                publish_ns: 0,
-            };
             let before = allocations();
-            let published = self.producer.try_publish_sym(&ev);
+            let published = self.publish(i, 20.0 + (i % 7) as f64, Some(100.0));
             self.hot_allocations += allocations() - before;
             published.expect("room in the producer's ring");
             self.sent += 1;
@@ -337,21 +343,7 @@ fn a_full_journal_ring_holds_ingest_back_and_ingest_says_so() {
     // The journal ring (4 MiB) fills first; then the producer ring, and publishing stops.
     let mut sent = 0u64;
     while sent < 100_000 {
-        path.clock.advance(std::time::Duration::from_millis(1));
-        let metrics = [(path.temp, 20.0)];
-        let ev = SymEvent {
-            node: path.nodes[sent as usize % NODES],
-            event_id: None,
-            timestamp: (T0_MS + sent) as i64,
-            metrics: &metrics,
-            price: None,
-            volume: None,
-            stress: None,
-            status: path.status,
-            source_topic: None,
-            publish_ns: 0,
-        };
-        if path.producer.try_publish_sym(&ev).is_err() {
+        if path.publish(sent, 20.0, None).is_err() {
             break;
         }
         sent += 1;
@@ -386,22 +378,8 @@ fn a_full_journal_ring_holds_ingest_back_and_ingest_says_so() {
     assert_eq!(after[ingest::C_LOST], 0);
     // Now the shard stops (its input ring fills) while the journal thread keeps up: the
     // turns stopped for room rise, the journal ring's do not.
-    for i in 0..40_000u64 {
-        path.clock.advance(std::time::Duration::from_millis(1));
-        let metrics = [(path.temp, 20.0)];
-        let ev = SymEvent {
-            node: path.nodes[i as usize % NODES],
-            event_id: None,
-            timestamp: (T0_MS + sent + i) as i64,
-            metrics: &metrics,
-            price: None,
-            volume: None,
-            stress: None,
-            status: path.status,
-            source_topic: None,
-            publish_ns: 0,
-        };
-        if path.producer.try_publish_sym(&ev).is_err() {
+    for i in sent..sent + 40_000 {
+        if path.publish(i, 20.0, None).is_err() {
             break;
         }
         path.ingest

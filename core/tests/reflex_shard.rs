@@ -68,21 +68,8 @@ impl Shard {
 
     /// An event of `node` at event time `at_ms`, through ingest to the shard.
     fn event(&mut self, node: &str, at_ms: u64) {
-        let head = EventHead {
-            rim_node_id: node,
-            event_id: None,
-            timestamp: at_ms as i64,
-            publish_ns: 0,
-            received_ms: at_ms,
-            price: None,
-            volume: None,
-            stress: None,
-            status: "ok",
-            source_topic: None,
-        };
-        let mut buf = vec![0u8; EVENT_BYTES_MAX];
-        let n = rim_journal::event::encode(&head, [("temp", 20.0)].into_iter(), &mut buf).expect("encodes");
-        let rec = rim_journal::event::decode(&buf[..n]).expect("decodes");
+        let buf = journaled(node, at_ms);
+        let rec = rim_journal::event::decode(&buf).expect("decodes");
         assert!(matches!(self.ingest.replay_evaluated(&rec), ReplayOutcome::Applied(_)));
         self.reflex.poll(usize::MAX);
     }
@@ -103,6 +90,26 @@ impl Shard {
         }) {}
         out
     }
+}
+
+/// The journal record of an event of `node` (`temp` = 20) at event time `at_ms`.
+fn journaled(node: &str, at_ms: u64) -> Vec<u8> {
+    let head = EventHead {
+        rim_node_id: node,
+        event_id: None,
+        timestamp: at_ms as i64,
+        publish_ns: 0,
+        received_ms: at_ms,
+        price: None,
+        volume: None,
+        stress: None,
+        status: "ok",
+        source_topic: None,
+    };
+    let mut buf = vec![0u8; EVENT_BYTES_MAX];
+    let n = rim_journal::event::encode(&head, [("temp", 20.0)].into_iter(), &mut buf).expect("encodes");
+    buf.truncate(n);
+    buf
 }
 
 fn fired(node: &str) -> Vec<(String, String, bool)> {
@@ -207,21 +214,8 @@ fn a_shard_counts_why_it_holds_events_back() {
     let feed = |w: &mut common::Wired, n: usize, drain: bool| {
         let mut scratch = Vec::with_capacity(entry::BODY_BYTES_MAX);
         for i in 0..n {
-            let head = EventHead {
-                rim_node_id: LOUD,
-                event_id: None,
-                timestamp: (T0_MS + i as u64) as i64,
-                publish_ns: 0,
-                received_ms: T0_MS,
-                price: None,
-                volume: None,
-                stress: None,
-                status: "ok",
-                source_topic: None,
-            };
-            let mut buf = vec![0u8; EVENT_BYTES_MAX];
-            let len = rim_journal::event::encode(&head, [("temp", 20.0)].into_iter(), &mut buf).expect("encodes");
-            let rec = rim_journal::event::decode(&buf[..len]).expect("decodes");
+            let buf = journaled(LOUD, T0_MS + i as u64);
+            let rec = rim_journal::event::decode(&buf).expect("decodes");
             while drain && matches!(entry::take(&mut w.persisted, &mut scratch, |_, _| {}), Ok(Some(()))) {}
             w.reflex.poll(usize::MAX);
             // The shard's input ring full: it is holding back.

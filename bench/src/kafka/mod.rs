@@ -228,10 +228,7 @@ fn run_row(opts: &RunOpts, name: &str, way: Way, rate_per_s: Option<u64>) -> Res
         .map_or_else(|| "not read".to_owned(), |ns| format!("{:.1} ms", ns as f64 / 1e6));
     // Whether ingest and the shards held events back (persistence behind) during the row.
     if let (Some(before), Ok(after), true) = (stats_before, bench.daemon.stats(), way != Way::Floor) {
-        let d = |name: &str| {
-            let at = |s: &rim_stats::Snapshot| s.counters.get(name).copied().unwrap_or(0);
-            at(&after).saturating_sub(at(&before))
-        };
+        let d = |name: &str| crate::daemon::counter_delta(&before, &after, name);
         eprint!(
             "(ingest held back {} turns for room downstream, {} of them the journal ring's{}; the slowest \
              journal commit took {slowest_commit}) ",
