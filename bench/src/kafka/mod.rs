@@ -357,16 +357,26 @@ impl Bench {
             (Way::Shm, _) => (&mut self.shm, &mut self.decisions),
         };
         // On a stall, what the daemon says it decided tells a stuck reader from a daemon
-        // that stopped deciding.
+        // that stopped deciding, and its persistence figures say whether it holds events
+        // back for durability, and whether the journal thread waits for the store.
         let daemon = &self.daemon;
         let decided = || {
-            let probes = daemon
-                .stats()
-                .ok()
-                .and_then(|s| s.counters.get("decisions.rule.probe").copied());
+            let Ok(s) = daemon.stats() else {
+                return "; the daemon's stats could not be read".to_owned();
+            };
+            let c = |name: &str| s.counters.get(name).copied().unwrap_or(0);
             format!(
-                "; the daemon counts {} probe decisions",
-                probes.map_or("no".to_owned(), |n| n.to_string())
+                "; the daemon counts {} probe decisions, {} turns held for decisions in flight, {} \
+                 for room to the journal thread; the journal lags {} bytes, the store has {} \
+                 capsules waiting and held the journal thread back {} turns (writer raised {} \
+                 times)",
+                c("decisions.rule.probe"),
+                c("reflex.held_in_flight_turns"),
+                c("reflex.held_persist_room_turns"),
+                c("persist.journal_lag_bytes"),
+                c("persist.store_waiting"),
+                c("persist.store_backpressure_turns"),
+                c("persist.store_writer_raised"),
             )
         };
         measure::run(sender, completions, &mut self.tags, phase, &decided)
