@@ -1185,11 +1185,11 @@ fn one_daemon_per_run_directory() {
 // Only the hot shards run on the hot core
 
 /// With `topology.pin`, every thread the daemon starts (its own, the journal's spares
-/// thread, a library's) runs on the cold core; only the hot shard runs on the hot core. The
+/// and commit threads, a library's) runs on the cold core; only the hot shard runs on the hot core. The
 /// journal's spares thread and librdkafka's threads were started from the main thread
 /// before it was pinned, and ran on the hot core too. (The kernel's io_uring workers are
-/// left out: the journal thread confines its own pool with `IORING_REGISTER_IOWQ_AFF`, and
-/// the main thread's pool, made during recovery, keeps that time's CPUs and is idle after.)
+/// left out: the pool of recovery's readers, made on the main thread, keeps that time's
+/// CPUs and is idle after.)
 #[test]
 fn only_the_hot_shard_runs_on_the_hot_core() {
     let cpus = common::allowed_cpus();
@@ -1213,11 +1213,11 @@ fn only_the_hot_shard_runs_on_the_hot_core() {
     // The spares thread, started at open on the main thread's CPUs, is given the journal
     // thread's at its first commit.
     let (cold, hot) = (cold.to_string(), hot.to_string());
-    let threads = common::eventually("the journal's spares thread on the cold core", || {
+    // The commit threads start at the first commit too, just after.
+    let threads = common::eventually("the journal's spares and commit threads on the cold core", || {
         let t = common::threads_of(d.pid());
-        t.iter()
-            .any(|(n, c)| n.starts_with("rim-journal-spa") && *c == cold)
-            .then_some(t)
+        let on_cold = |prefix: &str| t.iter().any(|(n, c)| n.starts_with(prefix) && *c == cold);
+        (on_cold("rim-journal-spa") && on_cold("rim-journal-io")).then_some(t)
     });
     let mut checked = 0;
     for (name, cpus) in &threads {

@@ -110,7 +110,7 @@ impl FaultyFs {
 
     /// Like [`FaultyFs::new`], but the committer writes each commit when it starts and
     /// holds its syncs until the journal polls, then runs them newest first: a later
-    /// commit reaches the disk before an earlier one, as independent io_uring chains may,
+    /// commit reaches the disk before an earlier one, as the commit threads' parts may,
     /// and a freeze can fall between them.
     pub fn reordering(gate: Gate) -> Self {
         Self {

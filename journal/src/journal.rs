@@ -486,7 +486,7 @@ impl<S: Storage> Journal<S> {
         &self.cfg
     }
 
-    /// How commits reach the disk (io_uring, fdatasync, or memory).
+    /// How commits reach the disk (commit threads, fdatasync in the caller, or memory).
     pub fn sync_method(&self) -> SyncMethod {
         self.sync_method
     }
@@ -565,7 +565,7 @@ impl<S: Storage> Journal<S> {
             })
     }
 
-    /// Confines the kernel's I/O worker threads of this journal to `cpus` (see
+    /// Confines the threads that run this journal's commits to `cpus` (see
     /// [`Committer::confine_workers`]).
     pub fn confine_io_workers(&mut self, cpus: &[usize]) -> Result<(), JournalError> {
         self.committer

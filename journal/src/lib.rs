@@ -35,7 +35,7 @@
 //!    name and renamed in (so no one sees a short file), and the old one's tail stays zero.
 //! 2. `commit` (group commit) hands everything buffered to the storage's [`Committer`] as
 //!    one [`storage::Commit`] and returns: per file its writes, then its data sync (on
-//!    io_uring, one linked chain per file, all files in one submission), plus the seals
+//!    the committer's threads, files in parallel), plus the seals
 //!    owed (below) and the directories that gained or lost segments. The journal keeps
 //!    appending into another buffer meanwhile. Up to [`FLIGHTS_MAX`] commits may be in
 //!    flight at once (the caller decides how many; the daemon's default is one): each

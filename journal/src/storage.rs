@@ -5,13 +5,15 @@
 //! Writes never go through a shared mapping. The journal copies frames into buffers of its
 //! own and hands each group commit to a [`Committer`] as one [`Commit`]: the writes (file,
 //! offset, bytes), then the data sync of every file written, then the directories to sync.
-//! [`Fs`]'s committer submits the whole commit to **io_uring** as one batch: per file a
-//! chain of `IORING_OP_WRITE`s linked (`IOSQE_IO_LINK`) to an `IORING_OP_FSYNC` with
-//! `IORING_FSYNC_DATASYNC`, files in parallel, and returns at once; the journal keeps
-//! appending into its next buffer while the kernel writes and syncs (pipelining), and
-//! collects the completion later with [`Committer::poll`]. Where io_uring cannot be set up
-//! (`EPERM` under seccomp or `io_uring_disabled`, `ENOSYS` on old kernels) the same commit
-//! runs as `pwrite`s and `fdatasync`s inside `start`.
+//! [`Fs`]'s committer hands the whole commit to threads of its own and returns at once:
+//! per file a part that makes its writes (`pwrite`) and then its `fdatasync`, files in
+//! parallel; the journal keeps appending into its next buffer while they write and sync
+//! (pipelining), and collects the completion later with [`Committer::poll`]. The calls
+//! block on purpose: a blocking direct write is completed by the thread waiting for it.
+//! Submitted to io_uring (as until stop 54) the same write completed on a kernel worker
+//! bound to the interrupt's CPU, which could wait seconds for that CPU (see
+//! [`COMMIT_THREADS`]). Where no thread can be started the same commit runs as `pwrite`s
+//! and `fdatasync`s inside `start`.
 //!
 //! Appends (writes marked [`WriteOp::zeros_after`]) go through a second descriptor of the
 //! file opened `O_DIRECT`, as whole blocks (see [`Direct`]): no page cache page is
@@ -36,19 +38,20 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::IoUring;
 
 /// How a storage makes data durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SyncMethod {
-    /// Writes and `IORING_OP_FSYNC` (datasync) entries submitted to io_uring per group commit.
-    IoUring,
-    /// `pwrite(2)` and one `fdatasync(2)` per file.
+    /// Per group commit, each file's writes (direct `pwrite(2)`s) and its `fdatasync(2)` on
+    /// the committer's threads, files in parallel, while the journal goes on appending.
+    Threads,
+    /// `pwrite(2)` and one `fdatasync(2)` per file, inside the call that starts the commit.
     Fdatasync,
     /// An in-memory test file system.
     Memory,
@@ -172,8 +175,8 @@ pub trait Committer: Send + 'static {
     /// `wait` (`None`: does not block). `Ok(None)` while it runs or when none is in flight.
     /// A later commit that finished first waits for the ones before it.
     fn poll(&mut self, wait: Option<Duration>) -> io::Result<Option<Done<Self::File>>>;
-    /// Confines the kernel's worker threads for this committer's I/O to `cpus` (io_uring's
-    /// io-wq), so they do not run on a busy-polling core. A no-op where not applicable.
+    /// Confines the threads that run this committer's I/O to `cpus`, so they do not run on
+    /// a busy-polling core. A no-op where not applicable.
     fn confine_workers(&mut self, cpus: &[usize]) -> io::Result<()>;
     /// Commits started and not yet returned by [`Committer::poll`].
     fn flights(&self) -> usize;
@@ -200,7 +203,7 @@ pub trait Storage: Clone + Send + 'static {
     fn open_file(&self, path: &Path, writable: bool) -> io::Result<Self::File>;
     /// Removes a file (open handles stay usable).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// A committer (probing io_uring once); how it syncs is its [`Storage::sync_method`].
+    /// A committer; how it syncs is its [`Storage::sync_method`].
     fn committer(&self) -> io::Result<Self::Committer>;
     /// Whether the journal should keep spare segment files, prepared ahead on a thread of
     /// its own ([`Storage::prepare_spare`]), for rotations to take.
@@ -223,21 +226,23 @@ pub trait Storage: Clone + Send + 'static {
     fn sync_method(&self) -> SyncMethod;
 }
 
-/// The real file system: `pwrite`-backed files, io_uring group commits.
+/// The real file system: `pwrite`-backed files, group commits on commit threads.
 #[derive(Clone, Debug, Default)]
 pub struct Fs {
-    no_io_uring: bool,
+    no_commit_threads: bool,
 }
 
 impl Fs {
-    /// A real file system handle; io_uring is probed by the first committer.
+    /// A real file system handle.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Forces `pwrite` and plain `fdatasync` (tests of the fallback).
-    pub fn without_io_uring() -> Self {
-        Self { no_io_uring: true }
+    /// Commits run inside the call that starts them (tests of the fallback).
+    pub fn without_commit_threads() -> Self {
+        Self {
+            no_commit_threads: true,
+        }
     }
 }
 
@@ -724,11 +729,10 @@ impl Storage for Fs {
     }
 
     fn committer(&self) -> io::Result<FsCommitter> {
-        let ring = if self.no_io_uring { None } else { probe_uring() };
         Ok(FsCommitter {
-            ring,
+            pool: (!self.no_commit_threads).then(|| Arc::new(Pool::default())),
+            threads: Vec::new(),
             flights: VecDeque::new(),
-            next_id: 0,
             finished: VecDeque::new(),
             bounces: Vec::new(),
         })
@@ -765,10 +769,10 @@ impl Storage for Fs {
     }
 
     fn sync_method(&self) -> SyncMethod {
-        if self.no_io_uring || probe_uring().is_none() {
+        if self.no_commit_threads {
             SyncMethod::Fdatasync
         } else {
-            SyncMethod::IoUring
+            SyncMethod::Threads
         }
     }
 }
@@ -785,35 +789,54 @@ pub(crate) fn submit_and_wait(ring: &IoUring, want: usize) -> io::Result<()> {
     }
 }
 
-/// io_uring queue depth: the most operations one submission carries (a commit with more
-/// is submitted in several, chain by chain).
-const URING_ENTRIES: u32 = 256;
+/// Queue depth of the probe's ring.
+const URING_ENTRIES: u32 = 8;
 
-fn probe_uring() -> Option<Box<IoUring>> {
-    // EPERM (seccomp, io_uring_disabled), ENOSYS (old kernel), ENOMEM (memlock): all mean
-    // "use pwrite and plain fdatasync".
-    IoUring::new(URING_ENTRIES).ok().map(Box::new)
+/// Whether this process can make an io_uring (the journal's sequential reads use one):
+/// `EPERM` under seccomp or `kernel.io_uring_disabled`, `ENOSYS` on old kernels and
+/// `ENOMEM` (memlock) all say no.
+pub fn io_uring_works() -> bool {
+    IoUring::new(URING_ENTRIES).is_ok()
 }
 
-/// A commit in the kernel's hands.
-struct Flight {
-    /// Tells its completions apart from other flights' (user data bits 32..63).
-    id: u32,
+/// A commit in the commit threads' hands: read by them while it runs, taken back whole by
+/// [`FsCommitter::poll`] once every part of it finished.
+struct FlightData {
     commit: Commit<FsFile>,
-    /// Open directories being synced (kept open until their completion is reaped).
+    /// Open directories being synced.
     dirs: Vec<File>,
-    /// Operations submitted that have not completed yet.
-    outstanding: usize,
-    /// Of those, writes.
-    writes_left: usize,
-    first_err: Option<io::Error>,
-    /// Expected byte counts of the writes, by user data (a short write is an error).
-    expect: Vec<u32>,
-    /// The block-aligned copies the direct writes are made from (see [`stage_direct`]),
-    /// owned until every completion is reaped, like the commit's buffers.
+    /// The block-aligned copies the direct writes are made from (see [`stage_direct`]).
     bounce: Vec<u8>,
     /// Per write: where its direct copy is, or `None` for a write through the page cache.
     direct: Vec<Option<DirectWrite>>,
+    /// Per file: its writes, then its data sync.
+    chains: Vec<Chain>,
+}
+
+/// How far a flight is. Apart from [`FlightData`]: a commit thread lets go of the data
+/// before it counts its part done, so the committer takes the data back once none is left.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Parts (a file's chain, a directory's sync) not finished.
+    outstanding: AtomicUsize,
+    /// Chains whose writes have not all returned.
+    writes_left: AtomicUsize,
+    first_err: Mutex<Option<io::Error>>,
+}
+
+impl Progress {
+    fn landed(&self) -> bool {
+        self.outstanding.load(Ordering::Acquire) == 0
+    }
+
+    fn fail(&self, e: io::Error) {
+        lock(&self.first_err).get_or_insert(e);
+    }
+}
+
+struct Flight {
+    data: Arc<FlightData>,
+    progress: Arc<Progress>,
 }
 
 /// A write made direct: `len` bytes of the bounce buffer from `at` to file `offset`, all
@@ -949,13 +972,232 @@ fn stage_direct(commit: &Commit<FsFile>, bounce: &mut Vec<u8>) -> io::Result<Vec
     Ok(out)
 }
 
-/// [`Fs`]'s committer: io_uring when available, else synchronous `pwrite` + `fdatasync`.
+/// Threads that run commits' parts. Each part runs with plain blocking calls: direct
+/// `pwrite`s, then `fdatasync`. A blocking direct write is completed by the thread that
+/// waits for it, woken from the disk's interrupt. Through io_uring the same write was
+/// asynchronous, and the kernel (before 6.19) completes every asynchronous direct write
+/// on a worker of its `dio` workqueue, bound to the CPU the interrupt came in on. On the
+/// cold core beside a busy thread, that kernel worker once waited 2.1 s for the CPU in
+/// about one `kafka` `shm-50k` run of five (traced with `sched_switch`: woken at the
+/// write's interrupt, run 2.1 s later), and every commit behind it with it.
+/// Four: a part runs a file's writes and then its sync, so a commit over more files than
+/// threads runs in rounds (the daemon writes two streams; io_uring ran any number at once).
+const COMMIT_THREADS: usize = 4;
+
+/// The commit threads' shared state.
+#[derive(Default)]
+struct Pool {
+    jobs: Mutex<Jobs>,
+    /// Wakes a commit thread: a part to run, CPUs to move to, or stop.
+    work: Condvar,
+    /// Paired with `done`.
+    done_lock: Mutex<()>,
+    /// Notified whenever a part finished or a chain's writes returned.
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    stop: bool,
+    /// CPUs the threads are confined to, and how many times that was asked.
+    cpus: Vec<usize>,
+    cpus_asked: u64,
+}
+
+/// A part of a flight: the chain of one file, or the sync of one directory.
+enum Part {
+    Chain(usize),
+    Dir(usize),
+}
+
+struct Job {
+    data: Arc<FlightData>,
+    progress: Arc<Progress>,
+    part: Part,
+}
+
+/// The guard of `m`, also when a thread panicked holding it: every value these locks
+/// guard stays whole (a queue, a list of CPUs, an error).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Pool {
+    fn notify_done(&self) {
+        let _held = lock(&self.done_lock);
+        self.done.notify_all();
+    }
+
+    /// Waits until `ready`, at most `wait` (`None`: as long as it takes).
+    fn wait_until(&self, ready: impl Fn() -> bool, wait: Option<Duration>) {
+        let deadline = wait.map(|w| Instant::now() + w);
+        let mut held = lock(&self.done_lock);
+        while !ready() {
+            held = match deadline {
+                None => self.done.wait(held).unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(d) => {
+                    let Some(left) = d.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) else {
+                        return;
+                    };
+                    self.done
+                        .wait_timeout(held, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// The next part to run, after moving to the CPUs last asked for (`seen`: the asks
+    /// this thread followed); `None` once stopped and drained.
+    fn next(&self, seen: &mut u64) -> Option<Job> {
+        let mut jobs = lock(&self.jobs);
+        loop {
+            if jobs.cpus_asked != *seen {
+                *seen = jobs.cpus_asked;
+                let cpus = jobs.cpus.clone();
+                drop(jobs);
+                confine_self(&cpus);
+                jobs = lock(&self.jobs);
+                continue;
+            }
+            if let Some(job) = jobs.queue.pop_front() {
+                return Some(job);
+            }
+            if jobs.stop {
+                return None;
+            }
+            jobs = self.work.wait(jobs).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// Counts a part done when dropped, also when the part panicked (the journal would wait
+/// for it forever otherwise): its writes returned if they had not, then the part, after
+/// letting go of the flight's data (so the committer can take it back whole).
+struct PartDone<'a> {
+    pool: &'a Pool,
+    progress: Arc<Progress>,
+    data: Option<Arc<FlightData>>,
+    /// The part is a chain whose writes have not been counted as returned.
+    writes_pending: bool,
+}
+
+impl PartDone<'_> {
+    fn writes_returned(&mut self) {
+        if std::mem::take(&mut self.writes_pending) {
+            self.progress.writes_left.fetch_sub(1, Ordering::AcqRel);
+            self.pool.notify_done();
+        }
+    }
+}
+
+impl Drop for PartDone<'_> {
+    fn drop(&mut self) {
+        self.writes_returned();
+        drop(self.data.take());
+        self.progress.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.pool.notify_done();
+    }
+}
+
+fn commit_thread(pool: Arc<Pool>) {
+    let mut seen = 0;
+    while let Some(Job { data, progress, part }) = pool.next(&mut seen) {
+        let chain = match part {
+            Part::Chain(k) => data.chains.get(k),
+            Part::Dir(_) => None,
+        };
+        let mut done = PartDone {
+            pool: &pool,
+            progress: Arc::clone(&progress),
+            data: Some(Arc::clone(&data)),
+            writes_pending: chain.is_some_and(|c| !c.writes.is_empty()),
+        };
+        let result = match (part, chain) {
+            (Part::Chain(_), Some(chain)) => run_chain(&data, chain, &mut done),
+            (Part::Chain(_), None) => Err(io::Error::other("a chain outside its flight (a bug)")),
+            (Part::Dir(k), _) => data.dirs.get(k).map_or(Ok(()), File::sync_all),
+        };
+        if let Err(e) = result {
+            progress.fail(e);
+        }
+        drop(data);
+        drop(done);
+    }
+}
+
+/// One file's part of a flight: its writes, then its data sync (not after a failed write).
+fn run_chain(data: &FlightData, chain: &Chain, done: &mut PartDone<'_>) -> io::Result<()> {
+    if !chain.writes.is_empty() {
+        let written = write_chain(data, chain);
+        done.writes_returned();
+        written?;
+    }
+    if chain.sync {
+        fdatasync(chain.fd)?;
+    }
+    Ok(())
+}
+
+fn write_chain(data: &FlightData, chain: &Chain) -> io::Result<()> {
+    for &i in &chain.writes {
+        let w = data
+            .commit
+            .writes
+            .get(i)
+            .ok_or_else(|| io::Error::other("a write outside its commit (a bug)"))?;
+        if let (Some(d), Some(direct)) = (data.direct.get(i).copied().flatten(), w.file.direct_file()) {
+            let bytes = data
+                .bounce
+                .get(d.at..d.at + d.len)
+                .ok_or_else(|| io::Error::other("direct write outside its bounce buffer"))?;
+            w.file.check(d.offset, d.len as u64)?;
+            direct.write_all_at(bytes, d.offset)?;
+            continue;
+        }
+        let bytes = data
+            .commit
+            .bufs
+            .get(w.buf)
+            .and_then(|b| b.get(w.start..w.end))
+            .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
+        w.file.check(w.offset, bytes.len() as u64)?;
+        w.file.file.write_all_at(bytes, w.offset)?;
+    }
+    Ok(())
+}
+
+/// Moves the calling thread to `cpus` (none: left where it is). Failure only costs
+/// placement.
+#[allow(unsafe_code)]
+fn confine_self(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `c` is below CPU_SETSIZE, so the bit is inside `set`.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of `set`, which lives
+    // for the call, and keeps no pointer.
+    let _ = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
+/// [`Fs`]'s committer: commits run on [`COMMIT_THREADS`] threads of its own (started at
+/// the first commit, from the thread that commits, whose CPUs they take), or, where
+/// threads cannot be started or [`Fs::without_commit_threads`], synchronously inside
+/// [`Committer::start`].
 pub struct FsCommitter {
-    ring: Option<Box<IoUring>>,
+    /// `None`: commits run inside `start`.
+    pool: Option<Arc<Pool>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     /// In the order they were started.
     flights: VecDeque<Flight>,
-    next_id: u32,
-    /// Commits done synchronously (no io_uring), waiting to be polled.
+    /// Commits done synchronously, waiting to be polled.
     finished: VecDeque<Done<FsFile>>,
     /// Bounce buffers of landed flights, for reuse (a fresh one costs page faults).
     bounces: Vec<Vec<u8>>,
@@ -964,24 +1206,10 @@ pub struct FsCommitter {
 impl std::fmt::Debug for FsCommitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FsCommitter")
-            .field("io_uring", &self.ring.is_some())
+            .field("threads", &self.threads.len())
             .field("in_flight", &self.in_flight())
             .finish()
     }
-}
-
-/// user_data: bit 63 marks a sync (else a write, whose index is bits 0..32), bits 32..63
-/// the flight's id.
-const SYNC_TAG: u64 = 1 << 63;
-const FLIGHT_ID_BITS: u32 = 31;
-
-fn user_data(flight: u32, sync: bool, index: usize) -> u64 {
-    let id = u64::from(flight & ((1 << FLIGHT_ID_BITS) - 1)) << 32;
-    id | if sync { SYNC_TAG } else { index as u64 & 0xffff_ffff }
-}
-
-fn flight_of(user_data: u64) -> u32 {
-    ((user_data >> 32) & ((1 << FLIGHT_ID_BITS) - 1)) as u32
 }
 
 /// One file's operations: its writes (indices into `Commit::writes`), then maybe a sync.
@@ -1040,151 +1268,27 @@ impl FsCommitter {
         Ok(())
     }
 
-    /// Pushes every operation of `flight` and submits; entries that do not fit the queue
-    /// are submitted in rounds, a whole chain per round (a link chain must be submitted
-    /// in one go).
-    fn submit(ring: &mut IoUring, flight: &mut Flight) -> io::Result<()> {
-        let commit = &flight.commit;
-        let mut entries: Vec<Vec<squeue::Entry>> = Vec::new();
-        for chain in chains(commit) {
-            let mut ops = Vec::with_capacity(chain.writes.len() + 1);
-            for &i in &chain.writes {
-                let w = &commit.writes[i];
-                if let (Some(d), Some(direct)) = (flight.direct.get(i).copied().flatten(), w.file.direct_file()) {
-                    let bytes = flight
-                        .bounce
-                        .get(d.at..d.at + d.len)
-                        .ok_or_else(|| io::Error::other("direct write outside its bounce buffer"))?;
-                    w.file.check(d.offset, d.len as u64)?;
-                    let len = u32::try_from(d.len).map_err(|_| io::Error::other("write over 4 GiB"))?;
-                    // Not IOSQE_ASYNC: a direct overwrite is tried inline without blocking
-                    // (the kernel hands it to a worker when it would block), and inline it
-                    // costs no worker wake-up.
-                    ops.push(
-                        opcode::Write::new(types::Fd(direct.as_raw_fd()), bytes.as_ptr(), len)
-                            .offset(d.offset)
-                            .build()
-                            .user_data(user_data(flight.id, false, i)),
-                    );
-                    continue;
+    /// The commit threads, started at the first commit (from the thread that commits,
+    /// whose CPUs they take); `None` where they cannot be.
+    fn pool(&mut self) -> Option<Arc<Pool>> {
+        if let Some(pool) = &self.pool {
+            if self.threads.is_empty() {
+                for k in 0..COMMIT_THREADS {
+                    let p = Arc::clone(pool);
+                    match std::thread::Builder::new()
+                        .name(format!("rim-journal-io{k}"))
+                        .spawn(move || commit_thread(p))
+                    {
+                        Ok(t) => self.threads.push(t),
+                        Err(_) => break,
+                    }
                 }
-                let bytes = commit
-                    .bufs
-                    .get(w.buf)
-                    .and_then(|b| b.get(w.start..w.end))
-                    .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
-                w.file.check(w.offset, bytes.len() as u64)?;
-                let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("write over 4 GiB"))?;
-                // IOSQE_ASYNC: straight to the kernel's workers. A buffered write tried inline
-                // can block the submitter for milliseconds (page cache allocation, a sync
-                // holding the inode), and the submitter is the journal thread.
-                ops.push(
-                    opcode::Write::new(types::Fd(chain.fd), bytes.as_ptr(), len)
-                        .offset(w.offset)
-                        .build()
-                        .flags(squeue::Flags::ASYNC)
-                        .user_data(user_data(flight.id, false, i)),
-                );
-            }
-            if chain.sync {
-                ops.push(
-                    opcode::Fsync::new(types::Fd(chain.fd))
-                        .flags(types::FsyncFlags::DATASYNC)
-                        .build()
-                        .user_data(user_data(flight.id, true, 0)),
-                );
-            }
-            entries.push(ops);
-        }
-        for d in &flight.dirs {
-            entries.push(vec![opcode::Fsync::new(types::Fd(d.as_raw_fd()))
-                .build()
-                .user_data(user_data(flight.id, true, 0))]);
-        }
-        for mut chain in entries {
-            let last = chain.len() - 1;
-            for e in &mut chain[..last] {
-                // Flags accumulate: a write keeps its ASYNC.
-                *e = e.clone().flags(squeue::Flags::IO_LINK);
-            }
-            if chain.len() > URING_ENTRIES as usize {
-                return Err(io::Error::other("a file's chain is longer than the io_uring queue"));
-            }
-            let room = {
-                let sq = ring.submission();
-                sq.capacity() - sq.len()
-            };
-            if room < chain.len() {
-                ring.submit()?;
-            }
-            let mut sq = ring.submission();
-            for e in &chain {
-                // SAFETY: every write entry points into a buffer of `flight.commit.bufs`
-                // or into `flight.bounce`, and every entry names a descriptor of a file
-                // held by `flight` (writes and syncs by `commit`, their direct descriptors
-                // by the same files' `Arc`s, directories by `flight.dirs`). `flight` is kept
-                // in `self.flights` until every one of its completions has been reaped
-                // (`poll`, and `Drop` waits for them), and nothing touches the buffers
-                // meanwhile; moving the `Vec`s does not move their heap bytes.
-                unsafe { sq.push(e) }.map_err(|_| io::Error::other("io_uring submission queue is full"))?;
-            }
-            drop(sq);
-            flight.outstanding += chain.len();
-            flight.writes_left += chain.iter().filter(|e| e.get_user_data() & SYNC_TAG == 0).count();
-        }
-        submit_and_wait(ring, 0)
-    }
-
-    /// Reaps completions, each into its flight.
-    fn reap(ring: &mut IoUring, flights: &mut VecDeque<Flight>) {
-        for cqe in ring.completion() {
-            let tag = cqe.user_data();
-            let Some(flight) = flights.iter_mut().find(|f| f.id == flight_of(tag)) else {
-                continue;
-            };
-            flight.outstanding = flight.outstanding.saturating_sub(1);
-            if tag & SYNC_TAG == 0 {
-                flight.writes_left = flight.writes_left.saturating_sub(1);
-            }
-            let res = cqe.result();
-            let err = if res < 0 {
-                Some(io::Error::from_raw_os_error(-res))
-            } else if tag & SYNC_TAG == 0 {
-                let want = flight.expect.get((tag & 0xffff_ffff) as usize).copied().unwrap_or(0);
-                (res as u32 != want).then(|| io::Error::other(format!("short write: {res} of {want} bytes")))
-            } else {
-                None
-            };
-            if let Some(e) = err {
-                flight.first_err.get_or_insert(e);
+                if self.threads.is_empty() {
+                    self.pool = None;
+                }
             }
         }
-    }
-
-    /// Submits a no-op and reaps it: the calling thread's first submission, which gives it
-    /// its io_uring worker pool. Only with no flight in flight (every completion reaped
-    /// here is the no-op's).
-    fn first_submission(ring: &mut IoUring) -> io::Result<()> {
-        let nop = opcode::Nop::new().build().user_data(0);
-        // SAFETY: a no-op refers to no memory and no descriptor.
-        unsafe { ring.submission().push(&nop) }.map_err(|_| io::Error::other("io_uring submission queue is full"))?;
-        submit_and_wait(ring, 1)?;
-        ring.completion().for_each(drop);
-        Ok(())
-    }
-
-    /// Waits for completions: at most `wait` (None: only what is ready).
-    fn wait(ring: &mut IoUring, wait: Option<Duration>) -> io::Result<()> {
-        let Some(wait) = wait else { return Ok(()) };
-        let ts = types::Timespec::from(wait);
-        let args = types::SubmitArgs::new().timespec(&ts);
-        match ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ETIME) || e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            // Kernels before 5.11 have no timeout on the wait: wait for one completion.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => ring.submit_and_wait(1).map(|_| ()),
-            Err(e) => Err(e),
-        }
+        self.pool.clone()
     }
 }
 
@@ -1195,7 +1299,7 @@ impl Committer for FsCommitter {
         if self.flights() >= FLIGHTS_MAX {
             return Err(io::Error::other(format!("{FLIGHTS_MAX} commits are in flight already")));
         }
-        let Some(ring) = self.ring.as_mut() else {
+        let Some(pool) = self.pool() else {
             let result = Self::run_sync(&commit);
             self.finished.push_back(Done { commit, result });
             return Ok(());
@@ -1204,10 +1308,15 @@ impl Committer for FsCommitter {
         // A direct write rewrites the block the previous commit's last write ended in, and
         // pads it with zeros: it must not race that write. With one commit in flight (the
         // daemon's default) there is nothing to wait for.
-        while self.flights.iter().any(|f| f.writes_left > 0) {
-            submit_and_wait(ring, 1)?;
-            Self::reap(ring, &mut self.flights);
-        }
+        let flights = &self.flights;
+        pool.wait_until(
+            || {
+                flights
+                    .iter()
+                    .all(|f| f.progress.writes_left.load(Ordering::Acquire) == 0)
+            },
+            None,
+        );
         let mut bounce = self.bounces.pop().unwrap_or_default();
         let direct = match stage_direct(&commit, &mut bounce) {
             Ok(d) => d,
@@ -1216,35 +1325,41 @@ impl Committer for FsCommitter {
                 return Err(e);
             }
         };
-        let expect = commit
-            .writes
-            .iter()
-            .zip(&direct)
-            .map(|(w, d)| d.map_or(w.end - w.start, |d| d.len) as u32)
-            .collect();
-        let id = self.next_id;
-        self.next_id = (id + 1) & ((1 << FLIGHT_ID_BITS) - 1);
-        let mut flight = Flight {
-            id,
-            writes_left: 0,
+        let chains = chains(&commit);
+        let progress = Arc::new(Progress::default());
+        progress.outstanding.store(chains.len() + dirs.len(), Ordering::Relaxed);
+        progress.writes_left.store(
+            chains.iter().filter(|c| !c.writes.is_empty()).count(),
+            Ordering::Relaxed,
+        );
+        let parts = (0..chains.len())
+            .map(Part::Chain)
+            .chain((0..dirs.len()).map(Part::Dir))
+            .collect::<Vec<_>>();
+        let data = Arc::new(FlightData {
             commit,
             dirs,
-            outstanding: 0,
-            first_err: None,
-            expect,
             bounce,
             direct,
-        };
-        let submitted = Self::submit(ring, &mut flight);
-        // Whatever was pushed is the kernel's now: keep the flight until it is reaped.
-        let failed = submitted.err();
-        if let Some(e) = &failed {
-            forget_tails(&flight.commit);
-            flight
-                .first_err
-                .get_or_insert(io::Error::new(e.kind(), format!("io_uring submit: {e}")));
+            chains,
+        });
+        let n = parts.len();
+        {
+            let mut jobs = lock(&pool.jobs);
+            for part in parts {
+                jobs.queue.push_back(Job {
+                    data: Arc::clone(&data),
+                    progress: Arc::clone(&progress),
+                    part,
+                });
+            }
         }
-        self.flights.push_back(flight);
+        // One thread per part: waking all four for a one-file commit costs the cold core
+        // wake-ups for nothing.
+        for _ in 0..n {
+            pool.work.notify_one();
+        }
+        self.flights.push_back(Flight { data, progress });
         Ok(())
     }
 
@@ -1252,53 +1367,42 @@ impl Committer for FsCommitter {
         if let Some(done) = self.finished.pop_front() {
             return Ok(Some(done));
         }
-        let Some(ring) = self.ring.as_mut() else {
+        let (Some(pool), Some(oldest)) = (self.pool.as_ref(), self.flights.front()) else {
             return Ok(None);
         };
-        Self::reap(ring, &mut self.flights);
-        let oldest_done = |f: &VecDeque<Flight>| f.front().map(|f| f.outstanding == 0);
-        if oldest_done(&self.flights) == Some(false) {
-            Self::wait(ring, wait)?;
-            Self::reap(ring, &mut self.flights);
+        if !oldest.progress.landed() && wait.is_some() {
+            pool.wait_until(|| oldest.progress.landed(), wait);
         }
-        if oldest_done(&self.flights) != Some(true) {
+        if !oldest.progress.landed() {
             return Ok(None);
         }
-        let Some(flight) = self.flights.pop_front() else {
+        let Some(Flight { data, progress }) = self.flights.pop_front() else {
             return Ok(None);
         };
-        let result = flight.first_err.map_or(Ok(()), Err);
-        if self.bounces.len() < FLIGHTS_MAX && !flight.bounce.is_empty() {
-            self.bounces.push(flight.bounce);
+        // Every thread let go of the data before it counted its part done.
+        let data = Arc::try_unwrap(data)
+            .map_err(|_| io::Error::other("a commit thread still holds a landed commit (a bug)"))?;
+        let result = lock(&progress.first_err).take().map_or(Ok(()), Err);
+        if self.bounces.len() < FLIGHTS_MAX && !data.bounce.is_empty() {
+            self.bounces.push(data.bounce);
         }
         Ok(Some(Done {
-            commit: flight.commit,
+            commit: data.commit,
             result,
         }))
     }
 
     fn confine_workers(&mut self, cpus: &[usize]) -> io::Result<()> {
-        let idle = self.flights.is_empty();
-        let Some(ring) = self.ring.as_mut() else {
+        let Some(pool) = self.pool.as_ref() else {
             return Ok(());
         };
-        // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-            // SAFETY: `c` is below CPU_SETSIZE, so the bit is inside `set`.
-            unsafe { libc::CPU_SET(c, &mut set) };
+        {
+            let mut jobs = lock(&pool.jobs);
+            jobs.cpus = cpus.to_vec();
+            jobs.cpus_asked += 1;
         }
-        match ring.submitter().register_iowq_aff(&set) {
-            // The kernel gives a thread its worker pool when it makes a ring or first
-            // submits, and refuses (EINVAL) to confine a pool that is not there yet: the
-            // journal thread is handed a ring made on another thread and asks before it
-            // has committed anything. Submit a no-op, then ask again.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && idle => {
-                Self::first_submission(ring)?;
-                ring.submitter().register_iowq_aff(&set)
-            }
-            r => r,
-        }
+        pool.work.notify_all();
+        Ok(())
     }
 
     fn flights(&self) -> usize {
@@ -1308,18 +1412,13 @@ impl Committer for FsCommitter {
 
 impl Drop for FsCommitter {
     fn drop(&mut self) {
-        // The kernel may still read the flights' buffers: wait until it is done with them.
-        let Some(ring) = self.ring.as_mut() else { return };
-        while self.flights.iter().any(|f| f.outstanding > 0) {
-            if ring.submit_and_wait(1).is_err() {
-                // Nothing more can be learned; leak the buffers rather than free memory
-                // the kernel may still be reading.
-                for f in self.flights.drain(..) {
-                    std::mem::forget(f);
-                }
-                break;
-            }
-            Self::reap(ring, &mut self.flights);
+        // The threads finish what was queued (its buffers are shared with them), then stop.
+        if let Some(pool) = self.pool.as_ref() {
+            lock(&pool.jobs).stop = true;
+            pool.work.notify_all();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }

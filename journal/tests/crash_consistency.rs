@@ -160,7 +160,7 @@ fn durable_records_survive_a_crash_at_every_sync() {
     crash_at_every_sync(FaultyFs::new, "in order");
 }
 
-/// Commits in flight together reach the disk newest first (independent io_uring chains
+/// Commits in flight together reach the disk newest first (the commit threads' parts
 /// may): a freeze between them leaves a later commit's records on disk after a hole.
 #[test]
 fn durable_records_survive_when_later_commits_reach_the_disk_first() {

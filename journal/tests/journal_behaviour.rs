@@ -188,7 +188,7 @@ fn list_streams_and_config_checks() {
 #[test]
 fn fdatasync_fallback_works_too() {
     let tmp = TempDir::new("fallback");
-    let (mut j, _) = Journal::open(small_cfg(&tmp, 2), Fs::without_io_uring()).expect("open");
+    let (mut j, _) = Journal::open(small_cfg(&tmp, 2), Fs::without_commit_threads()).expect("open");
     assert_eq!(j.sync_method(), rim_journal::SyncMethod::Fdatasync);
     for p in 0..2 {
         j.append(p, b"hello", 0).expect("append");

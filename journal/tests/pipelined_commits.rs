@@ -3,8 +3,7 @@
 //! started (durable never runs ahead of a commit that has not landed), the buffer refuses
 //! what does not fit and says how much does, and rotations take the spare segments
 //! prepared ahead (zero-filled files) on the real file system, with every record read
-//! back across them and after a reopen; a new thread confines its io_uring workers before
-//! its first commit.
+//! back across them and after a reopen.
 
 mod common;
 
@@ -125,30 +124,4 @@ fn rotations_take_spares_prepared_ahead_and_records_survive_a_reopen() {
     let (j, _) = Journal::open(cfg, Fs::new()).expect("reopen");
     assert_eq!(j.end(0), j.durable(0));
     assert_eq!(read_all(tmp.path(), 0, 0, Fs::new()), written);
-}
-
-#[test]
-fn a_new_thread_confines_its_io_workers_before_its_first_commit() {
-    use rim_journal::{Committer, Storage, SyncMethod};
-    // As in the daemon: the journal (and its io_uring) is made on one thread and moved to
-    // the journal thread, whose first call into io_uring is the confinement; the kernel had
-    // no worker pool for a thread that never submitted, and said EINVAL.
-    let tmp = TempDir::new("confine");
-    let fs = Fs::new();
-    if fs.sync_method() != SyncMethod::IoUring {
-        eprintln!("no io_uring here: nothing to confine");
-        return;
-    }
-    let mut committer = fs.committer().expect("committer");
-    let (mut j, _) = Journal::open(JournalConfig::new(tmp.path(), 1), fs).expect("open");
-    std::thread::spawn(move || {
-        committer.confine_workers(&[0]).expect("confine the io_uring workers");
-        j.confine_io_workers(&[0]).expect("confine the journal's own committer");
-        // Commits still run, and land.
-        j.append(0, &payload(0, 1, 300), 1).expect("append");
-        j.sync().expect("sync");
-        assert_eq!(j.durable(0), j.end(0));
-    })
-    .join()
-    .expect("the confining thread");
 }

@@ -3,8 +3,8 @@
 //! ```text
 //! ingest ──(events, markers)──────────┐
 //! reflex k ──(decisions, predictions)─┴─► journal thread (cold core, may block)
-//!      append to the events / decision-log buffers · pipelined group commit (io_uring
-//!      writes + fdatasync) · durable marker back to ingest, durable chain seq back to
+//!      append to the events / decision-log buffers · pipelined group commit (direct
+//!      writes + fdatasync on the journal's commit threads) · durable marker back to ingest, durable chain seq back to
 //!      reflex · roll-up by node index · predictions filed and scored · accuracy
 //!                          │ durable work, at most every store_interval_ms
 //!                          ▼

@@ -546,7 +546,7 @@ pub fn spawn(
             if let Some(c) = core {
                 let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
                 if let Err(e) = t.journal.confine_io_workers(&[c]) {
-                    warn!(error = %e, "cannot confine io_uring workers to the cold core");
+                    warn!(error = %e, "cannot confine the journal's commit threads to the cold core");
                 }
             }
             let mut rings = Rings {

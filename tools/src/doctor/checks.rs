@@ -356,9 +356,8 @@ fn memlock(config: &Config) -> Check {
 
 fn io_uring() -> Check {
     let sysctl = host::io_uring_disabled();
-    // The journal's own probe: it creates a ring as its committer would.
-    let probe = rim_journal::Storage::sync_method(&rim_journal::Fs::new());
-    let works = probe == rim_journal::SyncMethod::IoUring;
+    // The journal's own probe: it creates a ring as its sequential readers do.
+    let works = rim_journal::storage::io_uring_works();
     let found = format!(
         "{}; kernel.io_uring_disabled = {}",
         if works {
@@ -373,7 +372,7 @@ fn io_uring() -> Check {
         true,
         works,
         found,
-        "available (glommio runs on it; the journal's group commit uses it)".into(),
+        "available (glommio runs on it; the journal's sequential reads use it)".into(),
         "sysctl kernel.io_uring_disabled=0, and allow io_uring_setup in any seccomp profile",
     )
 }
