@@ -1079,14 +1079,15 @@ impl Pool {
 struct PartDone<'a> {
     pool: &'a Pool,
     progress: Arc<Progress>,
+    /// The thread's only handle on the flight's data (`None` once let go).
     data: Option<Arc<FlightData>>,
     /// The part is a chain whose writes have not been counted as returned.
-    writes_pending: bool,
+    writes_pending: std::cell::Cell<bool>,
 }
 
 impl PartDone<'_> {
-    fn writes_returned(&mut self) {
-        if std::mem::take(&mut self.writes_pending) {
+    fn writes_returned(&self) {
+        if self.writes_pending.replace(false) {
             self.progress.writes_left.fetch_sub(1, Ordering::AcqRel);
             self.pool.notify_done();
         }
@@ -1105,31 +1106,31 @@ impl Drop for PartDone<'_> {
 fn commit_thread(pool: Arc<Pool>) {
     let mut seen = 0;
     while let Some(Job { data, progress, part }) = pool.next(&mut seen) {
-        let chain = match part {
-            Part::Chain(k) => data.chains.get(k),
-            Part::Dir(_) => None,
-        };
-        let mut done = PartDone {
+        let writes = matches!(part, Part::Chain(k) if data.chains.get(k).is_some_and(|c| !c.writes.is_empty()));
+        // Counted done when dropped at the end of the turn, also by a panic.
+        let done = PartDone {
             pool: &pool,
-            progress: Arc::clone(&progress),
-            data: Some(Arc::clone(&data)),
-            writes_pending: chain.is_some_and(|c| !c.writes.is_empty()),
+            progress,
+            data: Some(data),
+            writes_pending: std::cell::Cell::new(writes),
         };
-        let result = match (part, chain) {
-            (Part::Chain(_), Some(chain)) => run_chain(&data, chain, &mut done),
-            (Part::Chain(_), None) => Err(io::Error::other("a chain outside its flight (a bug)")),
-            (Part::Dir(k), _) => data.dirs.get(k).map_or(Ok(()), File::sync_all),
+        let Some(data) = done.data.as_deref() else { continue };
+        let result = match part {
+            Part::Chain(k) => data
+                .chains
+                .get(k)
+                .ok_or_else(|| io::Error::other("a chain outside its flight (a bug)"))
+                .and_then(|chain| run_chain(data, chain, &done)),
+            Part::Dir(k) => data.dirs.get(k).map_or(Ok(()), File::sync_all),
         };
         if let Err(e) = result {
-            progress.fail(e);
+            done.progress.fail(e);
         }
-        drop(data);
-        drop(done);
     }
 }
 
 /// One file's part of a flight: its writes, then its data sync (not after a failed write).
-fn run_chain(data: &FlightData, chain: &Chain, done: &mut PartDone<'_>) -> io::Result<()> {
+fn run_chain(data: &FlightData, chain: &Chain, done: &PartDone<'_>) -> io::Result<()> {
     if !chain.writes.is_empty() {
         let written = write_chain(data, chain);
         done.writes_returned();
@@ -1157,16 +1158,20 @@ fn write_chain(data: &FlightData, chain: &Chain) -> io::Result<()> {
             direct.write_all_at(bytes, d.offset)?;
             continue;
         }
-        let bytes = data
-            .commit
-            .bufs
-            .get(w.buf)
-            .and_then(|b| b.get(w.start..w.end))
-            .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
-        w.file.check(w.offset, bytes.len() as u64)?;
-        w.file.file.write_all_at(bytes, w.offset)?;
+        write_buffered(&data.commit, w)?;
     }
     Ok(())
+}
+
+/// `w` through the page cache, from its commit's buffer.
+fn write_buffered(commit: &Commit<FsFile>, w: &WriteOp<FsFile>) -> io::Result<()> {
+    let bytes = commit
+        .bufs
+        .get(w.buf)
+        .and_then(|b| b.get(w.start..w.end))
+        .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
+    w.file.check(w.offset, bytes.len() as u64)?;
+    w.file.file.write_all_at(bytes, w.offset)
 }
 
 /// Moves the calling thread to `cpus` (none: left where it is). Failure only costs
@@ -1251,13 +1256,7 @@ impl FsCommitter {
             if let Some(d) = &w.file.direct {
                 d.forget_tail();
             }
-            let bytes = commit
-                .bufs
-                .get(w.buf)
-                .and_then(|b| b.get(w.start..w.end))
-                .ok_or_else(|| io::Error::other("write refers outside its buffer"))?;
-            w.file.check(w.offset, bytes.len() as u64)?;
-            w.file.file.write_all_at(bytes, w.offset)?;
+            write_buffered(commit, w)?;
         }
         for f in &commit.syncs {
             fdatasync(f.fd())?;

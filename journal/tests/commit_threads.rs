@@ -8,44 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{payload, TempDir};
+use common::{allowed_cpus, payload, threads_named, TempDir};
 use rim_journal::{Fs, Journal, JournalConfig, Storage, SyncMethod};
-
-/// This process's commit threads and the CPUs each may run on (`Cpus_allowed_list`).
-fn commit_threads() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").expect("tasks").flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("rim-journal-io") {
-            continue;
-        }
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        let cpus = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .map(|c| c.trim().to_owned())
-            .unwrap_or_default();
-        out.push((comm.trim().to_owned(), cpus));
-    }
-    out
-}
-
-/// The CPUs this process may run on.
-#[allow(unsafe_code)]
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is a plain bit array (all-zero is the empty set); sched_getaffinity
-    // writes at most `size_of` bytes into it and keeps no pointer.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-            0
-        );
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
 
 /// Waits (a thread that has not run yet moves when it first does) until every commit
 /// thread may run on `cpu` alone.
@@ -53,7 +17,7 @@ fn all_on(cpu: usize) -> Vec<(String, String)> {
     let want = cpu.to_string();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let threads = commit_threads();
+        let threads = threads_named("rim-journal-io");
         if (!threads.is_empty() && threads.iter().all(|(_, c)| *c == want)) || Instant::now() > deadline {
             return threads;
         }

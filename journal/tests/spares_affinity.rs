@@ -10,36 +10,25 @@ mod common;
 
 use std::time::Duration;
 
-use common::{payload, TempDir};
+use common::{allowed_cpus, cpus_allowed, payload, threads_named, TempDir};
 use rim_journal::{Fs, Journal, JournalConfig};
 
-/// The `Cpus_allowed_list` of a thread of this process (`thread-self`: the caller).
-fn allowed(tid: &str) -> String {
-    let path = if tid == "thread-self" {
-        "/proc/thread-self/status".to_owned()
-    } else {
-        format!("/proc/self/task/{tid}/status")
-    };
-    let status = std::fs::read_to_string(path).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|v| v.trim().to_owned())
-        .expect("Cpus_allowed_list")
+/// The `Cpus_allowed_list` of the calling thread.
+fn own_cpus() -> String {
+    cpus_allowed(std::path::Path::new("/proc/thread-self"))
 }
 
-/// Thread ids of this process whose name starts as the spares thread's (names are cut to
-/// 15 bytes).
+/// Thread ids of this process whose name starts as the spares thread's.
 fn spares_threads() -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc/self/task").expect("tasks").flatten() {
-        let tid = e.file_name().to_string_lossy().into_owned();
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if comm.trim_end().starts_with("rim-journal-spa") {
-            out.push(tid);
-        }
-    }
-    out
+    threads_named("rim-journal-spa")
+        .into_iter()
+        .map(|(tid, _)| tid)
+        .collect()
+}
+
+/// The `Cpus_allowed_list` of thread `tid` of this process.
+fn allowed(tid: &str) -> String {
+    cpus_allowed(&std::path::Path::new("/proc/self/task").join(tid))
 }
 
 /// Confines the calling thread to `cpu`.
@@ -59,32 +48,15 @@ fn pin_to(cpu: usize) {
     }
 }
 
-/// The last CPU the calling thread may run on.
-#[allow(unsafe_code)]
-fn last_allowed_cpu() -> usize {
-    // SAFETY: as in `pin_to`; sched_getaffinity writes at most `size_of` bytes into the set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-            0
-        );
-        (0..libc::CPU_SETSIZE as usize)
-            .rev()
-            .find(|&c| libc::CPU_ISSET(c, &set))
-            .expect("some CPU is allowed")
-    }
-}
-
 #[test]
 fn the_spares_thread_runs_on_the_cpus_of_the_thread_that_commits() {
     let tmp = TempDir::new("spares-affinity");
-    let opener = allowed("thread-self");
+    let opener = own_cpus();
     let (mut j, _) = Journal::open(JournalConfig::new(tmp.path(), 1), Fs::new()).expect("open");
     let at_open = spares_threads();
     assert_eq!(at_open.len(), 1, "one spares thread from open on");
     assert_eq!(allowed(&at_open[0]), opener, "at open, the opener's CPUs");
-    let cpu = last_allowed_cpu();
+    let cpu = *allowed_cpus().last().expect("some CPU is allowed");
     if opener == cpu.to_string() {
         eprintln!("the_spares_thread_runs_on_the_cpus_of_the_thread_that_commits: skipped, this process has one CPU");
         return;
@@ -96,7 +68,7 @@ fn the_spares_thread_runs_on_the_cpus_of_the_thread_that_commits() {
         let found = spares_threads();
         assert_eq!(found.len(), 1, "still the one spares thread");
         let spares = allowed(&found[0]);
-        let writer = allowed("thread-self");
+        let writer = own_cpus();
         j.close().expect("close");
         (writer, spares)
     })

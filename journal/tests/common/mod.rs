@@ -99,3 +99,47 @@ pub fn takes_direct(dir: &Path) -> bool {
     let _ = std::fs::remove_file(&probe);
     ok
 }
+
+/// The `Cpus_allowed_list` in a thread's `status` (`task`: `/proc/self/task/TID` or
+/// `/proc/thread-self`).
+pub fn cpus_allowed(task: &Path) -> String {
+    let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// (thread id, `Cpus_allowed_list`) of every thread of this process whose name starts with
+/// `prefix` (names are cut to 15 bytes).
+pub fn threads_named(prefix: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks").flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(prefix) {
+            out.push((
+                task.file_name().to_string_lossy().into_owned(),
+                cpus_allowed(&task.path()),
+            ));
+        }
+    }
+    out
+}
+
+/// The CPUs this process may run on.
+#[allow(unsafe_code)]
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is a plain bit array (all-zero is the empty set); sched_getaffinity
+    // writes at most `size_of` bytes into it and keeps no pointer.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
