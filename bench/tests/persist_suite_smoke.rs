@@ -20,8 +20,14 @@ const ROWS: [(&str, &[&str]); 14] = [
     ("decisions", &["decisions_per_s", "events_per_s"]),
     ("capsules", &["records_per_s"]),
     ("redb-raw", &["records_per_s"]),
-    ("recovery", &["events", "ready_ms", "full_replay_ms"]),
-    ("recovery-lagging", &["events", "ready_ms"]),
+    (
+        "recovery",
+        &["events", "ready_ms", "full_replay_ms", "recovery_ms", "recovery_cpu_ms"],
+    ),
+    (
+        "recovery-lagging",
+        &["events", "ready_ms", "recovery_ms", "recovery_cpu_ms"],
+    ),
 ];
 
 const LAG_ROWS: [&str; 7] = [

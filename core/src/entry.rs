@@ -8,7 +8,9 @@
 //! 16  body
 //! ```
 //! `aux` is the event's arrival time (ms) for events, the marker's sequence for markers,
-//! the shard for decisions and predictions.
+//! the shard for decisions and predictions. (Recovery hands replayed events from its
+//! feeding thread to its roll-up thread as event entries too, with the record's journal
+//! position in `aux`.)
 //!
 //! An event's body carries, before the journal record, what the roll-up needs that ingest
 //! already computed, so the cold core neither hashes names nor looks nodes up per event:

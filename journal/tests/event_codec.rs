@@ -244,3 +244,43 @@ fn encode_does_not_allocate() {
         elapsed.as_nanos() as f64 / rounds as f64
     );
 }
+
+#[test]
+fn texts_beyond_ascii_decode_and_broken_utf8_is_refused_in_every_text() {
+    // Decoding checks ASCII texts word-wise and hands any other text to `from_utf8`: a
+    // multi-byte text must decode as written, and a broken one must fail in every field.
+    let mut buf = vec![0u8; EVENT_BYTES_MAX];
+    let h = EventHead {
+        event_id: Some("é-123-ü"),
+        status: "DÉGRADÉ",
+        source_topic: Some("rim.fast-path.€"),
+        ..head(31)
+    };
+    let names = ["température", "ładunek", "温度"];
+    let n = encode(&h, names.iter().map(|s| (*s, 2.5)), &mut buf).expect("encode");
+    let rec = decode(&buf[..n]).expect("decode");
+    assert_eq!(rec.head(), h);
+    assert_eq!(rec.metrics().map(|(m, _)| m).collect::<Vec<_>>(), names);
+    for text in [
+        "é-123-ü",
+        "DÉGRADÉ",
+        "rim.fast-path.€",
+        "température",
+        "ładunek",
+        "温度",
+    ] {
+        let at = buf[..n]
+            .windows(text.len())
+            .position(|w| w == text.as_bytes())
+            .expect("text in the record");
+        // A continuation byte where a multi-byte sequence's lead was, and a lead byte
+        // with no continuation where its last byte was.
+        let lead = at + text.find(|c: char| !c.is_ascii()).expect("a non-ASCII char");
+        for (i, b) in [(lead, 0x80), (at + text.len() - 1, 0xc3)] {
+            let mut bad = buf[..n].to_vec();
+            bad[i] = b;
+            assert!(decode(&bad).is_err(), "{text}: byte {i} = {b:#x}");
+            assert!(decode_journaled(&bad).is_err(), "{text}: byte {i} = {b:#x}");
+        }
+    }
+}

@@ -722,7 +722,7 @@ fn replay_events(
     let dir = o.config.persist.journal_dir();
     let (replay_from, committed_to) = (o.replay_from, o.committed_to);
     let held = o.rollup.held_events();
-    let (tx, rx) = rtrb::RingBuffer::new(REPLAY_NODES_QUEUE);
+    let (tx, rx) = rtrb::RingBuffer::new(REPLAY_HANDOFF_BYTES);
     let mut roller = Roller {
         rollup: &mut o.rollup,
         runs: &mut o.runs,
@@ -736,7 +736,7 @@ fn replay_events(
     let (fed, rolled) = std::thread::scope(|s| {
         let rolling = std::thread::Builder::new()
             .name("rimd-recover".into())
-            .spawn_scoped(s, || roller.roll_tail(&dir, committed_to, rx));
+            .spawn_scoped(s, || roller.roll_tail(rx));
         let fed = feed_tail(ingest, reflexes, &dir, (replay_from, committed_to), &held, tx, done);
         let rolled = match rolling {
             Ok(t) => t
@@ -762,27 +762,34 @@ const RECOVERY_BATCH_MAX: usize = 10_000;
 fn recovery_batch_max(config: &Config) -> usize {
     config.persist.store_batch_max.min(RECOVERY_BATCH_MAX)
 }
-/// Node indices queued from the feeding thread to the roll-up thread at most (4 MiB while
-/// recovery runs): about a second of the feeding thread's work, so that it does not wait
-/// while the roll-up thread commits a batch.
-const REPLAY_NODES_QUEUE: usize = 1 << 20;
-/// What the feeding thread passes for an event ingest refused (not rolled up).
-const NOT_PLACED: u32 = u32::MAX;
+/// Bytes of the ring from the feeding thread to the roll-up thread (allocated while
+/// recovery runs): about 250,000 events, 0.1 s of the feeding thread's work, so that it
+/// seldom waits while the roll-up thread commits a batch.
+const REPLAY_HANDOFF_BYTES: usize = 128 << 20;
 
 /// Ingest and the reflex shards' side of [`replay_events`]: every event from `from.0`,
-/// the node index of each from `from.1` on to `tx`.
+/// and each that ingest placed from `from.1` on to `tx` as an event entry (see
+/// [`entry`]): its node index, its journal position in the head's `aux`, and its record.
+/// The roll-up thread takes the records from there rather than reading the journal a
+/// second time: its own reader, with its own checks of every frame's CRC, was a quarter of
+/// that thread, which bounds recovery once this one's node lookups stopped missing.
 fn feed_tail(
     ingest: &mut Ingest,
     reflexes: &mut [&mut Reflex],
     dir: &std::path::Path,
     (replay_from, committed_to): (u64, u64),
     held: &[u64],
-    mut tx: rtrb::Producer<u32>,
+    mut tx: rtrb::Producer<u8>,
     done: &mut Recovered,
 ) -> Result<(), PersistError> {
     let mut reader = Reader::open_sequential(dir, STREAM_EVENTS, replay_from, Fs::new())?;
     let holds = |n: u32, pos: u64| held.get(n as usize).is_some_and(|&to| pos < to);
     let mut batch = ReplayBatch::default();
+    let mut handoff = Handoff {
+        tx: &mut tx,
+        from: committed_to,
+        entry: Vec::new(),
+    };
     while batch.read(&mut reader)? {
         let recs = batch.decode()?;
         // Each record's node-table slot is a cache miss (the table is sized for
@@ -799,10 +806,13 @@ fn feed_tail(
                 r.prefetch_node(*n);
             }
         }
-        for (pos, rec) in &recs {
-            feed_one(ingest, reflexes, (*pos, rec), &holds, committed_to, &mut tx);
+        for (i, (pos, rec)) in recs.iter().enumerate() {
+            let node = feed_one(ingest, reflexes, (*pos, rec), &holds);
+            if let Some(node) = node {
+                handoff.send(node, *pos, batch.record(i))?;
+            }
             done.events += 1;
-            if tx.is_abandoned() {
+            if handoff.tx.is_abandoned() {
                 // The roll-up side stopped; its error is the one reported.
                 return Ok(());
             }
@@ -842,6 +852,14 @@ impl ReplayBatch {
         Ok(!self.records.is_empty())
     }
 
+    /// Record `i`'s bytes.
+    fn record(&self, i: usize) -> &[u8] {
+        self.records
+            .get(i)
+            .and_then(|&(_, start, len)| self.bytes.get(start..start + len))
+            .unwrap_or_default()
+    }
+
     /// The records decoded, with their positions.
     fn decode(&self) -> Result<Vec<(u64, rim_journal::event::EventRecord<'_>)>, PersistError> {
         self.records
@@ -860,29 +878,65 @@ impl ReplayBatch {
     }
 }
 
-/// One replayed event into ingest (polling the reflex shards while its ring is full), and
-/// its node index to the roll-up thread from `committed_to` on.
+/// One replayed event into ingest (polling the reflex shards while its ring is full); the
+/// node ingest placed it at, None if ingest refused it (it is not rolled up either).
 fn feed_one(
     ingest: &mut Ingest,
     reflexes: &mut [&mut Reflex],
     (pos, rec): (u64, &rim_journal::event::EventRecord<'_>),
     holds: &dyn Fn(u32, u64) -> bool,
-    committed_to: u64,
-    tx: &mut rtrb::Producer<u32>,
-) {
-    let node = loop {
+) -> Option<u32> {
+    loop {
         match ingest.replay(rec, &|n| holds(n, pos)) {
             ReplayOutcome::Full => reflexes.iter_mut().for_each(|r| {
                 r.poll(usize::MAX);
             }),
-            ReplayOutcome::Applied(n) => break n,
-            ReplayOutcome::Refused => break NOT_PLACED,
+            ReplayOutcome::Applied(n) => return Some(n),
+            ReplayOutcome::Refused => return None,
         }
-    };
-    if pos >= committed_to {
-        while tx.push(node).is_err() && !tx.is_abandoned() {
+    }
+}
+
+/// The feeding thread's end of the ring to the roll-up thread.
+struct Handoff<'a> {
+    tx: &'a mut rtrb::Producer<u8>,
+    /// The first position the roll-up takes (the store's `committed_to`).
+    from: u64,
+    /// The entry being sent.
+    entry: Vec<u8>,
+}
+
+impl Handoff<'_> {
+    /// Sends the event at `pos`, placed at `node`, if the roll-up takes it, waiting for
+    /// room; returns at once if the roll-up side has stopped (its error is reported).
+    fn send(&mut self, node: u32, pos: u64, record: &[u8]) -> Result<(), PersistError> {
+        if pos < self.from {
+            return Ok(());
+        }
+        let extras = entry::Extras {
+            node,
+            status: 0,
+            id_hash: 0,
+            keys: &[],
+        };
+        self.entry.resize(entry::HEAD_BYTES + entry::EXTRAS_BYTES, 0);
+        let at = entry::put_event_head(&mut self.entry, 0, pos, &extras, record.len());
+        self.entry.truncate(at);
+        self.entry.extend_from_slice(record);
+        if self.entry.len() > self.tx.buffer().capacity() {
+            return Err(PersistError::Record {
+                stream: STREAM_EVENTS,
+                pos,
+                message: format!(
+                    "a record of {} bytes does not fit recovery's hand-off ring",
+                    record.len()
+                ),
+            });
+        }
+        while !entry::push(self.tx, &self.entry) && !self.tx.is_abandoned() {
             std::thread::yield_now();
         }
+        Ok(())
     }
 }
 
@@ -902,69 +956,88 @@ struct Roller<'a> {
 }
 
 impl Roller<'_> {
-    /// Every event from `committed_to` that ingest placed (its node index from `rx`, in
-    /// journal order) and the restored state does not hold yet, into the roll-up.
-    fn roll_tail(
-        &mut self,
-        dir: &std::path::Path,
-        committed_to: u64,
-        mut rx: rtrb::Consumer<u32>,
-    ) -> Result<(), PersistError> {
-        let mut reader = Reader::open_sequential(dir, STREAM_EVENTS, committed_to, Fs::new())?;
-        let mut closed = Vec::new();
+    /// Every event from `committed_to` that ingest placed (as the feeding thread sends it
+    /// on `rx`, in journal order) and the restored state does not hold yet, into the
+    /// roll-up.
+    fn roll_tail(&mut self, mut rx: rtrb::Consumer<u8>) -> Result<(), PersistError> {
+        let mut scratch = Vec::new();
         let mut keys = [0u64; entry::KEYS_MAX];
         let mut metrics: Box<thread::RollMetrics> = Box::new([(0, 0.0); entry::KEYS_MAX]);
-        while let Some((pos, bytes)) = reader.next()? {
-            let node = loop {
-                match rx.pop() {
-                    Ok(n) => break n,
-                    // The feeding side ended early (its error is the one reported).
-                    Err(_) if rx.is_abandoned() && rx.is_empty() => {
-                        self.keep_predicted();
-                        return Ok(());
+        let mut closed = Vec::new();
+        loop {
+            let taken = entry::take(&mut rx, &mut scratch, |head, body| {
+                let ev = entry::event_body(&head, body).ok_or_else(|| PersistError::Record {
+                    stream: STREAM_EVENTS,
+                    pos: head.aux,
+                    message: "recovery's hand-off entry is shorter than its extras (a bug)".into(),
+                })?;
+                self.roll_one(ev.node, head.aux, ev.record, &mut keys, &mut metrics, &mut closed)
+            });
+            match taken {
+                Ok(Some(rolled)) => rolled?,
+                // Abandoned first: once the feeding side is gone, nothing more arrives, and
+                // an empty ring is the end (its error, if any, is the one reported).
+                Ok(None) if rx.is_abandoned() && rx.is_empty() => break,
+                Ok(None) => {
+                    if !self.commit_predicted() {
+                        std::thread::yield_now();
                     }
-                    Err(_) if self.commit_predicted() => {}
-                    Err(_) => std::thread::yield_now(),
                 }
-            };
-            // Before its node's stored entry was complete, the roll-up already has it.
-            if node == NOT_PLACED || self.rollup.holds_event(node, pos) {
-                continue;
+                Err(e) => return Err(PersistError::Log(format!("recovery's hand-off ring: {e} (a bug)"))),
             }
-            // Scanned, not decoded: the feeding thread decoded and validated this record
-            // before it sent its node index, and the roll-up reads a record as the journal
-            // thread does live (a full decode here too was a third of this thread).
-            let scan = rim_journal::event::scan(bytes).ok_or_else(|| PersistError::Record {
-                stream: STREAM_EVENTS,
-                pos,
-                message: "the record does not scan".into(),
-            })?;
-            for (k, (name, _)) in keys.iter_mut().zip(scan.metrics()) {
-                *k = rim_rules::name_hash_bytes(name).max(1);
-            }
-            let status = rim_rules::name_hash_bytes(scan.status).max(1);
-            self.rollup
-                .note_id(node, scan.event_id.map_or(0, crate::ingest::dedup::Dedup::hash_bytes));
-            thread::roll_scanned(
-                self.rollup,
-                node,
-                status,
-                |i| keys.get(i).copied(),
-                pos,
-                &scan,
-                &mut metrics,
-                &mut closed,
-            );
-            let names = self.rollup.names();
-            self.batch
-                .capsules
-                .extend(closed.drain(..).filter_map(|c| names.capsule(&c)));
-            // Synced here, where the sync overlaps the replay (this thread waits for the
-            // feeding one anyway), rather than all at once by recovery's last commit, which
-            // start-up waits for (0.5-0.7 s of a 10 s tail's recovery before).
-            self.capsules += commit_if_full(self.batch, self.runs, self.store, self.stats, self.batch_max, true);
         }
         self.keep_predicted();
+        Ok(())
+    }
+
+    /// The event at `pos` (its record `bytes`, placed at `node`) into the roll-up, unless
+    /// the restored roll-up already holds it.
+    fn roll_one(
+        &mut self,
+        node: u32,
+        pos: u64,
+        bytes: &[u8],
+        keys: &mut [u64; entry::KEYS_MAX],
+        metrics: &mut thread::RollMetrics,
+        closed: &mut Vec<rim_capsule::Closed>,
+    ) -> Result<(), PersistError> {
+        // Before its node's stored entry was complete, the roll-up already has it.
+        if self.rollup.holds_event(node, pos) {
+            return Ok(());
+        }
+        // Scanned, not decoded: the feeding thread read this record through the journal's
+        // CRC check and decoded and validated it before sending it, and the roll-up reads
+        // a record as the journal thread does live (a full decode here too was a third of
+        // this thread).
+        let scan = rim_journal::event::scan(bytes).ok_or_else(|| PersistError::Record {
+            stream: STREAM_EVENTS,
+            pos,
+            message: "the record does not scan".into(),
+        })?;
+        for (k, (name, _)) in keys.iter_mut().zip(scan.metrics()) {
+            *k = rim_rules::name_hash_bytes(name).max(1);
+        }
+        let status = rim_rules::name_hash_bytes(scan.status).max(1);
+        self.rollup
+            .note_id(node, scan.event_id.map_or(0, crate::ingest::dedup::Dedup::hash_bytes));
+        thread::roll_scanned(
+            self.rollup,
+            node,
+            status,
+            |i| keys.get(i).copied(),
+            pos,
+            &scan,
+            metrics,
+            closed,
+        );
+        let names = self.rollup.names();
+        self.batch
+            .capsules
+            .extend(closed.drain(..).filter_map(|c| names.capsule(&c)));
+        // Synced here, where the sync overlaps the replay (this thread waits for the
+        // feeding one anyway), rather than all at once by recovery's last commit, which
+        // start-up waits for (0.5-0.7 s of a 10 s tail's recovery before).
+        self.capsules += commit_if_full(self.batch, self.runs, self.store, self.stats, self.batch_max, true);
         Ok(())
     }
 
