@@ -375,12 +375,12 @@ fn a_crash_before_the_store_caught_up_rebuilds_predictions() {
         "persist.store_interval_ms=600000",
         "persist.store_batch_max=1000000",
     ];
-    let predictions = |d: &Daemon| -> Vec<Vec<(i64, String)>> {
+    let capsules = |d: &Daemon, vantage: Vantage| -> Vec<Vec<(i64, String)>> {
         let store = store_of(d);
         (0..3)
             .map(|i| {
                 store
-                    .history(&query(&node(i), Vantage::Predicted))
+                    .history(&query(&node(i), vantage.clone()))
                     .expect("history")
                     .iter()
                     .map(|c| (c.key.timestamp, format!("{:?}", c.body)))
@@ -388,15 +388,19 @@ fn a_crash_before_the_store_caught_up_rebuilds_predictions() {
             })
             .collect()
     };
-    // The reference: the same events, a clean stop.
+    // The reference: the same events, a clean stop. Enough of them (6,000 events, about
+    // 1 MB of journal) that recovery's hand-off ring (256 KiB for this tail) goes round
+    // several times and its feeding thread waits for room.
+    const PER_NODE: usize = 2_000;
     let mut clean = Daemon::start(&held, Some(RULES));
-    publish(&clean, "first", T0, 40, 0);
+    publish(&clean, "first", T0, PER_NODE, 0);
     assert!(clean.sigterm().success());
-    let want = predictions(&clean);
+    let want = capsules(&clean, Vantage::Predicted);
+    let observed = capsules(&clean, Vantage::Observed);
     let made: usize = want.iter().map(Vec::len).sum();
 
     let mut d = Daemon::start(&held, Some(RULES));
-    publish(&d, "first", T0, 40, 0);
+    publish(&d, "first", T0, PER_NODE, 0);
     // The events are durable; the predictions their decisions made follow them into the
     // journal a little later. A crash before those are durable loses them, as it would
     // any decision not yet durable: wait for them.
@@ -412,11 +416,24 @@ fn a_crash_before_the_store_caught_up_rebuilds_predictions() {
     );
     d.kill9();
     let mut d = Daemon::start_in(d.into_dir(), &held, Some(RULES));
+    let replayed = counter(&d.stats(), "persist.recovered_events");
     assert!(d.sigterm().success());
-    let got = predictions(&d);
+    assert!(replayed >= 3 * PER_NODE as u64, "recovery replayed {replayed} records");
+    let got = capsules(&d, Vantage::Predicted);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!(w.len() >= 9, "node {i}: {} predictions in the clean run", w.len());
         assert_eq!(g, w, "node {i}: predictions after the crash");
+    }
+    // The observed capsules the roll-up rebuilt from the hand-off, the same as the clean
+    // run's roll-up made live.
+    let got = capsules(&d, Vantage::Observed);
+    for (i, (g, w)) in got.iter().zip(&observed).enumerate() {
+        assert!(
+            w.len() >= 100,
+            "node {i}: {} observed capsules in the clean run",
+            w.len()
+        );
+        assert_eq!(g, w, "node {i}: observed capsules after the crash");
     }
 }
 

@@ -48,7 +48,7 @@
 //!   `ready_ms` from spawn until it serves (control socket and stats up); `replayed` =
 //!   records recovery read; and `full_replay_ms` with the store deleted, so recovery reads
 //!   the whole journal; of that full replay, `recovery_ms` (the daemon's own count, from
-//!   opening the journal to recovery's last commit) and `recovery_cpu_ms` (every daemon
+//!   the start of recovery, the roll-up's checkpoint restored, to its last commit) and `recovery_cpu_ms` (every daemon
 //!   thread's CPU time until it served: recovery's work, which this VM's noise moves less
 //!   than the wall times).
 //! - `recovery-lagging`: 1M events/s for 10 s with the store's hand-off held back

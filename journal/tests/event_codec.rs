@@ -246,9 +246,10 @@ fn encode_does_not_allocate() {
 }
 
 #[test]
-fn texts_beyond_ascii_decode_and_broken_utf8_is_refused_in_every_text() {
+fn texts_beyond_ascii_decode_and_broken_utf8_is_refused_in_every_free_text() {
     // Decoding checks ASCII texts word-wise and hands any other text to `from_utf8`: a
-    // multi-byte text must decode as written, and a broken one must fail in every field.
+    // multi-byte text must decode as written, and a broken one must fail in every field
+    // but the node id (which `encode` holds to the RimNodeId pattern, ASCII only).
     let mut buf = vec![0u8; EVENT_BYTES_MAX];
     let h = EventHead {
         event_id: Some("é-123-ü"),

@@ -709,8 +709,9 @@ fn chain_heads(o: &Opened, heads: ChainHeads, clean: bool, shards: usize) -> Res
 
 /// The events from `replay_from`: into ingest and reflex, and from `committed_to` on
 /// also into the roll-up. Two threads share the work, one core each (the shards do not
-/// run yet): this one feeds ingest and the reflex shards and passes each event's node
-/// index (from `committed_to` on) to a roll-up thread that reads the same journal.
+/// run yet): this one reads the journal and feeds ingest and the reflex shards, and sends
+/// each event ingest placed (from `committed_to` on) to a roll-up thread as an event entry
+/// on a byte ring (see [`feed_tail`]); the roll-up thread does not read the journal.
 fn replay_events(
     o: &mut Opened,
     ingest: &mut Ingest,
@@ -722,7 +723,8 @@ fn replay_events(
     let dir = o.config.persist.journal_dir();
     let (replay_from, committed_to) = (o.replay_from, o.committed_to);
     let held = o.rollup.held_events();
-    let (tx, rx) = rtrb::RingBuffer::new(REPLAY_HANDOFF_BYTES);
+    let tail = o.journal.end(STREAM_EVENTS).saturating_sub(committed_to);
+    let (tx, rx) = rtrb::RingBuffer::new(handoff_bytes(tail));
     let mut roller = Roller {
         rollup: &mut o.rollup,
         runs: &mut o.runs,
@@ -762,10 +764,27 @@ const RECOVERY_BATCH_MAX: usize = 10_000;
 fn recovery_batch_max(config: &Config) -> usize {
     config.persist.store_batch_max.min(RECOVERY_BATCH_MAX)
 }
-/// Bytes of the ring from the feeding thread to the roll-up thread (allocated while
-/// recovery runs): about 250,000 events, 0.1 s of the feeding thread's work, so that it
-/// seldom waits while the roll-up thread commits a batch.
-const REPLAY_HANDOFF_BYTES: usize = 128 << 20;
+/// Bytes of the ring from the feeding thread to the roll-up thread at most: about 800,000
+/// of the bench's events (166 bytes an entry), 0.3 s of the feeding thread's work, so that
+/// it does not wait while the roll-up thread commits a batch of capsules. At 32 MiB it
+/// did: 12% of its samples in `sched_yield`, on a 10M-event tail.
+const HANDOFF_BYTES_MAX: usize = 128 << 20;
+/// Bytes of that ring at least.
+const HANDOFF_BYTES_MIN: usize = 256 << 10;
+
+/// The hand-off ring's size for a tail of `tail` journal bytes: a quarter of it, within
+/// [`HANDOFF_BYTES_MIN`, `HANDOFF_BYTES_MAX`]. A short tail (most restarts, every test)
+/// allocates little, and still laps the ring; the allocation lives as long as the replay
+/// (above glibc's `mmap` threshold, it is unmapped after).
+fn handoff_bytes(tail: u64) -> usize {
+    usize::try_from(tail / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(HANDOFF_BYTES_MIN, HANDOFF_BYTES_MAX)
+}
+
+// Every entry the feeding thread can send fits the ring, and `entry::take` takes it.
+const _: () = assert!(entry::EXTRAS_BYTES + rim_journal::event::EVENT_BYTES_MAX <= entry::BODY_BYTES_MAX);
+const _: () = assert!(entry::HEAD_BYTES + entry::BODY_BYTES_MAX <= HANDOFF_BYTES_MIN);
 
 /// Ingest and the reflex shards' side of [`replay_events`]: every event from `from.0`,
 /// and each that ingest placed from `from.1` on to `tx` as an event entry (see
@@ -923,14 +942,11 @@ impl Handoff<'_> {
         let at = entry::put_event_head(&mut self.entry, 0, pos, &extras, record.len());
         self.entry.truncate(at);
         self.entry.extend_from_slice(record);
-        if self.entry.len() > self.tx.buffer().capacity() {
+        if self.entry.len() > entry::HEAD_BYTES + entry::BODY_BYTES_MAX {
             return Err(PersistError::Record {
                 stream: STREAM_EVENTS,
                 pos,
-                message: format!(
-                    "a record of {} bytes does not fit recovery's hand-off ring",
-                    record.len()
-                ),
+                message: format!("a record of {} bytes is too long for recovery's hand-off", record.len()),
             });
         }
         while !entry::push(self.tx, &self.entry) && !self.tx.is_abandoned() {
@@ -966,11 +982,16 @@ impl Roller<'_> {
         let mut closed = Vec::new();
         loop {
             let taken = entry::take(&mut rx, &mut scratch, |head, body| {
-                let ev = entry::event_body(&head, body).ok_or_else(|| PersistError::Record {
-                    stream: STREAM_EVENTS,
-                    pos: head.aux,
-                    message: "recovery's hand-off entry is shorter than its extras (a bug)".into(),
-                })?;
+                let ev = entry::event_body(&head, body)
+                    .filter(|_| head.kind == entry::KIND_EVENT)
+                    .ok_or_else(|| PersistError::Record {
+                        stream: STREAM_EVENTS,
+                        pos: head.aux,
+                        message: format!(
+                            "recovery's hand-off took an entry of kind {} that is no event (a bug)",
+                            head.kind
+                        ),
+                    })?;
                 self.roll_one(ev.node, head.aux, ev.record, &mut keys, &mut metrics, &mut closed)
             });
             match taken {

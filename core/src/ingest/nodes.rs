@@ -117,6 +117,7 @@ impl Slot {
 /// Whether `text` starts with `id` (`id.len()` ≤ [`INLINE`]), reading nothing past `text`:
 /// whole words, then the last word overlapping the ones before it.
 fn same_prefix(text: &[u8; INLINE], id: &[u8]) -> bool {
+    debug_assert!(id.len() <= INLINE, "a prefix longer than the slot's text");
     let word = |b: &[u8], at: usize| {
         let mut w = [0u8; 8];
         w.copy_from_slice(b.get(at..at + 8).unwrap_or(&[0; 8]));
