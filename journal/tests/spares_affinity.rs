@@ -32,20 +32,11 @@ fn allowed(tid: &str) -> String {
 }
 
 /// Confines the calling thread to `cpu`.
-#[allow(unsafe_code)]
 fn pin_to(cpu: usize) {
-    // SAFETY: the set is a local, fully initialised by CPU_ZERO before CPU_SET reads it;
-    // sched_setaffinity(0, ..) reads it and changes only the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
+    assert!(
+        core_affinity::set_for_current(core_affinity::CoreId { id: cpu }),
+        "sched_setaffinity"
+    );
 }
 
 #[test]

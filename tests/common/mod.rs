@@ -1119,19 +1119,12 @@ pub fn threads_of(pid: u32) -> Vec<(String, String)> {
     out
 }
 
-/// The CPUs this test process may run on.
-#[allow(dead_code, unsafe_code)]
+/// The CPUs the calling thread may run on (its `sched_getaffinity` set).
+#[allow(dead_code)]
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is a plain bit array (all-zero is the empty set), which
-    // sched_getaffinity fills for the calling thread; CPU_ISSET reads bits below CPU_SETSIZE.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-            0
-        );
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
+    core_affinity::get_core_ids()
+        .expect("the calling thread's CPU set")
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
 }

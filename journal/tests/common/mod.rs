@@ -127,19 +127,11 @@ pub fn threads_named(prefix: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The CPUs this process may run on.
-#[allow(unsafe_code)]
+/// The CPUs the calling thread may run on (its `sched_getaffinity` set).
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is a plain bit array (all-zero is the empty set); sched_getaffinity
-    // writes at most `size_of` bytes into it and keeps no pointer.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-            0
-        );
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
+    core_affinity::get_core_ids()
+        .expect("the calling thread's CPU set")
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
 }
