@@ -470,9 +470,10 @@ fn wait_predictions_durable(d: &mut Daemon, made: usize) {
 /// syncs its last unsynced commits without waiting for more work (they stayed unsynced
 /// for as long as the silence lasted, and a crash took redb back before them). A crash
 /// then has nothing to replay.
-/// Waits (at most `cap`) until the journal thread stages no checkpoint chunk for 1.5 s and
-/// the store writer has nothing waiting, then half a second more for the writer's sync
-/// of its last commit (which it does once no more work comes).
+/// Waits (at most `cap`) until the journal thread stages no checkpoint chunk for 1.5 s, the
+/// store writer has nothing waiting and has synced its last commit (`store_unsynced`: it
+/// syncs `checkpoint_ms` after its previous sync once no more work comes; the half second
+/// this waited for it before was too short on a loaded CI machine once).
 fn wait_quiet(d: &mut Daemon, cap: std::time::Duration) {
     let deadline = std::time::Instant::now() + cap;
     let mut last = counter(&d.stats(), "persist.checkpoints");
@@ -484,8 +485,9 @@ fn wait_quiet(d: &mut Daemon, cap: std::time::Duration) {
         if now != last || counter(&s, "persist.store_waiting") > 0 {
             last = now;
             still_since = std::time::Instant::now();
-        } else if still_since.elapsed() >= std::time::Duration::from_millis(1_500) {
-            std::thread::sleep(std::time::Duration::from_millis(500));
+        } else if still_since.elapsed() >= std::time::Duration::from_millis(1_500)
+            && counter(&s, "persist.store_unsynced") == 0
+        {
             return;
         }
     }

@@ -151,6 +151,10 @@ pub struct PersistStats {
     pub store_backpressure_turns: AtomicU64,
     /// Capsules made but not yet handed to the store writer (a level).
     pub store_waiting: AtomicU64,
+    /// 1 while the store writer has committed something it has not synced yet (a level):
+    /// a crash then takes redb back to its last synced commit, and recovery replays the
+    /// journal from that commit's watermarks.
+    pub store_unsynced: AtomicU64,
     /// Journal-thread turns that took over 1 ms (a stall of the commit pipeline).
     pub turns_slow: AtomicU64,
     /// Longest turn, and its phases' longest, since the last report window (levels, ns).
@@ -228,6 +232,7 @@ impl PersistStats {
             ("checkpoint_bytes", r(&self.checkpoint_bytes)),
             ("store_backpressure_turns", r(&self.store_backpressure_turns)),
             ("store_waiting", r(&self.store_waiting)),
+            ("store_unsynced", r(&self.store_unsynced)),
             ("turns_slow", r(&self.turns_slow)),
             ("turn_ns_max", r(&self.turn_ns_max)),
             ("drain_ns_max", r(&self.drain_ns_max)),

@@ -73,6 +73,7 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
                 let mut sync = Batch::default();
                 mailbox.take_into(&mut sync.decision_runs);
                 commit_indexed(store, &mut sync, stats, true, &mut indexed, &mut || {});
+                stats.store_unsynced.store(0, Ordering::Release);
                 continue;
             }
             Err(_) => break,
@@ -84,6 +85,8 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
         // Anything else queued joins the round, in order.
         round.take(first.into_iter().chain(rx.try_iter().flatten()), &mut names, now_ms);
         let mut breather = Breather::start();
+        // The round's pieces are committed unsynced; its last commit says what stays so.
+        stats.store_unsynced.store(1, Ordering::Release);
         loop {
             round.take_posted(mailbox);
             if round.runs_go_first() {
@@ -110,6 +113,7 @@ pub(super) fn run(store: &Store, rx: Receiver<Vec<Handoff>>, mut names: Names, e
                 breather.breathe()
             });
         }
+        stats.store_unsynced.store(u64::from(unsynced), Ordering::Release);
         // A writer the journal thread raised stays raised for the whole round: lowered
         // after its first piece, it would be starved again with the round half done.
         priority.commit_done();
